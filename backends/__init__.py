@@ -1,0 +1,28 @@
+"""The lazy backend registry: every backend name, greppable in one place.
+
+Values are `"module:Class"` strings so that a heavy engine (vLLM, CTranslate2, ...) is imported
+only inside the Ray task of a deployment that uses it. The key is also the name of the config
+option (`conf/backend/<key>.yaml`) and of the module (`backends/<key>.py`).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from sweep.errors import ConfigError
+
+REGISTRY: dict[str, str] = {
+    "hf": "backends.hf:HFBackend",
+}
+
+
+def backend_class(name: str) -> type:
+    """Import and return the backend class registered under `name`."""
+    try:
+        target = REGISTRY[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown backend {name!r}; choose one of: {', '.join(sorted(REGISTRY))}"
+        ) from None
+    module_name, class_name = target.split(":")
+    return getattr(importlib.import_module(module_name), class_name)

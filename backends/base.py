@@ -1,0 +1,79 @@
+"""The backend contract: what every engine or server must offer the trial runner.
+
+A backend is started once per deployment and stopped at the end, on error and on interruption
+(use it as a context manager). In-process engines implement `EngineBackend.generate` and report
+each token through a callback; they never read a clock for metrics, because
+`sweep.loadgen.recorder` owns every timestamp so that all engines are measured the same way.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# (request idx, number of new tokens in this step). Called as soon as the tokens exist on the host.
+TokenCallback = Callable[[int, int], None]
+
+# A telemetry source returns (source, metric, value) samples when polled.
+TelemetrySource = Callable[[], list[tuple[str, str, float]]]
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    """One request as a backend sees it."""
+
+    idx: int
+    prompt: str
+    prompt_token_ids: tuple[int, ...]
+    max_tokens: int
+    ignore_eos: bool = True
+    temperature: float = 0.0
+
+
+@dataclass(frozen=True)
+class GenResult:
+    """What the engine itself reports about a finished request (server-side counts)."""
+
+    idx: int
+    output_tokens: int
+
+
+class Backend(abc.ABC):
+    """A started-once, stopped-always inference backend."""
+
+    def __init__(self, config: Any, model_path: str) -> None:
+        self.config = config
+        self.model_path = model_path
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Load the model or launch the server; raise BackendError on failure."""
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Release everything `start` acquired; must be safe to call twice."""
+
+    def telemetry_sources(self) -> list[TelemetrySource]:
+        """Extra samplers (e.g. a server's /metrics) polled during each trial."""
+        return []
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the backend's own log, for failure reports."""
+        return ""
+
+    def __enter__(self) -> Backend:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class EngineBackend(Backend):
+    """An in-process engine that takes a batch of requests and streams tokens via a callback."""
+
+    @abc.abstractmethod
+    def generate(self, requests: Sequence[GenRequest], on_token: TokenCallback) -> list[GenResult]:
+        """Generate all `requests` (submitted together) and return the engine's own counts."""

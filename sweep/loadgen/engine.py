@@ -1,0 +1,48 @@
+"""Offers a workload to an in-process engine: batches submitted together, tokens timestamped.
+
+`latency_bound` submits one request at a time; `throughput_bound` and `offline_batch` submit
+batches of `workload.batch_size` (how the engine schedules a batch is the engine's business:
+the HF baseline's `per_request` mode processes it one request after another). Warm-up requests
+run untimed first; `offline_batch` also discards its first batch, as study C did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from backends.base import EngineBackend, GenRequest
+from sweep.loadgen.recorder import RequestTracker, now_s
+
+
+def batch_size_of(workload: object) -> int:
+    """Requests submitted together under this workload."""
+    return 1 if workload.name == "latency_bound" else workload.batch_size
+
+
+def run_engine_workload(
+    backend: EngineBackend,
+    requests: Sequence[GenRequest],
+    warmup: Sequence[GenRequest],
+    workload: object,
+) -> list[RequestTracker]:
+    """Run `requests` in batches and return the trackers of the measured requests."""
+    if warmup:
+        backend.generate(list(warmup), lambda idx, n: None)
+    size = batch_size_of(workload)
+    trackers: list[RequestTracker] = []
+    for batch_idx, start in enumerate(range(0, len(requests), size)):
+        batch = list(requests[start : start + size])
+        by_idx = {
+            r.idx: RequestTracker(r.idx, batch_idx, len(r.prompt_token_ids), r.max_tokens)
+            for r in batch
+        }
+        sent = now_s()
+        for tracker in by_idx.values():
+            tracker.mark_sent(sent)
+        results = backend.generate(batch, lambda idx, n: by_idx[idx].add_tokens(n))
+        for result in results:
+            by_idx[result.idx].finish(server_tokens=result.output_tokens)
+        if batch_idx == 0 and workload.discard_first_batch:
+            continue
+        trackers.extend(by_idx.values())
+    return trackers

@@ -1,0 +1,203 @@
+"""Grid expansion: the composed experiment becomes trials with stable ids, grouped by deployment.
+
+An axis of `sweep.grid` is either a config group (`backend: [hf, vllm]`), swapped through Hydra's
+compose API for each point, or a dotted value path (`workload.batch_size: [1, 8]`). `trial_id`
+hashes the resolved trial config (sorted keys; output, cluster, tracking, SLO and sweep settings
+excluded) plus the repeat index, so the same experiment always gets the same ids; that is what
+makes resume, de-duplication and cross-sweep comparison work. `deployment_id` hashes exactly what
+is launched once: model, backend and hardware.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from sweep.compose import GROUPS, Composer
+from sweep.errors import ConfigError
+from sweep.schema import Config
+
+NOT_IN_TRIAL_ID = ("sweep", "output", "cluster", "tracking", "slo", "reference")
+NOT_IN_FLAT = ("sweep", "output", "cluster", "tracking", "reference")
+DEPLOYMENT_KEYS = ("model", "backend", "hardware")
+SHORT_NAMES = {"batch_size": "b", "concurrency": "c", "request_rate": "r", "num_requests": "n"}
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One grid point and repeat: everything a worker needs to run and describe a trial."""
+
+    trial_id: str
+    deployment_id: str
+    sweep_name: str
+    repeat: int
+    label: str
+    config: Config
+    flat: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What is launched once (model + backend + resources) and the trials run against it."""
+
+    deployment_id: str
+    label: str
+    config: Config
+    trials: tuple[TrialSpec, ...]
+
+    @property
+    def num_gpus(self) -> int:
+        """GPUs the deployment's Ray task asks for."""
+        return self.config.backend.num_gpus
+
+    @property
+    def num_cpus(self) -> float:
+        """CPUs the deployment's Ray task asks for."""
+        return self.config.backend.num_cpus
+
+    @property
+    def accelerator_type(self) -> str | None:
+        """Ray accelerator type the task is pinned to (None on CPU-only deployments)."""
+        return self.config.hardware.accelerator_type if self.num_gpus > 0 else None
+
+    def with_trials(self, trials: tuple[TrialSpec, ...]) -> Deployment:
+        """The same deployment restricted to `trials`."""
+        return dataclasses.replace(self, trials=trials)
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """The expanded sweep: its base config, axes and deployments in submission order."""
+
+    name: str
+    base: Config
+    base_yaml: str
+    axes: dict[str, list[Any]]
+    deployments: tuple[Deployment, ...]
+
+    @property
+    def trials(self) -> list[TrialSpec]:
+        """Every trial of the sweep, deployment by deployment."""
+        return [t for d in self.deployments for t in d.trials]
+
+
+def stable_hash(value: Any) -> str:
+    """A short hash of a JSON-able value with sorted keys; identical across runs and machines."""
+    text = json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def build_plan(overrides: list[str]) -> SweepPlan:
+    """Compose the experiment, validate its grid and expand it into deployments and trials."""
+    with Composer(overrides) as composer:
+        base_tree = composer.compose_tree([])
+        base = composer.to_config(base_tree)
+        _check_name(base.sweep.name)
+        axes = {axis: list(values) for axis, values in base.sweep.grid.items()}
+        group_axes = [a for a in axes if a in GROUPS]
+        value_axes = [a for a in axes if a not in GROUPS]
+        for axis in value_axes:
+            if not _has_key(base_tree, axis):
+                raise ConfigError(
+                    f"sweep.grid axis {axis!r} names neither a config group "
+                    f"({', '.join(GROUPS)}) nor a config value"
+                )
+        trials = []
+        for point in itertools.product(*axes.values()):
+            chosen = dict(zip(axes, point, strict=True))
+            tree = composer.compose_tree([f"{a}={chosen[a]}" for a in group_axes])
+            config = composer.to_config(tree, {a: chosen[a] for a in value_axes})
+            trials.extend(_trials_of_point(config, chosen, base.sweep.repeats))
+    return SweepPlan(
+        name=base.sweep.name,
+        base=base,
+        base_yaml=OmegaConf.to_yaml(base_tree),
+        axes=axes,
+        deployments=_group(trials),
+    )
+
+
+def _trials_of_point(config: Config, chosen: dict[str, Any], repeats: int) -> list[TrialSpec]:
+    tree = dataclasses.asdict(config)
+    deployment_id = stable_hash({k: tree[k] for k in DEPLOYMENT_KEYS})
+    hashed = {k: v for k, v in tree.items() if k not in NOT_IN_TRIAL_ID}
+    flat = flatten({k: v for k, v in tree.items() if k not in NOT_IN_FLAT})
+    label = point_label(config, chosen)
+    specs = []
+    for repeat in range(repeats):
+        specs.append(
+            TrialSpec(
+                trial_id=stable_hash({**hashed, "repeat": repeat}),
+                deployment_id=deployment_id,
+                sweep_name=config.sweep.name,
+                repeat=repeat,
+                label=label if repeats == 1 else f"{label}-r{repeat}",
+                config=config,
+                flat=flat,
+            )
+        )
+    return specs
+
+
+def _group(trials: list[TrialSpec]) -> tuple[Deployment, ...]:
+    by_id: dict[str, list[TrialSpec]] = {}
+    for trial in trials:
+        if any(t.trial_id == trial.trial_id for t in by_id.get(trial.deployment_id, [])):
+            continue  # two grid points that resolve to the same config run once
+        by_id.setdefault(trial.deployment_id, []).append(trial)
+    deployments = []
+    for deployment_id, members in by_id.items():
+        config = members[0].config
+        label = f"{config.backend.name}:{config.model.name}"
+        deployments.append(Deployment(deployment_id, label, config, tuple(members)))
+    return tuple(deployments)
+
+
+def point_label(config: Config, chosen: dict[str, Any]) -> str:
+    """A readable trial name such as `hf-per_request-random-b4`."""
+    parts = [config.backend.name]
+    for axis, value in chosen.items():
+        if axis == "backend":
+            continue
+        leaf = axis.rsplit(".", 1)[-1]
+        text = str(value) if not isinstance(value, dict | list) else stable_hash(value)[:6]
+        parts.append(f"{SHORT_NAMES[leaf]}{text}" if leaf in SHORT_NAMES else text)
+    return "-".join(parts)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted keys for nested dicts; lists and dicts below a leaf become JSON strings."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
+            if name.count(".") < 1:
+                flat.update(flatten(value, f"{name}."))
+                continue
+        if isinstance(value, dict | list | tuple):
+            value = json.dumps(value, sort_keys=True, default=str)
+        flat[name] = value
+    return flat
+
+
+def _has_key(tree: Any, dotted: str) -> bool:
+    node = tree
+    for part in dotted.split("."):
+        if not hasattr(node, "keys") or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _check_name(name: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ConfigError(
+            f"sweep.name={name!r} must be letters, digits, '_', '.' or '-' (it names a folder)"
+        )

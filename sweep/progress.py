@@ -1,0 +1,81 @@
+"""Live progress of a sweep: done / running / failed, elapsed and ETA, one line per finished trial.
+
+On a terminal a rich progress bar updates in place; elsewhere (CI, `ray job` logs) each finished
+trial prints one line with the same counts, so the log still shows how far the sweep got.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from sweep import records as R
+from sweep.results import TrialFiles
+
+
+class SweepProgress:
+    """Counts trials as they finish and shows them."""
+
+    def __init__(self, total: int, deployments: int, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True, soft_wrap=True)
+        self.total = total
+        self.deployments_left = deployments
+        self.done = 0
+        self.failed = 0
+        self.started = time.monotonic()
+        self._progress = Progress(
+            TextColumn("[bold]trials"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA {task.fields[eta]}"),
+            console=self.console,
+            transient=True,
+        )
+        self._task = self._progress.add_task(self._counts(), total=total, eta="?")
+
+    def __enter__(self) -> SweepProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def trial_finished(self, files: TrialFiles) -> None:
+        """Count one trial and print its line."""
+        row = files.summary.to_pylist()[0]
+        self.done += 1
+        if row[R.TRIAL_STATUS] != R.STATUS_OK:
+            self.failed += 1
+        self._progress.update(self._task, completed=self.done, description=self._counts(),
+                              eta=self._eta())
+        self.console.print(self._line(row))
+
+    def deployment_finished(self) -> None:
+        """One fewer deployment running."""
+        self.deployments_left -= 1
+
+    def _counts(self) -> str:
+        return f"done {self.done} · failed {self.failed} · deployments running {self.deployments_left}"
+
+    def _eta(self) -> str:
+        if self.done == 0:
+            return "?"
+        elapsed = time.monotonic() - self.started
+        seconds = int(elapsed / self.done * (self.total - self.done))
+        return f"{seconds // 60}:{seconds % 60:02d}"
+
+    def _line(self, row: dict) -> str:
+        position = f"[{self.done}/{self.total}, {self._eta()} left]"
+        if row[R.TRIAL_STATUS] != R.STATUS_OK:
+            reason = (row.get(R.ERROR_MESSAGE) or "").splitlines()[0][:160]
+            return f"[red]✗ {row[R.LABEL]}[/] {row[R.ERROR_KIND]}: {reason} {position}"
+        ttft = row.get(R.latency_column("ttft", "median"))
+        ttft_text = f"{ttft:.1f} ms" if ttft is not None else "n/a"
+        return (
+            f"[green]✓ {row[R.LABEL]}[/] {row[R.OUTPUT_THROUGHPUT]:.1f} tok/s · "
+            f"TTFT p50 {ttft_text} · {row[R.COMPLETED_REQUESTS]} requests {position}"
+        )

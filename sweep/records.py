@@ -1,0 +1,160 @@
+"""Column names and Arrow schemas of every result table, defined once.
+
+The trial writes these tables, `sweep.results` stores them and `analysis` reads them; all three
+import the names from here so that a column is never spelled twice. Units are in the names:
+`_s` seconds, `_ms` milliseconds, `_tok_s` tokens per second, `_mb` mebibytes.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+# --- requests.parquet: one row per measured request (warm-up requests are not recorded) ---
+TRIAL_ID = "trial_id"
+REQUEST_IDX = "request_idx"
+BATCH_IDX = "batch_idx"
+SCHEDULED_S = "scheduled_s"
+SENT_S = "sent_s"
+FIRST_TOKEN_S = "first_token_s"
+END_S = "end_s"
+TTFT_S = "ttft_s"
+E2E_S = "e2e_s"
+TPOT_S = "tpot_s"
+ITL_S = "itl_s"
+INPUT_TOKENS = "input_tokens"
+OUTPUT_TOKENS = "output_tokens"
+REQUESTED_OUTPUT_TOKENS = "requested_output_tokens"
+SERVER_OUTPUT_TOKENS = "server_output_tokens"
+STATUS = "status"
+ERROR = "error"
+
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"
+
+REQUESTS_SCHEMA = pa.schema(
+    [
+        pa.field(TRIAL_ID, pa.string()),
+        pa.field(REQUEST_IDX, pa.int64()),
+        pa.field(BATCH_IDX, pa.int64()),
+        pa.field(SCHEDULED_S, pa.float64()),
+        pa.field(SENT_S, pa.float64()),
+        pa.field(FIRST_TOKEN_S, pa.float64()),
+        pa.field(END_S, pa.float64()),
+        pa.field(TTFT_S, pa.float64()),
+        pa.field(E2E_S, pa.float64()),
+        pa.field(TPOT_S, pa.float64()),
+        pa.field(ITL_S, pa.list_(pa.float64())),
+        pa.field(INPUT_TOKENS, pa.int64()),
+        pa.field(OUTPUT_TOKENS, pa.int64()),
+        pa.field(REQUESTED_OUTPUT_TOKENS, pa.int64()),
+        pa.field(SERVER_OUTPUT_TOKENS, pa.int64()),
+        pa.field(STATUS, pa.string()),
+        pa.field(ERROR, pa.string()),
+    ]
+)
+
+# --- timeseries.parquet: long format, one row per sample ---
+T_S = "t_s"
+SOURCE = "source"
+METRIC = "metric"
+VALUE = "value"
+
+TIMESERIES_SCHEMA = pa.schema(
+    [
+        pa.field(TRIAL_ID, pa.string()),
+        pa.field(T_S, pa.float64()),
+        pa.field(SOURCE, pa.string()),
+        pa.field(METRIC, pa.string()),
+        pa.field(VALUE, pa.float64()),
+    ]
+)
+
+# Timeseries metric names (source, metric).
+PROCESS_RSS_MB = "rss_mb"
+PROCESS_CPU_PERCENT = "cpu_percent"
+GPU_MEMORY_USED_MB = "gpu_memory_used_mb"
+GPU_UTILIZATION_PERCENT = "gpu_utilization_percent"
+GPU_POWER_W = "gpu_power_w"
+KV_CACHE_USAGE_PERCENT = "kv_cache_usage_percent"
+RUNNING_REQUESTS = "running_requests"
+WAITING_REQUESTS = "waiting_requests"
+
+# --- summary.parquet: one row per trial ---
+# Identity and outcome columns; the flattened config (`backend.name`, `workload.batch_size`, ...)
+# and the metric columns produced by `analysis.metrics.summarize` complete the row.
+SWEEP_NAME = "sweep_name"
+DEPLOYMENT_ID = "deployment_id"
+REPEAT = "repeat"
+LABEL = "label"
+TRIAL_STATUS = "trial_status"
+ERROR_KIND = "error_kind"
+ERROR_MESSAGE = "error_message"
+STARTED_UNIX_S = "started_unix_s"
+WALL_S = "wall_s"
+
+ERROR_OUT_OF_MEMORY = "out_of_memory"
+ERROR_TIMEOUT = "timeout"
+ERROR_BACKEND = "backend_error"
+ERROR_BACKEND_START = "backend_start_failed"
+ERROR_DATASET = "dataset_error"
+ERROR_WORKER_DIED = "worker_died"
+
+ENV_PREFIX = "env."
+
+SUMMARY_FILE = "summary.parquet"
+REQUESTS_FILE = "requests.parquet"
+TIMESERIES_FILE = "timeseries.parquet"
+TRIAL_YAML = "trial.yaml"
+SWEEP_YAML = "sweep.yaml"
+BACKEND_LOG = "backend.log"
+
+# Summary metric columns (written by `analysis.metrics.summarize`).
+NUM_REQUESTS = "num_requests"
+COMPLETED_REQUESTS = "completed_requests"
+FAILED_REQUESTS = "failed_requests"
+DURATION_S = "duration_s"
+REQUEST_THROUGHPUT = "request_throughput_req_s"
+OUTPUT_THROUGHPUT = "output_throughput_tok_s"
+TOTAL_THROUGHPUT = "total_throughput_tok_s"
+PEAK_OUTPUT_THROUGHPUT = "peak_output_throughput_tok_s"
+INPUT_TOKENS_TOTAL = "input_tokens_total"
+OUTPUT_TOKENS_TOTAL = "output_tokens_total"
+COST_PER_1M_OUTPUT = "cost_per_1m_output_tokens_usd"
+GOODPUT = "goodput_req_s"
+CLIENT_LAG_MS_MEAN = "client_lag_ms_mean"
+CLIENT_LAG_MS_MAX = "client_lag_ms_max"
+BATCH_LATENCY_S_MEAN = "batch_latency_s_mean"
+TOKEN_MISMATCH_REQUESTS = "token_mismatch_requests"
+SHORT_OUTPUT_REQUESTS = "short_output_requests"
+PEAK_RSS_MB = "peak_rss_mb"
+PEAK_GPU_MEMORY_MB = "peak_gpu_memory_mb"
+MEAN_KV_CACHE_USAGE = "mean_kv_cache_usage_percent"
+PEAK_KV_CACHE_USAGE = "peak_kv_cache_usage_percent"
+
+LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e")
+LATENCY_STATS = ("mean", "median", "p90", "p99")
+
+
+def latency_column(metric: str, stat: str) -> str:
+    """Summary column of one latency statistic in milliseconds, e.g. `ttft_ms_p99`."""
+    return f"{metric}_ms_{stat}"
+
+
+# --- flattened config columns of summary.parquet that analysis groups and plots by ---
+CONFIG_SEPARATOR = "."
+BACKEND_NAME = "backend.name"
+WORKLOAD_NAME = "workload.name"
+WORKLOAD_CONCURRENCY = "workload.concurrency"
+WORKLOAD_BATCH_SIZE = "workload.batch_size"
+DATASET_NAME = "dataset.name"
+MODEL_NAME = "model.name"
+HARDWARE_NAME = "hardware.name"
+
+# --- repeat aggregates (`analysis.metrics.aggregate_repeats`) ---
+NUM_REPEATS = "num_repeats"
+CI_STATS = ("mean", "ci_low", "ci_high")
+
+
+def ci_column(metric: str, stat: str) -> str:
+    """Column of one statistic over repeats of a summary metric, e.g. `ttft_ms_p99_ci_low`."""
+    return f"{metric}_{stat}"

@@ -1,0 +1,93 @@
+"""Atomic result I/O: the only module that writes files under `results/<sweep>/`.
+
+Layout: `<root>/<sweep>/sweep.yaml`, `<root>/<sweep>/<deployment_id>/backend.log` and
+`<root>/<sweep>/<deployment_id>/<trial_id>/{requests,summary,timeseries}.parquet, trial.yaml`.
+Every file is written under a temporary name and renamed; `summary.parquet` is written last, so
+a trial is complete if and only if its summary exists. `output.dir` may be a local path or any
+URI `pyarrow.fs` understands (s3://, gs://), so workers never need a shared file system.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from sweep import records as R
+
+
+@dataclass(frozen=True)
+class TrialFiles:
+    """The tables and text of one finished trial, as a worker hands them to the driver."""
+
+    trial_id: str
+    deployment_id: str
+    summary: pa.Table
+    requests: pa.Table
+    timeseries: pa.Table
+    trial_yaml: str
+
+
+class ResultStore:
+    """Reads and atomically writes one sweep's results folder."""
+
+    def __init__(self, output_dir: str, sweep_name: str) -> None:
+        if "://" in output_dir:
+            self.fs, base = pafs.FileSystem.from_uri(output_dir)
+        else:
+            self.fs, base = pafs.LocalFileSystem(), os.path.abspath(output_dir)
+        self.root = f"{base.rstrip('/')}/{sweep_name}"
+        self.display_root = (
+            f"{output_dir.rstrip('/')}/{sweep_name}" if "://" in output_dir else self.root
+        )
+
+    def trial_dir(self, deployment_id: str, trial_id: str) -> str:
+        """Folder of one trial."""
+        return f"{self.root}/{deployment_id}/{trial_id}"
+
+    def trial_status(self, deployment_id: str, trial_id: str) -> str | None:
+        """`ok` or `failed` for a finished trial, None when it has no summary yet."""
+        path = f"{self.trial_dir(deployment_id, trial_id)}/{R.SUMMARY_FILE}"
+        if self.fs.get_file_info(path).type != pafs.FileType.File:
+            return None
+        table = pq.read_table(path, columns=[R.TRIAL_STATUS], filesystem=self.fs)
+        return str(table.column(R.TRIAL_STATUS)[0].as_py())
+
+    def write_trial(self, files: TrialFiles) -> None:
+        """Write one trial's files; the summary goes last and marks the trial complete."""
+        folder = self.trial_dir(files.deployment_id, files.trial_id)
+        self.fs.create_dir(folder, recursive=True)
+        self._write_parquet(f"{folder}/{R.REQUESTS_FILE}", files.requests)
+        self._write_parquet(f"{folder}/{R.TIMESERIES_FILE}", files.timeseries)
+        self._write_text(f"{folder}/{R.TRIAL_YAML}", files.trial_yaml)
+        self._write_parquet(f"{folder}/{R.SUMMARY_FILE}", files.summary)
+
+    def write_sweep_yaml(self, text: str) -> None:
+        """The composed config with git sha and versions."""
+        self.fs.create_dir(self.root, recursive=True)
+        self._write_text(f"{self.root}/{R.SWEEP_YAML}", text)
+
+    def write_backend_log(self, deployment_id: str, text: str) -> None:
+        """Keep a deployment's backend log beside its trials."""
+        folder = f"{self.root}/{deployment_id}"
+        self.fs.create_dir(folder, recursive=True)
+        self._write_text(f"{folder}/{R.BACKEND_LOG}", text)
+
+    def _write_parquet(self, path: str, table: pa.Table) -> None:
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        self._write_bytes(path, buffer.getvalue())
+
+    def _write_text(self, path: str, text: str) -> None:
+        self._write_bytes(path, text.encode())
+
+    def _write_bytes(self, path: str, data: bytes) -> None:
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        with self.fs.open_output_stream(tmp) as out:
+            out.write(data)
+        self.fs.move(tmp, path)

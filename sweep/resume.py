@@ -1,0 +1,48 @@
+"""Resume: which planned trials still need to run, given what the results folder holds.
+
+A trial whose summary exists is done: re-running the same command skips it. Failed trials are
+skipped too unless `sweep.retry_failed=true`; `sweep.overwrite=true` re-runs everything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sweep import records as R
+from sweep.plan import Deployment, SweepPlan
+from sweep.results import ResultStore
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    """Deployments restricted to their missing trials, and what was skipped."""
+
+    deployments: list[Deployment]
+    skipped_ok: int
+    skipped_failed: int
+
+    @property
+    def pending(self) -> int:
+        """Trials that will run."""
+        return sum(len(d.trials) for d in self.deployments)
+
+
+def select_pending(plan: SweepPlan, store: ResultStore) -> ResumeState:
+    """Drop trials already complete (and failed ones unless retried) from the plan."""
+    sweep = plan.base.sweep
+    deployments, skipped_ok, skipped_failed = [], 0, 0
+    for deployment in plan.deployments:
+        keep = []
+        for trial in deployment.trials:
+            status = None if sweep.overwrite else store.trial_status(
+                trial.deployment_id, trial.trial_id
+            )
+            if status == R.STATUS_OK:
+                skipped_ok += 1
+            elif status is not None and not sweep.retry_failed:
+                skipped_failed += 1
+            else:
+                keep.append(trial)
+        if keep:
+            deployments.append(deployment.with_trials(tuple(keep)))
+    return ResumeState(deployments, skipped_ok, skipped_failed)

@@ -1,0 +1,300 @@
+"""Typed schemas of the config tree, registered in Hydra's ConfigStore.
+
+YAML under `conf/` holds the data; these dataclasses hold the types, defaults and validation.
+Each option file of a group names its schema in its defaults list (`- hf_schema`), so unknown
+keys and wrong types fail at composition. `OmegaConf.to_object` turns a composed config into
+these plain dataclasses (running `__post_init__` validation); only those cross into Ray.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from sweep.errors import ConfigError, check_choice, check_positive
+
+WORKLOAD_MODES = ("latency_bound", "throughput_bound", "offline_batch", "closed_loop", "open_loop")
+HF_MODES = ("per_request", "static_batch")
+DTYPES = ("auto", "fp32", "fp16", "bf16")
+
+
+@dataclass
+class ModelConfig:
+    """What to load: a hub id or local directory, or a model the project generates."""
+
+    name: str = MISSING
+    path: str = MISSING
+    generator: str | None = None
+    revision: str | None = None
+    trust_remote_code: bool = False
+    num_params_b: float | None = None
+    max_model_len: int | None = None
+
+    def __post_init__(self) -> None:
+        check_positive("model", num_params_b=self.num_params_b, max_model_len=self.max_model_len)
+
+
+@dataclass
+class BackendConfig:
+    """Fields every backend shares: its registry name and the resources of one deployment."""
+
+    name: str = MISSING
+    num_gpus: int = 0
+    num_cpus: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_positive("backend", num_cpus=self.num_cpus)
+        if self.num_gpus < 0:
+            raise_config(f"backend.num_gpus must be >= 0, got {self.num_gpus}")
+
+
+@dataclass
+class HFBackendConfig(BackendConfig):
+    """Plain `transformers` generation: the baseline every engine is compared against."""
+
+    name: str = "hf"
+    mode: str = "per_request"
+    dtype: str = "fp32"
+    device: str = "auto"
+    quantization: str | None = None
+    attn_implementation: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("backend", "mode", self.mode, HF_MODES)
+        check_choice("backend", "dtype", self.dtype, DTYPES)
+        check_choice("backend", "device", self.device, ("auto", "cpu", "cuda"))
+
+
+@dataclass
+class DatasetConfig:
+    """Fields every dataset shares."""
+
+    name: str = MISSING
+    seed: int = 0
+
+
+@dataclass
+class RandomDatasetConfig(DatasetConfig):
+    """Random token prompts with exact input lengths (checked after re-tokenization)."""
+
+    name: str = "random"
+    input_len: int = 128
+    range_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_positive("dataset", input_len=self.input_len)
+        if not 0.0 <= self.range_ratio < 1.0:
+            raise_config(f"dataset.range_ratio must be in [0, 1), got {self.range_ratio}")
+
+
+@dataclass
+class PromptsDatasetConfig(DatasetConfig):
+    """The task-tagged prompt file kept in the repo (qa, reasoning, summarization, sentiment)."""
+
+    name: str = "prompts"
+    path: str | None = None
+    task: str | None = None
+
+
+@dataclass
+class HFDatasetConfig(DatasetConfig):
+    """A Hugging Face dataset split and text column (hub id, local directory or data files)."""
+
+    name: str = "hf"
+    path: str = MISSING
+    subset: str | None = None
+    split: str = "validation"
+    column: str = "text"
+    data_files: str | None = None
+    max_rows: int | None = None
+
+    def __post_init__(self) -> None:
+        check_positive("dataset", max_rows=self.max_rows)
+
+
+@dataclass
+class WorkloadConfig:
+    """How load is offered: mode, request count, batch size or concurrency, output lengths."""
+
+    name: str = MISSING
+    num_requests: int = 16
+    batch_size: int = 1
+    concurrency: int | None = None
+    request_rate: float | None = None
+    burstiness: float = 1.0
+    output_len: int = 32
+    output_range_ratio: float = 0.0
+    ignore_eos: bool = True
+    temperature: float = 0.0
+    warmup_requests: int = 1
+    discard_first_batch: bool = False
+    timeout_s: float = 600.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_choice("workload", "name", self.name, WORKLOAD_MODES)
+        check_positive(
+            "workload",
+            num_requests=self.num_requests,
+            batch_size=self.batch_size,
+            concurrency=self.concurrency,
+            request_rate=self.request_rate,
+            burstiness=self.burstiness,
+            output_len=self.output_len,
+            timeout_s=self.timeout_s,
+        )
+        if self.warmup_requests < 0:
+            raise_config(f"workload.warmup_requests must be >= 0, got {self.warmup_requests}")
+        if not 0.0 <= self.output_range_ratio < 1.0:
+            raise_config(
+                f"workload.output_range_ratio must be in [0, 1), got {self.output_range_ratio}"
+            )
+
+
+@dataclass
+class HardwareConfig:
+    """One accelerator (or a CPU instance): price and the limits used for cost and roofline."""
+
+    name: str = MISSING
+    accelerator_type: str | None = None
+    price_per_hour: float = MISSING
+    memory_gb: float = MISSING
+    memory_bandwidth_gb_s: float = MISSING
+    peak_fp16_tflops: float = MISSING
+    peak_bf16_tflops: float | None = None
+
+    def __post_init__(self) -> None:
+        check_positive(
+            "hardware",
+            price_per_hour=self.price_per_hour,
+            memory_gb=self.memory_gb,
+            memory_bandwidth_gb_s=self.memory_bandwidth_gb_s,
+            peak_fp16_tflops=self.peak_fp16_tflops,
+        )
+
+
+@dataclass
+class ClusterConfig:
+    """Where Ray runs: a local instance started in-process, or an existing cluster."""
+
+    name: str = "local"
+    address: str | None = None
+    node_ip_address: str = "127.0.0.1"
+    num_cpus: int | None = None
+    num_gpus: int | None = None
+    include_dashboard: bool = False
+    max_retries: int = 1
+
+
+@dataclass
+class OutputConfig:
+    """Where results go: a local directory or a `pyarrow.fs` URI."""
+
+    dir: str = "results"
+
+
+@dataclass
+class TrackingConfig:
+    """Experiment tracking (W&B); `none` turns it off."""
+
+    name: str = "none"
+    project: str | None = None
+    entity: str | None = None
+    mode: str | None = None
+
+
+@dataclass
+class SLOConfig:
+    """Service-level objectives used for goodput; None means no bound."""
+
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    e2e_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        check_positive("slo", ttft_ms=self.ttft_ms, tpot_ms=self.tpot_ms, e2e_ms=self.e2e_ms)
+
+
+@dataclass
+class SweepMeta:
+    """The sweep itself: name, grid axes, repeats and run switches."""
+
+    name: str = "adhoc"
+    description: str = ""
+    grid: dict[str, Any] = field(default_factory=dict)
+    repeats: int = 1
+    dry_run: bool = False
+    overwrite: bool = False
+    retry_failed: bool = False
+
+    def __post_init__(self) -> None:
+        check_positive("sweep", repeats=self.repeats)
+        self.grid = _dotted_axes(self.grid)
+        for axis, values in self.grid.items():
+            if not isinstance(values, list | tuple) or not values:
+                raise_config(f"sweep.grid.{axis} must be a non-empty list, got {values!r}")
+
+
+def _dotted_axes(grid: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{workload: {batch_size: [..]}}` (as `+sweep.grid.workload.batch_size=[..]` makes it)
+    is the axis `workload.batch_size`."""
+    axes: dict[str, Any] = {}
+    for key, values in grid.items():
+        if isinstance(values, dict):
+            axes.update(_dotted_axes(values, f"{prefix}{key}."))
+        else:
+            axes[f"{prefix}{key}"] = values
+    return axes
+
+
+@dataclass
+class Config:
+    """The whole composed config of one grid point."""
+
+    model: ModelConfig = MISSING
+    backend: Any = MISSING
+    workload: WorkloadConfig = MISSING
+    dataset: Any = MISSING
+    hardware: HardwareConfig = MISSING
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    slo: SLOConfig = field(default_factory=SLOConfig)
+    sweep: SweepMeta = field(default_factory=SweepMeta)
+    reference: Any = None
+    seed: int = 0
+
+
+def raise_config(message: str) -> None:
+    """Raise a ConfigError (kept as a function so validators read as one line)."""
+    raise ConfigError(message)
+
+
+# Group option schemas: `conf/<group>/<option>.yaml` lists `- <schema name>` in its defaults.
+GROUP_SCHEMAS: dict[str, dict[str, type]] = {
+    "model": {"model_schema": ModelConfig},
+    "backend": {"hf_schema": HFBackendConfig},
+    "dataset": {
+        "random_schema": RandomDatasetConfig,
+        "prompts_schema": PromptsDatasetConfig,
+        "hf_schema": HFDatasetConfig,
+    },
+    "workload": {"workload_schema": WorkloadConfig},
+    "hardware": {"hardware_schema": HardwareConfig},
+    "cluster": {"cluster_schema": ClusterConfig},
+    "output": {"output_schema": OutputConfig},
+    "tracking": {"tracking_schema": TrackingConfig},
+}
+
+
+def register_schemas() -> None:
+    """Store the root schema and every group schema in Hydra's ConfigStore (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    for group, schemas in GROUP_SCHEMAS.items():
+        for name, node in schemas.items():
+            cs.store(group=group, name=name, node=node)

@@ -1,0 +1,188 @@
+"""The body of one deployment's Ray task: start the backend once, run its trials, hand back tables.
+
+Each trial's files are yielded as soon as the trial ends, so the driver can write them while the
+next trial runs. Any failure (backend start, out of memory, dataset, a crash inside a trial) becomes
+a failed trial with its reason; the remaining trials of the deployment go on when they can.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import yaml
+
+from analysis.metrics import summarize
+from backends import backend_class
+from backends.models import resolve_model_path
+from sweep import records as R
+from sweep.errors import BackendError, DatasetError, SweepError
+from sweep.loadgen.engine import run_engine_workload
+from sweep.loadgen.recorder import now_s
+from sweep.loadgen.requests import build_requests
+from sweep.plan import Deployment, TrialSpec
+from sweep.results import TrialFiles
+from sweep.secrets import scrub
+from sweep.telemetry import Sampler, nvml_source, process_source
+
+log = logging.getLogger(__name__)
+
+# How each backend interface is driven; server interfaces join this map with their HTTP runners.
+RUNNERS = {"engine": run_engine_workload}
+
+
+def run_deployment(deployment: Deployment, environment: dict[str, Any]) -> Iterator[TrialFiles]:
+    """Start the deployment's backend, run every trial, stop the backend; yield trial files."""
+    config = deployment.config
+    _quiet_transformers()
+    try:
+        model_path = resolve_model_path(config.model)
+        tokenizer = _load_tokenizer(model_path, config.model)
+        backend = backend_class(config.backend.name)(config.backend, model_path)
+        backend.start()
+    except Exception as exc:  # every trial of an unstartable deployment fails with the reason
+        kind, message = _classify(exc, default_kind=R.ERROR_BACKEND_START)
+        for spec in deployment.trials:
+            yield failed_trial(spec, kind, message, environment)
+        return
+    try:
+        for spec in deployment.trials:
+            yield run_trial(backend, tokenizer, spec, environment)
+    finally:
+        backend.stop()
+
+
+def run_trial(backend: Any, tokenizer: Any, spec: TrialSpec, environment: dict[str, Any]) -> TrialFiles:
+    """Offer the trial's workload to a started backend and build its three tables."""
+    from sweep.datasets import load_prompts
+
+    config = spec.config
+    workload = config.workload
+    t0, started = now_s(), time.time()
+    sources = [process_source(), *filter(None, [nvml_source()]), *backend.telemetry_sources()]
+    trackers, kind, message = [], None, None
+    sampler = Sampler(sources, t0)
+    try:
+        prompts = load_prompts(config.dataset, tokenizer, workload.num_requests + workload.warmup_requests)
+        warmup, requests = build_requests(prompts, workload)
+        runner = RUNNERS[getattr(backend, "interface", "engine")]
+        with sampler:
+            trackers = runner(backend, requests, warmup, workload)
+    except Exception as exc:
+        kind, message = _classify(exc, default_kind=R.ERROR_BACKEND)
+        tail = backend.log_tail()
+        if tail:
+            message = f"{message}\n--- backend log tail ---\n{tail}"
+        log.warning("trial %s failed: %s", spec.label, message.splitlines()[0])
+    requests_table = pa.Table.from_pylist(
+        [t.record(spec.trial_id, t0) for t in trackers], schema=R.REQUESTS_SCHEMA
+    )
+    timeseries = pa.Table.from_pylist(
+        [
+            {R.TRIAL_ID: spec.trial_id, R.T_S: t, R.SOURCE: s, R.METRIC: m, R.VALUE: v}
+            for t, s, m, v in sampler.rows
+        ],
+        schema=R.TIMESERIES_SCHEMA,
+    )
+    metrics = summarize(
+        requests_table.to_pandas(),
+        num_gpus=config.backend.num_gpus,
+        price_per_hour=config.hardware.price_per_hour,
+        slo=dataclasses.asdict(config.slo),
+        timeseries=timeseries.to_pandas(),
+    )
+    outcome = {
+        R.TRIAL_STATUS: R.STATUS_OK if kind is None else R.STATUS_FAILED,
+        R.ERROR_KIND: kind,
+        R.ERROR_MESSAGE: message,
+        R.STARTED_UNIX_S: started,
+        R.WALL_S: now_s() - t0,
+    }
+    return _trial_files(spec, outcome, metrics, environment, requests_table, timeseries)
+
+
+def failed_trial(spec: TrialSpec, kind: str, message: str, environment: dict[str, Any]) -> TrialFiles:
+    """The files of a trial that could not run at all."""
+    outcome = {
+        R.TRIAL_STATUS: R.STATUS_FAILED,
+        R.ERROR_KIND: kind,
+        R.ERROR_MESSAGE: message,
+        R.STARTED_UNIX_S: time.time(),
+        R.WALL_S: 0.0,
+    }
+    empty = pd.DataFrame(columns=R.REQUESTS_SCHEMA.names)
+    metrics = summarize(empty, num_gpus=spec.config.backend.num_gpus,
+                        price_per_hour=spec.config.hardware.price_per_hour)
+    return _trial_files(
+        spec, outcome, metrics, environment,
+        R.REQUESTS_SCHEMA.empty_table(), R.TIMESERIES_SCHEMA.empty_table(),
+    )
+
+
+def _trial_files(
+    spec: TrialSpec,
+    outcome: dict[str, Any],
+    metrics: dict[str, Any],
+    environment: dict[str, Any],
+    requests: pa.Table,
+    timeseries: pa.Table,
+) -> TrialFiles:
+    row = {
+        R.TRIAL_ID: spec.trial_id,
+        R.DEPLOYMENT_ID: spec.deployment_id,
+        R.SWEEP_NAME: spec.sweep_name,
+        R.REPEAT: spec.repeat,
+        R.LABEL: spec.label,
+        **outcome,
+        **spec.flat,
+        **metrics,
+        **environment,
+    }
+    row = scrub(row)
+    summary = pa.Table.from_pylist([row])
+    trial_yaml = yaml.safe_dump(
+        scrub({"trial_id": spec.trial_id, "deployment_id": spec.deployment_id,
+               "label": spec.label, "repeat": spec.repeat, **outcome,
+               "config": dataclasses.asdict(spec.config) | {"sweep": {"name": spec.sweep_name}}}),
+        sort_keys=False,
+    )
+    return TrialFiles(spec.trial_id, spec.deployment_id, summary, requests, timeseries, trial_yaml)
+
+
+def _quiet_transformers() -> None:
+    """Loading bars of transformers would interleave with the sweep's progress display."""
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def _load_tokenizer(model_path: str, model: Any) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(
+            model_path, revision=model.revision, trust_remote_code=model.trust_remote_code
+        )
+    except OSError as exc:
+        raise BackendError(
+            f"cannot load the tokenizer of {model_path!r}: {str(exc).splitlines()[0]}",
+            kind=R.ERROR_BACKEND_START,
+        ) from None
+
+
+def _classify(exc: BaseException, default_kind: str) -> tuple[str, str]:
+    """An error kind and a readable message for a failure inside a worker."""
+    if isinstance(exc, BackendError):
+        return exc.kind, str(exc)
+    if isinstance(exc, DatasetError):
+        return R.ERROR_DATASET, str(exc)
+    text = f"{type(exc).__name__}: {exc}" if not isinstance(exc, SweepError) else str(exc)
+    if "out of memory" in text.lower() or isinstance(exc, MemoryError):
+        return R.ERROR_OUT_OF_MEMORY, text
+    return default_kind, text

@@ -1,0 +1,98 @@
+"""Planner: grid expansion, stable ids, grouping, and every experiment file composing."""
+
+from pathlib import Path
+
+import pytest
+
+from sweep.errors import ConfigError
+from sweep.plan import build_plan, stable_hash
+
+EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[2] / "conf/experiment").glob("*.yaml"))
+
+
+def test_quickstart_grid_expands_and_groups_by_deployment():
+    plan = build_plan(["+experiment=quickstart"])
+    assert plan.name == "quickstart"
+    assert len(plan.trials) == 8  # mode (2) x dataset (2) x batch size (2)
+    assert len(plan.deployments) == 2  # the backend mode is part of what is launched
+    for deployment in plan.deployments:
+        assert {t.config.backend.mode for t in deployment.trials} == {
+            deployment.config.backend.mode
+        }
+        assert {t.deployment_id for t in deployment.trials} == {deployment.deployment_id}
+    datasets = {type(t.config.dataset).__name__ for t in plan.trials}
+    assert datasets == {"RandomDatasetConfig", "PromptsDatasetConfig"}
+    assert sorted({t.config.workload.batch_size for t in plan.trials}) == [1, 4]
+    assert len({t.trial_id for t in plan.trials}) == 8
+
+
+def test_ids_are_stable_and_change_with_values():
+    first = build_plan(["+experiment=quickstart"])
+    again = build_plan(["+experiment=quickstart", "output.dir=elsewhere", "cluster=auto"])
+    assert [t.trial_id for t in first.trials] == [t.trial_id for t in again.trials]
+    assert [d.deployment_id for d in first.deployments] == [
+        d.deployment_id for d in again.deployments
+    ]
+    changed = build_plan(["+experiment=quickstart", "workload.output_len=17"])
+    assert not {t.trial_id for t in first.trials} & {t.trial_id for t in changed.trials}
+    # workload changes leave what is launched, and so the deployment ids, unchanged
+    assert {d.deployment_id for d in first.deployments} == {
+        d.deployment_id for d in changed.deployments
+    }
+    other_hw = build_plan(["+experiment=quickstart", "hardware=l4"])
+    assert not {d.deployment_id for d in first.deployments} & {
+        d.deployment_id for d in other_hw.deployments
+    }
+
+
+def test_repeats_get_distinct_ids():
+    plan = build_plan(["+experiment=quickstart", "sweep.repeats=3"])
+    assert len(plan.trials) == 24
+    assert len({t.trial_id for t in plan.trials}) == 24
+    assert {t.repeat for t in plan.trials} == {0, 1, 2}
+
+
+def test_stable_hash_ignores_key_order():
+    assert stable_hash({"a": 1, "b": [1, 2]}) == stable_hash({"b": [1, 2], "a": 1})
+    assert stable_hash({"a": 1}) != stable_hash({"a": 2})
+
+
+def test_flat_config_has_dotted_columns():
+    trial = build_plan(["+experiment=quickstart"]).trials[0]
+    assert trial.flat["backend.name"] == "hf"
+    assert trial.flat["workload.batch_size"] in (1, 4)
+    assert "sweep.grid" not in trial.flat and "output.dir" not in trial.flat
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_plans(experiment):
+    plan = build_plan([f"+experiment={experiment}"])
+    assert plan.trials
+    first_lines = (Path(__file__).parents[2] / f"conf/experiment/{experiment}.yaml").read_text()
+    lines = first_lines.splitlines()
+    assert lines[0] == "# @package _global_"
+    assert lines[1].startswith("# python -m sweep +experiment=")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["backend=nope"], "backend=nope is not a known option; choose one of: hf"),
+        (["+experiment=nope"], "experiment=nope is not a known option"),
+        (["backend.foo=1"], "unknown config key 'backend.foo'; valid keys: name"),
+        (["workload.batch_size=0"], "workload.batch_size must be > 0, got 0"),
+        (["workload.num_requests=-3"], "workload.num_requests must be > 0, got -3"),
+        (["dataset.input_len=0"], "dataset.input_len must be > 0"),
+        (["sweep.repeats=0"], "sweep.repeats must be > 0"),
+        (["+sweep.grid.workload.nothing=[1,2]"], "sweep.grid axis 'workload.nothing' names neither"),
+        (["+sweep.grid.bogus=[1]"], "sweep.grid axis 'bogus' names neither"),
+        (["+sweep.grid.backend=[hf,zzz]"], "backend=zzz is not a known option"),
+        (["workload=nope"], "choose one of: latency_bound, offline_batch, throughput_bound"),
+    ],
+)
+def test_bad_input_is_one_clear_line(overrides, expected):
+    with pytest.raises(ConfigError) as info:
+        build_plan(["+experiment=quickstart", *overrides])
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message
