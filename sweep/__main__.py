@@ -11,7 +11,9 @@ import sys
 import ray
 import yaml
 
-from analysis.report import main_table, write_report
+from analysis.console import print_paths, print_table
+from analysis.load import load_summary
+from analysis.report import main_table, save_report
 from sweep import environment as env
 from sweep.display import console, print_plan, print_resume
 from sweep.driver import connect, run_deployments
@@ -48,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         store.write_sweep_yaml(sweep_yaml(plan, overrides))
         if state.deployments:
             run_on_ray(plan, state.deployments, store)
-        report = write_report(store.root)
+        summary = load_summary(store.root)
+        report = save_report(summary, store.root, plan.name)
     except SweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -56,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted: finished trials are saved; re-run the same command to resume",
               file=sys.stderr)
         return 130
-    console.print(main_table_rich(report.summary))
-    console.print(f"report: {report.report_md}")
+    print_table(main_table(summary), title=f"Sweep {plan.name}")
+    print_paths(report)
     return 0
 
 
@@ -89,19 +92,6 @@ def sweep_yaml(plan: SweepPlan, overrides: list[str]) -> str:
         "config": yaml.safe_load(plan.base_yaml),
     }
     return yaml.safe_dump(scrub(meta), sort_keys=False)
-
-
-def main_table_rich(summary: object) -> object:
-    """The report's main table as a rich table for the terminal."""
-    from rich.table import Table
-
-    frame = main_table(summary)
-    table = Table(title="results")
-    for column in frame.columns:
-        table.add_column(str(column))
-    for row in frame.itertuples(index=False):
-        table.add_row(*("" if v is None else str(v) for v in row))
-    return table
 
 
 if __name__ == "__main__":

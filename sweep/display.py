@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from rich.console import Console
 from rich.table import Table
+
+from analysis.console import make_console
 
 from sweep.plan import SweepPlan
 from sweep.resume import ResumeState
 
-console = Console(soft_wrap=True)
+console = make_console()
 
 
 def print_plan(plan: SweepPlan) -> None:

@@ -14,11 +14,10 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from sweep.backend_schemas import BACKEND_SCHEMAS
 from sweep.errors import ConfigError, check_choice, check_positive
 
 WORKLOAD_MODES = ("latency_bound", "throughput_bound", "offline_batch", "closed_loop", "open_loop")
-HF_MODES = ("per_request", "static_batch")
-DTYPES = ("auto", "fp32", "fp16", "bf16")
 
 
 @dataclass
@@ -35,38 +34,6 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check_positive("model", num_params_b=self.num_params_b, max_model_len=self.max_model_len)
-
-
-@dataclass
-class BackendConfig:
-    """Fields every backend shares: its registry name and the resources of one deployment."""
-
-    name: str = MISSING
-    num_gpus: int = 0
-    num_cpus: float = 1.0
-
-    def __post_init__(self) -> None:
-        check_positive("backend", num_cpus=self.num_cpus)
-        if self.num_gpus < 0:
-            raise_config(f"backend.num_gpus must be >= 0, got {self.num_gpus}")
-
-
-@dataclass
-class HFBackendConfig(BackendConfig):
-    """Plain `transformers` generation: the baseline every engine is compared against."""
-
-    name: str = "hf"
-    mode: str = "per_request"
-    dtype: str = "fp32"
-    device: str = "auto"
-    quantization: str | None = None
-    attn_implementation: str | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_choice("backend", "mode", self.mode, HF_MODES)
-        check_choice("backend", "dtype", self.dtype, DTYPES)
-        check_choice("backend", "device", self.device, ("auto", "cpu", "cuda"))
 
 
 @dataclass
@@ -277,7 +244,7 @@ def raise_config(message: str) -> None:
 # Group option schemas: `conf/<group>/<option>.yaml` lists `- <schema name>` in its defaults.
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"model_schema": ModelConfig},
-    "backend": {"hf_schema": HFBackendConfig},
+    "backend": BACKEND_SCHEMAS,
     "dataset": {
         "random_schema": RandomDatasetConfig,
         "prompts_schema": PromptsDatasetConfig,

@@ -1,0 +1,68 @@
+"""Read a sweep's results folder into pandas DataFrames.
+
+A results folder is `results/<sweep>/<deployment_id>/<trial_id>/{summary,requests,timeseries}
+.parquet`; a trial counts only once its summary.parquet exists (design.md, "Results layout").
+Each loader concatenates one kind of file over all complete trials, filling the columns that
+only some trials have (a backend's own settings, `env.*`) with nulls, and hands on one frame.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sweep import records as rec
+from sweep.errors import SweepError
+
+
+def load_summary(results_dir: str | Path) -> pd.DataFrame:
+    """One row per trial: flattened config, identity, outcome, metrics and `env.*` columns.
+
+    Raises:
+        SweepError: the folder does not exist or holds no complete trial.
+    """
+    return _concat(_trial_files(results_dir, rec.SUMMARY_FILE), schema=None)
+
+
+def load_requests(results_dir: str | Path) -> pd.DataFrame:
+    """Request records of every complete trial (`records.REQUESTS_SCHEMA` columns).
+
+    Raises:
+        SweepError: the folder does not exist or holds no complete trial.
+    """
+    return _concat(_trial_files(results_dir, rec.REQUESTS_FILE), schema=rec.REQUESTS_SCHEMA)
+
+
+def load_timeseries(results_dir: str | Path) -> pd.DataFrame:
+    """Resource samples of every complete trial in long format (`records.TIMESERIES_SCHEMA`).
+
+    Raises:
+        SweepError: the folder does not exist or holds no complete trial.
+    """
+    return _concat(_trial_files(results_dir, rec.TIMESERIES_FILE), schema=rec.TIMESERIES_SCHEMA)
+
+
+def _trial_files(results_dir: str | Path, file_name: str) -> list[Path]:
+    """`file_name` in every complete trial folder, in a stable (path) order."""
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise SweepError(f"results folder not found: {root}")
+    trials = sorted(path.parent for path in root.glob(f"*/*/{rec.SUMMARY_FILE}"))
+    if not trials:
+        raise SweepError(
+            f"no trial results in {root}: expected <deployment_id>/<trial_id>/{rec.SUMMARY_FILE}"
+        )
+    # An interrupted trial may have left other files without a summary; it is not complete.
+    return [trial / file_name for trial in trials if (trial / file_name).is_file()]
+
+
+def _concat(paths: list[Path], schema: pa.Schema | None) -> pd.DataFrame:
+    if not paths:
+        return (schema or pa.schema([])).empty_table().to_pandas()
+    tables = [pq.read_table(path) for path in paths]
+    # Trials of different backends carry different config columns, and a column that is null in
+    # one trial is typed null there: permissive promotion unifies both.
+    return pa.concat_tables(tables, promote_options="permissive").to_pandas()

@@ -1,0 +1,292 @@
+"""Per-trial summary metrics from request records, and confidence intervals over repeats.
+
+`summarize` turns one trial's request records (and its optional resource time series) into the
+summary metric columns named in `sweep.records`. The sweep worker calls it for every trial, so it
+is pure, does no I/O and never raises on an empty or all-failed trial: throughputs are then 0 and
+latencies None. Definitions follow `vllm bench serve` (design.md, "Metric definitions").
+`confidence_interval` and `aggregate_repeats` hand the report mean and 95% intervals over repeats.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from statistics import NormalDist
+
+import numpy as np
+import pandas as pd
+
+from sweep import records as rec
+
+try:
+    from scipy import stats as _scipy_stats
+except ImportError:  # scipy is optional: the t table below covers the usual 95% interval
+    _scipy_stats = None
+
+# Keys of the SLO mapping (`sweep.schema.SLOConfig` fields); a None bound is ignored.
+SLO_TTFT_MS = "ttft_ms"
+SLO_TPOT_MS = "tpot_ms"
+SLO_E2E_MS = "e2e_ms"
+PEAK_BUCKET_S = 1.0
+
+# Two-sided 95% Student t quantiles for 1..30 degrees of freedom.
+_T95 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
+
+Summary = dict[str, float | int | None]
+
+
+def summarize(
+    requests: pd.DataFrame,
+    *,
+    num_gpus: int,
+    price_per_hour: float,
+    slo: Mapping[str, float | None] | None = None,
+    timeseries: pd.DataFrame | None = None,
+) -> Summary:
+    """Summary metrics of one trial.
+
+    Args:
+        requests: the trial's request records (columns of `records.REQUESTS_SCHEMA`, times in
+            seconds from the trial's start).
+        num_gpus: GPUs of the deployment; 0 (CPU) is priced as one instance.
+        price_per_hour: price of one GPU (or instance) hour in USD.
+        slo: bounds for goodput, keys `ttft_ms`, `tpot_ms`, `e2e_ms`; None values are ignored.
+        timeseries: the trial's resource samples in long format, if any were taken.
+
+    Returns:
+        One value per summary metric column of `sweep.records` (plain ints, floats or None).
+    """
+    ok = requests[requests[rec.STATUS] == rec.STATUS_OK]
+    duration = _duration_s(ok)
+    input_tokens = int(np.nansum(_numeric(ok, rec.INPUT_TOKENS)))
+    output_tokens = int(np.nansum(_numeric(ok, rec.OUTPUT_TOKENS)))
+    output_throughput = _rate(output_tokens, duration)
+    row: Summary = {
+        rec.NUM_REQUESTS: len(requests),
+        rec.COMPLETED_REQUESTS: len(ok),
+        rec.FAILED_REQUESTS: len(requests) - len(ok),
+        rec.DURATION_S: duration,
+        rec.REQUEST_THROUGHPUT: _rate(len(ok), duration),
+        rec.OUTPUT_THROUGHPUT: output_throughput,
+        rec.TOTAL_THROUGHPUT: _rate(input_tokens + output_tokens, duration),
+        rec.PEAK_OUTPUT_THROUGHPUT: _peak_output_throughput(ok),
+        rec.INPUT_TOKENS_TOTAL: input_tokens,
+        rec.OUTPUT_TOKENS_TOTAL: output_tokens,
+        rec.COST_PER_1M_OUTPUT: cost_per_1m_output(output_throughput, num_gpus, price_per_hour),
+        rec.GOODPUT: _goodput(ok, duration, slo),
+        rec.BATCH_LATENCY_S_MEAN: _batch_latency_mean_s(ok),
+        rec.TOKEN_MISMATCH_REQUESTS: _token_mismatches(ok),
+        rec.SHORT_OUTPUT_REQUESTS: _short_outputs(ok),
+    }
+    row.update(_client_lag(requests))
+    for metric, samples_s in _latency_samples_s(ok).items():
+        for stat in rec.LATENCY_STATS:
+            row[rec.latency_column(metric, stat)] = _statistic(samples_s * 1e3, stat)
+    row.update(_resources(timeseries))
+    return row
+
+
+def cost_per_1m_output(output_tok_s: float, num_gpus: int, price_per_hour: float) -> float | None:
+    """USD per million output tokens at the given throughput; None when nothing was produced."""
+    if output_tok_s <= 0:
+        return None
+    return max(num_gpus, 1) * price_per_hour / 3600.0 / output_tok_s * 1e6
+
+
+def confidence_interval(values: Iterable[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and two-sided Student t interval of `values` (NaN and None are skipped).
+
+    Returns:
+        (mean, low, high); low and high are NaN with fewer than two values, all NaN with none.
+    """
+    x = np.array([v for v in values if v is not None], dtype=float)
+    x = x[~np.isnan(x)]
+    if x.size == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(x.mean())
+    if x.size == 1:
+        return mean, math.nan, math.nan
+    half = _t_quantile(level, x.size - 1) * float(x.std(ddof=1)) / math.sqrt(x.size)
+    return mean, mean - half, mean + half
+
+
+def aggregate_repeats(summary: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
+    """Mean and 95% interval of each metric over the repeats of each grid point.
+
+    Args:
+        summary: one row per trial; pass only the successful trials.
+        keys: columns identifying a grid point (everything that varies except the repeat index).
+        metrics: metric columns to aggregate.
+
+    Returns:
+        One row per grid point: the keys, `records.NUM_REPEATS`, and for every metric the
+        columns `records.ci_column(metric, stat)` for stat in `records.CI_STATS`.
+    """
+    rows = []
+    for key_values, group in summary.groupby(keys, dropna=False, sort=True):
+        row = dict(zip(keys, key_values, strict=True))
+        row[rec.NUM_REPEATS] = len(group)
+        for metric in metrics:
+            interval = confidence_interval(pd.to_numeric(group[metric], errors="coerce"))
+            for stat, value in zip(rec.CI_STATS, interval, strict=True):
+                row[rec.ci_column(metric, stat)] = value
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _t_quantile(level: float, df: int) -> float:
+    if _scipy_stats is not None:
+        return float(_scipy_stats.t.ppf((1 + level) / 2, df))
+    if df > len(_T95):
+        return NormalDist().inv_cdf((1 + level) / 2)  # 1.96 at 95%; t is within 1.5% of it
+    if math.isclose(level, 0.95):
+        return _T95[df - 1]
+    raise ValueError(f"confidence level {level} with {df + 1} values needs scipy installed")
+
+
+def _numeric(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """A column as float array with NaN for nulls, whatever nullable dtype it arrived in."""
+    return pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def _gaps(itl: object) -> np.ndarray:
+    # A Parquet list cell arrives as an ndarray, a hand-built one as a list, a null as None/NaN.
+    if itl is None or (isinstance(itl, float) and math.isnan(itl)):
+        return np.empty(0)
+    return np.asarray(itl, dtype=float)
+
+
+def _rate(count: float, duration_s: float) -> float:
+    return count / duration_s if duration_s > 0 else 0.0
+
+
+def _duration_s(ok: pd.DataFrame) -> float:
+    if ok.empty:
+        return 0.0
+    span = np.nanmax(_numeric(ok, rec.END_S)) - np.nanmin(_numeric(ok, rec.SENT_S))
+    return float(span) if np.isfinite(span) and span > 0 else 0.0
+
+
+def _peak_output_throughput(ok: pd.DataFrame) -> float:
+    """Tokens in the busiest 1-second bucket of token arrival times, per second."""
+    if ok.empty:
+        return 0.0
+    start = np.nanmin(_numeric(ok, rec.SENT_S))
+    times, weights = [], []
+    for first, itl, n_out in zip(
+        _numeric(ok, rec.FIRST_TOKEN_S), ok[rec.ITL_S], _numeric(ok, rec.OUTPUT_TOKENS), strict=True
+    ):
+        if np.isnan(first):
+            continue
+        gaps = _gaps(itl)
+        times.append(first + np.concatenate(([0.0], np.cumsum(gaps))))
+        # Every gap ends at one token; the rest of the output arrived with the first chunk.
+        first_chunk = n_out - gaps.size if np.isfinite(n_out) and n_out > gaps.size else 1
+        weights.append(np.concatenate(([first_chunk], np.ones(gaps.size))))
+    if not times:
+        return 0.0
+    buckets = np.floor((np.concatenate(times) - start) / PEAK_BUCKET_S).astype(np.int64)
+    counts = np.bincount(buckets - buckets.min(), weights=np.concatenate(weights))
+    return float(counts.max() / PEAK_BUCKET_S)
+
+
+def _tpot_s(ok: pd.DataFrame) -> np.ndarray:
+    """Per-request TPOT, NaN where a request has fewer than two output tokens."""
+    n_out = _numeric(ok, rec.OUTPUT_TOKENS)
+    decode_s = _numeric(ok, rec.E2E_S) - _numeric(ok, rec.TTFT_S)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(n_out > 1, decode_s / (n_out - 1), np.nan)
+
+
+def _latency_samples_s(ok: pd.DataFrame) -> dict[str, np.ndarray]:
+    itl = [_gaps(cell) for cell in ok[rec.ITL_S]]
+    samples = (
+        _numeric(ok, rec.TTFT_S),
+        _tpot_s(ok),
+        np.concatenate(itl) if itl else np.empty(0),
+        _numeric(ok, rec.E2E_S),
+    )
+    # In the order records.LATENCY_METRICS lists them: ttft, tpot, itl, e2e.
+    return dict(zip(rec.LATENCY_METRICS, samples, strict=True))
+
+
+def _statistic(values: np.ndarray, stat: str) -> float | None:
+    """`mean`, `median` or a percentile written `pNN`, as records.LATENCY_STATS names them."""
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return None
+    if stat == "mean":
+        return float(values.mean())
+    q = 50.0 if stat == "median" else float(stat.removeprefix("p"))
+    return float(np.percentile(values, q))  # numpy's default linear interpolation
+
+
+def _goodput(
+    ok: pd.DataFrame, duration_s: float, slo: Mapping[str, float | None] | None
+) -> float | None:
+    bounds = {key: bound for key, bound in (slo or {}).items() if bound is not None}
+    if not bounds:
+        return None
+    per_request_ms = {
+        SLO_TTFT_MS: _numeric(ok, rec.TTFT_S) * 1e3,
+        # As vLLM does, a single-token request has no TPOT and so cannot break its bound.
+        SLO_TPOT_MS: np.nan_to_num(_tpot_s(ok), nan=0.0) * 1e3,
+        SLO_E2E_MS: _numeric(ok, rec.E2E_S) * 1e3,
+    }
+    unknown = set(bounds) - set(per_request_ms)
+    if unknown:
+        raise ValueError(f"unknown SLO keys {sorted(unknown)}; use {sorted(per_request_ms)}")
+    good = np.ones(len(ok), dtype=bool)
+    for key, bound in bounds.items():
+        good &= per_request_ms[key] <= bound  # NaN (missing timestamp) fails the bound
+    return _rate(int(good.sum()), duration_s)
+
+
+def _batch_latency_mean_s(ok: pd.DataFrame) -> float | None:
+    if ok.empty or ok[rec.BATCH_IDX].isna().all():
+        return None
+    batches = ok.groupby(rec.BATCH_IDX)
+    spans = (batches[rec.END_S].max() - batches[rec.SENT_S].min()).dropna()
+    return float(spans.mean()) if not spans.empty else None
+
+
+def _token_mismatches(ok: pd.DataFrame) -> int:
+    server = _numeric(ok, rec.SERVER_OUTPUT_TOKENS)
+    return int((~np.isnan(server) & (server != _numeric(ok, rec.OUTPUT_TOKENS))).sum())
+
+
+def _short_outputs(ok: pd.DataFrame) -> int:
+    requested = _numeric(ok, rec.REQUESTED_OUTPUT_TOKENS)
+    return int((_numeric(ok, rec.OUTPUT_TOKENS) < requested).sum())  # NaN compares False
+
+
+def _client_lag(requests: pd.DataFrame) -> Summary:
+    lag_ms = (_numeric(requests, rec.SENT_S) - _numeric(requests, rec.SCHEDULED_S)) * 1e3
+    lag_ms = lag_ms[~np.isnan(lag_ms)]
+    return {
+        rec.CLIENT_LAG_MS_MEAN: float(lag_ms.mean()) if lag_ms.size else None,
+        rec.CLIENT_LAG_MS_MAX: float(lag_ms.max()) if lag_ms.size else None,
+    }
+
+
+def _resources(timeseries: pd.DataFrame | None) -> Summary:
+    def samples(metric: str) -> np.ndarray:
+        if timeseries is None or timeseries.empty:
+            return np.empty(0)
+        values = _numeric(timeseries[timeseries[rec.METRIC] == metric], rec.VALUE)
+        return values[~np.isnan(values)]
+
+    rss, gpu, kv = (
+        samples(m) for m in (rec.PROCESS_RSS_MB, rec.GPU_MEMORY_USED_MB, rec.KV_CACHE_USAGE_PERCENT)
+    )
+    return {
+        rec.PEAK_RSS_MB: float(rss.max()) if rss.size else None,
+        # Largest single sample: with several GPUs, the fullest one.
+        rec.PEAK_GPU_MEMORY_MB: float(gpu.max()) if gpu.size else None,
+        rec.MEAN_KV_CACHE_USAGE: float(kv.mean()) if kv.size else None,
+        rec.PEAK_KV_CACHE_USAGE: float(kv.max()) if kv.size else None,
+    }

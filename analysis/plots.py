@@ -1,0 +1,189 @@
+"""Figures of a sweep: output throughput, median TTFT and cost against the offered load.
+
+Pure functions from the summary frame (`analysis.load.load_summary`) to matplotlib Figures drawn
+on the Agg canvas, and `write_plots`, which saves them as PNG files for the report. The helpers
+`load_values`, `load_axis_label` and `series_labels` decide where a trial sits on the x axis and
+which line it belongs to; the report uses them too, so that its table and the plots agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from sweep import records as rec
+
+# Both are the load axis (concurrency where set, else batch size), so neither makes a series.
+LOAD_COLUMNS = (rec.WORKLOAD_CONCURRENCY, rec.WORKLOAD_BATCH_SIZE)
+GROUP_JOIN = " · "
+NO_SERIES = "all trials"
+
+
+@dataclass(frozen=True)
+class PlotSpec:
+    """One figure: the summary metric on the y axis, its title, axis label and file name."""
+
+    metric: str
+    title: str
+    ylabel: str
+    file_name: str
+
+
+PLOTS = (
+    PlotSpec(rec.OUTPUT_THROUGHPUT, "Output throughput", "output tokens / s", "throughput.png"),
+    PlotSpec(
+        rec.latency_column("ttft", "median"),
+        "Median time to first token",
+        "TTFT, median (ms)",
+        "ttft_median.png",
+    ),
+    PlotSpec(
+        rec.COST_PER_1M_OUTPUT,
+        "Cost per million output tokens",
+        "USD per 1M output tokens",
+        "cost.png",
+    ),
+)
+
+
+def load_values(summary: pd.DataFrame) -> pd.Series:
+    """Offered load of each trial: `workload.concurrency` where set, else `workload.batch_size`."""
+    return _numeric(summary, rec.WORKLOAD_CONCURRENCY).fillna(
+        _numeric(summary, rec.WORKLOAD_BATCH_SIZE)
+    )
+
+
+def load_axis_label(summary: pd.DataFrame) -> str:
+    """Name of the load axis: concurrency, batch size, or both when trials mix them."""
+    by_concurrency = _numeric(summary, rec.WORKLOAD_CONCURRENCY).notna()
+    if by_concurrency.all():
+        return "concurrency"
+    return "concurrency or batch size" if by_concurrency.any() else "batch size"
+
+
+def series_columns(summary: pd.DataFrame) -> list[str]:
+    """Config columns that tell the lines apart: `backend.name`, then every other varying one.
+
+    A column joins only if it still splits some line, so values that follow from the backend
+    (its own settings, null for the others) do not clutter the legend.
+    """
+    keys = {col: summary[col].map(_text) for col in summary.columns if _is_config(col)}
+    chosen = [rec.BACKEND_NAME] if rec.BACKEND_NAME in keys else []
+    for col, values in keys.items():
+        if col in chosen or col in LOAD_COLUMNS or values.nunique() < 2:
+            continue
+        if not chosen or values.groupby([keys[c] for c in chosen]).nunique().max() > 1:
+            chosen.append(col)
+    return chosen
+
+
+def series_labels(summary: pd.DataFrame) -> pd.Series:
+    """Legend label of each trial, e.g. "hf per_request · random"."""
+    columns = series_columns(summary)
+
+    def label(row: pd.Series) -> str:
+        groups: dict[str, list[str]] = {}
+        for col in columns:
+            text = _text(row[col])
+            if not text:
+                continue
+            group, _, field = col.partition(rec.CONFIG_SEPARATOR)
+            # Names read on their own ("vllm"); numbers and flags need their field ("dtype=...").
+            shown = text if isinstance(row[col], str) else f"{field}={text}"
+            groups.setdefault(group, []).append(shown)
+        return GROUP_JOIN.join(" ".join(parts) for parts in groups.values()) or NO_SERIES
+
+    return summary.apply(label, axis=1) if len(summary) else pd.Series(dtype=str)
+
+
+def sweep_title(summary: pd.DataFrame, fallback: str) -> str:
+    """The sweep's name from its trials, or `fallback` (e.g. the folder name)."""
+    names = summary[rec.SWEEP_NAME].dropna().unique() if rec.SWEEP_NAME in summary else []
+    return ", ".join(sorted(map(str, names))) or fallback
+
+
+def metric_figure(summary: pd.DataFrame, spec: PlotSpec, sweep: str | None = None) -> Figure:
+    """One line per series of `spec.metric` against the load; failed trials are left out."""
+    points = _points(summary, spec.metric)
+    fig = Figure(figsize=(7.5, 4.5), dpi=120, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for label, line in points.groupby("series", sort=True):
+        ax.plot(line["load"], line["value"], marker="o", label=label)
+    loads = np.sort(points["load"].unique())
+    if _doubles(loads):
+        ax.set_xscale("log", base=2)
+        ax.minorticks_off()
+    if 0 < loads.size <= 16:
+        ax.set_xticks(loads, [f"{v:g}" for v in loads])
+    axis = load_axis_label(summary)
+    ax.set_xlabel(f"{axis} (requests)")
+    ax.set_ylabel(spec.ylabel)
+    ax.set_title(f"{spec.title} vs {axis}" + (f" — {sweep}" if sweep else ""))
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    if points.empty:
+        ax.text(0.5, 0.5, "no successful trial has this metric", ha="center",
+                transform=ax.transAxes)  # fmt: skip
+    else:
+        ax.legend(title="series", fontsize="small")
+    return fig
+
+
+def write_plots(summary: pd.DataFrame, out_dir: str | Path, sweep: str | None = None) -> list[Path]:
+    """Save every figure of `PLOTS` as PNG in `out_dir` and return the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for spec in PLOTS:
+        path = out / spec.file_name
+        metric_figure(summary, spec, sweep).savefig(path)
+        paths.append(path)
+    return paths
+
+
+def _points(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Mean of `metric` per (series, load) over successful trials (repeats, other settings)."""
+    points = pd.DataFrame(
+        {
+            "series": series_labels(summary),
+            "load": load_values(summary),
+            "value": _numeric(summary, metric),
+        }
+    )
+    points = points[(summary[rec.TRIAL_STATUS] == rec.STATUS_OK).to_numpy()].dropna()
+    return points.groupby(["series", "load"], as_index=False)["value"].mean()
+
+
+def _doubles(loads: np.ndarray) -> bool:
+    """Whether the load values step by powers of two (1, 2, 4, ...), so log2 spaces them evenly."""
+    if loads.size < 3 or loads.min() <= 0:
+        return False
+    steps = np.log2(loads / loads[0])
+    return bool(np.allclose(steps, np.round(steps)))
+
+
+def _numeric(summary: pd.DataFrame, column: str) -> pd.Series:
+    if column not in summary:
+        return pd.Series(np.nan, index=summary.index, dtype=float)
+    return pd.to_numeric(summary[column], errors="coerce").astype(float)
+
+
+def _is_config(column: str) -> bool:
+    return rec.CONFIG_SEPARATOR in column and not column.startswith(rec.ENV_PREFIX)
+
+
+def _text(value: object) -> str:
+    """A config value as legend text; "" for null. Lists and dicts become their repr."""
+    if isinstance(value, list | tuple | dict | np.ndarray):
+        return str(list(value) if isinstance(value, np.ndarray) else value)
+    if value is None or pd.isna(value):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # an int column with nulls comes back as float
+    return str(value)

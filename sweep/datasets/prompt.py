@@ -1,0 +1,69 @@
+"""The Prompt record every dataset generator hands to the workload runner.
+
+A prompt carries its text and the model tokenizer's ids of that text exactly as the engine
+will see them (special tokens such as BOS included), so input token counts in the results
+come from the tokenizer, not from a guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sweep.errors import DatasetError
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One request's input text and its token ids (special tokens included)."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    input_tokens: int
+    task: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.input_tokens != len(self.token_ids):
+            raise ValueError(
+                f"input_tokens={self.input_tokens} but token_ids has {len(self.token_ids)} ids"
+            )
+
+
+def encode(tokenizer: Any, texts: Sequence[str], tasks: Sequence[str | None]) -> list[Prompt]:
+    """Tokenize texts in one batch call, special tokens included, into Prompts.
+
+    Args:
+        tokenizer: A `transformers` tokenizer.
+        texts: Prompt texts.
+        tasks: The task of each text (None where untagged), same length as `texts`.
+
+    Returns:
+        One Prompt per text, in order.
+    """
+    if not texts:
+        return []
+    all_ids = tokenizer(list(texts)).input_ids
+    return [
+        Prompt(text=text, token_ids=tuple(ids), input_tokens=len(ids), task=task)
+        for text, ids, task in zip(texts, all_ids, tasks, strict=True)
+    ]
+
+
+def cycle(prompts: Sequence[Prompt], num: int, source: str) -> list[Prompt]:
+    """Return exactly `num` prompts, repeating `prompts` in order when there are fewer.
+
+    Args:
+        prompts: The distinct prompts available.
+        num: How many the workload needs.
+        source: What the prompts came from, for the error message.
+
+    Returns:
+        A list of `num` prompts.
+
+    Raises:
+        DatasetError: If `num` > 0 but there are no prompts at all.
+    """
+    if num > 0 and not prompts:
+        raise DatasetError(f"{source} yielded no prompts")
+    return [prompts[i % len(prompts)] for i in range(num)]

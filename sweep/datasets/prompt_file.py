@@ -1,0 +1,89 @@
+"""Task-tagged prompts from a JSON Lines file (by default the one packaged with `sweep`).
+
+Each line is `{"task": ..., "prompt": ...}`. The packaged file holds the tasks `qa`,
+`reasoning`, `summarization` and `sentiment`, so a sweep can compare engines on realistic
+requests of known kinds. This module hands on Prompts tagged with their task.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import itertools
+import json
+import pathlib
+from typing import Any
+
+import numpy as np
+
+from sweep.datasets.prompt import Prompt, cycle, encode
+from sweep.errors import DatasetError
+
+TASKS = ("qa", "reasoning", "summarization", "sentiment")
+
+
+def generate(cfg: Any, tokenizer: Any, num: int) -> list[Prompt]:
+    """Make `num` prompts from the prompt file (PromptsDatasetConfig).
+
+    With `cfg.task` None the tasks are interleaved (qa, reasoning, summarization,
+    sentiment, qa, ...); otherwise only that task is used. Prompts within a task are
+    shuffled with `cfg.seed`, and repeat when `num` exceeds what the file holds.
+
+    Args:
+        cfg: A PromptsDatasetConfig: path (None for the packaged file), task, seed.
+        tokenizer: A `transformers` tokenizer.
+        num: How many prompts to make.
+
+    Returns:
+        `num` Prompts with their task set.
+
+    Raises:
+        DatasetError: If the file is missing or malformed, or the task is unknown.
+    """
+    path = cfg.path or str(importlib.resources.files("sweep") / "data" / "prompts.jsonl")
+    by_task = read_prompt_file(path)
+    if cfg.task is not None and cfg.task not in by_task:
+        raise DatasetError(
+            f"unknown prompt task {cfg.task!r} in {path}; choose one of: {', '.join(by_task)}"
+        )
+    rng = np.random.default_rng(cfg.seed)
+    tasks = list(by_task) if cfg.task is None else [cfg.task]
+    columns = [[(by_task[t][i], t) for i in rng.permutation(len(by_task[t]))] for t in tasks]
+    # Round-robin over tasks; a task with fewer prompts drops out once it is used up.
+    rows = [row for group in itertools.zip_longest(*columns) for row in group if row]
+    distinct = encode(tokenizer, [text for text, _ in rows], [task for _, task in rows])
+    return cycle(distinct, num, f"prompt file {path}")
+
+
+def read_prompt_file(path: str) -> dict[str, list[str]]:
+    """Read a prompt file into prompts per task.
+
+    Args:
+        path: A JSON Lines file of `{"task": str, "prompt": str}` objects.
+
+    Returns:
+        Prompts per task: the standard TASKS first (those present), then any other task in
+        order of first appearance; within a task, file order.
+
+    Raises:
+        DatasetError: If the file cannot be read or a line is not such an object.
+    """
+    try:
+        lines = pathlib.Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise DatasetError(f"cannot read prompt file {path}: {exc.strerror or exc}") from exc
+    found: dict[str, list[str]] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            task, text = row["task"], row["prompt"]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise DatasetError(
+                f"{path}:{number}: expected a JSON object with 'task' and 'prompt' ({exc})"
+            ) from exc
+        if not isinstance(task, str) or not isinstance(text, str) or not text:
+            raise DatasetError(f"{path}:{number}: 'task' and 'prompt' must be non-empty strings")
+        found.setdefault(task, []).append(text)
+    order = [t for t in TASKS if t in found] + [t for t in found if t not in TASKS]
+    return {task: found[task] for task in order}

@@ -1,0 +1,78 @@
+"""The HF backend on the project's tiny model: exact token counts, real streaming, both modes."""
+
+import pytest
+import torch
+
+from backends.base import GenRequest
+from backends.hf import HFBackend
+from backends.tiny_model import ensure_tiny_model
+from sweep.backend_schemas import HFBackendConfig
+from sweep.errors import BackendError
+from sweep.loadgen.recorder import now_s
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return str(ensure_tiny_model(tmp_path_factory.mktemp("models")))
+
+
+def requests_of(lengths, max_tokens, ignore_eos=True):
+    return [
+        GenRequest(i, "x", tuple(range(5, 5 + n)), m, ignore_eos)
+        for i, (n, m) in enumerate(zip(lengths, max_tokens, strict=True))
+    ]
+
+
+@pytest.mark.parametrize("mode", ["per_request", "static_batch"])
+def test_exact_token_counts_streamed_one_by_one(model_dir, mode):
+    events = []
+    with HFBackend(HFBackendConfig(mode=mode), model_dir) as backend:
+        reqs = requests_of([7, 12, 3], [5, 9, 1])
+        results = backend.generate(reqs, lambda idx, n: events.append((idx, n, now_s())))
+    assert [(r.idx, r.output_tokens) for r in results] == [(0, 5), (1, 9), (2, 1)]
+    for req in reqs:
+        mine = [e for e in events if e[0] == req.idx]
+        assert sum(n for _, n, _ in mine) == req.max_tokens
+        times = [t for _, _, t in mine]
+        assert times == sorted(times)
+    if mode == "per_request":
+        # no inter-request batching: request 1 starts streaming only after request 0 finished
+        end0 = max(t for i, _, t in events if i == 0)
+        assert min(t for i, _, t in events if i == 1) > end0
+    else:
+        # one padded batch: rows interleave step by step
+        assert [i for i, _, _ in events[:3]] == [0, 1, 2]
+
+
+def test_without_ignore_eos_stops_at_eos_or_limit(model_dir):
+    with HFBackend(HFBackendConfig(mode="static_batch"), model_dir) as backend:
+        reqs = requests_of([6, 6], [40, 40], ignore_eos=False)
+        results = backend.generate(reqs, lambda idx, n: None)
+    assert all(1 <= r.output_tokens <= 40 or r.output_tokens == 0 for r in results)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_dtypes_load_and_generate(model_dir, dtype):
+    with HFBackend(HFBackendConfig(dtype=dtype), model_dir) as backend:
+        assert backend.model.dtype == {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+        results = backend.generate(requests_of([4], [3]), lambda idx, n: None)
+    assert results[0].output_tokens == 3
+
+
+def test_missing_model_is_a_clear_backend_error(tmp_path):
+    with pytest.raises(BackendError, match="cannot load model"):
+        HFBackend(HFBackendConfig(), str(tmp_path / "nowhere")).start()
+
+
+def test_cuda_requested_without_gpu_is_a_clear_error(model_dir):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU; the error case needs one without")
+    with pytest.raises(BackendError, match="no CUDA device"):
+        HFBackend(HFBackendConfig(device="cuda"), model_dir).start()
+
+
+@pytest.mark.gpu
+def test_cuda_generation_exact_counts(model_dir):
+    with HFBackend(HFBackendConfig(device="cuda", dtype="fp16", mode="static_batch"), model_dir) as b:
+        results = b.generate(requests_of([8, 8, 8, 8], [16] * 4), lambda idx, n: None)
+    assert [r.output_tokens for r in results] == [16] * 4

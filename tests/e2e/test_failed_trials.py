@@ -1,0 +1,27 @@
+"""A deployment that cannot start is recorded as failed trials and the rest of the sweep goes on."""
+
+import pandas as pd
+
+from backends.tiny_model import ensure_tiny_model
+from sweep import records as R
+from tests.e2e.test_quickstart import run_sweep
+
+
+def test_unloadable_model_becomes_failed_trials(tmp_path):
+    good = ensure_tiny_model()
+    result = run_sweep(
+        "sweep.name=mixed", f"output.dir={tmp_path}", "model.generator=null",
+        f"+sweep.grid.model.path=[{good},{tmp_path}/missing-model]",
+        "workload.num_requests=4", "workload.output_len=4",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = pd.concat(pd.read_parquet(p) for p in (tmp_path / "mixed").glob("*/*/summary.parquet"))
+    by_path = summary.set_index("model.path")
+    assert by_path.loc[str(good), R.TRIAL_STATUS] == R.STATUS_OK
+    bad = by_path.loc[f"{tmp_path}/missing-model"]
+    assert bad[R.TRIAL_STATUS] == R.STATUS_FAILED
+    assert bad[R.ERROR_KIND] == R.ERROR_BACKEND_START
+    assert "missing-model" in bad[R.ERROR_MESSAGE]
+    assert "finished: 1 ok, 1 failed" in result.stdout
+    report = (tmp_path / "mixed" / "report.md").read_text()
+    assert "backend_start_failed" in report

@@ -1,0 +1,136 @@
+"""The quickstart end to end: real local Ray on 127.0.0.1, the real HF backend, the tiny model.
+
+Runs `python -m sweep +experiment=quickstart` as a user would, then checks every result file,
+the report, and that a second run resumes by skipping every trial.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+
+from sweep import records as R
+
+REPO = Path(__file__).parents[2]
+
+
+def run_sweep(*overrides: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sweep", *overrides],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def ray_processes() -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if "raylet" in cmd or "gcs_server" in cmd:
+            found.append(proc)
+    return found
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    before = {p.pid for p in ray_processes()}
+    first = run_sweep("+experiment=quickstart", f"output.dir={out}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_sweep("+experiment=quickstart", f"output.dir={out}")
+    leftover = [p for p in ray_processes() if p.pid not in before]
+    return out / "quickstart", first, second, leftover
+
+
+def test_every_trial_has_its_files(quickstart):
+    root, first, _, _ = quickstart
+    summaries = sorted(root.glob(f"*/*/{R.SUMMARY_FILE}"))
+    assert len(summaries) == 8
+    for summary in summaries:
+        folder = summary.parent
+        for name in (R.REQUESTS_FILE, R.TIMESERIES_FILE, R.TRIAL_YAML):
+            assert (folder / name).is_file(), folder / name
+        assert not list(folder.glob("*.tmp-*"))
+    assert (root / R.SWEEP_YAML).is_file()
+    assert "finished: 8 ok, 0 failed" in first.stdout
+
+
+def test_request_records_are_exact_and_sane(quickstart):
+    root = quickstart[0]
+    for path in root.glob(f"*/*/{R.REQUESTS_FILE}"):
+        requests = pd.read_parquet(path)
+        assert list(requests.columns) == R.REQUESTS_SCHEMA.names
+        assert len(requests) == 8  # workload.num_requests of the quickstart
+        assert (requests[R.STATUS] == R.STATUS_OK).all()
+        assert (requests[R.OUTPUT_TOKENS] == 16).all()  # exact output length (ignore_eos)
+        assert (requests[R.SERVER_OUTPUT_TOKENS] == 16).all()
+        assert (requests[R.TTFT_S] > 0).all()
+        assert (requests[R.E2E_S] >= requests[R.TTFT_S]).all()
+        assert (requests[R.FIRST_TOKEN_S] >= requests[R.SENT_S]).all()
+        assert requests[R.ITL_S].map(len).eq(15).all()
+
+
+def test_random_prompts_have_exact_input_lengths(quickstart):
+    summary = pd.concat(pd.read_parquet(p) for p in quickstart[0].glob(f"*/*/{R.SUMMARY_FILE}"))
+    random = summary[summary["dataset.name"] == "random"]
+    assert len(random) == 4
+    assert (random[R.INPUT_TOKENS_TOTAL] == 8 * random["dataset.input_len"]).all()
+
+
+def test_summary_rows_hold_config_metrics_and_environment(quickstart):
+    summary = pd.concat(pd.read_parquet(p) for p in quickstart[0].glob(f"*/*/{R.SUMMARY_FILE}"))
+    assert len(summary) == 8
+    assert (summary[R.TRIAL_STATUS] == R.STATUS_OK).all()
+    assert set(summary["backend.mode"]) == {"per_request", "static_batch"}
+    assert set(summary["workload.batch_size"]) == {1, 4}
+    assert (summary[R.OUTPUT_THROUGHPUT] > 0).all()
+    assert (summary[R.COMPLETED_REQUESTS] == 8).all()
+    expected_cost = 0.10 / 3600 / summary[R.OUTPUT_THROUGHPUT] * 1e6  # cpu price, one instance
+    assert (summary[R.COST_PER_1M_OUTPUT] - expected_cost).abs().max() < 1e-9
+    assert (summary[R.PEAK_RSS_MB] > 50).all()  # process memory sampled without a GPU
+    assert summary["env.torch"].notna().all()
+    # throughput = output tokens / duration, recomputed from the request records
+    for _, row in summary.iterrows():
+        req = pd.read_parquet(quickstart[0] / row[R.DEPLOYMENT_ID] / row[R.TRIAL_ID] / R.REQUESTS_FILE)
+        duration = req[R.END_S].max() - req[R.SENT_S].min()
+        assert row[R.OUTPUT_THROUGHPUT] == pytest.approx(req[R.OUTPUT_TOKENS].sum() / duration)
+
+
+def test_report_and_final_table(quickstart):
+    root, first, _, _ = quickstart
+    for name in ("report.md", "summary.csv", "throughput.png", "ttft_median.png", "cost.png"):
+        assert (root / name).is_file(), name
+    assert len(pd.read_csv(root / "summary.csv")) == 8
+    assert "report:" in first.stdout and "Output tok/s" in first.stdout
+
+
+def test_second_run_skips_every_trial(quickstart):
+    root, _, second, _ = quickstart
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "skipping 8 completed trials" in second.stdout
+    assert "running" not in second.stdout.split("Sweep quickstart")[0].replace("sweep.overwrite", "")
+    assert len(list(root.glob(f"*/*/{R.SUMMARY_FILE}"))) == 8
+
+
+def test_no_ray_process_left_behind(quickstart):
+    assert quickstart[3] == []
+
+
+def test_dry_run_prints_plan_and_writes_nothing(tmp_path):
+    result = run_sweep("+experiment=quickstart", "sweep.dry_run=true", f"output.dir={tmp_path}")
+    assert result.returncode == 0
+    assert "8 trials in 2 deployments" in result.stdout
+    assert "hf-static_batch-prompts-b4" in result.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
+    result = run_sweep("+experiment=quickstart", "backend=nope", f"output.dir={tmp_path}")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: backend=nope is not a known option; choose one of: hf"
+    ) or result.stderr.strip().startswith("error: backend=nope is not a known option")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
