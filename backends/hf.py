@@ -82,7 +82,9 @@ class HFBackend(EngineBackend):
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_path)
             model = transformers.AutoModelForCausalLM.from_pretrained(self.model_path, **kwargs)
         except OSError as exc:
-            raise BackendError(f"cannot load model {self.model_path!r}: {exc}".splitlines()[0])
+            raise BackendError(
+                f"cannot load model {self.model_path!r}: {exc}".splitlines()[0]
+            ) from None
         if "quantization_config" not in kwargs:
             model = model.to(device)
         self.model = model.eval()
@@ -93,7 +95,7 @@ class HFBackend(EngineBackend):
         self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
 
     def _quantization_kwargs(self, transformers: object) -> dict[str, object]:
-        """bitsandbytes 8-bit / 4-bit loading, as study C compared."""
+        """Bitsandbytes 8-bit / 4-bit loading, as study C compared."""
         quant = self.config.quantization
         if quant is None:
             return {}
@@ -136,9 +138,11 @@ class HFBackend(EngineBackend):
         max_new = max(r.max_tokens for r in requests)
         ignore_eos = all(r.ignore_eos for r in requests)
         temperature = requests[0].temperature
-        sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {
-            "do_sample": False
-        }
+        sampling = (
+            {"do_sample": True, "temperature": temperature}
+            if temperature > 0
+            else {"do_sample": False}
+        )
         streamer = _StepStreamer(requests, self.eos_ids, on_token)
         try:
             with torch.inference_mode():
@@ -153,6 +157,8 @@ class HFBackend(EngineBackend):
                 )
         except torch.OutOfMemoryError as exc:
             torch.cuda.empty_cache()
-            raise BackendError(f"out of memory at batch {len(requests)}: {exc}".splitlines()[0],
-                               kind="out_of_memory") from None
+            raise BackendError(
+                f"out of memory at batch {len(requests)}: {exc}".splitlines()[0],
+                kind="out_of_memory",
+            ) from None
         return [GenResult(r.idx, count) for r, count in zip(requests, streamer.counts, strict=True)]

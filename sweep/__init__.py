@@ -1,0 +1,1 @@
+"""Sweep orchestration: config, planning, the Ray driver, the load generator and results."""

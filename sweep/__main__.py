@@ -56,8 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted: finished trials are saved; re-run the same command to resume",
-              file=sys.stderr)
+        print(
+            "\ninterrupted: finished trials are saved; re-run the same command to resume",
+            file=sys.stderr,
+        )
         return 130
     print_table(main_table(summary), title=f"Sweep {plan.name}")
     print_paths(report)
@@ -68,13 +70,17 @@ def run_on_ray(plan: SweepPlan, deployments: list, store: ResultStore) -> None:
     """Connect to Ray, run the deployments with live progress, disconnect if we started Ray."""
     started = connect(plan.base.cluster)
     total = sum(len(d.trials) for d in deployments)
-    console.print(f"running {total} trials in {len(deployments)} deployments; "
-                  f"results in {store.display_root}")
+    console.print(
+        f"running {total} trials in {len(deployments)} deployments; results in {store.display_root}"
+    )
     try:
         with SweepProgress(total, len(deployments)) as progress:
             outcome = run_deployments(
-                deployments, store, {"env.git_sha": env.git_sha()},
-                plan.base.cluster.max_retries, progress,
+                deployments,
+                store,
+                {"env.git_sha": env.git_sha()},
+                plan.base.cluster.max_retries,
+                progress,
             )
     finally:
         if started:

@@ -66,8 +66,11 @@ class SimBackendConfig(BackendConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_positive("backend", tokens_per_chunk=self.tokens_per_chunk,
-                       startup_timeout_s=self.startup_timeout_s)
+        check_positive(
+            "backend",
+            tokens_per_chunk=self.tokens_per_chunk,
+            startup_timeout_s=self.startup_timeout_s,
+        )
         if min(self.ttft_ms, self.itl_ms, self.load_ms_per_running) < 0:
             raise ConfigError("backend.ttft_ms, itl_ms and load_ms_per_running must be >= 0")
         if not 0.0 <= self.fault_rate <= 1.0:

@@ -80,7 +80,9 @@ class Composer:
             for key, value in (values or {}).items():
                 if OmegaConf.select(tree, key, default=_ABSENT) is _ABSENT:
                     parent = OmegaConf.select(tree, key.rpartition(".")[0]) if "." in key else tree
-                    valid = ", ".join(map(str, parent.keys())) if isinstance(parent, DictConfig) else ""
+                    valid = (
+                        ", ".join(map(str, parent.keys())) if isinstance(parent, DictConfig) else ""
+                    )
                     raise ConfigError(f"unknown config key {key!r}; valid keys: {valid}")
                 OmegaConf.update(tree, key, value, merge=False)
             return OmegaConf.to_object(tree)

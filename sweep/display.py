@@ -5,7 +5,6 @@ from __future__ import annotations
 from rich.table import Table
 
 from analysis.console import make_console
-
 from sweep.plan import SweepPlan
 from sweep.resume import ResumeState
 
@@ -14,15 +13,22 @@ console = make_console()
 
 def print_plan(plan: SweepPlan) -> None:
     """The dry-run table: one row per trial, grouped by deployment."""
-    table = Table(title=f"sweep '{plan.name}': {len(plan.trials)} trials in "
-                        f"{len(plan.deployments)} deployments (dry run, nothing runs)")
+    table = Table(
+        title=f"sweep '{plan.name}': {len(plan.trials)} trials in "
+        f"{len(plan.deployments)} deployments (dry run, nothing runs)"
+    )
     for column in ("deployment", "trial_id", "label", "repeat", *plan.axes):
         table.add_column(column)
     for deployment in plan.deployments:
         for trial in deployment.trials:
             values = [_axis_value(trial.flat, axis) for axis in plan.axes]
-            table.add_row(f"{deployment.deployment_id} {deployment.label}", trial.trial_id,
-                          trial.label, str(trial.repeat), *values)
+            table.add_row(
+                f"{deployment.deployment_id} {deployment.label}",
+                trial.trial_id,
+                trial.label,
+                str(trial.repeat),
+                *values,
+            )
     console.print(table)
 
 
@@ -33,10 +39,14 @@ def _axis_value(flat: dict, axis: str) -> str:
 def print_resume(state: ResumeState) -> None:
     """Say what is skipped and how to change that."""
     if state.skipped_ok:
-        console.print(f"resume: skipping {state.skipped_ok} completed trials "
-                      "(sweep.overwrite=true re-runs them)")
+        console.print(
+            f"resume: skipping {state.skipped_ok} completed trials "
+            "(sweep.overwrite=true re-runs them)"
+        )
     if state.skipped_failed:
-        console.print(f"resume: skipping {state.skipped_failed} previously failed trials "
-                      "(sweep.retry_failed=true re-runs them)")
+        console.print(
+            f"resume: skipping {state.skipped_failed} previously failed trials "
+            "(sweep.retry_failed=true re-runs them)"
+        )
     if not state.deployments:
         console.print("nothing to run: every trial of this sweep is already complete")

@@ -34,8 +34,11 @@ def connect(cluster: Any) -> bool:
     """Start a local Ray (default) or join `cluster.address`; True if we started it."""
     if ray.is_initialized():
         return False
-    kwargs: dict[str, Any] = {"include_dashboard": cluster.include_dashboard,
-                              "log_to_driver": True, "logging_level": logging.WARNING}
+    kwargs: dict[str, Any] = {
+        "include_dashboard": cluster.include_dashboard,
+        "log_to_driver": True,
+        "logging_level": logging.WARNING,
+    }
     if cluster.address:
         ray.init(address=cluster.address, **kwargs)
         return True
@@ -100,7 +103,11 @@ def run_deployments(
             except (ray.exceptions.RayError, ray.exceptions.RayTaskError) as exc:
                 del running[generator]
                 reason = str(exc).strip().splitlines()[0]
-                missing = [t for t in deployment.trials if t.trial_id not in written[deployment.deployment_id]]
+                missing = [
+                    t
+                    for t in deployment.trials
+                    if t.trial_id not in written[deployment.deployment_id]
+                ]
                 log.warning("deployment %s died: %s", deployment.label, reason)
                 for spec in missing:
                     record(_worker_died(spec, reason, environment))

@@ -20,12 +20,19 @@ def git_sha() -> str:
     """The checkout's commit (with `-dirty` when it has local changes), or `unknown`."""
     try:
         sha = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
-            text=True, timeout=5, check=True,
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-            capture_output=True, text=True, timeout=5,
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -59,7 +66,9 @@ def worker_environment() -> dict[str, str | int | None]:
 
         pynvml.nvmlInit()
         if pynvml.nvmlDeviceGetCount() > 0:
-            env["env.gpu_name"] = str(pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0)))
+            env["env.gpu_name"] = str(
+                pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
+            )
             env["env.gpu_driver"] = str(pynvml.nvmlSystemGetDriverVersion())
     except Exception:  # no NVML: a CPU machine, or a GPU without the library
         pass

@@ -27,9 +27,7 @@ class MissingExtraError(SweepError):
     """An optional engine is not installed; the message names the extra to install."""
 
     def __init__(self, package: str, extra: str) -> None:
-        super().__init__(
-            f"backend needs the '{package}' package: pip install -e '.[{extra}]'"
-        )
+        super().__init__(f"backend needs the '{package}' package: pip install -e '.[{extra}]'")
 
 
 def check_positive(section: str, **values: float | int | None) -> None:

@@ -50,8 +50,9 @@ class SweepProgress:
         self.done += 1
         if row[R.TRIAL_STATUS] != R.STATUS_OK:
             self.failed += 1
-        self._progress.update(self._task, completed=self.done, description=self._counts(),
-                              eta=self._eta())
+        self._progress.update(
+            self._task, completed=self.done, description=self._counts(), eta=self._eta()
+        )
         self.console.print(self._line(row))
 
     def deployment_finished(self) -> None:
@@ -59,7 +60,9 @@ class SweepProgress:
         self.deployments_left -= 1
 
     def _counts(self) -> str:
-        return f"done {self.done} · failed {self.failed} · deployments running {self.deployments_left}"
+        return (
+            f"done {self.done} · failed {self.failed} · deployments running {self.deployments_left}"
+        )
 
     def _eta(self) -> str:
         if self.done == 0:

@@ -158,3 +158,33 @@ CI_STATS = ("mean", "ci_low", "ci_high")
 def ci_column(metric: str, stat: str) -> str:
     """Column of one statistic over repeats of a summary metric, e.g. `ttft_ms_p99_ci_low`."""
     return f"{metric}_{stat}"
+
+
+# --- comparative analysis (`analysis.compare`, `analysis.roofline`) ---
+# Config columns the comparison reads; the model's architecture columns are optional: without
+# them MBU counts the weights only.
+DATASET_TASK = "dataset.task"
+BACKEND_NUM_GPUS = "backend.num_gpus"
+BACKEND_DTYPE = "backend.dtype"
+BACKEND_QUANTIZATION = "backend.quantization"
+BACKEND_KV_CACHE_DTYPE = "backend.kv_cache_dtype"
+MODEL_NUM_PARAMS_B = "model.num_params_b"
+MODEL_NUM_LAYERS = "model.num_layers"
+MODEL_NUM_KV_HEADS = "model.num_kv_heads"
+MODEL_HEAD_DIM = "model.head_dim"
+HARDWARE_PRICE_PER_HOUR = "hardware.price_per_hour"
+HARDWARE_MEMORY_BANDWIDTH = "hardware.memory_bandwidth_gb_s"
+HARDWARE_PEAK_FP16_TFLOPS = "hardware.peak_fp16_tflops"
+SLO_PREFIX = "slo."
+# Set by the load generator when it could not keep up with the offered load.
+CLIENT_SATURATED = "client_saturated"
+
+# Derived per-trial columns of the comparison frame.
+THROUGHPUT_PER_GPU = "output_throughput_tok_s_per_gpu"
+MBU = "mbu"
+MFU = "mfu"
+ROOFLINE_BASIS = "roofline_basis"
+SLO_GOODPUT = "slo_goodput_req_s"
+SLO_GOODPUT_OUTPUT_THROUGHPUT = "slo_goodput_output_tok_s"
+SLO_COST_PER_1M_OUTPUT = "slo_cost_per_1m_output_tokens_usd"
+ON_PARETO_FRONT = "on_pareto_front"

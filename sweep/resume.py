@@ -34,8 +34,8 @@ def select_pending(plan: SweepPlan, store: ResultStore) -> ResumeState:
     for deployment in plan.deployments:
         keep = []
         for trial in deployment.trials:
-            status = None if sweep.overwrite else store.trial_status(
-                trial.deployment_id, trial.trial_id
+            status = (
+                None if sweep.overwrite else store.trial_status(trial.deployment_id, trial.trial_id)
             )
             if status == R.STATUS_OK:
                 skipped_ok += 1

@@ -114,6 +114,11 @@ class WorkloadConfig:
             output_len=self.output_len,
             timeout_s=self.timeout_s,
         )
+        if self.discard_first_batch and self.num_requests <= self.batch_size:
+            raise_config(
+                f"workload.num_requests={self.num_requests} leaves nothing to measure after "
+                f"discarding the first batch of {self.batch_size}"
+            )
         if self.warmup_requests < 0:
             raise_config(f"workload.warmup_requests must be >= 0, got {self.warmup_requests}")
         if not 0.0 <= self.output_range_ratio < 1.0:
@@ -207,8 +212,10 @@ class SweepMeta:
 
 
 def _dotted_axes(grid: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """`{workload: {batch_size: [..]}}` (as `+sweep.grid.workload.batch_size=[..]` makes it)
-    is the axis `workload.batch_size`."""
+    """Nested keys are dotted axes: `{workload: {batch_size: [..]}}` -> `workload.batch_size`.
+
+    `+sweep.grid.workload.batch_size=[..]` on the command line makes the nested form.
+    """
     axes: dict[str, Any] = {}
     for key, values in grid.items():
         if isinstance(values, dict):

@@ -23,6 +23,7 @@ from backends.models import resolve_model_path
 from sweep import records as R
 from sweep.errors import BackendError, DatasetError, SweepError
 from sweep.loadgen.engine import run_engine_workload
+from sweep.loadgen.http import run_http_workload
 from sweep.loadgen.recorder import now_s
 from sweep.loadgen.requests import build_requests
 from sweep.plan import Deployment, TrialSpec
@@ -33,7 +34,7 @@ from sweep.telemetry import Sampler, nvml_source, process_source
 log = logging.getLogger(__name__)
 
 # How each backend interface is driven; server interfaces join this map with their HTTP runners.
-RUNNERS = {"engine": run_engine_workload}
+RUNNERS = {"engine": run_engine_workload, "openai": run_http_workload}
 
 
 def run_deployment(deployment: Deployment, environment: dict[str, Any]) -> Iterator[TrialFiles]:
@@ -57,7 +58,9 @@ def run_deployment(deployment: Deployment, environment: dict[str, Any]) -> Itera
         backend.stop()
 
 
-def run_trial(backend: Any, tokenizer: Any, spec: TrialSpec, environment: dict[str, Any]) -> TrialFiles:
+def run_trial(
+    backend: Any, tokenizer: Any, spec: TrialSpec, environment: dict[str, Any]
+) -> TrialFiles:
     """Offer the trial's workload to a started backend and build its three tables."""
     from sweep.datasets import load_prompts
 
@@ -68,7 +71,9 @@ def run_trial(backend: Any, tokenizer: Any, spec: TrialSpec, environment: dict[s
     trackers, kind, message = [], None, None
     sampler = Sampler(sources, t0)
     try:
-        prompts = load_prompts(config.dataset, tokenizer, workload.num_requests + workload.warmup_requests)
+        prompts = load_prompts(
+            config.dataset, tokenizer, workload.num_requests + workload.warmup_requests
+        )
         warmup, requests = build_requests(prompts, workload)
         runner = RUNNERS[getattr(backend, "interface", "engine")]
         with sampler:
@@ -106,7 +111,9 @@ def run_trial(backend: Any, tokenizer: Any, spec: TrialSpec, environment: dict[s
     return _trial_files(spec, outcome, metrics, environment, requests_table, timeseries)
 
 
-def failed_trial(spec: TrialSpec, kind: str, message: str, environment: dict[str, Any]) -> TrialFiles:
+def failed_trial(
+    spec: TrialSpec, kind: str, message: str, environment: dict[str, Any]
+) -> TrialFiles:
     """The files of a trial that could not run at all."""
     outcome = {
         R.TRIAL_STATUS: R.STATUS_FAILED,
@@ -116,11 +123,18 @@ def failed_trial(spec: TrialSpec, kind: str, message: str, environment: dict[str
         R.WALL_S: 0.0,
     }
     empty = pd.DataFrame(columns=R.REQUESTS_SCHEMA.names)
-    metrics = summarize(empty, num_gpus=spec.config.backend.num_gpus,
-                        price_per_hour=spec.config.hardware.price_per_hour)
+    metrics = summarize(
+        empty,
+        num_gpus=spec.config.backend.num_gpus,
+        price_per_hour=spec.config.hardware.price_per_hour,
+    )
     return _trial_files(
-        spec, outcome, metrics, environment,
-        R.REQUESTS_SCHEMA.empty_table(), R.TIMESERIES_SCHEMA.empty_table(),
+        spec,
+        outcome,
+        metrics,
+        environment,
+        R.REQUESTS_SCHEMA.empty_table(),
+        R.TIMESERIES_SCHEMA.empty_table(),
     )
 
 
@@ -146,9 +160,16 @@ def _trial_files(
     row = scrub(row)
     summary = pa.Table.from_pylist([row])
     trial_yaml = yaml.safe_dump(
-        scrub({"trial_id": spec.trial_id, "deployment_id": spec.deployment_id,
-               "label": spec.label, "repeat": spec.repeat, **outcome,
-               "config": dataclasses.asdict(spec.config) | {"sweep": {"name": spec.sweep_name}}}),
+        scrub(
+            {
+                "trial_id": spec.trial_id,
+                "deployment_id": spec.deployment_id,
+                "label": spec.label,
+                "repeat": spec.repeat,
+                **outcome,
+                "config": dataclasses.asdict(spec.config) | {"sweep": {"name": spec.sweep_name}},
+            }
+        ),
         sort_keys=False,
     )
     return TrialFiles(spec.trial_id, spec.deployment_id, summary, requests, timeseries, trial_yaml)

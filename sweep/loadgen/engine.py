@@ -8,7 +8,7 @@ run untimed first; `offline_batch` also discards its first batch, as study C did
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from backends.base import EngineBackend, GenRequest
 from sweep.loadgen.recorder import RequestTracker, now_s
@@ -39,10 +39,19 @@ def run_engine_workload(
         sent = now_s()
         for tracker in by_idx.values():
             tracker.mark_sent(sent)
-        results = backend.generate(batch, lambda idx, n: by_idx[idx].add_tokens(n))
+        results = backend.generate(batch, _token_sink(by_idx))
         for result in results:
             by_idx[result.idx].finish(server_tokens=result.output_tokens)
         if batch_idx == 0 and workload.discard_first_batch:
             continue
         trackers.extend(by_idx.values())
     return trackers
+
+
+def _token_sink(trackers: dict[int, RequestTracker]) -> Callable[[int, int], None]:
+    """The engine's token callback for one batch: timestamps `n` new tokens of request `idx`."""
+
+    def on_token(idx: int, n: int) -> None:
+        trackers[idx].add_tokens(n)
+
+    return on_token

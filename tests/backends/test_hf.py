@@ -73,6 +73,8 @@ def test_cuda_requested_without_gpu_is_a_clear_error(model_dir):
 
 @pytest.mark.gpu
 def test_cuda_generation_exact_counts(model_dir):
-    with HFBackend(HFBackendConfig(device="cuda", dtype="fp16", mode="static_batch"), model_dir) as b:
+    with HFBackend(
+        HFBackendConfig(device="cuda", dtype="fp16", mode="static_batch"), model_dir
+    ) as b:
         results = b.generate(requests_of([8, 8, 8, 8], [16] * 4), lambda idx, n: None)
     assert [r.output_tokens for r in results] == [16] * 4

@@ -10,12 +10,17 @@ from tests.e2e.test_quickstart import run_sweep
 def test_unloadable_model_becomes_failed_trials(tmp_path):
     good = ensure_tiny_model()
     result = run_sweep(
-        "sweep.name=mixed", f"output.dir={tmp_path}", "model.generator=null",
+        "sweep.name=mixed",
+        f"output.dir={tmp_path}",
+        "model.generator=null",
         f"+sweep.grid.model.path=[{good},{tmp_path}/missing-model]",
-        "workload.num_requests=4", "workload.output_len=4",
+        "workload.num_requests=4",
+        "workload.output_len=4",
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    summary = pd.concat(pd.read_parquet(p) for p in (tmp_path / "mixed").glob("*/*/summary.parquet"))
+    summary = pd.concat(
+        pd.read_parquet(p) for p in (tmp_path / "mixed").glob("*/*/summary.parquet")
+    )
     by_path = summary.set_index("model.path")
     assert by_path.loc[str(good), R.TRIAL_STATUS] == R.STATUS_OK
     bad = by_path.loc[f"{tmp_path}/missing-model"]

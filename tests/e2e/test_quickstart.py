@@ -20,7 +20,10 @@ REPO = Path(__file__).parents[2]
 def run_sweep(*overrides: str, timeout: int = 240) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "sweep", *overrides],
-        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -93,7 +96,9 @@ def test_summary_rows_hold_config_metrics_and_environment(quickstart):
     assert summary["env.torch"].notna().all()
     # throughput = output tokens / duration, recomputed from the request records
     for _, row in summary.iterrows():
-        req = pd.read_parquet(quickstart[0] / row[R.DEPLOYMENT_ID] / row[R.TRIAL_ID] / R.REQUESTS_FILE)
+        req = pd.read_parquet(
+            quickstart[0] / row[R.DEPLOYMENT_ID] / row[R.TRIAL_ID] / R.REQUESTS_FILE
+        )
         duration = req[R.END_S].max() - req[R.SENT_S].min()
         assert row[R.OUTPUT_THROUGHPUT] == pytest.approx(req[R.OUTPUT_TOKENS].sum() / duration)
 
@@ -110,7 +115,9 @@ def test_second_run_skips_every_trial(quickstart):
     root, _, second, _ = quickstart
     assert second.returncode == 0, second.stderr[-2000:]
     assert "skipping 8 completed trials" in second.stdout
-    assert "running" not in second.stdout.split("Sweep quickstart")[0].replace("sweep.overwrite", "")
+    assert "running" not in second.stdout.split("Sweep quickstart")[0].replace(
+        "sweep.overwrite", ""
+    )
     assert len(list(root.glob(f"*/*/{R.SUMMARY_FILE}"))) == 8
 
 
