@@ -1,8 +1,10 @@
-"""Command line: `python -m analysis RESULTS_DIR [--out DIR]`.
+"""Command line: `python -m analysis RESULTS_DIR [RESULTS_DIR ...] [options]`.
 
-Loads a sweep's results, writes summary.csv, the plots and report.md, prints the main table and
-the paths written. Errors a user can fix (missing folder, no trial) are one `error:` line on
-stderr and exit status 2.
+One folder: writes summary.csv, the plots, report.md and report.html (comparison against the
+`--baseline` engine, Pareto front, goodput under `--slo`, roofline, timelines), prints the main
+table and the paths written; `--wandb` also uploads the sweep to Weights & Biases. Two or more
+folders: matches their trials by config and writes comparison.md and comparison.html. Errors a
+user can fix (missing folder, no trial, a bad SLO) are one `error:` line on stderr, exit status 2.
 """
 
 from __future__ import annotations
@@ -12,14 +14,19 @@ import logging
 import sys
 from pathlib import Path
 
+from analysis.compare import DEFAULT_BASELINE, parse_slo
 from analysis.console import print_paths, print_table
-from analysis.load import load_summary
+from analysis.html import write_html
+from analysis.load import load_requests, load_summary, load_timeseries
 from analysis.plots import sweep_title
-from analysis.report import main_table, save_report
+from analysis.report import ReportOptions, main_table, save_report
+from analysis.sections import markdown_document, sweep_diff_section
+from analysis.sweep_diff import compare_sweeps
 from sweep.errors import SweepError
 
 log = logging.getLogger("analysis")
 EXIT_USAGE = 2
+COMPARISON_FILE = "comparison"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,18 +35,63 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
     )
-    out_dir = args.out or args.results_dir
     try:
-        log.info("loading trials from %s", args.results_dir)
-        summary = load_summary(args.results_dir)
-        sweep = sweep_title(summary, fallback=args.results_dir.name)
-        log.info("writing the report of %s (%d trials) to %s", sweep, len(summary), out_dir)
-        paths = save_report(summary, out_dir, sweep)
+        options = ReportOptions(
+            baseline=args.baseline, html=args.html, slo=parse_slo(args.slo) if args.slo else None
+        )
+        if len(args.results_dirs) > 1:
+            return compare(args.results_dirs, args.out)
+        return report(args.results_dirs[0], args.out or args.results_dirs[0], options, args)
     except (SweepError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def report(
+    results_dir: Path, out_dir: Path, options: ReportOptions, args: argparse.Namespace
+) -> int:
+    """One sweep: load, write the report, print it, upload to W&B when asked."""
+    log.info("loading trials from %s", results_dir)
+    summary = load_summary(results_dir)
+    sweep = sweep_title(summary, fallback=results_dir.name)
+    log.info("writing the report of %s (%d trials) to %s", sweep, len(summary), out_dir)
+    paths = save_report(
+        summary,
+        out_dir,
+        sweep,
+        requests=load_requests(results_dir),
+        timeseries=load_timeseries(results_dir),
+        options=options,
+    )
     print_table(main_table(summary), title=f"Sweep {sweep}")
     print_paths(paths)
+    if args.wandb:
+        from analysis.tracking import upload_results
+
+        log.info("uploading %s to W&B", sweep)
+        upload_results(results_dir, list(paths.plots), project=args.wandb_project)
+    return 0
+
+
+def compare(results_dirs: list[Path], out_dir: Path | None) -> int:
+    """Several sweeps: match trials, write comparison.md and comparison.html, print the table."""
+    summaries = {}
+    for results_dir in results_dirs:
+        summary = load_summary(results_dir)
+        name = sweep_title(summary, fallback=results_dir.name)
+        # The same experiment run twice (another machine, another version) shares its name.
+        summaries[str(results_dir) if name in summaries else name] = summary
+    names = list(summaries)
+    out = out_dir or results_dirs[0].parent / "_vs_".join(d.name for d in results_dirs)
+    out.mkdir(parents=True, exist_ok=True)
+    section = sweep_diff_section(compare_sweeps(summaries))
+    title = "Sweep comparison: " + " vs ".join(names)
+    overview = f"{names[0]} is the reference; every other sweep is compared with it."
+    md = out / f"{COMPARISON_FILE}.md"
+    md.write_text(markdown_document(title, overview, [section], out), encoding="utf-8")
+    html = write_html(out / f"{COMPARISON_FILE}.html", title, overview, [section])
+    print_table(section.table, title=title)
+    print(f"comparison: {md}\ncomparison: {html}")
     return 0
 
 
@@ -47,10 +99,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line arguments."""
     parser = argparse.ArgumentParser(
         prog="python -m analysis",
-        description="Write summary.csv, plots and report.md for a sweep's results folder.",
+        description="Write summary.csv, plots, report.md and report.html for a sweep's results "
+        "folder, or compare several sweeps.",
     )
-    parser.add_argument("results_dir", type=Path, help="results/<sweep_name>")
-    parser.add_argument("--out", type=Path, help="output folder (default: RESULTS_DIR)")
+    parser.add_argument(
+        "results_dirs",
+        type=Path,
+        nargs="+",
+        metavar="RESULTS_DIR",
+        help="results/<sweep_name>; two or more compare the sweeps",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="output folder (default: RESULTS_DIR; for several: A_vs_B beside A)",
+    )
+    parser.add_argument(
+        "--baseline",
+        default=DEFAULT_BASELINE,
+        help="backend name or engine label to compare against (default: hf)",
+    )
+    parser.add_argument(
+        "--slo",
+        help="goodput bounds, e.g. ttft_ms=500,tpot_ms=50 (default: each trial's slo.* config)",
+    )
+    parser.add_argument(
+        "--html",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write report.html too (default: yes)",
+    )
+    parser.add_argument(
+        "--wandb",
+        action="store_true",
+        help="upload the sweep to Weights & Biases (offline without credentials)",
+    )
+    parser.add_argument("--wandb-project", default=None, help="W&B project (default: llm-sweep)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each step")
     return parser.parse_args(argv)
 

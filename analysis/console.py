@@ -27,15 +27,18 @@ def print_table(table: pd.DataFrame, title: str) -> None:
 
 
 def print_paths(paths: ReportPaths) -> None:
-    """Where the report, the CSV and the plots were written."""
+    """Where the reports, the CSV and the plots were written."""
     console = make_console()
     console.print(f"report: {paths.report_md}", highlight=False, soft_wrap=True)
+    if paths.report_html is not None:
+        console.print(f"report: {paths.report_html}", highlight=False, soft_wrap=True)
     console.print(f"summary: {paths.summary_csv}", highlight=False, soft_wrap=True)
     for plot in paths.plots:
         console.print(f"plot: {plot}", highlight=False, soft_wrap=True)
 
 
 def make_console() -> Console:
+    """A stdout console, widened when stdout is not a terminal."""
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, MIN_WIDTH_NOT_TERMINAL))

@@ -225,12 +225,13 @@ def _statistic(values: np.ndarray, stat: str) -> float | None:
     return float(np.percentile(values, q))  # numpy's default linear interpolation
 
 
-def _goodput(
-    ok: pd.DataFrame, duration_s: float, slo: Mapping[str, float | None] | None
-) -> float | None:
-    bounds = {key: bound for key, bound in (slo or {}).items() if bound is not None}
-    if not bounds:
-        return None
+def meets_slo(ok: pd.DataFrame, slo: Mapping[str, float | None]) -> np.ndarray:
+    """Which of the successful requests `ok` meet every bound of `slo` (None bounds ignored).
+
+    Raises:
+        ValueError: `slo` has a key other than `ttft_ms`, `tpot_ms` and `e2e_ms`.
+    """
+    bounds = {key: bound for key, bound in slo.items() if bound is not None}
     per_request_ms = {
         SLO_TTFT_MS: _numeric(ok, rec.TTFT_S) * 1e3,
         # As vLLM does, a single-token request has no TPOT and so cannot break its bound.
@@ -243,7 +244,15 @@ def _goodput(
     good = np.ones(len(ok), dtype=bool)
     for key, bound in bounds.items():
         good &= per_request_ms[key] <= bound  # NaN (missing timestamp) fails the bound
-    return _rate(int(good.sum()), duration_s)
+    return good
+
+
+def _goodput(
+    ok: pd.DataFrame, duration_s: float, slo: Mapping[str, float | None] | None
+) -> float | None:
+    if all(bound is None for bound in (slo or {}).values()):
+        return None
+    return _rate(int(meets_slo(ok, slo).sum()), duration_s)
 
 
 def _batch_latency_mean_s(ok: pd.DataFrame) -> float | None:

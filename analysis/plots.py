@@ -22,6 +22,10 @@ from sweep import records as rec
 LOAD_COLUMNS = (rec.WORKLOAD_CONCURRENCY, rec.WORKLOAD_BATCH_SIZE)
 GROUP_JOIN = " · "
 NO_SERIES = "all trials"
+# Columns of the Pareto points frame (`analysis.compare.pareto_points`).
+CONFIGURATION = "configuration"
+LATENCY_MS = "latency_ms"
+PARETO_FILE = "pareto.png"
 
 
 @dataclass(frozen=True)
@@ -53,26 +57,31 @@ PLOTS = (
 
 def load_values(summary: pd.DataFrame) -> pd.Series:
     """Offered load of each trial: `workload.concurrency` where set, else `workload.batch_size`."""
-    return _numeric(summary, rec.WORKLOAD_CONCURRENCY).fillna(
-        _numeric(summary, rec.WORKLOAD_BATCH_SIZE)
+    return numeric_column(summary, rec.WORKLOAD_CONCURRENCY).fillna(
+        numeric_column(summary, rec.WORKLOAD_BATCH_SIZE)
     )
 
 
 def load_axis_label(summary: pd.DataFrame) -> str:
     """Name of the load axis: concurrency, batch size, or both when trials mix them."""
-    by_concurrency = _numeric(summary, rec.WORKLOAD_CONCURRENCY).notna()
+    by_concurrency = numeric_column(summary, rec.WORKLOAD_CONCURRENCY).notna()
     if by_concurrency.all():
         return "concurrency"
     return "concurrency or batch size" if by_concurrency.any() else "batch size"
 
 
-def series_columns(summary: pd.DataFrame) -> list[str]:
+def series_columns(summary: pd.DataFrame, exclude_groups: tuple[str, ...] = ()) -> list[str]:
     """Config columns that tell the lines apart: `backend.name`, then every other varying one.
 
     A column joins only if it still splits some line, so values that follow from the backend
-    (its own settings, null for the others) do not clutter the legend.
+    (its own settings, null for the others) do not clutter the legend. Columns of the config
+    groups in `exclude_groups` (e.g. `dataset`, when the task is shown on its own) never join.
     """
-    keys = {col: summary[col].map(_text) for col in summary.columns if _is_config(col)}
+    keys = {
+        col: summary[col].map(display_text)
+        for col in summary.columns
+        if _is_config(col) and col.partition(rec.CONFIG_SEPARATOR)[0] not in exclude_groups
+    }
     chosen = [rec.BACKEND_NAME] if rec.BACKEND_NAME in keys else []
     for col, values in keys.items():
         if col in chosen or col in LOAD_COLUMNS or values.nunique() < 2:
@@ -82,14 +91,14 @@ def series_columns(summary: pd.DataFrame) -> list[str]:
     return chosen
 
 
-def series_labels(summary: pd.DataFrame) -> pd.Series:
-    """Legend label of each trial, e.g. "hf per_request · random"."""
-    columns = series_columns(summary)
+def series_labels(summary: pd.DataFrame, exclude_groups: tuple[str, ...] = ()) -> pd.Series:
+    """Legend label of each trial, e.g. "hf per_request · random" (see `series_columns`)."""
+    columns = series_columns(summary, exclude_groups)
 
     def label(row: pd.Series) -> str:
         groups: dict[str, list[str]] = {}
         for col in columns:
-            text = _text(row[col])
+            text = display_text(row[col])
             if not text:
                 continue
             group, _, field = col.partition(rec.CONFIG_SEPARATOR)
@@ -135,6 +144,54 @@ def metric_figure(summary: pd.DataFrame, spec: PlotSpec, sweep: str | None = Non
     return fig
 
 
+def pareto_figure(points: pd.DataFrame, latency_label: str, sweep: str | None = None) -> Figure:
+    """Output tok/s per GPU against per-user latency; the front is joined and its points named.
+
+    Args:
+        points: `analysis.compare.pareto_points`: configuration, latency_ms, throughput per
+            GPU and whether the point is on the front.
+        latency_label: what the latency is, e.g. "TPOT, median (ms)".
+        sweep: the sweep's name, appended to the title.
+    """
+    fig = Figure(figsize=(7.5, 5.0), dpi=120, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    x, y = points[LATENCY_MS], points[rec.THROUGHPUT_PER_GPU]
+    front = points[points[rec.ON_PARETO_FRONT]].sort_values(LATENCY_MS)
+    ax.scatter(x, y, color="tab:gray", alpha=0.6, label="configuration")
+    ax.plot(
+        front[LATENCY_MS],
+        front[rec.THROUGHPUT_PER_GPU],
+        "o-",
+        color="tab:red",
+        drawstyle="steps-post",
+        label="Pareto front",
+    )
+    for _, point in front.iterrows():
+        ax.annotate(
+            point[CONFIGURATION],
+            (point[LATENCY_MS], point[rec.THROUGHPUT_PER_GPU]),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize="x-small",
+        )
+    valid = x[x > 0]
+    if valid.size and valid.max() / valid.min() >= 8:  # latencies spanning decades read on log
+        ax.set_xscale("log")
+    ax.set_xlabel(f"per-user latency: {latency_label}")
+    ax.set_ylabel("output tokens / s per GPU")
+    ax.set_title("Throughput per GPU vs latency" + (f" — {sweep}" if sweep else ""))
+    top = y.max() if y.notna().any() else 0
+    ax.set_ylim(0, top * 1.15 if top > 0 else None)  # headroom for the names of the front
+    ax.margins(x=0.1)
+    ax.grid(True, alpha=0.3)
+    if points.empty:
+        ax.text(0.5, 0.5, "no successful trial", ha="center", transform=ax.transAxes)
+    else:
+        ax.legend(fontsize="small", loc="lower right")
+    return fig
+
+
 def write_plots(summary: pd.DataFrame, out_dir: str | Path, sweep: str | None = None) -> list[Path]:
     """Save every figure of `PLOTS` as PNG in `out_dir` and return the paths."""
     out = Path(out_dir)
@@ -153,7 +210,7 @@ def _points(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
         {
             "series": series_labels(summary),
             "load": load_values(summary),
-            "value": _numeric(summary, metric),
+            "value": numeric_column(summary, metric),
         }
     )
     points = points[(summary[rec.TRIAL_STATUS] == rec.STATUS_OK).to_numpy()].dropna()
@@ -168,7 +225,8 @@ def _doubles(loads: np.ndarray) -> bool:
     return bool(np.allclose(steps, np.round(steps)))
 
 
-def _numeric(summary: pd.DataFrame, column: str) -> pd.Series:
+def numeric_column(summary: pd.DataFrame, column: str) -> pd.Series:
+    """A column as floats (NaN for nulls and non-numbers); all NaN when the column is absent."""
     if column not in summary:
         return pd.Series(np.nan, index=summary.index, dtype=float)
     return pd.to_numeric(summary[column], errors="coerce").astype(float)
@@ -178,7 +236,7 @@ def _is_config(column: str) -> bool:
     return rec.CONFIG_SEPARATOR in column and not column.startswith(rec.ENV_PREFIX)
 
 
-def _text(value: object) -> str:
+def display_text(value: object) -> str:
     """A config value as legend text; "" for null. Lists and dicts become their repr."""
     if isinstance(value, list | tuple | dict | np.ndarray):
         return str(list(value) if isinstance(value, np.ndarray) else value)

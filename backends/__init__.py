@@ -13,6 +13,7 @@ from sweep.errors import ConfigError
 
 REGISTRY: dict[str, str] = {
     "hf": "backends.hf:HFBackend",
+    "sim": "backends.sim:SimBackend",
 }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 # (request idx, number of new tokens in this step). Called as soon as the tokens exist on the host.
 TokenCallback = Callable[[int, int], None]
@@ -41,7 +41,13 @@ class GenResult:
 
 
 class Backend(abc.ABC):
-    """A started-once, stopped-always inference backend."""
+    """A started-once, stopped-always inference backend.
+
+    `interface` tells the trial runner how to drive it: `engine` (in-process `generate`),
+    `openai` (an OpenAI-compatible streaming HTTP server) or `tgi` (TGI's native stream).
+    """
+
+    interface: ClassVar[str] = "engine"
 
     def __init__(self, config: Any, model_path: str) -> None:
         self.config = config
@@ -63,6 +69,10 @@ class Backend(abc.ABC):
         """The last lines of the backend's own log, for failure reports."""
         return ""
 
+    def log_text(self) -> str | None:
+        """The backend's whole log so far, kept as backend.log beside the results (if any)."""
+        return None
+
     def __enter__(self) -> Backend:
         self.start()
         return self
@@ -77,3 +87,22 @@ class EngineBackend(Backend):
     @abc.abstractmethod
     def generate(self, requests: Sequence[GenRequest], on_token: TokenCallback) -> list[GenResult]:
         """Generate all `requests` (submitted together) and return the engine's own counts."""
+
+
+class ServerBackend(Backend):
+    """A backend reached over HTTP; the load generator streams requests to `base_url`."""
+
+    interface: ClassVar[str] = "openai"
+
+    @property
+    @abc.abstractmethod
+    def base_url(self) -> str:
+        """Root URL of the running server, e.g. `http://127.0.0.1:8000`."""
+
+    @property
+    def served_model(self) -> str:
+        """The `model` field of requests: the name the server serves the model under."""
+        return self.model_path
+
+    def reset_between_trials(self) -> None:
+        """Bring the server to a clean state between trials (drain, reset prefix cache)."""

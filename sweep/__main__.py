@@ -13,14 +13,15 @@ import yaml
 
 from analysis.console import print_paths, print_table
 from analysis.load import load_summary
-from analysis.report import main_table, save_report
+from analysis.report import main_table, write_report
+from analysis.tracking import Tracker
 from sweep import environment as env
 from sweep.display import console, print_plan, print_resume
-from sweep.driver import connect, run_deployments
+from sweep.driver import Driver, connect
 from sweep.errors import SweepError
 from sweep.plan import SweepPlan, build_plan
 from sweep.progress import SweepProgress
-from sweep.results import ResultStore
+from sweep.results import ResultStore, TrialFiles
 from sweep.resume import select_pending
 from sweep.secrets import scrub
 
@@ -45,13 +46,20 @@ def main(argv: list[str] | None = None) -> int:
             print_plan(plan)
             return 0
         store = ResultStore(plan.base.output.dir, plan.name)
+        removed = store.remove_partial_files()
+        if removed:
+            log.warning("removed %d partial files left by an interrupted run", removed)
         state = select_pending(plan, store)
         print_resume(state)
         store.write_sweep_yaml(sweep_yaml(plan, overrides))
-        if state.deployments:
-            run_on_ray(plan, state.deployments, store)
-        summary = load_summary(store.root)
-        report = save_report(summary, store.root, plan.name)
+        with Tracker(plan.base.tracking, plan.name, store.root) as tracker:
+            if state.deployments:
+                run_on_ray(plan, state.deployments, store, tracker)
+            summary = load_summary(store.root)
+            report = write_report(store.root)
+            tracker.sweep_finished(summary, list(report.plots))
+            print_table(main_table(summary), title=f"Sweep {plan.name}")
+            print_paths(report)
     except SweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -61,12 +69,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-    print_table(main_table(summary), title=f"Sweep {plan.name}")
-    print_paths(report)
     return 0
 
 
-def run_on_ray(plan: SweepPlan, deployments: list, store: ResultStore) -> None:
+def run_on_ray(plan: SweepPlan, deployments: list, store: ResultStore, tracker: Tracker) -> None:
     """Connect to Ray, run the deployments with live progress, disconnect if we started Ray."""
     started = connect(plan.base.cluster)
     total = sum(len(d.trials) for d in deployments)
@@ -75,17 +81,31 @@ def run_on_ray(plan: SweepPlan, deployments: list, store: ResultStore) -> None:
     )
     try:
         with SweepProgress(total, len(deployments)) as progress:
-            outcome = run_deployments(
-                deployments,
-                store,
-                {"env.git_sha": env.git_sha()},
-                plan.base.cluster.max_retries,
-                progress,
-            )
+            tracked = TrackedProgress(progress, tracker)
+            driver = Driver(store, {"env.git_sha": env.git_sha()}, plan.base.cluster, tracked)
+            outcome = driver.run(deployments)
     finally:
         if started:
             ray.shutdown()
     console.print(f"finished: {len(outcome.ok)} ok, {len(outcome.failed)} failed")
+
+
+class TrackedProgress:
+    """The driver's progress interface, also handing each finished trial to the tracker."""
+
+    def __init__(self, progress: SweepProgress, tracker: Tracker) -> None:
+        self.progress, self.tracker = progress, tracker
+
+    def trial_finished(self, files: TrialFiles) -> None:
+        """Show the trial, then log it (tracking errors never reach the driver)."""
+        self.progress.trial_finished(files)
+        if self.tracker.enabled:
+            self.tracker.trial_finished(files.summary.to_pylist()[0], files.requests.to_pandas(),
+                                        files.timeseries.to_pandas())  # fmt: skip
+
+    def deployment_finished(self) -> None:
+        """One fewer deployment running."""
+        self.progress.deployment_finished()
 
 
 def sweep_yaml(plan: SweepPlan, overrides: list[str]) -> str:

@@ -1,25 +1,35 @@
 """The Ray driver: one task per deployment, results written as each trial comes back.
 
 Each deployment becomes a Ray streaming-generator task submitted with the GPUs, accelerator type
-and CPUs its config names; the driver waits on all of them with `ray.wait`, writes every trial's
-files the moment they arrive (so a crash later loses nothing measured), and records the trials
-of a task that died as failed with the reason.
+and CPUs its config names. The driver waits on all of them with `ray.wait`, writes every trial's
+files the moment they arrive (so a crash later loses nothing measured) and handles failures
+itself, so that every trial ends up recorded exactly once:
+- a task whose worker or node dies is resubmitted with its missing trials (`cluster.max_retries`
+  times, then they are recorded as failed);
+- a trial that produces nothing for `workload.trial_timeout_s` is cancelled and recorded as
+  failed, and the deployment's remaining trials are resubmitted;
+- a deployment no node can host is recorded as failed at once.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 
 from sweep import records as R
-from sweep.plan import Deployment, TrialSpec
+from sweep.errors import SweepError
+from sweep.placement import longest_first, unplaceable_reason
+from sweep.plan import Deployment
 from sweep.results import ResultStore, TrialFiles
-from sweep.trial import failed_trial, run_deployment
+from sweep.trial import DeploymentStarted, failed_trial, run_deployment
 
 log = logging.getLogger(__name__)
+POLL_S = 0.5
 
 
 @dataclass
@@ -30,8 +40,24 @@ class SweepOutcome:
     failed: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _Task:
+    """One submitted attempt of a deployment."""
+
+    deployment: Deployment
+    generator: Any
+    attempt: int
+    submitted_at: float
+    started_at: float | None = None
+    last_progress: float = 0.0
+    done: set[str] = field(default_factory=set)
+
+    def pending(self) -> tuple:
+        return tuple(t for t in self.deployment.trials if t.trial_id not in self.done)
+
+
 def connect(cluster: Any) -> bool:
-    """Start a local Ray (default) or join `cluster.address`; True if we started it."""
+    """Start a local Ray (default) or join `cluster.address`; True if we connected."""
     if ray.is_initialized():
         return False
     kwargs: dict[str, Any] = {
@@ -40,6 +66,7 @@ def connect(cluster: Any) -> bool:
         "logging_level": logging.WARNING,
     }
     if cluster.address:
+        _check_reachable(cluster.address)
         ray.init(address=cluster.address, **kwargs)
         return True
     ray.init(
@@ -51,69 +78,178 @@ def connect(cluster: Any) -> bool:
     return True
 
 
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, not after minutes of Ray's retries, when the cluster cannot be reached."""
+    if address == "auto" or "://" in address:
+        return  # found through the environment, or a Ray client address
+    try:  # the address Ray will really dial (it rewrites loopback to the node's outward IP)
+        from ray._private.services import canonicalize_bootstrap_address
+
+        address = canonicalize_bootstrap_address(address) or address
+    except Exception:  # a private helper: fall back to the address as given
+        pass
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (OSError, ValueError) as exc:
+        raise SweepError(
+            f"cannot reach the Ray cluster at {address} (cluster.address): {exc}"
+        ) from None
+
+
 def _deployment_task(deployment: Deployment, environment: dict[str, Any]):  # noqa: ANN202
-    """Ray task body: a generator of `TrialFiles`, one per trial."""
+    """Ray task body: a marker once running, then one `TrialFiles` per trial."""
     from sweep.environment import worker_environment
 
     yield from run_deployment(deployment, {**environment, **worker_environment()})
 
 
-def submit(deployment: Deployment, environment: dict[str, Any], max_retries: int) -> Any:
-    """Submit one deployment pinned to the resources its config names."""
-    options: dict[str, Any] = {
-        "num_cpus": deployment.num_cpus,
-        "num_gpus": deployment.num_gpus,
-        "num_returns": "streaming",
-        "max_retries": max_retries,
-        "retry_exceptions": False,
-    }
-    if deployment.accelerator_type:
-        options["accelerator_type"] = deployment.accelerator_type
-    return ray.remote(_deployment_task).options(**options).remote(deployment, environment)
+class Driver:
+    """Runs deployments on Ray until every trial is recorded once."""
 
+    def __init__(self, store: ResultStore, environment: dict[str, Any], cluster: Any,
+                 progress: Any) -> None:
+        self.store = store
+        self.environment = environment
+        self.cluster = cluster
+        self.progress = progress
+        self.outcome = SweepOutcome()
+        self.recorded: set[str] = set()
+        self.tasks: list[_Task] = []
 
-def run_deployments(
-    deployments: list[Deployment],
-    store: ResultStore,
-    environment: dict[str, Any],
-    max_retries: int,
-    progress: Any,
-) -> SweepOutcome:
-    """Run every deployment to completion, writing each trial as it arrives."""
-    outcome = SweepOutcome()
-    running = {submit(d, environment, max_retries): d for d in deployments}
-    written: dict[str, set[str]] = {d.deployment_id: set() for d in deployments}
+    def run(self, deployments: list[Deployment]) -> SweepOutcome:
+        """Submit every deployment (longest first) and process results until all are recorded."""
+        nodes = ray.nodes()
+        for deployment in longest_first(deployments):
+            reason = unplaceable_reason(deployment, nodes)
+            if reason:
+                self._fail_all(deployment.trials, "unplaceable", reason)
+                self.progress.deployment_finished()
+            else:
+                self._submit(deployment, attempt=0)
+        try:
+            while self.tasks:
+                self._step()
+        except BaseException:
+            self.cancel_all()
+            raise
+        return self.outcome
 
-    def record(files: TrialFiles) -> None:
-        store.write_trial(files)
-        written[files.deployment_id].add(files.trial_id)
-        status = files.summary.column(R.TRIAL_STATUS)[0].as_py()
-        (outcome.ok if status == R.STATUS_OK else outcome.failed).append(files.trial_id)
-        progress.trial_finished(files)
-
-    while running:
-        ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
-        for generator in ready:
-            deployment = running[generator]
+    def cancel_all(self) -> None:
+        """Cancel every running task (its backend stops in the worker's `finally`)."""
+        for task in self.tasks:
+            _cancel(task.generator, force=False)
+        deadline = time.monotonic() + 15
+        for task in self.tasks:
             try:
-                record(ray.get(next(generator)))
-            except StopIteration:
-                del running[generator]
-                progress.deployment_finished()
-            except (ray.exceptions.RayError, ray.exceptions.RayTaskError) as exc:
-                del running[generator]
-                reason = str(exc).strip().splitlines()[0]
-                missing = [
-                    t
-                    for t in deployment.trials
-                    if t.trial_id not in written[deployment.deployment_id]
-                ]
-                log.warning("deployment %s died: %s", deployment.label, reason)
-                for spec in missing:
-                    record(_worker_died(spec, reason, environment))
-                progress.deployment_finished()
-    return outcome
+                ray.wait([task.generator], timeout=max(0.1, deadline - time.monotonic()))
+            except Exception:  # the task is going away; nothing to wait for
+                pass
+        self.tasks = []
+
+    def _submit(self, deployment: Deployment, attempt: int) -> None:
+        options: dict[str, Any] = {
+            "num_cpus": deployment.num_cpus,
+            "num_gpus": deployment.num_gpus,
+            "num_returns": "streaming",
+            "max_retries": 0,  # retries are ours: only the missing trials are re-run
+        }
+        if deployment.accelerator_type:
+            options["accelerator_type"] = deployment.accelerator_type
+        generator = ray.remote(_deployment_task).options(**options).remote(
+            deployment, self.environment
+        )
+        now = time.monotonic()
+        self.tasks.append(_Task(deployment, generator, attempt, now, last_progress=now))
+
+    def _step(self) -> None:
+        ready, _ = ray.wait([t.generator for t in self.tasks], num_returns=1, timeout=POLL_S)
+        for task in [t for t in self.tasks if t.generator in ready]:
+            self._advance(task)
+        for task in list(self.tasks):
+            self._check_hung(task)
+
+    def _advance(self, task: _Task) -> None:
+        try:
+            item = ray.get(next(task.generator))
+        except StopIteration:
+            self._finish(task)
+            return
+        except ray.exceptions.RayError as exc:
+            self._died(task, _first_line(exc))
+            return
+        task.last_progress = time.monotonic()
+        if isinstance(item, DeploymentStarted):
+            task.started_at = task.last_progress
+            return
+        task.done.add(item.trial_id)
+        self._record(item)
+
+    def _check_hung(self, task: _Task) -> None:
+        if task.started_at is None:
+            return  # still queued for resources, or starting its worker
+        pending = task.pending()
+        if not pending:
+            return
+        limit = pending[0].config.workload.trial_timeout_s
+        if task.done or task.last_progress > task.started_at:
+            budget = limit
+        else:
+            budget = limit + self.cluster.start_timeout_s
+        if time.monotonic() - task.last_progress <= budget:
+            return
+        hung = pending[0]
+        log.warning("trial %s produced nothing for %.0f s; cancelling it", hung.label, budget)
+        _cancel(task.generator, force=True)
+        self.tasks.remove(task)
+        self._fail_all((hung,), R.ERROR_TIMEOUT,
+                       f"no result within {budget:.0f} s (workload.trial_timeout_s); task cancelled")
+        rest = pending[1:]
+        if rest:
+            self._submit(task.deployment.with_trials(rest), attempt=task.attempt)
+        else:
+            self.progress.deployment_finished()
+
+    def _died(self, task: _Task, reason: str) -> None:
+        self.tasks.remove(task)
+        pending = task.pending()
+        if pending and task.attempt < self.cluster.max_retries:
+            log.warning("deployment %s lost (%s); retrying %d trials elsewhere",
+                        task.deployment.label, reason, len(pending))
+            self._submit(task.deployment.with_trials(pending), attempt=task.attempt + 1)
+            return
+        self._fail_all(pending, R.ERROR_WORKER_DIED, reason)
+        self.progress.deployment_finished()
+
+    def _finish(self, task: _Task) -> None:
+        self.tasks.remove(task)
+        self.progress.deployment_finished()
+
+    def _fail_all(self, trials: tuple, kind: str, reason: str) -> None:
+        for spec in trials:
+            self._record(failed_trial(spec, kind, reason, self.environment))
+
+    def _record(self, files: TrialFiles) -> None:
+        if files.trial_id in self.recorded:
+            return  # a retried task may repeat a trial that already reached us
+        self.store.write_trial(files)
+        if files.backend_log is not None:
+            self.store.write_backend_log(files.deployment_id, files.backend_log)
+        self.recorded.add(files.trial_id)
+        status = files.summary.column(R.TRIAL_STATUS)[0].as_py()
+        (self.outcome.ok if status == R.STATUS_OK else self.outcome.failed).append(files.trial_id)
+        self.progress.trial_finished(files)
 
 
-def _worker_died(spec: TrialSpec, reason: str, environment: dict[str, Any]) -> TrialFiles:
-    return failed_trial(spec, R.ERROR_WORKER_DIED, reason, environment)
+def _cancel(generator: Any, force: bool) -> None:
+    try:
+        ray.cancel(generator, force=force)
+    except Exception as exc:  # already finished or its node is gone
+        log.debug("cancel failed: %s", exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__
+

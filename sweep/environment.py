@@ -61,6 +61,7 @@ def worker_environment() -> dict[str, str | int | None]:
         "env.gpu_driver": None,
     }
     env.update({f"env.{k}": v for k, v in package_versions().items()})
+    env.update(_ray_placement())
     try:
         import pynvml
 
@@ -73,3 +74,18 @@ def worker_environment() -> dict[str, str | int | None]:
     except Exception:  # no NVML: a CPU machine, or a GPU without the library
         pass
     return env
+
+
+def _ray_placement() -> dict[str, str | None]:
+    """The Ray node this worker runs on (None outside a Ray worker)."""
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return {"env.node_ip": None, "env.ray_node_id": None}
+        return {
+            "env.node_ip": ray.util.get_node_ip_address(),
+            "env.ray_node_id": ray.get_runtime_context().get_node_id(),
+        }
+    except Exception:  # placement is informative only
+        return {"env.node_ip": None, "env.ray_node_id": None}

@@ -31,6 +31,7 @@ class TrialFiles:
     requests: pa.Table
     timeseries: pa.Table
     trial_yaml: str
+    backend_log: str | None = None
 
 
 class ResultStore:
@@ -66,6 +67,14 @@ class ResultStore:
         self._write_parquet(f"{folder}/{R.TIMESERIES_FILE}", files.timeseries)
         self._write_text(f"{folder}/{R.TRIAL_YAML}", files.trial_yaml)
         self._write_parquet(f"{folder}/{R.SUMMARY_FILE}", files.summary)
+
+    def remove_partial_files(self) -> int:
+        """Delete temporary files a killed run left behind; returns how many."""
+        selector = pafs.FileSelector(self.root, recursive=True, allow_not_found=True)
+        partial = [i.path for i in self.fs.get_file_info(selector) if ".tmp-" in i.base_name]
+        for path in partial:
+            self.fs.delete_file(path)
+        return len(partial)
 
     def write_sweep_yaml(self, text: str) -> None:
         """The composed config with git sha and versions."""

@@ -100,6 +100,7 @@ class WorkloadConfig:
     warmup_requests: int = 1
     discard_first_batch: bool = False
     timeout_s: float = 600.0
+    trial_timeout_s: float = 3600.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -113,6 +114,7 @@ class WorkloadConfig:
             burstiness=self.burstiness,
             output_len=self.output_len,
             timeout_s=self.timeout_s,
+            trial_timeout_s=self.trial_timeout_s,
         )
         if self.discard_first_batch and self.num_requests <= self.batch_size:
             raise_config(
@@ -159,7 +161,13 @@ class ClusterConfig:
     num_cpus: int | None = None
     num_gpus: int | None = None
     include_dashboard: bool = False
-    max_retries: int = 1
+    max_retries: int = 2
+    start_timeout_s: float = 1800.0
+
+    def __post_init__(self) -> None:
+        check_positive("cluster", start_timeout_s=self.start_timeout_s)
+        if self.max_retries < 0:
+            raise_config(f"cluster.max_retries must be >= 0, got {self.max_retries}")
 
 
 @dataclass

@@ -28,10 +28,17 @@ from sweep.loadgen.recorder import now_s
 from sweep.loadgen.requests import build_requests
 from sweep.plan import Deployment, TrialSpec
 from sweep.results import TrialFiles
-from sweep.secrets import scrub
+from sweep.secrets import scrub, scrub_text
 from sweep.telemetry import Sampler, nvml_source, process_source
 
 log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeploymentStarted:
+    """First item a deployment task yields: it is running (no longer queued for resources)."""
+
+    node_ip: str
 
 # How each backend interface is driven; server interfaces join this map with their HTTP runners.
 RUNNERS = {"engine": run_engine_workload, "openai": run_http_workload}
@@ -40,7 +47,9 @@ RUNNERS = {"engine": run_engine_workload, "openai": run_http_workload}
 def run_deployment(deployment: Deployment, environment: dict[str, Any]) -> Iterator[TrialFiles]:
     """Start the deployment's backend, run every trial, stop the backend; yield trial files."""
     config = deployment.config
+    yield DeploymentStarted(node_ip=str(environment.get("env.node_ip")))
     _quiet_transformers()
+    backend = None
     try:
         model_path = resolve_model_path(config.model)
         tokenizer = _load_tokenizer(model_path, config.model)
@@ -48,14 +57,24 @@ def run_deployment(deployment: Deployment, environment: dict[str, Any]) -> Itera
         backend.start()
     except Exception as exc:  # every trial of an unstartable deployment fails with the reason
         kind, message = _classify(exc, default_kind=R.ERROR_BACKEND_START)
+        log_text = backend.log_text() if backend is not None else None
+        if backend is not None:
+            backend.stop()
         for spec in deployment.trials:
-            yield failed_trial(spec, kind, message, environment)
+            yield _with_log(failed_trial(spec, kind, message, environment), log_text)
         return
     try:
         for spec in deployment.trials:
-            yield run_trial(backend, tokenizer, spec, environment)
+            yield _with_log(run_trial(backend, tokenizer, spec, environment), backend.log_text())
     finally:
         backend.stop()
+
+
+def _with_log(files: TrialFiles, log_text: str | None) -> TrialFiles:
+    """Attach the backend log so far; the driver keeps the latest as backend.log."""
+    if log_text is None:
+        return files
+    return dataclasses.replace(files, backend_log=scrub_text(log_text))
 
 
 def run_trial(

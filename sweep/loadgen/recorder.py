@@ -21,8 +21,17 @@ class RequestTracker:
     """Collects one request's send time, token-bearing chunks, end and outcome."""
 
     __slots__ = (
-        "idx", "batch_idx", "input_tokens", "requested_tokens", "scheduled", "sent",
-        "chunk_times", "chunk_tokens", "end", "server_tokens", "error",
+        "idx",
+        "batch_idx",
+        "input_tokens",
+        "requested_tokens",
+        "scheduled",
+        "sent",
+        "chunk_times",
+        "chunk_tokens",
+        "end",
+        "server_tokens",
+        "error",
     )
 
     def __init__(self, idx: int, batch_idx: int, input_tokens: int, requested_tokens: int):

@@ -31,7 +31,8 @@ def ray_processes() -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["name", "cmdline"]):
         cmd = " ".join(proc.info["cmdline"] or [])
-        if "raylet" in cmd or "gcs_server" in cmd:
+        # only loopback-bound clusters: the ones this project's sweeps start
+        if ("raylet" in cmd or "gcs_server" in cmd) and "127.0.0.1" in cmd:
             found.append(proc)
     return found
 

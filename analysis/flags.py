@@ -1,0 +1,90 @@
+"""Trials that deserve a second look: flagged successful trials, failed ones, the environment.
+
+`problem_sections` builds the report's last sections from the summary frame: each successful
+trial whose requests partly failed, whose client and server token counts disagree, whose
+outputs came back short or whose load generator could not keep up (client lag, the
+`client_saturated` flag), then every failed trial with its error kind and message, then the
+environment the trials ran in.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from analysis.sections import MISSING, Section
+from sweep import records as rec
+
+# Mean lag behind the schedule above which the load generator, not the server, may be the limit.
+CLIENT_LAG_WARN_MS = 10.0
+ALL_CLEAR = "Every request of every successful trial completed as requested."
+
+
+def problem_sections(trials: pd.DataFrame) -> list[Section]:
+    """Flagged and failed trials with their reasons, then the environment."""
+    failed = trials[trials[rec.TRIAL_STATUS] != rec.STATUS_OK]
+    checks = _checks(trials)
+    return [
+        Section("Request checks", "" if checks else ALL_CLEAR, items=checks),
+        Section(
+            "Failed trials",
+            f"{len(failed)} trial(s) failed." if len(failed) else "No trial failed.",
+            table=_failed(failed) if len(failed) else None,
+        ),
+        Section("Environment", *_environment(trials)),
+    ]
+
+
+def _checks(trials: pd.DataFrame) -> tuple[str, ...]:
+    ok = trials[trials[rec.TRIAL_STATUS] == rec.STATUS_OK]
+    return tuple(
+        f"{row.get(rec.LABEL)} (`{row[rec.TRIAL_ID]}`): " + "; ".join(notes)
+        for _, row in ok.iterrows()
+        if (notes := _trial_notes(row))
+    )
+
+
+def _trial_notes(row: pd.Series) -> list[str]:
+    """What in one successful trial deserves a second look."""
+    notes = []
+    if _positive(failed := row.get(rec.FAILED_REQUESTS)):
+        notes.append(f"{failed:.0f} of {row[rec.NUM_REQUESTS]:.0f} requests failed")
+    if _positive(mismatched := row.get(rec.TOKEN_MISMATCH_REQUESTS)):
+        notes.append(f"client and server token counts differ on {mismatched:.0f} request(s)")
+    if _positive(short := row.get(rec.SHORT_OUTPUT_REQUESTS)):
+        notes.append(f"{short:.0f} request(s) shorter than requested")
+    if _positive(lag := row.get(rec.CLIENT_LAG_MS_MEAN), above=CLIENT_LAG_WARN_MS):
+        notes.append(f"client lagged {lag:.1f} ms behind schedule on average (client-bound)")
+    if _positive(row.get(rec.CLIENT_SATURATED)):
+        notes.append("the load generator saturated: the client, not the server, set the pace")
+    return notes
+
+
+def _positive(value: object, above: float = 0.0) -> bool:
+    return value is not None and pd.notna(value) and float(value) > above
+
+
+def _failed(failed: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "Trial id": failed[rec.TRIAL_ID],
+            "Label": failed.get(rec.LABEL),
+            "Error kind": failed.get(rec.ERROR_KIND),
+            "Message": failed.get(rec.ERROR_MESSAGE, pd.Series(dtype=str)).map(
+                lambda m: " ".join(str(m).split())[:300] if pd.notna(m) else MISSING
+            ),
+        }
+    ).fillna(MISSING)
+
+
+def _environment(trials: pd.DataFrame) -> tuple[str, tuple[str, ...], pd.DataFrame | None]:
+    """Text, items and table of the environment section."""
+    env = [c for c in trials.columns if c.startswith(rec.ENV_PREFIX)]
+    if not env:
+        return "No environment was recorded.", (), None
+    rows = [(c.removeprefix(rec.ENV_PREFIX), distinct(trials[c])) for c in env]
+    return "", (), pd.DataFrame(rows, columns=["Setting", "Value"]).replace("", MISSING)
+
+
+def distinct(values: pd.Series) -> str:
+    """The distinct non-null values of a column, sorted and comma-separated."""
+    return ", ".join(sorted(values.dropna().astype(str).unique()))

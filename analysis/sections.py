@@ -1,0 +1,227 @@
+"""Report sections, their Markdown rendering, and the sections of the comparative analysis.
+
+A report is a title, an overview line and a list of `Section`s (text, bullet points, a table of
+display strings, images). report.md (`analysis.report`) and report.html (`analysis.html`) render
+the same list, so the two never disagree. The per-trial sections are built in `analysis.report`;
+this module builds the comparison ones: against the baseline, Pareto front, goodput under SLOs,
+roofline, resource timelines, and the table of a multi-sweep comparison.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.compare import LOAD, TASK, TPOT_MEDIAN, Comparison
+from analysis.plots import CONFIGURATION, LATENCY_MS, display_text
+from analysis.sweep_diff import SweepDiff
+from analysis.timeline_plots import TIMELINE_TITLES
+from sweep import records as rec
+
+MISSING = "—"
+_SIDE_STATS = ("mean", *rec.CI_STATS[1:])
+# Display name and number format of the metrics a sweep comparison shows.
+DIFF_METRICS = {
+    rec.OUTPUT_THROUGHPUT: ("Output tok/s", ",.1f"),
+    rec.latency_column("ttft", "median"): ("TTFT p50 (ms)", ",.2f"),
+    rec.latency_column("tpot", "median"): ("TPOT p50 (ms)", ",.3f"),
+    rec.COST_PER_1M_OUTPUT: ("USD / 1M output tok", ",.4f"),
+}
+
+
+@dataclass(frozen=True)
+class Image:
+    """A PNG file shown in a section, with its caption."""
+
+    title: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Section:
+    """One titled part of a report; every part is optional but the title."""
+
+    title: str
+    text: str = ""
+    items: tuple[str, ...] = ()
+    table: pd.DataFrame | None = None
+    images: tuple[Image, ...] = ()
+
+
+def markdown_document(title: str, overview: str, sections: list[Section], out_dir: Path) -> str:
+    """The Markdown text of a report; images are linked relative to `out_dir`."""
+    parts = [f"# {title}", overview]
+    for section in sections:
+        parts.append(f"## {section.title}")
+        parts.extend(filter(None, [section.text, "\n".join(f"- {i}" for i in section.items)]))
+        if section.table is not None:
+            parts.append(markdown_table(section.table))
+        parts.extend(
+            f"![{i.title}]({i.path.relative_to(out_dir).as_posix()})" for i in section.images
+        )
+    return "\n\n".join(parts) + "\n"
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table; numeric-looking columns are right-aligned."""
+    cells = frame.astype(str).map(_cell)
+    align = ["---:" if numeric_looking(cells[c]) else "---" for c in cells]
+    lines = [
+        "| " + " | ".join(map(_cell, frame.columns)) + " |",
+        "| " + " | ".join(align) + " |",
+        *("| " + " | ".join(row) + " |" for row in cells.itertuples(index=False)),
+    ]
+    return "\n".join(lines)
+
+
+def numeric_looking(cells: pd.Series) -> bool:
+    """Whether a column of display strings holds numbers (to right-align it)."""
+    return bool(cells.astype(str).str.fullmatch(r"[\d,.\-—/ \[\]%×+]+").all())
+
+
+def formatted(values: pd.Series | None, fmt: str, scale: float = 1.0) -> pd.Series:
+    """Numbers as display strings (`format(v, fmt)`), MISSING for null or non-numbers."""
+    numbers = pd.to_numeric(values, errors="coerce") * scale
+    return numbers.map(lambda v: MISSING if pd.isna(v) else format(v, fmt))
+
+
+def comparison_sections(comparison: Comparison, pareto_png: Path) -> list[Section]:
+    """Against the baseline, Pareto front, goodput under SLOs (when any) and roofline."""
+    sections = [_decomposition(comparison), _pareto(comparison, pareto_png)]
+    if not comparison.slo.empty:
+        sections.append(_slo(comparison.slo))
+    return [*sections, _roofline(comparison)]
+
+
+def timeline_section(images: list[Path]) -> Section:
+    """The resource timelines, or a line saying none was sampled."""
+    if not images:
+        return Section("Timelines", "No trial recorded KV-cache or memory samples.")
+    return Section(
+        "Timelines",
+        "KV-cache usage and memory over each trial, as the telemetry sampler recorded them.",
+        images=tuple(Image(TIMELINE_TITLES.get(p.name, p.stem), p) for p in images),
+    )
+
+
+def sweep_diff_section(diff: SweepDiff) -> Section:
+    """The matched comparison of several sweeps, with the within-noise verdicts."""
+    t = diff.table
+    table = pd.DataFrame(
+        {
+            "Point": t["point"],
+            "Metric": t["metric"].map(lambda m: DIFF_METRICS.get(m, (m, ""))[0]),
+            "Sweep": t["sweep"],
+        }
+    )
+    for prefix, name in (("ref_", diff.reference), ("", "compared")):
+        table[f"{name}: mean [95% CI]"] = [
+            _interval(*values, fmt=DIFF_METRICS.get(metric, ("", ",.2f"))[1])
+            for metric, *values in zip(
+                t["metric"], *(t[prefix + c] for c in _SIDE_STATS), strict=True
+            )
+        ]
+        table[f"{name}: repeats"] = t[f"{prefix}{rec.NUM_REPEATS}"].astype(str)
+    table["Change"] = formatted(t["change_pct"], "+,.1f") + "%"
+    table["Verdict"] = t["verdict"]
+    unmatched = ", ".join(f"{n}: {c}" for n, c in diff.unmatched_points.items())
+    text = (
+        f"{diff.matched_points} grid point(s) of {diff.reference} matched by trial id or "
+        f"config; points without a partner: {unmatched}. Intervals that overlap mark the "
+        "difference as within noise; with fewer than two repeats on a side it cannot be judged."
+    )
+    return Section("Sweeps compared", text, table=table)
+
+
+def _interval(mean: float, low: float, high: float, fmt: str) -> str:
+    if pd.isna(low) or pd.isna(high):
+        return format(mean, fmt)
+    return f"{mean:{fmt}} [{low:{fmt}}, {high:{fmt}}]"
+
+
+def _decomposition(c: Comparison) -> Section:
+    d = c.decomposition
+    if d.empty:
+        return Section("Against the baseline", "No successful trial to compare.")
+    table = pd.DataFrame(
+        {
+            "Task": d[TASK],
+            "Load": d[LOAD].map(lambda v: display_text(v) or MISSING),
+            "Engine": d["engine"],
+            "Output tok/s": formatted(d[rec.OUTPUT_THROUGHPUT], ",.1f"),
+            "Throughput ×": formatted(d["throughput_x"], ".2f") + "×",
+            "TTFT p50 (ms)": formatted(d[rec.latency_column("ttft", "median")], ",.1f"),
+            "TTFT ×": formatted(d["ttft_x"], ".2f") + "×",
+            "USD / 1M tok": formatted(d[rec.COST_PER_1M_OUTPUT], ",.3f"),
+            "Cost ×": formatted(d["cost_x"], ".2f") + "×",
+            "Trials": d["trials"].astype(str),
+        }
+    ).replace(MISSING + "×", MISSING)
+    baselines = ", ".join(sorted(set(d["baseline"].dropna())))
+    text = (
+        f"Each engine against the baseline `{c.baseline}` ({baselines or 'not in this sweep'}) "
+        "at the same task and load: × is engine / baseline, so above 1 is more throughput, "
+        "slower first tokens or higher cost. Repeats are averaged."
+    )
+    return Section("Against the baseline", text, table=table)
+
+
+def _pareto(c: Comparison, png: Path) -> Section:
+    front = c.pareto[c.pareto[rec.ON_PARETO_FRONT]]
+    latency = "median TPOT" if c.latency_metric == TPOT_MEDIAN else "median TTFT"
+    table = pd.DataFrame(
+        {
+            "Configuration on the front": front[CONFIGURATION],
+            f"Latency, {latency} (ms)": formatted(front[LATENCY_MS], ",.2f"),
+            "Output tok/s per GPU": formatted(front[rec.THROUGHPUT_PER_GPU], ",.1f"),
+        }
+    )
+    text = (
+        f"{len(c.pareto)} configuration(s); on the front, none is beaten by another that is both "
+        f"faster per user ({latency}) and higher in output tokens per second per GPU."
+    )
+    return Section(
+        "Pareto front", text, table=table, images=(Image("Throughput per GPU vs latency", png),)
+    )
+
+
+def _slo(goodput: pd.DataFrame) -> Section:
+    table = pd.DataFrame(
+        {
+            "Trial": goodput[rec.LABEL],
+            "SLO": goodput["slo"],
+            "Goodput (req/s)": formatted(goodput[rec.SLO_GOODPUT], ",.2f"),
+            "Goodput output tok/s": formatted(goodput[rec.SLO_GOODPUT_OUTPUT_THROUGHPUT], ",.1f"),
+            "USD / 1M tok at SLO": formatted(goodput[rec.SLO_COST_PER_1M_OUTPUT], ",.3f"),
+        }
+    )
+    text = (
+        "Only requests meeting every bound count. Cost at the SLO = price x GPUs / 3600 / "
+        "(output tok/s of those requests) x 1e6; — where no request met the SLO."
+    )
+    return Section("Goodput under SLOs", text, table=table)
+
+
+def _roofline(c: Comparison) -> Section:
+    ok = c.trials[c.trials[rec.TRIAL_STATUS] == rec.STATUS_OK]
+    table = pd.DataFrame(
+        {
+            "Trial": ok.get(rec.LABEL, ok[rec.TRIAL_ID]),
+            "MBU (%)": formatted(ok[rec.MBU], ",.2f", scale=100),
+            "MFU (%)": formatted(ok[rec.MFU], ",.3f", scale=100),
+            "MBU counts": ok[rec.ROOFLINE_BASIS],
+        }
+    )
+    text = (
+        "MBU: bytes read per decode step x steps per second / memory bandwidth (of all GPUs). "
+        "MFU: 2 x parameters x output tok/s / peak fp16 FLOP/s. Missing where the model's size "
+        "or the hardware's figures are not in the summary."
+    )
+    return Section("Roofline", text, items=tuple(c.notes), table=table)
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell (one line, no column breaks)."""
+    return " ".join(str(text).split()).replace("|", "\\|")

@@ -1,0 +1,359 @@
+"""A simulated OpenAI-compatible streaming server with an exact latency schedule and faults.
+
+Run as `python -m backends.sim_server --host 127.0.0.1 --port N [...]`. It serves `GET /health`,
+`GET /metrics` (Prometheus text), `GET /sim/requests` (the server's own per-request stamps) and
+`POST /v1/completions` / `POST /v1/chat/completions`, streamed (SSE) or not. Every request
+yields exactly `max_tokens` tokens: the first chunk `ttft_ms` after arrival, then a chunk of
+`tokens_per_chunk` tokens every `itl_ms * k`, each delay growing by `load_ms_per_running` per
+running request. One timer task drives every stream from a heap of due times, so thousands of
+streams cost one wake-up per due time rather than one sleeping task per token. Stamps use
+`time.perf_counter_ns()`, the clock of the load generator, so tests can compare client-side
+latencies with the server's truth. Faults are drawn per request at `fault_rate` (seeded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import heapq
+import itertools
+import json
+import random
+import socket
+import struct
+import time
+from dataclasses import dataclass, fields
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+from sweep.backend_schemas import SIM_FAULT_KINDS
+
+STALL_S = 3600.0  # longer than any sane client timeout; ends early only when the server stops
+MAX_STAMPS = 100_000  # per-request stamps kept for /sim/requests (oldest dropped first)
+# The event loop rounds timer waits up to whole milliseconds; waking half a millisecond early
+# and emitting what is due within that window centres the timing error on zero.
+EARLY_NS = 500_000
+
+
+@dataclass(frozen=True)
+class SimOptions:
+    """The latency schedule and fault injection of one server."""
+
+    ttft_ms: float = 20.0
+    itl_ms: float = 5.0
+    tokens_per_chunk: int = 1
+    load_ms_per_running: float = 0.0
+    fault_rate: float = 0.0
+    fault_kinds: tuple[str, ...] = SIM_FAULT_KINDS
+    seed: int = 0
+    kv_capacity: int = 256  # running requests that fill the fake KV cache
+
+
+class Stream:
+    """One request in flight: what was asked, what has been sent, and how it ends."""
+
+    def __init__(self, rid: str, body: dict, api: str, streaming: bool, fault: str | None):
+        self.rid, self.api, self.streaming, self.fault = rid, api, streaming, fault
+        self.max_tokens = int(body.get("max_tokens") or 16)
+        self.prompt_tokens = _prompt_tokens(body, api)
+        options = body.get("stream_options") or {}
+        self.include_usage = bool(options.get("include_usage"))
+        self.continuous = bool(options.get("continuous_usage_stats"))
+        self.fault_at = self.max_tokens // 2
+        self.fault_fired = False
+        self.sent = 0
+        self.text: list[str] = []
+        self.resp: web.StreamResponse | None = None
+        self.done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        obj = "chat.completion.chunk" if api == "chat" else "text_completion"
+        self.head = (
+            f'{{"id":{json.dumps(rid)},"object":"{obj}","created":{int(time.time())},'
+            f'"model":{json.dumps(str(body.get("model", "sim")))}'
+        )
+
+    def chunk(self, text: str, finish: bool, extra: str = "") -> bytes:
+        """One SSE event carrying `text` (the tokens' words), as the OpenAI format has it."""
+        reason = '"length"' if finish else "null"
+        if self.api == "chat":
+            choice = f'"delta":{{"content":"{text}"}},"logprobs":null,"finish_reason":{reason}'
+        else:
+            choice = f'"text":"{text}","logprobs":null,"finish_reason":{reason},"stop_reason":null'
+        usage = f',"usage":{self.usage()}' if self.continuous else ""
+        return f'data: {self.head},"choices":[{{"index":0,{choice}}}]{usage}{extra}}}\n\n'.encode()
+
+    def usage(self) -> str:
+        """The usage object after the tokens sent so far."""
+        total = self.prompt_tokens + self.sent
+        return (f'{{"prompt_tokens":{self.prompt_tokens},"total_tokens":{total},'
+                f'"completion_tokens":{self.sent}}}')
+
+
+class SimServer:
+    """Request handlers, the one timer task, metrics and fault injection."""
+
+    def __init__(self, options: SimOptions) -> None:
+        self.opt = options
+        self.rng = random.Random(options.seed)
+        self.heap: list[tuple[int, int, Stream]] = []
+        self.seq = itertools.count()
+        self.wake = asyncio.Event()
+        self.active: set[Stream] = set()
+        self.stamps: dict[str, dict] = {}
+        reg = self.registry = CollectorRegistry()
+        # Names mirror vLLM's (`vllm:num_requests_running`, ...) under a `sim:` prefix.
+        self.running = Gauge("sim:num_requests_running", "Requests streaming", registry=reg)
+        self.waiting = Gauge("sim:num_requests_waiting", "Queued (none here)", registry=reg)
+        self.kv = Gauge("sim:kv_cache_usage_perc", "Fake KV-cache usage, 1 = full", registry=reg)
+        self.requests = Counter("sim:requests", "Requests received", registry=reg)
+        self.tokens = Counter("sim:generation_tokens", "Tokens generated", registry=reg)
+
+    # ---- handlers ----
+    async def health(self, request: web.Request) -> web.Response:
+        """200 once the server listens."""
+        return web.Response(text="ok")
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Prometheus text; the fake KV-cache usage is proportional to running requests."""
+        self.running.set(len(self.active))
+        self.kv.set(min(1.0, len(self.active) / self.opt.kv_capacity))
+        return web.Response(body=generate_latest(self.registry), content_type="text/plain")
+
+    async def sim_requests(self, request: web.Request) -> web.Response:
+        """Per-request stamps (arrival, first token, end) by `X-Request-Id`: the truth."""
+        return web.json_response(self.stamps)
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        """`POST /v1/completions`."""
+        return await self._serve(request, "completions")
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        """`POST /v1/chat/completions`."""
+        return await self._serve(request, "chat")
+
+    async def _serve(self, request: web.Request, api: str) -> web.StreamResponse:
+        arrival = time.perf_counter_ns()
+        try:
+            body = await request.json()
+            if int(body.get("max_tokens") or 16) < 1:
+                raise ValueError("max_tokens must be >= 1")
+        except (ValueError, TypeError, AttributeError) as exc:
+            return _error(400, f"bad request: {exc}")
+        self.requests.inc()
+        fault = None
+        if self.opt.fault_rate > 0 and self.rng.random() < self.opt.fault_rate:
+            fault = self.rng.choice(self.opt.fault_kinds)
+        if fault in ("500", "429"):
+            return _error(int(fault), f"sim: injected HTTP {fault}")
+        rid = request.headers.get("X-Request-Id") or f"sim-{next(self.seq)}"
+        s = Stream(rid, body, api, bool(body.get("stream")), fault)
+        self._stamp(rid, arrival_ns=arrival, fault=fault)
+        if s.streaming:
+            s.resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                                 "Cache-Control": "no-cache"})
+            if fault == "truncate":
+                s.resp.force_close()  # end the body early, then close the connection
+            await s.resp.prepare(request)
+            if api == "chat":  # like vLLM: a role-only chunk first, carrying no tokens
+                await s.resp.write(s.chunk("", False).replace(
+                    b'"delta":{', b'"delta":{"role":"assistant",', 1))
+        self.active.add(s)
+        self._push(s, arrival + self._delay_ns(self.opt.ttft_ms))
+        try:
+            outcome = await s.done
+        finally:
+            self.active.discard(s)
+        if outcome == "reset" or (outcome == "truncate" and not s.streaming):
+            _reset(request)
+        if s.streaming:
+            return s.resp
+        if outcome != "done":
+            return _error(503, f"sim: request ended early ({outcome})")
+        if s.fault == "malformed":
+            return web.Response(text='{"id": "' + rid, content_type="application/json")
+        return web.json_response(_full_response(s))
+
+    # ---- the timer task ----
+    def _delay_ns(self, ms: float) -> int:
+        return int((ms + self.opt.load_ms_per_running * len(self.active)) * 1e6)
+
+    def _push(self, s: Stream, due: int) -> None:
+        heapq.heappush(self.heap, (due, next(self.seq), s))
+        if self.heap[0][2] is s:
+            self.wake.set()  # a new earliest due time: re-arm the timer
+
+    async def run_timer(self) -> None:
+        """Emit every due chunk, then sleep until the next due time or a new earlier one."""
+        while True:
+            self.wake.clear()
+            now = time.perf_counter_ns() + EARLY_NS
+            due_now = []
+            while self.heap and self.heap[0][0] <= now:
+                due_now.append(heapq.heappop(self.heap))
+            for due, _, s in due_now:
+                if not s.done.done():
+                    await self._emit(s, due)
+            if due_now:
+                await asyncio.sleep(0)  # let handlers and the network run when we are behind
+                continue
+            if not self.heap:
+                await self.wake.wait()
+                continue
+            wait_s = (self.heap[0][0] - EARLY_NS - time.perf_counter_ns()) / 1e9
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    await self.wake.wait()
+
+    async def _emit(self, s: Stream, due: int) -> None:
+        """Send the chunk due now; schedule the next one from `due`, so lateness never adds up."""
+        prefix = b""
+        if s.fault and not s.fault_fired and s.sent >= s.fault_at:
+            s.fault_fired = True
+            if s.fault == "stall":
+                self._push(s, due + int(STALL_S * 1e9))
+                return
+            if s.fault in ("truncate", "reset"):
+                self._end(s, s.fault)
+                return
+            if s.fault == "malformed" and s.streaming:
+                prefix = b'data: {"id": "' + s.rid.encode() + b'", "choices": [\n\n'
+        k = min(self.opt.tokens_per_chunk, s.max_tokens - s.sent)
+        text = "".join(f" t{s.sent + i}" for i in range(k))
+        first = s.sent == 0
+        s.sent += k
+        finish = s.sent >= s.max_tokens
+        now = time.perf_counter_ns()
+        if first:
+            self._stamp(s.rid, first_token_ns=now)
+        self.tokens.inc(k)
+        if s.streaming:
+            extra = ""
+            if first:
+                arrival = self.stamps[s.rid]["arrival_ns"]
+                extra = f',"sim":{{"arrival_ns":{arrival},"first_token_ns":{now}}}'
+            data = prefix + s.chunk(text, finish, extra)
+            if finish:
+                if s.include_usage:
+                    data += f'data: {s.head},"choices":[],"usage":{s.usage()}}}\n\n'.encode()
+                data += b"data: [DONE]\n\n"
+            try:
+                # Returns at once unless the client stopped reading (64 KiB buffered).
+                await s.resp.write(data)
+            except (ConnectionError, RuntimeError):
+                self._end(s, "closed")
+                return
+        else:
+            s.text.append(text)
+        if finish:
+            self._end(s, "done")
+        else:
+            nxt = min(self.opt.tokens_per_chunk, s.max_tokens - s.sent)
+            self._push(s, due + self._delay_ns(self.opt.itl_ms * nxt))
+
+    def _end(self, s: Stream, outcome: str) -> None:
+        if not s.done.done():
+            s.done.set_result(outcome)
+            end = time.perf_counter_ns()
+            self._stamp(s.rid, end_ns=end, output_tokens=s.sent, outcome=outcome)
+
+    def _stamp(self, rid: str, **values: object) -> None:
+        if rid not in self.stamps and len(self.stamps) >= MAX_STAMPS:
+            del self.stamps[next(iter(self.stamps))]
+        self.stamps.setdefault(rid, {}).update(values)
+
+    async def on_shutdown(self, app: web.Application) -> None:
+        """End every stream (stalled ones included) so the server stops promptly."""
+        for s in list(self.active):
+            self._end(s, "closed")
+
+
+def _prompt_tokens(body: dict, api: str) -> int:
+    if api == "chat":
+        return sum(len(str(m.get("content", "")).split()) for m in body.get("messages") or [])
+    prompt = body.get("prompt", "")
+    return len(prompt) if isinstance(prompt, list) else len(str(prompt).split())
+
+
+def _full_response(s: Stream) -> dict:
+    text = "".join(s.text)
+    usage = json.loads(s.usage())
+    if s.api == "chat":
+        choice = {"index": 0, "message": {"role": "assistant", "content": text},
+                  "finish_reason": "length"}
+        return {"id": s.rid, "object": "chat.completion", "choices": [choice], "usage": usage}
+    choice = {"index": 0, "text": text, "finish_reason": "length"}
+    return {"id": s.rid, "object": "text_completion", "choices": [choice], "usage": usage}
+
+
+def _error(status: int, message: str) -> web.Response:
+    body = {"error": {"message": message, "type": "sim_error", "code": status}}
+    headers = {"Retry-After": "1"} if status == 429 else None
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _reset(request: web.Request) -> None:
+    """Abort the connection with a TCP RST, as a crashed server or a dropped link does."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+def build_app(options: SimOptions) -> web.Application:
+    """The aiohttp application of one sim server, with its timer task."""
+    sim = SimServer(options)
+    app = web.Application()
+    app.add_routes([
+        web.get("/health", sim.health),
+        web.get("/metrics", sim.metrics),
+        web.get("/sim/requests", sim.sim_requests),
+        web.post("/v1/completions", sim.completions),
+        web.post("/v1/chat/completions", sim.chat),
+    ])
+
+    async def timer(app: web.Application):
+        task = asyncio.create_task(sim.run_timer())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app.cleanup_ctx.append(timer)
+    app.on_shutdown.append(sim.on_shutdown)
+    return app
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[str, int, SimOptions]:
+    """Host, port and options from the command line (`--ttft-ms` and so on, as `SimOptions`)."""
+    p = argparse.ArgumentParser(prog="python -m backends.sim_server", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    for f in fields(SimOptions):
+        if f.name != "fault_kinds":
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    p.add_argument("--fault-kinds", default=",".join(SIM_FAULT_KINDS))
+    a = vars(p.parse_args(argv))
+    host, port = a.pop("host"), a.pop("port")
+    kinds = a["fault_kinds"] = tuple(k.strip() for k in a["fault_kinds"].split(",") if k.strip())
+    if set(kinds) - set(SIM_FAULT_KINDS) or (a["fault_rate"] > 0 and not kinds):
+        p.error(f"--fault-kinds must list some of {','.join(SIM_FAULT_KINDS)}")
+    if a["tokens_per_chunk"] < 1 or not 0 <= a["fault_rate"] <= 1 or a["kv_capacity"] < 1:
+        p.error("need --tokens-per-chunk >= 1, 0 <= --fault-rate <= 1, --kv-capacity >= 1")
+    return host, port, SimOptions(**a)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT."""
+    host, port, options = parse_args(argv)
+    print(f"sim_server on http://{host}:{port} {options}", flush=True)
+    # A large backlog: hundreds of streams connect at once when a trial starts.
+    web.run_app(build_app(options), host=host, port=port, backlog=2048, shutdown_timeout=1.0,
+                access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""Arrival schedules of open-loop workloads: when each request is due, relative to the start.
+
+Pure and seeded by `workload.seed`, so a trial offers the same schedule every time it runs. Gaps
+are Poisson (exponential) at burstiness 1, else gamma with shape = burstiness and the same mean
+1 / rate (as `vllm bench serve` draws them): burstiness < 1 is burstier, > 1 more regular.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def arrival_offsets(
+    count: int, request_rate: float | None, burstiness: float = 1.0, seed: int = 0
+) -> list[float]:
+    """Seconds from the start at which each of `count` requests is due; the first is at 0.
+
+    A rate of None or infinity sends every request at once.
+    """
+    if count <= 0:
+        return []
+    if request_rate is None or math.isinf(request_rate):
+        return [0.0] * count
+    if request_rate <= 0 or burstiness <= 0:
+        raise ValueError("request_rate and burstiness must be > 0")
+    rng = np.random.default_rng(seed)
+    gaps = rng.gamma(shape=burstiness, scale=1.0 / (request_rate * burstiness), size=count - 1)
+    return [0.0, *np.cumsum(gaps).tolist()]

@@ -1,0 +1,308 @@
+"""Offers a workload to an OpenAI-compatible server over streaming HTTP (aiohttp).
+
+One `ClientSession` per trial; its connector allows as many connections as the concurrency
+cap (unlimited without one). Modes: `closed_loop`, `throughput_bound` (concurrency = batch
+size) and `latency_bound` (concurrency 1) keep exactly that many requests in flight, workers
+pulling from one queue; `open_loop` sends at absolute deadlines from a seeded arrival schedule
+(`sweep.loadgen.arrivals`), optionally capped by a semaphore, and records how late each request
+went out; `offline_batch` sends batches together and waits for each. Every token-bearing chunk
+is timestamped by `RequestTracker.add_tokens` as soon as it is parsed. HTTP errors, timeouts,
+disconnects and malformed events fail that request only (`kind: message`); the trial goes on.
+Aiohttp rather than httpx because it was measured here: at 200 streams httpx's client overhead
+put its first-token times seconds off, aiohttp's tens of milliseconds (notes/http-clients.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+
+from backends.base import GenRequest
+from sweep.loadgen.arrivals import arrival_offsets
+from sweep.loadgen.recorder import RequestTracker, now_s
+
+API_PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
+
+# (request, tracker, scheduled send time) -> streams it, filling the tracker; never raises.
+Send = Callable[[GenRequest, RequestTracker, float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where requests go and how they are phrased."""
+
+    base_url: str
+    model: str
+    api: str = "completions"  # or "chat"
+    send_token_ids: bool = False  # completions only: send the prompt as token ids
+
+    @property
+    def url(self) -> str:
+        """Full URL of the generation endpoint."""
+        return self.base_url.rstrip("/") + API_PATHS[self.api]
+
+
+def concurrency_of(workload: object) -> int | None:
+    """Requests kept in flight (the cap for open loop; None = no cap)."""
+    if workload.name == "latency_bound":
+        return 1
+    if workload.name == "open_loop":
+        return workload.concurrency
+    return workload.concurrency or workload.batch_size
+
+
+def run_http_workload(
+    backend: object,
+    requests: Sequence[GenRequest],
+    warmup: Sequence[GenRequest],
+    workload: object,
+    api: str | None = None,
+) -> list[RequestTracker]:
+    """Stream `requests` to a started server backend; return the measured requests' trackers.
+
+    `api` (else the backend's optional `api` attribute, else "completions") picks the endpoint.
+    """
+    endpoint = Endpoint(
+        backend.base_url,
+        backend.served_model,
+        api or getattr(backend, "api", "completions"),
+        getattr(backend, "send_token_ids", False),
+    )
+    return run_endpoint_workload(endpoint, requests, warmup, workload)
+
+
+def run_endpoint_workload(
+    endpoint: Endpoint,
+    requests: Sequence[GenRequest],
+    warmup: Sequence[GenRequest],
+    workload: object,
+) -> list[RequestTracker]:
+    """Like `run_http_workload`, against an explicit endpoint."""
+    return asyncio.run(_run(endpoint, requests, warmup, workload))
+
+
+async def _run(endpoint: Endpoint, requests, warmup, workload) -> list[RequestTracker]:
+    cap = concurrency_of(workload)
+    timeout = aiohttp.ClientTimeout(total=workload.timeout_s, sock_read=workload.timeout_s)
+    connector = aiohttp.TCPConnector(limit=cap or 0)
+    run_id = uuid.uuid4().hex[:8]  # request ids unique across trials, for server-side logs
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        def sender(prefix: str) -> Send:
+            async def send(request: GenRequest, tracker: RequestTracker, scheduled: float) -> None:
+                rid = f"{prefix}{request.idx}"
+                await _stream_one(session, endpoint, request, tracker, scheduled, rid)
+
+            return send
+
+        if warmup:  # untimed; also opens the pooled connections
+            warm = [(r, RequestTracker(r.idx, None, 0, r.max_tokens)) for r in warmup]
+            await _closed_loop(sender(f"{run_id}-w"), warm, min(cap or len(warm), len(warm)))
+        items = [
+            (r, RequestTracker(r.idx, None, len(r.prompt_token_ids), r.max_tokens))
+            for r in requests
+        ]
+        mode = MODES.get(workload.name, _closed_loop_mode)
+        await mode(sender(f"{run_id}-"), items, workload)
+    if workload.name == "offline_batch" and workload.discard_first_batch:
+        return [t for _, t in items if t.batch_idx != 0]
+    return [t for _, t in items]
+
+
+async def _closed_loop(send: Send, items: list, concurrency: int) -> None:
+    """`concurrency` workers, each sending its next request as soon as its last one ends."""
+    queue = iter(items)  # shared by the workers; the event loop runs one at a time
+
+    async def worker() -> None:
+        for request, tracker in queue:
+            await send(request, tracker, now_s())
+
+    await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(items))))))
+
+
+async def _closed_loop_mode(send: Send, items: list, workload: object) -> None:
+    await _closed_loop(send, items, concurrency_of(workload))
+
+
+async def _open_loop(send: Send, items: list, workload: object) -> None:
+    """Send at absolute deadlines fixed up front, so a late send never delays the next ones."""
+    offsets = arrival_offsets(len(items), workload.request_rate, workload.burstiness, workload.seed)
+    cap = asyncio.Semaphore(workload.concurrency) if workload.concurrency else None
+
+    async def capped(request: GenRequest, tracker: RequestTracker, deadline: float) -> None:
+        if cap is None:
+            await send(request, tracker, deadline)
+            return
+        async with cap:  # time waiting for the cap counts as client lag, not as TTFT
+            await send(request, tracker, deadline)
+
+    start = now_s()
+    tasks = []
+    for (request, tracker), offset in zip(items, offsets, strict=True):
+        delay = start + offset - now_s()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(capped(request, tracker, start + offset)))
+    await asyncio.gather(*tasks)
+
+
+async def _batches(send: Send, items: list, workload: object) -> None:
+    """Batches of `batch_size` sent together; the next batch waits for the whole last one."""
+    size = workload.batch_size
+    for batch_idx, first in enumerate(range(0, len(items), size)):
+        batch = items[first : first + size]
+        at = now_s()
+        for _, tracker in batch:
+            tracker.batch_idx = batch_idx
+        await asyncio.gather(*(send(r, t, at) for r, t in batch))
+
+
+MODES = {"open_loop": _open_loop, "offline_batch": _batches}
+
+
+async def _stream_one(
+    session: aiohttp.ClientSession,
+    endpoint: Endpoint,
+    request: GenRequest,
+    tracker: RequestTracker,
+    scheduled: float,
+    rid: str,
+) -> None:
+    """Stream one request into its tracker; every failure becomes `tracker.fail`."""
+    data = json.dumps(_body(endpoint, request)).encode()
+    headers = {"Content-Type": "application/json", "X-Request-Id": rid}
+    stream = _StreamState(endpoint.api, tracker)
+    tracker.mark_sent(scheduled, now_s())
+    try:
+        async with session.post(endpoint.url, data=data, headers=headers) as resp:
+            if resp.status != 200:
+                text = (await resp.text(errors="replace")).strip()
+                first_line = text.splitlines()[0][:300] if text else resp.reason
+                tracker.fail(f"http_error: HTTP {resp.status}: {first_line}")
+                return
+            # Whole network reads, split here: half the awaits of reading line by line.
+            async for chunk in resp.content.iter_any():
+                if stream.feed(chunk):
+                    break
+            else:
+                stream.feed(b"\n")  # a last line without its newline
+    except _EventError as exc:
+        tracker.fail(str(exc))
+        return
+    except TimeoutError as exc:
+        limit = session.timeout.total or 0.0
+        elapsed = now_s() - tracker.sent
+        tracker.fail(f"timeout: {type(exc).__name__} after {elapsed:.1f} s (limit {limit:g} s)")
+        return
+    except aiohttp.ClientConnectorError as exc:
+        tracker.fail(f"connection_error: {exc}")
+        return
+    except aiohttp.ClientError as exc:
+        tracker.fail(f"disconnect: {type(exc).__name__}: {exc}")
+        return
+    except Exception as exc:  # one request's bug must not end the trial
+        tracker.fail(f"client_error: {type(exc).__name__}: {exc}")
+        return
+    if not (stream.done or stream.finished):
+        tracker.fail(f"disconnect: stream ended without [DONE] after {stream.seen} tokens")
+        return
+    tracker.finish(server_tokens=stream.server_tokens)
+
+
+class _EventError(Exception):
+    """A malformed or error event: the request fails with this message."""
+
+
+class _StreamState:
+    """Parses one SSE stream and does its token accounting.
+
+    With continuous usage stats (vLLM), a chunk's tokens are the growth of its cumulative
+    `usage.completion_tokens`, exact even when one engine step streams several tokens; without
+    them, every chunk with non-empty text counts as one token. The last usage seen is the
+    server's own count. Each token-bearing event reaches the tracker as soon as it is parsed.
+    """
+
+    __slots__ = ("api", "tracker", "buffer", "seen", "server_tokens", "finished", "done")
+
+    def __init__(self, api: str, tracker: RequestTracker) -> None:
+        self.api = api
+        self.tracker = tracker
+        self.buffer = b""
+        self.seen = 0
+        self.server_tokens: int | None = None
+        self.finished = False
+        self.done = False
+
+    def feed(self, chunk: bytes) -> bool:
+        """Handle the complete lines in `chunk`; True once `[DONE]` arrived."""
+        lines = (self.buffer + chunk).split(b"\n")
+        self.buffer = lines.pop()
+        for line in lines:
+            if not line.startswith(b"data:"):
+                continue  # blank separators, SSE comments and keep-alives
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                self.done = True
+                return True
+            try:
+                event = json.loads(payload)
+            except json.JSONDecodeError as exc:
+                raise _EventError(f"malformed_event: {exc.msg} in {payload[:80]!r}") from None
+            if not isinstance(event, dict):
+                raise _EventError(f"malformed_event: not an object: {payload[:80]!r}")
+            if "error" in event:
+                raise _EventError(f"server_error: {_error_text(event['error'])}")
+            self.tracker.add_tokens(self.tokens_in(event))
+        return False
+
+    def tokens_in(self, event: dict) -> int:
+        """Tokens carried by one event (0 for role-only, empty and usage-only chunks)."""
+        usage = event.get("usage")
+        total = usage.get("completion_tokens") if isinstance(usage, dict) else None
+        if total is not None:
+            self.server_tokens = total
+        choices = event.get("choices")
+        if not choices:
+            return 0
+        choice = choices[0]
+        if choice.get("finish_reason"):
+            self.finished = True
+        if total is not None:
+            new, self.seen = total - self.seen, max(self.seen, total)
+            return max(new, 0)
+        if self.api == "chat":
+            text = (choice.get("delta") or {}).get("content")
+        else:
+            text = choice.get("text")
+        count = 1 if text else 0
+        self.seen += count
+        return count
+
+
+def _body(endpoint: Endpoint, request: GenRequest) -> dict:
+    body = {
+        "model": endpoint.model,
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+        "ignore_eos": request.ignore_eos,  # a vLLM extension; what makes output lengths exact
+        "stream": True,
+        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+    }
+    if endpoint.api == "chat":
+        body["messages"] = [{"role": "user", "content": request.prompt}]
+    elif endpoint.send_token_ids and request.prompt_token_ids:
+        body["prompt"] = list(request.prompt_token_ids)
+    else:
+        body["prompt"] = request.prompt
+    return body
+
+
+def _error_text(error: object) -> str:
+    if isinstance(error, dict):
+        return str(error.get("message") or error)
+    return str(error)

@@ -1,0 +1,93 @@
+"""The self-contained HTML report: its content, and that a real browser renders it."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from analysis.report import ReportOptions, write_report
+
+REF = Path(__file__).resolve().parent / "data" / "ref_sweep"
+CHROMIUM = shutil.which("chromium")
+WINDOW = (1280, 2000)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("html")
+    return write_report(REF, out, ReportOptions(slo={"ttft_ms": 250.0}))
+
+
+def test_html_is_self_contained_and_has_every_section(report):
+    html = report.report_html.read_text()
+    assert html.startswith("<!DOCTYPE html>")
+    for title in (
+        "Results",
+        "Plots",
+        "Against the baseline",
+        "Pareto front",
+        "Goodput under SLOs",
+        "Roofline",
+        "Timelines",
+        "Request checks",
+        "Failed trials",
+        "Environment",
+    ):
+        assert f"<h2>{title}</h2>" in html
+    images = re.findall(r'<img alt="[^"]+" src="([^"]+)"', html)
+    assert len(images) == len(report.plots)
+    assert all(src.startswith("data:image/png;base64,") for src in images)
+    assert not re.search(r'(src|href)="(?!data:)', html)  # nothing to fetch
+    # The failed trial with its reason, and a flagged one (token counts disagree).
+    assert "out_of_memory" in html and "1.5 GiB is free" in html
+    assert "client and server token counts differ on 1 request(s)" in html
+    assert "<code>20e5f44e7c56</code>" in html
+
+
+def test_html_escapes_what_it_shows(tmp_path):
+    from analysis.html import render_html
+    from analysis.sections import Section
+
+    page = render_html("<b>x</b>", "a & b", [Section("t", "1 < 2 `code`", items=("<i>",))])
+    assert "&lt;b&gt;x&lt;/b&gt;" in page and "a &amp; b" in page
+    assert "1 &lt; 2 <code>code</code>" in page and "<li>&lt;i&gt;</li>" in page
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="chromium is not installed (apt-get install -y "
+    "chromium); the browser rendering check needs it",
+)
+def test_html_renders_in_headless_chromium(report, tmp_path):
+    png = tmp_path / "report.png"
+    subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={png}",
+            f"--window-size={WINDOW[0]},{WINDOW[1]}",
+            report.report_html.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    shot = np.asarray(Image.open(png).convert("RGB"))
+    assert shot.shape == (WINDOW[1], WINDOW[0], 3)
+    non_white = int((shot.min(axis=2) < 240).sum())
+    colours = len(np.unique(shot.reshape(-1, 3), axis=0))
+    # A blank or failed page is one colour; text, tables and plots give thousands.
+    assert non_white > 0.03 * shot.shape[0] * shot.shape[1], non_white
+    assert colours > 500, colours

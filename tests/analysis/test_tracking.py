@@ -1,0 +1,240 @@
+"""W&B tracking with the real wandb library in offline mode, read back from its run logs."""
+
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pyarrow.parquet as pq
+import pytest
+from wandb_log import read_runs
+
+from analysis.load import load_requests, load_summary, load_timeseries
+from analysis.report import write_report
+from analysis.tracking import Tracker, has_credentials, history_steps, resolve_mode, upload_results
+from sweep import records as rec
+from sweep.schema import TrackingConfig
+
+REF = Path(__file__).resolve().parent / "data" / "ref_sweep"
+REPO = Path(__file__).resolve().parents[2]
+SECRET = "sekret-value-123"
+WANDB = TrackingConfig(name="wandb")
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No credentials anywhere, every wandb folder in tmp_path."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    netrc = tmp_path / "netrc"
+    netrc.write_text("")
+    monkeypatch.setenv("NETRC", str(netrc))
+    for var, sub in (
+        ("WANDB_DIR", "wandb_dir"),
+        ("WANDB_CONFIG_DIR", "config"),
+        ("WANDB_CACHE_DIR", "cache"),
+        ("WANDB_DATA_DIR", "data"),
+    ):
+        (tmp_path / sub).mkdir()
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    return tmp_path
+
+
+def wandb_children() -> list[psutil.Process]:
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "wandb" in " ".join(child.cmdline()) and child.status() != psutil.STATUS_ZOMBIE:
+                found.append(child)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_upload_writes_one_offline_run_per_trial_and_one_for_the_sweep(offline, capsys):
+    results = offline / "ref_sweep"
+    shutil.copytree(REF, results)
+    plots = list(write_report(results).plots)
+
+    tracker = upload_results(results, plots)
+
+    assert tracker.mode == "offline" and tracker.runs_logged == 5
+    runs = {run.name: run for run in read_runs(results / "wandb")}
+    assert set(runs) == {"hf bs=1", "hf bs=2", "vllm_server c=1", "vllm_server c=2", "ref_sweep"}
+    assert {run.group for run in runs.values()} == {"ref_sweep"}
+    assert runs["hf bs=1"].job_type == "hf" and runs["ref_sweep"].job_type == "sweep"
+
+    hf = runs["hf bs=1"]
+    summary = load_summary(REF).set_index(rec.LABEL).loc["hf bs=1"]
+    assert hf.config[rec.BACKEND_NAME] == "hf" and hf.config[rec.WORKLOAD_BATCH_SIZE] == 1
+    assert hf.config[rec.TRIAL_ID] == summary[rec.TRIAL_ID]
+    assert rec.OUTPUT_THROUGHPUT not in hf.config  # metrics are summary, not config
+    assert hf.summary[rec.OUTPUT_THROUGHPUT] == pytest.approx(8.0)
+    assert hf.summary[rec.latency_column("ttft", "median")] == pytest.approx(200.0)
+    rss = [step["process/rss_mb"] for step in hf.history if "process/rss_mb" in step]
+    assert rss == [1500.0, 1600.0, 1650.0]
+    assert [step["t_s"] for step in hf.history if "t_s" in step] == [0.0, 1.0, 2.0]
+    table = next(step for step in hf.history if "requests/nrows" in step)
+    assert table["requests/nrows"] == 4
+    assert (hf.path / "files" / table["requests/path"]).is_file()
+
+    failed = runs["vllm_server c=2"]
+    assert failed.summary[rec.TRIAL_STATUS] == rec.STATUS_FAILED
+    assert failed.summary[rec.ERROR_KIND] == rec.ERROR_OUT_OF_MEMORY
+
+    sweep = runs["ref_sweep"]
+    assert next(s for s in sweep.history if "summary/nrows" in s)["summary/nrows"] == 4
+    images = sorted(p.name for p in (sweep.path / "files").rglob("*.png"))
+    assert len(images) == len(plots) and any(name.startswith("pareto") for name in images)
+
+    assert f"wandb sync {results / 'wandb'}/offline-run-*" in capsys.readouterr().out
+    assert not wandb_children(), "the wandb service must be stopped after the upload"
+
+
+def test_no_secret_reaches_any_wandb_file(offline, monkeypatch):
+    monkeypatch.setenv("MY_SERVICE_TOKEN", SECRET)
+    row = load_summary(REF).set_index(rec.LABEL).loc["vllm_server c=1"].to_dict()
+    row[rec.LABEL] = "leaky"
+    row["backend.api_base"] = f"https://example.invalid/v1?token={SECRET}"
+    row["backend.api_key"] = "x" * 8  # secret-named key: redacted whatever its value
+    row[rec.ERROR_MESSAGE] = f"401 for token {SECRET}"
+    requests = load_requests(REF)
+    requests = requests[requests[rec.TRIAL_ID] == row.get(rec.TRIAL_ID, "")].copy()
+    requests[rec.ERROR] = f"header Authorization: Bearer {SECRET}"
+    timeseries = load_timeseries(REF)
+
+    with Tracker(WANDB, "leak_check", offline) as tracker:
+        tracker.trial_finished(row, requests, timeseries)
+        tracker.sweep_finished(pd.DataFrame([row]), [])
+    assert tracker.runs_logged == 2
+
+    files = [p for p in (offline / "wandb").rglob("*") if p.is_file()]
+    assert any(p.suffix == ".wandb" for p in files)
+    leaked = [str(p) for p in files if SECRET.encode() in p.read_bytes()]
+    assert not leaked
+    (run,) = [r for r in read_runs(offline / "wandb") if r.name == "leaky"]
+    assert run.config["backend.api_base"] == "https://example.invalid/v1?token=***"
+    assert run.config["backend.api_key"] == "***"
+
+
+def test_a_wandb_failure_is_one_warning_and_turns_tracking_off(offline, monkeypatch, caplog):
+    calls = []
+
+    class Down:
+        Settings = dict
+
+        @staticmethod
+        def init(**kwargs):
+            calls.append(kwargs)
+            raise ConnectionError("api.wandb.ai unreachable\nretrying forever")
+
+    tracker = Tracker(WANDB, "outage", offline)
+    monkeypatch.setattr(tracker, "_import", lambda: Down)
+    row = load_summary(REF).iloc[0].to_dict()
+    empty = pd.DataFrame()
+    with caplog.at_level(logging.WARNING, logger="analysis.tracking"):
+        tracker.trial_finished(row, empty, empty)
+        tracker.trial_finished(row, empty, empty)
+        tracker.sweep_finished(load_summary(REF), [])
+        tracker.close()
+    assert len(calls) == 1 and not tracker.enabled
+    (warning,) = caplog.records
+    assert "api.wandb.ai unreachable" in warning.getMessage()
+    assert "retrying forever" not in warning.getMessage()
+
+
+def test_tracking_none_does_nothing(tmp_path):
+    with Tracker(TrackingConfig(), "quiet", tmp_path) as tracker:
+        tracker.trial_finished(load_summary(REF).iloc[0].to_dict(), pd.DataFrame(), pd.DataFrame())
+        tracker.sweep_finished(load_summary(REF), [])
+    assert not tracker.enabled and tracker.runs_logged == 0
+    assert not (tmp_path / "wandb").exists()
+
+
+def test_mode_follows_the_credentials(offline, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE")
+    assert not has_credentials() and resolve_mode(None) == "offline"
+    assert resolve_mode("disabled") == "disabled"
+    (offline / "netrc").write_text("machine api.wandb.ai\n  login user\n  password abc\n")
+    assert has_credentials() and resolve_mode(None) == "online"
+    (offline / "netrc").write_text("")
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    assert resolve_mode(None) == "online"
+
+
+def test_history_has_one_step_per_sample_time():
+    series = load_timeseries(REF)
+    steps = history_steps(series[series[rec.TRIAL_ID] == "20e5f44e7c56"])
+    assert [s["t_s"] for s in steps] == [0.0, 1.0, 2.0]
+    assert steps[1] == {
+        "t_s": 1.0,
+        "process/rss_mb": 950.0,
+        "server/kv_cache_usage_percent": 12.0,
+        "server/running_requests": 1.0,
+    }
+    assert history_steps(series.iloc[:0]) == []
+
+
+def test_the_sweep_hook_hands_each_trial_to_progress_and_tracker(offline):
+    from sweep.__main__ import TrackedProgress
+    from sweep.results import TrialFiles
+
+    class Progress:
+        def __init__(self):
+            self.trials, self.deployments = [], 0
+
+        def trial_finished(self, files):
+            self.trials.append(files.trial_id)
+
+        def deployment_finished(self):
+            self.deployments += 1
+
+    trial = next(REF.glob("*/20e5f44e7c56"))
+    tables = [
+        pq.read_table(trial / name)
+        for name in (rec.SUMMARY_FILE, rec.REQUESTS_FILE, rec.TIMESERIES_FILE)
+    ]
+    files = TrialFiles(trial.name, trial.parent.name, *tables, trial_yaml="")
+    progress = Progress()
+    with Tracker(WANDB, "hooked", offline) as tracker:
+        tracked = TrackedProgress(progress, tracker)
+        tracked.trial_finished(files)
+        tracked.deployment_finished()
+    assert progress.trials == ["20e5f44e7c56"] and progress.deployments == 1
+    (run,) = read_runs(offline / "wandb")
+    assert run.name == "vllm_server c=1" and run.job_type == "vllm_server"
+    assert any("server/kv_cache_usage_percent" in step for step in run.history)
+
+
+@pytest.mark.slow
+def test_sweep_logs_each_trial_as_it_finishes(offline):
+    before = {p.pid for p in psutil.process_iter() if "wandb-core" in p.name()}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sweep",
+            "+experiment=quickstart",
+            "tracking=wandb",
+            f"output.dir={offline / 'results'}",
+            "sweep.grid={backend.mode:[per_request,static_batch],dataset:[random],"
+            "workload.batch_size:[1]}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    root = offline / "results" / "quickstart"
+    names = sorted(run.name for run in read_runs(root / "wandb"))
+    assert names == ["hf-per_request-random-b1", "hf-static_batch-random-b1", "quickstart"]
+    assert f"wandb sync {root / 'wandb'}" in result.stdout
+    assert "wandb:" not in result.stderr.lower()  # quiet: no wandb banner in the progress
+    assert (root / "report.html").is_file()
+    after = {p.pid for p in psutil.process_iter() if "wandb-core" in p.name()}
+    assert not after - before, "a wandb service outlived the sweep"

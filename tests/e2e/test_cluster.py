@@ -1,0 +1,164 @@
+"""Multi-node sweeps on a real simulated Ray cluster (`ray.cluster_utils.Cluster`, 127.0.0.1).
+
+Nodes declare fake GPUs and accelerator resources; the `sim` backend stands in for a GPU
+engine (it needs no GPU), so placement, retries and resume are exercised with real Ray.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from sweep import records as R
+from sweep.__main__ import main as sweep_main
+
+REPO = Path(__file__).parents[2]
+SECRET = "planted-secret-4f7c1e"
+SMALL = [  # 4 deployments x 2 trials of short sim work
+    "+experiment=sim_cluster",
+    "+sweep.grid.backend.ttft_ms=[5,6,7,8]",
+    "+sweep.grid.workload.concurrency=[2,4]",
+    "workload.num_requests=12",
+    "workload.output_len=8",
+]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    os.environ["MY_SERVICE_TOKEN"] = SECRET  # inherited by every Ray worker started below
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1"})
+    nodes = [
+        c.add_node(num_cpus=2, num_gpus=2, resources={"accelerator_type:L4": 1},
+                   node_ip_address="127.0.0.1")
+        for _ in range(2)
+    ]
+    nodes.append(c.add_node(num_cpus=2, num_gpus=2, resources={"accelerator_type:T4": 1},
+                            node_ip_address="127.0.0.1"))
+    c.wait_for_nodes()
+    yield c, nodes
+    if ray.is_initialized():
+        ray.shutdown()
+    c.shutdown()
+    os.environ.pop("MY_SERVICE_TOKEN", None)
+
+
+def node_resources(cluster):
+    ray.init(address=cluster.address)
+    try:
+        return {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
+    finally:
+        ray.shutdown()
+
+
+def summaries(root: Path) -> pd.DataFrame:
+    return pd.concat(pd.read_parquet(p) for p in root.glob(f"*/*/{R.SUMMARY_FILE}"))
+
+
+def sim_servers() -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["cmdline"])
+            if "backends.sim_server" in " ".join(p.info["cmdline"] or [])]
+
+
+def test_deployments_land_on_matching_nodes_in_parallel(cluster, tmp_path):
+    c, _ = cluster
+    resources = node_resources(c)
+    assert sweep_main([*SMALL, f"cluster.address={c.address}", f"output.dir={tmp_path}"]) == 0
+    frame = summaries(tmp_path / "sim_cluster")
+    assert len(frame) == 8 and (frame[R.TRIAL_STATUS] == R.STATUS_OK).all()
+    for _, row in frame.iterrows():
+        assert "accelerator_type:L4" in resources[row["env.ray_node_id"]]
+        assert row["env.cuda_visible_devices"] in {"0", "1"}  # one fake GPU, set by Ray
+    # four deployments on four L4 GPUs: their run times overlap
+    spans = frame.groupby(R.DEPLOYMENT_ID).agg(
+        start=(R.STARTED_UNIX_S, "min"), end=(R.STARTED_UNIX_S, "max"))
+    assert spans["start"].max() < spans["end"].min() + 5.0
+    assert frame["env.ray_node_id"].nunique() == 2  # both L4 nodes used
+    assert not sim_servers()
+
+
+def test_t4_deployment_lands_only_on_the_t4_node(cluster, tmp_path):
+    c, _ = cluster
+    resources = node_resources(c)
+    args = [*SMALL, "hardware=t4", f"cluster.address={c.address}", f"output.dir={tmp_path}"]
+    assert sweep_main(args) == 0
+    frame = summaries(tmp_path / "sim_cluster")
+    assert len(frame) == 8
+    assert all("accelerator_type:T4" in resources[n] for n in frame["env.ray_node_id"])
+
+
+def test_unplaceable_deployment_is_reported_at_once(cluster, tmp_path):
+    c, _ = cluster
+    started = time.monotonic()
+    args = [*SMALL, "hardware=h100", f"cluster.address={c.address}", f"output.dir={tmp_path}"]
+    assert sweep_main(args) == 0
+    assert time.monotonic() - started < 30
+    frame = summaries(tmp_path / "sim_cluster")
+    assert len(frame) == 8
+    assert (frame[R.ERROR_KIND] == "unplaceable").all()
+    assert frame[R.ERROR_MESSAGE].str.contains("no node has accelerator type H100").all()
+    too_big = [*SMALL, "backend.num_gpus=3", f"cluster.address={c.address}",
+               f"output.dir={tmp_path}/big"]
+    assert sweep_main(too_big) == 0
+    frame = summaries(tmp_path / "big" / "sim_cluster")
+    assert frame[R.ERROR_MESSAGE].str.contains("needs 3 GPUs").all()
+
+
+def test_node_removed_mid_sweep_every_trial_once(cluster, tmp_path):
+    c, nodes = cluster
+    extra = c.add_node(num_cpus=2, num_gpus=2, resources={"accelerator_type:L4": 1},
+                       node_ip_address="127.0.0.1")
+    c.wait_for_nodes()
+    args = [*SMALL, "workload.num_requests=40", f"cluster.address={c.address}",
+            f"output.dir={tmp_path}"]
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("rc", sweep_main(args)))
+    thread.start()
+    root = tmp_path / "sim_cluster"
+    deadline = time.monotonic() + 120
+    while not list(root.glob(f"*/*/{R.SUMMARY_FILE}")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    c.remove_node(extra)
+    thread.join(timeout=300)
+    assert result.get("rc") == 0
+    frame = summaries(root)
+    assert len(frame) == 8 and frame[R.TRIAL_ID].is_unique
+    assert (frame[R.TRIAL_STATUS] == R.STATUS_OK).all()
+    assert not list(root.rglob("*.tmp-*"))
+
+
+def test_killed_driver_rerun_completes_only_missing(cluster, tmp_path):
+    c, _ = cluster
+    command = [sys.executable, "-m", "sweep", *SMALL, "workload.num_requests=40",
+               f"cluster.address={c.address}", f"output.dir={tmp_path}",
+               f"sweep.description=uses {SECRET}"]
+    root = tmp_path / "sim_cluster"
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list(root.glob(f"*/*/{R.SUMMARY_FILE}"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(root.glob(f"*/*/{R.SUMMARY_FILE}")))
+    assert 2 <= done_before < 8
+    rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"skipping {done_before} completed trials" in rerun.stdout
+    assert f"running {8 - done_before} trials" in rerun.stdout
+    frame = summaries(root)
+    assert len(frame) == 8 and frame[R.TRIAL_ID].is_unique
+    assert not list(root.rglob("*.tmp-*"))
+    time.sleep(2)
+    assert not sim_servers()  # the killed driver's servers went with their workers
+    # the planted secret is in the environment and in a config value, and in no output file
+    for path in root.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
