@@ -153,7 +153,12 @@ def _matched(summaries: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     # Columns every sweep has: a field only a newer version records must not split points.
     common = set.intersection(*(set(s.columns) for s in summaries.values()))
     columns = sorted(c for c in common if _is_config(c))
-    config_keys = trials[columns].map(display_text).agg("\x1f".join, axis=1)
+    texts = trials[columns].map(display_text)
+    config_keys = pd.Series(
+        ["\x1f".join(row) for row in texts.itertuples(index=False)],
+        index=trials.index,
+        dtype=object,
+    )
     # Equal trial ids are the same config even where the columns differ: the later sweep's key
     # then stands for the first sighting's, for all its repeats.
     first_key: dict[str, str] = {}

@@ -5,6 +5,7 @@ list (never a shell string) in a session of its own, so that stopping kills the 
 group, including any workers the server forked; stdout and stderr go to one log file whose tail
 is quoted in failure reports. `wait_healthy` polls a health URL and fails fast, with that tail,
 when the process dies or the deadline passes. `free_port` picks a loopback port.
+`ServerLauncher` bundles these for a backend: free port, start with retries, log file, stop.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -30,6 +33,10 @@ TAIL_LINES = 30
 _TAIL_BYTES = 64 * 1024
 # At most this much of a log travels back with the results (the end, where failures are).
 MAX_LOG_BYTES = 8 * 2**20
+# A free port can be taken by someone else before the server binds it; launches try a few.
+START_ATTEMPTS = 3
+# A server bound to every interface is still reached by the client over loopback.
+_ANY_ADDRESS = ("0.0.0.0", "")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -66,6 +73,7 @@ class ServerProcess:
                 stderr=subprocess.STDOUT,
                 env=None if env is None else dict(env),
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         self._stopped = False
         atexit.register(self.stop)
@@ -121,6 +129,19 @@ class ServerProcess:
         self.stop()
 
 
+def _die_with_parent() -> None:
+    """In the child: be killed when the worker that launched us dies (Linux only).
+
+    A worker killed with SIGKILL (a cancelled hung trial, a lost node) runs no cleanup; without
+    this its server would live on, holding the GPU and the port.
+    """
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def log_tail(path: str | os.PathLike[str], lines: int = TAIL_LINES) -> str:
     """The last `lines` lines of a text file, decoded leniently ("" if it does not exist)."""
     return "\n".join(_read_end(path, _TAIL_BYTES).splitlines()[-lines:])
@@ -166,3 +187,75 @@ def _start_failed(reason: str, proc: ServerProcess) -> None:
     if tail:
         message = f"{message}\n--- server log tail ---\n{tail}"
     raise BackendError(message, kind=R.ERROR_BACKEND_START)
+
+
+class ServerLauncher:
+    """What every backend that launches its own server shares: port, start, log, stop.
+
+    `launch` picks a free port, starts `argv(port)` through `ServerProcess`, waits for the health
+    URL and retries when another process took the port first. The log lives in a temporary
+    directory that `stop` removes, so read `log_text` before stopping.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.proc: ServerProcess | None = None
+        self.url: str | None = None
+        self._log_dir: Path | None = None
+
+    @property
+    def log_path(self) -> Path:
+        """The server's combined stdout and stderr."""
+        if self._log_dir is None:
+            self._log_dir = Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
+        return self._log_dir / f"{self.name}.log"
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the server's leader, once launched."""
+        return None if self.proc is None else self.proc.pid
+
+    def launch(
+        self,
+        argv: Callable[[int], Sequence[str]],
+        host: str,
+        timeout_s: float,
+        health_path: str = "/health",
+        env: Mapping[str, str] | None = None,
+    ) -> str:
+        """Start the server on a free port of `host`; return its root URL once healthy.
+
+        Raises:
+            BackendError: kind `backend_start_failed`, with the last lines of the server's log.
+        """
+        client_host = "127.0.0.1" if host in _ANY_ADDRESS else host
+        for attempt in range(1, START_ATTEMPTS + 1):
+            port = free_port(host)
+            self.proc = ServerProcess(argv(port), self.log_path, env)
+            url = f"http://{client_host}:{port}"
+            try:
+                self.proc.wait_healthy(url + health_path, timeout_s)
+            except BackendError as exc:
+                if attempt == START_ATTEMPTS or "address already in use" not in str(exc).lower():
+                    raise
+                continue
+            self.url = url
+            return url
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def stop(self) -> None:
+        """Stop the server's process group and remove its log; safe to call twice."""
+        if self.proc is not None:
+            self.proc.stop()
+        self.url = None
+        if self._log_dir is not None:
+            shutil.rmtree(self._log_dir, ignore_errors=True)
+            self._log_dir = None
+
+    def log_tail(self, lines: int = TAIL_LINES) -> str:
+        """The last lines of the server's log ("" before launch)."""
+        return "" if self.proc is None else self.proc.log_tail(lines)
+
+    def log_text(self) -> str | None:
+        """The server's log so far (None before launch)."""
+        return None if self.proc is None else self.proc.log_text()

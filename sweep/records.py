@@ -78,6 +78,10 @@ GPU_POWER_W = "gpu_power_w"
 KV_CACHE_USAGE_PERCENT = "kv_cache_usage_percent"
 RUNNING_REQUESTS = "running_requests"
 WAITING_REQUESTS = "waiting_requests"
+# Speculative decoding (vLLM): cumulative counters, and accepted / drafted within the trial.
+SPEC_DRAFT_TOKENS = "spec_draft_tokens"
+SPEC_ACCEPTED_TOKENS = "spec_accepted_tokens"
+SPEC_ACCEPTANCE_PERCENT = "spec_acceptance_percent"
 
 # --- summary.parquet: one row per trial ---
 # Identity and outcome columns; the flattened config (`backend.name`, `workload.batch_size`, ...)

@@ -227,7 +227,7 @@ def test_sweep_logs_each_trial_as_it_finishes(offline):
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=180,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     root = offline / "results" / "quickstart"

@@ -1,0 +1,67 @@
+"""Faults on local Ray: a hung trial is stopped by its timeout, Ctrl-C leaves nothing behind."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+
+from sweep import records as R
+from tests.e2e.test_cluster import sim_servers, summaries
+from tests.e2e.test_quickstart import run_sweep
+
+REPO = Path(__file__).parents[2]
+SIM = ["backend=sim", "workload=closed_loop", "workload.output_len=4", "dataset.input_len=16"]
+
+
+def test_hung_trial_is_cancelled_and_recorded_as_timeout(tmp_path):
+    started = time.monotonic()
+    result = run_sweep(
+        *SIM, "sweep.name=hung", f"output.dir={tmp_path}",
+        "backend.ttft_ms=120000",  # the server answers far later than the trial may take
+        "workload.num_requests=2", "workload.warmup_requests=0", "workload.timeout_s=300",
+        "workload.trial_timeout_s=4", "cluster.start_timeout_s=20",
+        "+sweep.grid.workload.concurrency=[1,2]",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert time.monotonic() - started < 150
+    frame = summaries(tmp_path / "hung")
+    assert len(frame) == 2
+    assert (frame[R.ERROR_KIND] == R.ERROR_TIMEOUT).all()
+    assert frame[R.ERROR_MESSAGE].str.contains("trial_timeout_s").all()
+    time.sleep(1)
+    assert not sim_servers()  # the cancelled worker's server died with it
+
+
+def test_ctrl_c_stops_servers_and_says_how_to_resume(tmp_path):
+    command = [
+        sys.executable, "-m", "sweep", *SIM, "sweep.name=interrupted", f"output.dir={tmp_path}",
+        "backend.ttft_ms=500", "workload.num_requests=16", "+sweep.grid.workload.concurrency=[1,2,4]",
+        "+sweep.grid.backend.itl_ms=[20,21]",
+    ]
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    root = tmp_path / "interrupted"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # mid-sweep: a trial saved and servers still running
+        if list(root.glob(f"*/*/{R.SUMMARY_FILE}")) and sim_servers():
+            break
+        time.sleep(0.1)
+    assert sim_servers(), "a server should be running mid-sweep"
+    started_by_sweep = psutil.Process(proc.pid).children(recursive=True)  # Ray, workers, servers
+    assert len(started_by_sweep) >= 3
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "re-run the same command to resume" in err
+    time.sleep(2)
+    assert not sim_servers()
+    assert not [p for p in started_by_sweep if p.is_running() and p.status() != "zombie"]
+    assert not list(root.rglob("*.tmp-*"))
+    # whatever finished is complete and readable
+    for path in root.glob(f"*/*/{R.SUMMARY_FILE}"):
+        assert len(pd.read_parquet(path)) == 1
+    assert psutil.pid_exists(proc.pid) is False
