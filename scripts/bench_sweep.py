@@ -1,0 +1,97 @@
+"""Makespan of a sweep on a simulated multi-node cluster against the ideal.
+
+Starts a real Ray cluster on this machine (`ray.cluster_utils.Cluster`, 127.0.0.1): a head with no
+GPUs and NODES nodes of GPUS fake L4 GPUs each, then runs `+experiment=sim_cluster` (24 trials in
+8 deployments of the `sim` backend) twice: undisturbed, and with one node removed mid-sweep.
+Ideal makespan = (sum of trial wall times + one backend start per deployment) / GPUs; the
+measured makespan runs from the command's start to the end of its last trial.
+
+    .venv/bin/python scripts/bench_sweep.py [--nodes 3] [--gpus 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep drivers on loopback
+
+import pandas as pd  # noqa: E402
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from analysis.sections import markdown_table  # noqa: E402
+from backends.sim import SimBackend  # noqa: E402
+from sweep.__main__ import main as sweep_main  # noqa: E402
+from sweep.backend_schemas import SimBackendConfig  # noqa: E402
+
+
+def backend_start_s(repeats: int = 3) -> float:
+    """Median time to start the sim server, measured here."""
+    times = []
+    for _ in range(repeats):
+        backend = SimBackend(SimBackendConfig(), "unused")
+        t = time.monotonic()
+        backend.start()
+        times.append(time.monotonic() - t)
+        backend.stop()
+    return sorted(times)[len(times) // 2]
+
+
+def run(cluster: Cluster, out: Path, remove_after_s: float | None, node=None) -> tuple[float, pd.DataFrame]:
+    args = ["+experiment=sim_cluster", f"cluster.address={cluster.address}", f"output.dir={out}"]
+    started = time.time()
+    if remove_after_s is None:
+        assert sweep_main(args) == 0
+    else:
+        thread = threading.Thread(target=sweep_main, args=(args,))
+        thread.start()
+        time.sleep(remove_after_s)
+        cluster.remove_node(node)
+        thread.join()
+    frame = pd.concat(pd.read_parquet(p) for p in (out / "sim_cluster").glob("*/*/summary.parquet"))
+    # from the command's start to the last trial's end: Ray connect and worker start-up count,
+    # the report written afterwards does not
+    makespan = (frame["started_unix_s"] + frame["wall_s"]).max() - started
+    return makespan, frame
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--gpus", type=int, default=2)
+    args = parser.parse_args()
+    start_s = backend_start_s()
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1"})
+    nodes = [cluster.add_node(num_cpus=args.gpus, num_gpus=args.gpus,
+                              resources={"accelerator_type:L4": 1}, node_ip_address="127.0.0.1")
+             for _ in range(args.nodes)]
+    cluster.wait_for_nodes()
+    gpus = args.nodes * args.gpus
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, remove in (("all nodes", None), ("one node removed mid-sweep", 8.0)):
+                makespan, frame = run(cluster, Path(tmp) / name.replace(" ", "_"), remove,
+                                      nodes[-1])
+                deployments = frame["deployment_id"].nunique()
+                ideal = (frame["wall_s"].sum() + deployments * start_s) / gpus
+                rows.append({
+                    "scenario": name, "trials": len(frame),
+                    "ok": int((frame["trial_status"] == "ok").sum()),
+                    "unique": frame["trial_id"].is_unique, "GPUs": gpus,
+                    "makespan_s": round(makespan, 1), "ideal_s": round(ideal, 1),
+                    "ratio": round(makespan / ideal, 2),
+                })
+    finally:
+        cluster.shutdown()
+    print(f"backend start (sim, measured): {start_s:.2f} s; machine: {os.cpu_count()} cores")
+    print(markdown_table(pd.DataFrame(rows)))
+
+
+if __name__ == "__main__":
+    main()
