@@ -19,6 +19,7 @@ from analysis.console import print_paths, print_table
 from analysis.html import write_html
 from analysis.load import load_requests, load_summary, load_timeseries
 from analysis.plots import sweep_title
+from analysis.reference import with_reference
 from analysis.report import ReportOptions, main_table, save_report
 from analysis.sections import markdown_document, sweep_diff_section
 from analysis.sweep_diff import compare_sweeps
@@ -61,7 +62,7 @@ def report(
         sweep,
         requests=load_requests(results_dir),
         timeseries=load_timeseries(results_dir),
-        options=options,
+        options=with_reference(options, results_dir),
     )
     print_table(main_table(summary), title=f"Sweep {sweep}")
     print_paths(paths)

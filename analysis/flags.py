@@ -2,9 +2,9 @@
 
 `problem_sections` builds the report's last sections from the summary frame: each successful
 trial whose requests partly failed, whose client and server token counts disagree, whose
-outputs came back short or whose load generator could not keep up (client lag, the
-`client_saturated` flag), then every failed trial with its error kind and message, then the
-environment the trials ran in.
+outputs came back short, whose load generator could not keep up (client lag, the
+`client_saturated` flag) or that was too short to trust (`too_short`), then every failed
+trial with its error kind and message, then the environment the trials ran in.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ ALL_CLEAR = "Every request of every successful trial completed as requested."
 def problem_sections(trials: pd.DataFrame) -> list[Section]:
     """Flagged and failed trials with their reasons, then the environment."""
     failed = trials[trials[rec.TRIAL_STATUS] != rec.STATUS_OK]
-    checks = _checks(trials)
+    checks = trial_checks(trials)
     return [
         Section("Request checks", "" if checks else ALL_CLEAR, items=checks),
         Section(
@@ -34,7 +34,8 @@ def problem_sections(trials: pd.DataFrame) -> list[Section]:
     ]
 
 
-def _checks(trials: pd.DataFrame) -> tuple[str, ...]:
+def trial_checks(trials: pd.DataFrame) -> tuple[str, ...]:
+    """One line per successful trial that deserves a second look, naming it and why."""
     ok = trials[trials[rec.TRIAL_STATUS] == rec.STATUS_OK]
     return tuple(
         f"{row.get(rec.LABEL)} (`{row[rec.TRIAL_ID]}`): " + "; ".join(notes)
@@ -55,8 +56,35 @@ def _trial_notes(row: pd.Series) -> list[str]:
     if _positive(lag := row.get(rec.CLIENT_LAG_MS_MEAN), above=CLIENT_LAG_WARN_MS):
         notes.append(f"client lagged {lag:.1f} ms behind schedule on average (client-bound)")
     if _positive(row.get(rec.CLIENT_SATURATED)):
-        notes.append("the load generator saturated: the client, not the server, set the pace")
+        notes.append(
+            f"the load generator saturated ({_client_figures(row)}): the client, not the server, "
+            "set the pace"
+        )
+    if _positive(row.get(rec.TOO_SHORT)):
+        notes.append(f"too short to trust ({_size_figures(row)})")
     return notes
+
+
+def _client_figures(row: pd.Series) -> str:
+    cpu, lag = row.get(rec.CLIENT_CPU_PERCENT), row.get(rec.SEND_LAG_MS_P99)
+    figures = [
+        f"client CPU {cpu:.0f}% of a core" if _positive(cpu) else None,
+        f"send lag p99 {lag:.1f} ms" if _positive(lag) else None,
+    ]
+    return ", ".join(filter(None, figures)) or "by its own measurements"
+
+
+def _size_figures(row: pd.Series) -> str:
+    duration, completed = row.get(rec.DURATION_S), row.get(rec.COMPLETED_REQUESTS)
+    figures = f"{_number(duration)} s, {_number(completed)} completed requests"
+    minimum = row.get(rec.WORKLOAD_MIN_DURATION_S), row.get(rec.WORKLOAD_MIN_REQUESTS)
+    if any(_positive(m) for m in minimum):
+        figures += f"; minimum {_number(minimum[0])} s, {_number(minimum[1])} requests"
+    return figures
+
+
+def _number(value: object) -> str:
+    return f"{float(value):g}" if value is not None and pd.notna(value) else MISSING
 
 
 def _positive(value: object, above: float = 0.0) -> bool:

@@ -5,6 +5,8 @@ summary metric columns named in `sweep.records`. The sweep worker calls it for e
 is pure, does no I/O and never raises on an empty or all-failed trial: throughputs are then 0 and
 latencies None. Definitions follow `vllm bench serve` (design.md, "Metric definitions").
 `confidence_interval` and `aggregate_repeats` hand the report mean and 95% intervals over repeats.
+Requests whose `in_window` is false (outside the steady-state window, `analysis.trust`) are left
+out of every metric.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def summarize(
     Returns:
         One value per summary metric column of `sweep.records` (plain ints, floats or None).
     """
+    requests, excluded = _in_window(requests)
     ok = requests[requests[rec.STATUS] == rec.STATUS_OK]
     duration = _duration_s(ok)
     input_tokens = int(np.nansum(_numeric(ok, rec.INPUT_TOKENS)))
@@ -81,6 +84,7 @@ def summarize(
         rec.BATCH_LATENCY_S_MEAN: _batch_latency_mean_s(ok),
         rec.TOKEN_MISMATCH_REQUESTS: _token_mismatches(ok),
         rec.SHORT_OUTPUT_REQUESTS: _short_outputs(ok),
+        rec.OUT_OF_WINDOW_REQUESTS: excluded,
     }
     row.update(_client_lag(requests))
     for metric, samples_s in _latency_samples_s(ok).items():
@@ -279,7 +283,20 @@ def _client_lag(requests: pd.DataFrame) -> Summary:
     return {
         rec.CLIENT_LAG_MS_MEAN: float(lag_ms.mean()) if lag_ms.size else None,
         rec.CLIENT_LAG_MS_MAX: float(lag_ms.max()) if lag_ms.size else None,
+        rec.SEND_LAG_MS_P50: _statistic(lag_ms, "median"),
+        rec.SEND_LAG_MS_P99: _statistic(lag_ms, "p99"),
     }
+
+
+def _in_window(requests: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The requests inside the steady-state window, and how many were left out.
+
+    Records written before the window existed have no `in_window` column: all of them count.
+    """
+    if rec.IN_WINDOW not in requests:
+        return requests, 0
+    outside = requests[rec.IN_WINDOW].eq(False).fillna(False).astype(bool).to_numpy()
+    return requests[~outside], int(outside.sum())
 
 
 def _resources(timeseries: pd.DataFrame | None) -> Summary:

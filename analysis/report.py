@@ -30,6 +30,7 @@ from analysis.plots import (
     sweep_title,
 )
 from analysis.plots import write_plots as _write_plots
+from analysis.reference import Reference, reference_sections, with_reference
 from analysis.sections import (
     MISSING,
     Image,
@@ -39,12 +40,19 @@ from analysis.sections import (
     markdown_document,
     timeline_section,
 )
+from analysis.sweep_diff import noise_verdict
 from analysis.timeline_plots import write_timeline_plots
 from sweep import records as rec
 
 REPORT_FILE = "report.md"
 SUMMARY_CSV_FILE = "summary.csv"
 TTFT_MEDIAN = rec.latency_column("ttft", "median")
+# Metrics of the repeats table: display name, and whether a higher mean is the better one.
+REPEAT_METRICS = {
+    rec.OUTPUT_THROUGHPUT: ("Output tok/s", True),
+    TTFT_MEDIAN: ("TTFT p50 (ms)", False),
+    rec.latency_column("tpot", "median"): ("TPOT p50 (ms)", False),
+}
 LEADING_COLUMNS = (
     rec.LABEL,
     rec.BACKEND_NAME,
@@ -69,6 +77,7 @@ class ReportOptions:
     baseline: str = DEFAULT_BASELINE
     slo: Slo | None = None
     html: bool = True
+    reference: Reference | None = None  # a study's published numbers (`analysis.reference`)
 
 
 @dataclass(frozen=True)
@@ -102,7 +111,7 @@ def write_report(
         sweep,
         requests=load_requests(results_dir),
         timeseries=load_timeseries(results_dir),
-        options=options,
+        options=with_reference(options or ReportOptions(), results_dir),
     )
 
 
@@ -136,6 +145,7 @@ def save_report(
         *comparison_sections(comparison, pareto),
         timeline_section(timelines),
         *problem_sections(trials),
+        *reference_sections(trials, options.reference),
     ]
     title, overview = f"Sweep report: {sweep}", _overview(trials)
     md_path = out / REPORT_FILE
@@ -212,22 +222,45 @@ def _overview(trials: pd.DataFrame) -> str:
 
 
 def _repeats_section(trials: pd.DataFrame) -> list[Section]:
-    """Mean and 95% interval per grid point, only when some point was repeated."""
+    """Mean and 95% interval per grid point, only when some point was repeated.
+
+    Where several configurations ran at one load, each is judged against the best of them there:
+    overlapping intervals are "within noise", a difference too small to act on.
+    """
     ok = trials[trials[rec.TRIAL_STATUS] == rec.STATUS_OK].copy()
     ok["Series"], ok["Load"] = series_labels(ok), load_values(ok).map(_plain)
-    metrics = [rec.OUTPUT_THROUGHPUT, TTFT_MEDIAN]
     if ok.empty or ok.groupby(["Series", "Load"]).size().max() < 2:
         return []
-    agg = aggregate_repeats(ok, ["Series", "Load"], metrics)
-
-    def interval(metric: str) -> list[str]:
-        columns = [agg[rec.ci_column(metric, stat)] for stat in rec.CI_STATS]
-        return [f"{m:,.1f} [{lo:,.1f}, {hi:,.1f}]" for m, lo, hi in zip(*columns, strict=True)]
-
+    agg = aggregate_repeats(ok, ["Series", "Load"], list(REPEAT_METRICS))
+    compared = agg.groupby("Load")["Series"].transform("size") > 1
     table = agg[["Series", "Load", rec.NUM_REPEATS]].rename(columns={rec.NUM_REPEATS: "Repeats"})
-    table["Output tok/s, mean [95% CI]"] = interval(rec.OUTPUT_THROUGHPUT)
-    table["TTFT p50 (ms), mean [95% CI]"] = interval(TTFT_MEDIAN)
-    return [Section("Repeats", table=table)]
+    for metric, (name, higher_is_better) in REPEAT_METRICS.items():
+        columns = [agg[rec.ci_column(metric, stat)] for stat in rec.CI_STATS]
+        table[f"{name}, mean [95% CI]"] = [
+            f"{m:,.1f} [{lo:,.1f}, {hi:,.1f}]" for m, lo, hi in zip(*columns, strict=True)
+        ]
+        if compared.any():
+            table[f"{name} vs best at its load"] = _against_best(agg, metric, higher_is_better)
+    text = (
+        "Mean and 95% Student t interval over the repeats of each grid point. At a load where "
+        "several configurations ran, each is compared with the best one there: where the "
+        "intervals overlap the difference is within noise."
+    )
+    return [Section("Repeats", text, table=table)]
+
+
+def _against_best(agg: pd.DataFrame, metric: str, higher_is_better: bool) -> pd.Series:
+    """Per grid point: best, within noise (of the best), higher or lower, at the same load."""
+    mean, low, high = (agg[rec.ci_column(metric, stat)] for stat in rec.CI_STATS)
+    verdicts = pd.Series(MISSING, index=agg.index, dtype=object)
+    for rows in agg.groupby("Load").groups.values():
+        if len(rows) < 2 or mean[rows].isna().all():
+            continue
+        best = mean[rows].idxmax() if higher_is_better else mean[rows].idxmin()
+        for row in rows:
+            reference, other = (mean[best], low[best], high[best]), (mean[row], low[row], high[row])
+            verdicts[row] = "best" if row == best else noise_verdict(reference, other)
+    return verdicts
 
 
 def _plain(value: float) -> str:

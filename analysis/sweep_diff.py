@@ -116,12 +116,7 @@ def _compare_point(
             continue
         (ma, la, ha), (mb, lb, hb) = confidence_interval(a), confidence_interval(b)
         change = (mb - ma) / ma * 100 if ma else np.nan
-        if len(a) < 2 or len(b) < 2:
-            verdict = NO_REPEATS
-        elif lb <= ha and la <= hb:
-            verdict = WITHIN_NOISE
-        else:
-            verdict = HIGHER if mb > ma else LOWER
+        verdict = noise_verdict((ma, la, ha), (mb, lb, hb))
         values = (
             point,
             metric,
@@ -140,6 +135,20 @@ def _compare_point(
         )
         rows.append(dict(zip(_COLUMNS, values, strict=True)))
     return rows
+
+
+def noise_verdict(reference: tuple[float, float, float], other: tuple[float, float, float]) -> str:
+    """`other` against `reference`, each (mean, ci_low, ci_high) over repeats.
+
+    Overlapping intervals are within noise; without an interval on a side (fewer than two
+    repeats) noise cannot be judged.
+    """
+    (ma, la, ha), (mb, lb, hb) = reference, other
+    if any(pd.isna(v) for v in (la, ha, lb, hb)):
+        return NO_REPEATS
+    if lb <= ha and la <= hb:
+        return WITHIN_NOISE
+    return HIGHER if mb > ma else LOWER
 
 
 def _matched(summaries: Mapping[str, pd.DataFrame]) -> pd.DataFrame:

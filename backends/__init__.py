@@ -14,6 +14,13 @@ from sweep.errors import ConfigError
 REGISTRY: dict[str, str] = {
     "hf": "backends.hf:HFBackend",
     "sim": "backends.sim:SimBackend",
+    "vllm_server": "backends.vllm_server:VLLMServerBackend",
+    "vllm": "backends.vllm:VLLMBackend",
+    "tgi": "backends.tgi:TGIBackend",
+    "openai": "backends.openai:OpenAIBackend",
+    "ctranslate2": "backends.ctranslate2:CTranslate2Backend",
+    "llamacpp": "backends.llamacpp:LlamaCppBackend",
+    "exllamav2": "backends.exllamav2:ExLlamaV2Backend",
 }
 
 

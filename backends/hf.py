@@ -9,10 +9,12 @@ when it really exists.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Sequence
 
 from backends.base import EngineBackend, GenRequest, GenResult, TokenCallback
+from backends.streaming import TokenCounter, one_at_a_time
 from sweep.errors import BackendError, MissingExtraError
 
 log = logging.getLogger(__name__)
@@ -21,18 +23,14 @@ DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "auto": "aut
 
 
 class _StepStreamer:
-    """Counts each row's new tokens per generation step and forwards them to the callback.
+    """A `transformers` streamer feeding each generation step's tokens to a `TokenCounter`.
 
-    The first `put` carries the prompt and is skipped. A row stops counting at its own
-    `max_tokens` (rows of a static batch share the longest limit) or at EOS unless ignored.
+    The first `put` carries the prompt and is skipped. Rows of a static batch all run to the
+    longest limit; the counter stops counting each row at its own `max_tokens` (or EOS).
     """
 
-    def __init__(self, requests: Sequence[GenRequest], eos_ids: set[int], on_token: TokenCallback):
-        self.requests = requests
-        self.eos_ids = eos_ids
-        self.on_token = on_token
-        self.counts = [0] * len(requests)
-        self.done = [False] * len(requests)
+    def __init__(self, counter: TokenCounter):
+        self.counter = counter
         self.prompt_seen = False
 
     def put(self, value: object) -> None:
@@ -40,16 +38,7 @@ class _StepStreamer:
             self.prompt_seen = True
             return
         for row, token in enumerate(value.reshape(-1).tolist()):
-            request = self.requests[row]
-            if self.done[row]:
-                continue
-            if not request.ignore_eos and token in self.eos_ids:
-                self.done[row] = True
-                continue
-            self.counts[row] += 1
-            self.on_token(request.idx, 1)
-            if self.counts[row] >= request.max_tokens:
-                self.done[row] = True
+            self.counter.add(row, token)
 
     def end(self) -> None:
         """Called by `generate` when it finishes; nothing to flush."""
@@ -95,18 +84,31 @@ class HFBackend(EngineBackend):
         self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
 
     def _quantization_kwargs(self, transformers: object) -> dict[str, object]:
-        """Bitsandbytes 8-bit / 4-bit loading, as study C compared."""
+        """Bitsandbytes 8-bit / 4-bit loading, as study C compared.
+
+        Quantized weights are placed by `device_map` while loading (a quantized model cannot be
+        moved with `.to()` afterwards); 4-bit matmuls compute in the configured dtype.
+        """
         quant = self.config.quantization
         if quant is None:
             return {}
         if quant not in ("bnb_8bit", "bnb_4bit"):
             raise BackendError(f"backend.quantization={quant!r}; choose bnb_8bit or bnb_4bit")
-        try:
-            import bitsandbytes  # noqa: F401
-        except ImportError as exc:
-            raise MissingExtraError("bitsandbytes", "bitsandbytes") from exc
-        bits = {"load_in_8bit": True} if quant == "bnb_8bit" else {"load_in_4bit": True}
-        return {"quantization_config": transformers.BitsAndBytesConfig(**bits)}
+        for package in ("bitsandbytes", "accelerate"):  # transformers needs both for bnb
+            try:
+                importlib.import_module(package)
+            except ImportError as exc:
+                raise MissingExtraError(package, "bitsandbytes") from exc
+        if quant == "bnb_8bit":
+            bits: dict[str, object] = {"load_in_8bit": True}
+        else:
+            dtype = DTYPES[self.config.dtype]
+            compute = self._torch.float32 if dtype == "auto" else getattr(self._torch, dtype)
+            bits = {"load_in_4bit": True, "bnb_4bit_compute_dtype": compute}
+        return {
+            "quantization_config": transformers.BitsAndBytesConfig(**bits),
+            "device_map": self.device,
+        }
 
     def stop(self) -> None:
         """Drop the model and free device memory."""
@@ -118,10 +120,7 @@ class HFBackend(EngineBackend):
     def generate(self, requests: Sequence[GenRequest], on_token: TokenCallback) -> list[GenResult]:
         """Generate `requests`: one at a time (`per_request`) or as one padded batch."""
         if self.config.mode == "per_request":
-            results: list[GenResult] = []
-            for request in requests:
-                results.extend(self._generate_batch([request], on_token))
-            return results
+            return one_at_a_time(requests, lambda one: self._generate_batch(one, on_token))
         return self._generate_batch(requests, on_token)
 
     def _generate_batch(
@@ -143,7 +142,8 @@ class HFBackend(EngineBackend):
             if temperature > 0
             else {"do_sample": False}
         )
-        streamer = _StepStreamer(requests, self.eos_ids, on_token)
+        counter = TokenCounter(requests, self.eos_ids, on_token)
+        streamer = _StepStreamer(counter)
         try:
             with torch.inference_mode():
                 self.model.generate(
@@ -161,4 +161,4 @@ class HFBackend(EngineBackend):
                 f"out of memory at batch {len(requests)}: {exc}".splitlines()[0],
                 kind="out_of_memory",
             ) from None
-        return [GenResult(r.idx, count) for r, count in zip(requests, streamer.counts, strict=True)]
+        return counter.results()

@@ -259,3 +259,32 @@ class ServerLauncher:
     def log_text(self) -> str | None:
         """The server's log so far (None before launch)."""
         return None if self.proc is None else self.proc.log_text()
+
+
+def probe(
+    base_url: str,
+    paths: Sequence[str],
+    timeout_s: float,
+    headers: Mapping[str, str] | None = None,
+) -> httpx.Response:
+    """The first of `paths` under `base_url` that answers 200: is a server we attach to there?
+
+    Raises:
+        BackendError: kind `backend_start_failed`, naming what each path answered, so an
+            unreachable endpoint is one clear failed trial rather than a hang.
+    """
+    answers = []
+    with httpx.Client(timeout=timeout_s, trust_env=False, headers=headers) as client:
+        for path in paths:
+            url = base_url.rstrip("/") + path
+            try:
+                response = client.get(url)
+            except httpx.HTTPError as exc:
+                answers.append(f"{path}: {type(exc).__name__}: {exc}".strip())
+                continue
+            if response.status_code == 200:
+                return response
+            answers.append(f"{path}: HTTP {response.status_code}")
+    raise BackendError(
+        f"no server answers at {base_url} ({'; '.join(answers)})", kind=R.ERROR_BACKEND_START
+    )

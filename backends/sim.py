@@ -75,7 +75,7 @@ class SimBackend(ServerBackend):
             "--tokens-per-chunk", str(c.tokens_per_chunk),
             "--load-ms-per-running", str(c.load_ms_per_running),
             "--fault-rate", str(c.fault_rate), "--fault-kinds", ",".join(c.fault_kinds),
-            "--seed", str(c.seed),
+            "--seed", str(c.seed), "--usage-skew", str(c.usage_skew),
         ]
 
     def stop(self) -> None:

@@ -8,7 +8,8 @@ yields exactly `max_tokens` tokens: the first chunk `ttft_ms` after arrival, the
 running request. One timer task drives every stream from a heap of due times, so thousands of
 streams cost one wake-up per due time rather than one sleeping task per token. Stamps use
 `time.perf_counter_ns()`, the clock of the load generator, so tests can compare client-side
-latencies with the server's truth. Faults are drawn per request at `fault_rate` (seeded).
+latencies with the server's truth. Faults are drawn per request at `fault_rate` (seeded);
+`usage_skew` makes the final usage count disagree with the tokens streamed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import contextlib
 import heapq
 import itertools
 import json
+import os
 import random
 import socket
 import struct
@@ -49,6 +51,7 @@ class SimOptions:
     fault_kinds: tuple[str, ...] = SIM_FAULT_KINDS
     seed: int = 0
     kv_capacity: int = 256  # running requests that fill the fake KV cache
+    usage_skew: int = 0  # added to the final usage count only: a server miscounting its tokens
 
 
 class Stream:
@@ -83,11 +86,12 @@ class Stream:
         usage = f',"usage":{self.usage()}' if self.continuous else ""
         return f'data: {self.head},"choices":[{{"index":0,{choice}}}]{usage}{extra}}}\n\n'.encode()
 
-    def usage(self) -> str:
-        """The usage object after the tokens sent so far."""
-        total = self.prompt_tokens + self.sent
+    def usage(self, skew: int = 0) -> str:
+        """The usage object after the tokens sent so far, misreported by `skew` tokens."""
+        tokens = self.sent + skew
+        total = self.prompt_tokens + tokens
         return (f'{{"prompt_tokens":{self.prompt_tokens},"total_tokens":{total},'
-                f'"completion_tokens":{self.sent}}}')
+                f'"completion_tokens":{tokens}}}')
 
 
 class SimServer:
@@ -108,6 +112,7 @@ class SimServer:
         self.kv = Gauge("sim:kv_cache_usage_perc", "Fake KV-cache usage, 1 = full", registry=reg)
         self.requests = Counter("sim:requests", "Requests received", registry=reg)
         self.tokens = Counter("sim:generation_tokens", "Tokens generated", registry=reg)
+        self.emitted = 0
 
     # ---- handlers ----
     async def health(self, request: web.Request) -> web.Response:
@@ -118,6 +123,8 @@ class SimServer:
         """Prometheus text; the fake KV-cache usage is proportional to running requests."""
         self.running.set(len(self.active))
         self.kv.set(min(1.0, len(self.active) / self.opt.kv_capacity))
+        self.tokens.inc(self.emitted)
+        self.emitted = 0
         return web.Response(body=generate_latest(self.registry), content_type="text/plain")
 
     async def sim_requests(self, request: web.Request) -> web.Response:
@@ -172,7 +179,7 @@ class SimServer:
             return _error(503, f"sim: request ended early ({outcome})")
         if s.fault == "malformed":
             return web.Response(text='{"id": "' + rid, content_type="application/json")
-        return web.json_response(_full_response(s))
+        return web.json_response(_full_response(s, self.opt.usage_skew))
 
     # ---- the timer task ----
     def _delay_ns(self, ms: float) -> int:
@@ -226,7 +233,7 @@ class SimServer:
         now = time.perf_counter_ns()
         if first:
             self._stamp(s.rid, first_token_ns=now)
-        self.tokens.inc(k)
+        self.emitted += k  # into the Prometheus counter at the next scrape: no lock per chunk
         if s.streaming:
             extra = ""
             if first:
@@ -235,7 +242,8 @@ class SimServer:
             data = prefix + s.chunk(text, finish, extra)
             if finish:
                 if s.include_usage:
-                    data += f'data: {s.head},"choices":[],"usage":{s.usage()}}}\n\n'.encode()
+                    usage = s.usage(self.opt.usage_skew)
+                    data += f'data: {s.head},"choices":[],"usage":{usage}}}\n\n'.encode()
                 data += b"data: [DONE]\n\n"
             try:
                 # Returns at once unless the client stopped reading (64 KiB buffered).
@@ -275,9 +283,9 @@ def _prompt_tokens(body: dict, api: str) -> int:
     return len(prompt) if isinstance(prompt, list) else len(str(prompt).split())
 
 
-def _full_response(s: Stream) -> dict:
+def _full_response(s: Stream, skew: int) -> dict:
     text = "".join(s.text)
-    usage = json.loads(s.usage())
+    usage = json.loads(s.usage(skew))
     if s.api == "chat":
         choice = {"index": 0, "message": {"role": "assistant", "content": text},
                   "finish_reason": "length"}
@@ -350,6 +358,8 @@ def main(argv: list[str] | None = None) -> None:
     """Serve until SIGTERM or SIGINT."""
     host, port, options = parse_args(argv)
     print(f"sim_server on http://{host}:{port} {options}", flush=True)
+    # Shows in backend.log which GPUs the deployment's task handed to its server.
+    print(f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}", flush=True)
     # A large backlog: hundreds of streams connect at once when a trial starts.
     web.run_app(build_app(options), host=host, port=port, backlog=2048, shutdown_timeout=1.0,
                 access_log=None, print=None)

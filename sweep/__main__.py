@@ -16,7 +16,7 @@ from analysis.load import load_summary
 from analysis.report import main_table, write_report
 from analysis.tracking import Tracker
 from sweep import environment as env
-from sweep.display import console, print_plan, print_resume
+from sweep.display import console, print_plan, print_resume, print_trust_warnings
 from sweep.driver import Driver, connect
 from sweep.errors import SweepError
 from sweep.plan import SweepPlan, build_plan
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             tracker.sweep_finished(summary, list(report.plots))
             print_table(main_table(summary), title=f"Sweep {plan.name}")
             print_paths(report)
+            print_trust_warnings(summary)
     except SweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -71,6 +71,7 @@ class SimBackendConfig(BackendConfig):
     fault_rate: float = 0.0
     fault_kinds: list[str] = field(default_factory=lambda: list(SIM_FAULT_KINDS))
     seed: int = 0
+    usage_skew: int = 0  # added to the final usage count: a server that miscounts its tokens
     startup_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
@@ -138,13 +139,20 @@ class ExLlamaV2BackendConfig(BackendConfig):
     name: str = "exllamav2"
     max_seq_len: int = 4096
     max_batch_size: int = 64
+    cache_tokens: int = 32768
     cache_type: str = "fp16"
+    paged: bool = True
     num_gpus: int = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice("backend", "cache_type", self.cache_type, EXL2_CACHE_TYPES)
         check_positive("backend", max_seq_len=self.max_seq_len, max_batch_size=self.max_batch_size)
+        if self.cache_tokens < self.max_seq_len or self.cache_tokens % 256:
+            raise ConfigError(
+                f"backend.cache_tokens={self.cache_tokens} must be a multiple of 256 (the page "
+                f"size) and at least max_seq_len={self.max_seq_len}"
+            )
 
 
 SERVER_APIS = ("completions", "chat")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pandas as pd
 from rich.table import Table
 
 from analysis.console import make_console
+from analysis.flags import trial_checks
 from sweep.plan import SweepPlan
 from sweep.resume import ResumeState
 
@@ -50,3 +52,16 @@ def print_resume(state: ResumeState) -> None:
         )
     if not state.deployments:
         console.print("nothing to run: every trial of this sweep is already complete")
+
+
+def print_trust_warnings(summary: pd.DataFrame) -> None:
+    """Name the trials whose numbers need a second look, as the report's "Request checks" do.
+
+    A saturated client, too short a trial, disagreeing token counts, failed requests.
+    """
+    checks = trial_checks(summary)
+    if not checks:
+        return
+    console.print(f"warning: {len(checks)} trial(s) need a second look:", style="yellow")
+    for line in checks:
+        console.print(f"  - {line}", markup=False, highlight=False)

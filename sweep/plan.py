@@ -165,6 +165,8 @@ def point_label(config: Config, chosen: dict[str, Any]) -> str:
     parts = [config.backend.name]
     for axis, value in chosen.items():
         if axis == "backend":
+            if str(value) != config.backend.name:  # a variant file, e.g. vllm_tuning/c2_seqs128
+                parts.append(str(value).rsplit("/", 1)[-1])
             continue
         leaf = axis.rsplit(".", 1)[-1]
         text = str(value) if not isinstance(value, dict | list) else stable_hash(value)[:6]

@@ -27,6 +27,8 @@ REQUESTED_OUTPUT_TOKENS = "requested_output_tokens"
 SERVER_OUTPUT_TOKENS = "server_output_tokens"
 STATUS = "status"
 ERROR = "error"
+# False for requests outside the steady-state window (`analysis.trust`); summaries skip them.
+IN_WINDOW = "in_window"
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
@@ -50,6 +52,7 @@ REQUESTS_SCHEMA = pa.schema(
         pa.field(SERVER_OUTPUT_TOKENS, pa.int64()),
         pa.field(STATUS, pa.string()),
         pa.field(ERROR, pa.string()),
+        pa.field(IN_WINDOW, pa.bool_()),
     ]
 )
 
@@ -192,3 +195,14 @@ SLO_GOODPUT = "slo_goodput_req_s"
 SLO_GOODPUT_OUTPUT_THROUGHPUT = "slo_goodput_output_tok_s"
 SLO_COST_PER_1M_OUTPUT = "slo_cost_per_1m_output_tokens_usd"
 ON_PARETO_FRONT = "on_pareto_front"
+
+# --- trust checks: the load generator's own measurements and the minimum-size rules ---
+# `sweep.loadgen.saturation` defines when a trial is CLIENT_SATURATED; `analysis.trust` defines
+# the steady-state window and TOO_SHORT.
+CLIENT_CPU_PERCENT = "client_cpu_percent"  # generator CPU time / wall time, summed over shards
+SEND_LAG_MS_P50 = "send_lag_ms_p50"
+SEND_LAG_MS_P99 = "send_lag_ms_p99"
+OUT_OF_WINDOW_REQUESTS = "out_of_window_requests"
+TOO_SHORT = "too_short"
+WORKLOAD_MIN_DURATION_S = "workload.min_duration_s"
+WORKLOAD_MIN_REQUESTS = "workload.min_requests"

@@ -102,9 +102,19 @@ class WorkloadConfig:
     timeout_s: float = 600.0
     trial_timeout_s: float = 3600.0
     seed: int = 0
+    # Load-generator processes (shards of the schedule) for loads one event loop cannot offer.
+    client_processes: int = 1
+    # Measure only while the offered load is at its target (analysis.trust); trim is the
+    # fraction of the open-loop schedule dropped at each end.
+    steady_state: bool = False
+    steady_state_trim: float = 0.1
+    # A trial shorter than this, or with fewer completed requests, is marked too short to trust.
+    min_duration_s: float = 0.0
+    min_requests: int = 0
 
     def __post_init__(self) -> None:
         check_choice("workload", "name", self.name, WORKLOAD_MODES)
+        self._check_trust_settings()
         check_positive(
             "workload",
             num_requests=self.num_requests,
@@ -126,6 +136,28 @@ class WorkloadConfig:
         if not 0.0 <= self.output_range_ratio < 1.0:
             raise_config(
                 f"workload.output_range_ratio must be in [0, 1), got {self.output_range_ratio}"
+            )
+
+    def _check_trust_settings(self) -> None:
+        """Sharding, steady-state window and minimum-size settings."""
+        check_positive("workload", client_processes=self.client_processes)
+        if not 0.0 <= self.steady_state_trim < 0.5:
+            raise_config(
+                f"workload.steady_state_trim must be in [0, 0.5), got {self.steady_state_trim}"
+            )
+        if self.min_duration_s < 0 or self.min_requests < 0:
+            raise_config("workload.min_duration_s and workload.min_requests must be >= 0")
+        if self.client_processes == 1:
+            return
+        if self.name in ("latency_bound", "offline_batch"):
+            raise_config(f"workload.client_processes > 1 cannot shard a {self.name} workload")
+        streams = self.concurrency
+        if self.name != "open_loop":
+            streams = streams or self.batch_size
+        if streams is not None and streams < self.client_processes:
+            raise_config(
+                f"workload.client_processes={self.client_processes} exceeds the concurrency "
+                f"{streams}: every process needs at least one stream"
             )
 
 

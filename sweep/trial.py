@@ -18,6 +18,7 @@ import pyarrow as pa
 import yaml
 
 from analysis.metrics import summarize
+from analysis.trust import too_short, with_window
 from backends import backend_class
 from backends.models import resolve_model_path
 from sweep import records as R
@@ -26,6 +27,7 @@ from sweep.loadgen.engine import run_engine_workload
 from sweep.loadgen.http import run_http_workload
 from sweep.loadgen.recorder import now_s
 from sweep.loadgen.requests import build_requests
+from sweep.loadgen.saturation import client_columns
 from sweep.plan import Deployment, TrialSpec
 from sweep.results import TrialFiles
 from sweep.secrets import scrub, scrub_text
@@ -41,7 +43,7 @@ class DeploymentStarted:
     node_ip: str
 
 # How each backend interface is driven; server interfaces join this map with their HTTP runners.
-RUNNERS = {"engine": run_engine_workload, "openai": run_http_workload}
+RUNNERS = {"engine": run_engine_workload, "openai": run_http_workload, "tgi": run_http_workload}
 
 
 def run_deployment(deployment: Deployment, environment: dict[str, Any]) -> Iterator[TrialFiles]:
@@ -64,7 +66,9 @@ def run_deployment(deployment: Deployment, environment: dict[str, Any]) -> Itera
             yield _with_log(failed_trial(spec, kind, message, environment), log_text)
         return
     try:
-        for spec in deployment.trials:
+        for index, spec in enumerate(deployment.trials):
+            if index and hasattr(backend, "reset_between_trials"):
+                backend.reset_between_trials()  # drain, empty caches: trials stay independent
             yield _with_log(run_trial(backend, tokenizer, spec, environment), backend.log_text())
     finally:
         backend.stop()
@@ -106,6 +110,7 @@ def run_trial(
     requests_table = pa.Table.from_pylist(
         [t.record(spec.trial_id, t0) for t in trackers], schema=R.REQUESTS_SCHEMA
     )
+    requests_table = with_window(requests_table, workload)
     timeseries = pa.Table.from_pylist(
         [
             {R.TRIAL_ID: spec.trial_id, R.T_S: t, R.SOURCE: s, R.METRIC: m, R.VALUE: v}
@@ -120,6 +125,9 @@ def run_trial(
         slo=dataclasses.asdict(config.slo),
         timeseries=timeseries.to_pandas(),
     )
+    # Can the numbers be trusted: did the client keep up, was the trial long enough?
+    metrics.update(client_columns(metrics, workload, getattr(trackers, "client", None)))
+    metrics[R.TOO_SHORT] = too_short(metrics, workload)
     outcome = {
         R.TRIAL_STATUS: R.STATUS_OK if kind is None else R.STATUS_FAILED,
         R.ERROR_KIND: kind,

@@ -1,13 +1,20 @@
 """Offers a workload to an OpenAI-compatible server over streaming HTTP (aiohttp).
 
+The `api` picks the endpoint: OpenAI `completions` or `chat`, or `tgi`, TGI's native
+`/generate_stream`, whose events `sweep.loadgen.tgi_stream` interprets.
+
 One `ClientSession` per trial; its connector allows as many connections as the concurrency
 cap (unlimited without one). Modes: `closed_loop`, `throughput_bound` (concurrency = batch
 size) and `latency_bound` (concurrency 1) keep exactly that many requests in flight, workers
 pulling from one queue; `open_loop` sends at absolute deadlines from a seeded arrival schedule
 (`sweep.loadgen.arrivals`), optionally capped by a semaphore, and records how late each request
-went out; `offline_batch` sends batches together and waits for each. Every token-bearing chunk
-is timestamped by `RequestTracker.add_tokens` as soon as it is parsed. HTTP errors, timeouts,
-disconnects and malformed events fail that request only (`kind: message`); the trial goes on.
+went out (in the closed-loop modes a request is due when its worker's last one ended);
+`offline_batch` sends batches together and waits for each. Every token-bearing chunk is
+timestamped by `RequestTracker.add_tokens` with the time its network read returned. HTTP
+errors, timeouts, disconnects and malformed events fail that request only (`kind: message`);
+the trial goes on.
+`workload.client_processes` > 1 shards the load across processes (`sweep.loadgen.shards`); the
+CPU the event loop used rides back with the trackers (`sweep.loadgen.saturation`).
 Aiohttp rather than httpx because it was measured here: at 200 streams httpx's client overhead
 put its first-token times seconds off, aiohttp's tens of milliseconds (notes/http-clients.md).
 """
@@ -15,21 +22,39 @@ put its first-token times seconds off, aiohttp's tens of milliseconds (notes/htt
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import os
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import aiohttp
 
 from backends.base import GenRequest
+from sweep.loadgen import tgi_stream
 from sweep.loadgen.arrivals import arrival_offsets
-from sweep.loadgen.recorder import RequestTracker, now_s
+from sweep.loadgen.recorder import RequestTracker, Trackers, now_s
+from sweep.loadgen.saturation import CpuMeter
+from sweep.loadgen.shards import WHOLE, Share, run_sharded
 
-API_PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
+API_PATHS = {
+    "completions": "/v1/completions",
+    "chat": "/v1/chat/completions",
+    "tgi": tgi_stream.PATH,  # TGI's native stream
+}
 
 # (request, tracker, scheduled send time) -> streams it, filling the tracker; never raises.
 Send = Callable[[GenRequest, RequestTracker, float], Awaitable[None]]
+
+
+class _Plan(NamedTuple):
+    """What a mode needs beyond its requests: open-loop due times, concurrency, start time."""
+
+    offsets: list[float]
+    streams: int | None
+    start: float
 
 
 @dataclass(frozen=True)
@@ -40,6 +65,7 @@ class Endpoint:
     model: str
     api: str = "completions"  # or "chat"
     send_token_ids: bool = False  # completions only: send the prompt as token ids
+    api_key_env: str | None = None  # names the variable whose value is sent as a Bearer token
 
     @property
     def url(self) -> str:
@@ -72,6 +98,7 @@ def run_http_workload(
         backend.served_model,
         api or getattr(backend, "api", "completions"),
         getattr(backend, "send_token_ids", False),
+        getattr(backend, "api_key_env", None),
     )
     return run_endpoint_workload(endpoint, requests, warmup, workload)
 
@@ -82,16 +109,36 @@ def run_endpoint_workload(
     warmup: Sequence[GenRequest],
     workload: object,
 ) -> list[RequestTracker]:
-    """Like `run_http_workload`, against an explicit endpoint."""
-    return asyncio.run(_run(endpoint, requests, warmup, workload))
+    """Like `run_http_workload`, against an explicit endpoint; sharded into processes if asked."""
+    if workload.client_processes > 1:
+        return run_sharded(endpoint, requests, warmup, workload)
+    return asyncio.run(run_share(endpoint, requests, warmup, workload))
 
 
-async def _run(endpoint: Endpoint, requests, warmup, workload) -> list[RequestTracker]:
-    cap = concurrency_of(workload)
-    timeout = aiohttp.ClientTimeout(total=workload.timeout_s, sock_read=workload.timeout_s)
+async def run_share(
+    endpoint: Endpoint,
+    requests: Sequence[GenRequest],
+    warmup: Sequence[GenRequest],
+    workload: object,
+    share: Share = WHOLE,
+    start: Callable[[], Awaitable[float]] | None = None,
+) -> Trackers:
+    """Offer `share`'s part of the load (all of it by default) from this event loop.
+
+    `start`, awaited after the warm-up, gives the monotonic time at which the measured load
+    begins, so that the shards of one trial begin together. The returned trackers carry the
+    CPU this loop used while offering the load.
+    """
+    cap = share.streams(concurrency_of(workload))
+    # Total only: a read timeout as long would never fire first, yet re-arms a timer per chunk.
+    timeout = aiohttp.ClientTimeout(total=workload.timeout_s)
     connector = aiohttp.TCPConnector(limit=cap or 0)
-    run_id = uuid.uuid4().hex[:8]  # request ids unique across trials, for server-side logs
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    # Request ids unique across trials and shards, for server-side logs.
+    run_id = uuid.uuid4().hex[:8] + share.suffix
+    headers = auth_headers(endpoint.api_key_env)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, headers=headers, trace_configs=[_wire_stamp()]
+    ) as session:
 
         def sender(prefix: str) -> Send:
             async def send(request: GenRequest, tracker: RequestTracker, scheduled: float) -> None:
@@ -103,15 +150,31 @@ async def _run(endpoint: Endpoint, requests, warmup, workload) -> list[RequestTr
         if warmup:  # untimed; also opens the pooled connections
             warm = [(r, RequestTracker(r.idx, None, 0, r.max_tokens)) for r in warmup]
             await _closed_loop(sender(f"{run_id}-w"), warm, min(cap or len(warm), len(warm)))
-        items = [
-            (r, RequestTracker(r.idx, None, len(r.prompt_token_ids), r.max_tokens))
-            for r in requests
-        ]
-        mode = MODES.get(workload.name, _closed_loop_mode)
-        await mode(sender(f"{run_id}-"), items, workload)
+        items = share.take(
+            [
+                (r, RequestTracker(r.idx, None, len(r.prompt_token_ids), r.max_tokens))
+                for r in requests
+            ]
+        )
+        offsets = []
+        if workload.name == "open_loop":  # one schedule for all shards, each sends its slice
+            rate, burstiness = workload.request_rate, workload.burstiness
+            offsets = share.take(arrival_offsets(len(requests), rate, burstiness, workload.seed))
+        begin = now_s() if start is None else await start()
+        await asyncio.sleep(max(0.0, begin - now_s()))
+        # A full collection scans every object of the process (tens of ms with pandas and Ray
+        # loaded), stalling every stream at once; only objects made from here on are scanned.
+        gc.freeze()
+        meter = CpuMeter()
+        try:
+            mode = MODES.get(workload.name, _closed_loop_mode)
+            await mode(sender(f"{run_id}-"), items, workload, _Plan(offsets, cap, begin))
+        finally:
+            usage = meter.usage()
+            gc.unfreeze()
     if workload.name == "offline_batch" and workload.discard_first_batch:
-        return [t for _, t in items if t.batch_idx != 0]
-    return [t for _, t in items]
+        return Trackers([t for _, t in items if t.batch_idx != 0], usage)
+    return Trackers([t for _, t in items], usage)
 
 
 async def _closed_loop(send: Send, items: list, concurrency: int) -> None:
@@ -119,20 +182,22 @@ async def _closed_loop(send: Send, items: list, concurrency: int) -> None:
     queue = iter(items)  # shared by the workers; the event loop runs one at a time
 
     async def worker() -> None:
+        ready = now_s()
         for request, tracker in queue:
-            await send(request, tracker, now_s())
+            await send(request, tracker, ready)
+            # The next request is due when this one ended: its send lag is our turnaround.
+            ready = now_s() if tracker.end is None else tracker.end
 
     await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(items))))))
 
 
-async def _closed_loop_mode(send: Send, items: list, workload: object) -> None:
-    await _closed_loop(send, items, concurrency_of(workload))
+async def _closed_loop_mode(send: Send, items: list, workload: object, plan: _Plan) -> None:
+    await _closed_loop(send, items, plan.streams)
 
 
-async def _open_loop(send: Send, items: list, workload: object) -> None:
+async def _open_loop(send: Send, items: list, workload: object, plan: _Plan) -> None:
     """Send at absolute deadlines fixed up front, so a late send never delays the next ones."""
-    offsets = arrival_offsets(len(items), workload.request_rate, workload.burstiness, workload.seed)
-    cap = asyncio.Semaphore(workload.concurrency) if workload.concurrency else None
+    cap = asyncio.Semaphore(plan.streams) if plan.streams else None
 
     async def capped(request: GenRequest, tracker: RequestTracker, deadline: float) -> None:
         if cap is None:
@@ -141,9 +206,9 @@ async def _open_loop(send: Send, items: list, workload: object) -> None:
         async with cap:  # time waiting for the cap counts as client lag, not as TTFT
             await send(request, tracker, deadline)
 
-    start = now_s()
+    start = plan.start
     tasks = []
-    for (request, tracker), offset in zip(items, offsets, strict=True):
+    for (request, tracker), offset in zip(items, plan.offsets, strict=True):
         delay = start + offset - now_s()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -151,7 +216,7 @@ async def _open_loop(send: Send, items: list, workload: object) -> None:
     await asyncio.gather(*tasks)
 
 
-async def _batches(send: Send, items: list, workload: object) -> None:
+async def _batches(send: Send, items: list, workload: object, plan: _Plan) -> None:
     """Batches of `batch_size` sent together; the next batch waits for the whole last one."""
     size = workload.batch_size
     for batch_idx, first in enumerate(range(0, len(items), size)):
@@ -177,9 +242,11 @@ async def _stream_one(
     data = json.dumps(_body(endpoint, request)).encode()
     headers = {"Content-Type": "application/json", "X-Request-Id": rid}
     stream = _StreamState(endpoint.api, tracker)
-    tracker.mark_sent(scheduled, now_s())
+    tracker.mark_sent(scheduled, now_s())  # moved to the socket write by `_wire_stamp`
     try:
-        async with session.post(endpoint.url, data=data, headers=headers) as resp:
+        async with session.post(
+            endpoint.url, data=data, headers=headers, trace_request_ctx=tracker
+        ) as resp:
             if resp.status != 200:
                 text = (await resp.text(errors="replace")).strip()
                 first_line = text.splitlines()[0][:300] if text else resp.reason
@@ -187,7 +254,7 @@ async def _stream_one(
                 return
             # Whole network reads, split here: half the awaits of reading line by line.
             async for chunk in resp.content.iter_any():
-                if stream.feed(chunk):
+                if stream.feed(chunk, now_s()):
                     break
             else:
                 stream.feed(b"\n")  # a last line without its newline
@@ -214,6 +281,21 @@ async def _stream_one(
     tracker.finish(server_tokens=stream.server_tokens)
 
 
+def _wire_stamp() -> aiohttp.TraceConfig:
+    """Re-stamp each request's send when its bytes are handed to the socket.
+
+    On Python < 3.12 aiohttp writes the body from a task of its own, one loop turn after the
+    call; under load that turn, not the server, would otherwise be the largest part of TTFT.
+    """
+
+    async def on_chunk_sent(session: object, context: object, params: object) -> None:
+        context.trace_request_ctx.sent = now_s()
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_chunk_sent.append(on_chunk_sent)
+    return trace
+
+
 class _EventError(Exception):
     """A malformed or error event: the request fails with this message."""
 
@@ -238,8 +320,8 @@ class _StreamState:
         self.finished = False
         self.done = False
 
-    def feed(self, chunk: bytes) -> bool:
-        """Handle the complete lines in `chunk`; True once `[DONE]` arrived."""
+    def feed(self, chunk: bytes, at: float | None = None) -> bool:
+        """Handle the complete lines in `chunk`, read at `at`; True once `[DONE]` arrived."""
         lines = (self.buffer + chunk).split(b"\n")
         self.buffer = lines.pop()
         for line in lines:
@@ -249,6 +331,9 @@ class _StreamState:
             if payload == b"[DONE]":
                 self.done = True
                 return True
+            if self.api == "tgi":
+                self._tgi_event(payload)
+                continue
             try:
                 event = json.loads(payload)
             except json.JSONDecodeError as exc:
@@ -257,8 +342,18 @@ class _StreamState:
                 raise _EventError(f"malformed_event: not an object: {payload[:80]!r}")
             if "error" in event:
                 raise _EventError(f"server_error: {_error_text(event['error'])}")
-            self.tracker.add_tokens(self.tokens_in(event))
+            self.tracker.add_tokens(self.tokens_in(event), at)
         return False
+
+    def _tgi_event(self, payload: bytes) -> None:
+        event = tgi_stream.parse_event(payload)
+        if event.error is not None:
+            raise _EventError(event.error)
+        if event.server_tokens is not None:
+            self.server_tokens = event.server_tokens
+        self.finished = self.finished or event.finished
+        self.seen += event.tokens
+        self.tracker.add_tokens(event.tokens)
 
     def tokens_in(self, event: dict) -> int:
         """Tokens carried by one event (0 for role-only, empty and usage-only chunks)."""
@@ -285,6 +380,8 @@ class _StreamState:
 
 
 def _body(endpoint: Endpoint, request: GenRequest) -> dict:
+    if endpoint.api == "tgi":
+        return tgi_stream.request_body(request)
     body = {
         "model": endpoint.model,
         "max_tokens": request.max_tokens,
@@ -300,6 +397,12 @@ def _body(endpoint: Endpoint, request: GenRequest) -> dict:
     else:
         body["prompt"] = request.prompt
     return body
+
+
+def auth_headers(api_key_env: str | None) -> dict[str, str] | None:
+    """The Bearer header from the variable `api_key_env` names, read now, never stored."""
+    key = os.environ.get(api_key_env) if api_key_env else None
+    return {"Authorization": f"Bearer {key}"} if key else None
 
 
 def _error_text(error: object) -> str:

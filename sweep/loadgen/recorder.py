@@ -2,14 +2,19 @@
 
 Every timestamp of a trial is read here with `time.perf_counter_ns()` (CLOCK_MONOTONIC, shared by
 all processes of one machine), whatever the backend, so engines are measured the same way.
-Records store seconds relative to the trial's start.
+Records store seconds relative to the trial's start. `Trackers` hands a run's trackers on together
+with the client's own CPU use (`sweep.loadgen.saturation`).
 """
 
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from sweep import records as R
+
+if TYPE_CHECKING:
+    from sweep.loadgen.saturation import ClientUsage
 
 
 def now_s() -> float:
@@ -101,7 +106,19 @@ class RequestTracker:
             R.SERVER_OUTPUT_TOKENS: self.server_tokens,
             R.STATUS: R.STATUS_OK if ok else R.STATUS_FAILED,
             R.ERROR: None if ok else (self.error or "no tokens received"),
+            R.IN_WINDOW: True,  # the steady-state filter (analysis.trust) may clear it
         }
+
+
+class Trackers(list):
+    """A run's measured trackers, with what the load generator measured about itself.
+
+    A list, so runners that do not measure their client hand back plain lists just as well.
+    """
+
+    def __init__(self, trackers=(), client: ClientUsage | None = None) -> None:
+        super().__init__(trackers)
+        self.client = client
 
 
 def _rel(t: float | None, t0: float) -> float | None:

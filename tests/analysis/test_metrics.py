@@ -43,6 +43,7 @@ def make_requests() -> pd.DataFrame:
     frame[rec.E2E_S] = frame[rec.END_S] - frame[rec.SENT_S]
     frame[rec.TPOT_S] = None
     frame[rec.ERROR] = frame[rec.STATUS].map({rec.STATUS_FAILED: "HTTP 500"})
+    frame[rec.IN_WINDOW] = True
     return frame[rec.REQUESTS_SCHEMA.names]
 
 

@@ -77,6 +77,9 @@ def test_deployments_land_on_matching_nodes_in_parallel(cluster, tmp_path):
     for _, row in frame.iterrows():
         assert "accelerator_type:L4" in resources[row["env.ray_node_id"]]
         assert row["env.cuda_visible_devices"] in {"0", "1"}  # one fake GPU, set by Ray
+        # ... and the server process the backend launched saw the same devices
+        log = (tmp_path / "sim_cluster" / row[R.DEPLOYMENT_ID] / R.BACKEND_LOG).read_text()
+        assert f"CUDA_VISIBLE_DEVICES={row['env.cuda_visible_devices']}" in log
     # four deployments on four L4 GPUs: their run times overlap
     spans = frame.groupby(R.DEPLOYMENT_ID).agg(
         start=(R.STARTED_UNIX_S, "min"), end=(R.STARTED_UNIX_S, "max"))

@@ -1,0 +1,117 @@
+"""The CTranslate2 engine: the HF checkpoint converted to CTranslate2's format, static batches.
+
+On first use the checkpoint is converted with `ctranslate2.converters.TransformersConverter`,
+once per model and compute type, into the conversion cache (`backends.convert_cache`); later
+deployments load the cached directory. A batch is handed to `Generator.generate_batch` in one
+call: CTranslate2 pads it and decodes all rows step by step together until the longest request
+is done (static batching; it does not admit new requests mid-batch). Its step callback reports
+every row's token as soon as the step ends, which `TokenCounter` turns into exact counts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from backends.base import EngineBackend, GenRequest, GenResult, TokenCallback
+from backends.convert_cache import cache_key, cached_build
+from backends.streaming import TokenCounter
+from sweep.errors import BackendError, MissingExtraError
+
+log = logging.getLogger(__name__)
+
+
+def import_ctranslate2() -> Any:
+    """The `ctranslate2` module, or a one-line error naming the extra to install."""
+    try:
+        import ctranslate2
+    except ImportError as exc:
+        raise MissingExtraError("ctranslate2", "ctranslate2") from exc
+    return ctranslate2
+
+
+def converted_model(ct2: Any, model_path: str, compute_type: str) -> Path:
+    """The cached CTranslate2 directory of `model_path`, converting it on first use.
+
+    Weights are stored in `compute_type` (an int8 model is a quarter of the float32 size on
+    disk) and the key includes CTranslate2's version, whose format may change between releases.
+    """
+
+    def build(out: Path) -> None:
+        converter = ct2.converters.TransformersConverter(model_path, low_cpu_mem_usage=True)
+        converter.convert(str(out), quantization=compute_type, force=True)
+
+    key = cache_key(model_path, compute_type=compute_type, ctranslate2=ct2.__version__)
+    return cached_build("ct2", key, build, f"{model_path} to CTranslate2 ({compute_type})")
+
+
+class CTranslate2Backend(EngineBackend):
+    """`ctranslate2.Generator` on CPU or CUDA, greedy or sampled, exact output lengths."""
+
+    def start(self) -> None:
+        """Convert (once) and load the model; check the compute type suits the device."""
+        ct2 = import_ctranslate2()
+        device = self._device(ct2)
+        compute_type = self.config.compute_type
+        supported = sorted(ct2.get_supported_compute_types(device))
+        if compute_type not in supported:
+            raise BackendError(
+                f"backend.compute_type={compute_type} is not supported on {device}; "
+                f"this machine supports: {', '.join(supported)}"
+            )
+        model_dir = converted_model(ct2, self.model_path, compute_type)
+        # Token strings in id order: CTranslate2 takes prompts as tokens, we hold ids.
+        self.vocabulary = json.loads((model_dir / "vocabulary.json").read_text(encoding="utf-8"))
+        ids = {token: idx for idx, token in enumerate(self.vocabulary)}
+        meta = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+        self.eos_ids = {ids[meta["eos_token"]]} if meta.get("eos_token") in ids else set()
+        log.info("loading %s on %s (%s)", model_dir, device, compute_type)
+        self.generator = ct2.Generator(
+            str(model_dir),
+            device=device,
+            device_index=self.config.device_index,
+            compute_type=compute_type,
+            intra_threads=self.config.intra_threads,
+        )
+
+    def _device(self, ct2: Any) -> str:
+        has_cuda = ct2.get_cuda_device_count() > 0
+        if self.config.device == "auto":
+            return "cuda" if has_cuda else "cpu"
+        if self.config.device == "cuda" and not has_cuda:
+            raise BackendError("backend.device=cuda but CTranslate2 sees no CUDA device")
+        return self.config.device
+
+    def stop(self) -> None:
+        """Free the model (device memory is released with the generator)."""
+        self.generator = None
+
+    def generate(self, requests: Sequence[GenRequest], on_token: TokenCallback) -> list[GenResult]:
+        """Decode the batch together; each step's tokens go to `on_token` as the step ends.
+
+        EOS never ends decoding inside CTranslate2 (`end_token=[]`): the counter ends a row at
+        its `max_tokens`, or at EOS for requests that do not ignore it, by returning True from
+        the callback, which stops that row. `include_prompt_in_result=False` feeds the prompts
+        in at once and makes `max_length` count new tokens only.
+        """
+        counter = TokenCounter(requests, self.eos_ids, on_token)
+        temperature = requests[0].temperature
+        sampling = (
+            {"sampling_topk": 0, "sampling_temperature": temperature}
+            if temperature > 0
+            else {"sampling_topk": 1}
+        )
+        self.generator.generate_batch(
+            [[self.vocabulary[i] for i in r.prompt_token_ids] for r in requests],
+            max_batch_size=self.config.max_batch_size,
+            beam_size=1,
+            max_length=counter.longest,
+            end_token=[],
+            include_prompt_in_result=False,
+            callback=lambda step: counter.add(step.batch_id, step.token_id),
+            **sampling,
+        )
+        return counter.results()

@@ -1,0 +1,136 @@
+"""The ExLlamaV2 engine: GPTQ and EXL2 quantized checkpoints on CUDA, continuous batching.
+
+ExLlamaV2's kernels exist only for CUDA (its extension is compiled on first import), so the
+backend checks for a GPU before importing it: on a machine without one, the deployment fails at
+start with one line. Requests of a batch become jobs of the dynamic generator, which admits them
+into its paged KV cache as space allows and decodes them together (continuous batching: jobs join
+and leave between steps). Each `iterate()` step streams the jobs' new token ids; EOS is ignored
+by giving a job no stop tokens, so it runs to exactly `max_new_tokens`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from backends.base import EngineBackend, GenRequest, GenResult, TokenCallback
+from backends.convert_cache import first_line, local_checkpoint
+from backends.streaming import TokenCounter
+from sweep import records as R
+from sweep.errors import BackendError, MissingExtraError
+
+log = logging.getLogger(__name__)
+
+CACHE_CLASSES = {
+    "fp16": "ExLlamaV2Cache",
+    "q8": "ExLlamaV2Cache_Q8",
+    "q6": "ExLlamaV2Cache_Q6",
+    "q4": "ExLlamaV2Cache_Q4",
+}
+
+
+def import_exllamav2() -> tuple[Any, Any]:
+    """`exllamav2` and its generator module; importing builds the CUDA extension on first use."""
+    try:
+        import exllamav2
+        import exllamav2.generator as generator
+    except ImportError as exc:
+        if exc.name and exc.name.split(".")[0] == "exllamav2":
+            raise MissingExtraError("exllamav2", "exllamav2") from exc
+        message = f"exllamav2 failed to import: {first_line(exc)}"
+        raise BackendError(message, R.ERROR_BACKEND_START) from None
+    except Exception as exc:  # e.g. its CUDA extension does not compile on this machine
+        message = f"exllamav2 failed to load: {first_line(exc)}"
+        raise BackendError(message, R.ERROR_BACKEND_START) from None
+    return exllamav2, generator
+
+
+class ExLlamaV2Backend(EngineBackend):
+    """`ExLlamaV2DynamicGenerator` over a GPTQ or EXL2 model directory (or hub id)."""
+
+    def start(self) -> None:
+        """Check for CUDA, then load the model across the visible GPUs with its KV cache."""
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BackendError(
+                "exllamav2 needs a CUDA GPU and none is visible on this machine "
+                "(its GPTQ/EXL2 kernels are CUDA-only)",
+                R.ERROR_BACKEND_START,
+            )
+        self._torch = torch
+        exl, gen = import_exllamav2()
+        config = self.config
+        model_config = exl.ExLlamaV2Config(str(local_checkpoint(self.model_path)))
+        model_config.max_seq_len = min(model_config.max_seq_len, config.max_seq_len)
+        model = exl.ExLlamaV2(model_config)
+        cache_class = getattr(exl, CACHE_CLASSES[config.cache_type])
+        cache = cache_class(model, max_seq_len=config.cache_tokens, lazy=True)
+        log.info("loading %s (%s cache of %d tokens)", self.model_path, config.cache_type,
+                 config.cache_tokens)  # fmt: skip
+        try:
+            model.load_autosplit(cache, progress=False)
+            self.generator = gen.ExLlamaV2DynamicGenerator(
+                model=model,
+                cache=cache,
+                tokenizer=exl.ExLlamaV2Tokenizer(model_config),
+                max_batch_size=config.max_batch_size,
+                paged=config.paged,
+            )
+        except AssertionError as exc:  # exllamav2 reports unmet requirements by assert
+            raise BackendError(
+                f"exllamav2 cannot start: {first_line(exc)} (paged mode needs flash-attn; "
+                "backend.paged=false serves one sequence at a time)",
+                R.ERROR_BACKEND_START,
+            ) from None
+        self._gen = gen
+        self._model, self._cache = model, cache
+        eos = model_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+
+    def stop(self) -> None:
+        """Unload the model and free its GPU memory."""
+        model = getattr(self, "_model", None)
+        if model is not None:
+            model.unload()
+        self._model = self._cache = self.generator = None
+        torch = getattr(self, "_torch", None)
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def generate(self, requests: Sequence[GenRequest], on_token: TokenCallback) -> list[GenResult]:
+        """Enqueue the batch as jobs and stream each step's tokens until every job ends."""
+        torch, gen = self._torch, self._gen
+        counter = TokenCounter(requests, self.eos_ids, on_token)
+        jobs = [
+            gen.ExLlamaV2DynamicJob(
+                input_ids=torch.tensor([request.prompt_token_ids], dtype=torch.long),
+                max_new_tokens=request.max_tokens,
+                stop_conditions=[] if request.ignore_eos else sorted(self.eos_ids),
+                gen_settings=_sampling(gen, request.temperature),
+                identifier=row,
+            )
+            for row, request in enumerate(requests)
+        ]
+        self.generator.enqueue(jobs)
+        try:
+            while self.generator.num_remaining_jobs():
+                for result in self.generator.iterate():
+                    ids = result.get("token_ids") if result["stage"] == "streaming" else None
+                    for token in [] if ids is None else ids.reshape(-1).tolist():
+                        counter.add(result["identifier"], token)
+        except torch.OutOfMemoryError as exc:
+            self.generator.clear_queue()
+            raise BackendError(
+                f"out of memory at batch {len(requests)}: {first_line(exc)}",
+                kind=R.ERROR_OUT_OF_MEMORY,
+            ) from None
+        return counter.results()
+
+
+def _sampling(gen: Any, temperature: float) -> Any:
+    """Greedy at temperature 0 (as the studies decode), else plain temperature sampling."""
+    if temperature <= 0:
+        return gen.ExLlamaV2Sampler.Settings.greedy()
+    return gen.ExLlamaV2Sampler.Settings.greedy(temperature=temperature, top_k=0)

@@ -1,0 +1,116 @@
+"""The llama.cpp engine through llama-cpp-python: a GGUF model, one sequence at a time.
+
+The model is a GGUF file: `backend.gguf_file` (a path, or a file of `backend.gguf_repo` on the
+hub), or the model directory converted by `backends.gguf_convert` on first use and cached. The
+binding's `Llama` object holds a single sequence, so a batch is served one request after another
+(`one_at_a_time`): batch size changes nothing but the queueing, and a flat throughput curve is
+the engine's real behaviour, not a measurement error (docs/engines.md). Each request starts from
+an empty context, so no request reuses another's prompt in the KV cache. Tokens come from
+`Llama.generate`, which never stops by itself: the counter ends a request at its `max_tokens`,
+or at EOS when the request does not ignore it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from backends.base import EngineBackend, GenRequest, GenResult, TokenCallback
+from backends.convert_cache import cache_key, cached_build, first_line, local_checkpoint
+from backends.gguf_convert import CONVERTER_VERSION, convert_to_gguf
+from backends.streaming import TokenCounter, one_at_a_time
+from sweep.errors import BackendError, MissingExtraError
+
+log = logging.getLogger(__name__)
+
+GGUF_NAME = "model.gguf"
+
+
+def import_llama_cpp() -> Any:
+    """The `llama_cpp` module, or a one-line error naming the extra to install."""
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise MissingExtraError("llama-cpp-python", "llamacpp") from exc
+    return llama_cpp
+
+
+def gguf_path(config: Any, model_path: str) -> Path:
+    """The GGUF file a deployment loads: given, downloaded, or converted (once) from the model."""
+    if config.gguf_repo is not None:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            return Path(hf_hub_download(config.gguf_repo, config.gguf_file))
+        except Exception as exc:
+            where = f"{config.gguf_file} of {config.gguf_repo}"
+            raise BackendError(f"cannot fetch {where}: {first_line(exc)}") from None
+    if config.gguf_file is not None:
+        path = Path(os.path.expanduser(config.gguf_file))
+        if not path.is_file():
+            raise BackendError(f"backend.gguf_file={config.gguf_file!r} is not a file")
+        return path
+    if model_path.endswith(".gguf") and os.path.isfile(model_path):
+        return Path(model_path)
+    outtype = config.convert_outtype
+    key = cache_key(model_path, outtype=outtype, converter=CONVERTER_VERSION)
+
+    def build(out: Path) -> None:
+        convert_to_gguf(local_checkpoint(model_path), out / GGUF_NAME, outtype)
+
+    return cached_build("gguf", key, build, f"{model_path} to GGUF ({outtype})") / GGUF_NAME
+
+
+class LlamaCppBackend(EngineBackend):
+    """`llama_cpp.Llama` on CPU, or with `n_gpu_layers` offloaded to a GPU."""
+
+    def start(self) -> None:
+        """Find or make the GGUF file and load it."""
+        llama_cpp = import_llama_cpp()
+        config = self.config
+        path = gguf_path(config, self.model_path)
+        log.info("loading %s (n_gpu_layers=%d, n_ctx=%d)", path, config.n_gpu_layers, config.n_ctx)
+        try:
+            self.llm = llama_cpp.Llama(
+                model_path=str(path),
+                n_gpu_layers=config.n_gpu_layers,
+                n_ctx=config.n_ctx,
+                n_batch=config.n_batch,
+                n_threads=config.n_threads,
+                n_threads_batch=config.n_threads,  # prompt processing: same cores
+                seed=config.seed,
+                verbose=False,
+            )
+        except ValueError as exc:  # the binding's way of saying the file did not load
+            raise BackendError(f"llama.cpp cannot load {path}: {first_line(exc)}") from None
+        self.eos_ids = {self.llm.token_eos()}
+
+    def stop(self) -> None:
+        """Free the model and its context."""
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            llm.close()
+        self.llm = None
+
+    def generate(self, requests: Sequence[GenRequest], on_token: TokenCallback) -> list[GenResult]:
+        """Serve the batch one request at a time (the binding holds a single sequence)."""
+        return one_at_a_time(requests, lambda one: self._generate_one(one[0], on_token))
+
+    def _generate_one(self, request: GenRequest, on_token: TokenCallback) -> list[GenResult]:
+        prompt = list(request.prompt_token_ids)
+        if len(prompt) + request.max_tokens > self.config.n_ctx:
+            raise BackendError(
+                f"prompt ({len(prompt)}) + max_tokens ({request.max_tokens}) exceeds "
+                f"backend.n_ctx={self.config.n_ctx}"
+            )
+        counter = TokenCounter([request], self.eos_ids, on_token)
+        self.llm.reset()  # no prefix reuse: every request pays its own prompt processing
+        sampling = {"temp": request.temperature, "top_k": 0 if request.temperature > 0 else 1}
+        tokens = self.llm.generate(prompt, top_p=1.0, min_p=0.0, repeat_penalty=1.0, **sampling)
+        for token in tokens:
+            if counter.add(0, token):
+                break
+        return counter.results()

