@@ -239,6 +239,9 @@ class ServerLauncher:
                 if attempt == START_ATTEMPTS or "address already in use" not in str(exc).lower():
                     raise
                 continue
+            except BaseException:
+                self.proc.stop()  # interrupted while waiting: leave no server (keep its log)
+                raise
             self.url = url
             return url
         raise AssertionError("unreachable")  # the loop returns or raises

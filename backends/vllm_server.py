@@ -163,7 +163,7 @@ class VLLMServerBackend(ServerBackend):
         while time.monotonic() < deadline and self._server.proc.poll() is None:
             try:
                 samples = parse_metrics(client.get("/metrics").text, VLLM_METRICS)
-            except httpx.HTTPError:
+            except (httpx.HTTPError, ValueError):  # not up, or a torn exposition: ask again
                 samples = []
             busy = [v for _, m, v in samples if m in (R.RUNNING_REQUESTS, R.WAITING_REQUESTS)]
             if busy and sum(busy) == 0:

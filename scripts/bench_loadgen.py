@@ -14,10 +14,14 @@ X-Request-Id, same monotonic clock) are the truth:
 - flagged: our `client_saturated` rule (`sweep.loadgen.saturation`). vLLM's client does not
   record when a request was due, so it is judged by the CPU part of the rule only.
 
-A client's ceiling is the highest token rate up to which every load passes: no failed request,
-not flagged, achieved rate within 1%, TTFT error p50 within 1 ms and p99 within 5 ms.
+A client's ceiling is the highest token rate at which it kept up (no failed request, not
+flagged, achieved rate within 1%) with a TTFT error within the bounds: strictly, p50 within 1 ms
+and p99 within 5 ms; relaxed, 5 ms and 25 ms.
 
     .venv/bin/python scripts/bench_loadgen.py [--rates 1000,2500,5000] [--processes 2] [--json F]
+
+On a machine shared with other busy processes, `nice -n -10` (as root) keeps their bursts out of
+both clients' figures alike: the sim server and vLLM's client run as children and inherit it.
 """
 
 from __future__ import annotations
@@ -49,7 +53,10 @@ RATES = (1000, 2500, 5000, 10000, 20000, 40000)
 MAX_STREAMS, BASE_ITL_MS, TTFT_MS, OUTPUT_LEN, INPUT_LEN = 250, 50.0, 20.0, 64, 16
 BURSTINESS = 1000.0
 MIN_SPAN_S, SPAN_DURATIONS = 8.0, 3.0  # the schedule lasts this long, at least 3 request lives
-RATE_TOLERANCE, TTFT_P50_MS, TTFT_P99_MS = 0.01, 1.0, 5.0
+RATE_TOLERANCE = 0.01
+# TTFT error bounds (p50, p99) in ms: the required ones, and looser ones that also place a
+# client whose error never gets under the strict p50.
+BOUNDS = {"strict": (1.0, 5.0), "relaxed": (5.0, 25.0)}
 PROMPT = " ".join(["hello"] * INPUT_LEN)
 
 
@@ -185,27 +192,21 @@ def compare(got: dict, stamps: dict, point: dict) -> dict:
     ])  # fmt: skip
     p50, p99 = (float(np.percentile(errors_ms, q)) for q in (50, 99))
     rate_error = achieved / point["rate"] - 1
-    passed = (
-        got["failed"] == 0 and not got["flagged"] and abs(rate_error) <= RATE_TOLERANCE
-        and abs(p50) <= TTFT_P50_MS and abs(p99) <= TTFT_P99_MS
-    )  # fmt: skip
+    kept_up = got["failed"] == 0 and not got["flagged"] and abs(rate_error) <= RATE_TOLERANCE
+    passed = [name for name, (b50, b99) in BOUNDS.items() if abs(p50) <= b50 and abs(p99) <= b99]
     return {
         "tok_s": point["tok_s"], "streams": point["streams"], "itl_ms": point["itl_ms"],
         "rate": point["rate"], "achieved_rate": achieved, "rate_error_pct": rate_error * 100,
         "ttft_error_p50_ms": p50, "ttft_error_p99_ms": p99, "failed": got["failed"],
         "client_cpu_percent": got["cpu_percent"], "send_lag_p99_ms": got["send_lag_p99_ms"],
-        "flagged": bool(got["flagged"]), "passed": bool(passed),
+        "flagged": bool(got["flagged"]), "within": passed[0] if kept_up and passed else None,
     }  # fmt: skip
 
 
-def ceiling(rows: list[dict]) -> float:
-    """The highest token rate up to which every load passed (0 if the lowest failed)."""
-    best = 0.0
-    for row in sorted(rows, key=lambda r: r["tok_s"]):
-        if not row["passed"]:
-            break
-        best = row["tok_s"]
-    return best
+def ceiling(rows: list[dict], bounds: str) -> float:
+    """The highest token rate at which a client kept up within `bounds` (0: at none)."""
+    names = list(BOUNDS)[: list(BOUNDS).index(bounds) + 1]  # strict rows meet relaxed bounds too
+    return max((r["tok_s"] for r in rows if r["within"] in names), default=0.0)
 
 
 def table(rows: list[dict]) -> str:
@@ -225,7 +226,7 @@ def table(rows: list[dict]) -> str:
         "Client CPU (%)": num(r["client_cpu_percent"], ".0f"),
         "Send lag p99 (ms)": num(r["send_lag_p99_ms"], ".2f"),
         "Sim CPU (%)": num(r["server_cpu_percent"], ".0f"), "Failed": str(r["failed"]),
-        "Flagged": "yes" if r["flagged"] else "no", "Within bounds": "yes" if r["passed"] else "no",
+        "Flagged": "yes" if r["flagged"] else "no", "Within bounds": r["within"] or "no",
     } for r in rows])  # fmt: skip
     return markdown_table(frame)
 
@@ -256,10 +257,15 @@ def main() -> None:
                 continue
             rows.append(row)
             print(f"{client} {tok_s:,.0f} tok/s: {json.dumps(row)}", file=sys.stderr, flush=True)
-    ceilings = {c: ceiling([r for r in rows if r["client"] == c]) for c in clients}
+    ceilings = {
+        b: {c: ceiling([r for r in rows if r["client"] == c], b) for c in clients} for b in BOUNDS
+    }
     print(table(rows))
     print()
-    print("Ceilings (tok/s): " + ", ".join(f"{c} {v:,.0f}" for c, v in ceilings.items()))
+    for bounds, (p50, p99) in BOUNDS.items():
+        figures = ", ".join(f"{c} {v:,.0f}" for c, v in ceilings[bounds].items())
+        print(f"Ceiling, {bounds} bounds (TTFT error p50 <= {p50:g} ms, p99 <= {p99:g} ms): "
+              f"{figures} tok/s")  # fmt: skip
     print(f"Load average before / after: {load[0]:.2f} / {os.getloadavg()[0]:.2f} "
           f"on {os.cpu_count()} cores; our client_processes={a.processes}")  # fmt: skip
     if a.json:

@@ -2,7 +2,7 @@
 
 Starts a real Ray cluster on this machine (`ray.cluster_utils.Cluster`, 127.0.0.1): a head with no
 GPUs and NODES nodes of GPUS fake L4 GPUs each, then runs `+experiment=sim_cluster` (24 trials in
-8 deployments of the `sim` backend) twice: undisturbed, and with one node removed mid-sweep.
+6 deployments of the `sim` backend) twice: undisturbed, and with one node removed mid-sweep.
 Ideal makespan = (sum of trial wall times + one backend start per deployment) / GPUs; the
 measured makespan runs from the command's start to the end of its last trial.
 

@@ -179,7 +179,7 @@ class VLLMServerConfig(BackendConfig):
     gpu_memory_utilization: float | None = None
     max_model_len: int | None = None
     kv_cache_dtype: str | None = None
-    calculate_kv_scales: bool = False
+    calculate_kv_scales: bool = False  # for vLLM versions before the flag's removal (mid 2026)
     speculative_config: dict[str, Any] | None = None
     quantization: str | None = None
     override_generation_config: dict[str, Any] | None = None

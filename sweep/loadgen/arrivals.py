@@ -3,6 +3,7 @@
 Pure and seeded by `workload.seed`, so a trial offers the same schedule every time it runs. Gaps
 are Poisson (exponential) at burstiness 1, else gamma with shape = burstiness and the same mean
 1 / rate (as `vllm bench serve` draws them): burstiness < 1 is burstier, > 1 more regular.
+The gaps are scaled so that the schedule's mean rate is exactly the configured one.
 """
 
 from __future__ import annotations
@@ -27,4 +28,8 @@ def arrival_offsets(
         raise ValueError("request_rate and burstiness must be > 0")
     rng = np.random.default_rng(seed)
     gaps = rng.gamma(shape=burstiness, scale=1.0 / (request_rate * burstiness), size=count - 1)
+    # Rescale so the schedule offers exactly the configured rate: an unscaled draw of a few hundred
+    # gaps misses it by several percent, which would then read as the server's fault (vLLM's
+    # client rescales the same way).
+    gaps *= (count - 1) / request_rate / gaps.sum()
     return [0.0, *np.cumsum(gaps).tolist()]

@@ -11,10 +11,12 @@ generator); with the generator sharded into processes, each shard's loop is meas
     client_saturated = send lag p99 > lag_limit_ms(workload)
                        or the busiest event loop used more than 90% of a core
 
-The lag limit is 10 ms in the closed-loop modes, and in open loop half the mean inter-arrival
-gap clamped to [2, 10] ms: asyncio's timers fire up to a millisecond late, so a tighter bound
-would flag idle clients. An open loop with a concurrency cap has no lag limit, since waiting for
-the cap is the server's pace, not the client's; the CPU rule still applies.
+The lag limit is 10 ms in the closed-loop modes, and in open loop the mean inter-arrival gap
+(a request later than that is overtaken by the next arrival: the schedule no longer holds),
+clamped to [2, 10] ms: asyncio's timers fire up to a millisecond late, so a tighter bound would
+flag idle clients. Where lag does not measure the client, only the CPU rule applies: an open
+loop with a concurrency cap (waiting for the cap is the server's pace), and requests due all at
+once (offline batches, an open loop without a rate), whose lag is the fan-out of the batch.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from sweep.loadgen.recorder import now_s
 CPU_LIMIT_PERCENT = 90.0
 LAG_LIMIT_MS = 10.0
 MIN_LAG_LIMIT_MS = 2.0
-OPEN_LOOP_LAG_GAPS = 0.5
+OPEN_LOOP_LAG_GAPS = 1.0
 
 
 @dataclass(frozen=True)
@@ -70,14 +72,14 @@ def merge(usages: list[ClientUsage]) -> ClientUsage:
 
 
 def lag_limit_ms(workload: object) -> float | None:
-    """The p99 send lag above which the client is saturated; None where lag is not the client's."""
+    """The p99 send lag above which the client is saturated; None where lag does not tell."""
+    if workload.name == "offline_batch":
+        return None  # a batch is due at once: its lag is the fan-out, which grows with its size
     if workload.name != "open_loop":
         return LAG_LIMIT_MS
-    if workload.concurrency:
-        return None
     rate = workload.request_rate
-    if rate is None or math.isinf(rate):
-        return LAG_LIMIT_MS  # everything due at once: how fast the client fires them
+    if workload.concurrency or rate is None or math.isinf(rate):
+        return None  # waits for the cap are the server's pace; all due at once is a batch
     return min(LAG_LIMIT_MS, max(MIN_LAG_LIMIT_MS, OPEN_LOOP_LAG_GAPS * 1e3 / rate))
 
 

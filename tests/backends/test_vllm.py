@@ -91,6 +91,10 @@ def served():
         patch.setattr(trial_module, "backend_class", lambda name: CountingServer)
         runner = run_deployment(deployment, {})
         items = [next(runner) for _ in range(1 + len(deployment.trials))]
+    first = items[1].summary.to_pylist()[0]
+    if first[R.TRIAL_STATUS] != R.STATUS_OK:
+        runner.close()
+        pytest.fail(f"the shared vLLM server did not serve: {first[R.ERROR_MESSAGE]}")
     backend = CountingServer.last
     leader = psutil.Process(backend.pid)
     tree = [leader, *leader.children(recursive=True)]

@@ -74,9 +74,11 @@ def trial_summary(trackers, wl):
 def test_lag_limit_per_mode():
     assert lag_limit_ms(workload(concurrency=4)) == 10.0
     assert lag_limit_ms(workload("open_loop", request_rate=10.0)) == 10.0  # gap 100 ms, capped
-    assert lag_limit_ms(workload("open_loop", request_rate=100.0)) == 5.0  # half the 10 ms gap
+    assert lag_limit_ms(workload("open_loop", request_rate=200.0)) == 5.0  # the mean gap
     assert lag_limit_ms(workload("open_loop", request_rate=5000.0)) == 2.0  # timer resolution
     assert lag_limit_ms(workload("open_loop", request_rate=100.0, concurrency=4)) is None
+    assert lag_limit_ms(workload("open_loop")) is None  # everything due at once
+    assert lag_limit_ms(workload("offline_batch", batch_size=64)) is None
 
 
 def test_saturated_by_lag_or_by_the_busiest_loop():
