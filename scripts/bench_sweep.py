@@ -41,7 +41,9 @@ def backend_start_s(repeats: int = 3) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def run(cluster: Cluster, out: Path, remove_after_s: float | None, node=None) -> tuple[float, pd.DataFrame]:
+def run(
+    cluster: Cluster, out: Path, remove_after_s: float | None, node=None
+) -> tuple[float, pd.DataFrame]:
     args = ["+experiment=sim_cluster", f"cluster.address={cluster.address}", f"output.dir={out}"]
     started = time.time()
     if remove_after_s is None:
@@ -65,28 +67,41 @@ def main() -> None:
     parser.add_argument("--gpus", type=int, default=2)
     args = parser.parse_args()
     start_s = backend_start_s()
-    cluster = Cluster(initialize_head=True,
-                      head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1"})
-    nodes = [cluster.add_node(num_cpus=args.gpus, num_gpus=args.gpus,
-                              resources={"accelerator_type:L4": 1}, node_ip_address="127.0.0.1")
-             for _ in range(args.nodes)]
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1"}
+    )
+    nodes = [
+        cluster.add_node(
+            num_cpus=args.gpus,
+            num_gpus=args.gpus,
+            resources={"accelerator_type:L4": 1},
+            node_ip_address="127.0.0.1",
+        )
+        for _ in range(args.nodes)
+    ]
     cluster.wait_for_nodes()
     gpus = args.nodes * args.gpus
     rows = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for name, remove in (("all nodes", None), ("one node removed mid-sweep", 8.0)):
-                makespan, frame = run(cluster, Path(tmp) / name.replace(" ", "_"), remove,
-                                      nodes[-1])
+                makespan, frame = run(
+                    cluster, Path(tmp) / name.replace(" ", "_"), remove, nodes[-1]
+                )
                 deployments = frame["deployment_id"].nunique()
                 ideal = (frame["wall_s"].sum() + deployments * start_s) / gpus
-                rows.append({
-                    "scenario": name, "trials": len(frame),
-                    "ok": int((frame["trial_status"] == "ok").sum()),
-                    "unique": frame["trial_id"].is_unique, "GPUs": gpus,
-                    "makespan_s": round(makespan, 1), "ideal_s": round(ideal, 1),
-                    "ratio": round(makespan / ideal, 2),
-                })
+                rows.append(
+                    {
+                        "scenario": name,
+                        "trials": len(frame),
+                        "ok": int((frame["trial_status"] == "ok").sum()),
+                        "unique": frame["trial_id"].is_unique,
+                        "GPUs": gpus,
+                        "makespan_s": round(makespan, 1),
+                        "ideal_s": round(ideal, 1),
+                        "ratio": round(makespan / ideal, 2),
+                    }
+                )
     finally:
         cluster.shutdown()
     print(f"backend start (sim, measured): {start_s:.2f} s; machine: {os.cpu_count()} cores")

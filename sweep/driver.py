@@ -107,8 +107,9 @@ def _deployment_task(deployment: Deployment, environment: dict[str, Any]):  # no
 class Driver:
     """Runs deployments on Ray until every trial is recorded once."""
 
-    def __init__(self, store: ResultStore, environment: dict[str, Any], cluster: Any,
-                 progress: Any) -> None:
+    def __init__(
+        self, store: ResultStore, environment: dict[str, Any], cluster: Any, progress: Any
+    ) -> None:
         self.store = store
         self.environment = environment
         self.cluster = cluster
@@ -156,8 +157,8 @@ class Driver:
         }
         if deployment.accelerator_type:
             options["accelerator_type"] = deployment.accelerator_type
-        generator = ray.remote(_deployment_task).options(**options).remote(
-            deployment, self.environment
+        generator = (
+            ray.remote(_deployment_task).options(**options).remote(deployment, self.environment)
         )
         now = time.monotonic()
         self.tasks.append(_Task(deployment, generator, attempt, now, last_progress=now))
@@ -202,8 +203,11 @@ class Driver:
         log.warning("trial %s produced nothing for %.0f s; cancelling it", hung.label, budget)
         _cancel(task.generator, force=True)
         self.tasks.remove(task)
-        self._fail_all((hung,), R.ERROR_TIMEOUT,
-                       f"no result within {budget:.0f} s (workload.trial_timeout_s); task cancelled")
+        self._fail_all(
+            (hung,),
+            R.ERROR_TIMEOUT,
+            f"no result within {budget:.0f} s (workload.trial_timeout_s); task cancelled",
+        )
         rest = pending[1:]
         if rest:
             self._submit(task.deployment.with_trials(rest), attempt=task.attempt)
@@ -214,8 +218,12 @@ class Driver:
         self.tasks.remove(task)
         pending = task.pending()
         if pending and task.attempt < self.cluster.max_retries:
-            log.warning("deployment %s lost (%s); retrying %d trials elsewhere",
-                        task.deployment.label, reason, len(pending))
+            log.warning(
+                "deployment %s lost (%s); retrying %d trials elsewhere",
+                task.deployment.label,
+                reason,
+                len(pending),
+            )
             self._submit(task.deployment.with_trials(pending), attempt=task.attempt + 1)
             return
         self._fail_all(pending, R.ERROR_WORKER_DIED, reason)
@@ -252,4 +260,3 @@ def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     lines = [ln for ln in text.splitlines() if ln.strip()]
     return lines[0] if lines else type(exc).__name__
-

@@ -8,3 +8,25 @@ imported) keeps drivers on loopback, where every test cluster is bound.
 import os
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def sim():
+    """Start sim backends with config overrides; all stopped afterwards."""
+    from backends.sim import SimBackend
+    from sweep.backend_schemas import SimBackendConfig
+
+    started = []
+
+    def start(**overrides):
+        backend = SimBackend(SimBackendConfig(**overrides), "sim-model")
+        started.append(backend)
+        backend.start()
+        return backend
+
+    yield start
+    for backend in started:
+        backend.stop()

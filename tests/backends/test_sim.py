@@ -10,7 +10,6 @@ import psutil
 import pytest
 
 from backends import backend_class
-from backends.base import GenRequest
 from backends.prometheus import parse_metrics
 from backends.server_process import ServerProcess, free_port, wait_healthy
 from backends.sim import SimBackend
@@ -19,28 +18,9 @@ from sweep.backend_schemas import SimBackendConfig
 from sweep.errors import BackendError, ConfigError
 from sweep.loadgen.http import Endpoint, run_endpoint_workload
 from sweep.schema import WorkloadConfig
+from tests.helpers import make_requests
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def sim():
-    """Start a sim backend with config overrides; always stopped afterwards."""
-    started = []
-
-    def start(**overrides):
-        backend = SimBackend(SimBackendConfig(**overrides), "sim-model")
-        started.append(backend)
-        backend.start()
-        return backend
-
-    yield start
-    for backend in started:
-        backend.stop()
-
-
-def make_requests(count, max_tokens):
-    return [GenRequest(i, "hello world", (1, 2), max_tokens) for i in range(count)]
 
 
 def _gone(pid: int, within_s: float = 5.0) -> bool:

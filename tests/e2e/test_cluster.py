@@ -35,14 +35,26 @@ SMALL = [  # 4 deployments x 2 trials of short sim work
 @pytest.fixture(scope="module")
 def cluster():
     os.environ["MY_SERVICE_TOKEN"] = SECRET  # inherited by every Ray worker started below
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1"})
+    c = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1"}
+    )
     nodes = [
-        c.add_node(num_cpus=2, num_gpus=2, resources={"accelerator_type:L4": 1},
-                   node_ip_address="127.0.0.1")
+        c.add_node(
+            num_cpus=2,
+            num_gpus=2,
+            resources={"accelerator_type:L4": 1},
+            node_ip_address="127.0.0.1",
+        )
         for _ in range(2)
     ]
-    nodes.append(c.add_node(num_cpus=2, num_gpus=2, resources={"accelerator_type:T4": 1},
-                            node_ip_address="127.0.0.1"))
+    nodes.append(
+        c.add_node(
+            num_cpus=2,
+            num_gpus=2,
+            resources={"accelerator_type:T4": 1},
+            node_ip_address="127.0.0.1",
+        )
+    )
     c.wait_for_nodes()
     yield c, nodes
     if ray.is_initialized():
@@ -64,8 +76,11 @@ def summaries(root: Path) -> pd.DataFrame:
 
 
 def sim_servers() -> list[psutil.Process]:
-    return [p for p in psutil.process_iter(["cmdline"])
-            if "backends.sim_server" in " ".join(p.info["cmdline"] or [])]
+    return [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "backends.sim_server" in " ".join(p.info["cmdline"] or [])
+    ]
 
 
 def test_deployments_land_on_matching_nodes_in_parallel(cluster, tmp_path):
@@ -82,7 +97,8 @@ def test_deployments_land_on_matching_nodes_in_parallel(cluster, tmp_path):
         assert f"CUDA_VISIBLE_DEVICES={row['env.cuda_visible_devices']}" in log
     # four deployments on four L4 GPUs: their run times overlap
     spans = frame.groupby(R.DEPLOYMENT_ID).agg(
-        start=(R.STARTED_UNIX_S, "min"), end=(R.STARTED_UNIX_S, "max"))
+        start=(R.STARTED_UNIX_S, "min"), end=(R.STARTED_UNIX_S, "max")
+    )
     assert spans["start"].max() < spans["end"].min() + 5.0
     assert frame["env.ray_node_id"].nunique() == 2  # both L4 nodes used
     assert not sim_servers()
@@ -108,8 +124,12 @@ def test_unplaceable_deployment_is_reported_at_once(cluster, tmp_path):
     assert len(frame) == 8
     assert (frame[R.ERROR_KIND] == "unplaceable").all()
     assert frame[R.ERROR_MESSAGE].str.contains("no node has accelerator type H100").all()
-    too_big = [*SMALL, "backend.num_gpus=3", f"cluster.address={c.address}",
-               f"output.dir={tmp_path}/big"]
+    too_big = [
+        *SMALL,
+        "backend.num_gpus=3",
+        f"cluster.address={c.address}",
+        f"output.dir={tmp_path}/big",
+    ]
     assert sweep_main(too_big) == 0
     frame = summaries(tmp_path / "big" / "sim_cluster")
     assert frame[R.ERROR_MESSAGE].str.contains("needs 3 GPUs").all()
@@ -117,11 +137,16 @@ def test_unplaceable_deployment_is_reported_at_once(cluster, tmp_path):
 
 def test_node_removed_mid_sweep_every_trial_once(cluster, tmp_path):
     c, nodes = cluster
-    extra = c.add_node(num_cpus=2, num_gpus=2, resources={"accelerator_type:L4": 1},
-                       node_ip_address="127.0.0.1")
+    extra = c.add_node(
+        num_cpus=2, num_gpus=2, resources={"accelerator_type:L4": 1}, node_ip_address="127.0.0.1"
+    )
     c.wait_for_nodes()
-    args = [*SMALL, "workload.num_requests=40", f"cluster.address={c.address}",
-            f"output.dir={tmp_path}"]
+    args = [
+        *SMALL,
+        "workload.num_requests=40",
+        f"cluster.address={c.address}",
+        f"output.dir={tmp_path}",
+    ]
     result = {}
     thread = threading.Thread(target=lambda: result.setdefault("rc", sweep_main(args)))
     thread.start()
@@ -140,9 +165,16 @@ def test_node_removed_mid_sweep_every_trial_once(cluster, tmp_path):
 
 def test_killed_driver_rerun_completes_only_missing(cluster, tmp_path):
     c, _ = cluster
-    command = [sys.executable, "-m", "sweep", *SMALL, "workload.num_requests=40",
-               f"cluster.address={c.address}", f"output.dir={tmp_path}",
-               f"sweep.description=uses {SECRET}"]
+    command = [
+        sys.executable,
+        "-m",
+        "sweep",
+        *SMALL,
+        "workload.num_requests=40",
+        f"cluster.address={c.address}",
+        f"output.dir={tmp_path}",
+        f"sweep.description=uses {SECRET}",
+    ]
     root = tmp_path / "sim_cluster"
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120

@@ -20,10 +20,15 @@ SIM = ["backend=sim", "workload=closed_loop", "workload.output_len=4", "dataset.
 def test_hung_trial_is_cancelled_and_recorded_as_timeout(tmp_path):
     started = time.monotonic()
     result = run_sweep(
-        *SIM, "sweep.name=hung", f"output.dir={tmp_path}",
+        *SIM,
+        "sweep.name=hung",
+        f"output.dir={tmp_path}",
         "backend.ttft_ms=120000",  # the server answers far later than the trial may take
-        "workload.num_requests=2", "workload.warmup_requests=0", "workload.timeout_s=300",
-        "workload.trial_timeout_s=4", "cluster.start_timeout_s=20",
+        "workload.num_requests=2",
+        "workload.warmup_requests=0",
+        "workload.timeout_s=300",
+        "workload.trial_timeout_s=4",
+        "cluster.start_timeout_s=20",
         "+sweep.grid.workload.concurrency=[1,2]",
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -38,12 +43,20 @@ def test_hung_trial_is_cancelled_and_recorded_as_timeout(tmp_path):
 
 def test_ctrl_c_stops_servers_and_says_how_to_resume(tmp_path):
     command = [
-        sys.executable, "-m", "sweep", *SIM, "sweep.name=interrupted", f"output.dir={tmp_path}",
-        "backend.ttft_ms=500", "workload.num_requests=16", "+sweep.grid.workload.concurrency=[1,2,4]",
+        sys.executable,
+        "-m",
+        "sweep",
+        *SIM,
+        "sweep.name=interrupted",
+        f"output.dir={tmp_path}",
+        "backend.ttft_ms=500",
+        "workload.num_requests=16",
+        "+sweep.grid.workload.concurrency=[1,2,4]",
         "+sweep.grid.backend.itl_ms=[20,21]",
     ]
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     root = tmp_path / "interrupted"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # mid-sweep: a trial saved and servers still running

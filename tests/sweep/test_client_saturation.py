@@ -18,10 +18,7 @@ from analysis.load import load_requests, load_summary
 from analysis.metrics import summarize
 from analysis.report import write_report
 from analysis.trust import steady_state_window, too_short
-from backends.base import GenRequest
-from backends.sim import SimBackend
 from sweep import records as R
-from sweep.backend_schemas import SimBackendConfig
 from sweep.display import print_trust_warnings
 from sweep.errors import ConfigError
 from sweep.loadgen.arrivals import arrival_offsets
@@ -29,35 +26,10 @@ from sweep.loadgen.http import run_http_workload
 from sweep.loadgen.saturation import ClientUsage, client_columns, is_saturated, lag_limit_ms
 from sweep.plan import build_plan
 from sweep.results import ResultStore, TrialFiles
-from sweep.schema import WorkloadConfig
 from sweep.trial import run_deployment
+from tests.helpers import make_requests, workload
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def make_requests(count, max_tokens):
-    return [GenRequest(i, "hello world", (1, 2), max_tokens) for i in range(count)]
-
-
-def workload(name="closed_loop", **values):
-    values.setdefault("warmup_requests", 0)
-    return WorkloadConfig(name=name, **values)
-
-
-@pytest.fixture
-def sim():
-    """Start sim backends with config overrides; all stopped afterwards."""
-    started = []
-
-    def start(**overrides):
-        backend = SimBackend(SimBackendConfig(**overrides), "sim-model")
-        started.append(backend)
-        backend.start()
-        return backend
-
-    yield start
-    for backend in started:
-        backend.stop()
 
 
 def trial_summary(trackers, wl):

@@ -11,42 +11,14 @@ import httpx
 import numpy as np
 import pytest
 
-from backends.base import GenRequest
 from backends.server_process import free_port
-from backends.sim import SimBackend
 from sweep import records as R
-from sweep.backend_schemas import SimBackendConfig
 from sweep.loadgen.arrivals import arrival_offsets
 from sweep.loadgen.http import Endpoint, concurrency_of, run_endpoint_workload, run_http_workload
-from sweep.schema import WorkloadConfig
 from sweep.trial import RUNNERS
+from tests.helpers import make_requests, workload
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def make_requests(count, max_tokens, prompt="hello world"):
-    return [GenRequest(i, prompt, (1, 2), max_tokens) for i in range(count)]
-
-
-def workload(name="closed_loop", **values):
-    values.setdefault("warmup_requests", 0)
-    return WorkloadConfig(name=name, **values)
-
-
-@pytest.fixture
-def sim():
-    """Start sim backends with config overrides; all stopped afterwards."""
-    started = []
-
-    def start(**overrides):
-        backend = SimBackend(SimBackendConfig(**overrides), "sim-model")
-        started.append(backend)
-        backend.start()
-        return backend
-
-    yield start
-    for backend in started:
-        backend.stop()
 
 
 def server_truth(backend):
