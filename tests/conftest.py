@@ -6,8 +6,13 @@ imported) keeps drivers on loopback, where every test cluster is bound.
 """
 
 import os
+import uuid
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+# Every process this test run starts (Ray nodes, workers, servers) inherits this tag, so leak
+# checks count only our own processes, not those of another run on the same machine.
+TEST_RUN_TAG = os.environ.setdefault("SWEEP_TEST_RUN", uuid.uuid4().hex)
 
 
 import pytest  # noqa: E402

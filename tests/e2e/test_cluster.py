@@ -20,6 +20,7 @@ from ray.cluster_utils import Cluster
 
 from sweep import records as R
 from sweep.__main__ import main as sweep_main
+from tests.conftest import TEST_RUN_TAG
 
 REPO = Path(__file__).parents[2]
 SECRET = "planted-secret-4f7c1e"
@@ -76,11 +77,17 @@ def summaries(root: Path) -> pd.DataFrame:
 
 
 def sim_servers() -> list[psutil.Process]:
-    return [
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if "backends.sim_server" in " ".join(p.info["cmdline"] or [])
-    ]
+    """Sim servers started by this test run (see TEST_RUN_TAG)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if "backends.sim_server" not in " ".join(proc.info["cmdline"] or []):
+            continue
+        try:
+            if proc.environ().get("SWEEP_TEST_RUN") == TEST_RUN_TAG:
+                found.append(proc)
+        except psutil.Error:
+            continue  # gone meanwhile, or not ours to read
+    return found
 
 
 def test_deployments_land_on_matching_nodes_in_parallel(cluster, tmp_path):

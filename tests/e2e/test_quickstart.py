@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from sweep import records as R
+from tests.conftest import TEST_RUN_TAG
 
 REPO = Path(__file__).parents[2]
 
@@ -28,12 +29,17 @@ def run_sweep(*overrides: str, timeout: int = 240) -> subprocess.CompletedProces
 
 
 def ray_processes() -> list[psutil.Process]:
+    """Ray head processes started by this test run (see TEST_RUN_TAG)."""
     found = []
     for proc in psutil.process_iter(["name", "cmdline"]):
         cmd = " ".join(proc.info["cmdline"] or [])
-        # only loopback-bound clusters: the ones this project's sweeps start
-        if ("raylet" in cmd or "gcs_server" in cmd) and "127.0.0.1" in cmd:
-            found.append(proc)
+        if "raylet" not in cmd and "gcs_server" not in cmd:
+            continue
+        try:
+            if proc.environ().get("SWEEP_TEST_RUN") == TEST_RUN_TAG:
+                found.append(proc)
+        except psutil.Error:
+            continue  # gone meanwhile
     return found
 
 
