@@ -8,11 +8,8 @@ alternating order for `--rounds` rounds: random prompts of `--input-len` tokens,
 `vllm.benchmarks.serve` (its parser built with `add_cli_args`, then `main`). Prints output tok/s
 and median TTFT of each round, their medians, and the relative difference.
 
-Ours runs twice per round: with its own arrival schedule (`sweep.loadgen.arrivals`: a plain
-seeded Poisson draw, whose span varies with the seed, about +-7 % for 200 requests) and with the
-schedule rescaled as `vllm bench serve` rescales its own (the last arrival exactly at
-requests / rate). In an open loop below saturation, output tok/s is mostly total tokens over
-that span, so only the second row compares the measurement itself.
+Both clients rescale their Poisson schedules to offer exactly the configured rate, so in an
+open loop below saturation the comparison is of the measurement itself, not of two draws.
 
 Usage:
     .venv/bin/python scripts/compare_vllm_client.py [--rounds 3] [--prompts 200] ...
@@ -26,7 +23,6 @@ import io
 import statistics
 import sys
 from pathlib import Path
-from unittest import mock
 
 from transformers import AutoTokenizer
 
@@ -35,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from backends.models import resolve_model_path  # noqa: E402
 from backends.vllm_server import VLLMServerBackend  # noqa: E402
 from sweep import records as R  # noqa: E402
-from sweep.loadgen.arrivals import arrival_offsets  # noqa: E402
 from sweep.plan import build_plan  # noqa: E402
 from sweep.trial import run_trial  # noqa: E402
 
@@ -59,17 +54,6 @@ def ours(backend, tokenizer, spec) -> tuple[float, float]:
     assert summary[R.TRIAL_STATUS] == R.STATUS_OK, summary[R.ERROR_MESSAGE]
     assert summary[R.FAILED_REQUESTS] == 0
     return summary[R.OUTPUT_THROUGHPUT], summary[R.latency_column("ttft", "median")]
-
-
-def vllm_schedule(count, request_rate, burstiness=1.0, seed=0):
-    """Our gaps, one per request, rescaled so the last arrival is at count / rate (as vLLM)."""
-    due = arrival_offsets(count + 1, request_rate, burstiness, seed)[1:]
-    return [t * (count / request_rate) / due[-1] for t in due]
-
-
-def ours_normalized(backend, tokenizer, spec) -> tuple[float, float]:
-    with mock.patch("sweep.loadgen.http.arrival_offsets", vllm_schedule):
-        return ours(backend, tokenizer, spec)
 
 
 def theirs(backend, args: argparse.Namespace, round_idx: int) -> tuple[float, float]:
@@ -129,7 +113,6 @@ def main() -> None:
             # Alternate who goes first, so slow drift of the machine favours neither client.
             clients = {
                 "ours": lambda: ours(backend, tokenizer, spec),
-                "ours, vLLM's schedule": lambda: ours_normalized(backend, tokenizer, spec),
                 "vllm bench": lambda r=round_idx: theirs(backend, args, r),
             }
             order = list(clients) if round_idx % 2 == 0 else list(reversed(clients))
@@ -150,7 +133,7 @@ def report(rows: list[tuple[int, str, float, float]], args: argparse.Namespace) 
     )
     print(f"{'client':<24}{'output tok/s':>14}{'diff':>9}{'median TTFT ms':>16}{'diff':>9}")
     ref_tok, ref_ttft = med("vllm bench", 2), med("vllm bench", 3)
-    for client in ("vllm bench", "ours", "ours, vLLM's schedule"):
+    for client in ("vllm bench", "ours"):
         tok, ttft = med(client, 2), med(client, 3)
         print(
             f"{client:<24}{tok:>14.1f}{(tok - ref_tok) / ref_tok:>+9.1%}"
