@@ -35,3 +35,30 @@ def sim():
     yield start
     for backend in started:
         backend.stop()
+
+
+# In CI every optional engine is installed (scripts/test.sh installs the `engines` extra), so a
+# test skipped for a missing extra means the set-up broke: fail the run instead of going green.
+_MISSING_EXTRA_SKIPS: list[str] = []
+
+
+def _note_missing_extra(report) -> None:
+    if report.skipped and "needs the" in str(report.longrepr) and "extra" in str(report.longrepr):
+        _MISSING_EXTRA_SKIPS.append(report.nodeid)
+
+
+def pytest_collectreport(report):
+    _note_missing_extra(report)
+
+
+def pytest_runtest_logreport(report):
+    _note_missing_extra(report)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.environ.get("CI") and _MISSING_EXTRA_SKIPS and session.exitstatus == 0:
+        print(
+            f"\nCI: {len(_MISSING_EXTRA_SKIPS)} tests skipped for a missing extra "
+            f"({', '.join(_MISSING_EXTRA_SKIPS[:5])}"
+        )
+        session.exitstatus = 1
