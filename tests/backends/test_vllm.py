@@ -33,7 +33,7 @@ OUTPUT_LEN = 96
 SERVING = [
     "+experiment=quickstart_serving",
     "sweep.grid.backend=[vllm_server]",
-    "workload.num_requests=16",
+    "workload.num_requests=48",  # a few seconds per trial, so /metrics is sampled mid-load
     f"workload.output_len={OUTPUT_LEN}",
     "dataset.input_len=24",
 ]
@@ -120,7 +120,7 @@ def test_trials_share_one_server_start(served):
 def test_every_request_returns_exactly_the_requested_tokens(served):
     for files in served.trials:
         requests = table(files, "requests")
-        assert len(requests) == 16
+        assert len(requests) == 48
         assert (requests[R.STATUS] == R.STATUS_OK).all()
         assert (requests[R.OUTPUT_TOKENS] == OUTPUT_LEN).all()
         assert (requests[R.SERVER_OUTPUT_TOKENS] == OUTPUT_LEN).all()
