@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from backends.base import ServerBackend, TelemetrySource
-from backends.prometheus import MetricMap, prometheus_source
+from backends.prometheus import MetricMap, PrometheusSource
 from backends.server_process import ServerLauncher
 from sweep import records as R
 from sweep.errors import BackendError
@@ -70,7 +70,7 @@ class SimBackend(ServerBackend):
 
     def telemetry_sources(self) -> list[TelemetrySource]:
         """KV-cache usage and running / waiting requests from the server's `/metrics`."""
-        return [prometheus_source(f"{self.base_url}/metrics", SIM_METRICS)]
+        return [PrometheusSource(f"{self.base_url}/metrics", SIM_METRICS)]
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the server's log."""

@@ -32,7 +32,7 @@ import httpx
 
 from backends.argv import flag_args
 from backends.base import ServerBackend, TelemetrySource
-from backends.prometheus import MetricMap, prometheus_source
+from backends.prometheus import MetricMap, PrometheusSource
 from backends.server_process import ServerLauncher, probe
 from sweep import records as R
 from sweep.backend_schemas import TGI_RESERVED_FLAGS, TGIBackendConfig
@@ -154,7 +154,7 @@ class TGIBackend(ServerBackend):
 
     def telemetry_sources(self) -> list[TelemetrySource]:
         """Batch size (running) and queue length (waiting) from TGI's `/metrics`."""
-        return [prometheus_source(f"{self.base_url}/metrics", TGI_METRICS)]
+        return [PrometheusSource(f"{self.base_url}/metrics", TGI_METRICS)]
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the container's log (nothing when attached)."""

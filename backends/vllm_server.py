@@ -24,7 +24,7 @@ import httpx
 from backends.argv import flag_args
 from backends.base import ServerBackend, TelemetrySource
 from backends.hf import DTYPES as TORCH_DTYPES
-from backends.prometheus import SOURCE, MetricMap, parse_metrics, prometheus_source
+from backends.prometheus import SOURCE, MetricMap, PrometheusSource, Rows, parse_metrics
 from backends.server_process import ServerLauncher
 from sweep import records as R
 from sweep.backend_schemas import VLLM_RESERVED_FLAGS, VLLMServerConfig
@@ -145,7 +145,7 @@ class VLLMServerBackend(ServerBackend):
 
     def telemetry_sources(self) -> list[TelemetrySource]:
         """KV-cache usage, running / waiting requests and draft acceptance from `/metrics`."""
-        return [with_acceptance(prometheus_source(f"{self.base_url}/metrics", VLLM_METRICS))]
+        return [PrometheusSource(f"{self.base_url}/metrics", VLLM_METRICS, transform=Acceptance())]
 
     def reset_between_trials(self) -> None:
         """Wait until no request runs or waits, then empty the prefix cache (when it is on).
@@ -191,30 +191,29 @@ class VLLMServerBackend(ServerBackend):
         return self._server.log_text()
 
 
-def with_acceptance(source: TelemetrySource) -> TelemetrySource:
-    """`source` plus accepted / drafted tokens in percent, counted from its first sample.
+class Acceptance:
+    """Adds accepted / drafted tokens in percent to each scrape, counted from the first one.
 
     The trial makes its sources when it starts, so the first sample is the trial's baseline and
     the percentage covers this trial's requests only (vLLM's counters run since server start).
     """
-    first: dict[str, float] = {}
 
-    def sample() -> list[tuple[str, str, float]]:
-        rows = source()
+    def __init__(self) -> None:
+        self.first: dict[str, float] = {}
+
+    def __call__(self, rows: Rows) -> Rows:
         totals: dict[str, float] = {}
         for _, metric, value in rows:
             if metric in (R.SPEC_DRAFT_TOKENS, R.SPEC_ACCEPTED_TOKENS):
                 totals[metric] = totals.get(metric, 0.0) + value  # summed over engines
         if len(totals) == 2:
             for metric, value in totals.items():
-                first.setdefault(metric, value)
-            drafted = totals[R.SPEC_DRAFT_TOKENS] - first[R.SPEC_DRAFT_TOKENS]
+                self.first.setdefault(metric, value)
+            drafted = totals[R.SPEC_DRAFT_TOKENS] - self.first[R.SPEC_DRAFT_TOKENS]
             if drafted > 0:
-                accepted = totals[R.SPEC_ACCEPTED_TOKENS] - first[R.SPEC_ACCEPTED_TOKENS]
+                accepted = totals[R.SPEC_ACCEPTED_TOKENS] - self.first[R.SPEC_ACCEPTED_TOKENS]
                 rows.append((SOURCE, R.SPEC_ACCEPTANCE_PERCENT, 100.0 * accepted / drafted))
         return rows
-
-    return sample
 
 
 def cuda_visible() -> bool:

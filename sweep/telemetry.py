@@ -75,7 +75,12 @@ def _visible_gpu_indices(pynvml: object) -> list[int]:
 
 
 class Sampler:
-    """Polls sources every `interval_s` on a daemon thread while the `with` block runs."""
+    """Polls sources every `interval_s` on a daemon thread while the `with` block runs.
+
+    A sample's time is taken when its poll starts; sources must answer fast (a slow source
+    delays the others and skews the times), so scrapers keep their connection open.
+    Sources with a `close` method are closed when the block ends.
+    """
 
     def __init__(self, sources: list[Source], t0: float, interval_s: float = 0.2) -> None:
         self.sources = sources
@@ -93,6 +98,10 @@ class Sampler:
         self._stop.set()
         self._thread.join(timeout=5)
         self._poll()  # one last sample so short trials still have a reading
+        for source in self.sources:
+            close = getattr(source, "close", None)  # e.g. a scrape's open connection
+            if close is not None:
+                close()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):

@@ -14,7 +14,7 @@ from backends.argv import flag_args
 from backends.openai import OpenAIBackend
 from backends.server_process import free_port
 from backends.tgi import TGIBackend
-from backends.vllm_server import VLLMServerBackend, with_acceptance
+from backends.vllm_server import Acceptance, VLLMServerBackend
 from sweep import records as R
 from sweep.backend_schemas import (
     OpenAIBackendConfig,
@@ -199,14 +199,16 @@ def test_openai_config_takes_a_variable_name_not_a_key():
 def test_spec_decode_acceptance_counts_from_the_trials_first_sample():
     counters = iter([(100.0, 40.0), (160.0, 70.0), (220.0, 85.0)])
 
-    def source():
+    acceptance = Acceptance()
+
+    def sample():
         drafted, accepted = next(counters)
-        return [
+        scrape = [
             ("server", R.SPEC_DRAFT_TOKENS, drafted),
             ("server", R.SPEC_ACCEPTED_TOKENS, accepted),
         ]
+        return acceptance(scrape)
 
-    sample = with_acceptance(source)
     assert not [m for _, m, _ in sample() if m == R.SPEC_ACCEPTANCE_PERCENT]  # baseline only
     assert sample()[-1] == ("server", R.SPEC_ACCEPTANCE_PERCENT, 50.0)  # 30 of 60
     assert sample()[-1] == ("server", R.SPEC_ACCEPTANCE_PERCENT, 37.5)  # 45 of 120

@@ -171,7 +171,8 @@ def test_parse_metrics_maps_names_scales_and_keeps_label_sets():
 
 
 def test_unreachable_metrics_give_no_samples():
-    from backends.prometheus import prometheus_source
+    from backends.prometheus import PrometheusSource
 
-    source = prometheus_source(f"http://127.0.0.1:{free_port()}/metrics", {})
+    source = PrometheusSource(f"http://127.0.0.1:{free_port()}/metrics", {})
     assert source() == []
+    source.close()
