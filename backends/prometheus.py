@@ -21,9 +21,7 @@ SOURCE = "server"
 Rows = list[tuple[str, str, float]]
 
 
-def parse_metrics(
-    text: str, mapping: MetricMap, source: str = SOURCE
-) -> Rows:
+def parse_metrics(text: str, mapping: MetricMap, source: str = SOURCE) -> Rows:
     """The (source, metric, value) samples of `text` whose names `mapping` knows.
 
     A metric exported with several label sets (one per engine, say) gives one sample each.
@@ -64,6 +62,7 @@ class PrometheusSource:
         self._client = httpx.Client(timeout=timeout_s, trust_env=False)
 
     def __call__(self) -> Rows:
+        """One scrape's mapped samples; none when the server does not answer."""
         try:
             response = self._client.get(self.url)
             response.raise_for_status()

@@ -90,8 +90,10 @@ class Stream:
         """The usage object after the tokens sent so far, misreported by `skew` tokens."""
         tokens = self.sent + skew
         total = self.prompt_tokens + tokens
-        return (f'{{"prompt_tokens":{self.prompt_tokens},"total_tokens":{total},'
-                f'"completion_tokens":{tokens}}}')
+        return (
+            f'{{"prompt_tokens":{self.prompt_tokens},"total_tokens":{total},'
+            f'"completion_tokens":{tokens}}}'
+        )
 
 
 class SimServer:
@@ -157,14 +159,16 @@ class SimServer:
         s = Stream(rid, body, api, bool(body.get("stream")), fault)
         self._stamp(rid, arrival_ns=arrival, fault=fault)
         if s.streaming:
-            s.resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                                 "Cache-Control": "no-cache"})
+            s.resp = web.StreamResponse(
+                headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+            )
             if fault == "truncate":
                 s.resp.force_close()  # end the body early, then close the connection
             await s.resp.prepare(request)
             if api == "chat":  # like vLLM: a role-only chunk first, carrying no tokens
-                await s.resp.write(s.chunk("", False).replace(
-                    b'"delta":{', b'"delta":{"role":"assistant",', 1))
+                await s.resp.write(
+                    s.chunk("", False).replace(b'"delta":{', b'"delta":{"role":"assistant",', 1)
+                )
         self.active.add(s)
         self._push(s, arrival + self._delay_ns(self.opt.ttft_ms))
         try:
@@ -287,8 +291,11 @@ def _full_response(s: Stream, skew: int) -> dict:
     text = "".join(s.text)
     usage = json.loads(s.usage(skew))
     if s.api == "chat":
-        choice = {"index": 0, "message": {"role": "assistant", "content": text},
-                  "finish_reason": "length"}
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": "length",
+        }
         return {"id": s.rid, "object": "chat.completion", "choices": [choice], "usage": usage}
     choice = {"index": 0, "text": text, "finish_reason": "length"}
     return {"id": s.rid, "object": "text_completion", "choices": [choice], "usage": usage}
@@ -315,13 +322,15 @@ def build_app(options: SimOptions) -> web.Application:
     """The aiohttp application of one sim server, with its timer task."""
     sim = SimServer(options)
     app = web.Application()
-    app.add_routes([
-        web.get("/health", sim.health),
-        web.get("/metrics", sim.metrics),
-        web.get("/sim/requests", sim.sim_requests),
-        web.post("/v1/completions", sim.completions),
-        web.post("/v1/chat/completions", sim.chat),
-    ])
+    app.add_routes(
+        [
+            web.get("/health", sim.health),
+            web.get("/metrics", sim.metrics),
+            web.get("/sim/requests", sim.sim_requests),
+            web.post("/v1/completions", sim.completions),
+            web.post("/v1/chat/completions", sim.chat),
+        ]
+    )
 
     async def timer(app: web.Application):
         task = asyncio.create_task(sim.run_timer())
@@ -361,8 +370,15 @@ def main(argv: list[str] | None = None) -> None:
     # Shows in backend.log which GPUs the deployment's task handed to its server.
     print(f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}", flush=True)
     # A large backlog: hundreds of streams connect at once when a trial starts.
-    web.run_app(build_app(options), host=host, port=port, backlog=2048, shutdown_timeout=1.0,
-                access_log=None, print=None)
+    web.run_app(
+        build_app(options),
+        host=host,
+        port=port,
+        backlog=2048,
+        shutdown_timeout=1.0,
+        access_log=None,
+        print=None,
+    )
 
 
 if __name__ == "__main__":

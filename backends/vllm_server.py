@@ -202,6 +202,7 @@ class Acceptance:
         self.first: dict[str, float] = {}
 
     def __call__(self, rows: Rows) -> Rows:
+        """`rows` plus the acceptance since the first scrape, once tokens were drafted."""
         totals: dict[str, float] = {}
         for _, metric, value in rows:
             if metric in (R.SPEC_DRAFT_TOKENS, R.SPEC_ACCEPTED_TOKENS):

@@ -44,8 +44,12 @@ def unplaceable_reason(deployment: Deployment, nodes: list[dict[str, Any]]) -> s
         alive = [n for n in alive if key in n.get("Resources", {})]
         if not alive:
             types = sorted(
-                {k[len(ACCELERATOR_PREFIX) :] for n in nodes for k in n.get("Resources", {})
-                 if k.startswith(ACCELERATOR_PREFIX)}
+                {
+                    k[len(ACCELERATOR_PREFIX) :]
+                    for n in nodes
+                    for k in n.get("Resources", {})
+                    if k.startswith(ACCELERATOR_PREFIX)
+                }
             )
             return (
                 f"no node has accelerator type {accelerator} "
@@ -54,7 +58,8 @@ def unplaceable_reason(deployment: Deployment, nodes: list[dict[str, Any]]) -> s
     gpus = deployment.num_gpus
     cpus = deployment.num_cpus
     fitting = [
-        n for n in alive
+        n
+        for n in alive
         if n["Resources"].get("GPU", 0) >= gpus and n["Resources"].get("CPU", 0) >= cpus
     ]
     if not fitting:

@@ -42,6 +42,7 @@ class DeploymentStarted:
 
     node_ip: str
 
+
 # How each backend interface is driven; server interfaces join this map with their HTTP runners.
 RUNNERS = {"engine": run_engine_workload, "openai": run_http_workload, "tgi": run_http_workload}
 

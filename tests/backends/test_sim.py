@@ -99,11 +99,19 @@ def test_start_timeout_stops_the_server(tmp_path):
 def test_stream_format_and_server_stamps(sim):
     backend = sim(ttft_ms=10, itl_ms=1, tokens_per_chunk=2)
     body = {
-        "model": "m", "prompt": "a b c", "max_tokens": 5, "stream": True,
+        "model": "m",
+        "prompt": "a b c",
+        "max_tokens": 5,
+        "stream": True,
         "stream_options": {"include_usage": True},
     }
-    with httpx.stream("POST", f"{backend.base_url}/v1/completions", json=body, timeout=5,
-                      headers={"X-Request-Id": "req-1"}) as resp:
+    with httpx.stream(
+        "POST",
+        f"{backend.base_url}/v1/completions",
+        json=body,
+        timeout=5,
+        headers={"X-Request-Id": "req-1"},
+    ) as resp:
         events = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]
@@ -119,13 +127,22 @@ def test_stream_format_and_server_stamps(sim):
 
 def test_non_streaming_and_chat(sim):
     backend = sim(ttft_ms=1, itl_ms=1)
-    full = httpx.post(f"{backend.base_url}/v1/completions", timeout=5,
-                      json={"model": "m", "prompt": [1, 2, 3], "max_tokens": 4}).json()
+    full = httpx.post(
+        f"{backend.base_url}/v1/completions",
+        timeout=5,
+        json={"model": "m", "prompt": [1, 2, 3], "max_tokens": 4},
+    ).json()
     assert full["choices"][0]["text"].split() == ["t0", "t1", "t2", "t3"]
     assert full["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
-    chat = httpx.post(f"{backend.base_url}/v1/chat/completions", timeout=5, json={
-        "model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2,
-    }).json()
+    chat = httpx.post(
+        f"{backend.base_url}/v1/chat/completions",
+        timeout=5,
+        json={
+            "model": "m",
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 2,
+        },
+    ).json()
     assert chat["choices"][0]["message"]["content"] == " t0 t1"
 
 
@@ -133,13 +150,19 @@ def test_metrics_scrape_gives_kv_cache_samples_under_load(sim):
     backend = sim(ttft_ms=5, itl_ms=50)
     source = backend.telemetry_sources()[0]
     idle = {m: v for _, m, v in source()}
-    assert idle == {R.KV_CACHE_USAGE_PERCENT: 0.0, R.RUNNING_REQUESTS: 0.0,
-                    R.WAITING_REQUESTS: 0.0}
-    workload = WorkloadConfig(name="closed_loop", concurrency=4, num_requests=4, output_len=20,
-                              warmup_requests=0, timeout_s=30)
+    assert idle == {R.KV_CACHE_USAGE_PERCENT: 0.0, R.RUNNING_REQUESTS: 0.0, R.WAITING_REQUESTS: 0.0}
+    workload = WorkloadConfig(
+        name="closed_loop",
+        concurrency=4,
+        num_requests=4,
+        output_len=20,
+        warmup_requests=0,
+        timeout_s=30,
+    )
     endpoint = Endpoint(backend.base_url, "m")
-    load = threading.Thread(target=run_endpoint_workload,
-                            args=(endpoint, make_requests(4, 20), [], workload))
+    load = threading.Thread(
+        target=run_endpoint_workload, args=(endpoint, make_requests(4, 20), [], workload)
+    )
     load.start()
     try:
         time.sleep(0.4)  # the four streams last about a second
@@ -161,8 +184,10 @@ def test_parse_metrics_maps_names_scales_and_keeps_label_sets():
         'vllm:num_requests_running{engine="0"} 3\n'
         "other_metric 7\n"
     )
-    mapping = {"vllm:kv_cache_usage_perc": (R.KV_CACHE_USAGE_PERCENT, 100.0),
-               "vllm:num_requests_running": (R.RUNNING_REQUESTS, 1.0)}
+    mapping = {
+        "vllm:kv_cache_usage_perc": (R.KV_CACHE_USAGE_PERCENT, 100.0),
+        "vllm:num_requests_running": (R.RUNNING_REQUESTS, 1.0),
+    }
     assert parse_metrics(text, mapping) == [
         ("server", R.KV_CACHE_USAGE_PERCENT, 25.0),
         ("server", R.KV_CACHE_USAGE_PERCENT, 50.0),

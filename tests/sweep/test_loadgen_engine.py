@@ -39,7 +39,10 @@ def test_latency_bound_sends_one_at_a_time(backend):
 
 def test_offline_batch_discards_the_first_batch(backend):
     workload = WorkloadConfig(
-        name="offline_batch", num_requests=8, batch_size=4, warmup_requests=0,
+        name="offline_batch",
+        num_requests=8,
+        batch_size=4,
+        warmup_requests=0,
         discard_first_batch=True,
     )
     trackers = run_engine_workload(backend, make(8), [], workload)

@@ -70,9 +70,11 @@ def test_closed_loop_exact_tokens_and_ttft_itl_close_to_the_truth(sim):
 
 def test_chunks_of_three_tokens_give_three_itl_samples_each(sim):
     backend = sim(ttft_ms=10, itl_ms=4, tokens_per_chunk=3)
-    rows = records(run_http_workload(
-        backend, make_requests(8, 31), [], workload(concurrency=4, num_requests=8)
-    ))
+    rows = records(
+        run_http_workload(
+            backend, make_requests(8, 31), [], workload(concurrency=4, num_requests=8)
+        )
+    )
     for r in rows:
         assert r[R.STATUS] == R.STATUS_OK and r[R.OUTPUT_TOKENS] == 31
         itl = r[R.ITL_S]
@@ -85,9 +87,11 @@ def test_chunks_of_three_tokens_give_three_itl_samples_each(sim):
 
 def test_chat_endpoint_counts_tokens_not_the_role_chunk(sim):
     backend = sim(ttft_ms=5, itl_ms=1)
-    rows = records(run_http_workload(
-        backend, make_requests(6, 12), [], workload(concurrency=3, num_requests=6), api="chat"
-    ))
+    rows = records(
+        run_http_workload(
+            backend, make_requests(6, 12), [], workload(concurrency=3, num_requests=6), api="chat"
+        )
+    )
     assert all(r[R.OUTPUT_TOKENS] == 12 == r[R.SERVER_OUTPUT_TOKENS] for r in rows)
     assert all(r[R.TTFT_S] >= 0.004 for r in rows)  # the role-only chunk is not a token
 
@@ -148,9 +152,9 @@ def test_offline_batch_waits_for_each_batch_and_discards_the_first(sim):
 
 def test_load_model_slows_requests_down_with_more_running(sim):
     backend = sim(ttft_ms=5, itl_ms=1, load_ms_per_running=2.0)
-    rows = records(run_http_workload(
-        backend, make_requests(8, 8), [], workload(concurrency=8, num_requests=8)
-    ))
+    rows = records(
+        run_http_workload(backend, make_requests(8, 8), [], workload(concurrency=8, num_requests=8))
+    )
     # up to 8 running: every delay grows by up to 16 ms
     assert statistics.median(r[R.TTFT_S] for r in rows) > 0.010
     assert statistics.median(r[R.TPOT_S] for r in rows) > 0.005
@@ -170,9 +174,11 @@ EXPECTED_ERRORS = {
 def test_each_fault_fails_its_requests_with_a_readable_error(sim, kind):
     backend = sim(ttft_ms=2, itl_ms=1, fault_rate=1.0, fault_kinds=[kind])
     t0 = time.monotonic()
-    rows = records(run_http_workload(
-        backend, make_requests(6, 8), [], workload(concurrency=3, num_requests=6, timeout_s=1.0)
-    ))
+    rows = records(
+        run_http_workload(
+            backend, make_requests(6, 8), [], workload(concurrency=3, num_requests=6, timeout_s=1.0)
+        )
+    )
     assert time.monotonic() - t0 < 10  # a stalled server costs one timeout per wave, no more
     assert len(rows) == 6
     for r in rows:
@@ -183,9 +189,11 @@ def test_each_fault_fails_its_requests_with_a_readable_error(sim, kind):
 
 def test_some_faults_leave_the_other_requests_intact(sim):
     backend = sim(ttft_ms=2, itl_ms=1, fault_rate=0.3, fault_kinds=["500", "reset"], seed=1)
-    rows = records(run_http_workload(
-        backend, make_requests(30, 8), [], workload(concurrency=4, num_requests=30)
-    ))
+    rows = records(
+        run_http_workload(
+            backend, make_requests(30, 8), [], workload(concurrency=4, num_requests=30)
+        )
+    )
     failed = [r for r in rows if r[R.STATUS] == R.STATUS_FAILED]
     assert 0 < len(failed) < 30
     assert all(r[R.OUTPUT_TOKENS] == 8 for r in rows if r[R.STATUS] == R.STATUS_OK)
@@ -194,9 +202,14 @@ def test_some_faults_leave_the_other_requests_intact(sim):
 def test_unreachable_endpoint_fails_every_request_quickly():
     endpoint = Endpoint(f"http://127.0.0.1:{free_port()}", "m")
     t0 = time.monotonic()
-    rows = records(run_endpoint_workload(
-        endpoint, make_requests(5, 8), make_requests(1, 2), workload(concurrency=2, num_requests=5)
-    ))
+    rows = records(
+        run_endpoint_workload(
+            endpoint,
+            make_requests(5, 8),
+            make_requests(1, 2),
+            workload(concurrency=2, num_requests=5),
+        )
+    )
     assert time.monotonic() - t0 < 5
     assert len(rows) == 5
     assert all(r[R.ERROR].startswith("connection_error:") for r in rows)
