@@ -41,7 +41,7 @@ class PrometheusSource:
 
     It keeps one connection open for the trial: a fresh client per scrape (new connection pool,
     TLS context and certificate bundle each time) took 0.1 to 0.9 s per scrape next to a busy
-    load generator on two cores, so a 5 Hz sampler caught almost no sample while requests ran.
+    load generator on two cores, so the sampler caught almost no sample while requests ran.
     `transform`, if given, post-processes each scrape's rows (vLLM adds draft acceptance).
     The sampler calls `close` when the trial ends.
     """

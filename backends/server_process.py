@@ -5,7 +5,8 @@ list (never a shell string) in a session of its own, so that stopping kills the 
 group, including any workers the server forked; stdout and stderr go to one log file whose tail
 is quoted in failure reports. `wait_healthy` polls a health URL and fails fast, with that tail,
 when the process dies or the deadline passes. `free_port` picks a loopback port.
-`ServerLauncher` bundles these for a backend: free port, start with retries, log file, stop.
+`ServerLauncher` bundles these for a backend: free port, start with retries, log file, stop;
+`LaunchedServerBackend` is the base of the backends that launch one (URL, pid, log, stop).
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, ClassVar
 
 import httpx
 
+from backends.base import ServerBackend
 from sweep import records as R
 from sweep.errors import BackendError
 
@@ -291,3 +294,42 @@ def probe(
     raise BackendError(
         f"no server answers at {base_url} ({'; '.join(answers)})", kind=R.ERROR_BACKEND_START
     )
+
+
+class LaunchedServerBackend(ServerBackend):
+    """A server backend that launches its own server through a `ServerLauncher`.
+
+    Subclasses implement `start` (usually `self._server.launch(argv, host, timeout)`); the URL,
+    process id, log and stop come from the launcher. `launcher_name` names the log file and
+    the backend in errors.
+    """
+
+    launcher_name: ClassVar[str] = "server"
+
+    def __init__(self, config: Any, model_path: str) -> None:
+        super().__init__(config, model_path)
+        self._server = ServerLauncher(self.launcher_name)
+
+    @property
+    def base_url(self) -> str:
+        """Root URL of the running server."""
+        if self._server.url is None:
+            raise BackendError(f"the {self.launcher_name} backend is not started")
+        return self._server.url
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the server, once launched."""
+        return self._server.pid
+
+    def stop(self) -> None:
+        """Stop the server's whole process group and remove its log; safe to call twice."""
+        self._server.stop()
+
+    def log_tail(self, lines: int = TAIL_LINES) -> str:
+        """The last lines of the server's log."""
+        return self._server.log_tail(lines)
+
+    def log_text(self) -> str | None:
+        """The server's log so far (read before `stop`, which removes it)."""
+        return self._server.log_text()

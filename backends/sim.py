@@ -8,13 +8,12 @@ on a laptop (`backend=sim`). Its `/metrics` feed the trial's timeseries like a r
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+from typing import ClassVar
 
-from backends.base import ServerBackend, TelemetrySource
+from backends.base import TelemetrySource
 from backends.prometheus import MetricMap, PrometheusSource
-from backends.server_process import ServerLauncher
+from backends.server_process import LaunchedServerBackend
 from sweep import records as R
-from sweep.errors import BackendError
 
 # The sim exports vLLM's metric names under a `sim:` prefix; KV-cache usage is a fraction.
 SIM_METRICS: MetricMap = {
@@ -24,24 +23,10 @@ SIM_METRICS: MetricMap = {
 }
 
 
-class SimBackend(ServerBackend):
+class SimBackend(LaunchedServerBackend):
     """A `sim_server` child process configured from `SimBackendConfig`."""
 
-    def __init__(self, config: object, model_path: str) -> None:
-        super().__init__(config, model_path)
-        self._server = ServerLauncher("sim_server")
-
-    @property
-    def base_url(self) -> str:
-        """Root URL of the running sim server."""
-        if self._server.url is None:
-            raise BackendError("the sim backend is not started")
-        return self._server.url
-
-    @property
-    def log_path(self) -> Path:
-        """The server's combined stdout and stderr."""
-        return self._server.log_path
+    launcher_name: ClassVar[str] = "sim"
 
     def start(self) -> None:
         """Launch the server and wait for `/health`; raise BackendError with its log tail."""
@@ -59,23 +44,6 @@ class SimBackend(ServerBackend):
             "--seed", str(c.seed), "--usage-skew", str(c.usage_skew),
         ]  # fmt: skip
 
-    def stop(self) -> None:
-        """Stop the server's process group and remove its log; safe to call twice."""
-        self._server.stop()
-
-    @property
-    def pid(self) -> int | None:
-        """Process id of the server, while one was started."""
-        return self._server.pid
-
     def telemetry_sources(self) -> list[TelemetrySource]:
         """KV-cache usage and running / waiting requests from the server's `/metrics`."""
         return [PrometheusSource(f"{self.base_url}/metrics", SIM_METRICS)]
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last lines of the server's log."""
-        return self._server.log_tail(lines)
-
-    def log_text(self) -> str | None:
-        """The server's log so far (read before `stop`, which removes it)."""
-        return self._server.log_text()

@@ -31,9 +31,9 @@ from typing import ClassVar
 import httpx
 
 from backends.argv import flag_args
-from backends.base import ServerBackend, TelemetrySource
+from backends.base import TelemetrySource
 from backends.prometheus import MetricMap, PrometheusSource
-from backends.server_process import ServerLauncher, probe
+from backends.server_process import LaunchedServerBackend, probe
 from sweep import records as R
 from sweep.backend_schemas import TGI_RESERVED_FLAGS, TGIBackendConfig
 from sweep.errors import BackendError
@@ -50,15 +50,15 @@ SECRET_ENV = ("HF_TOKEN",)  # passed to the container by name, never by value
 REMOVE_TIMEOUT_S = 60.0
 
 
-class TGIBackend(ServerBackend):
+class TGIBackend(LaunchedServerBackend):
     """A TGI container (or an attached TGI server) configured from `TGIBackendConfig`."""
 
     interface: ClassVar[str] = "tgi"
     api: ClassVar[str] = "tgi"
+    launcher_name: ClassVar[str] = "tgi"
 
     def __init__(self, config: TGIBackendConfig, model_path: str) -> None:
         super().__init__(config, model_path)
-        self._server = ServerLauncher("tgi")
         self._url: str | None = None
         self.container = f"llm-sweep-tgi-{uuid.uuid4().hex[:12]}"
         self._container_launched = False
@@ -139,7 +139,7 @@ class TGIBackend(ServerBackend):
 
     def stop(self) -> None:
         """Stop the docker client, then remove the container; safe to call twice."""
-        self._server.stop()
+        super().stop()
         self._url = None
         if self._container_launched:
             self._container_launched = False
@@ -155,11 +155,3 @@ class TGIBackend(ServerBackend):
     def telemetry_sources(self) -> list[TelemetrySource]:
         """Batch size (running) and queue length (waiting) from TGI's `/metrics`."""
         return [PrometheusSource(f"{self.base_url}/metrics", TGI_METRICS)]
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last lines of the container's log (nothing when attached)."""
-        return self._server.log_tail(lines)
-
-    def log_text(self) -> str | None:
-        """The container's log so far (read before `stop`, which removes it)."""
-        return self._server.log_text()

@@ -17,18 +17,17 @@ import logging
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
 from backends.argv import flag_args
-from backends.base import ServerBackend, TelemetrySource
+from backends.base import TelemetrySource
 from backends.hf import DTYPES as TORCH_DTYPES
 from backends.prometheus import SOURCE, MetricMap, PrometheusSource, Rows, parse_metrics
-from backends.server_process import ServerLauncher
+from backends.server_process import LaunchedServerBackend
 from sweep import records as R
-from sweep.backend_schemas import VLLM_RESERVED_FLAGS, VLLMServerConfig
-from sweep.errors import BackendError
+from sweep.backend_schemas import VLLM_RESERVED_FLAGS
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ VLLM_METRICS: MetricMap = {
     "vllm:spec_decode_num_draft_tokens_total": (R.SPEC_DRAFT_TOKENS, 1.0),
     "vllm:spec_decode_num_accepted_tokens_total": (R.SPEC_ACCEPTED_TOKENS, 1.0),
 }
-# Defaults that extra_args may override: the telemetry scrape (5 per second) and health polls
+# Defaults that extra_args may override: the telemetry scrape (10 per second) and health polls
 # would otherwise bury the request lines of the access log.
 DEFAULT_FLAGS = {"disable-access-log-for-endpoints": "/metrics,/health"}
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -49,19 +48,10 @@ RESET_ATTEMPTS = 20  # the reset is refused while blocks are still held; it is r
 POLL_S = 0.25
 
 
-class VLLMServerBackend(ServerBackend):
+class VLLMServerBackend(LaunchedServerBackend):
     """A `vllm.entrypoints.openai.api_server` child process configured from `VLLMServerConfig`."""
 
-    def __init__(self, config: VLLMServerConfig, model_path: str) -> None:
-        super().__init__(config, model_path)
-        self._server = ServerLauncher("vllm_server")
-
-    @property
-    def base_url(self) -> str:
-        """Root URL of the running server."""
-        if self._server.url is None:
-            raise BackendError("the vllm_server backend is not started")
-        return self._server.url
+    launcher_name: ClassVar[str] = "vllm_server"
 
     @property
     def served_model(self) -> str:
@@ -72,11 +62,6 @@ class VLLMServerBackend(ServerBackend):
     def api(self) -> str:
         """`completions` or `chat`: which endpoint the load generator streams from."""
         return self.config.api
-
-    @property
-    def pid(self) -> int | None:
-        """Process id of the server, once launched."""
-        return self._server.pid
 
     @property
     def resets_prefix_cache(self) -> bool:
@@ -139,10 +124,6 @@ class VLLMServerBackend(ServerBackend):
             env["VLLM_SERVER_DEV_MODE"] = "1"  # exposes POST /reset_prefix_cache
         return env
 
-    def stop(self) -> None:
-        """Stop the server's whole process group and remove its log; safe to call twice."""
-        self._server.stop()
-
     def telemetry_sources(self) -> list[TelemetrySource]:
         """KV-cache usage, running / waiting requests and draft acceptance from `/metrics`."""
         return [PrometheusSource(f"{self.base_url}/metrics", VLLM_METRICS, transform=Acceptance())]
@@ -181,14 +162,6 @@ class VLLMServerBackend(ServerBackend):
                 pass
             time.sleep(POLL_S)
         log.warning("vllm_server did not reset its prefix cache; next trial starts anyway")
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last lines of the server's log."""
-        return self._server.log_tail(lines)
-
-    def log_text(self) -> str | None:
-        """The server's log so far (read before `stop`, which removes it)."""
-        return self._server.log_text()
 
 
 class Acceptance:

@@ -82,7 +82,7 @@ class Sampler:
     Sources with a `close` method are closed when the block ends.
     """
 
-    def __init__(self, sources: list[Source], t0: float, interval_s: float = 0.2) -> None:
+    def __init__(self, sources: list[Source], t0: float, interval_s: float = 0.1) -> None:
         self.sources = sources
         self.t0 = t0
         self.interval_s = interval_s

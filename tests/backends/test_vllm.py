@@ -151,7 +151,7 @@ def test_kv_cache_usage_and_queue_are_sampled_from_metrics(served):
 def test_kv_cache_usage_is_in_percent_of_the_cache_the_server_logged(served):
     """Scraped while 8 long requests run: the blocks they hold, as a share of the logged cache.
 
-    The trials' own 5 Hz samples cannot promise a sample mid-load on two busy cores (the
+    The trials' own 10 Hz samples cannot promise a sample mid-load on two busy cores (the
     sampler thread is starved between the server and the load generator), so this test
     scrapes in a tight loop while the requests run.
     """
