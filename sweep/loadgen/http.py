@@ -1,7 +1,7 @@
 """Offers a workload to an OpenAI-compatible server over streaming HTTP (aiohttp).
 
 The `api` picks the endpoint: OpenAI `completions` or `chat`, or `tgi`, TGI's native
-`/generate_stream`, whose events `sweep.loadgen.tgi_stream` interprets.
+`/generate_stream`. Events are parsed by `sweep.loadgen.sse` (TGI's by `sweep.loadgen.tgi_stream`).
 
 One `ClientSession` per trial; its connector allows as many connections as the concurrency
 cap (unlimited without one). Modes: `closed_loop`, `throughput_bound` (concurrency = batch
@@ -38,6 +38,7 @@ from sweep.loadgen.arrivals import arrival_offsets
 from sweep.loadgen.recorder import RequestTracker, Trackers, now_s
 from sweep.loadgen.saturation import CpuMeter
 from sweep.loadgen.shards import WHOLE, Share, run_sharded
+from sweep.loadgen.sse import EventError, StreamState
 
 API_PATHS = {
     "completions": "/v1/completions",
@@ -241,7 +242,7 @@ async def _stream_one(
     """Stream one request into its tracker; every failure becomes `tracker.fail`."""
     data = json.dumps(_body(endpoint, request)).encode()
     headers = {"Content-Type": "application/json", "X-Request-Id": rid}
-    stream = _StreamState(endpoint.api, tracker)
+    stream = StreamState(endpoint.api, tracker)
     tracker.mark_sent(scheduled, now_s())  # moved to the socket write by `_wire_stamp`
     try:
         async with session.post(
@@ -258,7 +259,7 @@ async def _stream_one(
                     break
             else:
                 stream.feed(b"\n")  # a last line without its newline
-    except _EventError as exc:
+    except EventError as exc:
         tracker.fail(str(exc))
         return
     except TimeoutError as exc:
@@ -296,89 +297,6 @@ def _wire_stamp() -> aiohttp.TraceConfig:
     return trace
 
 
-class _EventError(Exception):
-    """A malformed or error event: the request fails with this message."""
-
-
-class _StreamState:
-    """Parses one SSE stream and does its token accounting.
-
-    With continuous usage stats (vLLM), a chunk's tokens are the growth of its cumulative
-    `usage.completion_tokens`, exact even when one engine step streams several tokens; without
-    them, every chunk with non-empty text counts as one token. The last usage seen is the
-    server's own count. Each token-bearing event reaches the tracker as soon as it is parsed.
-    """
-
-    __slots__ = ("api", "tracker", "buffer", "seen", "server_tokens", "finished", "done")
-
-    def __init__(self, api: str, tracker: RequestTracker) -> None:
-        self.api = api
-        self.tracker = tracker
-        self.buffer = b""
-        self.seen = 0
-        self.server_tokens: int | None = None
-        self.finished = False
-        self.done = False
-
-    def feed(self, chunk: bytes, at: float | None = None) -> bool:
-        """Handle the complete lines in `chunk`, read at `at`; True once `[DONE]` arrived."""
-        lines = (self.buffer + chunk).split(b"\n")
-        self.buffer = lines.pop()
-        for line in lines:
-            if not line.startswith(b"data:"):
-                continue  # blank separators, SSE comments and keep-alives
-            payload = line[5:].strip()
-            if payload == b"[DONE]":
-                self.done = True
-                return True
-            if self.api == "tgi":
-                self._tgi_event(payload)
-                continue
-            try:
-                event = json.loads(payload)
-            except json.JSONDecodeError as exc:
-                raise _EventError(f"malformed_event: {exc.msg} in {payload[:80]!r}") from None
-            if not isinstance(event, dict):
-                raise _EventError(f"malformed_event: not an object: {payload[:80]!r}")
-            if "error" in event:
-                raise _EventError(f"server_error: {_error_text(event['error'])}")
-            self.tracker.add_tokens(self.tokens_in(event), at)
-        return False
-
-    def _tgi_event(self, payload: bytes) -> None:
-        event = tgi_stream.parse_event(payload)
-        if event.error is not None:
-            raise _EventError(event.error)
-        if event.server_tokens is not None:
-            self.server_tokens = event.server_tokens
-        self.finished = self.finished or event.finished
-        self.seen += event.tokens
-        self.tracker.add_tokens(event.tokens)
-
-    def tokens_in(self, event: dict) -> int:
-        """Tokens carried by one event (0 for role-only, empty and usage-only chunks)."""
-        usage = event.get("usage")
-        total = usage.get("completion_tokens") if isinstance(usage, dict) else None
-        if total is not None:
-            self.server_tokens = total
-        choices = event.get("choices")
-        if not choices:
-            return 0
-        choice = choices[0]
-        if choice.get("finish_reason"):
-            self.finished = True
-        if total is not None:
-            new, self.seen = total - self.seen, max(self.seen, total)
-            return max(new, 0)
-        if self.api == "chat":
-            text = (choice.get("delta") or {}).get("content")
-        else:
-            text = choice.get("text")
-        count = 1 if text else 0
-        self.seen += count
-        return count
-
-
 def _body(endpoint: Endpoint, request: GenRequest) -> dict:
     if endpoint.api == "tgi":
         return tgi_stream.request_body(request)
@@ -403,9 +321,3 @@ def auth_headers(api_key_env: str | None) -> dict[str, str] | None:
     """The Bearer header from the variable `api_key_env` names, read now, never stored."""
     key = os.environ.get(api_key_env) if api_key_env else None
     return {"Authorization": f"Bearer {key}"} if key else None
-
-
-def _error_text(error: object) -> str:
-    if isinstance(error, dict):
-        return str(error.get("message") or error)
-    return str(error)

@@ -216,11 +216,11 @@ def test_unreachable_endpoint_fails_every_request_quickly():
 
 
 def test_stream_parsing_across_reads_with_and_without_usage():
-    from sweep.loadgen.http import _EventError, _StreamState
     from sweep.loadgen.recorder import RequestTracker
+    from sweep.loadgen.sse import EventError, StreamState
 
     tracker = RequestTracker(0, None, 2, 8)
-    stream = _StreamState("chat", tracker)
+    stream = StreamState("chat", tracker)
     role = b'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}\r\n\r\n'
     two = b'data: {"choices":[{"delta":{"content":" a b"}}]}\n\n'
     last = b'data: {"choices":[{"delta":{"content":" c"},"finish_reason":"length"}]}\n\n'
@@ -230,12 +230,12 @@ def test_stream_parsing_across_reads_with_and_without_usage():
     assert done[-1] and not any(done[:-1])
     # without continuous usage every non-empty chunk counts as one token; usage is the truth
     assert tracker.chunk_tokens == [1, 1] and stream.server_tokens == 3 and stream.finished
-    continuous = _StreamState("completions", RequestTracker(1, None, 2, 8))
+    continuous = StreamState("completions", RequestTracker(1, None, 2, 8))
     continuous.feed(b'data: {"choices":[{"text":" a b c"}],"usage":{"completion_tokens":3}}\n')
     continuous.feed(b'data: {"choices":[{"text":""}],"usage":{"completion_tokens":5}}\n')
     assert continuous.tracker.chunk_tokens == [3, 2]  # usage deltas, even for empty text
-    with pytest.raises(_EventError, match="server_error: engine died"):
-        _StreamState("completions", tracker).feed(b'data: {"error":{"message":"engine died"}}\n')
+    with pytest.raises(EventError, match="server_error: engine died"):
+        StreamState("completions", tracker).feed(b'data: {"error":{"message":"engine died"}}\n')
 
 
 def _max_overlap(truth):
