@@ -21,6 +21,7 @@ from analysis.metrics import summarize
 from analysis.trust import too_short, with_window
 from backends import backend_class
 from backends.models import resolve_model_path
+from backends.tokenizer import load_tokenizer
 from sweep import records as R
 from sweep.errors import BackendError, DatasetError, SweepError
 from sweep.loadgen.engine import run_engine_workload
@@ -55,7 +56,9 @@ def run_deployment(deployment: Deployment, environment: dict[str, Any]) -> Itera
     backend = None
     try:
         model_path = resolve_model_path(config.model)
-        tokenizer = _load_tokenizer(model_path, config.model)
+        tokenizer = load_tokenizer(
+            model_path, config.model.revision, config.model.trust_remote_code
+        )
         backend = backend_class(config.backend.name)(config.backend, model_path)
         backend.start()
     except Exception as exc:  # every trial of an unstartable deployment fails with the reason
@@ -209,20 +212,6 @@ def _quiet_transformers() -> None:
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-
-
-def _load_tokenizer(model_path: str, model: Any) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(
-            model_path, revision=model.revision, trust_remote_code=model.trust_remote_code
-        )
-    except OSError as exc:
-        raise BackendError(
-            f"cannot load the tokenizer of {model_path!r}: {str(exc).splitlines()[0]}",
-            kind=R.ERROR_BACKEND_START,
-        ) from None
 
 
 def _classify(exc: BaseException, default_kind: str) -> tuple[str, str]:
