@@ -58,7 +58,14 @@ def run(
     # from the command's start to the last trial's end: Ray connect and worker start-up count,
     # the report written afterwards does not
     makespan = (frame["started_unix_s"] + frame["wall_s"]).max() - started
+    frame["since_start_s"] = frame["started_unix_s"] - started
     return makespan, frame
+
+
+def first_trials(frame: pd.DataFrame) -> str:
+    """When the deployments' first trials began, from the command's start: the start-up cost."""
+    firsts = frame.groupby("deployment_id")["since_start_s"].min()
+    return f"{firsts.min():.1f}-{firsts.max():.1f}"
 
 
 def main() -> None:
@@ -100,6 +107,7 @@ def main() -> None:
                         "makespan_s": round(makespan, 1),
                         "ideal_s": round(ideal, 1),
                         "ratio": round(makespan / ideal, 2),
+                        "first_trials_s": first_trials(frame),
                     }
                 )
     finally:
