@@ -10,6 +10,7 @@ is launched once: model, backend and hardware.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import itertools
@@ -110,9 +111,15 @@ def build_plan(overrides: list[str]) -> SweepPlan:
                     f"({', '.join(GROUPS)}) nor a config value"
                 )
         trials = []
+        # One Hydra compose per combination of group options (a quarter second each), not per
+        # point: points that differ only in values get a copy of their combination's tree.
+        composed = {(): base_tree}
         for point in itertools.product(*axes.values()):
             chosen = dict(zip(axes, point, strict=True))
-            tree = composer.compose_tree([f"{a}={chosen[a]}" for a in group_axes])
+            groups = tuple(f"{a}={chosen[a]}" for a in group_axes)
+            if groups not in composed:
+                composed[groups] = composer.compose_tree(list(groups))
+            tree = copy.deepcopy(composed[groups])
             config = composer.to_config(tree, {a: chosen[a] for a in value_axes})
             trials.extend(_trials_of_point(config, chosen, base.sweep.repeats))
     return SweepPlan(
