@@ -9,7 +9,7 @@ handled as Prometheus defines them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -25,15 +25,32 @@ def parse_metrics(text: str, mapping: MetricMap, source: str = SOURCE) -> Rows:
     """The (source, metric, value) samples of `text` whose names `mapping` knows.
 
     A metric exported with several label sets (one per engine, say) gives one sample each.
+    Only the lines of mapped metrics reach the parser: vLLM exports some 600 lines, whose full
+    parse took 12 ms of this process's CPU per scrape, time the load generator sharing the
+    process could not spend reading tokens.
     """
     samples = []
-    for family in text_string_to_metric_families(text):
+    for family in text_string_to_metric_families(_lines_of(text, mapping.keys())):
         for sample in family.samples:
             target = mapping.get(sample.name)
             if target is not None:
                 metric, factor = target
                 samples.append((source, metric, float(sample.value) * factor))
     return samples
+
+
+def _lines_of(text: str, names: Iterable[str]) -> str:
+    """The sample lines of `names`, and the HELP / TYPE lines of their families."""
+    names = tuple(names)
+    kept = []
+    for line in text.splitlines():
+        if line.startswith("#"):
+            words = line.split(" ", 3)  # "# TYPE family type" or "# HELP family text"
+            if len(words) >= 3 and any(name.startswith(words[2]) for name in names):
+                kept.append(line)  # a counter's family drops the `_total` of its samples
+        elif line.partition("{")[0].partition(" ")[0] in names:
+            kept.append(line)
+    return "\n".join(kept) + "\n"
 
 
 class PrometheusSource:

@@ -39,7 +39,7 @@ VLLM_METRICS: MetricMap = {
     "vllm:spec_decode_num_draft_tokens_total": (R.SPEC_DRAFT_TOKENS, 1.0),
     "vllm:spec_decode_num_accepted_tokens_total": (R.SPEC_ACCEPTED_TOKENS, 1.0),
 }
-# Defaults that extra_args may override: the telemetry scrape (10 per second) and health polls
+# Defaults that extra_args may override: the telemetry scrape (twice a second) and health polls
 # would otherwise bury the request lines of the access log.
 DEFAULT_FLAGS = {"disable-access-log-for-endpoints": "/metrics,/health"}
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

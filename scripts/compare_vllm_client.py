@@ -50,9 +50,11 @@ def parse_args() -> argparse.Namespace:
 
 def ours(backend, tokenizer, spec) -> tuple[float, float]:
     backend.reset_between_trials()
-    summary = run_trial(backend, tokenizer, spec, {}).summary.to_pylist()[0]
+    files = run_trial(backend, tokenizer, spec, {})
+    summary = files.summary.to_pylist()[0]
     assert summary[R.TRIAL_STATUS] == R.STATUS_OK, summary[R.ERROR_MESSAGE]
-    assert summary[R.FAILED_REQUESTS] == 0
+    errors = [e for e in files.requests.column(R.ERROR).to_pylist() if e]
+    assert not errors, f"{len(errors)} requests failed, e.g. {errors[0]}"
     return summary[R.OUTPUT_THROUGHPUT], summary[R.latency_column("ttft", "median")]
 
 

@@ -8,7 +8,10 @@ itself, so that every trial ends up recorded exactly once:
   times, then they are recorded as failed);
 - a trial that produces nothing for `workload.trial_timeout_s` is cancelled and recorded as
   failed, and the deployment's remaining trials are resubmitted;
-- a deployment no node can host is recorded as failed at once.
+- a deployment no node can host is recorded as failed at once;
+- when nothing waits for resources and some idle, a deployment with trials not begun gets a
+  helper task that takes half of them (`cluster.share_idle_gpus`, `sweep.ledger`): the tail of
+  a sweep, or trials retried after a node died, spread over the GPUs that are free.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +27,7 @@ import ray
 
 from sweep import records as R
 from sweep.errors import SweepError
+from sweep.ledger import claimer, new_ledger
 from sweep.placement import longest_first, unplaceable_reason
 from sweep.plan import Deployment
 from sweep.results import ResultStore, TrialFiles
@@ -30,6 +35,7 @@ from sweep.trial import DeploymentStarted, failed_trial, run_deployment
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5
+SHARE_POLL_S = 1.0  # how often idle resources are looked for (a call to the GCS)
 
 
 @dataclass
@@ -48,12 +54,11 @@ class _Task:
     generator: Any
     attempt: int
     submitted_at: float
+    key: str = ""  # names the task in the trial ledger
     started_at: float | None = None
     last_progress: float = 0.0
-    done: set[str] = field(default_factory=set)
-
-    def pending(self) -> tuple:
-        return tuple(t for t in self.deployment.trials if t.trial_id not in self.done)
+    start_cost_s: float | None = None  # start to first result, less that trial's own time
+    given_away: set[str] = field(default_factory=set)  # trials handed to a helper task
 
 
 def connect(cluster: Any) -> bool:
@@ -97,11 +102,14 @@ def _check_reachable(address: str) -> None:
         ) from None
 
 
-def _deployment_task(deployment: Deployment, environment: dict[str, Any]):  # noqa: ANN202
-    """Ray task body: a marker once running, then one `TrialFiles` per trial."""
+def _deployment_task(  # noqa: ANN202
+    deployment: Deployment, environment: dict[str, Any], ledger: Any, task_key: str
+):
+    """Ray task body: a marker once running, then one `TrialFiles` per trial it claimed."""
     from sweep.environment import worker_environment
 
-    yield from run_deployment(deployment, {**environment, **worker_environment()})
+    claim = claimer(ledger, task_key)
+    yield from run_deployment(deployment, {**environment, **worker_environment()}, claim)
 
 
 class Driver:
@@ -117,9 +125,14 @@ class Driver:
         self.outcome = SweepOutcome()
         self.recorded: set[str] = set()
         self.tasks: list[_Task] = []
+        self.ledger: Any = None
+        self._next_share = 0.0
+        self.walls: dict[str, list[float]] = {}  # deployment id -> wall times of its trials
+        self.start_costs: list[float] = []
 
     def run(self, deployments: list[Deployment]) -> SweepOutcome:
         """Submit every deployment (longest first) and process results until all are recorded."""
+        self.ledger = new_ledger()
         nodes = ray.nodes()
         for deployment in longest_first(deployments):
             reason = unplaceable_reason(deployment, nodes)
@@ -149,6 +162,7 @@ class Driver:
         self.tasks = []
 
     def _submit(self, deployment: Deployment, attempt: int) -> None:
+        key = uuid.uuid4().hex[:12]
         options: dict[str, Any] = {
             "num_cpus": deployment.num_cpus,
             "num_gpus": deployment.num_gpus,
@@ -158,10 +172,16 @@ class Driver:
         if deployment.accelerator_type:
             options["accelerator_type"] = deployment.accelerator_type
         generator = (
-            ray.remote(_deployment_task).options(**options).remote(deployment, self.environment)
+            ray.remote(_deployment_task)
+            .options(**options)
+            .remote(deployment, self.environment, self.ledger, key)
         )
         now = time.monotonic()
-        self.tasks.append(_Task(deployment, generator, attempt, now, last_progress=now))
+        self.tasks.append(_Task(deployment, generator, attempt, now, key, last_progress=now))
+
+    def pending(self, task: _Task) -> tuple:
+        """The task's trials that nobody has recorded yet."""
+        return tuple(t for t in task.deployment.trials if t.trial_id not in self.recorded)
 
     def _step(self) -> None:
         ready, _ = ray.wait([t.generator for t in self.tasks], num_returns=1, timeout=POLL_S)
@@ -169,6 +189,59 @@ class Driver:
             self._advance(task)
         for task in list(self.tasks):
             self._check_hung(task)
+        if self.cluster.share_idle_gpus and time.monotonic() >= self._next_share:
+            self._next_share = time.monotonic() + SHARE_POLL_S
+            self._share_idle_gpus()
+
+    def _share_idle_gpus(self) -> None:
+        """Start a helper for the GPU deployment with the most trials not begun, on idle GPUs.
+
+        Only when nothing waits for resources (every task has started), so a helper never takes
+        a place a queued deployment would have had; one helper at a time. The helper gets the
+        back half of the trials not begun, in reverse order; the ledger keeps each trial to one
+        task.
+        """
+        if any(t.started_at is None for t in self.tasks):
+            return
+        candidates = []
+        for task in self.tasks:
+            if task.deployment.num_gpus == 0:
+                continue  # on shared CPUs a second task would slow the first one's trials
+            not_begun = [t for t in self.pending(task)[1:] if t.trial_id not in task.given_away]
+            taken = not_begun[len(not_begun) - len(not_begun) // 2 :]
+            if len(not_begun) >= 2 and self._worth_a_start(task, len(taken)):
+                candidates.append((len(not_begun), task, taken))
+        if not candidates:
+            return
+        available = ray.available_resources()
+        for count, task, taken in sorted(candidates, key=lambda c: -c[0]):
+            if _fits(task.deployment, available):
+                log.info(
+                    "deployment %s: %d trials not begun and a GPU idle; a second task takes "
+                    "the last %d",
+                    task.deployment.label,
+                    count,
+                    len(taken),
+                )
+                task.given_away.update(t.trial_id for t in taken)
+                self._submit(task.deployment.with_trials(tuple(reversed(taken))), task.attempt)
+                return
+
+    def _worth_a_start(self, task: _Task, trials: int) -> bool:
+        """Whether `trials` of the task's deployment take longer than starting another task.
+
+        Both from what this sweep measured: the deployment's trial times (else all trials'),
+        and the task's own start (else the median start so far); unknown means no.
+        """
+        walls = self.walls.get(task.deployment.deployment_id) or [
+            w for ws in self.walls.values() for w in ws
+        ]
+        cost = task.start_cost_s
+        if cost is None and self.start_costs:
+            cost = sorted(self.start_costs)[len(self.start_costs) // 2]
+        if not walls or cost is None:
+            return False
+        return trials * sum(walls) / len(walls) > cost
 
     def _advance(self, task: _Task) -> None:
         try:
@@ -183,17 +256,21 @@ class Driver:
         if isinstance(item, DeploymentStarted):
             task.started_at = task.last_progress
             return
-        task.done.add(item.trial_id)
+        wall = item.summary.column(R.WALL_S)[0].as_py() or 0.0
+        if task.start_cost_s is None:
+            task.start_cost_s = max(0.0, task.last_progress - task.started_at - wall)
+            self.start_costs.append(task.start_cost_s)
+        self.walls.setdefault(task.deployment.deployment_id, []).append(wall)
         self._record(item)
 
     def _check_hung(self, task: _Task) -> None:
         if task.started_at is None:
             return  # still queued for resources, or starting its worker
-        pending = task.pending()
+        pending = self.pending(task)
         if not pending:
             return
         limit = pending[0].config.workload.trial_timeout_s
-        if task.done or task.last_progress > task.started_at:
+        if task.last_progress > task.started_at:
             budget = limit
         else:
             budget = limit + self.cluster.start_timeout_s
@@ -202,7 +279,7 @@ class Driver:
         hung = pending[0]
         log.warning("trial %s produced nothing for %.0f s; cancelling it", hung.label, budget)
         _cancel(task.generator, force=True)
-        self.tasks.remove(task)
+        self._remove(task)
         self._fail_all(
             (hung,),
             R.ERROR_TIMEOUT,
@@ -210,13 +287,15 @@ class Driver:
         )
         rest = pending[1:]
         if rest:
+            self._release(task, rest)
             self._submit(task.deployment.with_trials(rest), attempt=task.attempt)
         else:
-            self.progress.deployment_finished()
+            self._deployment_may_be_done(task)
 
     def _died(self, task: _Task, reason: str) -> None:
-        self.tasks.remove(task)
-        pending = task.pending()
+        self._remove(task)
+        pending = self.pending(task)
+        self._release(task, pending)
         if pending and task.attempt < self.cluster.max_retries:
             log.warning(
                 "deployment %s lost (%s); retrying %d trials elsewhere",
@@ -227,11 +306,24 @@ class Driver:
             self._submit(task.deployment.with_trials(pending), attempt=task.attempt + 1)
             return
         self._fail_all(pending, R.ERROR_WORKER_DIED, reason)
-        self.progress.deployment_finished()
+        self._deployment_may_be_done(task)
 
     def _finish(self, task: _Task) -> None:
+        self._remove(task)
+        self._deployment_may_be_done(task)
+
+    def _remove(self, task: _Task) -> None:
         self.tasks.remove(task)
-        self.progress.deployment_finished()
+
+    def _release(self, task: _Task, trials: tuple) -> None:
+        """Free the task's claims on `trials`, before another task retries them."""
+        ray.get(self.ledger.release.remote([t.trial_id for t in trials], task.key))
+
+    def _deployment_may_be_done(self, task: _Task) -> None:
+        """Count the deployment finished when no task of it (original or helper) remains."""
+        deployment_id = task.deployment.deployment_id
+        if not any(t.deployment.deployment_id == deployment_id for t in self.tasks):
+            self.progress.deployment_finished()
 
     def _fail_all(self, trials: tuple, kind: str, reason: str) -> None:
         for spec in trials:
@@ -247,6 +339,16 @@ class Driver:
         status = files.summary.column(R.TRIAL_STATUS)[0].as_py()
         (self.outcome.ok if status == R.STATUS_OK else self.outcome.failed).append(files.trial_id)
         self.progress.trial_finished(files)
+
+
+def _fits(deployment: Deployment, available: dict[str, float]) -> bool:
+    """Whether `available` (Ray's free resources) can hold one more task of `deployment`."""
+    if available.get("GPU", 0.0) < deployment.num_gpus:
+        return False
+    if available.get("CPU", 0.0) < deployment.num_cpus:
+        return False
+    accelerator = deployment.accelerator_type
+    return accelerator is None or available.get(f"accelerator_type:{accelerator}", 0.0) > 0
 
 
 def _cancel(generator: Any, force: bool) -> None:

@@ -195,6 +195,8 @@ class ClusterConfig:
     include_dashboard: bool = False
     max_retries: int = 2
     start_timeout_s: float = 1800.0
+    # When resources idle and a deployment has trials not begun, a second task takes half.
+    share_idle_gpus: bool = True
 
     def __post_init__(self) -> None:
         check_positive("cluster", start_timeout_s=self.start_timeout_s)

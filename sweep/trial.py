@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pandas as pd
@@ -32,7 +32,14 @@ from sweep.loadgen.saturation import client_columns
 from sweep.plan import Deployment, TrialSpec
 from sweep.results import TrialFiles
 from sweep.secrets import scrub, scrub_text
-from sweep.telemetry import Sampler, nvml_source, process_source
+from sweep.telemetry import (
+    GPU_INTERVAL_S,
+    PROCESS_INTERVAL_S,
+    SERVER_INTERVAL_S,
+    Sampler,
+    nvml_source,
+    process_source,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +55,18 @@ class DeploymentStarted:
 RUNNERS = {"engine": run_engine_workload, "openai": run_http_workload, "tgi": run_http_workload}
 
 
-def run_deployment(deployment: Deployment, environment: dict[str, Any]) -> Iterator[TrialFiles]:
-    """Start the deployment's backend, run every trial, stop the backend; yield trial files."""
+def run_deployment(
+    deployment: Deployment,
+    environment: dict[str, Any],
+    claim: Callable[[str], bool] | None = None,
+) -> Iterator[TrialFiles]:
+    """Start the deployment's backend, run every trial, stop the backend; yield trial files.
+
+    With `claim` (`sweep.ledger`), a trial runs, or is failed, only if `claim(trial_id)` says
+    this task may: another task of the same deployment may have taken it.
+    """
     config = deployment.config
+    mine = claim or (lambda trial_id: True)
     yield DeploymentStarted(node_ip=str(environment.get("env.node_ip")))
     _quiet_transformers()
     backend = None
@@ -67,12 +83,17 @@ def run_deployment(deployment: Deployment, environment: dict[str, Any]) -> Itera
         if backend is not None:
             backend.stop()
         for spec in deployment.trials:
-            yield _with_log(failed_trial(spec, kind, message, environment), log_text)
+            if mine(spec.trial_id):
+                yield _with_log(failed_trial(spec, kind, message, environment), log_text)
         return
     try:
-        for index, spec in enumerate(deployment.trials):
-            if index and hasattr(backend, "reset_between_trials"):
+        ran = False
+        for spec in deployment.trials:
+            if not mine(spec.trial_id):
+                continue
+            if ran and hasattr(backend, "reset_between_trials"):
                 backend.reset_between_trials()  # drain, empty caches: trials stay independent
+            ran = True
             yield _with_log(run_trial(backend, tokenizer, spec, environment), backend.log_text())
     finally:
         backend.stop()
@@ -94,7 +115,11 @@ def run_trial(
     config = spec.config
     workload = config.workload
     t0, started = now_s(), time.time()
-    sources = [process_source(), *filter(None, [nvml_source()]), *backend.telemetry_sources()]
+    sources = [(process_source(), PROCESS_INTERVAL_S)]
+    gpus = nvml_source()
+    if gpus is not None:
+        sources.append((gpus, GPU_INTERVAL_S))
+    sources += [(source, SERVER_INTERVAL_S) for source in backend.telemetry_sources()]
     trackers, kind, message = [], None, None
     sampler = Sampler(sources, t0)
     try:

@@ -231,3 +231,19 @@ def test_vllm_metrics_recorded_mid_load_map_to_percent_and_counts():
     assert values[R.RUNNING_REQUESTS] == 19 and values[R.WAITING_REQUESTS] == 0
     blocks = 19 * 4
     assert values[R.KV_CACHE_USAGE_PERCENT] == pytest.approx(100 * blocks / 16384, rel=1e-3)
+
+
+def test_counters_keep_their_total_suffix_among_unmapped_lines():
+    text = (
+        "# HELP vllm:spec_decode_num_draft_tokens Draft tokens.\n"
+        "# TYPE vllm:spec_decode_num_draft_tokens counter\n"
+        'vllm:spec_decode_num_draft_tokens_total{engine="0"} 42.0\n'
+        'vllm:spec_decode_num_draft_tokens_created{engine="0"} 1.7e9\n'
+        "# TYPE vllm:num_requests_waiting_by_reason gauge\n"
+        'vllm:num_requests_waiting_by_reason{reason="capacity"} 5.0\n'
+        'vllm:num_requests_waiting{engine="0"} 2.0\n'
+    )
+    assert parse_metrics(text, VLLM_METRICS) == [
+        ("server", R.SPEC_DRAFT_TOKENS, 42.0),
+        ("server", R.WAITING_REQUESTS, 2.0),
+    ]

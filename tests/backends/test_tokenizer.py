@@ -1,4 +1,4 @@
-"""The worker's tokenizer loader: the class AutoTokenizer picks, without torch after the first time."""
+"""The worker's tokenizer loader: the class AutoTokenizer picks, without torch the second time."""
 
 import json
 import shutil

@@ -204,3 +204,29 @@ def test_killed_driver_rerun_completes_only_missing(cluster, tmp_path):
     for path in root.rglob("*"):
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_idle_gpus_take_half_of_a_deployments_trials(cluster, tmp_path):
+    """One deployment of 6 trials (about 3 s each) and idle L4 GPUs: a helper task takes
+    trials from the back; the ledger keeps every trial to one task."""
+    c, _ = cluster
+    args = [
+        "+experiment=sim_cluster",
+        "sweep.grid.backend.ttft_ms=[10]",
+        "sweep.grid.workload.concurrency=[2]",
+        "+sweep.grid.workload.num_requests=[20,21,22,23,24,25]",
+        f"cluster.address={c.address}",
+        f"output.dir={tmp_path}",
+    ]
+    assert sweep_main(args) == 0
+    frame = summaries(tmp_path / "sim_cluster")
+    assert len(frame) == 6 and frame[R.TRIAL_ID].is_unique
+    assert (frame[R.TRIAL_STATUS] == R.STATUS_OK).all()
+    assert frame[R.DEPLOYMENT_ID].nunique() == 1
+    # the original task runs from the front; a helper on another GPU took the back half
+    frame["gpu"] = frame["env.ray_node_id"] + "/" + frame["env.cuda_visible_devices"]
+    by_size = frame.sort_values("workload.num_requests")
+    first, last = by_size["gpu"].iloc[0], by_size["gpu"].iloc[-1]
+    assert first != last
+    assert (by_size["gpu"] == first).sum() >= 2  # the first and at least the next one
+    assert (by_size["gpu"] == last).sum() <= 3  # at most the back half of those not begun
