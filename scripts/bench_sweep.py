@@ -4,7 +4,9 @@ Starts a real Ray cluster on this machine (`ray.cluster_utils.Cluster`, 127.0.0.
 GPUs and NODES nodes of GPUS fake L4 GPUs each, then runs `+experiment=sim_cluster` (24 trials in
 6 deployments of the `sim` backend) twice: undisturbed, and with one node removed mid-sweep.
 Ideal makespan = (sum of trial wall times + one backend start per deployment) / GPUs; the
-measured makespan runs from the command's start to the end of its last trial.
+measured makespan runs from the command's start to the end of its last trial. With a node
+removed, the work over the GPUs left is shown as well (the node goes 8 s in, before any trial
+has begun, so its GPUs do none of the work). `--timeline` prints every trial's span and GPU.
 
     .venv/bin/python scripts/bench_sweep.py [--nodes 3] [--gpus 2]
 """
@@ -62,6 +64,17 @@ def run(
     return makespan, frame
 
 
+def timeline(name: str, frame: pd.DataFrame) -> str:
+    """Each trial's start and end (s from the command's start) and where it ran."""
+    rows = frame.assign(
+        start_s=frame["since_start_s"].round(1),
+        end_s=(frame["since_start_s"] + frame["wall_s"]).round(1),
+        gpu=frame["env.ray_node_id"].str[:6] + "/" + frame["env.cuda_visible_devices"],
+    ).sort_values("start_s")
+    columns = ["deployment_id", "label", "gpu", "start_s", "end_s"]
+    return f"\n{name}:\n" + markdown_table(rows[columns])
+
+
 def first_trials(frame: pd.DataFrame) -> str:
     """When the deployments' first trials began, from the command's start: the start-up cost."""
     firsts = frame.groupby("deployment_id")["since_start_s"].min()
@@ -72,6 +85,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--gpus", type=int, default=2)
+    parser.add_argument("--timeline", action="store_true", help="print every trial's span")
     args = parser.parse_args()
     start_s = backend_start_s()
     cluster = Cluster(
@@ -95,8 +109,12 @@ def main() -> None:
                 makespan, frame = run(
                     cluster, Path(tmp) / name.replace(" ", "_"), remove, nodes[-1]
                 )
+                if args.timeline:
+                    print(timeline(name, frame))
                 deployments = frame["deployment_id"].nunique()
-                ideal = (frame["wall_s"].sum() + deployments * start_s) / gpus
+                work = frame["wall_s"].sum() + deployments * start_s
+                ideal = work / gpus
+                left = gpus - (args.gpus if remove else 0)  # GPUs of the nodes still up
                 rows.append(
                     {
                         "scenario": name,
@@ -107,6 +125,8 @@ def main() -> None:
                         "makespan_s": round(makespan, 1),
                         "ideal_s": round(ideal, 1),
                         "ratio": round(makespan / ideal, 2),
+                        "ideal_on_gpus_left_s": round(work / left, 1),
+                        "ratio_on_gpus_left": round(makespan / (work / left), 2),
                         "first_trials_s": first_trials(frame),
                     }
                 )

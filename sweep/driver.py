@@ -9,9 +9,9 @@ itself, so that every trial ends up recorded exactly once:
 - a trial that produces nothing for `workload.trial_timeout_s` is cancelled and recorded as
   failed, and the deployment's remaining trials are resubmitted;
 - a deployment no node can host is recorded as failed at once;
-- when nothing waits for resources and some idle, a deployment with trials not begun gets a
-  helper task that takes half of them (`cluster.share_idle_gpus`, `sweep.ledger`): the tail of
-  a sweep, or trials retried after a node died, spread over the GPUs that are free.
+- when nothing waits for resources and a GPU idles, a deployment with trials not begun gets a
+  helper task that shares them from the back (`cluster.share_idle_gpus`, `sweep.ledger`): the
+  tail of a sweep, or trials retried after a node died, spread over the GPUs that are free.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import logging
 import socket
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,7 @@ import ray
 
 from sweep import records as R
 from sweep.errors import SweepError
-from sweep.ledger import claimer, new_ledger
+from sweep.ledger import TrialLedger
 from sweep.placement import longest_first, unplaceable_reason
 from sweep.plan import Deployment
 from sweep.results import ResultStore, TrialFiles
@@ -58,7 +59,6 @@ class _Task:
     started_at: float | None = None
     last_progress: float = 0.0
     start_cost_s: float | None = None  # start to first result, less that trial's own time
-    given_away: set[str] = field(default_factory=set)  # trials handed to a helper task
 
 
 def connect(cluster: Any) -> bool:
@@ -108,7 +108,9 @@ def _deployment_task(  # noqa: ANN202
     """Ray task body: a marker once running, then one `TrialFiles` per trial it claimed."""
     from sweep.environment import worker_environment
 
-    claim = claimer(ledger, task_key)
+    def claim(trial_id: str) -> bool:
+        return ledger.claim(trial_id, task_key)
+
     yield from run_deployment(deployment, {**environment, **worker_environment()}, claim)
 
 
@@ -132,7 +134,7 @@ class Driver:
 
     def run(self, deployments: list[Deployment]) -> SweepOutcome:
         """Submit every deployment (longest first) and process results until all are recorded."""
-        self.ledger = new_ledger()
+        self.ledger = TrialLedger()
         nodes = ray.nodes()
         for deployment in longest_first(deployments):
             reason = unplaceable_reason(deployment, nodes)
@@ -147,6 +149,8 @@ class Driver:
         except BaseException:
             self.cancel_all()
             raise
+        finally:
+            self.ledger.close()
         return self.outcome
 
     def cancel_all(self) -> None:
@@ -197,39 +201,41 @@ class Driver:
         """Start a helper for the GPU deployment with the most trials not begun, on idle GPUs.
 
         Only when nothing waits for resources (every task has started), so a helper never takes
-        a place a queued deployment would have had; one helper at a time. The helper gets the
-        back half of the trials not begun, in reverse order; the ledger keeps each trial to one
-        task.
+        a place a queued deployment would have had; one helper at a time, one per deployment. The
+        helper gets the trials not begun in reverse order: the two tasks claim trials from
+        opposite ends (the ledger keeps each to one task) and meet wherever their speeds put
+        them, so no estimate decides who runs what.
         """
         if any(t.started_at is None for t in self.tasks):
             return
+        live = Counter(t.deployment.deployment_id for t in self.tasks)
         candidates = []
         for task in self.tasks:
-            if task.deployment.num_gpus == 0:
-                continue  # on shared CPUs a second task would slow the first one's trials
-            not_begun = [t for t in self.pending(task)[1:] if t.trial_id not in task.given_away]
-            taken = not_begun[len(not_begun) - len(not_begun) // 2 :]
-            if len(not_begun) >= 2 and self._worth_a_start(task, len(taken)):
-                candidates.append((len(not_begun), task, taken))
+            if task.deployment.num_gpus == 0 or live[task.deployment.deployment_id] > 1:
+                continue  # shared CPUs would slow the first task's trials; one helper at most
+            not_begun = self.pending(task)[1:]
+            if not_begun and self._helper_pays(task, len(not_begun)):
+                candidates.append((len(not_begun), task, not_begun))
         if not candidates:
             return
         available = ray.available_resources()
-        for count, task, taken in sorted(candidates, key=lambda c: -c[0]):
+        for count, task, not_begun in sorted(candidates, key=lambda c: -c[0]):
             if _fits(task.deployment, available):
                 log.info(
-                    "deployment %s: %d trials not begun and a GPU idle; a second task takes "
-                    "the last %d",
+                    "deployment %s: %d trials not begun and a GPU idle; a second task shares "
+                    "them from the back",
                     task.deployment.label,
                     count,
-                    len(taken),
                 )
-                task.given_away.update(t.trial_id for t in taken)
-                self._submit(task.deployment.with_trials(tuple(reversed(taken))), task.attempt)
+                helper = task.deployment.with_trials(tuple(reversed(not_begun)))
+                self._submit(helper, task.attempt)
                 return
 
-    def _worth_a_start(self, task: _Task, trials: int) -> bool:
-        """Whether `trials` of the task's deployment take longer than starting another task.
+    def _helper_pays(self, task: _Task, not_begun: int) -> bool:
+        """Whether starting a helper beats leaving the task's `not_begun` trials to it alone.
 
+        With trials of `w` seconds and a start of `c`, the task alone needs n w more after the
+        running trial; a helper can only take trials once started, so it gains when c < n w.
         Both from what this sweep measured: the deployment's trial times (else all trials'),
         and the task's own start (else the median start so far); unknown means no.
         """
@@ -241,7 +247,7 @@ class Driver:
             cost = sorted(self.start_costs)[len(self.start_costs) // 2]
         if not walls or cost is None:
             return False
-        return trials * sum(walls) / len(walls) > cost
+        return cost < not_begun * sum(walls) / len(walls)
 
     def _advance(self, task: _Task) -> None:
         try:
@@ -317,7 +323,7 @@ class Driver:
 
     def _release(self, task: _Task, trials: tuple) -> None:
         """Free the task's claims on `trials`, before another task retries them."""
-        ray.get(self.ledger.release.remote([t.trial_id for t in trials], task.key))
+        self.ledger.release([t.trial_id for t in trials], task.key)
 
     def _deployment_may_be_done(self, task: _Task) -> None:
         """Count the deployment finished when no task of it (original or helper) remains."""
