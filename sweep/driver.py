@@ -59,6 +59,7 @@ class _Task:
     started_at: float | None = None
     last_progress: float = 0.0
     start_cost_s: float | None = None  # start to first result, less that trial's own time
+    helper: bool = False  # shares the trials of another live task of its deployment
 
 
 def connect(cluster: Any) -> bool:
@@ -103,7 +104,7 @@ def _check_reachable(address: str) -> None:
 
 
 def _deployment_task(  # noqa: ANN202
-    deployment: Deployment, environment: dict[str, Any], ledger: Any, task_key: str
+    deployment: Deployment, environment: dict[str, Any], ledger: Any, task_key: str, helper: bool
 ):
     """Ray task body: a marker once running, then one `TrialFiles` per trial it claimed."""
     from sweep.environment import worker_environment
@@ -111,7 +112,8 @@ def _deployment_task(  # noqa: ANN202
     def claim(trial_id: str) -> bool:
         return ledger.claim(trial_id, task_key)
 
-    yield from run_deployment(deployment, {**environment, **worker_environment()}, claim)
+    environment = {**environment, **worker_environment()}
+    yield from run_deployment(deployment, environment, claim, helper)
 
 
 class Driver:
@@ -165,7 +167,7 @@ class Driver:
                 pass
         self.tasks = []
 
-    def _submit(self, deployment: Deployment, attempt: int) -> None:
+    def _submit(self, deployment: Deployment, attempt: int, helper: bool = False) -> None:
         key = uuid.uuid4().hex[:12]
         options: dict[str, Any] = {
             "num_cpus": deployment.num_cpus,
@@ -178,10 +180,12 @@ class Driver:
         generator = (
             ray.remote(_deployment_task)
             .options(**options)
-            .remote(deployment, self.environment, self.ledger, key)
+            .remote(deployment, self.environment, self.ledger, key, helper)
         )
         now = time.monotonic()
-        self.tasks.append(_Task(deployment, generator, attempt, now, key, last_progress=now))
+        self.tasks.append(
+            _Task(deployment, generator, attempt, now, key, last_progress=now, helper=helper)
+        )
 
     def pending(self, task: _Task) -> tuple:
         """The task's trials that nobody has recorded yet."""
@@ -228,7 +232,7 @@ class Driver:
                     count,
                 )
                 helper = task.deployment.with_trials(tuple(reversed(not_begun)))
-                self._submit(helper, task.attempt)
+                self._submit(helper, task.attempt, helper=True)
                 return
 
     def _helper_pays(self, task: _Task, not_begun: int) -> bool:
@@ -292,8 +296,8 @@ class Driver:
             f"no result within {budget:.0f} s (workload.trial_timeout_s); task cancelled",
         )
         rest = pending[1:]
-        if rest:
-            self._release(task, rest)
+        self._release(task, rest)
+        if rest and not self._helped_task_lives(task):
             self._submit(task.deployment.with_trials(rest), attempt=task.attempt)
         else:
             self._deployment_may_be_done(task)
@@ -302,6 +306,9 @@ class Driver:
         self._remove(task)
         pending = self.pending(task)
         self._release(task, pending)
+        if self._helped_task_lives(task):
+            log.warning("a helper of %s was lost (%s)", task.deployment.label, reason)
+            return  # the task it helped claims what it left
         if pending and task.attempt < self.cluster.max_retries:
             log.warning(
                 "deployment %s lost (%s); retrying %d trials elsewhere",
@@ -316,6 +323,13 @@ class Driver:
 
     def _finish(self, task: _Task) -> None:
         self._remove(task)
+        left = self.pending(task)  # skipped as another task's, which was lost before running them
+        deployment_id = task.deployment.deployment_id
+        if left and not any(t.deployment.deployment_id == deployment_id for t in self.tasks):
+            log.warning("%d trials of %s were left by a lost task; running them", len(left),
+                        task.deployment.label)  # fmt: skip
+            self._submit(task.deployment.with_trials(left), attempt=task.attempt)
+            return
         self._deployment_may_be_done(task)
 
     def _remove(self, task: _Task) -> None:
@@ -324,6 +338,11 @@ class Driver:
     def _release(self, task: _Task, trials: tuple) -> None:
         """Free the task's claims on `trials`, before another task retries them."""
         self.ledger.release([t.trial_id for t in trials], task.key)
+
+    def _helped_task_lives(self, task: _Task) -> bool:
+        """A helper whose deployment still has a live task: that one takes what it left."""
+        deployment_id = task.deployment.deployment_id
+        return task.helper and any(t.deployment.deployment_id == deployment_id for t in self.tasks)
 
     def _deployment_may_be_done(self, task: _Task) -> None:
         """Count the deployment finished when no task of it (original or helper) remains."""

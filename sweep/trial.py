@@ -59,11 +59,13 @@ def run_deployment(
     deployment: Deployment,
     environment: dict[str, Any],
     claim: Callable[[str], bool] | None = None,
+    helper: bool = False,
 ) -> Iterator[TrialFiles]:
     """Start the deployment's backend, run every trial, stop the backend; yield trial files.
 
     With `claim` (`sweep.ledger`), a trial runs, or is failed, only if `claim(trial_id)` says
-    this task may: another task of the same deployment may have taken it.
+    this task may: another task of the same deployment may have taken it. A `helper` whose
+    backend does not start fails nothing: the task it helps still has every trial.
     """
     config = deployment.config
     mine = claim or (lambda trial_id: True)
@@ -82,6 +84,9 @@ def run_deployment(
         log_text = backend.log_text() if backend is not None else None
         if backend is not None:
             backend.stop()
+        if helper:
+            log.warning("helper for %s did not start: %s", deployment.label, message)
+            return
         for spec in deployment.trials:
             if mine(spec.trial_id):
                 yield _with_log(failed_trial(spec, kind, message, environment), log_text)
