@@ -32,3 +32,66 @@ def test_estimates_fall_back_to_the_sweep_and_unknown_means_no():
     assert sweep_wide._helper_pays(task(), 2)  # 7 s < 8 s
     assert not driver()._helper_pays(task(start_cost_s=1.0), 4)  # no trial times
     assert not driver({"d": [4.0]})._helper_pays(task(), 4)  # no start measured
+
+
+class Recorder:
+    """Stands in for the ledger and the progress display; counts what the driver asks."""
+
+    def __init__(self):
+        self.released = []
+        self.finished = 0
+
+    def release(self, trial_ids, task_key):
+        self.released.append((task_key, list(trial_ids)))
+
+    def deployment_finished(self):
+        self.finished += 1
+
+
+def sharing(monkeypatch):
+    """A driver with a victim task (t1..t4) and its helper (t4, t3); submits are recorded."""
+    from sweep.driver import _Task
+    from sweep.plan import Deployment
+
+    trials = tuple(SimpleNamespace(trial_id=f"t{i}") for i in range(1, 5))
+    deployment = Deployment("d", "sim", None, trials)
+    cluster = SimpleNamespace(max_retries=2, share_idle_gpus=True)
+    recorder = Recorder()
+    d = Driver(store=None, environment={}, cluster=cluster, progress=recorder)
+    d.ledger = recorder
+    victim = _Task(deployment, "gen-v", 0, 0.0, "v")
+    helper = _Task(deployment.with_trials(trials[:1:-1]), "gen-h", 0, 0.0, "h", helper=True)
+    d.tasks = [victim, helper]
+    submits = []
+
+    def submit(dep, attempt, helper=False):  # records the call; the new task is live
+        submits.append(([t.trial_id for t in dep.trials], helper))
+        d.tasks.append(_Task(dep, "gen-new", attempt, 0.0, "new", helper=helper))
+
+    monkeypatch.setattr(d, "_submit", submit)
+    return d, victim, helper, recorder, submits
+
+
+def test_a_lost_helpers_trials_go_back_to_the_task_it_helped(monkeypatch):
+    d, victim, helper, recorder, submits = sharing(monkeypatch)
+    d.recorded = {"t1"}
+    d._died(helper, "node died")
+    assert recorder.released == [("h", ["t4", "t3"])]  # its claims, so the victim can take them
+    assert submits == []  # no retry: the victim still runs and claims them
+    assert recorder.finished == 0
+    # the victim had already skipped t4 as the helper's: it is run again once the victim ends
+    d.recorded |= {"t2", "t3"}
+    d._finish(victim)
+    assert submits == [(["t4"], False)]
+    assert recorder.finished == 0  # the deployment is not done until t4 is
+
+
+def test_a_lost_original_is_retried_beside_its_live_helper(monkeypatch):
+    d, victim, helper, recorder, submits = sharing(monkeypatch)
+    d.recorded = {"t1"}
+    d._died(victim, "node died")
+    assert recorder.released == [("v", ["t2", "t3", "t4"])]
+    assert submits == [(["t2", "t3", "t4"], False)]  # the helper keeps its claims on the rest
+    d.recorded |= {"t2", "t3", "t4"}
+    d._finish(helper)
+    assert submits == [(["t2", "t3", "t4"], False)] and recorder.finished == 0
