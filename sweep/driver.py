@@ -289,7 +289,7 @@ class Driver:
         hung = pending[0]
         log.warning("trial %s produced nothing for %.0f s; cancelling it", hung.label, budget)
         _cancel(task.generator, force=True)
-        self._remove(task)
+        self.tasks.remove(task)
         self._fail_all(
             (hung,),
             R.ERROR_TIMEOUT,
@@ -303,7 +303,7 @@ class Driver:
             self._deployment_may_be_done(task)
 
     def _died(self, task: _Task, reason: str) -> None:
-        self._remove(task)
+        self.tasks.remove(task)
         pending = self.pending(task)
         self._release(task, pending)
         if self._helped_task_lives(task):
@@ -322,18 +322,14 @@ class Driver:
         self._deployment_may_be_done(task)
 
     def _finish(self, task: _Task) -> None:
-        self._remove(task)
+        self.tasks.remove(task)
         left = self.pending(task)  # skipped as another task's, which was lost before running them
-        deployment_id = task.deployment.deployment_id
-        if left and not any(t.deployment.deployment_id == deployment_id for t in self.tasks):
+        if left and not self._lives(task.deployment):
             log.warning("%d trials of %s were left by a lost task; running them", len(left),
                         task.deployment.label)  # fmt: skip
             self._submit(task.deployment.with_trials(left), attempt=task.attempt)
             return
         self._deployment_may_be_done(task)
-
-    def _remove(self, task: _Task) -> None:
-        self.tasks.remove(task)
 
     def _release(self, task: _Task, trials: tuple) -> None:
         """Free the task's claims on `trials`, before another task retries them."""
@@ -341,14 +337,16 @@ class Driver:
 
     def _helped_task_lives(self, task: _Task) -> bool:
         """A helper whose deployment still has a live task: that one takes what it left."""
-        deployment_id = task.deployment.deployment_id
-        return task.helper and any(t.deployment.deployment_id == deployment_id for t in self.tasks)
+        return task.helper and self._lives(task.deployment)
 
     def _deployment_may_be_done(self, task: _Task) -> None:
         """Count the deployment finished when no task of it (original or helper) remains."""
-        deployment_id = task.deployment.deployment_id
-        if not any(t.deployment.deployment_id == deployment_id for t in self.tasks):
+        if not self._lives(task.deployment):
             self.progress.deployment_finished()
+
+    def _lives(self, deployment: Deployment) -> bool:
+        """Whether a task of `deployment` (original or helper) still runs."""
+        return any(t.deployment.deployment_id == deployment.deployment_id for t in self.tasks)
 
     def _fail_all(self, trials: tuple, kind: str, reason: str) -> None:
         for spec in trials:
