@@ -30,7 +30,7 @@ from dataclasses import dataclass, fields
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-from sweep.backend_schemas import SIM_FAULT_KINDS
+from backends.sim_faults import SIM_FAULT_KINDS
 
 STALL_S = 3600.0  # longer than any sane client timeout; ends early only when the server stops
 MAX_STAMPS = 100_000  # per-request stamps kept for /sim/requests (oldest dropped first)

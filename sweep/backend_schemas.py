@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from backends.argv import check_extra_args, check_values
+from backends.sim_faults import SIM_FAULT_KINDS
 from sweep.errors import ConfigError, check_choice, check_positive
 
 DTYPES = ("auto", "fp32", "fp16", "bf16")
@@ -20,8 +21,6 @@ HF_QUANTIZATIONS = ("bnb_8bit", "bnb_4bit")
 CT2_COMPUTE_TYPES = ("float32", "float16", "int8", "int8_float16")
 GGUF_OUTTYPES = ("f32", "f16")
 EXL2_CACHE_TYPES = ("fp16", "q8", "q6", "q4")
-# Faults the sim server can inject (HTTP codes, a cut stream, a bad event, a stall, a TCP reset).
-SIM_FAULT_KINDS = ("500", "429", "truncate", "malformed", "stall", "reset")
 
 
 @dataclass

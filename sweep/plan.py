@@ -21,7 +21,6 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from sweep.compose import GROUPS, Composer
 from sweep.errors import ConfigError
 from sweep.schema import Config
 
@@ -97,6 +96,8 @@ def stable_hash(value: Any) -> str:
 
 def build_plan(overrides: list[str]) -> SweepPlan:
     """Compose the experiment, validate its grid and expand it into deployments and trials."""
+    from sweep.compose import GROUPS, Composer  # not at the top: workers unpickle plans only
+
     with Composer(overrides) as composer:
         base_tree = composer.compose_tree([])
         base = composer.to_config(base_tree)

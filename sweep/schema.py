@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from sweep.backend_schemas import BACKEND_SCHEMAS
@@ -309,6 +308,8 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
 
 def register_schemas() -> None:
     """Store the root schema and every group schema in Hydra's ConfigStore (idempotent)."""
+    from hydra.core.config_store import ConfigStore  # not at the top: workers need no Hydra
+
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     for group, schemas in GROUP_SCHEMAS.items():

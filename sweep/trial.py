@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,8 +23,8 @@ from analysis.metrics import summarize
 from analysis.trust import too_short, with_window
 from backends import backend_class
 from backends.models import resolve_model_path
-from backends.tokenizer import load_tokenizer
 from sweep import records as R
+from sweep.datasets.cache import PromptSource
 from sweep.errors import BackendError, DatasetError, SweepError
 from sweep.loadgen.engine import run_engine_workload
 from sweep.loadgen.http import run_http_workload
@@ -74,9 +76,9 @@ def run_deployment(
     backend = None
     try:
         model_path = resolve_model_path(config.model)
-        tokenizer = load_tokenizer(
-            model_path, config.model.revision, config.model.trust_remote_code
-        )
+        prompts = PromptSource(model_path, config.model.revision, config.model.trust_remote_code)
+        if not all(prompts.is_cached(t.config.dataset, _num_prompts(t)) for t in deployment.trials):
+            prompts.tokenizer()  # a tokenizer that cannot load fails before the backend starts
         backend = backend_class(config.backend.name)(config.backend, model_path)
         backend.start()
     except Exception as exc:  # every trial of an unstartable deployment fails with the reason
@@ -99,7 +101,7 @@ def run_deployment(
             if ran and hasattr(backend, "reset_between_trials"):
                 backend.reset_between_trials()  # drain, empty caches: trials stay independent
             ran = True
-            yield _with_log(run_trial(backend, tokenizer, spec, environment), backend.log_text())
+            yield _with_log(run_trial(backend, prompts, spec, environment), backend.log_text())
     finally:
         backend.stop()
 
@@ -112,11 +114,9 @@ def _with_log(files: TrialFiles, log_text: str | None) -> TrialFiles:
 
 
 def run_trial(
-    backend: Any, tokenizer: Any, spec: TrialSpec, environment: dict[str, Any]
+    backend: Any, prompts: PromptSource, spec: TrialSpec, environment: dict[str, Any]
 ) -> TrialFiles:
     """Offer the trial's workload to a started backend and build its three tables."""
-    from sweep.datasets import load_prompts
-
     config = spec.config
     workload = config.workload
     t0, started = now_s(), time.time()
@@ -128,10 +128,8 @@ def run_trial(
     trackers, kind, message = [], None, None
     sampler = Sampler(sources, t0)
     try:
-        prompts = load_prompts(
-            config.dataset, tokenizer, workload.num_requests + workload.warmup_requests
-        )
-        warmup, requests = build_requests(prompts, workload)
+        texts = prompts.prompts(config.dataset, _num_prompts(spec))
+        warmup, requests = build_requests(texts, workload)
         runner = RUNNERS[getattr(backend, "interface", "engine")]
         with sampler:
             trackers = runner(backend, requests, warmup, workload)
@@ -236,12 +234,24 @@ def _trial_files(
     return TrialFiles(spec.trial_id, spec.deployment_id, summary, requests, timeseries, trial_yaml)
 
 
-def _quiet_transformers() -> None:
-    """Loading bars of transformers would interleave with the sweep's progress display."""
-    import transformers
+def _num_prompts(spec: TrialSpec) -> int:
+    workload = spec.config.workload
+    return workload.num_requests + workload.warmup_requests
 
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
+
+def _quiet_transformers() -> None:
+    """Loading bars and warnings of transformers would interleave with the sweep's display.
+
+    Set through the environment, which transformers reads when first imported: importing it
+    here would cost a worker that never needs it 0.7 s of CPU. Servers the worker starts inherit
+    the setting, so their logs have no loading bars and only transformers' errors.
+    """
+    if "transformers" in sys.modules:  # imported already (a reused worker): too late for that
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+        sys.modules["transformers"].utils.logging.set_verbosity_error()
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def _classify(exc: BaseException, default_kind: str) -> tuple[str, str]:

@@ -1,0 +1,156 @@
+"""Prompts kept on disk, so that a worker that has made a trial's prompts once needs no tokenizer.
+
+Making prompts needs the model's tokenizer, and loading one imports transformers: 0.7 s of CPU
+per worker process here, paid by every deployment of a sweep as it starts, while the deployments
+of a node start together. Random prompts also re-tokenize until each length is exact, which on a
+large vocabulary takes longer than the load.
+
+Prompts depend only on the dataset config, their number, the tokenizer's files, the versions of
+transformers and tokenizers, and the code in `sweep.datasets` that makes them. An entry is keyed
+by all of these, so changing any of them makes new prompts. Only a local model directory without
+remote code, and the datasets read from files we can fingerprint (`random`, `prompts`), are
+cached; a hub id or an `hf` dataset is made each time. Entries live in
+`$SWEEP_CACHE_DIR/prompts/<key>.json`, written atomically; an entry that does not read back as
+exactly the prompts asked for is made again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import importlib.resources
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from backends.convert_cache import cache_root
+from backends.tokenizer import load_tokenizer
+from sweep.datasets import load_prompts
+from sweep.datasets.prompt import Prompt
+
+log = logging.getLogger(__name__)
+
+CACHE_KIND = "prompts"
+FORMAT = 1  # bump when the entry layout changes
+# Files of a model directory a tokenizer can read: configs, vocabularies, templates.
+TOKENIZER_PATTERNS = ("*.json", "*.txt", "*.model", "*.tiktoken", "*.jinja")
+VERSIONED = ("transformers", "tokenizers")
+CACHED_DATASETS = ("random", "prompts")
+
+
+class PromptSource:
+    """The prompts of one model's tokenizer: from the cache, or made (and cached) on a miss.
+
+    The tokenizer is loaded only when some prompts must be made, at most once.
+    """
+
+    def __init__(self, model_path: str, revision: str | None, remote_code: bool) -> None:
+        self.model_path, self.revision, self.remote_code = model_path, revision, remote_code
+        self._tokenizer: Any = None
+        self._model_digest: str | None = None
+
+    def tokenizer(self) -> Any:
+        """The model's tokenizer, loaded on first use.
+
+        Raises:
+            BackendError: kind `backend_start_failed`, when it cannot be loaded.
+        """
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.model_path, self.revision, self.remote_code)
+        return self._tokenizer
+
+    def prompts(self, cfg: Any, num: int) -> list[Prompt]:
+        """Exactly `num` prompts of dataset `cfg`, as `sweep.datasets.load_prompts` makes them."""
+        key = self.key(cfg, num)
+        if key is not None:
+            cached = _read(key, num)
+            if cached is not None:
+                return cached
+        prompts = load_prompts(cfg, self.tokenizer(), num)
+        if key is not None:
+            _write(key, prompts)
+        return prompts
+
+    def is_cached(self, cfg: Any, num: int) -> bool:
+        """Whether the cache has an entry for these prompts (then no tokenizer is needed)."""
+        key = self.key(cfg, num)
+        return key is not None and (cache_root(CACHE_KIND) / f"{key}.json").is_file()
+
+    def key(self, cfg: Any, num: int) -> str | None:
+        """The cache key of these prompts; None when they are not cached."""
+        if self.remote_code or cfg.name not in CACHED_DATASETS:
+            return None
+        model = self._model()
+        if model is None:
+            return None
+        fields = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
+        text = json.dumps([FORMAT, model, fields, num], sort_keys=True, default=str)
+        digest = hashlib.sha256(text.encode())
+        if cfg.name == "prompts":
+            digest.update(_file_digest(_prompt_file(cfg)).encode())
+        return digest.hexdigest()[:24]
+
+    def _model(self) -> str | None:
+        """A digest of everything but the dataset that the prompts depend on."""
+        if self._model_digest is None:
+            path = Path(self.model_path)
+            if not path.is_dir():
+                return None
+            digest = hashlib.sha256(f"{self.revision}\0{_versions()}\0{_code()}".encode())
+            for file in sorted({f for p in TOKENIZER_PATTERNS for f in path.glob(p)}):
+                digest.update(f"\0{file.name}\0{_file_digest(file)}".encode())
+            self._model_digest = digest.hexdigest()
+        return self._model_digest
+
+
+def _versions() -> str:
+    versions = []
+    for name in VERSIONED:
+        try:
+            versions.append(f"{name}={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{name}=absent")
+    return ",".join(versions)
+
+
+def _code() -> str:
+    """A digest of the code that makes prompts: a change to it must not reuse old prompts."""
+    digest = hashlib.sha256()
+    for file in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def _prompt_file(cfg: Any) -> Path:
+    return Path(cfg.path or str(importlib.resources.files("sweep") / "data" / "prompts.jsonl"))
+
+
+def _file_digest(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return "<unreadable>"  # the generator reports a missing file; nothing to cache
+
+
+def _read(key: str, num: int) -> list[Prompt] | None:
+    try:
+        entry = json.loads((cache_root(CACHE_KIND) / f"{key}.json").read_text())
+        prompts = [Prompt(p["text"], tuple(p["ids"]), len(p["ids"]), p["task"]) for p in entry]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return prompts if len(prompts) == num else None
+
+
+def _write(key: str, prompts: list[Prompt]) -> None:
+    root = cache_root(CACHE_KIND)
+    entry = [{"text": p.text, "ids": list(p.token_ids), "task": p.task} for p in prompts]
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / f".{key}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(entry))
+        os.replace(tmp, root / f"{key}.json")  # readers see the whole entry or none
+    except OSError as exc:  # a read-only cache only costs the next trial the tokenizer
+        log.debug("prompts not cached: %s", exc)
