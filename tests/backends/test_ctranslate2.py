@@ -6,24 +6,13 @@ import sys
 import pytest
 
 from backends.ctranslate2 import CTranslate2Backend
-from backends.tiny_model import ensure_tiny_model
 from sweep.backend_schemas import CTranslate2BackendConfig
 from sweep.errors import BackendError, MissingExtraError
 from tests.backends.engine_checks import assert_exact_streaming, run_batch, tiny_requests
 
+pytestmark = pytest.mark.usefixtures("cache_dir")  # conversions go to a test cache
+
 ct2 = pytest.importorskip("ctranslate2", reason="needs the ctranslate2 extra")
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return str(ensure_tiny_model(tmp_path_factory.mktemp("models")))
-
-
-@pytest.fixture(autouse=True)
-def cache_dir(tmp_path_factory, monkeypatch):
-    root = tmp_path_factory.getbasetemp() / "ct2-cache"  # shared: each test reuses conversions
-    monkeypatch.setenv("SWEEP_CACHE_DIR", str(root))
-    return root
 
 
 @pytest.mark.parametrize("compute_type", ["float32", "int8"])

@@ -5,15 +5,9 @@ import torch
 
 from backends.base import GenRequest
 from backends.hf import HFBackend
-from backends.tiny_model import ensure_tiny_model
 from sweep.backend_schemas import HFBackendConfig
 from sweep.errors import BackendError
 from sweep.loadgen.recorder import now_s
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return str(ensure_tiny_model(tmp_path_factory.mktemp("models")))
 
 
 def requests_of(lengths, max_tokens, ignore_eos=True):

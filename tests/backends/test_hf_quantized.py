@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from backends.hf import HFBackend
-from backends.tiny_model import ensure_tiny_model
 from sweep.backend_schemas import HFBackendConfig
 from sweep.errors import ConfigError, MissingExtraError
 from tests.backends.engine_checks import assert_exact_streaming, run_batch, tiny_requests
@@ -15,11 +14,6 @@ bnb = pytest.importorskip("bitsandbytes", reason="needs the bitsandbytes extra")
 pytest.importorskip("accelerate", reason="needs the bitsandbytes extra")
 
 LAYERS = {"bnb_8bit": "Linear8bitLt", "bnb_4bit": "Linear4bit"}
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return str(ensure_tiny_model(tmp_path_factory.mktemp("models")))
 
 
 def check_quantized(model_dir, quantization, device, dtype):

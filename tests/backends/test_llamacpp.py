@@ -5,24 +5,13 @@ import sys
 import pytest
 
 from backends.llamacpp import GGUF_NAME, LlamaCppBackend
-from backends.tiny_model import ensure_tiny_model
 from sweep.backend_schemas import LlamaCppBackendConfig
 from sweep.errors import BackendError, MissingExtraError
 from tests.backends.engine_checks import assert_exact_streaming, run_batch, tiny_requests
 
+pytestmark = pytest.mark.usefixtures("cache_dir")  # conversions go to a test cache
+
 pytest.importorskip("llama_cpp", reason="needs the llamacpp extra")
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return str(ensure_tiny_model(tmp_path_factory.mktemp("models")))
-
-
-@pytest.fixture(autouse=True)
-def cache_dir(tmp_path_factory, monkeypatch):
-    root = tmp_path_factory.getbasetemp() / "gguf-cache"
-    monkeypatch.setenv("SWEEP_CACHE_DIR", str(root))
-    return root
 
 
 @pytest.mark.parametrize("outtype", ["f32", "f16"])
