@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sweep.errors import BackendError, MissingExtraError
 
@@ -39,6 +40,31 @@ def cache_root(kind: str) -> Path:
     root = os.environ.get("SWEEP_CACHE_DIR")
     base = Path(root) if root else Path.home() / ".cache" / "llm-sweep"
     return base / kind
+
+
+def entry_path(kind: str, key: str) -> Path:
+    """Where the small JSON entry `key` of cache `kind` lives."""
+    return cache_root(kind) / f"{key}.json"
+
+
+def read_entry(kind: str, key: str) -> Any:
+    """The JSON value of an entry; None when it is missing or unreadable."""
+    try:
+        return json.loads(entry_path(kind, key).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_entry(kind: str, key: str, value: Any) -> None:
+    """Write an entry atomically (readers see all of it or none); a read-only cache is logged."""
+    path = entry_path(kind, key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{key}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(value))
+        os.replace(tmp, path)
+    except OSError as exc:  # a cache that cannot be written only costs the next reader time
+        log.debug("%s entry %s not cached: %s", kind, key, exc)
 
 
 def cache_key(model_path: str, **options: object) -> str:

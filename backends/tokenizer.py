@@ -19,17 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
-import logging
-import os
 from pathlib import Path
 from typing import Any
 
-from backends.convert_cache import cache_root, first_line
+from backends.convert_cache import first_line, read_entry, write_entry
 from sweep import records as R
 from sweep.errors import BackendError
-
-log = logging.getLogger(__name__)
 
 # What AutoTokenizer reads to choose the class (besides the class name it finds there).
 DECIDING_FILES = ("tokenizer_config.json", "config.json")
@@ -78,10 +73,10 @@ def class_key(model_path: str, revision: str | None) -> str | None:
 
 
 def _cached_class(key: str) -> type | None:
+    entry = read_entry(CACHE_KIND, key)
     try:
-        entry = json.loads((cache_root(CACHE_KIND) / f"{key}.json").read_text())
         cls = getattr(importlib.import_module(entry["module"]), entry["name"])
-    except (OSError, ValueError, KeyError, ImportError, AttributeError):
+    except (TypeError, KeyError, ImportError, AttributeError):
         return None  # no entry, or one this installation cannot honour: ask AutoTokenizer
     return cls if isinstance(cls, type) else None
 
@@ -89,11 +84,4 @@ def _cached_class(key: str) -> type | None:
 def _remember(key: str, cls: type) -> None:
     if not cls.__module__.startswith("transformers."):
         return  # a class from remote or user code is not looked up by name later
-    root = cache_root(CACHE_KIND)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = root / f".{key}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps({"module": cls.__module__, "name": cls.__qualname__}))
-        os.replace(tmp, root / f"{key}.json")  # readers see the whole entry or none
-    except OSError as exc:  # a read-only cache only costs the next worker the import
-        log.debug("tokenizer class not cached: %s", exc)
+    write_entry(CACHE_KIND, key, {"module": cls.__module__, "name": cls.__qualname__})

@@ -19,19 +19,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.metadata
-import importlib.resources
 import json
-import logging
-import os
 from pathlib import Path
 from typing import Any
 
-from backends.convert_cache import cache_root
+from backends.convert_cache import entry_path, read_entry, write_entry
 from backends.tokenizer import load_tokenizer
-from sweep.datasets import load_prompts
+from sweep.datasets import load_prompts, prompt_file
 from sweep.datasets.prompt import Prompt
-
-log = logging.getLogger(__name__)
 
 CACHE_KIND = "prompts"
 FORMAT = 1  # bump when the entry layout changes
@@ -77,7 +72,7 @@ class PromptSource:
     def is_cached(self, cfg: Any, num: int) -> bool:
         """Whether the cache has an entry for these prompts (then no tokenizer is needed)."""
         key = self.key(cfg, num)
-        return key is not None and (cache_root(CACHE_KIND) / f"{key}.json").is_file()
+        return key is not None and entry_path(CACHE_KIND, key).is_file()
 
     def key(self, cfg: Any, num: int) -> str | None:
         """The cache key of these prompts; None when they are not cached."""
@@ -90,7 +85,7 @@ class PromptSource:
         text = json.dumps([FORMAT, model, fields, num], sort_keys=True, default=str)
         digest = hashlib.sha256(text.encode())
         if cfg.name == "prompts":
-            digest.update(_file_digest(_prompt_file(cfg)).encode())
+            digest.update(_file_digest(Path(prompt_file.path_of(cfg))).encode())
         return digest.hexdigest()[:24]
 
     def _model(self) -> str | None:
@@ -124,10 +119,6 @@ def _code() -> str:
     return digest.hexdigest()
 
 
-def _prompt_file(cfg: Any) -> Path:
-    return Path(cfg.path or str(importlib.resources.files("sweep") / "data" / "prompts.jsonl"))
-
-
 def _file_digest(path: Path) -> str:
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -136,21 +127,14 @@ def _file_digest(path: Path) -> str:
 
 
 def _read(key: str, num: int) -> list[Prompt] | None:
+    entry = read_entry(CACHE_KIND, key)
     try:
-        entry = json.loads((cache_root(CACHE_KIND) / f"{key}.json").read_text())
         prompts = [Prompt(p["text"], tuple(p["ids"]), len(p["ids"]), p["task"]) for p in entry]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    except (KeyError, TypeError, ValueError):
+        return None  # no entry, or not one of ours
     return prompts if len(prompts) == num else None
 
 
 def _write(key: str, prompts: list[Prompt]) -> None:
-    root = cache_root(CACHE_KIND)
     entry = [{"text": p.text, "ids": list(p.token_ids), "task": p.task} for p in prompts]
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = root / f".{key}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(entry))
-        os.replace(tmp, root / f"{key}.json")  # readers see the whole entry or none
-    except OSError as exc:  # a read-only cache only costs the next trial the tokenizer
-        log.debug("prompts not cached: %s", exc)
+    write_entry(CACHE_KIND, key, entry)

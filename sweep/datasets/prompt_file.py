@@ -39,7 +39,7 @@ def generate(cfg: Any, tokenizer: Any, num: int) -> list[Prompt]:
     Raises:
         DatasetError: If the file is missing or malformed, or the task is unknown.
     """
-    path = cfg.path or str(importlib.resources.files("sweep") / "data" / "prompts.jsonl")
+    path = path_of(cfg)
     by_task = read_prompt_file(path)
     if cfg.task is not None and cfg.task not in by_task:
         raise DatasetError(
@@ -52,6 +52,11 @@ def generate(cfg: Any, tokenizer: Any, num: int) -> list[Prompt]:
     rows = [row for group in itertools.zip_longest(*columns) for row in group if row]
     distinct = encode(tokenizer, [text for text, _ in rows], [task for _, task in rows])
     return cycle(distinct, num, f"prompt file {path}")
+
+
+def path_of(cfg: Any) -> str:
+    """The prompt file a config reads: `cfg.path`, or the one packaged with `sweep`."""
+    return cfg.path or str(importlib.resources.files("sweep") / "data" / "prompts.jsonl")
 
 
 def read_prompt_file(path: str) -> dict[str, list[str]]:
