@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import os
 import shutil
 import statistics
 import sys
@@ -40,7 +39,7 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
 from backends import backend_class  # noqa: E402
-from backends.convert_cache import cache_root  # noqa: E402
+from backends.convert_cache import cached_build  # noqa: E402
 from backends.models import resolve_model_path  # noqa: E402
 from backends.tiny_model import ensure_tiny_model  # noqa: E402
 from sweep import records as R  # noqa: E402
@@ -126,26 +125,24 @@ def theirs(backend, args: argparse.Namespace, round_idx: int) -> tuple[float, li
 
 def scaled_model(hidden: int, layers: int) -> str:
     """The tiny model's tokenizer and config, `hidden` wide and `layers` deep, random weights."""
-    out = cache_root("models") / f"parity-llama-{hidden}x{layers}"
-    if (out / "model.safetensors").is_file():
-        return str(out)
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     tiny = ensure_tiny_model()
-    config = LlamaConfig.from_pretrained(tiny)
-    config.hidden_size, config.num_hidden_layers = hidden, layers
-    config.intermediate_size = hidden * 11 // 4
-    config.num_attention_heads = hidden // config.head_dim
-    config.num_key_value_heads = max(1, config.num_attention_heads // 4)
-    torch.manual_seed(0)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    LlamaForCausalLM(config).save_pretrained(tmp)
-    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
-        shutil.copy(tiny / name, tmp / name)
-    os.replace(tmp, out)
-    return str(out)
+
+    def build(out: Path) -> None:
+        import torch
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        config = LlamaConfig.from_pretrained(tiny)
+        config.hidden_size, config.num_hidden_layers = hidden, layers
+        config.intermediate_size = hidden * 11 // 4
+        config.num_attention_heads = hidden // config.head_dim
+        config.num_key_value_heads = max(1, config.num_attention_heads // 4)
+        torch.manual_seed(0)
+        LlamaForCausalLM(config).save_pretrained(out)
+        for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+            shutil.copy(tiny / name, out / name)
+
+    key = f"parity-llama-{hidden}x{layers}"
+    return str(cached_build("models", key, build, f"a {hidden}x{layers} Llama"))
 
 
 def server_truth(backend, seen: set[str]) -> list[float]:
