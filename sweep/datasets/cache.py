@@ -81,7 +81,7 @@ class PromptSource:
         model = self._model()
         if model is None:
             return None
-        fields = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
+        fields = dataclasses.asdict(cfg)
         text = json.dumps([FORMAT, model, fields, num], sort_keys=True, default=str)
         digest = hashlib.sha256(text.encode())
         if cfg.name == "prompts":
