@@ -23,7 +23,7 @@ from analysis.reference import with_reference
 from analysis.report import ReportOptions, main_table, save_report
 from analysis.sections import markdown_document, sweep_diff_section
 from analysis.sweep_diff import compare_sweeps
-from sweep.errors import SweepError
+from sweep.core.errors import SweepError
 
 log = logging.getLogger("analysis")
 EXIT_USAGE = 2

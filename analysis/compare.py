@@ -17,14 +17,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.metrics import (
-    SLO_E2E_MS,
-    SLO_TPOT_MS,
-    SLO_TTFT_MS,
-    meets_slo,
-    summarize,
-)
-from analysis.metrics import cost_per_1m_output as cost_per_1m
 from analysis.plots import (
     CONFIGURATION,
     LATENCY_MS,
@@ -34,8 +26,16 @@ from analysis.plots import (
     series_labels,
 )
 from analysis.roofline import BASIS_WEIGHTS, WEIGHTS_ONLY_NOTE, roofline
-from sweep import records as rec
-from sweep.errors import ConfigError
+from sweep.core import records as rec
+from sweep.core.errors import ConfigError
+from sweep.core.summary import (
+    SLO_E2E_MS,
+    SLO_TPOT_MS,
+    SLO_TTFT_MS,
+    meets_slo,
+    summarize,
+)
+from sweep.core.summary import cost_per_1m_output as cost_per_1m
 
 DEFAULT_BASELINE = "hf"
 TASK, LOAD, ENGINE, BASELINE, TRIALS = "task", "load", "engine", "baseline", "trials"

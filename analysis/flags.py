@@ -12,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis.sections import MISSING, Section
-from sweep import records as rec
+from sweep.core import records as rec
 
 # Mean lag behind the schedule above which the load generator, not the server, may be the limit.
 CLIENT_LAG_WARN_MS = 10.0

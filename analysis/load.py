@@ -14,8 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sweep import records as rec
-from sweep.errors import SweepError
+from sweep.core import records as rec
+from sweep.core.errors import SweepError
 
 
 def load_summary(results_dir: str | Path) -> pd.DataFrame:

@@ -16,7 +16,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from sweep import records as rec
+from sweep.core import records as rec
+from sweep.core.config import streams_of
 
 # Both are the load axis (concurrency where set, else batch size), so neither makes a series.
 LOAD_COLUMNS = (rec.WORKLOAD_CONCURRENCY, rec.WORKLOAD_BATCH_SIZE)
@@ -56,10 +57,18 @@ PLOTS = (
 
 
 def load_values(summary: pd.DataFrame) -> pd.Series:
-    """Offered load of each trial: `workload.concurrency` where set, else `workload.batch_size`."""
-    return numeric_column(summary, rec.WORKLOAD_CONCURRENCY).fillna(
-        numeric_column(summary, rec.WORKLOAD_BATCH_SIZE)
-    )
+    """Offered load of each trial: the streams it keeps in flight (`streams_of`).
+
+    An uncapped open loop has no stream count; it sits at its batch size, as before.
+    """
+    concurrency = numeric_column(summary, rec.WORKLOAD_CONCURRENCY)
+    batch = numeric_column(summary, rec.WORKLOAD_BATCH_SIZE)
+    modes = summary.get(rec.WORKLOAD_NAME, pd.Series(None, index=summary.index, dtype=object))
+    streams = [
+        streams_of(str(m), None if pd.isna(c) else int(c), None if pd.isna(b) else int(b))
+        for m, c, b in zip(modes, concurrency, batch, strict=True)
+    ]
+    return pd.Series(streams, index=summary.index, dtype=float).fillna(batch)
 
 
 def load_axis_label(summary: pd.DataFrame) -> str:

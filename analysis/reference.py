@@ -7,15 +7,16 @@ dotted config value such as `workload.batch_size: 32`, or a config group such as
 holding the published value (`output_throughput_tok_s: 595`, `trial_status: failed`). The sweep
 writes its composed config, reference included, into `<results>/sweep.yaml`; `load_reference`
 reads it back and `reference_table` hands on one display row per published value: published,
-measured (the mean over the matching trials) and their ratio.
+measured (the mean over the matching trials) and their ratio. A group key matches the option
+each trial recorded (`records.GROUP_CHOICES`); everything is read from the results folder, never
+from today's `conf/`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
-import shlex
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,26 +25,20 @@ import pandas as pd
 import yaml
 
 from analysis.sections import MISSING, Section
-from sweep import records as rec
-from sweep.compose import GROUPS, Composer
-from sweep.errors import SweepError
-from sweep.plan import flatten
+from sweep.core import records as rec
+from sweep.core.config import GROUPS
 
 SECTION_TITLE = "Published vs measured"
 COLUMNS = ("Published for", "Metric", "Published", "Measured", "Measured / published", "Trials")
 # Published values may be stated in seconds where the summary holds milliseconds, or vice versa.
 UNIT_ALIASES = (("_s_", "_ms_", 1e-3), ("_ms_", "_s_", 1e3))
 
-# (group, option) -> the config columns that option sets, or None when it cannot be resolved.
-GroupResolver = Callable[[str, str], dict[str, Any] | None]
-
 
 @dataclass(frozen=True)
 class Reference:
-    """A sweep's published rows and the overrides it ran with (to resolve group options)."""
+    """A sweep's published rows."""
 
     rows: tuple[dict[str, Any], ...] = ()
-    overrides: tuple[str, ...] = ()
 
 
 def load_reference(results_dir: str | Path) -> Reference | None:
@@ -55,9 +50,7 @@ def load_reference(results_dir: str | Path) -> Reference | None:
     rows = tuple(
         r for r in (meta.get("config") or {}).get("reference") or [] if isinstance(r, dict)
     )
-    # `python -m sweep +experiment=NAME k=v`: the words with `=` are the overrides.
-    overrides = tuple(w for w in shlex.split(str(meta.get("command", ""))) if "=" in w)
-    return Reference(rows, overrides) if rows else None
+    return Reference(rows) if rows else None
 
 
 def with_reference(options: Any, results_dir: str | Path) -> Any:
@@ -65,9 +58,7 @@ def with_reference(options: Any, results_dir: str | Path) -> Any:
     return dataclasses.replace(options, reference=load_reference(results_dir))
 
 
-def reference_sections(
-    trials: pd.DataFrame, reference: Reference | None, resolve: GroupResolver | None = None
-) -> list[Section]:
+def reference_sections(trials: pd.DataFrame, reference: Reference | None) -> list[Section]:
     """The section, or nothing when the sweep reproduces no published study."""
     if reference is None or not reference.rows:
         return []
@@ -75,25 +66,20 @@ def reference_sections(
         "The study's published numbers next to this sweep's trials with the same settings "
         "(measured: mean over the matching trials)."
     )
-    return [Section(SECTION_TITLE, text=text, table=reference_table(trials, reference, resolve))]
+    return [Section(SECTION_TITLE, text=text, table=reference_table(trials, reference))]
 
 
-def reference_table(
-    trials: pd.DataFrame, reference: Reference, resolve: GroupResolver | None = None
-) -> pd.DataFrame:
+def reference_table(trials: pd.DataFrame, reference: Reference) -> pd.DataFrame:
     """One display row per published value: where, what, published, measured, ratio, trials.
 
     Args:
         trials: The summary, one row per trial (flattened config columns and metrics).
         reference: From `load_reference`.
-        resolve: Turns a (group, option) key into the config columns that option sets; by
-            default the option is composed from the sweep's own command.
     """
-    resolve = resolve or _composer_resolver(reference.overrides)
     rows = []
     for ref in reference.rows:
         where = {k: v for k, v in ref.items() if _is_config_key(k)}
-        matched = trials[_mask(trials, where, resolve)]
+        matched = trials[_mask(trials, where)]
         label = ", ".join(f"{k}={_text(v)}" for k, v in where.items()) or "all trials"
         for key, published in ref.items():
             if _is_config_key(key):
@@ -108,19 +94,42 @@ def _is_config_key(key: str) -> bool:
     return key in GROUPS or rec.CONFIG_SEPARATOR in key
 
 
-def _mask(trials: pd.DataFrame, where: dict[str, Any], resolve: GroupResolver) -> pd.Series:
+def _mask(trials: pd.DataFrame, where: dict[str, Any]) -> pd.Series:
     mask = pd.Series(True, index=trials.index)
-    for key, value in where.items():
-        columns = {key: value} if rec.CONFIG_SEPARATOR in key else resolve(key, str(value))
-        if columns is None:
+    for key, expected in where.items():
+        if rec.CONFIG_SEPARATOR not in key:
+            mask &= _chose(trials, key, str(expected))
+        elif key in trials:
+            mask &= trials[key].map(lambda cell, e=expected: _same(cell, e))
+        elif not _is_null(expected):
             return pd.Series(False, index=trials.index)
-        for column, expected in columns.items():
-            if column not in trials:
-                if not _is_null(expected):
-                    return pd.Series(False, index=trials.index)
-                continue
-            mask &= trials[column].map(lambda cell, e=expected: _same(cell, e))
     return mask
+
+
+def _chose(trials: pd.DataFrame, group: str, option: str) -> pd.Series:
+    """Trials composed with `option` of `group`, as each trial recorded it.
+
+    Folders written before trials recorded their choices name a grid's option in the trial
+    label (`vllm_server-c2_seqs128-b8`), and a backend option its name (`backend.name`).
+    """
+    if rec.GROUP_CHOICES in trials:
+        recorded = trials[rec.GROUP_CHOICES].map(lambda text: _choices(text).get(group))
+        return recorded == option
+    leaf = option.rsplit("/", 1)[-1]
+    labels = trials.get(rec.LABEL, pd.Series("", index=trials.index)).astype(str)
+    found = labels.map(lambda label: leaf in label.split("-")[1:])
+    name = f"{group}{rec.CONFIG_SEPARATOR}name"
+    if name in trials:
+        found |= trials[name].astype(str) == option
+    return found
+
+
+def _choices(text: Any) -> dict[str, str]:
+    try:
+        value = json.loads(text) if isinstance(text, str) else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _same(cell: Any, expected: Any) -> bool:
@@ -168,20 +177,3 @@ def _text(value: Any) -> str:
 
 def _is_null(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _composer_resolver(overrides: tuple[str, ...]) -> GroupResolver:
-    """Compose `group=option` with the sweep's overrides: the columns that option sets."""
-    cache: dict[tuple[str, str], dict[str, Any] | None] = {}
-
-    def resolve(group: str, option: str) -> dict[str, Any] | None:
-        if (group, option) not in cache:
-            try:
-                with Composer(list(overrides)) as composer:
-                    config = composer.to_config(composer.compose_tree([f"{group}={option}"]))
-                cache[group, option] = flatten({group: dataclasses.asdict(config)[group]})
-            except SweepError:  # the option is not in this checkout's conf/: match nothing
-                cache[group, option] = None
-        return cache[group, option]
-
-    return resolve

@@ -18,8 +18,8 @@ import pandas as pd
 from analysis.compare import DEFAULT_BASELINE, Slo, analyse
 from analysis.flags import distinct, problem_sections
 from analysis.html import HTML_FILE, write_html
+from analysis.intervals import aggregate_repeats
 from analysis.load import load_requests, load_summary, load_timeseries
-from analysis.metrics import aggregate_repeats
 from analysis.plots import (
     PARETO_FILE,
     PLOTS,
@@ -42,7 +42,7 @@ from analysis.sections import (
 )
 from analysis.sweep_diff import noise_verdict
 from analysis.timeline_plots import write_timeline_plots
-from sweep import records as rec
+from sweep.core import records as rec
 
 REPORT_FILE = "report.md"
 SUMMARY_CSV_FILE = "summary.csv"

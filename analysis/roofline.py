@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.plots import load_values, numeric_column
-from sweep import records as rec
+from sweep.core import records as rec
 
 # Bytes per stored parameter, by dtype or quantization name as the backends spell them.
 BYTES_PER_PARAM = {

@@ -18,7 +18,7 @@ from analysis.compare import LOAD, TASK, TPOT_MEDIAN, Comparison
 from analysis.plots import CONFIGURATION, LATENCY_MS, display_text
 from analysis.sweep_diff import SweepDiff
 from analysis.timeline_plots import TIMELINE_TITLES
-from sweep import records as rec
+from sweep.core import records as rec
 
 MISSING = "—"
 _SIDE_STATS = ("mean", *rec.CI_STATS[1:])

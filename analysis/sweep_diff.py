@@ -3,7 +3,7 @@
 `compare_sweeps` matches the successful trials of several summary frames to grid points: equal
 `trial_id`s match (the id hashes the trial config), and so do trials whose dotted config columns
 agree when the ids differ (a newer version of the tool may hash one more field). The repeats of a
-point give a mean and 95% interval per sweep (`analysis.metrics.confidence_interval`); where the
+point give a mean and 95% interval per sweep (`sweep.core.summary.confidence_interval`); where the
 intervals of the reference sweep (the first) and another overlap, the difference is marked
 "within noise". The result is one row per point, metric and compared sweep.
 """
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.metrics import confidence_interval
+from analysis.intervals import confidence_interval
 from analysis.plots import display_text, numeric_column
-from sweep import records as rec
+from sweep.core import records as rec
 
 METRICS = (
     rec.OUTPUT_THROUGHPUT,

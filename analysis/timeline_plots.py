@@ -15,7 +15,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from sweep import records as rec
+from sweep.core import records as rec
 
 # Legend entries per column beside the plot.
 LEGEND_ROWS = 24

@@ -28,9 +28,9 @@ import pandas as pd
 from analysis.load import load_requests, load_summary, load_timeseries
 from analysis.plots import sweep_title
 from analysis.roofline import roofline
-from sweep import records as rec
-from sweep.schema import TrackingConfig
-from sweep.secrets import scrub
+from sweep.core import records as rec
+from sweep.core.config import TrackingConfig
+from sweep.core.secrets import scrub
 
 log = logging.getLogger(__name__)
 

@@ -2,14 +2,17 @@
 
 Values are `"module:Class"` strings so that a heavy engine (vLLM, CTranslate2, ...) is imported
 only inside the Ray task of a deployment that uses it. The key is also the name of the config
-option (`conf/backend/<key>.yaml`) and of the module (`backends/<key>.py`).
+option (`conf/backend/<key>.yaml`) and of the module (`backends/<key>.py`). Each backend class
+names its config dataclass (`config_class`), defined beside it; `config_classes` hands those to
+Hydra's ConfigStore. Backend modules import their engine only in `start`, so reading the configs
+imports no engine.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from sweep.errors import ConfigError
+from sweep.core.errors import ConfigError
 
 REGISTRY: dict[str, str] = {
     "hf": "backends.hf:HFBackend",
@@ -34,3 +37,8 @@ def backend_class(name: str) -> type:
         ) from None
     module_name, class_name = target.split(":")
     return getattr(importlib.import_module(module_name), class_name)
+
+
+def config_classes() -> dict[str, type]:
+    """Every backend's config dataclass by registry name (imports the modules, not the engines)."""
+    return {name: backend_class(name).config_class for name in REGISTRY}

@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import fields
 from typing import Any
 
-from sweep.errors import ConfigError
+from sweep.core.errors import ConfigError
 
 FLAG_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
@@ -52,6 +53,20 @@ def flag_args(
         items = value if isinstance(value, list | tuple) else [value]
         argv.extend(value_text(where, item) for item in items)
     return argv
+
+
+def field_flags(config: Any, leave_out: Iterable[str]) -> dict[str, Any]:
+    """`{flag-name: value}` of a config dataclass's fields, except those in `leave_out`.
+
+    A server backend's typed settings are its server's flags under the same names
+    (`max_num_seqs` is `--max-num-seqs`): written once, in the dataclass.
+    """
+    leave_out = set(leave_out)
+    return {
+        f.name.replace("_", "-"): getattr(config, f.name)
+        for f in fields(config)
+        if f.name not in leave_out
+    }
 
 
 def value_text(where: str, value: Any) -> str:

@@ -4,6 +4,8 @@ A backend is started once per deployment and stopped at the end, on error and on
 (use it as a context manager). In-process engines implement `EngineBackend.generate` and report
 each token through a callback; they never read a clock for metrics, because
 `sweep.loadgen.recorder` owns every timestamp so that all engines are measured the same way.
+Everything the trial and the load generator ask of a backend is declared here, with its default:
+they never probe a backend for optional attributes.
 """
 
 from __future__ import annotations
@@ -45,9 +47,11 @@ class Backend(abc.ABC):
 
     `interface` tells the trial runner how to drive it: `engine` (in-process `generate`),
     `openai` (an OpenAI-compatible streaming HTTP server) or `tgi` (TGI's native stream).
+    `config_class` is the backend's config dataclass, defined beside it in its module.
     """
 
     interface: ClassVar[str] = "engine"
+    config_class: ClassVar[type]
 
     def __init__(self, config: Any, model_path: str) -> None:
         self.config = config
@@ -71,6 +75,10 @@ class Backend(abc.ABC):
 
     def log_text(self) -> str | None:
         """The backend's whole log so far, kept as backend.log beside the results (if any)."""
+        return None
+
+    def reset_between_trials(self) -> None:
+        """Bring the backend to a clean state between trials (drain, reset caches); default none."""
         return None
 
     def __enter__(self) -> Backend:
@@ -104,5 +112,16 @@ class ServerBackend(Backend):
         """The `model` field of requests: the name the server serves the model under."""
         return self.model_path
 
-    def reset_between_trials(self) -> None:
-        """Bring the server to a clean state between trials (drain, reset prefix cache)."""
+    @property
+    def api(self) -> str:
+        """Which endpoint the load generator streams from: `completions`, `chat` or `tgi`."""
+        return "completions"
+
+    @property
+    def send_token_ids(self) -> bool:
+        """Whether completions requests carry the prompt as token ids instead of text."""
+        return False
+
+    def request_headers(self) -> dict[str, str]:
+        """Headers every request carries (an API key read from the environment when needed)."""
+        return {}

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sweep.errors import BackendError, MissingExtraError
+from sweep.core.errors import BackendError, MissingExtraError
 
 log = logging.getLogger(__name__)
 

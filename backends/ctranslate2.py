@@ -13,15 +13,26 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from backends.base import EngineBackend, GenRequest, GenResult, TokenCallback
+from backends.config import (
+    BackendConfig,
+)
 from backends.convert_cache import cache_key, cached_build
 from backends.streaming import TokenCounter
-from sweep.errors import BackendError, MissingExtraError
+from sweep.core.errors import (
+    BackendError,
+    ConfigError,
+    MissingExtraError,
+    check_choice,
+)
 
 log = logging.getLogger(__name__)
+
+CT2_COMPUTE_TYPES = ("float32", "float16", "int8", "int8_float16")
 
 
 def import_ctranslate2() -> Any:
@@ -48,8 +59,29 @@ def converted_model(ct2: Any, model_path: str, compute_type: str) -> Path:
     return cached_build("ct2", key, build, f"{model_path} to CTranslate2 ({compute_type})")
 
 
+@dataclass
+class CTranslate2BackendConfig(BackendConfig):
+    """CTranslate2: the HF checkpoint converted once per compute type, static batches."""
+
+    name: str = "ctranslate2"
+    compute_type: str = "float32"
+    device: str = "auto"
+    device_index: int = 0
+    intra_threads: int = 0
+    max_batch_size: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("backend", "compute_type", self.compute_type, CT2_COMPUTE_TYPES)
+        check_choice("backend", "device", self.device, ("auto", "cpu", "cuda"))
+        if min(self.device_index, self.intra_threads, self.max_batch_size) < 0:
+            raise ConfigError("backend.device_index, intra_threads and max_batch_size must be >= 0")
+
+
 class CTranslate2Backend(EngineBackend):
     """`ctranslate2.Generator` on CPU or CUDA, greedy or sampled, exact output lengths."""
+
+    config_class: ClassVar[type] = CTranslate2BackendConfig
 
     def start(self) -> None:
         """Convert (once) and load the model; check the compute type suits the device."""

@@ -12,13 +12,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from backends.base import EngineBackend, GenRequest, GenResult, TokenCallback
+from backends.config import (
+    BackendConfig,
+)
 from backends.convert_cache import first_line, local_checkpoint
 from backends.streaming import TokenCounter
-from sweep import records as R
-from sweep.errors import BackendError, MissingExtraError
+from sweep.core import records as R
+from sweep.core.errors import (
+    BackendError,
+    ConfigError,
+    MissingExtraError,
+    check_choice,
+    check_positive,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +56,33 @@ def import_exllamav2() -> tuple[Any, Any]:
     return exllamav2, generator
 
 
+@dataclass
+class ExLlamaV2BackendConfig(BackendConfig):
+    """ExLlamaV2: GPTQ or EXL2 checkpoints on CUDA, its dynamic (continuous) batching generator."""
+
+    name: str = "exllamav2"
+    max_seq_len: int = 4096
+    max_batch_size: int = 64
+    cache_tokens: int = 32768
+    cache_type: str = "fp16"
+    paged: bool = True
+    num_gpus: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("backend", "cache_type", self.cache_type, tuple(CACHE_CLASSES))
+        check_positive("backend", max_seq_len=self.max_seq_len, max_batch_size=self.max_batch_size)
+        if self.cache_tokens < self.max_seq_len or self.cache_tokens % 256:
+            raise ConfigError(
+                f"backend.cache_tokens={self.cache_tokens} must be a multiple of 256 (the page "
+                f"size) and at least max_seq_len={self.max_seq_len}"
+            )
+
+
 class ExLlamaV2Backend(EngineBackend):
     """`ExLlamaV2DynamicGenerator` over a GPTQ or EXL2 model directory (or hub id)."""
+
+    config_class: ClassVar[type] = ExLlamaV2BackendConfig
 
     def start(self) -> None:
         """Check for CUDA, then load the model across the visible GPUs with its KV cache."""

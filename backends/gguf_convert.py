@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from sweep.errors import BackendError, MissingExtraError
+from sweep.core.errors import BackendError, MissingExtraError
 
 # Bump when the output changes, so cached conversions are redone (part of the cache key).
 CONVERTER_VERSION = 1

@@ -12,14 +12,25 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 from backends.base import EngineBackend, GenRequest, GenResult, TokenCallback
+from backends.config import (
+    DTYPES,
+    TORCH_DTYPES,
+    BackendConfig,
+)
 from backends.streaming import TokenCounter, one_at_a_time
-from sweep.errors import BackendError, MissingExtraError
+from sweep.core.errors import (
+    BackendError,
+    MissingExtraError,
+    check_choice,
+)
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "auto": "auto"}
+HF_QUANTIZATIONS = ("bnb_8bit", "bnb_4bit")
 
 
 class _StepStreamer:
@@ -44,8 +55,30 @@ class _StepStreamer:
         """Called by `generate` when it finishes; nothing to flush."""
 
 
+@dataclass
+class HFBackendConfig(BackendConfig):
+    """Plain `transformers` generation: the baseline every engine is compared against."""
+
+    name: str = "hf"
+    mode: str = "per_request"
+    dtype: str = "fp32"
+    device: str = "auto"
+    quantization: str | None = None
+    attn_implementation: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("backend", "mode", self.mode, ("per_request", "static_batch"))
+        check_choice("backend", "dtype", self.dtype, DTYPES)
+        check_choice("backend", "device", self.device, ("auto", "cpu", "cuda"))
+        if self.quantization is not None:
+            check_choice("backend", "quantization", self.quantization, HF_QUANTIZATIONS)
+
+
 class HFBackend(EngineBackend):
     """`transformers.AutoModelForCausalLM.generate`, per request or as a padded static batch."""
+
+    config_class: ClassVar[type] = HFBackendConfig
 
     def start(self) -> None:
         """Load tokenizer and model onto the configured device and dtype."""
@@ -61,7 +94,7 @@ class HFBackend(EngineBackend):
         if device == "cuda" and not torch.cuda.is_available():
             raise BackendError("backend.device=cuda but no CUDA device is visible")
         self.device = device
-        dtype = DTYPES[self.config.dtype]
+        dtype = TORCH_DTYPES[self.config.dtype]
         kwargs: dict[str, object] = {"dtype": dtype if dtype == "auto" else getattr(torch, dtype)}
         if self.config.attn_implementation:
             kwargs["attn_implementation"] = self.config.attn_implementation
@@ -102,7 +135,7 @@ class HFBackend(EngineBackend):
         if quant == "bnb_8bit":
             bits: dict[str, object] = {"load_in_8bit": True}
         else:
-            dtype = DTYPES[self.config.dtype]
+            dtype = TORCH_DTYPES[self.config.dtype]
             compute = self._torch.float32 if dtype == "auto" else getattr(self._torch, dtype)
             bits = {"load_in_4bit": True, "bnb_4bit_compute_dtype": compute}
         return {

@@ -15,14 +15,25 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from backends.base import EngineBackend, GenRequest, GenResult, TokenCallback
+from backends.config import (
+    BackendConfig,
+)
 from backends.convert_cache import cache_key, cached_build, first_line, local_checkpoint
 from backends.gguf_convert import CONVERTER_VERSION, convert_to_gguf
+from backends.gguf_convert import OUTTYPES as GGUF_OUTTYPES
 from backends.streaming import TokenCounter, one_at_a_time
-from sweep.errors import BackendError, MissingExtraError
+from sweep.core.errors import (
+    BackendError,
+    ConfigError,
+    MissingExtraError,
+    check_choice,
+    check_positive,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +75,34 @@ def gguf_path(config: Any, model_path: str) -> Path:
     return cached_build("gguf", key, build, f"{model_path} to GGUF ({outtype})") / GGUF_NAME
 
 
+@dataclass
+class LlamaCppBackendConfig(BackendConfig):
+    """llama.cpp through llama-cpp-python: a GGUF file (given, or converted from the HF model)."""
+
+    name: str = "llamacpp"
+    gguf_file: str | None = None
+    gguf_repo: str | None = None
+    convert_outtype: str = "f16"
+    n_gpu_layers: int = 0
+    n_ctx: int = 2048
+    n_batch: int = 512
+    n_threads: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("backend", "convert_outtype", self.convert_outtype, tuple(GGUF_OUTTYPES))
+        check_positive("backend", n_ctx=self.n_ctx, n_batch=self.n_batch, n_threads=self.n_threads)
+        if self.gguf_repo is not None and self.gguf_file is None:
+            raise ConfigError("backend.gguf_repo needs backend.gguf_file (the file in that repo)")
+        if self.n_gpu_layers < -1:
+            raise ConfigError(f"backend.n_gpu_layers must be >= -1 (all), got {self.n_gpu_layers}")
+
+
 class LlamaCppBackend(EngineBackend):
     """`llama_cpp.Llama` on CPU, or with `n_gpu_layers` offloaded to a GPU."""
+
+    config_class: ClassVar[type] = LlamaCppBackendConfig
 
     def start(self) -> None:
         """Find or make the GGUF file and load it."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from sweep.errors import ConfigError
+from sweep.core.errors import ConfigError
 
 GENERATORS: dict[str, str] = {
     "tiny_llama": "backends.tiny_model:ensure_tiny_model",

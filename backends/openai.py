@@ -10,18 +10,54 @@ is sent as a Bearer token; it is read when needed and never stored in config, re
 from __future__ import annotations
 
 import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import ClassVar
+
+from omegaconf import MISSING
 
 from backends.base import ServerBackend
+from backends.config import (
+    SERVER_APIS,
+    BackendConfig,
+    check_url,
+)
 from backends.server_process import probe
-from sweep.loadgen.http import auth_headers
+from sweep.core.errors import ConfigError, check_choice, check_positive
 
 log = logging.getLogger(__name__)
 
 MODELS_PATH = "/v1/models"
 
 
+@dataclass
+class OpenAIBackendConfig(BackendConfig):
+    """An existing OpenAI-compatible endpoint: nothing is launched, only attached to."""
+
+    name: str = "openai"
+    url: str = MISSING
+    api: str = "completions"
+    model: str | None = None
+    api_key_env: str | None = None
+    connect_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("backend", "api", self.api, SERVER_APIS)
+        check_positive("backend", connect_timeout_s=self.connect_timeout_s)
+        check_url("url", self.url)
+        if self.api_key_env is not None and not re.fullmatch(r"[A-Za-z_]\w*", self.api_key_env):
+            raise ConfigError(
+                "backend.api_key_env must name an environment variable (the key itself is "
+                "never put in config)"
+            )
+
+
 class OpenAIBackend(ServerBackend):
     """An existing endpoint described by `OpenAIBackendConfig`."""
+
+    config_class: ClassVar[type] = OpenAIBackendConfig
 
     def __init__(self, config: object, model_path: str) -> None:
         super().__init__(config, model_path)
@@ -43,10 +79,10 @@ class OpenAIBackend(ServerBackend):
         """`completions` or `chat`."""
         return self.config.api
 
-    @property
-    def api_key_env(self) -> str | None:
-        """The environment variable holding the API key (the load generator reads it)."""
-        return self.config.api_key_env
+    def request_headers(self) -> dict[str, str]:
+        """The Bearer header from the variable `api_key_env` names, read now, never stored."""
+        key = os.environ.get(self.config.api_key_env) if self.config.api_key_env else None
+        return {"Authorization": f"Bearer {key}"} if key else {}
 
     def start(self) -> None:
         """Check that the endpoint answers; raise BackendError (backend_start_failed) if not."""
@@ -54,7 +90,7 @@ class OpenAIBackend(ServerBackend):
             self.base_url,
             (MODELS_PATH, "/health"),
             self.config.connect_timeout_s,
-            auth_headers(self.config.api_key_env),
+            self.request_headers() or None,
         )
         if response.url.path.endswith(MODELS_PATH):
             try:

@@ -1,7 +1,7 @@
 """Scraping a server's Prometheus `/metrics` into telemetry samples.
 
 Server backends (sim, vLLM, ...) hand the trial's sampler a source made here, with their own
-mapping from Prometheus sample names to the project's timeseries metric names (`sweep.records`)
+mapping from Prometheus sample names to the project's timeseries metric names (`sweep.core.records`)
 and a scale (vLLM reports KV-cache usage as a fraction; the records hold percent). Parsing goes
 through `prometheus_client`'s own text parser, so label sets, escaping and `_total` suffixes are
 handled as Prometheus defines them.

@@ -27,8 +27,8 @@ from typing import Any, ClassVar
 import httpx
 
 from backends.base import ServerBackend
-from sweep import records as R
-from sweep.errors import BackendError
+from sweep.core import records as R
+from sweep.core.errors import BackendError
 
 # Enough of the log to show a traceback or the engine's last complaint, short enough to read.
 TAIL_LINES = 30

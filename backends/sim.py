@@ -7,13 +7,20 @@ on a laptop (`backend=sim`). Its `/metrics` feed the trial's timeseries like a r
 
 from __future__ import annotations
 
+import json
 import sys
+from dataclasses import dataclass, fields
 from typing import ClassVar
 
 from backends.base import TelemetrySource
+from backends.config import (
+    BackendConfig,
+)
 from backends.prometheus import MetricMap, PrometheusSource
 from backends.server_process import LaunchedServerBackend
-from sweep import records as R
+from backends.sim_schedule import SIM_FAULT_KINDS, SimSchedule
+from sweep.core import records as R
+from sweep.core.errors import ConfigError, check_choice, check_positive
 
 # The sim exports vLLM's metric names under a `sim:` prefix; KV-cache usage is a fraction.
 SIM_METRICS: MetricMap = {
@@ -23,8 +30,33 @@ SIM_METRICS: MetricMap = {
 }
 
 
+@dataclass
+class SimBackendConfig(SimSchedule, BackendConfig):
+    """The simulated OpenAI-compatible server: exact latencies, injectable faults, no model."""
+
+    name: str = "sim"
+    host: str = "127.0.0.1"
+    startup_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(
+            "backend",
+            tokens_per_chunk=self.tokens_per_chunk,
+            startup_timeout_s=self.startup_timeout_s,
+        )
+        if min(self.ttft_ms, self.itl_ms, self.load_ms_per_running) < 0:
+            raise ConfigError("backend.ttft_ms, itl_ms and load_ms_per_running must be >= 0")
+        if not 0.0 <= self.fault_rate <= 1.0:
+            raise ConfigError(f"backend.fault_rate must be in [0, 1], got {self.fault_rate}")
+        for kind in self.fault_kinds:
+            check_choice("backend", "fault_kinds", kind, SIM_FAULT_KINDS)
+
+
 class SimBackend(LaunchedServerBackend):
     """A `sim_server` child process configured from `SimBackendConfig`."""
+
+    config_class: ClassVar[type] = SimBackendConfig
 
     launcher_name: ClassVar[str] = "sim"
 
@@ -33,15 +65,11 @@ class SimBackend(LaunchedServerBackend):
         self._server.launch(self._argv, self.config.host, self.config.startup_timeout_s)
 
     def _argv(self, port: int) -> list[str]:
-        c = self.config
+        schedule = {f.name: getattr(self.config, f.name) for f in fields(SimSchedule)}
         return [
             sys.executable, "-m", "backends.sim_server",
-            "--host", c.host, "--port", str(port),
-            "--ttft-ms", str(c.ttft_ms), "--itl-ms", str(c.itl_ms),
-            "--tokens-per-chunk", str(c.tokens_per_chunk),
-            "--load-ms-per-running", str(c.load_ms_per_running),
-            "--fault-rate", str(c.fault_rate), "--fault-kinds", ",".join(c.fault_kinds),
-            "--seed", str(c.seed), "--usage-skew", str(c.usage_skew),
+            "--host", self.config.host, "--port", str(port),
+            "--schedule", json.dumps(schedule),
         ]  # fmt: skip
 
     def telemetry_sources(self) -> list[TelemetrySource]:

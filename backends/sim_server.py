@@ -25,12 +25,12 @@ import random
 import socket
 import struct
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-from backends.sim_faults import SIM_FAULT_KINDS
+from backends.sim_schedule import SIM_FAULT_KINDS, SimSchedule
 
 STALL_S = 3600.0  # longer than any sane client timeout; ends early only when the server stops
 MAX_STAMPS = 100_000  # per-request stamps kept for /sim/requests (oldest dropped first)
@@ -39,19 +39,11 @@ MAX_STAMPS = 100_000  # per-request stamps kept for /sim/requests (oldest droppe
 EARLY_NS = 500_000
 
 
-@dataclass(frozen=True)
-class SimOptions:
-    """The latency schedule and fault injection of one server."""
+@dataclass
+class SimOptions(SimSchedule):
+    """The schedule plus what only the server sets: the running requests that fill its KV cache."""
 
-    ttft_ms: float = 20.0
-    itl_ms: float = 5.0
-    tokens_per_chunk: int = 1
-    load_ms_per_running: float = 0.0
-    fault_rate: float = 0.0
-    fault_kinds: tuple[str, ...] = SIM_FAULT_KINDS
-    seed: int = 0
-    kv_capacity: int = 256  # running requests that fill the fake KV cache
-    usage_skew: int = 0  # added to the final usage count only: a server miscounting its tokens
+    kv_capacity: int = 256
 
 
 class Stream:
@@ -345,22 +337,23 @@ def build_app(options: SimOptions) -> web.Application:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[str, int, SimOptions]:
-    """Host, port and options from the command line (`--ttft-ms` and so on, as `SimOptions`)."""
+    """Host, port and options from the command line (`--schedule` is a `SimSchedule` as JSON)."""
     p = argparse.ArgumentParser(prog="python -m backends.sim_server", description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
-    for f in fields(SimOptions):
-        if f.name != "fault_kinds":
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
-    p.add_argument("--fault-kinds", default=",".join(SIM_FAULT_KINDS))
-    a = vars(p.parse_args(argv))
-    host, port = a.pop("host"), a.pop("port")
-    kinds = a["fault_kinds"] = tuple(k.strip() for k in a["fault_kinds"].split(",") if k.strip())
-    if set(kinds) - set(SIM_FAULT_KINDS) or (a["fault_rate"] > 0 and not kinds):
-        p.error(f"--fault-kinds must list some of {','.join(SIM_FAULT_KINDS)}")
-    if a["tokens_per_chunk"] < 1 or not 0 <= a["fault_rate"] <= 1 or a["kv_capacity"] < 1:
-        p.error("need --tokens-per-chunk >= 1, 0 <= --fault-rate <= 1, --kv-capacity >= 1")
-    return host, port, SimOptions(**a)
+    p.add_argument("--schedule", default="{}", help="SimSchedule fields as a JSON object")
+    p.add_argument("--kv-capacity", type=int, default=SimOptions.kv_capacity)
+    a = p.parse_args(argv)
+    try:
+        options = SimOptions(**json.loads(a.schedule), kv_capacity=a.kv_capacity)
+    except (ValueError, TypeError) as exc:
+        p.error(f"--schedule: {exc}")
+    kinds = options.fault_kinds
+    if set(kinds) - set(SIM_FAULT_KINDS) or (options.fault_rate > 0 and not kinds):
+        p.error(f"fault_kinds must list some of {','.join(SIM_FAULT_KINDS)}")
+    if options.tokens_per_chunk < 1 or not 0 <= options.fault_rate <= 1 or options.kv_capacity < 1:
+        p.error("need tokens_per_chunk >= 1, 0 <= fault_rate <= 1, --kv-capacity >= 1")
+    return a.host, a.port, options
 
 
 def main(argv: list[str] | None = None) -> None:

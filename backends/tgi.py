@@ -25,18 +25,23 @@ import os
 import shutil
 import subprocess
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import httpx
 
-from backends.argv import flag_args
+from backends.argv import check_extra_args, check_values, flag_args
 from backends.base import TelemetrySource
+from backends.config import (
+    BackendConfig,
+    check_url,
+    typed_names,
+)
 from backends.prometheus import MetricMap, PrometheusSource
 from backends.server_process import LaunchedServerBackend, probe
-from sweep import records as R
-from sweep.backend_schemas import TGI_RESERVED_FLAGS, TGIBackendConfig
-from sweep.errors import BackendError
+from sweep.core import records as R
+from sweep.core.errors import BackendError, check_positive
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +53,56 @@ CONTAINER_PORT = 80
 MODEL_MOUNT = "/model"
 SECRET_ENV = ("HF_TOKEN",)  # passed to the container by name, never by value
 REMOVE_TIMEOUT_S = 60.0
+# Flags the backend sets itself (model, address, GPUs): not allowed in extra_args.
+TGI_RESERVED_FLAGS = ("model-id", "hostname", "port", "num-shard")
+
+
+@dataclass
+class TGIBackendConfig(BackendConfig):
+    """Text Generation Inference in docker (launched per deployment), or attached at `url`."""
+
+    name: str = "tgi"
+    url: str | None = None
+    host: str = "127.0.0.1"
+    image: str = "ghcr.io/huggingface/text-generation-inference"
+    tag: str = "3.3.5"
+    docker: str = "docker"
+    volume: str = "~/.cache/huggingface/hub"
+    shm_size: str = "1g"
+    max_concurrent_requests: int = 128
+    max_batch_total_tokens: int | None = None
+    startup_timeout_s: float = 1800.0
+    extra_args: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(
+            "backend",
+            max_concurrent_requests=self.max_concurrent_requests,
+            max_batch_total_tokens=self.max_batch_total_tokens,
+            startup_timeout_s=self.startup_timeout_s,
+        )
+        check_url("url", self.url)
+        check_values(
+            "backend",
+            host=self.host,
+            image=self.image,
+            tag=self.tag,
+            docker=self.docker,
+            volume=self.volume,
+            shm_size=self.shm_size,
+        )
+        check_extra_args(
+            "backend.extra_args", self.extra_args, typed_names(self), TGI_RESERVED_FLAGS
+        )
 
 
 class TGIBackend(LaunchedServerBackend):
     """A TGI container (or an attached TGI server) configured from `TGIBackendConfig`."""
 
+    config_class: ClassVar[type] = TGIBackendConfig
+
     interface: ClassVar[str] = "tgi"
-    api: ClassVar[str] = "tgi"
     launcher_name: ClassVar[str] = "tgi"
 
     def __init__(self, config: TGIBackendConfig, model_path: str) -> None:
@@ -63,6 +111,11 @@ class TGIBackend(LaunchedServerBackend):
         self.container = f"llm-sweep-tgi-{uuid.uuid4().hex[:12]}"
         self._container_launched = False
         self.info: dict = {}
+
+    @property
+    def api(self) -> str:
+        """TGI's native `/generate_stream`."""
+        return "tgi"
 
     @property
     def base_url(self) -> str:

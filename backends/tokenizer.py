@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from backends.convert_cache import first_line, read_entry, write_entry
-from sweep import records as R
-from sweep.errors import BackendError
+from sweep.core import records as R
+from sweep.core.errors import BackendError
 
 # What AutoTokenizer reads to choose the class (besides the class name it finds there).
 DECIDING_FILES = ("tokenizer_config.json", "config.json")

@@ -17,13 +17,24 @@ import gc
 import logging
 import multiprocessing
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from backends.base import EngineBackend, GenRequest, GenResult, TokenCallback
-from backends.hf import DTYPES as TORCH_DTYPES
+from backends.config import (
+    DTYPES,
+    TORCH_DTYPES,
+    BackendConfig,
+    check_fraction,
+)
 from backends.vllm_server import cuda_visible
-from sweep import records as R
-from sweep.errors import BackendError, MissingExtraError
+from sweep.core import records as R
+from sweep.core.errors import (
+    BackendError,
+    MissingExtraError,
+    check_choice,
+    check_positive,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +49,41 @@ OPTIONAL_ENGINE_ARGS = (
 )
 
 
+@dataclass
+class VLLMBackendConfig(BackendConfig):
+    """vLLM's offline `LLM` engine in the trial's process; None = vLLM's default."""
+
+    name: str = "vllm"
+    dtype: str = "auto"
+    gpu_memory_utilization: float = 0.9
+    max_num_batched_tokens: int | None = None
+    max_num_seqs: int | None = None
+    max_model_len: int | None = None
+    enforce_eager: bool = False
+    enable_prefix_caching: bool | None = None
+    kv_cache_dtype: str | None = None
+    quantization: str | None = None
+    seed: int = 0
+    cpu_kvcache_space_gb: int = 1
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("backend", "dtype", self.dtype, DTYPES)
+        check_positive(
+            "backend",
+            max_num_batched_tokens=self.max_num_batched_tokens,
+            max_num_seqs=self.max_num_seqs,
+            max_model_len=self.max_model_len,
+            cpu_kvcache_space_gb=self.cpu_kvcache_space_gb,
+        )
+        check_fraction("gpu_memory_utilization", self.gpu_memory_utilization)
+
+
 class VLLMBackend(EngineBackend):
     """`vllm.LLM` stepped request by request, configured from `VLLMBackendConfig`."""
+
+    config_class: ClassVar[type] = VLLMBackendConfig
 
     def __init__(self, config: Any, model_path: str) -> None:
         super().__init__(config, model_path)

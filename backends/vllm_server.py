@@ -17,17 +17,25 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import httpx
 
-from backends.argv import flag_args
+from backends.argv import check_extra_args, check_values, field_flags, flag_args
 from backends.base import TelemetrySource
-from backends.hf import DTYPES as TORCH_DTYPES
+from backends.config import (
+    DTYPES,
+    SERVER_APIS,
+    TORCH_DTYPES,
+    BackendConfig,
+    check_fraction,
+    typed_names,
+)
 from backends.prometheus import SOURCE, MetricMap, PrometheusSource, Rows, parse_metrics
 from backends.server_process import LaunchedServerBackend
-from sweep import records as R
-from sweep.backend_schemas import VLLM_RESERVED_FLAGS
+from sweep.core import records as R
+from sweep.core.errors import check_choice, check_positive
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +54,68 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DRAIN_TIMEOUT_S = 120.0
 RESET_ATTEMPTS = 20  # the reset is refused while blocks are still held; it is retried
 POLL_S = 0.25
+# Config fields that are not a server flag under their own name: how the server is launched and
+# reached, and the settings `argv` maps itself (dtype names, the tri-state prefix caching).
+NOT_SERVER_FLAGS = (
+    "name", "num_gpus", "num_cpus", "api", "startup_timeout_s", "cpu_kvcache_space_gb",
+    "extra_args", "dtype", "enable_prefix_caching",
+)  # fmt: skip
+# Flags the backend sets itself (model, address, GPUs): not allowed in extra_args.
+VLLM_RESERVED_FLAGS = ("model", "port", "tensor-parallel-size")
+
+
+@dataclass
+class VLLMServerConfig(BackendConfig):
+    """vLLM's OpenAI-compatible server, launched once per deployment; None = vLLM's default."""
+
+    name: str = "vllm_server"
+    host: str = "127.0.0.1"
+    api: str = "completions"
+    startup_timeout_s: float = 600.0
+    dtype: str = "auto"
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    gpu_memory_utilization: float | None = None
+    max_model_len: int | None = None
+    kv_cache_dtype: str | None = None
+    calculate_kv_scales: bool = False  # for vLLM versions before the flag's removal (mid 2026)
+    speculative_config: dict[str, Any] | None = None
+    quantization: str | None = None
+    override_generation_config: dict[str, Any] | None = None
+    served_model_name: str | None = None
+    enable_prefix_caching: bool | None = None
+    cpu_kvcache_space_gb: int = 1
+    extra_args: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("backend", "api", self.api, SERVER_APIS)
+        check_choice("backend", "dtype", self.dtype, DTYPES)
+        check_positive(
+            "backend",
+            startup_timeout_s=self.startup_timeout_s,
+            max_num_seqs=self.max_num_seqs,
+            max_num_batched_tokens=self.max_num_batched_tokens,
+            max_model_len=self.max_model_len,
+            cpu_kvcache_space_gb=self.cpu_kvcache_space_gb,
+        )
+        check_fraction("gpu_memory_utilization", self.gpu_memory_utilization)
+        check_values(
+            "backend",
+            host=self.host,
+            kv_cache_dtype=self.kv_cache_dtype,
+            quantization=self.quantization,
+            served_model_name=self.served_model_name,
+        )
+        check_extra_args(
+            "backend.extra_args", self.extra_args, typed_names(self), VLLM_RESERVED_FLAGS
+        )
 
 
 class VLLMServerBackend(LaunchedServerBackend):
     """A `vllm.entrypoints.openai.api_server` child process configured from `VLLMServerConfig`."""
+
+    config_class: ClassVar[type] = VLLMServerConfig
 
     launcher_name: ClassVar[str] = "vllm_server"
 
@@ -90,22 +156,12 @@ class VLLMServerBackend(LaunchedServerBackend):
         caching = c.enable_prefix_caching
         typed: dict[str, Any] = {
             "model": self.model_path,
-            "host": c.host,
             "port": port,
             "dtype": TORCH_DTYPES[c.dtype],
             "tensor-parallel-size": c.num_gpus if c.num_gpus > 1 else None,
-            "max-num-seqs": c.max_num_seqs,
-            "max-num-batched-tokens": c.max_num_batched_tokens,
-            "gpu-memory-utilization": c.gpu_memory_utilization,
-            "max-model-len": c.max_model_len,
-            "kv-cache-dtype": c.kv_cache_dtype,
-            "calculate-kv-scales": c.calculate_kv_scales,
-            "speculative-config": c.speculative_config,
-            "quantization": c.quantization,
-            "override-generation-config": c.override_generation_config,
-            "served-model-name": c.served_model_name,
             "enable-prefix-caching": caching is True,
             "no-enable-prefix-caching": caching is False,
+            **field_flags(c, NOT_SERVER_FLAGS),
         }
         defaults = {k: v for k, v in DEFAULT_FLAGS.items() if k not in c.extra_args}
         return [

@@ -40,14 +40,13 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from analysis.metrics import summarize
 from analysis.sections import markdown_table
 from backends.base import GenRequest
-from backends.sim import SimBackend
-from sweep.backend_schemas import SimBackendConfig
+from backends.sim import SimBackend, SimBackendConfig
+from sweep.core.config import WorkloadConfig
+from sweep.core.summary import summarize
 from sweep.loadgen.http import Endpoint, run_endpoint_workload
 from sweep.loadgen.saturation import CPU_LIMIT_PERCENT, ClientUsage, CpuMeter, client_columns
-from sweep.schema import WorkloadConfig
 
 RATES = (1000, 2500, 5000, 10000, 20000, 40000)
 MAX_STREAMS, BASE_ITL_MS, TTFT_MS, OUTPUT_LEN, INPUT_LEN = 250, 50.0, 20.0, 64, 16

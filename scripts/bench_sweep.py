@@ -29,9 +29,11 @@ import pandas as pd  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from analysis.sections import markdown_table  # noqa: E402
-from backends.sim import SimBackend  # noqa: E402
+from backends.sim import (
+    SimBackend,  # noqa: E402
+    SimBackendConfig,  # noqa: E402
+)
 from sweep.__main__ import main as sweep_main  # noqa: E402
-from sweep.backend_schemas import SimBackendConfig  # noqa: E402
 
 
 def backend_start_s(repeats: int = 3) -> float:

@@ -42,7 +42,7 @@ from backends import backend_class  # noqa: E402
 from backends.convert_cache import cached_build  # noqa: E402
 from backends.models import resolve_model_path  # noqa: E402
 from backends.tiny_model import ensure_tiny_model  # noqa: E402
-from sweep import records as R  # noqa: E402
+from sweep.core import records as R  # noqa: E402
 from sweep.datasets.cache import PromptSource  # noqa: E402
 from sweep.plan import build_plan  # noqa: E402
 from sweep.trial import run_trial  # noqa: E402

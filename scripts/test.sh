@@ -8,4 +8,10 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
     || echo "note: chromium could not be installed; the HTML screenshot test will be skipped"
 fi
-exec .venv/bin/python -m pytest -m "not gpu" "$@"
+# The layering contracts of docs/architecture.md (import-linter, configured in pyproject.toml).
+layers=0
+.venv/bin/lint-imports --no-cache | tail -n 3 || layers=$?
+status=0
+.venv/bin/python -m pytest -m "not gpu" "$@" || status=$?
+[ "$layers" = 0 ] || { echo "lint-imports: a layering contract is broken (see above)"; exit 1; }
+exit "$status"

@@ -16,14 +16,14 @@ from analysis.load import load_summary
 from analysis.report import main_table, write_report
 from analysis.tracking import Tracker
 from sweep import environment as env
+from sweep.core.errors import SweepError
+from sweep.core.results import ResultStore, TrialFiles
+from sweep.core.secrets import scrub
 from sweep.display import console, print_plan, print_resume, print_trust_warnings
 from sweep.driver import Driver, connect
-from sweep.errors import SweepError
 from sweep.plan import SweepPlan, build_plan
 from sweep.progress import SweepProgress
-from sweep.results import ResultStore, TrialFiles
 from sweep.resume import select_pending
-from sweep.secrets import scrub
 
 log = logging.getLogger("sweep")
 

@@ -2,11 +2,14 @@
 
 `Composer` wraps Hydra's compose API over `conf/`: config-group overrides go through Hydra,
 dotted value overrides are applied to the composed tree (struct mode keeps unknown keys an error),
-and the result is converted to the plain dataclasses of `sweep.schema`, which validates values.
+and the result is converted to the plain dataclasses of `sweep.core.config` and of the backends,
+which validate values.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import re
 from pathlib import Path
 from typing import Any
@@ -14,14 +17,14 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from sweep.errors import ConfigError
-from sweep.schema import Config, register_schemas
+from sweep.core.config import GROUPS, Config
+from sweep.core.errors import ConfigError
+from sweep.schema import register_schemas
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-GROUPS = ("model", "backend", "workload", "dataset", "hardware", "cluster", "output", "tracking")
 
 
 class Composer:
@@ -50,8 +53,14 @@ class Composer:
 
     def compose_tree(self, group_overrides: list[str]) -> DictConfig:
         """Compose the base overrides plus `group_overrides` into an OmegaConf tree."""
+        return self.compose_point(group_overrides)[0]
+
+    def compose_point(self, group_overrides: list[str]) -> tuple[DictConfig, dict[str, str]]:
+        """The composed tree and the option chosen for each config group (`GROUPS`)."""
         try:
-            return compose("config", overrides=self.overrides + group_overrides)
+            tree = compose(
+                "config", overrides=self.overrides + group_overrides, return_hydra_config=True
+            )
         except MissingConfigException as exc:
             raise ConfigError(self._missing_option_message(exc)) from None
         except (HydraException, OmegaConfBaseException) as exc:
@@ -59,6 +68,14 @@ class Composer:
             if match:
                 raise ConfigError(self._override_message(match.group(1), exc)) from None
             raise ConfigError(_one_line(exc)) from None
+        choices = {
+            group: str(option)
+            for group, option in tree.hydra.runtime.choices.items()
+            if group in GROUPS and option is not None
+        }
+        with open_dict(tree):
+            del tree["hydra"]
+        return tree, choices
 
     def _override_message(self, key: str, exc: Exception) -> str:
         """Name the valid keys when `key` does not exist, else explain why it can't be set."""
@@ -85,6 +102,7 @@ class Composer:
                     )
                     raise ConfigError(f"unknown config key {key!r}; valid keys: {valid}")
                 OmegaConf.update(tree, key, value, merge=False)
+            check_known_keys(tree)
             return OmegaConf.to_object(tree)
         except OmegaConfBaseException as exc:
             raise ConfigError(_one_line(exc)) from None
@@ -104,6 +122,28 @@ class Composer:
 
 
 _ABSENT = object()
+
+
+def check_known_keys(node: DictConfig, prefix: str = "") -> None:
+    """Refuse keys that no schema declares, whichever way they came in (`+group.key=v` too).
+
+    Hydra's `+` adds a key even under a structured config, and the conversion to dataclasses
+    would then drop it without a word: a typo such as `+workload.output_lenn=64` ran the whole
+    sweep with the default. Free-form maps (`extra_args`, `sweep.grid`) are not checked.
+    """
+    schema = OmegaConf.get_type(node)
+    if not dataclasses.is_dataclass(schema):
+        return
+    known = [f.name for f in dataclasses.fields(schema)]
+    for key in node.keys():
+        name = f"{prefix}{key}"
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            raise ConfigError(f"unknown config key {name!r}; {hint}valid keys: {', '.join(known)}")
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            check_known_keys(child, f"{name}.")
 
 
 def _one_line(exc: Exception) -> str:

@@ -26,12 +26,12 @@ from typing import Any
 
 import ray
 
-from sweep import records as R
-from sweep.errors import SweepError
+from sweep.core import records as R
+from sweep.core.errors import SweepError
+from sweep.core.results import ResultStore, TrialFiles
 from sweep.ledger import TrialLedger
 from sweep.placement import longest_first, unplaceable_reason
 from sweep.plan import Deployment
-from sweep.results import ResultStore, TrialFiles
 from sweep.trial import DeploymentStarted, failed_trial, run_deployment
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ def estimated_work(deployment: Deployment) -> float:
     total = 0.0
     for trial in deployment.trials:
         workload = trial.config.workload
-        parallel = workload.concurrency or workload.batch_size or 1
-        total += workload.num_requests * workload.output_len / max(parallel, 1) + 1
+        parallel = workload.streams or 1
+        total += workload.num_requests * workload.output_len / parallel + 1
     return total
 
 

@@ -21,8 +21,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from sweep.errors import ConfigError
-from sweep.schema import Config
+from sweep.core import records as rec
+from sweep.core.config import GROUPS, Config, flatten
+from sweep.core.errors import ConfigError
 
 NOT_IN_TRIAL_ID = ("sweep", "output", "cluster", "tracking", "slo", "reference")
 NOT_IN_FLAT = ("sweep", "output", "cluster", "tracking", "reference")
@@ -40,7 +41,7 @@ class TrialSpec:
     repeat: int
     label: str
     config: Config
-    flat: dict[str, Any]
+    flat: dict[str, Any]  # the summary's config columns, with the group choices as JSON
 
 
 @dataclass(frozen=True)
@@ -96,10 +97,10 @@ def stable_hash(value: Any) -> str:
 
 def build_plan(overrides: list[str]) -> SweepPlan:
     """Compose the experiment, validate its grid and expand it into deployments and trials."""
-    from sweep.compose import GROUPS, Composer  # not at the top: workers unpickle plans only
+    from sweep.compose import Composer  # not at the top: workers unpickle plans only
 
     with Composer(overrides) as composer:
-        base_tree = composer.compose_tree([])
+        base_tree, base_choices = composer.compose_point([])
         base = composer.to_config(base_tree)
         _check_name(base.sweep.name)
         axes = {axis: list(values) for axis, values in base.sweep.grid.items()}
@@ -114,15 +115,15 @@ def build_plan(overrides: list[str]) -> SweepPlan:
         trials = []
         # One Hydra compose per combination of group options (a quarter second each), not per
         # point: points that differ only in values get a copy of their combination's tree.
-        composed = {(): base_tree}
+        composed = {(): (base_tree, base_choices)}
         for point in itertools.product(*axes.values()):
             chosen = dict(zip(axes, point, strict=True))
             groups = tuple(f"{a}={chosen[a]}" for a in group_axes)
             if groups not in composed:
-                composed[groups] = composer.compose_tree(list(groups))
-            tree = copy.deepcopy(composed[groups])
-            config = composer.to_config(tree, {a: chosen[a] for a in value_axes})
-            trials.extend(_trials_of_point(config, chosen, base.sweep.repeats))
+                composed[groups] = composer.compose_point(list(groups))
+            tree, choices = composed[groups]
+            config = composer.to_config(copy.deepcopy(tree), {a: chosen[a] for a in value_axes})
+            trials.extend(_trials_of_point(config, chosen, choices, base.sweep.repeats))
     return SweepPlan(
         name=base.sweep.name,
         base=base,
@@ -132,11 +133,14 @@ def build_plan(overrides: list[str]) -> SweepPlan:
     )
 
 
-def _trials_of_point(config: Config, chosen: dict[str, Any], repeats: int) -> list[TrialSpec]:
+def _trials_of_point(
+    config: Config, chosen: dict[str, Any], choices: dict[str, str], repeats: int
+) -> list[TrialSpec]:
     tree = dataclasses.asdict(config)
     deployment_id = stable_hash({k: tree[k] for k in DEPLOYMENT_KEYS})
     hashed = {k: v for k, v in tree.items() if k not in NOT_IN_TRIAL_ID}
     flat = flatten({k: v for k, v in tree.items() if k not in NOT_IN_FLAT})
+    flat[rec.GROUP_CHOICES] = json.dumps(choices, sort_keys=True)
     label = point_label(config, chosen)
     specs = []
     for repeat in range(repeats):
@@ -180,21 +184,6 @@ def point_label(config: Config, chosen: dict[str, Any]) -> str:
         text = str(value) if not isinstance(value, dict | list) else stable_hash(value)[:6]
         parts.append(f"{SHORT_NAMES[leaf]}{text}" if leaf in SHORT_NAMES else text)
     return "-".join(parts)
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Dotted keys for nested dicts; lists and dicts below a leaf become JSON strings."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
-            if name.count(".") < 1:
-                flat.update(flatten(value, f"{name}."))
-                continue
-        if isinstance(value, dict | list | tuple):
-            value = json.dumps(value, sort_keys=True, default=str)
-        flat[name] = value
-    return flat
 
 
 def _has_key(tree: Any, dotted: str) -> bool:

@@ -11,8 +11,8 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sweep import records as R
-from sweep.results import TrialFiles
+from sweep.core import records as R
+from sweep.core.results import TrialFiles
 
 
 class SweepProgress:

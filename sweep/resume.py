@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sweep import records as R
+from sweep.core import records as R
+from sweep.core.results import ResultStore
 from sweep.plan import Deployment, SweepPlan
-from sweep.results import ResultStore
 
 
 @dataclass(frozen=True)

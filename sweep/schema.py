@@ -1,309 +1,43 @@
-"""Typed schemas of the config tree, registered in Hydra's ConfigStore.
+"""Hydra's view of the config tree: every group's schema registered in the ConfigStore.
 
-YAML under `conf/` holds the data; these dataclasses hold the types, defaults and validation.
 Each option file of a group names its schema in its defaults list (`- hf_schema`), so unknown
-keys and wrong types fail at composition. `OmegaConf.to_object` turns a composed config into
-these plain dataclasses (running `__post_init__` validation); only those cross into Ray.
+keys and wrong types fail at composition. The backend schemas are derived from the backend
+registry (`backends.config_classes`): a backend is listed once, beside its class.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
-from omegaconf import MISSING
-
-from sweep.backend_schemas import BACKEND_SCHEMAS
-from sweep.errors import ConfigError, check_choice, check_positive
-
-WORKLOAD_MODES = ("latency_bound", "throughput_bound", "offline_batch", "closed_loop", "open_loop")
-
-
-@dataclass
-class ModelConfig:
-    """What to load: a hub id or local directory, or a model the project generates."""
-
-    name: str = MISSING
-    path: str = MISSING
-    generator: str | None = None
-    revision: str | None = None
-    trust_remote_code: bool = False
-    num_params_b: float | None = None
-    max_model_len: int | None = None
-
-    def __post_init__(self) -> None:
-        check_positive("model", num_params_b=self.num_params_b, max_model_len=self.max_model_len)
+from backends import config_classes
+from sweep.core.config import (
+    ClusterConfig,
+    Config,
+    HardwareConfig,
+    HFDatasetConfig,
+    ModelConfig,
+    OutputConfig,
+    PromptsDatasetConfig,
+    RandomDatasetConfig,
+    TrackingConfig,
+    WorkloadConfig,
+)
 
 
-@dataclass
-class DatasetConfig:
-    """Fields every dataset shares."""
-
-    name: str = MISSING
-    seed: int = 0
-
-
-@dataclass
-class RandomDatasetConfig(DatasetConfig):
-    """Random token prompts with exact input lengths (checked after re-tokenization)."""
-
-    name: str = "random"
-    input_len: int = 128
-    range_ratio: float = 0.0
-
-    def __post_init__(self) -> None:
-        check_positive("dataset", input_len=self.input_len)
-        if not 0.0 <= self.range_ratio < 1.0:
-            raise_config(f"dataset.range_ratio must be in [0, 1), got {self.range_ratio}")
-
-
-@dataclass
-class PromptsDatasetConfig(DatasetConfig):
-    """The task-tagged prompt file kept in the repo (qa, reasoning, summarization, sentiment)."""
-
-    name: str = "prompts"
-    path: str | None = None
-    task: str | None = None
-
-
-@dataclass
-class HFDatasetConfig(DatasetConfig):
-    """A Hugging Face dataset split and text column (hub id, local directory or data files)."""
-
-    name: str = "hf"
-    path: str = MISSING
-    subset: str | None = None
-    split: str = "validation"
-    column: str = "text"
-    data_files: str | None = None
-    max_rows: int | None = None
-
-    def __post_init__(self) -> None:
-        check_positive("dataset", max_rows=self.max_rows)
-
-
-@dataclass
-class WorkloadConfig:
-    """How load is offered: mode, request count, batch size or concurrency, output lengths."""
-
-    name: str = MISSING
-    num_requests: int = 16
-    batch_size: int = 1
-    concurrency: int | None = None
-    request_rate: float | None = None
-    burstiness: float = 1.0
-    output_len: int = 32
-    output_range_ratio: float = 0.0
-    ignore_eos: bool = True
-    temperature: float = 0.0
-    warmup_requests: int = 1
-    discard_first_batch: bool = False
-    timeout_s: float = 600.0
-    trial_timeout_s: float = 3600.0
-    seed: int = 0
-    # Load-generator processes (shards of the schedule) for loads one event loop cannot offer.
-    client_processes: int = 1
-    # Measure only while the offered load is at its target (analysis.trust); trim is the
-    # fraction of the open-loop schedule dropped at each end.
-    steady_state: bool = False
-    steady_state_trim: float = 0.1
-    # A trial shorter than this, or with fewer completed requests, is marked too short to trust.
-    min_duration_s: float = 0.0
-    min_requests: int = 0
-
-    def __post_init__(self) -> None:
-        check_choice("workload", "name", self.name, WORKLOAD_MODES)
-        self._check_trust_settings()
-        check_positive(
-            "workload",
-            num_requests=self.num_requests,
-            batch_size=self.batch_size,
-            concurrency=self.concurrency,
-            request_rate=self.request_rate,
-            burstiness=self.burstiness,
-            output_len=self.output_len,
-            timeout_s=self.timeout_s,
-            trial_timeout_s=self.trial_timeout_s,
-        )
-        if self.discard_first_batch and self.num_requests <= self.batch_size:
-            raise_config(
-                f"workload.num_requests={self.num_requests} leaves nothing to measure after "
-                f"discarding the first batch of {self.batch_size}"
-            )
-        if self.warmup_requests < 0:
-            raise_config(f"workload.warmup_requests must be >= 0, got {self.warmup_requests}")
-        if not 0.0 <= self.output_range_ratio < 1.0:
-            raise_config(
-                f"workload.output_range_ratio must be in [0, 1), got {self.output_range_ratio}"
-            )
-
-    def _check_trust_settings(self) -> None:
-        """Sharding, steady-state window and minimum-size settings."""
-        check_positive("workload", client_processes=self.client_processes)
-        if not 0.0 <= self.steady_state_trim < 0.5:
-            raise_config(
-                f"workload.steady_state_trim must be in [0, 0.5), got {self.steady_state_trim}"
-            )
-        if self.min_duration_s < 0 or self.min_requests < 0:
-            raise_config("workload.min_duration_s and workload.min_requests must be >= 0")
-        if self.client_processes == 1:
-            return
-        if self.name in ("latency_bound", "offline_batch"):
-            raise_config(f"workload.client_processes > 1 cannot shard a {self.name} workload")
-        streams = self.concurrency
-        if self.name != "open_loop":
-            streams = streams or self.batch_size
-        if streams is not None and streams < self.client_processes:
-            raise_config(
-                f"workload.client_processes={self.client_processes} exceeds the concurrency "
-                f"{streams}: every process needs at least one stream"
-            )
-
-
-@dataclass
-class HardwareConfig:
-    """One accelerator (or a CPU instance): price and the limits used for cost and roofline."""
-
-    name: str = MISSING
-    accelerator_type: str | None = None
-    price_per_hour: float = MISSING
-    memory_gb: float = MISSING
-    memory_bandwidth_gb_s: float = MISSING
-    peak_fp16_tflops: float = MISSING
-    peak_bf16_tflops: float | None = None
-
-    def __post_init__(self) -> None:
-        check_positive(
-            "hardware",
-            price_per_hour=self.price_per_hour,
-            memory_gb=self.memory_gb,
-            memory_bandwidth_gb_s=self.memory_bandwidth_gb_s,
-            peak_fp16_tflops=self.peak_fp16_tflops,
-        )
-
-
-@dataclass
-class ClusterConfig:
-    """Where Ray runs: a local instance started in-process, or an existing cluster."""
-
-    name: str = "local"
-    address: str | None = None
-    node_ip_address: str = "127.0.0.1"
-    num_cpus: int | None = None
-    num_gpus: int | None = None
-    include_dashboard: bool = False
-    max_retries: int = 2
-    start_timeout_s: float = 1800.0
-    # When resources idle and a deployment has trials not begun, a second task takes half.
-    share_idle_gpus: bool = True
-
-    def __post_init__(self) -> None:
-        check_positive("cluster", start_timeout_s=self.start_timeout_s)
-        if self.max_retries < 0:
-            raise_config(f"cluster.max_retries must be >= 0, got {self.max_retries}")
-
-
-@dataclass
-class OutputConfig:
-    """Where results go: a local directory or a `pyarrow.fs` URI."""
-
-    dir: str = "results"
-
-
-@dataclass
-class TrackingConfig:
-    """Experiment tracking (W&B); `none` turns it off."""
-
-    name: str = "none"
-    project: str | None = None
-    entity: str | None = None
-    mode: str | None = None
-
-
-@dataclass
-class SLOConfig:
-    """Service-level objectives used for goodput; None means no bound."""
-
-    ttft_ms: float | None = None
-    tpot_ms: float | None = None
-    e2e_ms: float | None = None
-
-    def __post_init__(self) -> None:
-        check_positive("slo", ttft_ms=self.ttft_ms, tpot_ms=self.tpot_ms, e2e_ms=self.e2e_ms)
-
-
-@dataclass
-class SweepMeta:
-    """The sweep itself: name, grid axes, repeats and run switches."""
-
-    name: str = "adhoc"
-    description: str = ""
-    grid: dict[str, Any] = field(default_factory=dict)
-    repeats: int = 1
-    dry_run: bool = False
-    overwrite: bool = False
-    retry_failed: bool = False
-
-    def __post_init__(self) -> None:
-        check_positive("sweep", repeats=self.repeats)
-        self.grid = _dotted_axes(self.grid)
-        for axis, values in self.grid.items():
-            if not isinstance(values, list | tuple) or not values:
-                raise_config(f"sweep.grid.{axis} must be a non-empty list, got {values!r}")
-
-
-def _dotted_axes(grid: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested keys are dotted axes: `{workload: {batch_size: [..]}}` -> `workload.batch_size`.
-
-    `+sweep.grid.workload.batch_size=[..]` on the command line makes the nested form.
-    """
-    axes: dict[str, Any] = {}
-    for key, values in grid.items():
-        if isinstance(values, dict):
-            axes.update(_dotted_axes(values, f"{prefix}{key}."))
-        else:
-            axes[f"{prefix}{key}"] = values
-    return axes
-
-
-@dataclass
-class Config:
-    """The whole composed config of one grid point."""
-
-    model: ModelConfig = MISSING
-    backend: Any = MISSING
-    workload: WorkloadConfig = MISSING
-    dataset: Any = MISSING
-    hardware: HardwareConfig = MISSING
-    cluster: ClusterConfig = field(default_factory=ClusterConfig)
-    output: OutputConfig = field(default_factory=OutputConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    slo: SLOConfig = field(default_factory=SLOConfig)
-    sweep: SweepMeta = field(default_factory=SweepMeta)
-    reference: Any = None
-    seed: int = 0
-
-
-def raise_config(message: str) -> None:
-    """Raise a ConfigError (kept as a function so validators read as one line)."""
-    raise ConfigError(message)
-
-
-# Group option schemas: `conf/<group>/<option>.yaml` lists `- <schema name>` in its defaults.
-GROUP_SCHEMAS: dict[str, dict[str, type]] = {
-    "model": {"model_schema": ModelConfig},
-    "backend": BACKEND_SCHEMAS,
-    "dataset": {
-        "random_schema": RandomDatasetConfig,
-        "prompts_schema": PromptsDatasetConfig,
-        "hf_schema": HFDatasetConfig,
-    },
-    "workload": {"workload_schema": WorkloadConfig},
-    "hardware": {"hardware_schema": HardwareConfig},
-    "cluster": {"cluster_schema": ClusterConfig},
-    "output": {"output_schema": OutputConfig},
-    "tracking": {"tracking_schema": TrackingConfig},
-}
+def group_schemas() -> dict[str, dict[str, type]]:
+    """`conf/<group>/<option>.yaml` lists `- <schema name>` in its defaults: name -> dataclass."""
+    return {
+        "model": {"model_schema": ModelConfig},
+        "backend": {f"{name}_schema": cls for name, cls in config_classes().items()},
+        "dataset": {
+            "random_schema": RandomDatasetConfig,
+            "prompts_schema": PromptsDatasetConfig,
+            "hf_schema": HFDatasetConfig,
+        },
+        "workload": {"workload_schema": WorkloadConfig},
+        "hardware": {"hardware_schema": HardwareConfig},
+        "cluster": {"cluster_schema": ClusterConfig},
+        "output": {"output_schema": OutputConfig},
+        "tracking": {"tracking_schema": TrackingConfig},
+    }
 
 
 def register_schemas() -> None:
@@ -312,6 +46,6 @@ def register_schemas() -> None:
 
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
-    for group, schemas in GROUP_SCHEMAS.items():
+    for group, schemas in group_schemas().items():
         for name, node in schemas.items():
             cs.store(group=group, name=name, node=node)

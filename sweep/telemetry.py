@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import psutil
 
-from sweep import records as R
-from sweep.loadgen.recorder import now_s
+from sweep.core import records as R
+from sweep.loadgen.clock import now_s
 
 log = logging.getLogger(__name__)
 

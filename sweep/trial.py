@@ -8,6 +8,7 @@ a failed trial with its reason; the remaining trials of the deployment go on whe
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import sys
@@ -19,21 +20,24 @@ import pandas as pd
 import pyarrow as pa
 import yaml
 
-from analysis.metrics import summarize
-from analysis.trust import too_short, with_window
 from backends import backend_class
+from backends.architecture import architecture
 from backends.models import resolve_model_path
-from sweep import records as R
+from sweep.core import records as R
+from sweep.core.config import Config
+from sweep.core.errors import BackendError, DatasetError, SweepError
+from sweep.core.results import TrialFiles
+from sweep.core.secrets import scrub, scrub_text
+from sweep.core.summary import summarize
+from sweep.core.trust import too_short, with_window
 from sweep.datasets.cache import PromptSource
-from sweep.errors import BackendError, DatasetError, SweepError
+from sweep.loadgen.clock import now_s
 from sweep.loadgen.engine import run_engine_workload
 from sweep.loadgen.http import run_http_workload
-from sweep.loadgen.recorder import now_s
+from sweep.loadgen.recorder import Trackers
 from sweep.loadgen.requests import build_requests
 from sweep.loadgen.saturation import client_columns
 from sweep.plan import Deployment, TrialSpec
-from sweep.results import TrialFiles
-from sweep.secrets import scrub, scrub_text
 from sweep.telemetry import (
     GPU_INTERVAL_S,
     PROCESS_INTERVAL_S,
@@ -81,6 +85,7 @@ def run_deployment(
             prompts.tokenizer()  # a tokenizer that cannot load fails before the backend starts
         backend = backend_class(config.backend.name)(config.backend, model_path)
         backend.start()
+        environment = {**environment, **_model_facts(config, model_path)}
     except Exception as exc:  # every trial of an unstartable deployment fails with the reason
         kind, message = _classify(exc, default_kind=R.ERROR_BACKEND_START)
         log_text = backend.log_text() if backend is not None else None
@@ -98,7 +103,7 @@ def run_deployment(
         for spec in deployment.trials:
             if not mine(spec.trial_id):
                 continue
-            if ran and hasattr(backend, "reset_between_trials"):
+            if ran:
                 backend.reset_between_trials()  # drain, empty caches: trials stay independent
             ran = True
             yield _with_log(run_trial(backend, prompts, spec, environment), backend.log_text())
@@ -125,12 +130,12 @@ def run_trial(
     if gpus is not None:
         sources.append((gpus, GPU_INTERVAL_S))
     sources += [(source, SERVER_INTERVAL_S) for source in backend.telemetry_sources()]
-    trackers, kind, message = [], None, None
+    trackers, kind, message = Trackers(), None, None
     sampler = Sampler(sources, t0)
     try:
         texts = prompts.prompts(config.dataset, _num_prompts(spec))
         warmup, requests = build_requests(texts, workload)
-        runner = RUNNERS[getattr(backend, "interface", "engine")]
+        runner = RUNNERS[backend.interface]
         with sampler:
             trackers = runner(backend, requests, warmup, workload)
     except Exception as exc:
@@ -158,7 +163,7 @@ def run_trial(
         timeseries=timeseries.to_pandas(),
     )
     # Can the numbers be trusted: did the client keep up, was the trial long enough?
-    metrics.update(client_columns(metrics, workload, getattr(trackers, "client", None)))
+    metrics.update(client_columns(metrics, workload, trackers.client))
     metrics[R.TOO_SHORT] = too_short(metrics, workload)
     outcome = {
         R.TRIAL_STATUS: R.STATUS_OK if kind is None else R.STATUS_FAILED,
@@ -225,6 +230,7 @@ def _trial_files(
                 "deployment_id": spec.deployment_id,
                 "label": spec.label,
                 "repeat": spec.repeat,
+                "choices": json.loads(spec.flat.get(R.GROUP_CHOICES, "{}")),
                 **outcome,
                 "config": dataclasses.asdict(spec.config) | {"sweep": {"name": spec.sweep_name}},
             }
@@ -232,6 +238,17 @@ def _trial_files(
         sort_keys=False,
     )
     return TrialFiles(spec.trial_id, spec.deployment_id, summary, requests, timeseries, trial_yaml)
+
+
+def _model_facts(config: Config, model_path: str) -> dict[str, float]:
+    """Architecture columns read from the model's files (after start: a hub model is local).
+
+    A parameter count set in the config is kept; the files fill it in when it is not.
+    """
+    facts = architecture(model_path, config.model.revision)
+    if config.model.num_params_b is not None:
+        facts.pop(R.MODEL_NUM_PARAMS_B, None)
+    return facts
 
 
 def _num_prompts(spec: TrialSpec) -> int:

@@ -21,8 +21,7 @@ import pytest  # noqa: E402
 @pytest.fixture
 def sim():
     """Start sim backends with config overrides; all stopped afterwards."""
-    from backends.sim import SimBackend
-    from sweep.backend_schemas import SimBackendConfig
+    from backends.sim import SimBackend, SimBackendConfig
 
     started = []
 

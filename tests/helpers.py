@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from backends.base import GenRequest
-from sweep.schema import WorkloadConfig
+from sweep.core.config import WorkloadConfig
 
 FIXTURES = Path(__file__).parent / "fixtures"  # real bytes recorded from real servers
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from sweep.core.errors import DatasetError
 from sweep.datasets import hf_dataset, prompt_file, random_tokens
 from sweep.datasets.prompt import Prompt
-from sweep.errors import DatasetError
 
 __all__ = ["GENERATORS", "Prompt", "load_prompts"]
 
@@ -27,7 +27,7 @@ def load_prompts(cfg: Any, tokenizer: Any, num: int) -> list[Prompt]:
     """Make `num` prompts from a dataset config.
 
     Args:
-        cfg: One of the dataset config dataclasses in `sweep.schema` (its `name` picks the
+        cfg: One of the dataset config dataclasses in `sweep.core.config` (its `name` picks the
             generator).
         tokenizer: The model's `transformers` tokenizer.
         num: How many prompts the workload needs.

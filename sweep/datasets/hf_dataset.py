@@ -13,8 +13,8 @@ import os
 import pathlib
 from typing import Any
 
+from sweep.core.errors import DatasetError
 from sweep.datasets.prompt import Prompt, cycle, encode
-from sweep.errors import DatasetError
 
 OFFLINE_HINT = (
     "no hub access? point dataset.path at a local copy or dataset.data_files at local files"

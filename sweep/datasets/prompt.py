@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sweep.errors import DatasetError
+from sweep.core.errors import DatasetError
 
 
 @dataclass(frozen=True)

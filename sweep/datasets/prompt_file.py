@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from sweep.core.errors import DatasetError
 from sweep.datasets.prompt import Prompt, cycle, encode
-from sweep.errors import DatasetError
 
 TASKS = ("qa", "reasoning", "summarization", "sentiment")
 

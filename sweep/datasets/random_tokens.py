@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from sweep.core.errors import DatasetError
 from sweep.datasets.prompt import Prompt
-from sweep.errors import DatasetError
 
 MAX_ATTEMPTS = 200  # measured: byte-level BPE needs <= 17 rounds; a tiny sentencepiece vocab <= 39
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from backends.base import EngineBackend, GenRequest
-from sweep.loadgen.recorder import RequestTracker, now_s
+from sweep.core.config import WorkloadConfig
+from sweep.loadgen.clock import now_s
+from sweep.loadgen.recorder import RequestTracker, Trackers
 
 
 def batch_size_of(workload: object) -> int:
@@ -23,8 +25,8 @@ def run_engine_workload(
     backend: EngineBackend,
     requests: Sequence[GenRequest],
     warmup: Sequence[GenRequest],
-    workload: object,
-) -> list[RequestTracker]:
+    workload: WorkloadConfig,
+) -> Trackers:
     """Run `requests` in batches and return the trackers of the measured requests."""
     if warmup:
         backend.generate(list(warmup), lambda idx, n: None)
@@ -45,7 +47,7 @@ def run_engine_workload(
         if batch_idx == 0 and workload.discard_first_batch:
             continue
         trackers.extend(by_idx.values())
-    return trackers
+    return Trackers(trackers)
 
 
 def _token_sink(trackers: dict[int, RequestTracker]) -> Callable[[int, int], None]:

@@ -24,18 +24,19 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import os
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import aiohttp
 
-from backends.base import GenRequest
+from backends.base import GenRequest, ServerBackend
+from sweep.core.config import WorkloadConfig
 from sweep.loadgen import tgi_stream
 from sweep.loadgen.arrivals import arrival_offsets
-from sweep.loadgen.recorder import RequestTracker, Trackers, now_s
+from sweep.loadgen.clock import now_s
+from sweep.loadgen.recorder import RequestTracker, Trackers
 from sweep.loadgen.saturation import CpuMeter
 from sweep.loadgen.shards import WHOLE, Share, run_sharded
 from sweep.loadgen.sse import EventError, StreamState
@@ -66,7 +67,7 @@ class Endpoint:
     model: str
     api: str = "completions"  # or "chat"
     send_token_ids: bool = False  # completions only: send the prompt as token ids
-    api_key_env: str | None = None  # names the variable whose value is sent as a Bearer token
+    headers: Mapping[str, str] = field(default_factory=dict)  # sent with every request
 
     @property
     def url(self) -> str:
@@ -74,32 +75,19 @@ class Endpoint:
         return self.base_url.rstrip("/") + API_PATHS[self.api]
 
 
-def concurrency_of(workload: object) -> int | None:
-    """Requests kept in flight (the cap for open loop; None = no cap)."""
-    if workload.name == "latency_bound":
-        return 1
-    if workload.name == "open_loop":
-        return workload.concurrency
-    return workload.concurrency or workload.batch_size
-
-
 def run_http_workload(
-    backend: object,
+    backend: ServerBackend,
     requests: Sequence[GenRequest],
     warmup: Sequence[GenRequest],
-    workload: object,
-    api: str | None = None,
-) -> list[RequestTracker]:
-    """Stream `requests` to a started server backend; return the measured requests' trackers.
-
-    `api` (else the backend's optional `api` attribute, else "completions") picks the endpoint.
-    """
+    workload: WorkloadConfig,
+) -> Trackers:
+    """Stream `requests` to a started server backend; return the measured requests' trackers."""
     endpoint = Endpoint(
         backend.base_url,
         backend.served_model,
-        api or getattr(backend, "api", "completions"),
-        getattr(backend, "send_token_ids", False),
-        getattr(backend, "api_key_env", None),
+        backend.api,
+        backend.send_token_ids,
+        backend.request_headers(),
     )
     return run_endpoint_workload(endpoint, requests, warmup, workload)
 
@@ -108,8 +96,8 @@ def run_endpoint_workload(
     endpoint: Endpoint,
     requests: Sequence[GenRequest],
     warmup: Sequence[GenRequest],
-    workload: object,
-) -> list[RequestTracker]:
+    workload: WorkloadConfig,
+) -> Trackers:
     """Like `run_http_workload`, against an explicit endpoint; sharded into processes if asked."""
     if workload.client_processes > 1:
         return run_sharded(endpoint, requests, warmup, workload)
@@ -130,13 +118,13 @@ async def run_share(
     begins, so that the shards of one trial begin together. The returned trackers carry the
     CPU this loop used while offering the load.
     """
-    cap = share.streams(concurrency_of(workload))
+    cap = share.streams(workload.streams)
     # Total only: a read timeout as long would never fire first, yet re-arms a timer per chunk.
     timeout = aiohttp.ClientTimeout(total=workload.timeout_s)
     connector = aiohttp.TCPConnector(limit=cap or 0)
     # Request ids unique across trials and shards, for server-side logs.
     run_id = uuid.uuid4().hex[:8] + share.suffix
-    headers = auth_headers(endpoint.api_key_env)
+    headers = dict(endpoint.headers) or None
     async with aiohttp.ClientSession(
         connector=connector, timeout=timeout, headers=headers, trace_configs=[_wire_stamp()]
     ) as session:
@@ -315,9 +303,3 @@ def _body(endpoint: Endpoint, request: GenRequest) -> dict:
     else:
         body["prompt"] = request.prompt
     return body
-
-
-def auth_headers(api_key_env: str | None) -> dict[str, str] | None:
-    """The Bearer header from the variable `api_key_env` names, read now, never stored."""
-    key = os.environ.get(api_key_env) if api_key_env else None
-    return {"Authorization": f"Bearer {key}"} if key else None

@@ -1,25 +1,14 @@
-"""The one clock of the project, and per-request trackers that turn token events into records.
+"""Per-request trackers that turn token events, stamped by `sweep.loadgen.clock`, into records.
 
-Every timestamp of a trial is read here with `time.perf_counter_ns()` (CLOCK_MONOTONIC, shared by
-all processes of one machine), whatever the backend, so engines are measured the same way.
 Records store seconds relative to the trial's start. `Trackers` hands a run's trackers on together
 with the client's own CPU use (`sweep.loadgen.saturation`).
 """
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING
-
-from sweep import records as R
-
-if TYPE_CHECKING:
-    from sweep.loadgen.saturation import ClientUsage
-
-
-def now_s() -> float:
-    """Monotonic time in seconds; the only clock used for metrics."""
-    return time.perf_counter_ns() / 1e9
+from sweep.core import records as R
+from sweep.loadgen.clock import now_s
+from sweep.loadgen.saturation import ClientUsage
 
 
 class RequestTracker:
@@ -106,7 +95,7 @@ class RequestTracker:
             R.SERVER_OUTPUT_TOKENS: self.server_tokens,
             R.STATUS: R.STATUS_OK if ok else R.STATUS_FAILED,
             R.ERROR: None if ok else (self.error or "no tokens received"),
-            R.IN_WINDOW: True,  # the steady-state filter (analysis.trust) may clear it
+            R.IN_WINDOW: True,  # the steady-state filter (sweep.core.trust) may clear it
         }
 
 

@@ -26,8 +26,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sweep import records as R
-from sweep.loadgen.recorder import now_s
+from sweep.core import records as R
+from sweep.loadgen.clock import now_s
 
 CPU_LIMIT_PERCENT = 90.0
 LAG_LIMIT_MS = 10.0

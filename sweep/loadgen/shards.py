@@ -1,19 +1,17 @@
 """The load generator sharded across processes, for loads one event loop cannot offer.
 
-With `workload.client_processes` = N > 1, `run_sharded` starts N `python -m sweep.loadgen.shards`
-children. Each gets the whole request list and its `Share`: every N-th request (so an open-loop
-shard sends every N-th arrival of the one seeded schedule) and 1/N of the concurrency. Each warms
-up its own connections, says it is ready, and all begin at one start time the parent picks on
-the monotonic clock, which every process of the machine shares; so their stamps need no
-translation and the merged trackers read as one generator's. Plain subprocesses with pickles
-over stdin and stdout rather than multiprocessing: a child must not re-import the Ray worker's
-`__main__`, and one that outlives its parent exits on its own.
+With `workload.client_processes` = N > 1, `run_sharded` starts N children (`python -m
+sweep.loadgen.shard_process`). Each gets the whole request list and its `Share`: every N-th request
+(so an open-loop shard sends every N-th arrival of the one seeded schedule) and 1/N of the
+concurrency. Each warms up its own connections, says it is ready, and all begin at one start time
+the parent picks on the monotonic clock, which every process of the machine shares; so their stamps
+need no translation and the merged trackers read as one generator's. Plain subprocesses with
+pickles over stdin and stdout rather than multiprocessing: a child must not re-import the Ray
+worker's `__main__`, and one that outlives its parent exits on its own.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import pickle
 import subprocess
@@ -22,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweep.loadgen.recorder import Trackers, now_s
+from sweep.loadgen.clock import now_s
+from sweep.loadgen.recorder import Trackers
 from sweep.loadgen.saturation import merge
 
 READY = b"R"
@@ -71,7 +70,7 @@ def run_sharded(
     try:
         for index in range(count):
             proc = subprocess.Popen(
-                [sys.executable, "-m", "sweep.loadgen.shards"],
+                [sys.executable, "-m", "sweep.loadgen.shard_process"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
             )  # fmt: skip
             procs.append(proc)
@@ -101,44 +100,3 @@ def _result(index: int, proc: subprocess.Popen) -> tuple[list, object]:
         return pickle.load(proc.stdout)
     except EOFError:
         raise RuntimeError(f"load generator shard {index} exited with code {proc.wait()}") from None
-
-
-def main() -> None:
-    """A shard: read its job, warm up, wait for the start, offer its share, write the trackers."""
-    from sweep.loadgen.http import run_share  # http imports this module; import it only here
-
-    out = sys.stdout.buffer
-    sys.stdout = sys.stderr  # the pipe carries the protocol only
-    endpoint, requests, warmup, workload, share = pickle.load(sys.stdin.buffer)
-
-    async def start() -> float:
-        out.write(READY)
-        out.flush()
-        line = sys.stdin.buffer.readline()  # blocks briefly: every shard is warm and idle now
-        if not line:
-            raise SystemExit("the parent went away before the start")
-        return float(line)
-
-    async def run() -> Trackers:
-        watchdog = asyncio.create_task(_exit_with_parent(os.getppid()))
-        try:
-            return await run_share(endpoint, requests, warmup, workload, share, start)
-        finally:
-            watchdog.cancel()
-
-    trackers = asyncio.run(run())
-    pickle.dump((list(trackers), trackers.client), out)
-    out.flush()
-
-
-async def _exit_with_parent(parent: int) -> None:
-    """Stop offering load once the parent (the trial) is gone: nobody would read the results."""
-    while True:
-        await asyncio.sleep(PARENT_CHECK_S)
-        if os.getppid() != parent:
-            os._exit(1)
-
-
-if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        main()

@@ -21,8 +21,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analysis.metrics import summarize
-from sweep import records as rec
+from sweep.core import records as rec
+from sweep.core.summary import summarize
 
 SWEEP = "ref_sweep"
 DATA_DIR = Path(__file__).resolve().parent / "data"

@@ -27,8 +27,8 @@ from analysis.compare import (
 )
 from analysis.load import load_requests, load_summary
 from analysis.roofline import BASIS_WEIGHTS, BASIS_WEIGHTS_KV, bytes_per_param, roofline
-from sweep import records as rec
-from sweep.errors import ConfigError
+from sweep.core import records as rec
+from sweep.core.errors import ConfigError
 
 REF = Path(__file__).resolve().parent / "data" / "ref_sweep"
 REPO = Path(__file__).resolve().parents[2]

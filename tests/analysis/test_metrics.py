@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.metrics import aggregate_repeats, confidence_interval, summarize
-from sweep import records as rec
-from sweep.records import latency_column as col
+from analysis.intervals import aggregate_repeats, confidence_interval
+from sweep.core import records as rec
+from sweep.core.records import latency_column as col
+from sweep.core.summary import summarize
 
 PRICE = 2.0
 

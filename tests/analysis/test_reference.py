@@ -19,12 +19,19 @@ TRIALS = pd.DataFrame(
         "error_kind": [None, None, None, "out_of_memory"],
         "output_throughput_tok_s": [10.0, 4.0, 30.0, float("nan")],
         "ttft_ms_mean": [50.0, 80.0, 20.0, float("nan")],
+        "label": ["hf-b1", "hf-hf_8bit-b1", "vllm-b1", "vllm-b4"],
+        "group_choices": [
+            '{"backend": "hf"}',
+            '{"backend": "engines/hf_8bit"}',
+            '{"backend": "vllm"}',
+            '{"backend": "vllm"}',
+        ],
     }
 )
 
 
-def table(rows, resolve=None):
-    return reference_table(TRIALS, Reference(tuple(rows)), resolve).to_dict("records")
+def table(rows, trials=TRIALS):
+    return reference_table(trials, Reference(tuple(rows))).to_dict("records")
 
 
 def test_rows_match_by_config_values_including_null():
@@ -59,21 +66,24 @@ def test_unmatched_rows_and_missing_metrics_show_dashes():
     assert {(r["Trials"], r["Measured"]) for r in rows} == {("0", "—")}
 
 
-def test_group_keys_resolve_to_the_columns_the_option_sets():
-    def resolve(group, option):
-        assert group == "backend"
-        return {"engines/hf_8bit": {"backend.name": "hf", "backend.quantization": "bnb_8bit"}}.get(
-            option
-        )
+def test_group_keys_match_the_option_each_trial_recorded():
+    rows = [
+        {"backend": "engines/hf_8bit", "output_throughput_tok_s": 4},
+        {"backend": "hf", "output_throughput_tok_s": 10},
+        {"backend": "engines/gone", "output_throughput_tok_s": 4},
+    ]
+    measured = [(r["Measured"], r["Trials"]) for r in table(rows)]
+    assert measured == [("4", "1"), ("10", "1"), ("—", "0")]
 
-    rows = table(
-        [
-            {"backend": "engines/hf_8bit", "output_throughput_tok_s": 4},
-            {"backend": "engines/gone", "output_throughput_tok_s": 4},
-        ],
-        resolve,
-    )
-    assert [(r["Measured"], r["Trials"]) for r in rows] == [("4", "1"), ("—", "0")]
+
+def test_folders_without_recorded_choices_match_groups_by_label_and_name():
+    # A folder written before trials recorded their group choices (main before the layout change).
+    rows = [
+        {"backend": "engines/hf_8bit", "output_throughput_tok_s": 4},
+        {"backend": "vllm", "workload.batch_size": 1, "output_throughput_tok_s": 30},
+    ]
+    old = TRIALS.drop(columns=["group_choices"])
+    assert [(r["Measured"], r["Trials"]) for r in table(rows, old)] == [("4", "1"), ("30", "1")]
 
 
 def test_report_shows_published_vs_measured_from_sweep_yaml(tmp_path):
@@ -90,7 +100,6 @@ def test_report_shows_published_vs_measured_from_sweep_yaml(tmp_path):
     }
     (results / "sweep.yaml").write_text(yaml.safe_dump(meta))
     reference = load_reference(results)
-    assert reference.overrides == ("+experiment=quickstart",)
     assert len(reference.rows) == 2
     text = write_report(results).report_md.read_text()
     section = text.split(f"## {SECTION_TITLE}")[1]

@@ -9,11 +9,11 @@ import pytest
 from make_reference import build
 
 from analysis.load import load_requests, load_summary, load_timeseries
-from analysis.metrics import summarize
 from analysis.plots import load_axis_label, load_values, series_labels
 from analysis.report import LEADING_COLUMNS, main_table, write_report
-from sweep import records as rec
-from sweep.errors import SweepError
+from sweep.core import records as rec
+from sweep.core.errors import SweepError
+from sweep.core.summary import summarize
 
 REF = Path(__file__).resolve().parent / "data" / "ref_sweep"
 REPO = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from analysis.sweep_diff import HIGHER, NO_REPEATS, WITHIN_NOISE, compare_sweeps
-from sweep import records as rec
+from sweep.core import records as rec
 
 REPO = Path(__file__).resolve().parents[2]
 TTFT = rec.latency_column("ttft", "median")

@@ -15,8 +15,8 @@ from wandb_log import read_runs
 from analysis.load import load_requests, load_summary, load_timeseries
 from analysis.report import write_report
 from analysis.tracking import Tracker, has_credentials, history_steps, resolve_mode, upload_results
-from sweep import records as rec
-from sweep.schema import TrackingConfig
+from sweep.core import records as rec
+from sweep.core.config import TrackingConfig
 
 REF = Path(__file__).resolve().parent / "data" / "ref_sweep"
 REPO = Path(__file__).resolve().parents[2]
@@ -181,7 +181,7 @@ def test_history_has_one_step_per_sample_time():
 
 def test_the_sweep_hook_hands_each_trial_to_progress_and_tracker(offline):
     from sweep.__main__ import TrackedProgress
-    from sweep.results import TrialFiles
+    from sweep.core.results import TrialFiles
 
     class Progress:
         def __init__(self):

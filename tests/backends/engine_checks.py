@@ -5,7 +5,7 @@ from __future__ import annotations
 from transformers import AutoTokenizer
 
 from backends.base import GenRequest
-from sweep.loadgen.recorder import now_s
+from sweep.loadgen.clock import now_s
 
 PROMPTS = ("The old farmer carried a heavy box", "Hi", "Why has the small dog opened the gate?")
 

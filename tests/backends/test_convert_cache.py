@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from backends.convert_cache import cache_key, cache_root, cached_build, local_checkpoint
-from sweep.errors import BackendError
+from sweep.core.errors import BackendError
 
 
 @pytest.fixture(autouse=True)

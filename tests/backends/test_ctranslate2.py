@@ -5,9 +5,8 @@ import sys
 
 import pytest
 
-from backends.ctranslate2 import CTranslate2Backend
-from sweep.backend_schemas import CTranslate2BackendConfig
-from sweep.errors import BackendError, MissingExtraError
+from backends.ctranslate2 import CTranslate2Backend, CTranslate2BackendConfig
+from sweep.core.errors import BackendError, MissingExtraError
 from tests.backends.engine_checks import assert_exact_streaming, run_batch, tiny_requests
 
 pytestmark = pytest.mark.usefixtures("cache_dir")  # conversions go to a test cache

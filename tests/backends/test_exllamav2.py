@@ -5,10 +5,9 @@ import sys
 import pytest
 import torch
 
-from backends.exllamav2 import ExLlamaV2Backend
+from backends.exllamav2 import ExLlamaV2Backend, ExLlamaV2BackendConfig
 from backends.tiny_model import ensure_tiny_model
-from sweep.backend_schemas import ExLlamaV2BackendConfig
-from sweep.errors import BackendError
+from sweep.core.errors import BackendError
 from tests.backends.engine_checks import assert_exact_streaming, run_batch, tiny_requests
 from tests.backends.gptq_model import write_gptq_model
 

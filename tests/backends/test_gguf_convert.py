@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from backends.gguf_convert import convert_to_gguf
 from backends.tiny_model import ensure_tiny_model
-from sweep.errors import BackendError
+from sweep.core.errors import BackendError
 
 gguf = pytest.importorskip("gguf", reason="needs the llamacpp extra")
 

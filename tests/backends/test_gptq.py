@@ -31,8 +31,7 @@ def test_packed_weights_dequantize_to_the_originals(dirs):
 @pytest.mark.gpu
 def test_vllm_serves_a_gptq_checkpoint(dirs):
     pytest.importorskip("vllm", reason="needs the vllm extra")
-    from backends.vllm import VLLMBackend
-    from sweep.backend_schemas import VLLMBackendConfig
+    from backends.vllm import VLLMBackend, VLLMBackendConfig
 
     gptq = str(dirs[1])
     config = VLLMBackendConfig(quantization="gptq", dtype="fp16", gpu_memory_utilization=0.3)

@@ -4,10 +4,9 @@ import pytest
 import torch
 
 from backends.base import GenRequest
-from backends.hf import HFBackend
-from sweep.backend_schemas import HFBackendConfig
-from sweep.errors import BackendError
-from sweep.loadgen.recorder import now_s
+from backends.hf import HFBackend, HFBackendConfig
+from sweep.core.errors import BackendError
+from sweep.loadgen.clock import now_s
 
 
 def requests_of(lengths, max_tokens, ignore_eos=True):

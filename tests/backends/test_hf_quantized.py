@@ -5,9 +5,8 @@ import sys
 import pytest
 import torch
 
-from backends.hf import HFBackend
-from sweep.backend_schemas import HFBackendConfig
-from sweep.errors import ConfigError, MissingExtraError
+from backends.hf import HFBackend, HFBackendConfig
+from sweep.core.errors import ConfigError, MissingExtraError
 from tests.backends.engine_checks import assert_exact_streaming, run_batch, tiny_requests
 
 bnb = pytest.importorskip("bitsandbytes", reason="needs the bitsandbytes extra")

@@ -4,9 +4,8 @@ import sys
 
 import pytest
 
-from backends.llamacpp import GGUF_NAME, LlamaCppBackend
-from sweep.backend_schemas import LlamaCppBackendConfig
-from sweep.errors import BackendError, MissingExtraError
+from backends.llamacpp import GGUF_NAME, LlamaCppBackend, LlamaCppBackendConfig
+from sweep.core.errors import BackendError, MissingExtraError
 from tests.backends.engine_checks import assert_exact_streaming, run_batch, tiny_requests
 
 pytestmark = pytest.mark.usefixtures("cache_dir")  # conversions go to a test cache

@@ -11,19 +11,14 @@ import pytest
 
 from backends import backend_class
 from backends.argv import flag_args
-from backends.openai import OpenAIBackend
+from backends.openai import OpenAIBackend, OpenAIBackendConfig
 from backends.prometheus import parse_metrics
 from backends.server_process import free_port
-from backends.tgi import TGIBackend
-from backends.vllm_server import VLLM_METRICS, Acceptance, VLLMServerBackend
-from sweep import records as R
-from sweep.backend_schemas import (
-    OpenAIBackendConfig,
-    TGIBackendConfig,
-    VLLMBackendConfig,
-    VLLMServerConfig,
-)
-from sweep.errors import BackendError, ConfigError
+from backends.tgi import TGIBackend, TGIBackendConfig
+from backends.vllm import VLLMBackendConfig
+from backends.vllm_server import VLLM_METRICS, Acceptance, VLLMServerBackend, VLLMServerConfig
+from sweep.core import records as R
+from sweep.core.errors import BackendError, ConfigError
 from sweep.plan import build_plan
 from sweep.trial import DeploymentStarted, run_deployment
 from tests.helpers import FIXTURES

@@ -12,12 +12,11 @@ import pytest
 from backends import backend_class
 from backends.prometheus import parse_metrics
 from backends.server_process import ServerProcess, free_port, wait_healthy
-from backends.sim import SimBackend
-from sweep import records as R
-from sweep.backend_schemas import SimBackendConfig
-from sweep.errors import BackendError, ConfigError
+from backends.sim import SimBackend, SimBackendConfig
+from sweep.core import records as R
+from sweep.core.config import WorkloadConfig
+from sweep.core.errors import BackendError, ConfigError
 from sweep.loadgen.http import Endpoint, run_endpoint_workload
-from sweep.schema import WorkloadConfig
 from tests.helpers import make_requests
 
 pytestmark = pytest.mark.timeout(60)

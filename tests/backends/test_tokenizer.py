@@ -10,8 +10,8 @@ from transformers import AutoTokenizer
 
 from backends.tiny_model import ensure_tiny_model
 from backends.tokenizer import CACHE_KIND, class_key, load_tokenizer
-from sweep import records as R
-from sweep.errors import BackendError
+from sweep.core import records as R
+from sweep.core.errors import BackendError
 
 TEXTS = [
     "The old farmer carried a box",

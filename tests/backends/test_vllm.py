@@ -15,16 +15,15 @@ import pytest
 
 import sweep.trial as trial_module
 from backends.base import GenRequest
-from backends.openai import OpenAIBackend
+from backends.openai import OpenAIBackend, OpenAIBackendConfig
 from backends.tiny_model import ensure_tiny_model
-from backends.vllm import VLLMBackend
+from backends.vllm import VLLMBackend, VLLMBackendConfig
 from backends.vllm_server import VLLMServerBackend
-from sweep import records as R
-from sweep.backend_schemas import OpenAIBackendConfig, VLLMBackendConfig
+from sweep.core import records as R
+from sweep.core.config import WorkloadConfig
 from sweep.loadgen.engine import run_engine_workload
 from sweep.loadgen.http import run_http_workload
 from sweep.plan import build_plan
-from sweep.schema import WorkloadConfig
 from sweep.trial import DeploymentStarted, run_deployment
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

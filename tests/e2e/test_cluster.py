@@ -18,8 +18,8 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from sweep import records as R
 from sweep.__main__ import main as sweep_main
+from sweep.core import records as R
 from tests.conftest import TEST_RUN_TAG
 
 REPO = Path(__file__).parents[2]

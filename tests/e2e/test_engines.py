@@ -9,7 +9,7 @@ import importlib.util
 import pandas as pd
 import pytest
 
-from sweep import records as R
+from sweep.core import records as R
 from tests.e2e.test_quickstart import run_sweep
 
 EXTRAS = {

@@ -3,7 +3,7 @@
 import pandas as pd
 
 from backends.tiny_model import ensure_tiny_model
-from sweep import records as R
+from sweep.core import records as R
 from tests.e2e.test_quickstart import run_sweep
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 
-from sweep import records as R
+from sweep.core import records as R
 from tests.e2e.test_cluster import sim_servers, summaries
 from tests.e2e.test_quickstart import run_sweep
 

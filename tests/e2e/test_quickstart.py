@@ -12,7 +12,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from sweep import records as R
+from sweep.core import records as R
 from tests.conftest import TEST_RUN_TAG
 
 REPO = Path(__file__).parents[2]

@@ -15,17 +15,17 @@ import pytest
 
 from analysis.flags import trial_checks
 from analysis.load import load_requests, load_summary
-from analysis.metrics import summarize
 from analysis.report import write_report
-from analysis.trust import steady_state_window, too_short
-from sweep import records as R
+from sweep.core import records as R
+from sweep.core.errors import ConfigError
+from sweep.core.results import ResultStore, TrialFiles
+from sweep.core.summary import summarize
+from sweep.core.trust import steady_state_window, too_short
 from sweep.display import print_trust_warnings
-from sweep.errors import ConfigError
 from sweep.loadgen.arrivals import arrival_offsets
 from sweep.loadgen.http import run_http_workload
 from sweep.loadgen.saturation import ClientUsage, client_columns, is_saturated, lag_limit_ms
 from sweep.plan import build_plan
-from sweep.results import ResultStore, TrialFiles
 from sweep.trial import run_deployment
 from tests.helpers import make_requests, workload
 

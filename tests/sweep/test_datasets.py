@@ -20,15 +20,15 @@ from tokenizers import (
 )
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from sweep.datasets import load_prompts, prompt_file
-from sweep.datasets.prompt import Prompt
-from sweep.errors import DatasetError
-from sweep.schema import (
+from sweep.core.config import (
     DatasetConfig,
     HFDatasetConfig,
     PromptsDatasetConfig,
     RandomDatasetConfig,
 )
+from sweep.core.errors import DatasetError
+from sweep.datasets import load_prompts, prompt_file
+from sweep.datasets.prompt import Prompt
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog near the river bank.",

@@ -3,11 +3,10 @@
 import pytest
 
 from backends.base import GenRequest
-from backends.hf import HFBackend
+from backends.hf import HFBackend, HFBackendConfig
 from backends.tiny_model import ensure_tiny_model
-from sweep.backend_schemas import HFBackendConfig
+from sweep.core.config import WorkloadConfig
 from sweep.loadgen.engine import run_engine_workload
-from sweep.schema import WorkloadConfig
 
 
 @pytest.fixture(scope="module")

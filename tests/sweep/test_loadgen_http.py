@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from backends.server_process import free_port
-from sweep import records as R
+from sweep.core import records as R
 from sweep.loadgen.arrivals import arrival_offsets
-from sweep.loadgen.http import Endpoint, concurrency_of, run_endpoint_workload, run_http_workload
+from sweep.loadgen.http import Endpoint, run_endpoint_workload, run_http_workload
 from sweep.trial import RUNNERS
 from tests.helpers import make_requests, workload
 
@@ -36,11 +36,11 @@ def test_openai_runner_is_registered():
 
 
 def test_concurrency_of_each_mode():
-    assert concurrency_of(workload("latency_bound", batch_size=4)) == 1
-    assert concurrency_of(workload("throughput_bound", batch_size=4)) == 4
-    assert concurrency_of(workload("closed_loop", concurrency=8)) == 8
-    assert concurrency_of(workload("open_loop", request_rate=5.0)) is None
-    assert concurrency_of(workload("open_loop", request_rate=5.0, concurrency=3)) == 3
+    assert workload("latency_bound", batch_size=4).streams == 1
+    assert workload("throughput_bound", batch_size=4).streams == 4
+    assert workload("closed_loop", concurrency=8).streams == 8
+    assert workload("open_loop", request_rate=5.0).streams is None
+    assert workload("open_loop", request_rate=5.0, concurrency=3).streams == 3
 
 
 def test_closed_loop_exact_tokens_and_ttft_itl_close_to_the_truth(sim):
@@ -88,8 +88,11 @@ def test_chunks_of_three_tokens_give_three_itl_samples_each(sim):
 def test_chat_endpoint_counts_tokens_not_the_role_chunk(sim):
     backend = sim(ttft_ms=5, itl_ms=1)
     rows = records(
-        run_http_workload(
-            backend, make_requests(6, 12), [], workload(concurrency=3, num_requests=6), api="chat"
+        run_endpoint_workload(
+            Endpoint(backend.base_url, backend.served_model, "chat"),
+            make_requests(6, 12),
+            [],
+            workload(concurrency=3, num_requests=6),
         )
     )
     assert all(r[R.OUTPUT_TOKENS] == 12 == r[R.SERVER_OUTPUT_TOKENS] for r in rows)

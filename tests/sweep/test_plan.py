@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from sweep.errors import ConfigError
+from sweep.core.errors import ConfigError
 from sweep.plan import build_plan, stable_hash
 
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[2] / "conf/experiment").glob("*.yaml"))

@@ -15,10 +15,10 @@ import pytest
 
 from backends.tiny_model import ensure_tiny_model
 from backends.tokenizer import load_tokenizer
+from sweep.core.config import HFDatasetConfig, PromptsDatasetConfig, RandomDatasetConfig
+from sweep.core.errors import BackendError
 from sweep.datasets import load_prompts
 from sweep.datasets.cache import CACHE_KIND, PromptSource
-from sweep.errors import BackendError
-from sweep.schema import HFDatasetConfig, PromptsDatasetConfig, RandomDatasetConfig
 
 RANDOM = RandomDatasetConfig(input_len=24, range_ratio=0.5, seed=3)
 
@@ -26,7 +26,7 @@ RANDOM = RandomDatasetConfig(input_len=24, range_ratio=0.5, seed=3)
 PROBE = """
 import json, sys
 from sweep.datasets.cache import PromptSource
-from sweep.schema import RandomDatasetConfig
+from sweep.core.config import RandomDatasetConfig
 cfg = RandomDatasetConfig(input_len=24, range_ratio=0.5, seed=3)
 prompts = PromptSource(sys.argv[1], None, False).prompts(cfg, 7)
 print(json.dumps({"transformers": "transformers" in sys.modules,

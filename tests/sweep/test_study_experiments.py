@@ -6,10 +6,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.metrics import summarize
 from analysis.reference import UNIT_ALIASES, Reference, reference_table
-from sweep import records as R
-from sweep.compose import GROUPS
+from sweep.core.config import GROUPS
+from sweep.core import records as R
+from sweep.core.summary import summarize
 from sweep.plan import build_plan
 
 CONF = Path(__file__).parents[2] / "conf" / "experiment"
@@ -121,6 +121,6 @@ def test_every_reference_row_names_real_columns_and_matches_planned_trials(name)
                 continue
             aliases = {key.replace(a, b) for a, b, _ in UNIT_ALIASES if a in key}
             assert key in SUMMARY_COLUMNS or aliases & SUMMARY_COLUMNS, f"{name}: unknown {key}"
-    table = reference_table(trials, Reference(tuple(rows), (f"+experiment={name}",)))
+    table = reference_table(trials, Reference(tuple(rows)))
     unmatched = table[table["Trials"] == "0"]
     assert unmatched.empty, f"{name}: rows match no trial:\n{unmatched}"

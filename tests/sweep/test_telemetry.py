@@ -2,8 +2,8 @@
 
 import time
 
-from sweep import records as R
-from sweep.loadgen.recorder import now_s
+from sweep.core import records as R
+from sweep.loadgen.clock import now_s
 from sweep.telemetry import Sampler, process_source
 
 

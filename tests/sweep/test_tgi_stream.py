@@ -15,10 +15,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from backends.base import GenRequest
-from sweep import records as R
+from sweep.core import records as R
+from sweep.core.config import WorkloadConfig
 from sweep.loadgen.http import Endpoint, run_endpoint_workload
 from sweep.loadgen.tgi_stream import parse_event, request_body
-from sweep.schema import WorkloadConfig
 
 pytestmark = pytest.mark.timeout(60)
 

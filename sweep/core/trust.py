@@ -7,7 +7,7 @@ the workers fill the server) and before the last `concurrency` sends (the drain,
 requests are no longer replaced); in open loop, those due inside the schedule less the first and
 last `steady_state_trim` of its span. Batches have no ramp (`discard_first_batch` is their
 warm-up). The records keep every request; `with_window` writes the verdict into `in_window`, and
-`analysis.metrics.summarize` measures only the requests inside.
+`sweep.core.summary.summarize` measures only the requests inside.
 
 `too_short` is the minimum-size rule, after MLPerf LoadGen's minimum duration and query count:
 a trial whose measured requests span less than `workload.min_duration_s`, that completed fewer
@@ -22,8 +22,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from sweep import records as rec
-from sweep.loadgen.http import concurrency_of
+from sweep.core import records as rec
 
 
 def steady_state_window(requests: pd.DataFrame, workload: object) -> np.ndarray:
@@ -40,7 +39,7 @@ def steady_state_window(requests: pd.DataFrame, workload: object) -> np.ndarray:
     sent = pd.to_numeric(requests[rec.SENT_S], errors="coerce").to_numpy(dtype=float)
     rank = np.empty(count, dtype=np.int64)
     rank[np.argsort(sent, kind="stable")] = np.arange(count)  # unsent (NaN) requests rank last
-    streams = concurrency_of(workload)
+    streams = workload.streams
     return (rank >= streams) & (rank < count - streams)
 
 

@@ -1,6 +1,6 @@
 """Column names and Arrow schemas of every result table, defined once.
 
-The trial writes these tables, `sweep.results` stores them and `analysis` reads them; all three
+The trial writes these tables, `sweep.core.results` stores them and `analysis` reads them; all three
 import the names from here so that a column is never spelled twice. Units are in the names:
 `_s` seconds, `_ms` milliseconds, `_tok_s` tokens per second, `_mb` mebibytes.
 """
@@ -27,7 +27,7 @@ REQUESTED_OUTPUT_TOKENS = "requested_output_tokens"
 SERVER_OUTPUT_TOKENS = "server_output_tokens"
 STATUS = "status"
 ERROR = "error"
-# False for requests outside the steady-state window (`analysis.trust`); summaries skip them.
+# False for requests outside the steady-state window (`sweep.core.trust`); summaries skip them.
 IN_WINDOW = "in_window"
 
 STATUS_OK = "ok"
@@ -88,11 +88,13 @@ SPEC_ACCEPTANCE_PERCENT = "spec_acceptance_percent"
 
 # --- summary.parquet: one row per trial ---
 # Identity and outcome columns; the flattened config (`backend.name`, `workload.batch_size`, ...)
-# and the metric columns produced by `analysis.metrics.summarize` complete the row.
+# and the metric columns produced by `sweep.core.summary.summarize` complete the row.
 SWEEP_NAME = "sweep_name"
 DEPLOYMENT_ID = "deployment_id"
 REPEAT = "repeat"
 LABEL = "label"
+# JSON {group: option}: the option of each config group the trial was composed with.
+GROUP_CHOICES = "group_choices"
 TRIAL_STATUS = "trial_status"
 ERROR_KIND = "error_kind"
 ERROR_MESSAGE = "error_message"
@@ -115,7 +117,7 @@ TRIAL_YAML = "trial.yaml"
 SWEEP_YAML = "sweep.yaml"
 BACKEND_LOG = "backend.log"
 
-# Summary metric columns (written by `analysis.metrics.summarize`).
+# Summary metric columns (written by `sweep.core.summary.summarize`).
 NUM_REQUESTS = "num_requests"
 COMPLETED_REQUESTS = "completed_requests"
 FAILED_REQUESTS = "failed_requests"
@@ -157,7 +159,7 @@ DATASET_NAME = "dataset.name"
 MODEL_NAME = "model.name"
 HARDWARE_NAME = "hardware.name"
 
-# --- repeat aggregates (`analysis.metrics.aggregate_repeats`) ---
+# --- repeat aggregates (`sweep.core.summary.aggregate_repeats`) ---
 NUM_REPEATS = "num_repeats"
 CI_STATS = ("mean", "ci_low", "ci_high")
 
@@ -197,7 +199,7 @@ SLO_COST_PER_1M_OUTPUT = "slo_cost_per_1m_output_tokens_usd"
 ON_PARETO_FRONT = "on_pareto_front"
 
 # --- trust checks: the load generator's own measurements and the minimum-size rules ---
-# `sweep.loadgen.saturation` defines when a trial is CLIENT_SATURATED; `analysis.trust` defines
+# `sweep.loadgen.saturation` defines when a trial is CLIENT_SATURATED; `sweep.core.trust` defines
 # the steady-state window and TOO_SHORT.
 CLIENT_CPU_PERCENT = "client_cpu_percent"  # generator CPU time / wall time, summed over shards
 SEND_LAG_MS_P50 = "send_lag_ms_p50"

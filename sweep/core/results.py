@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from sweep import records as R
+from sweep.core import records as R
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,51 @@
+"""What every backend's config shares: its registry name, the resources of one deployment, checks.
+
+Each backend module defines its own config dataclass beside its class, derived from
+`BackendConfig`; `backends.config_classes` hands them to Hydra's ConfigStore as `<name>_schema`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+from typing import Any
+
+from omegaconf import MISSING
+
+from sweep.core.errors import ConfigError, check_positive
+
+# Config dtype names and what torch (and the engines built on it) call them.
+TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "auto": "auto"}
+DTYPES = tuple(TORCH_DTYPES)
+SERVER_APIS = ("completions", "chat")
+
+
+@dataclass
+class BackendConfig:
+    """Fields every backend shares: its registry name and the resources of one deployment."""
+
+    name: str = MISSING
+    num_gpus: int = 0
+    num_cpus: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_positive("backend", num_cpus=self.num_cpus)
+        if self.num_gpus < 0:
+            raise ConfigError(f"backend.num_gpus must be >= 0, got {self.num_gpus}")
+
+
+def typed_names(config: Any) -> list[str]:
+    """The typed settings of a config (every field but the free-form `extra_args`)."""
+    return [f.name for f in fields(config) if f.name != "extra_args"]
+
+
+def check_fraction(key: str, value: float | None) -> None:
+    """`backend.<key>` is None or in (0, 1]."""
+    if value is not None and not 0.0 < value <= 1.0:
+        raise ConfigError(f"backend.{key} must be in (0, 1], got {value}")
+
+
+def check_url(key: str, value: str | None) -> None:
+    """`backend.<key>` is None or an http(s) URL."""
+    if value is not None and not re.match(r"https?://[^\s/]+", value):
+        raise ConfigError(f"backend.{key}={value!r} must be an http:// or https:// URL")

@@ -1,0 +1,29 @@
+"""The sim server's latency schedule and faults, defined once for its config and for the server.
+
+`SimSchedule` holds the settings the server runs with; the sim backend's config
+(`backends.sim.SimBackendConfig`) inherits them, and the backend hands them to the server as one
+JSON argument. `500` and `429` answer with that HTTP status; halfway through a stream,
+`truncate` ends the body without its final events, `reset` drops the connection, `malformed`
+sends an event that is not JSON, and `stall` stops sending (for an hour). The server imports only
+this module of the config code, so it starts without the config libraries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SIM_FAULT_KINDS = ("500", "429", "truncate", "malformed", "stall", "reset")
+
+
+@dataclass
+class SimSchedule:
+    """The latency schedule and fault injection of one simulated server."""
+
+    ttft_ms: float = 20.0
+    itl_ms: float = 5.0
+    tokens_per_chunk: int = 1
+    load_ms_per_running: float = 0.0
+    fault_rate: float = 0.0
+    fault_kinds: list[str] = field(default_factory=lambda: list(SIM_FAULT_KINDS))
+    seed: int = 0
+    usage_skew: int = 0  # added to the final usage count only: a server miscounting its tokens

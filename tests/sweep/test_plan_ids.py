@@ -1,0 +1,41 @@
+"""Every experiment plans the same trial and deployment ids as before the layout change.
+
+`tests/fixtures/plan_ids.json` was recorded from main at 9e73cea (before backends owned their
+configs) by `python tests/sweep/test_plan_ids.py --record`: resume, de-duplication and
+cross-sweep comparison all rest on these ids staying put.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from sweep.plan import build_plan
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURE = REPO / "tests" / "fixtures" / "plan_ids.json"
+EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
+RECORDED = json.loads(FIXTURE.read_text()) if FIXTURE.is_file() else {}
+
+
+def plan_ids(name: str) -> dict:
+    plan = build_plan([f"+experiment={name}"])
+    return {
+        "deployments": sorted(d.deployment_id for d in plan.deployments),
+        "trials": sorted(t.trial_id for t in plan.trials),
+    }
+
+
+def test_every_experiment_of_the_change_was_recorded():
+    assert len(RECORDED) == 11
+    assert set(RECORDED) <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED))
+def test_plan_ids_match_the_recorded_ones(name):
+    assert plan_ids(name) == RECORDED[name]
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--record"]:
+    FIXTURE.write_text(json.dumps({n: plan_ids(n) for n in EXPERIMENTS}, indent=1) + "\n")

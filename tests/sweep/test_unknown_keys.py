@@ -1,0 +1,41 @@
+"""A key that no schema declares is one clear line naming it and the closest valid names.
+
+Hydra's `+` adds a key even to a structured config, and the conversion to dataclasses then
+dropped it silently: `+workload.output_lenn=64` ran the whole sweep with the default length.
+"""
+
+import pytest
+
+from sweep.core.config import GROUPS
+from sweep.core.errors import ConfigError
+from sweep.plan import build_plan
+
+BASE = ["+experiment=quickstart"]
+
+
+@pytest.mark.parametrize("group", [*GROUPS, "slo", "sweep"])
+def test_an_added_unknown_key_in_any_group_is_refused(group):
+    with pytest.raises(ConfigError) as info:
+        build_plan([*BASE, f"+{group}.no_such_setting=1"])
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"unknown config key '{group}.no_such_setting'" in message
+    assert "valid keys:" in message
+
+
+def test_a_typo_names_the_key_it_probably_meant():
+    with pytest.raises(ConfigError) as info:
+        build_plan([*BASE, "+workload.output_lenn=64"])
+    assert "'workload.output_lenn'; did you mean output_len?" in str(info.value)
+
+
+def test_a_typo_in_a_backend_setting_is_refused_for_every_backend_option():
+    with pytest.raises(ConfigError, match="did you mean max_num_seqs"):
+        build_plan([*BASE, "backend=vllm_server", "+backend.max_num_seq=8"])
+
+
+def test_free_form_maps_still_take_new_keys():
+    plan = build_plan(["+experiment=server_tuning", "+backend.extra_args.enforce-eager=true"])
+    assert {t.config.backend.extra_args["enforce-eager"] for t in plan.trials} == {True}
+    plan = build_plan([*BASE, "+sweep.grid.workload.output_len=[8,16]"])
+    assert {t.config.workload.output_len for t in plan.trials} == {8, 16}
