@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -91,8 +92,19 @@ class Composer:
         cause = _one_line(exc.__cause__) if exc.__cause__ is not None else _one_line(exc)
         return f"cannot override {key!r}: {cause}; add new keys with '+{key}.NAME=VALUE'"
 
-    def to_config(self, tree: DictConfig, values: dict[str, Any] | None = None) -> Config:
-        """Apply dotted `values` to `tree` and convert it to validated dataclasses."""
+    def to_config(
+        self,
+        tree: DictConfig,
+        values: dict[str, Any] | None = None,
+        unknown_ok: tuple[str, ...] = (),
+        unknown: dict[str, str] | None = None,
+    ) -> Config:
+        """Apply dotted `values` to `tree` and convert it to validated dataclasses.
+
+        A key no schema declares is refused, except under the groups in `unknown_ok` (the
+        group axes of a grid, where a key may belong to another point's option): those are
+        added to `unknown` (key -> message) and left out of the config.
+        """
         try:
             for key, value in (values or {}).items():
                 if OmegaConf.select(tree, key, default=_ABSENT) is _ABSENT:
@@ -102,8 +114,17 @@ class Composer:
                     )
                     raise ConfigError(f"unknown config key {key!r}; valid keys: {valid}")
                 OmegaConf.update(tree, key, value, merge=False)
-            check_known_keys(tree)
-            return OmegaConf.to_object(tree)
+            left_out = unknown_keys(tree)
+            for key, message in left_out:
+                if key.split(".", 1)[0] not in unknown_ok:
+                    raise ConfigError(message)
+                if unknown is not None:
+                    unknown[key] = message
+            config = OmegaConf.to_object(tree)
+            for key, _ in left_out:  # to_object sets an undeclared key as a plain attribute
+                parent, _, leaf = key.rpartition(".")
+                vars(functools.reduce(getattr, parent.split("."), config)).pop(leaf, None)
+            return config
         except OmegaConfBaseException as exc:
             raise ConfigError(_one_line(exc)) from None
 
@@ -124,26 +145,34 @@ class Composer:
 _ABSENT = object()
 
 
-def check_known_keys(node: DictConfig, prefix: str = "") -> None:
-    """Refuse keys that no schema declares, whichever way they came in (`+group.key=v` too).
+def unknown_keys(node: DictConfig, prefix: str = "") -> list[tuple[str, str]]:
+    """Keys that no schema declares, whichever way they came in (`+group.key=v` too).
 
     Hydra's `+` adds a key even under a structured config, and the conversion to dataclasses
     would then drop it without a word: a typo such as `+workload.output_lenn=64` ran the whole
     sweep with the default. Free-form maps (`extra_args`, `sweep.grid`) are not checked.
+
+    Returns:
+        (dotted key, a one-line message naming the closest valid keys) for each.
     """
     schema = OmegaConf.get_type(node)
     if not dataclasses.is_dataclass(schema):
-        return
+        return []
     known = [f.name for f in dataclasses.fields(schema)]
+    found = []
     for key in node.keys():
         name = f"{prefix}{key}"
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=3, cutoff=0.6)
             hint = f"did you mean {' or '.join(close)}? " if close else ""
-            raise ConfigError(f"unknown config key {name!r}; {hint}valid keys: {', '.join(known)}")
+            found.append(
+                (name, f"unknown config key {name!r}; {hint}valid keys: {', '.join(known)}")
+            )
+            continue
         child = node._get_node(key)
         if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
-            check_known_keys(child, f"{name}.")
+            found.extend(unknown_keys(child, f"{name}."))
+    return found
 
 
 def _one_line(exc: Exception) -> str:

@@ -101,10 +101,13 @@ def build_plan(overrides: list[str]) -> SweepPlan:
 
     with Composer(overrides) as composer:
         base_tree, base_choices = composer.compose_point([])
-        base = composer.to_config(base_tree)
+        grid = composer.to_config(base_tree, unknown_ok=GROUPS).sweep.grid
+        group_axes = tuple(a for a in grid if a in GROUPS)
+        # A key under a grid's group may belong to another option of that group (extra_args of
+        # vllm_server beside hf): it must be known to at least one point, not to every one.
+        base = composer.to_config(base_tree, unknown_ok=group_axes)
         _check_name(base.sweep.name)
         axes = {axis: list(values) for axis, values in base.sweep.grid.items()}
-        group_axes = [a for a in axes if a in GROUPS]
         value_axes = [a for a in axes if a not in GROUPS]
         for axis in value_axes:
             if not _has_key(base_tree, axis):
@@ -113,6 +116,8 @@ def build_plan(overrides: list[str]) -> SweepPlan:
                     f"({', '.join(GROUPS)}) nor a config value"
                 )
         trials = []
+        everywhere: set[str] | None = None  # keys that no point of the grid knows
+        messages: dict[str, str] = {}
         # One Hydra compose per combination of group options (a quarter second each), not per
         # point: points that differ only in values get a copy of their combination's tree.
         composed = {(): (base_tree, base_choices)}
@@ -122,8 +127,15 @@ def build_plan(overrides: list[str]) -> SweepPlan:
             if groups not in composed:
                 composed[groups] = composer.compose_point(list(groups))
             tree, choices = composed[groups]
-            config = composer.to_config(copy.deepcopy(tree), {a: chosen[a] for a in value_axes})
+            unknown: dict[str, str] = {}
+            config = composer.to_config(
+                copy.deepcopy(tree), {a: chosen[a] for a in value_axes}, group_axes, unknown
+            )
+            everywhere = set(unknown) if everywhere is None else everywhere & set(unknown)
+            messages.update(unknown)
             trials.extend(_trials_of_point(config, chosen, choices, base.sweep.repeats))
+    if everywhere:
+        raise ConfigError(messages[min(everywhere)])
     return SweepPlan(
         name=base.sweep.name,
         base=base,

@@ -39,3 +39,16 @@ def test_free_form_maps_still_take_new_keys():
     assert {t.config.backend.extra_args["enforce-eager"] for t in plan.trials} == {True}
     plan = build_plan([*BASE, "+sweep.grid.workload.output_len=[8,16]"])
     assert {t.config.workload.output_len for t in plan.trials} == {8, 16}
+
+
+def test_a_key_of_one_grid_option_is_kept_for_it_and_left_out_of_the_others():
+    # quickstart_serving's grid runs hf and vllm_server: extra_args is vllm_server's alone.
+    plan = build_plan(["+experiment=quickstart_serving", "+backend.extra_args.enforce-eager=true"])
+    by_name = {t.config.backend.name: t.config.backend for t in plan.trials}
+    assert by_name["vllm_server"].extra_args == {"enforce-eager": True}
+    assert not hasattr(by_name["hf"], "extra_args")
+
+
+def test_a_key_no_grid_option_knows_is_refused():
+    with pytest.raises(ConfigError, match="unknown config key 'backend.max_num_seq'"):
+        build_plan(["+experiment=quickstart_serving", "+backend.max_num_seq=8"])
