@@ -148,3 +148,33 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
     ) or result.stderr.strip().startswith("error: backend=nope is not a known option")
     assert len(result.stderr.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_model_architecture_is_recorded_and_mbu_counts_the_kv_cache(quickstart):
+    """The tiny model: 2 layers, 1 KV head of 64, fp32; MBU's KV term worked out by hand."""
+    from transformers import AutoModelForCausalLM
+
+    from analysis.load import load_summary
+    from analysis.roofline import BASIS_WEIGHTS_KV, roofline
+    from backends.tiny_model import ensure_tiny_model
+
+    root, _, _, _ = quickstart
+    summary = load_summary(root)
+    assert set(summary[R.MODEL_NUM_LAYERS]) == {2.0}
+    assert set(summary[R.MODEL_NUM_KV_HEADS]) == {1.0}
+    assert set(summary[R.MODEL_HEAD_DIM]) == {64.0}
+    model = AutoModelForCausalLM.from_pretrained(str(ensure_tiny_model()))
+    params = sum(p.numel() for p in model.parameters())  # read from the headers, counted here
+    assert set(summary[R.MODEL_NUM_PARAMS_B]) == {params / 1e9}
+
+    row = summary[summary[R.TRIAL_STATUS] == R.STATUS_OK].iloc[[0]].reset_index(drop=True)
+    out = roofline(row)
+    assert out[R.ROOFLINE_BASIS][0] == BASIS_WEIGHTS_KV
+    r = row.iloc[0]
+    kv_per_token = 2 * 2 * 1 * 64 * 4  # key + value, 2 layers, 1 KV head, head size 64, fp32
+    context = (r[R.INPUT_TOKENS_TOTAL] + r[R.OUTPUT_TOKENS_TOTAL] / 2) / r[R.COMPLETED_REQUESTS]
+    in_flight = max(r[R.REQUEST_THROUGHPUT] * r[R.latency_column("e2e", "mean")] / 1e3, 1.0)
+    steps_s = 1e3 / r[R.latency_column("tpot", "median")]
+    step_bytes = params * 4 + kv_per_token * context * in_flight
+    bandwidth = r[R.HARDWARE_MEMORY_BANDWIDTH] * 1e9
+    assert out[R.MBU][0] == pytest.approx(step_bytes * steps_s / bandwidth, rel=1e-9)
