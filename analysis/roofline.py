@@ -139,6 +139,6 @@ def _ratio(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
 
 
 def _raw(summary: pd.DataFrame, column: str) -> pd.Series:
-    if column not in summary:
-        return pd.Series(None, index=summary.index, dtype=object)
+    if column not in summary:  # a Series built from a bare None would hold NaN, not None
+        return pd.Series([None] * len(summary), index=summary.index, dtype=object)
     return summary[column].astype(object).where(summary[column].notna(), None)

@@ -156,6 +156,7 @@ def test_model_architecture_is_recorded_and_mbu_counts_the_kv_cache(quickstart):
 
     from analysis.load import load_summary
     from analysis.roofline import BASIS_WEIGHTS_KV, roofline
+    from backends.architecture import architecture
     from backends.tiny_model import ensure_tiny_model
 
     root, _, _, _ = quickstart
@@ -165,7 +166,9 @@ def test_model_architecture_is_recorded_and_mbu_counts_the_kv_cache(quickstart):
     assert set(summary[R.MODEL_HEAD_DIM]) == {64.0}
     model = AutoModelForCausalLM.from_pretrained(str(ensure_tiny_model()))
     params = sum(p.numel() for p in model.parameters())  # read from the headers, counted here
-    assert set(summary[R.MODEL_NUM_PARAMS_B]) == {params / 1e9}
+    assert architecture(str(ensure_tiny_model()))[R.MODEL_NUM_PARAMS_B] == params / 1e9
+    assert set(summary[R.MODEL_NUM_PARAMS_B]) == {0.0004}  # the config's own figure is kept
+    params = 0.0004e9
 
     row = summary[summary[R.TRIAL_STATUS] == R.STATUS_OK].iloc[[0]].reset_index(drop=True)
     out = roofline(row)
