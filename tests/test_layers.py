@@ -1,4 +1,4 @@
-"""The layering contracts of docs/architecture.md hold (import-linter, configured in pyproject.toml)."""
+"""The layering contracts of docs/architecture.md hold (import-linter, in pyproject.toml)."""
 
 import subprocess
 import sys

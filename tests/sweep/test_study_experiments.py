@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from analysis.reference import UNIT_ALIASES, Reference, reference_table
-from sweep.core.config import GROUPS
 from sweep.core import records as R
+from sweep.core.config import GROUPS
 from sweep.core.summary import summarize
 from sweep.plan import build_plan
 
