@@ -4,11 +4,14 @@
 trial whose requests partly failed, whose client and server token counts disagree, whose
 outputs came back short, whose load generator could not keep up (client lag, the
 `client_saturated` flag) or that was too short to trust (`too_short`), then every failed
-trial with its error kind and message, then the environment the trials ran in.
+trial with its error kind and message, then the environment the trials ran in. Trials whose
+output lengths were not forced (no `ignore_eos` went to the endpoint) are said to be so: their
+lengths are what the server produced, and a short output may be the model's own end.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from analysis.sections import MISSING, Section
@@ -17,14 +20,19 @@ from sweep.core import records as rec
 # Mean lag behind the schedule above which the load generator, not the server, may be the limit.
 CLIENT_LAG_WARN_MS = 10.0
 ALL_CLEAR = "Every request of every successful trial completed as requested."
+# Config columns that say whether `ignore_eos` was sent: the workload's wish, and whether an
+# attached endpoint (the openai backend) takes vLLM's extensions. Launched vLLM and sim servers
+# always do (no column); a column recorded False means the server chose each output's length.
+LENGTH_COLUMNS = ("workload.ignore_eos", "backend.extensions")
 
 
 def problem_sections(trials: pd.DataFrame) -> list[Section]:
     """Flagged and failed trials with their reasons, then the environment."""
     failed = trials[trials[rec.TRIAL_STATUS] != rec.STATUS_OK]
     checks = trial_checks(trials)
+    text = " ".join(filter(None, [lengths_note(trials), "" if checks else ALL_CLEAR]))
     return [
-        Section("Request checks", "" if checks else ALL_CLEAR, items=checks),
+        Section("Request checks", text, items=checks),
         Section(
             "Failed trials",
             f"{len(failed)} trial(s) failed." if len(failed) else "No trial failed.",
@@ -44,6 +52,30 @@ def trial_checks(trials: pd.DataFrame) -> tuple[str, ...]:
     )
 
 
+def lengths_note(trials: pd.DataFrame) -> str:
+    """A sentence naming the trials whose output lengths were not forced; empty if none."""
+    unforced = trials[unforced_lengths(trials)]
+    if unforced.empty:
+        return ""
+    names = ", ".join(unforced.get(rec.LABEL, unforced[rec.TRIAL_ID]).astype(str).iloc[:5])
+    more = ", ..." if len(unforced) > 5 else ""
+    return (
+        f"Output lengths were not forced in {len(unforced)} of {len(trials)} trial(s) "
+        f"({names}{more}): no `ignore_eos` was sent (the endpoint takes no vLLM extensions, "
+        "or `workload.ignore_eos=false`), so each output is as long as the server made it and "
+        "output tok/s and TPOT rest on the server's choice of lengths."
+    )
+
+
+def unforced_lengths(trials: pd.DataFrame) -> pd.Series:
+    """Per trial: True where `ignore_eos` was not sent, so the server chose output lengths."""
+    return pd.Series([_unforced(row) for _, row in trials.iterrows()], trials.index, dtype=bool)
+
+
+def _unforced(row: pd.Series) -> bool:
+    return any(row.get(c) is False or row.get(c) is np.False_ for c in LENGTH_COLUMNS)
+
+
 def _trial_notes(row: pd.Series) -> list[str]:
     """What in one successful trial deserves a second look."""
     notes = []
@@ -52,7 +84,8 @@ def _trial_notes(row: pd.Series) -> list[str]:
     if _positive(mismatched := row.get(rec.TOKEN_MISMATCH_REQUESTS)):
         notes.append(f"client and server token counts differ on {mismatched:.0f} request(s)")
     if _positive(short := row.get(rec.SHORT_OUTPUT_REQUESTS)):
-        notes.append(f"{short:.0f} request(s) shorter than requested")
+        reason = " (lengths not forced: the server ended them)" if _unforced(row) else ""
+        notes.append(f"{short:.0f} request(s) shorter than requested{reason}")
     if _positive(lag := row.get(rec.CLIENT_LAG_MS_MEAN), above=CLIENT_LAG_WARN_MS):
         notes.append(f"client lagged {lag:.1f} ms behind schedule on average (client-bound)")
     if _positive(row.get(rec.CLIENT_SATURATED)):

@@ -1,9 +1,10 @@
 """Read a sweep's results folder into pandas DataFrames.
 
-A results folder is `results/<sweep>/<deployment_id>/<trial_id>/{summary,requests,timeseries}
-.parquet`; a trial counts only once its summary.parquet exists (design.md, "Results layout").
-Each loader concatenates one kind of file over all complete trials, filling the columns that
-only some trials have (a backend's own settings, `env.*`) with nulls, and hands on one frame.
+A results folder is `results/<sweep>/<deployment_id>/<trial_id>/{summary,requests,timeseries,
+server_metrics}.parquet`; a trial counts only once its summary.parquet exists (design.md,
+"Results layout"). Each loader concatenates one kind of file over all complete trials, filling
+the columns that only some trials have (a backend's own settings, `env.*`) with nulls, and
+hands on one frame.
 """
 
 from __future__ import annotations
@@ -43,6 +44,19 @@ def load_timeseries(results_dir: str | Path) -> pd.DataFrame:
         SweepError: the folder does not exist or holds no complete trial.
     """
     return _concat(_trial_files(results_dir, rec.TIMESERIES_FILE), schema=rec.TIMESERIES_SCHEMA)
+
+
+def load_server_metrics(results_dir: str | Path) -> pd.DataFrame:
+    """The /metrics capture of every complete trial (`records.SERVER_METRICS_SCHEMA`).
+
+    Trials written before the capture existed, and trials without a server, add no row.
+
+    Raises:
+        SweepError: the folder does not exist or holds no complete trial.
+    """
+    return _concat(
+        _trial_files(results_dir, rec.SERVER_METRICS_FILE), schema=rec.SERVER_METRICS_SCHEMA
+    )
 
 
 def _trial_files(results_dir: str | Path, file_name: str) -> list[Path]:

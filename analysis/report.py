@@ -3,9 +3,10 @@
 `write_report` reads a results folder and writes them all; `save_report` does the same from
 frames already in memory (the CLI loads them once and also prints the table). The report holds
 the per-trial sections built here (results, plots, repeats), the comparison sections of
-`analysis.sections` and the flagged and failed trials of `analysis.flags`. `main_table` is the
-human-readable table (units in the headers, numbers rounded) that the report and the terminal
-show; `summary.csv` keeps every column, the derived comparison ones too, the main ones first.
+`analysis.sections`, the server's own view (`analysis.server_view`) and the flagged and failed
+trials of `analysis.flags`. `main_table` is the human-readable table (units in the headers,
+numbers rounded) that the report and the terminal show; `summary.csv` keeps every column, the
+derived comparison ones too, the main ones first.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from analysis.sections import (
     markdown_document,
     timeline_section,
 )
+from analysis.server_view import server_sections
 from analysis.sweep_diff import noise_verdict
 from analysis.timeline_plots import write_timeline_plots
 from sweep.core import records as rec
@@ -143,6 +145,7 @@ def save_report(
     sections = [
         *trial_sections(trials, plots),
         *comparison_sections(comparison, pareto),
+        *server_sections(trials),
         timeline_section(timelines),
         *problem_sections(trials),
         *reference_sections(trials, options.reference),

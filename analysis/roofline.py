@@ -1,13 +1,20 @@
 """Roofline context of each trial: memory-bandwidth (MBU) and compute (MFU) utilisation.
 
 Decoding one token per sequence reads every weight once per step plus each sequence's KV cache,
-so its speed limit is the memory bandwidth; MBU says how close a trial came to it. MFU says how
-much of the peak dense FLOP/s the output tokens used (2 FLOPs per parameter per token). Both read
-only summary columns (`model.num_params_b`, `hardware.memory_bandwidth_gb_s`, ...) and hand the
-comparison frame the columns `mbu`, `mfu` and `roofline_basis` (what MBU counted).
+so its speed limit is the memory bandwidth; MBU says how close a trial came to it. The bytes are
+those each engine stores, read from the config columns where it records its weight and cache
+types (`ENGINE_BYTES`: bitsandbytes, CTranslate2's compute type, the GGUF file's type, GPTQ or
+EXL2 bits and ExLlamaV2's cache type). MFU says how much of the peak dense FLOP/s the output
+tokens used (2 FLOPs per parameter per token). Both read only summary columns
+(`model.num_params_b`, `hardware.memory_bandwidth_gb_s`, ...) and hand the comparison frame the
+columns `mbu`, `mfu` and `roofline_basis` (what MBU counted).
 """
 
 from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -15,20 +22,30 @@ import pandas as pd
 from analysis.plots import load_values, numeric_column
 from sweep.core import records as rec
 
-# Bytes per stored parameter, by dtype or quantization name as the backends spell them.
+# Bytes per stored parameter, by dtype or quantization name as the backends spell them. Group-
+# quantized 4-bit checkpoints (GPTQ, AWQ) keep a 16-bit scale and a 4-bit zero per 128 weights
+# besides: about 4% more, left out. Unquantized embeddings and output head count as quantized.
 BYTES_PER_PARAM = {
     "fp32": 4.0,
     "float32": 4.0,
+    "f32": 4.0,
     "fp16": 2.0,
     "float16": 2.0,
+    "f16": 2.0,
     "half": 2.0,
     "bf16": 2.0,
     "bfloat16": 2.0,
+    "int16": 2.0,
     "fp8": 1.0,
     "fp8_e4m3": 1.0,
     "fp8_e5m2": 1.0,
     "int8": 1.0,
     "8bit": 1.0,
+    "int8_float32": 1.0,  # CTranslate2: int8 weights, activations in the second type
+    "int8_float16": 1.0,
+    "int8_bfloat16": 1.0,
+    "bnb_8bit": 1.0,  # LLM.int8: int8 weights and a float32 scale per row (noise)
+    "bnb_4bit": 0.5625,  # 4-bit weights and a float32 absmax per block of 64: 0.5 + 4 / 64
     "int4": 0.5,
     "4bit": 0.5,
     "nf4": 0.5,
@@ -37,12 +54,80 @@ BYTES_PER_PARAM = {
 }
 # `auto` loads the checkpoint's own dtype, which for today's LLMs is 16-bit.
 DEFAULT_BYTES_PER_PARAM = 2.0
+# CTranslate2 keeps its KV cache in the compute type's activation type (float32 for int8 alone).
+CT2_ACTIVATION_BYTES = {
+    "float32": 4.0,
+    "int8": 4.0,
+    "int8_float32": 4.0,
+    "int16": 4.0,
+    "float16": 2.0,
+    "int8_float16": 2.0,
+    "bfloat16": 2.0,
+    "int8_bfloat16": 2.0,
+}
+# GGUF weight types by the tag in the file's name (`llama-2-7b.Q4_0.gguf`), in bits per weight:
+# a block type's own rate, its scales included (Q4_0: 32 weights in 18 bytes); for the k-quant
+# mixes, the rate llama.cpp's quantize README measures on Llama-2-7B.
+GGUF_BITS_PER_WEIGHT = {
+    "F32": 32.0,
+    "F16": 16.0,
+    "BF16": 16.0,
+    "Q8_0": 8.5,
+    "Q6_K": 6.5625,
+    "Q5_1": 6.0,
+    "Q5_0": 5.5,
+    "Q5_K_M": 5.68,
+    "Q5_K_S": 5.52,
+    "Q4_1": 5.0,
+    "Q4_0": 4.5,
+    "Q4_K_M": 4.84,
+    "Q4_K_S": 4.58,
+    "Q3_K_L": 4.27,
+    "Q3_K_M": 3.91,
+    "Q3_K_S": 3.50,
+    "Q2_K": 3.35,
+}
+GGUF_TAG = re.compile(
+    r"(?<![A-Z0-9])("
+    + "|".join(sorted(GGUF_BITS_PER_WEIGHT, key=len, reverse=True))
+    + r")(?![A-Z0-9])",
+    re.IGNORECASE,
+)
+LLAMACPP_KV_BYTES = 2.0  # llama.cpp's default K and V cache type is f16
+# ExLlamaV2: an EXL2 checkpoint's bits per weight, by the convention of naming its revision or
+# folder `4.65bpw`; without one, a GPTQ checkpoint's 4 bits (the shipped option's).
+BPW = re.compile(r"(\d+(?:\.\d+)?)\s*bpw", re.IGNORECASE)
+EXLLAMAV2_DEFAULT_BYTES = 0.5
+EXLLAMAV2_CACHE_BYTES = {"fp16": 2.0, "q8": 1.0, "q6": 0.75, "q4": 0.5}
+
+# Config columns where engines record what they store (the field names of their configs).
+COMPUTE_TYPE = "backend.compute_type"
+GGUF_FILE = "backend.gguf_file"
+CONVERT_OUTTYPE = "backend.convert_outtype"
+CACHE_TYPE = "backend.cache_type"
+SPECULATIVE_CONFIG = "backend.speculative_config"
+ENGINE_KWARGS = "backend.engine_kwargs"
+MODEL_PATH = "model.path"
+MODEL_REVISION = "model.revision"
+DECLARED = (rec.BACKEND_DTYPE, rec.BACKEND_QUANTIZATION)
+CONFIG_COLUMNS = {
+    "hf": DECLARED,
+    "vllm": (*DECLARED, rec.BACKEND_KV_CACHE_DTYPE, ENGINE_KWARGS),
+    "vllm_server": (*DECLARED, rec.BACKEND_KV_CACHE_DTYPE, SPECULATIVE_CONFIG),
+    "ctranslate2": (COMPUTE_TYPE,),
+    "llamacpp": (GGUF_FILE, CONVERT_OUTTYPE),
+    "exllamav2": (CACHE_TYPE,),
+}
+
 BASIS_WEIGHTS = "weights"
 BASIS_WEIGHTS_KV = "weights+kv"
+SPECULATIVE_BASIS = "speculative: upper bound"
 WEIGHTS_ONLY_NOTE = (
     "MBU counts the weights only: the model's layers, KV heads and head size are not in the "
     "summary, so the KV cache read per step is left out and MBU is a lower bound."
 )
+
+Row = Mapping[str, object]
 
 
 def bytes_per_param(dtype: object, quantization: object = None) -> float:
@@ -51,6 +136,92 @@ def bytes_per_param(dtype: object, quantization: object = None) -> float:
         if isinstance(name, str) and name.lower() in BYTES_PER_PARAM:
             return BYTES_PER_PARAM[name.lower()]
     return DEFAULT_BYTES_PER_PARAM
+
+
+def weight_bytes_per_param(summary: pd.DataFrame) -> pd.Series:
+    """Bytes each trial's engine stores per weight (`ENGINE_BYTES`)."""
+    return pd.Series([_engine_bytes(r)[0] for r in _rows(summary)], index=summary.index)
+
+
+def kv_bytes_per_value(summary: pd.DataFrame) -> pd.Series:
+    """Bytes each trial's engine stores per KV-cache value (a key or value element)."""
+    return pd.Series([_engine_bytes(r)[1] for r in _rows(summary)], index=summary.index)
+
+
+def _declared(row: Row) -> tuple[float, float]:
+    """Engines that name their dtype and quantization (transformers, vLLM, ...)."""
+    dtype, kv = row.get(rec.BACKEND_DTYPE), row.get(rec.BACKEND_KV_CACHE_DTYPE)
+    # A quantized model still keeps its KV cache in 16 bits unless the KV dtype says otherwise.
+    kv_bytes = bytes_per_param(kv if kv not in (None, "auto") else dtype)
+    return bytes_per_param(dtype, row.get(rec.BACKEND_QUANTIZATION)), kv_bytes
+
+
+def _ctranslate2(row: Row) -> tuple[float, float]:
+    compute = row.get(COMPUTE_TYPE)
+    weights = bytes_per_param(compute)
+    return weights, CT2_ACTIVATION_BYTES.get(str(compute), DEFAULT_BYTES_PER_PARAM)
+
+
+def _llamacpp(row: Row) -> tuple[float, float]:
+    gguf = row.get(GGUF_FILE)
+    path = row.get(MODEL_PATH)
+    if gguf is None and isinstance(path, str) and path.endswith(".gguf"):
+        gguf = path
+    if gguf is None:  # converted from the HF model by our converter, in convert_outtype
+        return bytes_per_param(row.get(CONVERT_OUTTYPE)), LLAMACPP_KV_BYTES
+    tag = GGUF_TAG.search(str(gguf).rsplit("/", 1)[-1])
+    bits = GGUF_BITS_PER_WEIGHT[tag.group(1).upper()] if tag else 8 * DEFAULT_BYTES_PER_PARAM
+    return bits / 8, LLAMACPP_KV_BYTES
+
+
+def _exllamav2(row: Row) -> tuple[float, float]:
+    found = [BPW.search(str(row.get(c) or "")) for c in (MODEL_REVISION, MODEL_PATH)]
+    bits = next((float(m.group(1)) for m in found if m), None)
+    weights = bits / 8 if bits else EXLLAMAV2_DEFAULT_BYTES
+    return weights, EXLLAMAV2_CACHE_BYTES.get(str(row.get(CACHE_TYPE)), DEFAULT_BYTES_PER_PARAM)
+
+
+# (weight bytes per parameter, KV-cache bytes per value) of a trial, by engine; `_declared` for
+# the others.
+ENGINE_BYTES: dict[str, Callable[[Row], tuple[float, float]]] = {
+    "ctranslate2": _ctranslate2,
+    "llamacpp": _llamacpp,
+    "exllamav2": _exllamav2,
+}
+
+
+def _engine_bytes(row: Row) -> tuple[float, float]:
+    return ENGINE_BYTES.get(str(row.get(rec.BACKEND_NAME)), _declared)(row)
+
+
+def _rows(summary: pd.DataFrame) -> list[dict[str, object]]:
+    """The config columns the byte tables read, one dict per trial (None where not set)."""
+    columns = {rec.BACKEND_NAME, MODEL_PATH, MODEL_REVISION}
+    columns.update(c for engine in CONFIG_COLUMNS.values() for c in engine)
+    raw = {c: _raw(summary, c) for c in sorted(columns)}
+    return [{c: raw[c].iloc[i] for c in raw} for i in range(len(summary))]
+
+
+def _speculative(summary: pd.DataFrame) -> pd.Series:
+    """Trials that decoded speculatively (a server's speculative_config or the engine's)."""
+    flags = []
+    for server, kwargs in zip(
+        _raw(summary, SPECULATIVE_CONFIG), _raw(summary, ENGINE_KWARGS), strict=True
+    ):
+        engine = _json(kwargs)
+        nested = engine.get("speculative_config") if isinstance(engine, dict) else None
+        flags.append(_json(server) is not None or nested is not None)
+    return pd.Series(flags, index=summary.index, dtype=bool)
+
+
+def _json(value: object) -> object:
+    """A flattened dict column's value (JSON text), parsed; None for null or unreadable."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return None
 
 
 def kv_bytes_per_token(layers: float, kv_heads: float, head_dim: float, nbytes: float) -> float:
@@ -66,6 +237,10 @@ def roofline(summary: pd.DataFrame) -> pd.DataFrame:
     of every sequence in flight; steps per second = 1 / median TPOT (each running sequence gains
     one token per step), else output tok/s / sequences in flight. Sequences in flight come from
     Little's law (request throughput x mean E2E latency), else the offered batch or concurrency.
+    Bytes per weight and per KV value are the engine's (`ENGINE_BYTES`). With speculative
+    decoding a step verifies several drafted tokens and a sequence gains 1 + the accepted ones,
+    so 1 / TPOT counts more steps than ran: MBU is an upper bound there, and its basis says so
+    (the acceptance rate that would correct it is in the timeseries, not the summary).
     MFU = 2 x parameters x output tok/s / (peak fp16 FLOP/s x GPUs).
 
     Returns:
@@ -73,20 +248,9 @@ def roofline(summary: pd.DataFrame) -> pd.DataFrame:
     """
     params = numeric_column(summary, rec.MODEL_NUM_PARAMS_B) * 1e9
     gpus = numeric_column(summary, rec.BACKEND_NUM_GPUS).fillna(0).clip(lower=1)
-    weight_bpp = pd.Series(
-        [
-            bytes_per_param(d, q)
-            for d, q in zip(
-                _raw(summary, rec.BACKEND_DTYPE),
-                _raw(summary, rec.BACKEND_QUANTIZATION),
-                strict=True,
-            )
-        ],
-        index=summary.index,
-    )
     in_flight = _sequences_in_flight(summary)
     kv_step = _kv_bytes_per_step(summary, in_flight)
-    step_bytes = params * weight_bpp + kv_step.fillna(0.0)
+    step_bytes = params * weight_bytes_per_param(summary) + kv_step.fillna(0.0)
     bandwidth = numeric_column(summary, rec.HARDWARE_MEMORY_BANDWIDTH) * 1e9 * gpus
     output_tok_s = numeric_column(summary, rec.OUTPUT_THROUGHPUT)
     steps_s = (1e3 / numeric_column(summary, rec.latency_column("tpot", "median"))).fillna(
@@ -97,10 +261,16 @@ def roofline(summary: pd.DataFrame) -> pd.DataFrame:
         {
             rec.MBU: _ratio(step_bytes * steps_s, bandwidth),
             rec.MFU: _ratio(2.0 * params * output_tok_s, peak_flops),
-            rec.ROOFLINE_BASIS: np.where(kv_step.notna(), BASIS_WEIGHTS_KV, BASIS_WEIGHTS),
+            rec.ROOFLINE_BASIS: _basis(kv_step.notna(), _speculative(summary)),
         },
         index=summary.index,
     )
+
+
+def _basis(with_kv: pd.Series, speculative: pd.Series) -> pd.Series:
+    """What MBU counted: `weights` or `weights+kv`, and whether it is a speculative bound."""
+    basis = pd.Series(np.where(with_kv, BASIS_WEIGHTS_KV, BASIS_WEIGHTS), index=with_kv.index)
+    return basis.where(~speculative, basis + ", " + SPECULATIVE_BASIS)
 
 
 def _sequences_in_flight(summary: pd.DataFrame) -> pd.Series:
@@ -111,20 +281,11 @@ def _sequences_in_flight(summary: pd.DataFrame) -> pd.Series:
 
 def _kv_bytes_per_step(summary: pd.DataFrame, in_flight: pd.Series) -> pd.Series:
     """KV cache read by one decode step of all sequences in flight; NaN without architecture."""
-    kv_dtype = _raw(summary, rec.BACKEND_KV_CACHE_DTYPE)
-    # A quantized model still keeps its KV cache in 16 bits unless the KV dtype says otherwise.
-    nbytes = pd.Series(
-        [
-            bytes_per_param(k if k not in (None, "auto") else d)
-            for k, d in zip(kv_dtype, _raw(summary, rec.BACKEND_DTYPE), strict=True)
-        ],
-        index=summary.index,
-    )
     per_token = kv_bytes_per_token(
         numeric_column(summary, rec.MODEL_NUM_LAYERS),
         numeric_column(summary, rec.MODEL_NUM_KV_HEADS),
         numeric_column(summary, rec.MODEL_HEAD_DIM),
-        nbytes,
+        kv_bytes_per_value(summary),
     )
     completed = numeric_column(summary, rec.COMPLETED_REQUESTS).where(lambda n: n > 0)
     # Mid-way through decoding a sequence holds its prompt and half its output, on average.

@@ -41,7 +41,9 @@ def architecture(model_path: str, revision: str | None = None) -> dict[str, floa
     ):
         if isinstance(value, int | float) and value > 0:
             facts[column] = float(value)
-    params = parameter_count(model_path, revision)
+    # A quantized checkpoint packs several weights into each stored integer: its tensor shapes
+    # undercount the parameters (8x for 4-bit GPTQ), so only the config can say.
+    params = None if config.get("quantization_config") else parameter_count(model_path, revision)
     if params:
         facts[R.MODEL_NUM_PARAMS_B] = params / 1e9
     return facts

@@ -5,15 +5,19 @@ A backend is started once per deployment and stopped at the end, on error and on
 each token through a callback; they never read a clock for metrics, because
 `sweep.loadgen.recorder` owns every timestamp so that all engines are measured the same way.
 Everything the trial and the load generator ask of a backend is declared here, with its default:
-they never probe a backend for optional attributes.
+they never probe a backend for optional attributes. Server backends also declare how requests
+are phrased: the endpoint, whether vLLM's body extensions may be sent, chat's output-cap field,
+and headers and body fields of their own (a value read from the environment is a `Secret`).
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
+
+from backends.prometheus import Scrape
 
 # (request idx, number of new tokens in this step). Called as soon as the tokens exist on the host.
 TokenCallback = Callable[[int, int], None]
@@ -52,6 +56,9 @@ class Backend(abc.ABC):
 
     interface: ClassVar[str] = "engine"
     config_class: ClassVar[type]
+    # The server's own view: role (`records.SERVER_LATENCIES`, `PREFIX_CACHE_HITS`, ...) ->
+    # the Prometheus family its server exports it under; the summary maps only these.
+    server_series: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, config: Any, model_path: str) -> None:
         self.config = config
@@ -68,6 +75,10 @@ class Backend(abc.ABC):
     def telemetry_sources(self) -> list[TelemetrySource]:
         """Extra samplers (e.g. a server's /metrics) polled during each trial."""
         return []
+
+    def metrics_scrape(self) -> Scrape | None:
+        """Reads the server's whole /metrics, at each trial's start and end; None: no server."""
+        return None
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the backend's own log, for failure reports."""
@@ -101,6 +112,10 @@ class ServerBackend(Backend):
     """A backend reached over HTTP; the load generator streams requests to `base_url`."""
 
     interface: ClassVar[str] = "openai"
+    # Whether request bodies may carry vLLM's extensions (`ignore_eos`, which forces output
+    # lengths, and `stream_options.continuous_usage_stats`). A strict OpenAI endpoint answers 400
+    # to a field it does not know, so only servers known to accept them declare them.
+    vllm_extensions: ClassVar[bool] = False
 
     @property
     @abc.abstractmethod
@@ -122,6 +137,31 @@ class ServerBackend(Backend):
         """Whether completions requests carry the prompt as token ids instead of text."""
         return False
 
+    @property
+    def max_tokens_field(self) -> str:
+        """Chat's output-cap field: `max_tokens`, or `max_completion_tokens` for newer models."""
+        return "max_tokens"
+
+    def metrics_scrape(self) -> Scrape | None:
+        """`/metrics` beside the API, asked with the request headers (an API key)."""
+        return Scrape(f"{self.base_url}/metrics", self.request_headers)
+
     def request_headers(self) -> dict[str, str]:
-        """Headers every request carries (an API key read from the environment when needed)."""
+        """Headers every request carries, read now (secrets from the environment as `Secret`)."""
         return {}
+
+    def request_body(self) -> dict[str, Any]:
+        """Fields merged into every request body, read now (e.g. a gateway's own options)."""
+        return {}
+
+
+class Secret(str):
+    """A value read from the environment: sent as is, never shown (its repr is `***`).
+
+    The load generator redacts every `Secret` it sends from the error messages it records.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'***'"

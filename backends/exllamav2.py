@@ -10,6 +10,8 @@ by giving a job no stop tokens, so it runs to exactly `max_new_tokens`.
 
 from __future__ import annotations
 
+import importlib.metadata
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +34,9 @@ from sweep.core.errors import (
 
 log = logging.getLogger(__name__)
 
+# The first flash-attn with `flash_attn_with_kvcache` and a block table (exllamav2.attn).
+FLASH_ATTN_PAGED = (2, 5, 7)
+FLASH_ATTN_PAGED_TEXT = ".".join(map(str, FLASH_ATTN_PAGED))
 CACHE_CLASSES = {
     "fp16": "ExLlamaV2Cache",
     "q8": "ExLlamaV2Cache_Q8",
@@ -54,6 +59,48 @@ def import_exllamav2() -> tuple[Any, Any]:
         message = f"exllamav2 failed to load: {first_line(exc)}"
         raise BackendError(message, R.ERROR_BACKEND_START) from None
     return exllamav2, generator
+
+
+def require_paged_attention(torch: Any) -> None:
+    """Fail with one line unless flash-attn can serve the paged cache on every visible GPU.
+
+    The dynamic generator's paged mode asserts flash-attn >= 2.5.7 (`exllamav2.attn`), only
+    once the model is loaded; flash-attn's kernels need compute capability 8.0 (Ampere) or
+    newer, and on an older GPU (a T4) they fail at the first batch. The version is read from
+    the installed package's metadata: importing flash-attn would load its CUDA extension.
+    """
+    unpaged = "or set backend.paged=false (one sequence at a time)"
+    try:
+        version = importlib.metadata.version("flash-attn")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    if version is None or _release(version) < FLASH_ATTN_PAGED:
+        found = "it is not installed" if version is None else f"{version} is installed"
+        raise BackendError(
+            f"exllamav2's paged cache needs flash-attn>={FLASH_ATTN_PAGED_TEXT} ({found}): pip "
+            f"install --no-build-isolation -e '.[exllamav2]', {unpaged}",
+            R.ERROR_BACKEND_START,
+        )
+    for index in range(torch.cuda.device_count()):
+        major, minor = torch.cuda.get_device_capability(index)
+        if major < 8:
+            raise BackendError(
+                f"exllamav2's paged cache needs flash-attn, whose kernels need compute "
+                f"capability 8.0 or newer; GPU {index} has compute capability {major}.{minor}: "
+                f"{unpaged}",
+                R.ERROR_BACKEND_START,
+            )
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """The leading numbers of a version string: `2.8.3.post2` -> (2, 8, 3)."""
+    numbers = []
+    for part in version.split("."):
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        if not digits:
+            break
+        numbers.append(int(digits))
+    return tuple(numbers)
 
 
 @dataclass
@@ -95,6 +142,8 @@ class ExLlamaV2Backend(EngineBackend):
                 R.ERROR_BACKEND_START,
             )
         self._torch = torch
+        if self.config.paged:
+            require_paged_attention(torch)
         exl, gen = import_exllamav2()
         config = self.config
         model_config = exl.ExLlamaV2Config(str(local_checkpoint(self.model_path)))

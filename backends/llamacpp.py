@@ -27,6 +27,7 @@ from backends.convert_cache import cache_key, cached_build, first_line, local_ch
 from backends.gguf_convert import CONVERTER_VERSION, convert_to_gguf
 from backends.gguf_convert import OUTTYPES as GGUF_OUTTYPES
 from backends.streaming import TokenCounter, one_at_a_time
+from sweep.core import records as R
 from sweep.core.errors import (
     BackendError,
     ConfigError,
@@ -75,6 +76,22 @@ def gguf_path(config: Any, model_path: str) -> Path:
     return cached_build("gguf", key, build, f"{model_path} to GGUF ({outtype})") / GGUF_NAME
 
 
+def require_gpu_offload(llama_cpp: Any, n_gpu_layers: int) -> None:
+    """Fail with one line when GPU layers are asked of a build that cannot offload.
+
+    The registry's wheel is built for the CPU only, and `Llama` then ignores `n_gpu_layers`
+    without a word: the trial would be a CPU measurement labelled with the GPU it was placed on.
+    """
+    if n_gpu_layers != 0 and not llama_cpp.llama_supports_gpu_offload():
+        raise BackendError(
+            f"backend.n_gpu_layers={n_gpu_layers} asks for GPU offload, but this llama-cpp-python "
+            f"build is CPU-only: reinstall it built for CUDA (CMAKE_ARGS='-DGGML_CUDA=on' pip "
+            f"install --force-reinstall --no-cache-dir llama-cpp-python), or set "
+            f"backend.n_gpu_layers=0",
+            R.ERROR_BACKEND_START,
+        )
+
+
 @dataclass
 class LlamaCppBackendConfig(BackendConfig):
     """llama.cpp through llama-cpp-python: a GGUF file (given, or converted from the HF model)."""
@@ -105,9 +122,10 @@ class LlamaCppBackend(EngineBackend):
     config_class: ClassVar[type] = LlamaCppBackendConfig
 
     def start(self) -> None:
-        """Find or make the GGUF file and load it."""
+        """Check that the build offloads what is asked; find or make the GGUF file and load it."""
         llama_cpp = import_llama_cpp()
         config = self.config
+        require_gpu_offload(llama_cpp, config.n_gpu_layers)
         path = gguf_path(config, self.model_path)
         log.info("loading %s (n_gpu_layers=%d, n_ctx=%d)", path, config.n_gpu_layers, config.n_ctx)
         try:

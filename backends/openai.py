@@ -5,6 +5,13 @@ Nothing is launched or stopped. `start` checks, with a short timeout, that `/v1/
 of timed-out requests; it also takes the served model's name from `/v1/models` when
 `backend.model` is not set. With `backend.api_key_env`, the value of that environment variable
 is sent as a Bearer token; it is read when needed and never stored in config, results or logs.
+
+Bodies hold standard OpenAI fields only (a strict endpoint answers 400 to any other) unless
+`backend.extensions` says the endpoint takes vLLM's (`ignore_eos`, per-chunk usage); chat caps
+output with `backend.max_tokens_field`. `backend.headers` and `backend.extra_body` are sent with
+every request; a value `{env: NAME}` is read from that environment variable when the trial
+starts, as a `Secret`, so config, results and logs hold only the name. An unset one fails the
+trial with one line naming it.
 """
 
 from __future__ import annotations
@@ -12,23 +19,37 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from omegaconf import MISSING
 
-from backends.base import ServerBackend
+from backends.base import Secret, ServerBackend
 from backends.config import (
     SERVER_APIS,
     BackendConfig,
     check_url,
 )
 from backends.server_process import probe
-from sweep.core.errors import ConfigError, check_choice, check_positive
+from sweep.core import records as R
+from sweep.core.errors import BackendError, ConfigError, check_choice, check_positive
 
 log = logging.getLogger(__name__)
 
 MODELS_PATH = "/v1/models"
+MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens")
+ENV_NAME = re.compile(r"[A-Za-z_]\w*")
+# Body fields the load generator sets from the workload; extra_body may not override them.
+LOADGEN_FIELDS = (
+    "model", "prompt", "messages", "stream", "stream_options", "temperature", "ignore_eos",
+    *MAX_TOKENS_FIELDS,
+)  # fmt: skip
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+LOADGEN_HEADERS = ("content-type", "content-length", "host", "x-request-id")
+# Headers that carry credentials: their value must come from the environment, never config.
+CREDENTIAL_HEADER = re.compile(
+    r"(^|[-_])(authorization|cookie|key|token|secret|password)($|[-_])", re.I
+)
 
 
 @dataclass
@@ -41,17 +62,57 @@ class OpenAIBackendConfig(BackendConfig):
     model: str | None = None
     api_key_env: str | None = None
     connect_timeout_s: float = 10.0
+    extensions: bool = False  # the endpoint takes vLLM's ignore_eos and per-chunk usage
+    max_tokens_field: str = "max_tokens"  # chat only: or max_completion_tokens
+    headers: dict[str, Any] = field(default_factory=dict)  # a value may be {env: NAME}
+    extra_body: dict[str, Any] = field(default_factory=dict)  # merged into every body
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice("backend", "api", self.api, SERVER_APIS)
+        check_choice("backend", "max_tokens_field", self.max_tokens_field, MAX_TOKENS_FIELDS)
         check_positive("backend", connect_timeout_s=self.connect_timeout_s)
         check_url("url", self.url)
-        if self.api_key_env is not None and not re.fullmatch(r"[A-Za-z_]\w*", self.api_key_env):
+        if self.api_key_env is not None and not ENV_NAME.fullmatch(self.api_key_env):
             raise ConfigError(
                 "backend.api_key_env must name an environment variable (the key itself is "
                 "never put in config)"
             )
+        if self.max_tokens_field != "max_tokens" and self.api != "chat":
+            raise ConfigError(
+                f"backend.max_tokens_field={self.max_tokens_field} applies to api=chat only "
+                "(completions take max_tokens)"
+            )
+        self._check_headers()
+        self._check_extra_body()
+
+    def _check_headers(self) -> None:
+        for key, value in self.headers.items():
+            where = f"backend.headers.{key}"
+            if not HEADER_NAME.fullmatch(str(key)) or key.lower() in LOADGEN_HEADERS:
+                raise ConfigError(f"{where}: not a header name the load generator lets you set")
+            if key.lower() == "authorization" and self.api_key_env:
+                raise ConfigError(f"{where} and backend.api_key_env both set Authorization")
+            if env_name(value) is not None:
+                _check_env_refs(where, value)
+            elif isinstance(value, dict | list) or value is None:
+                raise ConfigError(f"{where} must be a string or {{env: NAME}}")
+            elif CREDENTIAL_HEADER.search(key):
+                raise ConfigError(
+                    f"{where} looks like a credential: write {{env: NAME}} to read it from an "
+                    "environment variable (a secret is never put in config)"
+                )
+            elif re.search(r"[\r\n\0]", str(value)):
+                raise ConfigError(f"{where} holds a newline or NUL")
+
+    def _check_extra_body(self) -> None:
+        for key, value in self.extra_body.items():
+            where = f"backend.extra_body.{key}"
+            if key == "ignore_eos":
+                raise ConfigError(f"{where}: set backend.extensions=true to send vLLM's fields")
+            if key in LOADGEN_FIELDS:
+                raise ConfigError(f"{where} is set by the load generator from the workload")
+            _check_env_refs(where, value)
 
 
 class OpenAIBackend(ServerBackend):
@@ -79,18 +140,46 @@ class OpenAIBackend(ServerBackend):
         """`completions` or `chat`."""
         return self.config.api
 
+    @property
+    def vllm_extensions(self) -> bool:  # a setting here: an attached endpoint may be anything
+        """`backend.extensions`: whether the endpoint takes vLLM's body extensions."""
+        return self.config.extensions
+
+    @property
+    def max_tokens_field(self) -> str:
+        """`backend.max_tokens_field`."""
+        return self.config.max_tokens_field
+
     def request_headers(self) -> dict[str, str]:
-        """The Bearer header from the variable `api_key_env` names, read now, never stored."""
+        """`backend.headers` and the Bearer key of `api_key_env`, read now, never stored.
+
+        Raises:
+            BackendError: a header names an environment variable that is not set.
+        """
+        headers = {k: from_env(v, f"backend.headers.{k}") for k, v in self.config.headers.items()}
+        headers = {k: v if isinstance(v, Secret) else str(v) for k, v in headers.items()}
         key = os.environ.get(self.config.api_key_env) if self.config.api_key_env else None
-        return {"Authorization": f"Bearer {key}"} if key else {}
+        if key:
+            headers["Authorization"] = Secret(f"Bearer {key}")
+        return headers
+
+    def request_body(self) -> dict[str, Any]:
+        """`backend.extra_body`, its `{env: NAME}` values read now.
+
+        Raises:
+            BackendError: a value names an environment variable that is not set.
+        """
+        return from_env(self.config.extra_body, "backend.extra_body")
 
     def start(self) -> None:
         """Check that the endpoint answers; raise BackendError (backend_start_failed) if not."""
+        try:
+            headers = self.request_headers()
+            self.request_body()  # an unset variable fails the deployment before any request
+        except BackendError as exc:
+            raise BackendError(str(exc), kind=R.ERROR_BACKEND_START) from None
         response = probe(
-            self.base_url,
-            (MODELS_PATH, "/health"),
-            self.config.connect_timeout_s,
-            self.request_headers() or None,
+            self.base_url, (MODELS_PATH, "/health"), self.config.connect_timeout_s, headers or None
         )
         if response.url.path.endswith(MODELS_PATH):
             try:
@@ -105,3 +194,41 @@ class OpenAIBackend(ServerBackend):
 
     def stop(self) -> None:
         """Nothing to release: the endpoint is not ours."""
+
+
+def env_name(value: Any) -> str | None:
+    """NAME when `value` is the reference `{env: NAME}`, else None."""
+    if isinstance(value, dict) and len(value) == 1 and isinstance(value.get("env"), str):
+        return value["env"]
+    return None
+
+
+def from_env(value: Any, where: str) -> Any:
+    """`value` with each `{env: NAME}` in it replaced by that variable's value, as a `Secret`.
+
+    Raises:
+        BackendError: a named variable is not set; the message names it and `where`.
+    """
+    name = env_name(value)
+    if name is not None:
+        if name not in os.environ:
+            raise BackendError(f"{where} names the environment variable {name}, which is not set")
+        return Secret(os.environ[name])
+    if isinstance(value, dict):
+        return {k: from_env(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_env(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _check_env_refs(where: str, value: Any) -> None:
+    """Every `{env: NAME}` inside `value` names a variable by a valid name."""
+    name = env_name(value)
+    if name is not None and not ENV_NAME.fullmatch(name):
+        raise ConfigError(f"{where}: {{env: {name}}} must name an environment variable")
+    if isinstance(value, dict) and name is None:
+        for k, v in value.items():
+            _check_env_refs(f"{where}.{k}", v)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_env_refs(f"{where}[{i}]", v)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
@@ -27,6 +28,14 @@ SIM_METRICS: MetricMap = {
     "sim:kv_cache_usage_perc": (R.KV_CACHE_USAGE_PERCENT, 100.0),
     "sim:num_requests_running": (R.RUNNING_REQUESTS, 1.0),
     "sim:num_requests_waiting": (R.WAITING_REQUESTS, 1.0),
+}
+# Its latency histograms, mapped into the summary from the trial's /metrics deltas.
+SIM_SERVER_SERIES = {
+    R.SERVER_QUEUE: "sim:request_queue_time_seconds",
+    R.SERVER_PREFILL: "sim:request_prefill_time_seconds",
+    R.SERVER_TTFT: "sim:time_to_first_token_seconds",
+    R.SERVER_ITL: "sim:inter_token_latency_seconds",
+    R.SERVER_TPOT: "sim:request_time_per_output_token_seconds",
 }
 
 
@@ -59,6 +68,8 @@ class SimBackend(LaunchedServerBackend):
     config_class: ClassVar[type] = SimBackendConfig
 
     launcher_name: ClassVar[str] = "sim"
+    server_series: ClassVar[Mapping[str, str]] = SIM_SERVER_SERIES
+    vllm_extensions: ClassVar[bool] = True  # ignore_eos, per-chunk usage
 
     def start(self) -> None:
         """Launch the server and wait for `/health`; raise BackendError with its log tail."""

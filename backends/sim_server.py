@@ -5,11 +5,14 @@ Run as `python -m backends.sim_server --host 127.0.0.1 --port N [...]`. It serve
 `POST /v1/completions` / `POST /v1/chat/completions`, streamed (SSE) or not. Every request
 yields exactly `max_tokens` tokens: the first chunk `ttft_ms` after arrival, then a chunk of
 `tokens_per_chunk` tokens every `itl_ms * k`, each delay growing by `load_ms_per_running` per
-running request. One timer task drives every stream from a heap of due times, so thousands of
-streams cost one wake-up per due time rather than one sleeping task per token. Stamps use
-`time.perf_counter_ns()`, the clock of the load generator, so tests can compare client-side
-latencies with the server's truth. Faults are drawn per request at `fault_rate` (seeded);
-`usage_skew` makes the final usage count disagree with the tokens streamed.
+running request. Server-only options (`SimOptions`, in no trial's config) cycle other chunk sizes
+(`--chunk-sizes`) or words (`--words`) and say how usage is reported (`--usage`). One timer task
+drives every stream from a heap of due times, so thousands of streams cost one wake-up per due
+time rather than one sleeping task per token. Stamps use `time.perf_counter_ns()`, the clock of
+the load generator, so tests can compare client-side latencies with the server's truth. Faults
+are drawn per request at `fault_rate` (seeded); `usage_skew` makes the final usage count disagree
+with the tokens streamed. `/metrics` also holds the server's own latency histograms under vLLM's
+names (`backends.sim_latencies`): what a real server reports of the same requests.
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ import random
 import socket
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
+from backends.sim_latencies import Latencies
 from backends.sim_schedule import SIM_FAULT_KINDS, SimSchedule
 
 STALL_S = 3600.0  # longer than any sane client timeout; ends early only when the server stops
@@ -37,13 +41,35 @@ MAX_STAMPS = 100_000  # per-request stamps kept for /sim/requests (oldest droppe
 # The event loop rounds timer waits up to whole milliseconds; waking half a millisecond early
 # and emitting what is due within that window centres the timing error on zero.
 EARLY_NS = 500_000
+# How the server reports usage on a stream, whatever `stream_options` asks (except `asked`): a
+# running count in every chunk and the final count (vLLM's continuous usage stats); only the final
+# count, as OpenAI's API and most gateways do; never.
+USAGE_MODES = ("asked", "continuous", "final", "none")
 
 
 @dataclass
 class SimOptions(SimSchedule):
-    """The schedule plus what only the server sets: the running requests that fill its KV cache."""
+    """The schedule plus what only the server sets, none of it part of a trial's config.
+
+    `kv_capacity`: the running requests that fill its KV cache. `chunk_sizes`: tokens in each
+    successive chunk of a stream, cycled (empty: `tokens_per_chunk` every time). `words`: the
+    words streamed, one per token, cycled (empty: `t0 t1 t2 ...`). `usage`: one of USAGE_MODES.
+    """
 
     kv_capacity: int = 256
+    chunk_sizes: list[int] = field(default_factory=list)
+    words: list[str] = field(default_factory=list)
+    usage: str = "asked"
+
+    def chunk_size(self, index: int) -> int:
+        """Tokens in the `index`-th chunk of a stream (before the stream's end cuts it short)."""
+        sizes = self.chunk_sizes
+        return sizes[index % len(sizes)] if sizes else self.tokens_per_chunk
+
+    def text(self, token: int) -> str:
+        """The text of a stream's `token`-th token: a space and a word."""
+        words = self.words
+        return f" {words[token % len(words)]}" if words else f" t{token}"
 
 
 class Stream:
@@ -59,6 +85,7 @@ class Stream:
         self.fault_at = self.max_tokens // 2
         self.fault_fired = False
         self.sent = 0
+        self.chunks = 0
         self.text: list[str] = []
         self.resp: web.StreamResponse | None = None
         self.done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -106,6 +133,9 @@ class SimServer:
         self.kv = Gauge("sim:kv_cache_usage_perc", "Fake KV-cache usage, 1 = full", registry=reg)
         self.requests = Counter("sim:requests", "Requests received", registry=reg)
         self.tokens = Counter("sim:generation_tokens", "Tokens generated", registry=reg)
+        self.scrapes = Counter("sim:metrics_scrapes", "GET /metrics served", registry=reg)
+        self.latencies = Latencies(self.stamps)
+        reg.register(self.latencies)
         self.emitted = 0
 
     # ---- handlers ----
@@ -119,6 +149,7 @@ class SimServer:
         self.kv.set(min(1.0, len(self.active) / self.opt.kv_capacity))
         self.tokens.inc(self.emitted)
         self.emitted = 0
+        self.scrapes.inc()
         return web.Response(body=generate_latest(self.registry), content_type="text/plain")
 
     async def sim_requests(self, request: web.Request) -> web.Response:
@@ -149,6 +180,9 @@ class SimServer:
             return _error(int(fault), f"sim: injected HTTP {fault}")
         rid = request.headers.get("X-Request-Id") or f"sim-{next(self.seq)}"
         s = Stream(rid, body, api, bool(body.get("stream")), fault)
+        if self.opt.usage != "asked":
+            s.continuous = self.opt.usage == "continuous"
+            s.include_usage = self.opt.usage != "none"
         self._stamp(rid, arrival_ns=arrival, fault=fault)
         if s.streaming:
             s.resp = web.StreamResponse(
@@ -221,15 +255,17 @@ class SimServer:
                 return
             if s.fault == "malformed" and s.streaming:
                 prefix = b'data: {"id": "' + s.rid.encode() + b'", "choices": [\n\n'
-        k = min(self.opt.tokens_per_chunk, s.max_tokens - s.sent)
-        text = "".join(f" t{s.sent + i}" for i in range(k))
+        k = min(self.opt.chunk_size(s.chunks), s.max_tokens - s.sent)
+        text = "".join(self.opt.text(s.sent + i) for i in range(k))
         first = s.sent == 0
         s.sent += k
+        s.chunks += 1
         finish = s.sent >= s.max_tokens
         now = time.perf_counter_ns()
         if first:
             self._stamp(s.rid, first_token_ns=now)
         self.emitted += k  # into the Prometheus counter at the next scrape: no lock per chunk
+        self.latencies.chunk(s, k, now, first, finish)
         if s.streaming:
             extra = ""
             if first:
@@ -252,10 +288,11 @@ class SimServer:
         if finish:
             self._end(s, "done")
         else:
-            nxt = min(self.opt.tokens_per_chunk, s.max_tokens - s.sent)
+            nxt = min(self.opt.chunk_size(s.chunks), s.max_tokens - s.sent)
             self._push(s, due + self._delay_ns(self.opt.itl_ms * nxt))
 
     def _end(self, s: Stream, outcome: str) -> None:
+        self.latencies.forget(s)
         if not s.done.done():
             s.done.set_result(outcome)
             end = time.perf_counter_ns()
@@ -343,9 +380,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, int, SimOptions]:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--schedule", default="{}", help="SimSchedule fields as a JSON object")
     p.add_argument("--kv-capacity", type=int, default=SimOptions.kv_capacity)
+    p.add_argument(
+        "--chunk-sizes", type=_ints, default=[], help="tokens per chunk, cycled, e.g. 1,3,2,5"
+    )
+    p.add_argument("--words", type=_words, default=[], help="words streamed, cycled, e.g. a,b")
+    p.add_argument("--usage", choices=USAGE_MODES, default="asked", help="usage on a stream")
     a = p.parse_args(argv)
     try:
-        options = SimOptions(**json.loads(a.schedule), kv_capacity=a.kv_capacity)
+        server_only = {"chunk_sizes": a.chunk_sizes, "words": a.words, "usage": a.usage}
+        options = SimOptions(**json.loads(a.schedule), kv_capacity=a.kv_capacity, **server_only)
     except (ValueError, TypeError) as exc:
         p.error(f"--schedule: {exc}")
     kinds = options.fault_kinds
@@ -353,7 +396,21 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, int, SimOptions]:
         p.error(f"fault_kinds must list some of {','.join(SIM_FAULT_KINDS)}")
     if options.tokens_per_chunk < 1 or not 0 <= options.fault_rate <= 1 or options.kv_capacity < 1:
         p.error("need tokens_per_chunk >= 1, 0 <= fault_rate <= 1, --kv-capacity >= 1")
+    if min(options.chunk_sizes, default=1) < 1:
+        p.error("--chunk-sizes must all be >= 1")
     return a.host, a.port, options
+
+
+def _ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def _words(text: str) -> list[str]:
+    """Comma-separated words; each is written into JSON as is, so no quotes or escapes."""
+    words = [part.strip() for part in text.split(",") if part.strip()]
+    if any(not w.isprintable() or '"' in w or "\\" in w for w in words):
+        raise argparse.ArgumentTypeError("words must be printable, without quotes or backslashes")
+    return words
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,6 +25,7 @@ import os
 import shutil
 import subprocess
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -48,6 +49,13 @@ log = logging.getLogger(__name__)
 TGI_METRICS: MetricMap = {
     "tgi_batch_current_size": (R.RUNNING_REQUESTS, 1.0),
     "tgi_queue_size": (R.WAITING_REQUESTS, 1.0),
+}
+# The summary's server-side columns from the trial's /metrics deltas. TGI has no first-token
+# histogram, and its prefill timings are per batch (`tgi_batch_inference_duration{method=
+# "prefill"}`), not per request, so neither is mapped.
+TGI_SERVER_SERIES = {
+    R.SERVER_QUEUE: "tgi_request_queue_duration",
+    R.SERVER_TPOT: "tgi_request_mean_time_per_token_duration",
 }
 CONTAINER_PORT = 80
 MODEL_MOUNT = "/model"
@@ -104,6 +112,7 @@ class TGIBackend(LaunchedServerBackend):
 
     interface: ClassVar[str] = "tgi"
     launcher_name: ClassVar[str] = "tgi"
+    server_series: ClassVar[Mapping[str, str]] = TGI_SERVER_SERIES
 
     def __init__(self, config: TGIBackendConfig, model_path: str) -> None:
         super().__init__(config, model_path)

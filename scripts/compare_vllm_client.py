@@ -1,10 +1,25 @@
-"""Parity check: our load generator against vLLM's own benchmark client, on one server.
+"""Parity check: our load generator, as a user runs it, against vLLM's own benchmark client.
 
-Starts one server, then offers the same workload through both clients, in alternating order for
-`--rounds` rounds: random prompts of `--input-len` tokens, exactly `--output-len` output tokens
-(ignore_eos), Poisson arrivals at `--rate` req/s, at most `--concurrency` in flight. Ours runs the
-real trial path (`sweep.trial.run_trial`); vLLM's is `vllm.benchmarks.serve` (its parser built
-with `add_cli_args`, then `main`).
+Starts one server, then offers the same workload through both clients, in alternating order, for
+`--warmup-rounds` rounds not counted and `--rounds` counted: `--prompts` random prompts of
+`--input-len` tokens, exactly `--output-len` output tokens (ignore_eos), Poisson arrivals at
+`--rate` req/s with at most `--concurrency` in flight (`--rate inf`: a closed loop of
+`--concurrency` requests). vLLM's client is `vllm.benchmarks.serve` (its parser built with
+`add_cli_args`, then `main`), run in a process of its own.
+
+Ours, with `--path sweep` (the default), is what a user runs: a `python -m sweep backend=openai
+backend.url=<the server> backend.extensions=true ...` subprocess, through the local Ray it
+starts (a Ray worker process, Ray's daemons beside it), telemetry and result writing included.
+Each round is a new sweep in the results folder (`--results-dir`, else a temporary one removed at
+the end), and its output tok/s and every request's TTFT are read back from the summary.parquet
+and requests.parquet it wrote. `--path direct` calls the trial function (`sweep.trial.run_trial`)
+in this process, with the same backend config against the same endpoint; `--path both` runs the
+two in turn, so that the paths can be compared with each other too.
+
+`--server-cpus` and `--client-cpus` confine the two sides (CPU affinity, inherited by every
+process each side starts): the server's process tree (vLLM's OpenMP threads are bound to the same
+CPUs), and each client's, `python -m sweep` with its whole Ray, or vLLM's client. On a 2-core
+machine: `--server-cpus 0 --client-cpus 1`. Each round's line says where its processes ran.
 
 `--server vllm` (default) is a `vllm_server` deployment: the project's tiny model on CPU, or
 `--model PATH` and `--num-gpus N`. Its TTFT varies from round to round with the machine's load
@@ -14,30 +29,43 @@ the difference of the pooled medians is given with a bootstrap 95% interval.
 and inter-token latency of `--sim-itl-ms`: no compute noise, so it measures the clients alone,
 and its own first-token stamps give the true TTFT both clients should report.
 
-Prints each round's output tok/s and median TTFT, then the medians over rounds and the pooled
-medians with their relative differences from vLLM's client. Both clients rescale their Poisson
-schedules to offer exactly the configured rate, so below saturation the comparison is of the
-measurement itself, not of two draws.
+Prints each round's output tok/s and median TTFT, the medians over rounds, the pooled medians
+with their relative differences from vLLM's client, and whether ours is within 5% of it on
+both, interval included. Both clients rescale their Poisson schedules to offer exactly the
+configured rate, so below saturation the comparison is of the measurement itself, not of two
+draws.
 
 Usage:
     .venv/bin/python scripts/compare_vllm_client.py [--server sim] [--rounds 3] [--prompts 200]
+        [--path sweep|direct|both] [--server-cpus 0 --client-cpus 1] [--rate inf]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import io
+import json
+import math
+import os
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
+import psutil  # noqa: E402
 
+from analysis.load import load_requests, load_summary  # noqa: E402
 from backends import backend_class  # noqa: E402
 from backends.convert_cache import cached_build  # noqa: E402
 from backends.models import resolve_model_path  # noqa: E402
@@ -47,13 +75,43 @@ from sweep.datasets.cache import PromptSource  # noqa: E402
 from sweep.plan import build_plan  # noqa: E402
 from sweep.trial import run_trial  # noqa: E402
 
-CLIENTS = ("vllm bench", "ours")
+REF = "vllm bench"
+PATHS = {"sweep": "ours sweep", "direct": "ours direct"}
 BOOTSTRAP = 2000
+TOLERANCE = 0.05
+WATCH_INTERVAL_S = 1.0
+STOP_GRACE_S = 30.0
+# vLLM's client in a process of its own, so that it is confined like ours and shares nothing
+# with this script.
+VLLM_CLIENT = """
+import sys
+from vllm.benchmarks.serve import add_cli_args, main
+from vllm.utils.argparse_utils import FlexibleArgumentParser
+parser = FlexibleArgumentParser()
+add_cli_args(parser)
+main(parser.parse_args(sys.argv[1:]))
+"""
+
+
+def cpu_ids(text: str) -> set[int]:
+    """CPU ids written as `taskset -c` takes them: `1`, `0,2`, `0-3`."""
+    ids: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        ids.update(range(int(low), int(high or low) + 1))
+    return ids
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", choices=("vllm", "sim"), default="vllm")
+    parser.add_argument(
+        "--path",
+        choices=("sweep", "direct", "both"),
+        default="sweep",
+        help="ours through `python -m sweep` and Ray (the user's path), or the trial function "
+        "called in this process, or both",
+    )
     parser.add_argument("--model", default=None, help="model dir or hub id (default: tiny)")
     parser.add_argument(
         "--scale",
@@ -65,47 +123,208 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--prompts", type=int, default=200)
     parser.add_argument("--input-len", type=int, default=64)
     parser.add_argument("--output-len", type=int, default=64)
-    parser.add_argument("--rate", type=float, default=20.0)
-    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument(
+        "--rate", type=float, default=20.0, help="req/s, Poisson; inf: a closed loop"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=64, help="cap on requests in flight (closed loop: all)"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--warmup-rounds", type=int, default=2, help="rounds of each client not counted"
     )
     parser.add_argument("--sim-ttft-ms", type=float, default=50.0)
     parser.add_argument("--sim-itl-ms", type=float, default=20.0)
+    parser.add_argument("--server-cpus", type=cpu_ids, help="e.g. 0 (default: not confined)")
+    parser.add_argument("--client-cpus", type=cpu_ids, help="e.g. 1 (default: not confined)")
+    parser.add_argument(
+        "--results-dir", help="keep each round's results and logs here (default: a temporary "
+        "folder, removed at the end)",
+    )  # fmt: skip
     return parser.parse_args()
 
 
 class Round:
-    """One client's round: output tok/s, and every successful request's TTFT in ms."""
+    """One client's round: output tok/s, each measured request's TTFT in ms, and notes."""
 
-    def __init__(self, tok_s: float, ttfts_ms: list[float], truth_ms: list[float]) -> None:
-        self.tok_s, self.ttfts_ms, self.truth_ms = tok_s, ttfts_ms, truth_ms
+    def __init__(self, tok_s: float, ttfts_ms: list[float], note: str = "") -> None:
+        if not ttfts_ms:
+            raise SystemExit("a round finished with no successful request")
+        self.tok_s, self.ttfts_ms, self.note = tok_s, ttfts_ms, note
         self.median_ttft_ms = statistics.median(ttfts_ms)
+        self.truth_ms: list[float] = []
+
+    def line(self, round_idx: int, client: str) -> str:
+        """The round's line as it finishes (warm-up rounds have negative indices)."""
+        kind = "round" if round_idx >= 0 else "warm-up"
+        text = f"{kind} {round_idx} {client:>12}: {self.tok_s:8.1f} tok/s median TTFT "
+        text += f"{self.median_ttft_ms:7.1f} ms"
+        if self.truth_ms:
+            text += f" (server: {statistics.median(self.truth_ms):.1f} ms)"
+        return f"{text}  [{self.note}]"
 
 
-def ours(backend, prompts, spec) -> tuple[float, list[float]]:
+class TreeWatch:
+    """Samples, from this process, where a child's whole process tree runs, once a second.
+
+    Ray's daemons and workers are descendants of the `python -m sweep` process that starts them,
+    so the tree is everything a client round ran.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.seen: dict[int, tuple[str, frozenset[int], int]] = {}  # pid: name, CPUs, nice
+        self.procs: dict[int, psutil.Process] = {p.pid: p for p in process_tree(pid)}
+        self.lingered = ""
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self.sample()
+            if self._done.wait(WATCH_INTERVAL_S):
+                return
+
+    def sample(self) -> None:
+        for proc in process_tree(self.pid):
+            try:
+                with proc.oneshot():
+                    self.seen[proc.pid] = (proc.name(), frozenset(proc.cpu_affinity()), proc.nice())
+                self.procs.setdefault(proc.pid, proc)
+            except psutil.Error:
+                pass  # gone between listing and reading
+
+    def stop(self, grace_s: float) -> None:
+        """Stop sampling; wait up to `grace_s` for every process seen to exit, then kill the rest.
+
+        Ray's daemons are reparented when the sweep exits and may outlive it: a round must not
+        run beside the last one's, nor leave any behind.
+        """
+        self._done.set()
+        self._thread.join()
+        start = time.perf_counter()
+        _, alive = psutil.wait_procs(list(self.procs.values()), timeout=grace_s)
+        waited = time.perf_counter() - start
+        for proc in alive:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+        if alive:
+            names = ", ".join(sorted({self.seen.get(p.pid, ("?",))[0] for p in alive}))
+            self.lingered = f"; killed {len(alive)} processes left {grace_s:.0f} s after ({names})"
+        elif waited > 1.0:
+            self.lingered = f"; its processes outlived it by {waited:.0f} s"
+
+    def summary(self, allowed: set[int] | None) -> str:
+        """`N processes (names) on CPUs [..], nice <= k`, naming any that ran outside `allowed`."""
+        names = ", ".join(sorted({name for name, _, _ in self.seen.values()}))
+        cpus = sorted(set().union(*(c for _, c, _ in self.seen.values())))
+        text = f"{len(self.seen)} processes ({names}) on CPUs {cpus}, nice <= "
+        text += str(max(n for _, _, n in self.seen.values()))
+        outside = sorted({name for name, c, _ in self.seen.values() if allowed and c - allowed})
+        text += f"; OUTSIDE {sorted(allowed)}: {', '.join(outside)}" if outside else ""
+        return text + self.lingered
+
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    """The process `pid` and all its descendants (none once it has exited)."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def thread_cpus(pid: int) -> tuple[int, int, set[int]]:
+    """Processes, threads, and the CPUs any thread of the tree of `pid` may run on."""
+    procs, threads, cpus = 0, 0, set()
+    for proc in process_tree(pid):
+        try:
+            tids = [t.id for t in proc.threads()]
+            cpus.update(*(os.sched_getaffinity(tid) for tid in tids))
+        except (psutil.Error, OSError):
+            continue
+        procs, threads = procs + 1, threads + len(tids)
+    return procs, threads, cpus
+
+
+def run_child(what: str, argv: list[str], log: Path) -> tuple[float, TreeWatch]:
+    """Run `argv` from the repository root, output to `log`; its wall seconds and tree watch.
+
+    The child inherits this process's CPU affinity. Interrupted, it gets SIGINT (the sweep then
+    shuts its Ray down); whatever of its tree is left `STOP_GRACE_S` after it exits is killed.
+    """
+    start = time.perf_counter()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+        )
+    watch = TreeWatch(proc.pid)
+    try:
+        code = proc.wait()
+    except BaseException:
+        proc.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(STOP_GRACE_S)
+        raise
+    finally:
+        wall_s = time.perf_counter() - start
+        watch.stop(STOP_GRACE_S)
+    if code != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+        raise SystemExit(f"{what} exited with code {code} (log: {log}):\n{tail}")
+    return wall_s, watch
+
+
+def measured(summary: dict[str, Any], requests: Any, where: str) -> tuple[float, list[float]]:
+    """Output tok/s and each measured request's TTFT (ms) of one trial's summary and requests."""
+    if summary[R.TRIAL_STATUS] != R.STATUS_OK:
+        raise SystemExit(f"{where}: trial failed: {summary[R.ERROR_MESSAGE]}")
+    failed = requests[requests[R.STATUS] != R.STATUS_OK]
+    if not failed.empty:
+        raise SystemExit(f"{where}: {len(failed)} requests failed, e.g. {failed[R.ERROR].iloc[0]}")
+    in_window = requests[requests[R.IN_WINDOW]]
+    return summary[R.OUTPUT_THROUGHPUT], list(in_window[R.TTFT_S] * 1e3)
+
+
+def trust_note(summary: dict[str, Any]) -> str:
+    """The trial's own view of its client: CPU, saturation flag, the worker's niceness."""
+    note = f"client CPU {summary.get(R.CLIENT_CPU_PERCENT) or 0:.0f}%"
+    if summary.get(R.CLIENT_SATURATED):
+        note += ", FLAGGED client saturated"
+    nice = summary.get(R.ENV_WORKER_NICE)
+    return note + ("" if nice is None or nice != nice else f", worker nice {nice:g}")
+
+
+def ours_sweep(overrides: list[str], results: Path, name: str, args) -> Round:
+    """One round through `python -m sweep`: a new sweep `name`, read back from its Parquet."""
+    argv = [sys.executable, "-m", "sweep", *overrides, f"sweep.name={name}",
+            f"output.dir={results}"]  # fmt: skip
+    wall_s, watch = run_child("python -m sweep", argv, results / f"{name}.log")
+    (summary,) = load_summary(results / name).to_dict("records")  # one trial per sweep
+    tok_s, ttfts = measured(summary, load_requests(results / name), f"sweep {name}")
+    note = f"python -m sweep {wall_s:.0f} s, {trust_note(summary)}; "
+    return Round(tok_s, ttfts, note + watch.summary(args.client_cpus))
+
+
+def ours_direct(backend, prompts: PromptSource, spec) -> Round:
+    """One round of `sweep.trial.run_trial` in this process."""
     files = run_trial(backend, prompts, spec, {})
     summary = files.summary.to_pylist()[0]
-    assert summary[R.TRIAL_STATUS] == R.STATUS_OK, summary[R.ERROR_MESSAGE]
-    requests = files.requests.to_pandas()
-    errors = requests[R.ERROR].dropna()
-    assert errors.empty, f"{len(errors)} requests failed, e.g. {errors.iloc[0]}"
-    measured = requests[requests[R.IN_WINDOW]]
-    return summary[R.OUTPUT_THROUGHPUT], list(measured[R.TTFT_S] * 1e3)
+    tok_s, ttfts = measured(summary, files.requests.to_pandas(), "direct trial")
+    return Round(tok_s, ttfts, trust_note(summary))
 
 
-def theirs(backend, args: argparse.Namespace, round_idx: int) -> tuple[float, list[float]]:
-    from vllm.benchmarks.serve import add_cli_args, main
-    from vllm.utils.argparse_utils import FlexibleArgumentParser
-
-    parser = FlexibleArgumentParser()
-    add_cli_args(parser)
-    bench = parser.parse_args([
+def theirs(server, args: argparse.Namespace, results: Path, name: str, seed: int) -> Round:
+    """One round of vLLM's client in a subprocess; every request's TTFT from its result file."""
+    argv = [
+        sys.executable, "-c", VLLM_CLIENT,
         "--backend", "openai",
-        "--base-url", backend.base_url,
-        "--model", backend.served_model,
-        "--tokenizer", backend.model_path,
+        "--base-url", server.base_url,
+        "--model", server.served_model,
+        "--tokenizer", server.model_path,
         "--dataset-name", "random",
         "--random-input-len", str(args.input_len),
         "--random-output-len", str(args.output_len),
@@ -113,14 +332,18 @@ def theirs(backend, args: argparse.Namespace, round_idx: int) -> tuple[float, li
         "--request-rate", str(args.rate),
         "--max-concurrency", str(args.concurrency),
         "--ignore-eos",
-        "--seed", str(round_idx % 1000),
+        "--seed", str(seed),
         "--disable-tqdm",
-        "--save-detailed",  # keeps every request's TTFT in the result
-    ])  # fmt: skip
-    with contextlib.redirect_stdout(io.StringIO()):  # its own report table; we print ours
-        result = main(bench)
-    assert result["completed"] == args.prompts, result.get("errors")
-    return result["output_throughput"], [t * 1e3 for t in result["ttfts"]]
+        "--save-result", "--save-detailed",  # keeps every request's TTFT in the result
+        "--result-dir", str(results),
+        "--result-filename", f"{name}.json",
+    ]  # fmt: skip
+    wall_s, watch = run_child("vllm bench", argv, results / f"{name}.log")
+    result = json.loads((results / f"{name}.json").read_text())
+    if result["completed"] != args.prompts:
+        raise SystemExit(f"vllm bench {name}: {result['failed']} requests failed")
+    note = f"client {wall_s:.0f} s; " + watch.summary(args.client_cpus)
+    return Round(result["output_throughput"], [t * 1e3 for t in result["ttfts"]], note)
 
 
 def scaled_model(hidden: int, layers: int) -> str:
@@ -153,57 +376,111 @@ def server_truth(backend, seen: set[str]) -> list[float]:
     return [(v["first_token_ns"] - v["arrival_ns"]) / 1e6 for v in new]
 
 
-def main() -> None:
-    args = parse_args()
+def workload_overrides(args: argparse.Namespace, model: str | None) -> list[str]:
+    """The workload both sides of the comparison share, as `python -m sweep` overrides."""
+    if math.isinf(args.rate):  # vLLM's client: --request-rate inf --max-concurrency N
+        mode = ["workload=closed_loop"]
+    else:
+        mode = ["workload=open_loop", f"workload.request_rate={args.rate}"]
     overrides = [
-        "sweep.name=parity",
-        f"backend={'vllm_server' if args.server == 'vllm' else 'sim'}",
-        f"backend.num_gpus={args.num_gpus}",
-        "workload=open_loop",
-        f"workload.num_requests={args.prompts}",
-        f"workload.request_rate={args.rate}",
+        *mode,
         f"workload.concurrency={args.concurrency}",
+        f"workload.num_requests={args.prompts}",
         f"workload.output_len={args.output_len}",
         "workload.warmup_requests=0",  # as vllm bench serve (--num-warmups 0)
         f"dataset.input_len={args.input_len}",
     ]
+    return overrides + (["model.generator=null", f"model.path={model}"] if model else [])
+
+
+def server_backend(args: argparse.Namespace, workload: list[str]):
+    """The vllm_server or sim backend, built from the same workload, not yet started."""
+    overrides = [
+        "sweep.name=parity",
+        f"backend={'vllm_server' if args.server == 'vllm' else 'sim'}",
+        f"backend.num_gpus={args.num_gpus}",
+        *workload,
+    ]
     if args.server == "sim":
         overrides += [f"backend.ttft_ms={args.sim_ttft_ms}", f"backend.itl_ms={args.sim_itl_ms}"]
-    model = scaled_model(*map(int, args.scale.split(","))) if args.scale else args.model
-    if model:
-        overrides += ["model.generator=null", f"model.path={model}"]
+    elif args.server_cpus:  # vLLM on CPU binds its OpenMP threads itself, to every core
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, args.server_cpus)))
     (spec,) = build_plan(overrides).trials
-    config = spec.config
-    model_path = resolve_model_path(config.model)
-    prompts = PromptSource(model_path, config.model.revision, config.model.trust_remote_code)
-    backend = backend_class(config.backend.name)(config.backend, model_path)
-    print(f"starting the {args.server} server for {model_path} ...", flush=True)
-    rounds: dict[str, list[Round]] = {client: [] for client in CLIENTS}
-    seen: set[str] = set()
-    with backend:
-        print(f"server up at {backend.base_url}; {args.rounds} rounds of each client", flush=True)
-        run = {
-            "ours": lambda r: ours(backend, prompts, spec),
-            "vllm bench": lambda r: theirs(backend, args, r),
-        }
-        # vLLM on CPU compiles for each batch shape it meets, and its TTFT falls over the first
-        # thousand requests or so: warm-up rounds let it meet them before anything is counted.
-        for round_idx in range(-args.warmup_rounds, args.rounds):
-            # Alternate who goes first, so slow drift of the machine favours neither client.
-            order = CLIENTS if round_idx % 2 == 0 else tuple(reversed(CLIENTS))
-            for client in order:
-                backend.reset_between_trials()
-                tok_s, ttfts = run[client](round_idx)
-                truth = server_truth(backend, seen) if args.server == "sim" else []
-                if round_idx >= 0:
-                    rounds[client].append(Round(tok_s, ttfts, truth))
-                note = f" (server: {statistics.median(truth):.1f} ms)" if truth else ""
-                print(
-                    f"{'round' if round_idx >= 0 else 'warm-up'} {round_idx} {client:>12}: "
-                    f"{tok_s:8.1f} tok/s median TTFT {statistics.median(ttfts):7.1f} ms{note}",
-                    flush=True,
-                )
+    model_path = resolve_model_path(spec.config.model)
+    return backend_class(spec.config.backend.name)(spec.config.backend, model_path)
+
+
+def main() -> None:
+    args = parse_args()
+    model = scaled_model(*map(int, args.scale.split(","))) if args.scale else args.model
+    workload = workload_overrides(args, model)
+    results = Path(args.results_dir or tempfile.mkdtemp(prefix="parity-"))
+    if results.is_dir() and any(results.iterdir()):  # a round would resume an older sweep
+        raise SystemExit(f"--results-dir {results} is not empty: name a new folder")
+    results.mkdir(parents=True, exist_ok=True)
+    server = server_backend(args, workload)
+    print(f"starting the {args.server} server for {server.model_path} ...", flush=True)
+    start_confined(server, args)
+    try:
+        rounds = run_rounds(server, args, workload, results)
+        procs, threads, cpus = thread_cpus(server.pid)
+        print(f"server at the end: {procs} processes, {threads} threads on CPUs {sorted(cpus)}")
+    finally:
+        server.stop()
     report(rounds, args)
+    if not args.results_dir:
+        shutil.rmtree(results, ignore_errors=True)
+
+
+def start_confined(server, args: argparse.Namespace) -> None:
+    """Start the server on `--server-cpus`, then confine this process to `--client-cpus`.
+
+    Children inherit the affinity of the thread that forks them: the server's processes get the
+    first, every client started later (and the direct path's load generator) the second.
+    """
+    everywhere = os.sched_getaffinity(0)
+    if args.server_cpus:
+        os.sched_setaffinity(0, args.server_cpus)  # the server's processes inherit it
+    server.start()
+    os.sched_setaffinity(0, args.client_cpus or everywhere)
+    procs, threads, cpus = thread_cpus(server.pid)
+    print(f"server up at {server.base_url}: {procs} processes, {threads} threads on CPUs "
+          f"{sorted(cpus)}; clients on CPUs {sorted(os.sched_getaffinity(0))}")  # fmt: skip
+
+
+def run_rounds(server, args: argparse.Namespace, workload: list[str], results: Path):
+    """Warm-up and counted rounds of every client, in alternating order; the counted ones."""
+    paths = ("sweep", "direct") if args.path == "both" else (args.path,)
+    clients = (REF, *(PATHS[p] for p in paths))
+    # Ours attaches to the server as a user would; the direct path plans the same overrides.
+    overrides = ["backend=openai", f"backend.url={server.base_url}", "backend.extensions=true",
+                 *workload]  # fmt: skip
+    (spec,) = build_plan(overrides).trials
+    attached = backend_class("openai")(spec.config.backend, server.model_path)
+    model = spec.config.model
+    prompts = PromptSource(server.model_path, model.revision, model.trust_remote_code)
+    if "direct" in paths:
+        attached.start()
+    run = {
+        REF: lambda name, number: theirs(server, args, results, name, number),
+        PATHS["sweep"]: lambda name, number: ours_sweep(overrides, results, name, args),
+        PATHS["direct"]: lambda name, number: ours_direct(attached, prompts, spec),
+    }
+    rounds: dict[str, list[Round]] = {client: [] for client in clients}
+    seen: set[str] = set()
+    # vLLM on CPU compiles for each batch shape it meets, and its TTFT falls over the first
+    # thousand requests or so: warm-up rounds let it meet them before anything is counted.
+    for number, round_idx in enumerate(range(-args.warmup_rounds, args.rounds)):
+        # Alternate who goes first, so slow drift of the machine favours no client.
+        for client in clients if round_idx % 2 == 0 else tuple(reversed(clients)):
+            server.reset_between_trials()
+            result = run[client](f"{client.split()[-1]}-{number:03d}", number)
+            if args.server == "sim":
+                result.truth_ms = server_truth(server, seen)
+            if round_idx >= 0:
+                rounds[client].append(result)
+            print(result.line(round_idx, client), flush=True)
+    return rounds
 
 
 def bootstrap_ci(ours: np.ndarray, ref: np.ndarray, seed: int = 0) -> tuple[float, float]:
@@ -215,35 +492,71 @@ def bootstrap_ci(ours: np.ndarray, ref: np.ndarray, seed: int = 0) -> tuple[floa
     return float(low), float(high)
 
 
+def paired_tok_s(ours: list[Round], ref: list[Round], seed: int = 0) -> tuple[float, ...]:
+    """Median of the rounds' relative tok/s differences, and its 95% interval over rounds."""
+    diffs = np.array([o.tok_s / r.tok_s - 1 for o, r in zip(ours, ref, strict=True)])
+    medians = np.median(np.random.default_rng(seed).choice(diffs, (BOOTSTRAP, diffs.size)), 1)
+    low, high = np.percentile(medians, [2.5, 97.5])
+    return float(np.median(diffs)), float(low), float(high)
+
+
 def report(rounds: dict[str, list[Round]], args: argparse.Namespace) -> None:
+    clients = list(rounds)
+    mode = "closed loop" if math.isinf(args.rate) else f"{args.rate:g} req/s"
+    where = (f"server on CPUs {sorted(args.server_cpus or [])}, clients on CPUs "
+             f"{sorted(args.client_cpus or [])}") if args.server_cpus or args.client_cpus \
+        else "not confined"  # fmt: skip
     print(
         f"\n{args.server} server; {args.prompts} prompts, {args.input_len} in / "
-        f"{args.output_len} out, {args.rate:g} req/s, concurrency cap {args.concurrency}, "
-        f"{args.rounds} rounds"
+        f"{args.output_len} out, {mode}, concurrency cap {args.concurrency}, "
+        f"{args.rounds} rounds after {args.warmup_rounds} warm-up; {where}"
     )
-    pooled = {c: np.concatenate([r.ttfts_ms for r in rounds[c]]) for c in CLIENTS}
-    tok = {c: statistics.median(r.tok_s for r in rounds[c]) for c in CLIENTS}
-    by_round = {c: statistics.median(r.median_ttft_ms for r in rounds[c]) for c in CLIENTS}
-    pooled_median = {c: float(np.median(pooled[c])) for c in CLIENTS}
-    ref = CLIENTS[0]
+    print("\nper round: output tok/s / median TTFT ms")
+    print(f"{'round':<7}" + "".join(f"{c:>24}" for c in clients))
+    for i in range(args.rounds):
+        cells = (f"{rounds[c][i].tok_s:.1f} / {rounds[c][i].median_ttft_ms:.1f}" for c in clients)
+        print(f"{i:<7}" + "".join(f"{cell:>24}" for cell in cells))
+    pooled = {c: np.concatenate([r.ttfts_ms for r in rounds[c]]) for c in clients}
+    tok = {c: statistics.median(r.tok_s for r in rounds[c]) for c in clients}
+    by_round = {c: statistics.median(r.median_ttft_ms for r in rounds[c]) for c in clients}
+    pooled_median = {c: float(np.median(pooled[c])) for c in clients}
     print(
-        f"{'client':<12}{'output tok/s':>14}{'diff':>8}{'TTFT ms, median of rounds':>28}"
+        f"\n{'client':<12}{'output tok/s':>14}{'diff':>8}{'TTFT ms, median of rounds':>28}"
         f"{'diff':>8}{'TTFT ms, pooled median':>24}{'diff':>8}   95% interval"
     )
-    for client in CLIENTS:
+    for client in clients:
         interval = ""
-        if client != ref:
-            low, high = bootstrap_ci(pooled[client], pooled[ref])
+        if client != REF:
+            low, high = bootstrap_ci(pooled[client], pooled[REF])
             interval = f"   {low:+.1%} .. {high:+.1%}"
         print(
-            f"{client:<12}{tok[client]:>14.1f}{tok[client] / tok[ref] - 1:>+8.1%}"
-            f"{by_round[client]:>28.1f}{by_round[client] / by_round[ref] - 1:>+8.1%}"
-            f"{pooled_median[client]:>24.1f}{pooled_median[client] / pooled_median[ref] - 1:>+8.1%}"
+            f"{client:<12}{tok[client]:>14.1f}{tok[client] / tok[REF] - 1:>+8.1%}"
+            f"{by_round[client]:>28.1f}{by_round[client] / by_round[REF] - 1:>+8.1%}"
+            f"{pooled_median[client]:>24.1f}{pooled_median[client] / pooled_median[REF] - 1:>+8.1%}"
             f"{interval}"
         )
-    truth = [t for c in CLIENTS for r in rounds[c] for t in r.truth_ms]
-    if truth:
-        print(f"server's own TTFT (all requests, both clients): median {np.median(truth):.2f} ms")
+    for client in clients:
+        truth = [t for r in rounds[client] for t in r.truth_ms]
+        if truth:
+            print(f"server's own TTFT of {client}'s requests: median {np.median(truth):.2f} ms")
+    print()
+    pairs = [(c, REF) for c in clients[1:]] + ([tuple(clients[1:])] if len(clients) == 3 else [])
+    for client, ref in pairs:
+        print(verdict(rounds, pooled, client, ref))
+
+
+def verdict(rounds, pooled, client: str, ref: str) -> str:
+    """Whether `client` is within `TOLERANCE` of `ref` on tok/s and median TTFT, intervals too."""
+    tok, tok_low, tok_high = paired_tok_s(rounds[client], rounds[ref])
+    ttft = float(np.median(pooled[client]) / np.median(pooled[ref]) - 1)
+    low, high = bootstrap_ci(pooled[client], pooled[ref])
+    within = max(abs(tok_low), abs(tok_high), abs(low), abs(high)) <= TOLERANCE
+    return (
+        f"{client} against {ref}: output tok/s {tok:+.1%} (95% interval over rounds "
+        f"{tok_low:+.1%} .. {tok_high:+.1%}), pooled median TTFT {ttft:+.1%} (95% interval "
+        f"{low:+.1%} .. {high:+.1%}): {'within' if within else 'NOT within'} "
+        f"{TOLERANCE:.0%} on both, interval included"
+    )
 
 
 if __name__ == "__main__":

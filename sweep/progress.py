@@ -55,6 +55,10 @@ class SweepProgress:
         )
         self.console.print(self._line(row))
 
+    def note(self, text: str) -> None:
+        """Print one line about the sweep (a deployment waiting for a node, ...)."""
+        self.console.print(f"[yellow]⧗[/] {text}")
+
     def deployment_finished(self) -> None:
         """One fewer deployment running."""
         self.deployments_left -= 1

@@ -1,19 +1,29 @@
-"""Background sampling of resource use during a trial, into timeseries rows.
+"""Background sampling of resource use during a trial, into timeseries rows; the server's view.
 
 Always samples the worker process tree (RSS, CPU); samples GPUs through NVML when nvidia-ml-py
-and a GPU are present; polls any extra sources a backend offers (e.g. a server's /metrics).
+and a GPU are present (those of `CUDA_VISIBLE_DEVICES`, in CUDA's order; `check_gpu_memory`
+tells apart cards Ray labels alike); polls any extra sources a backend offers (e.g. a server's
+/metrics).
+`ServerCapture` reads a server's whole /metrics at the trial's start and end and hands on the
+table of every series with its delta (`records.SERVER_METRICS_SCHEMA`).
 Timestamps come from the project's one clock, relative to the trial's start.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import psutil
+import pyarrow as pa
 
+from backends.prometheus import Scrape, ScrapeError, Snapshot
 from sweep.core import records as R
+from sweep.core.errors import BackendError
+from sweep.core.secrets import scrub_text
 from sweep.loadgen.clock import now_s
 
 log = logging.getLogger(__name__)
@@ -47,13 +57,19 @@ def process_source() -> Source:
 
 
 def nvml_source() -> Source | None:
-    """GPU memory, utilisation and power of the GPUs visible to this task, or None."""
-    try:
-        import pynvml
+    """GPU memory, utilisation and power of the GPUs visible to this task, or None.
 
-        pynvml.nvmlInit()
-        handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in _visible_gpu_indices(pynvml)]
-    except Exception:  # no library, no driver or no GPU: not an error on CPU machines
+    GPUs are named `gpu0`, `gpu1`, ... in CUDA's order (`CUDA_VISIBLE_DEVICES`). Each reading is
+    its own NVML call, and one that fails (a MIG instance reports no utilisation or power; a
+    driver may refuse power readings) drops that reading only.
+    """
+    nvml = _nvml()
+    if nvml is None:
+        return None
+    try:
+        handles = visible_gpus(nvml)
+        _warn_if_orders_differ(nvml)
+    except Exception:  # a driver that answers nothing: as if there were no GPU
         return None
     if not handles:
         return None
@@ -61,24 +77,128 @@ def nvml_source() -> Source | None:
     def sample() -> list[tuple[str, str, float]]:
         rows = []
         for i, handle in enumerate(handles):
-            source = f"gpu{i}"
-            mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            util = pynvml.nvmlDeviceGetUtilizationRates(handle)
-            rows.append((source, R.GPU_MEMORY_USED_MB, mem.used / 2**20))
-            rows.append((source, R.GPU_UTILIZATION_PERCENT, float(util.gpu)))
-            rows.append((source, R.GPU_POWER_W, pynvml.nvmlDeviceGetPowerUsage(handle) / 1000))
+            for metric, read in GPU_READINGS:
+                try:
+                    rows.append((f"gpu{i}", metric, read(nvml, handle)))
+                except Exception as exc:  # NVMLError: NOT_SUPPORTED, GPU_IS_LOST, ...
+                    log.debug("gpu%d %s: %s", i, metric, exc)
         return rows
 
     return sample
 
 
-def _visible_gpu_indices(pynvml: object) -> list[int]:
-    import os
+# What each GPU reports, read one NVML call at a time, in the units of its metric's name.
+GPU_READINGS: tuple[tuple[str, Callable[[Any, Any], float]], ...] = (
+    (R.GPU_MEMORY_USED_MB, lambda nvml, h: nvml.nvmlDeviceGetMemoryInfo(h).used / 2**20),
+    (R.GPU_UTILIZATION_PERCENT, lambda nvml, h: float(nvml.nvmlDeviceGetUtilizationRates(h).gpu)),
+    (R.GPU_POWER_W, lambda nvml, h: nvml.nvmlDeviceGetPowerUsage(h) / 1000),
+)
+# NVML reports a little less than a card's advertised memory (an "L4 24 GB" has 24.15e9 bytes,
+# a "T4 16 GB" 16.1e9); a card below this share of its hardware option's memory_gb is another one.
+MEMORY_SHARE = 0.9
+_warned_orders: set[str] = set()
 
+
+def check_gpu_memory(hardware: str, memory_gb: float) -> None:
+    """Fail when a visible GPU has less memory than the hardware option says; quiet without NVML.
+
+    Ray labels every A100 `A100`, 40 GB or 80 GB, so `hardware=a100_80g` may be placed on a
+    40 GB card: measured there, its numbers would be filed under the wrong card. Call it in the
+    worker before the backend starts.
+
+    Raises:
+        BackendError: a visible GPU is smaller than `MEMORY_SHARE` x `memory_gb`.
+    """
+    nvml = _nvml()
+    if nvml is None:
+        return
+    try:
+        totals = [nvml.nvmlDeviceGetMemoryInfo(h).total for h in visible_gpus(nvml)]
+    except Exception:  # NVML cannot tell: the check is a guard, not a requirement
+        return
+    for index, total in enumerate(totals):
+        if total < MEMORY_SHARE * memory_gb * 1e9:
+            raise BackendError(
+                f"hardware={hardware} is a {memory_gb:g} GB GPU, but GPU {index} here has "
+                f"{total / 2**30:.1f} GiB: another card with the same Ray accelerator type; "
+                f"choose the hardware option of this card",
+                R.ERROR_BACKEND_START,
+            )
+
+
+def visible_gpus(nvml: Any) -> list[Any]:
+    """NVML handles of the GPUs in `CUDA_VISIBLE_DEVICES`, in CUDA's order.
+
+    Entries are indices, GPU UUIDs (or a unique prefix of one) or MIG instance UUIDs, as CUDA
+    takes them; as in CUDA, the first entry that names no device hides every entry after it.
+    An index is NVML's, which is CUDA's own when `CUDA_DEVICE_ORDER=PCI_BUS_ID`, or when all
+    the node's GPUs are alike (CUDA's default puts the fastest first, ties in PCI bus order).
+    """
+    count = nvml.nvmlDeviceGetCount()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is None:
-        return list(range(pynvml.nvmlDeviceGetCount()))
-    return [int(v) for v in visible.split(",") if v.strip().isdigit()]
+    entries = [str(i) for i in range(count)] if visible is None else visible.split(",")
+    handles = []
+    for entry in (e.strip() for e in entries):
+        handle = _gpu_handle(nvml, entry, count)
+        if handle is None:
+            break
+        handles.append(handle)
+    return handles
+
+
+def _gpu_handle(nvml: Any, entry: str, count: int) -> Any:
+    """The NVML handle of one `CUDA_VISIBLE_DEVICES` entry, or None when it names no device."""
+    if entry.isdigit():
+        return nvml.nvmlDeviceGetHandleByIndex(int(entry)) if int(entry) < count else None
+    if entry.startswith("MIG-"):
+        for uuid in (entry, entry.encode()):  # older nvidia-ml-py releases take bytes only
+            try:
+                return nvml.nvmlDeviceGetHandleByUUID(uuid)
+            except Exception:  # not found, or the old MIG-GPU-<uuid>/<gi>/<ci> form
+                continue
+        return None
+    if not entry.startswith("GPU-"):
+        return None
+    handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+    matches = [h for h in handles if _text(nvml.nvmlDeviceGetUUID(h)).startswith(entry)]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _warn_if_orders_differ(nvml: Any) -> None:
+    """Warn once when indices may mean different GPUs to CUDA and to NVML (mixed cards)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    by_index = visible is None or any(e.strip().isdigit() for e in visible.split(","))
+    if not by_index or os.environ.get("CUDA_DEVICE_ORDER") == "PCI_BUS_ID":
+        return
+    count = nvml.nvmlDeviceGetCount()
+    names = sorted(
+        {_text(nvml.nvmlDeviceGetName(nvml.nvmlDeviceGetHandleByIndex(i))) for i in range(count)}
+    )
+    key = ",".join(names)
+    if len(names) > 1 and key not in _warned_orders:
+        _warned_orders.add(key)
+        log.warning(
+            "this node has different GPUs (%s) and CUDA_DEVICE_ORDER is not PCI_BUS_ID: CUDA's "
+            "device indices may not be NVML's, so GPU telemetry may sample another GPU than the "
+            "engine's; set CUDA_DEVICE_ORDER=PCI_BUS_ID on the node",
+            key,
+        )
+
+
+def _nvml() -> Any:
+    """The initialised `pynvml` module, or None without the library, a driver or a GPU."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # not an error on CPU machines
+        return None
+    return pynvml
+
+
+def _text(value: str | bytes) -> str:
+    """NVML strings are bytes in older nvidia-ml-py releases."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class Sampler:
@@ -131,3 +251,96 @@ class Sampler:
                 log.debug("telemetry source failed: %s", exc)
                 continue
             self.rows.extend((t, s, m, float(v)) for s, m, v in samples)
+
+
+# Prometheus types whose samples only grow (a histogram's buckets, `_sum` and `_count`); a
+# summary's `_sum` and `_count` grow too, its quantiles do not.
+CUMULATIVE_TYPES = ("counter", "histogram")
+
+
+class ServerCapture:
+    """The server's whole /metrics at the start and the end of the `with` block, as one table.
+
+    Two scrapes per trial, both outside the requests. A server that does not answer, or not
+    in Prometheus text, leaves the capture empty with one warning; the trial goes on.
+    """
+
+    def __init__(self, scrape: Scrape | None, t0: float, source: str = "server") -> None:
+        self.scrape = scrape
+        self.t0 = t0
+        self.source = source
+        self.snapshots: list[tuple[float, Snapshot]] = []
+
+    def __enter__(self) -> ServerCapture:
+        self._take()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.snapshots:
+            self._take()
+        if self.scrape is not None:
+            self.scrape.close()
+
+    def _take(self) -> None:
+        if self.scrape is None:
+            return
+        t = now_s() - self.t0
+        try:
+            self.snapshots.append((t, self.scrape()))
+            return
+        except ScrapeError as exc:
+            reason = str(exc)
+        except Exception as exc:  # whatever else goes wrong, telemetry never fails a trial
+            reason = f"{type(exc).__name__}: {exc}"
+        log.warning("no server metrics for this trial: %s", scrub_text(reason))
+        self.snapshots.clear()
+
+    def table(self, trial_id: str) -> pa.Table:
+        """Every series with its start, end and (counters, histograms) delta; empty if none."""
+        if len(self.snapshots) != 2:
+            return R.SERVER_METRICS_SCHEMA.empty_table()
+        (t_start, start), (t_end, end) = self.snapshots
+        rows = []
+        for key in start.keys() | end.keys():
+            sample, labels, le = key
+            family, kind, _ = end.get(key) or start[key]
+            first, last = _value(start.get(key)), _value(end.get(key))
+            rows.append(
+                {
+                    R.TRIAL_ID: trial_id,
+                    R.SOURCE: self.source,
+                    R.FAMILY: family,
+                    R.KIND: kind,
+                    R.SAMPLE: sample,
+                    R.LABELS: labels,
+                    R.LE: le,
+                    R.START: first,
+                    R.END: last,
+                    R.DELTA: _delta(first, last) if _grows(kind, family, sample) else None,
+                    R.START_T_S: t_start,
+                    R.END_T_S: t_end,
+                }
+            )
+        rows.sort(key=lambda r: (r[R.SAMPLE], r[R.LABELS], r[R.LE] or 0.0))
+        return pa.Table.from_pylist(rows, schema=R.SERVER_METRICS_SCHEMA)
+
+
+def _value(entry: tuple[str, str, float] | None) -> float | None:
+    return None if entry is None else entry[2]
+
+
+def _grows(kind: str, family: str, sample: str) -> bool:
+    if sample.endswith("_created"):  # a creation timestamp, whatever family it sits in
+        return False
+    return kind in CUMULATIVE_TYPES or (
+        kind == "summary" and sample in (f"{family}_sum", f"{family}_count")
+    )
+
+
+def _delta(start: float | None, end: float | None) -> float | None:
+    """The growth over the trial; a series born in it, or reset (a restart), counts from 0."""
+    if end is None:
+        return None
+    if start is None or end < start:
+        return end
+    return end - start

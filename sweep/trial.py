@@ -31,6 +31,7 @@ from sweep.core.secrets import scrub, scrub_text
 from sweep.core.summary import summarize
 from sweep.core.trust import too_short, with_window
 from sweep.datasets.cache import PromptSource
+from sweep.loadgen.attribution import attribute
 from sweep.loadgen.clock import now_s
 from sweep.loadgen.engine import run_engine_workload
 from sweep.loadgen.http import run_http_workload
@@ -43,6 +44,8 @@ from sweep.telemetry import (
     PROCESS_INTERVAL_S,
     SERVER_INTERVAL_S,
     Sampler,
+    ServerCapture,
+    check_gpu_memory,
     nvml_source,
     process_source,
 )
@@ -83,6 +86,8 @@ def run_deployment(
         prompts = PromptSource(model_path, config.model.revision, config.model.trust_remote_code)
         if not all(prompts.is_cached(t.config.dataset, _num_prompts(t)) for t in deployment.trials):
             prompts.tokenizer()  # a tokenizer that cannot load fails before the backend starts
+        if config.backend.num_gpus > 0:  # Ray's accelerator type does not tell 40 from 80 GB
+            check_gpu_memory(config.hardware.name, config.hardware.memory_gb)
         backend = backend_class(config.backend.name)(config.backend, model_path)
         backend.start()
         environment = {**environment, **_model_facts(config, model_path)}
@@ -121,7 +126,7 @@ def _with_log(files: TrialFiles, log_text: str | None) -> TrialFiles:
 def run_trial(
     backend: Any, prompts: PromptSource, spec: TrialSpec, environment: dict[str, Any]
 ) -> TrialFiles:
-    """Offer the trial's workload to a started backend and build its three tables."""
+    """Offer the trial's workload to a started backend and build its tables."""
     config = spec.config
     workload = config.workload
     t0, started = now_s(), time.time()
@@ -132,12 +137,14 @@ def run_trial(
     sources += [(source, SERVER_INTERVAL_S) for source in backend.telemetry_sources()]
     trackers, kind, message = Trackers(), None, None
     sampler = Sampler(sources, t0)
+    capture = ServerCapture(backend.metrics_scrape(), t0)  # whole /metrics at start and end
     try:
         texts = prompts.prompts(config.dataset, _num_prompts(spec))
         warmup, requests = build_requests(texts, workload)
         runner = RUNNERS[backend.interface]
-        with sampler:
+        with capture, sampler:
             trackers = runner(backend, requests, warmup, workload)
+        attribute(trackers, prompts.tokenizer)  # after the load, so it costs the client nothing
     except Exception as exc:
         kind, message = _classify(exc, default_kind=R.ERROR_BACKEND)
         tail = backend.log_tail()
@@ -155,12 +162,15 @@ def run_trial(
         ],
         schema=R.TIMESERIES_SCHEMA,
     )
+    server_metrics = capture.table(spec.trial_id)
     metrics = summarize(
         requests_table.to_pandas(),
         num_gpus=config.backend.num_gpus,
         price_per_hour=config.hardware.price_per_hour,
         slo=dataclasses.asdict(config.slo),
         timeseries=timeseries.to_pandas(),
+        server_metrics=server_metrics.to_pandas(),
+        server_series=backend.server_series,
     )
     # Can the numbers be trusted: did the client keep up, was the trial long enough?
     metrics.update(client_columns(metrics, workload, trackers.client))
@@ -172,7 +182,8 @@ def run_trial(
         R.STARTED_UNIX_S: started,
         R.WALL_S: now_s() - t0,
     }
-    return _trial_files(spec, outcome, metrics, environment, requests_table, timeseries)
+    files = _trial_files(spec, outcome, metrics, environment, requests_table, timeseries)
+    return dataclasses.replace(files, server_metrics=server_metrics)
 
 
 def failed_trial(

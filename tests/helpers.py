@@ -15,3 +15,22 @@ def make_requests(count, max_tokens, prompt="hello world"):
 def workload(name="closed_loop", **values):
     values.setdefault("warmup_requests", 0)
     return WorkloadConfig(name=name, **values)
+
+
+def run_sweep_here(out, overrides):
+    """Plan `overrides` and run every deployment in this process, as its Ray task would.
+
+    The driver's part (writing each trial's files) is done by the store; returns the sweep's
+    results folder. For tests of what a trial records, without a Ray cluster's start-up.
+    """
+    from sweep.core.results import ResultStore, TrialFiles
+    from sweep.plan import build_plan
+    from sweep.trial import run_deployment
+
+    plan = build_plan([*overrides, f"output.dir={out}"])
+    store = ResultStore(str(out), plan.name)
+    for deployment in plan.deployments:
+        for item in run_deployment(deployment, {"env.git_sha": "test"}):
+            if isinstance(item, TrialFiles):
+                store.write_trial(item)
+    return out / plan.name

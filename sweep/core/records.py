@@ -86,6 +86,55 @@ SPEC_DRAFT_TOKENS = "spec_draft_tokens"
 SPEC_ACCEPTED_TOKENS = "spec_accepted_tokens"
 SPEC_ACCEPTANCE_PERCENT = "spec_acceptance_percent"
 
+# --- server_metrics.parquet: every numeric series of the server's /metrics, long format ---
+# Scraped whole at the trial's start and end (`sweep.telemetry.ServerCapture`). Counters and the
+# buckets, `_sum` and `_count` of histograms and summaries carry their `delta` over the trial (a
+# series born during the trial, or a counter reset, counts from 0); gauges carry only `start`
+# and `end`. `labels` is a JSON object (sorted keys) without a bucket's `le`, which is its own
+# column (+inf for the last bucket). The two scrape times are on the trial's clock.
+FAMILY = "family"
+KIND = "kind"  # Prometheus type: counter, gauge, histogram, summary, untyped, ...
+SAMPLE = "sample"
+LABELS = "labels"
+LE = "le"
+START = "start"
+END = "end"
+DELTA = "delta"
+START_T_S = "start_t_s"
+END_T_S = "end_t_s"
+
+SERVER_METRICS_SCHEMA = pa.schema(
+    [
+        pa.field(TRIAL_ID, pa.string()),
+        pa.field(SOURCE, pa.string()),
+        pa.field(FAMILY, pa.string()),
+        pa.field(KIND, pa.string()),
+        pa.field(SAMPLE, pa.string()),
+        pa.field(LABELS, pa.string()),
+        pa.field(LE, pa.float64()),
+        pa.field(START, pa.float64()),
+        pa.field(END, pa.float64()),
+        pa.field(DELTA, pa.float64()),
+        pa.field(START_T_S, pa.float64()),
+        pa.field(END_T_S, pa.float64()),
+    ]
+)
+
+# What a server backend maps to its own Prometheus families (`Backend.server_series`: role ->
+# family name). Latency roles are histograms in seconds, and also the stem of their summary
+# columns (`latency_column(SERVER_TTFT, "p99")` is `server_ttft_ms_p99`); the others are counters.
+SERVER_QUEUE = "server_queue"  # arrival to first scheduled
+SERVER_PREFILL = "server_prefill"  # first scheduled to first token
+SERVER_TTFT = "server_ttft"
+SERVER_ITL = "server_itl"  # each gap between two output tokens
+SERVER_TPOT = "server_tpot"  # per request: (end - first token) / (output tokens - 1)
+SERVER_LATENCIES = (SERVER_QUEUE, SERVER_PREFILL, SERVER_TTFT, SERVER_ITL, SERVER_TPOT)
+SERVER_LATENCY_STATS = ("mean", "median", "p99")
+PREFIX_CACHE_HITS = "prefix_cache_hits"  # tokens
+PREFIX_CACHE_QUERIES = "prefix_cache_queries"  # tokens
+PREEMPTIONS = "preemptions"
+# SPEC_DRAFT_TOKENS and SPEC_ACCEPTED_TOKENS (above) are roles too.
+
 # --- summary.parquet: one row per trial ---
 # Identity and outcome columns; the flattened config (`backend.name`, `workload.batch_size`, ...)
 # and the metric columns produced by `sweep.core.summary.summarize` complete the row.
@@ -109,10 +158,13 @@ ERROR_DATASET = "dataset_error"
 ERROR_WORKER_DIED = "worker_died"
 
 ENV_PREFIX = "env."
+ENV_WORKER_PID = "env.worker_pid"  # the Ray worker process that ran the trial
+ENV_WORKER_NICE = "env.worker_nice"  # its niceness: > 0 means it yielded to other processes
 
 SUMMARY_FILE = "summary.parquet"
 REQUESTS_FILE = "requests.parquet"
 TIMESERIES_FILE = "timeseries.parquet"
+SERVER_METRICS_FILE = "server_metrics.parquet"
 TRIAL_YAML = "trial.yaml"
 SWEEP_YAML = "sweep.yaml"
 BACKEND_LOG = "backend.log"
@@ -139,6 +191,16 @@ PEAK_RSS_MB = "peak_rss_mb"
 PEAK_GPU_MEMORY_MB = "peak_gpu_memory_mb"
 MEAN_KV_CACHE_USAGE = "mean_kv_cache_usage_percent"
 PEAK_KV_CACHE_USAGE = "peak_kv_cache_usage_percent"
+# The server's own view, from the deltas of server_metrics.parquet: None where the server does
+# not export (or its backend does not map) the series. Latencies: `latency_column(role, stat)`
+# for each of SERVER_LATENCIES and SERVER_LATENCY_STATS. The server counts every request of the
+# trial, warm-up and out-of-window ones included: SERVER_REQUESTS says how many it saw.
+SERVER_REQUESTS = "server_requests"
+SERVER_PREFIX_CACHE_HIT_PERCENT = "server_prefix_cache_hit_percent"
+SERVER_PREEMPTIONS = "server_preemptions"
+SERVER_SPEC_DRAFT_TOKENS = "server_spec_draft_tokens"
+SERVER_SPEC_ACCEPTED_TOKENS = "server_spec_accepted_tokens"
+# SPEC_ACCEPTANCE_PERCENT (above) is also the summary column: accepted / drafted in the trial.
 
 LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e")
 LATENCY_STATS = ("mean", "median", "p90", "p99")

@@ -1,7 +1,8 @@
 """Atomic result I/O: the only module that writes files under `results/<sweep>/`.
 
 Layout: `<root>/<sweep>/sweep.yaml`, `<root>/<sweep>/<deployment_id>/backend.log` and
-`<root>/<sweep>/<deployment_id>/<trial_id>/{requests,summary,timeseries}.parquet, trial.yaml`.
+`<root>/<sweep>/<deployment_id>/<trial_id>/{requests,summary,timeseries,server_metrics}.parquet,
+trial.yaml`.
 Every file is written under a temporary name and renamed; `summary.parquet` is written last, so
 a trial is complete if and only if its summary exists. `output.dir` may be a local path or any
 URI `pyarrow.fs` understands (s3://, gs://), so workers never need a shared file system.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import io
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -23,7 +24,11 @@ from sweep.core import records as R
 
 @dataclass(frozen=True)
 class TrialFiles:
-    """The tables and text of one finished trial, as a worker hands them to the driver."""
+    """The tables and text of one finished trial, as a worker hands them to the driver.
+
+    `server_metrics` is the server's /metrics capture (`records.SERVER_METRICS_SCHEMA`), empty
+    where the backend has no server or the server gave none.
+    """
 
     trial_id: str
     deployment_id: str
@@ -32,6 +37,7 @@ class TrialFiles:
     timeseries: pa.Table
     trial_yaml: str
     backend_log: str | None = None
+    server_metrics: pa.Table = field(default_factory=R.SERVER_METRICS_SCHEMA.empty_table)
 
 
 class ResultStore:
@@ -41,7 +47,7 @@ class ResultStore:
         if "://" in output_dir:
             self.fs, base = pafs.FileSystem.from_uri(output_dir)
         else:
-            self.fs, base = pafs.LocalFileSystem(), os.path.abspath(output_dir)
+            self.fs, base = pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(output_dir))
         self.root = f"{base.rstrip('/')}/{sweep_name}"
         self.display_root = (
             f"{output_dir.rstrip('/')}/{sweep_name}" if "://" in output_dir else self.root
@@ -65,6 +71,7 @@ class ResultStore:
         self.fs.create_dir(folder, recursive=True)
         self._write_parquet(f"{folder}/{R.REQUESTS_FILE}", files.requests)
         self._write_parquet(f"{folder}/{R.TIMESERIES_FILE}", files.timeseries)
+        self._write_parquet(f"{folder}/{R.SERVER_METRICS_FILE}", files.server_metrics)
         self._write_text(f"{folder}/{R.TRIAL_YAML}", files.trial_yaml)
         self._write_parquet(f"{folder}/{R.SUMMARY_FILE}", files.summary)
 

@@ -3,7 +3,8 @@
 `summarize` turns one trial's request records (and its optional resource time series) into the
 summary metric columns named in `sweep.core.records`. The sweep worker calls it for every trial,
 so it is pure, does no I/O and never raises on an empty or all-failed trial: throughputs are then
-0 and latencies None. Definitions follow `vllm bench serve` (design.md, "Metric definitions").
+0 and latencies None. The server's own view (its /metrics deltas) comes from
+`sweep.core.server_view`. Definitions follow `vllm bench serve` (design.md, "Metric definitions").
 Requests whose `in_window` is false (outside the steady-state window, `sweep.core.trust`) are left
 out of every metric.
 """
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from sweep.core import records as rec
+from sweep.core.server_view import server_columns
 
 # Keys of the SLO mapping (`sweep.core.config.SLOConfig` fields); a None bound is ignored.
 SLO_TTFT_MS = "ttft_ms"
@@ -34,6 +36,8 @@ def summarize(
     price_per_hour: float,
     slo: Mapping[str, float | None] | None = None,
     timeseries: pd.DataFrame | None = None,
+    server_metrics: pd.DataFrame | None = None,
+    server_series: Mapping[str, str] | None = None,
 ) -> Summary:
     """Summary metrics of one trial.
 
@@ -44,6 +48,9 @@ def summarize(
         price_per_hour: price of one GPU (or instance) hour in USD.
         slo: bounds for goodput, keys `ttft_ms`, `tpot_ms`, `e2e_ms`; None values are ignored.
         timeseries: the trial's resource samples in long format, if any were taken.
+        server_metrics: the trial's /metrics capture (`records.SERVER_METRICS_SCHEMA`), if any.
+        server_series: the backend's map of roles to its Prometheus families
+            (`Backend.server_series`); without one the server-side columns are None.
 
     Returns:
         One value per summary metric column of `sweep.core.records` (plain ints, floats or None).
@@ -77,6 +84,7 @@ def summarize(
         for stat in rec.LATENCY_STATS:
             row[rec.latency_column(metric, stat)] = _statistic(samples_s * 1e3, stat)
     row.update(_resources(timeseries))
+    row.update(server_columns(server_metrics, server_series or {}))
     return row
 
 

@@ -2,6 +2,9 @@
 
 The `api` picks the endpoint: OpenAI `completions` or `chat`, or `tgi`, TGI's native
 `/generate_stream`. Events are parsed by `sweep.loadgen.sse` (TGI's by `sweep.loadgen.tgi_stream`).
+Bodies carry standard OpenAI fields only; vLLM's `ignore_eos` and per-chunk usage go only to an
+endpoint that declares them (`Endpoint.extensions`), and the backend's own headers and body fields
+to every request. A 400 or 422 names the field the endpoint rejected (`sweep.loadgen.http_error`).
 
 One `ClientSession` per trial; its connector allows as many connections as the concurrency
 cap (unlimited without one). Modes: `closed_loop`, `throughput_bound` (concurrency = batch
@@ -10,7 +13,7 @@ pulling from one queue; `open_loop` sends at absolute deadlines from a seeded ar
 (`sweep.loadgen.arrivals`), optionally capped by a semaphore, and records how late each request
 went out (in the closed-loop modes a request is due when its worker's last one ended);
 `offline_batch` sends batches together and waits for each. Every token-bearing chunk is
-timestamped by `RequestTracker.add_tokens` with the time its network read returned. HTTP
+timestamped by `RequestTracker.add_chunk` with the time its network read returned. HTTP
 errors, timeouts, disconnects and malformed events fail that request only (`kind: message`);
 the trial goes on.
 `workload.client_processes` > 1 shards the load across processes (`sweep.loadgen.shards`); the
@@ -27,15 +30,16 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import aiohttp
 
-from backends.base import GenRequest, ServerBackend
+from backends.base import GenRequest, Secret, ServerBackend
 from sweep.core.config import WorkloadConfig
 from sweep.loadgen import tgi_stream
 from sweep.loadgen.arrivals import arrival_offsets
 from sweep.loadgen.clock import now_s
+from sweep.loadgen.http_error import error_line
 from sweep.loadgen.recorder import RequestTracker, Trackers
 from sweep.loadgen.saturation import CpuMeter
 from sweep.loadgen.shards import WHOLE, Share, run_sharded
@@ -61,13 +65,16 @@ class _Plan(NamedTuple):
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where requests go and how they are phrased."""
+    """Where requests go and how they are phrased (standard OpenAI fields unless `extensions`)."""
 
     base_url: str
     model: str
     api: str = "completions"  # or "chat"
     send_token_ids: bool = False  # completions only: send the prompt as token ids
-    headers: Mapping[str, str] = field(default_factory=dict)  # sent with every request
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # with every request
+    extensions: bool = False  # vLLM's ignore_eos and per-chunk usage may be sent
+    max_tokens_field: str = "max_tokens"  # chat's cap: or max_completion_tokens
+    extra_body: Mapping[str, Any] = field(default_factory=dict, repr=False)  # in every body
 
     @property
     def url(self) -> str:
@@ -82,12 +89,15 @@ def run_http_workload(
     workload: WorkloadConfig,
 ) -> Trackers:
     """Stream `requests` to a started server backend; return the measured requests' trackers."""
-    endpoint = Endpoint(
+    endpoint = Endpoint(  # headers and body fields read now, when the trial starts
         backend.base_url,
         backend.served_model,
         backend.api,
         backend.send_token_ids,
-        backend.request_headers(),
+        headers=backend.request_headers(),
+        extensions=backend.vllm_extensions,
+        max_tokens_field=backend.max_tokens_field,
+        extra_body=backend.request_body(),
     )
     return run_endpoint_workload(endpoint, requests, warmup, workload)
 
@@ -238,8 +248,8 @@ async def _stream_one(
         ) as resp:
             if resp.status != 200:
                 text = (await resp.text(errors="replace")).strip()
-                first_line = text.splitlines()[0][:300] if text else resp.reason
-                tracker.fail(f"http_error: HTTP {resp.status}: {first_line}")
+                # A server may echo the body back: the values read from the environment go.
+                tracker.fail(error_line(resp.status, text or str(resp.reason), _secrets(endpoint)))
                 return
             # Whole network reads, split here: half the awaits of reading line by line.
             async for chunk in resp.content.iter_any():
@@ -286,20 +296,43 @@ def _wire_stamp() -> aiohttp.TraceConfig:
 
 
 def _body(endpoint: Endpoint, request: GenRequest) -> dict:
+    """Standard OpenAI fields, vLLM's only where the endpoint takes them, then `extra_body`."""
     if endpoint.api == "tgi":
         return tgi_stream.request_body(request)
+    cap = endpoint.max_tokens_field if endpoint.api == "chat" else "max_tokens"
     body = {
         "model": endpoint.model,
-        "max_tokens": request.max_tokens,
+        cap: request.max_tokens,
         "temperature": request.temperature,
-        "ignore_eos": request.ignore_eos,  # a vLLM extension; what makes output lengths exact
         "stream": True,
-        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+        "stream_options": {"include_usage": True},
     }
+    if endpoint.extensions:
+        body["ignore_eos"] = request.ignore_eos  # what makes output lengths exact
+        body["stream_options"]["continuous_usage_stats"] = True  # exact tokens per chunk
     if endpoint.api == "chat":
         body["messages"] = [{"role": "user", "content": request.prompt}]
     elif endpoint.send_token_ids and request.prompt_token_ids:
         body["prompt"] = list(request.prompt_token_ids)
     else:
         body["prompt"] = request.prompt
-    return body
+    return {**endpoint.extra_body, **body} if endpoint.extra_body else body
+
+
+def _secrets(endpoint: Endpoint) -> list[str]:
+    """The values read from the environment that requests to `endpoint` carry."""
+    found: list[str] = []
+
+    def walk(value: object) -> None:
+        if isinstance(value, Secret):
+            found.append(value)
+        elif isinstance(value, Mapping):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    walk(endpoint.headers)
+    walk(endpoint.extra_body)
+    return found

@@ -1,18 +1,28 @@
-"""Per-request trackers that turn token events, stamped by `sweep.loadgen.clock`, into records.
+"""Per-request trackers that turn streamed chunks, stamped by `sweep.loadgen.clock`, into records.
 
-Records store seconds relative to the trial's start. `Trackers` hands a run's trackers on together
-with the client's own CPU use (`sweep.loadgen.saturation`).
+A tracker keeps each token-bearing chunk's arrival time, text and the server's running count when
+it sent one; how many tokens each chunk carried is worked out from these at the end
+(`sweep.loadgen.attribution`), so streaming only appends. Records store seconds relative to the
+trial's start. `Trackers` hands a run's trackers on together with the client's own CPU use
+(`sweep.loadgen.saturation`).
 """
 
 from __future__ import annotations
 
 from sweep.core import records as R
+from sweep.loadgen.attribution import chunk_counts
 from sweep.loadgen.clock import now_s
 from sweep.loadgen.saturation import ClientUsage
 
 
 class RequestTracker:
-    """Collects one request's send time, token-bearing chunks, end and outcome."""
+    """Collects one request's send time, token-bearing chunks, end and outcome.
+
+    `chunk_usage` holds, per chunk, the output tokens the server had counted once it sent it
+    (None where it did not say); `chunk_texts` the chunk's text where re-tokenizing it may be
+    needed ("" elsewhere); `chunk_weights` its re-tokenized length once `attribution.attribute`
+    has run.
+    """
 
     __slots__ = (
         "idx",
@@ -22,7 +32,9 @@ class RequestTracker:
         "scheduled",
         "sent",
         "chunk_times",
-        "chunk_tokens",
+        "chunk_texts",
+        "chunk_usage",
+        "chunk_weights",
         "end",
         "server_tokens",
         "error",
@@ -36,7 +48,9 @@ class RequestTracker:
         self.scheduled: float | None = None
         self.sent: float | None = None
         self.chunk_times: list[float] = []
-        self.chunk_tokens: list[int] = []
+        self.chunk_texts: list[str] = []
+        self.chunk_usage: list[int | None] = []
+        self.chunk_weights: list[int] | None = None
         self.end: float | None = None
         self.server_tokens: int | None = None
         self.error: str | None = None
@@ -47,16 +61,35 @@ class RequestTracker:
         self.sent = scheduled if sent is None else sent
 
     def add_tokens(self, count: int, at: float | None = None) -> None:
-        """Record a chunk carrying `count` tokens (chunks with no tokens are ignored)."""
-        if count <= 0:
-            return
+        """Record a chunk known to carry `count` tokens (chunks with no tokens are ignored)."""
+        if count > 0:
+            before = self.chunk_usage[-1] if self.chunk_usage else 0
+            self.add_chunk("", (before or 0) + count, at)
+
+    def add_chunk(self, text: str, usage: int | None = None, at: float | None = None) -> None:
+        """Record a token-bearing chunk: its text and the server's running count, if sent."""
         t = now_s() if at is None else at
+        if usage is not None and (not self.chunk_usage or self.chunk_usage[-1] is not None):
+            text = ""  # counted exactly on its own: its text is never re-tokenized, so not kept
         self.chunk_times.append(t)
-        self.chunk_tokens.append(count)
+        self.chunk_texts.append(text)
+        self.chunk_usage.append(usage)
         self.end = t
 
+    def set_weights(self, weights: list[int]) -> None:
+        """Each chunk's re-tokenized length: its share where only a total count is known."""
+        self.chunk_weights = weights
+
+    @property
+    def chunk_tokens(self) -> list[int]:
+        """Tokens carried by each chunk, as `sweep.loadgen.attribution.chunk_counts` has it."""
+        weights = self.chunk_weights
+        if weights is None or len(weights) != len(self.chunk_times):
+            weights = [1] * len(self.chunk_times)  # no tokenizer: spread evenly
+        return chunk_counts(self.chunk_usage, self.server_tokens, weights)
+
     def finish(self, server_tokens: int | None = None, at: float | None = None) -> None:
-        """Mark the request complete; `server_tokens` is the engine's own count."""
+        """Mark the request complete; `server_tokens` is the server's own count of its output."""
         self.server_tokens = server_tokens
         if at is not None:
             self.end = at
@@ -70,10 +103,16 @@ class RequestTracker:
 
     def record(self, trial_id: str, t0: float) -> dict[str, object]:
         """The request's row of requests.parquet, times relative to `t0`."""
-        output_tokens = sum(self.chunk_tokens)
+        # A chunk the server's count left no token for is not token-bearing after all.
+        tokens, times = [], []
+        for t, k in zip(self.chunk_times, self.chunk_tokens, strict=True):
+            if k > 0:
+                times.append(t)
+                tokens.append(k)
+        output_tokens = sum(tokens)
         ok = self.error is None and self.sent is not None and output_tokens > 0
-        first = self.chunk_times[0] if self.chunk_times else None
-        itl = _inter_token_latencies(self.chunk_times, self.chunk_tokens)
+        first = times[0] if times else None
+        itl = _inter_token_latencies(times, tokens)
         ttft = first - self.sent if ok else None
         e2e = self.end - self.sent if ok else None
         tpot = (e2e - ttft) / (output_tokens - 1) if ok and output_tokens > 1 else None

@@ -1,9 +1,11 @@
-"""One streamed response's server-sent events: parsing and token accounting.
+"""One streamed response's server-sent events: parsing, and what each event says about tokens.
 
 `StreamState.feed` takes the bytes of each network read, splits them into `data:` lines and
 hands every token-bearing event to the request's tracker with the read's time. OpenAI events
 (completions and chat) are parsed here; TGI's native events by `sweep.loadgen.tgi_stream`. A
-malformed or error event raises `EventError`, which fails that request only.
+malformed or error event raises `EventError`, which fails that request only. How many tokens an
+OpenAI chunk carried is settled after the request (`sweep.loadgen.attribution`): here a chunk's
+text and the server's running count, when it sends one, are only kept.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ class EventError(Exception):
 
 
 class StreamState:
-    """Parses one SSE stream and does its token accounting.
+    """Parses one SSE stream and collects what it says about tokens.
 
-    With continuous usage stats (vLLM), a chunk's tokens are the growth of its cumulative
-    `usage.completion_tokens`, exact even when one engine step streams several tokens; without
-    them, every chunk with non-empty text counts as one token. The last usage seen is the
-    server's own count. Each token-bearing event reaches the tracker as soon as it is parsed.
+    The usage of a chunk with choices is the server's running count (vLLM's continuous usage
+    stats): such a chunk is token-bearing when the count grew; a chunk without one, when it has
+    text. The last usage seen (the final usage-only chunk, when the server sends one) is the
+    server's own count of the request's output.
     """
 
     __slots__ = ("api", "tracker", "buffer", "seen", "server_tokens", "finished", "done")
@@ -33,7 +35,7 @@ class StreamState:
         self.api = api
         self.tracker = tracker
         self.buffer = b""
-        self.seen = 0
+        self.seen = 0  # token-bearing chunks so far, or the running count where it is larger
         self.server_tokens: int | None = None
         self.finished = False
         self.done = False
@@ -50,7 +52,7 @@ class StreamState:
                 self.done = True
                 return True
             if self.api == "tgi":
-                self._tgi_event(payload)
+                self._tgi_event(payload, at)
                 continue
             try:
                 event = json.loads(payload)
@@ -60,10 +62,10 @@ class StreamState:
                 raise EventError(f"malformed_event: not an object: {payload[:80]!r}")
             if "error" in event:
                 raise EventError(f"server_error: {error_text(event['error'])}")
-            self.tracker.add_tokens(self.tokens_in(event), at)
+            self._openai_event(event, at)
         return False
 
-    def _tgi_event(self, payload: bytes) -> None:
+    def _tgi_event(self, payload: bytes, at: float | None) -> None:
         event = tgi_stream.parse_event(payload)
         if event.error is not None:
             raise EventError(event.error)
@@ -71,30 +73,42 @@ class StreamState:
             self.server_tokens = event.server_tokens
         self.finished = self.finished or event.finished
         self.seen += event.tokens
-        self.tracker.add_tokens(event.tokens)
+        self.tracker.add_tokens(event.tokens, at)
 
-    def tokens_in(self, event: dict) -> int:
-        """Tokens carried by one event (0 for role-only, empty and usage-only chunks)."""
+    def _openai_event(self, event: dict, at: float | None) -> None:
+        """Hand a token-bearing chunk's text and running count to the tracker."""
         usage = event.get("usage")
         total = usage.get("completion_tokens") if isinstance(usage, dict) else None
         if total is not None:
             self.server_tokens = total
         choices = event.get("choices")
         if not choices:
-            return 0
+            return  # the final usage-only chunk, or a keep-alive
         choice = choices[0]
         if choice.get("finish_reason"):
             self.finished = True
+        text = chunk_text(choice, self.api)
         if total is not None:
-            new, self.seen = total - self.seen, max(self.seen, total)
-            return max(new, 0)
-        if self.api == "chat":
-            text = (choice.get("delta") or {}).get("content")
+            if total <= self.seen:
+                return  # the running count did not grow: no token here, whatever the text
+            self.seen = total
+            usage_so_far = self.tracker.chunk_usage
+            if not text and usage_so_far and usage_so_far[-1] is None:
+                return  # a count after text without counts is a final count (llama.cpp's)
+        elif text:
+            self.seen += 1
         else:
-            text = choice.get("text")
-        count = 1 if text else 0
-        self.seen += count
-        return count
+            return  # role-only or empty
+        self.tracker.add_chunk(text, total, at)
+
+
+def chunk_text(choice: dict, api: str) -> str:
+    """The text a choice of a streamed chunk carries (a reasoning model's reasoning included)."""
+    if api != "chat":
+        return choice.get("text") or ""
+    delta = choice.get("delta") or {}
+    # vLLM streams a reasoning model's thinking apart from its answer; both are output tokens.
+    return delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning") or ""
 
 
 def error_text(error: object) -> str:

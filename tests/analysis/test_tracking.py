@@ -121,6 +121,24 @@ def test_no_secret_reaches_any_wandb_file(offline, monkeypatch):
     assert run.config["backend.api_key"] == "***"
 
 
+def test_the_servers_view_and_draft_acceptance_reach_the_run_summary(offline):
+    row = load_summary(REF).set_index(rec.LABEL).loc["vllm_server c=1"].to_dict()
+    row[rec.LABEL] = "drafted"
+    row[rec.SPEC_ACCEPTANCE_PERCENT] = 62.5
+    row[rec.SERVER_SPEC_DRAFT_TOKENS] = 4000
+    row[rec.latency_column(rec.SERVER_TTFT, "mean")] = 24.0
+    row[rec.SERVER_PREFIX_CACHE_HIT_PERCENT] = None  # not exported: left out, not logged as 0
+    empty = load_requests(REF).iloc[:0]
+    with Tracker(WANDB, "spec", offline) as tracker:
+        tracker.trial_finished(row, empty, load_timeseries(REF).iloc[:0])
+    (run,) = read_runs(offline / "wandb")
+    assert run.summary[rec.SPEC_ACCEPTANCE_PERCENT] == pytest.approx(62.5)
+    assert run.summary[rec.SERVER_SPEC_DRAFT_TOKENS] == 4000
+    assert run.summary[rec.latency_column(rec.SERVER_TTFT, "mean")] == pytest.approx(24.0)
+    assert rec.SERVER_PREFIX_CACHE_HIT_PERCENT not in run.summary
+    assert rec.SPEC_ACCEPTANCE_PERCENT not in run.config  # a metric, not a config value
+
+
 def test_a_wandb_failure_is_one_warning_and_turns_tracking_off(offline, monkeypatch, caplog):
     calls = []
 

@@ -10,6 +10,7 @@ checks that no vLLM process is left.
 import dataclasses
 import time
 
+import pandas as pd
 import psutil
 import pytest
 
@@ -18,7 +19,7 @@ from backends.base import GenRequest
 from backends.openai import OpenAIBackend, OpenAIBackendConfig
 from backends.tiny_model import ensure_tiny_model
 from backends.vllm import VLLMBackend, VLLMBackendConfig
-from backends.vllm_server import VLLMServerBackend
+from backends.vllm_server import VLLM_SERVER_SERIES, VLLMServerBackend
 from sweep.core import records as R
 from sweep.core.config import WorkloadConfig
 from sweep.loadgen.engine import run_engine_workload
@@ -141,6 +142,27 @@ def test_kv_cache_usage_and_queue_are_sampled_from_metrics(served):
         assert (busy[R.KV_CACHE_USAGE_PERCENT] > 0).all()
         idle = wide[(wide[R.RUNNING_REQUESTS] == 0) & (wide[R.WAITING_REQUESTS] == 0)]
         assert (idle[R.KV_CACHE_USAGE_PERCENT] == 0).all()
+
+
+def test_the_whole_metrics_is_captured_and_mapped_into_the_summary(served):
+    mapped = {f for r, f in VLLM_SERVER_SERIES.items() if not r.startswith("spec_")}
+    col = R.latency_column
+    for files in served.trials:
+        capture = table(files, "server_metrics")
+        assert mapped <= set(capture[R.FAMILY]) and len(capture) > 300
+        summary = table(files, "summary").iloc[0]
+        sent = summary[R.NUM_REQUESTS] + summary["workload.warmup_requests"]
+        assert summary[R.SERVER_REQUESTS] == sent  # the server counts the warm-up too
+        # In ms as the client's (vLLM's are seconds); the server's mean includes the warm-up.
+        server_ttft = summary[col(R.SERVER_TTFT, "mean")]
+        assert 0.2 * summary[col("ttft", "mean")] < server_ttft < 2 * summary[col("ttft", "p99")]
+        queue = summary[col(R.SERVER_QUEUE, "mean")]
+        prefill = summary[col(R.SERVER_PREFILL, "mean")]
+        assert queue >= 0 and 0 < prefill and queue + prefill <= server_ttft + 5.0
+        assert 0 < summary[col(R.SERVER_ITL, "mean")] and 0 < summary[col(R.SERVER_TPOT, "mean")]
+        assert 0 <= summary[R.SERVER_PREFIX_CACHE_HIT_PERCENT] <= 100
+        assert summary[R.SERVER_PREEMPTIONS] >= 0
+        assert pd.isna(summary[R.SPEC_ACCEPTANCE_PERCENT])  # no drafter
 
 
 def test_openai_backend_attaches_to_the_running_server(served):

@@ -18,16 +18,13 @@ from analysis.load import load_requests, load_summary
 from analysis.report import write_report
 from sweep.core import records as R
 from sweep.core.errors import ConfigError
-from sweep.core.results import ResultStore, TrialFiles
 from sweep.core.summary import summarize
 from sweep.core.trust import steady_state_window, too_short
 from sweep.display import print_trust_warnings
 from sweep.loadgen.arrivals import arrival_offsets
 from sweep.loadgen.http import run_http_workload
 from sweep.loadgen.saturation import ClientUsage, client_columns, is_saturated, lag_limit_ms
-from sweep.plan import build_plan
-from sweep.trial import run_deployment
-from tests.helpers import make_requests, workload
+from tests.helpers import make_requests, run_sweep_here, workload
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -186,17 +183,11 @@ def test_token_count_mismatches_are_counted_and_reported(sim):
 
 
 def run_small_sweep(out, *overrides):
-    plan = build_plan([
-        "backend=sim", "workload=closed_loop", "sweep.name=trust", f"output.dir={out}",
+    return run_sweep_here(out, [
+        "backend=sim", "workload=closed_loop", "sweep.name=trust",
         "workload.num_requests=12", "workload.output_len=4", "workload.warmup_requests=0",
         "dataset.input_len=16", "backend.itl_ms=1", *overrides,
     ])  # fmt: skip
-    store = ResultStore(str(out), plan.name)
-    for deployment in plan.deployments:
-        for item in run_deployment(deployment, {"env.git_sha": "test"}):
-            if isinstance(item, TrialFiles):
-                store.write_trial(item)
-    return out / plan.name
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,10 @@
 
 `tests/fixtures/plan_ids.json` was recorded from main at 9e73cea (before backends owned their
 configs) by `python tests/sweep/test_plan_ids.py --record`: resume, de-duplication and
-cross-sweep comparison all rest on these ids staying put.
+cross-sweep comparison all rest on these ids staying put. A change that moves ids on purpose
+re-records the experiments it moves, and says so here:
+- engine_comparison: `hardware=a100_80g` asks for accelerator type `A100`, the one Ray detects
+  (it never sets `A100-80G`), so its deployment and trial ids changed (issue 18, item 5).
 """
 
 import json

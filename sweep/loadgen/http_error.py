@@ -1,0 +1,71 @@
+"""One line for an HTTP error answer, naming the body field an endpoint rejected.
+
+A strict endpoint answers 400 (OpenAI) or 422 (FastAPI, pydantic) to a field it does not know or
+will not take; the request fails with `http_error: HTTP 400: the endpoint rejected field 'X':
+...` when the answer says which: OpenAI's error object has `param`, pydantic errors a `loc`
+(vLLM prints them into its message). Other answers keep their first line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+
+from sweep.core.secrets import REDACTED
+
+# How servers name a rejected field in a message: OpenAI's wording, or a pydantic error printed
+# into it (vLLM: "... 'loc': ('body', 'ignore_eos') ...").
+FIELD_IN_MESSAGE = re.compile(
+    r"(?:argument supplied|[Uu]nsupported parameter|[Uu]nknown parameter):?\s*'?([\w.]+)"
+    r"|'loc': \(([^)]*)\)"
+)
+
+
+def error_line(status: int, text: str, secrets: Iterable[str] = ()) -> str:
+    """One line for a non-200 answer; for 400 and 422, naming the field rejected if it says.
+
+    Args:
+        status: the HTTP status.
+        text: the response body (or the reason phrase when it is empty).
+        secrets: values to replace by `***` (a server may echo the request back).
+    """
+    message, rejected = text.splitlines()[0] if text else "", None
+    if status in (400, 422):
+        rejected, message = _rejection(text)
+    line = " ".join(message.split())[:300]
+    if rejected:
+        line = f"the endpoint rejected field {rejected!r}: {line}"
+    for secret in secrets:
+        if secret:
+            line = line.replace(secret, REDACTED)
+    return f"http_error: HTTP {status}: {line}"
+
+
+def _rejection(text: str) -> tuple[str | None, str]:
+    """The field a 400/422 body names (OpenAI's `param`, pydantic's `loc`) and its message."""
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        return None, text
+    error = payload.get("error", payload)
+    detail = payload.get("detail")  # FastAPI: {"detail": [{"loc": [...], "msg": ...}]}
+    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+        error = detail[0]
+    if not isinstance(error, dict):
+        return None, str(error)
+    message = str(error.get("message") or error.get("msg") or text)
+    rejected = error.get("param") or _loc(error.get("loc"))
+    if not rejected and (match := FIELD_IN_MESSAGE.search(message)):
+        rejected = match[1] or _loc(re.findall(r"'([^']*)'", match[2]))
+    return (str(rejected) if rejected else None), message
+
+
+def _loc(loc: object) -> str | None:
+    """`a.b` for pydantic's location `("body", "a", "b")`."""
+    if not isinstance(loc, list | tuple):
+        return None
+    parts = [str(p) for p in loc]
+    return ".".join(parts[1:] if parts[:1] == ["body"] else parts) or None

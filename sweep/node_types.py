@@ -1,0 +1,127 @@
+"""The nodes a cluster can still launch: the autoscaler's node types, read on the driver.
+
+Right after `ray up` only the head is alive (every GPU type of the shipped YAMLs has
+`min_workers: 0`); a deployment that no alive node fits is then waiting for the autoscaler, not
+unplaceable. `launchable_node_types` says what the autoscaler may add, so that placement fails a
+deployment only when no node it can ever launch fits it:
+- autoscaler v2 publishes its node groups (resources, max count) in the GCS;
+- autoscaler v1 (`ray up` on VMs, Ray's fake multi-node provider) publishes none: its config is
+  the file the monitor was started with (`--autoscaling-config`, found on the command line of the
+  monitor process of this node: the driver runs on the head under `ray job submit`), or
+  `~/ray_bootstrap_config.yaml`, where `ray up` puts it on the head.
+`None` means no autoscaler was found: the alive nodes are all there will be.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger(__name__)
+BOOTSTRAP_CONFIG = Path.home() / "ray_bootstrap_config.yaml"
+MONITOR_SCRIPT = "autoscaler/_private/monitor.py"
+CONFIG_FLAG = "--autoscaling-config="
+STATUS_KEY = "__autoscaling_status"  # the v1 monitor's report in the GCS key-value store
+
+
+@dataclass(frozen=True)
+class NodeType:
+    """A kind of node the autoscaler may launch."""
+
+    name: str
+    resources: dict[str, float] | None = None  # None: not known, so assumed to fit anything
+    max_workers: int = 0
+
+    def fits(self, needed: dict[str, float]) -> bool:
+        """Whether one node of this type can hold a task needing `needed`."""
+        return self.resources is None or resources_fit(needed, self.resources)
+
+
+def launchable_node_types() -> list[NodeType] | None:
+    """The node types the running cluster's autoscaler may launch; None without an autoscaler.
+
+    When an autoscaler runs but its node types cannot be read, the list holds one type of unknown
+    resources: placement then waits rather than fail what a node it cannot see might host.
+    """
+    types = _from_gcs()
+    if types is not None:
+        return types
+    config = _autoscaling_config_path()
+    if config is not None:
+        types = node_types_of(config)
+        if types is not None:
+            return types
+    if _autoscaler_reports():
+        log.warning("an autoscaler runs but its node types are unknown: deployments will wait")
+        return [NodeType("unknown", None, -1)]
+    return None
+
+
+def node_types_of(path: Path) -> list[NodeType] | None:
+    """The worker node types of an autoscaling config file (the head type is not launched)."""
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        log.warning("cannot read the autoscaling config %s: %s", path, exc)
+        return None
+    head = config.get("head_node_type")
+    types = []
+    for name, spec in (config.get("available_node_types") or {}).items():
+        if name == head or not isinstance(spec, dict):
+            continue
+        resources = {k: float(v) for k, v in (spec.get("resources") or {}).items()}
+        max_workers = int(spec.get("max_workers", config.get("max_workers", 0)) or 0)
+        if max_workers != 0:
+            types.append(NodeType(str(name), resources, max_workers))
+    return types
+
+
+def _from_gcs() -> list[NodeType] | None:
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+    except Exception:  # a private API: absent or changed, fall back to the config file
+        return None
+    if config is None or not config.node_group_configs:
+        return None
+    return [
+        NodeType(group.name, dict(group.resources), int(group.max_count))
+        for group in config.node_group_configs
+        if group.max_count != 0
+    ]
+
+
+def _autoscaling_config_path() -> Path | None:
+    """The config file of the autoscaler monitor running on this node, else `ray up`'s copy."""
+    try:
+        import psutil
+
+        for proc in psutil.process_iter(["cmdline"]):
+            cmdline = proc.info["cmdline"] or []
+            if not any(MONITOR_SCRIPT in part for part in cmdline):
+                continue
+            for part in cmdline:
+                if part.startswith(CONFIG_FLAG):
+                    return Path(part[len(CONFIG_FLAG) :])
+    except Exception as exc:  # process listing can be denied; the bootstrap file may still do
+        log.debug("cannot list processes: %s", exc)
+    return BOOTSTRAP_CONFIG if BOOTSTRAP_CONFIG.is_file() else None
+
+
+def _autoscaler_reports() -> bool:
+    try:
+        from ray.experimental.internal_kv import _internal_kv_get
+
+        return bool(_internal_kv_get(STATUS_KEY))
+    except Exception:
+        return False
+
+
+def resources_fit(needed: dict[str, float], offered: dict[str, Any]) -> bool:
+    """Whether a node offering `offered` resources can hold a task needing `needed`."""
+    return all(float(offered.get(key, 0.0)) >= amount for key, amount in needed.items())

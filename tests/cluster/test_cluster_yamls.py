@@ -1,0 +1,75 @@
+"""The shipped `ray up` configs: valid for Ray, Python 3.11 nodes, the studies' engines, niceness 0.
+
+Nothing here launches a cloud node: the configs are filled out with the provider's defaults and
+validated against Ray's own schema, as `ray up` does before it creates anything.
+"""
+
+import re
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+from ray.autoscaler._private.util import fillout_defaults, validate_config
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((REPO / "scripts" / "cluster").glob("*.yaml"))
+
+
+@pytest.fixture(params=CONFIGS, ids=lambda p: p.name)
+def config(request):
+    return yaml.safe_load(request.param.read_text())
+
+
+def test_both_clouds_are_shipped():
+    assert {p.name for p in CONFIGS} == {"l4-aws.yaml", "l4-gcp.yaml"}
+
+
+def test_ray_accepts_the_config(config):
+    validate_config(fillout_defaults(config))
+
+
+def test_nodes_run_python_3_11_and_this_ray(config):
+    image = config["docker"]["image"]
+    match = re.fullmatch(r"rayproject/ray:([\d.]+)-py(\d)(\d+)-gpu", image)
+    assert match, image
+    assert match.group(1) == ray.__version__
+    assert (int(match.group(2)), int(match.group(3))) >= (3, 11)
+
+
+def test_setup_installs_the_engines_the_studies_use(config):
+    setup = " ".join(config["setup_commands"])
+    for extra in ("vllm", "gpu", "ctranslate2", "bitsandbytes", "exllamav2"):
+        assert re.search(rf"\[[^\]]*\b{extra}\b[^\]]*\]", setup), extra
+    assert "llama-cpp-python" in setup and "GGML_CUDA=on" in setup
+
+
+def test_workers_start_at_niceness_0(config):
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        starts = [c for c in config[key] if "ray start" in c]
+        assert starts and all("RAY_worker_niceness=0" in c for c in starts), key
+
+
+def test_the_code_is_synced_without_the_venv_or_results(config):
+    assert {".venv", "results", ".git"} <= set(config["rsync_exclude"])
+
+
+def test_gpu_node_types_start_from_zero_and_declare_l4(config):
+    gpu_types = {
+        name: spec
+        for name, spec in config["available_node_types"].items()
+        if spec["resources"].get("GPU")
+    }
+    assert gpu_types
+    for spec in gpu_types.values():
+        assert spec["min_workers"] == 0  # the autoscaler adds them: the driver must wait
+        assert spec["resources"]["accelerator_type:L4"] >= 1
+
+
+def test_gcp_gpu_nodes_install_the_nvidia_driver():
+    config = yaml.safe_load((REPO / "scripts" / "cluster" / "l4-gcp.yaml").read_text())
+    for spec in config["available_node_types"].values():
+        if not spec["resources"].get("GPU"):
+            continue
+        items = spec["node_config"]["metadata"]["items"]
+        assert {"key": "install-nvidia-driver", "value": "True"} in items

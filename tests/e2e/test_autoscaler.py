@@ -1,0 +1,159 @@
+"""The overnight path from `min_workers: 0`: deployments wait for the autoscaler, nodes are added.
+
+A cluster is started as `ray up` leaves it: only a CPU head, with an autoscaler whose GPU node
+types are those of scripts/cluster/l4-aws.yaml (`min_workers: 0`). The nodes it adds are Ray's
+fake multi-node provider's: real raylets on this machine declaring the node type's resources (the
+GPUs and the L4 accelerator type are simulated; the sim backend needs none). The head and every
+process it starts are ours alone: started by process id in their own temporary folder and
+killed by it, never with `ray stop`, which would stop every Ray of the machine.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from sweep.core import records as R
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = REPO / "scripts" / "cluster" / "l4-aws.yaml"
+# Fields the autoscaler's monitor reads that `ray up` would fill in from the provider defaults.
+EMPTY_FIELDS = {
+    "auth": {}, "file_mounts": {}, "cluster_synced_files": [], "rsync_exclude": [],
+    "rsync_filter": [], "file_mounts_sync_continuously": False, "initialization_commands": [],
+    "setup_commands": [], "head_setup_commands": [], "worker_setup_commands": [],
+    "head_start_ray_commands": [], "worker_start_ray_commands": [],
+}  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ours(folder: str) -> list[psutil.Process]:
+    """Every process whose command line names the cluster's temporary folder."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(folder in part for part in proc.info["cmdline"] or []):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def autoscaling_config(folder: Path, port: int) -> Path:
+    shipped = yaml.safe_load(SHIPPED.read_text())
+    gpu_types = {
+        name: {
+            "resources": spec["resources"],
+            "min_workers": spec["min_workers"],
+            "max_workers": 1,  # the shipped types, one node each: six raylets are too many here
+            "node_config": {},
+        }
+        for name, spec in shipped["available_node_types"].items()
+        if spec["resources"].get("GPU")
+    }
+    config = {
+        "cluster_name": "fake",
+        "max_workers": 2,
+        "upscaling_speed": 10,
+        "idle_timeout_minutes": 5,
+        "provider": {
+            "type": "fake_multinode",
+            "use_node_id_as_ip": True,
+            "disable_node_updaters": True,
+            "disable_launch_config_check": True,
+            "gcs_address": f"127.0.0.1:{port}",
+        },
+        "available_node_types": {
+            "head": {"resources": {"CPU": 1}, "max_workers": 0, "node_config": {}},
+            **gpu_types,
+        },
+        "head_node_type": "head",
+        **EMPTY_FIELDS,
+    }
+    path = folder / "autoscaling.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    folder = tempfile.mkdtemp(prefix="llmsw-as-", dir="/tmp")  # Ray's socket paths must be short
+    port = free_port()
+    env = {
+        **os.environ,
+        "RAY_FAKE_CLUSTER": "1",
+        "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_ADDRESS": f"127.0.0.1:{port}",
+    }
+    config = autoscaling_config(Path(folder), port)
+    ray = str(Path(sys.executable).with_name("ray"))
+    try:
+        subprocess.run(
+            [ray, "start", "--head", f"--autoscaling-config={config}",
+             "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1", "--num-gpus=0",
+             f"--temp-dir={folder}/ray", "--include-dashboard=false"],
+            env=env, check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        yield env, folder
+    finally:
+        for proc in ours(folder):
+            try:
+                proc.send_signal(signal.SIGKILL)
+            except psutil.Error:
+                pass
+        psutil.wait_procs(ours(folder), timeout=20)
+
+
+def test_a_sweep_from_zero_gpu_nodes_waits_for_the_autoscaler(cluster, tmp_path):
+    env, folder = cluster
+    out = tmp_path / "results"
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "sweep", "+experiment=sim_cluster", "cluster=auto",
+         f"output.dir={out}", "sweep.grid.workload.concurrency=[2]",
+         "workload.num_requests=8"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [pq.read_table(p).to_pylist()[0] for p in out.glob(f"sim_cluster/*/*/{R.SUMMARY_FILE}")]
+    assert len(rows) == 6  # every trial recorded
+    assert len({r[R.TRIAL_ID] for r in rows}) == 6  # once each
+    assert {r[R.TRIAL_STATUS] for r in rows} == {R.STATUS_OK}, [r[R.ERROR_MESSAGE] for r in rows]
+    assert "waits for a node of type L4" in done.stderr
+    # They ran on the nodes the autoscaler added, not on the CPU-only head.
+    nodes = {r["env.ray_node_id"] for r in rows}
+    assert all(n.startswith("fffffffffffffffffffffffffffffff") for n in nodes), nodes
+    assert time.monotonic() - started < 600
+
+
+def test_a_deployment_no_launchable_node_fits_is_unplaceable_at_once(cluster, tmp_path):
+    env, _ = cluster
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, "-m", "sweep", "+experiment=sim_cluster", "cluster=auto",
+         f"output.dir={out}", "sweep.grid.workload.concurrency=[2]",
+         "sweep.grid.backend.ttft_ms=[10]", "hardware=a100_80g", "workload.num_requests=4"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [pq.read_table(p).to_pylist()[0] for p in out.glob(f"sim_cluster/*/*/{R.SUMMARY_FILE}")]
+    assert [r[R.ERROR_KIND] for r in rows] == ["unplaceable"]
+    assert (
+        "no node, alive or launchable by the autoscaler, has accelerator type"
+        in rows[0][R.ERROR_MESSAGE]
+    )

@@ -1,0 +1,134 @@
+"""The server's own view end to end: sim trials run as a Ray task runs them, against its truth.
+
+The sim schedules every request on arrival and sends its first token `ttft_ms` later, then a
+token every `itl_ms`: its own histograms must say so through the capture, the mapping and the
+summary, the files must hold the capture, and the report must show where the time went. A
+/metrics that is not Prometheus text costs the trial nothing but one warning.
+"""
+
+import logging
+
+import pandas as pd
+import pytest
+
+import sweep.trial as trial_module
+from analysis.load import load_requests, load_server_metrics, load_summary
+from analysis.report import write_report
+from backends.prometheus import Scrape
+from backends.sim import SimBackend
+from sweep.core import records as R
+from sweep.core.results import ResultStore, TrialFiles
+from sweep.plan import build_plan
+from sweep.trial import run_deployment
+
+pytestmark = pytest.mark.timeout(180)
+
+TTFT_MS, ITL_MS, OUTPUT_LEN, REQUESTS, WARMUP = 40.0, 5.0, 20, 40, 2
+
+
+def run_sim(out, *overrides):
+    plan = build_plan([
+        "backend=sim", "workload=closed_loop", "sweep.name=server_view", f"output.dir={out}",
+        f"workload.num_requests={REQUESTS}", f"workload.warmup_requests={WARMUP}",
+        "workload.concurrency=4", f"workload.output_len={OUTPUT_LEN}", "dataset.input_len=16",
+        f"backend.ttft_ms={TTFT_MS}", f"backend.itl_ms={ITL_MS}", *overrides,
+    ])  # fmt: skip
+    store = ResultStore(str(out), plan.name)
+    files = []
+    for deployment in plan.deployments:
+        for item in run_deployment(deployment, {"env.git_sha": "test"}):
+            if isinstance(item, TrialFiles):
+                store.write_trial(item)
+                files.append(item)
+    return out / plan.name, files
+
+
+@pytest.fixture(scope="module")
+def sim_sweep(tmp_path_factory):
+    root, files = run_sim(tmp_path_factory.mktemp("results"))
+    write_report(root)
+    return root, files
+
+
+def test_the_capture_is_written_and_read_back(sim_sweep):
+    root, (files,) = sim_sweep
+    capture = load_server_metrics(root)
+    assert len(capture) == files.server_metrics.num_rows > 100
+    assert set(capture.columns) == set(R.SERVER_METRICS_SCHEMA.names)
+    assert {"sim:time_to_first_token_seconds", "sim:num_requests_running"} <= set(capture[R.FAMILY])
+    # Both scrapes lie outside the requests: they cost the measured load nothing.
+    requests = load_requests(root)
+    assert capture[R.START_T_S].max() <= requests[R.SENT_S].min()
+    assert capture[R.END_T_S].min() >= requests[R.END_S].max()
+
+
+def test_the_sims_own_view_matches_its_schedule(sim_sweep):
+    root, _ = sim_sweep
+    row = load_summary(root).iloc[0]
+    col = R.latency_column
+    assert row[R.TRIAL_STATUS] == R.STATUS_OK
+    assert row[R.SERVER_REQUESTS] == REQUESTS + WARMUP  # the server sees the warm-up too
+    assert row[col(R.SERVER_TTFT, "mean")] == pytest.approx(TTFT_MS, abs=3)
+    # Read from buckets 35-40-45 ms: within the bucket of the truth, or its neighbour when the
+    # timer fired a little early or late.
+    assert 35 <= row[col(R.SERVER_TTFT, "median")] <= 45
+    assert 35 <= row[col(R.SERVER_TTFT, "p99")] <= 50
+    assert row[col(R.SERVER_QUEUE, "mean")] == 0 and row[col(R.SERVER_QUEUE, "p99")] == 0
+    assert row[col(R.SERVER_PREFILL, "mean")] == pytest.approx(row[col(R.SERVER_TTFT, "mean")])
+    assert row[col(R.SERVER_ITL, "mean")] == pytest.approx(ITL_MS, abs=1)
+    assert row[col(R.SERVER_TPOT, "mean")] == pytest.approx(ITL_MS, abs=1)
+    assert 4 <= row[col(R.SERVER_ITL, "median")] <= 7.5  # buckets 4-5-7.5 ms
+    # The client's first token comes after the server's: the gap is the network and the client.
+    gap_ms = row[col("ttft", "mean")] - row[col(R.SERVER_TTFT, "mean")]
+    assert -1.0 <= gap_ms <= 25.0
+    absent = (R.SERVER_PREFIX_CACHE_HIT_PERCENT, R.SERVER_PREEMPTIONS, R.SPEC_ACCEPTANCE_PERCENT)
+    assert row[list(absent)].isna().all()  # the sim has none of these: not invented
+
+
+def test_the_capture_costs_two_scrapes_beside_the_1_hz_sampling(sim_sweep):
+    """The sim counts every GET /metrics it serves; the capture's delta covers the trial."""
+    root, _ = sim_sweep
+    capture = load_server_metrics(root)
+    scrapes = capture[capture[R.FAMILY] == "sim:metrics_scrapes"].iloc[0]
+    served = scrapes[R.DELTA] + 1  # the start scrape, counted in its own reading
+    wall_s = load_summary(root).iloc[0][R.WALL_S]
+    one_hz = wall_s // 1.0 + 1  # the sampler's polls, its last one at the end included
+    assert 3 <= served <= 2 + one_hz + 1, (served, wall_s)
+
+
+def test_the_report_shows_where_the_time_went(sim_sweep):
+    root, _ = sim_sweep
+    report = (root / "report.md").read_text()
+    section = report.split("## Where the time went", 1)[1].split("\n## ", 1)[0]
+    table = [line.split("|")[1:-1] for line in section.splitlines() if line.startswith("| ")]
+    header, (row,) = [c.strip() for c in table[0]], table[2:]
+    cell = dict(zip(header, (c.strip() for c in row), strict=True))
+    assert cell["Requests (client / server)"] == f"{REQUESTS} / {REQUESTS + WARMUP}"
+    assert float(cell["Server TTFT (ms)"]) == pytest.approx(TTFT_MS, abs=3)
+    assert float(cell["Server queue (ms)"]) == 0
+    assert "Server counters" not in report  # the sim counts no cache, preemption or draft
+
+
+class NotPrometheus(SimBackend):
+    """The real sim, its /metrics looked for where the server answers something else."""
+
+    def metrics_scrape(self):
+        return Scrape(f"{self.base_url}/health")  # answers "ok"
+
+
+def test_a_metrics_page_that_is_not_prometheus_costs_one_warning(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(trial_module, "backend_class", lambda name: NotPrometheus)
+    with caplog.at_level(logging.WARNING):
+        _, (files,) = run_sim(tmp_path)
+    summary = files.summary.to_pandas().iloc[0]
+    assert summary[R.TRIAL_STATUS] == R.STATUS_OK
+    assert summary[R.COMPLETED_REQUESTS] == REQUESTS
+    assert files.server_metrics.num_rows == 0
+    assert pd.isna(summary[R.latency_column(R.SERVER_TTFT, "mean")])
+    series = files.timeseries.to_pandas()
+    assert (series[R.SOURCE] == "server").any()  # the mapped 1 Hz samples go on as before
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert "not Prometheus text" in warnings[0].getMessage() and warnings[0].exc_info is None
+    assert (tmp_path / "server_view" / files.deployment_id / files.trial_id
+            / R.SERVER_METRICS_FILE).is_file()  # fmt: skip
