@@ -18,9 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from backends.base import EngineBackend, GenRequest, GenResult, TokenCallback
-from backends.config import (
-    BackendConfig,
-)
+from backends.config import BackendConfig
 from backends.convert_cache import cache_key, cached_build
 from backends.streaming import TokenCounter
 from sweep.core.errors import (

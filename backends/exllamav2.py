@@ -18,9 +18,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from backends.base import EngineBackend, GenRequest, GenResult, TokenCallback
-from backends.config import (
-    BackendConfig,
-)
+from backends.config import BackendConfig
 from backends.convert_cache import first_line, local_checkpoint
 from backends.streaming import TokenCounter
 from sweep.core import records as R

@@ -20,9 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from backends.base import EngineBackend, GenRequest, GenResult, TokenCallback
-from backends.config import (
-    BackendConfig,
-)
+from backends.config import BackendConfig
 from backends.convert_cache import cache_key, cached_build, first_line, local_checkpoint
 from backends.gguf_convert import CONVERTER_VERSION, convert_to_gguf
 from backends.gguf_convert import OUTTYPES as GGUF_OUTTYPES

@@ -14,9 +14,7 @@ from dataclasses import dataclass, fields
 from typing import ClassVar
 
 from backends.base import TelemetrySource
-from backends.config import (
-    BackendConfig,
-)
+from backends.config import BackendConfig
 from backends.prometheus import MetricMap, PrometheusSource
 from backends.server_process import LaunchedServerBackend
 from backends.sim_schedule import SIM_FAULT_KINDS, SimSchedule

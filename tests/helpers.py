@@ -17,6 +17,10 @@ def workload(name="closed_loop", **values):
     return WorkloadConfig(name=name, **values)
 
 
+# A closed loop small enough for a test: no warm-up, 16-token prompts.
+SMALL_CLOSED_LOOP = ("workload=closed_loop", "workload.warmup_requests=0", "dataset.input_len=16")
+
+
 def run_sweep_here(out, overrides):
     """Plan `overrides` and run every deployment in this process, as its Ray task would.
 

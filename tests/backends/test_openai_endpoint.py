@@ -18,7 +18,7 @@ from sweep.core.errors import BackendError, ConfigError
 from sweep.core.summary import summarize
 from sweep.loadgen.http import run_http_workload
 from sweep.loadgen.http_error import error_line
-from tests.helpers import make_requests, run_sweep_here, workload
+from tests.helpers import SMALL_CLOSED_LOOP, make_requests, run_sweep_here, workload
 from tests.strict_server import MODEL, Running, StrictServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -191,11 +191,10 @@ def test_a_real_sim_gets_the_extensions_its_chunks_are_counted_by(sim):
 
 def run_sweep(out, *overrides):
     """A one-trial sweep on the openai backend, run in this process as a Ray task would."""
-    return run_sweep_here(out, [
-        "backend=openai", "workload=closed_loop", "sweep.name=strict",
-        "workload.num_requests=4", "workload.output_len=5", "workload.warmup_requests=0",
-        "workload.concurrency=2", "dataset.input_len=16", *overrides,
-    ])  # fmt: skip
+    settings = ["workload.num_requests=4", "workload.output_len=5", "workload.concurrency=2"]
+    return run_sweep_here(
+        out, ["backend=openai", "sweep.name=strict", *SMALL_CLOSED_LOOP, *settings, *overrides]
+    )
 
 
 def test_a_sweep_writes_no_secret_and_its_report_says_lengths_were_not_forced(

@@ -24,7 +24,7 @@ from sweep.display import print_trust_warnings
 from sweep.loadgen.arrivals import arrival_offsets
 from sweep.loadgen.http import run_http_workload
 from sweep.loadgen.saturation import ClientUsage, client_columns, is_saturated, lag_limit_ms
-from tests.helpers import make_requests, run_sweep_here, workload
+from tests.helpers import SMALL_CLOSED_LOOP, make_requests, run_sweep_here, workload
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -183,11 +183,10 @@ def test_token_count_mismatches_are_counted_and_reported(sim):
 
 
 def run_small_sweep(out, *overrides):
-    return run_sweep_here(out, [
-        "backend=sim", "workload=closed_loop", "sweep.name=trust",
-        "workload.num_requests=12", "workload.output_len=4", "workload.warmup_requests=0",
-        "dataset.input_len=16", "backend.itl_ms=1", *overrides,
-    ])  # fmt: skip
+    settings = ["workload.num_requests=12", "workload.output_len=4", "backend.itl_ms=1"]
+    return run_sweep_here(
+        out, ["backend=sim", "sweep.name=trust", *SMALL_CLOSED_LOOP, *settings, *overrides]
+    )
 
 
 @pytest.fixture(scope="module")
