@@ -79,6 +79,9 @@ def connect(cluster: Any) -> bool:
         ray.init(address=cluster.address, **kwargs)
         return True
     ray.init(
+        # "local" always starts a new instance: without it, Ray joins the cluster named in
+        # /tmp/ray/ray_current_cluster, which a killed earlier run leaves behind.
+        address="local",
         num_cpus=cluster.num_cpus,
         num_gpus=cluster.num_gpus,
         _node_ip_address=cluster.node_ip_address,

@@ -66,18 +66,29 @@ def worker_environment() -> dict[str, str | int | None]:
     }
     env.update({f"env.{k}": v for k, v in package_versions().items()})
     env.update(_ray_placement())
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        if pynvml.nvmlDeviceGetCount() > 0:
-            env["env.gpu_name"] = str(
-                pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
-            )
-            env["env.gpu_driver"] = str(pynvml.nvmlSystemGetDriverVersion())
-    except Exception:  # no NVML: a CPU machine, or a GPU without the library
-        pass
+    env.update(_gpu())
     return env
+
+
+def _gpu() -> dict[str, str]:
+    """Name and driver of the first GPU this worker sees (its `CUDA_VISIBLE_DEVICES`), if any."""
+    from sweep.telemetry import nvml_module, visible_gpus
+
+    nvml = nvml_module()
+    try:
+        handles = visible_gpus(nvml) if nvml is not None else []
+        if not handles:
+            return {}
+        return {
+            "env.gpu_name": _text(nvml.nvmlDeviceGetName(handles[0])),
+            "env.gpu_driver": _text(nvml.nvmlSystemGetDriverVersion()),
+        }
+    except Exception:  # NVML cannot tell: the columns stay empty
+        return {}
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _ray_placement() -> dict[str, str | None]:

@@ -14,6 +14,7 @@ deployment only when no node it can ever launch fits it:
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,13 +98,20 @@ def _from_gcs() -> list[NodeType] | None:
 
 
 def _autoscaling_config_path() -> Path | None:
-    """The config file of the autoscaler monitor running on this node, else `ray up`'s copy."""
+    """The config file of this cluster's autoscaler monitor on this node, else `ray up`'s copy.
+
+    Every head runs a monitor; only one started with `--autoscaling-config` can launch nodes.
+    Its `--gcs-address` must be this driver's cluster: tests (and users) may run several.
+    """
+    gcs = _gcs_address()
     try:
         import psutil
 
         for proc in psutil.process_iter(["cmdline"]):
             cmdline = proc.info["cmdline"] or []
             if not any(MONITOR_SCRIPT in part for part in cmdline):
+                continue
+            if gcs and f"--gcs-address={gcs}" not in cmdline:
                 continue
             for part in cmdline:
                 if part.startswith(CONFIG_FLAG):
@@ -113,11 +121,28 @@ def _autoscaling_config_path() -> Path | None:
     return BOOTSTRAP_CONFIG if BOOTSTRAP_CONFIG.is_file() else None
 
 
+def _gcs_address() -> str | None:
+    try:
+        import ray
+
+        return ray.get_runtime_context().gcs_address
+    except Exception:  # not connected: any monitor's file is as good a guess as none
+        return None
+
+
 def _autoscaler_reports() -> bool:
+    """Whether this cluster's autoscaler reports node types it may launch.
+
+    A head without an autoscaling config still runs a monitor, whose report then lists no
+    launchable type (`node_availabilities` is empty): its alive nodes are all there will be.
+    """
     try:
         from ray.experimental.internal_kv import _internal_kv_get
 
-        return bool(_internal_kv_get(STATUS_KEY))
+        status = json.loads(_internal_kv_get(STATUS_KEY) or b"{}")
+        report = status.get("autoscaler_report") or {}
+        summary = report.get("node_availability_summary") or {}
+        return bool(summary.get("node_availabilities"))
     except Exception:
         return False
 

@@ -63,7 +63,7 @@ def nvml_source() -> Source | None:
     its own NVML call, and one that fails (a MIG instance reports no utilisation or power; a
     driver may refuse power readings) drops that reading only.
     """
-    nvml = _nvml()
+    nvml = nvml_module()
     if nvml is None:
         return None
     try:
@@ -109,7 +109,7 @@ def check_gpu_memory(hardware: str, memory_gb: float) -> None:
     Raises:
         BackendError: a visible GPU is smaller than `MEMORY_SHARE` x `memory_gb`.
     """
-    nvml = _nvml()
+    nvml = nvml_module()
     if nvml is None:
         return
     try:
@@ -185,7 +185,7 @@ def _warn_if_orders_differ(nvml: Any) -> None:
         )
 
 
-def _nvml() -> Any:
+def nvml_module() -> Any:
     """The initialised `pynvml` module, or None without the library, a driver or a GPU."""
     try:
         import pynvml

@@ -33,3 +33,24 @@ def test_each_gpu_deployment_runs_in_a_fresh_worker(tmp_path):
     assert len(set(by_deployment.values())) == 3, by_deployment
     assert {r["env.cuda_visible_devices"] for r in rows} == {"0"}
     assert {r[R.ENV_WORKER_NICE] for r in rows} == {0}  # the local cluster's workers: not niced
+
+
+def test_a_run_killed_before_does_not_stop_the_next_from_starting_ray(tmp_path):
+    """A Ray killed with SIGKILL leaves /tmp/ray/ray_current_cluster naming its dead GCS."""
+    marker = Path("/tmp/ray/ray_current_cluster")
+    before = marker.read_text() if marker.exists() else None
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("127.0.0.1:1\n")  # nothing listens there
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "sweep", "sweep.name=stale", "backend=sim",
+             "workload.num_requests=2", "workload.output_len=2", f"output.dir={tmp_path}"],
+            cwd=REPO, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    finally:
+        if before is None:
+            marker.unlink(missing_ok=True)
+        else:
+            marker.write_text(before)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(list(tmp_path.glob(f"stale/*/*/{R.SUMMARY_FILE}"))) == 1

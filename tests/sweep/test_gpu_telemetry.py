@@ -191,3 +191,13 @@ def test_a_40gb_a100_is_refused_for_a100_80g(nvml):
 def test_memory_check_passes_where_nvml_cannot_tell(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)  # no NVML: a CPU machine
     check_gpu_memory("a100_80g", 80)
+
+
+def test_the_summary_names_the_gpu_the_worker_got_not_device_0(nvml):
+    from sweep.environment import worker_environment
+
+    fake = nvml([card("GPU-aaaa", name="NVIDIA L4"), card("GPU-bbbb", name="NVIDIA H100")], "1")
+    fake.nvmlSystemGetDriverVersion = lambda: "580.65"
+    env = worker_environment()
+    assert env["env.gpu_name"] == "NVIDIA H100"
+    assert env["env.gpu_driver"] == "580.65"
