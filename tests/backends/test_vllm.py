@@ -153,9 +153,12 @@ def test_the_whole_metrics_is_captured_and_mapped_into_the_summary(served):
         summary = table(files, "summary").iloc[0]
         sent = summary[R.NUM_REQUESTS] + summary["workload.warmup_requests"]
         assert summary[R.SERVER_REQUESTS] == sent  # the server counts the warm-up too
-        # In ms as the client's (vLLM's are seconds); the server's mean includes the warm-up.
+        # In ms as the client's (vLLM's are seconds: left unconverted it would read 0.0x); the
+        # server's mean includes the warm-up. The server starts its clock when the engine takes
+        # the request, after the HTTP front end: on two busy cores the client's TTFT was 22x
+        # the server's in one CI-like run (374 ms against 16.8 ms), so only an upper bound holds.
         server_ttft = summary[col(R.SERVER_TTFT, "mean")]
-        assert 0.2 * summary[col("ttft", "mean")] < server_ttft < 2 * summary[col("ttft", "p99")]
+        assert 1.0 < server_ttft < 2 * summary[col("ttft", "p99")]
         queue = summary[col(R.SERVER_QUEUE, "mean")]
         prefill = summary[col(R.SERVER_PREFILL, "mean")]
         assert queue >= 0 and 0 < prefill and queue + prefill <= server_ttft + 5.0
