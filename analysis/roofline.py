@@ -239,8 +239,7 @@ def roofline(summary: pd.DataFrame) -> pd.DataFrame:
     Little's law (request throughput x mean E2E latency), else the offered batch or concurrency.
     Bytes per weight and per KV value are the engine's (`ENGINE_BYTES`). With speculative
     decoding a step verifies several drafted tokens and a sequence gains 1 + the accepted ones,
-    so 1 / TPOT counts more steps than ran: MBU is an upper bound there, and its basis says so
-    (the acceptance rate that would correct it is in the timeseries, not the summary).
+    so 1 / TPOT counts more steps than ran: MBU is an upper bound there, and its basis says so.
     MFU = 2 x parameters x output tok/s / (peak fp16 FLOP/s x GPUs).
 
     Returns:

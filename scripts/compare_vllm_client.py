@@ -43,18 +43,13 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +58,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
-import psutil  # noqa: E402
+from process_watch import cpu_ids, run_child, thread_cpus  # noqa: E402  (scripts/, beside this)
 
 from analysis.load import load_requests, load_summary  # noqa: E402
 from backends import backend_class  # noqa: E402
@@ -79,8 +74,6 @@ REF = "vllm bench"
 PATHS = {"sweep": "ours sweep", "direct": "ours direct"}
 BOOTSTRAP = 2000
 TOLERANCE = 0.05
-WATCH_INTERVAL_S = 1.0
-STOP_GRACE_S = 30.0
 # vLLM's client in a process of its own, so that it is confined like ours and shares nothing
 # with this script.
 VLLM_CLIENT = """
@@ -91,15 +84,6 @@ parser = FlexibleArgumentParser()
 add_cli_args(parser)
 main(parser.parse_args(sys.argv[1:]))
 """
-
-
-def cpu_ids(text: str) -> set[int]:
-    """CPU ids written as `taskset -c` takes them: `1`, `0,2`, `0-3`."""
-    ids: set[int] = set()
-    for part in text.split(","):
-        low, _, high = part.partition("-")
-        ids.update(range(int(low), int(high or low) + 1))
-    return ids
 
 
 def parse_args() -> argparse.Namespace:
@@ -164,120 +148,6 @@ class Round:
         return f"{text}  [{self.note}]"
 
 
-class TreeWatch:
-    """Samples, from this process, where a child's whole process tree runs, once a second.
-
-    Ray's daemons and workers are descendants of the `python -m sweep` process that starts them,
-    so the tree is everything a client round ran.
-    """
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.seen: dict[int, tuple[str, frozenset[int], int]] = {}  # pid: name, CPUs, nice
-        self.procs: dict[int, psutil.Process] = {p.pid: p for p in process_tree(pid)}
-        self.lingered = ""
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            self.sample()
-            if self._done.wait(WATCH_INTERVAL_S):
-                return
-
-    def sample(self) -> None:
-        for proc in process_tree(self.pid):
-            try:
-                with proc.oneshot():
-                    self.seen[proc.pid] = (proc.name(), frozenset(proc.cpu_affinity()), proc.nice())
-                self.procs.setdefault(proc.pid, proc)
-            except psutil.Error:
-                pass  # gone between listing and reading
-
-    def stop(self, grace_s: float) -> None:
-        """Stop sampling; wait up to `grace_s` for every process seen to exit, then kill the rest.
-
-        Ray's daemons are reparented when the sweep exits and may outlive it: a round must not
-        run beside the last one's, nor leave any behind.
-        """
-        self._done.set()
-        self._thread.join()
-        start = time.perf_counter()
-        _, alive = psutil.wait_procs(list(self.procs.values()), timeout=grace_s)
-        waited = time.perf_counter() - start
-        for proc in alive:
-            try:
-                proc.kill()
-            except psutil.Error:
-                pass
-        if alive:
-            names = ", ".join(sorted({self.seen.get(p.pid, ("?",))[0] for p in alive}))
-            self.lingered = f"; killed {len(alive)} processes left {grace_s:.0f} s after ({names})"
-        elif waited > 1.0:
-            self.lingered = f"; its processes outlived it by {waited:.0f} s"
-
-    def summary(self, allowed: set[int] | None) -> str:
-        """`N processes (names) on CPUs [..], nice <= k`, naming any that ran outside `allowed`."""
-        names = ", ".join(sorted({name for name, _, _ in self.seen.values()}))
-        cpus = sorted(set().union(*(c for _, c, _ in self.seen.values())))
-        text = f"{len(self.seen)} processes ({names}) on CPUs {cpus}, nice <= "
-        text += str(max(n for _, _, n in self.seen.values()))
-        outside = sorted({name for name, c, _ in self.seen.values() if allowed and c - allowed})
-        text += f"; OUTSIDE {sorted(allowed)}: {', '.join(outside)}" if outside else ""
-        return text + self.lingered
-
-
-def process_tree(pid: int) -> list[psutil.Process]:
-    """The process `pid` and all its descendants (none once it has exited)."""
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return []
-
-
-def thread_cpus(pid: int) -> tuple[int, int, set[int]]:
-    """Processes, threads, and the CPUs any thread of the tree of `pid` may run on."""
-    procs, threads, cpus = 0, 0, set()
-    for proc in process_tree(pid):
-        try:
-            tids = [t.id for t in proc.threads()]
-            cpus.update(*(os.sched_getaffinity(tid) for tid in tids))
-        except (psutil.Error, OSError):
-            continue
-        procs, threads = procs + 1, threads + len(tids)
-    return procs, threads, cpus
-
-
-def run_child(what: str, argv: list[str], log: Path) -> tuple[float, TreeWatch]:
-    """Run `argv` from the repository root, output to `log`; its wall seconds and tree watch.
-
-    The child inherits this process's CPU affinity. Interrupted, it gets SIGINT (the sweep then
-    shuts its Ray down); whatever of its tree is left `STOP_GRACE_S` after it exits is killed.
-    """
-    start = time.perf_counter()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
-        )
-    watch = TreeWatch(proc.pid)
-    try:
-        code = proc.wait()
-    except BaseException:
-        proc.send_signal(signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(STOP_GRACE_S)
-        raise
-    finally:
-        wall_s = time.perf_counter() - start
-        watch.stop(STOP_GRACE_S)
-    if code != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
-        raise SystemExit(f"{what} exited with code {code} (log: {log}):\n{tail}")
-    return wall_s, watch
-
-
 def measured(summary: dict[str, Any], requests: Any, where: str) -> tuple[float, list[float]]:
     """Output tok/s and each measured request's TTFT (ms) of one trial's summary and requests."""
     if summary[R.TRIAL_STATUS] != R.STATUS_OK:
@@ -302,7 +172,7 @@ def ours_sweep(overrides: list[str], results: Path, name: str, args) -> Round:
     """One round through `python -m sweep`: a new sweep `name`, read back from its Parquet."""
     argv = [sys.executable, "-m", "sweep", *overrides, f"sweep.name={name}",
             f"output.dir={results}"]  # fmt: skip
-    wall_s, watch = run_child("python -m sweep", argv, results / f"{name}.log")
+    wall_s, watch = run_child("python -m sweep", argv, results / f"{name}.log", ROOT)
     (summary,) = load_summary(results / name).to_dict("records")  # one trial per sweep
     tok_s, ttfts = measured(summary, load_requests(results / name), f"sweep {name}")
     note = f"python -m sweep {wall_s:.0f} s, {trust_note(summary)}; "
@@ -338,7 +208,7 @@ def theirs(server, args: argparse.Namespace, results: Path, name: str, seed: int
         "--result-dir", str(results),
         "--result-filename", f"{name}.json",
     ]  # fmt: skip
-    wall_s, watch = run_child("vllm bench", argv, results / f"{name}.log")
+    wall_s, watch = run_child("vllm bench", argv, results / f"{name}.log", ROOT)
     result = json.loads((results / f"{name}.json").read_text())
     if result["completed"] != args.prompts:
         raise SystemExit(f"vllm bench {name}: {result['failed']} requests failed")

@@ -72,7 +72,7 @@ def worker_environment() -> dict[str, str | int | None]:
 
 def _gpu() -> dict[str, str]:
     """Name and driver of the first GPU this worker sees (its `CUDA_VISIBLE_DEVICES`), if any."""
-    from sweep.telemetry import nvml_module, visible_gpus
+    from sweep.telemetry import nvml_module, nvml_text, visible_gpus
 
     nvml = nvml_module()
     try:
@@ -80,15 +80,12 @@ def _gpu() -> dict[str, str]:
         if not handles:
             return {}
         return {
-            "env.gpu_name": _text(nvml.nvmlDeviceGetName(handles[0])),
-            "env.gpu_driver": _text(nvml.nvmlSystemGetDriverVersion()),
+            "env.gpu_name": nvml_text(nvml.nvmlDeviceGetName(handles[0])),
+            "env.gpu_driver": nvml_text(nvml.nvmlSystemGetDriverVersion()),
         }
     except Exception:  # NVML cannot tell: the columns stay empty
         return {}
 
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _ray_placement() -> dict[str, str | None]:

@@ -160,7 +160,7 @@ def _gpu_handle(nvml: Any, entry: str, count: int) -> Any:
     if not entry.startswith("GPU-"):
         return None
     handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
-    matches = [h for h in handles if _text(nvml.nvmlDeviceGetUUID(h)).startswith(entry)]
+    matches = [h for h in handles if nvml_text(nvml.nvmlDeviceGetUUID(h)).startswith(entry)]
     return matches[0] if len(matches) == 1 else None
 
 
@@ -172,7 +172,10 @@ def _warn_if_orders_differ(nvml: Any) -> None:
         return
     count = nvml.nvmlDeviceGetCount()
     names = sorted(
-        {_text(nvml.nvmlDeviceGetName(nvml.nvmlDeviceGetHandleByIndex(i))) for i in range(count)}
+        {
+            nvml_text(nvml.nvmlDeviceGetName(nvml.nvmlDeviceGetHandleByIndex(i)))
+            for i in range(count)
+        }
     )
     key = ",".join(names)
     if len(names) > 1 and key not in _warned_orders:
@@ -196,7 +199,7 @@ def nvml_module() -> Any:
     return pynvml
 
 
-def _text(value: str | bytes) -> str:
+def nvml_text(value: str | bytes) -> str:
     """NVML strings are bytes in older nvidia-ml-py releases."""
     return value.decode() if isinstance(value, bytes) else value
 

@@ -21,11 +21,12 @@ def workload(name="closed_loop", **values):
 SMALL_CLOSED_LOOP = ("workload=closed_loop", "workload.warmup_requests=0", "dataset.input_len=16")
 
 
-def run_sweep_here(out, overrides):
+def run_sweep_here(out, overrides, collect=None):
     """Plan `overrides` and run every deployment in this process, as its Ray task would.
 
     The driver's part (writing each trial's files) is done by the store; returns the sweep's
-    results folder. For tests of what a trial records, without a Ray cluster's start-up.
+    results folder, and appends each trial's `TrialFiles` to `collect` when given. For tests of
+    what a trial records, without a Ray cluster's start-up.
     """
     from sweep.core.results import ResultStore, TrialFiles
     from sweep.plan import build_plan
@@ -37,4 +38,6 @@ def run_sweep_here(out, overrides):
         for item in run_deployment(deployment, {"env.git_sha": "test"}):
             if isinstance(item, TrialFiles):
                 store.write_trial(item)
+                if collect is not None:
+                    collect.append(item)
     return out / plan.name

@@ -17,9 +17,7 @@ from analysis.report import write_report
 from backends.prometheus import Scrape
 from backends.sim import SimBackend
 from sweep.core import records as R
-from sweep.core.results import ResultStore, TrialFiles
-from sweep.plan import build_plan
-from sweep.trial import run_deployment
+from tests.helpers import run_sweep_here
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -27,20 +25,20 @@ TTFT_MS, ITL_MS, OUTPUT_LEN, REQUESTS, WARMUP = 40.0, 5.0, 20, 40, 2
 
 
 def run_sim(out, *overrides):
-    plan = build_plan([
-        "backend=sim", "workload=closed_loop", "sweep.name=server_view", f"output.dir={out}",
+    files = []
+    settings = [
         f"workload.num_requests={REQUESTS}", f"workload.warmup_requests={WARMUP}",
         "workload.concurrency=4", f"workload.output_len={OUTPUT_LEN}", "dataset.input_len=16",
-        f"backend.ttft_ms={TTFT_MS}", f"backend.itl_ms={ITL_MS}", *overrides,
-    ])  # fmt: skip
-    store = ResultStore(str(out), plan.name)
-    files = []
-    for deployment in plan.deployments:
-        for item in run_deployment(deployment, {"env.git_sha": "test"}):
-            if isinstance(item, TrialFiles):
-                store.write_trial(item)
-                files.append(item)
-    return out / plan.name, files
+        f"backend.ttft_ms={TTFT_MS}", f"backend.itl_ms={ITL_MS}",
+    ]  # fmt: skip
+    overrides = [
+        "backend=sim",
+        "workload=closed_loop",
+        "sweep.name=server_view",
+        *settings,
+        *overrides,
+    ]
+    return run_sweep_here(out, overrides, files), files
 
 
 @pytest.fixture(scope="module")
