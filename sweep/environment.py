@@ -87,7 +87,6 @@ def _gpu() -> dict[str, str]:
         return {}
 
 
-
 def _ray_placement() -> dict[str, str | None]:
     """The Ray node this worker runs on (None outside a Ray worker)."""
     try:
