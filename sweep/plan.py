@@ -25,8 +25,8 @@ from sweep.core import records as rec
 from sweep.core.config import GROUPS, Config, flatten
 from sweep.core.errors import ConfigError
 
-NOT_IN_TRIAL_ID = ("sweep", "output", "cluster", "tracking", "slo", "reference")
-NOT_IN_FLAT = ("sweep", "output", "cluster", "tracking", "reference")
+NOT_IN_TRIAL_ID = ("sweep", "output", "cluster", "tracking", "slo", "search", "reference")
+NOT_IN_FLAT = ("sweep", "output", "cluster", "tracking", "search", "reference")
 DEPLOYMENT_KEYS = ("model", "backend", "hardware")
 SHORT_NAMES = {"batch_size": "b", "concurrency": "c", "request_rate": "r", "num_requests": "n"}
 

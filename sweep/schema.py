@@ -17,6 +17,7 @@ from sweep.core.config import (
     OutputConfig,
     PromptsDatasetConfig,
     RandomDatasetConfig,
+    SearchConfig,
     TrackingConfig,
     WorkloadConfig,
 )
@@ -37,6 +38,7 @@ def group_schemas() -> dict[str, dict[str, type]]:
         "cluster": {"cluster_schema": ClusterConfig},
         "output": {"output_schema": OutputConfig},
         "tracking": {"tracking_schema": TrackingConfig},
+        "search": {"search_schema": SearchConfig},
     }
 
 

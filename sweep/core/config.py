@@ -8,6 +8,7 @@ worker, the load generator and analysis read the same definitions (the stream ru
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,9 @@ from omegaconf import MISSING
 from sweep.core.errors import ConfigError, check_choice, check_positive
 
 # The config groups: an option of each is chosen per trial (`conf/<group>/<option>.yaml`).
-GROUPS = ("model", "backend", "workload", "dataset", "hardware", "cluster", "output", "tracking")
+GROUPS = (
+    "model", "backend", "workload", "dataset", "hardware", "cluster", "output", "tracking", "search"
+)  # fmt: skip
 WORKLOAD_MODES = ("latency_bound", "throughput_bound", "offline_batch", "closed_loop", "open_loop")
 
 
@@ -240,14 +243,124 @@ class TrackingConfig:
 
 @dataclass
 class SLOConfig:
-    """Service-level objectives used for goodput; None means no bound."""
+    """Service-level objectives: per-request bounds (goodput) and per-trial limits (search).
+
+    `ttft_ms`, `tpot_ms` and `e2e_ms` bound each request; a request meeting all of them counts
+    toward goodput (DistServe's definition), and `goodput_fraction` asks that share of a trial's
+    requests to meet them. The `<metric>_ms_<stat>` fields bound the trial's summary statistic
+    (`ttft_ms_p99: 500`), and `limits` bounds any other numeric summary column by name
+    (`server_queue_ms_p99: 100`). A trial meets the SLO when every bound set holds
+    (`sweep.core.slo`); None means no bound.
+    """
 
     ttft_ms: float | None = None
     tpot_ms: float | None = None
     e2e_ms: float | None = None
+    goodput_fraction: float | None = None
+    ttft_ms_mean: float | None = None
+    ttft_ms_median: float | None = None
+    ttft_ms_p90: float | None = None
+    ttft_ms_p99: float | None = None
+    tpot_ms_mean: float | None = None
+    tpot_ms_median: float | None = None
+    tpot_ms_p90: float | None = None
+    tpot_ms_p99: float | None = None
+    itl_ms_mean: float | None = None
+    itl_ms_median: float | None = None
+    itl_ms_p90: float | None = None
+    itl_ms_p99: float | None = None
+    e2e_ms_mean: float | None = None
+    e2e_ms_median: float | None = None
+    e2e_ms_p90: float | None = None
+    e2e_ms_p99: float | None = None
+    limits: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_positive("slo", ttft_ms=self.ttft_ms, tpot_ms=self.tpot_ms, e2e_ms=self.e2e_ms)
+        check_positive("slo", **self.trial_limits())
+        fraction = self.goodput_fraction
+        if fraction is not None and not 0.0 < fraction <= 1.0:
+            raise_config(f"slo.goodput_fraction must be in (0, 1], got {fraction}")
+        if fraction is not None and self.request_bounds() == {}:
+            raise_config(
+                "slo.goodput_fraction needs a per-request bound: set slo.ttft_ms, slo.tpot_ms "
+                "or slo.e2e_ms"
+            )
+
+    def request_bounds(self) -> dict[str, float]:
+        """The per-request bounds that are set (`ttft_ms`, `tpot_ms`, `e2e_ms`)."""
+        bounds = {"ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms, "e2e_ms": self.e2e_ms}
+        return {key: value for key, value in bounds.items() if value is not None}
+
+    def trial_limits(self) -> dict[str, float]:
+        """Summary column -> upper bound, for every trial-level limit that is set."""
+        named = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if "_ms_" in f.name and getattr(self, f.name) is not None
+        }
+        return {**named, **{key: float(value) for key, value in self.limits.items()}}
+
+    @property
+    def is_set(self) -> bool:
+        """Whether a search has anything to meet."""
+        return bool(self.trial_limits()) or self.goodput_fraction is not None
+
+
+SEARCH_MODES = ("none", "capacity", "profile")
+SEARCH_SPACINGS = ("linear", "geometric")
+
+
+@dataclass
+class SearchConfig:
+    """How a search replaces the load axis of a grid (`search=none`: the grid as written).
+
+    `capacity`: per deployment and grid point, the highest offered load (`workload.request_rate`
+    for open loops, `workload.concurrency` for closed loops) whose trial meets the SLO; bracketed
+    from `start` by `growth` (down to `min_load` when `start` fails), then narrowed until passing
+    and failing loads are within `tolerance` of each other, in at most `max_probes` trials,
+    `parallel` probes at a time. `profile`: GuideLLM's sweep, a synchronous probe and a
+    maximum-throughput probe, then `points` request rates between them. `target_rate` (req/s)
+    turns each capacity into replicas and dollars per hour. A probe whose achieved request rate
+    falls below `saturation_ratio` of the offered rate is over-saturated and fails.
+    """
+
+    mode: str = "none"
+    start: float | None = None
+    min_load: float | None = None
+    max_load: float | None = None
+    growth: float = 2.0
+    tolerance: float = 0.05
+    max_probes: int = 10
+    parallel: int = 1
+    points: int = 6
+    spacing: str = "linear"
+    target_rate: float | None = None
+    saturation_ratio: float = 0.9
+
+    def __post_init__(self) -> None:
+        check_choice("search", "mode", self.mode, SEARCH_MODES)
+        check_choice("search", "spacing", self.spacing, SEARCH_SPACINGS)
+        check_positive(
+            "search",
+            start=self.start,
+            min_load=self.min_load,
+            max_load=self.max_load,
+            max_probes=self.max_probes,
+            parallel=self.parallel,
+            points=self.points,
+            target_rate=self.target_rate,
+        )
+        if not 0.0 < self.tolerance < 1.0:
+            raise_config(f"search.tolerance must be in (0, 1), got {self.tolerance}")
+        if self.growth <= 1.0:
+            raise_config(f"search.growth must be > 1, got {self.growth}")
+        if not 0.0 < self.saturation_ratio <= 1.0:
+            raise_config(f"search.saturation_ratio must be in (0, 1], got {self.saturation_ratio}")
+        if self.start and self.max_load and self.start > self.max_load:
+            raise_config(f"search.start={self.start} is above search.max_load={self.max_load}")
+        if self.start and self.min_load and self.min_load > self.start:
+            raise_config(f"search.min_load={self.min_load} is above search.start={self.start}")
 
 
 @dataclass
@@ -297,6 +410,7 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     slo: SLOConfig = field(default_factory=SLOConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     sweep: SweepMeta = field(default_factory=SweepMeta)
     reference: Any = None
     seed: int = 0

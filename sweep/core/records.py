@@ -260,6 +260,22 @@ SLO_GOODPUT_OUTPUT_THROUGHPUT = "slo_goodput_output_tok_s"
 SLO_COST_PER_1M_OUTPUT = "slo_cost_per_1m_output_tokens_usd"
 ON_PARETO_FRONT = "on_pareto_front"
 
+# --- capacity search (`sweep.search`): columns of each probe's summary row ---
+# A search is one grid point of one deployment with its load axis left open; every probe is a
+# trial of that point at one load. SEARCH_ID hashes the point without its load (and repeat).
+SEARCH_ID = "search_id"
+SEARCH_MODE = "search_mode"  # capacity | profile
+SEARCH_AXIS = "search_axis"  # workload.request_rate | workload.concurrency
+SEARCH_LOAD = "search_load"  # the offered load of this probe, in the axis's unit
+SEARCH_PROBE = "search_probe"  # 0, 1, ... in the order the search chose them
+SEARCH_PHASE = "search_phase"  # bracket | narrow | synchronous | throughput | profile
+SLO_PASSED = "slo_passed"  # the probe met every bound of the SLO (`sweep.core.slo`)
+SLO_MARGIN = "slo_margin"  # the tightest bound's (limit - value) / limit: > 0 passes
+SLO_REASON = "slo_reason"  # the first bound missed, e.g. "ttft_ms_p99 812.4 > 500"
+# Share of the trial's requests (in window, failed ones included) meeting every per-request
+# bound of the SLO (`slo.ttft_ms`, `slo.tpot_ms`, `slo.e2e_ms`); None without such a bound.
+SLO_ATTAINED_FRACTION = "slo_attained_fraction"
+
 # --- trust checks: the load generator's own measurements and the minimum-size rules ---
 # `sweep.loadgen.saturation` defines when a trial is CLIENT_SATURATED; `sweep.core.trust` defines
 # the steady-state window and TOO_SHORT.
