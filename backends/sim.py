@@ -54,6 +54,10 @@ class SimBackendConfig(SimSchedule, BackendConfig):
         )
         if min(self.ttft_ms, self.itl_ms, self.load_ms_per_running) < 0:
             raise ConfigError("backend.ttft_ms, itl_ms and load_ms_per_running must be >= 0")
+        if self.max_num_seqs < 0:
+            raise ConfigError(
+                f"backend.max_num_seqs must be >= 0 (0: unlimited), got {self.max_num_seqs}"
+            )
         if not 0.0 <= self.fault_rate <= 1.0:
             raise ConfigError(f"backend.fault_rate must be in [0, 1], got {self.fault_rate}")
         for kind in self.fault_kinds:

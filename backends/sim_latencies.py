@@ -28,9 +28,10 @@ LATENCY_BUCKETS_S = (
 
 
 class Sent(Protocol):
-    """What the histograms read of a stream: its request id and the tokens sent so far."""
+    """What the histograms read of a stream: when it arrived and was admitted, tokens sent."""
 
-    rid: str
+    arrival_ns: int
+    admitted_ns: int
     sent: int
 
 
@@ -60,13 +61,13 @@ class Histogram:
 class Latencies:
     """The server's own view of its requests: a collector of five histograms.
 
-    The sim schedules every request on arrival, so its queue time is 0 and its prefill is the
-    whole first-token time. ITL is per token (a chunk of k tokens after a gap g counts k gaps of
-    g/k, as the load generator counts them); TPOT is per request, (end - first token) / (n - 1).
+    Queue time is arrival to admission (0 unless `max_num_seqs` requests were running), observed
+    on admission; prefill is admission to first token; TTFT is arrival to first token. ITL is per
+    token (a chunk of k tokens after a gap g counts k gaps of g/k, as the load generator counts
+    them); TPOT is per request, (end - first token) / (n - 1).
     """
 
-    def __init__(self, stamps: dict[str, dict]) -> None:
-        self.stamps = stamps  # the server's per-request stamps, for each request's arrival
+    def __init__(self) -> None:
         self.queue = Histogram("sim:request_queue_time_seconds", "Arrival to scheduled")
         self.prefill = Histogram("sim:request_prefill_time_seconds", "Scheduled to first token")
         self.ttft = Histogram("sim:time_to_first_token_seconds", "Arrival to first token")
@@ -74,13 +75,15 @@ class Latencies:
         self.tpot = Histogram("sim:request_time_per_output_token_seconds", "Per-request TPOT")
         self.sent_ns: dict[Sent, tuple[int, int]] = {}  # first and latest chunk of a stream
 
+    def admitted(self, s: Sent) -> None:
+        """`s` has left the queue and is running."""
+        self.queue.observe((s.admitted_ns - s.arrival_ns) / 1e9)
+
     def chunk(self, s: Sent, k: int, now: int, first: bool, finish: bool) -> None:
         """A chunk of `k` tokens of `s` sent at `now` (the last one when `finish`)."""
         if first:
-            wait_s = (now - self.stamps[s.rid]["arrival_ns"]) / 1e9
-            self.queue.observe(0.0)
-            self.prefill.observe(wait_s)
-            self.ttft.observe(wait_s)
+            self.prefill.observe((now - s.admitted_ns) / 1e9)
+            self.ttft.observe((now - s.arrival_ns) / 1e9)
             first_ns = now
         else:
             first_ns, last_ns = self.sent_ns[s]

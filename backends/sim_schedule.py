@@ -2,7 +2,11 @@
 
 `SimSchedule` holds the settings the server runs with; the sim backend's config
 (`backends.sim.SimBackendConfig`) inherits them, and the backend hands them to the server as one
-JSON argument. `500` and `429` answer with that HTTP status; halfway through a stream,
+JSON argument. `max_num_seqs` (0: unlimited) bounds the requests running at once, like a
+continuous-batching engine's batch: the rest wait first in, first out, and a request's `ttft_ms`
+starts when it is admitted, so its TTFT is its queue wait plus `ttft_ms`. Every delay (the first
+token's and each chunk's) grows by `load_ms_per_running` per running request, waiting ones not
+counted. `500` and `429` answer with that HTTP status; halfway through a stream,
 `truncate` ends the body without its final events, `reset` drops the connection, `malformed`
 sends an event that is not JSON, and `stall` stops sending (for an hour). The server imports only
 this module of the config code, so it starts without the config libraries.
@@ -23,6 +27,7 @@ class SimSchedule:
     itl_ms: float = 5.0
     tokens_per_chunk: int = 1
     load_ms_per_running: float = 0.0
+    max_num_seqs: int = 0  # requests running at once; 0: unlimited
     fault_rate: float = 0.0
     fault_kinds: list[str] = field(default_factory=lambda: list(SIM_FAULT_KINDS))
     seed: int = 0

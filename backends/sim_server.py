@@ -2,17 +2,19 @@
 
 Run as `python -m backends.sim_server --host 127.0.0.1 --port N [...]`. It serves `GET /health`,
 `GET /metrics` (Prometheus text), `GET /sim/requests` (the server's own per-request stamps) and
-`POST /v1/completions` / `POST /v1/chat/completions`, streamed (SSE) or not. Every request
-yields exactly `max_tokens` tokens: the first chunk `ttft_ms` after arrival, then a chunk of
-`tokens_per_chunk` tokens every `itl_ms * k`, each delay growing by `load_ms_per_running` per
-running request. Server-only options (`SimOptions`, in no trial's config) cycle other chunk sizes
-(`--chunk-sizes`) or words (`--words`) and say how usage is reported (`--usage`). One timer task
-drives every stream from a heap of due times, so thousands of streams cost one wake-up per due
-time rather than one sleeping task per token. Stamps use `time.perf_counter_ns()`, the clock of
-the load generator, so tests can compare client-side latencies with the server's truth. Faults
-are drawn per request at `fault_rate` (seeded); `usage_skew` makes the final usage count disagree
-with the tokens streamed. `/metrics` also holds the server's own latency histograms under vLLM's
-names (`backends.sim_latencies`): what a real server reports of the same requests.
+`POST /v1/completions` / `POST /v1/chat/completions`, streamed (SSE) or not. A request is
+admitted on arrival unless `max_num_seqs` are running; then it waits in a FIFO queue
+(`backends.sim_queue`) until one ends. It yields exactly `max_tokens` tokens: the first chunk
+`ttft_ms` after admission, then a chunk of `tokens_per_chunk` tokens every `itl_ms * k`, each
+delay growing by `load_ms_per_running` per running request. Server-only options (`SimOptions`,
+in no trial's config) cycle other chunk sizes (`--chunk-sizes`) or words (`--words`) and say how
+usage is reported (`--usage`). One timer task drives every stream from a heap of due times, so
+thousands of streams cost one wake-up per due time rather than one sleeping task per token.
+Stamps use `time.perf_counter_ns()`, the clock of the load generator, so tests can compare
+client-side latencies with the server's truth. Faults are drawn per request at `fault_rate`
+(seeded); `usage_skew` makes the final usage count disagree with the tokens streamed. `/metrics`
+also holds the server's own latency histograms under vLLM's names (`backends.sim_latencies`):
+what a real server reports of the same requests.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from backends.sim_latencies import Latencies
+from backends.sim_queue import Admission
 from backends.sim_schedule import SIM_FAULT_KINDS, SimSchedule
 
 STALL_S = 3600.0  # longer than any sane client timeout; ends early only when the server stops
@@ -75,14 +78,18 @@ class SimOptions(SimSchedule):
 class Stream:
     """One request in flight: what was asked, what has been sent, and how it ends."""
 
-    def __init__(self, rid: str, body: dict, api: str, streaming: bool, fault: str | None):
+    def __init__(
+        self, rid: str, body: dict, api: str, streaming: bool, fault: str | None, arrival_ns: int
+    ):
         self.rid, self.api, self.streaming, self.fault = rid, api, streaming, fault
+        self.arrival_ns = self.admitted_ns = arrival_ns
         self.max_tokens = int(body.get("max_tokens") or 16)
         self.prompt_tokens = _prompt_tokens(body, api)
         options = body.get("stream_options") or {}
         self.include_usage = bool(options.get("include_usage"))
         self.continuous = bool(options.get("continuous_usage_stats"))
         self.fault_at = self.max_tokens // 2
+        self.outcome: str | None = None  # set once, when it ends
         self.fault_fired = False
         self.sent = 0
         self.chunks = 0
@@ -124,17 +131,17 @@ class SimServer:
         self.heap: list[tuple[int, int, Stream]] = []
         self.seq = itertools.count()
         self.wake = asyncio.Event()
-        self.active: set[Stream] = set()
+        self.admission: Admission[Stream] = Admission(options.max_num_seqs)
         self.stamps: dict[str, dict] = {}
         reg = self.registry = CollectorRegistry()
         # Names mirror vLLM's (`vllm:num_requests_running`, ...) under a `sim:` prefix.
         self.running = Gauge("sim:num_requests_running", "Requests streaming", registry=reg)
-        self.waiting = Gauge("sim:num_requests_waiting", "Queued (none here)", registry=reg)
+        self.waiting = Gauge("sim:num_requests_waiting", "Requests queued", registry=reg)
         self.kv = Gauge("sim:kv_cache_usage_perc", "Fake KV-cache usage, 1 = full", registry=reg)
         self.requests = Counter("sim:requests", "Requests received", registry=reg)
         self.tokens = Counter("sim:generation_tokens", "Tokens generated", registry=reg)
         self.scrapes = Counter("sim:metrics_scrapes", "GET /metrics served", registry=reg)
-        self.latencies = Latencies(self.stamps)
+        self.latencies = Latencies()
         reg.register(self.latencies)
         self.emitted = 0
 
@@ -145,15 +152,16 @@ class SimServer:
 
     async def metrics(self, request: web.Request) -> web.Response:
         """Prometheus text; the fake KV-cache usage is proportional to running requests."""
-        self.running.set(len(self.active))
-        self.kv.set(min(1.0, len(self.active) / self.opt.kv_capacity))
+        self.running.set(len(self.admission.running))
+        self.waiting.set(len(self.admission.waiting))
+        self.kv.set(min(1.0, len(self.admission.running) / self.opt.kv_capacity))
         self.tokens.inc(self.emitted)
         self.emitted = 0
         self.scrapes.inc()
         return web.Response(body=generate_latest(self.registry), content_type="text/plain")
 
     async def sim_requests(self, request: web.Request) -> web.Response:
-        """Per-request stamps (arrival, first token, end) by `X-Request-Id`: the truth."""
+        """Per-request stamps (arrival, admission, first token, end) by `X-Request-Id`."""
         return web.json_response(self.stamps)
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
@@ -179,7 +187,7 @@ class SimServer:
         if fault in ("500", "429"):
             return _error(int(fault), f"sim: injected HTTP {fault}")
         rid = request.headers.get("X-Request-Id") or f"sim-{next(self.seq)}"
-        s = Stream(rid, body, api, bool(body.get("stream")), fault)
+        s = Stream(rid, body, api, bool(body.get("stream")), fault, arrival)
         if self.opt.usage != "asked":
             s.continuous = self.opt.usage == "continuous"
             s.include_usage = self.opt.usage != "none"
@@ -195,12 +203,12 @@ class SimServer:
                 await s.resp.write(
                     s.chunk("", False).replace(b'"delta":{', b'"delta":{"role":"assistant",', 1)
                 )
-        self.active.add(s)
-        self._push(s, arrival + self._delay_ns(self.opt.ttft_ms))
+        if self.admission.arrive(s):
+            self._admit(s, arrival)
         try:
             outcome = await s.done
         finally:
-            self.active.discard(s)
+            self._end(s, "closed")  # a no-op once it has ended; else its client hung up
         if outcome == "reset" or (outcome == "truncate" and not s.streaming):
             _reset(request)
         if s.streaming:
@@ -213,7 +221,14 @@ class SimServer:
 
     # ---- the timer task ----
     def _delay_ns(self, ms: float) -> int:
-        return int((ms + self.opt.load_ms_per_running * len(self.active)) * 1e6)
+        return int((ms + self.opt.load_ms_per_running * len(self.admission.running)) * 1e6)
+
+    def _admit(self, s: Stream, now: int) -> None:
+        """`s` runs from `now` (its arrival, or the end that freed its slot): prefill starts."""
+        s.admitted_ns = now
+        self._stamp(s.rid, admitted_ns=now)
+        self.latencies.admitted(s)
+        self._push(s, now + self._delay_ns(self.opt.ttft_ms))
 
     def _push(self, s: Stream, due: int) -> None:
         heapq.heappush(self.heap, (due, next(self.seq), s))
@@ -229,7 +244,7 @@ class SimServer:
             while self.heap and self.heap[0][0] <= now:
                 due_now.append(heapq.heappop(self.heap))
             for due, _, s in due_now:
-                if not s.done.done():
+                if s.outcome is None:
                     await self._emit(s, due)
             if due_now:
                 await asyncio.sleep(0)  # let handlers and the network run when we are behind
@@ -269,8 +284,8 @@ class SimServer:
         if s.streaming:
             extra = ""
             if first:
-                arrival = self.stamps[s.rid]["arrival_ns"]
-                extra = f',"sim":{{"arrival_ns":{arrival},"first_token_ns":{now}}}'
+                times = {"arrival_ns": s.arrival_ns, "admitted_ns": s.admitted_ns}
+                extra = f',"sim":{json.dumps({**times, "first_token_ns": now})}'
             data = prefix + s.chunk(text, finish, extra)
             if finish:
                 if s.include_usage:
@@ -292,11 +307,15 @@ class SimServer:
             self._push(s, due + self._delay_ns(self.opt.itl_ms * nxt))
 
     def _end(self, s: Stream, outcome: str) -> None:
+        if s.outcome is not None:
+            return
+        s.outcome, end = outcome, time.perf_counter_ns()
         self.latencies.forget(s)
-        if not s.done.done():
+        self._stamp(s.rid, end_ns=end, output_tokens=s.sent, outcome=outcome)
+        if not s.done.done():  # cancelled when its client hung up
             s.done.set_result(outcome)
-            end = time.perf_counter_ns()
-            self._stamp(s.rid, end_ns=end, output_tokens=s.sent, outcome=outcome)
+        for nxt in self.admission.leave(s):  # its slot, if it held one, goes to the next in line
+            self._admit(nxt, end)
 
     def _stamp(self, rid: str, **values: object) -> None:
         if rid not in self.stamps and len(self.stamps) >= MAX_STAMPS:
@@ -304,8 +323,8 @@ class SimServer:
         self.stamps.setdefault(rid, {}).update(values)
 
     async def on_shutdown(self, app: web.Application) -> None:
-        """End every stream (stalled ones included) so the server stops promptly."""
-        for s in list(self.active):
+        """End every stream (stalled and queued ones included) so the server stops promptly."""
+        for s in [*self.admission.waiting, *self.admission.running]:  # waiting first: none admitted
             self._end(s, "closed")
 
 
@@ -396,6 +415,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, int, SimOptions]:
         p.error(f"fault_kinds must list some of {','.join(SIM_FAULT_KINDS)}")
     if options.tokens_per_chunk < 1 or not 0 <= options.fault_rate <= 1 or options.kv_capacity < 1:
         p.error("need tokens_per_chunk >= 1, 0 <= fault_rate <= 1, --kv-capacity >= 1")
+    if options.max_num_seqs < 0:
+        p.error("max_num_seqs must be >= 0 (0: unlimited)")
     if min(options.chunk_sizes, default=1) < 1:
         p.error("--chunk-sizes must all be >= 1")
     return a.host, a.port, options
@@ -419,12 +440,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"sim_server on http://{host}:{port} {options}", flush=True)
     # Shows in backend.log which GPUs the deployment's task handed to its server.
     print(f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}", flush=True)
-    # A large backlog: hundreds of streams connect at once when a trial starts.
+    # A large backlog: hundreds of streams connect at once when a trial starts. A client hanging
+    # up cancels its handler and so ends its request, queued or stalled, as vLLM aborts it.
     web.run_app(
         build_app(options),
         host=host,
         port=port,
         backlog=2048,
+        handler_cancellation=True,
         shutdown_timeout=1.0,
         access_log=None,
         print=None,
