@@ -5,8 +5,10 @@ trial whose requests partly failed, whose client and server token counts disagre
 outputs came back short, whose load generator could not keep up (client lag, the
 `client_saturated` flag) or that was too short to trust (`too_short`), then every failed
 trial with its error kind and message, then the environment the trials ran in. Trials whose
-output lengths were not forced (no `ignore_eos` went to the endpoint) are said to be so: their
-lengths are what the server produced, and a short output may be the model's own end.
+output lengths were not forced (no `ignore_eos` went to the endpoint, or TGI, which has none) are
+said to be so: their lengths are what the server produced, and a short output may be the model's
+own end. Trials whose token counts are the server's own (an attached endpoint with
+`backend.tokenizer=none`) are said to be so too.
 """
 
 from __future__ import annotations
@@ -24,13 +26,20 @@ ALL_CLEAR = "Every request of every successful trial completed as requested."
 # attached endpoint (the openai backend) takes vLLM's extensions. Launched vLLM and sim servers
 # always do (no column); a column recorded False means the server chose each output's length.
 LENGTH_COLUMNS = ("workload.ignore_eos", "backend.extensions")
+# Backends whose API has no `ignore_eos` at all (TGI's `/generate_stream`): their lengths are
+# never forced, whatever the workload asked, and no config column says so.
+UNFORCED_BACKENDS = ("tgi",)
+# `backend.tokenizer=none` (the openai backend): no local tokenizer, every count the server's.
+TOKENIZER_COLUMN = "backend.tokenizer"
+SERVER_COUNTED = "none"
 
 
 def problem_sections(trials: pd.DataFrame) -> list[Section]:
     """Flagged and failed trials with their reasons, then the environment."""
     failed = trials[trials[rec.TRIAL_STATUS] != rec.STATUS_OK]
     checks = trial_checks(trials)
-    text = " ".join(filter(None, [lengths_note(trials), "" if checks else ALL_CLEAR]))
+    notes = [lengths_note(trials), counts_note(trials), "" if checks else ALL_CLEAR]
+    text = " ".join(filter(None, notes))
     return [
         Section("Request checks", text, items=checks),
         Section(
@@ -57,14 +66,32 @@ def lengths_note(trials: pd.DataFrame) -> str:
     unforced = trials[unforced_lengths(trials)]
     if unforced.empty:
         return ""
-    names = ", ".join(unforced.get(rec.LABEL, unforced[rec.TRIAL_ID]).astype(str).iloc[:5])
-    more = ", ..." if len(unforced) > 5 else ""
     return (
         f"Output lengths were not forced in {len(unforced)} of {len(trials)} trial(s) "
-        f"({names}{more}): no `ignore_eos` was sent (the endpoint takes no vLLM extensions, "
-        "or `workload.ignore_eos=false`), so each output is as long as the server made it and "
-        "output tok/s and TPOT rest on the server's choice of lengths."
+        f"({_names(unforced)}): no `ignore_eos` was sent (the endpoint takes no vLLM extensions, "
+        "TGI has none, or `workload.ignore_eos=false`), so each output is as long as the server "
+        "made it and output tok/s and TPOT rest on the server's choice of lengths."
     )
+
+
+def counts_note(trials: pd.DataFrame) -> str:
+    """A sentence naming the trials whose token counts are the server's own; empty if none."""
+    counted = trials[server_counted(trials)]
+    if counted.empty:
+        return ""
+    return (
+        f"Token counts are the server's own (no local tokenizer) in {len(counted)} of "
+        f"{len(trials)} trial(s) ({_names(counted)}): input and output lengths are its `usage`; "
+        "random prompts were bundled text at about 0.75 words a token, so their lengths only "
+        "approximate `dataset.input_len`, and where the server gave only a total, an output's "
+        "tokens are spread evenly over its streamed chunks."
+    )
+
+
+def server_counted(trials: pd.DataFrame) -> pd.Series:
+    """Per trial: True where no local tokenizer ran (`backend.tokenizer=none`)."""
+    column = trials.get(TOKENIZER_COLUMN, pd.Series(None, trials.index, dtype=object))
+    return column.eq(SERVER_COUNTED).fillna(False).astype(bool)
 
 
 def unforced_lengths(trials: pd.DataFrame) -> pd.Series:
@@ -73,7 +100,15 @@ def unforced_lengths(trials: pd.DataFrame) -> pd.Series:
 
 
 def _unforced(row: pd.Series) -> bool:
+    if row.get(rec.BACKEND_NAME) in UNFORCED_BACKENDS:
+        return True
     return any(row.get(c) is False or row.get(c) is np.False_ for c in LENGTH_COLUMNS)
+
+
+def _names(trials: pd.DataFrame) -> str:
+    """The first five trials' labels (ids where unlabelled), then an ellipsis if there are more."""
+    names = ", ".join(trials.get(rec.LABEL, trials[rec.TRIAL_ID]).astype(str).iloc[:5])
+    return names + (", ..." if len(trials) > 5 else "")
 
 
 def _trial_notes(row: pd.Series) -> list[str]:

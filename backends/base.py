@@ -59,6 +59,9 @@ class Backend(abc.ABC):
     # The server's own view: role (`records.SERVER_LATENCIES`, `PREFIX_CACHE_HITS`, ...) ->
     # the Prometheus family its server exports it under; the summary maps only these.
     server_series: ClassVar[Mapping[str, str]] = {}
+    # Whether the model's own tokenizer makes the prompts and splits streamed text into tokens;
+    # False (an attached endpoint's `tokenizer: none`): every token count is the server's `usage`.
+    local_tokenizer: ClassVar[bool] = True
 
     def __init__(self, config: Any, model_path: str) -> None:
         self.config = config

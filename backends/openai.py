@@ -12,6 +12,11 @@ output with `backend.max_tokens_field`. `backend.headers` and `backend.extra_bod
 every request; a value `{env: NAME}` is read from that environment variable when the trial
 starts, as a `Secret`, so config, results and logs hold only the name. An unset one fails the
 trial with one line naming it.
+
+`backend.tokenizer=none` loads no local tokenizer: prompts come from a bundled text
+(`sweep.datasets.corpus`) and every token count from the server's `usage`. `backend.server_kind`
+names the server behind the endpoint (`vllm`, `tgi`, `sim`), so its `/metrics` are read through
+that server's map (`server_series`) as for a launched one; `none` keeps the capture unmapped.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -31,6 +37,9 @@ from backends.config import (
     check_url,
 )
 from backends.server_process import probe
+from backends.sim import SIM_SERVER_SERIES
+from backends.tgi import TGI_SERVER_SERIES
+from backends.vllm_server import VLLM_SERVER_SERIES
 from sweep.core import records as R
 from sweep.core.errors import BackendError, ConfigError, check_choice, check_positive
 
@@ -38,6 +47,14 @@ log = logging.getLogger(__name__)
 
 MODELS_PATH = "/v1/models"
 MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens")
+TOKENIZERS = ("local", "none")
+# The server behind an attached endpoint -> the map of its /metrics families (`server_series`).
+SERVER_KINDS: dict[str, Mapping[str, str]] = {
+    "vllm": VLLM_SERVER_SERIES,
+    "tgi": TGI_SERVER_SERIES,
+    "sim": SIM_SERVER_SERIES,
+    "none": {},
+}
 ENV_NAME = re.compile(r"[A-Za-z_]\w*")
 # Body fields the load generator sets from the workload; extra_body may not override them.
 LOADGEN_FIELDS = (
@@ -66,11 +83,15 @@ class OpenAIBackendConfig(BackendConfig):
     max_tokens_field: str = "max_tokens"  # chat only: or max_completion_tokens
     headers: dict[str, Any] = field(default_factory=dict)  # a value may be {env: NAME}
     extra_body: dict[str, Any] = field(default_factory=dict)  # merged into every body
+    tokenizer: str = "local"  # none: no local tokenizer, every token count is the server's
+    server_kind: str = "none"  # the server behind the endpoint, whose /metrics map applies
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice("backend", "api", self.api, SERVER_APIS)
         check_choice("backend", "max_tokens_field", self.max_tokens_field, MAX_TOKENS_FIELDS)
+        check_choice("backend", "tokenizer", self.tokenizer, TOKENIZERS)
+        check_choice("backend", "server_kind", self.server_kind, tuple(SERVER_KINDS))
         check_positive("backend", connect_timeout_s=self.connect_timeout_s)
         check_url("url", self.url)
         if self.api_key_env is not None and not ENV_NAME.fullmatch(self.api_key_env):
@@ -149,6 +170,16 @@ class OpenAIBackend(ServerBackend):
     def max_tokens_field(self) -> str:
         """`backend.max_tokens_field`."""
         return self.config.max_tokens_field
+
+    @property
+    def local_tokenizer(self) -> bool:
+        """`backend.tokenizer=local`; with none, token counts are the server's own."""
+        return self.config.tokenizer == "local"
+
+    @property
+    def server_series(self) -> Mapping[str, str]:  # a setting here: the server may be anything
+        """The /metrics map of the server `backend.server_kind` names (none: no map)."""
+        return SERVER_KINDS[self.config.server_kind]
 
     def request_headers(self) -> dict[str, str]:
         """`backend.headers` and the Bearer key of `api_key_env`, read now, never stored.

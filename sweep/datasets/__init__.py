@@ -2,7 +2,8 @@
 
 `load_prompts` is the one entry: it picks the generator named by `cfg.name` (`random`,
 `prompts`, `hf`; the same names as the options in `conf/dataset/`) and hands on exactly
-`num` Prompts, each tokenized by the model's own tokenizer with special tokens included.
+`num` Prompts, each tokenized by the model's own tokenizer with special tokens included (without
+one, text only: `random` then draws text of about each length from `sweep.datasets.corpus`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def load_prompts(cfg: Any, tokenizer: Any, num: int) -> list[Prompt]:
     Args:
         cfg: One of the dataset config dataclasses in `sweep.core.config` (its `name` picks the
             generator).
-        tokenizer: The model's `transformers` tokenizer.
+        tokenizer: The model's `transformers` tokenizer, or None where the server counts tokens.
         num: How many prompts the workload needs.
 
     Returns:

@@ -11,7 +11,8 @@ by all of these, so changing any of them makes new prompts. Only a local model d
 remote code, and the datasets read from files we can fingerprint (`random`, `prompts`), are
 cached; a hub id or an `hf` dataset is made each time. Entries live in
 `$SWEEP_CACHE_DIR/prompts/<key>.json`, written atomically; an entry that does not read back as
-exactly the prompts asked for is made again.
+exactly the prompts asked for is made again. A source without a local tokenizer (`local=False`:
+the endpoint counts tokens) loads none and caches nothing: its prompts are text, cheap to make.
 """
 
 from __future__ import annotations
@@ -39,21 +40,25 @@ CACHED_DATASETS = ("random", "prompts")
 class PromptSource:
     """The prompts of one model's tokenizer: from the cache, or made (and cached) on a miss.
 
-    The tokenizer is loaded only when some prompts must be made, at most once.
+    The tokenizer is loaded only when some prompts must be made, at most once; never when
+    `local` is False (the server's counts are used).
     """
 
-    def __init__(self, model_path: str, revision: str | None, remote_code: bool) -> None:
+    def __init__(
+        self, model_path: str, revision: str | None, remote_code: bool, local: bool = True
+    ) -> None:
         self.model_path, self.revision, self.remote_code = model_path, revision, remote_code
+        self.local = local
         self._tokenizer: Any = None
         self._model_digest: str | None = None
 
     def tokenizer(self) -> Any:
-        """The model's tokenizer, loaded on first use.
+        """The model's tokenizer, loaded on first use; None without a local tokenizer.
 
         Raises:
             BackendError: kind `backend_start_failed`, when it cannot be loaded.
         """
-        if self._tokenizer is None:
+        if self._tokenizer is None and self.local:
             self._tokenizer = load_tokenizer(self.model_path, self.revision, self.remote_code)
         return self._tokenizer
 
@@ -76,7 +81,7 @@ class PromptSource:
 
     def key(self, cfg: Any, num: int) -> str | None:
         """The cache key of these prompts; None when they are not cached."""
-        if self.remote_code or cfg.name not in CACHED_DATASETS:
+        if not self.local or self.remote_code or cfg.name not in CACHED_DATASETS:
             return None
         model = self._model()
         if model is None:

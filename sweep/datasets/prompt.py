@@ -2,7 +2,8 @@
 
 A prompt carries its text and the model tokenizer's ids of that text exactly as the engine
 will see them (special tokens such as BOS included), so input token counts in the results
-come from the tokenizer, not from a guess.
+come from the tokenizer, not from a guess. Without a local tokenizer (an endpoint that counts
+tokens itself, `backend.tokenizer=none`) a prompt has no ids, and its count is the server's.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from sweep.core.errors import DatasetError
 
 @dataclass(frozen=True)
 class Prompt:
-    """One request's input text and its token ids (special tokens included)."""
+    """One request's input text and its token ids (special tokens included; none: not known)."""
 
     text: str
     token_ids: tuple[int, ...]
@@ -34,7 +35,7 @@ def encode(tokenizer: Any, texts: Sequence[str], tasks: Sequence[str | None]) ->
     """Tokenize texts in one batch call, special tokens included, into Prompts.
 
     Args:
-        tokenizer: A `transformers` tokenizer.
+        tokenizer: A `transformers` tokenizer, or None: the texts are not tokenized.
         texts: Prompt texts.
         tasks: The task of each text (None where untagged), same length as `texts`.
 
@@ -43,7 +44,7 @@ def encode(tokenizer: Any, texts: Sequence[str], tasks: Sequence[str | None]) ->
     """
     if not texts:
         return []
-    all_ids = tokenizer(list(texts)).input_ids
+    all_ids = tokenizer(list(texts)).input_ids if tokenizer is not None else [()] * len(texts)
     return [
         Prompt(text=text, token_ids=tuple(ids), input_tokens=len(ids), task=task)
         for text, ids, task in zip(texts, all_ids, tasks, strict=True)

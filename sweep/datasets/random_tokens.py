@@ -4,7 +4,9 @@ Decoding random ids to text and encoding that text again rarely gives back the s
 (merges across token boundaries, partial UTF-8 bytes, prefix spaces), so a prompt built by
 counting sampled ids is off by a few tokens. This module closes that loop: it decodes,
 re-tokenizes with special tokens exactly as the engine will, and trims or extends the
-content until the count matches. It hands on Prompts with the final ids.
+content until the count matches. It hands on Prompts with the final ids. Without a local
+tokenizer (an endpoint that counts tokens itself) the prompts are text of about each length
+instead (`sweep.datasets.corpus`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from sweep.core.errors import DatasetError
+from sweep.datasets import corpus
 from sweep.datasets.prompt import Prompt
 
 MAX_ATTEMPTS = 200  # measured: byte-level BPE needs <= 17 rounds; a tiny sentencepiece vocab <= 39
@@ -25,7 +28,7 @@ def generate(cfg: Any, tokenizer: Any, num: int) -> list[Prompt]:
 
     Args:
         cfg: A RandomDatasetConfig: input_len, range_ratio, seed.
-        tokenizer: A `transformers` tokenizer.
+        tokenizer: A `transformers` tokenizer, or None: corpus text of about each length.
         num: How many prompts to make.
 
     Returns:
@@ -36,6 +39,8 @@ def generate(cfg: Any, tokenizer: Any, num: int) -> list[Prompt]:
             cannot be reached.
     """
     rng = np.random.default_rng(cfg.seed)
+    if tokenizer is None:  # the server counts the tokens: lengths are approximate
+        return corpus.prompts(_target_lengths(cfg.input_len, cfg.range_ratio, 1, num, rng), rng)
     vocab = _content_vocab(tokenizer)
     num_special = tokenizer.num_special_tokens_to_add(pair=False)
     minimum = num_special + 1

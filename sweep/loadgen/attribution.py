@@ -16,6 +16,10 @@ split between chunks (which TTFT, TPOT and ITL need) is estimated. Re-tokenizing
 load (`attribute`), on the texts each tracker kept, so streaming only appends, and the tokenizer
 is asked for only when some request needs it. `RequestTracker.chunk_tokens` hands the counts on
 to the request's record.
+
+Without a local tokenizer (`backend.tokenizer=none`) every count is the server's: the tokenizer
+callable returns None, final counts are spread evenly, and `require_server_counts` fails each
+completed request the server sent no `usage` for, and the trial when it sent none at all.
 """
 
 from __future__ import annotations
@@ -25,9 +29,19 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from sweep.core.errors import BackendError
+
 log = logging.getLogger(__name__)
 
 BATCH_REQUESTS = 512  # requests' texts per tokenizer call: bounds the memory of one call
+NO_USAGE = (
+    "no_usage: the server sent no usage (prompt_tokens, completion_tokens), and "
+    "backend.tokenizer=none counts tokens by it"
+)
+NO_USAGE_AT_ALL = (
+    "the endpoint sent no `usage` with any stream: backend.tokenizer=none takes every token count "
+    "from it; use backend.tokenizer=local with model= naming the served model's tokenizer"
+)
 
 
 def chunk_counts(
@@ -101,19 +115,41 @@ def attribute(trackers: Iterable[Any], tokenizer: Callable[[], Any] | None) -> N
     Args:
         trackers: `RequestTracker`s after the load.
         tokenizer: returns the model's tokenizer (loaded lazily by the caller), or None when
-            there is none: counts are then spread evenly. Called only if some tracker needs it.
+            there is none: counts are then spread evenly. Called only if some tracker needs it;
+            it may itself return None (no local tokenizer).
     """
     pending = [t for t in trackers if needs_weights(t.chunk_usage, t.server_tokens)]
     # A failed request's length is a guess either way: alone, it is not worth loading a tokenizer.
     if tokenizer is None or all(t.error is not None for t in pending):
         return
     try:
-        weights = text_weights(tokenizer(), [t.chunk_texts for t in pending])
+        loaded = tokenizer()
+        if loaded is None:  # no local tokenizer: the server's counts, spread evenly
+            return
+        weights = text_weights(loaded, [t.chunk_texts for t in pending])
     except Exception as exc:  # the counts stay the server's; only their split falls back to even
         log.warning("cannot re-tokenize streamed text (%s); tokens spread evenly over chunks", exc)
         return
     for t, w in zip(pending, weights, strict=True):
         t.set_weights(w)
+
+
+def require_server_counts(trackers: Iterable[Any]) -> None:
+    """With no local tokenizer, fail each completed request whose counts the server did not send.
+
+    Its input and output lengths would be guesses (a chunk is not a token), so it is not counted
+    as a success. When no completed request had them, the endpoint sends no `usage` at all: that
+    is a setting to change, not a flaky request, so the trial fails with one line saying so.
+
+    Raises:
+        BackendError: no completed request carried the server's counts.
+    """
+    done = [t for t in trackers if t.error is None and t.chunk_times]
+    missing = [t for t in done if t.server_tokens is None or t.server_input_tokens is None]
+    for t in missing:
+        t.fail(NO_USAGE, at=t.end)
+    if missing and len(missing) == len(done):
+        raise BackendError(NO_USAGE_AT_ALL)
 
 
 def text_weights(tokenizer: Any, requests: Sequence[Sequence[str]]) -> list[list[int]]:

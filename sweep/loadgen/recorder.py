@@ -21,7 +21,8 @@ class RequestTracker:
     `chunk_usage` holds, per chunk, the output tokens the server had counted once it sent it
     (None where it did not say); `chunk_texts` the chunk's text where re-tokenizing it may be
     needed ("" elsewhere); `chunk_weights` its re-tokenized length once `attribution.attribute`
-    has run.
+    has run. `input_tokens` is 0 where no local tokenizer counted the prompt: the server's
+    `server_input_tokens` (its `usage.prompt_tokens`) is recorded instead.
     """
 
     __slots__ = (
@@ -37,6 +38,7 @@ class RequestTracker:
         "chunk_weights",
         "end",
         "server_tokens",
+        "server_input_tokens",
         "error",
     )
 
@@ -53,6 +55,7 @@ class RequestTracker:
         self.chunk_weights: list[int] | None = None
         self.end: float | None = None
         self.server_tokens: int | None = None
+        self.server_input_tokens: int | None = None
         self.error: str | None = None
 
     def mark_sent(self, scheduled: float, sent: float | None = None) -> None:
@@ -128,7 +131,7 @@ class RequestTracker:
             R.E2E_S: e2e,
             R.TPOT_S: tpot,
             R.ITL_S: itl,
-            R.INPUT_TOKENS: self.input_tokens,
+            R.INPUT_TOKENS: self.input_tokens or self.server_input_tokens,
             R.OUTPUT_TOKENS: output_tokens,
             R.REQUESTED_OUTPUT_TOKENS: self.requested_tokens,
             R.SERVER_OUTPUT_TOKENS: self.server_tokens,

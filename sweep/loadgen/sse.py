@@ -26,7 +26,7 @@ class StreamState:
     The usage of a chunk with choices is the server's running count (vLLM's continuous usage
     stats): such a chunk is token-bearing when the count grew; a chunk without one, when it has
     text. The last usage seen (the final usage-only chunk, when the server sends one) is the
-    server's own count of the request's output.
+    server's own count of the request's output, and its `prompt_tokens` of the input.
     """
 
     __slots__ = ("api", "tracker", "buffer", "seen", "server_tokens", "finished", "done")
@@ -81,6 +81,7 @@ class StreamState:
         total = usage.get("completion_tokens") if isinstance(usage, dict) else None
         if total is not None:
             self.server_tokens = total
+            self.tracker.server_input_tokens = usage.get("prompt_tokens")
         choices = event.get("choices")
         if not choices:
             return  # the final usage-only chunk, or a keep-alive
