@@ -1,21 +1,24 @@
 """Command line: `python -m analysis RESULTS_DIR [RESULTS_DIR ...] [options]`.
 
 One folder: writes summary.csv, the plots, report.md and report.html (comparison against the
-`--baseline` engine, Pareto front, goodput under `--slo`, roofline, timelines), prints the main
+`--baseline` engine, Pareto front, goodput under `--slo`, roofline, timelines and, for a search,
+each configuration's capacity and what `--target-rate` costs), prints the main table, the capacity
 table and the paths written; `--wandb` also uploads the sweep to Weights & Biases. Two or more
-folders: matches their trials by config and writes comparison.md and comparison.html. Errors a
-user can fix (missing folder, no trial, a bad SLO) are one `error:` line on stderr, exit status 2.
+folders: matches their trials by config and writes comparison.md and comparison.html. Errors a user
+can fix (missing folder, no trial, a bad SLO) are one `error:` line on stderr, exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
+from analysis.capacity import with_search
 from analysis.compare import DEFAULT_BASELINE, parse_slo
-from analysis.console import print_paths, print_table
+from analysis.console import print_capacity, print_paths, print_table
 from analysis.html import write_html
 from analysis.load import load_requests, load_summary, load_timeseries
 from analysis.plots import sweep_title
@@ -38,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         options = ReportOptions(
-            baseline=args.baseline, html=args.html, slo=parse_slo(args.slo) if args.slo else None
+            baseline=args.baseline,
+            html=args.html,
+            slo=parse_slo(args.slo) if args.slo else None,
+            target_rate=args.target_rate,
         )
         if len(args.results_dirs) > 1:
             return compare(args.results_dirs, args.out)
@@ -62,15 +68,18 @@ def report(
         sweep,
         requests=load_requests(results_dir),
         timeseries=load_timeseries(results_dir),
-        options=with_reference(options, results_dir),
+        options=with_search(with_reference(options, results_dir), results_dir),
     )
     print_table(main_table(summary), title=f"Sweep {sweep}")
+    print_capacity(paths.capacity)
     print_paths(paths)
     if args.wandb:
         from analysis.tracking import upload_results
 
         log.info("uploading %s to W&B", sweep)
-        upload_results(results_dir, list(paths.plots), project=args.wandb_project)
+        upload_results(
+            results_dir, list(paths.plots), project=args.wandb_project, capacity=paths.capacity
+        )
     return 0
 
 
@@ -125,6 +134,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="goodput bounds, e.g. ttft_ms=500,tpot_ms=50 (default: each trial's slo.* config)",
     )
     parser.add_argument(
+        "--target-rate",
+        type=_positive,
+        metavar="REQ_S",
+        help="load to serve, in req/s: for each searched configuration, the replicas, GPUs and "
+        "USD per hour it takes (default: the sweep's search.target_rate)",
+    )
+    parser.add_argument(
         "--html",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -138,6 +154,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--wandb-project", default=None, help="W&B project (default: llm-sweep)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each step")
     return parser.parse_args(argv)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number of req/s, got {text!r}")
+    return value
 
 
 if __name__ == "__main__":

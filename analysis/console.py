@@ -1,4 +1,4 @@
-"""Terminal output of analysis results: the main table and the paths a report wrote.
+"""Terminal output of analysis results: the main table, the capacity table, the paths written.
 
 Used by `python -m analysis` and by `python -m sweep` at the end of a sweep.
 """
@@ -10,9 +10,12 @@ from rich.console import Console
 from rich.table import Table
 
 from analysis.report import ReportPaths
+from analysis.sections import capacity_display
 
 # Wide enough that the table is not squeezed when stdout is a pipe or a file.
 MIN_WIDTH_NOT_TERMINAL = 200
+# Capacity columns left to the report, so that the terminal table stays readable.
+CAPACITY_REPORT_ONLY = ("Mode", "Achieved req/s", "Goodput met (%)", "SLO", "Probes", "Gap (%)")
 
 
 def print_table(table: pd.DataFrame, title: str) -> None:
@@ -24,6 +27,13 @@ def print_table(table: pd.DataFrame, title: str) -> None:
     for row in table.astype(str).itertuples(index=False):
         shown.add_row(*row)
     console.print(shown)
+
+
+def print_capacity(capacity: pd.DataFrame | None, title: str = "Capacity within the SLO") -> None:
+    """The capacity of each searched configuration (`ReportPaths.capacity`); nothing without."""
+    if capacity is not None and len(capacity):
+        shown = capacity_display(capacity)
+        print_table(shown.drop(columns=[c for c in CAPACITY_REPORT_ONLY if c in shown]), title)
 
 
 def print_paths(paths: ReportPaths) -> None:

@@ -2,7 +2,8 @@
 
 `write_report` reads a results folder and writes them all; `save_report` does the same from
 frames already in memory (the CLI loads them once and also prints the table). The report holds
-the per-trial sections built here (results, plots, repeats), the comparison sections of
+the capacity of each searched configuration (`analysis.capacity`, when the sweep searched), the
+per-trial sections built here (results, plots, repeats), the comparison sections of
 `analysis.sections`, the server's own view (`analysis.server_view`) and the flagged and failed
 trials of `analysis.flags`. `main_table` is the human-readable table (units in the headers,
 numbers rounded) that the report and the terminal show; `summary.csv` keeps every column, the
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.capacity import capacity_table, with_search
+from analysis.capacity_plots import write_capacity_plots
 from analysis.compare import DEFAULT_BASELINE, Slo, analyse
 from analysis.flags import distinct, problem_sections
 from analysis.html import HTML_FILE, write_html
@@ -36,6 +39,7 @@ from analysis.sections import (
     MISSING,
     Image,
     Section,
+    capacity_section,
     comparison_sections,
     formatted,
     markdown_document,
@@ -80,6 +84,8 @@ class ReportOptions:
     slo: Slo | None = None
     html: bool = True
     reference: Reference | None = None  # a study's published numbers (`analysis.reference`)
+    target_rate: float | None = None  # req/s to serve: replicas and cost per searched config
+    tolerance: float | None = None  # the search's, to say which searches converged
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,7 @@ class ReportPaths:
     summary_csv: Path
     plots: tuple[Path, ...]
     report_html: Path | None = None
+    capacity: pd.DataFrame | None = None  # `analysis.capacity.capacity_table`; None: no search
 
 
 def write_report(
@@ -113,7 +120,7 @@ def write_report(
         sweep,
         requests=load_requests(results_dir),
         timeseries=load_timeseries(results_dir),
-        options=with_reference(options or ReportOptions(), results_dir),
+        options=with_search(with_reference(options or ReportOptions(), results_dir), results_dir),
     )
 
 
@@ -142,7 +149,10 @@ def save_report(
     latency = "TPOT" if comparison.latency_metric.startswith("tpot") else "TTFT"
     pareto_figure(comparison.pareto, f"{latency}, median (ms)", sweep).savefig(pareto)
     timelines = [] if timeseries is None else write_timeline_plots(timeseries, trials, out, sweep)
+    capacity = capacity_table(trials, options.target_rate, options.tolerance)
+    searches = write_capacity_plots(trials, capacity, out, sweep)
     sections = [
+        *capacity_section(capacity, searches, options.target_rate),
         *trial_sections(trials, plots),
         *comparison_sections(comparison, pareto),
         *server_sections(trials),
@@ -154,7 +164,13 @@ def save_report(
     md_path = out / REPORT_FILE
     md_path.write_text(markdown_document(title, overview, sections, out), encoding="utf-8")
     html_path = write_html(out / HTML_FILE, title, overview, sections) if options.html else None
-    return ReportPaths(md_path, csv_path, (*plots, pareto, *timelines), html_path)
+    return ReportPaths(
+        md_path,
+        csv_path,
+        (*plots, pareto, *timelines, *searches),
+        html_path,
+        capacity if len(capacity) else None,
+    )
 
 
 def sort_trials(summary: pd.DataFrame) -> pd.DataFrame:

@@ -4,7 +4,8 @@ A report is a title, an overview line and a list of `Section`s (text, bullet poi
 display strings, images). report.md (`analysis.report`) and report.html (`analysis.html`) render
 the same list, so the two never disagree. The per-trial sections are built in `analysis.report`;
 this module builds the comparison ones: against the baseline, Pareto front, goodput under SLOs,
-roofline, resource timelines, and the table of a multi-sweep comparison.
+roofline, resource timelines, the capacity of each searched configuration, and the table of a
+multi-sweep comparison.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis import capacity as cap
+from analysis.capacity_plots import CAPACITY_TITLES
 from analysis.compare import LOAD, TASK, TPOT_MEDIAN, Comparison
 from analysis.plots import CONFIGURATION, LATENCY_MS, display_text
 from analysis.sweep_diff import SweepDiff
@@ -21,6 +24,7 @@ from analysis.timeline_plots import TIMELINE_TITLES
 from sweep.core import records as rec
 
 MISSING = "—"
+_AXES = {cap.RATE_AXIS: "rate", cap.CONCURRENCY_AXIS: "concurrency"}
 _SIDE_STATS = ("mean", *rec.CI_STATS[1:])
 # Display name and number format of the metrics a sweep comparison shows.
 DIFF_METRICS = {
@@ -106,6 +110,64 @@ def timeline_section(images: list[Path]) -> Section:
     )
 
 
+def capacity_section(
+    table: pd.DataFrame, images: list[Path], target_rate: float | None = None
+) -> list[Section]:
+    """The capacity table and its figures; nothing when no search ran."""
+    if table.empty:
+        return []
+    text = (
+        "Each search's capacity is the highest offered load whose probe met the SLO (0: it failed "
+        "at every load); above it, the first load that failed and why, or none when it passed up "
+        "to the highest load tried (a lower bound). A closed loop (concurrency axis) offers "
+        "streams, so its capacity in req/s is the request throughput achieved at that "
+        "concurrency. Gap: first failing load / capacity - 1. Cost at capacity = price x GPUs / "
+        "3600 / output tok/s x 1e6; req/s per USD-hour = capacity / (price x GPUs)."
+    )
+    if target_rate is not None:
+        text += (
+            f" For {target_rate:g} req/s: replicas = ceil({target_rate:g} / capacity in req/s), "
+            "GPUs = replicas x GPUs per replica, USD / hour = replicas x price x GPUs."
+        )
+    shown = tuple(Image(CAPACITY_TITLES.get(p.name, p.stem), p) for p in images)
+    return [Section("Capacity within the SLO", text, table=capacity_display(table), images=shown)]
+
+
+def capacity_display(table: pd.DataFrame) -> pd.DataFrame:
+    """`analysis.capacity.capacity_table` as display strings, units in the headers."""
+    lower = table.get(cap.LOWER_BOUND, pd.Series(False, index=table.index)).fillna(False)
+    failing = formatted(table[cap.FAILING_LOAD], ",.4g").where(
+        ~lower.astype(bool), "none (lower bound)"
+    )
+    shown = {
+        "Configuration": table[cap.CONFIGURATION],
+        "Mode": table[rec.SEARCH_MODE].map(lambda m: m or MISSING),
+        "Load axis": table[rec.SEARCH_AXIS].map(lambda a: _AXES.get(a, a or MISSING)),
+        "Capacity (load)": formatted(table[cap.CAPACITY_LOAD], ",.4g"),
+        "Capacity (req/s)": formatted(table[cap.CAPACITY_REQ_S], ",.3g"),
+        "Achieved req/s": formatted(table[rec.REQUEST_THROUGHPUT], ",.3g"),
+        "Output tok/s": formatted(table[rec.OUTPUT_THROUGHPUT], ",.1f"),
+        **{_latency_name(c): formatted(table[c], ",.1f") for c in _latency_columns(table)},
+        "Goodput met (%)": formatted(table[rec.SLO_ATTAINED_FRACTION], ",.1f", scale=100),
+        "SLO": table[cap.SLO_TEXT].map(lambda t: t or MISSING),
+        "First failing load": failing,
+        "Why it failed": table[cap.FAILING_REASON].fillna("").map(lambda t: t or MISSING),
+        "Probes": table[cap.PROBES].astype(str),
+        "Gap (%)": formatted(table[cap.RELATIVE_GAP], ",.1f", scale=100),
+        "USD / 1M output tok": formatted(table[rec.COST_PER_1M_OUTPUT], ",.3f"),
+        "req/s per USD-hour": formatted(table[cap.REQ_S_PER_USD_HOUR], ",.3g"),
+    }
+    if table[rec.SLO_ATTAINED_FRACTION].isna().all():
+        del shown["Goodput met (%)"]
+    if cap.CONVERGED in table:
+        shown["Converged"] = table[cap.CONVERGED].map({True: "yes", False: "no"}).fillna(MISSING)
+    if cap.REPLICAS in table:
+        shown["Replicas for target"] = formatted(table[cap.REPLICAS], ".0f")
+        shown["GPUs for target"] = formatted(table[cap.TARGET_GPUS], ".0f")
+        shown["USD / hour for target"] = formatted(table[cap.TARGET_USD_PER_HOUR], ",.2f")
+    return pd.DataFrame(shown)
+
+
 def sweep_diff_section(diff: SweepDiff) -> Section:
     """The matched comparison of several sweeps, with the within-noise verdicts."""
     t = diff.table
@@ -133,6 +195,21 @@ def sweep_diff_section(diff: SweepDiff) -> Section:
         "difference as within noise; with fewer than two repeats on a side it cannot be judged."
     )
     return Section("Sweeps compared", text, table=table)
+
+
+def _latency_columns(table: pd.DataFrame) -> list[str]:
+    """The latency statistics of a capacity table: between output tok/s and the SLO fraction."""
+    columns = list(table.columns)
+    start = columns.index(rec.OUTPUT_THROUGHPUT) + 1
+    return columns[start : columns.index(rec.SLO_ATTAINED_FRACTION)]
+
+
+def _latency_name(column: str) -> str:
+    """`ttft_ms_p99` as "TTFT p99 (ms)"; other bounded columns keep their name."""
+    metric, _, stat = column.partition("_ms_")
+    if metric not in rec.LATENCY_METRICS or not stat:
+        return column
+    return f"{metric.upper()} {'p50' if stat == 'median' else stat} (ms)"
 
 
 def _interval(mean: float, low: float, high: float, fmt: str) -> str:

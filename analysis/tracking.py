@@ -1,13 +1,14 @@
 """Weights & Biases tracking: one run per trial and one per sweep; the one module importing wandb.
 
 `Tracker` is built from the sweep's `TrackingConfig`, its name and its results folder; with
-`tracking=none` every call does nothing. Otherwise each finished trial becomes a run (group =
-sweep, job type = backend, name = trial label) holding the trial's flattened config (secrets
-scrubbed), its metrics as summary, its resource time series as history and a sample of its
-request records as a table; `sweep_finished` adds a run with the summary table and the report's
-plots. Without credentials the runs are written offline under `<results>/<sweep>/wandb/` and
-`close` prints the `wandb sync` command. Tracking never fails a sweep: the first wandb error is
-logged as one warning line and turns the tracker off. `upload_results` tracks a finished folder.
+`tracking=none` every call does nothing. Otherwise each finished trial becomes a run (group = sweep,
+job type = backend, name = trial label) holding the trial's flattened config (secrets scrubbed), its
+metrics as summary, its resource time series as history and a sample of its request records as a
+table; `sweep_finished` adds a run with the summary table, the capacity table of a search
+(`analysis.capacity`) and the report's plots. Without credentials the runs are written offline under
+`<results>/<sweep>/wandb/` and `close` prints the `wandb sync` command. Tracking never fails a
+sweep: the first wandb error is logged as one warning line and turns the tracker off.
+`upload_results` tracks a finished folder.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
+from analysis.capacity import capacity_table, search_settings
 from analysis.load import load_requests, load_summary, load_timeseries
 from analysis.plots import sweep_title
 from analysis.roofline import roofline
@@ -111,16 +113,26 @@ class Tracker:
                 self._run.log({"requests": wandb.Table(dataframe=_table_frame(sample))})
             self._finish()
 
-    def sweep_finished(self, summary: pd.DataFrame, plots: list[Path]) -> None:
-        """One run for the sweep: the summary table and the report's plots."""
+    def sweep_finished(
+        self, summary: pd.DataFrame, plots: list[Path], capacity: pd.DataFrame | None = None
+    ) -> None:
+        """One run for the sweep: the summary table, the capacity table and the report's plots.
+
+        Without `capacity` it is computed from `summary` with the sweep.yaml's search settings.
+        """
         if not self.enabled:
             return
         with self._guard("logging the sweep"):
+            if capacity is None:
+                capacity = capacity_table(summary, *search_settings(self.root))
             wandb = self._start(
                 self.sweep, SWEEP_JOB_TYPE, {rec.SWEEP_NAME: self.sweep, "trials": len(summary)}
             )
+            tables = {"summary": wandb.Table(dataframe=_table_frame(summary))}
+            if len(capacity):
+                tables["capacity"] = wandb.Table(dataframe=_table_frame(capacity))
             images = {f"plots/{p.stem}": wandb.Image(str(p), caption=p.stem) for p in plots}
-            self._run.log({"summary": wandb.Table(dataframe=_table_frame(summary)), **images})
+            self._run.log({**tables, **images})
             self._finish()
 
     def close(self) -> None:
@@ -223,9 +235,15 @@ def request_sample(requests: pd.DataFrame, rows: int = REQUEST_SAMPLE_ROWS) -> p
 
 
 def upload_results(
-    results_dir: str | Path, plots: list[Path], project: str | None = None
+    results_dir: str | Path,
+    plots: list[Path],
+    project: str | None = None,
+    capacity: pd.DataFrame | None = None,
 ) -> Tracker:
-    """Log a finished results folder: one run per trial and the sweep run; returns the tracker."""
+    """Log a finished results folder: one run per trial and the sweep run; returns the tracker.
+
+    `capacity` is the report's capacity table (with its target rate); computed when None.
+    """
     summary = load_summary(results_dir)
     requests, timeseries = load_requests(results_dir), load_timeseries(results_dir)
     sweep = sweep_title(summary, fallback=Path(results_dir).name)
@@ -242,7 +260,7 @@ def upload_results(
                 by_trial["requests"].get(trial_id, requests.iloc[:0]),
                 by_trial["timeseries"].get(trial_id, timeseries.iloc[:0]),
             )
-        tracker.sweep_finished(summary, plots)
+        tracker.sweep_finished(summary, plots, capacity)
     return tracker
 
 

@@ -122,6 +122,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--server-cpus", type=cpu_ids, help="e.g. 0 (default: not confined)")
     parser.add_argument("--client-cpus", type=cpu_ids, help="e.g. 1 (default: not confined)")
     parser.add_argument(
+        "--isolate", action="store_true",
+        help="ours: start `python -m sweep` on the server's and client's CPUs with "
+        "cluster.isolate_client=on, so that it keeps the load generator alone on the last CPU "
+        "and moves Ray's daemons to the others (as it does on nodes with 4+ cores)",
+    )  # fmt: skip
+    parser.add_argument(
         "--results-dir", help="keep each round's results and logs here (default: a temporary "
         "folder, removed at the end)",
     )  # fmt: skip
@@ -172,7 +178,14 @@ def ours_sweep(overrides: list[str], results: Path, name: str, args) -> Round:
     """One round through `python -m sweep`: a new sweep `name`, read back from its Parquet."""
     argv = [sys.executable, "-m", "sweep", *overrides, f"sweep.name={name}",
             f"output.dir={results}"]  # fmt: skip
-    wall_s, watch = run_child("python -m sweep", argv, results / f"{name}.log", ROOT)
+    confined = os.sched_getaffinity(0)
+    if args.isolate:  # the sweep places its own processes: the load generator on the last core
+        argv.append("cluster.isolate_client=on")
+        os.sched_setaffinity(0, (args.server_cpus or set()) | (args.client_cpus or confined))
+    try:
+        wall_s, watch = run_child("python -m sweep", argv, results / f"{name}.log", ROOT)
+    finally:
+        os.sched_setaffinity(0, confined)
     (summary,) = load_summary(results / name).to_dict("records")  # one trial per sweep
     tok_s, ttfts = measured(summary, load_requests(results / name), f"sweep {name}")
     note = f"python -m sweep {wall_s:.0f} s, {trust_note(summary)}; "

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import ray
 import yaml
 
-from analysis.console import print_paths, print_table
+from analysis.console import print_capacity, print_paths, print_table
 from analysis.load import load_summary
 from analysis.report import main_table, write_report
 from analysis.tracking import Tracker
@@ -25,6 +26,7 @@ from sweep.job import check_output_dir
 from sweep.plan import SweepPlan, build_plan
 from sweep.progress import SweepProgress
 from sweep.resume import select_pending
+from sweep.search_plan import probe_budget
 
 log = logging.getLogger("sweep")
 
@@ -59,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
                 run_on_ray(plan, state.deployments, store, tracker)
             summary = load_summary(store.root)
             report = write_report(store.root)
-            tracker.sweep_finished(summary, list(report.plots))
+            tracker.sweep_finished(summary, list(report.plots), capacity=report.capacity)
             print_table(main_table(summary), title=f"Sweep {plan.name}")
+            print_capacity(report.capacity)
             print_paths(report)
             print_trust_warnings(summary)
     except SweepError as exc:
@@ -78,9 +81,11 @@ def main(argv: list[str] | None = None) -> int:
 def run_on_ray(plan: SweepPlan, deployments: list, store: ResultStore, tracker: Tracker) -> None:
     """Connect to Ray, run the deployments with live progress, disconnect if we started Ray."""
     started = connect(plan.base.cluster)
-    total = sum(len(d.trials) for d in deployments)
+    total = sum(probe_budget(t) for d in deployments for t in d.trials)
+    searches = sum(t.search is not None for d in deployments for t in d.trials)
+    what = f"{searches} searches (at most {total} trials)" if searches else f"{total} trials"
     console.print(
-        f"running {total} trials in {len(deployments)} deployments; results in {store.display_root}"
+        f"running {what} in {len(deployments)} deployments; results in {store.display_root}"
     )
     try:
         with SweepProgress(total, len(deployments)) as progress:
@@ -113,6 +118,10 @@ class TrackedProgress:
     def deployment_finished(self) -> None:
         """One fewer deployment running."""
         self.progress.deployment_finished()
+
+    def search_finished(self, label: str, found: Any, unused: int, unit: str) -> None:
+        """A search ended with capacity `found`."""
+        self.progress.search_finished(label, found, unused, unit)
 
 
 def sweep_yaml(plan: SweepPlan, overrides: list[str]) -> str:

@@ -42,7 +42,7 @@ def print_resume(state: ResumeState) -> None:
     """Say what is skipped and how to change that."""
     if state.skipped_ok:
         console.print(
-            f"resume: skipping {state.skipped_ok} completed trials "
+            f"resume: skipping {state.skipped_ok} completed trials or searches "
             "(sweep.overwrite=true re-runs them)"
         )
     if state.skipped_failed:

@@ -17,6 +17,7 @@ itself, so that every trial ends up recorded exactly once:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -35,10 +36,24 @@ from sweep.ledger import TrialLedger
 from sweep.node_types import launchable_node_types
 from sweep.placement import longest_first, unplaceable_reason, waits_for
 from sweep.plan import Deployment
+from sweep.search_plan import probe_budget
+from sweep.search_run import SearchDone, known_probe
 from sweep.trial import DeploymentStarted, failed_trial, run_deployment
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5
+# A local cluster runs beside what it measures, so it starts no more than the sweep needs:
+# - Ray starts workers at niceness 15: the load generator and the servers it launches would
+#   yield to any busy process of the node, and measure that instead;
+# - no idle workers started ahead of tasks (each deployment gets its own anyway), and no Ray
+#   metrics exported (nothing reads them without the dashboard): less that wakes up on the
+#   cores the load generator runs on.
+LOCAL_SYSTEM_CONFIG = {
+    "worker_niceness": 0,
+    "enable_worker_prestart": False,
+    "prestart_worker_first_driver": False,
+    "enable_metrics_collection": False,
+}
 SHARE_POLL_S = 1.0  # how often idle resources are looked for (a call to the GCS)
 
 
@@ -85,9 +100,7 @@ def connect(cluster: Any) -> bool:
         num_cpus=cluster.num_cpus,
         num_gpus=cluster.num_gpus,
         _node_ip_address=cluster.node_ip_address,
-        # Ray starts workers at niceness 15: the load generator and the servers it launches
-        # would yield to any busy process of the node, and measure that instead.
-        _system_config={"worker_niceness": 0},
+        _system_config=LOCAL_SYSTEM_CONFIG,
         **kwargs,
     )
     return True
@@ -125,7 +138,7 @@ def _deployment_task(  # noqa: ANN202
     # engine would run on one card while telemetry samples another. One order for all.
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     environment = {**environment, **worker_environment()}
-    yield from run_deployment(deployment, environment, claim, helper)
+    yield from run_deployment(deployment, environment, claim, helper, ledger.board(task_key))
 
 
 # A GPU deployment gets a worker process of its own (`max_calls=1`: Ray gives a task's function a
@@ -153,6 +166,7 @@ class Driver:
         self.walls: dict[str, list[float]] = {}  # deployment id -> wall times of its trials
         self.warned_niced = False
         self.start_costs: list[float] = []
+        self.probes: dict[str, list[tuple[str, Any]]] = {}  # search id -> probes recorded so far
 
     def run(self, deployments: list[Deployment]) -> SweepOutcome:
         """Submit every deployment (longest first) and process results until all are recorded."""
@@ -194,6 +208,7 @@ class Driver:
 
     def _submit(self, deployment: Deployment, attempt: int, helper: bool = False) -> None:
         key = uuid.uuid4().hex[:12]
+        deployment = deployment.with_trials(tuple(self._with_known(t) for t in deployment.trials))
         options: dict[str, Any] = {
             "num_cpus": deployment.num_cpus,
             "num_gpus": deployment.num_gpus,
@@ -239,23 +254,32 @@ class Driver:
         live = Counter(t.deployment.deployment_id for t in self.tasks)
         candidates = []
         for task in self.tasks:
-            if task.deployment.num_gpus == 0 or live[task.deployment.deployment_id] > 1:
-                continue  # shared CPUs would slow the first task's trials; one helper at most
-            not_begun = self.pending(task)[1:]
+            if task.deployment.num_gpus == 0 or task.helper:
+                continue  # shared CPUs would slow the first task's trials
+            pending = self.pending(task)
+            replicas = _replicas_wanted(pending)
+            if replicas > 1 and live[task.deployment.deployment_id] < replicas:
+                # A search probing `search.parallel` loads at once: a replica joins it, taking
+                # the trials in the same order (each probe is claimed by one replica).
+                candidates.append((len(pending), task, pending))
+                continue
+            if live[task.deployment.deployment_id] > 1:
+                continue  # one helper at most
+            not_begun = pending[1:]
             if not_begun and self._helper_pays(task, len(not_begun)):
-                candidates.append((len(not_begun), task, not_begun))
+                candidates.append((len(not_begun), task, tuple(reversed(not_begun))))
         if not candidates:
             return
         available = ray.available_resources()
         for count, task, not_begun in sorted(candidates, key=lambda c: -c[0]):
             if _fits(task.deployment, available):
                 log.info(
-                    "deployment %s: %d trials not begun and a GPU idle; a second task shares "
-                    "them from the back",
+                    "deployment %s: %d trials or searches left and a GPU idle; another task "
+                    "shares them",
                     task.deployment.label,
                     count,
                 )
-                helper = task.deployment.with_trials(tuple(reversed(not_begun)))
+                helper = task.deployment.with_trials(not_begun)
                 self._submit(helper, task.attempt, helper=True)
                 return
 
@@ -289,6 +313,9 @@ class Driver:
         task.last_progress = time.monotonic()
         if isinstance(item, DeploymentStarted):
             task.started_at = task.last_progress
+            return
+        if isinstance(item, SearchDone):
+            self._search_done(task, item)
             return
         wall = item.summary.column(R.WALL_S)[0].as_py() or 0.0
         if task.start_cost_s is None:
@@ -376,9 +403,34 @@ class Driver:
         for spec in trials:
             self._record(failed_trial(spec, kind, reason, self.environment))
 
+    def _with_known(self, trial: Any) -> Any:
+        """A search's seed with the probes recorded so far, so a retry does not repeat them."""
+        recorded = self.probes.get(trial.trial_id)
+        if trial.search is None or not recorded:
+            return trial
+        known = dict(trial.search.known) | dict(recorded)
+        search = dataclasses.replace(trial.search, known=tuple(known.items()))
+        return dataclasses.replace(trial, search=search)
+
+    def _search_done(self, task: _Task, done: SearchDone) -> None:
+        """A search ended: its seed counts as recorded; say what it found (once, for replicas)."""
+        if done.search_id in self.recorded:
+            return
+        self.recorded.add(done.search_id)
+        seed = next((t for t in task.deployment.trials if t.trial_id == done.search_id), None)
+        label = seed.label if seed is not None else done.search_id
+        run = len(self.probes.get(done.search_id, ()))
+        budget = probe_budget(seed) if seed is not None else run
+        unit = "req/s" if seed is None or not seed.search.integer else "concurrent requests"
+        self.progress.search_finished(label, done.capacity, max(0, budget - run), unit)
+
     def _record(self, files: TrialFiles) -> None:
         if files.trial_id in self.recorded:
             return  # a retried task may repeat a trial that already reached us
+        row = files.summary.to_pylist()[0]
+        if row.get(R.SEARCH_ID) and row.get(R.SEARCH_PROBE) is not None:
+            probes = self.probes.setdefault(row[R.SEARCH_ID], [])
+            probes.append((files.trial_id, known_probe(row)))
         self.store.write_trial(files)
         if files.backend_log is not None:
             self.store.write_backend_log(files.deployment_id, files.backend_log)
@@ -403,6 +455,13 @@ class Driver:
             nice,
             R.ENV_WORKER_NICE,
         )
+
+
+def _replicas_wanted(pending: tuple) -> int:
+    """Tasks the deployment's current trial can use: `search.parallel` for a search, else 1."""
+    if not pending or pending[0].search is None:
+        return 1
+    return pending[0].config.search.parallel
 
 
 def _fits(deployment: Deployment, available: dict[str, float]) -> bool:

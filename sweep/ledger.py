@@ -46,6 +46,38 @@ class TrialLedger:
             if internal_kv._internal_kv_get(key, namespace=NAMESPACE) == task_key.encode():
                 internal_kv._internal_kv_del(key, namespace=NAMESPACE)
 
+    def board(self, task_key: str) -> LedgerBoard:
+        """The view of one task, where replicas share a search's probes (`sweep.search_run`)."""
+        return LedgerBoard(self, task_key)
+
+    def publish(self, trial_id: str, text: str) -> None:
+        """Keep a probe's outcome for the other replicas of its search."""
+        internal_kv._internal_kv_put(self._key(f"outcome/{trial_id}"), text, namespace=NAMESPACE)
+
+    def fetch(self, trial_id: str) -> str | None:
+        """A probe's outcome as published, None before."""
+        value = internal_kv._internal_kv_get(self._key(f"outcome/{trial_id}"), namespace=NAMESPACE)
+        return value.decode() if value is not None else None
+
     def close(self) -> None:
         """Remove this run's claims from the cluster's store."""
         internal_kv._internal_kv_del(f"{self.run}/", del_by_prefix=True, namespace=NAMESPACE)
+
+
+class LedgerBoard:
+    """One task's view of the ledger: claims in its name, outcomes shared with the others."""
+
+    def __init__(self, ledger: TrialLedger, task_key: str) -> None:
+        self.ledger, self.task_key = ledger, task_key
+
+    def claim(self, trial_id: str) -> bool:
+        """True if this task may run `trial_id`."""
+        return self.ledger.claim(trial_id, self.task_key)
+
+    def publish(self, trial_id: str, text: str) -> None:
+        """Share the outcome of a probe this task ran."""
+        self.ledger.publish(trial_id, text)
+
+    def fetch(self, trial_id: str) -> str | None:
+        """The outcome another task published, None while it runs."""
+        return self.ledger.fetch(trial_id)

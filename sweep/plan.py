@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 from sweep.core import records as rec
 from sweep.core.config import GROUPS, Config, flatten
 from sweep.core.errors import ConfigError
+from sweep.search_plan import SearchSeed, check_search, seed_hash_tree
 
 NOT_IN_TRIAL_ID = ("sweep", "output", "cluster", "tracking", "slo", "search", "reference")
 NOT_IN_FLAT = ("sweep", "output", "cluster", "tracking", "search", "reference")
@@ -42,6 +43,7 @@ class TrialSpec:
     label: str
     config: Config
     flat: dict[str, Any]  # the summary's config columns, with the group choices as JSON
+    search: SearchSeed | None = None  # set on a search's seed: the worker turns it into probes
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ def build_plan(overrides: list[str]) -> SweepPlan:
         base = composer.to_config(base_tree, unknown_ok=group_axes)
         _check_name(base.sweep.name)
         axes = {axis: list(values) for axis, values in base.sweep.grid.items()}
+        search_axis = check_search(base, list(axes))
         value_axes = [a for a in axes if a not in GROUPS]
         for axis in value_axes:
             if not _has_key(base_tree, axis):
@@ -133,7 +136,9 @@ def build_plan(overrides: list[str]) -> SweepPlan:
             )
             everywhere = set(unknown) if everywhere is None else everywhere & set(unknown)
             messages.update(unknown)
-            trials.extend(_trials_of_point(config, chosen, choices, base.sweep.repeats))
+            trials.extend(
+                _trials_of_point(config, chosen, choices, base.sweep.repeats, search_axis)
+            )
     if everywhere:
         raise ConfigError(messages[min(everywhere)])
     return SweepPlan(
@@ -146,14 +151,23 @@ def build_plan(overrides: list[str]) -> SweepPlan:
 
 
 def _trials_of_point(
-    config: Config, chosen: dict[str, Any], choices: dict[str, str], repeats: int
+    config: Config,
+    chosen: dict[str, Any],
+    choices: dict[str, str],
+    repeats: int,
+    search_axis: str | None = None,
 ) -> list[TrialSpec]:
     tree = dataclasses.asdict(config)
     deployment_id = stable_hash({k: tree[k] for k in DEPLOYMENT_KEYS})
-    hashed = {k: v for k, v in tree.items() if k not in NOT_IN_TRIAL_ID}
-    flat = flatten({k: v for k, v in tree.items() if k not in NOT_IN_FLAT})
-    flat[rec.GROUP_CHOICES] = json.dumps(choices, sort_keys=True)
+    hashed = hash_tree(tree)
+    flat = flat_columns(tree, choices)
     label = point_label(config, chosen)
+    seed = None
+    if search_axis is not None:
+        mode = config.search.mode
+        hashed = seed_hash_tree(hashed, search_axis, mode)
+        seed = SearchSeed(mode=mode, axis=search_axis)
+        label = f"{label}-{mode}"
     specs = []
     for repeat in range(repeats):
         specs.append(
@@ -165,9 +179,22 @@ def _trials_of_point(
                 label=label if repeats == 1 else f"{label}-r{repeat}",
                 config=config,
                 flat=flat,
+                search=seed,
             )
         )
     return specs
+
+
+def hash_tree(tree: dict[str, Any]) -> dict[str, Any]:
+    """The part of a trial's config tree its id hashes (`NOT_IN_TRIAL_ID` left out)."""
+    return {k: v for k, v in tree.items() if k not in NOT_IN_TRIAL_ID}
+
+
+def flat_columns(tree: dict[str, Any], choices: dict[str, str]) -> dict[str, Any]:
+    """The summary's config columns of a trial's config tree, with the group choices."""
+    flat = flatten({k: v for k, v in tree.items() if k not in NOT_IN_FLAT})
+    flat[rec.GROUP_CHOICES] = json.dumps(choices, sort_keys=True)
+    return flat
 
 
 def _group(trials: list[TrialSpec]) -> tuple[Deployment, ...]:

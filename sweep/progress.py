@@ -7,6 +7,7 @@ trial prints one line with the same counts, so the log still shows how far the s
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -63,6 +64,14 @@ class SweepProgress:
         """One fewer deployment running."""
         self.deployments_left -= 1
 
+    def search_finished(self, label: str, found: Any, unused: int, unit: str) -> None:
+        """A search ended with capacity `found` (in `unit`), `unused` probes of its budget left."""
+        self.total -= unused
+        self._progress.update(self._task, total=self.total, eta=self._eta())
+        self.console.print(
+            f"[bold cyan]◆ {label}[/] capacity {found.load:g} {unit} · {found.reason}"
+        )
+
     def _counts(self) -> str:
         return (
             f"done {self.done} · failed {self.failed} · deployments running {self.deployments_left}"
@@ -82,7 +91,10 @@ class SweepProgress:
             return f"[red]✗ {row[R.LABEL]}[/] {row[R.ERROR_KIND]}: {reason} {position}"
         ttft = row.get(R.latency_column("ttft", "median"))
         ttft_text = f"{ttft:.1f} ms" if ttft is not None else "n/a"
+        slo = ""
+        if row.get(R.SLO_PASSED) is not None:
+            slo = " · SLO met" if row[R.SLO_PASSED] else f" · SLO missed ({row.get(R.SLO_REASON)})"
         return (
             f"[green]✓ {row[R.LABEL]}[/] {row[R.OUTPUT_THROUGHPUT]:.1f} tok/s · "
-            f"TTFT p50 {ttft_text} · {row[R.COMPLETED_REQUESTS]} requests {position}"
+            f"TTFT p50 {ttft_text} · {row[R.COMPLETED_REQUESTS]} requests{slo} {position}"
         )

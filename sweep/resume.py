@@ -1,16 +1,21 @@
 """Resume: which planned trials still need to run, given what the results folder holds.
 
 A trial whose summary exists is done: re-running the same command skips it. Failed trials are
-skipped too unless `sweep.retry_failed=true`; `sweep.overwrite=true` re-runs everything.
+skipped too unless `sweep.retry_failed=true`; `sweep.overwrite=true` re-runs everything. A search
+gets the probes it recorded (failed ones only without `retry_failed`): it is done when they
+already answer it, and otherwise goes on from them instead of starting again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from sweep.core import records as R
 from sweep.core.results import ResultStore
 from sweep.plan import Deployment, SweepPlan
+from sweep.search_run import known_probe, search_finished
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,11 @@ def select_pending(plan: SweepPlan, store: ResultStore) -> ResumeState:
     for deployment in plan.deployments:
         keep = []
         for trial in deployment.trials:
+            if trial.search is not None and not sweep.overwrite:
+                trial = with_recorded_probes(trial, store, sweep.retry_failed)
+                if search_finished(trial):
+                    skipped_ok += 1
+                    continue
             status = (
                 None if sweep.overwrite else store.trial_status(trial.deployment_id, trial.trial_id)
             )
@@ -46,3 +56,15 @@ def select_pending(plan: SweepPlan, store: ResultStore) -> ResumeState:
         if keep:
             deployments.append(deployment.with_trials(tuple(keep)))
     return ResumeState(deployments, skipped_ok, skipped_failed)
+
+
+def with_recorded_probes(seed: Any, store: ResultStore, retry_failed: bool) -> Any:
+    """`seed` with the probes its search already recorded in `store` as known."""
+    known = []
+    for row in store.probe_rows(seed.deployment_id, seed.trial_id):
+        if retry_failed and row.get(R.TRIAL_STATUS) != R.STATUS_OK:
+            continue
+        known.append((row[R.TRIAL_ID], known_probe(row)))
+    if not known:
+        return seed
+    return dataclasses.replace(seed, search=dataclasses.replace(seed.search, known=tuple(known)))

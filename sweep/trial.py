@@ -31,7 +31,8 @@ from sweep.core.secrets import scrub, scrub_text
 from sweep.core.summary import summarize
 from sweep.core.trust import too_short, with_window
 from sweep.datasets.cache import PromptSource
-from sweep.loadgen.attribution import attribute
+from sweep.isolation import Isolation, isolate, restore
+from sweep.loadgen.attribution import attribute, require_server_counts
 from sweep.loadgen.clock import now_s
 from sweep.loadgen.engine import run_engine_workload
 from sweep.loadgen.http import run_http_workload
@@ -39,6 +40,7 @@ from sweep.loadgen.recorder import Trackers
 from sweep.loadgen.requests import build_requests
 from sweep.loadgen.saturation import client_columns
 from sweep.plan import Deployment, TrialSpec
+from sweep.search_run import Board, SearchDone, run_search
 from sweep.telemetry import (
     GPU_INTERVAL_S,
     PROCESS_INTERVAL_S,
@@ -69,7 +71,8 @@ def run_deployment(
     environment: dict[str, Any],
     claim: Callable[[str], bool] | None = None,
     helper: bool = False,
-) -> Iterator[TrialFiles]:
+    board: Board | None = None,
+) -> Iterator[TrialFiles | SearchDone | DeploymentStarted]:
     """Start the deployment's backend, run every trial, stop the backend; yield trial files.
 
     With `claim` (`sweep.ledger`), a trial runs, or is failed, only if `claim(trial_id)` says
@@ -81,16 +84,24 @@ def run_deployment(
     yield DeploymentStarted(node_ip=str(environment.get("env.node_ip")))
     _quiet_transformers()
     backend = None
+    isolation = Isolation()
     try:
         model_path = resolve_model_path(config.model)
-        prompts = PromptSource(model_path, config.model.revision, config.model.trust_remote_code)
+        backend = backend_class(config.backend.name)(config.backend, model_path)  # not started
+        prompts = PromptSource(
+            model_path,
+            config.model.revision,
+            config.model.trust_remote_code,
+            local=backend.local_tokenizer,  # none: the server counts every token
+        )
         if not all(prompts.is_cached(t.config.dataset, _num_prompts(t)) for t in deployment.trials):
             prompts.tokenizer()  # a tokenizer that cannot load fails before the backend starts
         if config.backend.num_gpus > 0:  # Ray's accelerator type does not tell 40 from 80 GB
             check_gpu_memory(config.hardware.name, config.hardware.memory_gb)
-        backend = backend_class(config.backend.name)(config.backend, model_path)
         backend.start()
+        isolation = isolate(config.cluster.isolate_client)
         environment = {**environment, **_model_facts(config, model_path)}
+        environment[R.ENV_CLIENT_CPUS] = isolation.client_cpus
     except Exception as exc:  # every trial of an unstartable deployment fails with the reason
         kind, message = _classify(exc, default_kind=R.ERROR_BACKEND_START)
         log_text = backend.log_text() if backend is not None else None
@@ -103,16 +114,26 @@ def run_deployment(
             if mine(spec.trial_id):
                 yield _with_log(failed_trial(spec, kind, message, environment), log_text)
         return
+    ran = False
+
+    def run(spec: TrialSpec) -> TrialFiles:
+        nonlocal ran
+        if ran:
+            backend.reset_between_trials()  # drain, empty caches: trials stay independent
+        ran = True
+        return _with_log(run_trial(backend, prompts, spec, environment), backend.log_text())
+
     try:
-        ran = False
         for spec in deployment.trials:
-            if not mine(spec.trial_id):
-                continue
-            if ran:
-                backend.reset_between_trials()  # drain, empty caches: trials stay independent
-            ran = True
-            yield _with_log(run_trial(backend, prompts, spec, environment), backend.log_text())
+            shared = spec.search is not None and spec.config.search.parallel > 1
+            if not shared and not mine(spec.trial_id):
+                continue  # another task's trial (a search with `parallel` > 1 is everyone's)
+            if spec.search is not None:  # a search: probes chosen one after another
+                yield from run_search(spec, run, board if shared else None)
+            else:
+                yield run(spec)
     finally:
+        restore(isolation)
         backend.stop()
 
 
@@ -145,6 +166,8 @@ def run_trial(
         with capture, sampler:
             trackers = runner(backend, requests, warmup, workload)
         attribute(trackers, prompts.tokenizer)  # after the load, so it costs the client nothing
+        if not prompts.local:
+            require_server_counts(trackers)  # no tokenizer: every count is the server's usage
     except Exception as exc:
         kind, message = _classify(exc, default_kind=R.ERROR_BACKEND)
         tail = backend.log_tail()
@@ -167,7 +190,7 @@ def run_trial(
         requests_table.to_pandas(),
         num_gpus=config.backend.num_gpus,
         price_per_hour=config.hardware.price_per_hour,
-        slo=dataclasses.asdict(config.slo),
+        slo=config.slo.request_bounds(),
         timeseries=timeseries.to_pandas(),
         server_metrics=server_metrics.to_pandas(),
         server_series=backend.server_series,
@@ -232,6 +255,12 @@ def _trial_files(
         **metrics,
         **environment,
     }
+    if spec.search is not None:  # a search that could not run: recorded as the search's row
+        row |= {
+            R.SEARCH_ID: spec.trial_id,
+            R.SEARCH_MODE: spec.search.mode,
+            R.SEARCH_AXIS: spec.search.axis,
+        }
     row = scrub(row)
     summary = pa.Table.from_pylist([row])
     trial_yaml = yaml.safe_dump(

@@ -217,9 +217,13 @@ class ClusterConfig:
     start_timeout_s: float = 1800.0
     # When resources idle and a deployment has trials not begun, a second task takes half.
     share_idle_gpus: bool = True
+    # Keep the load generator on cores of its own, away from Ray's daemons and the launched
+    # server (`sweep.isolation`): auto where a node has 4 or more cores, on, off.
+    isolate_client: str = "auto"
 
     def __post_init__(self) -> None:
         check_positive("cluster", start_timeout_s=self.start_timeout_s)
+        check_choice("cluster", "isolate_client", self.isolate_client, ("auto", "on", "off"))
         if self.max_retries < 0:
             raise_config(f"cluster.max_retries must be >= 0, got {self.max_retries}")
 

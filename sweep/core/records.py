@@ -160,6 +160,7 @@ ERROR_WORKER_DIED = "worker_died"
 ENV_PREFIX = "env."
 ENV_WORKER_PID = "env.worker_pid"  # the Ray worker process that ran the trial
 ENV_WORKER_NICE = "env.worker_nice"  # its niceness: > 0 means it yielded to other processes
+ENV_CLIENT_CPUS = "env.client_cpus"  # cores kept for the load generator (`sweep.isolation`)
 
 SUMMARY_FILE = "summary.parquet"
 REQUESTS_FILE = "requests.parquet"

@@ -65,6 +65,23 @@ class ResultStore:
         table = pq.read_table(path, columns=[R.TRIAL_STATUS], filesystem=self.fs)
         return str(table.column(R.TRIAL_STATUS)[0].as_py())
 
+    def probe_rows(self, deployment_id: str, search_id: str) -> list[dict]:
+        """Summary rows of the probes recorded for one search of a deployment (resume)."""
+        selector = pafs.FileSelector(
+            f"{self.root}/{deployment_id}", recursive=True, allow_not_found=True
+        )
+        rows = []
+        for info in self.fs.get_file_info(selector):
+            if info.base_name != R.SUMMARY_FILE:
+                continue
+            table = pq.read_table(info.path, filesystem=self.fs)
+            if (
+                R.SEARCH_ID in table.column_names
+                and table.column(R.SEARCH_ID)[0].as_py() == search_id
+            ):
+                rows.append(table.to_pylist()[0])
+        return sorted(rows, key=lambda row: row.get(R.SEARCH_PROBE) or 0)
+
     def write_trial(self, files: TrialFiles) -> None:
         """Write one trial's files; the summary goes last and marks the trial complete."""
         folder = self.trial_dir(files.deployment_id, files.trial_id)

@@ -46,7 +46,8 @@ def summarize(
             seconds from the trial's start).
         num_gpus: GPUs of the deployment; 0 (CPU) is priced as one instance.
         price_per_hour: price of one GPU (or instance) hour in USD.
-        slo: bounds for goodput, keys `ttft_ms`, `tpot_ms`, `e2e_ms`; None values are ignored.
+        slo: per-request bounds for goodput and the attained fraction, keys `ttft_ms`,
+            `tpot_ms`, `e2e_ms` (`SLOConfig.request_bounds()`); None values are ignored.
         timeseries: the trial's resource samples in long format, if any were taken.
         server_metrics: the trial's /metrics capture (`records.SERVER_METRICS_SCHEMA`), if any.
         server_series: the backend's map of roles to its Prometheus families
@@ -74,6 +75,7 @@ def summarize(
         rec.OUTPUT_TOKENS_TOTAL: output_tokens,
         rec.COST_PER_1M_OUTPUT: cost_per_1m_output(output_throughput, num_gpus, price_per_hour),
         rec.GOODPUT: _goodput(ok, duration, slo),
+        rec.SLO_ATTAINED_FRACTION: _attained_fraction(requests, ok, slo),
         rec.BATCH_LATENCY_S_MEAN: _batch_latency_mean_s(ok),
         rec.TOKEN_MISMATCH_REQUESTS: _token_mismatches(ok),
         rec.SHORT_OUTPUT_REQUESTS: _short_outputs(ok),
@@ -200,6 +202,15 @@ def _goodput(
     if all(bound is None for bound in (slo or {}).values()):
         return None
     return _rate(int(meets_slo(ok, slo).sum()), duration_s)
+
+
+def _attained_fraction(
+    requests: pd.DataFrame, ok: pd.DataFrame, slo: Mapping[str, float | None] | None
+) -> float | None:
+    """Share of the requests meeting every per-request bound; a failed request misses."""
+    if all(bound is None for bound in (slo or {}).values()) or requests.empty:
+        return None
+    return int(meets_slo(ok, slo).sum()) / len(requests)
 
 
 def _batch_latency_mean_s(ok: pd.DataFrame) -> float | None:

@@ -26,6 +26,7 @@ from sweep.loadgen.engine import run_engine_workload
 from sweep.loadgen.http import run_http_workload
 from sweep.plan import build_plan
 from sweep.trial import DeploymentStarted, run_deployment
+from tests.helpers import run_sweep_here
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -179,6 +180,52 @@ def test_openai_backend_attaches_to_the_running_server(served):
     assert [r[R.OUTPUT_TOKENS] for r in rows] == [5, 6, 7]
     assert all(r[R.STATUS] == R.STATUS_OK for r in rows)
     assert served.backend.pid == served.tree[0].pid  # still the one server
+
+
+def test_a_capacity_search_on_the_vllm_server_brackets_its_answer(served, tmp_path):
+    """search=capacity through the trial runner, attached to the shared vLLM server.
+
+    The SLO is twice the end-to-end latency one stream gets from this server (measured first,
+    with the same workload), so it holds at low concurrency and breaks before 48 streams on two
+    cores. (Not TPOT: on a busy CPU the tiny model's tokens can reach the client in one chunk,
+    and a TPOT of 0 is then what the client saw.) The answer must pass the SLO and the next
+    probe above it must fail it.
+    """
+    e2e = R.latency_column("e2e", "median")
+    workload = [
+        "sweep.name=vllm_capacity",
+        "backend=openai",
+        "backend.num_gpus=0",
+        f"backend.url={served.backend.base_url}",
+        "backend.extensions=true",
+        "workload=closed_loop",
+        "workload.num_requests=48",
+        "workload.output_len=24",
+        "workload.warmup_requests=0",
+        "dataset.input_len=24",
+    ]
+    alone = []
+    run_sweep_here(tmp_path / "alone", [*workload, "workload.concurrency=1"], alone)
+    limit = 2 * alone[0].summary.to_pylist()[0][e2e]
+    collected = []
+    search = ["search=capacity", "search.start=2", "search.max_load=48", "search.tolerance=0.3"]
+    overrides = [*workload, *search, "search.max_probes=6", f"slo.e2e_ms_median={limit:.3f}"]
+    run_sweep_here(tmp_path / "search", overrides, collected)
+    rows = pd.DataFrame([f.summary.to_pylist()[0] for f in collected])
+    assert (rows[R.TRIAL_STATUS] == R.STATUS_OK).all(), rows[R.ERROR_MESSAGE].tolist()
+    curve = rows[[R.SEARCH_LOAD, e2e, R.SLO_PASSED]].to_string()
+    passed = rows[rows[R.SLO_PASSED]]
+    assert not passed.empty, f"limit {limit:.2f} ms:\n{curve}"
+    best = passed[R.SEARCH_LOAD].max()
+    above = rows[(rows[R.SEARCH_LOAD] > best)].sort_values(R.SEARCH_LOAD)
+    assert not above.empty, (
+        f"nothing above concurrency {best} failed (limit {limit:.2f} ms):\n{curve}"
+    )
+    nearest = above.iloc[0]
+    assert not nearest[R.SLO_PASSED]
+    assert nearest[e2e] > limit
+    assert passed.loc[passed[R.SEARCH_LOAD] == best, e2e].iloc[0] <= limit
+    assert rows[R.SEARCH_LOAD].is_unique and len(rows) <= 6
 
 
 def test_offline_engine_exact_tokens_and_real_first_token_times(model_dir):

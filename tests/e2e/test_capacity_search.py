@@ -1,0 +1,151 @@
+"""The capacity search end to end: `python -m sweep +experiment=quickstart_capacity` on real Ray.
+
+The sim server batches like a continuous-batching engine (at most `max_num_seqs` requests run,
+the rest queue), so each configuration has a knee of its own. The search must return a load that
+meets the SLO with a failing probe within the tolerance above it, find more capacity for the
+larger server, record every probe as a trial, and skip the whole search when re-run.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sweep.core import records as R
+
+REPO = Path(__file__).parents[2]
+TOLERANCE = 0.1  # search.tolerance of the experiment
+RESULTS: list[Path] = []  # the results folder of the module's sweep
+
+
+def run_sweep(*overrides: str, timeout: int = 400) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sweep", *overrides],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    out = tmp_path_factory.mktemp("capacity")
+    first = run_sweep(
+        "+experiment=quickstart_capacity", f"output.dir={out}", "cluster.isolate_client=on"
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_sweep("+experiment=quickstart_capacity", f"output.dir={out}")
+    root = out / "quickstart_capacity"
+    RESULTS[:] = [root]
+    rows = pd.concat(pd.read_parquet(p) for p in root.glob(f"*/*/{R.SUMMARY_FILE}"))
+    return rows, first, second
+
+
+def capacities(rows: pd.DataFrame) -> dict[int, tuple[float, float | None]]:
+    """max_num_seqs -> (highest passing load, lowest failing load above it)."""
+    found = {}
+    for _, probes in rows.groupby(R.SEARCH_ID):
+        seqs = int(probes["backend.max_num_seqs"].iloc[0])
+        passed = probes[probes[R.SLO_PASSED]][R.SEARCH_LOAD]
+        best = float(passed.max()) if not passed.empty else 0.0
+        above = probes[~probes[R.SLO_PASSED] & (probes[R.SEARCH_LOAD] > best)][R.SEARCH_LOAD]
+        found[seqs] = (best, float(above.min()) if not above.empty else None)
+    return found
+
+
+def test_each_search_brackets_its_knee_within_the_tolerance(searched):
+    rows, _, _ = searched
+    found = capacities(rows)
+    assert set(found) == {4, 8}
+    for seqs, (best, failing) in found.items():
+        assert best > 0, f"max_num_seqs={seqs}: no load met the SLO"
+        assert failing is not None, f"max_num_seqs={seqs}: nothing above {best} failed"
+        assert (failing - best) / failing <= TOLERANCE + 1e-9, (seqs, best, failing)
+
+
+def test_the_larger_server_serves_more(searched):
+    found = capacities(searched[0])
+    assert found[8][0] > 1.3 * found[4][0], found
+
+
+def test_every_probe_is_a_recorded_trial_judged_against_the_slo(searched):
+    rows, _, _ = searched
+    assert (rows[R.TRIAL_STATUS] == R.STATUS_OK).all()
+    assert rows[R.TRIAL_ID].is_unique
+    for _, probes in rows.groupby(R.SEARCH_ID):
+        assert sorted(probes[R.SEARCH_PROBE]) == list(range(len(probes)))
+        assert len(probes) <= 8  # search.max_probes
+        assert probes[R.SEARCH_LOAD].is_unique
+        # The verdict is the SLO's: p99 TTFT under 100 ms (achieved rate near the offered one).
+        meets = probes[R.latency_column("ttft", "p99")] <= 100
+        assert (probes[R.SLO_PASSED] <= meets).all()
+        assert (probes.loc[~probes[R.SLO_PASSED], R.SLO_REASON].str.len() > 0).all()
+
+
+def test_the_load_generator_ran_on_a_core_of_its_own(searched):
+    rows, _, _ = searched
+    assert set(rows[R.ENV_CLIENT_CPUS]) == {str(max(os.sched_getaffinity(0)))}
+
+
+def test_the_console_and_report_show_the_capacity(searched):
+    rows, first, _ = searched
+    assert "Capacity within the SLO" in first.stdout
+    assert first.stderr.count("◆") == 2  # one line per search as it ends
+    report = (RESULTS[0] / "report.md").read_text()
+    assert "Capacity within the SLO" in report
+
+
+def test_a_rerun_skips_the_finished_searches(searched):
+    rows, _, second = searched
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "skipping 2 completed" in second.stdout, second.stdout
+    assert "nothing to run" in second.stdout, second.stdout
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (["workload=latency_bound"], "needs a load to raise"),
+        (["search.tolerance=1.5"], "search.tolerance must be in (0, 1)"),
+        (["slo.limits={ttft_ms_p999: 5}"], "ttft_ms_p999"),
+        (["search.start=500"], "above search.max_load"),
+        (["slo.ttft_ms_p99=null"], "needs an SLO"),
+        (["+sweep.grid.workload.request_rate=[1,2]"], "chooses itself"),
+    ],
+)
+def test_bad_search_settings_are_one_line_before_ray(override, message, tmp_path):
+    result = run_sweep(
+        "+experiment=quickstart_capacity", f"output.dir={tmp_path}", *override, timeout=60
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not (tmp_path / "quickstart_capacity").exists()
+
+
+def test_replicas_on_idle_gpus_probe_several_loads_at_once(tmp_path):
+    """search.parallel=2 on a local cluster of two (logical) GPUs: a second replica of the one
+    deployment joins its search. GPUs are Ray resources here (no GPU on this machine): the sim
+    server needs none, so both replicas really serve."""
+    result = run_sweep(
+        "+experiment=quickstart_capacity",
+        f"output.dir={tmp_path}",
+        "sweep.grid.backend.max_num_seqs=[8]",
+        "cluster.num_gpus=2",
+        "backend.num_gpus=1",
+        "search.parallel=2",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    root = tmp_path / "quickstart_capacity"
+    rows = pd.concat(pd.read_parquet(p) for p in root.glob(f"*/*/{R.SUMMARY_FILE}"))
+    assert rows[R.SEARCH_ID].nunique() == 1
+    assert rows[R.SEARCH_LOAD].is_unique and rows[R.TRIAL_ID].is_unique
+    assert rows[R.ENV_WORKER_PID].nunique() == 2, rows[[R.SEARCH_LOAD, R.ENV_WORKER_PID]]
+    best, failing = capacities(rows)[8]
+    assert best > 0 and failing is not None
+    assert (failing - best) / failing <= TOLERANCE + 1e-9, (best, failing)
+    assert result.stderr.count("◆") >= 1

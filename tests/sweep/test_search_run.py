@@ -1,0 +1,92 @@
+"""Searches run in this process (the trial runner, no Ray): profile, capacity 0, resume.
+
+Against the sim server (`backend=sim`), whose latencies are what it is configured with. The
+driver's part, Ray and replicas are checked in tests/e2e/test_capacity_search.py.
+"""
+
+import shutil
+
+import pandas as pd
+import pytest
+
+from sweep.core import records as R
+from sweep.core.results import ResultStore
+from sweep.plan import build_plan
+from sweep.resume import select_pending
+from sweep.search_run import SearchDone, search_finished
+from sweep.trial import run_deployment
+from tests.helpers import run_sweep_here
+
+SIM = [
+    "sweep.name=searched",
+    "backend=sim",
+    "backend.num_gpus=0",
+    "backend.ttft_ms=20",
+    "backend.itl_ms=4",
+    "workload=open_loop",
+    "workload.num_requests=30",
+    "workload.output_len=8",
+    "workload.warmup_requests=0",
+    "dataset.input_len=16",
+]
+
+
+def rows_of(files):
+    return pd.DataFrame([f.summary.to_pylist()[0] for f in files])
+
+
+def test_profile_runs_synchronous_throughput_then_rates_between(tmp_path):
+    files = []
+    run_sweep_here(tmp_path, [*SIM, "search=profile", "search.points=3"], files)
+    rows = rows_of(files)
+    assert list(rows[R.SEARCH_PHASE]) == ["synchronous", "throughput", *["profile"] * 3]
+    synchronous = rows[R.REQUEST_THROUGHPUT].iloc[0]
+    ceiling = rows[R.REQUEST_THROUGHPUT].iloc[1]
+    # One stream of 8 tokens at 20 + 7 x 4 ms: about 20 req/s; every request at once: far more.
+    assert 10 < synchronous < 25
+    assert ceiling > 2 * synchronous
+    assert rows[R.SEARCH_LOAD].iloc[0] == pytest.approx(synchronous)
+    assert pd.isna(rows[R.SEARCH_LOAD].iloc[1])  # the throughput probe offers no rate
+    between = list(rows[R.SEARCH_LOAD].iloc[2:])
+    assert between == sorted(between)
+    assert all(synchronous < rate < ceiling for rate in between)
+    assert rows[R.SLO_PASSED].isna().all()  # no SLO: nothing judged
+
+
+def test_a_server_too_slow_for_the_slo_has_capacity_zero_with_the_reason(tmp_path):
+    items = []
+    slow = ["backend.ttft_ms=300", "search=capacity", "slo.ttft_ms_p90=100", "search.start=8"]
+    plan = build_plan([*SIM, *slow, "search.min_load=4", f"output.dir={tmp_path}"])
+    for item in run_deployment(plan.deployments[0], {}):
+        items.append(item)
+    probes = [i for i in items if hasattr(i, "summary")]
+    (done,) = [i for i in items if isinstance(i, SearchDone)]
+    assert [p.summary.to_pylist()[0][R.SEARCH_LOAD] for p in probes] == [8.0, 4.0]
+    assert done.capacity.load == 0.0
+    assert "lowest load" in done.capacity.reason and "ttft_ms_p90" in done.capacity.reason
+
+
+def test_resume_runs_only_the_probes_not_recorded_and_skips_a_finished_search(tmp_path):
+    overrides = [*SIM, "search=capacity", "slo.ttft_ms_p90=60", "backend.max_num_seqs=2",
+                 "search.start=4", "search.tolerance=0.2", "search.max_probes=6"]  # fmt: skip
+    first = []
+    root = run_sweep_here(tmp_path, overrides, first)
+    plan = build_plan([*overrides, f"output.dir={tmp_path}"])
+    store = ResultStore(str(tmp_path), plan.name)
+    state = select_pending(plan, store)
+    assert state.deployments == [] and state.skipped_ok == 1  # finished: nothing to run
+
+    # Lose the last two probes, as a run killed at 3 a.m. would.
+    rows = rows_of(first).sort_values(R.SEARCH_PROBE)
+    assert len(rows) >= 3
+    lost = rows.iloc[-2:]
+    for _, row in lost.iterrows():
+        shutil.rmtree(root / row[R.DEPLOYMENT_ID] / row[R.TRIAL_ID])
+    state = select_pending(plan, store)
+    (seed,) = state.deployments[0].trials
+    assert len(seed.search.known) == len(rows) - 2
+    assert not search_finished(seed)
+    again = [i for i in run_deployment(state.deployments[0], {}) if hasattr(i, "summary")]
+    # The first probe it runs is the first one lost: the same history chooses the same load.
+    assert again[0].summary.to_pylist()[0][R.SEARCH_LOAD] == lost[R.SEARCH_LOAD].iloc[0]
+    assert again[0].summary.to_pylist()[0][R.SEARCH_PROBE] == lost[R.SEARCH_PROBE].iloc[0]
