@@ -22,6 +22,7 @@ from sweep.core import records as R
 from sweep.core.config import Config
 from sweep.core.results import TrialFiles
 from sweep.core.slo import verdict
+from sweep.loadgen.http import STOPPED_OVER_SATURATED
 from sweep.plan import TrialSpec, flat_columns, hash_tree, stable_hash
 from sweep.search import Capacity, Probe, capacity, next_step, profile_loads
 
@@ -197,7 +198,11 @@ def judged(
         load = achieved or 0.0
     limit = config.search.saturation_ratio
     offered = load if seed.search.axis == "workload.request_rate" and math.isfinite(load) else None
-    if passed and offered and (achieved or 0.0) < limit * offered:
+    stopped = _stopped(files)
+    if stopped:  # the load generator gave up on them: the slowest requests, not in the metrics
+        passed = False
+        reason = f"over-saturated: {stopped} requests still in flight were stopped"
+    elif passed and offered and (achieved or 0.0) < limit * offered:
         passed = False
         reason = (
             f"over-saturated: achieved {achieved or 0.0:.3g} req/s of {offered:g} offered "
@@ -229,6 +234,12 @@ def known_probe(row: dict[str, Any]) -> Probe:
         achieved=_ceiling(row),
         reason=str(row.get(R.SLO_REASON) or ""),
     )
+
+
+def _stopped(files: TrialFiles) -> int:
+    """Requests the load generator stopped because the probe could no longer pass."""
+    errors = files.requests.column(R.ERROR).to_pylist() if files.requests.num_rows else []
+    return sum(1 for error in errors if error and error.startswith(STOPPED_OVER_SATURATED))
 
 
 def _ceiling(row: dict[str, Any]) -> float | None:

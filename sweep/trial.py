@@ -8,6 +8,7 @@ a failed trial with its reason; the remaining trials of the deployment go on whe
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -163,6 +164,9 @@ def run_trial(
         texts = prompts.prompts(config.dataset, _num_prompts(spec))
         warmup, requests = build_requests(texts, workload)
         runner = RUNNERS[backend.interface]
+        if backend.interface != "engine" and config.search.mode == "capacity":
+            # A probe that cannot pass stops once that is certain (`sweep.search_run`).
+            runner = functools.partial(runner, stop_ratio=config.search.saturation_ratio)
         with capture, sampler:
             trackers = runner(backend, requests, warmup, workload)
         attribute(trackers, prompts.tokenizer)  # after the load, so it costs the client nothing

@@ -55,12 +55,16 @@ API_PATHS = {
 Send = Callable[[GenRequest, RequestTracker, float], Awaitable[None]]
 
 
+STOPPED_OVER_SATURATED = "stopped: the probe was over-saturated, still in flight after"
+
+
 class _Plan(NamedTuple):
     """What a mode needs beyond its requests: open-loop due times, concurrency, start time."""
 
     offsets: list[float]
     streams: int | None
     start: float
+    stop_ratio: float | None = None  # open loop: stop once the achieved rate must fall below it
 
 
 @dataclass(frozen=True)
@@ -87,8 +91,13 @@ def run_http_workload(
     requests: Sequence[GenRequest],
     warmup: Sequence[GenRequest],
     workload: WorkloadConfig,
+    stop_ratio: float | None = None,
 ) -> Trackers:
-    """Stream `requests` to a started server backend; return the measured requests' trackers."""
+    """Stream `requests` to a started server backend; return the measured requests' trackers.
+
+    With `stop_ratio` (a search's probe), an open loop stops the requests still in flight once
+    its achieved rate can no longer reach `stop_ratio` of the offered one (one process only).
+    """
     endpoint = Endpoint(  # headers and body fields read now, when the trial starts
         backend.base_url,
         backend.served_model,
@@ -99,7 +108,7 @@ def run_http_workload(
         max_tokens_field=backend.max_tokens_field,
         extra_body=backend.request_body(),
     )
-    return run_endpoint_workload(endpoint, requests, warmup, workload)
+    return run_endpoint_workload(endpoint, requests, warmup, workload, stop_ratio)
 
 
 def run_endpoint_workload(
@@ -107,11 +116,12 @@ def run_endpoint_workload(
     requests: Sequence[GenRequest],
     warmup: Sequence[GenRequest],
     workload: WorkloadConfig,
+    stop_ratio: float | None = None,
 ) -> Trackers:
     """Like `run_http_workload`, against an explicit endpoint; sharded into processes if asked."""
     if workload.client_processes > 1:
         return run_sharded(endpoint, requests, warmup, workload)
-    return asyncio.run(run_share(endpoint, requests, warmup, workload))
+    return asyncio.run(run_share(endpoint, requests, warmup, workload, stop_ratio=stop_ratio))
 
 
 async def run_share(
@@ -121,6 +131,7 @@ async def run_share(
     workload: object,
     share: Share = WHOLE,
     start: Callable[[], Awaitable[float]] | None = None,
+    stop_ratio: float | None = None,
 ) -> Trackers:
     """Offer `share`'s part of the load (all of it by default) from this event loop.
 
@@ -167,7 +178,8 @@ async def run_share(
         meter = CpuMeter()
         try:
             mode = MODES.get(workload.name, _closed_loop_mode)
-            await mode(sender(f"{run_id}-"), items, workload, _Plan(offsets, cap, begin))
+            plan = _Plan(offsets, cap, begin, stop_ratio)
+            await mode(sender(f"{run_id}-"), items, workload, plan)
         finally:
             usage = meter.usage()
             gc.unfreeze()
@@ -212,7 +224,20 @@ async def _open_loop(send: Send, items: list, workload: object, plan: _Plan) -> 
         if delay > 0:
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(capped(request, tracker, start + offset)))
-    await asyncio.gather(*tasks)
+    if plan.stop_ratio is None or not plan.offsets:
+        await asyncio.gather(*tasks)
+        return
+    # Past `schedule / stop_ratio` the achieved rate is below stop_ratio of the offered one
+    # whatever happens next: the probe is over-saturated (`sweep.search_run`), and waiting for
+    # the backlog to drain would only spend time. What is still in flight is stopped.
+    deadline = start + plan.offsets[-1] / plan.stop_ratio
+    _, late = await asyncio.wait(tasks, timeout=max(0.0, deadline - now_s()))
+    for task in late:
+        task.cancel()
+    await asyncio.gather(*late, return_exceptions=True)
+    for task, (_, tracker) in zip(tasks, items, strict=True):
+        if task in late and tracker.end is None:
+            tracker.fail(f"{STOPPED_OVER_SATURATED} {plan.offsets[-1] / plan.stop_ratio:.1f} s")
 
 
 async def _batches(send: Send, items: list, workload: object, plan: _Plan) -> None:

@@ -90,3 +90,23 @@ def test_resume_runs_only_the_probes_not_recorded_and_skips_a_finished_search(tm
     # The first probe it runs is the first one lost: the same history chooses the same load.
     assert again[0].summary.to_pylist()[0][R.SEARCH_LOAD] == lost[R.SEARCH_LOAD].iloc[0]
     assert again[0].summary.to_pylist()[0][R.SEARCH_PROBE] == lost[R.SEARCH_PROBE].iloc[0]
+
+
+def test_an_over_saturated_probe_stops_early_and_fails(tmp_path):
+    """One sequence at a time of about 20 + 15 x 5 = 95 ms: about 10 req/s. Offered 40 req/s
+    for one second, the backlog would take some 4 s to drain; the probe stops at 1 s / 0.9."""
+    base = [*SIM, "backend.max_num_seqs=1", "backend.itl_ms=5", "workload.output_len=16",
+            "workload.num_requests=40", "workload.request_rate=40"]  # fmt: skip
+    probe, grid = [], []
+    search = ["search=capacity", "slo.ttft_ms_p90=10000", "search.start=40", "search.max_probes=1"]
+    run_sweep_here(tmp_path / "probe", [*base, *search], probe)
+    run_sweep_here(tmp_path / "grid", base, grid)
+    (row,) = rows_of(probe).to_dict("records")
+    (plain,) = rows_of(grid).to_dict("records")
+    assert not row[R.SLO_PASSED]
+    assert row[R.SLO_REASON].startswith("over-saturated:") and "stopped" in row[R.SLO_REASON]
+    assert row[R.FAILED_REQUESTS] > 10  # the backlog, stopped
+    assert plain[R.FAILED_REQUESTS] == 0 and plain[R.WALL_S] > 3.0  # the same load, drained
+    assert row[R.WALL_S] < plain[R.WALL_S] - 1.5
+    errors = probe[0].requests.to_pandas()[R.ERROR].dropna()
+    assert errors.str.startswith("stopped: the probe was over-saturated").all()
