@@ -26,7 +26,15 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from analysis.plots import CONFIGURATION, NO_SERIES, display_text, numeric_column, series_labels
+from analysis.plots import (
+    CONFIGURATION,
+    NO_SERIES,
+    display_text,
+    number,
+    numeric_column,
+    series_labels,
+    text_column,
+)
 from sweep.core import records as rec
 from sweep.core.summary import cost_per_1m_output
 
@@ -61,11 +69,11 @@ def search_probes(trials: pd.DataFrame) -> pd.DataFrame:
     if rec.SEARCH_ID not in trials or trials[rec.SEARCH_ID].isna().all():
         return trials.iloc[:0].assign(**{CONFIGURATION: [], LOAD: [], PASSED: [], REASON: []})
     probes = trials[trials[rec.SEARCH_ID].notna()].copy()
-    ok = _text(probes, rec.TRIAL_STATUS).isin(["", rec.STATUS_OK])
+    ok = text_column(probes, rec.TRIAL_STATUS).isin(["", rec.STATUS_OK])
     verdict = probes.get(rec.SLO_PASSED, pd.Series(None, index=probes.index)).astype(object)
     held = [bool(slo_text(row)) for _, row in probes.iterrows()]
     probes[PASSED] = [_passed(*args) for args in zip(verdict, ok, held, strict=True)]
-    unoffered = _text(probes, rec.SEARCH_PHASE).isin(UNOFFERED_PHASES)
+    unoffered = text_column(probes, rec.SEARCH_PHASE).isin(UNOFFERED_PHASES)
     probes[LOAD] = numeric_column(probes, rec.SEARCH_LOAD).mask(
         unoffered, numeric_column(probes, rec.REQUEST_THROUGHPUT)
     )
@@ -150,7 +158,7 @@ def search_settings(results_dir: str | Path) -> tuple[float | None, float | None
     path = Path(results_dir) / rec.SWEEP_YAML
     meta = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
     search = ((meta or {}).get("config") or {}).get("search") or {}
-    return _number(search.get("target_rate")), _number(search.get("tolerance"))
+    return number(search.get("target_rate")), number(search.get("tolerance"))
 
 
 def with_search(options: Any, results_dir: str | Path) -> Any:
@@ -169,8 +177,8 @@ def _search_row(probes: pd.DataFrame, latencies: list[str]) -> dict[str, Any]:
     failing = judged[~judged[PASSED].astype(bool)].sort_values(LOAD)
     # A load passes only if every probe there did (repeats of a load may disagree).
     passing = judged[judged[PASSED].astype(bool) & ~judged[LOAD].isin(failing[LOAD])]
-    price = _number(first.get(rec.HARDWARE_PRICE_PER_HOUR))
-    gpus = int(_number(first.get(rec.BACKEND_NUM_GPUS)) or 0)
+    price = number(first.get(rec.HARDWARE_PRICE_PER_HOUR))
+    gpus = int(number(first.get(rec.BACKEND_NUM_GPUS)) or 0)
     row: dict[str, Any] = {
         rec.SEARCH_ID: first[rec.SEARCH_ID],
         CONFIGURATION: first[CONFIGURATION],
@@ -236,9 +244,9 @@ def _slo_columns(probes: pd.DataFrame) -> list[str]:
 
 def _reasons(probes: pd.DataFrame) -> list[str]:
     """Why each failing probe failed: its SLO reason, else its error kind."""
-    reasons = _text(probes, rec.SLO_REASON)
-    errors = _text(probes, rec.ERROR_KIND)
-    status = _text(probes, rec.TRIAL_STATUS)
+    reasons = text_column(probes, rec.SLO_REASON)
+    errors = text_column(probes, rec.ERROR_KIND)
+    status = text_column(probes, rec.TRIAL_STATUS)
     return [
         reason or (f"trial failed: {error or 'error'}" if state == rec.STATUS_FAILED else "")
         for reason, error, state in zip(reasons, errors, status, strict=True)
@@ -266,7 +274,7 @@ def _configuration_names(probes: pd.DataFrame) -> dict[str, str]:
         firsts = probes.groupby(rec.SEARCH_ID, sort=True).head(1).set_index(rec.SEARCH_ID)
         axes = [c for c in (RATE_AXIS, CONCURRENCY_AXIS) if c in firsts]
         series = series_labels(firsts.drop(columns=axes))
-        backend = _text(firsts, rec.BACKEND_NAME)
+        backend = text_column(firsts, rec.BACKEND_NAME)
         names = {s: (series[s] if series[s] != NO_SERIES else backend[s]) or s for s in names}
     counts = pd.Series(list(names.values())).value_counts()
     return {s: f"{n} ({s[:6]})" if counts[n] > 1 else n for s, n in names.items()}
@@ -274,7 +282,7 @@ def _configuration_names(probes: pd.DataFrame) -> dict[str, str]:
 
 def _label_tokens(probe: pd.Series) -> list[str]:
     tokens = display_text(probe.get(rec.LABEL)).split(_SEPARATOR)
-    load = _number(probe.get(rec.SEARCH_LOAD))
+    load = number(probe.get(rec.SEARCH_LOAD))
     shown = "max" if load is None else f"{load:g}"
     if tokens and re.fullmatch(rf"[rc]{re.escape(shown)}", tokens[-1]):
         tokens = tokens[:-1]
@@ -291,14 +299,3 @@ def _passed(verdict: object, ok: bool, held: bool) -> bool | None:
 def _mean(frame: pd.DataFrame, column: str) -> float | None:
     value = numeric_column(frame, column).mean()
     return None if pd.isna(value) else float(value)
-
-
-def _number(value: object) -> float | None:
-    number = pd.to_numeric(value, errors="coerce") if value is not None else None
-    return None if number is None or pd.isna(number) else float(number)
-
-
-def _text(frame: pd.DataFrame, column: str) -> pd.Series:
-    if column not in frame:
-        return pd.Series("", index=frame.index, dtype=object)
-    return frame[column].map(display_text)

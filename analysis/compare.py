@@ -20,10 +20,11 @@ import pandas as pd
 from analysis.plots import (
     CONFIGURATION,
     LATENCY_MS,
-    display_text,
     load_values,
+    number,
     numeric_column,
     series_labels,
+    text_column,
 )
 from analysis.roofline import BASIS_WEIGHTS, WEIGHTS_ONLY_NOTE, roofline
 from sweep.core import records as rec
@@ -102,8 +103,8 @@ def analyse(
 
 def task_values(summary: pd.DataFrame) -> pd.Series:
     """Task of each trial: `dataset.task` where set, else the dataset's name."""
-    names = _text(summary, rec.DATASET_NAME)
-    return _text(summary, rec.DATASET_TASK).where(lambda t: t != "", names)
+    names = text_column(summary, rec.DATASET_NAME)
+    return text_column(summary, rec.DATASET_TASK).where(lambda t: t != "", names)
 
 
 def engine_labels(summary: pd.DataFrame) -> pd.Series:
@@ -134,7 +135,7 @@ def decomposition(summary: pd.DataFrame, baseline: str = DEFAULT_BASELINE) -> pd
             TASK: task_values(ok),
             LOAD: load_values(ok),
             ENGINE: engine_labels(ok),
-            "backend": _text(ok, rec.BACKEND_NAME),
+            "backend": text_column(ok, rec.BACKEND_NAME),
         }
     )
     for metric in RATIO_COLUMNS:
@@ -202,7 +203,7 @@ def parse_slo(text: str) -> Slo:
     slo: Slo = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, _, value = (s.strip() for s in part.partition("="))
-        bound = _number(value)
+        bound = number(value)
         if key not in SLO_KEYS or bound is None or bound <= 0:
             raise ConfigError(f"bad SLO {part!r}: use KEY=MS, KEY one of {', '.join(SLO_KEYS)}")
         slo[key] = bound
@@ -238,8 +239,8 @@ def slo_goodput(
 
 
 def _trial_goodput(trial: pd.Series, requests: pd.DataFrame, slo: Slo) -> dict[str, object]:
-    gpus = int(_number(trial.get(rec.BACKEND_NUM_GPUS)) or 0)
-    price = _number(trial.get(rec.HARDWARE_PRICE_PER_HOUR))
+    gpus = int(number(trial.get(rec.BACKEND_NUM_GPUS)) or 0)
+    price = number(trial.get(rec.HARDWARE_PRICE_PER_HOUR))
     metrics = summarize(requests, num_gpus=gpus, price_per_hour=price or 0.0, slo=slo)
     ok = requests[requests[rec.STATUS] == rec.STATUS_OK]
     good_tokens = numeric_column(ok, rec.OUTPUT_TOKENS)[meets_slo(ok, slo)].sum()
@@ -263,7 +264,7 @@ def _empty_slo() -> pd.DataFrame:
 
 
 def _config_slo(trial: pd.Series) -> Slo:
-    bounds = {key: _number(trial.get(f"{rec.SLO_PREFIX}{key}")) for key in SLO_KEYS}
+    bounds = {key: number(trial.get(f"{rec.SLO_PREFIX}{key}")) for key in SLO_KEYS}
     return {key: bound for key, bound in bounds.items() if bound is not None}
 
 
@@ -280,14 +281,3 @@ def _configurations(summary: pd.DataFrame) -> pd.Series:
 
 def _ok(summary: pd.DataFrame) -> pd.Series:
     return summary[rec.TRIAL_STATUS] == rec.STATUS_OK
-
-
-def _number(value: object) -> float | None:
-    number = pd.to_numeric(value, errors="coerce") if value is not None else None
-    return None if number is None or pd.isna(number) else float(number)
-
-
-def _text(frame: pd.DataFrame, column: str) -> pd.Series:
-    if column not in frame:
-        return pd.Series("", index=frame.index, dtype=object)
-    return frame[column].map(display_text)

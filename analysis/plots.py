@@ -241,6 +241,19 @@ def numeric_column(summary: pd.DataFrame, column: str) -> pd.Series:
     return pd.to_numeric(summary[column], errors="coerce").astype(float)
 
 
+def number(value: object) -> float | None:
+    """A single value as a float; None for nulls and non-numbers."""
+    parsed = pd.to_numeric(value, errors="coerce") if value is not None else None
+    return None if parsed is None or pd.isna(parsed) else float(parsed)
+
+
+def text_column(frame: pd.DataFrame, column: str) -> pd.Series:
+    """A column as display text (`display_text`); all "" when the column is absent."""
+    if column not in frame:
+        return pd.Series("", index=frame.index, dtype=object)
+    return frame[column].map(display_text)
+
+
 def _is_config(column: str) -> bool:
     return rec.CONFIG_SEPARATOR in column and not column.startswith(rec.ENV_PREFIX)
 

@@ -7,38 +7,29 @@ larger server, record every probe as a trial, and skip the whole search when re-
 """
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from sweep.core import records as R
+from tests.e2e.test_quickstart import run_sweep
 
-REPO = Path(__file__).parents[2]
 TOLERANCE = 0.1  # search.tolerance of the experiment
 RESULTS: list[Path] = []  # the results folder of the module's sweep
-
-
-def run_sweep(*overrides: str, timeout: int = 400) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "sweep", *overrides],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     out = tmp_path_factory.mktemp("capacity")
     first = run_sweep(
-        "+experiment=quickstart_capacity", f"output.dir={out}", "cluster.isolate_client=on"
+        "+experiment=quickstart_capacity",
+        f"output.dir={out}",
+        "cluster.isolate_client=on",
+        timeout=400,
     )
     assert first.returncode == 0, first.stderr[-3000:]
-    second = run_sweep("+experiment=quickstart_capacity", f"output.dir={out}")
+    second = run_sweep("+experiment=quickstart_capacity", f"output.dir={out}", timeout=400)
     root = out / "quickstart_capacity"
     RESULTS[:] = [root]
     rows = pd.concat(pd.read_parquet(p) for p in root.glob(f"*/*/{R.SUMMARY_FILE}"))
@@ -138,6 +129,7 @@ def test_replicas_on_idle_gpus_probe_several_loads_at_once(tmp_path):
         "cluster.num_gpus=2",
         "backend.num_gpus=1",
         "search.parallel=2",
+        timeout=400,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     root = tmp_path / "quickstart_capacity"
