@@ -56,6 +56,7 @@ Send = Callable[[GenRequest, RequestTracker, float], Awaitable[None]]
 
 
 STOPPED_OVER_SATURATED = "stopped: the probe was over-saturated, still in flight after"
+STOP_SLACK_S = 0.25
 
 
 class _Plan(NamedTuple):
@@ -227,17 +228,20 @@ async def _open_loop(send: Send, items: list, workload: object, plan: _Plan) -> 
     if plan.stop_ratio is None or not plan.offsets:
         await asyncio.gather(*tasks)
         return
-    # Past `schedule / stop_ratio` the achieved rate is below stop_ratio of the offered one
-    # whatever happens next: the probe is over-saturated (`sweep.search_run`), and waiting for
-    # the backlog to drain would only spend time. What is still in flight is stopped.
-    deadline = start + plan.offsets[-1] / plan.stop_ratio
-    _, late = await asyncio.wait(tasks, timeout=max(0.0, deadline - now_s()))
+    # The summary's achieved rate is requests / (last end - first send), and the offered one
+    # n / (n - 1) / last offset: a request still in flight `n / rate / stop_ratio` after the
+    # start (plus a little for the first send's lag) ends the trial below stop_ratio of the
+    # offered rate whatever happens next. The probe is over-saturated (`sweep.search_run`), and
+    # waiting for the backlog to drain would only spend time: what is in flight is stopped.
+    count = len(plan.offsets)
+    span = plan.offsets[-1] * count / max(1, count - 1) / plan.stop_ratio + STOP_SLACK_S
+    _, late = await asyncio.wait(tasks, timeout=max(0.0, start + span - now_s()))
     for task in late:
         task.cancel()
     await asyncio.gather(*late, return_exceptions=True)
     for task, (_, tracker) in zip(tasks, items, strict=True):
         if task in late and tracker.end is None:
-            tracker.fail(f"{STOPPED_OVER_SATURATED} {plan.offsets[-1] / plan.stop_ratio:.1f} s")
+            tracker.fail(f"{STOPPED_OVER_SATURATED} {span:.1f} s")
 
 
 async def _batches(send: Send, items: list, workload: object, plan: _Plan) -> None:
