@@ -43,9 +43,10 @@ from sweep.core import records as R
 from sweep.core.config import SearchConfig, SLOConfig
 from sweep.core.slo import verdict
 from sweep.search import capacity
-from sweep.search_run import known_probe
+from sweep.search_run import kept_up_rate, known_probe
 
 RATE = "workload.request_rate"
+REQUESTS_PATH = "_requests_path"
 DEFAULT_SLOS = ("ttft_ms_p90=60", "ttft_ms_median=40", "e2e_ms_p90=300")
 GOAL_FEWER = 3.0
 STARTUP_ATTEMPTS = 3
@@ -193,6 +194,7 @@ def run_sweep(args: argparse.Namespace, out: Path, name: str, seqs: int, extra: 
         raise SystemExit(f"{name}: python -m sweep exited {code} ({log_path}):\n" + "\n".join(tail))
     files = glob.glob(str(out / name / "*" / "*" / "summary.parquet"))
     rows = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    rows[REQUESTS_PATH] = [str(Path(f).with_name(R.REQUESTS_FILE)) for f in files]
     log(f"  {name}: {len(rows)} trials, {elapsed:.0f} s")
     return Sweep(rows, elapsed)
 
@@ -245,7 +247,8 @@ def grid_passed(slo: SLOConfig, row: dict) -> bool:
     if not verdict(slo, row).passed:
         return False
     achieved, offered = row.get(R.REQUEST_THROUGHPUT) or 0.0, row[RATE]
-    return achieved >= SearchConfig().saturation_ratio * offered
+    requests = pd.read_parquet(row[REQUESTS_PATH])
+    return achieved >= SearchConfig().saturation_ratio * kept_up_rate(row, offered, requests)
 
 
 def knee_pattern(rates: list[float], passed: list[bool], rows: pd.DataFrame) -> str:

@@ -22,7 +22,7 @@ from sweep.core import records as R
 from sweep.core.config import Config
 from sweep.core.results import TrialFiles
 from sweep.core.slo import verdict
-from sweep.loadgen.http import STOPPED_OVER_SATURATED
+from sweep.loadgen.http import STOPPED_OVER_SATURATED, early_count
 from sweep.plan import TrialSpec, flat_columns, hash_tree, stable_hash
 from sweep.search import Capacity, Probe, capacity, next_step, profile_loads
 
@@ -198,15 +198,21 @@ def judged(
         load = achieved or 0.0
     limit = config.search.saturation_ratio
     offered = load if seed.search.axis == "workload.request_rate" and math.isfinite(load) else None
+    requests = files.requests.to_pandas() if files.requests.num_rows else None
     stopped = _stopped(files)
     if stopped:  # the load generator gave up on them: the slowest requests, not in the metrics
         passed = False
         reason = f"over-saturated: {stopped} requests still in flight were stopped"
-    elif passed and offered and (achieved or 0.0) < limit * offered:
+    elif (
+        passed
+        and offered
+        and (achieved or 0.0) < limit * (keeping_up := kept_up_rate(row, offered, requests))
+    ):
         passed = False
         reason = (
-            f"over-saturated: achieved {achieved or 0.0:.3g} req/s of {offered:g} offered "
-            f"(below search.saturation_ratio={limit:g})"
+            f"over-saturated: achieved {achieved or 0.0:.3g} req/s where a server keeping up "
+            f"with {offered:g} offered would reach {keeping_up:.3g} (below "
+            f"search.saturation_ratio={limit:g})"
         )
     columns = {
         R.SEARCH_ID: seed.trial_id,
@@ -234,6 +240,25 @@ def known_probe(row: dict[str, Any]) -> Probe:
         achieved=_ceiling(row),
         reason=str(row.get(R.SLO_REASON) or ""),
     )
+
+
+def kept_up_rate(row: dict[str, Any], offered: float, requests: Any = None) -> float:
+    """The request rate a trial would report from a server keeping up with `offered` req/s.
+
+    The summary's rate is requests / (last end - first send): even with no queue it is below the
+    offered rate by a request's latency, n / ((n - 1) / offered + latency), which matters for a
+    short probe. The latency is the median of the first requests sent (`early_count`), before
+    any backlog; `requests` is the trial's requests table (pandas), else the row's median.
+    """
+    n = row.get(R.NUM_REQUESTS) or 0
+    if n < 2:
+        return offered
+    latency_s = (_number(row.get(R.latency_column("e2e", "median"))) or 0.0) / 1e3
+    if requests is not None and len(requests):
+        ok = requests[requests[R.STATUS] == R.STATUS_OK].sort_values(R.SENT_S)
+        first = ok[R.E2E_S].head(early_count(n)).dropna()
+        latency_s = float(first.median()) if len(first) else latency_s
+    return n / ((n - 1) / offered + latency_s)
 
 
 def _stopped(files: TrialFiles) -> int:

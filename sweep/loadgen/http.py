@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import statistics
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +58,12 @@ Send = Callable[[GenRequest, RequestTracker, float], Awaitable[None]]
 
 STOPPED_OVER_SATURATED = "stopped: the probe was over-saturated, still in flight after"
 STOP_SLACK_S = 0.25
+STOP_CHECK_S = 0.5
+
+
+def early_count(n: int) -> int:
+    """How many of a trial's first requests give its unloaded latency (sent before a backlog)."""
+    return max(3, n // 10)
 
 
 class _Plan(NamedTuple):
@@ -228,14 +235,20 @@ async def _open_loop(send: Send, items: list, workload: object, plan: _Plan) -> 
     if plan.stop_ratio is None or not plan.offsets:
         await asyncio.gather(*tasks)
         return
-    # The summary's achieved rate is requests / (last end - first send), and the offered one
-    # n / (n - 1) / last offset: a request still in flight `n / rate / stop_ratio` after the
-    # start (plus a little for the first send's lag) ends the trial below stop_ratio of the
-    # offered rate whatever happens next. The probe is over-saturated (`sweep.search_run`), and
-    # waiting for the backlog to drain would only spend time: what is in flight is stopped.
-    count = len(plan.offsets)
-    span = plan.offsets[-1] * count / max(1, count - 1) / plan.stop_ratio + STOP_SLACK_S
-    _, late = await asyncio.wait(tasks, timeout=max(0.0, start + span - now_s()))
+    # Clearly over-saturated (`sweep.search_run`): a request still in flight twice as long
+    # after the start as a server keeping up would need, (schedule + the latency of the first
+    # requests, sent before any backlog) / stop_ratio, says the backlog is growing. Waiting for
+    # it to drain would only spend time: what is still in flight is stopped, the probe fails.
+    late = set(tasks)
+    while late:
+        first = [t for _, t in items[: early_count(len(items))]]
+        done = [t.end - t.sent for t in first if t.end is not None and t.sent is not None]
+        latency = statistics.median(done) if done else 0.0
+        span = 2 * (plan.offsets[-1] + latency) / plan.stop_ratio + STOP_SLACK_S
+        left = start + span - now_s()
+        if left <= 0:
+            break
+        _, late = await asyncio.wait(late, timeout=min(left, STOP_CHECK_S))
     for task in late:
         task.cancel()
     await asyncio.gather(*late, return_exceptions=True)

@@ -13,7 +13,7 @@ from sweep.core import records as R
 from sweep.core.results import ResultStore
 from sweep.plan import build_plan
 from sweep.resume import select_pending
-from sweep.search_run import SearchDone, search_finished
+from sweep.search_run import SearchDone, kept_up_rate, search_finished
 from sweep.trial import run_deployment
 from tests.helpers import run_sweep_here
 
@@ -93,20 +93,39 @@ def test_resume_runs_only_the_probes_not_recorded_and_skips_a_finished_search(tm
 
 
 def test_an_over_saturated_probe_stops_early_and_fails(tmp_path):
-    """One sequence at a time of about 20 + 15 x 5 = 95 ms: about 10 req/s. Offered 40 req/s
-    for one second, the backlog would take some 4 s to drain; the probe stops at 1 s / 0.9."""
+    """One sequence at a time of about 20 + 15 x 5 = 95 ms: about 10 req/s. Offered 60 req/s
+    for one second, the backlog would take some 6 s to drain; the probe stops once requests are
+    in flight 2 x (1 s + the first requests' 0.1 s) / 0.9 after the start."""
     base = [*SIM, "backend.max_num_seqs=1", "backend.itl_ms=5", "workload.output_len=16",
-            "workload.num_requests=40", "workload.request_rate=40"]  # fmt: skip
+            "workload.num_requests=60", "workload.request_rate=60"]  # fmt: skip
     probe, grid = [], []
-    search = ["search=capacity", "slo.ttft_ms_p90=10000", "search.start=40", "search.max_probes=1"]
+    search = ["search=capacity", "slo.ttft_ms_p90=10000", "search.start=60", "search.max_probes=1"]
     run_sweep_here(tmp_path / "probe", [*base, *search], probe)
     run_sweep_here(tmp_path / "grid", base, grid)
     (row,) = rows_of(probe).to_dict("records")
     (plain,) = rows_of(grid).to_dict("records")
     assert not row[R.SLO_PASSED]
     assert row[R.SLO_REASON].startswith("over-saturated:") and "stopped" in row[R.SLO_REASON]
-    assert row[R.FAILED_REQUESTS] > 10  # the backlog, stopped
-    assert plain[R.FAILED_REQUESTS] == 0 and plain[R.WALL_S] > 3.0  # the same load, drained
-    assert row[R.WALL_S] < plain[R.WALL_S] - 1.5
+    assert row[R.FAILED_REQUESTS] > 20  # the backlog, stopped
+    assert plain[R.FAILED_REQUESTS] == 0 and plain[R.WALL_S] > 5.0  # the same load, drained
+    assert row[R.WALL_S] < plain[R.WALL_S] - 2.0
     errors = probe[0].requests.to_pandas()[R.ERROR].dropna()
     assert errors.str.startswith("stopped: the probe was over-saturated").all()
+
+
+def test_a_short_probe_that_keeps_up_is_not_called_over_saturated():
+    """40 requests at 30 req/s, each 0.2 s: the summary reports 40 / (39 / 30 + 0.2) = 26.7
+    req/s, below 0.9 x 30 = 27 but exactly what a server keeping up gives; the rule compares
+    with that, using the first requests' latency (sent before any backlog)."""
+    requests = pd.DataFrame(
+        {
+            R.STATUS: [R.STATUS_OK] * 40,
+            R.SENT_S: [i / 30 for i in range(40)],
+            R.E2E_S: [0.2] * 39 + [0.5],  # the last one slower: the rule reads the first ones
+        }
+    )
+    row = {R.NUM_REQUESTS: 40, R.latency_column("e2e", "median"): 200.0}
+    expected = kept_up_rate(row, 30.0, requests)
+    assert expected == pytest.approx(40 / (39 / 30 + 0.2))
+    assert 26.7 >= 0.9 * expected  # what the summary reports passes
+    assert kept_up_rate({R.NUM_REQUESTS: 1}, 30.0) == 30.0
