@@ -199,7 +199,7 @@ def judged(
     limit = config.search.saturation_ratio
     offered = load if seed.search.axis == "workload.request_rate" and math.isfinite(load) else None
     requests = files.requests.to_pandas() if files.requests.num_rows else None
-    stopped = _stopped(files)
+    stopped = _stopped(requests)
     if stopped:  # the load generator gave up on them: the slowest requests, not in the metrics
         passed = False
         reason = f"over-saturated: {stopped} requests still in flight were stopped"
@@ -261,10 +261,12 @@ def kept_up_rate(row: dict[str, Any], offered: float, requests: Any = None) -> f
     return n / ((n - 1) / offered + latency_s)
 
 
-def _stopped(files: TrialFiles) -> int:
+def _stopped(requests: Any) -> int:
     """Requests the load generator stopped because the probe could no longer pass."""
-    errors = files.requests.column(R.ERROR).to_pylist() if files.requests.num_rows else []
-    return sum(1 for error in errors if error and error.startswith(STOPPED_OVER_SATURATED))
+    if requests is None:
+        return 0
+    errors = requests[R.ERROR].dropna().astype(str)
+    return int(errors.str.startswith(STOPPED_OVER_SATURATED).sum())
 
 
 def _ceiling(row: dict[str, Any]) -> float | None:
