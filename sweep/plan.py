@@ -22,7 +22,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from sweep.core import records as rec
-from sweep.core.config import GROUPS, Config, flatten
+from sweep.core.config import ADDED_LATER, GROUPS, Config, flatten
 from sweep.core.errors import ConfigError
 from sweep.search_plan import SearchSeed, check_search, seed_hash_tree
 
@@ -186,8 +186,19 @@ def _trials_of_point(
 
 
 def hash_tree(tree: dict[str, Any]) -> dict[str, Any]:
-    """The part of a trial's config tree its id hashes (`NOT_IN_TRIAL_ID` left out)."""
-    return {k: v for k, v in tree.items() if k not in NOT_IN_TRIAL_ID}
+    """The part of a trial's config tree its id hashes.
+
+    `NOT_IN_TRIAL_ID` is left out, and so is every field of `ADDED_LATER` that holds the default
+    it was added with: a new option leaves the ids of trials that do not use it where they were,
+    so resume and cross-sweep comparison keep working across upgrades.
+    """
+    hashed = {k: v for k, v in tree.items() if k not in NOT_IN_TRIAL_ID}
+    for dotted, default in ADDED_LATER.items():
+        group, key = dotted.split(".", 1)
+        section = hashed.get(group)
+        if isinstance(section, dict) and key in section and section[key] == default:
+            hashed[group] = {k: v for k, v in section.items() if k != key}
+    return hashed
 
 
 def flat_columns(tree: dict[str, Any], choices: dict[str, str]) -> dict[str, Any]:

@@ -99,3 +99,16 @@ def test_bad_input_is_one_clear_line(overrides, expected):
     message = str(info.value)
     assert expected in message
     assert "\n" not in message
+
+
+def test_a_field_added_later_moves_no_id_at_its_default(monkeypatch):
+    from sweep.core import config as config_module
+    from sweep.plan import hash_tree
+
+    tree = {"workload": {"num_requests": 8, "duration_s": None}, "sweep": {"name": "x"}}
+    before = stable_hash(hash_tree(tree))
+    monkeypatch.setitem(config_module.ADDED_LATER, "workload.duration_s", None)
+    assert stable_hash(hash_tree(tree)) == stable_hash({"workload": {"num_requests": 8}})
+    assert stable_hash(hash_tree(tree)) != before
+    tree["workload"]["duration_s"] = 30.0
+    assert "duration_s" in hash_tree(tree)["workload"]
