@@ -18,12 +18,19 @@ from pathlib import Path
 
 from analysis.capacity import with_search
 from analysis.compare import DEFAULT_BASELINE, parse_slo
-from analysis.console import print_capacity, print_paths, print_table
+from analysis.console import print_capacity, print_findings, print_paths, print_table
 from analysis.html import write_html
-from analysis.load import load_requests, load_summary, load_timeseries
+from analysis.load import (
+    load_requests,
+    load_stages,
+    load_summary,
+    load_timeseries,
+    load_timeslices,
+)
+from analysis.noise_check import spread_table
 from analysis.plots import sweep_title
 from analysis.reference import with_reference
-from analysis.report import ReportOptions, main_table, save_report
+from analysis.report import ReportOptions, console_table, save_report
 from analysis.sections import markdown_document, sweep_diff_section
 from analysis.sweep_diff import compare_sweeps
 from sweep.core.errors import SweepError
@@ -46,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             slo=parse_slo(args.slo) if args.slo else None,
             target_rate=args.target_rate,
         )
+        if args.noise:
+            return noise(args.results_dirs)
         if len(args.results_dirs) > 1:
             return compare(args.results_dirs, args.out)
         return report(args.results_dirs[0], args.out or args.results_dirs[0], options, args)
@@ -68,9 +77,12 @@ def report(
         sweep,
         requests=load_requests(results_dir),
         timeseries=load_timeseries(results_dir),
+        timeslices=load_timeslices(results_dir),
+        stages=load_stages(results_dir),
         options=with_search(with_reference(options, results_dir), results_dir),
     )
-    print_table(main_table(summary), title=f"Sweep {sweep}")
+    print_table(console_table(summary), title=f"Sweep {sweep}")
+    print_findings(paths.findings)
     print_capacity(paths.capacity)
     print_paths(paths)
     if args.wandb:
@@ -78,23 +90,47 @@ def report(
 
         log.info("uploading %s to W&B", sweep)
         upload_results(
-            results_dir, list(paths.plots), project=args.wandb_project, capacity=paths.capacity
+            results_dir,
+            list(paths.plots),
+            project=args.wandb_project,
+            capacity=paths.capacity,
+            findings=paths.findings,
         )
     return 0
 
 
+def noise(results_dirs: list[Path]) -> int:
+    """The A/A check: the spread of every repeated configuration, per sweep."""
+    status = 0
+    for results_dir in results_dirs:
+        summary = load_summary(results_dir)
+        sweep = sweep_title(summary, fallback=results_dir.name)
+        table = spread_table(summary)
+        if table.empty:
+            print(
+                f"error: {sweep} ran no configuration twice; run the A/A check "
+                "(python -m sweep +experiment=aa_check) or a sweep with sweep.repeats >= 2",
+                file=sys.stderr,
+            )
+            status = EXIT_USAGE
+            continue
+        print_table(table, title=f"Run-to-run spread: {sweep}")
+    return status
+
+
 def compare(results_dirs: list[Path], out_dir: Path | None) -> int:
     """Several sweeps: match trials, write comparison.md and comparison.html, print the table."""
-    summaries = {}
+    summaries, requests = {}, {}
     for results_dir in results_dirs:
         summary = load_summary(results_dir)
         name = sweep_title(summary, fallback=results_dir.name)
         # The same experiment run twice (another machine, another version) shares its name.
-        summaries[str(results_dir) if name in summaries else name] = summary
+        key = str(results_dir) if name in summaries else name
+        summaries[key], requests[key] = summary, load_requests(results_dir)
     names = list(summaries)
     out = out_dir or results_dirs[0].parent / "_vs_".join(d.name for d in results_dirs)
     out.mkdir(parents=True, exist_ok=True)
-    section = sweep_diff_section(compare_sweeps(summaries))
+    section = sweep_diff_section(compare_sweeps(summaries, requests=requests))
     title = "Sweep comparison: " + " vs ".join(names)
     overview = f"{names[0]} is the reference; every other sweep is compared with it."
     md = out / f"{COMPARISON_FILE}.md"
@@ -145,6 +181,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="write report.html too (default: yes)",
+    )
+    parser.add_argument(
+        "--noise",
+        action="store_true",
+        help="only print the run-to-run spread of each repeated configuration (an A/A check: "
+        "python -m sweep +experiment=aa_check)",
     )
     parser.add_argument(
         "--wandb",

@@ -17,6 +17,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from analysis.noise import (
+    BETTER,
+    HIGHER_IS_BETTER,
+    NO_INTERVAL,
+    WITHIN_NOISE,
+    WORSE,
+    Estimate,
+    compare,
+    estimates,
+    method_text,
+)
 from analysis.plots import (
     CONFIGURATION,
     LATENCY_MS,
@@ -49,6 +60,16 @@ RATIO_COLUMNS = {
     rec.COST_PER_1M_OUTPUT: "cost_x",
 }
 SLO_KEYS = (SLO_TTFT_MS, SLO_TPOT_MS, SLO_E2E_MS)
+# What the findings and the Pareto front judge against noise (`analysis.noise`).
+NOISE_METRICS = (
+    rec.OUTPUT_THROUGHPUT,
+    rec.THROUGHPUT_PER_GPU,
+    TTFT_MEDIAN,
+    TPOT_MEDIAN,
+    rec.COST_PER_1M_OUTPUT,
+)
+BASELINE_VERDICT = "baseline"
+_KEY_SEPARATOR = "\x1f"
 
 Slo = dict[str, float]
 
@@ -64,6 +85,9 @@ class Comparison:
     baseline: str
     latency_metric: str
     notes: list[str] = field(default_factory=list)
+    # configuration -> metric -> Estimate (`analysis.noise`), for the findings and the intervals
+    estimates: dict[str, dict[str, Estimate]] = field(default_factory=dict)
+    noise_method: str = ""
 
 
 def analyse(
@@ -88,16 +112,25 @@ def analyse(
     goodput = slo_goodput(trials, requests, slo) if requests is not None else _empty_slo()
     trials = trials.join(goodput.set_index(rec.TRIAL_ID)[_SLO_RESULTS], on=rec.TRIAL_ID)
     latency = TPOT_MEDIAN if numeric_column(trials, TPOT_MEDIAN).notna().any() else TTFT_MEDIAN
-    pareto = pareto_points(trials, latency)
+    found = estimates(trials, requests, configuration_names(trials), NOISE_METRICS)
+    pareto = pareto_points(trials, latency, found)
     front = pareto.loc[pareto[rec.ON_PARETO_FRONT], CONFIGURATION]
     ok = _ok(trials)
     # Named among the successful trials only, as pareto_points names them.
-    trials[rec.ON_PARETO_FRONT] = _configurations(trials[ok]).isin(front)
+    trials[rec.ON_PARETO_FRONT] = configuration_names(trials[ok]).isin(front)
     trials[rec.ON_PARETO_FRONT] = trials[rec.ON_PARETO_FRONT].fillna(False).astype(bool)
     weights_only = (trials.loc[ok, rec.ROOFLINE_BASIS] == BASIS_WEIGHTS).any()
     notes = [WEIGHTS_ONLY_NOTE] if weights_only else []
     return Comparison(
-        trials, decomposition(trials, baseline), pareto, goodput, baseline, latency, notes
+        trials,
+        decomposition(trials, baseline, requests),
+        pareto,
+        goodput,
+        baseline,
+        latency,
+        notes,
+        found,
+        method_text(found),
     )
 
 
@@ -118,7 +151,9 @@ def throughput_per_gpu(summary: pd.DataFrame) -> pd.Series:
     return numeric_column(summary, rec.OUTPUT_THROUGHPUT) / gpus
 
 
-def decomposition(summary: pd.DataFrame, baseline: str = DEFAULT_BASELINE) -> pd.DataFrame:
+def decomposition(
+    summary: pd.DataFrame, baseline: str = DEFAULT_BASELINE, requests: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Each engine's throughput, median TTFT and cost relative to the baseline engine.
 
     Successful trials are averaged per (task, load, engine) over repeats; the baseline of a
@@ -127,7 +162,10 @@ def decomposition(summary: pd.DataFrame, baseline: str = DEFAULT_BASELINE) -> pd
 
     Returns:
         Columns task, load, engine, baseline, trials, the three metrics and their ratios
-        `throughput_x`, `ttft_x`, `cost_x` (NaN where the point has no baseline trial).
+        `throughput_x`, `ttft_x`, `cost_x` (NaN where the point has no baseline trial), each
+        ratio's 95% interval (`<ratio>_low`, `<ratio>_high`) and verdict (`<ratio>_verdict`:
+        better, worse, within noise, no interval, or baseline), from `analysis.noise` with the
+        request records when given.
     """
     ok = summary[_ok(summary)]
     points = pd.DataFrame(
@@ -152,8 +190,44 @@ def decomposition(summary: pd.DataFrame, baseline: str = DEFAULT_BASELINE) -> pd
     )
     for metric, ratio in RATIO_COLUMNS.items():
         table[ratio] = table[metric] / table[f"{metric}_base"].where(lambda v: v > 0)
+    _ratio_intervals(table, ok, points, requests)
+    noise = [f"{r}_{part}" for r in RATIO_COLUMNS.values() for part in ("low", "high", "verdict")]
     columns = [TASK, LOAD, ENGINE, BASELINE, TRIALS, *RATIO_COLUMNS, *RATIO_COLUMNS.values()]
-    return table[columns]
+    return table[columns + noise]
+
+
+def _point_keys(frame: pd.DataFrame, engine: str) -> pd.Series:
+    return (
+        frame[TASK].astype(str)
+        + _KEY_SEPARATOR
+        + frame[LOAD].astype(str)
+        + _KEY_SEPARATOR
+        + frame[engine].astype(str)
+    )
+
+
+def _ratio_intervals(
+    table: pd.DataFrame,
+    ok: pd.DataFrame,
+    points: pd.DataFrame,
+    requests: pd.DataFrame | None,
+) -> None:
+    """Each ratio's interval and verdict against the baseline (in place)."""
+    found = estimates(ok, requests, _point_keys(points, ENGINE), tuple(RATIO_COLUMNS))
+    own, base = _point_keys(table, ENGINE), _point_keys(table, BASELINE)
+    for metric, ratio in RATIO_COLUMNS.items():
+        low, high, verdict = [], [], []
+        for row, key, base_key in zip(table.itertuples(), own, base, strict=True):
+            if pd.isna(getattr(row, BASELINE)) or base_key not in found or key not in found:
+                low.append(np.nan), high.append(np.nan), verdict.append(NO_INTERVAL)
+                continue
+            if key == base_key:
+                low.append(1.0), high.append(1.0), verdict.append(BASELINE_VERDICT)
+                continue
+            diff = compare(found[key][metric], found[base_key][metric], HIGHER_IS_BETTER[metric])
+            low.append(diff.low), high.append(diff.high), verdict.append(diff.verdict)
+        table[f"{ratio}_low"], table[f"{ratio}_high"] = low, high
+        table[f"{ratio}_verdict"] = verdict
 
 
 def pareto_mask(latency: pd.Series, throughput: pd.Series) -> pd.Series:
@@ -171,27 +245,88 @@ def pareto_mask(latency: pd.Series, throughput: pd.Series) -> pd.Series:
     return pd.Series(on, index=latency.index)
 
 
-def pareto_points(summary: pd.DataFrame, latency: str = TPOT_MEDIAN) -> pd.DataFrame:
+def pareto_points(
+    summary: pd.DataFrame,
+    latency: str = TPOT_MEDIAN,
+    found: Mapping[str, Mapping[str, Estimate]] | None = None,
+) -> pd.DataFrame:
     """Per-user latency against output tok/s per GPU, one point per configuration.
 
     A configuration is a series at one load; its repeats are averaged. `latency` is a summary
-    column in ms (median TPOT, or median TTFT).
+    column in ms (median TPOT, or median TTFT). With `found` (`analysis.noise.estimates` by
+    configuration), a configuration leaves the front only when another beats it beyond noise
+    (`noisy_pareto_mask`), and the points carry their intervals.
 
     Returns:
-        Columns configuration, latency_ms, output tok/s per GPU, `records.ON_PARETO_FRONT`,
-        sorted by latency.
+        Columns configuration, latency_ms, output tok/s per GPU, `records.ON_PARETO_FRONT`
+        (and with `found` the intervals `latency_low`, `latency_high`, `throughput_low`,
+        `throughput_high`), sorted by latency.
     """
     ok = summary[_ok(summary)]
     points = pd.DataFrame(
         {
-            CONFIGURATION: _configurations(ok),
+            CONFIGURATION: configuration_names(ok),
             LATENCY_MS: numeric_column(ok, latency),
             rec.THROUGHPUT_PER_GPU: throughput_per_gpu(ok),
         }
     )
     points = points.groupby(CONFIGURATION, as_index=False, sort=True).mean()
     points[rec.ON_PARETO_FRONT] = pareto_mask(points[LATENCY_MS], points[rec.THROUGHPUT_PER_GPU])
+    if found:
+        points[rec.ON_PARETO_FRONT] = noisy_pareto_mask(points, found, latency)
+        for column, metric in (("latency", latency), ("throughput", rec.THROUGHPUT_PER_GPU)):
+            bounds = [
+                found[c][metric].interval() if c in found else (np.nan, np.nan)
+                for c in points[CONFIGURATION]
+            ]
+            points[f"{column}_low"] = [lo for lo, _ in bounds]
+            points[f"{column}_high"] = [hi for _, hi in bounds]
     return points.sort_values([LATENCY_MS, CONFIGURATION], ignore_index=True)
+
+
+def noisy_pareto_mask(
+    points: pd.DataFrame, found: Mapping[str, Mapping[str, Estimate]], latency: str
+) -> pd.Series:
+    """The Pareto front with noise allowed for.
+
+    A configuration is dominated only by one that is at least as good on both axes within noise
+    and better beyond noise on one of them.
+    """
+    names = points[CONFIGURATION].tolist()
+    valid = points[LATENCY_MS].notna() & points[rec.THROUGHPUT_PER_GPU].notna()
+    on = []
+    for i, name in enumerate(names):
+        if not valid.iloc[i]:
+            on.append(False)
+            continue
+        beaten = any(
+            _dominates(found, other, name, latency)
+            for j, other in enumerate(names)
+            if j != i and valid.iloc[j]
+        )
+        on.append(not beaten)
+    return pd.Series(on, index=points.index)
+
+
+def _dominates(found: Mapping[str, Mapping[str, Estimate]], a: str, b: str, latency: str) -> bool:
+    """Whether configuration a beats b beyond noise on one axis and is not worse on the other."""
+    if a not in found or b not in found:
+        return False
+    verdicts = [
+        _axis_verdict(found[a][metric], found[b][metric], HIGHER_IS_BETTER[metric])
+        for metric in (latency, rec.THROUGHPUT_PER_GPU)
+    ]
+    return all(v in (BETTER, WITHIN_NOISE) for v in verdicts) and BETTER in verdicts
+
+
+def _axis_verdict(a: Estimate, b: Estimate, higher_is_better: bool) -> str:
+    """`compare`'s verdict, or the plain comparison of values where noise cannot be judged."""
+    verdict = compare(a, b, higher_is_better).verdict
+    if verdict != NO_INTERVAL:
+        return verdict
+    if a.value == b.value:
+        return WITHIN_NOISE
+    return BETTER if (a.value > b.value) == higher_is_better else WORSE
 
 
 def parse_slo(text: str) -> Slo:
@@ -268,7 +403,7 @@ def _config_slo(trial: pd.Series) -> Slo:
     return {key: bound for key, bound in bounds.items() if bound is not None}
 
 
-def _configurations(summary: pd.DataFrame) -> pd.Series:
+def configuration_names(summary: pd.DataFrame) -> pd.Series:
     """`hf per_request · random @ batch size 4`: a series and its load, for naming points."""
     by_concurrency = numeric_column(summary, rec.WORKLOAD_CONCURRENCY).notna()
     axis = by_concurrency.map({True: "concurrency", False: "batch size"})

@@ -12,28 +12,60 @@ from rich.table import Table
 from analysis.report import ReportPaths
 from analysis.sections import capacity_display
 
-# Wide enough that the table is not squeezed when stdout is a pipe or a file.
-MIN_WIDTH_NOT_TERMINAL = 200
-# Capacity columns left to the report, so that the terminal table stays readable.
-CAPACITY_REPORT_ONLY = ("Mode", "Achieved req/s", "Goodput met (%)", "SLO", "Probes", "Gap (%)")
+# A pipe or a file gets the width of a common terminal: the tables are made to fit it.
+MIN_WIDTH_NOT_TERMINAL = 100
+# The capacity columns the terminal shows, with short headers so that the table fits 100
+# columns; the report and summary.csv hold the rest.
+CAPACITY_CONSOLE = {
+    "Configuration": "Configuration",
+    "Load axis": "Axis",
+    "Capacity (load)": "Capacity",
+    "Capacity (req/s)": "req/s",
+    "USD / 1M output tok": "USD/1M tok",
+    "Replicas for target": "Replicas",
+    "GPUs for target": "GPUs",
+    "USD / hour for target": "USD/h",
+}
 
 
 def print_table(table: pd.DataFrame, title: str) -> None:
     """The main table as a rich table on stdout."""
     console = make_console()
     shown = Table(title=title)
-    for column in table.columns:
-        shown.add_column(str(column), overflow="fold")
-    for row in table.astype(str).itertuples(index=False):
+    cells = table.astype(str)
+    for i, column in enumerate(table.columns):
+        # The first column (a name) may fold, but not to a sliver; the others keep their line.
+        widest = max([len(str(column)), *cells.iloc[:, i].map(len)]) if len(cells) else 0
+        shown.add_column(
+            str(column),
+            overflow="fold",
+            no_wrap=i > 0,
+            min_width=min(widest, 24) if i == 0 else None,
+        )
+    for row in cells.itertuples(index=False):
         shown.add_row(*row)
     console.print(shown)
+
+
+def print_findings(findings: tuple[str, ...] | list[str]) -> None:
+    """The report's findings in words, one bullet each (Markdown bold shown as bold)."""
+    if not findings:
+        return
+    console = make_console()
+    console.print("[bold]Findings[/bold]")
+    for line in findings:
+        text = line.replace("[", "\\[")
+        parts = text.split("**")
+        shown = "".join(f"[bold]{p}[/bold]" if i % 2 else p for i, p in enumerate(parts))
+        console.print(f"- {shown}", highlight=False)
 
 
 def print_capacity(capacity: pd.DataFrame | None, title: str = "Capacity within the SLO") -> None:
     """The capacity of each searched configuration (`ReportPaths.capacity`); nothing without."""
     if capacity is not None and len(capacity):
         shown = capacity_display(capacity)
-        print_table(shown.drop(columns=[c for c in CAPACITY_REPORT_ONLY if c in shown]), title)
+        kept = [c for c in CAPACITY_CONSOLE if c in shown]
+        print_table(shown[kept].rename(columns=CAPACITY_CONSOLE), title)
 
 
 def print_paths(paths: ReportPaths) -> None:

@@ -19,6 +19,11 @@ import pandas as pd
 from analysis.sections import MISSING, Section
 from sweep.core import records as rec
 
+# Below these a trial is too short to say anything, whatever its own minimum
+# (`workload.min_requests`, `workload.min_duration_s`): a handful of requests over a fraction of
+# a second is noise, however tidy its numbers look.
+REPORT_MIN_REQUESTS = 24
+REPORT_MIN_DURATION_S = 0.5
 # Mean lag behind the schedule above which the load generator, not the server, may be the limit.
 CLIENT_LAG_WARN_MS = 10.0
 ALL_CLEAR = "Every request of every successful trial completed as requested."
@@ -128,9 +133,29 @@ def _trial_notes(row: pd.Series) -> list[str]:
             f"the load generator saturated ({_client_figures(row)}): the client, not the server, "
             "set the pace"
         )
-    if _positive(row.get(rec.TOO_SHORT)):
+    if _positive(row.get(rec.TOO_SHORT)) or _below_report_minimum(row):
         notes.append(f"too short to trust ({_size_figures(row)})")
     return notes
+
+
+def too_small(trials: pd.DataFrame) -> pd.Series:
+    """Per trial: too short to trust, by its own minimum or the report's (`REPORT_MIN_*`)."""
+    return pd.Series(
+        [
+            row.get(rec.TRIAL_STATUS) == rec.STATUS_OK
+            and (_positive(row.get(rec.TOO_SHORT)) or _below_report_minimum(row))
+            for _, row in trials.iterrows()
+        ],
+        index=trials.index,
+        dtype=bool,
+    )
+
+
+def _below_report_minimum(row: pd.Series) -> bool:
+    completed, duration = row.get(rec.COMPLETED_REQUESTS), row.get(rec.DURATION_S)
+    few = completed is not None and not pd.isna(completed) and completed < REPORT_MIN_REQUESTS
+    brief = duration is not None and not pd.isna(duration) and duration < REPORT_MIN_DURATION_S
+    return bool(few or brief)
 
 
 def _client_figures(row: pd.Series) -> str:
@@ -148,6 +173,11 @@ def _size_figures(row: pd.Series) -> str:
     minimum = row.get(rec.WORKLOAD_MIN_DURATION_S), row.get(rec.WORKLOAD_MIN_REQUESTS)
     if any(_positive(m) for m in minimum):
         figures += f"; minimum {_number(minimum[0])} s, {_number(minimum[1])} requests"
+    if _below_report_minimum(row):
+        figures += (
+            f"; the report wants at least {REPORT_MIN_REQUESTS} requests over "
+            f"{REPORT_MIN_DURATION_S:g} s to compare"
+        )
     return figures
 
 

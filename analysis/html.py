@@ -23,6 +23,8 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2r
        max-width: 1200px; padding: 0 1rem; color: #1f2328; line-height: 1.45; }
 h1 { border-bottom: 2px solid #d0d7de; padding-bottom: .3rem; }
 h2 { margin-top: 2.2rem; border-bottom: 1px solid #d0d7de; padding-bottom: .2rem; }
+p, li { overflow-wrap: anywhere; }
+.scroll { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; margin: .8rem 0; font-size: .85rem; }
 th, td { border: 1px solid #d0d7de; padding: .25rem .55rem; vertical-align: top; }
 th { background: #f6f8fa; text-align: left; }
@@ -33,7 +35,12 @@ figure img { max-width: 100%; border: 1px solid #d0d7de; }
 figcaption { font-size: .85rem; color: #57606a; }
 code { background: #f6f8fa; padding: 0 .25rem; border-radius: 3px; }
 .overview { color: #57606a; }
+@media (max-width: 760px) {
+  body { margin: 1rem auto; padding: 0 .6rem; }
+  figure { width: 100%; margin: .5rem 0; }
+}
 """
+_BOLD = re.compile(r"\*\*(.+?)\*\*")
 
 
 def render_html(title: str, overview: str, sections: list[Section]) -> str:
@@ -50,6 +57,7 @@ def render_html(title: str, overview: str, sections: list[Section]) -> str:
         body.extend(_figure(image.title, image.path) for image in section.images)
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{html.escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
         + "\n".join(body)
         + "\n</body>\n</html>\n"
@@ -78,7 +86,10 @@ def _table(frame: pd.DataFrame) -> str:
         for row in cells.itertuples(index=False)
     ]
     body = "\n".join(rows)
-    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
+    return (
+        f'<div class="scroll"><table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n'
+        "</tbody>\n</table></div>"
+    )
 
 
 def _figure(title: str, path: Path) -> str:
@@ -91,5 +102,5 @@ def _figure(title: str, path: Path) -> str:
 
 
 def _inline(text: str) -> str:
-    """Escaped text with Markdown `code` spans kept as <code>."""
-    return _CODE.sub(r"<code>\1</code>", html.escape(str(text)))
+    """Escaped text with Markdown `code` spans and **bold** kept as <code> and <strong>."""
+    return _BOLD.sub(r"<strong>\1</strong>", _CODE.sub(r"<code>\1</code>", html.escape(str(text))))

@@ -8,24 +8,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from sweep.core import records as rec
-
-try:
-    from scipy import stats as _scipy_stats
-except ImportError:  # scipy is optional: the t table below covers the usual 95% interval
-    _scipy_stats = None
-
-# Two-sided 95% Student t quantiles for 1..30 degrees of freedom.
-_T95 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)  # fmt: skip
 
 
 def confidence_interval(values: Iterable[float], level: float = 0.95) -> tuple[float, float, float]:
@@ -41,7 +29,7 @@ def confidence_interval(values: Iterable[float], level: float = 0.95) -> tuple[f
     mean = float(x.mean())
     if x.size == 1:
         return mean, math.nan, math.nan
-    half = _t_quantile(level, x.size - 1) * float(x.std(ddof=1)) / math.sqrt(x.size)
+    half = t_quantile(level, x.size - 1) * float(x.std(ddof=1)) / math.sqrt(x.size)
     return mean, mean - half, mean + half
 
 
@@ -69,11 +57,8 @@ def aggregate_repeats(summary: pd.DataFrame, keys: list[str], metrics: list[str]
     return pd.DataFrame(rows)
 
 
-def _t_quantile(level: float, df: int) -> float:
-    if _scipy_stats is not None:
-        return float(_scipy_stats.t.ppf((1 + level) / 2, df))
-    if df > len(_T95):
-        return NormalDist().inv_cdf((1 + level) / 2)  # 1.96 at 95%; t is within 1.5% of it
-    if math.isclose(level, 0.95):
-        return _T95[df - 1]
-    raise ValueError(f"confidence level {level} with {df + 1} values needs scipy installed")
+def t_quantile(level: float, df: float) -> float:
+    """Two-sided Student t quantile at `level`; infinite degrees of freedom give the normal one."""
+    if not math.isfinite(df):
+        return float(stats.norm.ppf((1 + level) / 2))
+    return float(stats.t.ppf((1 + level) / 2, max(df, 1e-9)))

@@ -1,10 +1,10 @@
 """Read a sweep's results folder into pandas DataFrames.
 
 A results folder is `results/<sweep>/<deployment_id>/<trial_id>/{summary,requests,timeseries,
-server_metrics}.parquet`; a trial counts only once its summary.parquet exists (design.md,
-"Results layout"). Each loader concatenates one kind of file over all complete trials, filling
-the columns that only some trials have (a backend's own settings, `env.*`) with nulls, and
-hands on one frame.
+server_metrics,timeslices}.parquet` (and `stages.parquet` for staged trials); a trial counts
+only once its summary.parquet exists (design.md, "Results layout"). Each loader concatenates one
+kind of file over all complete trials, filling the columns that only some trials have (a
+backend's own settings, `env.*`) with nulls, and hands on one frame.
 """
 
 from __future__ import annotations
@@ -57,6 +57,26 @@ def load_server_metrics(results_dir: str | Path) -> pd.DataFrame:
     return _concat(
         _trial_files(results_dir, rec.SERVER_METRICS_FILE), schema=rec.SERVER_METRICS_SCHEMA
     )
+
+
+def load_timeslices(results_dir: str | Path) -> pd.DataFrame:
+    """Metrics per time slice of every complete trial (`records.TIMESLICES_SCHEMA`).
+
+    Trials written before time slices existed add no row.
+
+    Raises:
+        SweepError: the folder does not exist or holds no complete trial.
+    """
+    return _concat(_trial_files(results_dir, rec.TIMESLICES_FILE), schema=rec.TIMESLICES_SCHEMA)
+
+
+def load_stages(results_dir: str | Path) -> pd.DataFrame:
+    """One row per stage of every complete trial that ran `workload.stages` (none: empty).
+
+    Raises:
+        SweepError: the folder does not exist or holds no complete trial.
+    """
+    return _concat(_trial_files(results_dir, rec.STAGES_FILE), schema=None)
 
 
 def _trial_files(results_dir: str | Path, file_name: str) -> list[Path]:

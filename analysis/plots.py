@@ -153,12 +153,20 @@ def metric_figure(summary: pd.DataFrame, spec: PlotSpec, sweep: str | None = Non
     return fig
 
 
+def _error_bar(value: pd.Series, low: pd.Series, high: pd.Series) -> np.ndarray:
+    """Distances below and above each value (0 where the interval is unknown)."""
+    below = (value - pd.to_numeric(low, errors="coerce")).clip(lower=0).fillna(0)
+    above = (pd.to_numeric(high, errors="coerce") - value).clip(lower=0).fillna(0)
+    return np.vstack([below.to_numpy(float), above.to_numpy(float)])
+
+
 def pareto_figure(points: pd.DataFrame, latency_label: str, sweep: str | None = None) -> Figure:
     """Output tok/s per GPU against per-user latency; the front is joined and its points named.
 
     Args:
         points: `analysis.compare.pareto_points`: configuration, latency_ms, throughput per
-            GPU and whether the point is on the front.
+            GPU and whether the point is on the front (noise allowed for), with the 95%
+            intervals drawn as error bars when it has them.
         latency_label: what the latency is, e.g. "TPOT, median (ms)".
         sweep: the sweep's name, appended to the title.
     """
@@ -168,6 +176,18 @@ def pareto_figure(points: pd.DataFrame, latency_label: str, sweep: str | None = 
     x, y = points[LATENCY_MS], points[rec.THROUGHPUT_PER_GPU]
     front = points[points[rec.ON_PARETO_FRONT]].sort_values(LATENCY_MS)
     ax.scatter(x, y, color="tab:gray", alpha=0.6, label="configuration")
+    if {"latency_low", "throughput_low"} <= set(points.columns):  # intervals from analysis.noise
+        ax.errorbar(
+            x,
+            y,
+            xerr=_error_bar(x, points["latency_low"], points["latency_high"]),
+            yerr=_error_bar(y, points["throughput_low"], points["throughput_high"]),
+            fmt="none",
+            ecolor="tab:gray",
+            alpha=0.45,
+            elinewidth=1,
+            label="95% interval",
+        )
     ax.plot(
         front[LATENCY_MS],
         front[rec.THROUGHPUT_PER_GPU],
@@ -187,6 +207,8 @@ def pareto_figure(points: pd.DataFrame, latency_label: str, sweep: str | None = 
     valid = x[x > 0]
     if valid.size and valid.max() / valid.min() >= 8:  # latencies spanning decades read on log
         ax.set_xscale("log")
+    else:
+        ax.set_xlim(left=0)  # an interval may reach below 0; a latency cannot
     ax.set_xlabel(f"per-user latency: {latency_label}")
     ax.set_ylabel("output tokens / s per GPU")
     ax.set_title("Throughput per GPU vs latency" + (f" — {sweep}" if sweep else ""))

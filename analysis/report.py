@@ -1,13 +1,14 @@
 """The report of a sweep: `summary.csv`, the PNG plots, `report.md` and `report.html`.
 
 `write_report` reads a results folder and writes them all; `save_report` does the same from
-frames already in memory (the CLI loads them once and also prints the table). The report holds
-the capacity of each searched configuration (`analysis.capacity`, when the sweep searched), the
-per-trial sections built here (results, plots, repeats), the comparison sections of
-`analysis.sections`, the server's own view (`analysis.server_view`) and the flagged and failed
-trials of `analysis.flags`. `main_table` is the human-readable table (units in the headers,
-numbers rounded) that the report and the terminal show; `summary.csv` keeps every column, the
-derived comparison ones too, the main ones first.
+frames already in memory (the CLI loads them once and also prints the table). The report opens
+with its findings in words (`analysis.findings`), then holds the capacity of each searched
+configuration (`analysis.capacity`, when the sweep searched), the per-trial sections built
+here (results, plots, repeats), the comparison sections of `analysis.sections`, TTFT by turn of
+multi-turn trials (`analysis.turns`), the server's own view (`analysis.server_view`) and the
+flagged and failed trials of `analysis.flags`. `main_table` is the human-readable table (units
+in the headers, numbers rounded) that the report and the terminal show; `summary.csv` keeps every
+column, the derived comparison ones too, the main ones first.
 """
 
 from __future__ import annotations
@@ -20,10 +21,17 @@ import pandas as pd
 from analysis.capacity import capacity_table, with_search
 from analysis.capacity_plots import write_capacity_plots
 from analysis.compare import DEFAULT_BASELINE, Slo, analyse
+from analysis.findings import findings
 from analysis.flags import distinct, problem_sections
 from analysis.html import HTML_FILE, write_html
 from analysis.intervals import aggregate_repeats
-from analysis.load import load_requests, load_summary, load_timeseries
+from analysis.load import (
+    load_requests,
+    load_stages,
+    load_summary,
+    load_timeseries,
+    load_timeslices,
+)
 from analysis.plots import (
     PARETO_FILE,
     PLOTS,
@@ -46,8 +54,11 @@ from analysis.sections import (
     timeline_section,
 )
 from analysis.server_view import server_sections
+from analysis.stage_table import stage_sections
 from analysis.sweep_diff import noise_verdict
 from analysis.timeline_plots import write_timeline_plots
+from analysis.timeslice_plots import timeslice_section, write_timeslice_plot
+from analysis.turns import turn_sections, turn_table, write_turn_plot
 from sweep.core import records as rec
 
 REPORT_FILE = "report.md"
@@ -97,6 +108,7 @@ class ReportPaths:
     plots: tuple[Path, ...]
     report_html: Path | None = None
     capacity: pd.DataFrame | None = None  # `analysis.capacity.capacity_table`; None: no search
+    findings: tuple[str, ...] = ()  # `analysis.findings`, for the console
 
 
 def write_report(
@@ -120,6 +132,8 @@ def write_report(
         sweep,
         requests=load_requests(results_dir),
         timeseries=load_timeseries(results_dir),
+        timeslices=load_timeslices(results_dir),
+        stages=load_stages(results_dir),
         options=with_search(with_reference(options or ReportOptions(), results_dir), results_dir),
     )
 
@@ -131,11 +145,14 @@ def save_report(
     *,
     requests: pd.DataFrame | None = None,
     timeseries: pd.DataFrame | None = None,
+    timeslices: pd.DataFrame | None = None,
+    stages: pd.DataFrame | None = None,
     options: ReportOptions | None = None,
 ) -> ReportPaths:
     """Write the report of already loaded frames into `out_dir`.
 
-    Without `requests` the goodput section is left out; without `timeseries`, the timelines.
+    Without `requests` the goodput section is left out; without `timeseries`, the timelines;
+    without `timeslices` or `stages`, the metrics per time slice or per stage.
     """
     options = options or ReportOptions()
     out = Path(out_dir)
@@ -149,17 +166,26 @@ def save_report(
     latency = "TPOT" if comparison.latency_metric.startswith("tpot") else "TTFT"
     pareto_figure(comparison.pareto, f"{latency}, median (ms)", sweep).savefig(pareto)
     timelines = [] if timeseries is None else write_timeline_plots(timeseries, trials, out, sweep)
+    slice_plots = write_timeslice_plot(timeslices, trials, out, sweep)
     capacity = capacity_table(trials, options.target_rate, options.tolerance)
     searches = write_capacity_plots(trials, capacity, out, sweep)
+    turns = turn_table(requests, trials)  # multi-turn trials only
+    turn_plots = write_turn_plot(turns, out, sweep)
+    stated = tuple(findings(comparison))
     sections = [
+        Section("Findings", items=stated) if stated else None,
         *capacity_section(capacity, searches, options.target_rate),
         *trial_sections(trials, plots),
+        *stage_sections(stages, trials),
         *comparison_sections(comparison, pareto),
+        *turn_sections(turns, turn_plots),
         *server_sections(trials),
         timeline_section(timelines),
+        *timeslice_section(slice_plots),
         *problem_sections(trials),
         *reference_sections(trials, options.reference),
     ]
+    sections = [section for section in sections if section is not None]
     title, overview = f"Sweep report: {sweep}", _overview(trials)
     md_path = out / REPORT_FILE
     md_path.write_text(markdown_document(title, overview, sections, out), encoding="utf-8")
@@ -167,9 +193,10 @@ def save_report(
     return ReportPaths(
         md_path,
         csv_path,
-        (*plots, pareto, *timelines, *searches),
+        (*plots, pareto, *timelines, *slice_plots, *searches, *turn_plots),
         html_path,
         capacity if len(capacity) else None,
+        stated,
     )
 
 
@@ -210,6 +237,24 @@ def main_table(summary: pd.DataFrame) -> pd.DataFrame:
             "USD / 1M output tok": col(rec.COST_PER_1M_OUTPUT, ",.2f"),
         }
     ).fillna(MISSING)
+
+
+# What the terminal shows of `main_table` (short headers, so that it fits 100 columns); the rest
+# is in summary.csv and the report.
+CONSOLE_COLUMNS = {
+    "Trial": "Trial",
+    "Status": "Status",
+    "Requests ok": "Req ok",
+    "Output tok/s": "Out tok/s",
+    "TTFT p50 (ms)": "TTFT p50 ms",
+    "TPOT p50 (ms)": "TPOT p50 ms",
+    "USD / 1M output tok": "USD/1M tok",
+}
+
+
+def console_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The columns of `main_table` that matter at a glance, for a 100-column terminal."""
+    return main_table(summary)[list(CONSOLE_COLUMNS)].rename(columns=CONSOLE_COLUMNS)
 
 
 def trial_sections(trials: pd.DataFrame, plots: list[Path]) -> list[Section]:

@@ -18,6 +18,7 @@ import pandas as pd
 from analysis import capacity as cap
 from analysis.capacity_plots import CAPACITY_TITLES
 from analysis.compare import LOAD, TASK, TPOT_MEDIAN, Comparison
+from analysis.noise import WITHIN_NOISE
 from analysis.plots import CONFIGURATION, LATENCY_MS, display_text
 from analysis.sweep_diff import SweepDiff
 from analysis.timeline_plots import TIMELINE_TITLES
@@ -191,8 +192,11 @@ def sweep_diff_section(diff: SweepDiff) -> Section:
     unmatched = ", ".join(f"{n}: {c}" for n, c in diff.unmatched_points.items())
     text = (
         f"{diff.matched_points} grid point(s) of {diff.reference} matched by trial id or "
-        f"config; points without a partner: {unmatched}. Intervals that overlap mark the "
-        "difference as within noise; with fewer than two repeats on a side it cannot be judged."
+        f"config; points without a partner: {unmatched}. With repeats on both sides, intervals "
+        "that overlap mark the difference as within noise. Where a side ran once, both sides' "
+        "intervals come from the trials' own requests (a bootstrap over requests, time windows "
+        "for throughput), which cannot see run-to-run noise, and the difference is within "
+        "noise when the interval of their ratio includes no change."
     )
     return Section("Sweeps compared", text, table=table)
 
@@ -228,21 +232,39 @@ def _decomposition(c: Comparison) -> Section:
             "Load": d[LOAD].map(lambda v: display_text(v) or MISSING),
             "Engine": d["engine"],
             "Output tok/s": formatted(d[rec.OUTPUT_THROUGHPUT], ",.1f"),
-            "Throughput ×": formatted(d["throughput_x"], ".2f") + "×",
+            "Throughput ×": ratio_cells(d, "throughput_x"),
             "TTFT p50 (ms)": formatted(d[rec.latency_column("ttft", "median")], ",.1f"),
-            "TTFT ×": formatted(d["ttft_x"], ".2f") + "×",
+            "TTFT ×": ratio_cells(d, "ttft_x"),
             "USD / 1M tok": formatted(d[rec.COST_PER_1M_OUTPUT], ",.3f"),
-            "Cost ×": formatted(d["cost_x"], ".2f") + "×",
+            "Cost ×": ratio_cells(d, "cost_x"),
             "Trials": d["trials"].astype(str),
         }
-    ).replace(MISSING + "×", MISSING)
+    )
     baselines = ", ".join(sorted(set(d["baseline"].dropna())))
     text = (
         f"Each engine against the baseline `{c.baseline}` ({baselines or 'not in this sweep'}) "
         "at the same task and load: × is engine / baseline, so above 1 is more throughput, "
-        "slower first tokens or higher cost. Repeats are averaged."
+        "slower first tokens or higher cost, with its 95% interval in brackets. A ratio marked "
+        f"*{WITHIN_NOISE}* is not a difference: its interval includes 1. {c.noise_method}"
     )
     return Section("Against the baseline", text, table=table)
+
+
+def ratio_cells(table: pd.DataFrame, ratio: str) -> pd.Series:
+    """`2.95× [2.61, 3.29]`, `1.04× [0.93, 1.15] within noise`, or — without a ratio."""
+
+    def cell(row: pd.Series) -> str:
+        value, low, high = row[ratio], row.get(f"{ratio}_low"), row.get(f"{ratio}_high")
+        if pd.isna(value):
+            return MISSING
+        text = f"{value:.2f}×"
+        if row.get(f"{ratio}_verdict") == "baseline":
+            return text
+        if not (pd.isna(low) or pd.isna(high)):
+            text += f" [{low:.2f}, {high:.2f}]"
+        return text + (f" {WITHIN_NOISE}" if row.get(f"{ratio}_verdict") == WITHIN_NOISE else "")
+
+    return table.apply(cell, axis=1) if len(table) else pd.Series(dtype=object)
 
 
 def _pareto(c: Comparison, png: Path) -> Section:
@@ -256,8 +278,10 @@ def _pareto(c: Comparison, png: Path) -> Section:
         }
     )
     text = (
-        f"{len(c.pareto)} configuration(s); on the front, none is beaten by another that is both "
-        f"faster per user ({latency}) and higher in output tokens per second per GPU."
+        f"{len(c.pareto)} configuration(s); on the front, none is beaten by another that is at "
+        f"least as fast per user ({latency}) and as high in output tokens per second per GPU, "
+        "and better beyond noise on one of the two: a configuration within noise of a better "
+        "one stays on the front."
     )
     return Section(
         "Pareto front", text, table=table, images=(Image("Throughput per GPU vs latency", png),)

@@ -34,11 +34,17 @@ TIME_COLUMNS = {
 # The server-side columns whose presence makes a row of the time table.
 SERVER_TIMES = [rec.latency_column(role, "mean") for role in rec.SERVER_LATENCIES]
 # The counters table: display name, summary column, number format.
+PREFIX_CACHE_HITS = "Prefix-cache hits (%)"
 COUNTER_COLUMNS = {
-    "Prefix-cache hits (%)": (rec.SERVER_PREFIX_CACHE_HIT_PERCENT, ",.1f"),
+    PREFIX_CACHE_HITS: (rec.SERVER_PREFIX_CACHE_HIT_PERCENT, ",.1f"),
     "Preemptions": (rec.SERVER_PREEMPTIONS, ",.0f"),
     "Draft acceptance (%)": (rec.SPEC_ACCEPTANCE_PERCENT, ",.1f"),
     "Drafted tokens": (rec.SERVER_SPEC_DRAFT_TOKENS, ",.0f"),
+}
+# Beside the prefix-cache hits: what the trial's prompts offered a cache (from the prompts alone).
+PROMPT_COLUMNS = {
+    "Reusable prefix, ideal (%)": (rec.PROMPT_REUSABLE_PREFIX_PERCENT, ",.1f"),
+    "Repeated prompts (%)": (rec.PROMPT_REPEAT_PERCENT, ",.1f"),
 }
 
 
@@ -58,6 +64,7 @@ def _per_configuration(trials: pd.DataFrame) -> pd.DataFrame:
         if c in trials
     ]
     columns += [c for c in (rec.COMPLETED_REQUESTS, rec.SERVER_REQUESTS) if c in trials]
+    columns += [c for c, _ in PROMPT_COLUMNS.values() if c in trials]
     if not any(c in trials for c in (*SERVER_TIMES, *(c for c, _ in COUNTER_COLUMNS.values()))):
         return pd.DataFrame()
     frame = trials[list(dict.fromkeys(columns))].apply(pd.to_numeric, errors="coerce")
@@ -102,13 +109,23 @@ def _counters(per: pd.DataFrame) -> list[Section]:
     if not shown:
         return []
     rows = per[per[[c for c, _ in shown.values()]].notna().any(axis=1)].reset_index(drop=True)
+    if PREFIX_CACHE_HITS in shown:  # what the prompts offered, beside what the server hit
+        offered = {
+            name: (column, fmt)
+            for name, (column, fmt) in PROMPT_COLUMNS.items()
+            if column in per and per[column].notna().any()
+        }
+        shown = {PREFIX_CACHE_HITS: shown.pop(PREFIX_CACHE_HITS), **offered, **shown}
     table = _key_columns(rows)
     for name, (column, fmt) in shown.items():
         table[name] = formatted(rows[column], fmt)
     text = (
         "Counted by the server over each trial (the deltas of its counters, repeats averaged): "
         "prefix-cache hits as a share of the prompt tokens it looked up, requests it preempted, "
-        "and the share of speculative draft tokens it accepted."
+        "and the share of speculative draft tokens it accepted. Beside the hits, what the "
+        "prompts offered: the share of their tokens a perfect prefix cache could reuse (each "
+        "prompt's longest prefix shared with an earlier one) and the share of prompts repeating "
+        "an earlier one; a real cache reuses whole blocks only."
     )
     return [Section("Server counters", text, table=table)]
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.intervals import confidence_interval
+from analysis.noise import BETTER, NO_INTERVAL, WORSE, compare, estimates
 from analysis.plots import display_text, numeric_column
 from sweep.core import records as rec
 
@@ -46,13 +47,18 @@ class SweepDiff:
 
 
 def compare_sweeps(
-    summaries: Mapping[str, pd.DataFrame], metrics: tuple[str, ...] = METRICS
+    summaries: Mapping[str, pd.DataFrame],
+    metrics: tuple[str, ...] = METRICS,
+    requests: Mapping[str, pd.DataFrame] | None = None,
 ) -> SweepDiff:
     """Compare every sweep after the first with the first, point by point.
 
     Args:
         summaries: sweep name -> its summary frame, the reference first.
         metrics: summary metric columns to compare.
+        requests: sweep name -> its request records. Where a side has a single trial, its
+            interval then comes from the trial's own requests (`analysis.noise`) and the verdict
+            from the interval of the ratio; without them such a point is "no repeats".
 
     Returns:
         A `SweepDiff` whose table has the columns point, metric, reference, sweep, the mean,
@@ -74,7 +80,7 @@ def compare_sweeps(
                 continue
             other = groups[name].get_group(key)
             point = _REPEAT_SUFFIX.sub("", str(ref[rec.LABEL].iloc[0]))
-            rows.extend(_compare_point(point, name, reference, ref, other, metrics))
+            rows.extend(_compare_point(point, name, reference, ref, other, metrics, requests or {}))
     keys = {name: set(trials.loc[trials[SWEEP] == name, "_key"]) for name in names}
 
     def elsewhere(name: str) -> set[str]:
@@ -108,8 +114,15 @@ def _compare_point(
     ref: pd.DataFrame,
     other: pd.DataFrame,
     metrics: tuple[str, ...],
+    requests: Mapping[str, pd.DataFrame],
 ) -> list[dict[str, object]]:
     rows = []
+    single = min(len(ref), len(other)) < 2 and reference in requests and name in requests
+    found = {}
+    if single:  # intervals from the trials' own requests (both sides: the same method)
+        for side, frame, sweep in (("ref", ref, reference), ("other", other, name)):
+            labels = pd.Series(side, index=frame.index)
+            found[side] = estimates(frame, requests[sweep], labels, metrics)[side]
     for metric in metrics:
         a, b = numeric_column(ref, metric).dropna(), numeric_column(other, metric).dropna()
         if a.empty or b.empty:
@@ -117,6 +130,11 @@ def _compare_point(
         (ma, la, ha), (mb, lb, hb) = confidence_interval(a), confidence_interval(b)
         change = (mb - ma) / ma * 100 if ma else np.nan
         verdict = noise_verdict((ma, la, ha), (mb, lb, hb))
+        if single:
+            (la, ha), (lb, hb) = found["ref"][metric].interval(), found["other"][metric].interval()
+            judged = compare(found["other"][metric], found["ref"][metric], higher_is_better=True)
+            verdict = {BETTER: HIGHER, WORSE: LOWER}.get(judged.verdict, judged.verdict)
+            verdict = NO_REPEATS if verdict == NO_INTERVAL else verdict
         values = (
             point,
             metric,

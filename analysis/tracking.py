@@ -114,11 +114,16 @@ class Tracker:
             self._finish()
 
     def sweep_finished(
-        self, summary: pd.DataFrame, plots: list[Path], capacity: pd.DataFrame | None = None
+        self,
+        summary: pd.DataFrame,
+        plots: list[Path],
+        capacity: pd.DataFrame | None = None,
+        findings: tuple[str, ...] | list[str] = (),
     ) -> None:
-        """One run for the sweep: the summary table, the capacity table and the report's plots.
+        """One run for the sweep: the summary, capacity and findings tables and the plots.
 
-        Without `capacity` it is computed from `summary` with the sweep.yaml's search settings.
+        Without `capacity` it is computed from `summary` with the sweep.yaml's search settings;
+        `findings` are the report's sentences (`analysis.findings`), one row each.
         """
         if not self.enabled:
             return
@@ -131,6 +136,8 @@ class Tracker:
             tables = {"summary": wandb.Table(dataframe=_table_frame(summary))}
             if len(capacity):
                 tables["capacity"] = wandb.Table(dataframe=_table_frame(capacity))
+            if findings:
+                tables["findings"] = wandb.Table(columns=["finding"], data=[[f] for f in findings])
             images = {f"plots/{p.stem}": wandb.Image(str(p), caption=p.stem) for p in plots}
             self._run.log({**tables, **images})
             self._finish()
@@ -239,6 +246,7 @@ def upload_results(
     plots: list[Path],
     project: str | None = None,
     capacity: pd.DataFrame | None = None,
+    findings: tuple[str, ...] | list[str] = (),
 ) -> Tracker:
     """Log a finished results folder: one run per trial and the sweep run; returns the tracker.
 
@@ -260,7 +268,7 @@ def upload_results(
                 by_trial["requests"].get(trial_id, requests.iloc[:0]),
                 by_trial["timeseries"].get(trial_id, timeseries.iloc[:0]),
             )
-        tracker.sweep_finished(summary, plots, capacity)
+        tracker.sweep_finished(summary, plots, capacity, findings)
     return tracker
 
 

@@ -36,6 +36,11 @@ class GenRequest:
     max_tokens: int
     ignore_eos: bool = True
     temperature: float = 0.0
+    # A chat request's conversation as (role, content) pairs; empty: one user message, `prompt`.
+    messages: tuple[tuple[str, str], ...] = ()
+    # An open loop sends it this many seconds after its trace's first row (a trace's schedule,
+    # `sweep.loadgen.arrivals.trace_offsets`); None: the workload's arrival process decides.
+    arrival_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,15 @@ class Backend(abc.ABC):
         """Bring the backend to a clean state between trials (drain, reset caches); default none."""
         return None
 
+    @property
+    def api(self) -> str:
+        """How prompts go out: `completions`, `chat` or `tgi` (TGI's native stream).
+
+        `chat` sends each prompt as one user message with the model's chat template around it;
+        its ids and input lengths include the template (`sweep.datasets.chat`).
+        """
+        return "completions"
+
     def __enter__(self) -> Backend:
         self.start()
         return self
@@ -109,6 +123,11 @@ class EngineBackend(Backend):
     @abc.abstractmethod
     def generate(self, requests: Sequence[GenRequest], on_token: TokenCallback) -> list[GenResult]:
         """Generate all `requests` (submitted together) and return the engine's own counts."""
+
+    @property
+    def api(self) -> str:
+        """`chat` when the config asks for it (`EngineConfig.api`): the requests' ids carry it."""
+        return self.config.api or "completions"
 
 
 class ServerBackend(Backend):
@@ -129,11 +148,6 @@ class ServerBackend(Backend):
     def served_model(self) -> str:
         """The `model` field of requests: the name the server serves the model under."""
         return self.model_path
-
-    @property
-    def api(self) -> str:
-        """Which endpoint the load generator streams from: `completions`, `chat` or `tgi`."""
-        return "completions"
 
     @property
     def send_token_ids(self) -> bool:

@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from sweep.core.errors import ConfigError, check_positive
+from sweep.core.errors import ConfigError, check_choice, check_positive
 
 # Config dtype names and what torch (and the engines built on it) call them.
 TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "auto": "auto"}
@@ -32,6 +32,24 @@ class BackendConfig:
         check_positive("backend", num_cpus=self.num_cpus)
         if self.num_gpus < 0:
             raise ConfigError(f"backend.num_gpus must be >= 0, got {self.num_gpus}")
+
+
+@dataclass
+class EngineConfig(BackendConfig):
+    """What every in-process engine's config adds: how its prompts are phrased.
+
+    `api: chat` gives each prompt the model's chat template, rendered as a chat server renders
+    it: the ids the engine is handed include it (`sweep.datasets.chat`), as do the input
+    lengths. None (the default; it hashes as before the field existed) or `completions`: the
+    prompt as it is. The same key as the servers' `backend.api`, so one switch asks for chat.
+    """
+
+    api: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.api is not None:
+            check_choice("backend", "api", self.api, SERVER_APIS)
 
 
 def typed_names(config: Any) -> list[str]:

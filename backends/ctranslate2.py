@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from backends.base import EngineBackend, GenRequest, GenResult, TokenCallback
-from backends.config import BackendConfig
+from backends.config import EngineConfig
 from backends.convert_cache import cache_key, cached_build
 from backends.streaming import TokenCounter
 from sweep.core.errors import (
@@ -58,7 +58,7 @@ def converted_model(ct2: Any, model_path: str, compute_type: str) -> Path:
 
 
 @dataclass
-class CTranslate2BackendConfig(BackendConfig):
+class CTranslate2BackendConfig(EngineConfig):
     """CTranslate2: the HF checkpoint converted once per compute type, static batches."""
 
     name: str = "ctranslate2"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from backends.base import EngineBackend, GenRequest, GenResult, TokenCallback
-from backends.config import BackendConfig
+from backends.config import EngineConfig
 from backends.convert_cache import first_line, local_checkpoint
 from backends.streaming import TokenCounter
 from sweep.core import records as R
@@ -102,7 +102,7 @@ def _release(version: str) -> tuple[int, ...]:
 
 
 @dataclass
-class ExLlamaV2BackendConfig(BackendConfig):
+class ExLlamaV2BackendConfig(EngineConfig):
     """ExLlamaV2: GPTQ or EXL2 checkpoints on CUDA, its dynamic (continuous) batching generator."""
 
     name: str = "exllamav2"

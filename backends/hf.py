@@ -19,7 +19,7 @@ from backends.base import EngineBackend, GenRequest, GenResult, TokenCallback
 from backends.config import (
     DTYPES,
     TORCH_DTYPES,
-    BackendConfig,
+    EngineConfig,
 )
 from backends.streaming import TokenCounter, one_at_a_time
 from sweep.core.errors import (
@@ -56,7 +56,7 @@ class _StepStreamer:
 
 
 @dataclass
-class HFBackendConfig(BackendConfig):
+class HFBackendConfig(EngineConfig):
     """Plain `transformers` generation: the baseline every engine is compared against."""
 
     name: str = "hf"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from backends.base import EngineBackend, GenRequest, GenResult, TokenCallback
-from backends.config import BackendConfig
+from backends.config import EngineConfig
 from backends.convert_cache import cache_key, cached_build, first_line, local_checkpoint
 from backends.gguf_convert import CONVERTER_VERSION, convert_to_gguf
 from backends.gguf_convert import OUTTYPES as GGUF_OUTTYPES
@@ -91,7 +91,7 @@ def require_gpu_offload(llama_cpp: Any, n_gpu_layers: int) -> None:
 
 
 @dataclass
-class LlamaCppBackendConfig(BackendConfig):
+class LlamaCppBackendConfig(EngineConfig):
     """llama.cpp through llama-cpp-python: a GGUF file (given, or converted from the HF model)."""
 
     name: str = "llamacpp"

@@ -58,6 +58,8 @@ class SimBackendConfig(SimSchedule, BackendConfig):
             raise ConfigError(
                 f"backend.max_num_seqs must be >= 0 (0: unlimited), got {self.max_num_seqs}"
             )
+        if not 0.0 <= self.jitter <= 2.0:
+            raise ConfigError(f"backend.jitter must be in [0, 2], got {self.jitter}")
         if not 0.0 <= self.fault_rate <= 1.0:
             raise ConfigError(f"backend.fault_rate must be in [0, 1], got {self.fault_rate}")
         for kind in self.fault_kinds:

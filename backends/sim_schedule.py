@@ -6,10 +6,11 @@ JSON argument. `max_num_seqs` (0: unlimited) bounds the requests running at once
 continuous-batching engine's batch: the rest wait first in, first out, and a request's `ttft_ms`
 starts when it is admitted, so its TTFT is its queue wait plus `ttft_ms`. Every delay (the first
 token's and each chunk's) grows by `load_ms_per_running` per running request, waiting ones not
-counted. `500` and `429` answer with that HTTP status; halfway through a stream,
-`truncate` ends the body without its final events, `reset` drops the connection, `malformed`
-sends an event that is not JSON, and `stall` stops sending (for an hour). The server imports only
-this module of the config code, so it starts without the config libraries.
+counted; `jitter` scales each request's delays by its own lognormal factor (median 1). `500` and
+`429` answer with that HTTP status; halfway through a stream, `truncate` ends the body without its
+final events, `reset` drops the connection, `malformed` sends an event that is not JSON, and
+`stall` stops sending (for an hour). The server imports only this module of the config code, so it
+starts without the config libraries.
 """
 
 from __future__ import annotations
@@ -32,3 +33,6 @@ class SimSchedule:
     fault_kinds: list[str] = field(default_factory=lambda: list(SIM_FAULT_KINDS))
     seed: int = 0
     usage_skew: int = 0  # added to the final usage count only: a server miscounting its tokens
+    # Per-request spread of the delays: each request's ttft_ms and itl_ms are scaled by a
+    # lognormal factor of median 1 and this sigma (0: exact), as real servers' requests differ.
+    jitter: float = 0.0

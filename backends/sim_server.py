@@ -1,7 +1,8 @@
 """A simulated OpenAI-compatible streaming server with an exact latency schedule and faults.
 
 Run as `python -m backends.sim_server --host 127.0.0.1 --port N [...]`. It serves `GET /health`,
-`GET /metrics` (Prometheus text), `GET /sim/requests` (the server's own per-request stamps) and
+`GET /metrics` (Prometheus text), `GET /sim/requests` (the server's own per-request stamps, with
+what each request sent under `--record-prompts`; also written to `$SIM_STAMPS_DIR` as it stops) and
 `POST /v1/completions` / `POST /v1/chat/completions`, streamed (SSE) or not. A request is
 admitted on arrival unless `max_num_seqs` are running; then it waits in a FIFO queue
 (`backends.sim_queue`) until one ends. It yields exactly `max_tokens` tokens: the first chunk
@@ -41,6 +42,9 @@ from backends.sim_schedule import SIM_FAULT_KINDS, SimSchedule
 
 STALL_S = 3600.0  # longer than any sane client timeout; ends early only when the server stops
 MAX_STAMPS = 100_000  # per-request stamps kept for /sim/requests (oldest dropped first)
+# Set to a directory, the stamps outlive the server: written there as `sim-stamps-<pid>.json` as
+# it stops, for a benchmark whose server ran inside a sweep (`scripts/bench_trace_replay.py`).
+STAMPS_DIR_ENV = "SIM_STAMPS_DIR"
 # The event loop rounds timer waits up to whole milliseconds; waking half a millisecond early
 # and emitting what is due within that window centres the timing error on zero.
 EARLY_NS = 500_000
@@ -57,12 +61,14 @@ class SimOptions(SimSchedule):
     `kv_capacity`: the running requests that fill its KV cache. `chunk_sizes`: tokens in each
     successive chunk of a stream, cycled (empty: `tokens_per_chunk` every time). `words`: the
     words streamed, one per token, cycled (empty: `t0 t1 t2 ...`). `usage`: one of USAGE_MODES.
+    `record_prompts`: keep what each request sent (`prompt` or `messages`) in its stamps.
     """
 
     kv_capacity: int = 256
     chunk_sizes: list[int] = field(default_factory=list)
     words: list[str] = field(default_factory=list)
     usage: str = "asked"
+    record_prompts: bool = False
 
     def chunk_size(self, index: int) -> int:
         """Tokens in the `index`-th chunk of a stream (before the stream's end cuts it short)."""
@@ -91,6 +97,7 @@ class Stream:
         self.fault_at = self.max_tokens // 2
         self.outcome: str | None = None  # set once, when it ends
         self.fault_fired = False
+        self.scale = 1.0  # this request's delay factor (`SimSchedule.jitter`)
         self.sent = 0
         self.chunks = 0
         self.text: list[str] = []
@@ -128,6 +135,7 @@ class SimServer:
     def __init__(self, options: SimOptions) -> None:
         self.opt = options
         self.rng = random.Random(options.seed)
+        self.jitter_rng = random.Random(options.seed + 1)  # its own: faults draw as before
         self.heap: list[tuple[int, int, Stream]] = []
         self.seq = itertools.count()
         self.wake = asyncio.Event()
@@ -188,10 +196,14 @@ class SimServer:
             return _error(int(fault), f"sim: injected HTTP {fault}")
         rid = request.headers.get("X-Request-Id") or f"sim-{next(self.seq)}"
         s = Stream(rid, body, api, bool(body.get("stream")), fault, arrival)
+        if self.opt.jitter > 0:
+            s.scale = self.jitter_rng.lognormvariate(0.0, self.opt.jitter)
         if self.opt.usage != "asked":
             s.continuous = self.opt.usage == "continuous"
             s.include_usage = self.opt.usage != "none"
         self._stamp(rid, arrival_ns=arrival, fault=fault)
+        if self.opt.record_prompts:  # what a multi-turn client sent, for tests to compare
+            self._stamp(rid, received=body.get("messages" if api == "chat" else "prompt"))
         if s.streaming:
             s.resp = web.StreamResponse(
                 headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
@@ -228,7 +240,7 @@ class SimServer:
         s.admitted_ns = now
         self._stamp(s.rid, admitted_ns=now)
         self.latencies.admitted(s)
-        self._push(s, now + self._delay_ns(self.opt.ttft_ms))
+        self._push(s, now + self._delay_ns(self.opt.ttft_ms * s.scale))
 
     def _push(self, s: Stream, due: int) -> None:
         heapq.heappush(self.heap, (due, next(self.seq), s))
@@ -304,7 +316,7 @@ class SimServer:
             self._end(s, "done")
         else:
             nxt = min(self.opt.chunk_size(s.chunks), s.max_tokens - s.sent)
-            self._push(s, due + self._delay_ns(self.opt.itl_ms * nxt))
+            self._push(s, due + self._delay_ns(self.opt.itl_ms * nxt * s.scale))
 
     def _end(self, s: Stream, outcome: str) -> None:
         if s.outcome is not None:
@@ -326,6 +338,13 @@ class SimServer:
         """End every stream (stalled and queued ones included) so the server stops promptly."""
         for s in [*self.admission.waiting, *self.admission.running]:  # waiting first: none admitted
             self._end(s, "closed")
+
+    async def keep_stamps(self, app: web.Application) -> None:
+        """Write every stamp to `$SIM_STAMPS_DIR/sim-stamps-<pid>.json`, whole or not at all."""
+        path = os.path.join(os.environ[STAMPS_DIR_ENV], f"sim-stamps-{os.getpid()}.json")
+        with open(f"{path}.tmp", "w", encoding="utf-8") as out:
+            json.dump(self.stamps, out)
+        os.replace(f"{path}.tmp", path)
 
 
 def _prompt_tokens(body: dict, api: str) -> int:
@@ -389,6 +408,8 @@ def build_app(options: SimOptions) -> web.Application:
 
     app.cleanup_ctx.append(timer)
     app.on_shutdown.append(sim.on_shutdown)
+    if os.environ.get(STAMPS_DIR_ENV):
+        app.on_cleanup.append(sim.keep_stamps)
     return app
 
 
@@ -404,9 +425,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, int, SimOptions]:
     )
     p.add_argument("--words", type=_words, default=[], help="words streamed, cycled, e.g. a,b")
     p.add_argument("--usage", choices=USAGE_MODES, default="asked", help="usage on a stream")
+    p.add_argument(
+        "--record-prompts", action="store_true", help="keep each request's prompt in its stamps"
+    )
     a = p.parse_args(argv)
     try:
-        server_only = {"chunk_sizes": a.chunk_sizes, "words": a.words, "usage": a.usage}
+        server_only = {
+            "chunk_sizes": a.chunk_sizes,
+            "words": a.words,
+            "usage": a.usage,
+            "record_prompts": a.record_prompts,
+        }
         options = SimOptions(**json.loads(a.schedule), kv_capacity=a.kv_capacity, **server_only)
     except (ValueError, TypeError) as exc:
         p.error(f"--schedule: {exc}")

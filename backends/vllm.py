@@ -25,7 +25,7 @@ from backends.base import EngineBackend, GenRequest, GenResult, TokenCallback
 from backends.config import (
     DTYPES,
     TORCH_DTYPES,
-    BackendConfig,
+    EngineConfig,
     check_fraction,
 )
 from backends.vllm_server import cuda_visible, require_engine_features
@@ -56,7 +56,7 @@ OPTIONAL_ENGINE_ARGS = (
 
 
 @dataclass
-class VLLMBackendConfig(BackendConfig):
+class VLLMBackendConfig(EngineConfig):
     """vLLM's offline `LLM` engine in the trial's process; None = vLLM's default."""
 
     name: str = "vllm"

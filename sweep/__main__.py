@@ -5,6 +5,7 @@ The entry function reads as the pipeline; each step lives in the module named af
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from typing import Any
@@ -12,9 +13,9 @@ from typing import Any
 import ray
 import yaml
 
-from analysis.console import print_capacity, print_paths, print_table
+from analysis.console import print_capacity, print_findings, print_paths, print_table
 from analysis.load import load_summary
-from analysis.report import main_table, write_report
+from analysis.report import console_table, write_report
 from analysis.tracking import Tracker
 from sweep import environment as env
 from sweep.core.errors import SweepError
@@ -61,13 +62,24 @@ def main(argv: list[str] | None = None) -> int:
                 run_on_ray(plan, state.deployments, store, tracker)
             summary = load_summary(store.root)
             report = write_report(store.root)
-            tracker.sweep_finished(summary, list(report.plots), capacity=report.capacity)
-            print_table(main_table(summary), title=f"Sweep {plan.name}")
+            tracker.sweep_finished(
+                summary, list(report.plots), capacity=report.capacity, findings=report.findings
+            )
+            print_table(console_table(summary), title=f"Sweep {plan.name}")
+            print_findings(report.findings)
             print_capacity(report.capacity)
             print_paths(report)
             print_trust_warnings(summary)
     except SweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        # The trials are saved (a trial the folder refused stops the sweep before this): only
+        # the report, written last, found the results folder full.
+        print(f"error: the report was not written ({exc}); the trials are saved: make room "
+              "and run `python -m analysis` on the results folder", file=sys.stderr)  # fmt: skip
         return 2
     except KeyboardInterrupt:
         print(

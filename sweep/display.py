@@ -19,8 +19,9 @@ def print_plan(plan: SweepPlan) -> None:
         title=f"sweep '{plan.name}': {len(plan.trials)} trials in "
         f"{len(plan.deployments)} deployments (dry run, nothing runs)"
     )
+    whole = ("trial_id", "label")  # what a user copies: never cut; the rest folds to fit
     for column in ("deployment", "trial_id", "label", "repeat", *plan.axes):
-        table.add_column(column)
+        table.add_column(column, overflow="fold", no_wrap=column in whole)
     for deployment in plan.deployments:
         for trial in deployment.trials:
             values = [_axis_value(trial.flat, axis) for axis in plan.axes]

@@ -5,11 +5,14 @@ and CPUs its config names. The driver waits on all of them with `ray.wait`, writ
 files the moment they arrive (so a crash later loses nothing measured) and handles failures
 itself, so that every trial ends up recorded exactly once:
 - a task whose worker or node dies is resubmitted with its missing trials (`cluster.max_retries`
-  times, then they are recorded as failed);
+  times, then they are recorded as failed); a node that stops answering counts as dead once Ray's
+  health checks declare it so, and whatever its tasks send later is ignored;
 - a trial that produces nothing for `workload.trial_timeout_s` is cancelled and recorded as
   failed, and the deployment's remaining trials are resubmitted;
 - a deployment that no node, alive or launchable by the cluster's autoscaler, can host is
   recorded as failed at once; one that waits for the autoscaler to add a node says so;
+- a trial whose files the results folder refuses (a full disk) stops the sweep with one message,
+  recorded as failed where there is room for that;
 - when nothing waits for resources and a GPU idles, a deployment with trials not begun gets a
   helper task that shares them from the back (`cluster.share_idle_gpus`, `sweep.ledger`): the
   tail of a sweep, or trials retried after a node died, spread over the GPUs that are free.
@@ -27,10 +30,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
 import ray
 
 from sweep.core import records as R
-from sweep.core.errors import SweepError
+from sweep.core.errors import ResultsNotSaved, SweepError
 from sweep.core.results import ResultStore, TrialFiles
 from sweep.ledger import TrialLedger
 from sweep.node_types import launchable_node_types
@@ -55,6 +59,7 @@ LOCAL_SYSTEM_CONFIG = {
     "enable_metrics_collection": False,
 }
 SHARE_POLL_S = 1.0  # how often idle resources are looked for (a call to the GCS)
+NODE_POLL_S = 1.0  # how often the nodes of running tasks are checked (a call to the GCS)
 
 
 @dataclass
@@ -78,6 +83,8 @@ class _Task:
     last_progress: float = 0.0
     start_cost_s: float | None = None  # start to first result, less that trial's own time
     helper: bool = False  # shares the trials of another live task of its deployment
+    node_id: str | None = None  # the Ray node it runs on, once started
+    node_ip: str = ""
 
 
 def connect(cluster: Any) -> bool:
@@ -163,6 +170,7 @@ class Driver:
         self.tasks: list[_Task] = []
         self.ledger: Any = None
         self._next_share = 0.0
+        self._next_node_check = 0.0
         self.walls: dict[str, list[float]] = {}  # deployment id -> wall times of its trials
         self.warned_niced = False
         self.start_costs: list[float] = []
@@ -236,9 +244,30 @@ class Driver:
             self._advance(task)
         for task in list(self.tasks):
             self._check_hung(task)
+        if time.monotonic() >= self._next_node_check:
+            self._next_node_check = time.monotonic() + NODE_POLL_S
+            self._drop_tasks_on_dead_nodes()
         if self.cluster.share_idle_gpus and time.monotonic() >= self._next_share:
             self._next_share = time.monotonic() + SHARE_POLL_S
             self._share_idle_gpus()
+
+    def _drop_tasks_on_dead_nodes(self) -> None:
+        """Count a task lost once Ray declares its node dead, even if no error reached us.
+
+        A node that stops answering (cut off, frozen) rather than crashing is declared dead by
+        the GCS's health checks, but the owner of its tasks hears nothing until a connection
+        times out, minutes later, and may still get their results if the node comes back.
+        The task is given up at once: its trials not recorded run elsewhere, and anything it
+        sends later is ignored (its generator is no longer read).
+        """
+        placed = [t for t in self.tasks if t.node_id]
+        if not placed:
+            return
+        dead = {n["NodeID"] for n in ray.nodes() if not n["Alive"]}
+        for task in placed:
+            if task.node_id in dead and task in self.tasks:
+                _cancel(task.generator, force=True)
+                self._died(task, f"Ray declared its node {task.node_ip} dead")
 
     def _share_idle_gpus(self) -> None:
         """Start a helper for the GPU deployment with the most trials not begun, on idle GPUs.
@@ -313,6 +342,7 @@ class Driver:
         task.last_progress = time.monotonic()
         if isinstance(item, DeploymentStarted):
             task.started_at = task.last_progress
+            task.node_id, task.node_ip = item.node_id, item.node_ip
             return
         if isinstance(item, SearchDone):
             self._search_done(task, item)
@@ -376,6 +406,10 @@ class Driver:
         self.tasks.remove(task)
         left = self.pending(task)  # skipped as another task's, which was lost before running them
         if left and not self._lives(task.deployment):
+            # No task of the deployment lives, so whoever claimed them is gone: a lost task's
+            # worker may have claimed one after the driver released its claims (a node cut off
+            # that came back), and would keep every later task from running it.
+            self.ledger.release([t.trial_id for t in left], None)
             log.warning("%d trials of %s were left by a lost task; running them", len(left),
                         task.deployment.label)  # fmt: skip
             self._submit(task.deployment.with_trials(left), attempt=task.attempt)
@@ -431,14 +465,38 @@ class Driver:
         if row.get(R.SEARCH_ID) and row.get(R.SEARCH_PROBE) is not None:
             probes = self.probes.setdefault(row[R.SEARCH_ID], [])
             probes.append((files.trial_id, known_probe(row)))
-        self.store.write_trial(files)
-        if files.backend_log is not None:
-            self.store.write_backend_log(files.deployment_id, files.backend_log)
+        try:
+            self.store.write_trial(files)
+            if files.backend_log is not None:
+                self.store.write_backend_log(files.deployment_id, files.backend_log)
+        except (ResultsNotSaved, OSError) as exc:
+            self._not_saved(files, exc)
         self.recorded.add(files.trial_id)
         self._warn_if_niced(files)
         status = files.summary.column(R.TRIAL_STATUS)[0].as_py()
         (self.outcome.ok if status == R.STATUS_OK else self.outcome.failed).append(files.trial_id)
         self.progress.trial_finished(files)
+
+    def _not_saved(self, files: TrialFiles, exc: Exception) -> None:
+        """The results folder refused a trial's files: keep what fits, then stop the sweep.
+
+        What was written of the trial is removed (nothing partial stays under a final name) and
+        a failed summary naming the reason takes its place when there is room for it; resume
+        runs such a trial again. Every later trial would meet the same folder, so the sweep
+        stops with one message instead of measuring what it cannot keep.
+        """
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        self.store.remove_trial(files.deployment_id, files.trial_id)
+        try:
+            self.store.write_trial(_not_saved_record(files, reason))
+            self.outcome.failed.append(files.trial_id)
+        except (ResultsNotSaved, OSError):
+            self.store.remove_trial(files.deployment_id, files.trial_id)
+        raise ResultsNotSaved(
+            f"results not saved ({reason}); the sweep stopped ({len(self.outcome.ok)} trials "
+            f"of this run saved in {self.store.display_root}). Make room there and run the same "
+            "command again: it runs only the trials not saved"
+        ) from None
 
     def _warn_if_niced(self, files: TrialFiles) -> None:
         """One warning when trials ran in niced workers (a cluster started without our setting)."""
@@ -455,6 +513,20 @@ class Driver:
             nice,
             R.ENV_WORKER_NICE,
         )
+
+
+def _not_saved_record(files: TrialFiles, reason: str) -> TrialFiles:
+    """The trial's summary marked failed for `reason`, every other table emptied."""
+    row = files.summary.to_pylist()[0]
+    row.update({R.TRIAL_STATUS: R.STATUS_FAILED, R.ERROR_KIND: R.ERROR_NOT_SAVED,
+                R.ERROR_MESSAGE: f"results not saved: {reason}"})  # fmt: skip
+    emptied = {
+        f.name: value.schema.empty_table()
+        for f in dataclasses.fields(files)
+        if f.name != "summary" and isinstance(value := getattr(files, f.name), pa.Table)
+    }
+    summary = pa.Table.from_pylist([row])  # as the worker builds it (an unset column is null)
+    return dataclasses.replace(files, summary=summary, backend_log=None, **emptied)
 
 
 def _replicas_wanted(pending: tuple) -> int:

@@ -5,7 +5,9 @@ or trials retried after a node died), the driver starts a helper task for the sa
 on it (`sweep.driver`). The original task runs its trials from the front, the helper from the
 back; each claims a trial in the ledger before running it, and a trial the other claimed first
 is skipped. So every trial runs once. When a task dies, the driver releases its unfinished
-claims before retrying them.
+claims before retrying them; when trials are left unrun because a lost task's worker claimed
+them after that (its node came back), the driver releases them once no task of the deployment
+lives, and runs them again.
 
 The ledger lives in the Ray cluster's key-value store (in the GCS, on the head node), whose
 put-if-absent is atomic: no actor process to start and keep alive, nothing on a node that may
@@ -39,11 +41,15 @@ class TrialLedger:
             return True
         return internal_kv._internal_kv_get(key, namespace=NAMESPACE) == task_key.encode()
 
-    def release(self, trial_ids: Iterable[str], task_key: str) -> None:
-        """Forget `task_key`'s claims on `trial_ids` (it died before finishing them)."""
+    def release(self, trial_ids: Iterable[str], task_key: str | None = None) -> None:
+        """Forget `task_key`'s claims on `trial_ids` (it died before finishing them).
+
+        Without `task_key`, any claim on them goes: the driver knows no live task holds one.
+        """
         for trial_id in trial_ids:
             key = self._key(trial_id)
-            if internal_kv._internal_kv_get(key, namespace=NAMESPACE) == task_key.encode():
+            held = internal_kv._internal_kv_get(key, namespace=NAMESPACE)
+            if held is not None and (task_key is None or held == task_key.encode()):
                 internal_kv._internal_kv_del(key, namespace=NAMESPACE)
 
     def board(self, task_key: str) -> LedgerBoard:

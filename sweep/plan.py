@@ -24,6 +24,8 @@ from omegaconf import OmegaConf
 from sweep.core import records as rec
 from sweep.core.config import ADDED_LATER, GROUPS, Config, flatten
 from sweep.core.errors import ConfigError
+from sweep.datasets import check_dataset
+from sweep.datasets.multi_turn import check_plan as check_multi_turn
 from sweep.search_plan import SearchSeed, check_search, seed_hash_tree
 
 NOT_IN_TRIAL_ID = ("sweep", "output", "cluster", "tracking", "slo", "search", "reference")
@@ -134,6 +136,8 @@ def build_plan(overrides: list[str]) -> SweepPlan:
             config = composer.to_config(
                 copy.deepcopy(tree), {a: chosen[a] for a in value_axes}, group_axes, unknown
             )
+            check_multi_turn(config)  # sessions need a server, whole sessions, the context
+            check_dataset(config.dataset, config.model.max_model_len)  # a trace file's rows
             everywhere = set(unknown) if everywhere is None else everywhere & set(unknown)
             messages.update(unknown)
             trials.extend(
@@ -158,7 +162,8 @@ def _trials_of_point(
     search_axis: str | None = None,
 ) -> list[TrialSpec]:
     tree = dataclasses.asdict(config)
-    deployment_id = stable_hash({k: tree[k] for k in DEPLOYMENT_KEYS})
+    # Through hash_tree too: a backend field added later (ADDED_LATER) moves no deployment id.
+    deployment_id = stable_hash(hash_tree({k: tree[k] for k in DEPLOYMENT_KEYS}))
     hashed = hash_tree(tree)
     flat = flat_columns(tree, choices)
     label = point_label(config, chosen)

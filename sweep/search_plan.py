@@ -58,6 +58,10 @@ def check_search(base: Config, grid_axes: list[str]) -> str | None:
     search = base.search
     if search.mode == "none":
         return None
+    if base.workload.stages:
+        raise ConfigError(
+            f"search={search.mode} chooses one load per probe; workload.stages set their own"
+        )
     axis = load_axis(base)
     if axis in grid_axes:
         raise ConfigError(

@@ -29,9 +29,13 @@ from sweep.core.config import Config
 from sweep.core.errors import BackendError, DatasetError, SweepError
 from sweep.core.results import TrialFiles
 from sweep.core.secrets import scrub, scrub_text
+from sweep.core.stage_summary import stage_summaries
 from sweep.core.summary import summarize
+from sweep.core.timeslices import time_slices
 from sweep.core.trust import too_short, with_window
 from sweep.datasets.cache import PromptSource
+from sweep.datasets.multi_turn import NAME as MULTI_TURN
+from sweep.datasets.reuse import prompt_columns
 from sweep.isolation import Isolation, isolate, restore
 from sweep.loadgen.attribution import attribute, require_server_counts
 from sweep.loadgen.clock import now_s
@@ -40,6 +44,7 @@ from sweep.loadgen.http import run_http_workload
 from sweep.loadgen.recorder import Trackers
 from sweep.loadgen.requests import build_requests
 from sweep.loadgen.saturation import client_columns
+from sweep.loadgen.sessions import session_runner
 from sweep.plan import Deployment, TrialSpec
 from sweep.search_run import Board, SearchDone, run_search
 from sweep.telemetry import (
@@ -61,6 +66,7 @@ class DeploymentStarted:
     """First item a deployment task yields: it is running (no longer queued for resources)."""
 
     node_ip: str
+    node_id: str | None = None  # the Ray node, so the driver sees when Ray declares it dead
 
 
 # How each backend interface is driven; server interfaces join this map with their HTTP runners.
@@ -82,7 +88,8 @@ def run_deployment(
     """
     config = deployment.config
     mine = claim or (lambda trial_id: True)
-    yield DeploymentStarted(node_ip=str(environment.get("env.node_ip")))
+    node = environment.get("env.ray_node_id")
+    yield DeploymentStarted(node_ip=str(environment.get("env.node_ip")), node_id=node)
     _quiet_transformers()
     backend = None
     isolation = Isolation()
@@ -94,6 +101,7 @@ def run_deployment(
             config.model.revision,
             config.model.trust_remote_code,
             local=backend.local_tokenizer,  # none: the server counts every token
+            chat=backend.api == "chat",  # the one switch: lengths count the chat template
         )
         if not all(prompts.is_cached(t.config.dataset, _num_prompts(t)) for t in deployment.trials):
             prompts.tokenizer()  # a tokenizer that cannot load fails before the backend starts
@@ -158,12 +166,15 @@ def run_trial(
         sources.append((gpus, GPU_INTERVAL_S))
     sources += [(source, SERVER_INTERVAL_S) for source in backend.telemetry_sources()]
     trackers, kind, message = Trackers(), None, None
+    texts: list[Any] = []
     sampler = Sampler(sources, t0)
     capture = ServerCapture(backend.metrics_scrape(), t0)  # whole /metrics at start and end
     try:
         texts = prompts.prompts(config.dataset, _num_prompts(spec))
         warmup, requests = build_requests(texts, workload)
         runner = RUNNERS[backend.interface]
+        if config.dataset.name == MULTI_TURN:  # each turn sends its session's history
+            runner = session_runner(config, prompts.tokenizer(), backend.model_path)
         if backend.interface != "engine" and config.search.mode == "capacity":
             # A probe that cannot pass stops once that is certain (`sweep.search_run`).
             runner = functools.partial(runner, stop_ratio=config.search.saturation_ratio)
@@ -174,7 +185,7 @@ def run_trial(
             require_server_counts(trackers)  # no tokenizer: every count is the server's usage
     except Exception as exc:
         kind, message = _classify(exc, default_kind=R.ERROR_BACKEND)
-        tail = backend.log_tail()
+        tail = backend.log_tail() if kind != R.ERROR_DATASET else ""  # bad input: one line
         if tail:
             message = f"{message}\n--- backend log tail ---\n{tail}"
         log.warning("trial %s failed: %s", spec.label, message.splitlines()[0])
@@ -202,6 +213,7 @@ def run_trial(
     # Can the numbers be trusted: did the client keep up, was the trial long enough?
     metrics.update(client_columns(metrics, workload, trackers.client))
     metrics[R.TOO_SHORT] = too_short(metrics, workload)
+    metrics.update(prompt_columns(texts))  # what the prompts offered a prefix cache
     outcome = {
         R.TRIAL_STATUS: R.STATUS_OK if kind is None else R.STATUS_FAILED,
         R.ERROR_KIND: kind,
@@ -210,7 +222,27 @@ def run_trial(
         R.WALL_S: now_s() - t0,
     }
     files = _trial_files(spec, outcome, metrics, environment, requests_table, timeseries)
-    return dataclasses.replace(files, server_metrics=server_metrics)
+    over_time = _over_time(spec, requests_table, timeseries)
+    return dataclasses.replace(files, server_metrics=server_metrics, **over_time)
+
+
+def _over_time(spec: TrialSpec, requests: pa.Table, timeseries: pa.Table) -> dict[str, Any]:
+    """The trial's metrics per time slice, and per stage when it ran `workload.stages`."""
+    config = spec.config
+    frame, samples = requests.to_pandas(), timeseries.to_pandas()
+    stages = None
+    if config.workload.stages:
+        stages = stage_summaries(
+            frame,
+            config.workload,
+            spec.trial_id,
+            num_gpus=config.backend.num_gpus,
+            price_per_hour=config.hardware.price_per_hour,
+            slo=config.slo.request_bounds(),
+            timeseries=samples,
+        )
+    slices = time_slices(frame, samples, config.workload.slice_s, spec.trial_id)
+    return {"timeslices": slices, "stages": stages}
 
 
 def failed_trial(

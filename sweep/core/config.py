@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +42,17 @@ def streams_of(mode: str, concurrency: int | None, batch_size: int | None) -> in
 # (`group.key`). A trial whose field holds that default hashes as if the field did not exist
 # (`sweep.plan.hash_tree`), so adding an option moves no existing id. Append here whenever a
 # field is added to a group that trial ids hash (model, backend, workload, dataset, hardware).
-ADDED_LATER: dict[str, Any] = {}
+ADDED_LATER: dict[str, Any] = {
+    "backend.jitter": 0.0,
+    "workload.duration_s": None,
+    "workload.ramp": "none",
+    "workload.ramp_s": None,
+    "workload.ramp_start_rate": None,
+    "workload.stages": [],
+    "workload.slice_s": None,
+    "dataset.allow_repeats": False,
+    "backend.api": None,  # the in-process engines' chat switch (servers' default is completions)
+}
 
 
 @dataclass
@@ -89,6 +100,9 @@ class PromptsDatasetConfig(DatasetConfig):
     name: str = "prompts"
     path: str | None = None
     task: str | None = None
+    # False: a trial never sends one prompt twice; past the file's end each prompt gets a
+    # distinct leading line. True: the file's prompts are cycled as they are.
+    allow_repeats: bool = False
 
 
 @dataclass
@@ -105,6 +119,109 @@ class HFDatasetConfig(DatasetConfig):
 
     def __post_init__(self) -> None:
         check_positive("dataset", max_rows=self.max_rows)
+
+
+GROUP_DISTRIBUTIONS = ("uniform", "zipf")
+
+
+@dataclass
+class SharedPrefixDatasetConfig(DatasetConfig):
+    """Groups of prompts that share a prefix (a system prompt, few-shot examples, a document).
+
+    `num_groups` prefixes of `prefix_len` tokens; each prompt is its group's prefix and a suffix
+    of its own, `prefix_len + suffix_len` tokens as the engine sees them (special and chat
+    template tokens counted; the ones before the content fall in the prefix). Groups get
+    `prompts_per_group` prompts each (None: the workload's count spread over them), or with
+    `group_distribution=zipf` that total split in proportion to 1 / rank^zipf_exponent; the
+    groups' prompts are interleaved in a seeded order (`sweep.datasets.shared_prefix`).
+    """
+
+    name: str = "shared_prefix"
+    num_groups: int = 8
+    prompts_per_group: int | None = None
+    prefix_len: int = 512
+    suffix_len: int = 64
+    group_distribution: str = "uniform"
+    zipf_exponent: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_positive(
+            "dataset",
+            num_groups=self.num_groups,
+            prompts_per_group=self.prompts_per_group,
+            prefix_len=self.prefix_len,
+            suffix_len=self.suffix_len,
+            zipf_exponent=self.zipf_exponent,
+        )
+        check_choice("dataset", "group_distribution", self.group_distribution, GROUP_DISTRIBUTIONS)
+
+
+OVERFLOW_MODES = ("refuse", "truncate")
+THINK_TIME_DISTS = ("fixed", "exponential", "uniform")
+
+
+@dataclass
+class MultiTurnDatasetConfig(DatasetConfig):
+    """Conversations: each turn sends its session's history and a new user message.
+
+    A session has `num_turns` user messages of exactly `user_len` tokens each (special tokens
+    excluded). Between a reply and the next turn the user thinks `think_time_s`: `fixed`, or
+    drawn with `seed` from an `exponential` of that mean or a `uniform` on [0, 2 x mean]. A turn
+    that would not fit the model's context is refused, or sent with its session's oldest turns
+    dropped (`on_overflow=truncate`). The load generator runs the sessions
+    (`sweep.loadgen.sessions`).
+    """
+
+    name: str = "multi_turn"
+    num_turns: int = 3
+    user_len: int = 64
+    think_time_s: float = 0.0
+    think_time_dist: str = "fixed"
+    on_overflow: str = "refuse"
+
+    def __post_init__(self) -> None:
+        check_positive("dataset", num_turns=self.num_turns, user_len=self.user_len)
+        if self.think_time_s < 0:
+            raise_config(f"dataset.think_time_s must be >= 0, got {self.think_time_s}")
+        check_choice("dataset", "think_time_dist", self.think_time_dist, THINK_TIME_DISTS)
+        check_choice("dataset", "on_overflow", self.on_overflow, OVERFLOW_MODES)
+
+
+RAMPS = ("none", "linear", "exponential")
+
+
+@dataclass
+class StageConfig:
+    """One stage of `workload.stages`, checked by `WorkloadConfig`.
+
+    An open loop at `request_rate` or a closed loop of `concurrency` streams, for `duration_s`.
+    """
+
+    request_rate: float | None = None
+    concurrency: int | None = None
+    duration_s: float | None = None
+
+    @property
+    def mode(self) -> str:
+        """The workload mode this stage runs: `open_loop` or `closed_loop`."""
+        return "open_loop" if self.request_rate is not None else "closed_loop"
+
+
+@dataclass
+class TraceDatasetConfig(DatasetConfig):
+    """A request trace replayed at its own times (`docs/traces.md`): a file or a shipped name.
+
+    `speedup` divides the trace's time offsets; `block_size` is the tokens of one `hash_ids`
+    block (Mooncake's traces use 512); `seed` draws the tokens of the prompts.
+    """
+
+    name: str = "trace"
+    path: str = MISSING
+    speedup: float = 1.0
+    block_size: int = 512
+
+    def __post_init__(self) -> None:
+        check_positive("dataset", speedup=self.speedup, block_size=self.block_size)
 
 
 @dataclass
@@ -135,10 +252,22 @@ class WorkloadConfig:
     # A trial shorter than this, or with fewer completed requests, is marked too short to trust.
     min_duration_s: float = 0.0
     min_requests: int = 0
+    # The load's shape over time (`sweep.loadgen.stages`): stop sending new requests duration_s
+    # after the start (num_requests stays an upper bound; requests in flight finish); an open
+    # loop's ramp from ramp_start_rate to request_rate over ramp_s (its requests are outside the
+    # steady-state window); stages run back to back in one trial.
+    duration_s: float | None = None
+    ramp: str = "none"
+    ramp_s: float | None = None
+    ramp_start_rate: float | None = None
+    stages: list[StageConfig] = field(default_factory=list)
+    # Window of timeslices.parquet (`sweep.core.timeslices`); None: a twentieth of the trial.
+    slice_s: float | None = None
 
     def __post_init__(self) -> None:
         check_choice("workload", "name", self.name, WORKLOAD_MODES)
         self._check_trust_settings()
+        self._check_shape()
         check_positive(
             "workload",
             num_requests=self.num_requests,
@@ -166,6 +295,49 @@ class WorkloadConfig:
     def streams(self) -> int | None:
         """Requests kept in flight (the cap for open loop; None = no cap): `streams_of`."""
         return streams_of(self.name, self.concurrency, self.batch_size)
+
+    def stage_workload(self, index: int) -> WorkloadConfig:
+        """Stage `index` of `stages` as a workload of its own (its steady-state window)."""
+        stage = self.stages[index]
+        return dataclasses.replace(
+            self,
+            name=stage.mode,
+            request_rate=stage.request_rate,
+            concurrency=stage.concurrency,
+            duration_s=stage.duration_s,
+            stages=[],
+            client_processes=1,
+        )
+
+    def _check_shape(self) -> None:
+        """Duration, ramp and stages: one line naming the key, before any request is sent."""
+        check_positive("workload", duration_s=self.duration_s, slice_s=self.slice_s)
+        check_choice("workload", "ramp", self.ramp, RAMPS)
+        if self.ramp != "none":
+            rate = self.request_rate
+            if self.name != "open_loop" or rate is None or math.isinf(rate) or self.stages:
+                raise_config(
+                    f"workload.ramp={self.ramp} raises an open loop's rate: it needs "
+                    "workload=open_loop with a finite workload.request_rate and no stages"
+                )
+            if self.ramp_s is None or self.ramp_s <= 0:
+                raise_config(f"workload.ramp={self.ramp} needs workload.ramp_s > 0 (seconds)")
+            start = self.ramp_start_rate
+            if start is not None and not (0 <= start < rate and (start or self.ramp == "linear")):
+                raise_config(
+                    f"workload.ramp_start_rate={start} must be below the target request_rate "
+                    f"{rate} (and > 0 for an exponential ramp)"
+                )
+        self.stages = [_stage(i, s) for i, s in enumerate(self.stages)]
+        if not self.stages:
+            return
+        if self.name not in ("open_loop", "closed_loop"):
+            raise_config(f"workload.stages need workload=open_loop or closed_loop, not {self.name}")
+        if self.duration_s is not None or self.client_processes > 1:
+            raise_config(
+                "workload.stages: each stage has its own duration_s and they run from one "
+                "process; unset workload.duration_s and workload.client_processes"
+            )
 
     def _check_trust_settings(self) -> None:
         """Sharding, steady-state window and minimum-size settings."""
@@ -430,6 +602,32 @@ class Config:
 def raise_config(message: str) -> None:
     """Raise a ConfigError (kept as a function so validators read as one line)."""
     raise ConfigError(message)
+
+
+def _stage(index: int, stage: Any) -> StageConfig:
+    """A checked `StageConfig` from a stage as written (a dict where built by hand)."""
+    where = f"workload.stages[{index}]"
+    if not isinstance(stage, StageConfig):
+        if not isinstance(stage, dict):
+            raise_config(f"{where} must be a mapping of request_rate or concurrency and duration_s")
+        unknown = sorted(set(stage) - {f.name for f in dataclasses.fields(StageConfig)})
+        if unknown:
+            raise_config(
+                f"{where} has unknown keys {unknown}: use request_rate or concurrency, "
+                "and duration_s"
+            )
+        stage = StageConfig(**stage)
+    if stage.duration_s is None:
+        raise_config(f"{where} has no duration_s: every stage runs for a set time")
+    if (stage.request_rate is None) == (stage.concurrency is None):
+        raise_config(
+            f"{where} must set exactly one of request_rate (an open-loop stage) or "
+            "concurrency (a closed-loop stage)"
+        )
+    check_positive(where, **dataclasses.asdict(stage))
+    if stage.request_rate is not None and math.isinf(stage.request_rate):
+        raise_config(f"{where}.request_rate must be finite: a stage sends for duration_s")
+    return stage
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

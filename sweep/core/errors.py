@@ -23,6 +23,10 @@ class BackendError(SweepError):
         self.kind = kind
 
 
+class ResultsNotSaved(SweepError):
+    """The results folder refused a file (a full disk, a bucket gone); the message names both."""
+
+
 class MissingExtraError(SweepError):
     """An optional engine is not installed; the message names the extra to install."""
 

@@ -29,6 +29,19 @@ STATUS = "status"
 ERROR = "error"
 # False for requests outside the steady-state window (`sweep.core.trust`); summaries skip them.
 IN_WINDOW = "in_window"
+# Multi-turn conversations (`sweep.loadgen.sessions`), null in other trials: the request's
+# session (0, 1, ...), its turn in the session (1 = the first user message), and how many earlier
+# turns were left out of its history to fit the context (`dataset.on_overflow=truncate`).
+SESSION = "session"
+TURN = "turn"
+DROPPED_TURNS = "dropped_turns"
+# The part of the load that sent the request (`sweep.loadgen.stages`): PHASE_RAMP while an open
+# loop's rate still rises to its target (`workload.ramp`; never in the window), else
+# PHASE_TARGET; STAGE is the index of its `workload.stages` entry (null without stages).
+PHASE = "phase"
+PHASE_RAMP = "ramp"
+PHASE_TARGET = "target"
+STAGE = "stage"
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
@@ -53,6 +66,11 @@ REQUESTS_SCHEMA = pa.schema(
         pa.field(STATUS, pa.string()),
         pa.field(ERROR, pa.string()),
         pa.field(IN_WINDOW, pa.bool_()),
+        pa.field(SESSION, pa.int64()),
+        pa.field(TURN, pa.int64()),
+        pa.field(DROPPED_TURNS, pa.int64()),
+        pa.field(PHASE, pa.string()),
+        pa.field(STAGE, pa.int64()),
     ]
 )
 
@@ -85,6 +103,57 @@ WAITING_REQUESTS = "waiting_requests"
 SPEC_DRAFT_TOKENS = "spec_draft_tokens"
 SPEC_ACCEPTED_TOKENS = "spec_accepted_tokens"
 SPEC_ACCEPTANCE_PERCENT = "spec_acceptance_percent"
+
+# --- timeslices.parquet: one row per window of `workload.slice_s` (`sweep.core.timeslices`) ---
+# Windows run from the first send to the last end, on the trial's clock (as `t_s`). Requests
+# count where they started (`sent_s`) or ended (`end_s`; finished = ok, else failed), in flight
+# at the window's end; output tokens where they arrived; TTFT of the ok requests sent in the
+# window and ITL of the gaps ending in it; the server's KV-cache use and waiting requests are the
+# means of its telemetry samples in the window (null where it has none).
+SLICE_IDX = "slice_idx"
+SLICE_START_S = "slice_start_s"
+SLICE_END_S = "slice_end_s"
+REQUESTS_STARTED = "requests_started"
+REQUESTS_FINISHED = "requests_finished"
+REQUESTS_FAILED = "requests_failed"
+REQUESTS_IN_FLIGHT = "requests_in_flight"
+SLICE_OUTPUT_TOKENS = "output_tokens"
+SLICE_OUTPUT_THROUGHPUT = "output_throughput_tok_s"
+SLICE_LATENCY_METRICS = ("ttft", "itl")
+SLICE_LATENCY_STATS = ("median", "p90", "p99")
+SLICE_KV_CACHE_USAGE = "kv_cache_usage_percent"
+SLICE_WAITING_REQUESTS = "waiting_requests"
+
+TIMESLICES_SCHEMA = pa.schema(
+    [
+        pa.field(TRIAL_ID, pa.string()),
+        pa.field(SLICE_IDX, pa.int64()),
+        pa.field(SLICE_START_S, pa.float64()),
+        pa.field(SLICE_END_S, pa.float64()),
+        pa.field(REQUESTS_STARTED, pa.int64()),
+        pa.field(REQUESTS_FINISHED, pa.int64()),
+        pa.field(REQUESTS_FAILED, pa.int64()),
+        pa.field(REQUESTS_IN_FLIGHT, pa.int64()),
+        pa.field(SLICE_OUTPUT_TOKENS, pa.int64()),
+        pa.field(SLICE_OUTPUT_THROUGHPUT, pa.float64()),
+        *(
+            pa.field(f"{metric}_ms_{stat}", pa.float64())
+            for metric in SLICE_LATENCY_METRICS
+            for stat in SLICE_LATENCY_STATS
+        ),
+        pa.field(SLICE_KV_CACHE_USAGE, pa.float64()),
+        pa.field(SLICE_WAITING_REQUESTS, pa.float64()),
+    ]
+)
+
+# --- stages.parquet: one row per stage of a trial with `workload.stages` ---
+# The stage's index (STAGE) and what it asked for, the rate at which it sent (requests sent /
+# its duration), then the summary metric columns of `sweep.core.summary.summarize` over the
+# stage's requests (`sweep.core.stage_summary`).
+STAGE_REQUEST_RATE = "stage_request_rate"
+STAGE_CONCURRENCY = "stage_concurrency"
+STAGE_DURATION_S = "stage_duration_s"
+SEND_RATE = "send_rate_req_s"
 
 # --- server_metrics.parquet: every numeric series of the server's /metrics, long format ---
 # Scraped whole at the trial's start and end (`sweep.telemetry.ServerCapture`). Counters and the
@@ -156,6 +225,8 @@ ERROR_BACKEND = "backend_error"
 ERROR_BACKEND_START = "backend_start_failed"
 ERROR_DATASET = "dataset_error"
 ERROR_WORKER_DIED = "worker_died"
+# The results folder refused the trial's files (a full disk): resume runs it again.
+ERROR_NOT_SAVED = "results_not_saved"
 
 ENV_PREFIX = "env."
 ENV_WORKER_PID = "env.worker_pid"  # the Ray worker process that ran the trial
@@ -166,6 +237,8 @@ SUMMARY_FILE = "summary.parquet"
 REQUESTS_FILE = "requests.parquet"
 TIMESERIES_FILE = "timeseries.parquet"
 SERVER_METRICS_FILE = "server_metrics.parquet"
+TIMESLICES_FILE = "timeslices.parquet"
+STAGES_FILE = "stages.parquet"
 TRIAL_YAML = "trial.yaml"
 SWEEP_YAML = "sweep.yaml"
 BACKEND_LOG = "backend.log"
@@ -192,6 +265,10 @@ PEAK_RSS_MB = "peak_rss_mb"
 PEAK_GPU_MEMORY_MB = "peak_gpu_memory_mb"
 MEAN_KV_CACHE_USAGE = "mean_kv_cache_usage_percent"
 PEAK_KV_CACHE_USAGE = "peak_kv_cache_usage_percent"
+# Multi-turn trials only (absent elsewhere): sessions run, and requests whose history was cut
+# to fit the context (`dataset.on_overflow=truncate`).
+SESSIONS = "sessions"
+TRUNCATED_REQUESTS = "truncated_requests"
 # The server's own view, from the deltas of server_metrics.parquet: None where the server does
 # not export (or its backend does not map) the series. Latencies: `latency_column(role, stat)`
 # for each of SERVER_LATENCIES and SERVER_LATENCY_STATS. The server counts every request of the
@@ -202,6 +279,12 @@ SERVER_PREEMPTIONS = "server_preemptions"
 SERVER_SPEC_DRAFT_TOKENS = "server_spec_draft_tokens"
 SERVER_SPEC_ACCEPTED_TOKENS = "server_spec_accepted_tokens"
 # SPEC_ACCEPTANCE_PERCENT (above) is also the summary column: accepted / drafted in the trial.
+# What the trial's prompts offer a cache (`sweep.datasets.reuse`), over every prompt it sent,
+# warm-up included, in order: the share of input tokens a perfect prefix cache could reuse (each
+# prompt's longest token prefix shared with an earlier one; None without token ids), to read
+# beside SERVER_PREFIX_CACHE_HIT_PERCENT, and the share of prompts repeating an earlier one.
+PROMPT_REUSABLE_PREFIX_PERCENT = "prompt_reusable_prefix_percent"
+PROMPT_REPEAT_PERCENT = "prompt_repeat_percent"
 
 LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e")
 LATENCY_STATS = ("mean", "median", "p90", "p99")

@@ -1,8 +1,8 @@
 """Atomic result I/O: the only module that writes files under `results/<sweep>/`.
 
 Layout: `<root>/<sweep>/sweep.yaml`, `<root>/<sweep>/<deployment_id>/backend.log` and
-`<root>/<sweep>/<deployment_id>/<trial_id>/{requests,summary,timeseries,server_metrics}.parquet,
-trial.yaml`.
+`<root>/<sweep>/<deployment_id>/<trial_id>/{requests,summary,timeseries,server_metrics,
+timeslices}.parquet, trial.yaml`, and `stages.parquet` for a trial with `workload.stages`.
 Every file is written under a temporary name and renamed; `summary.parquet` is written last, so
 a trial is complete if and only if its summary exists. `output.dir` may be a local path or any
 URI `pyarrow.fs` understands (s3://, gs://), so workers never need a shared file system.
@@ -20,6 +20,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from sweep.core import records as R
+from sweep.core.errors import ResultsNotSaved
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,9 @@ class TrialFiles:
     """The tables and text of one finished trial, as a worker hands them to the driver.
 
     `server_metrics` is the server's /metrics capture (`records.SERVER_METRICS_SCHEMA`), empty
-    where the backend has no server or the server gave none.
+    where the backend has no server or the server gave none. `timeslices` holds the trial's
+    metrics per time slice (`sweep.core.timeslices`), `stages` one summary row per stage of a
+    staged trial (`sweep.core.stage_summary`; None without stages).
     """
 
     trial_id: str
@@ -38,6 +41,8 @@ class TrialFiles:
     trial_yaml: str
     backend_log: str | None = None
     server_metrics: pa.Table = field(default_factory=R.SERVER_METRICS_SCHEMA.empty_table)
+    timeslices: pa.Table = field(default_factory=R.TIMESLICES_SCHEMA.empty_table)
+    stages: pa.Table | None = None
 
 
 class ResultStore:
@@ -62,8 +67,13 @@ class ResultStore:
         path = f"{self.trial_dir(deployment_id, trial_id)}/{R.SUMMARY_FILE}"
         if self.fs.get_file_info(path).type != pafs.FileType.File:
             return None
-        table = pq.read_table(path, columns=[R.TRIAL_STATUS], filesystem=self.fs)
-        return str(table.column(R.TRIAL_STATUS)[0].as_py())
+        with self.fs.open_input_file(path) as source:
+            parquet = pq.ParquetFile(source)
+            wanted = [c for c in (R.TRIAL_STATUS, R.ERROR_KIND) if c in parquet.schema_arrow.names]
+            row = parquet.read(columns=wanted).to_pylist()[0]
+        if row.get(R.ERROR_KIND) == R.ERROR_NOT_SAVED:
+            return None  # its files were not kept: it counts as not run
+        return str(row[R.TRIAL_STATUS])
 
     def probe_rows(self, deployment_id: str, search_id: str) -> list[dict]:
         """Summary rows of the probes recorded for one search of a deployment (resume)."""
@@ -89,8 +99,18 @@ class ResultStore:
         self._write_parquet(f"{folder}/{R.REQUESTS_FILE}", files.requests)
         self._write_parquet(f"{folder}/{R.TIMESERIES_FILE}", files.timeseries)
         self._write_parquet(f"{folder}/{R.SERVER_METRICS_FILE}", files.server_metrics)
+        self._write_parquet(f"{folder}/{R.TIMESLICES_FILE}", files.timeslices)
+        if files.stages is not None:
+            self._write_parquet(f"{folder}/{R.STAGES_FILE}", files.stages)
         self._write_text(f"{folder}/{R.TRIAL_YAML}", files.trial_yaml)
         self._write_parquet(f"{folder}/{R.SUMMARY_FILE}", files.summary)
+
+    def remove_trial(self, deployment_id: str, trial_id: str) -> None:
+        """Delete whatever was written of one trial (its save failed part way)."""
+        try:
+            self.fs.delete_dir(self.trial_dir(deployment_id, trial_id))
+        except OSError:  # nothing was written, or the folder cannot be reached
+            pass
 
     def remove_partial_files(self) -> int:
         """Delete temporary files a killed run left behind; returns how many."""
@@ -121,6 +141,14 @@ class ResultStore:
 
     def _write_bytes(self, path: str, data: bytes) -> None:
         tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        with self.fs.open_output_stream(tmp) as out:
-            out.write(data)
-        self.fs.move(tmp, path)
+        try:
+            with self.fs.open_output_stream(tmp) as out:
+                out.write(data)
+            self.fs.move(tmp, path)
+        except OSError as exc:  # a full disk, a bucket refusing writes: no temporary file stays
+            try:
+                self.fs.delete_file(tmp)
+            except OSError:
+                pass
+            reason = os.strerror(exc.errno) if exc.errno else str(exc).splitlines()[0]
+            raise ResultsNotSaved(f"cannot write {path}: {reason}") from exc

@@ -87,7 +87,19 @@ def summarize(
             row[rec.latency_column(metric, stat)] = _statistic(samples_s * 1e3, stat)
     row.update(_resources(timeseries))
     row.update(server_columns(server_metrics, server_series or {}))
+    row.update(_sessions(requests))
     return row
+
+
+def _sessions(requests: pd.DataFrame) -> Summary:
+    """Sessions and truncated histories of a multi-turn trial; nothing for other trials."""
+    if rec.SESSION not in requests or requests[rec.SESSION].isna().all():
+        return {}
+    dropped = _numeric(requests, rec.DROPPED_TURNS)
+    return {
+        rec.SESSIONS: int(requests[rec.SESSION].nunique()),
+        rec.TRUNCATED_REQUESTS: int(np.sum(dropped > 0)),
+    }
 
 
 def cost_per_1m_output(output_tok_s: float, num_gpus: int, price_per_hour: float) -> float | None:
@@ -141,6 +153,22 @@ def _peak_output_throughput(ok: pd.DataFrame) -> float:
     buckets = np.floor((np.concatenate(times) - start) / PEAK_BUCKET_S).astype(np.int64)
     counts = np.bincount(buckets - buckets.min(), weights=np.concatenate(weights))
     return float(counts.max() / PEAK_BUCKET_S)
+
+
+def measured(requests: pd.DataFrame) -> pd.DataFrame:
+    """The requests every metric of `summarize` is measured on: completed, inside the window."""
+    inside, _ = _in_window(requests)
+    return inside[inside[rec.STATUS] == rec.STATUS_OK]
+
+
+def latency_samples_ms(requests: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per-request TTFT, TPOT and E2E and every ITL gap, in ms, of the `measured` requests."""
+    return {k: v * 1e3 for k, v in _latency_samples_s(measured(requests)).items()}
+
+
+def statistic(values: np.ndarray, stat: str) -> float | None:
+    """A latency statistic (`mean`, `median`, `pNN`) exactly as the summary computes it."""
+    return _statistic(np.asarray(values, dtype=float), stat)
 
 
 def _tpot_s(ok: pd.DataFrame) -> np.ndarray:

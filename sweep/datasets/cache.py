@@ -8,11 +8,12 @@ large vocabulary takes longer than the load.
 Prompts depend only on the dataset config, their number, the tokenizer's files, the versions of
 transformers and tokenizers, and the code in `sweep.datasets` that makes them. An entry is keyed
 by all of these, so changing any of them makes new prompts. Only a local model directory without
-remote code, and the datasets read from files we can fingerprint (`random`, `prompts`), are
-cached; a hub id or an `hf` dataset is made each time. Entries live in
-`$SWEEP_CACHE_DIR/prompts/<key>.json`, written atomically; an entry that does not read back as
-exactly the prompts asked for is made again. A source without a local tokenizer (`local=False`:
-the endpoint counts tokens) loads none and caches nothing: its prompts are text, cheap to make.
+remote code, and the datasets made from their config alone or from files we can fingerprint
+(`random`, `shared_prefix`, `prompts`), are cached; a hub id or an `hf` dataset is made each
+time. Entries live in `$SWEEP_CACHE_DIR/prompts/<key>.json`, written atomically; an entry that
+does not read back as exactly the prompts asked for is made again. A source without a local
+tokenizer (`local=False`: the endpoint counts tokens) loads none and caches nothing: its prompts
+are text, cheap to make. Chat prompts (`chat=True`) are cached apart from the others.
 """
 
 from __future__ import annotations
@@ -34,21 +35,27 @@ FORMAT = 1  # bump when the entry layout changes
 # Files of a model directory a tokenizer can read: configs, vocabularies, templates.
 TOKENIZER_PATTERNS = ("*.json", "*.txt", "*.model", "*.tiktoken", "*.jinja")
 VERSIONED = ("transformers", "tokenizers")
-CACHED_DATASETS = ("random", "prompts")
+CACHED_DATASETS = ("random", "prompts", "shared_prefix")
 
 
 class PromptSource:
     """The prompts of one model's tokenizer: from the cache, or made (and cached) on a miss.
 
     The tokenizer is loaded only when some prompts must be made, at most once; never when
-    `local` is False (the server's counts are used).
+    `local` is False (the server's counts are used). With `chat` the prompts go out as chat
+    messages, and their ids and lengths include the model's chat template.
     """
 
     def __init__(
-        self, model_path: str, revision: str | None, remote_code: bool, local: bool = True
+        self,
+        model_path: str,
+        revision: str | None,
+        remote_code: bool,
+        local: bool = True,
+        chat: bool = False,
     ) -> None:
         self.model_path, self.revision, self.remote_code = model_path, revision, remote_code
-        self.local = local
+        self.local, self.chat = local, chat
         self._tokenizer: Any = None
         self._model_digest: str | None = None
 
@@ -69,7 +76,7 @@ class PromptSource:
             cached = _read(key, num)
             if cached is not None:
                 return cached
-        prompts = load_prompts(cfg, self.tokenizer(), num)
+        prompts = load_prompts(cfg, self.tokenizer(), num, chat=self.chat)
         if key is not None:
             _write(key, prompts)
         return prompts
@@ -87,7 +94,7 @@ class PromptSource:
         if model is None:
             return None
         fields = dataclasses.asdict(cfg)
-        text = json.dumps([FORMAT, model, fields, num], sort_keys=True, default=str)
+        text = json.dumps([FORMAT, model, fields, num, self.chat], sort_keys=True, default=str)
         digest = hashlib.sha256(text.encode())
         if cfg.name == "prompts":
             digest.update(_file_digest(Path(prompt_file.path_of(cfg))).encode())

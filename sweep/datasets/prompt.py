@@ -23,6 +23,10 @@ class Prompt:
     token_ids: tuple[int, ...]
     input_tokens: int
     task: str | None = None
+    # A trace's own output length and arrival (seconds after its first row, speedup applied);
+    # None: the workload's (`sweep.loadgen.requests`).
+    output_tokens: int | None = None
+    arrival_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.input_tokens != len(self.token_ids):

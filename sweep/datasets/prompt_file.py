@@ -3,6 +3,11 @@
 Each line is `{"task": ..., "prompt": ...}`. The packaged file holds the tasks `qa`,
 `reasoning`, `summarization` and `sentiment`, so a sweep can compare engines on realistic
 requests of known kinds. This module hands on Prompts tagged with their task.
+
+A trial never sends one prompt twice unless `dataset.allow_repeats` says so: a repeat is a free
+hit for a server's prefix cache (at a batch of 128, each of a task's 32 prompts would go four
+times). Past the file's end each prompt comes again behind a leading line of its own
+(`sweep.datasets.markers`), so it shares no token with another beyond the special ones.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from sweep.core.errors import DatasetError
+from sweep.datasets.markers import distinct_leads
 from sweep.datasets.prompt import Prompt, cycle, encode
 
 TASKS = ("qa", "reasoning", "summarization", "sentiment")
@@ -26,10 +32,12 @@ def generate(cfg: Any, tokenizer: Any, num: int) -> list[Prompt]:
 
     With `cfg.task` None the tasks are interleaved (qa, reasoning, summarization,
     sentiment, qa, ...); otherwise only that task is used. Prompts within a task are
-    shuffled with `cfg.seed`, and repeat when `num` exceeds what the file holds.
+    shuffled with `cfg.seed`. When `num` exceeds what the file holds they come again in the
+    same order, each behind a distinct leading line, or as they are with `cfg.allow_repeats`.
 
     Args:
-        cfg: A PromptsDatasetConfig: path (None for the packaged file), task, seed.
+        cfg: A PromptsDatasetConfig: path (None for the packaged file), task, seed,
+            allow_repeats.
         tokenizer: A `transformers` tokenizer.
         num: How many prompts to make.
 
@@ -51,7 +59,13 @@ def generate(cfg: Any, tokenizer: Any, num: int) -> list[Prompt]:
     # Round-robin over tasks; a task with fewer prompts drops out once it is used up.
     rows = [row for group in itertools.zip_longest(*columns) for row in group if row]
     distinct = encode(tokenizer, [text for text, _ in rows], [task for _, task in rows])
-    return cycle(distinct, num, f"prompt file {path}")
+    source = f"prompt file {path}"
+    if cfg.allow_repeats or num <= len(distinct):
+        return cycle(distinct, num, source)
+    again = cycle(distinct, num - len(distinct), source)
+    leads = distinct_leads(tokenizer, [p.text for p in distinct], [p.text for p in again], rng)
+    texts = [lead + p.text for lead, p in zip(leads, again, strict=True)]
+    return distinct + encode(tokenizer, texts, [p.task for p in again])
 
 
 def path_of(cfg: Any) -> str:

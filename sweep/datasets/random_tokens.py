@@ -41,7 +41,7 @@ def generate(cfg: Any, tokenizer: Any, num: int) -> list[Prompt]:
     rng = np.random.default_rng(cfg.seed)
     if tokenizer is None:  # the server counts the tokens: lengths are approximate
         return corpus.prompts(_target_lengths(cfg.input_len, cfg.range_ratio, 1, num, rng), rng)
-    vocab = _content_vocab(tokenizer)
+    vocab = content_vocab(tokenizer)
     num_special = tokenizer.num_special_tokens_to_add(pair=False)
     minimum = num_special + 1
     if cfg.input_len < minimum:
@@ -64,13 +64,13 @@ def _target_lengths(
     return rng.integers(low, high, size=num, endpoint=True)
 
 
-def _content_vocab(tokenizer: Any) -> np.ndarray:
+def content_vocab(tokenizer: Any) -> np.ndarray:
     """Ids that are ordinary vocabulary: special and added tokens would add control text."""
-    excluded = _special_ids(tokenizer)
+    excluded = special_ids(tokenizer)
     return np.array([i for i in range(len(tokenizer)) if i not in excluded], dtype=np.int64)
 
 
-def _special_ids(tokenizer: Any) -> set[int]:
+def special_ids(tokenizer: Any) -> set[int]:
     """Ids of special and added tokens (BOS, EOS, chat markers, ...)."""
     return set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
 
@@ -79,7 +79,7 @@ def _fit(
     tokenizer: Any, target: int, num_special: int, vocab: np.ndarray, rng: np.random.Generator
 ) -> Prompt:
     """Sample, decode and re-tokenize until the encoded text has exactly `target` ids."""
-    special = _special_ids(tokenizer)
+    special = special_ids(tokenizer)
     content = rng.choice(vocab, size=target - num_special).tolist()
     seen: set[str] = set()
     for _ in range(MAX_ATTEMPTS):

@@ -3,12 +3,14 @@
 Pure and seeded by `workload.seed`, so a trial offers the same schedule every time it runs. Gaps
 are Poisson (exponential) at burstiness 1, else gamma with shape = burstiness and the same mean
 1 / rate (as `vllm bench serve` draws them): burstiness < 1 is burstier, > 1 more regular.
-The gaps are scaled so that the schedule's mean rate is exactly the configured one.
+The gaps are scaled so that the schedule's mean rate is exactly the configured one. Requests
+replayed from a trace (`dataset=trace`) carry their own arrivals instead (`trace_offsets`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -33,3 +35,14 @@ def arrival_offsets(
     # client rescales the same way).
     gaps *= (count - 1) / request_rate / gaps.sum()
     return [0.0, *np.cumsum(gaps).tolist()]
+
+
+def trace_offsets(requests: Sequence) -> list[float] | None:
+    """A trace's own schedule: each request's `arrival_s` less the first one's (first at 0).
+
+    None where the requests carry no arrivals: the workload's arrival process decides.
+    """
+    if not requests or requests[0].arrival_s is None:
+        return None
+    first = requests[0].arrival_s
+    return [r.arrival_s - first for r in requests]

@@ -3,7 +3,8 @@
 `latency_bound` submits one request at a time; `throughput_bound` and `offline_batch` submit
 batches of `workload.batch_size` (how the engine schedules a batch is the engine's business:
 the HF baseline's `per_request` mode processes it one request after another). Warm-up requests
-run untimed first; `offline_batch` also discards its first batch, as study C did.
+run untimed first; `offline_batch` also discards its first batch, as study C did. With
+`workload.duration_s` no batch starts after that time (`sweep.loadgen.stages` says why).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from backends.base import EngineBackend, GenRequest
 from sweep.core.config import WorkloadConfig
+from sweep.core.errors import ConfigError
 from sweep.loadgen.clock import now_s
 from sweep.loadgen.recorder import RequestTracker, Trackers
 
@@ -27,12 +29,26 @@ def run_engine_workload(
     warmup: Sequence[GenRequest],
     workload: WorkloadConfig,
 ) -> Trackers:
-    """Run `requests` in batches and return the trackers of the measured requests."""
+    """Run `requests` in batches and return the trackers of the measured requests.
+
+    With `workload.duration_s`, no batch starts once that time is up (the one running ends).
+
+    Raises:
+        ConfigError: the workload has stages or a ramp, which only a server's runner offers.
+    """
+    if workload.stages or workload.ramp != "none":
+        raise ConfigError(
+            "workload.stages and workload.ramp shape a server's load: an in-process engine "
+            "runs batches (use its server backend, e.g. vllm_server)"
+        )
     if warmup:
         backend.generate(list(warmup), lambda idx, n: None)
     size = batch_size_of(workload)
     trackers: list[RequestTracker] = []
+    until = None if workload.duration_s is None else now_s() + workload.duration_s
     for batch_idx, start in enumerate(range(0, len(requests), size)):
+        if until is not None and now_s() >= until:
+            break
         batch = list(requests[start : start + size])
         by_idx = {
             r.idx: RequestTracker(r.idx, batch_idx, len(r.prompt_token_ids), r.max_tokens)

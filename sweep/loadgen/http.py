@@ -12,10 +12,13 @@ size) and `latency_bound` (concurrency 1) keep exactly that many requests in fli
 pulling from one queue; `open_loop` sends at absolute deadlines from a seeded arrival schedule
 (`sweep.loadgen.arrivals`), optionally capped by a semaphore, and records how late each request
 went out (in the closed-loop modes a request is due when its worker's last one ended);
-`offline_batch` sends batches together and waits for each. Every token-bearing chunk is
-timestamped by `RequestTracker.add_chunk` with the time its network read returned. HTTP
+`offline_batch` sends batches together and waits for each. `workload.duration_s`, an open
+loop's ramp and `workload.stages` shape the load over time (`sweep.loadgen.stages`). Every
+token-bearing chunk is timestamped by `RequestTracker.add_chunk` with the time its network read
+returned. HTTP
 errors, timeouts, disconnects and malformed events fail that request only (`kind: message`);
 the trial goes on.
+Multi-turn sessions (`sweep.loadgen.sessions`) stream each turn through `stream_one` too.
 `workload.client_processes` > 1 shards the load across processes (`sweep.loadgen.shards`); the
 CPU the event loop used rides back with the trackers (`sweep.loadgen.saturation`).
 Aiohttp rather than httpx because it was measured here: at 200 streams httpx's client overhead
@@ -29,7 +32,7 @@ import gc
 import json
 import statistics
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -38,13 +41,14 @@ import aiohttp
 from backends.base import GenRequest, Secret, ServerBackend
 from sweep.core.config import WorkloadConfig
 from sweep.loadgen import tgi_stream
-from sweep.loadgen.arrivals import arrival_offsets
+from sweep.loadgen.arrivals import arrival_offsets, trace_offsets
 from sweep.loadgen.clock import now_s
 from sweep.loadgen.http_error import error_line
 from sweep.loadgen.recorder import RequestTracker, Trackers
 from sweep.loadgen.saturation import CpuMeter
 from sweep.loadgen.shards import WHOLE, Share, run_sharded
 from sweep.loadgen.sse import EventError, StreamState
+from sweep.loadgen.stages import mark_phases, open_loop_schedule, run_stages, send_until
 
 API_PATHS = {
     "completions": "/v1/completions",
@@ -73,6 +77,7 @@ class _Plan(NamedTuple):
     streams: int | None
     start: float
     stop_ratio: float | None = None  # open loop: stop once the achieved rate must fall below it
+    until: float | None = None  # nothing is sent after this time (`workload.duration_s`)
 
 
 @dataclass(frozen=True)
@@ -106,7 +111,12 @@ def run_http_workload(
     With `stop_ratio` (a search's probe), an open loop stops the requests still in flight once
     its achieved rate can no longer reach `stop_ratio` of the offered one (one process only).
     """
-    endpoint = Endpoint(  # headers and body fields read now, when the trial starts
+    return run_endpoint_workload(endpoint_of(backend), requests, warmup, workload, stop_ratio)
+
+
+def endpoint_of(backend: ServerBackend) -> Endpoint:
+    """Where and how to reach a started server backend; headers and body fields read now."""
+    return Endpoint(
         backend.base_url,
         backend.served_model,
         backend.api,
@@ -116,7 +126,6 @@ def run_http_workload(
         max_tokens_field=backend.max_tokens_field,
         extra_body=backend.request_body(),
     )
-    return run_endpoint_workload(endpoint, requests, warmup, workload, stop_ratio)
 
 
 def run_endpoint_workload(
@@ -150,18 +159,18 @@ async def run_share(
     cap = share.streams(workload.streams)
     # Total only: a read timeout as long would never fire first, yet re-arms a timer per chunk.
     timeout = aiohttp.ClientTimeout(total=workload.timeout_s)
-    connector = aiohttp.TCPConnector(limit=cap or 0)
+    connector = aiohttp.TCPConnector(limit=0 if workload.stages else cap or 0)  # stages: theirs
     # Request ids unique across trials and shards, for server-side logs.
     run_id = uuid.uuid4().hex[:8] + share.suffix
     headers = dict(endpoint.headers) or None
     async with aiohttp.ClientSession(
-        connector=connector, timeout=timeout, headers=headers, trace_configs=[_wire_stamp()]
+        connector=connector, timeout=timeout, headers=headers, trace_configs=[wire_stamp()]
     ) as session:
 
         def sender(prefix: str) -> Send:
             async def send(request: GenRequest, tracker: RequestTracker, scheduled: float) -> None:
                 rid = f"{prefix}{request.idx}"
-                await _stream_one(session, endpoint, request, tracker, scheduled, rid)
+                await stream_one(session, endpoint, request, tracker, scheduled, rid)
 
             return send
 
@@ -177,7 +186,11 @@ async def run_share(
         offsets = []
         if workload.name == "open_loop":  # one schedule for all shards, each sends its slice
             rate, burstiness = workload.request_rate, workload.burstiness
-            offsets = share.take(arrival_offsets(len(requests), rate, burstiness, workload.seed))
+            schedule = trace_offsets(requests)  # a trace's own times, else the workload's
+            if schedule is None:
+                schedule = arrival_offsets(len(requests), rate, burstiness, workload.seed)
+            offsets = share.take(open_loop_schedule(schedule, workload))  # ramp, duration_s
+            items = mark_phases(items[: len(offsets)], offsets, workload)
         begin = now_s() if start is None else await start()
         await asyncio.sleep(max(0.0, begin - now_s()))
         # A full collection scans every object of the process (tens of ms with pandas and Ray
@@ -185,33 +198,53 @@ async def run_share(
         gc.freeze()
         meter = CpuMeter()
         try:
-            mode = MODES.get(workload.name, _closed_loop_mode)
-            plan = _Plan(offsets, cap, begin, stop_ratio)
+            mode = _stages if workload.stages else MODES.get(workload.name, _closed_loop_mode)
+            plan = _Plan(offsets, cap, begin, stop_ratio, send_until(begin, workload))
             await mode(sender(f"{run_id}-"), items, workload, plan)
         finally:
             usage = meter.usage()
             gc.unfreeze()
     if workload.name == "offline_batch" and workload.discard_first_batch:
         return Trackers([t for _, t in items if t.batch_idx != 0], usage)
-    return Trackers([t for _, t in items], usage)
+    # A request never sent (the time of `workload.duration_s` was up) is not a measurement.
+    return Trackers([t for _, t in items if t.sent is not None or t.error is not None], usage)
 
 
-async def _closed_loop(send: Send, items: list, concurrency: int) -> None:
-    """`concurrency` workers, each sending its next request as soon as its last one ends."""
+async def _closed_loop(
+    send: Send, items: Iterable, concurrency: int, until: float | None = None
+) -> None:
+    """`concurrency` workers, each sending its next request as soon as its last one ends.
+
+    None is sent after `until`; `items` may be an iterator that later stages go on pulling.
+    """
     queue = iter(items)  # shared by the workers; the event loop runs one at a time
 
     async def worker() -> None:
         ready = now_s()
-        for request, tracker in queue:
+        while (until is None or now_s() < until) and (item := next(queue, None)) is not None:
+            request, tracker = item
             await send(request, tracker, ready)
             # The next request is due when this one ended: its send lag is our turnaround.
             ready = now_s() if tracker.end is None else tracker.end
 
-    await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(items))))))
+    count = min(concurrency, len(items)) if isinstance(items, Sized) else concurrency
+    await asyncio.gather(*(worker() for _ in range(max(1, count))))
 
 
 async def _closed_loop_mode(send: Send, items: list, workload: object, plan: _Plan) -> None:
-    await _closed_loop(send, items, plan.streams)
+    await _closed_loop(send, items, plan.streams, plan.until)
+
+
+async def _stages(send: Send, items: list, workload: object, plan: _Plan) -> None:
+    """`workload.stages` back to back (`sweep.loadgen.stages`), each with its own load."""
+
+    def open_loop(taken: list, offsets: list[float], start: float, until: float) -> Awaitable:
+        return _open_loop(send, taken, workload, _Plan(offsets, None, start, until=until))
+
+    def closed_loop(queue: Iterable, concurrency: int, until: float) -> Awaitable:
+        return _closed_loop(send, queue, concurrency, until)
+
+    await run_stages(workload, items, plan.start, open_loop, closed_loop)
 
 
 async def _open_loop(send: Send, items: list, workload: object, plan: _Plan) -> None:
@@ -223,7 +256,8 @@ async def _open_loop(send: Send, items: list, workload: object, plan: _Plan) -> 
             await send(request, tracker, deadline)
             return
         async with cap:  # time waiting for the cap counts as client lag, not as TTFT
-            await send(request, tracker, deadline)
+            if plan.until is None or now_s() < plan.until:  # else never sent nor recorded
+                await send(request, tracker, deadline)
 
     start = plan.start
     tasks = []
@@ -261,6 +295,8 @@ async def _batches(send: Send, items: list, workload: object, plan: _Plan) -> No
     """Batches of `batch_size` sent together; the next batch waits for the whole last one."""
     size = workload.batch_size
     for batch_idx, first in enumerate(range(0, len(items), size)):
+        if plan.until is not None and now_s() >= plan.until:
+            break
         batch = items[first : first + size]
         at = now_s()
         for _, tracker in batch:
@@ -271,7 +307,7 @@ async def _batches(send: Send, items: list, workload: object, plan: _Plan) -> No
 MODES = {"open_loop": _open_loop, "offline_batch": _batches}
 
 
-async def _stream_one(
+async def stream_one(
     session: aiohttp.ClientSession,
     endpoint: Endpoint,
     request: GenRequest,
@@ -283,7 +319,7 @@ async def _stream_one(
     data = json.dumps(_body(endpoint, request)).encode()
     headers = {"Content-Type": "application/json", "X-Request-Id": rid}
     stream = StreamState(endpoint.api, tracker)
-    tracker.mark_sent(scheduled, now_s())  # moved to the socket write by `_wire_stamp`
+    tracker.mark_sent(scheduled, now_s())  # moved to the socket write by `wire_stamp`
     try:
         async with session.post(
             endpoint.url, data=data, headers=headers, trace_request_ctx=tracker
@@ -322,7 +358,7 @@ async def _stream_one(
     tracker.finish(server_tokens=stream.server_tokens)
 
 
-def _wire_stamp() -> aiohttp.TraceConfig:
+def wire_stamp() -> aiohttp.TraceConfig:
     """Re-stamp each request's send when its bytes are handed to the socket.
 
     On Python < 3.12 aiohttp writes the body from a task of its own, one loop turn after the
@@ -352,8 +388,9 @@ def _body(endpoint: Endpoint, request: GenRequest) -> dict:
     if endpoint.extensions:
         body["ignore_eos"] = request.ignore_eos  # what makes output lengths exact
         body["stream_options"]["continuous_usage_stats"] = True  # exact tokens per chunk
-    if endpoint.api == "chat":
-        body["messages"] = [{"role": "user", "content": request.prompt}]
+    if endpoint.api == "chat":  # a conversation's history (`sweep.loadgen.sessions`), if any
+        turns = request.messages or (("user", request.prompt),)
+        body["messages"] = [{"role": role, "content": text} for role, text in turns]
     elif endpoint.send_token_ids and request.prompt_token_ids:
         body["prompt"] = list(request.prompt_token_ids)
     else:

@@ -40,6 +40,8 @@ class RequestTracker:
         "server_tokens",
         "server_input_tokens",
         "error",
+        "phase",
+        "stage",
     )
 
     def __init__(self, idx: int, batch_idx: int, input_tokens: int, requested_tokens: int):
@@ -57,6 +59,8 @@ class RequestTracker:
         self.server_tokens: int | None = None
         self.server_input_tokens: int | None = None
         self.error: str | None = None
+        self.phase = R.PHASE_TARGET  # which part of the load sent it (`sweep.loadgen.stages`)
+        self.stage: int | None = None
 
     def mark_sent(self, scheduled: float, sent: float | None = None) -> None:
         """Record when the request was due and when it actually went out."""
@@ -138,6 +142,8 @@ class RequestTracker:
             R.STATUS: R.STATUS_OK if ok else R.STATUS_FAILED,
             R.ERROR: None if ok else (self.error or "no tokens received"),
             R.IN_WINDOW: True,  # the steady-state filter (sweep.core.trust) may clear it
+            R.PHASE: self.phase,
+            R.STAGE: self.stage,
         }
 
 

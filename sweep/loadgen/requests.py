@@ -2,7 +2,8 @@
 
 Output lengths are `workload.output_len`, or with `output_range_ratio` > 0 uniform integers in
 [len * (1 - r), len * (1 + r)] drawn from the workload's seed, as vLLM's random dataset does.
-The first `warmup_requests` prompts become untimed warm-up requests.
+A prompt that carries its own output length and arrival (a trace) keeps them. The first
+`warmup_requests` prompts become untimed warm-up requests.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ def build_requests(
             idx=i,
             prompt=p.text,
             prompt_token_ids=tuple(p.token_ids),
-            max_tokens=n,
+            max_tokens=n if p.output_tokens is None else p.output_tokens,  # a trace's own
             ignore_eos=workload.ignore_eos,
             temperature=workload.temperature,
+            arrival_s=p.arrival_s,
         )
         for i, (p, n) in enumerate(zip(prompts, lengths, strict=True))
     ]

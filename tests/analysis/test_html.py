@@ -91,3 +91,55 @@ def test_html_renders_in_headless_chromium(report, tmp_path):
     # A blank or failed page is one colour; text, tables and plots give thousands.
     assert non_white > 0.03 * shot.shape[0] * shot.shape[1], non_white
     assert colours > 500, colours
+
+
+def _overflow_px(chromium: str, page: Path, width: int, profile: Path) -> int:
+    """How far the page is wider than a `width`-pixel window, measured by Chromium itself."""
+    probe = page.with_name(f"probe_{width}.html")
+    script = (
+        "<script>document.body.setAttribute('data-overflow', String("
+        "document.documentElement.scrollWidth - window.innerWidth));</script>"
+    )
+    probe.write_text(page.read_text().replace("</body>", script + "</body>"))
+    dom = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            f"--window-size={width},900",
+            "--dump-dom",
+            probe.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    found = re.search(r'data-overflow="(-?\d+)"', dom)
+    assert found, dom[:500]
+    return int(found.group(1))
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="chromium is not installed (apt-get install -y chromium); the width check needs it",
+)
+@pytest.mark.parametrize("width", [1280, 400])
+def test_html_fits_a_laptop_and_a_phone_without_sideways_scrolling(report, tmp_path, width):
+    page = tmp_path / "report.html"
+    page.write_text(report.report_html.read_text())
+    assert _overflow_px(CHROMIUM, page, width, tmp_path / "profile") <= 0
+    # The check can fail: a table forced wider than the phone makes the page overflow.
+    wide = tmp_path / "wide.html"
+    wide.write_text(
+        page.read_text().replace(
+            "</body>", '<table style="width:2000px"><tr><td>x</td></tr></table></body>'
+        )
+    )
+    assert _overflow_px(CHROMIUM, wide, width, tmp_path / "profile2") > 0

@@ -45,7 +45,7 @@ def make_requests() -> pd.DataFrame:
     frame[rec.TPOT_S] = None
     frame[rec.ERROR] = frame[rec.STATUS].map({rec.STATUS_FAILED: "HTTP 500"})
     frame[rec.IN_WINDOW] = True
-    return frame[rec.REQUESTS_SCHEMA.names]
+    return frame.reindex(columns=rec.REQUESTS_SCHEMA.names)  # columns added later: null
 
 
 def make_timeseries() -> pd.DataFrame:

@@ -110,3 +110,42 @@ def test_cli_compares_two_results_folders(tmp_path, two_sweeps):
     assert "| hf-b1 | Output tok/s | after | 100.0 [95.0, 105.0] | 3 |" in text
     assert "within noise" in text and "| +50.0% | higher |" in text
     assert (out / "comparison.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def _requests(trial_id, ttft_ms, seed):
+    """200 requests whose TTFT is drawn around `ttft_ms` (5 ms spread), 10 tokens each."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    ttft = rng.normal(ttft_ms, 5.0, 200) / 1e3
+    sent = np.arange(200) * 0.05
+    return pd.DataFrame(
+        {
+            rec.TRIAL_ID: trial_id,
+            rec.STATUS: rec.STATUS_OK,
+            rec.SENT_S: sent,
+            rec.FIRST_TOKEN_S: sent + ttft,
+            rec.END_S: sent + ttft + 0.1,
+            rec.TTFT_S: ttft,
+            rec.E2E_S: ttft + 0.1,
+            rec.OUTPUT_TOKENS: 10.0,
+            rec.ITL_S: [np.full(9, 0.1 / 9)] * 200,
+        }
+    )
+
+
+def test_single_trials_are_judged_from_their_own_requests():
+    """No repeats: the bootstrap over each trial's requests judges the difference."""
+    sweeps, requests = {}, {}
+    for name, ttft, seed in (("ref", 50.0, 1), ("same", 50.0, 2), ("slower", 100.0, 3)):
+        frame = _requests(f"{name}-id", ttft, seed)
+        row = trials(name, 1, [200.0], ids=[f"{name}-id"])[0]
+        row[TTFT] = float(frame[rec.TTFT_S].median() * 1e3)
+        sweeps[name], requests[name] = pd.DataFrame([row]), frame
+    table = compare_sweeps(sweeps, requests=requests).table
+    verdicts = table[table["metric"] == TTFT].set_index("sweep")["verdict"]
+    assert verdicts["same"] == WITHIN_NOISE
+    assert verdicts["slower"] == HIGHER
+    # Without the requests the same points cannot be judged.
+    plain = compare_sweeps(sweeps).table
+    assert set(plain[plain["metric"] == TTFT]["verdict"]) == {NO_REPEATS}

@@ -1,5 +1,6 @@
 """W&B tracking with the real wandb library in offline mode, read back from its run logs."""
 
+import json
 import logging
 import shutil
 import subprocess
@@ -58,9 +59,10 @@ def wandb_children() -> list[psutil.Process]:
 def test_upload_writes_one_offline_run_per_trial_and_one_for_the_sweep(offline, capsys):
     results = offline / "ref_sweep"
     shutil.copytree(REF, results)
-    plots = list(write_report(results).plots)
+    report = write_report(results)
+    plots = list(report.plots)
 
-    tracker = upload_results(results, plots)
+    tracker = upload_results(results, plots, findings=report.findings)
 
     assert tracker.mode == "offline" and tracker.runs_logged == 5
     runs = {run.name: run for run in read_runs(results / "wandb")}
@@ -88,6 +90,10 @@ def test_upload_writes_one_offline_run_per_trial_and_one_for_the_sweep(offline, 
 
     sweep = runs["ref_sweep"]
     assert next(s for s in sweep.history if "summary/nrows" in s)["summary/nrows"] == 4
+    findings = next(s for s in sweep.history if "findings/nrows" in s)
+    assert findings["findings/nrows"] == len(report.findings) > 1
+    logged = json.loads((sweep.path / "files" / findings["findings/path"]).read_text())
+    assert [row[0] for row in logged["data"]] == list(report.findings)
     images = sorted(p.name for p in (sweep.path / "files").rglob("*.png"))
     assert len(images) == len(plots) and any(name.startswith("pareto") for name in images)
 
@@ -239,8 +245,9 @@ def test_sweep_logs_each_trial_as_it_finishes(offline):
             "+experiment=quickstart",
             "tracking=wandb",
             f"output.dir={offline / 'results'}",
-            "sweep.grid={backend.mode:[per_request,static_batch],dataset:[random],"
-            "workload.batch_size:[1]}",
+            "sweep.grid={backend.mode:[per_request,static_batch],workload.batch_size:[1]}",
+            "sweep.repeats=1",
+            "workload.num_requests=8",
         ],
         cwd=REPO,
         capture_output=True,
@@ -250,7 +257,7 @@ def test_sweep_logs_each_trial_as_it_finishes(offline):
     assert result.returncode == 0, result.stderr[-3000:]
     root = offline / "results" / "quickstart"
     names = sorted(run.name for run in read_runs(root / "wandb"))
-    assert names == ["hf-per_request-random-b1", "hf-static_batch-random-b1", "quickstart"]
+    assert names == ["hf-per_request-b1", "hf-static_batch-b1", "quickstart"]
     assert f"wandb sync {root / 'wandb'}" in result.stdout
     assert "wandb:" not in result.stderr.lower()  # quiet: no wandb banner in the progress
     assert (root / "report.html").is_file()

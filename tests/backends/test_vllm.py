@@ -18,12 +18,22 @@ import sweep.trial as trial_module
 from backends.base import GenRequest
 from backends.openai import OpenAIBackend, OpenAIBackendConfig
 from backends.tiny_model import ensure_tiny_model
+from backends.tokenizer import load_tokenizer
 from backends.vllm import VLLMBackend, VLLMBackendConfig
 from backends.vllm_server import VLLM_SERVER_SERIES, VLLMServerBackend
 from sweep.core import records as R
-from sweep.core.config import WorkloadConfig
+from sweep.core.config import (
+    MultiTurnDatasetConfig,
+    PromptsDatasetConfig,
+    RandomDatasetConfig,
+    WorkloadConfig,
+)
+from sweep.datasets import load_prompts
+from sweep.datasets.cache import PromptSource
 from sweep.loadgen.engine import run_engine_workload
-from sweep.loadgen.http import run_http_workload
+from sweep.loadgen.http import endpoint_of, run_http_workload
+from sweep.loadgen.requests import build_requests
+from sweep.loadgen.sessions import SEPARATOR, run_sessions
 from sweep.plan import build_plan
 from sweep.trial import DeploymentStarted, run_deployment
 from tests.helpers import run_sweep_here
@@ -261,6 +271,100 @@ def test_server_that_cannot_start_is_failed_trials_with_its_log_tail():
     assert "unrecognized arguments" in message
     assert "no-such-flag" in files.backend_log
     assert time.monotonic() - t0 < 120  # fails fast, not at the startup timeout
+
+
+@pytest.mark.parametrize("api", ["completions", "chat"])
+def test_a_multi_turn_session_carries_the_actual_replies(served, api):
+    """Turn 3 sends turn 1's and 2's replies as vLLM streamed them; vLLM counts what we count."""
+    tokenizer = load_tokenizer(served.backend.model_path)
+    dataset = MultiTurnDatasetConfig(num_turns=3, user_len=12)
+    users = [p.text for p in load_prompts(dataset, tokenizer, 3)]
+    requests = [GenRequest(i, text, (), 8) for i, text in enumerate(users)]
+    workload = WorkloadConfig(name="closed_loop", concurrency=1, num_requests=3, warmup_requests=0)
+    endpoint = dataclasses.replace(endpoint_of(served.backend), api=api)
+    turns = run_sessions(endpoint, requests, [], workload, dataset, tokenizer, context=None)
+    assert all(t.completed for t in turns), [t.error for t in turns]
+    replies = [t.reply_text for t in turns]
+    assert replies[0] and [t.server_tokens for t in turns] == [8, 8, 8]
+    history = [users[0], replies[0], users[1], replies[1], users[2]]
+    third = turns[2].request
+    if api == "completions":
+        assert third.prompt == "".join(m + SEPARATOR for m in history)
+        ids = tokenizer(third.prompt).input_ids
+    else:
+        roles = ["user", "assistant"] * 2 + ["user"]
+        assert third.messages == tuple(zip(roles, history, strict=True))
+        chat = [{"role": r, "content": c} for r, c in third.messages]
+        text = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+        ids = tokenizer(text, add_special_tokens=False).input_ids
+    assert replies[0] in (third.prompt or third.messages[1][1])
+    assert turns[2].input_tokens == len(ids) == turns[2].server_input_tokens  # vLLM's count
+    inputs = [t.input_tokens for t in turns]
+    assert inputs == [t.server_input_tokens for t in turns] and inputs[0] < inputs[1] < inputs[2]
+
+
+# Issue 14: a prefix cache against what the prompts offered. vLLM's CPU blocks are 128 tokens and
+# it reuses whole blocks only: 896 = 7 blocks of shared prefix, 100 tokens of a prompt's own.
+PREFIX_CACHE = [
+    "backend=openai",
+    "backend.num_gpus=0",
+    "backend.extensions=true",
+    "backend.server_kind=vllm",  # read its /metrics through vLLM's map: the hit columns
+    "workload=closed_loop",
+    "workload.concurrency=2",
+    "workload.num_requests=24",
+    "workload.output_len=4",
+]
+DATASETS = {
+    "random": ["dataset=random", "dataset.input_len=996", "dataset.seed=14"],
+    "shared_prefix": [
+        "dataset=shared_prefix",
+        "dataset.num_groups=4",
+        "dataset.prefix_len=896",
+        "dataset.suffix_len=100",
+        "dataset.seed=14",
+    ],
+}
+
+
+def test_shared_prefixes_hit_the_servers_prefix_cache_and_random_ones_do_not(served, tmp_path):
+    """vLLM's own hit rate (its prefix-cache hits over queries, deltas over the trial) beside the
+    share of input tokens a perfect prefix cache could reuse, for ~90%-shared prompts and random
+    ones. The cache is emptied before each trial (an attached endpoint is never reset)."""
+    rows = {}
+    for name, dataset in DATASETS.items():
+        served.backend.reset_between_trials()
+        url = f"backend.url={served.backend.base_url}"
+        files = []
+        run_sweep_here(tmp_path / name, [f"sweep.name={name}", *PREFIX_CACHE, url, *dataset], files)
+        rows[name] = files[0].summary.to_pylist()[0]
+        assert rows[name][R.TRIAL_STATUS] == R.STATUS_OK, rows[name][R.ERROR_MESSAGE]
+        assert rows[name][R.SERVER_REQUESTS] == 25 and rows[name][R.PROMPT_REPEAT_PERCENT] == 0
+    hit = {n: r[R.SERVER_PREFIX_CACHE_HIT_PERCENT] for n, r in rows.items()}
+    ideal = {n: r[R.PROMPT_REUSABLE_PREFIX_PERCENT] for n, r in rows.items()}
+    print(f"prefix-cache hits {hit}, reusable (ideal) {ideal}")
+    # 25 prompts (1 warm-up) in 4 groups: 21 reuse 896 of their 996 tokens (75.5%), plus chance
+    assert 75.0 < ideal["shared_prefix"] < 77.0 and ideal["random"] < 1.0
+    assert hit["random"] < 1.0  # nothing a block long in common
+    # whole blocks of the shared part only, and not while a group's first prompt is in prefill
+    assert 40.0 < hit["shared_prefix"] <= ideal["shared_prefix"] + 1.0
+
+
+def test_chat_input_lengths_are_the_servers_own_count(served, cache_dir):
+    """With api=chat the prompts' ids render the chat template as vLLM does: same counts."""
+    source = PromptSource(served.backend.model_path, None, False, chat=True)
+    prompts = source.prompts(RandomDatasetConfig(input_len=40, seed=5), 3)
+    prompts += source.prompts(PromptsDatasetConfig(task="qa"), 3)
+    assert [p.input_tokens for p in prompts[:3]] == [40, 40, 40]  # exact, template included
+    config = OpenAIBackendConfig(url=served.backend.base_url, api="chat", extensions=True)
+    backend = OpenAIBackend(config, "unused-model-path")
+    backend.start()
+    workload = WorkloadConfig(
+        name="closed_loop", concurrency=3, num_requests=6, warmup_requests=0, output_len=3
+    )
+    warmup, requests = build_requests(prompts, workload)
+    trackers = sorted(run_http_workload(backend, requests, warmup, workload), key=lambda t: t.idx)
+    assert [t.server_input_tokens for t in trackers] == [p.input_tokens for p in prompts]
 
 
 def test_stopping_leaves_no_vllm_process(served):

@@ -77,6 +77,20 @@ def test_every_probe_is_a_recorded_trial_judged_against_the_slo(searched):
         assert (probes.loc[~probes[R.SLO_PASSED], R.SLO_REASON].str.len() > 0).all()
 
 
+def test_every_probe_writes_time_slices_that_add_up(searched):
+    """timeslices.parquet beside each probe's files (`sweep.core.timeslices`): its windows
+    count the probe's completed requests and output tokens, stopped probes' included."""
+    rows, _, _ = searched
+    assert len(rows) >= 4  # two searches of several probes
+    for _, row in rows.iterrows():
+        folder = RESULTS[0] / row[R.DEPLOYMENT_ID] / row[R.TRIAL_ID]
+        slices = pd.read_parquet(folder / R.TIMESLICES_FILE)
+        assert len(slices) >= 10, folder  # about a twentieth of the probe each
+        assert slices[R.REQUESTS_FINISHED].sum() == row[R.COMPLETED_REQUESTS]
+        assert slices[R.REQUESTS_FAILED].sum() == row[R.FAILED_REQUESTS]
+        assert slices[R.SLICE_OUTPUT_TOKENS].sum() == row[R.OUTPUT_TOKENS_TOTAL]
+
+
 def test_the_load_generator_ran_on_a_core_of_its_own(searched):
     rows, _, _ = searched
     assert set(rows[R.ENV_CLIENT_CPUS]) == {str(max(os.sched_getaffinity(0)))}

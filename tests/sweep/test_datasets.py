@@ -176,7 +176,7 @@ def test_prompt_file_interleaves_tasks_deterministically(bpe):
 
 
 def test_prompt_file_task_filter_cycles(bpe):
-    prompts = load_prompts(PromptsDatasetConfig(task="sentiment"), bpe, 70)
+    prompts = load_prompts(PromptsDatasetConfig(task="sentiment", allow_repeats=True), bpe, 70)
     assert {p.task for p in prompts} == {"sentiment"}
     distinct = len({p.text for p in prompts})
     assert distinct >= 30

@@ -95,3 +95,33 @@ def test_a_lost_original_is_retried_beside_its_live_helper(monkeypatch):
     d.recorded |= {"t2", "t3", "t4"}
     d._finish(helper)
     assert submits == [(["t2", "t3", "t4"], False)] and recorder.finished == 0
+
+
+def test_trials_a_lost_worker_claimed_late_are_freed_before_they_run_again(monkeypatch):
+    """A node cut off comes back: its worker claims t4 after the driver released its claims, so
+    the retry skipped t4. Once no task of the deployment lives, any claim on t4 is freed."""
+    d, victim, helper, recorder, submits = sharing(monkeypatch)
+    d.tasks = [victim]
+    d.recorded = {"t1", "t2", "t3"}
+    d._finish(victim)
+    assert recorder.released == [(None, ["t4"])]  # whoever holds it: no live task does
+    assert submits == [(["t4"], False)]
+
+
+def test_a_task_whose_node_ray_declared_dead_is_given_up(monkeypatch):
+    """No error reaches the driver from a node that stopped answering; Ray's node table does."""
+    import sweep.driver as driver_module
+
+    d, victim, helper, recorder, submits = sharing(monkeypatch)
+    victim.node_id, victim.node_ip = "node-a", "10.0.0.1"
+    helper.node_id = "node-b"
+    d.recorded = {"t1"}
+    nodes = [{"NodeID": "node-a", "Alive": False}, {"NodeID": "node-b", "Alive": True}]
+    monkeypatch.setattr(driver_module.ray, "nodes", lambda: nodes)
+    cancelled = []
+    monkeypatch.setattr(driver_module, "_cancel", lambda gen, force: cancelled.append(gen))
+    d._drop_tasks_on_dead_nodes()
+    assert cancelled == ["gen-v"]
+    assert recorder.released == [("v", ["t2", "t3", "t4"])]
+    assert submits == [(["t2", "t3", "t4"], False)]  # retried beside the helper
+    assert "gen-v" not in [t.generator for t in d.tasks]  # what it sends later is not read

@@ -6,6 +6,7 @@ from backends.base import GenRequest
 from backends.hf import HFBackend, HFBackendConfig
 from backends.tiny_model import ensure_tiny_model
 from sweep.core.config import WorkloadConfig
+from sweep.core.errors import ConfigError
 from sweep.loadgen.engine import run_engine_workload
 
 
@@ -50,3 +51,22 @@ def test_offline_batch_discards_the_first_batch(backend):
     records = [t.record("trial", trackers[0].sent) for t in trackers]
     assert all(r["status"] == "ok" and r["output_tokens"] == 4 for r in records)
     assert all(len(r["itl_s"]) == 3 for r in records)
+
+
+def test_duration_stops_starting_batches(backend):
+    workload = WorkloadConfig(
+        name="latency_bound", num_requests=400, duration_s=0.3, warmup_requests=0
+    )
+    trackers = run_engine_workload(backend, make(400), [], workload)
+    assert 0 < len(trackers) < 400  # num_requests is only the upper bound
+    assert max(t.sent for t in trackers) - trackers[0].sent < 0.3
+    assert all(sum(t.chunk_tokens) == 4 for t in trackers)  # the running one finished
+
+
+def test_stages_and_ramps_are_refused_before_any_request(backend):
+    for shape in (
+        {"request_rate": 5.0, "ramp": "linear", "ramp_s": 1.0},
+        {"stages": [{"request_rate": 5.0, "duration_s": 1.0}]},
+    ):
+        with pytest.raises(ConfigError, match="in-process engine"):
+            run_engine_workload(backend, make(2), [], WorkloadConfig(name="open_loop", **shape))

@@ -13,7 +13,7 @@ EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[2] / "conf/experime
 def test_quickstart_grid_expands_and_groups_by_deployment():
     plan = build_plan(["+experiment=quickstart"])
     assert plan.name == "quickstart"
-    assert len(plan.trials) == 8  # mode (2) x dataset (2) x batch size (2)
+    assert len(plan.trials) == 12  # mode (2) x batch size (2) x 3 repeats
     assert len(plan.deployments) == 2  # the backend mode is part of what is launched
     for deployment in plan.deployments:
         assert {t.config.backend.mode for t in deployment.trials} == {
@@ -21,9 +21,10 @@ def test_quickstart_grid_expands_and_groups_by_deployment():
         }
         assert {t.deployment_id for t in deployment.trials} == {deployment.deployment_id}
     datasets = {type(t.config.dataset).__name__ for t in plan.trials}
-    assert datasets == {"RandomDatasetConfig", "PromptsDatasetConfig"}
-    assert sorted({t.config.workload.batch_size for t in plan.trials}) == [1, 4]
-    assert len({t.trial_id for t in plan.trials}) == 8
+    assert datasets == {"RandomDatasetConfig"}
+    assert sorted({t.config.workload.batch_size for t in plan.trials}) == [1, 8]
+    assert sorted({t.repeat for t in plan.trials}) == [0, 1, 2]
+    assert len({t.trial_id for t in plan.trials}) == 12
 
 
 def test_ids_are_stable_and_change_with_values():
@@ -46,10 +47,10 @@ def test_ids_are_stable_and_change_with_values():
 
 
 def test_repeats_get_distinct_ids():
-    plan = build_plan(["+experiment=quickstart", "sweep.repeats=3"])
-    assert len(plan.trials) == 24
-    assert len({t.trial_id for t in plan.trials}) == 24
-    assert {t.repeat for t in plan.trials} == {0, 1, 2}
+    plan = build_plan(["+experiment=quickstart", "sweep.repeats=5"])
+    assert len(plan.trials) == 20
+    assert len({t.trial_id for t in plan.trials}) == 20
+    assert {t.repeat for t in plan.trials} == {0, 1, 2, 3, 4}
 
 
 def test_stable_hash_ignores_key_order():
@@ -105,10 +106,10 @@ def test_a_field_added_later_moves_no_id_at_its_default(monkeypatch):
     from sweep.core import config as config_module
     from sweep.plan import hash_tree
 
-    tree = {"workload": {"num_requests": 8, "duration_s": None}, "sweep": {"name": "x"}}
+    tree = {"workload": {"num_requests": 8, "later_field": None}, "sweep": {"name": "x"}}
     before = stable_hash(hash_tree(tree))
-    monkeypatch.setitem(config_module.ADDED_LATER, "workload.duration_s", None)
+    monkeypatch.setitem(config_module.ADDED_LATER, "workload.later_field", None)
     assert stable_hash(hash_tree(tree)) == stable_hash({"workload": {"num_requests": 8}})
     assert stable_hash(hash_tree(tree)) != before
-    tree["workload"]["duration_s"] = 30.0
-    assert "duration_s" in hash_tree(tree)["workload"]
+    tree["workload"]["later_field"] = 30.0
+    assert "later_field" in hash_tree(tree)["workload"]

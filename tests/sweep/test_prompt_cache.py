@@ -93,7 +93,7 @@ def test_each_input_of_the_prompts_changes_the_key(model, tmp_path):
 def test_an_edited_prompt_file_is_read_again(model, tmp_path):
     path = tmp_path / "prompts.jsonl"
     path.write_text('{"task": "qa", "prompt": "What is the capital of France?"}\n')
-    cfg = PromptsDatasetConfig(path=str(path))
+    cfg = PromptsDatasetConfig(path=str(path), allow_repeats=True)
     source = PromptSource(model, None, False)
     assert [p.text for p in source.prompts(cfg, 2)] == ["What is the capital of France?"] * 2
     path.write_text('{"task": "qa", "prompt": "Name a prime number."}\n')

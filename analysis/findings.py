@@ -1,0 +1,210 @@
+"""The report's opening: findings in words, each a sentence the tables below support.
+
+`findings` reads the configuration estimates of a `Comparison` (`analysis.noise`: a series at
+one load, its value, standard error and how the error was made) and states:
+- how sure the figures are: the interval method, and what a sweep without repeats cannot see;
+- per axis (output tok/s, median TTFT, median TPOT where measured), which configuration leads and
+  by how much over the next best, with the interval of that ratio, or that the best are within
+  noise of each other and none leads;
+- at each load where several configurations ran, how they compare on output tok/s;
+- which trials are not to be trusted, and why (the checks of `analysis.flags`).
+A difference whose interval includes no change is only ever stated as within noise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pandas as pd
+
+from analysis.compare import TPOT_MEDIAN, TTFT_MEDIAN, Comparison
+from analysis.flags import too_small, trial_checks
+from analysis.noise import (
+    BETTER,
+    LEVEL,
+    NO_INTERVAL,
+    REPEATS,
+    WITHIN_NOISE,
+    Difference,
+    Estimate,
+    compare,
+)
+from sweep.core import records as rec
+
+LOAD_MARK = " @ "
+MAX_LOADS, MAX_NAMED = 8, 4
+NOISE_CHECK = (
+    "`python -m sweep +experiment=aa_check` runs one configuration five times and "
+    "`python -m analysis results/aa_check --noise` prints the spread this machine gives"
+)
+
+
+@dataclass(frozen=True)
+class Axis:
+    """A metric the findings rank configurations on."""
+
+    metric: str
+    name: str
+    unit: str
+    fmt: str
+    higher_is_better: bool
+
+
+AXES = (
+    Axis(rec.OUTPUT_THROUGHPUT, "output tok/s", "tok/s", ",.1f", True),
+    Axis(TTFT_MEDIAN, "median TTFT", "ms", ",.1f", False),
+    Axis(TPOT_MEDIAN, "median TPOT", "ms", ",.2f", False),
+)
+
+
+def findings(comparison: Comparison) -> list[str]:
+    """The findings of one sweep, most important first; empty when nothing was measured.
+
+    Every difference they state holds at 95% confidence over all the comparisons they make
+    together (Bonferroni): with k comparisons, each is judged at 1 - 0.05 / k, so that a sweep of
+    many configurations does not state a chance difference somewhere.
+    """
+    found = comparison.estimates
+    if not found:
+        return []
+    level = 1 - (1 - LEVEL) / max(1, _comparisons(found))
+    lines = [_how_sure(comparison, level)]
+    for axis in AXES:
+        lines.extend(_leader(found, axis, level))
+    lines.extend(_same_load(found, AXES[0], level))
+    lines.extend(_untrusted(comparison.trials))
+    return [line for line in lines if line]
+
+
+def _comparisons(found: Mapping[str, Mapping[str, Estimate]]) -> int:
+    """How many differences the findings judge: leader against each other, per axis and load."""
+    count = sum(max(0, len(_ranked(found, axis)) - 1) for axis in AXES)
+    for configurations in _by_load(found).values():
+        count += max(0, len(_ranked(configurations, AXES[0])) - 1)
+    return count
+
+
+def _how_sure(c: Comparison, level: float) -> str:
+    repeated = any(e.method == REPEATS for per in c.estimates.values() for e in per.values())
+    text = (
+        f"{c.noise_method} A difference is stated only when it holds at 95% over all the "
+        f"comparisons below together (each judged at {level:.2%})."
+    )
+    if not repeated:
+        text += (
+            " This sweep has no repeats, so a difference that looks real here may not hold on the "
+            f"next run: add `sweep.repeats=3`, or see how noisy this machine is ({NOISE_CHECK})."
+        )
+    return text
+
+
+def _leader(found: Mapping[str, Mapping[str, Estimate]], axis: Axis, level: float) -> list[str]:
+    """Who leads on the axis, or which lead together within noise, and the gap to the rest."""
+    ranked = _ranked(found, axis)
+    if len(ranked) < 2:
+        return []
+    leader, best = ranked[0]
+    tied = [
+        (name, est)
+        for name, est in ranked[1:]
+        if compare(best, est, axis.higher_is_better, level).verdict in (WITHIN_NOISE, NO_INTERVAL)
+    ]
+    rest = [(name, est) for name, est in ranked[1:] if name not in dict(tied)]
+    value = f"{best.value:{axis.fmt}} {axis.unit}"
+    gap = ""
+    if rest:
+        diff = compare(best, rest[0][1], axis.higher_is_better, level)
+        gap = f"{_by_how_much(diff, axis)} the next, **{rest[0][0]}**"
+    if not tied:
+        return [f"**{leader}** leads on {axis.name} ({value}): {gap}."]
+    named = ", ".join(
+        f"**{name}** ({compare(est, best, True, level).text()})" for name, est in tied[:MAX_NAMED]
+    )
+    more = f" and {len(tied) - MAX_NAMED} more" if len(tied) > MAX_NAMED else ""
+    if not rest:
+        return [
+            f"No configuration leads on {axis.name} beyond noise: **{leader}** ({value}) is "
+            f"within noise of {named}{more}."
+        ]
+    return [
+        f"**{leader}** ({value}) and {named}{more} lead on {axis.name}, within noise of each "
+        f"other; {gap}."
+    ]
+
+
+def _by_load(
+    found: Mapping[str, Mapping[str, Estimate]],
+) -> dict[str, dict[str, Mapping[str, Estimate]]]:
+    """Load -> series -> estimates, from configuration names `series @ load`."""
+    by_load: dict[str, dict[str, Mapping[str, Estimate]]] = {}
+    for name, per in found.items():
+        series, _, load = name.rpartition(LOAD_MARK)
+        if series:
+            by_load.setdefault(load, {})[series] = per
+    return dict(list(by_load.items())[:MAX_LOADS])
+
+
+def _same_load(found: Mapping[str, Mapping[str, Estimate]], axis: Axis, level: float) -> list[str]:
+    lines = []
+    for load, configurations in _by_load(found).items():
+        ranked = _ranked(configurations, axis)
+        if len(ranked) < 2:
+            continue
+        (best_name, best), others = ranked[0], ranked[1:MAX_NAMED]
+        parts_beyond, parts_within = [], []
+        for name, est in others:
+            diff = compare(best, est, axis.higher_is_better, level)
+            if diff.verdict == BETTER:
+                parts_beyond.append(f"{_by_how_much(diff, axis)} **{name}**")
+            else:
+                parts_within.append(f"**{name}** ({compare(est, best, True, level).text()})")
+        if parts_beyond:
+            lines.append(
+                f"At {load}, **{best_name}** leads on {axis.name}: " + "; ".join(parts_beyond) + "."
+            )
+        if parts_within:
+            lines.append(
+                f"At {load}, **{best_name}** and " + ", ".join(parts_within) + " are within noise "
+                f"of each other on {axis.name}."
+            )
+    return lines
+
+
+def _untrusted(trials: pd.DataFrame) -> list[str]:
+    checks = trial_checks(trials)
+    failed = int((trials[rec.TRIAL_STATUS] != rec.STATUS_OK).sum())
+    lines = []
+    if checks:
+        short = int(too_small(trials).sum())
+        extra = f", {short} of them too short to say anything" if short else ""
+        lines.append(
+            f"{len(checks)} trial(s) are not to be trusted as they stand{extra}; each is named "
+            "with its reason under *Request checks*."
+        )
+    if failed:
+        lines.append(f"{failed} trial(s) failed; see *Failed trials*.")
+    return lines
+
+
+def _ranked(found: Mapping[str, Mapping[str, Estimate]], axis: Axis) -> list[tuple[str, Estimate]]:
+    """Configurations with a value on the axis, best first."""
+    values = [
+        (name, per[axis.metric])
+        for name, per in found.items()
+        if axis.metric in per and math.isfinite(per[axis.metric].value)
+    ]
+    return sorted(values, key=lambda item: item[1].value, reverse=axis.higher_is_better)
+
+
+def _by_how_much(diff: Difference, axis: Axis) -> str:
+    """`2.95x [2.61x, 3.29x] that of`, `12.0% [4.1%, 20.3%] more than`, `2.10x [...] lower than`."""
+    ratio, low, high = diff.ratio, diff.low, diff.high
+    if not axis.higher_is_better:  # say how many times lower: invert the ratio
+        ratio, low, high = 1 / ratio, 1 / high, 1 / low
+    if ratio >= 1.5:
+        relation = "that of" if axis.higher_is_better else "lower than"
+        return f"{ratio:.2f}x [{low:.2f}x, {high:.2f}x] {relation}"
+    relation = "more than" if axis.higher_is_better else "lower than"
+    return f"{(ratio - 1) * 100:.1f}% [{(low - 1) * 100:.1f}%, {(high - 1) * 100:.1f}%] {relation}"

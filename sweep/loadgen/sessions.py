@@ -1,0 +1,373 @@
+"""Multi-turn conversations offered to a server: each turn sends its session's whole history.
+
+A `multi_turn` trial's requests are its sessions' turns, in order: request `i` is turn
+`i % num_turns + 1` of session `i // num_turns`, so `workload.num_requests` counts turns and must
+hold whole sessions. Turn k sends the session's k - 1 earlier user messages, the replies the
+server actually streamed back to them (their text as received), and the new user message: for
+`api=completions` as one text, each message followed by `SEPARATOR`; for `api=chat` as a messages
+list. Its input length is what is sent, counted with the model's tokenizer the way the server
+counts it (the completions text with special tokens; chat through the model's chat template,
+without adding special tokens again); without a local tokenizer, the server's `usage`.
+
+How sessions meet the load: in the closed-loop modes (`closed_loop`, `throughput_bound`,
+`latency_bound`) each of the `streams` streams is one user. It runs one session from its first
+turn to its last (thinking between them, so fewer requests are in flight while users think),
+then takes the next session not yet started. In `open_loop`, `request_rate` is the rate at which
+sessions start, on the seeded arrival schedule (`sweep.loadgen.arrivals`); each later turn is due
+its think time after the reply before it, and a `concurrency` cap bounds the requests in flight.
+A turn is due when it becomes ready (its send lag, `sweep.loadgen.saturation`, includes the time
+spent counting its history). A capacity probe's early stop does not apply: sessions run whole.
+
+Before sending a turn, its exact length is checked against the context (`on_overflow`): `refuse`
+fails the turn with a reason naming its session and turn; `truncate` drops the session's oldest
+turns (a user message with its reply) until it fits, recording how many (`dropped_turns`).
+Without a local tokenizer nothing is counted before sending: an overflow is the server's error. A
+turn that failed, or was refused, ends its session: its later turns are recorded as failed, not
+sent, since their history would not be the server's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import aiohttp
+
+from backends.base import GenRequest
+from sweep.core import records as R
+from sweep.core.errors import ConfigError, DatasetError
+from sweep.datasets.multi_turn import context_of, overflow, think_times
+from sweep.loadgen.arrivals import arrival_offsets
+from sweep.loadgen.clock import now_s
+from sweep.loadgen.http import Endpoint, endpoint_of, stream_one, wire_stamp
+from sweep.loadgen.recorder import RequestTracker, Trackers
+from sweep.loadgen.saturation import CpuMeter
+
+log = logging.getLogger(__name__)
+
+SEPARATOR = "\n\n"  # after every message of a completions history
+USER, ASSISTANT = "user", "assistant"
+
+Send = Callable[[GenRequest, RequestTracker, float], Any]
+
+
+@dataclass(frozen=True)
+class Session:
+    """One conversation: its turns' user messages (`prompt`) and output caps, and think times."""
+
+    idx: int
+    turns: tuple[GenRequest, ...]
+    think_s: tuple[float, ...]  # before each turn; 0 before the first
+
+
+class TurnTracker(RequestTracker):
+    """A turn's tracker: its session and turn, the reply's text as received, what it sent."""
+
+    __slots__ = ("session", "turn", "dropped_turns", "reply", "request")
+
+    def __init__(self, user: GenRequest, session: int, turn: int) -> None:
+        super().__init__(user.idx, None, 0, user.max_tokens)
+        self.session, self.turn = session, turn
+        self.dropped_turns = 0
+        self.reply: list[str] = []
+        self.request: GenRequest | None = None  # as sent, history included
+
+    def add_chunk(self, text: str, usage: int | None = None, at: float | None = None) -> None:
+        """Keep the chunk's text for the history (the base drops text it will not re-count)."""
+        self.reply.append(text)
+        super().add_chunk(text, usage, at)
+
+    @property
+    def reply_text(self) -> str:
+        """The reply as the server streamed it."""
+        return "".join(self.reply)
+
+    @property
+    def completed(self) -> bool:
+        """Whether it ended well with a reply the next turn can carry."""
+        return self.error is None and self.sent is not None and bool(self.chunk_times)
+
+    def record(self, trial_id: str, t0: float) -> dict[str, object]:
+        """The base record plus the session columns."""
+        return {
+            **super().record(trial_id, t0),
+            R.SESSION: self.session,
+            R.TURN: self.turn,
+            R.DROPPED_TURNS: self.dropped_turns,
+        }
+
+
+class Overflow(Exception):
+    """A turn does not fit the context (the message names its session and turn)."""
+
+
+class History:
+    """Renders a turn's history as the endpoint takes it and counts its tokens as the server does.
+
+    `tokenizer` None: nothing is counted (the server's usage is recorded) and nothing checked.
+    """
+
+    def __init__(
+        self, endpoint: Endpoint, tokenizer: Any, context: int | None, on_overflow: str
+    ) -> None:
+        self.chat = endpoint.api == "chat"
+        self.send_ids = endpoint.send_token_ids and not self.chat
+        self.tokenizer, self.context, self.on_overflow = tokenizer, context, on_overflow
+        if self.chat and tokenizer is not None and not tokenizer.chat_template:
+            raise DatasetError(
+                "backend.api=chat but the model's tokenizer has no chat template to count a "
+                "conversation with; use api=completions or a model whose tokenizer has one"
+            )
+
+    def request(
+        self, session: int, turn: int, earlier: list[tuple[str, str]], user: GenRequest
+    ) -> tuple[GenRequest, int, int]:
+        """Turn `turn`'s request, its input tokens (0: uncounted) and the turns it dropped.
+
+        Raises:
+            Overflow: it does not fit the context and may not be (further) truncated.
+        """
+        messages = [*earlier, (USER, user.prompt)]
+        dropped = 0
+        while True:
+            ids = self.ids(messages)
+            if ids is None or self.context is None:
+                break
+            if len(ids) + user.max_tokens <= self.context:
+                break
+            if self.on_overflow == "refuse" or len(messages) == 1:
+                refused = self.on_overflow == "refuse"
+                rule = "dataset.on_overflow=refuse" if refused else "even without its history"
+                raise Overflow(
+                    f"context_overflow: session {session} turn {turn} needs {len(ids)} input + "
+                    f"{user.max_tokens} output tokens > the context {self.context} ({rule})"
+                )
+            messages, dropped = messages[2:], dropped + 1  # the oldest user message and reply
+        text = "" if self.chat else self.text(messages)
+        request = replace(
+            user,
+            prompt=text,
+            prompt_token_ids=tuple(ids) if self.send_ids and ids is not None else (),
+            messages=tuple(messages) if self.chat else (),
+        )
+        return request, 0 if ids is None else len(ids), dropped
+
+    def ids(self, messages: list[tuple[str, str]]) -> list[int] | None:
+        """The token ids the server will see for `messages`; None without a tokenizer."""
+        if self.tokenizer is None:
+            return None
+        if not self.chat:
+            return list(self.tokenizer(self.text(messages)).input_ids)
+        rendered = self.tokenizer.apply_chat_template(
+            [{"role": role, "content": text} for role, text in messages],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        return list(self.tokenizer(rendered, add_special_tokens=False).input_ids)
+
+    @staticmethod
+    def text(messages: list[tuple[str, str]]) -> str:
+        """A completions prompt: every message, each followed by the separator."""
+        return "".join(text + SEPARATOR for _, text in messages)
+
+
+def session_runner(config: Any, tokenizer: Any, model_path: str | None) -> Callable[..., Trackers]:
+    """The trial's runner for a `multi_turn` dataset (the signature of `trial.RUNNERS`' ones)."""
+    context = context_of(config, model_path)
+
+    def run(
+        backend: Any,
+        requests: Sequence[GenRequest],
+        warmup: Sequence[GenRequest],
+        workload: Any,
+        stop_ratio: float | None = None,  # sessions run whole: no early stop
+    ) -> Trackers:
+        if backend.interface != "openai":
+            raise ConfigError(
+                f"dataset=multi_turn needs an OpenAI-compatible server backend, not "
+                f"backend={config.backend.name}"
+            )
+        return run_sessions(
+            endpoint_of(backend), requests, warmup, workload, config.dataset, tokenizer, context
+        )
+
+    return run
+
+
+def run_sessions(
+    endpoint: Endpoint,
+    requests: Sequence[GenRequest],
+    warmup: Sequence[GenRequest],
+    workload: Any,
+    dataset: Any,
+    tokenizer: Any = None,
+    context: int | None = None,
+) -> Trackers:
+    """Offer `requests` (the sessions' turns, in order) as conversations; one tracker per turn.
+
+    Raises:
+        DatasetError: the requests do not make whole sessions, or, with `on_overflow=refuse`,
+            a session cannot fit `context` whatever its replies are (before any request).
+    """
+    sessions = make_sessions(requests, dataset)
+    reason = overflow(dataset, workload, context)
+    if reason is not None:
+        raise DatasetError(reason)
+    history = History(endpoint, tokenizer, context, dataset.on_overflow)
+    trackers = asyncio.run(_offer(endpoint, sessions, warmup, workload, history))
+    cut = sum(1 for t in trackers if t.dropped_turns)
+    if cut:
+        log.warning(
+            "%d turn(s) sent without their oldest turns to fit the context %s", cut, context
+        )
+    return trackers
+
+
+def make_sessions(requests: Sequence[GenRequest], dataset: Any) -> list[Session]:
+    """Group the turns into sessions of `dataset.num_turns`, with their think times."""
+    turns = dataset.num_turns
+    if len(requests) % turns:
+        raise DatasetError(
+            f"{len(requests)} requests do not make whole sessions of dataset.num_turns={turns}"
+        )
+    count = len(requests) // turns
+    thinks = think_times(dataset, count)
+    return [
+        Session(s, tuple(requests[s * turns : (s + 1) * turns]), tuple(map(float, thinks[s])))
+        for s in range(count)
+    ]
+
+
+async def _offer(
+    endpoint: Endpoint,
+    sessions: list[Session],
+    warmup: Sequence[GenRequest],
+    workload: Any,
+    history: History,
+) -> Trackers:
+    """One client session, as `sweep.loadgen.http.run_share` opens one; sessions by mode."""
+    cap = workload.streams
+    connector = aiohttp.TCPConnector(limit=cap or 0)
+    timeout = aiohttp.ClientTimeout(total=workload.timeout_s)
+    run_id = uuid.uuid4().hex[:8]
+    trackers: list[TurnTracker] = []
+    async with aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        headers=dict(endpoint.headers) or None,
+        trace_configs=[wire_stamp()],
+    ) as client:
+
+        async def send(request: GenRequest, tracker: RequestTracker, scheduled: float) -> None:
+            rid = f"{run_id}-{request.idx}"
+            await stream_one(client, endpoint, request, tracker, scheduled, rid)
+
+        async def warm(request: GenRequest) -> None:
+            tracker = RequestTracker(request.idx, None, 0, request.max_tokens)
+            await stream_one(
+                client, endpoint, request, tracker, now_s(), f"{run_id}-w{request.idx}"
+            )
+
+        await _bounded([warm(r) for r in warmup], cap)  # untimed; opens the pooled connections
+        gc.freeze()  # as run_share: a full collection would stall every stream at once
+        meter = CpuMeter()
+        try:
+            conversation = _Conversation(send, history, trackers)
+            if workload.name == "open_loop":
+                await _open_loop(conversation, sessions, workload)
+            else:
+                await _closed_loop(conversation, sessions, cap or 1)
+        finally:
+            usage = meter.usage()
+            gc.unfreeze()
+    return Trackers(sorted(trackers, key=lambda t: t.idx), usage)
+
+
+class _Conversation:
+    """Runs sessions turn by turn through `send`, collecting every turn's tracker."""
+
+    def __init__(self, send: Send, history: History, trackers: list[TurnTracker]) -> None:
+        self.send, self.history, self.trackers = send, history, trackers
+        self.cap: asyncio.Semaphore | None = None  # open loop: requests in flight
+
+    async def run(self, session: Session, due: float) -> float:
+        """Run `session` from `due`; returns when its last turn ended (its stream is free)."""
+        earlier: list[tuple[str, str]] = []
+        stopped: str | None = None
+        previous: TurnTracker | None = None  # the last turn sent, complete
+        for k, user in enumerate(session.turns):
+            tracker = TurnTracker(user, session.idx, k + 1)
+            self.trackers.append(tracker)
+            if stopped is not None:
+                tracker.fail(stopped)
+                continue
+            if previous is not None:  # the user reads the reply, then thinks
+                due = previous.end + session.think_s[k]
+                await asyncio.sleep(max(0.0, due - now_s()))
+            try:
+                request, tracker.input_tokens, tracker.dropped_turns = self.history.request(
+                    session.idx, k + 1, earlier, user
+                )
+            except Overflow as exc:
+                tracker.fail(str(exc))
+                stopped = f"not_sent: session {session.idx} ended at turn {k + 1}: {exc}"
+                continue
+            tracker.request = request
+            await self._send(request, tracker, due)
+            if not tracker.completed:
+                reason = tracker.error or "no tokens received"
+                stopped = f"not_sent: session {session.idx} ended at turn {k + 1}: {reason}"
+                continue
+            earlier += [(USER, user.prompt), (ASSISTANT, tracker.reply_text)]
+            previous = tracker
+        return previous.end if stopped is None and previous is not None else now_s()
+
+    async def _send(self, request: GenRequest, tracker: TurnTracker, due: float) -> None:
+        if self.cap is None:
+            await self.send(request, tracker, due)
+            return
+        async with self.cap:  # time waiting for the cap counts as client lag, as in http
+            await self.send(request, tracker, due)
+
+
+async def _closed_loop(conversation: _Conversation, sessions: list[Session], streams: int) -> None:
+    """`streams` users, each running one whole session after another."""
+    queue = iter(sessions)  # shared by the users; the event loop runs one at a time
+
+    async def user() -> None:
+        ready = now_s()
+        for session in queue:
+            ready = await conversation.run(session, ready)
+
+    await asyncio.gather(*(user() for _ in range(max(1, min(streams, len(sessions))))))
+
+
+async def _open_loop(conversation: _Conversation, sessions: list[Session], workload: Any) -> None:
+    """Sessions start on the seeded schedule at `request_rate` sessions per second."""
+    if workload.concurrency:
+        conversation.cap = asyncio.Semaphore(workload.concurrency)
+    offsets = arrival_offsets(
+        len(sessions), workload.request_rate, workload.burstiness, workload.seed
+    )
+    start = now_s()
+    tasks = []
+    for session, offset in zip(sessions, offsets, strict=True):
+        await asyncio.sleep(max(0.0, start + offset - now_s()))
+        tasks.append(asyncio.create_task(conversation.run(session, start + offset)))
+    await asyncio.gather(*tasks)
+
+
+async def _bounded(calls: list, limit: int | None) -> None:
+    """Await `calls` with at most `limit` at a time (all at once without one)."""
+    gate = asyncio.Semaphore(limit or max(1, len(calls)))
+
+    async def one(call: Any) -> None:
+        async with gate:
+            await call
+
+    await asyncio.gather(*(one(c) for c in calls))
