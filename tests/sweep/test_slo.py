@@ -153,7 +153,7 @@ def make_requests() -> pd.DataFrame:
     frame[rec.INPUT_TOKENS] = 8
     frame[rec.REQUESTED_OUTPUT_TOKENS] = frame[rec.SERVER_OUTPUT_TOKENS] = None
     frame[rec.ERROR] = None
-    return frame[rec.REQUESTS_SCHEMA.names]
+    return frame.reindex(columns=rec.REQUESTS_SCHEMA.names)  # columns added later: null
 
 
 def fraction(slo):
