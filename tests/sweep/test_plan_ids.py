@@ -10,8 +10,8 @@ re-records the experiments it moves, and says so here:
   the sim backend's config, so its deployment and trial ids changed. quickstart_capacity and
   server_capacity (issue 13) were recorded when they were added.
 - quickstart: resized so that its findings hold from run to run (issue 15: 48 requests, batch
-  sizes 1 and 8, random prompts only, 3 repeats), so its ids changed; aa_check (issue 15) was
-  recorded when it was added.
+  sizes 1 and 8, 24 output tokens, random prompts only, 3 repeats), so its ids changed; aa_check
+  (issue 15) was recorded when it was added.
 """
 
 import json
