@@ -82,13 +82,19 @@ def timeline_figure(
     ax.set_ylim(0, top * 1.08 if top > 0 else None)  # lines at the maximum stay visible
     ax.grid(True, alpha=0.3)
     if lines:  # beside the axes: lines of many trials would hide under a legend inside
-        fig.legend(
-            title="trial",
-            loc="outside right upper",
-            ncols=1 + len(lines) // LEGEND_ROWS,
-            fontsize="small" if len(lines) <= LEGEND_ROWS // 2 else "x-small",
-        )
+        trial_legend(fig, len(lines))
     return fig
+
+
+def trial_legend(fig: Figure, trials: int, *handles_labels: list) -> None:
+    """One legend of the trials' lines beside the axes, in columns of `LEGEND_ROWS`."""
+    fig.legend(
+        *handles_labels,
+        title="trial",
+        loc="outside right upper",
+        ncols=1 + trials // LEGEND_ROWS,
+        fontsize="small" if trials <= LEGEND_ROWS // 2 else "x-small",
+    )
 
 
 def write_timeline_plots(

@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from analysis.sections import Image, Section
-from analysis.timeline_plots import LEGEND_ROWS
+from analysis.timeline_plots import trial_legend
 from sweep.core import records as rec
 
 TIMESLICE_FILE = "timeslices.png"
@@ -62,13 +62,7 @@ def timeslice_figure(slices: pd.DataFrame, labels: pd.Series, sweep: str | None 
         ax.set_xlabel("time since the load began (s)")
     fig.suptitle(TITLE + (f" — {sweep}" if sweep else ""))
     if trials:  # beside the axes: lines of many trials would hide under a legend inside
-        fig.legend(
-            *axes[0].get_legend_handles_labels(),
-            title="trial",
-            loc="outside right upper",
-            ncols=1 + len(trials) // LEGEND_ROWS,
-            fontsize="small" if len(trials) <= LEGEND_ROWS // 2 else "x-small",
-        )
+        trial_legend(fig, len(trials), *axes[0].get_legend_handles_labels())
     return fig
 
 
