@@ -15,12 +15,11 @@ went out (in the closed-loop modes a request is due when its worker's last one e
 `offline_batch` sends batches together and waits for each. `workload.duration_s`, an open
 loop's ramp and `workload.stages` shape the load over time (`sweep.loadgen.stages`). Every
 token-bearing chunk is timestamped by `RequestTracker.add_chunk` with the time its network read
-returned. HTTP
-errors, timeouts, disconnects and malformed events fail that request only (`kind: message`);
-the trial goes on.
-Multi-turn sessions (`sweep.loadgen.sessions`) stream each turn through `stream_one` too.
-`workload.client_processes` > 1 shards the load across processes (`sweep.loadgen.shards`); the
-CPU the event loop used rides back with the trackers (`sweep.loadgen.saturation`).
+returned. HTTP errors, timeouts, disconnects and malformed events fail that request only
+(`kind: message`); the trial goes on. Multi-turn sessions (`sweep.loadgen.sessions`) stream
+each turn through `stream_one` too. `workload.client_processes` > 1 shards the load across
+processes (`sweep.loadgen.shards`); the CPU the event loop used rides back with the trackers
+(`sweep.loadgen.saturation`).
 Aiohttp rather than httpx because it was measured here: at 200 streams httpx's client overhead
 put its first-token times seconds off, aiohttp's tens of milliseconds (notes/http-clients.md).
 """
