@@ -5,10 +5,11 @@ frames already in memory (the CLI loads them once and also prints the table). Th
 with its findings in words (`analysis.findings`), then holds the capacity of each searched
 configuration (`analysis.capacity`, when the sweep searched), the per-trial sections built
 here (results, plots, repeats), the comparison sections of `analysis.sections`, TTFT by turn of
-multi-turn trials (`analysis.turns`), the server's own view (`analysis.server_view`) and the
-flagged and failed trials of `analysis.flags`. `main_table` is the human-readable table (units
-in the headers, numbers rounded) that the report and the terminal show; `summary.csv` keeps every
-column, the derived comparison ones too, the main ones first.
+multi-turn trials (`analysis.turns`), a proxy's cache hits (`analysis.proxy_cache`), the
+server's own view (`analysis.server_view`) and the flagged and failed trials of
+`analysis.flags`. `main_table` is the human-readable table (units in the headers, numbers
+rounded) that the report and the terminal show; `summary.csv` keeps every column, the derived
+comparison ones too, the main ones first.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from analysis.plots import (
     sweep_title,
 )
 from analysis.plots import write_plots as _write_plots
+from analysis.proxy_cache import cache_sections
 from analysis.reference import Reference, reference_sections, with_reference
 from analysis.sections import (
     MISSING,
@@ -179,6 +181,7 @@ def save_report(
         *stage_sections(stages, trials),
         *comparison_sections(comparison, pareto),
         *turn_sections(turns, turn_plots),
+        *cache_sections(requests, trials),  # trials behind a proxy (study D)
         *server_sections(trials),
         timeline_section(timelines),
         *timeslice_section(slice_plots),

@@ -24,6 +24,8 @@ REGISTRY: dict[str, str] = {
     "ctranslate2": "backends.ctranslate2:CTranslate2Backend",
     "llamacpp": "backends.llamacpp:LlamaCppBackend",
     "exllamav2": "backends.exllamav2:ExLlamaV2Backend",
+    "llamacpp_server": "backends.llamacpp_server:LlamaCppServerBackend",
+    "sglang_server": "backends.sglang_server:SGLangServerBackend",
 }
 
 

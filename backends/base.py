@@ -159,6 +159,16 @@ class ServerBackend(Backend):
         """Chat's output-cap field: `max_tokens`, or `max_completion_tokens` for newer models."""
         return "max_tokens"
 
+    @property
+    def one_token_per_chunk(self) -> bool:
+        """Whether the server streams exactly one token per chunk, empty text included.
+
+        Only for servers known to (llama-cpp-python's): each chunk then counts one token,
+        which is exact where re-tokenizing the text is not (a character's first bytes stream
+        as empty text). Others count by the server's usage or by re-tokenizing.
+        """
+        return False
+
     def metrics_scrape(self) -> Scrape | None:
         """`/metrics` beside the API, asked with the request headers (an API key)."""
         return Scrape(f"{self.base_url}/metrics", self.request_headers)

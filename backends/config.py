@@ -18,6 +18,10 @@ from sweep.core.errors import ConfigError, check_choice, check_positive
 TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "auto": "auto"}
 DTYPES = tuple(TORCH_DTYPES)
 SERVER_APIS = ("completions", "chat")
+# The deployment id of the task this process runs, exported by the trial runner while its backend
+# lives (a launched container is labelled with it, so a later start can remove what a killed
+# worker left behind).
+DEPLOYMENT_ENV = "LLM_SWEEP_DEPLOYMENT_ID"
 
 
 @dataclass

@@ -106,12 +106,19 @@ class LlamaCppBackendConfig(EngineConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_choice("backend", "convert_outtype", self.convert_outtype, tuple(GGUF_OUTTYPES))
-        check_positive("backend", n_ctx=self.n_ctx, n_batch=self.n_batch, n_threads=self.n_threads)
-        if self.gguf_repo is not None and self.gguf_file is None:
-            raise ConfigError("backend.gguf_repo needs backend.gguf_file (the file in that repo)")
-        if self.n_gpu_layers < -1:
-            raise ConfigError(f"backend.n_gpu_layers must be >= -1 (all), got {self.n_gpu_layers}")
+        check_gguf_config(self)
+
+
+def check_gguf_config(config: Any) -> None:
+    """What every llama.cpp config (engine or server) checks: its GGUF's source, sizes, offload."""
+    check_choice("backend", "convert_outtype", config.convert_outtype, tuple(GGUF_OUTTYPES))
+    check_positive(
+        "backend", n_ctx=config.n_ctx, n_batch=config.n_batch, n_threads=config.n_threads
+    )
+    if config.gguf_repo is not None and config.gguf_file is None:
+        raise ConfigError("backend.gguf_repo needs backend.gguf_file (the file in that repo)")
+    if config.n_gpu_layers < -1:
+        raise ConfigError(f"backend.n_gpu_layers must be >= -1 (all), got {config.n_gpu_layers}")
 
 
 class LlamaCppBackend(EngineBackend):

@@ -15,8 +15,9 @@ trial with one line naming it.
 
 `backend.tokenizer=none` loads no local tokenizer: prompts come from a bundled text
 (`sweep.datasets.corpus`) and every token count from the server's `usage`. `backend.server_kind`
-names the server behind the endpoint (`vllm`, `tgi`, `sim`), so its `/metrics` are read through
-that server's map (`server_series`) as for a launched one; `none` keeps the capture unmapped.
+names the server behind the endpoint (`vllm`, `tgi`, `sim`, `sglang`, `llamacpp`), so its
+`/metrics` are read through that server's map (`server_series`) as for a launched one, and
+llama-cpp-python's chunks count one token each; `none` keeps the capture unmapped.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from backends.config import (
     check_url,
 )
 from backends.server_process import probe
+from backends.sglang_server import SGLANG_SERVER_SERIES
 from backends.sim import SIM_SERVER_SERIES
 from backends.tgi import TGI_SERVER_SERIES
 from backends.vllm_server import VLLM_SERVER_SERIES
@@ -53,8 +55,11 @@ SERVER_KINDS: dict[str, Mapping[str, str]] = {
     "vllm": VLLM_SERVER_SERIES,
     "tgi": TGI_SERVER_SERIES,
     "sim": SIM_SERVER_SERIES,
+    "sglang": SGLANG_SERVER_SERIES,
+    "llamacpp": {},  # llama-cpp-python's server: no /metrics, one token per streamed chunk
     "none": {},
 }
+ONE_TOKEN_PER_CHUNK = ("llamacpp",)  # servers whose every streamed chunk is one token
 ENV_NAME = re.compile(r"[A-Za-z_]\w*")
 # Body fields the load generator sets from the workload; extra_body may not override them.
 LOADGEN_FIELDS = (
@@ -175,6 +180,11 @@ class OpenAIBackend(ServerBackend):
     def local_tokenizer(self) -> bool:
         """`backend.tokenizer=local`; with none, token counts are the server's own."""
         return self.config.tokenizer == "local"
+
+    @property
+    def one_token_per_chunk(self) -> bool:
+        """True when `backend.server_kind` names a server that streams one token per chunk."""
+        return self.config.server_kind in ONE_TOKEN_PER_CHUNK
 
     @property
     def server_series(self) -> Mapping[str, str]:  # a setting here: the server may be anything

@@ -6,14 +6,19 @@ group, including any workers the server forked; stdout and stderr go to one log 
 is quoted in failure reports. `wait_healthy` polls a health URL and fails fast, with that tail,
 when the process dies or the deadline passes. `free_port` picks a loopback port.
 `ServerLauncher` bundles these for a backend: free port, start with retries, log file, stop;
-`LaunchedServerBackend` is the base of the backends that launch one (URL, pid, log, stop).
+`LaunchedServerBackend` is the base of the backends that launch one (URL, pid, log, stop, the
+check that the server's packages are installed, waiting for it to drain between trials). A failed
+start says why with the log's tail, or in one line (`failure_reason`) for backends that ask.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib.util
+import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -27,8 +32,11 @@ from typing import Any, ClassVar
 import httpx
 
 from backends.base import ServerBackend
+from backends.prometheus import MetricMap, parse_metrics
 from sweep.core import records as R
-from sweep.core.errors import BackendError
+from sweep.core.errors import BackendError, MissingExtraError
+
+log = logging.getLogger(__name__)
 
 # Enough of the log to show a traceback or the engine's last complaint, short enough to read.
 TAIL_LINES = 30
@@ -40,6 +48,15 @@ MAX_LOG_BYTES = 8 * 2**20
 START_ATTEMPTS = 3
 # A server bound to every interface is still reached by the client over loopback.
 _ANY_ADDRESS = ("0.0.0.0", "")
+# The last line of a Python traceback: `ValueError: Failed to load model from file: m.gguf`.
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)(: .*)?$")
+REASON_CHARS = 400  # a reason is one line of an error message, not a paragraph
+DRAIN_TIMEOUT_S = 120.0
+POLL_S = 0.25
+POST_ATTEMPTS = 20  # a cache reset is refused while requests still hold blocks; it is retried
+
+# Turns a server's log into the one line that says why it stopped (None: it does not say).
+Explain = Callable[[str], str | None]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -90,9 +107,9 @@ class ServerProcess:
         """The exit code, or None while the server runs."""
         return self._popen.poll()
 
-    def wait_healthy(self, url: str, timeout_s: float) -> None:
+    def wait_healthy(self, url: str, timeout_s: float, explain: Explain | None = None) -> None:
         """Block until `url` answers 200; see `wait_healthy`."""
-        wait_healthy(url, timeout_s, self)
+        wait_healthy(url, timeout_s, self, explain=explain)
 
     def stop(self, grace_s: float = 5.0) -> None:
         """SIGTERM the process group, SIGKILL it after `grace_s`; safe to call twice."""
@@ -161,35 +178,68 @@ def _read_end(path: str | os.PathLike[str], max_bytes: int) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def wait_healthy(url: str, timeout_s: float, proc: ServerProcess, poll_s: float = 0.1) -> None:
+def wait_healthy(
+    url: str,
+    timeout_s: float,
+    proc: ServerProcess,
+    poll_s: float = 0.1,
+    explain: Explain | None = None,
+) -> None:
     """Poll `url` until it answers 200, failing fast when `proc` exits or `timeout_s` passes.
 
     Raises:
-        BackendError: kind `backend_start_failed`, with the last lines of the server's log.
+        BackendError: kind `backend_start_failed`, with the command line and the last lines of
+            the server's log; with `explain`, one line: what happened and what `explain` finds
+            in the log.
     """
     deadline = time.monotonic() + timeout_s
     with httpx.Client(timeout=httpx.Timeout(1.0), trust_env=False) as client:
         while True:
             code = proc.poll()
             if code is not None:
-                _start_failed(f"server exited with code {code} before {url} answered", proc)
+                reason = f"server exited with code {code} before {url} answered"
+                _start_failed(reason, proc, explain)
             try:
                 if client.get(url).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass  # not listening yet
             if time.monotonic() >= deadline:
-                _start_failed(f"server did not answer {url} within {timeout_s:g} s", proc)
+                _start_failed(f"server did not answer {url} within {timeout_s:g} s", proc, explain)
             time.sleep(poll_s)
 
 
-def _start_failed(reason: str, proc: ServerProcess) -> None:
+def _start_failed(reason: str, proc: ServerProcess, explain: Explain | None = None) -> None:
     tail = proc.log_tail()
     proc.stop()
+    if explain is not None:
+        why = explain(_read_end(proc.log_path, _TAIL_BYTES))
+        raise BackendError(f"{reason}: {why}" if why else reason, kind=R.ERROR_BACKEND_START)
     message = f"{reason}: {' '.join(proc.argv)}"
     if tail:
         message = f"{message}\n--- server log tail ---\n{tail}"
     raise BackendError(message, kind=R.ERROR_BACKEND_START)
+
+
+def failure_reason(log_text: str, detail: str | None = None) -> str | None:
+    """The one line of a server's log that says why it stopped, or None when it says nothing.
+
+    That is the last exception line of a traceback, else the last line that mentions an error,
+    else the last line. With `detail` (a pattern), the first line matching it follows in
+    parentheses: an engine's own complaint, printed before the traceback that reports it.
+    """
+    lines = [line.strip() for line in log_text.splitlines() if line.strip()]
+    if not lines:
+        return None
+    reason = next((line for line in reversed(lines) if EXCEPTION_LINE.match(line)), None)
+    if reason is None:
+        errors = (line for line in reversed(lines) if "error" in line.lower())
+        reason = next(errors, lines[-1])
+    if detail is not None:
+        found = next((line for line in lines if re.search(detail, line)), None)
+        if found is not None and found not in reason:
+            reason = f"{reason} ({found})"
+    return reason if len(reason) <= REASON_CHARS else reason[: REASON_CHARS - 3] + "..."
 
 
 class ServerLauncher:
@@ -200,8 +250,9 @@ class ServerLauncher:
     directory that `stop` removes, so read `log_text` before stopping.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, explain: Explain | None = None) -> None:
         self.name = name
+        self.explain = explain  # None: a failed start quotes the log's tail
         self.proc: ServerProcess | None = None
         self.url: str | None = None
         self._log_dir: Path | None = None
@@ -237,7 +288,7 @@ class ServerLauncher:
             self.proc = ServerProcess(argv(port), self.log_path, env)
             url = f"http://{client_host}:{port}"
             try:
-                self.proc.wait_healthy(url + health_path, timeout_s)
+                self.proc.wait_healthy(url + health_path, timeout_s, self.explain)
             except BackendError as exc:
                 if attempt == START_ATTEMPTS or "address already in use" not in str(exc).lower():
                     raise
@@ -265,6 +316,27 @@ class ServerLauncher:
     def log_text(self) -> str | None:
         """The server's log so far (None before launch)."""
         return None if self.proc is None else self.proc.log_text()
+
+
+def post_until_ok(
+    client: httpx.Client,
+    path: str,
+    accept: Callable[[httpx.Response], bool] = lambda response: response.status_code == 200,
+    attempts: int = POST_ATTEMPTS,
+) -> bool:
+    """POST `path` until `accept` takes the answer, a short pause between tries.
+
+    For routes a busy server refuses (a cache reset while requests hold blocks). False when no
+    answer within `attempts` was accepted.
+    """
+    for _ in range(attempts):
+        try:
+            if accept(client.post(path)):
+                return True
+        except (httpx.HTTPError, ValueError):  # no answer, or a body that is not JSON
+            pass
+        time.sleep(POLL_S)
+    return False
 
 
 def probe(
@@ -299,16 +371,77 @@ def probe(
 class LaunchedServerBackend(ServerBackend):
     """A server backend that launches its own server through a `ServerLauncher`.
 
-    Subclasses implement `start` (usually `self._server.launch(argv, host, timeout)`); the URL,
-    process id, log and stop come from the launcher. `launcher_name` names the log file and
-    the backend in errors.
+    Subclasses implement `start`: usually `self.launch()`, which checks `server_packages` and
+    starts `argv` on the config's `host` within its `startup_timeout_s`; the URL, process id,
+    log and stop come from the launcher. `launcher_name` names the log file and the backend in
+    errors.
     """
 
     launcher_name: ClassVar[str] = "server"
+    # The modules the server's own process imports (module -> its pip package) and the project's
+    # extra that installs them: `launch` checks them first, so a missing one is one line naming
+    # the extra instead of a traceback in the server's log.
+    server_packages: ClassVar[Mapping[str, str]] = {}
+    server_extra: ClassVar[str] = ""
+    # A failed start's message: the log's tail (False), or one line (True): what happened and
+    # the reason the log gives (`failure_reason`, with the first line matching `failure_detail`).
+    # The whole log is kept as backend.log either way.
+    one_line_failures: ClassVar[bool] = False
+    failure_detail: ClassVar[str | None] = None
 
     def __init__(self, config: Any, model_path: str) -> None:
         super().__init__(config, model_path)
-        self._server = ServerLauncher(self.launcher_name)
+        explain = self.explain_failure if self.one_line_failures else None
+        self._server = ServerLauncher(self.launcher_name, explain)
+
+    def launch(self, health_path: str = "/health", env: Mapping[str, str] | None = None) -> str:
+        """Check the server's packages, start `argv` and wait until `health_path` answers.
+
+        Raises:
+            MissingExtraError: a module of `server_packages` is not installed.
+            BackendError: kind `backend_start_failed`: the server exited or did not answer.
+        """
+        self.require_packages()
+        c = self.config
+        return self._server.launch(self.argv, c.host, c.startup_timeout_s, health_path, env)
+
+    def require_packages(self) -> None:
+        """One line naming `server_extra` when a module of `server_packages` is missing."""
+        for module, package in self.server_packages.items():
+            if importlib.util.find_spec(module) is None:
+                raise MissingExtraError(package, self.server_extra)
+
+    def argv(self, port: int) -> list[str]:
+        """The server's command line for `port` (what `launch` starts)."""
+        raise NotImplementedError(f"{type(self).__name__} launches no server through `launch`")
+
+    def explain_failure(self, log_text: str) -> str | None:
+        """Why the server did not start, in one line of its log (`failure_reason`)."""
+        return failure_reason(log_text, self.failure_detail)
+
+    def drain(
+        self, client: httpx.Client, load: MetricMap, timeout_s: float = DRAIN_TIMEOUT_S
+    ) -> bool:
+        """Wait until the server's `/metrics` shows no request running or waiting.
+
+        `load` maps the server's families to `RUNNING_REQUESTS` and `WAITING_REQUESTS`. False,
+        with a warning, when the server is still busy after `timeout_s` (or has exited).
+        """
+        deadline = time.monotonic() + timeout_s
+        proc = self._server.proc
+        while time.monotonic() < deadline and proc is not None and proc.poll() is None:
+            try:
+                samples = parse_metrics(client.get("/metrics").text, load)
+            except (httpx.HTTPError, ValueError):  # not up, or a torn exposition: ask again
+                samples = []
+            busy = [v for _, m, v in samples if m in (R.RUNNING_REQUESTS, R.WAITING_REQUESTS)]
+            if busy and sum(busy) == 0:
+                return True
+            time.sleep(POLL_S)
+        log.warning(
+            "%s did not drain within %.0f s; next trial starts", self.launcher_name, timeout_s
+        )
+        return False
 
     @property
     def base_url(self) -> str:

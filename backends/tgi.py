@@ -2,7 +2,8 @@
 
 Launched, it runs (an argv list through `ServerLauncher`, never a shell)::
 
-    docker run --rm --name llm-sweep-tgi-<id> --gpus '"device=<CUDA_VISIBLE_DEVICES>"'
+    docker run --rm --name llm-sweep-tgi-<id> --label llm-sweep.deployment=<deployment>
+        --label llm-sweep.owner=<host>:<pid>:<start> --gpus '"device=<CUDA_VISIBLE_DEVICES>"'
         -p 127.0.0.1:<port>:80 -v <volume>:/data --shm-size 1g [-e HF_TOKEN]
         ghcr.io/huggingface/text-generation-inference:<tag> --model-id <id>
         --max-concurrent-requests N [--max-batch-total-tokens N] [<extra args>]
@@ -11,18 +12,29 @@ The docker client's output, the container's log, is the backend log. A local mod
 is mounted read-only as /model. HF_TOKEN goes by name only: docker copies the value from its
 own environment, so it is in no argv and no log. Free-form `extra_args` come after the image,
 so they reach TGI's launcher, never docker. `stop` stops the client and removes the container
-(`docker rm -f`), which a client killed with SIGKILL would leave running. Attached
-(`backend.url`), nothing is launched. Either way `/info` is read and logged at start. Requests
-go to TGI's native `/generate_stream` (interface `tgi`); telemetry is TGI's batch size and queue
-length from `/metrics` (TGI pre-allocates its KV cache and exports no usage; NVML gives memory).
+(`docker rm -f`). A worker killed with SIGKILL runs no `stop`: its client dies with it, but the
+container runs on (`--rm` removes only a container that exits), holding its GPU. So each
+container is labelled with its deployment (`$LLM_SWEEP_DEPLOYMENT_ID`, else a hash of the
+backend config and model) and its owner, the worker process (host, pid and the process's start
+time, so a reused pid is not mistaken for it). Before launching, the backend lists its
+deployment's containers (`docker ps -a --filter label=...`) and removes (`docker rm -f`) those
+whose owner is gone from this host, with one warning; a live owner's container (another task of
+the deployment, a helper beside it) is left alone. Attached (`backend.url`), nothing is
+launched. Either way `/info` is read and logged at start. Requests go to TGI's native
+`/generate_stream` (interface `tgi`); telemetry is TGI's batch size and queue length from
+`/metrics` (TGI pre-allocates its KV cache and exports no usage; NVML gives memory).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
+import json
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import uuid
 from collections.abc import Mapping
@@ -35,6 +47,7 @@ import httpx
 from backends.argv import check_extra_args, check_values, flag_args
 from backends.base import TelemetrySource
 from backends.config import (
+    DEPLOYMENT_ENV,
     BackendConfig,
     check_url,
     typed_names,
@@ -61,6 +74,14 @@ CONTAINER_PORT = 80
 MODEL_MOUNT = "/model"
 SECRET_ENV = ("HF_TOKEN",)  # passed to the container by name, never by value
 REMOVE_TIMEOUT_S = 60.0
+LIST_TIMEOUT_S = 30.0
+# Container labels: which deployment a container serves, and which worker process launched it.
+DEPLOYMENT_LABEL = "llm-sweep.deployment"
+OWNER_LABEL = "llm-sweep.owner"
+DOCKER_INSTALL = (
+    "install Docker Engine (and the NVIDIA Container Toolkit for GPUs), or set backend.url to "
+    "attach to a running TGI"
+)
 # Flags the backend sets itself (model, address, GPUs): not allowed in extra_args.
 TGI_RESERVED_FLAGS = ("model-id", "hostname", "port", "num-shard")
 
@@ -118,6 +139,7 @@ class TGIBackend(LaunchedServerBackend):
         super().__init__(config, model_path)
         self._url: str | None = None
         self.container = f"llm-sweep-tgi-{uuid.uuid4().hex[:12]}"
+        self.deployment = os.environ.get(DEPLOYMENT_ENV) or _config_hash(config, model_path)
         self._container_launched = False
         self.info: dict = {}
 
@@ -142,10 +164,10 @@ class TGIBackend(LaunchedServerBackend):
         else:
             if shutil.which(c.docker) is None:
                 raise BackendError(
-                    f"{c.docker!r} is not installed: it launches TGI (or set backend.url to "
-                    "attach to a running TGI)",
+                    f"{c.docker!r} is not installed: it launches TGI ({DOCKER_INSTALL})",
                     kind=R.ERROR_BACKEND_START,
                 )
+            self.remove_orphans()
             self._container_launched = True
             url = self._server.launch(self.argv, c.host, c.startup_timeout_s)
         self._url = url
@@ -157,6 +179,8 @@ class TGIBackend(LaunchedServerBackend):
         c = self.config
         docker = [
             c.docker, "run", "--rm", "--name", self.container,
+            "--label", f"{DEPLOYMENT_LABEL}={self.deployment}",
+            "--label", f"{OWNER_LABEL}={_owner()}",
             *self.gpu_args(),
             "-p", f"{c.host}:{port}:{CONTAINER_PORT}",
             "-v", f"{Path(c.volume).expanduser()}:/data",
@@ -181,6 +205,51 @@ class TGIBackend(LaunchedServerBackend):
             *flag_args(launcher, "backend"),
             *flag_args(c.extra_args, "backend.extra_args", TGI_RESERVED_FLAGS),
         ]
+
+    def remove_orphans(self) -> None:
+        """Remove this deployment's containers whose worker is gone (killed before its `stop`).
+
+        Raises:
+            BackendError: kind `backend_start_failed`, one line, when docker cannot list them.
+        """
+        listing = self._docker(
+            "ps", "-a",
+            "--filter", f"label={DEPLOYMENT_LABEL}={self.deployment}",
+            "--format", f'{{{{.ID}}}} {{{{.Label "{OWNER_LABEL}"}}}}',
+            timeout_s=LIST_TIMEOUT_S,
+        )  # fmt: skip
+        rows = (line.split(" ", 1) for line in listing.splitlines() if line.strip())
+        orphans = [row[0] for row in rows if len(row) == 2 and _owner_is_gone(row[1].strip())]
+        if not orphans:
+            return
+        try:
+            self._docker("rm", "-f", *orphans, timeout_s=REMOVE_TIMEOUT_S)
+        except BackendError as exc:  # another task of the deployment may have removed them
+            log.warning("could not remove TGI containers left by a killed worker: %s", exc)
+            return
+        log.warning(
+            "removed %d TGI container(s) of deployment %s left running by a killed worker: %s",
+            len(orphans), self.deployment, " ".join(orphans),
+        )  # fmt: skip
+
+    def _docker(self, *args: str, timeout_s: float) -> str:
+        """Run `docker <args>` (an argv list) and return its stdout; failures are one line."""
+        command = [self.config.docker, *args]
+        what = f"{self.config.docker} {args[0]}"
+        try:
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=timeout_s, check=False
+            )
+        except subprocess.TimeoutExpired:
+            reason = f"{what} did not answer within {timeout_s:g} s"
+        except OSError as exc:
+            reason = f"{what} could not run ({exc.strerror or exc}): {DOCKER_INSTALL}"
+        else:
+            if done.returncode == 0:
+                return done.stdout
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            reason = f"{what} failed (exit code {done.returncode}): {last}"
+        raise BackendError(reason, kind=R.ERROR_BACKEND_START)
 
     def gpu_args(self) -> list[str]:
         """`--gpus` for the GPUs Ray gave this task (its CUDA_VISIBLE_DEVICES), none on CPU."""
@@ -217,3 +286,39 @@ class TGIBackend(LaunchedServerBackend):
     def telemetry_sources(self) -> list[TelemetrySource]:
         """Batch size (running) and queue length (waiting) from TGI's `/metrics`."""
         return [PrometheusSource(f"{self.base_url}/metrics", TGI_METRICS)]
+
+
+def _config_hash(config: TGIBackendConfig, model_path: str) -> str:
+    """What is launched (backend config and model), hashed: the deployment label's fallback."""
+    text = json.dumps([dataclasses.asdict(config), model_path], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _owner() -> str:
+    """This worker process as `<host>:<pid>:<start>`, a name no later process takes."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or '-'}"
+
+
+def _owner_is_gone(owner: str) -> bool:
+    """Whether the process an owner label names has ended; False when that cannot be told.
+
+    Only a process of this host is judged (a docker daemon reached over the network serves
+    other hosts too), and only where /proc gives start times, so a reused pid is not taken
+    for the owner. A zombie has ended.
+    """
+    host, _, rest = owner.partition(":")  # a host name holds no ':'
+    pid, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit() or start in ("", "-"):
+        return False
+    return _start_time(int(pid)) != start
+
+
+def _start_time(pid: int) -> str | None:
+    """A process's start time (clock ticks since boot, from /proc), or None if it has ended."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
+    return None if fields[0] in ("Z", "X") else fields[19]

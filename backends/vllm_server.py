@@ -17,15 +17,13 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import httpx
 
-from backends.argv import check_extra_args, check_values, field_flags, flag_args
+from backends.argv import check_extra_args, check_values, field_flags, module_argv
 from backends.base import TelemetrySource
 from backends.config import (
     DTYPES,
@@ -35,8 +33,8 @@ from backends.config import (
     check_fraction,
     typed_names,
 )
-from backends.prometheus import SOURCE, MetricMap, PrometheusSource, Rows, parse_metrics
-from backends.server_process import LaunchedServerBackend
+from backends.prometheus import SOURCE, MetricMap, PrometheusSource, Rows
+from backends.server_process import LaunchedServerBackend, post_until_ok
 from sweep.core import records as R
 from sweep.core.errors import MissingExtraError, check_choice, check_positive
 
@@ -67,9 +65,6 @@ VLLM_SERVER_SERIES = {
 # would otherwise bury the request lines of the access log.
 DEFAULT_FLAGS = {"disable-access-log-for-endpoints": "/metrics,/health"}
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-DRAIN_TIMEOUT_S = 120.0
-RESET_ATTEMPTS = 20  # the reset is refused while blocks are still held; it is retried
-POLL_S = 0.25
 # Config fields that are not a server flag under their own name: how the server is launched and
 # reached, and the settings `argv` maps itself (dtype names, the tri-state prefix caching).
 NOT_SERVER_FLAGS = (
@@ -182,13 +177,7 @@ class VLLMServerBackend(LaunchedServerBackend):
             "no-enable-prefix-caching": caching is False,
             **field_flags(c, NOT_SERVER_FLAGS),
         }
-        defaults = {k: v for k, v in DEFAULT_FLAGS.items() if k not in c.extra_args}
-        return [
-            sys.executable, "-m", SERVER_MODULE,
-            *flag_args(typed, "backend"),
-            *flag_args(defaults, "backend"),
-            *flag_args(c.extra_args, "backend.extra_args", VLLM_RESERVED_FLAGS),
-        ]  # fmt: skip
+        return module_argv(SERVER_MODULE, typed, c.extra_args, VLLM_RESERVED_FLAGS, DEFAULT_FLAGS)
 
     def child_env(self) -> dict[str, str]:
         """The server's environment: this process's, plus the CPU KV-cache size and dev mode."""
@@ -210,33 +199,16 @@ class VLLMServerBackend(LaunchedServerBackend):
         report first-token times no fresh server would give.
         """
         with httpx.Client(base_url=self.base_url, timeout=10.0, trust_env=False) as client:
-            self._drain(client)
-            if self.resets_prefix_cache:
-                self._reset_prefix_cache(client)
+            self.drain(client, VLLM_METRICS)
+            if self.resets_prefix_cache and not post_until_ok(
+                client, "/reset_prefix_cache", _reset_done
+            ):
+                log.warning("vllm_server did not reset its prefix cache; next trial starts anyway")
 
-    def _drain(self, client: httpx.Client) -> None:
-        deadline = time.monotonic() + DRAIN_TIMEOUT_S
-        while time.monotonic() < deadline and self._server.proc.poll() is None:
-            try:
-                samples = parse_metrics(client.get("/metrics").text, VLLM_METRICS)
-            except (httpx.HTTPError, ValueError):  # not up, or a torn exposition: ask again
-                samples = []
-            busy = [v for _, m, v in samples if m in (R.RUNNING_REQUESTS, R.WAITING_REQUESTS)]
-            if busy and sum(busy) == 0:
-                return
-            time.sleep(POLL_S)
-        log.warning("vllm_server did not drain within %.0f s; next trial starts", DRAIN_TIMEOUT_S)
 
-    def _reset_prefix_cache(self, client: httpx.Client) -> None:
-        for _ in range(RESET_ATTEMPTS):
-            try:
-                response = client.post("/reset_prefix_cache")
-                if response.status_code == 200 and response.json().get("success", True):
-                    return
-            except (httpx.HTTPError, ValueError):
-                pass
-            time.sleep(POLL_S)
-        log.warning("vllm_server did not reset its prefix cache; next trial starts anyway")
+def _reset_done(response: httpx.Response) -> bool:
+    """Whether the reset happened: vLLM answers 200 with `success: false` while blocks are held."""
+    return response.status_code == 200 and response.json().get("success", True)
 
 
 class Acceptance:

@@ -85,7 +85,7 @@ def ours(url: str, point: dict, processes: int) -> dict:
     summary = summarize(records, num_gpus=0, price_per_hour=1.0)
     columns = client_columns(summary, workload, trackers.client)
     return {
-        "ids": r"[0-9a-f]{8}(\.\d+)?-\d+",  # run id (and shard) - index; warm-up ids have -w
+        "ids": r"[0-9a-f]{8}-[0-9a-f]{4}-4000-8000-\d{12}",  # measured: `sweep.loadgen.request_ids`
         "ttft": {str(t.idx): t.chunk_times[0] - t.sent for t in trackers if t.chunk_times},
         "failed": int(sum(t.error is not None for t in trackers)),
         "cpu_percent": columns["client_cpu_percent"],
@@ -180,7 +180,11 @@ def trial(client: str, point: dict, processes: int, tokenizer: str) -> dict | No
 
 def compare(got: dict, stamps: dict, point: dict) -> dict:
     """The client's figures against the server's truth."""
-    truth = {rid.rsplit("-", 1)[1]: s for rid, s in stamps.items() if re.fullmatch(got["ids"], rid)}
+    truth = {
+        str(int(rid.rsplit("-", 1)[1])): s
+        for rid, s in stamps.items()
+        if re.fullmatch(got["ids"], rid)
+    }
     arrivals = np.sort([s["arrival_ns"] for s in truth.values()]) / 1e9
     achieved = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
     ramp_end = arrivals[0] + point["life_s"]

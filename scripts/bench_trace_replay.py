@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -29,9 +28,9 @@ import pandas as pd
 from analysis.sections import markdown_table
 from sweep.core import records as R
 from sweep.datasets.trace import read_trace, resolve
+from sweep.loadgen.request_ids import parse as parse_id
 
 REPO = Path(__file__).resolve().parents[1]
-MEASURED_ID = re.compile(r"^([0-9a-f]{8})-(\d+)$")  # `<run id>-<idx>`; warm-up ids have `-w`
 
 
 def run_sweep(
@@ -54,9 +53,9 @@ def server_runs(stamps: Path) -> list[np.ndarray]:
     found: dict[str, dict[int, int]] = {}
     for path in stamps.glob("sim-stamps-*.json"):
         for rid, stamp in json.loads(path.read_text()).items():
-            match = MEASURED_ID.match(rid)
-            if match:
-                found.setdefault(match[1], {})[int(match[2])] = stamp["arrival_ns"]
+            request = parse_id(rid)
+            if request is not None and not request.warmup:
+                found.setdefault(request.run, {})[request.idx] = stamp["arrival_ns"]
     runs = [np.array([by_idx[i] for i in sorted(by_idx)]) for by_idx in found.values()]
     return sorted(runs, key=lambda arrivals: arrivals.min())
 

@@ -5,7 +5,9 @@ compose API for each point, or a dotted value path (`workload.batch_size: [1, 8]
 hashes the resolved trial config (sorted keys; output, cluster, tracking, SLO and sweep settings
 excluded) plus the repeat index, so the same experiment always gets the same ids; that is what
 makes resume, de-duplication and cross-sweep comparison work. `deployment_id` hashes exactly what
-is launched once: model, backend and hardware.
+is launched once: model, backend and hardware. A `proxy` in front of the server is a trial's
+setting (its trials share the deployment's server with the proxy-less ones); a proxy in front of
+anything but an OpenAI-compatible server is refused here (`backends.proxy.launch.check_plan`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from backends.proxy.launch import check_plan as check_proxy
 from sweep.core import records as rec
 from sweep.core.config import ADDED_LATER, GROUPS, Config, flatten
 from sweep.core.errors import ConfigError
@@ -137,6 +140,7 @@ def build_plan(overrides: list[str]) -> SweepPlan:
                 copy.deepcopy(tree), {a: chosen[a] for a in value_axes}, group_axes, unknown
             )
             check_multi_turn(config)  # sessions need a server, whole sessions, the context
+            check_proxy(config)  # a proxy needs an OpenAI-compatible server behind it
             check_dataset(config.dataset, config.model.max_model_len)  # a trace file's rows
             everywhere = set(unknown) if everywhere is None else everywhere & set(unknown)
             messages.update(unknown)
@@ -199,7 +203,11 @@ def hash_tree(tree: dict[str, Any]) -> dict[str, Any]:
     """
     hashed = {k: v for k, v in tree.items() if k not in NOT_IN_TRIAL_ID}
     for dotted, default in ADDED_LATER.items():
-        group, key = dotted.split(".", 1)
+        group, _, key = dotted.partition(".")
+        if not key:  # a whole group added later (`proxy`): gone while it holds its default
+            if hashed.get(group) == default:
+                del hashed[group]
+            continue
         section = hashed.get(group)
         if isinstance(section, dict) and key in section and section[key] == default:
             hashed[group] = {k: v for k, v in section.items() if k != key}
@@ -221,6 +229,10 @@ def _group(trials: list[TrialSpec]) -> tuple[Deployment, ...]:
         by_id.setdefault(trial.deployment_id, []).append(trial)
     deployments = []
     for deployment_id, members in by_id.items():
+        # Repeats take turns (every point's repeat 0, then every point's repeat 1, ...): a spell
+        # of load on the machine then falls on several configurations' repeats, not on all the
+        # repeats of one, whose spread would hide it and whose mean would carry it.
+        members.sort(key=lambda trial: trial.repeat)
         config = members[0].config
         label = f"{config.backend.name}:{config.model.name}"
         deployments.append(Deployment(deployment_id, label, config, tuple(members)))

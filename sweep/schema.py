@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from backends import config_classes
 from sweep.core.config import (
+    ClipProxyConfig,
     ClusterConfig,
     Config,
     HardwareConfig,
@@ -17,8 +18,10 @@ from sweep.core.config import (
     MultiTurnDatasetConfig,
     OutputConfig,
     PromptsDatasetConfig,
+    ProxyConfig,
     RandomDatasetConfig,
     SearchConfig,
+    SemanticCacheProxyConfig,
     SharedPrefixDatasetConfig,
     TraceDatasetConfig,
     TrackingConfig,
@@ -45,6 +48,11 @@ def group_schemas() -> dict[str, dict[str, type]]:
         "output": {"output_schema": OutputConfig},
         "tracking": {"tracking_schema": TrackingConfig},
         "search": {"search_schema": SearchConfig},
+        "proxy": {
+            "proxy_schema": ProxyConfig,
+            "clip_schema": ClipProxyConfig,
+            "semantic_cache_schema": SemanticCacheProxyConfig,
+        },
     }
 
 

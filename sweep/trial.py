@@ -23,7 +23,9 @@ import yaml
 
 from backends import backend_class
 from backends.architecture import architecture
+from backends.config import DEPLOYMENT_ENV
 from backends.models import resolve_model_path
+from backends.proxy.launch import Proxies
 from sweep.core import records as R
 from sweep.core.config import Config
 from sweep.core.errors import BackendError, DatasetError, SweepError
@@ -93,6 +95,7 @@ def run_deployment(
     _quiet_transformers()
     backend = None
     isolation = Isolation()
+    os.environ[DEPLOYMENT_ENV] = deployment.deployment_id  # e.g. a TGI container's label
     try:
         model_path = resolve_model_path(config.model)
         backend = backend_class(config.backend.name)(config.backend, model_path)  # not started
@@ -116,6 +119,7 @@ def run_deployment(
         log_text = backend.log_text() if backend is not None else None
         if backend is not None:
             backend.stop()
+        os.environ.pop(DEPLOYMENT_ENV, None)
         if helper:
             log.warning("helper for %s did not start: %s", deployment.label, message)
             return
@@ -124,13 +128,16 @@ def run_deployment(
                 yield _with_log(failed_trial(spec, kind, message, environment), log_text)
         return
     ran = False
+    # A trial's proxy starts when it first runs, off the load generator's cores; stops with us.
+    proxies = Proxies(backend, None if isolation.split is None else isolation.split.rest)
 
     def run(spec: TrialSpec) -> TrialFiles:
         nonlocal ran
         if ran:
             backend.reset_between_trials()  # drain, empty caches: trials stay independent
         ran = True
-        return _with_log(run_trial(backend, prompts, spec, environment), backend.log_text())
+        files = run_trial(backend, prompts, spec, environment, proxies)
+        return _with_log(files, backend.log_text())
 
     try:
         for spec in deployment.trials:
@@ -143,7 +150,9 @@ def run_deployment(
                 yield run(spec)
     finally:
         restore(isolation)
+        proxies.stop()
         backend.stop()
+        os.environ.pop(DEPLOYMENT_ENV, None)
 
 
 def _with_log(files: TrialFiles, log_text: str | None) -> TrialFiles:
@@ -154,9 +163,17 @@ def _with_log(files: TrialFiles, log_text: str | None) -> TrialFiles:
 
 
 def run_trial(
-    backend: Any, prompts: PromptSource, spec: TrialSpec, environment: dict[str, Any]
+    backend: Any,
+    prompts: PromptSource,
+    spec: TrialSpec,
+    environment: dict[str, Any],
+    proxies: Proxies | None = None,
 ) -> TrialFiles:
-    """Offer the trial's workload to a started backend and build its tables."""
+    """Offer the trial's workload to a started backend and build its tables.
+
+    With `proxies`, a trial whose `proxy` is set sends its requests through that proxy; the
+    proxy's own /metrics are captured beside the server's (`records.PROXY_SOURCE`).
+    """
     config = spec.config
     workload = config.workload
     t0, started = now_s(), time.time()
@@ -169,7 +186,12 @@ def run_trial(
     texts: list[Any] = []
     sampler = Sampler(sources, t0)
     capture = ServerCapture(backend.metrics_scrape(), t0)  # whole /metrics at start and end
+    proxy_capture = ServerCapture(None, t0, R.PROXY_SOURCE)
+    front = None
     try:
+        front = backend if proxies is None else proxies.front(config.proxy)  # or its proxy
+        if front is not backend:
+            proxy_capture = ServerCapture(front.metrics_scrape(), t0, R.PROXY_SOURCE)
         texts = prompts.prompts(config.dataset, _num_prompts(spec))
         warmup, requests = build_requests(texts, workload)
         runner = RUNNERS[backend.interface]
@@ -178,14 +200,15 @@ def run_trial(
         if backend.interface != "engine" and config.search.mode == "capacity":
             # A probe that cannot pass stops once that is certain (`sweep.search_run`).
             runner = functools.partial(runner, stop_ratio=config.search.saturation_ratio)
-        with capture, sampler:
-            trackers = runner(backend, requests, warmup, workload)
+        with capture, sampler, proxy_capture:
+            trackers = runner(front, requests, warmup, workload)
         attribute(trackers, prompts.tokenizer)  # after the load, so it costs the client nothing
         if not prompts.local:
             require_server_counts(trackers)  # no tokenizer: every count is the server's usage
     except Exception as exc:
         kind, message = _classify(exc, default_kind=R.ERROR_BACKEND)
-        tail = backend.log_tail() if kind != R.ERROR_DATASET else ""  # bad input: one line
+        # Bad input, or a proxy that did not start (its reason says why): one line.
+        tail = backend.log_tail() if kind != R.ERROR_DATASET and front is not None else ""
         if tail:
             message = f"{message}\n--- backend log tail ---\n{tail}"
         log.warning("trial %s failed: %s", spec.label, message.splitlines()[0])
@@ -200,7 +223,9 @@ def run_trial(
         ],
         schema=R.TIMESERIES_SCHEMA,
     )
-    server_metrics = capture.table(spec.trial_id)
+    server_metrics = pa.concat_tables(
+        [capture.table(spec.trial_id), proxy_capture.table(spec.trial_id)]
+    )
     metrics = summarize(
         requests_table.to_pandas(),
         num_gpus=config.backend.num_gpus,

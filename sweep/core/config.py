@@ -20,7 +20,8 @@ from sweep.core.errors import ConfigError, check_choice, check_positive
 
 # The config groups: an option of each is chosen per trial (`conf/<group>/<option>.yaml`).
 GROUPS = (
-    "model", "backend", "workload", "dataset", "hardware", "cluster", "output", "tracking", "search"
+    "model", "backend", "workload", "dataset", "hardware", "cluster", "output", "tracking",
+    "search", "proxy",
 )  # fmt: skip
 WORKLOAD_MODES = ("latency_bound", "throughput_bound", "offline_batch", "closed_loop", "open_loop")
 
@@ -52,6 +53,9 @@ ADDED_LATER: dict[str, Any] = {
     "workload.slice_s": None,
     "dataset.allow_repeats": False,
     "backend.api": None,  # the in-process engines' chat switch (servers' default is completions)
+    "dataset.paraphrase_rate": 0.0,
+    # A whole group added later: its section hashes away while it equals this default.
+    "proxy": {"name": "none"},
 }
 
 
@@ -86,11 +90,14 @@ class RandomDatasetConfig(DatasetConfig):
     name: str = "random"
     input_len: int = 128
     range_ratio: float = 0.0
+    # Share of prompts that are near-duplicates of an earlier one (`sweep.datasets.paraphrase`).
+    paraphrase_rate: float = 0.0
 
     def __post_init__(self) -> None:
         check_positive("dataset", input_len=self.input_len)
         if not 0.0 <= self.range_ratio < 1.0:
             raise_config(f"dataset.range_ratio must be in [0, 1), got {self.range_ratio}")
+        check_paraphrase_rate(self.paraphrase_rate)
 
 
 @dataclass
@@ -103,6 +110,17 @@ class PromptsDatasetConfig(DatasetConfig):
     # False: a trial never sends one prompt twice; past the file's end each prompt gets a
     # distinct leading line. True: the file's prompts are cycled as they are.
     allow_repeats: bool = False
+    # Share of prompts that are near-duplicates of an earlier one (`sweep.datasets.paraphrase`).
+    paraphrase_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_paraphrase_rate(self.paraphrase_rate)
+
+
+def check_paraphrase_rate(rate: float) -> None:
+    """`dataset.paraphrase_rate` is in [0, 1): the first prompt is never a near-duplicate."""
+    if not 0.0 <= rate < 1.0:
+        raise_config(f"dataset.paraphrase_rate must be in [0, 1), got {rate}")
 
 
 @dataclass
@@ -546,6 +564,77 @@ class SearchConfig:
             raise_config(f"search.min_load={self.min_load} is above search.start={self.start}")
 
 
+PROXY_TRUNCATION_SIDES = ("right", "left")
+
+
+@dataclass
+class ProxyConfig:
+    """`proxy=none`: the load generator talks to the server itself.
+
+    The other options start an HTTP proxy (`backends.proxy`) in the deployment's task, between
+    the load generator and an OpenAI-compatible server; `name` says which.
+    """
+
+    name: str = "none"
+
+
+@dataclass
+class ClipProxyConfig(ProxyConfig):
+    """A proxy that enforces input and output limits (`backends.proxy.clip`).
+
+    `max_input_tokens` cuts a longer prompt: its tokens beyond the limit are dropped from its
+    end (`truncation_side=right`) or its start (`left`), counted by the model's tokenizer (by
+    words without one); `max_output_tokens` caps a body's `max_tokens` and
+    `max_completion_tokens`. None leaves that side unlimited.
+    """
+
+    name: str = "clip"
+    max_input_tokens: int | None = None
+    max_output_tokens: int | None = None
+    truncation_side: str = "right"
+    startup_timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        check_positive(
+            "proxy",
+            max_input_tokens=self.max_input_tokens,
+            max_output_tokens=self.max_output_tokens,
+            startup_timeout_s=self.startup_timeout_s,
+        )
+        check_choice("proxy", "truncation_side", self.truncation_side, PROXY_TRUNCATION_SIDES)
+        if self.name == "clip" and self.max_input_tokens is None and self.max_output_tokens is None:
+            raise_config("proxy=clip needs proxy.max_input_tokens or proxy.max_output_tokens")
+
+
+@dataclass
+class SemanticCacheProxyConfig(ClipProxyConfig):
+    """A proxy that answers near-duplicate prompts from a cache (`backends.proxy.cache`).
+
+    Each prompt is embedded (`embedding_model`: a sentence-transformers model, extra `proxy`;
+    None: the built-in hashing embedder, `backends.proxy.embedder`); when the most similar
+    cached prompt's cosine similarity is at least `threshold`, its answer is streamed back at
+    `hit_tokens_per_s` (None: all at once) without asking the server; otherwise the server's
+    answer is streamed through and cached (at most `max_entries`, the oldest dropped first).
+    The clip limits apply too when set. The default threshold suits the hashing embedder: on
+    the shipped prompts a rewording (`dataset.paraphrase_rate`) scored 0.85 or more, two
+    different prompts 0.67 or less.
+    """
+
+    name: str = "semantic_cache"
+    threshold: float = 0.8
+    embedding_model: str | None = None
+    hit_tokens_per_s: float | None = 100.0
+    max_entries: int = 10_000
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 < self.threshold <= 1.0:
+            raise_config(f"proxy.threshold must be in (0, 1], got {self.threshold}")
+        check_positive(
+            "proxy", hit_tokens_per_s=self.hit_tokens_per_s, max_entries=self.max_entries
+        )
+
+
 @dataclass
 class SweepMeta:
     """The sweep itself: name, grid axes, repeats and run switches."""
@@ -594,6 +683,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     slo: SLOConfig = field(default_factory=SLOConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    proxy: Any = field(default_factory=ProxyConfig)
     sweep: SweepMeta = field(default_factory=SweepMeta)
     reference: Any = None
     seed: int = 0

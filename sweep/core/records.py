@@ -42,6 +42,11 @@ PHASE = "phase"
 PHASE_RAMP = "ramp"
 PHASE_TARGET = "target"
 STAGE = "stage"
+# Whether a semantic-cache proxy answered the request from its cache (`backends.proxy`): true for
+# a hit, false for a miss, null without such a proxy. The proxy says so in the CACHE_HEADER of
+# each response (`hit` or `miss`).
+CACHE_HIT = "cache_hit"
+CACHE_HEADER = "X-Cache"
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
@@ -71,6 +76,7 @@ REQUESTS_SCHEMA = pa.schema(
         pa.field(DROPPED_TURNS, pa.int64()),
         pa.field(PHASE, pa.string()),
         pa.field(STAGE, pa.int64()),
+        pa.field(CACHE_HIT, pa.bool_()),
     ]
 )
 
@@ -156,7 +162,8 @@ STAGE_DURATION_S = "stage_duration_s"
 SEND_RATE = "send_rate_req_s"
 
 # --- server_metrics.parquet: every numeric series of the server's /metrics, long format ---
-# Scraped whole at the trial's start and end (`sweep.telemetry.ServerCapture`). Counters and the
+# Scraped whole at the trial's start and end (`sweep.telemetry.ServerCapture`); a proxy's own
+# /metrics (`backends.proxy`) under source PROXY_SOURCE beside the server's. Counters and the
 # buckets, `_sum` and `_count` of histograms and summaries carry their `delta` over the trial (a
 # series born during the trial, or a counter reset, counts from 0); gauges carry only `start`
 # and `end`. `labels` is a JSON object (sorted keys) without a bucket's `le`, which is its own
@@ -169,6 +176,7 @@ LE = "le"
 START = "start"
 END = "end"
 DELTA = "delta"
+PROXY_SOURCE = "proxy"
 START_T_S = "start_t_s"
 END_T_S = "end_t_s"
 
@@ -285,6 +293,11 @@ SERVER_SPEC_ACCEPTED_TOKENS = "server_spec_accepted_tokens"
 # beside SERVER_PREFIX_CACHE_HIT_PERCENT, and the share of prompts repeating an earlier one.
 PROMPT_REUSABLE_PREFIX_PERCENT = "prompt_reusable_prefix_percent"
 PROMPT_REPEAT_PERCENT = "prompt_repeat_percent"
+# The share of prompts made as near-duplicates of an earlier one (`dataset.paraphrase_rate`), and
+# the share of in-window requests a semantic-cache proxy answered from its cache (None without
+# one: no request carries CACHE_HIT).
+PROMPT_NEAR_DUPLICATE_PERCENT = "prompt_near_duplicate_percent"
+CACHE_HIT_PERCENT = "cache_hit_percent"
 
 LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e")
 LATENCY_STATS = ("mean", "median", "p90", "p99")

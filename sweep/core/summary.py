@@ -88,7 +88,16 @@ def summarize(
     row.update(_resources(timeseries))
     row.update(server_columns(server_metrics, server_series or {}))
     row.update(_sessions(requests))
+    row[rec.CACHE_HIT_PERCENT] = _cache_hit_percent(requests)
     return row
+
+
+def _cache_hit_percent(requests: pd.DataFrame) -> float | None:
+    """Share of the requests a semantic-cache proxy answered from its cache (None: no proxy)."""
+    if rec.CACHE_HIT not in requests:
+        return None
+    marked = requests[rec.CACHE_HIT].dropna()
+    return 100.0 * float(marked.astype(bool).mean()) if len(marked) else None
 
 
 def _sessions(requests: pd.DataFrame) -> Summary:

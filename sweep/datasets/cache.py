@@ -31,7 +31,7 @@ from sweep.datasets import load_prompts, prompt_file
 from sweep.datasets.prompt import Prompt
 
 CACHE_KIND = "prompts"
-FORMAT = 1  # bump when the entry layout changes
+FORMAT = 2  # bump when the entry layout changes (2: near-duplicates name their original)
 # Files of a model directory a tokenizer can read: configs, vocabularies, templates.
 TOKENIZER_PATTERNS = ("*.json", "*.txt", "*.model", "*.tiktoken", "*.jinja")
 VERSIONED = ("transformers", "tokenizers")
@@ -141,12 +141,18 @@ def _file_digest(path: Path) -> str:
 def _read(key: str, num: int) -> list[Prompt] | None:
     entry = read_entry(CACHE_KIND, key)
     try:
-        prompts = [Prompt(p["text"], tuple(p["ids"]), len(p["ids"]), p["task"]) for p in entry]
+        prompts = [
+            Prompt(p["text"], tuple(p["ids"]), len(p["ids"]), p["task"], near_duplicate_of=p["of"])
+            for p in entry
+        ]
     except (KeyError, TypeError, ValueError):
         return None  # no entry, or not one of ours
     return prompts if len(prompts) == num else None
 
 
 def _write(key: str, prompts: list[Prompt]) -> None:
-    entry = [{"text": p.text, "ids": list(p.token_ids), "task": p.task} for p in prompts]
+    entry = [
+        {"text": p.text, "ids": list(p.token_ids), "task": p.task, "of": p.near_duplicate_of}
+        for p in prompts
+    ]
     write_entry(CACHE_KIND, key, entry)

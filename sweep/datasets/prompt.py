@@ -27,6 +27,9 @@ class Prompt:
     # None: the workload's (`sweep.loadgen.requests`).
     output_tokens: int | None = None
     arrival_s: float | None = None
+    # The index, among the trial's prompts, of the earlier prompt this one rewords
+    # (`dataset.paraphrase_rate`, `sweep.datasets.paraphrase`); None: not a near-duplicate.
+    near_duplicate_of: int | None = None
 
     def __post_init__(self) -> None:
         if self.input_tokens != len(self.token_ids):

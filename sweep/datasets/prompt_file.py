@@ -7,7 +7,9 @@ requests of known kinds. This module hands on Prompts tagged with their task.
 A trial never sends one prompt twice unless `dataset.allow_repeats` says so: a repeat is a free
 hit for a server's prefix cache (at a batch of 128, each of a task's 32 prompts would go four
 times). Past the file's end each prompt comes again behind a leading line of its own
-(`sweep.datasets.markers`), so it shares no token with another beyond the special ones.
+(`sweep.datasets.markers`), so it shares no token with another beyond the special ones. With
+`dataset.paraphrase_rate` a share of the prompts reword an earlier one instead
+(`sweep.datasets.paraphrase`): what a semantic cache in front of the server can answer.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 
 from sweep.core.errors import DatasetError
 from sweep.datasets.markers import distinct_leads
+from sweep.datasets.paraphrase import near_duplicates, text_rewording
 from sweep.datasets.prompt import Prompt, cycle, encode
 
 TASKS = ("qa", "reasoning", "summarization", "sentiment")
@@ -34,10 +37,11 @@ def generate(cfg: Any, tokenizer: Any, num: int) -> list[Prompt]:
     sentiment, qa, ...); otherwise only that task is used. Prompts within a task are
     shuffled with `cfg.seed`. When `num` exceeds what the file holds they come again in the
     same order, each behind a distinct leading line, or as they are with `cfg.allow_repeats`.
+    Then `cfg.paraphrase_rate` of them are replaced by rewordings of earlier ones.
 
     Args:
         cfg: A PromptsDatasetConfig: path (None for the packaged file), task, seed,
-            allow_repeats.
+            allow_repeats, paraphrase_rate.
         tokenizer: A `transformers` tokenizer.
         num: How many prompts to make.
 
@@ -61,11 +65,13 @@ def generate(cfg: Any, tokenizer: Any, num: int) -> list[Prompt]:
     distinct = encode(tokenizer, [text for text, _ in rows], [task for _, task in rows])
     source = f"prompt file {path}"
     if cfg.allow_repeats or num <= len(distinct):
-        return cycle(distinct, num, source)
-    again = cycle(distinct, num - len(distinct), source)
-    leads = distinct_leads(tokenizer, [p.text for p in distinct], [p.text for p in again], rng)
-    texts = [lead + p.text for lead, p in zip(leads, again, strict=True)]
-    return distinct + encode(tokenizer, texts, [p.task for p in again])
+        made = cycle(distinct, num, source)
+    else:
+        again = cycle(distinct, num - len(distinct), source)
+        leads = distinct_leads(tokenizer, [p.text for p in distinct], [p.text for p in again], rng)
+        texts = [lead + p.text for lead, p in zip(leads, again, strict=True)]
+        made = distinct + encode(tokenizer, texts, [p.task for p in again])
+    return near_duplicates(made, cfg.paraphrase_rate, cfg.seed, text_rewording(tokenizer))
 
 
 def path_of(cfg: Any) -> str:

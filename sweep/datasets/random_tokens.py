@@ -6,7 +6,8 @@ counting sampled ids is off by a few tokens. This module closes that loop: it de
 re-tokenizes with special tokens exactly as the engine will, and trims or extends the
 content until the count matches. It hands on Prompts with the final ids. Without a local
 tokenizer (an endpoint that counts tokens itself) the prompts are text of about each length
-instead (`sweep.datasets.corpus`).
+instead (`sweep.datasets.corpus`). With `paraphrase_rate` some prompts are near-duplicates of
+earlier ones (`sweep.datasets.paraphrase`): one content token changed, the length kept exact.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from sweep.core.errors import DatasetError
 from sweep.datasets import corpus
+from sweep.datasets.paraphrase import near_duplicates, text_rewording
 from sweep.datasets.prompt import Prompt
 
 MAX_ATTEMPTS = 200  # measured: byte-level BPE needs <= 17 rounds; a tiny sentencepiece vocab <= 39
@@ -40,7 +42,8 @@ def generate(cfg: Any, tokenizer: Any, num: int) -> list[Prompt]:
     """
     rng = np.random.default_rng(cfg.seed)
     if tokenizer is None:  # the server counts the tokens: lengths are approximate
-        return corpus.prompts(_target_lengths(cfg.input_len, cfg.range_ratio, 1, num, rng), rng)
+        made = corpus.prompts(_target_lengths(cfg.input_len, cfg.range_ratio, 1, num, rng), rng)
+        return near_duplicates(made, cfg.paraphrase_rate, cfg.seed, text_rewording(None))
     vocab = content_vocab(tokenizer)
     num_special = tokenizer.num_special_tokens_to_add(pair=False)
     minimum = num_special + 1
@@ -50,7 +53,35 @@ def generate(cfg: Any, tokenizer: Any, num: int) -> list[Prompt]:
             f"tokenizer (1 content token + {num_special} special tokens)"
         )
     targets = _target_lengths(cfg.input_len, cfg.range_ratio, minimum, num, rng)
-    return [_fit(tokenizer, int(target), num_special, vocab, rng) for target in targets]
+    made = [_fit(tokenizer, int(target), num_special, vocab, rng) for target in targets]
+
+    def reword(prompt: Prompt, draw: np.random.Generator) -> Prompt:
+        return _reword(tokenizer, prompt, num_special, vocab, draw)
+
+    return near_duplicates(made, cfg.paraphrase_rate, cfg.seed, reword)
+
+
+def _reword(
+    tokenizer: Any, prompt: Prompt, num_special: int, vocab: np.ndarray, rng: np.random.Generator
+) -> Prompt:
+    """`prompt` with one content token changed, exactly as long (a near-duplicate).
+
+    Most changes re-tokenize to the same length; one that does not (a byte token that decodes
+    to U+FFFD, a merge with its neighbour) is drawn again, and only after `MAX_ATTEMPTS` is the
+    last one fitted as a new prompt is (which may then drift further from the original).
+    """
+    special = special_ids(tokenizer)
+    content = list(tokenizer(prompt.text, add_special_tokens=False).input_ids)
+    changed = content
+    for _ in range(MAX_ATTEMPTS):
+        changed = list(content)
+        changed[int(rng.integers(len(changed)))] = int(rng.choice(vocab))
+        text = tokenizer.decode(changed, skip_special_tokens=False)
+        ids = tokenizer(text).input_ids
+        clean = not special.intersection(tokenizer(text, add_special_tokens=False).input_ids)
+        if len(ids) == prompt.input_tokens and clean:
+            return Prompt(text=text, token_ids=tuple(ids), input_tokens=len(ids))
+    return _fit(tokenizer, prompt.input_tokens, num_special, vocab, rng, changed)
 
 
 def _target_lengths(
@@ -76,11 +107,17 @@ def special_ids(tokenizer: Any) -> set[int]:
 
 
 def _fit(
-    tokenizer: Any, target: int, num_special: int, vocab: np.ndarray, rng: np.random.Generator
+    tokenizer: Any,
+    target: int,
+    num_special: int,
+    vocab: np.ndarray,
+    rng: np.random.Generator,
+    content: list[int] | None = None,
 ) -> Prompt:
-    """Sample, decode and re-tokenize until the encoded text has exactly `target` ids."""
+    """Sample (or start from `content`), decode and re-tokenize until exactly `target` ids."""
     special = special_ids(tokenizer)
-    content = rng.choice(vocab, size=target - num_special).tolist()
+    if content is None:
+        content = rng.choice(vocab, size=target - num_special).tolist()
     seen: set[str] = set()
     for _ in range(MAX_ATTEMPTS):
         text = tokenizer.decode(content, skip_special_tokens=False)

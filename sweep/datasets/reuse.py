@@ -8,10 +8,12 @@ that the server's own hit rate (`records.SERVER_PREFIX_CACHE_HIT_PERCENT`) reads
 - the reusable share: for each prompt, the longest token prefix it shares with any earlier prompt
   of the trial, summed, over all input tokens: what a perfect, unbounded prefix cache would
   reuse (a real one reuses whole blocks only, and not a block still being computed);
-- the repeat share: prompts whose text is the same as an earlier prompt's.
+- the repeat share: prompts whose text is the same as an earlier prompt's;
+- the near-duplicate share: prompts made as a rewording of an earlier one
+  (`dataset.paraphrase_rate`), what a semantic cache could answer.
 
 Both count every prompt the trial sends, warm-up included, in the order they were made (the
-server's counters see the warm-up too). This module hands the trial those two columns.
+server's counters see the warm-up too). This module hands the trial those columns.
 """
 
 from __future__ import annotations
@@ -24,13 +26,15 @@ from sweep.datasets.prompt import Prompt
 
 
 def prompt_columns(prompts: Sequence[Prompt]) -> dict[str, float | None]:
-    """The trial's reusable-prefix and repeat percentages (None without prompts or ids)."""
+    """The trial's reusable-prefix, repeat and near-duplicate percentages (None: no prompts)."""
     ids = [p.token_ids for p in prompts]
     reusable = reusable_prefix_fraction(ids) if all(ids) else None
     repeated = repeated_fraction([p.text for p in prompts])
+    near = [p.near_duplicate_of is not None for p in prompts]
     return {
         R.PROMPT_REUSABLE_PREFIX_PERCENT: None if reusable is None else 100.0 * reusable,
         R.PROMPT_REPEAT_PERCENT: None if repeated is None else 100.0 * repeated,
+        R.PROMPT_NEAR_DUPLICATE_PERCENT: 100.0 * sum(near) / len(near) if near else None,
     }
 
 

@@ -30,7 +30,6 @@ import asyncio
 import gc
 import json
 import statistics
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -38,12 +37,14 @@ from typing import Any, NamedTuple
 import aiohttp
 
 from backends.base import GenRequest, Secret, ServerBackend
+from sweep.core import records as R
 from sweep.core.config import WorkloadConfig
 from sweep.loadgen import tgi_stream
 from sweep.loadgen.arrivals import arrival_offsets, trace_offsets
 from sweep.loadgen.clock import now_s
 from sweep.loadgen.http_error import error_line
 from sweep.loadgen.recorder import RequestTracker, Trackers
+from sweep.loadgen.request_ids import new_run, request_id
 from sweep.loadgen.saturation import CpuMeter
 from sweep.loadgen.shards import WHOLE, Share, run_sharded
 from sweep.loadgen.sse import EventError, StreamState
@@ -62,6 +63,8 @@ Send = Callable[[GenRequest, RequestTracker, float], Awaitable[None]]
 STOPPED_OVER_SATURATED = "stopped: the probe was over-saturated, still in flight after"
 STOP_SLACK_S = 0.25
 STOP_CHECK_S = 0.5
+# A semantic-cache proxy's `X-Cache` header -> `records.CACHE_HIT` (absent: null).
+CACHE_ANSWERS = {"hit": True, "miss": False}
 
 
 def early_count(n: int) -> int:
@@ -91,6 +94,7 @@ class Endpoint:
     extensions: bool = False  # vLLM's ignore_eos and per-chunk usage may be sent
     max_tokens_field: str = "max_tokens"  # chat's cap: or max_completion_tokens
     extra_body: Mapping[str, Any] = field(default_factory=dict, repr=False)  # in every body
+    one_token_per_chunk: bool = False  # each chunk is one token, even with empty text
 
     @property
     def url(self) -> str:
@@ -124,6 +128,7 @@ def endpoint_of(backend: ServerBackend) -> Endpoint:
         extensions=backend.vllm_extensions,
         max_tokens_field=backend.max_tokens_field,
         extra_body=backend.request_body(),
+        one_token_per_chunk=backend.one_token_per_chunk,
     )
 
 
@@ -159,23 +164,22 @@ async def run_share(
     # Total only: a read timeout as long would never fire first, yet re-arms a timer per chunk.
     timeout = aiohttp.ClientTimeout(total=workload.timeout_s)
     connector = aiohttp.TCPConnector(limit=0 if workload.stages else cap or 0)  # stages: theirs
-    # Request ids unique across trials and shards, for server-side logs.
-    run_id = uuid.uuid4().hex[:8] + share.suffix
+    run = new_run()  # request ids unique across trials and shards, for server-side logs
     headers = dict(endpoint.headers) or None
     async with aiohttp.ClientSession(
         connector=connector, timeout=timeout, headers=headers, trace_configs=[wire_stamp()]
     ) as session:
 
-        def sender(prefix: str) -> Send:
+        def sender(warmup: bool) -> Send:
             async def send(request: GenRequest, tracker: RequestTracker, scheduled: float) -> None:
-                rid = f"{prefix}{request.idx}"
+                rid = request_id(run, request.idx, share.index, warmup)
                 await stream_one(session, endpoint, request, tracker, scheduled, rid)
 
             return send
 
         if warmup:  # untimed; also opens the pooled connections
             warm = [(r, RequestTracker(r.idx, None, 0, r.max_tokens)) for r in warmup]
-            await _closed_loop(sender(f"{run_id}-w"), warm, min(cap or len(warm), len(warm)))
+            await _closed_loop(sender(True), warm, min(cap or len(warm), len(warm)))
         items = share.take(
             [
                 (r, RequestTracker(r.idx, None, len(r.prompt_token_ids), r.max_tokens))
@@ -199,7 +203,7 @@ async def run_share(
         try:
             mode = _stages if workload.stages else MODES.get(workload.name, _closed_loop_mode)
             plan = _Plan(offsets, cap, begin, stop_ratio, send_until(begin, workload))
-            await mode(sender(f"{run_id}-"), items, workload, plan)
+            await mode(sender(False), items, workload, plan)
         finally:
             usage = meter.usage()
             gc.unfreeze()
@@ -317,7 +321,7 @@ async def stream_one(
     """Stream one request into its tracker; every failure becomes `tracker.fail`."""
     data = json.dumps(_body(endpoint, request)).encode()
     headers = {"Content-Type": "application/json", "X-Request-Id": rid}
-    stream = StreamState(endpoint.api, tracker)
+    stream = StreamState(endpoint.api, tracker, endpoint.one_token_per_chunk)
     tracker.mark_sent(scheduled, now_s())  # moved to the socket write by `wire_stamp`
     try:
         async with session.post(
@@ -328,6 +332,7 @@ async def stream_one(
                 # A server may echo the body back: the values read from the environment go.
                 tracker.fail(error_line(resp.status, text or str(resp.reason), _secrets(endpoint)))
                 return
+            tracker.cache_hit = CACHE_ANSWERS.get(resp.headers.get(R.CACHE_HEADER, ""))
             # Whole network reads, split here: half the awaits of reading line by line.
             async for chunk in resp.content.iter_any():
                 if stream.feed(chunk, now_s()):

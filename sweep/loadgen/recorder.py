@@ -42,6 +42,7 @@ class RequestTracker:
         "error",
         "phase",
         "stage",
+        "cache_hit",
     )
 
     def __init__(self, idx: int, batch_idx: int, input_tokens: int, requested_tokens: int):
@@ -61,6 +62,7 @@ class RequestTracker:
         self.error: str | None = None
         self.phase = R.PHASE_TARGET  # which part of the load sent it (`sweep.loadgen.stages`)
         self.stage: int | None = None
+        self.cache_hit: bool | None = None  # a semantic-cache proxy's answer (`records.CACHE_HIT`)
 
     def mark_sent(self, scheduled: float, sent: float | None = None) -> None:
         """Record when the request was due and when it actually went out."""
@@ -144,6 +146,7 @@ class RequestTracker:
             R.IN_WINDOW: True,  # the steady-state filter (sweep.core.trust) may clear it
             R.PHASE: self.phase,
             R.STAGE: self.stage,
+            R.CACHE_HIT: self.cache_hit,
         }
 
 

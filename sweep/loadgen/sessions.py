@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -46,6 +45,7 @@ from sweep.loadgen.arrivals import arrival_offsets
 from sweep.loadgen.clock import now_s
 from sweep.loadgen.http import Endpoint, endpoint_of, stream_one, wire_stamp
 from sweep.loadgen.recorder import RequestTracker, Trackers
+from sweep.loadgen.request_ids import new_run, request_id
 from sweep.loadgen.saturation import CpuMeter
 
 log = logging.getLogger(__name__)
@@ -254,7 +254,7 @@ async def _offer(
     cap = workload.streams
     connector = aiohttp.TCPConnector(limit=cap or 0)
     timeout = aiohttp.ClientTimeout(total=workload.timeout_s)
-    run_id = uuid.uuid4().hex[:8]
+    run = new_run()
     trackers: list[TurnTracker] = []
     async with aiohttp.ClientSession(
         connector=connector,
@@ -264,14 +264,13 @@ async def _offer(
     ) as client:
 
         async def send(request: GenRequest, tracker: RequestTracker, scheduled: float) -> None:
-            rid = f"{run_id}-{request.idx}"
+            rid = request_id(run, request.idx)
             await stream_one(client, endpoint, request, tracker, scheduled, rid)
 
         async def warm(request: GenRequest) -> None:
             tracker = RequestTracker(request.idx, None, 0, request.max_tokens)
-            await stream_one(
-                client, endpoint, request, tracker, now_s(), f"{run_id}-w{request.idx}"
-            )
+            rid = request_id(run, request.idx, warmup=True)
+            await stream_one(client, endpoint, request, tracker, now_s(), rid)
 
         await _bounded([warm(r) for r in warmup], cap)  # untimed; opens the pooled connections
         gc.freeze()  # as run_share: a full collection would stall every stream at once

@@ -48,11 +48,6 @@ class Share:
             return None
         return total // self.count + (1 if self.index < total % self.count else 0)
 
-    @property
-    def suffix(self) -> str:
-        """Tells this shard's request ids apart from the other shards' (empty when unsharded)."""
-        return "" if self.count == 1 else f".{self.index}"
-
 
 WHOLE = Share()
 

@@ -25,15 +25,19 @@ class StreamState:
 
     The usage of a chunk with choices is the server's running count (vLLM's continuous usage
     stats): such a chunk is token-bearing when the count grew; a chunk without one, when it has
-    text. The last usage seen (the final usage-only chunk, when the server sends one) is the
-    server's own count of the request's output, and its `prompt_tokens` of the input.
+    text, or always (the closing one aside) from a server that streams one token per chunk. The
+    last usage seen (the final usage-only chunk, when the server sends one) is the server's own
+    count of the request's output, and its `prompt_tokens` of the input.
     """
 
-    __slots__ = ("api", "tracker", "buffer", "seen", "server_tokens", "finished", "done")
+    __slots__ = (
+        "api", "tracker", "one_per_chunk", "buffer", "seen", "server_tokens", "finished", "done"
+    )  # fmt: skip
 
-    def __init__(self, api: str, tracker: RequestTracker) -> None:
+    def __init__(self, api: str, tracker: RequestTracker, one_per_chunk: bool = False) -> None:
         self.api = api
         self.tracker = tracker
+        self.one_per_chunk = one_per_chunk  # the server streams one token per chunk
         self.buffer = b""
         self.seen = 0  # token-bearing chunks so far, or the running count where it is larger
         self.server_tokens: int | None = None
@@ -89,6 +93,12 @@ class StreamState:
         if choice.get("finish_reason"):
             self.finished = True
         text = chunk_text(choice, self.api)
+        if total is None and self.one_per_chunk:
+            if not text and self.finished:
+                return  # the closing chunk: a finish reason, no token
+            self.seen += 1
+            self.tracker.add_chunk(text, self.seen, at)  # our running count: exact
+            return
         if total is not None:
             if total <= self.seen:
                 return  # the running count did not grow: no token here, whatever the text

@@ -1,7 +1,7 @@
 """Findings in words on sweeps whose truth is known: the sim server with planted latencies.
 
 Each request's delays get their own lognormal factor (`backend.jitter=0.3`), as real servers'
-requests differ, and each configuration runs at the quickstart's size (48 requests, 3 repeats).
+requests differ, and each configuration runs at the quickstart's size (32 requests, 5 repeats).
 An A/A pair (the same schedule, another jitter seed) must be stated as within noise; a planted 2x
 in TTFT must be stated with its interval, and a planted 1.05x called within noise. The trials run
 in this process (`tests.helpers.run_sweep_here`: the trial code without Ray's start-up).
@@ -23,8 +23,8 @@ BASE = [
     "sweep.grid.workload.concurrency=[8]",
     "backend.jitter=0.3",
     "backend.itl_ms=5",
-    "sweep.repeats=3",
-    "workload.num_requests=48",
+    "sweep.repeats=5",
+    "workload.num_requests=32",
 ]
 
 
@@ -56,7 +56,7 @@ def _name(comparison, ttft):
 def test_an_aa_pair_states_no_difference(aa):
     assert len(aa.estimates) == 2
     lines = findings(aa)
-    assert lines[0].startswith("Intervals are 95%, from the 3 repeats")
+    assert lines[0].startswith("Intervals are 95%, from the 5 repeats")
     leads = [line for line in lines if "lead" in line]
     assert len(leads) == 3, lines  # output tok/s, median TTFT, median TPOT
     assert all(line.startswith("No configuration leads on") for line in leads), leads

@@ -175,6 +175,15 @@ def test_no_completed_requests(requests):
             assert summary[col(metric, stat)] is None
 
 
+def test_cache_hit_percent_counts_the_requests_a_proxy_marked():
+    frame = make_requests()
+    assert summarize(frame, num_gpus=1, price_per_hour=PRICE)[rec.CACHE_HIT_PERCENT] is None
+    frame[rec.CACHE_HIT] = [True, False, None, True]  # one unmarked: a request the cache skipped
+    frame.loc[3, rec.IN_WINDOW] = False  # out of the window: not counted
+    hit = summarize(frame, num_gpus=1, price_per_hour=PRICE)[rec.CACHE_HIT_PERCENT]
+    assert hit == pytest.approx(50.0) and type(hit) is float
+
+
 def test_every_summary_value_is_a_plain_python_scalar(summary):
     expected_keys = {col(m, s) for m in rec.LATENCY_METRICS for s in rec.LATENCY_STATS}
     assert expected_keys <= set(summary)

@@ -5,12 +5,14 @@ its stream format is tested in tests/sweep/test_tgi_stream.py. The vLLM server's
 checked here too; vLLM itself runs in tests/backends/test_vllm.py.
 """
 
+import os
 import time
 
 import pytest
 
 from backends import backend_class
 from backends.argv import flag_args
+from backends.config import DEPLOYMENT_ENV
 from backends.openai import OpenAIBackend, OpenAIBackendConfig
 from backends.prometheus import parse_metrics
 from backends.server_process import free_port
@@ -242,3 +244,23 @@ def test_counters_keep_their_total_suffix_among_unmapped_lines():
         ("server", R.SPEC_DRAFT_TOKENS, 42.0),
         ("server", R.WAITING_REQUESTS, 2.0),
     ]
+
+
+def test_a_deployments_backend_is_told_its_deployment_id(monkeypatch):
+    """The trial runner exports the id while the backend lives (a TGI container's label)."""
+    seen = []
+
+    def start(self):
+        seen.append(os.environ.get(DEPLOYMENT_ENV))
+        raise RuntimeError("stopped here by the test")
+
+    monkeypatch.setattr(OpenAIBackend, "start", start)
+    monkeypatch.delenv(DEPLOYMENT_ENV, raising=False)
+    plan = build_plan(
+        ["backend=openai", "backend.url=http://127.0.0.1:9", "workload.num_requests=2"]
+    )
+    (deployment,) = plan.deployments
+    files = [f for f in run_deployment(deployment, {}) if not isinstance(f, DeploymentStarted)]
+    assert seen == [deployment.deployment_id]
+    assert files[0].summary.to_pandas().iloc[0][R.TRIAL_STATUS] == R.STATUS_FAILED
+    assert DEPLOYMENT_ENV not in os.environ  # gone with the deployment

@@ -1,4 +1,5 @@
-"""vLLM for real, on CPU with the tiny model: server, offline engine, openai attach, failures.
+"""vLLM for real, on CPU with the tiny model: server, offline engine, openai attach, failures,
+and study D's semantic-cache proxy in front of the server.
 
 A vLLM server takes about a minute to start on a CPU, so the module starts ONE: the `served`
 fixture runs a two-trial `vllm_server` deployment through the trial runner and keeps the runner
@@ -365,6 +366,50 @@ def test_chat_input_lengths_are_the_servers_own_count(served, cache_dir):
     warmup, requests = build_requests(prompts, workload)
     trackers = sorted(run_http_workload(backend, requests, warmup, workload), key=lambda t: t.idx)
     assert [t.server_input_tokens for t in trackers] == [p.input_tokens for p in prompts]
+
+
+# Issue 16: study D's semantic cache (`proxy=semantic_cache`) in front of the shared server.
+SEMANTIC_CACHE = [
+    "sweep.name=semantic_cache",
+    "backend=openai",
+    "backend.num_gpus=0",
+    "backend.extensions=true",
+    "backend.server_kind=vllm",  # vLLM's /metrics map: how many requests the server itself saw
+    "workload=closed_loop",
+    "workload.concurrency=1",
+    "workload.num_requests=32",
+    "workload.warmup_requests=0",
+    "workload.output_len=16",
+    "dataset.input_len=64",
+    "dataset.paraphrase_rate=0.5",
+    "proxy=semantic_cache",
+    "+sweep.grid.proxy=[none,semantic_cache]",
+]
+
+
+def test_a_semantic_cache_answers_the_rewordings_far_sooner_than_vllm(served, tmp_path):
+    """Half the prompts reword an earlier one (one token changed): the proxy answers about half
+    the requests from its cache, at a median TTFT far below that of those vLLM answered, and
+    vLLM sees only the misses. One trial without the proxy, one behind it, in one sweep."""
+    files = []
+    url = f"backend.url={served.backend.base_url}"
+    run_sweep_here(tmp_path, [*SEMANTIC_CACHE, url], files)
+    trials = {f.summary.to_pylist()[0]["proxy.name"]: f for f in files}
+    for trial in trials.values():
+        summary = trial.summary.to_pylist()[0]
+        assert summary[R.TRIAL_STATUS] == R.STATUS_OK, summary[R.ERROR_MESSAGE]
+    rows = table(trials["semantic_cache"], "requests")
+    assert (rows[R.STATUS] == R.STATUS_OK).all() and (rows[R.OUTPUT_TOKENS] == 16).all()
+    hit = rows[R.CACHE_HIT].astype(bool)
+    ttft_hit, ttft_miss = rows[hit][R.TTFT_S].median(), rows[~hit][R.TTFT_S].median()
+    print(f"hit rate {hit.mean():.2f}, TTFT p50 hits {ttft_hit * 1e3:.1f} ms, "
+          f"misses {ttft_miss * 1e3:.1f} ms")  # fmt: skip
+    assert 0.4 <= hit.mean() <= 0.5  # 0.5 unless an answer streamed no text (not cached)
+    assert ttft_hit < 0.25 * ttft_miss
+    cached = table(trials["semantic_cache"], "summary").iloc[0]
+    plain = table(trials["none"], "summary").iloc[0]
+    assert cached[R.SERVER_REQUESTS] == (~hit).sum() and plain[R.SERVER_REQUESTS] == 32
+    assert table(trials["none"], "requests")[R.CACHE_HIT].isna().all()
 
 
 def test_stopping_leaves_no_vllm_process(served):

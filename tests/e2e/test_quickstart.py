@@ -57,14 +57,14 @@ def quickstart(tmp_path_factory):
 def test_every_trial_has_its_files(quickstart):
     root, first, _, _ = quickstart
     summaries = sorted(root.glob(f"*/*/{R.SUMMARY_FILE}"))
-    assert len(summaries) == 12
+    assert len(summaries) == 20
     for summary in summaries:
         folder = summary.parent
         for name in (R.REQUESTS_FILE, R.TIMESERIES_FILE, R.TRIAL_YAML):
             assert (folder / name).is_file(), folder / name
         assert not list(folder.glob("*.tmp-*"))
     assert (root / R.SWEEP_YAML).is_file()
-    assert "finished: 12 ok, 0 failed" in first.stdout
+    assert "finished: 20 ok, 0 failed" in first.stdout
 
 
 def test_request_records_are_exact_and_sane(quickstart):
@@ -72,10 +72,10 @@ def test_request_records_are_exact_and_sane(quickstart):
     for path in root.glob(f"*/*/{R.REQUESTS_FILE}"):
         requests = pd.read_parquet(path)
         assert list(requests.columns) == R.REQUESTS_SCHEMA.names
-        assert len(requests) == 48  # workload.num_requests of the quickstart
+        assert len(requests) == 32  # workload.num_requests of the quickstart
         assert (requests[R.STATUS] == R.STATUS_OK).all()
-        assert (requests[R.OUTPUT_TOKENS] == 24).all()  # exact output length (ignore_eos)
-        assert (requests[R.SERVER_OUTPUT_TOKENS] == 24).all()
+        assert (requests[R.OUTPUT_TOKENS] == 32).all()  # exact output length (ignore_eos)
+        assert (requests[R.SERVER_OUTPUT_TOKENS] == 32).all()
         assert (requests[R.TTFT_S] > 0).all()
         assert (requests[R.E2E_S] >= requests[R.TTFT_S]).all()
         assert (requests[R.FIRST_TOKEN_S] >= requests[R.SENT_S]).all()
@@ -85,18 +85,18 @@ def test_request_records_are_exact_and_sane(quickstart):
 def test_random_prompts_have_exact_input_lengths(quickstart):
     summary = pd.concat(pd.read_parquet(p) for p in quickstart[0].glob(f"*/*/{R.SUMMARY_FILE}"))
     random = summary[summary["dataset.name"] == "random"]
-    assert len(random) == 12
-    assert (random[R.INPUT_TOKENS_TOTAL] == 48 * random["dataset.input_len"]).all()
+    assert len(random) == 20
+    assert (random[R.INPUT_TOKENS_TOTAL] == 32 * random["dataset.input_len"]).all()
 
 
 def test_summary_rows_hold_config_metrics_and_environment(quickstart):
     summary = pd.concat(pd.read_parquet(p) for p in quickstart[0].glob(f"*/*/{R.SUMMARY_FILE}"))
-    assert len(summary) == 12
+    assert len(summary) == 20
     assert (summary[R.TRIAL_STATUS] == R.STATUS_OK).all()
     assert set(summary["backend.mode"]) == {"per_request", "static_batch"}
     assert set(summary["workload.batch_size"]) == {1, 8}
     assert (summary[R.OUTPUT_THROUGHPUT] > 0).all()
-    assert (summary[R.COMPLETED_REQUESTS] == 48).all()
+    assert (summary[R.COMPLETED_REQUESTS] == 32).all()
     expected_cost = 0.10 / 3600 / summary[R.OUTPUT_THROUGHPUT] * 1e6  # cpu price, one instance
     assert (summary[R.COST_PER_1M_OUTPUT] - expected_cost).abs().max() < 1e-9
     assert (summary[R.PEAK_RSS_MB] > 50).all()  # process memory sampled without a GPU
@@ -114,12 +114,12 @@ def test_report_and_final_table(quickstart):
     root, first, _, _ = quickstart
     for name in ("report.md", "summary.csv", "throughput.png", "ttft_median.png", "cost.png"):
         assert (root / name).is_file(), name
-    assert len(pd.read_csv(root / "summary.csv")) == 12
+    assert len(pd.read_csv(root / "summary.csv")) == 20
     assert "report:" in first.stdout and "Out tok/s" in first.stdout
     assert "Findings" in first.stdout
     report = (root / "report.md").read_text()
     assert report.index("## Findings") < report.index("## Results")
-    assert "from the 3 repeats of each configuration" in report
+    assert "from the 5 repeats of each configuration" in report
     # Every trial is long enough for the report to compare (no "too short" flag).
     assert "too short" not in report
 
@@ -127,11 +127,11 @@ def test_report_and_final_table(quickstart):
 def test_second_run_skips_every_trial(quickstart):
     root, _, second, _ = quickstart
     assert second.returncode == 0, second.stderr[-2000:]
-    assert "skipping 12 completed trials" in second.stdout
+    assert "skipping 20 completed trials" in second.stdout
     assert "running" not in second.stdout.split("Sweep quickstart")[0].replace(
         "sweep.overwrite", ""
     )
-    assert len(list(root.glob(f"*/*/{R.SUMMARY_FILE}"))) == 12
+    assert len(list(root.glob(f"*/*/{R.SUMMARY_FILE}"))) == 20
 
 
 def test_no_ray_process_left_behind(quickstart):
@@ -141,7 +141,7 @@ def test_no_ray_process_left_behind(quickstart):
 def test_dry_run_prints_plan_and_writes_nothing(tmp_path):
     result = run_sweep("+experiment=quickstart", "sweep.dry_run=true", f"output.dir={tmp_path}")
     assert result.returncode == 0
-    assert "12 trials in 2 deployments" in result.stdout
+    assert "20 trials in 2 deployments" in result.stdout
     assert "hf-static_batch-b8-r2" in result.stdout
     assert list(tmp_path.iterdir()) == []
 

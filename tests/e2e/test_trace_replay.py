@@ -11,17 +11,16 @@ there p99 was 8-14 ms (load average 7-9 on 2 cores).
 from __future__ import annotations
 
 import json
-import re
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from sweep.core import records as R
+from sweep.loadgen.request_ids import parse as parse_id
 from tests.helpers import run_sweep_here
 
 P99_BOUND_MS = 20.0
-MEASURED_ID = re.compile(r"^([0-9a-f]{8})-(\d+)$")
 
 
 def bursty_rows() -> list[dict]:
@@ -58,9 +57,9 @@ def replayed(tmp_path_factory):
     arrivals: dict[str, dict[int, int]] = {}
     for dump in stamps.glob("sim-stamps-*.json"):
         for rid, stamp in json.loads(dump.read_text()).items():
-            match = MEASURED_ID.match(rid)
-            if match:
-                arrivals.setdefault(match[1], {})[int(match[2])] = stamp["arrival_ns"]
+            request = parse_id(rid)
+            if request is not None and not request.warmup:
+                arrivals.setdefault(request.run, {})[request.idx] = stamp["arrival_ns"]
     runs = sorted(
         (np.array([by_idx[i] for i in sorted(by_idx)]) for by_idx in arrivals.values()),
         key=lambda run: run[0],

@@ -23,6 +23,7 @@ from sweep.core.trust import steady_state_window, too_short
 from sweep.display import print_trust_warnings
 from sweep.loadgen.arrivals import arrival_offsets
 from sweep.loadgen.http import run_http_workload
+from sweep.loadgen.request_ids import parse as parse_id
 from sweep.loadgen.saturation import ClientUsage, client_columns, is_saturated, lag_limit_ms
 from tests.helpers import SMALL_CLOSED_LOOP, make_requests, run_sweep_here, workload
 
@@ -103,7 +104,7 @@ def test_sharded_generator_merges_records_and_keeps_the_schedule(sim):
     assert all(t.error is None and sum(t.chunk_tokens) == 6 for t in trackers)
     assert len(trackers.client.cpu_s) == 2
     truth = httpx.get(f"{backend.base_url}/sim/requests", timeout=5).json()
-    measured = [s for rid, s in truth.items() if "-w" not in rid]
+    measured = [s for rid, s in truth.items() if not parse_id(rid).warmup]
     assert len(measured) == 24 and _max_overlap(measured) <= 4
     opened = workload("open_loop", request_rate=200.0, num_requests=30, seed=3, client_processes=3)
     trackers = run_http_workload(backend, make_requests(30, 4), [], opened)
@@ -135,7 +136,7 @@ def test_steady_state_window_excludes_ramp_up_and_drain_of_a_closed_loop_run(sim
     # The server's truth: the first request arrived at an idle server, the last one ended with
     # nothing else running, and halfway through each request inside, all four were running.
     stamps = httpx.get(f"{backend.base_url}/sim/requests", timeout=5).json()
-    truth = {int(rid.rsplit("-", 1)[1]): s for rid, s in stamps.items()}
+    truth = {parse_id(rid).idx: s for rid, s in stamps.items()}
 
     def running_at(t_ns):
         return sum(s["arrival_ns"] <= t_ns < s["end_ns"] for s in truth.values())

@@ -15,6 +15,7 @@ from backends.server_process import free_port
 from sweep.core import records as R
 from sweep.loadgen.arrivals import arrival_offsets
 from sweep.loadgen.http import Endpoint, run_endpoint_workload, run_http_workload
+from sweep.loadgen.request_ids import parse as parse_id
 from sweep.trial import RUNNERS
 from tests.helpers import make_requests, workload
 
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.timeout(90)
 def server_truth(backend):
     """Server stamps by request index (warm-up requests left out)."""
     stamps = httpx.get(f"{backend.base_url}/sim/requests", timeout=5).json()
-    return {int(rid.rsplit("-", 1)[1]): s for rid, s in stamps.items() if "-w" not in rid}
+    return {i.idx: s for rid, s in stamps.items() if not (i := parse_id(rid)).warmup}
 
 
 def records(trackers):

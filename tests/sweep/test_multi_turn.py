@@ -29,6 +29,7 @@ from sweep.core.errors import ConfigError
 from sweep.datasets.cache import PromptSource
 from sweep.datasets.multi_turn import check_plan, think_times
 from sweep.loadgen.arrivals import arrival_offsets
+from sweep.loadgen.request_ids import parse as parse_id
 from sweep.loadgen.sessions import SEPARATOR
 from sweep.plan import build_plan
 from tests.helpers import run_sweep_here
@@ -83,7 +84,7 @@ def sweep(tmp_path, url, *overrides, name="multi_turn"):
     run_sweep_here(tmp_path, [*base, *overrides], collected)
     (files,) = collected
     new = {rid: s for rid, s in stamps(url).items() if rid not in before}
-    measured = {int(rid.rsplit("-", 1)[1]): s for rid, s in new.items() if "-w" not in rid}
+    measured = {i.idx: s for rid, s in new.items() if not (i := parse_id(rid)).warmup}
     return files, measured
 
 

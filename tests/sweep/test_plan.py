@@ -13,7 +13,7 @@ EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[2] / "conf/experime
 def test_quickstart_grid_expands_and_groups_by_deployment():
     plan = build_plan(["+experiment=quickstart"])
     assert plan.name == "quickstart"
-    assert len(plan.trials) == 12  # mode (2) x batch size (2) x 3 repeats
+    assert len(plan.trials) == 20  # mode (2) x batch size (2) x 5 repeats
     assert len(plan.deployments) == 2  # the backend mode is part of what is launched
     for deployment in plan.deployments:
         assert {t.config.backend.mode for t in deployment.trials} == {
@@ -23,8 +23,8 @@ def test_quickstart_grid_expands_and_groups_by_deployment():
     datasets = {type(t.config.dataset).__name__ for t in plan.trials}
     assert datasets == {"RandomDatasetConfig"}
     assert sorted({t.config.workload.batch_size for t in plan.trials}) == [1, 8]
-    assert sorted({t.repeat for t in plan.trials}) == [0, 1, 2]
-    assert len({t.trial_id for t in plan.trials}) == 12
+    assert sorted({t.repeat for t in plan.trials}) == [0, 1, 2, 3, 4]
+    assert len({t.trial_id for t in plan.trials}) == 20
 
 
 def test_ids_are_stable_and_change_with_values():
@@ -51,6 +51,14 @@ def test_repeats_get_distinct_ids():
     assert len(plan.trials) == 20
     assert len({t.trial_id for t in plan.trials}) == 20
     assert {t.repeat for t in plan.trials} == {0, 1, 2, 3, 4}
+
+
+def test_repeats_take_turns_within_a_deployment():
+    """A deployment runs every point's repeat 0, then every point's repeat 1, and so on."""
+    plan = build_plan(["+experiment=quickstart", "sweep.repeats=3"])
+    for deployment in plan.deployments:
+        order = [(t.repeat, t.config.workload.batch_size) for t in deployment.trials]
+        assert order == [(r, b) for r in range(3) for b in (1, 8)]
 
 
 def test_stable_hash_ignores_key_order():

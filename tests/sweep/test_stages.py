@@ -23,6 +23,7 @@ from sweep.core.trust import steady_state_window, too_short, with_window
 from sweep.loadgen.arrivals import arrival_offsets
 from sweep.loadgen.http import run_http_workload
 from sweep.loadgen.ramp import ramped, rate_at
+from sweep.loadgen.request_ids import parse as parse_id
 from sweep.loadgen.stages import open_loop_schedule
 from sweep.search_plan import check_search
 from tests.helpers import make_requests, workload
@@ -43,7 +44,9 @@ def arrivals_s(backend, before):
     """Server arrival times (s, monotonic) of the measured requests not in `before`."""
     stamps = httpx.get(f"{backend.base_url}/sim/requests", timeout=5).json()
     return sorted(
-        s["arrival_ns"] / 1e9 for rid, s in stamps.items() if rid not in before and "-w" not in rid
+        s["arrival_ns"] / 1e9
+        for rid, s in stamps.items()
+        if rid not in before and not parse_id(rid).warmup
     )
 
 

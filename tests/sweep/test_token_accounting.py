@@ -41,6 +41,7 @@ from sweep.datasets.cache import PromptSource
 from sweep.loadgen.attribution import attribute, chunk_counts, needs_weights, spread, text_weights
 from sweep.loadgen.http import Endpoint, run_endpoint_workload
 from sweep.loadgen.recorder import RequestTracker
+from sweep.loadgen.request_ids import parse as parse_id
 from sweep.loadgen.sse import StreamState
 from tests.helpers import make_requests, workload
 
@@ -197,7 +198,7 @@ def run(url, tokenizer=None, api="completions"):
         workload(concurrency=4, num_requests=N),
     )
     attribute(trackers, tokenizer)
-    truth = {int(rid.rsplit("-", 1)[1]): s for rid, s in _stamps(url).items() if rid not in before}
+    truth = {parse_id(rid).idx: s for rid, s in _stamps(url).items() if rid not in before}
     assert sorted(truth) == list(range(N))
     return trackers, [t.record("t", 0.0) for t in trackers], truth
 
