@@ -1,5 +1,7 @@
 """Small builders shared by the load-generator and sim tests, and the recorded fixtures."""
 
+import contextlib
+import dataclasses
 from pathlib import Path
 
 from backends.base import GenRequest
@@ -41,3 +43,63 @@ def run_sweep_here(out, overrides, collect=None):
                 if collect is not None:
                     collect.append(item)
     return out / plan.name
+
+
+@dataclasses.dataclass
+class Served:
+    """A launched server shared by a test module: what the trial runner made of it."""
+
+    backend: object
+    starts: int  # how many times the trial runner started the backend
+    resets: int  # and reset it between trials
+    trials: list  # each trial's files
+    runner: object  # the suspended trial runner: closing it stops the server
+    tree: list  # the server's processes, seen while it ran
+
+
+def counting(backend_class):
+    """The real backend class, counting the trial runner's starts and resets."""
+
+    class Counting(backend_class):
+        starts, resets, last = 0, 0, None
+
+        def start(self):
+            type(self).starts += 1
+            type(self).last = self
+            super().start()
+
+        def reset_between_trials(self):
+            type(self).resets += 1
+            super().reset_between_trials()
+
+    return Counting
+
+
+@contextlib.contextmanager
+def serve(deployment, backend_class, what):
+    """Run every trial of `deployment` with the trial runner and keep its server up after them.
+
+    The runner is left suspended after its last trial, so the server (one start for all the
+    module's tests) stays up until the block ends. Fails the test with the first trial's error
+    when the server did not serve.
+    """
+    import psutil
+    import pytest
+
+    import sweep.trial as trial_module
+    from sweep.core import records as R
+
+    counted = counting(backend_class)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trial_module, "backend_class", lambda name: counted)
+        runner = trial_module.run_deployment(deployment, {})
+        items = [next(runner) for _ in range(1 + len(deployment.trials))]
+    try:
+        first = items[1].summary.to_pylist()[0]
+        if first[R.TRIAL_STATUS] != R.STATUS_OK:
+            pytest.fail(f"the shared {what} did not serve: {first[R.ERROR_MESSAGE]}")
+        leader = psutil.Process(counted.last.pid)
+        tree = [leader, *leader.children(recursive=True)]
+        yield Served(counted.last, counted.starts, counted.resets, items[1:], runner, tree)
+    finally:
+        runner.close()  # also when a test failed: stops the server

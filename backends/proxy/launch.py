@@ -29,8 +29,8 @@ from backends.base import Backend, ServerBackend
 from backends.prometheus import Scrape
 from backends.server_process import LaunchedServerBackend
 from sweep.core import records as R
-from sweep.core.config import ClipProxyConfig
 from sweep.core.errors import BackendError, ConfigError
+from sweep.core.proxy_configs import ClipProxyConfig
 
 HOST = "127.0.0.1"
 ERROR_PREFIX = "proxy error: "  # the one line `backends.proxy.server` prints before it exits

@@ -35,8 +35,8 @@ from backends.proxy.clip import Limits, clip_body
 from backends.proxy.embedder import Embedder, EmbedderError, load_embedder
 from backends.proxy.stream import AnswerRecorder, replay
 from sweep.core import records as R
-from sweep.core.config import ClipProxyConfig, SemanticCacheProxyConfig
 from sweep.core.errors import SweepError
+from sweep.core.proxy_configs import ClipProxyConfig, SemanticCacheProxyConfig
 
 CONFIGS = {"clip": ClipProxyConfig, "semantic_cache": SemanticCacheProxyConfig}
 # Headers that belong to one connection, or that aiohttp sets itself for the new one.

@@ -1,5 +1,8 @@
 """The config dataclasses of every group but `backend` (each backend owns its own).
 
+The datasets' are in `sweep.core.dataset_configs` and the proxies' in `sweep.core.proxy_configs`;
+they are re-exported here, so `Config` and its groups read from one place.
+
 YAML under `conf/` holds the data; these dataclasses hold the types, defaults and validation
 (`__post_init__`). `sweep.schema` registers them in Hydra's ConfigStore; `OmegaConf.to_object`
 turns a composed config into these plain dataclasses, and only those cross into Ray, so the
@@ -16,7 +19,26 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from sweep.core.errors import ConfigError, check_choice, check_positive
+from sweep.core.dataset_configs import (
+    GROUP_DISTRIBUTIONS,
+    OVERFLOW_MODES,
+    THINK_TIME_DISTS,
+    DatasetConfig,
+    HFDatasetConfig,
+    MultiTurnDatasetConfig,
+    PromptsDatasetConfig,
+    RandomDatasetConfig,
+    SharedPrefixDatasetConfig,
+    TraceDatasetConfig,
+    check_paraphrase_rate,
+)
+from sweep.core.errors import check_choice, check_positive, raise_config
+from sweep.core.proxy_configs import (
+    PROXY_TRUNCATION_SIDES,
+    ClipProxyConfig,
+    ProxyConfig,
+    SemanticCacheProxyConfig,
+)
 
 # The config groups: an option of each is chosen per trial (`conf/<group>/<option>.yaml`).
 GROUPS = (
@@ -75,136 +97,6 @@ class ModelConfig:
         check_positive("model", num_params_b=self.num_params_b, max_model_len=self.max_model_len)
 
 
-@dataclass
-class DatasetConfig:
-    """Fields every dataset shares."""
-
-    name: str = MISSING
-    seed: int = 0
-
-
-@dataclass
-class RandomDatasetConfig(DatasetConfig):
-    """Random token prompts with exact input lengths (checked after re-tokenization)."""
-
-    name: str = "random"
-    input_len: int = 128
-    range_ratio: float = 0.0
-    # Share of prompts that are near-duplicates of an earlier one (`sweep.datasets.paraphrase`).
-    paraphrase_rate: float = 0.0
-
-    def __post_init__(self) -> None:
-        check_positive("dataset", input_len=self.input_len)
-        if not 0.0 <= self.range_ratio < 1.0:
-            raise_config(f"dataset.range_ratio must be in [0, 1), got {self.range_ratio}")
-        check_paraphrase_rate(self.paraphrase_rate)
-
-
-@dataclass
-class PromptsDatasetConfig(DatasetConfig):
-    """The task-tagged prompt file kept in the repo (qa, reasoning, summarization, sentiment)."""
-
-    name: str = "prompts"
-    path: str | None = None
-    task: str | None = None
-    # False: a trial never sends one prompt twice; past the file's end each prompt gets a
-    # distinct leading line. True: the file's prompts are cycled as they are.
-    allow_repeats: bool = False
-    # Share of prompts that are near-duplicates of an earlier one (`sweep.datasets.paraphrase`).
-    paraphrase_rate: float = 0.0
-
-    def __post_init__(self) -> None:
-        check_paraphrase_rate(self.paraphrase_rate)
-
-
-def check_paraphrase_rate(rate: float) -> None:
-    """`dataset.paraphrase_rate` is in [0, 1): the first prompt is never a near-duplicate."""
-    if not 0.0 <= rate < 1.0:
-        raise_config(f"dataset.paraphrase_rate must be in [0, 1), got {rate}")
-
-
-@dataclass
-class HFDatasetConfig(DatasetConfig):
-    """A Hugging Face dataset split and text column (hub id, local directory or data files)."""
-
-    name: str = "hf"
-    path: str = MISSING
-    subset: str | None = None
-    split: str = "validation"
-    column: str = "text"
-    data_files: str | None = None
-    max_rows: int | None = None
-
-    def __post_init__(self) -> None:
-        check_positive("dataset", max_rows=self.max_rows)
-
-
-GROUP_DISTRIBUTIONS = ("uniform", "zipf")
-
-
-@dataclass
-class SharedPrefixDatasetConfig(DatasetConfig):
-    """Groups of prompts that share a prefix (a system prompt, few-shot examples, a document).
-
-    `num_groups` prefixes of `prefix_len` tokens; each prompt is its group's prefix and a suffix
-    of its own, `prefix_len + suffix_len` tokens as the engine sees them (special and chat
-    template tokens counted; the ones before the content fall in the prefix). Groups get
-    `prompts_per_group` prompts each (None: the workload's count spread over them), or with
-    `group_distribution=zipf` that total split in proportion to 1 / rank^zipf_exponent; the
-    groups' prompts are interleaved in a seeded order (`sweep.datasets.shared_prefix`).
-    """
-
-    name: str = "shared_prefix"
-    num_groups: int = 8
-    prompts_per_group: int | None = None
-    prefix_len: int = 512
-    suffix_len: int = 64
-    group_distribution: str = "uniform"
-    zipf_exponent: float = 1.0
-
-    def __post_init__(self) -> None:
-        check_positive(
-            "dataset",
-            num_groups=self.num_groups,
-            prompts_per_group=self.prompts_per_group,
-            prefix_len=self.prefix_len,
-            suffix_len=self.suffix_len,
-            zipf_exponent=self.zipf_exponent,
-        )
-        check_choice("dataset", "group_distribution", self.group_distribution, GROUP_DISTRIBUTIONS)
-
-
-OVERFLOW_MODES = ("refuse", "truncate")
-THINK_TIME_DISTS = ("fixed", "exponential", "uniform")
-
-
-@dataclass
-class MultiTurnDatasetConfig(DatasetConfig):
-    """Conversations: each turn sends its session's history and a new user message.
-
-    A session has `num_turns` user messages of exactly `user_len` tokens each (special tokens
-    excluded). Between a reply and the next turn the user thinks `think_time_s`: `fixed`, or
-    drawn with `seed` from an `exponential` of that mean or a `uniform` on [0, 2 x mean]. A turn
-    that would not fit the model's context is refused, or sent with its session's oldest turns
-    dropped (`on_overflow=truncate`). The load generator runs the sessions
-    (`sweep.loadgen.sessions`).
-    """
-
-    name: str = "multi_turn"
-    num_turns: int = 3
-    user_len: int = 64
-    think_time_s: float = 0.0
-    think_time_dist: str = "fixed"
-    on_overflow: str = "refuse"
-
-    def __post_init__(self) -> None:
-        check_positive("dataset", num_turns=self.num_turns, user_len=self.user_len)
-        if self.think_time_s < 0:
-            raise_config(f"dataset.think_time_s must be >= 0, got {self.think_time_s}")
-        check_choice("dataset", "think_time_dist", self.think_time_dist, THINK_TIME_DISTS)
-        check_choice("dataset", "on_overflow", self.on_overflow, OVERFLOW_MODES)
-
-
 RAMPS = ("none", "linear", "exponential")
 
 
@@ -223,23 +115,6 @@ class StageConfig:
     def mode(self) -> str:
         """The workload mode this stage runs: `open_loop` or `closed_loop`."""
         return "open_loop" if self.request_rate is not None else "closed_loop"
-
-
-@dataclass
-class TraceDatasetConfig(DatasetConfig):
-    """A request trace replayed at its own times (`docs/traces.md`): a file or a shipped name.
-
-    `speedup` divides the trace's time offsets; `block_size` is the tokens of one `hash_ids`
-    block (Mooncake's traces use 512); `seed` draws the tokens of the prompts.
-    """
-
-    name: str = "trace"
-    path: str = MISSING
-    speedup: float = 1.0
-    block_size: int = 512
-
-    def __post_init__(self) -> None:
-        check_positive("dataset", speedup=self.speedup, block_size=self.block_size)
 
 
 @dataclass
@@ -564,77 +439,6 @@ class SearchConfig:
             raise_config(f"search.min_load={self.min_load} is above search.start={self.start}")
 
 
-PROXY_TRUNCATION_SIDES = ("right", "left")
-
-
-@dataclass
-class ProxyConfig:
-    """`proxy=none`: the load generator talks to the server itself.
-
-    The other options start an HTTP proxy (`backends.proxy`) in the deployment's task, between
-    the load generator and an OpenAI-compatible server; `name` says which.
-    """
-
-    name: str = "none"
-
-
-@dataclass
-class ClipProxyConfig(ProxyConfig):
-    """A proxy that enforces input and output limits (`backends.proxy.clip`).
-
-    `max_input_tokens` cuts a longer prompt: its tokens beyond the limit are dropped from its
-    end (`truncation_side=right`) or its start (`left`), counted by the model's tokenizer (by
-    words without one); `max_output_tokens` caps a body's `max_tokens` and
-    `max_completion_tokens`. None leaves that side unlimited.
-    """
-
-    name: str = "clip"
-    max_input_tokens: int | None = None
-    max_output_tokens: int | None = None
-    truncation_side: str = "right"
-    startup_timeout_s: float = 120.0
-
-    def __post_init__(self) -> None:
-        check_positive(
-            "proxy",
-            max_input_tokens=self.max_input_tokens,
-            max_output_tokens=self.max_output_tokens,
-            startup_timeout_s=self.startup_timeout_s,
-        )
-        check_choice("proxy", "truncation_side", self.truncation_side, PROXY_TRUNCATION_SIDES)
-        if self.name == "clip" and self.max_input_tokens is None and self.max_output_tokens is None:
-            raise_config("proxy=clip needs proxy.max_input_tokens or proxy.max_output_tokens")
-
-
-@dataclass
-class SemanticCacheProxyConfig(ClipProxyConfig):
-    """A proxy that answers near-duplicate prompts from a cache (`backends.proxy.cache`).
-
-    Each prompt is embedded (`embedding_model`: a sentence-transformers model, extra `proxy`;
-    None: the built-in hashing embedder, `backends.proxy.embedder`); when the most similar
-    cached prompt's cosine similarity is at least `threshold`, its answer is streamed back at
-    `hit_tokens_per_s` (None: all at once) without asking the server; otherwise the server's
-    answer is streamed through and cached (at most `max_entries`, the oldest dropped first).
-    The clip limits apply too when set. The default threshold suits the hashing embedder: on
-    the shipped prompts a rewording (`dataset.paraphrase_rate`) scored 0.85 or more, two
-    different prompts 0.67 or less.
-    """
-
-    name: str = "semantic_cache"
-    threshold: float = 0.8
-    embedding_model: str | None = None
-    hit_tokens_per_s: float | None = 100.0
-    max_entries: int = 10_000
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not 0.0 < self.threshold <= 1.0:
-            raise_config(f"proxy.threshold must be in (0, 1], got {self.threshold}")
-        check_positive(
-            "proxy", hit_tokens_per_s=self.hit_tokens_per_s, max_entries=self.max_entries
-        )
-
-
 @dataclass
 class SweepMeta:
     """The sweep itself: name, grid axes, repeats and run switches."""
@@ -689,11 +493,6 @@ class Config:
     seed: int = 0
 
 
-def raise_config(message: str) -> None:
-    """Raise a ConfigError (kept as a function so validators read as one line)."""
-    raise ConfigError(message)
-
-
 def _stage(index: int, stage: Any) -> StageConfig:
     """A checked `StageConfig` from a stage as written (a dict where built by hand)."""
     where = f"workload.stages[{index}]"
@@ -733,3 +532,11 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
             value = json.dumps(value, sort_keys=True, default=str)
         flat[name] = value
     return flat
+
+
+__all__ = [  # the group configs defined beside this module, read from here
+    "GROUP_DISTRIBUTIONS", "OVERFLOW_MODES", "PROXY_TRUNCATION_SIDES", "THINK_TIME_DISTS",
+    "ClipProxyConfig", "DatasetConfig", "HFDatasetConfig", "MultiTurnDatasetConfig",
+    "PromptsDatasetConfig", "ProxyConfig", "RandomDatasetConfig", "SemanticCacheProxyConfig",
+    "SharedPrefixDatasetConfig", "TraceDatasetConfig", "check_paraphrase_rate",
+]  # fmt: skip

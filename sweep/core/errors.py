@@ -47,3 +47,8 @@ def check_choice(section: str, key: str, value: str, choices: tuple[str, ...]) -
         raise ConfigError(
             f"{section}.{key}={value!r} is not valid; choose one of: {', '.join(choices)}"
         )
+
+
+def raise_config(message: str) -> None:
+    """Raise a ConfigError (kept as a function so validators read as one line)."""
+    raise ConfigError(message)

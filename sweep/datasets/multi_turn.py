@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from backends import backend_class
-from sweep.core.config import MultiTurnDatasetConfig, RandomDatasetConfig
+from sweep.core.dataset_configs import MultiTurnDatasetConfig, RandomDatasetConfig
 from sweep.core.errors import ConfigError
 from sweep.datasets import corpus, random_tokens
 from sweep.datasets.chat import ChatTokenizer

@@ -9,7 +9,6 @@ stops the server, and checks that no server process is left. Config, argv and th
 tests (a GGUF that will not load, a missing package) need no shared server.
 """
 
-import dataclasses
 import sys
 
 import httpx
@@ -17,12 +16,12 @@ import pandas as pd
 import psutil
 import pytest
 
-import sweep.trial as trial_module
 from backends.llamacpp_server import LlamaCppServerBackend, LlamaCppServerConfig
 from sweep.core import records as R
 from sweep.core.errors import ConfigError, MissingExtraError
 from sweep.plan import build_plan
 from sweep.trial import DeploymentStarted, run_deployment
+from tests.helpers import serve
 
 pytest.importorskip("llama_cpp", reason="needs the llamacpp extra")
 pytestmark = pytest.mark.timeout(120)
@@ -46,29 +45,6 @@ SERVING = [
     # (the backend's `one_token_per_chunk`), they are still 16 tokens each.
     "dataset.seed=1",
 ]
-
-
-@dataclasses.dataclass
-class Served:
-    """The shared server, what the trial runner made of it, and the runner to close."""
-
-    backend: LlamaCppServerBackend
-    starts: int
-    trials: list
-    runner: object
-    tree: list  # the server's processes, seen while it ran
-
-
-class CountingServer(LlamaCppServerBackend):
-    """The real backend, counting the trial runner's starts."""
-
-    starts = 0
-    last = None
-
-    def start(self):
-        type(self).starts += 1
-        type(self).last = self
-        super().start()
 
 
 def deployment_of(overrides):
@@ -103,19 +79,8 @@ def test_cache(tmp_path_factory):
 def served(test_cache):
     deployment = deployment_of(SERVING)
     assert len(deployment.trials) == 2
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(trial_module, "backend_class", lambda name: CountingServer)
-        runner = run_deployment(deployment, {})
-        items = [next(runner) for _ in range(1 + len(deployment.trials))]
-    first = items[1].summary.to_pylist()[0]
-    if first[R.TRIAL_STATUS] != R.STATUS_OK:
-        runner.close()
-        pytest.fail(f"the shared llama.cpp server did not serve: {first[R.ERROR_MESSAGE]}")
-    backend = CountingServer.last
-    leader = psutil.Process(backend.pid)
-    tree = [leader, *leader.children(recursive=True)]
-    yield Served(backend, CountingServer.starts, items[1:], runner, tree)
-    runner.close()  # also when a test failed: stops the server
+    with serve(deployment, LlamaCppServerBackend, "llama.cpp server") as shared:
+        yield shared
 
 
 def test_trials_share_one_server_on_the_converted_gguf(served, test_cache):

@@ -81,8 +81,9 @@ def test_text_datasets_keep_their_text_untokenized():
             "backend.tokenizer='remote' is not valid; choose one of: local, none",
         ),
         (
-            {"server_kind": "llamacpp"},
-            "backend.server_kind='llamacpp' is not valid; choose one of: vllm, tgi, sim, none",
+            {"server_kind": "ollama"},
+            "backend.server_kind='ollama' is not valid; choose one of: vllm, tgi, sim, sglang, "
+            "llamacpp, none",
         ),
     ],
 )

@@ -15,7 +15,6 @@ import pandas as pd
 import psutil
 import pytest
 
-import sweep.trial as trial_module
 from backends.base import GenRequest
 from backends.openai import OpenAIBackend, OpenAIBackendConfig
 from backends.tiny_model import ensure_tiny_model
@@ -37,7 +36,7 @@ from sweep.loadgen.requests import build_requests
 from sweep.loadgen.sessions import SEPARATOR, run_sessions
 from sweep.plan import build_plan
 from sweep.trial import DeploymentStarted, run_deployment
-from tests.helpers import run_sweep_here
+from tests.helpers import run_sweep_here, serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -49,35 +48,6 @@ SERVING = [
     f"workload.output_len={OUTPUT_LEN}",
     "dataset.input_len=24",
 ]
-
-
-@dataclasses.dataclass
-class Served:
-    """The shared server, what the trial runner made of it, and the runner to close."""
-
-    backend: VLLMServerBackend
-    starts: int
-    resets: int
-    trials: list
-    runner: object
-    tree: list  # the server's processes, seen while it ran
-
-
-class CountingServer(VLLMServerBackend):
-    """The real backend, counting the trial runner's calls."""
-
-    starts = 0
-    resets = 0
-    last = None
-
-    def start(self):
-        type(self).starts += 1
-        type(self).last = self
-        super().start()
-
-    def reset_between_trials(self):
-        type(self).resets += 1
-        super().reset_between_trials()
 
 
 def deployment_of(overrides):
@@ -99,19 +69,8 @@ def model_dir():
 def served():
     deployment = deployment_of(SERVING)
     assert len(deployment.trials) == 2
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(trial_module, "backend_class", lambda name: CountingServer)
-        runner = run_deployment(deployment, {})
-        items = [next(runner) for _ in range(1 + len(deployment.trials))]
-    first = items[1].summary.to_pylist()[0]
-    if first[R.TRIAL_STATUS] != R.STATUS_OK:
-        runner.close()
-        pytest.fail(f"the shared vLLM server did not serve: {first[R.ERROR_MESSAGE]}")
-    backend = CountingServer.last
-    leader = psutil.Process(backend.pid)
-    tree = [leader, *leader.children(recursive=True)]
-    yield Served(backend, CountingServer.starts, CountingServer.resets, items[1:], runner, tree)
-    runner.close()  # also when a test failed: stops the server
+    with serve(deployment, VLLMServerBackend, "vLLM server") as shared:
+        yield shared
 
 
 def table(files, name):

@@ -1,0 +1,161 @@
+"""The `dataset` group's config dataclasses: what prompts a trial sends.
+
+One class per option of `conf/dataset/`, each with its types, defaults and checks
+(`__post_init__`); the generators that read them are in `sweep.datasets`. Re-exported by
+`sweep.core.config`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from omegaconf import MISSING
+
+from sweep.core.errors import check_choice, check_positive, raise_config
+
+
+@dataclass
+class DatasetConfig:
+    """Fields every dataset shares."""
+
+    name: str = MISSING
+    seed: int = 0
+
+
+@dataclass
+class RandomDatasetConfig(DatasetConfig):
+    """Random token prompts with exact input lengths (checked after re-tokenization)."""
+
+    name: str = "random"
+    input_len: int = 128
+    range_ratio: float = 0.0
+    # Share of prompts that are near-duplicates of an earlier one (`sweep.datasets.paraphrase`).
+    paraphrase_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_positive("dataset", input_len=self.input_len)
+        if not 0.0 <= self.range_ratio < 1.0:
+            raise_config(f"dataset.range_ratio must be in [0, 1), got {self.range_ratio}")
+        check_paraphrase_rate(self.paraphrase_rate)
+
+
+@dataclass
+class PromptsDatasetConfig(DatasetConfig):
+    """The task-tagged prompt file kept in the repo (qa, reasoning, summarization, sentiment)."""
+
+    name: str = "prompts"
+    path: str | None = None
+    task: str | None = None
+    # False: a trial never sends one prompt twice; past the file's end each prompt gets a
+    # distinct leading line. True: the file's prompts are cycled as they are.
+    allow_repeats: bool = False
+    # Share of prompts that are near-duplicates of an earlier one (`sweep.datasets.paraphrase`).
+    paraphrase_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_paraphrase_rate(self.paraphrase_rate)
+
+
+def check_paraphrase_rate(rate: float) -> None:
+    """`dataset.paraphrase_rate` is in [0, 1): the first prompt is never a near-duplicate."""
+    if not 0.0 <= rate < 1.0:
+        raise_config(f"dataset.paraphrase_rate must be in [0, 1), got {rate}")
+
+
+@dataclass
+class HFDatasetConfig(DatasetConfig):
+    """A Hugging Face dataset split and text column (hub id, local directory or data files)."""
+
+    name: str = "hf"
+    path: str = MISSING
+    subset: str | None = None
+    split: str = "validation"
+    column: str = "text"
+    data_files: str | None = None
+    max_rows: int | None = None
+
+    def __post_init__(self) -> None:
+        check_positive("dataset", max_rows=self.max_rows)
+
+
+GROUP_DISTRIBUTIONS = ("uniform", "zipf")
+
+
+@dataclass
+class SharedPrefixDatasetConfig(DatasetConfig):
+    """Groups of prompts that share a prefix (a system prompt, few-shot examples, a document).
+
+    `num_groups` prefixes of `prefix_len` tokens; each prompt is its group's prefix and a suffix
+    of its own, `prefix_len + suffix_len` tokens as the engine sees them (special and chat
+    template tokens counted; the ones before the content fall in the prefix). Groups get
+    `prompts_per_group` prompts each (None: the workload's count spread over them), or with
+    `group_distribution=zipf` that total split in proportion to 1 / rank^zipf_exponent; the
+    groups' prompts are interleaved in a seeded order (`sweep.datasets.shared_prefix`).
+    """
+
+    name: str = "shared_prefix"
+    num_groups: int = 8
+    prompts_per_group: int | None = None
+    prefix_len: int = 512
+    suffix_len: int = 64
+    group_distribution: str = "uniform"
+    zipf_exponent: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_positive(
+            "dataset",
+            num_groups=self.num_groups,
+            prompts_per_group=self.prompts_per_group,
+            prefix_len=self.prefix_len,
+            suffix_len=self.suffix_len,
+            zipf_exponent=self.zipf_exponent,
+        )
+        check_choice("dataset", "group_distribution", self.group_distribution, GROUP_DISTRIBUTIONS)
+
+
+OVERFLOW_MODES = ("refuse", "truncate")
+THINK_TIME_DISTS = ("fixed", "exponential", "uniform")
+
+
+@dataclass
+class MultiTurnDatasetConfig(DatasetConfig):
+    """Conversations: each turn sends its session's history and a new user message.
+
+    A session has `num_turns` user messages of exactly `user_len` tokens each (special tokens
+    excluded). Between a reply and the next turn the user thinks `think_time_s`: `fixed`, or
+    drawn with `seed` from an `exponential` of that mean or a `uniform` on [0, 2 x mean]. A turn
+    that would not fit the model's context is refused, or sent with its session's oldest turns
+    dropped (`on_overflow=truncate`). The load generator runs the sessions
+    (`sweep.loadgen.sessions`).
+    """
+
+    name: str = "multi_turn"
+    num_turns: int = 3
+    user_len: int = 64
+    think_time_s: float = 0.0
+    think_time_dist: str = "fixed"
+    on_overflow: str = "refuse"
+
+    def __post_init__(self) -> None:
+        check_positive("dataset", num_turns=self.num_turns, user_len=self.user_len)
+        if self.think_time_s < 0:
+            raise_config(f"dataset.think_time_s must be >= 0, got {self.think_time_s}")
+        check_choice("dataset", "think_time_dist", self.think_time_dist, THINK_TIME_DISTS)
+        check_choice("dataset", "on_overflow", self.on_overflow, OVERFLOW_MODES)
+
+
+@dataclass
+class TraceDatasetConfig(DatasetConfig):
+    """A request trace replayed at its own times (`docs/traces.md`): a file or a shipped name.
+
+    `speedup` divides the trace's time offsets; `block_size` is the tokens of one `hash_ids`
+    block (Mooncake's traces use 512); `seed` draws the tokens of the prompts.
+    """
+
+    name: str = "trace"
+    path: str = MISSING
+    speedup: float = 1.0
+    block_size: int = 512
+
+    def __post_init__(self) -> None:
+        check_positive("dataset", speedup=self.speedup, block_size=self.block_size)
