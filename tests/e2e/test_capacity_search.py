@@ -143,6 +143,10 @@ def test_replicas_on_idle_gpus_probe_several_loads_at_once(tmp_path):
         "cluster.num_gpus=2",
         "backend.num_gpus=1",
         "search.parallel=2",
+        # A probe the busy CI machine slows may fail below the knee and cost the search probes;
+        # room beyond the experiment's 8 keeps a noisy run from being cut short of tolerance
+        # (seen once in CI: cut at 8 probes with the bracket 32-35.6, 10.1% wide).
+        "search.max_probes=12",
         timeout=400,
     )
     assert result.returncode == 0, result.stderr[-3000:]

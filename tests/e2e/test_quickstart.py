@@ -79,7 +79,7 @@ def test_request_records_are_exact_and_sane(quickstart):
         assert (requests[R.TTFT_S] > 0).all()
         assert (requests[R.E2E_S] >= requests[R.TTFT_S]).all()
         assert (requests[R.FIRST_TOKEN_S] >= requests[R.SENT_S]).all()
-        assert requests[R.ITL_S].map(len).eq(23).all()
+        assert requests[R.ITL_S].map(len).eq(31).all()
 
 
 def test_random_prompts_have_exact_input_lengths(quickstart):
