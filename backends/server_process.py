@@ -388,6 +388,11 @@ class LaunchedServerBackend(ServerBackend):
     # The whole log is kept as backend.log either way.
     one_line_failures: ClassVar[bool] = False
     failure_detail: ClassVar[str | None] = None
+    # Between trials (`reset_between_trials`): the /metrics map of the server's running and
+    # waiting requests, drained first (empty: no reset), then the route that empties its prefix
+    # cache (None: nothing to empty), retried while the server refuses it.
+    load_metrics: ClassVar[MetricMap] = {}
+    cache_reset_path: ClassVar[str | None] = None
 
     def __init__(self, config: Any, model_path: str) -> None:
         super().__init__(config, model_path)
@@ -418,6 +423,33 @@ class LaunchedServerBackend(ServerBackend):
     def explain_failure(self, log_text: str) -> str | None:
         """Why the server did not start, in one line of its log (`failure_reason`)."""
         return failure_reason(log_text, self.failure_detail)
+
+    def reset_between_trials(self) -> None:
+        """Wait until no request runs or waits, then empty the prefix cache where there is one.
+
+        Without the reset, a later trial would hit the cached prefixes of an earlier one and
+        report first-token times no fresh server would give.
+        """
+        if not self.load_metrics:
+            return
+        with httpx.Client(base_url=self.base_url, timeout=10.0, trust_env=False) as client:
+            self.drain(client, self.load_metrics)
+            if self.resets_cache and not post_until_ok(
+                client, self.cache_reset_path, self.cache_reset_done
+            ):
+                log.warning(
+                    "%s did not empty its prefix cache; next trial starts anyway",
+                    self.launcher_name,
+                )
+
+    @property
+    def resets_cache(self) -> bool:
+        """Whether `reset_between_trials` empties a prefix cache (`cache_reset_path` is set)."""
+        return self.cache_reset_path is not None
+
+    def cache_reset_done(self, response: httpx.Response) -> bool:
+        """Whether the server took the cache reset (200 by default)."""
+        return response.status_code == 200
 
     def drain(
         self, client: httpx.Client, load: MetricMap, timeout_s: float = DRAIN_TIMEOUT_S

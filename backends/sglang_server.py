@@ -20,12 +20,9 @@ OpenAI server takes too (`ignore_eos`, `stream_options.continuous_usage_stats`).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
-
-import httpx
 
 from backends.argv import check_extra_args, check_values, field_flags, module_argv
 from backends.base import TelemetrySource
@@ -38,11 +35,9 @@ from backends.config import (
     typed_names,
 )
 from backends.prometheus import MetricMap, PrometheusSource
-from backends.server_process import LaunchedServerBackend, post_until_ok
+from backends.server_process import LaunchedServerBackend
 from sweep.core import records as R
 from sweep.core.errors import ConfigError, check_choice, check_positive
-
-log = logging.getLogger(__name__)
 
 SERVER_MODULE = "sglang.launch_server"
 SGLANG_METRICS: MetricMap = {
@@ -125,6 +120,12 @@ class SGLangServerBackend(LaunchedServerBackend):
     server_packages: ClassVar[Mapping[str, str]] = {"sglang": "sglang"}
     server_extra: ClassVar[str] = "sglang"
     vllm_extensions: ClassVar[bool] = True  # ignore_eos, per-chunk usage: SGLang takes both
+    load_metrics: ClassVar[MetricMap] = SGLANG_METRICS
+
+    @property
+    def cache_reset_path(self) -> str | None:  # type: ignore[override]
+        """`/flush_cache` unless the radix cache is off (SGLang refuses it while requests run)."""
+        return None if self.config.disable_radix_cache else "/flush_cache"
 
     @property
     def served_model(self) -> str:
@@ -156,15 +157,3 @@ class SGLangServerBackend(LaunchedServerBackend):
     def telemetry_sources(self) -> list[TelemetrySource]:
         """KV-cache usage and running / queued requests from `/metrics`."""
         return [PrometheusSource(f"{self.base_url}/metrics", SGLANG_METRICS)]
-
-    def reset_between_trials(self) -> None:
-        """Wait until no request runs or waits, then flush the radix cache (when it is on).
-
-        Without the flush, a later trial would hit the cached prefixes of an earlier one and
-        report first-token times no fresh server would give. SGLang refuses the flush (400)
-        while requests run, so it is retried.
-        """
-        with httpx.Client(base_url=self.base_url, timeout=10.0, trust_env=False) as client:
-            self.drain(client, SGLANG_METRICS)
-            if not self.config.disable_radix_cache and not post_until_ok(client, "/flush_cache"):
-                log.warning("sglang_server did not flush its radix cache; next trial starts anyway")

@@ -34,7 +34,7 @@ from backends.config import (
     typed_names,
 )
 from backends.prometheus import SOURCE, MetricMap, PrometheusSource, Rows
-from backends.server_process import LaunchedServerBackend, post_until_ok
+from backends.server_process import LaunchedServerBackend
 from sweep.core import records as R
 from sweep.core.errors import MissingExtraError, check_choice, check_positive
 
@@ -131,6 +131,7 @@ class VLLMServerBackend(LaunchedServerBackend):
     launcher_name: ClassVar[str] = "vllm_server"
     server_series: ClassVar[Mapping[str, str]] = VLLM_SERVER_SERIES
     vllm_extensions: ClassVar[bool] = True  # ignore_eos, per-chunk usage
+    load_metrics: ClassVar[MetricMap] = VLLM_METRICS
 
     @property
     def served_model(self) -> str:
@@ -141,6 +142,11 @@ class VLLMServerBackend(LaunchedServerBackend):
     def api(self) -> str:
         """`completions` or `chat`: which endpoint the load generator streams from."""
         return self.config.api
+
+    @property
+    def cache_reset_path(self) -> str | None:  # type: ignore[override]
+        """`/reset_prefix_cache` where `resets_prefix_cache`, else None."""
+        return "/reset_prefix_cache" if self.resets_prefix_cache else None
 
     @property
     def resets_prefix_cache(self) -> bool:
@@ -192,23 +198,9 @@ class VLLMServerBackend(LaunchedServerBackend):
         """KV-cache usage, running / waiting requests and draft acceptance from `/metrics`."""
         return [PrometheusSource(f"{self.base_url}/metrics", VLLM_METRICS, transform=Acceptance())]
 
-    def reset_between_trials(self) -> None:
-        """Wait until no request runs or waits, then empty the prefix cache (when it is on).
-
-        Without the reset, a later trial would hit the cached prefixes of an earlier one and
-        report first-token times no fresh server would give.
-        """
-        with httpx.Client(base_url=self.base_url, timeout=10.0, trust_env=False) as client:
-            self.drain(client, VLLM_METRICS)
-            if self.resets_prefix_cache and not post_until_ok(
-                client, "/reset_prefix_cache", _reset_done
-            ):
-                log.warning("vllm_server did not reset its prefix cache; next trial starts anyway")
-
-
-def _reset_done(response: httpx.Response) -> bool:
-    """Whether the reset happened: vLLM answers 200 with `success: false` while blocks are held."""
-    return response.status_code == 200 and response.json().get("success", True)
+    def cache_reset_done(self, response: httpx.Response) -> bool:
+        """Whether the reset happened: vLLM answers 200, `success: false`, while blocks are held."""
+        return response.status_code == 200 and response.json().get("success", True)
 
 
 class Acceptance:
