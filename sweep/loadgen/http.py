@@ -56,10 +56,16 @@ API_PATHS = {
     "tgi": tgi_stream.PATH,  # TGI's native stream
 }
 
+# A cheap GET per api that opens a pooled connection before the measured load (`open_pool`).
+POOL_PATHS = {"completions": "/v1/models", "chat": "/v1/models", "tgi": "/info"}
+# Connections opened up front when nothing caps the requests in flight (an open loop, stages).
+POOL_UNCAPPED = 32
+
 # (request, tracker, scheduled send time) -> streams it, filling the tracker; never raises.
 Send = Callable[[GenRequest, RequestTracker, float], Awaitable[None]]
 
 
+DRAIN_S = 1.0  # how long the end of a body after `[DONE]` is waited for (`_drain`)
 STOPPED_OVER_SATURATED = "stopped: the probe was over-saturated, still in flight after"
 STOP_SLACK_S = 0.25
 STOP_CHECK_S = 0.5
@@ -177,9 +183,10 @@ async def run_share(
 
             return send
 
-        if warmup:  # untimed; also opens the pooled connections
+        if warmup:  # untimed
             warm = [(r, RequestTracker(r.idx, None, 0, r.max_tokens)) for r in warmup]
             await _closed_loop(sender(True), warm, min(cap or len(warm), len(warm)))
+        await open_pool(session, endpoint, min(cap or POOL_UNCAPPED, len(requests)))
         items = share.take(
             [
                 (r, RequestTracker(r.idx, None, len(r.prompt_token_ids), r.max_tokens))
@@ -211,6 +218,28 @@ async def run_share(
         return Trackers([t for _, t in items if t.batch_idx != 0], usage)
     # A request never sent (the time of `workload.duration_s` was up) is not a measurement.
     return Trackers([t for _, t in items if t.sent is not None or t.error is not None], usage)
+
+
+async def open_pool(session: aiohttp.ClientSession, endpoint: Endpoint, count: int) -> None:
+    """Have `count` connections open in the session's pool before the measured load starts.
+
+    Opening a connection takes the event loop's turn for a while: the 16 a closed loop opened
+    at its start put its first requests 14-17 ms late against vLLM's CPU server, which read as a
+    saturated client, and a trace's bursts opened theirs while other sends were due. Each is
+    opened by a GET of a cheap path (`POOL_PATHS`), all at once so that none reuses another's;
+    what the server answers (a 404 too) is read and ignored, and a failure is left for the
+    requests to report.
+    """
+    url = endpoint.base_url.rstrip("/") + POOL_PATHS[endpoint.api]
+
+    async def get() -> None:
+        try:
+            async with session.get(url) as resp:
+                await resp.read()
+        except (aiohttp.ClientError, TimeoutError):
+            pass
+
+    await asyncio.gather(*(get() for _ in range(count)))
 
 
 async def _closed_loop(
@@ -336,6 +365,7 @@ async def stream_one(
             # Whole network reads, split here: half the awaits of reading line by line.
             async for chunk in resp.content.iter_any():
                 if stream.feed(chunk, now_s()):
+                    await _drain(resp)
                     break
             else:
                 stream.feed(b"\n")  # a last line without its newline
@@ -359,7 +389,24 @@ async def stream_one(
     if not (stream.done or stream.finished):
         tracker.fail(f"disconnect: stream ended without [DONE] after {stream.seen} tokens")
         return
+    stream.end()
     tracker.finish(server_tokens=stream.server_tokens)
+
+
+async def _drain(resp: aiohttp.ClientResponse) -> None:
+    """Read what follows `[DONE]` (the body's end), so that its connection goes back to the pool.
+
+    aiohttp closes the connection of a response released before its end: leaving at `[DONE]`
+    made the next request open a new one whenever the body's last bytes came in a read of their
+    own (2 of 48 requests of a closed loop against the sim). A server that keeps the stream
+    open after `[DONE]` gets `DRAIN_S`, then loses the connection, not the request.
+    """
+    if resp.content.at_eof():
+        return
+    try:
+        await asyncio.wait_for(resp.content.read(), DRAIN_S)
+    except (TimeoutError, aiohttp.ClientError):
+        pass
 
 
 def wire_stamp() -> aiohttp.TraceConfig:

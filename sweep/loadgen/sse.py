@@ -24,14 +24,16 @@ class StreamState:
     """Parses one SSE stream and collects what it says about tokens.
 
     The usage of a chunk with choices is the server's running count (vLLM's continuous usage
-    stats): such a chunk is token-bearing when the count grew; a chunk without one, when it has
-    text, or always (the closing one aside) from a server that streams one token per chunk. The
+    stats): such a chunk is token-bearing when the count grew; a chunk without one, when it has a
+    text field, even an empty one (`carries_text`), unless it is the closing chunk with no text,
+    or always (the closing one aside) from a server that streams one token per chunk. The
     last usage seen (the final usage-only chunk, when the server sends one) is the server's own
     count of the request's output, and its `prompt_tokens` of the input.
     """
 
     __slots__ = (
-        "api", "tracker", "one_per_chunk", "buffer", "seen", "server_tokens", "finished", "done"
+        "api", "tracker", "one_per_chunk", "buffer", "seen", "server_tokens", "finished", "done",
+        "closing",
     )  # fmt: skip
 
     def __init__(self, api: str, tracker: RequestTracker, one_per_chunk: bool = False) -> None:
@@ -43,6 +45,7 @@ class StreamState:
         self.server_tokens: int | None = None
         self.finished = False
         self.done = False
+        self.closing: float | None = None  # when a closing chunk with an empty text came
 
     def feed(self, chunk: bytes, at: float | None = None) -> bool:
         """Handle the complete lines in `chunk`, read at `at`; True once `[DONE]` arrived."""
@@ -106,11 +109,23 @@ class StreamState:
             usage_so_far = self.tracker.chunk_usage
             if not text and usage_so_far and usage_so_far[-1] is None:
                 return  # a count after text without counts is a final count (llama.cpp's)
-        elif text:
-            self.seen += 1
+        elif text or (not self.finished and carries_text(choice, self.api)):
+            self.seen += 1  # an empty text is a token that decodes to none (vLLM: a step)
         else:
-            return  # role-only or empty
+            if self.finished and carries_text(choice, self.api):
+                self.closing = at  # its token, if the reply had no other (see `end`)
+            return  # role-only, or a closing chunk with no text
         self.tracker.add_chunk(text, total, at)
+
+    def end(self) -> None:
+        """Give a reply whose only chunk was its closing one that chunk, if the server counted.
+
+        A reply of one token that decodes to no text (EOS at once) arrives as one closing chunk
+        with an empty text; servers that close with a chunk of their own (OpenAI's) send tokens
+        before it, so the chunk is a token's only when nothing else was and the usage says one.
+        """
+        if not self.tracker.chunk_times and self.closing is not None and self.server_tokens:
+            self.tracker.add_chunk("", None, self.closing)
 
 
 def chunk_text(choice: dict, api: str) -> str:
@@ -120,6 +135,19 @@ def chunk_text(choice: dict, api: str) -> str:
     delta = choice.get("delta") or {}
     # vLLM streams a reasoning model's thinking apart from its answer; both are output tokens.
     return delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning") or ""
+
+
+def carries_text(choice: dict, api: str) -> bool:
+    """Whether a chunk has a text field at all, even an empty one (not a role-only chunk).
+
+    vLLM streams a chunk for every engine step, its text empty when the step's tokens decode to
+    none yet (a special token, part of a UTF-8 character): such a chunk still carried a token.
+    A chat chunk that announces the role (OpenAI's first) carries none.
+    """
+    if api != "chat":
+        return isinstance(choice.get("text"), str)
+    delta = choice.get("delta") or {}
+    return "role" not in delta and isinstance(delta.get("content"), str)
 
 
 def error_text(error: object) -> str:

@@ -152,6 +152,33 @@ def test_openai_backend_attaches_to_the_running_server(served):
     assert served.backend.pid == served.tree[0].pid  # still the one server
 
 
+def test_standard_bodies_count_the_tokens_that_stream_with_no_text(served):
+    """Attached with standard OpenAI bodies (no per-chunk usage), every reply counts in full.
+
+    The tiny model's greedy replies to some random prompts decode to no text at all: vLLM
+    streams a chunk a step with empty text, and its final usage says how many tokens. Such a
+    reply is that many tokens, timed from its first chunk, not a failed request with "no tokens
+    received" (4 of 100 were, in a parity run of 64-token replies).
+    """
+    backend = OpenAIBackend(OpenAIBackendConfig(url=served.backend.base_url), "unused-model-path")
+    backend.start()
+    source = PromptSource(served.backend.model_path, None, False)
+    prompts = source.prompts(RandomDatasetConfig(input_len=128), 100)
+    workload = WorkloadConfig(
+        name="closed_loop", concurrency=16, num_requests=100, warmup_requests=0, output_len=8
+    )
+    warmup, requests = build_requests(prompts, workload)
+    trackers = run_http_workload(backend, requests, warmup, workload)
+    silent = [t for t in trackers if t.chunk_times and not "".join(t.chunk_texts)]
+    print(f"{len(silent)} of {len(trackers)} replies streamed no text")
+    assert silent  # the case this test is about
+    rows = [t.record("t", 0.0) for t in trackers]
+    failed = [r[R.ERROR] for r in rows if r[R.STATUS] != R.STATUS_OK]
+    assert not failed, failed[:3]
+    assert all(r[R.OUTPUT_TOKENS] == 8 == r[R.SERVER_OUTPUT_TOKENS] for r in rows)
+    assert all(r[R.TTFT_S] > 0 and len(r[R.ITL_S]) > 0 for r in rows)
+
+
 def test_a_capacity_search_on_the_vllm_server_brackets_its_answer(served, tmp_path):
     """search=capacity through the trial runner, attached to the shared vLLM server.
 

@@ -69,6 +69,39 @@ def test_closed_loop_exact_tokens_and_ttft_itl_close_to_the_truth(sim):
     assert _max_overlap(truth) <= 8
 
 
+@pytest.mark.parametrize("mode", ["closed_loop", "open_loop"])
+def test_connections_are_open_before_the_measured_load_starts(sim, monkeypatch, mode):
+    """No measured request waits for a connection to open, warm-up or not.
+
+    Without it the 16 streams of a closed loop opened theirs as they started, and the first 16
+    requests went out 14-17 ms late against vLLM's CPU server (read as a saturated client). The
+    spy only counts: every connection is the real connector's.
+    """
+    import aiohttp
+
+    from sweep.loadgen.clock import now_s
+
+    opened = []
+    create = aiohttp.TCPConnector._create_connection
+
+    async def counted(self, *args, **kwargs):
+        opened.append(now_s())
+        return await create(self, *args, **kwargs)
+
+    monkeypatch.setattr(aiohttp.TCPConnector, "_create_connection", counted)
+    backend = sim(ttft_ms=20, itl_ms=5)
+    load = (
+        workload(concurrency=16, num_requests=48)
+        if mode == "closed_loop"
+        else workload("open_loop", request_rate=200.0, num_requests=48)
+    )
+    trackers = run_http_workload(backend, make_requests(48, 8), [], load)
+    assert all(t.error is None for t in trackers)
+    first_send = min(t.sent for t in trackers)
+    assert opened and max(opened) < first_send
+    assert len(opened) == (16 if mode == "closed_loop" else 32)
+
+
 def test_chunks_of_three_tokens_give_three_itl_samples_each(sim):
     backend = sim(ttft_ms=10, itl_ms=4, tokens_per_chunk=3)
     rows = records(

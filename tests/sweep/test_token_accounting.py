@@ -109,6 +109,62 @@ def test_stream_with_only_a_final_usage_counts_the_server_total():
     assert tracker.chunk_texts == [" a b c", " d e f", " g h i"]  # kept to re-tokenize
 
 
+@pytest.mark.parametrize("api", ["completions", "chat"])
+def test_chunks_of_tokens_without_text_are_still_tokens(api):
+    # vLLM streams a chunk per engine step even when its tokens decode to no text (a special
+    # token, half a UTF-8 character): a reply made only of those must count, not fail as "no
+    # tokens received", and an empty chunk in a reply keeps its place in the timing.
+    def chunk(text, finish="null"):
+        choice = f'"delta":{{"content":"{text}"}}' if api == "chat" else f'"text":"{text}"'
+        return f'data: {{"choices":[{{{choice},"finish_reason":{finish}}}]}}\n\n'.encode()
+
+    usage = b'data: {"choices":[],"usage":{"completion_tokens":%d}}\n\ndata: [DONE]\n\n'
+    role = b'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}\n\n'
+    silent = RequestTracker(0, None, 2, 4)
+    stream = StreamState(api, silent)
+    for i, part in enumerate([role if api == "chat" else b"", chunk(""), chunk(""), chunk("")]):
+        stream.feed(part, at=i / 1e3)
+    stream.feed(chunk("", '"length"') + usage % 4, at=0.004)
+    silent.mark_sent(0.0)
+    silent.finish(server_tokens=stream.server_tokens)
+    row = silent.record("t", 0.0)
+    assert row[R.STATUS] == R.STATUS_OK, row[R.ERROR]
+    assert row[R.OUTPUT_TOKENS] == 4 and row[R.TTFT_S] == pytest.approx(0.001)
+    assert sorted(silent.chunk_tokens) == [1, 1, 2]  # the server's 4, spread over 3 chunks
+    mixed = RequestTracker(1, None, 2, 3)
+    stream = StreamState(api, mixed)
+    for i, part in enumerate([chunk(" a"), chunk(""), chunk(" b", '"length"') + usage % 3]):
+        stream.feed(part, at=i / 1e3)
+    mixed.finish(server_tokens=stream.server_tokens)
+    assert mixed.chunk_times == [0.0, 0.001, 0.002] and mixed.chunk_tokens == [1, 1, 1]
+
+
+@pytest.mark.parametrize("api", ["completions", "chat"])
+def test_a_reply_of_one_textless_token_is_its_closing_chunk(api):
+    # EOS at once: vLLM's only chunk is the closing one, with empty text, and usage says 1
+    choice = '"delta":{"content":""}' if api == "chat" else '"text":""'
+    closing = f'data: {{"choices":[{{{choice},"finish_reason":"stop"}}]}}\n\n'.encode()
+    usage = b'data: {"choices":[],"usage":{"completion_tokens":1}}\n\ndata: [DONE]\n\n'
+    tracker = RequestTracker(0, None, 2, 8)
+    stream = StreamState(api, tracker)
+    stream.feed(closing, at=0.003)
+    stream.feed(usage, at=0.004)
+    stream.end()
+    tracker.mark_sent(0.0)
+    tracker.finish(server_tokens=stream.server_tokens)
+    row = tracker.record("t", 0.0)
+    assert row[R.STATUS] == R.STATUS_OK and row[R.OUTPUT_TOKENS] == 1
+    assert row[R.TTFT_S] == pytest.approx(0.003)
+    # an OpenAI-style closing chunk after tokens stays out of the timing
+    after = RequestTracker(1, None, 2, 8)
+    stream = StreamState(api, after)
+    text = '"delta":{"content":" a"}' if api == "chat" else '"text":" a"'
+    stream.feed(f'data: {{"choices":[{{{text},"finish_reason":null}}]}}\n\n'.encode(), at=0.001)
+    stream.feed(closing + usage, at=0.002)
+    stream.end()
+    assert after.chunk_times == [0.001]
+
+
 def test_a_count_in_the_last_chunk_of_choices_is_the_final_count():
     # as llama.cpp's server ends a stream: the finish reason and usage in a chunk with no text
     tracker = RequestTracker(0, None, 2, 6)
