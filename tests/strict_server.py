@@ -7,7 +7,8 @@ for it, never per-chunk usage. An unknown field, top level or inside `stream_opt
 OpenAI's error object naming it in `param`. Options: headers every request must carry (401
 otherwise), chat refusing `max_tokens` as newer OpenAI models do, an end of sequence after
 `eos_after` tokens, `vllm=True` to take vLLM's `ignore_eos` and per-chunk usage as vLLM's
-server does, and `echo=True` to quote a refused value back. Every request's headers and body
+server does, `echo=True` to quote a refused value back, and `hold_after_done` seconds of an
+open stream after `[DONE]`. Every request's headers and body
 are kept, to check what arrived.
 """
 
@@ -55,6 +56,7 @@ class StrictServer:
     eos_after: int | None = None  # the model's own end, unless ignore_eos (vllm only)
     vllm: bool = False  # takes ignore_eos and continuous_usage_stats
     echo: bool = False  # quote a refused field's value in the error, as pydantic's `input` does
+    hold_after_done: float = 0.0  # seconds the stream stays open after `data: [DONE]`
     seen: list[Seen] = field(default_factory=list)
     url: str = ""
 
@@ -105,6 +107,7 @@ class StrictServer:
             event = {**head, "choices": [], "usage": _usage(sent)}
             await resp.write(f"data: {json.dumps(event)}\n\n".encode())
         await resp.write(b"data: [DONE]\n\n")
+        await asyncio.sleep(self.hold_after_done)
         return resp
 
     def _check_headers(self, request: web.Request) -> web.Response | None:

@@ -404,7 +404,8 @@ async def _drain(resp: aiohttp.ClientResponse) -> None:
     if resp.content.at_eof():
         return
     try:
-        await asyncio.wait_for(resp.content.read(), DRAIN_S)
+        async with asyncio.timeout(DRAIN_S):  # a timer, not a task as `wait_for` makes
+            await resp.content.read()
     except (TimeoutError, aiohttp.ClientError):
         pass
 

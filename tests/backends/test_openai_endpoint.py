@@ -6,6 +6,8 @@ takes vLLM's extensions; launched vLLM and sim servers still get them. Header an
 named `{env: NAME}` are read from the environment when the trial starts and never written.
 """
 
+import time
+
 import pandas as pd
 import pytest
 
@@ -16,7 +18,7 @@ from backends.vllm_server import VLLMServerBackend
 from sweep.core import records as R
 from sweep.core.errors import BackendError, ConfigError
 from sweep.core.summary import summarize
-from sweep.loadgen.http import run_http_workload
+from sweep.loadgen.http import DRAIN_S, run_http_workload
 from sweep.loadgen.http_error import error_line
 from tests.helpers import SMALL_CLOSED_LOOP, make_requests, run_sweep_here, workload
 from tests.strict_server import MODEL, Running, StrictServer
@@ -65,6 +67,18 @@ def test_standard_bodies_succeed_against_a_strict_server(strict, api):
         assert "ignore_eos" not in body and body["max_tokens"] == 6
         assert body["stream_options"] == {"include_usage": True}
         assert body["model"] == MODEL and body["stream"] is True
+
+
+def test_a_stream_held_open_after_done_costs_its_connection_not_the_request(strict):
+    # the load generator reads on after [DONE] to the body's end (to keep the connection), but
+    # only for DRAIN_S: a server that never ends the body still has its requests recorded ok
+    server = strict(hold_after_done=4.0)  # past DRAIN_S; short enough for the server's cleanup
+    started = time.monotonic()
+    rows = run(attach(server), count=2)
+    assert [r[R.STATUS] for r in rows] == [R.STATUS_OK] * 2
+    assert all(r[R.OUTPUT_TOKENS] == 6 for r in rows)
+    assert all(r[R.E2E_S] < 1.0 for r in rows)  # ended at [DONE], not when the body did
+    assert time.monotonic() - started < DRAIN_S + 2.0 < server.hold_after_done
 
 
 def test_extensions_on_a_strict_server_fail_in_one_line_naming_the_field(strict):
