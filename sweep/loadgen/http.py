@@ -65,7 +65,6 @@ POOL_UNCAPPED = 32
 Send = Callable[[GenRequest, RequestTracker, float], Awaitable[None]]
 
 
-SPIN_S = 0.001  # the last stretch before an open loop's send, yielded through, not slept
 DRAIN_S = 1.0  # how long the end of a body after `[DONE]` is waited for (`_drain`)
 STOPPED_OVER_SATURATED = "stopped: the probe was over-saturated, still in flight after"
 STOP_SLACK_S = 0.25
@@ -203,7 +202,7 @@ async def run_share(
             offsets = share.take(open_loop_schedule(schedule, workload))  # ramp, duration_s
             items = mark_phases(items[: len(offsets)], offsets, workload)
         begin = now_s() if start is None else await start()
-        await sleep_until(begin)
+        await asyncio.sleep(max(0.0, begin - now_s()))
         # A full collection scans every object of the process (tens of ms with pandas and Ray
         # loaded), stalling every stream at once; only objects made from here on are scanned.
         gc.freeze()
@@ -295,7 +294,9 @@ async def _open_loop(send: Send, items: list, workload: object, plan: _Plan) -> 
     start = plan.start
     tasks = []
     for (request, tracker), offset in zip(items, plan.offsets, strict=True):
-        await sleep_until(start + offset)
+        delay = start + offset - now_s()
+        if delay > 0:
+            await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(capped(request, tracker, start + offset)))
     if plan.stop_ratio is None or not plan.offsets:
         await asyncio.gather(*tasks)
@@ -320,20 +321,6 @@ async def _open_loop(send: Send, items: list, workload: object, plan: _Plan) -> 
     for task, (_, tracker) in zip(tasks, items, strict=True):
         if task in late and tracker.end is None:
             tracker.fail(f"{STOPPED_OVER_SATURATED} {span:.1f} s")
-
-
-async def sleep_until(deadline: float) -> None:
-    """Return at `deadline` (monotonic seconds), to tens of microseconds when the loop is free.
-
-    The event loop's sleep wakes up to a millisecond late: epoll takes its timeout in whole
-    milliseconds, rounded up. So it sleeps to `SPIN_S` before the deadline, then yields to the
-    loop's other work until the deadline has come (other streams are read meanwhile).
-    """
-    delay = deadline - now_s()
-    if delay > SPIN_S:
-        await asyncio.sleep(delay - SPIN_S)
-    while now_s() < deadline:
-        await asyncio.sleep(0)
 
 
 async def _batches(send: Send, items: list, workload: object, plan: _Plan) -> None:
