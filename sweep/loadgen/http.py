@@ -224,7 +224,7 @@ async def open_pool(session: aiohttp.ClientSession, endpoint: Endpoint, count: i
     """Have `count` connections open in the session's pool before the measured load starts.
 
     Opening a connection takes the event loop's turn for a while: the 16 a closed loop opened
-    at its start put its first requests 14-17 ms late against vLLM's CPU server, which read as a
+    at its start put its first requests 14-28 ms late against vLLM's CPU server, which read as a
     saturated client, and a trace's bursts opened theirs while other sends were due. Each is
     opened by a GET of a cheap path (`POOL_PATHS`), all at once so that none reuses another's;
     what the server answers (a 404 too) is read and ignored, and a failure is left for the

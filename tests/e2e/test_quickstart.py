@@ -74,12 +74,12 @@ def test_request_records_are_exact_and_sane(quickstart):
         assert list(requests.columns) == R.REQUESTS_SCHEMA.names
         assert len(requests) == 32  # workload.num_requests of the quickstart
         assert (requests[R.STATUS] == R.STATUS_OK).all()
-        assert (requests[R.OUTPUT_TOKENS] == 32).all()  # exact output length (ignore_eos)
-        assert (requests[R.SERVER_OUTPUT_TOKENS] == 32).all()
+        assert (requests[R.OUTPUT_TOKENS] == 48).all()  # exact output length (ignore_eos)
+        assert (requests[R.SERVER_OUTPUT_TOKENS] == 48).all()
         assert (requests[R.TTFT_S] > 0).all()
         assert (requests[R.E2E_S] >= requests[R.TTFT_S]).all()
         assert (requests[R.FIRST_TOKEN_S] >= requests[R.SENT_S]).all()
-        assert requests[R.ITL_S].map(len).eq(31).all()
+        assert requests[R.ITL_S].map(len).eq(47).all()
 
 
 def test_random_prompts_have_exact_input_lengths(quickstart):
