@@ -9,6 +9,7 @@ checks that no vLLM process is left.
 """
 
 import dataclasses
+import os
 import time
 
 import pandas as pd
@@ -58,6 +59,20 @@ def deployment_of(overrides):
 def run_all(deployment):
     """Run a deployment with the trial runner; return its trial files."""
     return [f for f in run_deployment(deployment, {}) if not isinstance(f, DeploymentStarted)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def environment_restored():
+    """Put back this process's environment after the module.
+
+    vLLM's in-process engine sets `LD_PRELOAD` (torch's libgomp), `TORCHINDUCTOR_*` and more in
+    `os.environ`; every process a later test starts inherited them, and the quickstart's two
+    torch workers then ran about 17 times slower (20 tok/s against 340), past its timeout.
+    """
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture(scope="module")
