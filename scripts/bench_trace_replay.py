@@ -9,7 +9,12 @@ measured request's (the two clocks aligned by the first request; one column alig
 median difference instead). Prints one table, a row per run and speedup.
 
     .venv/bin/python scripts/bench_trace_replay.py [--trace bursty] [--speedup 4] [--runs 3]
-        [override ...]
+        [--no-floor] [override ...]
+
+Unless `--no-floor`, it first measures how late this machine wakes a sleeping process at all
+(`scripts/bench_wakeups.py`, about 30 s) and prints that table after its own: a replayed arrival
+needs the client to wake for its send and the server to wake for its read, so no replay here
+can be more exact than those wake-ups.
 """
 
 from __future__ import annotations
@@ -78,8 +83,13 @@ def main() -> None:
     parser.add_argument("--trace", default="bursty", help="a shipped trace or a trace file")
     parser.add_argument("--speedup", type=float, default=4.0)
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument(
+        "--no-floor", action="store_true",
+        help="skip the machine's own wake-up lateness (scripts/bench_wakeups.py), measured first",
+    )  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="more overrides, e.g. backend.itl_ms=10")
     args = parser.parse_args()
+    floor = None if args.no_floor else wakeup_floor()
     trace = read_trace(resolve(args.trace))
     speedups = [1.0, args.speedup]
     table = []
@@ -114,6 +124,19 @@ def main() -> None:
                 }
             )
     print(markdown_table(pd.DataFrame(table).round(2)))
+    if floor is not None:
+        print("\nThis machine's wake-up lateness, measured just before (no load, no server):\n")
+        print(floor)
+
+
+def wakeup_floor() -> str:
+    """`scripts/bench_wakeups.py`'s table: no replay's error can be below its wake-ups'."""
+    script = REPO / "scripts" / "bench_wakeups.py"
+    command = [sys.executable, str(script), "--rounds", "2", "--waits", "500"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"bench_wakeups.py failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return done.stdout.strip()
 
 
 if __name__ == "__main__":

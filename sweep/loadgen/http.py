@@ -49,6 +49,7 @@ from sweep.loadgen.saturation import CpuMeter
 from sweep.loadgen.shards import WHOLE, Share, run_sharded
 from sweep.loadgen.sse import EventError, StreamState
 from sweep.loadgen.stages import mark_phases, open_loop_schedule, run_stages, send_until
+from sweep.loadgen.wakeup import sleep_until
 
 API_PATHS = {
     "completions": "/v1/completions",
@@ -202,7 +203,7 @@ async def run_share(
             offsets = share.take(open_loop_schedule(schedule, workload))  # ramp, duration_s
             items = mark_phases(items[: len(offsets)], offsets, workload)
         begin = now_s() if start is None else await start()
-        await asyncio.sleep(max(0.0, begin - now_s()))
+        await sleep_until(begin)
         # A full collection scans every object of the process (tens of ms with pandas and Ray
         # loaded), stalling every stream at once; only objects made from here on are scanned.
         gc.freeze()
@@ -294,9 +295,7 @@ async def _open_loop(send: Send, items: list, workload: object, plan: _Plan) -> 
     start = plan.start
     tasks = []
     for (request, tracker), offset in zip(items, plan.offsets, strict=True):
-        delay = start + offset - now_s()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        await sleep_until(start + offset)  # to a tenth of a ms (asyncio's sleep: to the ms)
         tasks.append(asyncio.create_task(capped(request, tracker, start + offset)))
     if plan.stop_ratio is None or not plan.offsets:
         await asyncio.gather(*tasks)

@@ -47,6 +47,7 @@ from sweep.loadgen.http import Endpoint, endpoint_of, stream_one, wire_stamp
 from sweep.loadgen.recorder import RequestTracker, Trackers
 from sweep.loadgen.request_ids import new_run, request_id
 from sweep.loadgen.saturation import CpuMeter
+from sweep.loadgen.wakeup import sleep_until
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +308,7 @@ class _Conversation:
                 continue
             if previous is not None:  # the user reads the reply, then thinks
                 due = previous.end + session.think_s[k]
-                await asyncio.sleep(max(0.0, due - now_s()))
+                await sleep_until(due)
             try:
                 request, tracker.input_tokens, tracker.dropped_turns = self.history.request(
                     session.idx, k + 1, earlier, user
@@ -356,7 +357,7 @@ async def _open_loop(conversation: _Conversation, sessions: list[Session], workl
     start = now_s()
     tasks = []
     for session, offset in zip(sessions, offsets, strict=True):
-        await asyncio.sleep(max(0.0, start + offset - now_s()))
+        await sleep_until(start + offset)
         tasks.append(asyncio.create_task(conversation.run(session, start + offset)))
     await asyncio.gather(*tasks)
 

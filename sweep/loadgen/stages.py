@@ -25,8 +25,8 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 
 from sweep.core import records as R
 from sweep.loadgen.arrivals import arrival_offsets
-from sweep.loadgen.clock import now_s
 from sweep.loadgen.ramp import ramped
+from sweep.loadgen.wakeup import sleep_until
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ async def run_stages(
     at = begin
     for index, stage in enumerate(workload.stages):
         until = at + stage.duration_s
-        await asyncio.sleep(max(0.0, at - now_s()))
+        await sleep_until(at)
         if stage.request_rate is not None:
             offsets = stage_offsets(stage, workload.burstiness, workload.seed + index)
             taken = [_marked(item, index) for item in itertools.islice(queue, len(offsets))]

@@ -1,5 +1,7 @@
 """The trial's telemetry sampler: each source at its own interval, a last poll, closing."""
 
+import subprocess
+import sys
 import time
 
 from sweep.core import records as R
@@ -51,3 +53,39 @@ def test_process_source_reports_this_process():
     rows = {metric: value for _, metric, value in process_source()()}
     assert rows[R.PROCESS_RSS_MB] > 10  # a Python interpreter with pytest loaded
     assert rows[R.PROCESS_CPU_PERCENT] >= 0
+
+
+def test_process_cpu_counts_the_children_busy_between_polls():
+    """A child spinning on a core shows in the tree's CPU: each process keeps its own counter.
+
+    Before, the children were found anew at every poll, and a new `psutil.Process` reads 0% on
+    its first `cpu_percent`: a launched server's CPU was never counted.
+    """
+    source = process_source()
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # started and spinning
+        source()  # the walk that finds it, and the start of every counter
+        time.sleep(1.0)
+        rows = {metric: value for _, metric, value in source()}
+    finally:
+        child.kill()
+        child.wait()
+    assert rows[R.PROCESS_CPU_PERCENT] >= 50  # the child's core, at least half of it
+
+
+def test_process_tree_is_walked_again_only_after_the_refresh():
+    source = process_source(refresh_s=0.5)
+    before = {metric: value for _, metric, value in source()}
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        time.sleep(0.2)
+        soon = {metric: value for _, metric, value in source()}  # the tree as first walked
+        time.sleep(0.5)
+        later = {metric: value for _, metric, value in source()}  # walked again: the child too
+    finally:
+        child.kill()
+        child.wait()
+    rss = R.PROCESS_RSS_MB
+    assert abs(soon[rss] - before[rss]) < 5
+    assert later[rss] > soon[rss] + 3  # a Python interpreter's RSS
