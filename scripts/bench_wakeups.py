@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -92,7 +93,7 @@ def main() -> None:
                 "p99 per round, ms": f"{min(p99s):.2f}-{max(p99s):.2f}",
             }
         )
-    print(markdown_table(rows))
+    print(markdown_table(pd.DataFrame(rows)))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,13 @@ Prints each round's output tok/s and median TTFT, the medians over rounds, the p
 with their relative differences from vLLM's client, and whether ours is within 5% of it on
 both, interval included. Both clients rescale their Poisson schedules to offer exactly the
 configured rate, so below saturation the comparison is of the measurement itself, not of two
-draws.
+draws. With `--server vllm`, each round also reads vLLM's own TTFT histogram (`/metrics`, its
+`_sum` and `_count` before and after the round): the server's mean TTFT over that round's
+requests, beside the client's mean. A closed loop on a CPU server falls into waves (requests of
+one output length end together, and the next ones queue behind each other's prefill), so its
+TTFT depends on the few hundred microseconds in which a client turns a reply into the next
+request; the client's mean minus the server's is what the client adds to the server's own
+figure, the same quantity for both clients whatever the waves did.
 
 Usage:
     .venv/bin/python scripts/compare_vllm_client.py [--server sim] [--rounds 3] [--prompts 200]
@@ -59,6 +65,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 from process_watch import cpu_ids, run_child, thread_cpus  # noqa: E402  (scripts/, beside this)
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from analysis.load import load_requests, load_summary  # noqa: E402
 from backends import backend_class  # noqa: E402
@@ -143,6 +150,11 @@ class Round:
         self.tok_s, self.ttfts_ms, self.note = tok_s, ttfts_ms, note
         self.median_ttft_ms = statistics.median(ttfts_ms)
         self.truth_ms: list[float] = []
+        self.server_mean_ms: float | None = None  # vLLM's own mean TTFT over the round
+
+    @property
+    def mean_ttft_ms(self) -> float:
+        return statistics.fmean(self.ttfts_ms)
 
     def line(self, round_idx: int, client: str) -> str:
         """The round's line as it finishes (warm-up rounds have negative indices)."""
@@ -151,6 +163,8 @@ class Round:
         text += f"{self.median_ttft_ms:7.1f} ms"
         if self.truth_ms:
             text += f" (server: {statistics.median(self.truth_ms):.1f} ms)"
+        if self.server_mean_ms is not None:
+            text += f"; mean {self.mean_ttft_ms:.1f} ms, server's mean {self.server_mean_ms:.1f} ms"
         return f"{text}  [{self.note}]"
 
 
@@ -259,6 +273,21 @@ def server_truth(backend, seen: set[str]) -> list[float]:
     return [(v["first_token_ns"] - v["arrival_ns"]) / 1e6 for v in new]
 
 
+TTFT_SERIES = "vllm:time_to_first_token_seconds"
+
+
+def server_ttft_totals(backend) -> tuple[float, float]:
+    """vLLM's own TTFT histogram so far: (sum of seconds, count), over every label set."""
+    text = httpx.get(f"{backend.base_url}/metrics", timeout=30).text
+    totals = {"_sum": 0.0, "_count": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            for suffix in totals:
+                if sample.name == TTFT_SERIES + suffix:
+                    totals[suffix] += sample.value
+    return totals["_sum"], totals["_count"]
+
+
 def workload_overrides(args: argparse.Namespace, model: str | None) -> list[str]:
     """The workload both sides of the comparison share, as `python -m sweep` overrides."""
     if math.isinf(args.rate):  # vLLM's client: --request-rate inf --max-concurrency N
@@ -357,9 +386,14 @@ def run_rounds(server, args: argparse.Namespace, workload: list[str], results: P
         # Alternate who goes first, so slow drift of the machine favours no client.
         for client in clients if round_idx % 2 == 0 else tuple(reversed(clients)):
             server.reset_between_trials()
+            before = server_ttft_totals(server) if args.server == "vllm" else None
             result = run[client](f"{client.split()[-1]}-{number:03d}", number)
             if args.server == "sim":
                 result.truth_ms = server_truth(server, seen)
+            if before is not None:  # the round's requests (vLLM's client adds one test request)
+                after = server_ttft_totals(server)
+                count = after[1] - before[1]
+                result.server_mean_ms = (after[0] - before[0]) / count * 1e3 if count else None
             if round_idx >= 0:
                 rounds[client].append(result)
             print(result.line(round_idx, client), flush=True)
@@ -422,6 +456,21 @@ def report(rounds: dict[str, list[Round]], args: argparse.Namespace) -> None:
         truth = [t for r in rounds[client] for t in r.truth_ms]
         if truth:
             print(f"server's own TTFT of {client}'s requests: median {np.median(truth):.2f} ms")
+    offsets = {
+        c: [r.mean_ttft_ms - r.server_mean_ms for r in rounds[c] if r.server_mean_ms is not None]
+        for c in clients
+    }
+    if all(offsets.values()):
+        print(
+            "\nmean TTFT, client's - server's own (vLLM's histogram over the round): what the "
+            "client adds to what the server measured"
+        )
+        for client in clients:
+            values = offsets[client]
+            print(
+                f"{client:<12} median over rounds {statistics.median(values):+.2f} ms "
+                f"(rounds {min(values):+.2f} .. {max(values):+.2f} ms)"
+            )
     print()
     pairs = [(c, REF) for c in clients[1:]] + ([tuple(clients[1:])] if len(clients) == 3 else [])
     for client, ref in pairs:
