@@ -456,25 +456,48 @@ def report(rounds: dict[str, list[Round]], args: argparse.Namespace) -> None:
         truth = [t for r in rounds[client] for t in r.truth_ms]
         if truth:
             print(f"server's own TTFT of {client}'s requests: median {np.median(truth):.2f} ms")
-    offsets = {
-        c: [r.mean_ttft_ms - r.server_mean_ms for r in rounds[c] if r.server_mean_ms is not None]
-        for c in clients
-    }
-    if all(offsets.values()):
-        print(
-            "\nmean TTFT, client's - server's own (vLLM's histogram over the round): what the "
-            "client adds to what the server measured"
-        )
-        for client in clients:
-            values = offsets[client]
-            print(
-                f"{client:<12} median over rounds {statistics.median(values):+.2f} ms "
-                f"(rounds {min(values):+.2f} .. {max(values):+.2f} ms)"
-            )
+    print_offsets(rounds, clients)
     print()
     pairs = [(c, REF) for c in clients[1:]] + ([tuple(clients[1:])] if len(clients) == 3 else [])
     for client, ref in pairs:
         print(verdict(rounds, pooled, client, ref))
+
+
+def print_offsets(rounds: dict[str, list[Round]], clients: list[str]) -> None:
+    """What each client adds to the server's own mean TTFT, and ours against vLLM's, by round.
+
+    The difference of the two clients' offsets, paired by round, is their measurements'
+    disagreement with the server's own timing taken out: its median over rounds, with a
+    bootstrap 95% interval, in ms and relative to vLLM's client's mean TTFT.
+    """
+    offsets = {
+        c: [r.mean_ttft_ms - r.server_mean_ms for r in rounds[c] if r.server_mean_ms is not None]
+        for c in clients
+    }
+    if not all(len(v) == len(rounds[c]) for c, v in offsets.items()):
+        return  # not a vLLM server, or a round whose histogram could not be read
+    print(
+        "\nmean TTFT, client's - server's own (vLLM's histogram over the round): what the "
+        "client adds to what the server measured"
+    )
+    for client in clients:
+        values = offsets[client]
+        print(
+            f"{client:<12} median over rounds {statistics.median(values):+.2f} ms "
+            f"(rounds {min(values):+.2f} .. {max(values):+.2f} ms)"
+        )
+    scale = statistics.median(r.mean_ttft_ms for r in rounds[REF])
+    for client in clients[1:]:
+        diffs = np.array(offsets[client]) - np.array(offsets[REF])
+        samples = np.random.default_rng(0).choice(diffs, (BOOTSTRAP, diffs.size))
+        low, high = np.percentile(np.median(samples, axis=1), [2.5, 97.5])
+        within = max(abs(low), abs(high)) <= TOLERANCE * scale
+        print(
+            f"{client} against {REF}, paired by round: adds {np.median(diffs):+.2f} ms "
+            f"(95% interval {low:+.2f} .. {high:+.2f} ms; {np.median(diffs) / scale:+.1%}, "
+            f"{low / scale:+.1%} .. {high / scale:+.1%} of {REF}'s mean TTFT): "
+            f"{'within' if within else 'NOT within'} {TOLERANCE:.0%}"
+        )
 
 
 def verdict(rounds, pooled, client: str, ref: str) -> str:
