@@ -55,10 +55,11 @@ class Wakeups:
 
     The timer is armed at the earliest waiting time; when it fires, every wait that is due is
     woken and the timer is armed at the next. A waiter that was cancelled is dropped when due.
+    The timerfd is closed when its loop is gone (a worker runs one loop per trial).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, libc: ctypes.CDLL, fd: int) -> None:
-        self._loop = loop
+        # No reference to the loop: kept per loop in a weak mapping, one would keep it alive.
         self._libc = libc
         self._fd = fd
         self._waits: list[tuple[float, int, asyncio.Future[None]]] = []
@@ -68,7 +69,7 @@ class Wakeups:
 
     async def until(self, at: float) -> None:
         """Return when the timer has fired at or after `at`."""
-        waiter: asyncio.Future[None] = self._loop.create_future()
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waits, (at, next(self._order), waiter))
         if self._armed is None or at < self._armed:
             self._arm(at)

@@ -81,3 +81,21 @@ def test_without_timerfd_waits_are_asyncio_sleeps(monkeypatch):
     woken, wakeups = asyncio.run(main())
     assert wakeups is None
     assert all(at <= t for at, t in woken)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="counts this process's fds in /proc")
+def test_each_event_loop_gives_its_timer_back_when_it_is_gone():
+    """A worker runs one event loop per trial: a timerfd kept per loop would leak one a trial."""
+    import gc
+    import os
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    asyncio.run(sleep_until(now_s() + 0.001))  # anything made once per process, made now
+    gc.collect()
+    before = open_fds()
+    for _ in range(20):
+        asyncio.run(sleep_until(now_s() + 0.001))
+    gc.collect()
+    assert open_fds() <= before + 1
