@@ -36,20 +36,12 @@ def waits(count: int, seed: int) -> list[float]:
     return [rng.uniform(0.001, 0.02) for _ in range(count)]
 
 
-async def asyncio_round(durations: list[float]) -> list[float]:
+async def loop_round(durations: list[float], precise: bool) -> list[float]:
+    """Waits on the event loop: `sleep_until` if `precise`, else `asyncio.sleep`."""
     late = []
     for d in durations:
         due = now_s() + d
-        await asyncio.sleep(d)
-        late.append(now_s() - due)
-    return late
-
-
-async def until_round(durations: list[float]) -> list[float]:
-    late = []
-    for d in durations:
-        due = now_s() + d
-        await sleep_until(due)
+        await (sleep_until(due) if precise else asyncio.sleep(d))
         late.append(now_s() - due)
     return late
 
@@ -64,8 +56,8 @@ def time_round(durations: list[float]) -> list[float]:
 
 
 METHODS = {
-    "asyncio.sleep": lambda d: asyncio.run(asyncio_round(d)),
-    "sleep_until (timerfd)": lambda d: asyncio.run(until_round(d)),
+    "asyncio.sleep": lambda d: asyncio.run(loop_round(d, precise=False)),
+    "sleep_until (timerfd)": lambda d: asyncio.run(loop_round(d, precise=True)),
     "time.sleep (floor)": time_round,
 }
 

@@ -65,7 +65,6 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 from process_watch import cpu_ids, run_child, thread_cpus  # noqa: E402  (scripts/, beside this)
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from analysis.load import load_requests, load_summary  # noqa: E402
 from backends import backend_class  # noqa: E402
@@ -278,13 +277,16 @@ TTFT_SERIES = "vllm:time_to_first_token_seconds"
 
 def server_ttft_totals(backend) -> tuple[float, float]:
     """vLLM's own TTFT histogram so far: (sum of seconds, count), over every label set."""
-    text = httpx.get(f"{backend.base_url}/metrics", timeout=30).text
+    scrape = backend.metrics_scrape()
+    try:
+        series = scrape()
+    finally:
+        scrape.close()
     totals = {"_sum": 0.0, "_count": 0.0}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            for suffix in totals:
-                if sample.name == TTFT_SERIES + suffix:
-                    totals[suffix] += sample.value
+    for (sample, _, _), (_, _, value) in series.items():
+        for suffix in totals:
+            if sample == TTFT_SERIES + suffix:
+                totals[suffix] += value
     return totals["_sum"], totals["_count"]
 
 
