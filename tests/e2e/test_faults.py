@@ -50,9 +50,10 @@ def test_ctrl_c_stops_servers_and_says_how_to_resume(tmp_path):
         "sweep.name=interrupted",
         f"output.dir={tmp_path}",
         "backend.ttft_ms=500",
-        "workload.num_requests=16",
-        "+sweep.grid.workload.concurrency=[1,2,4]",
-        "+sweep.grid.backend.itl_ms=[20,21]",
+        "+sweep.grid.workload.concurrency=[4,1]",
+        # one short trial to wait for, and one of about four minutes (400 requests of 0.58 s
+        # one at a time) that is still running when the Ctrl-C comes, however fast the host
+        "+sweep.grid.workload.num_requests=[8,400]",
     ]
     proc = subprocess.Popen(
         command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
