@@ -24,7 +24,10 @@ machine: `--server-cpus 0 --client-cpus 1`. Each round's line says where its pro
 `--server vllm` (default) is a `vllm_server` deployment: the project's tiny model on CPU, or
 `--model PATH` and `--num-gpus N`. Its TTFT varies from round to round with the machine's load
 more than the two clients could differ, so every request's TTFT is pooled over the rounds and
-the difference of the pooled medians is given with a bootstrap 95% interval.
+the difference of the pooled medians is given with a bootstrap 95% interval that resamples
+rounds, paired (a round's requests share the server's state, so they are not independent).
+Both clients send the same `--temperature` (greedy by default, as ours), and
+`--no-prefix-caching` keeps vLLM's cache from favouring its client's prompts.
 `--server sim` is the simulated server (`backends.sim_server`) with a fixed TTFT of `--sim-ttft-ms`
 and inter-token latency of `--sim-itl-ms`: no compute noise, so it measures the clients alone,
 and its own first-token stamps give the true TTFT both clients should report.
@@ -123,6 +126,12 @@ def parse_args() -> argparse.Namespace:
         "--temperature", type=float, default=0.0,
         help="sent by both clients (vLLM's client sends none unless told, and the server then "
         "samples at its default, 1.0 for the tiny model, where ours is greedy)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-prefix-caching", action="store_true",
+        help="vLLM server without its prefix cache (vLLM's random prompts are runs of "
+        "consecutive token ids: on a small vocabulary, as the tiny model's 512, their first "
+        "blocks repeat and hit the cache, where ours do not)",
     )  # fmt: skip
     parser.add_argument("--sim-ttft-ms", type=float, default=50.0)
     parser.add_argument("--sim-itl-ms", type=float, default=20.0)
@@ -317,8 +326,12 @@ def server_backend(args: argparse.Namespace, workload: list[str]):
     ]
     if args.server == "sim":
         overrides += [f"backend.ttft_ms={args.sim_ttft_ms}", f"backend.itl_ms={args.sim_itl_ms}"]
-    elif args.server_cpus:  # vLLM on CPU binds its OpenMP threads itself, to every core
-        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, args.server_cpus)))
+    else:
+        if args.no_prefix_caching:
+            overrides.append("backend.enable_prefix_caching=false")
+        if args.server_cpus:  # vLLM on CPU binds its OpenMP threads itself, to every core
+            cpus = ",".join(map(str, args.server_cpus))
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpus)
     (spec,) = build_plan(overrides).trials
     model_path = resolve_model_path(spec.config.model)
     return backend_class(spec.config.backend.name)(spec.config.backend, model_path)

@@ -47,12 +47,22 @@ class Round:
         return f"{text}  [{self.note}]"
 
 
-def bootstrap_ci(ours: np.ndarray, ref: np.ndarray, seed: int = 0) -> tuple[float, float]:
-    """95% interval of (median(ours) - median(ref)) / median(ref), resampling requests."""
+def bootstrap_ci(ours: list[Round], ref: list[Round], seed: int = 0) -> tuple[float, float]:
+    """95% interval of (median(ours) - median(ref)) / median(ref) of the pooled TTFTs.
+
+    Resamples rounds, not requests, and pairs them (round i of both clients ran side by side):
+    a round's requests share its server's state (a closed loop's waves fall into one of a few
+    patterns for a whole round), so they are not independent draws, and resampling requests
+    would give an interval far narrower than the rounds' scatter.
+    """
     rng = np.random.default_rng(seed)
-    a = np.median(rng.choice(ours, (BOOTSTRAP, ours.size)), axis=1)
-    b = np.median(rng.choice(ref, (BOOTSTRAP, ref.size)), axis=1)
-    low, high = np.percentile((a - b) / b, [2.5, 97.5])
+    picks = rng.integers(0, len(ref), (BOOTSTRAP, len(ref)))
+    ratios = np.empty(BOOTSTRAP)
+    for k, pick in enumerate(picks):
+        a = np.median(np.concatenate([ours[i].ttfts_ms for i in pick]))
+        b = np.median(np.concatenate([ref[i].ttfts_ms for i in pick]))
+        ratios[k] = a / b - 1
+    low, high = np.percentile(ratios, [2.5, 97.5])
     return float(low), float(high)
 
 
@@ -91,7 +101,7 @@ def report(rounds: dict[str, list[Round]], args: argparse.Namespace) -> None:
     for client in clients:
         interval = ""
         if client != REF:
-            low, high = bootstrap_ci(pooled[client], pooled[REF])
+            low, high = bootstrap_ci(rounds[client], rounds[REF])
             interval = f"   {low:+.1%} .. {high:+.1%}"
         print(
             f"{client:<12}{tok[client]:>14.1f}{tok[client] / tok[REF] - 1:>+8.1%}"
@@ -151,7 +161,7 @@ def verdict(rounds, pooled, client: str, ref: str) -> str:
     """Whether `client` is within `TOLERANCE` of `ref` on tok/s and median TTFT, intervals too."""
     tok, tok_low, tok_high = paired_tok_s(rounds[client], rounds[ref])
     ttft = float(np.median(pooled[client]) / np.median(pooled[ref]) - 1)
-    low, high = bootstrap_ci(pooled[client], pooled[ref])
+    low, high = bootstrap_ci(rounds[client], rounds[ref])
     within = max(abs(tok_low), abs(tok_high), abs(low), abs(high)) <= TOLERANCE
     return (
         f"{client} against {ref}: output tok/s {tok:+.1%} (95% interval over rounds "

@@ -1,0 +1,33 @@
+"""The parity report's interval of the median TTFT difference resamples rounds, not requests."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parents[2] / "scripts"))
+
+from parity_report import Round, bootstrap_ci  # noqa: E402
+
+
+def rounds(centres: list[float], seed: int) -> list[Round]:
+    """Rounds of 200 requests each, tight around their own centre (ms)."""
+    rng = np.random.default_rng(seed)
+    return [Round(1000.0, list(rng.normal(c, 1.0, 200))) for c in centres]
+
+
+def test_rounds_that_scatter_give_an_interval_as_wide_as_their_scatter():
+    # a closed loop's rounds fall near one of two TTFTs, for both clients alike (five of eight
+    # near 100 ms): the pooled medians agree to 0.1%, but another eight rounds could put either
+    # client's majority near 140 ms
+    ours = rounds([100, 140, 100, 100, 140, 100, 140, 100], seed=1)
+    ref = rounds([140, 100, 100, 140, 100, 100, 100, 140], seed=2)
+    low, high = bootstrap_ci(ours, ref)
+    assert low < -0.15 and high > 0.15  # resampling requests gives -0.1% .. +0.2%
+
+
+def test_rounds_that_agree_give_a_tight_interval_around_the_difference():
+    ours = rounds([101, 121.2, 111.1, 106.05], seed=3)  # 1% above each round of the reference
+    ref = rounds([100, 120, 110, 105], seed=4)
+    low, high = bootstrap_ci(ours, ref)
+    assert -0.02 < low <= 0.01 <= high < 0.04
