@@ -7,7 +7,8 @@ for it, never per-chunk usage. An unknown field, top level or inside `stream_opt
 OpenAI's error object naming it in `param`. Options: headers every request must carry (401
 otherwise), chat refusing `max_tokens` as newer OpenAI models do, an end of sequence after
 `eos_after` tokens, `vllm=True` to take vLLM's `ignore_eos` and per-chunk usage as vLLM's
-server does, `echo=True` to quote a refused value back, and `hold_after_done` seconds of an
+server does, `echo=True` to quote a refused value back, `close_after` seconds between the
+last token and the end of the stream (a busy server's), and `hold_after_done` seconds of an
 open stream after `[DONE]`. Every request's headers and body
 are kept, to check what arrived.
 """
@@ -57,6 +58,7 @@ class StrictServer:
     vllm: bool = False  # takes ignore_eos and continuous_usage_stats
     echo: bool = False  # quote a refused field's value in the error, as pydantic's `input` does
     hold_after_done: float = 0.0  # seconds the stream stays open after `data: [DONE]`
+    close_after: float = 0.0  # seconds between the last token and the usage chunk / `[DONE]`
     seen: list[Seen] = field(default_factory=list)
     url: str = ""
 
@@ -103,6 +105,7 @@ class StrictServer:
                 event["usage"] = _usage(sent)
             await resp.write(f"data: {json.dumps(event)}\n\n".encode())
             await asyncio.sleep(0.001)
+        await asyncio.sleep(self.close_after)
         if options.get("include_usage"):
             event = {**head, "choices": [], "usage": _usage(sent)}
             await resp.write(f"data: {json.dumps(event)}\n\n".encode())

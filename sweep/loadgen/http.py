@@ -257,8 +257,9 @@ async def _closed_loop(
         while (until is None or now_s() < until) and (item := next(queue, None)) is not None:
             request, tracker = item
             await send(request, tracker, ready)
-            # The next request is due when this one ended: its send lag is our turnaround.
-            ready = now_s() if tracker.end is None else tracker.end
+            # The next request is due when this one let its stream go (`freed`): its send lag is
+            # our turnaround, not the server's wait between the last token and `[DONE]`.
+            ready = now_s() if tracker.freed is None else tracker.freed
 
     count = min(concurrency, len(items)) if isinstance(items, Sized) else concurrency
     await asyncio.gather(*(worker() for _ in range(max(1, count))))
@@ -363,11 +364,14 @@ async def stream_one(
             tracker.cache_hit = CACHE_ANSWERS.get(resp.headers.get(R.CACHE_HEADER, ""))
             # Whole network reads, split here: half the awaits of reading line by line.
             async for chunk in resp.content.iter_any():
-                if stream.feed(chunk, now_s()):
+                at = now_s()
+                if stream.feed(chunk, at):
+                    tracker.closed = at
                     await _drain(resp)
                     break
             else:
                 stream.feed(b"\n")  # a last line without its newline
+                tracker.closed = now_s()
     except EventError as exc:
         tracker.fail(str(exc))
         return

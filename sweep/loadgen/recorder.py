@@ -37,6 +37,7 @@ class RequestTracker:
         "chunk_usage",
         "chunk_weights",
         "end",
+        "closed",
         "server_tokens",
         "server_input_tokens",
         "error",
@@ -56,7 +57,8 @@ class RequestTracker:
         self.chunk_texts: list[str] = []
         self.chunk_usage: list[int | None] = []
         self.chunk_weights: list[int] | None = None
-        self.end: float | None = None
+        self.end: float | None = None  # the last token (or the failure)
+        self.closed: float | None = None  # when the stream ended: `[DONE]`, or its body's end
         self.server_tokens: int | None = None
         self.server_input_tokens: int | None = None
         self.error: str | None = None
@@ -84,6 +86,18 @@ class RequestTracker:
         self.chunk_texts.append(text)
         self.chunk_usage.append(usage)
         self.end = t
+
+    @property
+    def freed(self) -> float | None:
+        """When the request let its stream go: the stream's end, never before the last token.
+
+        A server may end the stream well after the last token (vLLM on a busy CPU, without
+        per-chunk usage: tens of ms before its usage chunk and `[DONE]`). A closed loop's next
+        request cannot go before then, so that wait is the server's, not the client's lag.
+        """
+        if self.closed is None:
+            return self.end
+        return self.closed if self.end is None else max(self.end, self.closed)
 
     def set_weights(self, weights: list[int]) -> None:
         """Each chunk's re-tokenized length: its share where only a total count is known."""

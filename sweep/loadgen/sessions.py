@@ -307,7 +307,7 @@ class _Conversation:
                 tracker.fail(stopped)
                 continue
             if previous is not None:  # the user reads the reply, then thinks
-                due = previous.end + session.think_s[k]
+                due = max(previous.end + session.think_s[k], previous.freed)
                 await sleep_until(due)
             try:
                 request, tracker.input_tokens, tracker.dropped_turns = self.history.request(
@@ -325,7 +325,7 @@ class _Conversation:
                 continue
             earlier += [(USER, user.prompt), (ASSISTANT, tracker.reply_text)]
             previous = tracker
-        return previous.end if stopped is None and previous is not None else now_s()
+        return previous.freed if stopped is None and previous is not None else now_s()
 
     async def _send(self, request: GenRequest, tracker: TurnTracker, due: float) -> None:
         if self.cap is None:

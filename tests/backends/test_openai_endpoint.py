@@ -81,6 +81,18 @@ def test_a_stream_held_open_after_done_costs_its_connection_not_the_request(stri
     assert time.monotonic() - started < DRAIN_S + 2.0 < server.hold_after_done
 
 
+def test_a_closed_loop_turnaround_starts_when_the_stream_ends_not_at_its_last_token(strict):
+    # vLLM on a busy CPU sends [DONE] tens of ms after the last token when it sends no per-chunk
+    # usage; the next request cannot go before the stream ends, so that wait is the server's,
+    # and counting it as send lag flagged a client at 10% CPU as saturated
+    server = strict(close_after=0.3)
+    rows = run(attach(server), count=4)  # a closed loop of 2: requests 2 and 3 follow 0 and 1
+    assert [r[R.STATUS] for r in rows] == [R.STATUS_OK] * 4
+    assert all(r[R.E2E_S] < 0.25 for r in rows)  # the request ended at its last token
+    lags = [r[R.SENT_S] - r[R.SCHEDULED_S] for r in rows]
+    assert max(lags) < 0.1, lags  # the turnaround, without the server's 0.3 s
+
+
 def test_extensions_on_a_strict_server_fail_in_one_line_naming_the_field(strict):
     server = strict()
     rows = run(attach(server, extensions=True))
