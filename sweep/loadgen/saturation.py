@@ -6,8 +6,9 @@ where a worker sends as soon as its last request ended, it is when that request 
 go (`RequestTracker.freed`: `[DONE]` or the body's end, which a server may send well after the
 last token), so the lag is the client's turnaround. `CpuMeter` takes the CPU time of the thread
 running the event loop over the measured phase (the worker process also runs telemetry and Ray's
-threads, which are not the generator); with the generator sharded into processes, each shard's loop is measured and
-`ClientUsage` sums them. `client_columns` writes the summary columns and applies the one rule:
+threads, which are not the generator); with the generator sharded into processes, each shard's
+loop is measured and `ClientUsage` sums them. `client_columns` writes the summary columns and
+applies the one rule:
 
     client_saturated = send lag p99 > lag_limit_ms(workload)
                        or the busiest event loop used more than 90% of a core
