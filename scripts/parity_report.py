@@ -66,12 +66,18 @@ def bootstrap_ci(ours: list[Round], ref: list[Round], seed: int = 0) -> tuple[fl
     return float(low), float(high)
 
 
-def paired_tok_s(ours: list[Round], ref: list[Round], seed: int = 0) -> tuple[float, ...]:
-    """Median of the rounds' relative tok/s differences, and its 95% interval over rounds."""
-    diffs = np.array([o.tok_s / r.tok_s - 1 for o, r in zip(ours, ref, strict=True)])
+def median_interval(diffs: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
+    """Median of per-round paired differences, and its bootstrap 95% interval over rounds."""
     medians = np.median(np.random.default_rng(seed).choice(diffs, (BOOTSTRAP, diffs.size)), 1)
     low, high = np.percentile(medians, [2.5, 97.5])
     return float(np.median(diffs)), float(low), float(high)
+
+
+def paired_tok_s(ours: list[Round], ref: list[Round]) -> tuple[float, float, float]:
+    """Median of the rounds' relative tok/s differences, and its 95% interval over rounds."""
+    return median_interval(
+        np.array([o.tok_s / r.tok_s - 1 for o, r in zip(ours, ref, strict=True)])
+    )
 
 
 def report(rounds: dict[str, list[Round]], args: argparse.Namespace) -> None:
@@ -145,13 +151,11 @@ def print_offsets(rounds: dict[str, list[Round]], clients: list[str]) -> None:
         )
     scale = statistics.median(r.mean_ttft_ms for r in rounds[REF])
     for client in clients[1:]:
-        diffs = np.array(offsets[client]) - np.array(offsets[REF])
-        samples = np.random.default_rng(0).choice(diffs, (BOOTSTRAP, diffs.size))
-        low, high = np.percentile(np.median(samples, axis=1), [2.5, 97.5])
+        diff, low, high = median_interval(np.array(offsets[client]) - np.array(offsets[REF]))
         within = max(abs(low), abs(high)) <= TOLERANCE * scale
         print(
-            f"{client} against {REF}, paired by round: adds {np.median(diffs):+.2f} ms "
-            f"(95% interval {low:+.2f} .. {high:+.2f} ms; {np.median(diffs) / scale:+.1%}, "
+            f"{client} against {REF}, paired by round: adds {diff:+.2f} ms "
+            f"(95% interval {low:+.2f} .. {high:+.2f} ms; {diff / scale:+.1%}, "
             f"{low / scale:+.1%} .. {high / scale:+.1%} of {REF}'s mean TTFT): "
             f"{'within' if within else 'NOT within'} {TOLERANCE:.0%}"
         )
