@@ -36,9 +36,14 @@ Prints each round's output tok/s and median TTFT, the medians over rounds, the p
 with their relative differences from vLLM's client, and whether ours is within 5% of it on
 both, interval included. Both clients rescale their Poisson schedules to offer exactly the
 configured rate, so below saturation the comparison is of the measurement itself, not of two
-draws. With `--server vllm`, each round also reads vLLM's own TTFT histogram (`/metrics`, its
-`_sum` and `_count` before and after the round): the server's mean TTFT over that round's
-requests, beside the client's mean. A closed loop on a CPU server falls into waves (requests of
+draws; their draws still differ, and a round's queueing with them. `--same-arrivals` has both
+replay one trace per round instead (Poisson at `--rate`, drawn from the round's number; vLLM's
+client as its `timed_trace` dataset, which sends token ids, ours as `dataset=trace`), so that
+the two runs of a round offer the very same arrival times and lengths.
+
+With `--server vllm`, each round also reads vLLM's own TTFT histogram (`/metrics`, its `_sum`
+and `_count` before and after the round): the server's mean TTFT over that round's requests,
+beside the client's mean. A closed loop on a CPU server falls into waves (requests of
 one output length end together, and the next ones queue behind each other's prefill), so its
 TTFT depends on the few hundred microseconds in which a client turns a reply into the next
 request; the client's mean minus the server's is what the client adds to the server's own
@@ -47,6 +52,7 @@ figure, the same quantity for both clients whatever the waves did.
 Usage:
     .venv/bin/python scripts/compare_vllm_client.py [--server sim] [--rounds 3] [--prompts 200]
         [--path sweep|direct|both] [--server-cpus 0 --client-cpus 1] [--rate inf]
+        [--same-arrivals]
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
+import numpy as np  # noqa: E402
 from parity_report import REF, Round, report  # noqa: E402  (scripts/, beside this)
 from process_watch import cpu_ids, run_child, thread_cpus  # noqa: E402
 
@@ -132,6 +139,13 @@ def parse_args() -> argparse.Namespace:
         help="vLLM server without its prefix cache (vLLM's random prompts are runs of "
         "consecutive token ids: on a small vocabulary, as the tiny model's 512, their first "
         "blocks repeat and hit the cache, where ours do not)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--same-arrivals", action="store_true",
+        help="open loop: both clients replay one trace per round (`arrivals-NNN.jsonl`, Poisson "
+        "at --rate, drawn from the round's number), so that a round's two runs offer the very "
+        "same arrival times and lengths; vLLM's client as `--dataset-name timed_trace`, ours as "
+        "`dataset=trace`",
     )  # fmt: skip
     parser.add_argument("--sim-ttft-ms", type=float, default=50.0)
     parser.add_argument("--sim-itl-ms", type=float, default=20.0)
@@ -204,9 +218,7 @@ def theirs(server, args: argparse.Namespace, results: Path, name: str, seed: int
         "--base-url", server.base_url,
         "--model", server.served_model,
         "--tokenizer", server.model_path,
-        "--dataset-name", "random",
-        "--random-input-len", str(args.input_len),
-        "--random-output-len", str(args.output_len),
+        *vllm_dataset(args, results, seed),
         "--num-prompts", str(args.prompts),
         "--request-rate", str(args.rate),
         "--max-concurrency", str(args.concurrency),
@@ -224,6 +236,53 @@ def theirs(server, args: argparse.Namespace, results: Path, name: str, seed: int
         raise SystemExit(f"vllm bench {name}: {result['failed']} requests failed")
     note = f"client {wall_s:.0f} s; " + watch.summary(args.client_cpus)
     return Round(result["output_throughput"], [t * 1e3 for t in result["ttfts"]], note)
+
+
+BLOCK = 16  # tokens per `hash_ids` entry in the shared traces (vLLM's timed_trace default)
+
+
+def arrivals_trace(args: argparse.Namespace, results: Path, number: int) -> Path:
+    """Round `number`'s trace for `--same-arrivals`: Mooncake rows, written once, read by both.
+
+    Poisson arrivals at `--rate`, rescaled to offer it exactly and the first at 0 (as our
+    open loop draws them); each row's own `hash_ids`, so no two prompts share a block.
+    """
+    path = results / f"arrivals-{number:03d}.jsonl"
+    if path.exists():
+        return path
+    rng = np.random.default_rng(number)
+    gaps = rng.exponential(1.0 / args.rate, size=args.prompts - 1)
+    gaps *= (args.prompts - 1) / args.rate / gaps.sum()
+    times_ms = np.concatenate([[0.0], np.cumsum(gaps)]) * 1e3
+    blocks = -(-args.input_len // BLOCK)
+    with path.open("w") as out:
+        for row, at_ms in enumerate(times_ms):
+            first = (number * args.prompts + row) * blocks
+            out.write(json.dumps({
+                "timestamp": round(float(at_ms), 3), "input_length": args.input_len,
+                "output_length": args.output_len, "hash_ids": list(range(first, first + blocks)),
+            }) + "\n")  # fmt: skip
+    return path
+
+
+def vllm_dataset(args: argparse.Namespace, results: Path, number: int) -> list[str]:
+    """vLLM's client's dataset options: its random prompts, or the round's shared trace."""
+    if not args.same_arrivals:
+        return ["--dataset-name", "random", "--random-input-len", str(args.input_len),
+                "--random-output-len", str(args.output_len)]  # fmt: skip
+    return ["--dataset-name", "timed_trace",
+            "--dataset-path", str(arrivals_trace(args, results, number)),
+            "--timed-trace-sec-multiplier", "0.001",  # Mooncake's timestamps are in ms
+            "--timed-trace-chunk-hash-size", str(BLOCK)]  # fmt: skip
+
+
+def round_overrides(args: argparse.Namespace, results: Path, number: int) -> list[str]:
+    """Ours, with `--same-arrivals`: the round's shared trace in place of random prompts."""
+    if not args.same_arrivals:
+        return []
+    path = arrivals_trace(args, results, number)
+    return ["dataset=trace", f"dataset.path={path}", f"dataset.block_size={BLOCK}",
+            "workload.request_rate=null"]  # fmt: skip
 
 
 def scaled_model(hidden: int, layers: int) -> str:
@@ -302,6 +361,8 @@ def workload_overrides(args: argparse.Namespace, model: str | None) -> list[str]
     """The workload both sides of the comparison share, as `python -m sweep` overrides."""
     if math.isinf(args.rate):  # vLLM's client: --request-rate inf --max-concurrency N
         mode = ["workload=closed_loop"]
+    elif args.same_arrivals:  # arrivals and lengths: each round's trace (`round_overrides`)
+        mode = ["workload=open_loop"]
     else:
         mode = ["workload=open_loop", f"workload.request_rate={args.rate}"]
     overrides = [
@@ -311,8 +372,9 @@ def workload_overrides(args: argparse.Namespace, model: str | None) -> list[str]
         f"workload.output_len={args.output_len}",
         f"workload.temperature={args.temperature}",
         "workload.warmup_requests=0",  # as vllm bench serve (--num-warmups 0)
-        f"dataset.input_len={args.input_len}",
     ]
+    if not args.same_arrivals:
+        overrides.append(f"dataset.input_len={args.input_len}")
     return overrides + (["model.generator=null", f"model.path={model}"] if model else [])
 
 
@@ -339,6 +401,8 @@ def server_backend(args: argparse.Namespace, workload: list[str]):
 
 def main() -> None:
     args = parse_args()
+    if args.same_arrivals and (math.isinf(args.rate) or args.path != "sweep"):
+        raise SystemExit("--same-arrivals needs a finite --rate and --path sweep")
     model = scaled_model(*map(int, args.scale.split(","))) if args.scale else args.model
     workload = workload_overrides(args, model)
     results = Path(args.results_dir or tempfile.mkdtemp(prefix="parity-"))
@@ -390,7 +454,9 @@ def run_rounds(server, args: argparse.Namespace, workload: list[str], results: P
         attached.start()
     run = {
         REF: lambda name, number: theirs(server, args, results, name, number),
-        PATHS["sweep"]: lambda name, number: ours_sweep(overrides, results, name, args),
+        PATHS["sweep"]: lambda name, number: ours_sweep(
+            overrides + round_overrides(args, results, number), results, name, args
+        ),
         PATHS["direct"]: lambda name, number: ours_direct(attached, prompts, spec),
     }
     rounds: dict[str, list[Round]] = {client: [] for client in clients}

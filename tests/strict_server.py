@@ -8,9 +8,10 @@ OpenAI's error object naming it in `param`. Options: headers every request must 
 otherwise), chat refusing `max_tokens` as newer OpenAI models do, an end of sequence after
 `eos_after` tokens, `vllm=True` to take vLLM's `ignore_eos` and per-chunk usage as vLLM's
 server does, `echo=True` to quote a refused value back, `close_after` seconds between the
-last token and the end of the stream (a busy server's), and `hold_after_done` seconds of an
-open stream after `[DONE]`. Every request's headers and body
-are kept, to check what arrived.
+last token and the end of the stream (a busy server's), `hold_after_done` seconds of an open
+stream after `[DONE]`, `keepalive_s` before an idle connection is closed, and `drop` to close
+a connection under a request, unanswered (on a reused connection, or always). Every request's
+headers and body are kept, to check what arrived.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Seen:
     path: str
     headers: dict[str, str]
     body: dict
+    dropped: bool = False  # closed unanswered (`StrictServer.drop`)
 
 
 @dataclass
@@ -59,11 +61,18 @@ class StrictServer:
     echo: bool = False  # quote a refused field's value in the error, as pydantic's `input` does
     hold_after_done: float = 0.0  # seconds the stream stays open after `data: [DONE]`
     close_after: float = 0.0  # seconds between the last token and the usage chunk / `[DONE]`
+    keepalive_s: float = 75.0  # an idle connection is closed after this (aiohttp's default)
+    # "reused": a request on a connection that carried one before is dropped unanswered (the
+    # connection closed), as when a server closes an idle connection as it is picked; "all":
+    # every generation request is dropped so
+    drop: str | None = None
+    _carried: list = field(default_factory=list, repr=False)  # transports that carried one
     seen: list[Seen] = field(default_factory=list)
     url: str = ""
 
     async def models(self, request: web.Request) -> web.Response:
         """`GET /v1/models`, behind the same header check."""
+        self._carries(request)
         if (denied := self._check_headers(request)) is not None:
             return denied
         return web.json_response({"object": "list", "data": [{"id": MODEL, "object": "model"}]})
@@ -78,6 +87,11 @@ class StrictServer:
 
     async def _serve(self, request: web.Request, api: str) -> web.StreamResponse:
         body = await request.json()
+        reused = self._carries(request)
+        if self.drop == "all" or (self.drop == "reused" and reused):
+            self.seen.append(Seen(request.path, dict(request.headers), body, dropped=True))
+            request.transport.abort()
+            return web.Response()  # to a closed connection: never arrives
         self.seen.append(Seen(request.path, dict(request.headers), body))
         if (denied := self._check_headers(request)) is not None:
             return denied
@@ -112,6 +126,13 @@ class StrictServer:
         await resp.write(b"data: [DONE]\n\n")
         await asyncio.sleep(self.hold_after_done)
         return resp
+
+    def _carries(self, request: web.Request) -> bool:
+        """Note the request's connection; whether it carried a request before."""
+        transport = request.transport
+        reused = any(t is transport for t in self._carried)
+        self._carried.append(transport)
+        return reused
 
     def _check_headers(self, request: web.Request) -> web.Response | None:
         for name, value in self.required_headers.items():
@@ -169,7 +190,7 @@ class Running:
                 web.post("/v1/chat/completions", server.chat),
             ]
         )
-        self.runner = web.AppRunner(app, access_log=None)
+        self.runner = web.AppRunner(app, access_log=None, keepalive_timeout=server.keepalive_s)
         port = free_port()
         self.thread.start()
         self._call(self.runner.setup())

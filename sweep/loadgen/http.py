@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import logging
 import statistics
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
@@ -50,6 +51,9 @@ from sweep.loadgen.shards import WHOLE, Share, run_sharded
 from sweep.loadgen.sse import EventError, StreamState
 from sweep.loadgen.stages import mark_phases, open_loop_schedule, run_stages, send_until
 from sweep.loadgen.wakeup import sleep_until
+from sweep.loadgen.wire import MAX_RESENDS, Attempt, trace_config
+
+log = logging.getLogger(__name__)
 
 API_PATHS = {
     "completions": "/v1/completions",
@@ -174,7 +178,7 @@ async def run_share(
     run = new_run()  # request ids unique across trials and shards, for server-side logs
     headers = dict(endpoint.headers) or None
     async with aiohttp.ClientSession(
-        connector=connector, timeout=timeout, headers=headers, trace_configs=[wire_stamp()]
+        connector=connector, timeout=timeout, headers=headers, trace_configs=[trace_config()]
     ) as session:
 
         def sender(warmup: bool) -> Send:
@@ -347,31 +351,23 @@ async def stream_one(
     scheduled: float,
     rid: str,
 ) -> None:
-    """Stream one request into its tracker; every failure becomes `tracker.fail`."""
+    """Stream one request into its tracker; every failure becomes `tracker.fail`.
+
+    A request lost to a pooled connection the server was closing (`wire.Attempt.stale`) goes
+    out again, up to `MAX_RESENDS` times, its send lag counting from the same scheduled time.
+    """
     data = json.dumps(_body(endpoint, request)).encode()
     headers = {"Content-Type": "application/json", "X-Request-Id": rid}
-    stream = StreamState(endpoint.api, tracker, endpoint.one_token_per_chunk)
-    tracker.mark_sent(scheduled, now_s())  # moved to the socket write by `wire_stamp`
     try:
-        async with session.post(
-            endpoint.url, data=data, headers=headers, trace_request_ctx=tracker
-        ) as resp:
-            if resp.status != 200:
-                text = (await resp.text(errors="replace")).strip()
-                # A server may echo the body back: the values read from the environment go.
-                tracker.fail(error_line(resp.status, text or str(resp.reason), _secrets(endpoint)))
-                return
-            tracker.cache_hit = CACHE_ANSWERS.get(resp.headers.get(R.CACHE_HEADER, ""))
-            # Whole network reads, split here: half the awaits of reading line by line.
-            async for chunk in resp.content.iter_any():
-                at = now_s()
-                if stream.feed(chunk, at):
-                    tracker.closed = at
-                    await _drain(resp)
-                    break
-            else:
-                stream.feed(b"\n")  # a last line without its newline
-                tracker.closed = now_s()
+        for resend in range(MAX_RESENDS + 1):
+            attempt = Attempt(tracker)
+            try:
+                stream = await _attempt(session, endpoint, data, headers, attempt, scheduled)
+                break
+            except aiohttp.ClientError as exc:
+                if resend == MAX_RESENDS or not attempt.stale(exc):
+                    raise
+                log.info("request %s: sent again, its pooled connection was closed: %s", rid, exc)
     except EventError as exc:
         tracker.fail(str(exc))
         return
@@ -389,11 +385,48 @@ async def stream_one(
     except Exception as exc:  # one request's bug must not end the trial
         tracker.fail(f"client_error: {type(exc).__name__}: {exc}")
         return
+    if stream is None:  # the server answered with an error, now in the tracker
+        return
     if not (stream.done or stream.finished):
         tracker.fail(f"disconnect: stream ended without [DONE] after {stream.seen} tokens")
         return
     stream.end()
     tracker.finish(server_tokens=stream.server_tokens)
+
+
+async def _attempt(
+    session: aiohttp.ClientSession,
+    endpoint: Endpoint,
+    data: bytes,
+    headers: dict[str, str],
+    attempt: Attempt,
+    scheduled: float,
+) -> StreamState | None:
+    """Send once and read the stream into the tracker; None when the server answered an error."""
+    tracker = attempt.tracker
+    stream = StreamState(endpoint.api, tracker, endpoint.one_token_per_chunk)
+    tracker.mark_sent(scheduled, now_s())  # moved to the socket write by `wire.trace_config`
+    async with session.post(
+        endpoint.url, data=data, headers=headers, trace_request_ctx=attempt
+    ) as resp:
+        attempt.answered = True
+        if resp.status != 200:
+            text = (await resp.text(errors="replace")).strip()
+            # A server may echo the body back: the values read from the environment go.
+            tracker.fail(error_line(resp.status, text or str(resp.reason), _secrets(endpoint)))
+            return None
+        tracker.cache_hit = CACHE_ANSWERS.get(resp.headers.get(R.CACHE_HEADER, ""))
+        # Whole network reads, split here: half the awaits of reading line by line.
+        async for chunk in resp.content.iter_any():
+            at = now_s()
+            if stream.feed(chunk, at):
+                tracker.closed = at
+                await _drain(resp)
+                break
+        else:
+            stream.feed(b"\n")  # a last line without its newline
+            tracker.closed = now_s()
+    return stream
 
 
 async def _drain(resp: aiohttp.ClientResponse) -> None:
@@ -411,21 +444,6 @@ async def _drain(resp: aiohttp.ClientResponse) -> None:
             await resp.content.read()
     except (TimeoutError, aiohttp.ClientError):
         pass
-
-
-def wire_stamp() -> aiohttp.TraceConfig:
-    """Re-stamp each request's send when its bytes are handed to the socket.
-
-    On Python < 3.12 aiohttp writes the body from a task of its own, one loop turn after the
-    call; under load that turn, not the server, would otherwise be the largest part of TTFT.
-    """
-
-    async def on_chunk_sent(session: object, context: object, params: object) -> None:
-        context.trace_request_ctx.sent = now_s()
-
-    trace = aiohttp.TraceConfig()
-    trace.on_request_chunk_sent.append(on_chunk_sent)
-    return trace
 
 
 def _body(endpoint: Endpoint, request: GenRequest) -> dict:

@@ -43,11 +43,12 @@ from sweep.core.errors import ConfigError, DatasetError
 from sweep.datasets.multi_turn import context_of, overflow, think_times
 from sweep.loadgen.arrivals import arrival_offsets
 from sweep.loadgen.clock import now_s
-from sweep.loadgen.http import Endpoint, endpoint_of, stream_one, wire_stamp
+from sweep.loadgen.http import Endpoint, endpoint_of, stream_one
 from sweep.loadgen.recorder import RequestTracker, Trackers
 from sweep.loadgen.request_ids import new_run, request_id
 from sweep.loadgen.saturation import CpuMeter
 from sweep.loadgen.wakeup import sleep_until
+from sweep.loadgen.wire import trace_config
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +262,7 @@ async def _offer(
         connector=connector,
         timeout=timeout,
         headers=dict(endpoint.headers) or None,
-        trace_configs=[wire_stamp()],
+        trace_configs=[trace_config()],
     ) as client:
 
         async def send(request: GenRequest, tracker: RequestTracker, scheduled: float) -> None:

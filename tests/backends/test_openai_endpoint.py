@@ -93,6 +93,46 @@ def test_a_closed_loop_turnaround_starts_when_the_stream_ends_not_at_its_last_to
     assert max(lags) < 0.1, lags  # the turnaround, without the server's 0.3 s
 
 
+def one_at_a_time(backend, count=3):
+    wl = workload(concurrency=1, num_requests=count, timeout_s=20)
+    trackers = run_http_workload(backend, make_requests(count, 6), [], wl)
+    return [t.record("t", 0.0) for t in trackers]
+
+
+def arrivals(server):
+    """Request ids in the order the server took them, and those it dropped."""
+    ids = [seen.headers["X-Request-ID"] for seen in server.seen]
+    return ids, [seen.headers["X-Request-ID"] for seen in server.seen if seen.dropped]
+
+
+def test_a_request_lost_to_a_pooled_connection_the_server_closed_goes_out_again(strict):
+    # A server closes a connection kept idle for its keep-alive time (uvicorn: 5 s), and the
+    # pool may hand it out at that moment: the request failed with "Connection reset by peer"
+    # or "Can not write request body" (1 of a parity run's 400 against vLLM at 2 req/s),
+    # although the server never took it. This server drops every request on a reused one.
+    server = strict(drop="reused")
+    rows = one_at_a_time(attach(server))
+    assert [r[R.STATUS] for r in rows] == [R.STATUS_OK] * 3, [r[R.ERROR] for r in rows]
+    assert all(r[R.OUTPUT_TOKENS] == 6 for r in rows)
+    ids, dropped = arrivals(server)
+    assert len(dropped) == 3 and len(ids) == 6  # each lost once, then taken on a new connection
+    assert sorted(ids) == sorted(dropped * 2)
+    lags = [r[R.SENT_S] - r[R.SCHEDULED_S] for r in rows]
+    assert all(0 <= lag < 0.5 for lag in lags)  # the lost try counts in the send lag
+
+
+def test_a_request_dropped_on_a_new_connection_is_not_sent_again(strict):
+    # the server took it and went away: a failure to record, not a stale connection to retry
+    server = strict(drop="all")
+    rows = one_at_a_time(attach(server))
+    assert [r[R.STATUS] for r in rows] == [R.STATUS_FAILED] * 3
+    assert all(r[R.ERROR].startswith("disconnect: ") for r in rows), [r[R.ERROR] for r in rows]
+    ids, dropped = arrivals(server)
+    assert ids == dropped
+    # only the first went out on a pooled connection (opened before the load): sent twice
+    assert [ids.count(rid) for rid in dict.fromkeys(ids)] == [2, 1, 1]
+
+
 def test_extensions_on_a_strict_server_fail_in_one_line_naming_the_field(strict):
     server = strict()
     rows = run(attach(server, extensions=True))
