@@ -71,7 +71,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-import numpy as np  # noqa: E402
 from parity_report import REF, Round, report  # noqa: E402  (scripts/, beside this)
 from process_watch import cpu_ids, run_child, thread_cpus  # noqa: E402
 
@@ -82,6 +81,7 @@ from backends.models import resolve_model_path  # noqa: E402
 from backends.tiny_model import ensure_tiny_model  # noqa: E402
 from sweep.core import records as R  # noqa: E402
 from sweep.datasets.cache import PromptSource  # noqa: E402
+from sweep.loadgen.arrivals import arrival_offsets  # noqa: E402
 from sweep.plan import build_plan  # noqa: E402
 from sweep.trial import run_trial  # noqa: E402
 
@@ -244,22 +244,20 @@ BLOCK = 16  # tokens per `hash_ids` entry in the shared traces (vLLM's timed_tra
 def arrivals_trace(args: argparse.Namespace, results: Path, number: int) -> Path:
     """Round `number`'s trace for `--same-arrivals`: Mooncake rows, written once, read by both.
 
-    Poisson arrivals at `--rate`, rescaled to offer it exactly and the first at 0 (as our
-    open loop draws them); each row's own `hash_ids`, so no two prompts share a block.
+    Poisson arrivals at `--rate` drawn as our open loop draws them (`arrival_offsets`: rescaled
+    to offer the rate exactly, the first at 0); each row's own `hash_ids`, so no two prompts
+    share a block.
     """
     path = results / f"arrivals-{number:03d}.jsonl"
     if path.exists():
         return path
-    rng = np.random.default_rng(number)
-    gaps = rng.exponential(1.0 / args.rate, size=args.prompts - 1)
-    gaps *= (args.prompts - 1) / args.rate / gaps.sum()
-    times_ms = np.concatenate([[0.0], np.cumsum(gaps)]) * 1e3
+    times_ms = [at * 1e3 for at in arrival_offsets(args.prompts, args.rate, seed=number)]
     blocks = -(-args.input_len // BLOCK)
     with path.open("w") as out:
         for row, at_ms in enumerate(times_ms):
             first = (number * args.prompts + row) * blocks
             out.write(json.dumps({
-                "timestamp": round(float(at_ms), 3), "input_length": args.input_len,
+                "timestamp": round(at_ms, 3), "input_length": args.input_len,
                 "output_length": args.output_len, "hash_ids": list(range(first, first + blocks)),
             }) + "\n")  # fmt: skip
     return path

@@ -37,7 +37,7 @@ class Attempt:
     def __init__(self, tracker: RequestTracker) -> None:
         self.tracker = tracker
         self.reused = False  # set by aiohttp's hook when the pool handed out an open connection
-        self.answered = False  # set by `stream_one` once the response's status line arrived
+        self.answered = False  # set by `http._attempt` once the response's status line arrived
 
     def stale(self, exc: BaseException) -> bool:
         """Whether `exc` is a pooled connection the server closed before it took the request."""
