@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare_vllm_client as parity  # noqa: E402  (scripts/, beside this)
-from parity_report import BOOTSTRAP  # noqa: E402
+from parity_report import median_interval  # noqa: E402
 
 # A local Ray as the sweep starts it, idle until its stdin closes.
 IDLE_RAY = """
@@ -106,10 +106,9 @@ def report(runs: dict[str, list]) -> None:
                         ("client's median TTFT", lambda r: r.median_ttft_ms),
                         ("output tok/s", lambda r: r.tok_s)):  # fmt: skip
         diffs = np.array([value(a) / value(b) - 1 for a, b in pairs])
-        picks = np.random.default_rng(0).choice(diffs, (BOOTSTRAP, diffs.size))
-        low, high = np.percentile(np.median(picks, 1), [2.5, 97.5])
+        median, low, high = median_interval(diffs)
         print(
-            f"ray idle against bare, {what}: median {np.median(diffs):+.1%} (95% interval "
+            f"ray idle against bare, {what}: median {median:+.1%} (95% interval "
             f"{low:+.1%} .. {high:+.1%}), higher in {int((diffs > 0).sum())} of {diffs.size}"
         )
 
