@@ -13,6 +13,9 @@ every request; a value `{env: NAME}` is read from that environment variable when
 starts, as a `Secret`, so config, results and logs hold only the name. An unset one fails the
 trial with one line naming it.
 
+`backend.send_token_ids=true` sends each completions prompt as the local tokenizer's ids (as
+vLLM's benchmark client does with pre-tokenized traces), so the server does not tokenize it.
+
 `backend.tokenizer=none` loads no local tokenizer: prompts come from a bundled text
 (`sweep.datasets.corpus`) and every token count from the server's `usage`. `backend.server_kind`
 names the server behind the endpoint (`vllm`, `tgi`, `sim`, `sglang`, `llamacpp`), so its
@@ -89,6 +92,7 @@ class OpenAIBackendConfig(BackendConfig):
     headers: dict[str, Any] = field(default_factory=dict)  # a value may be {env: NAME}
     extra_body: dict[str, Any] = field(default_factory=dict)  # merged into every body
     tokenizer: str = "local"  # none: no local tokenizer, every token count is the server's
+    send_token_ids: bool = False  # completions: the prompt as the local tokenizer's ids
     server_kind: str = "none"  # the server behind the endpoint, whose /metrics map applies
 
     def __post_init__(self) -> None:
@@ -108,6 +112,11 @@ class OpenAIBackendConfig(BackendConfig):
             raise ConfigError(
                 f"backend.max_tokens_field={self.max_tokens_field} applies to api=chat only "
                 "(completions take max_tokens)"
+            )
+        if self.send_token_ids and (self.api != "completions" or self.tokenizer != "local"):
+            raise ConfigError(
+                "backend.send_token_ids=true needs api=completions and tokenizer=local (the "
+                "ids are the local tokenizer's; chat sends messages)"
             )
         self._check_headers()
         self._check_extra_body()
@@ -175,6 +184,11 @@ class OpenAIBackend(ServerBackend):
     def max_tokens_field(self) -> str:
         """`backend.max_tokens_field`."""
         return self.config.max_tokens_field
+
+    @property
+    def send_token_ids(self) -> bool:
+        """`backend.send_token_ids`: prompts go as token ids, not text."""
+        return self.config.send_token_ids
 
     @property
     def local_tokenizer(self) -> bool:

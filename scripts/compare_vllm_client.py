@@ -38,8 +38,9 @@ both, interval included. Both clients rescale their Poisson schedules to offer e
 configured rate, so below saturation the comparison is of the measurement itself, not of two
 draws; their draws still differ, and a round's queueing with them. `--same-arrivals` has both
 replay one trace per round instead (Poisson at `--rate`, drawn from the round's number; vLLM's
-client as its `timed_trace` dataset, which sends token ids, ours as `dataset=trace`), so that
-the two runs of a round offer the very same arrival times and lengths.
+client as its `timed_trace` dataset, ours as `dataset=trace`), so that the two runs of a round
+offer the very same arrival times and lengths; both send the prompts as token ids (vLLM's client
+always does with a trace; ours with `backend.send_token_ids=true`, unless `--text-prompts`).
 
 With `--server vllm`, each round also reads vLLM's own TTFT histogram (`/metrics`, its `_sum`
 and `_count` before and after the round): the server's mean TTFT over that round's requests,
@@ -145,7 +146,11 @@ def parse_args() -> argparse.Namespace:
         help="open loop: both clients replay one trace per round (`arrivals-NNN.jsonl`, Poisson "
         "at --rate, drawn from the round's number), so that a round's two runs offer the very "
         "same arrival times and lengths; vLLM's client as `--dataset-name timed_trace`, ours as "
-        "`dataset=trace`",
+        "`dataset=trace` with `backend.send_token_ids=true` (both send token ids)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--text-prompts", action="store_true",
+        help="with --same-arrivals: ours sends its prompts as text, for the server to tokenize",
     )  # fmt: skip
     parser.add_argument("--sim-ttft-ms", type=float, default=50.0)
     parser.add_argument("--sim-itl-ms", type=float, default=20.0)
@@ -279,8 +284,9 @@ def round_overrides(args: argparse.Namespace, results: Path, number: int) -> lis
     if not args.same_arrivals:
         return []
     path = arrivals_trace(args, results, number)
+    ids = [] if args.text_prompts else ["backend.send_token_ids=true"]  # as vLLM's client
     return ["dataset=trace", f"dataset.path={path}", f"dataset.block_size={BLOCK}",
-            "workload.request_rate=null"]  # fmt: skip
+            "workload.request_rate=null", *ids]  # fmt: skip
 
 
 def scaled_model(hidden: int, layers: int) -> str:
@@ -401,6 +407,8 @@ def main() -> None:
     args = parse_args()
     if args.same_arrivals and (math.isinf(args.rate) or args.path != "sweep"):
         raise SystemExit("--same-arrivals needs a finite --rate and --path sweep")
+    if args.text_prompts and not args.same_arrivals:
+        raise SystemExit("--text-prompts applies to --same-arrivals only")
     model = scaled_model(*map(int, args.scale.split(","))) if args.scale else args.model
     workload = workload_overrides(args, model)
     results = Path(args.results_dir or tempfile.mkdtemp(prefix="parity-"))

@@ -76,6 +76,7 @@ ADDED_LATER: dict[str, Any] = {
     "dataset.allow_repeats": False,
     "backend.api": None,  # the in-process engines' chat switch (servers' default is completions)
     "dataset.paraphrase_rate": 0.0,
+    "backend.send_token_ids": False,  # the openai backend's: prompts as token ids
     # A whole group added later: its section hashes away while it equals this default.
     "proxy": {"name": "none"},
 }

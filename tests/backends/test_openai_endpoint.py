@@ -356,3 +356,26 @@ def test_bad_settings_are_one_line_config_errors(config, message):
 )
 def test_error_lines_name_the_rejected_field(status, text, expected):
     assert error_line(status, text) == f"http_error: HTTP {status}: {expected}"
+
+
+def test_prompts_go_as_the_local_tokenizers_ids_when_asked(strict, tmp_path):
+    # as vLLM's benchmark client sends a pre-tokenized trace: the server tokenizes nothing
+    server = strict()
+    folder = run_sweep(tmp_path, f"backend.url={server.url}", "backend.send_token_ids=true")
+    summary = pd.read_parquet(next(folder.rglob("summary.parquet"))).iloc[0]
+    assert summary[R.TRIAL_STATUS] == R.STATUS_OK and summary[R.COMPLETED_REQUESTS] == 4
+    prompts = [body["prompt"] for body in server.bodies()]
+    assert len(prompts) == 4 and all(isinstance(p, list) and len(p) == 16 for p in prompts)
+    assert all(isinstance(t, int) for p in prompts for t in p)
+    assert len({tuple(p) for p in prompts}) == 4  # each request its own prompt
+    text = strict()
+    run_sweep(tmp_path / "text", f"backend.url={text.url}")
+    assert all(isinstance(body["prompt"], str) for body in text.bodies())
+
+
+@pytest.mark.parametrize(
+    "options", [{"api": "chat"}, {"tokenizer": "none"}], ids=["chat", "no-tokenizer"]
+)
+def test_token_id_prompts_need_completions_and_the_local_tokenizer(options):
+    with pytest.raises(ConfigError, match="send_token_ids=true needs api=completions"):
+        OpenAIBackendConfig(url="http://127.0.0.1:1/v1", send_token_ids=True, **options)
