@@ -73,7 +73,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 from parity_report import REF, Round, report  # noqa: E402  (scripts/, beside this)
-from process_watch import cpu_ids, run_child, thread_cpus  # noqa: E402
+from process_watch import cpu_ids, cpu_seconds, run_child, steal_seconds, thread_cpus  # noqa: E402
 
 from analysis.load import load_requests, load_summary  # noqa: E402
 from backends import backend_class  # noqa: E402
@@ -347,6 +347,19 @@ def server_totals(backend) -> dict[str, float]:
     return totals
 
 
+def server_work(server, args: argparse.Namespace, before: Any = None) -> Any:
+    """The server's CPU seconds by process and the hypervisor's steal from its CPUs so far; with
+    `before`, the note of what the round cost: more CPU for the same requests is more work done
+    per request, the same CPU over a longer TTFT is the server waiting for its CPUs.
+    """
+    now = cpu_seconds(server.pid), steal_seconds(args.server_cpus or os.sched_getaffinity(0))
+    if before is None:
+        return now
+    used = {name: s - before[0].get(name, 0.0) for name, s in now[0].items()}
+    busy = ", ".join(f"{name.split(':')[0]} {s:.2f}" for name, s in used.items() if s >= 0.01)
+    return f"; server CPU s: {busy}; steal {now[1] - before[1]:.2f} s"
+
+
 def server_round(result: Round, before: dict[str, float], after: dict[str, float]) -> None:
     """The server's view of one round: its mean TTFT, and per request what it was asked."""
     delta = {key: after[key] - before[key] for key in COUNTERS}
@@ -474,7 +487,9 @@ def run_rounds(server, args: argparse.Namespace, workload: list[str], results: P
         for client in clients if round_idx % 2 == 0 else tuple(reversed(clients)):
             server.reset_between_trials()
             before = server_totals(server) if args.server == "vllm" else None
+            used = server_work(server, args)
             result = run[client](f"{client.split()[-1]}-{number:03d}", number)
+            result.note += server_work(server, args, used)
             if args.server == "sim":
                 result.truth_ms = server_truth(server, seen)
             if before is not None:  # the round's requests (vLLM's client adds one test request)

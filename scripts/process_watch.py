@@ -116,6 +116,30 @@ def thread_cpus(pid: int) -> tuple[int, int, set[int]]:
     return procs, threads, cpus
 
 
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) each process of the tree of `pid` has used, by name and pid."""
+    used: dict[str, float] = {}
+    for proc in process_tree(pid):
+        try:
+            with proc.oneshot():
+                times = proc.cpu_times()
+                used[f"{proc.name()}:{proc.pid}"] = times.user + times.system
+        except psutil.Error:
+            continue
+    return used
+
+
+def steal_seconds(cpus: set[int]) -> float:
+    """Seconds the hypervisor has taken from `cpus` so far (`/proc/stat`'s steal column)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            total += int(fields[7])
+    return total / ticks
+
+
 def run_child(what: str, argv: list[str], log: Path, cwd: Path) -> tuple[float, TreeWatch]:
     """Run `argv` in `cwd`, output to `log`; its wall seconds and the watch of its tree.
 
