@@ -347,17 +347,21 @@ def server_totals(backend) -> dict[str, float]:
     return totals
 
 
-def server_work(server, args: argparse.Namespace, before: Any = None) -> Any:
-    """The server's CPU seconds by process and the hypervisor's steal from its CPUs so far; with
-    `before`, the note of what the round cost: more CPU for the same requests is more work done
-    per request, the same CPU over a longer TTFT is the server waiting for its CPUs.
+def server_work(server, args: argparse.Namespace) -> tuple[dict[str, float], float]:
+    """The server's CPU seconds so far by process, and the hypervisor's steal from its CPUs."""
+    return cpu_seconds(server.pid), steal_seconds(args.server_cpus or os.sched_getaffinity(0))
+
+
+def server_cost(result: Round, before: tuple, after: tuple) -> None:
+    """What the round cost the server: CPU seconds by process, and steal from its CPUs.
+
+    More CPU for the same requests is more work done per request; the same CPU over a longer
+    TTFT is the server waiting for its cores.
     """
-    now = cpu_seconds(server.pid), steal_seconds(args.server_cpus or os.sched_getaffinity(0))
-    if before is None:
-        return now
-    used = {name: s - before[0].get(name, 0.0) for name, s in now[0].items()}
+    used = {name: s - before[0].get(name, 0.0) for name, s in after[0].items()}
+    result.server_cpu_s = sum(used.values())
     busy = ", ".join(f"{name.split(':')[0]} {s:.2f}" for name, s in used.items() if s >= 0.01)
-    return f"; server CPU s: {busy}; steal {now[1] - before[1]:.2f} s"
+    result.note += f"; server CPU s: {busy}; steal {after[1] - before[1]:.2f} s"
 
 
 def server_round(result: Round, before: dict[str, float], after: dict[str, float]) -> None:
@@ -489,7 +493,7 @@ def run_rounds(server, args: argparse.Namespace, workload: list[str], results: P
             before = server_totals(server) if args.server == "vllm" else None
             used = server_work(server, args)
             result = run[client](f"{client.split()[-1]}-{number:03d}", number)
-            result.note += server_work(server, args, used)
+            server_cost(result, used, server_work(server, args))
             if args.server == "sim":
                 result.truth_ms = server_truth(server, seen)
             if before is not None:  # the round's requests (vLLM's client adds one test request)

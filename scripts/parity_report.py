@@ -30,6 +30,7 @@ class Round:
         self.median_ttft_ms = statistics.median(ttfts_ms)
         self.truth_ms: list[float] = []
         self.server_mean_ms: float | None = None  # vLLM's own mean TTFT over the round
+        self.server_cpu_s: float | None = None  # CPU seconds the server's processes used
 
     @property
     def mean_ttft_ms(self) -> float:
@@ -120,6 +121,7 @@ def report(rounds: dict[str, list[Round]], args: argparse.Namespace) -> None:
         if truth:
             print(f"server's own TTFT of {client}'s requests: median {np.median(truth):.2f} ms")
     print_offsets(rounds, clients)
+    print_server_side(rounds, clients)
     print()
     pairs = [(c, REF) for c in clients[1:]] + ([tuple(clients[1:])] if len(clients) == 3 else [])
     for client, ref in pairs:
@@ -159,6 +161,31 @@ def print_offsets(rounds: dict[str, list[Round]], clients: list[str]) -> None:
             f"{low / scale:+.1%} .. {high / scale:+.1%} of {REF}'s mean TTFT): "
             f"{'within' if within else 'NOT within'} {TOLERANCE:.0%}"
         )
+
+
+def print_server_side(rounds: dict[str, list[Round]], clients: list[str]) -> None:
+    """The server's own mean TTFT and the CPU it used in ours' runs against vLLM's client's.
+
+    Paired by round (the same arrivals, with `--same-arrivals`): when the server's own TTFT is
+    higher while one client runs, the gap is the server's, not the client's measurement; more
+    server CPU for the same requests means more work per request (the body), the same CPU means
+    the server waited longer for its cores.
+    """
+    series = {
+        "server's own mean TTFT": lambda r: r.server_mean_ms,
+        "server's CPU seconds": lambda r: r.server_cpu_s,
+    }
+    for client in clients[1:]:
+        for name, value in series.items():
+            pairs = [(value(o), value(r)) for o, r in zip(rounds[client], rounds[REF], strict=True)]
+            if not pairs or any(a is None or b is None or not b for a, b in pairs):
+                continue
+            diffs = np.array([a / b - 1 for a, b in pairs])
+            diff, low, high = median_interval(diffs)
+            print(
+                f"{name}, {client} against {REF}, paired by round: {diff:+.1%} (95% interval "
+                f"{low:+.1%} .. {high:+.1%}), higher in {int((diffs > 0).sum())} of {diffs.size}"
+            )
 
 
 def verdict(rounds, pooled, client: str, ref: str) -> str:

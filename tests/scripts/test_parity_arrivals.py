@@ -14,7 +14,9 @@ from sweep.datasets.trace import read_trace  # noqa: E402
 
 
 def args(**kw) -> argparse.Namespace:
-    base = dict(rate=2.0, prompts=80, input_len=130, output_len=32, same_arrivals=True)
+    base = dict(
+        rate=2.0, prompts=80, input_len=130, output_len=32, same_arrivals=True, text_prompts=False
+    )
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -39,3 +41,8 @@ def test_each_round_draws_its_own_arrivals_and_both_clients_read_the_same_file(t
     assert len(blocks) == 2 * 80 * 9  # no prefix shared across rounds either
     assert f"dataset.path={first}" in round_overrides(args(), tmp_path, 0)
     assert round_overrides(args(same_arrivals=False), tmp_path, 0) == []
+    # token ids, as vLLM's client sends a trace, unless told to send text
+    assert "backend.send_token_ids=true" in round_overrides(args(), tmp_path, 0)
+    assert "backend.send_token_ids=true" not in round_overrides(
+        args(text_prompts=True), tmp_path, 0
+    )
