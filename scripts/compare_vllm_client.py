@@ -360,7 +360,7 @@ def server_cost(result: Round, before: tuple, after: tuple) -> None:
     """
     used = {name: s - before[0].get(name, 0.0) for name, s in after[0].items()}
     result.server_cpu_s = sum(used.values())
-    busy = ", ".join(f"{name.split(':')[0]} {s:.2f}" for name, s in used.items() if s >= 0.01)
+    busy = ", ".join(f"{name.rpartition(':')[0]} {s:.2f}" for name, s in used.items() if s >= 0.01)
     result.note += f"; server CPU s: {busy}; steal {after[1] - before[1]:.2f} s"
 
 

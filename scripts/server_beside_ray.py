@@ -1,16 +1,20 @@
-"""Does an idle local Ray on the client's core slow a vLLM server on the other core?
+"""Does an idle local Ray (or a CPU burner) on the client's core slow a vLLM server on the other?
 
 The parity check (`compare_vllm_client.py --same-arrivals`) found vLLM's own TTFT higher while
 our sweep ran than while vLLM's client ran, on the same arrivals, although our client adds less
 to TTFT than vLLM's. This script takes our client out of the question: every round, vLLM's
 client alone replays the round's trace twice, once with nothing else on its core ("bare") and
 once beside an idle local Ray started as `python -m sweep` starts it (`sweep.driver`'s system
-config, one CPU, no dashboard), in alternating order. It prints each run's median TTFT, the
-server's own mean TTFT (vLLM's histogram over the run) and output tok/s, then the paired
-differences over rounds with bootstrap 95% intervals.
+config, one CPU, no dashboard), in alternating order. `--burn 0.2` puts a process beside the
+client instead that keeps the client's core busy that fraction of every 10 ms (`--burn-mb 64`:
+copying through 64 MiB meanwhile, traffic that evicts the server's data from the shared cache):
+does load on the other core, as much as our sweep's processes could add, slow the server? It
+prints each run's median TTFT, the server's own mean TTFT (vLLM's histogram over the run), output
+tok/s and the server's CPU seconds, then the paired differences over rounds with bootstrap 95%
+intervals.
 
 Usage (a 2-core machine: server on CPU 0, client and Ray on CPU 1):
-    .venv/bin/python scripts/server_beside_ray.py [--rounds 10]
+    .venv/bin/python scripts/server_beside_ray.py [--rounds 10] [--burn 0.2 [--burn-mb 64]]
 """
 
 from __future__ import annotations
@@ -39,13 +43,32 @@ print("ready", flush=True)
 sys.stdin.read()
 ray.shutdown()
 """
+# Busy `duty` of every 10 ms period until its stdin closes: spinning, or with `mb` > 0 copying
+# through a buffer of that many MiB, 1 MiB at a time (memory traffic that evicts others' caches).
+BURNER = """
+import sys, threading, time
+duty, mb, period = float(sys.argv[1]), int(sys.argv[2]), 0.01
+src, dst = bytearray(max(mb, 1) << 20), bytearray(max(mb, 1) << 20)
+done = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+print("ready", flush=True)
+at = 0
+while not done.is_set():
+    start = time.perf_counter()
+    while time.perf_counter() - start < duty * period:
+        if mb:
+            dst[at:at + (1 << 20)] = src[at:at + (1 << 20)]
+            at = (at + (1 << 20)) % len(src)
+    time.sleep(max(0.0, period - (time.perf_counter() - start)))
+"""
 SETTLE_S = 3.0  # after Ray says it is up, before the run starts
-VARIANTS = ("bare", "ray idle")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--burn", type=float, help="a burner of this duty (0-1) instead of Ray")
+    parser.add_argument("--burn-mb", type=int, default=0, help="the burner copies through MiB")
     parser.add_argument("--results-dir", default="/tmp/server-beside-ray")
     own = parser.parse_args()
     sys.argv = [sys.argv[0], "--scale", "512,4", "--same-arrivals", "--no-prefix-caching",
@@ -57,41 +80,55 @@ def main() -> None:
     model = parity.scaled_model(512, 4)
     server = parity.server_backend(args, parity.workload_overrides(args, model))
     parity.start_confined(server, args)
-    runs: dict[str, list] = {v: [] for v in VARIANTS}
+    if own.burn is not None and not 0 < own.burn <= 1:
+        raise SystemExit("--burn is a fraction of the core: above 0, at most 1")
+    memory = f" {own.burn_mb}MiB" if own.burn_mb else ""
+    variants = ("bare", "ray idle" if own.burn is None else f"burn {own.burn:.0%}{memory}")
+    runs: dict[str, list] = {v: [] for v in variants}
     try:
         for number in range(own.rounds + 1):  # the first is a warm-up
-            for variant in VARIANTS if number % 2 == 0 else VARIANTS[::-1]:
-                result = one_run(server, args, results, variant, number)
+            for variant in variants if number % 2 == 0 else variants[::-1]:
+                result = one_run(server, args, results, variant, number, own)
                 print(f"round {number - 1} {variant:9s} median TTFT {result.median_ttft_ms:6.1f} "
                       f"ms, server's mean {result.server_mean_ms:6.1f} ms, "
-                      f"tok/s {result.tok_s:.1f}", flush=True)  # fmt: skip
+                      f"tok/s {result.tok_s:.1f}, server CPU {result.server_cpu_s:.2f} s",
+                      flush=True)  # fmt: skip
                 if number > 0:
                     runs[variant].append(result)
     finally:
         server.stop()
-    report(runs)
+    report(runs, variants)
 
 
-def one_run(server, args: argparse.Namespace, results: Path, variant: str, number: int):
-    """vLLM's client over round `number`'s trace, beside an idle Ray for `ray idle`."""
+def one_run(
+    server,
+    args: argparse.Namespace,
+    results: Path,
+    variant: str,
+    number: int,
+    own: argparse.Namespace,
+):
+    """vLLM's client over round `number`'s trace, beside an idle Ray or the burner but `bare`."""
     ray = None
-    if variant == "ray idle":
+    if variant != "bare":
+        code = [IDLE_RAY] if own.burn is None else [BURNER, str(own.burn), str(own.burn_mb)]
         ray = subprocess.Popen(
-            [sys.executable, "-c", IDLE_RAY],
+            [sys.executable, "-c", *code],
             cwd=parity.ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
         if ray.stdout.readline().strip() != "ready":
-            raise SystemExit("the idle Ray did not start")
+            raise SystemExit(f"the {variant} process did not start")
         time.sleep(SETTLE_S)
     try:
         server.reset_between_trials()
-        before = parity.server_totals(server)
-        name = f"{variant.replace(' ', '_')}-{number:03d}"
+        before, used = parity.server_totals(server), parity.server_work(server, args)
+        name = f"{variant.replace(' ', '_').replace('%', '')}-{number:03d}"
         result = parity.theirs(server, args, results, name, number)
         parity.server_round(result, before, parity.server_totals(server))
+        parity.server_cost(result, used, parity.server_work(server, args))
     finally:
         if ray is not None:
             ray.stdin.close()
@@ -99,16 +136,18 @@ def one_run(server, args: argparse.Namespace, results: Path, variant: str, numbe
     return result
 
 
-def report(runs: dict[str, list]) -> None:
-    """Paired differences, `ray idle` against `bare`, with bootstrap 95% intervals."""
-    pairs = list(zip(runs["ray idle"], runs["bare"], strict=True))
+def report(runs: dict[str, list], variants: tuple[str, str]) -> None:
+    """Paired differences, beside Ray or the burner against `bare`, with 95% intervals."""
+    bare, beside = variants
+    pairs = list(zip(runs[beside], runs[bare], strict=True))
     for what, value in (("server's mean TTFT", lambda r: r.server_mean_ms),
                         ("client's median TTFT", lambda r: r.median_ttft_ms),
-                        ("output tok/s", lambda r: r.tok_s)):  # fmt: skip
+                        ("output tok/s", lambda r: r.tok_s),
+                        ("server's CPU seconds", lambda r: r.server_cpu_s)):  # fmt: skip
         diffs = np.array([value(a) / value(b) - 1 for a, b in pairs])
         median, low, high = median_interval(diffs)
         print(
-            f"ray idle against bare, {what}: median {median:+.1%} (95% interval "
+            f"{beside} against {bare}, {what}: median {median:+.1%} (95% interval "
             f"{low:+.1%} .. {high:+.1%}), higher in {int((diffs > 0).sum())} of {diffs.size}"
         )
 

@@ -6,7 +6,9 @@ The entry function reads as the pipeline; each step lives in the module named af
 from __future__ import annotations
 
 import errno
+import faulthandler
 import logging
+import signal
 import sys
 from typing import Any
 
@@ -34,7 +36,8 @@ log = logging.getLogger("sweep")
 USAGE = """usage: python -m sweep +experiment=NAME [key=value ...] [group=option ...]
   sweep.dry_run=true     print the planned trials and run nothing
   sweep.overwrite=true   re-run trials that already have results
-  cluster=auto           join the running Ray cluster instead of starting a local one"""
+  cluster=auto           join the running Ray cluster instead of starting a local one
+A sweep that seems stuck prints where each of its threads is on `kill -USR1 <pid>`."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # where a stuck sweep is
     try:
         plan = build_plan(overrides)
         if plan.base.sweep.dry_run:
