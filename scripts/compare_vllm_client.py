@@ -356,7 +356,8 @@ def server_cost(result: Round, before: tuple, after: tuple) -> None:
     """What the round cost the server: CPU seconds by process, and steal from its CPUs.
 
     More CPU for the same requests is more work done per request; the same CPU over a longer
-    TTFT is the server waiting for its cores.
+    TTFT is the server waiting for its cores. Read around the client's whole run: ours' includes
+    the sweep's start (Ray), when the server idles.
     """
     used = {name: s - before[0].get(name, 0.0) for name, s in after[0].items()}
     result.server_cpu_s = sum(used.values())

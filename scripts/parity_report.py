@@ -167,13 +167,13 @@ def print_server_side(rounds: dict[str, list[Round]], clients: list[str]) -> Non
     """The server's own mean TTFT and the CPU it used in ours' runs against vLLM's client's.
 
     Paired by round (the same arrivals, with `--same-arrivals`): when the server's own TTFT is
-    higher while one client runs, the gap is the server's, not the client's measurement; more
-    server CPU for the same requests means more work per request (the body), the same CPU means
-    the server waited longer for its cores.
+    higher while one client runs, the gap is the server's, not the client's measurement. The CPU
+    is read around each client's whole run, so ours' also holds what the server used while idle
+    during the sweep's start (Ray, a few seconds): compare it with care.
     """
     series = {
         "server's own mean TTFT": lambda r: r.server_mean_ms,
-        "server's CPU seconds": lambda r: r.server_cpu_s,
+        "server's CPU seconds (whole runs)": lambda r: r.server_cpu_s,
     }
     for client in clients[1:]:
         for name, value in series.items():
