@@ -47,7 +47,6 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    faulthandler.register(signal.SIGUSR1, all_threads=True)  # where a stuck sweep is
     try:
         plan = build_plan(overrides)
         if plan.base.sweep.dry_run:
@@ -153,4 +152,5 @@ def sweep_yaml(plan: SweepPlan, overrides: list[str]) -> str:
 
 
 if __name__ == "__main__":
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # where a stuck sweep is
     sys.exit(main())

@@ -57,9 +57,13 @@ def test_ctrl_c_stops_servers_and_says_how_to_resume(tmp_path):
         # one at a time) that is still running when the Ctrl-C comes, however fast the host
         "+sweep.grid.workload.num_requests=[8,400]",
     ]
+    # A shell without job control starts a background job (`.ci/run &`) with SIGINT ignored, and
+    # an ignored signal stays ignored across exec: the sweep would never see this Ctrl-C (the
+    # CI runs of 2026-11-23 started that way failed here). The sweep gets SIGINT's default.
     proc = subprocess.Popen(
-        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     root = tmp_path / "interrupted"
     started = time.monotonic()
     deadline = started + 120
@@ -76,8 +80,7 @@ def test_ctrl_c_stops_servers_and_says_how_to_resume(tmp_path):
     try:
         out, err = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
-        # Once in CI (2026-11-23, under the full suite) the sweep was still running 60 s after
-        # the signal: its threads' stacks, then everything it started stopped, to see where
+        # the sweep outlived the signal: its threads' stacks, then all it started stopped
         proc.send_signal(signal.SIGUSR1)  # faulthandler: every thread's stack to stderr
         time.sleep(2)
         for child in [*psutil.Process(proc.pid).children(recursive=True), proc]:
