@@ -365,6 +365,19 @@ def server_cost(result: Round, before: tuple, after: tuple) -> None:
     result.note += f"; server CPU s: {busy}; steal {after[1] - before[1]:.2f} s"
 
 
+def server_before(server, args: argparse.Namespace) -> tuple:
+    """What `server_after` compares with: vLLM's counters (None for another server), CPU."""
+    return server_totals(server) if args.server == "vllm" else None, server_work(server, args)
+
+
+def server_after(result: Round, server, args: argparse.Namespace, before: tuple) -> None:
+    """The run's cost to the server since `before`, and vLLM's view of its requests."""
+    totals, used = before
+    server_cost(result, used, server_work(server, args))
+    if totals is not None:  # the round's requests (vLLM's client adds one test request)
+        server_round(result, totals, server_totals(server))
+
+
 def server_round(result: Round, before: dict[str, float], after: dict[str, float]) -> None:
     """The server's view of one round: its mean TTFT, and per request what it was asked."""
     delta = {key: after[key] - before[key] for key in COUNTERS}
@@ -491,14 +504,11 @@ def run_rounds(server, args: argparse.Namespace, workload: list[str], results: P
         # Alternate who goes first, so slow drift of the machine favours no client.
         for client in clients if round_idx % 2 == 0 else tuple(reversed(clients)):
             server.reset_between_trials()
-            before = server_totals(server) if args.server == "vllm" else None
-            used = server_work(server, args)
+            before = server_before(server, args)
             result = run[client](f"{client.split()[-1]}-{number:03d}", number)
-            server_cost(result, used, server_work(server, args))
             if args.server == "sim":
                 result.truth_ms = server_truth(server, seen)
-            if before is not None:  # the round's requests (vLLM's client adds one test request)
-                server_round(result, before, server_totals(server))
+            server_after(result, server, args, before)
             if round_idx >= 0:
                 rounds[client].append(result)
             print(result.line(round_idx, client), flush=True)

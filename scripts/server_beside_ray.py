@@ -109,30 +109,29 @@ def one_run(
     own: argparse.Namespace,
 ):
     """vLLM's client over round `number`'s trace, beside an idle Ray or the burner but `bare`."""
-    ray = None
+    beside = None
     if variant != "bare":
         code = [IDLE_RAY] if own.burn is None else [BURNER, str(own.burn), str(own.burn_mb)]
-        ray = subprocess.Popen(
+        beside = subprocess.Popen(
             [sys.executable, "-c", *code],
             cwd=parity.ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
-        if ray.stdout.readline().strip() != "ready":
+        if beside.stdout.readline().strip() != "ready":
             raise SystemExit(f"the {variant} process did not start")
         time.sleep(SETTLE_S)
     try:
         server.reset_between_trials()
-        before, used = parity.server_totals(server), parity.server_work(server, args)
+        before = parity.server_before(server, args)
         name = f"{variant.replace(' ', '_').replace('%', '')}-{number:03d}"
         result = parity.theirs(server, args, results, name, number)
-        parity.server_round(result, before, parity.server_totals(server))
-        parity.server_cost(result, used, parity.server_work(server, args))
+        parity.server_after(result, server, args, before)
     finally:
-        if ray is not None:
-            ray.stdin.close()
-            ray.wait(timeout=60)
+        if beside is not None:
+            beside.stdin.close()
+            beside.wait(timeout=60)
     return result
 
 
