@@ -30,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare_vllm_client as parity  # noqa: E402  (scripts/, beside this)
 from parity_report import median_interval  # noqa: E402
+from server_view import server_after, server_before  # noqa: E402
 
 # A local Ray as the sweep starts it, idle until its stdin closes.
 IDLE_RAY = """
@@ -124,10 +125,10 @@ def one_run(
         time.sleep(SETTLE_S)
     try:
         server.reset_between_trials()
-        before = parity.server_before(server, args)
+        before = server_before(server, args)
         name = f"{variant.replace(' ', '_').replace('%', '')}-{number:03d}"
         result = parity.theirs(server, args, results, name, number)
-        parity.server_after(result, server, args, before)
+        server_after(result, server, args, before)
     finally:
         if beside is not None:
             beside.stdin.close()
