@@ -39,9 +39,9 @@ from sweep.core.results import ResultStore, TrialFiles
 from sweep.ledger import TrialLedger
 from sweep.node_types import launchable_node_types
 from sweep.placement import longest_first, unplaceable_reason, waits_for
-from sweep.plan import Deployment
 from sweep.search_plan import probe_budget
 from sweep.search_run import SearchDone, known_probe
+from sweep.spec import Deployment
 from sweep.trial import DeploymentStarted, failed_trial, run_deployment
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from sweep.node_types import NodeType, resources_fit
-from sweep.plan import Deployment
+from sweep.spec import Deployment
 
 ACCELERATOR_PREFIX = "accelerator_type:"
 

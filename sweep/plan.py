@@ -1,11 +1,9 @@
 """Grid expansion: the composed experiment becomes trials with stable ids, grouped by deployment.
 
 An axis of `sweep.grid` is either a config group (`backend: [hf, vllm]`), swapped through Hydra's
-compose API for each point, or a dotted value path (`workload.batch_size: [1, 8]`). `trial_id`
-hashes the resolved trial config (sorted keys; output, cluster, tracking, SLO and sweep settings
-excluded) plus the repeat index, so the same experiment always gets the same ids; that is what
-makes resume, de-duplication and cross-sweep comparison work. `deployment_id` hashes exactly what
-is launched once: model, backend and hardware. A `proxy` in front of the server is a trial's
+compose API for each point, or a dotted value path (`workload.batch_size: [1, 8]`). Each point
+and repeat becomes a `TrialSpec` whose ids follow the rules of `sweep.spec`, and trials with the
+same `deployment_id` share one `Deployment`. A `proxy` in front of the server is a trial's
 setting (its trials share the deployment's server with the proxy-less ones); a proxy in front of
 anything but an OpenAI-compatible server is refused here (`backends.proxy.launch.check_plan`).
 """
@@ -14,9 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import itertools
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -24,60 +20,23 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from backends.proxy.launch import check_plan as check_proxy
-from sweep.core import records as rec
-from sweep.core.config import ADDED_LATER, GROUPS, Config, flatten
+from sweep.compose import Composer
+from sweep.core.config import GROUPS, Config
 from sweep.core.errors import ConfigError
 from sweep.datasets import check_dataset
 from sweep.datasets.multi_turn import check_plan as check_multi_turn
-from sweep.search_plan import SearchSeed, check_search, seed_hash_tree
+from sweep.search_plan import check_search, seed_hash_tree
+from sweep.spec import (
+    Deployment,
+    SearchSeed,
+    TrialSpec,
+    deployment_id,
+    flat_columns,
+    hash_tree,
+    stable_hash,
+)
 
-NOT_IN_TRIAL_ID = ("sweep", "output", "cluster", "tracking", "slo", "search", "reference")
-NOT_IN_FLAT = ("sweep", "output", "cluster", "tracking", "search", "reference")
-DEPLOYMENT_KEYS = ("model", "backend", "hardware")
 SHORT_NAMES = {"batch_size": "b", "concurrency": "c", "request_rate": "r", "num_requests": "n"}
-
-
-@dataclass(frozen=True)
-class TrialSpec:
-    """One grid point and repeat: everything a worker needs to run and describe a trial."""
-
-    trial_id: str
-    deployment_id: str
-    sweep_name: str
-    repeat: int
-    label: str
-    config: Config
-    flat: dict[str, Any]  # the summary's config columns, with the group choices as JSON
-    search: SearchSeed | None = None  # set on a search's seed: the worker turns it into probes
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """What is launched once (model + backend + resources) and the trials run against it."""
-
-    deployment_id: str
-    label: str
-    config: Config
-    trials: tuple[TrialSpec, ...]
-
-    @property
-    def num_gpus(self) -> int:
-        """GPUs the deployment's Ray task asks for."""
-        return self.config.backend.num_gpus
-
-    @property
-    def num_cpus(self) -> float:
-        """CPUs the deployment's Ray task asks for."""
-        return self.config.backend.num_cpus
-
-    @property
-    def accelerator_type(self) -> str | None:
-        """Ray accelerator type the task is pinned to (None on CPU-only deployments)."""
-        return self.config.hardware.accelerator_type if self.num_gpus > 0 else None
-
-    def with_trials(self, trials: tuple[TrialSpec, ...]) -> Deployment:
-        """The same deployment restricted to `trials`."""
-        return dataclasses.replace(self, trials=trials)
 
 
 @dataclass(frozen=True)
@@ -96,16 +55,8 @@ class SweepPlan:
         return [t for d in self.deployments for t in d.trials]
 
 
-def stable_hash(value: Any) -> str:
-    """A short hash of a JSON-able value with sorted keys; identical across runs and machines."""
-    text = json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
 def build_plan(overrides: list[str]) -> SweepPlan:
     """Compose the experiment, validate its grid and expand it into deployments and trials."""
-    from sweep.compose import Composer  # not at the top: workers unpickle plans only
-
     with Composer(overrides) as composer:
         base_tree, base_choices = composer.compose_point([])
         grid = composer.to_config(base_tree, unknown_ok=GROUPS).sweep.grid
@@ -166,8 +117,7 @@ def _trials_of_point(
     search_axis: str | None = None,
 ) -> list[TrialSpec]:
     tree = dataclasses.asdict(config)
-    # Through hash_tree too: a backend field added later (ADDED_LATER) moves no deployment id.
-    deployment_id = stable_hash(hash_tree({k: tree[k] for k in DEPLOYMENT_KEYS}))
+    deployment = deployment_id(tree)
     hashed = hash_tree(tree)
     flat = flat_columns(tree, choices)
     label = point_label(config, chosen)
@@ -182,7 +132,7 @@ def _trials_of_point(
         specs.append(
             TrialSpec(
                 trial_id=stable_hash({**hashed, "repeat": repeat}),
-                deployment_id=deployment_id,
+                deployment_id=deployment,
                 sweep_name=config.sweep.name,
                 repeat=repeat,
                 label=label if repeats == 1 else f"{label}-r{repeat}",
@@ -194,33 +144,6 @@ def _trials_of_point(
     return specs
 
 
-def hash_tree(tree: dict[str, Any]) -> dict[str, Any]:
-    """The part of a trial's config tree its id hashes.
-
-    `NOT_IN_TRIAL_ID` is left out, and so is every field of `ADDED_LATER` that holds the default
-    it was added with: a new option leaves the ids of trials that do not use it where they were,
-    so resume and cross-sweep comparison keep working across upgrades.
-    """
-    hashed = {k: v for k, v in tree.items() if k not in NOT_IN_TRIAL_ID}
-    for dotted, default in ADDED_LATER.items():
-        group, _, key = dotted.partition(".")
-        if not key:  # a whole group added later (`proxy`): gone while it holds its default
-            if hashed.get(group) == default:
-                del hashed[group]
-            continue
-        section = hashed.get(group)
-        if isinstance(section, dict) and key in section and section[key] == default:
-            hashed[group] = {k: v for k, v in section.items() if k != key}
-    return hashed
-
-
-def flat_columns(tree: dict[str, Any], choices: dict[str, str]) -> dict[str, Any]:
-    """The summary's config columns of a trial's config tree, with the group choices."""
-    flat = flatten({k: v for k, v in tree.items() if k not in NOT_IN_FLAT})
-    flat[rec.GROUP_CHOICES] = json.dumps(choices, sort_keys=True)
-    return flat
-
-
 def _group(trials: list[TrialSpec]) -> tuple[Deployment, ...]:
     by_id: dict[str, list[TrialSpec]] = {}
     for trial in trials:
@@ -228,14 +151,14 @@ def _group(trials: list[TrialSpec]) -> tuple[Deployment, ...]:
             continue  # two grid points that resolve to the same config run once
         by_id.setdefault(trial.deployment_id, []).append(trial)
     deployments = []
-    for deployment_id, members in by_id.items():
+    for key, members in by_id.items():
         # Repeats take turns (every point's repeat 0, then every point's repeat 1, ...): a spell
         # of load on the machine then falls on several configurations' repeats, not on all the
         # repeats of one, whose spread would hide it and whose mean would carry it.
         members.sort(key=lambda trial: trial.repeat)
         config = members[0].config
         label = f"{config.backend.name}:{config.model.name}"
-        deployments.append(Deployment(deployment_id, label, config, tuple(members)))
+        deployments.append(Deployment(key, label, config, tuple(members)))
     return tuple(deployments)
 
 

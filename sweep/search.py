@@ -5,8 +5,9 @@ A capacity search looks for the highest offered load (`workload.request_rate` fo
 (`sweep.core.slo.verdict`). It is stateless: each answer is a function of the settings and the
 probes so far, in the order they ran, so a search resumed from its Parquet rows replays the same
 choices. The worker asks `next_step` for the loads to run, runs them as trials, appends their
-`Probe`s and asks again until none is left; `capacity` reads the answer. `profile_loads` is
-GuideLLM's sweep profile: the rates between a synchronous and a maximum-throughput run.
+`Probe`s (`sweep.spec`, where a search's seed carries them) and asks again until none is left;
+`capacity` reads the answer. `profile_loads` is GuideLLM's sweep profile: the rates between a
+synchronous and a maximum-throughput run.
 
 The rules, with k = `search.parallel` loads probed at once:
 
@@ -41,6 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sweep.core.config import SearchConfig
+from sweep.spec import Probe
 
 BRACKET, NARROW, DONE = "bracket", "narrow", "done"
 DEFAULT_START = 1.0
@@ -52,25 +54,6 @@ _ENDINGS = {
     "adjacent": "adjacent loads",
     "max_probes": "max_probes reached before tolerance",
 }
-
-
-@dataclass(frozen=True)
-class Probe:
-    """One probe's outcome: its offered load, the SLO verdict, and the rate it achieved.
-
-    Attributes:
-        load: the offered load (req/s, or concurrency).
-        passed: whether the trial met the SLO.
-        margin: the verdict's margin (> 0 inside the SLO); None when unknown.
-        achieved: the request rate the server delivered; None when unknown.
-        reason: the verdict's reason, quoted by `capacity`.
-    """
-
-    load: float
-    passed: bool
-    margin: float | None = None
-    achieved: float | None = None
-    reason: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,39 +1,21 @@
 """What a search is before it runs: its load axis, its seed in the plan, its checks.
 
 With `search.mode` other than `none`, each grid point (and repeat) of each deployment becomes
-one search instead of one trial: a seed `TrialSpec` whose `search` holds a `SearchSeed`. The
-seed's id (the search id) hashes the point with its load axis left out; the worker
-(`sweep.search_run`) turns the seed into probes, each an ordinary trial at one load. `known`
-carries the probes already recorded (from the results folder on resume, or from a lost task),
-so a search continues where it stopped instead of starting again.
+one search instead of one trial: a seed `TrialSpec` whose `search` holds a `SearchSeed` (both in
+`sweep.spec`, which the worker reads too). The seed's id (the search id) hashes the point with
+its load axis left out; the worker (`sweep.search_run`) turns the seed into probes, each an
+ordinary trial at one load. `known` carries the probes already recorded (from the results folder
+on resume, or from a lost task), so a search continues where it stopped instead of starting again.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from sweep.core.config import Config
 from sweep.core.errors import ConfigError
 from sweep.core.slo import check_names, known_limit_columns
-from sweep.search import Probe
-
-# The workload value a search varies, per workload mode; other modes have no load to raise.
-LOAD_AXES = {"open_loop": "workload.request_rate", "closed_loop": "workload.concurrency"}
-
-
-@dataclass(frozen=True)
-class SearchSeed:
-    """One search of the plan: its mode, the axis it varies and the probes already known."""
-
-    mode: str
-    axis: str
-    known: tuple[tuple[str, Probe], ...] = ()  # (probe trial id, its outcome), in probe order
-
-    @property
-    def integer(self) -> bool:
-        """Whether loads are whole numbers (concurrency)."""
-        return self.axis == LOAD_AXES["closed_loop"]
+from sweep.spec import LOAD_AXES, TrialSpec
 
 
 def load_axis(config: Config) -> str:
@@ -84,7 +66,7 @@ def seed_hash_tree(hashed: dict[str, Any], axis: str, mode: str) -> dict[str, An
     return {**hashed, section: part, "search": mode}
 
 
-def probe_budget(spec: Any) -> int:
+def probe_budget(spec: TrialSpec) -> int:
     """Trials `spec` stands for in the progress count: 1, or its search's most probes."""
     if spec.search is None:
         return 1

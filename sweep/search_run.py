@@ -23,8 +23,8 @@ from sweep.core.config import Config
 from sweep.core.results import TrialFiles
 from sweep.core.slo import verdict
 from sweep.loadgen.http import STOPPED_OVER_SATURATED, early_count
-from sweep.plan import TrialSpec, flat_columns, hash_tree, stable_hash
-from sweep.search import Capacity, Probe, capacity, next_step, profile_loads
+from sweep.search import Capacity, capacity, next_step, profile_loads
+from sweep.spec import Probe, TrialSpec, flat_columns, hash_tree, stable_hash
 
 RunTrial = Callable[[TrialSpec], TrialFiles]
 AWAIT_POLL_S = 0.5

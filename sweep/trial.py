@@ -47,8 +47,8 @@ from sweep.loadgen.recorder import Trackers
 from sweep.loadgen.requests import build_requests
 from sweep.loadgen.saturation import client_columns
 from sweep.loadgen.sessions import session_runner
-from sweep.plan import Deployment, TrialSpec
 from sweep.search_run import Board, SearchDone, run_search
+from sweep.spec import Deployment, TrialSpec
 from sweep.telemetry import (
     GPU_INTERVAL_S,
     PROCESS_INTERVAL_S,

@@ -63,7 +63,7 @@ def streams_of(mode: str, concurrency: int | None, batch_size: int | None) -> in
 
 # Fields added after trial ids were first recorded, with the default each was added with
 # (`group.key`). A trial whose field holds that default hashes as if the field did not exist
-# (`sweep.plan.hash_tree`), so adding an option moves no existing id. Append here whenever a
+# (`sweep.spec.hash_tree`), so adding an option moves no existing id. Append here whenever a
 # field is added to a group that trial ids hash (model, backend, workload, dataset, hardware).
 ADDED_LATER: dict[str, Any] = {
     "backend.jitter": 0.0,

@@ -51,7 +51,7 @@ class Recorder:
 def sharing(monkeypatch):
     """A driver with a victim task (t1..t4) and its helper (t4, t3); submits are recorded."""
     from sweep.driver import _Task
-    from sweep.plan import Deployment
+    from sweep.spec import Deployment
 
     trials = tuple(SimpleNamespace(trial_id=f"t{i}") for i in range(1, 5))
     deployment = Deployment("d", "sim", None, trials)

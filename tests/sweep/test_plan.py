@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from sweep.core.errors import ConfigError
-from sweep.plan import build_plan, stable_hash
+from sweep.plan import build_plan
+from sweep.spec import stable_hash
 
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[2] / "conf/experiment").glob("*.yaml"))
 
@@ -112,7 +113,7 @@ def test_bad_input_is_one_clear_line(overrides, expected):
 
 def test_a_field_added_later_moves_no_id_at_its_default(monkeypatch):
     from sweep.core import config as config_module
-    from sweep.plan import hash_tree
+    from sweep.spec import hash_tree
 
     tree = {"workload": {"num_requests": 8, "later_field": None}, "sweep": {"name": "x"}}
     before = stable_hash(hash_tree(tree))
