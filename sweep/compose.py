@@ -26,6 +26,7 @@ from sweep.core.errors import ConfigError
 from sweep.schema import register_schemas
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+GRID = "sweep.grid"
 
 
 class Composer:
@@ -79,9 +80,18 @@ class Composer:
         return tree, choices
 
     def _override_message(self, key: str, exc: Exception) -> str:
-        """Name the valid keys when `key` does not exist, else explain why it can't be set."""
+        """Name the valid keys when `key` does not exist, else explain why it can't be set.
+
+        A grid axis (`sweep.grid.workload.batch_size`) is a new key to Hydra, new or not (the
+        grid's keys hold dots, which a plain override cannot reach): the fix is the same
+        override with a leading `+`, and so it is for any key whose parent does not exist.
+        """
         parent, _, leaf = key.rpartition(".")
-        kept = [o for o in self.overrides if o.split("=")[0].lstrip("+~") != key]
+        mine = [o for o in self.overrides if o.split("=")[0].lstrip("+~") == key]
+        added = f"'+{key}={mine[-1].partition('=')[2] if mine else 'VALUE'}'"
+        if key.startswith(GRID + "."):
+            return f"cannot override {key!r}: a grid axis takes a leading '+'; write {added}"
+        kept = [o for o in self.overrides if o not in mine]
         try:
             node = compose("config", overrides=kept)
             node = OmegaConf.select(node, parent) if parent else node
@@ -90,7 +100,9 @@ class Composer:
         if isinstance(node, DictConfig) and leaf not in node:
             return f"unknown config key {key!r}; valid keys: {', '.join(map(str, node.keys()))}"
         cause = _one_line(exc.__cause__) if exc.__cause__ is not None else _one_line(exc)
-        return f"cannot override {key!r}: {cause}; add new keys with '+{key}.NAME=VALUE'"
+        if node is None:  # the parent does not exist: Hydra adds keys only with `+`
+            return f"cannot override {key!r}: {cause}; add a new key with {added}"
+        return f"cannot override {key!r}: {cause}"
 
     def to_config(
         self,

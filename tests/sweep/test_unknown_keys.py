@@ -52,3 +52,29 @@ def test_a_key_of_one_grid_option_is_kept_for_it_and_left_out_of_the_others():
 def test_a_key_no_grid_option_knows_is_refused():
     with pytest.raises(ConfigError, match="unknown config key 'backend.max_num_seq'"):
         build_plan(["+experiment=quickstart_serving", "+backend.max_num_seq=8"])
+
+
+@pytest.mark.parametrize("axis", ["backend.ttft_ms", "workload.batch_size", "backend"])
+def test_a_grid_axis_without_plus_names_the_same_override_with_plus(axis):
+    with pytest.raises(ConfigError) as info:
+        build_plan([*BASE, f"sweep.grid.{axis}=[1,2]"])
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.endswith(f"write '+sweep.grid.{axis}=[1,2]'")
+    assert "NAME=VALUE" not in message
+
+
+def test_the_suggested_grid_override_runs():
+    with pytest.raises(ConfigError) as info:
+        build_plan([*BASE, "sweep.grid.workload.batch_size=[1,2]"])
+    suggested = str(info.value).rsplit("write ", 1)[1].strip("'")
+    assert build_plan([*BASE, suggested]).axes["workload.batch_size"] == [1, 2]
+
+
+def test_a_key_under_a_missing_parent_names_the_same_override_with_plus():
+    with pytest.raises(ConfigError) as info:
+        build_plan([*BASE, "backend.extra_args.x=1"])  # hf has no extra_args
+    message = str(info.value)
+    assert "\n" not in message
+    assert "Key 'extra_args' not in 'HFBackendConfig'" in message
+    assert message.endswith("add a new key with '+backend.extra_args.x=1'")
