@@ -43,6 +43,7 @@ import psutil
 from analysis.sections import markdown_table
 from backends.base import GenRequest
 from backends.sim import SimBackend, SimBackendConfig
+from backends.tiny_model import ensure_tiny_model
 from sweep.core.config import WorkloadConfig
 from sweep.core.summary import summarize
 from sweep.loadgen.http import Endpoint, run_endpoint_workload
@@ -94,12 +95,20 @@ def ours(url: str, point: dict, processes: int) -> dict:
     }
 
 
+# vLLM's client in a process of its own: its imports, CPU and prints stay out of ours.
+VLLM_CHILD = """
+import json, sys
+from sweep.bench.loadgen_accuracy import vllm_child
+vllm_child(json.loads(sys.argv[1]))
+"""
+
+
 def vllm_client(url: str, point: dict, tokenizer: str) -> dict | None:
     """`vllm.benchmarks.serve` in a child process (its own CPU, its own prints); None if absent."""
     with tempfile.TemporaryDirectory() as tmp:
         job = {"url": url, "point": point, "tokenizer": tokenizer, "out": f"{tmp}/out.json"}
         child = subprocess.run(
-            [sys.executable, __file__, "--vllm-child", json.dumps(job)],
+            [sys.executable, "-c", VLLM_CHILD, json.dumps(job)],
             capture_output=True, text=True, timeout=900,
         )  # fmt: skip
         if child.returncode == 3:
@@ -234,19 +243,18 @@ def table(rows: list[dict]) -> str:
     return markdown_table(frame)
 
 
-def main() -> None:
-    """Run both clients over the loads; print the table and the ceilings."""
+def parser() -> argparse.ArgumentParser:
+    """This benchmark's options (`scripts/bench_loadgen.py`)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rates", default=",".join(map(str, RATES)), help="output tok/s to offer")
     p.add_argument("--processes", type=int, default=1, help="our generator's client_processes")
     p.add_argument("--no-vllm", action="store_true", help="measure our generator only")
     p.add_argument("--json", help="also write the rows and ceilings to this file")
-    p.add_argument("--vllm-child", help=argparse.SUPPRESS)
-    a = p.parse_args()
-    if a.vllm_child:
-        return vllm_child(json.loads(a.vllm_child))
-    from backends.tiny_model import ensure_tiny_model
+    return p
 
+
+def run(a: argparse.Namespace) -> None:
+    """Run both clients over the loads; print the table and the ceilings."""
     tokenizer = str(ensure_tiny_model())
     load = os.getloadavg()
     rows, clients = [], ["ours"] + ([] if a.no_vllm else ["vllm"])
@@ -274,7 +282,3 @@ def main() -> None:
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"rows": rows, "ceilings": ceilings, "loadavg": load}, f, indent=1)
-
-
-if __name__ == "__main__":
-    main()

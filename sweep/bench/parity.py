@@ -56,50 +56,35 @@ Usage:
         [--same-arrivals]
 """
 
+
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from parity_report import REF, Round, report  # noqa: E402  (scripts/, beside this)
-from process_watch import cpu_ids, run_child, thread_cpus  # noqa: E402
-from server_view import server_after, server_before, server_truth  # noqa: E402
-
-from analysis.load import load_requests, load_summary  # noqa: E402
-from backends import backend_class  # noqa: E402
-from backends.convert_cache import cached_build  # noqa: E402
-from backends.models import resolve_model_path  # noqa: E402
-from backends.tiny_model import ensure_tiny_model  # noqa: E402
-from sweep.core import records as R  # noqa: E402
-from sweep.datasets.cache import PromptSource  # noqa: E402
-from sweep.loadgen.arrivals import arrival_offsets  # noqa: E402
-from sweep.plan import build_plan  # noqa: E402
-from sweep.trial import run_trial  # noqa: E402
+from backends import backend_class
+from sweep.bench.parity_clients import ours_direct, ours_sweep, theirs
+from sweep.bench.parity_report import REF, Round, report
+from sweep.bench.parity_workload import (
+    round_overrides,
+    scaled_model,
+    server_backend,
+    workload_overrides,
+)
+from sweep.bench.process_watch import cpu_ids, thread_cpus
+from sweep.bench.server_counters import server_after, server_before, server_truth
+from sweep.datasets.cache import PromptSource
+from sweep.plan import build_plan
 
 PATHS = {"sweep": "ours sweep", "direct": "ours direct"}
-# vLLM's client in a process of its own, so that it is confined like ours and shares nothing
-# with this script.
-VLLM_CLIENT = """
-import sys
-from vllm.benchmarks.serve import add_cli_args, main
-from vllm.utils.argparse_utils import FlexibleArgumentParser
-parser = FlexibleArgumentParser()
-add_cli_args(parser)
-main(parser.parse_args(sys.argv[1:]))
-"""
 
 
-def parse_args() -> argparse.Namespace:
+def parser() -> argparse.ArgumentParser:
+    """The parity check's options (`scripts/compare_vllm_client.py`)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", choices=("vllm", "sim"), default="vllm")
     parser.add_argument(
@@ -166,195 +151,11 @@ def parse_args() -> argparse.Namespace:
         "--results-dir", help="keep each round's results and logs here (default: a temporary "
         "folder, removed at the end)",
     )  # fmt: skip
-    return parser.parse_args()
+    return parser
 
 
-def measured(summary: dict[str, Any], requests: Any, where: str) -> tuple[float, list[float]]:
-    """Output tok/s and each measured request's TTFT (ms) of one trial's summary and requests."""
-    if summary[R.TRIAL_STATUS] != R.STATUS_OK:
-        raise SystemExit(f"{where}: trial failed: {summary[R.ERROR_MESSAGE]}")
-    failed = requests[requests[R.STATUS] != R.STATUS_OK]
-    if not failed.empty:
-        raise SystemExit(f"{where}: {len(failed)} requests failed, e.g. {failed[R.ERROR].iloc[0]}")
-    in_window = requests[requests[R.IN_WINDOW]]
-    return summary[R.OUTPUT_THROUGHPUT], list(in_window[R.TTFT_S] * 1e3)
-
-
-def trust_note(summary: dict[str, Any]) -> str:
-    """The trial's own view of its client: CPU, saturation flag, the worker's niceness."""
-    note = f"client CPU {summary.get(R.CLIENT_CPU_PERCENT) or 0:.0f}%"
-    if summary.get(R.CLIENT_SATURATED):
-        note += ", FLAGGED client saturated"
-    nice = summary.get(R.ENV_WORKER_NICE)
-    return note + ("" if nice is None or nice != nice else f", worker nice {nice:g}")
-
-
-def ours_sweep(overrides: list[str], results: Path, name: str, args) -> Round:
-    """One round through `python -m sweep`: a new sweep `name`, read back from its Parquet."""
-    argv = [sys.executable, "-m", "sweep", *overrides, f"sweep.name={name}",
-            f"output.dir={results}"]  # fmt: skip
-    confined = os.sched_getaffinity(0)
-    if args.isolate:  # the sweep places its own processes: the load generator on the last core
-        argv.append("cluster.isolate_client=on")
-        os.sched_setaffinity(0, (args.server_cpus or set()) | (args.client_cpus or confined))
-    try:
-        wall_s, watch = run_child("python -m sweep", argv, results / f"{name}.log", ROOT)
-    finally:
-        os.sched_setaffinity(0, confined)
-    (summary,) = load_summary(results / name).to_dict("records")  # one trial per sweep
-    tok_s, ttfts = measured(summary, load_requests(results / name), f"sweep {name}")
-    note = f"python -m sweep {wall_s:.0f} s, {trust_note(summary)}; "
-    return Round(tok_s, ttfts, note + watch.summary(args.client_cpus))
-
-
-def ours_direct(backend, prompts: PromptSource, spec) -> Round:
-    """One round of `sweep.trial.run_trial` in this process."""
-    files = run_trial(backend, prompts, spec, {})
-    summary = files.summary.to_pylist()[0]
-    tok_s, ttfts = measured(summary, files.requests.to_pandas(), "direct trial")
-    return Round(tok_s, ttfts, trust_note(summary))
-
-
-def theirs(server, args: argparse.Namespace, results: Path, name: str, seed: int) -> Round:
-    """One round of vLLM's client in a subprocess; every request's TTFT from its result file."""
-    argv = [
-        sys.executable, "-c", VLLM_CLIENT,
-        "--backend", "openai",
-        "--base-url", server.base_url,
-        "--model", server.served_model,
-        "--tokenizer", server.model_path,
-        *vllm_dataset(args, results, seed),
-        "--num-prompts", str(args.prompts),
-        "--request-rate", str(args.rate),
-        "--max-concurrency", str(args.concurrency),
-        "--ignore-eos",
-        "--temperature", str(args.temperature),
-        "--seed", str(seed),
-        "--disable-tqdm",
-        "--save-result", "--save-detailed",  # keeps every request's TTFT in the result
-        "--result-dir", str(results),
-        "--result-filename", f"{name}.json",
-    ]  # fmt: skip
-    wall_s, watch = run_child("vllm bench", argv, results / f"{name}.log", ROOT)
-    result = json.loads((results / f"{name}.json").read_text())
-    if result["completed"] != args.prompts:
-        raise SystemExit(f"vllm bench {name}: {result['failed']} requests failed")
-    note = f"client {wall_s:.0f} s; " + watch.summary(args.client_cpus)
-    return Round(result["output_throughput"], [t * 1e3 for t in result["ttfts"]], note)
-
-
-BLOCK = 16  # tokens per `hash_ids` entry in the shared traces (vLLM's timed_trace default)
-
-
-def arrivals_trace(args: argparse.Namespace, results: Path, number: int) -> Path:
-    """Round `number`'s trace for `--same-arrivals`: Mooncake rows, written once, read by both.
-
-    Poisson arrivals at `--rate` drawn as our open loop draws them (`arrival_offsets`: rescaled
-    to offer the rate exactly, the first at 0); each row's own `hash_ids`, so no two prompts
-    share a block.
-    """
-    path = results / f"arrivals-{number:03d}.jsonl"
-    if path.exists():
-        return path
-    times_ms = [at * 1e3 for at in arrival_offsets(args.prompts, args.rate, seed=number)]
-    blocks = -(-args.input_len // BLOCK)
-    with path.open("w") as out:
-        for row, at_ms in enumerate(times_ms):
-            first = (number * args.prompts + row) * blocks
-            out.write(json.dumps({
-                "timestamp": round(at_ms, 3), "input_length": args.input_len,
-                "output_length": args.output_len, "hash_ids": list(range(first, first + blocks)),
-            }) + "\n")  # fmt: skip
-    return path
-
-
-def vllm_dataset(args: argparse.Namespace, results: Path, number: int) -> list[str]:
-    """vLLM's client's dataset options: its random prompts, or the round's shared trace."""
-    if not args.same_arrivals:
-        return ["--dataset-name", "random", "--random-input-len", str(args.input_len),
-                "--random-output-len", str(args.output_len)]  # fmt: skip
-    return ["--dataset-name", "timed_trace",
-            "--dataset-path", str(arrivals_trace(args, results, number)),
-            "--timed-trace-sec-multiplier", "0.001",  # Mooncake's timestamps are in ms
-            "--timed-trace-chunk-hash-size", str(BLOCK)]  # fmt: skip
-
-
-def round_overrides(args: argparse.Namespace, results: Path, number: int) -> list[str]:
-    """Ours, with `--same-arrivals`: the round's shared trace in place of random prompts."""
-    if not args.same_arrivals:
-        return []
-    path = arrivals_trace(args, results, number)
-    ids = [] if args.text_prompts else ["backend.send_token_ids=true"]  # as vLLM's client
-    return ["dataset=trace", f"dataset.path={path}", f"dataset.block_size={BLOCK}",
-            "workload.request_rate=null", *ids]  # fmt: skip
-
-
-def scaled_model(hidden: int, layers: int) -> str:
-    """The tiny model's tokenizer and config, `hidden` wide and `layers` deep, random weights."""
-    tiny = ensure_tiny_model()
-
-    def build(out: Path) -> None:
-        import torch
-        from transformers import LlamaConfig, LlamaForCausalLM
-
-        config = LlamaConfig.from_pretrained(tiny)
-        config.hidden_size, config.num_hidden_layers = hidden, layers
-        config.intermediate_size = hidden * 11 // 4
-        config.num_attention_heads = hidden // config.head_dim
-        config.num_key_value_heads = max(1, config.num_attention_heads // 4)
-        torch.manual_seed(0)
-        LlamaForCausalLM(config).save_pretrained(out)
-        for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
-            shutil.copy(tiny / name, out / name)
-
-    key = f"parity-llama-{hidden}x{layers}"
-    return str(cached_build("models", key, build, f"a {hidden}x{layers} Llama"))
-
-
-def workload_overrides(args: argparse.Namespace, model: str | None) -> list[str]:
-    """The workload both sides of the comparison share, as `python -m sweep` overrides."""
-    if math.isinf(args.rate):  # vLLM's client: --request-rate inf --max-concurrency N
-        mode = ["workload=closed_loop"]
-    elif args.same_arrivals:  # arrivals and lengths: each round's trace (`round_overrides`)
-        mode = ["workload=open_loop"]
-    else:
-        mode = ["workload=open_loop", f"workload.request_rate={args.rate}"]
-    overrides = [
-        *mode,
-        f"workload.concurrency={args.concurrency}",
-        f"workload.num_requests={args.prompts}",
-        f"workload.output_len={args.output_len}",
-        f"workload.temperature={args.temperature}",
-        "workload.warmup_requests=0",  # as vllm bench serve (--num-warmups 0)
-    ]
-    if not args.same_arrivals:
-        overrides.append(f"dataset.input_len={args.input_len}")
-    return overrides + (["model.generator=null", f"model.path={model}"] if model else [])
-
-
-def server_backend(args: argparse.Namespace, workload: list[str]):
-    """The vllm_server or sim backend, built from the same workload, not yet started."""
-    overrides = [
-        "sweep.name=parity",
-        f"backend={'vllm_server' if args.server == 'vllm' else 'sim'}",
-        f"backend.num_gpus={args.num_gpus}",
-        *workload,
-    ]
-    if args.server == "sim":
-        overrides += [f"backend.ttft_ms={args.sim_ttft_ms}", f"backend.itl_ms={args.sim_itl_ms}"]
-    else:
-        if args.no_prefix_caching:
-            overrides.append("backend.enable_prefix_caching=false")
-        if args.server_cpus:  # vLLM on CPU binds its OpenMP threads itself, to every core
-            cpus = ",".join(map(str, args.server_cpus))
-            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpus)
-    (spec,) = build_plan(overrides).trials
-    model_path = resolve_model_path(spec.config.model)
-    return backend_class(spec.config.backend.name)(spec.config.backend, model_path)
-
-
-def main() -> None:
-    args = parse_args()
+def run(args: argparse.Namespace) -> None:
+    """Start the server, run every client's rounds, print the report."""
     if args.same_arrivals and (math.isinf(args.rate) or args.path != "sweep"):
         raise SystemExit("--same-arrivals needs a finite --rate and --path sweep")
     if args.text_prompts and not args.same_arrivals:
@@ -432,7 +233,3 @@ def run_rounds(server, args: argparse.Namespace, workload: list[str], results: P
                 rounds[client].append(result)
             print(result.line(round_idx, client), flush=True)
     return rounds
-
-
-if __name__ == "__main__":
-    main()

@@ -7,7 +7,7 @@
   a sine from 2 req/s at night to 38 req/s at noon, 20 req/s on average; no prefix blocks.
 
 Lengths fit the tiny model's 4096-token context. Usage:
-    python scripts/make_traces.py [OUT_DIR]   # default: sweep/data/traces
+    .venv/bin/python scripts/make_traces.py [OUT_DIR]   # default: sweep/data/traces
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import gzip
 import io
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 
-OUT = Path(__file__).resolve().parents[1] / "sweep" / "data" / "traces"
+from sweep.bench import REPO
+
+OUT = REPO / "sweep" / "data" / "traces"
 BLOCK = 512  # tokens per hash_ids block: the default dataset.block_size (Mooncake's)
 CONTEXT = 4096  # the tiny model's
 
@@ -90,7 +91,8 @@ def gzipped(text: str) -> bytes:
     return buffer.getvalue()
 
 
-def main(out: Path = OUT) -> None:
+def write_traces(out: Path = OUT) -> None:
+    """Write both traces into `out`, saying how many requests each holds."""
     out.mkdir(parents=True, exist_ok=True)
     rows = bursty(np.random.default_rng(14))
     lines = "".join(json.dumps(row) + "\n" for row in rows)
@@ -103,7 +105,3 @@ def main(out: Path = OUT) -> None:
     writer.writerows(rows)
     (out / "diurnal.csv.gz").write_bytes(gzipped(text.getvalue()))
     print(f"{out / 'diurnal.csv.gz'}: {len(rows)} requests")
-
-
-if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT)

@@ -15,23 +15,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from analysis.sections import markdown_table  # noqa: E402
-from sweep.loadgen.clock import now_s  # noqa: E402
-from sweep.loadgen.wakeup import sleep_until  # noqa: E402
+from analysis.sections import markdown_table
+from sweep.loadgen.clock import now_s
+from sweep.loadgen.wakeup import sleep_until
 
 QUANTILES = (50, 90, 99, 99.9)
 
 
 def waits(count: int, seed: int) -> list[float]:
+    """`count` wait lengths, uniform in 1-20 ms, drawn from `seed`."""
     rng = random.Random(seed)
     return [rng.uniform(0.001, 0.02) for _ in range(count)]
 
@@ -47,6 +44,7 @@ async def loop_round(durations: list[float], precise: bool) -> list[float]:
 
 
 def time_round(durations: list[float]) -> list[float]:
+    """Waits with `time.sleep`, no event loop: the lateness of each."""
     late = []
     for d in durations:
         due = now_s() + d
@@ -62,20 +60,25 @@ METHODS = {
 }
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """This benchmark's options (`scripts/bench_wakeups.py`)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--waits", type=int, default=1000, help="per method and round")
-    args = parser.parse_args()
+    return parser
+
+
+def table(rounds: int, waits_per_round: int) -> str:
+    """Each method's lateness pooled over `rounds`, as a Markdown table."""
     late: dict[str, list[np.ndarray]] = {name: [] for name in METHODS}
     names = list(METHODS)
-    for r in range(args.rounds):
+    for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
-            late[name].append(np.array(METHODS[name](waits(args.waits, r))) * 1e3)
+            late[name].append(np.array(METHODS[name](waits(waits_per_round, r))) * 1e3)
     rows = []
-    for name, rounds in late.items():
-        pooled = np.concatenate(rounds)
-        p99s = [np.percentile(x, 99) for x in rounds]
+    for name, per_round in late.items():
+        pooled = np.concatenate(per_round)
+        p99s = [np.percentile(x, 99) for x in per_round]
         rows.append(
             {
                 "method": name,
@@ -85,8 +88,9 @@ def main() -> None:
                 "p99 per round, ms": f"{min(p99s):.2f}-{max(p99s):.2f}",
             }
         )
-    print(markdown_table(pd.DataFrame(rows)))
+    return markdown_table(pd.DataFrame(rows))
 
 
-if __name__ == "__main__":
-    main()
+def run(args: argparse.Namespace) -> None:
+    """Print the table."""
+    print(table(args.rounds, args.waits))

@@ -1,8 +1,8 @@
 """Does an idle local Ray (or a CPU burner) on the client's core slow a vLLM server on the other?
 
-The parity check (`compare_vllm_client.py --same-arrivals`) found vLLM's own TTFT higher while
-our sweep ran than while vLLM's client ran, on the same arrivals, although our client adds less
-to TTFT than vLLM's. This script takes our client out of the question: every round, vLLM's
+The parity check (`scripts/compare_vllm_client.py --same-arrivals`) found vLLM's own TTFT higher
+while our sweep ran than while vLLM's client ran, on the same arrivals, although our client adds
+less to TTFT than vLLM's. This script takes our client out of the question: every round, vLLM's
 client alone replays the round's trace twice, once with nothing else on its core ("bare") and
 once beside an idle local Ray started as `python -m sweep` starts it (`sweep.driver`'s system
 config, one CPU, no dashboard), in alternating order. `--burn 0.2` puts a process beside the
@@ -27,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import compare_vllm_client as parity  # noqa: E402  (scripts/, beside this)
-from parity_report import median_interval  # noqa: E402
-from server_view import server_after, server_before  # noqa: E402
+from sweep.bench import REPO, parity
+from sweep.bench.parity_clients import theirs
+from sweep.bench.parity_report import median_interval
+from sweep.bench.parity_workload import scaled_model, server_backend, workload_overrides
+from sweep.bench.server_counters import server_after, server_before
 
 # A local Ray as the sweep starts it, idle until its stdin closes.
 IDLE_RAY = """
@@ -65,24 +66,32 @@ while not done.is_set():
 SETTLE_S = 3.0  # after Ray says it is up, before the run starts
 
 
-def main() -> None:
+# The parity check's settings for every run: a 512x4 model on CPU 0, the client on CPU 1.
+PARITY_ARGS = ["--scale", "512,4", "--same-arrivals", "--no-prefix-caching", "--server-cpus", "0",
+               "--client-cpus", "1", "--input-len", "128", "--output-len", "32", "--prompts",
+               "80", "--rate", "2"]  # fmt: skip
+
+
+def parser() -> argparse.ArgumentParser:
+    """This benchmark's options (`scripts/server_beside_ray.py`)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--burn", type=float, help="a burner of this duty (0-1) instead of Ray")
     parser.add_argument("--burn-mb", type=int, default=0, help="the burner copies through MiB")
     parser.add_argument("--results-dir", default="/tmp/server-beside-ray")
-    own = parser.parse_args()
-    sys.argv = [sys.argv[0], "--scale", "512,4", "--same-arrivals", "--no-prefix-caching",
-                "--server-cpus", "0", "--client-cpus", "1", "--input-len", "128",
-                "--output-len", "32", "--prompts", "80", "--rate", "2"]  # fmt: skip
-    args = parity.parse_args()
-    results = Path(own.results_dir)
-    results.mkdir(parents=True, exist_ok=True)
-    model = parity.scaled_model(512, 4)
-    server = parity.server_backend(args, parity.workload_overrides(args, model))
-    parity.start_confined(server, args)
+    return parser
+
+
+def run(own: argparse.Namespace) -> None:
+    """Rounds of vLLM's client bare and beside Ray (or the burner); the paired differences."""
     if own.burn is not None and not 0 < own.burn <= 1:
         raise SystemExit("--burn is a fraction of the core: above 0, at most 1")
+    args = parity.parser().parse_args(PARITY_ARGS)
+    results = Path(own.results_dir)
+    results.mkdir(parents=True, exist_ok=True)
+    model = scaled_model(512, 4)
+    server = server_backend(args, workload_overrides(args, model))
+    parity.start_confined(server, args)
     memory = f" {own.burn_mb}MiB" if own.burn_mb else ""
     variants = ("bare", "ray idle" if own.burn is None else f"burn {own.burn:.0%}{memory}")
     runs: dict[str, list] = {v: [] for v in variants}
@@ -109,13 +118,13 @@ def one_run(
     number: int,
     own: argparse.Namespace,
 ):
-    """vLLM's client over round `number`'s trace, beside an idle Ray or the burner but `bare`."""
+    """Run vLLM's client over round `number`'s trace, beside Ray or the burner unless `bare`."""
     beside = None
     if variant != "bare":
         code = [IDLE_RAY] if own.burn is None else [BURNER, str(own.burn), str(own.burn_mb)]
         beside = subprocess.Popen(
             [sys.executable, "-c", *code],
-            cwd=parity.ROOT,
+            cwd=REPO,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -127,7 +136,7 @@ def one_run(
         server.reset_between_trials()
         before = server_before(server, args)
         name = f"{variant.replace(' ', '_').replace('%', '')}-{number:03d}"
-        result = parity.theirs(server, args, results, name, number)
+        result = theirs(server, args, results, name, number)
         server_after(result, server, args, before)
     finally:
         if beside is not None:
@@ -150,7 +159,3 @@ def report(runs: dict[str, list], variants: tuple[str, str]) -> None:
             f"{beside} against {bare}, {what}: median {median:+.1%} (95% interval "
             f"{low:+.1%} .. {high:+.1%}), higher in {int((diffs > 0).sum())} of {diffs.size}"
         )
-
-
-if __name__ == "__main__":
-    main()

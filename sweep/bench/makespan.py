@@ -23,17 +23,12 @@ import threading
 import time
 from pathlib import Path
 
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep drivers on loopback
+import pandas as pd
+from ray.cluster_utils import Cluster
 
-import pandas as pd  # noqa: E402
-from ray.cluster_utils import Cluster  # noqa: E402
-
-from analysis.sections import markdown_table  # noqa: E402
-from backends.sim import (
-    SimBackend,  # noqa: E402
-    SimBackendConfig,  # noqa: E402
-)
-from sweep.__main__ import main as sweep_main  # noqa: E402
+from analysis.sections import markdown_table
+from backends.sim import SimBackend, SimBackendConfig
+from sweep.__main__ import main as sweep_main
 
 
 def backend_start_s(repeats: int = 3) -> float:
@@ -48,9 +43,10 @@ def backend_start_s(repeats: int = 3) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def run(
+def sweep_once(
     cluster: Cluster, out: Path, remove_after_s: float | None, node=None
 ) -> tuple[float, pd.DataFrame]:
+    """Run the sim_cluster sweep (removing `node` after `remove_after_s`); makespan, rows."""
     args = ["+experiment=sim_cluster", f"cluster.address={cluster.address}", f"output.dir={out}"]
     started = time.time()
     if remove_after_s is None:
@@ -93,7 +89,8 @@ def ideal_as_available(work: float, gpus: int, lost_gpus: int, removed_at: float
     return removed_at + (work - gpus * removed_at) / (gpus - lost_gpus)
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """This benchmark's options (`scripts/bench_sweep.py`)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--gpus", type=int, default=2)
@@ -101,7 +98,11 @@ def main() -> None:
         "--remove-at", type=float, help="seconds in (default: half the undisturbed makespan)"
     )
     parser.add_argument("--timeline", action="store_true", help="print every trial's span")
-    args = parser.parse_args()
+    return parser
+
+
+def run(args: argparse.Namespace) -> None:
+    """The sweep undisturbed, then with a node removed; print the table against the ideals."""
     start_s = backend_start_s()
     cluster = Cluster(
         initialize_head=True, head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1"}
@@ -124,7 +125,7 @@ def main() -> None:
                 remove = None
                 if rows:
                     remove = args.remove_at or round(rows[0]["makespan_s"] / 2, 1)
-                makespan, frame = run(
+                makespan, frame = sweep_once(
                     cluster, Path(tmp) / name.replace(" ", "_"), remove, nodes[-1]
                 )
                 if args.timeline:
@@ -154,7 +155,3 @@ def main() -> None:
         cluster.shutdown()
     print(f"backend start (sim, measured): {start_s:.2f} s; {gpus} GPUs; {os.cpu_count()} cores")
     print(markdown_table(pd.DataFrame(rows)))
-
-
-if __name__ == "__main__":
-    main()

@@ -12,7 +12,7 @@ median difference instead). Prints one table, a row per run and speedup.
         [--no-floor] [override ...]
 
 Unless `--no-floor`, it first measures how late this machine wakes a sleeping process at all
-(`scripts/bench_wakeups.py`, about 30 s) and prints that table after its own: a replayed arrival
+(`sweep.bench.wakeups`, about 30 s) and prints that table after its own: a replayed arrival
 needs the client to wake for its send and the server to wake for its read, so no replay here
 can be more exact than those wake-ups.
 """
@@ -31,11 +31,10 @@ import numpy as np
 import pandas as pd
 
 from analysis.sections import markdown_table
+from sweep.bench import REPO, wakeups
 from sweep.core import records as R
 from sweep.datasets.trace import read_trace, resolve
 from sweep.loadgen.request_ids import parse as parse_id
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def run_sweep(
@@ -78,17 +77,22 @@ def differences_ms(trace_s: np.ndarray, arrivals_ns: np.ndarray, speedup: float)
     return (seen - expected) * 1e3
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """This benchmark's options (`scripts/bench_trace_replay.py`)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trace", default="bursty", help="a shipped trace or a trace file")
     parser.add_argument("--speedup", type=float, default=4.0)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument(
         "--no-floor", action="store_true",
-        help="skip the machine's own wake-up lateness (scripts/bench_wakeups.py), measured first",
+        help="skip the machine's own wake-up lateness (sweep.bench.wakeups), measured first",
     )  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="more overrides, e.g. backend.itl_ms=10")
-    args = parser.parse_args()
+    return parser
+
+
+def run(args: argparse.Namespace) -> None:
+    """Replay the trace `--runs` times; print the table, then the machine's wake-up floor."""
     floor = None if args.no_floor else wakeup_floor()
     trace = read_trace(resolve(args.trace))
     speedups = [1.0, args.speedup]
@@ -130,14 +134,5 @@ def main() -> None:
 
 
 def wakeup_floor() -> str:
-    """`scripts/bench_wakeups.py`'s table: no replay's error can be below its wake-ups'."""
-    script = REPO / "scripts" / "bench_wakeups.py"
-    command = [sys.executable, str(script), "--rounds", "2", "--waits", "500"]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"bench_wakeups.py failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return done.stdout.strip()
-
-
-if __name__ == "__main__":
-    main()
+    """`sweep.bench.wakeups`' table: no replay's error can be below its wake-ups'."""
+    return wakeups.table(rounds=2, waits_per_round=500)

@@ -1,13 +1,12 @@
-#!/usr/bin/env python3
 """A Ray cluster of network namespaces on one machine: a head and worker hosts, for real.
 
-`scripts/netns_cluster.py up|down|status` (as root). Each host is a network namespace with its
-own address on a private bridge (10.213.0.0/24: the head is 10.213.0.10, worker N is
-10.213.0.1N; this machine is 10.213.0.1 on the bridge and reaches the head's job endpoint at
+`scripts/netns_cluster.py up|down|status` (as root) runs `NetnsCluster`. Each host is a network
+namespace with its own address on a private bridge (10.213.0.0/24: the head is 10.213.0.10, worker N
+is 10.213.0.1N; this machine is 10.213.0.1 on the bridge and reaches the head's job endpoint at
 http://10.213.0.10:8265), its own working directory, home and Ray temp dir under /tmp/lsw/HOST.
 Namespaces have no route anywhere else. Every host runs in a mount namespace of its own where the
-checkout's code folders (`sweep`, `backends`, `analysis`, `conf`) are hidden behind empty
-mounts: code reaches the driver and the workers only through a job's runtime environment
+checkout's code folders (`sweep`, `backends`, `analysis`, `conf`) are hidden behind empty mounts:
+code reaches the driver and the workers only through a job's runtime environment
 (`scripts/submit_sweep.sh` ships it with `--working-dir`), as on a real cluster.
 
 Worker hosts declare fake GPUs of one accelerator type (`--num-gpus`, resource
@@ -15,12 +14,12 @@ Worker hosts declare fake GPUs of one accelerator type (`--num-gpus`, resource
 `sim` backend land on them. The head runs Ray's health checks fast (a node that stops answering
 is dead after about `HEALTH_CHECK_DEAD_S`), so faults show within seconds.
 
-Everything is named with the prefix `lsw` (namespaces `lsw-HOST`, links `lsw-*`, files and
-mounts under /tmp/lsw), so `down`, and every `up`, removes what a crashed run left (and any
-cluster of this prefix: there is one per machine; tests and `bench_chaos.py` hold /tmp/lsw.lock
-while they use it, so two of them take turns). Ray is never stopped with `ray stop` (it would
-stop every Ray of the machine): processes are found by their namespace (`ip netns pids`) and by
-a variable every process started here inherits.
+Everything is named with the prefix `lsw` (namespaces `lsw-HOST`, links `lsw-*`, files and mounts
+under /tmp/lsw: `sweep.bench.netns_hosts`), so `down`, and every `up`, removes what a crashed run
+left (and any cluster of this prefix: there is one per machine; tests and `sweep.bench.chaos` hold
+/tmp/lsw.lock while they use it, so two of them take turns). Ray is never stopped with `ray stop`
+(it would stop every Ray of the machine): processes are found by their namespace (`ip netns pids`)
+and by a variable every process started here inherits.
 """
 
 from __future__ import annotations
@@ -29,83 +28,37 @@ import argparse
 import fcntl
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
-PREFIX = "lsw"
-STATE = Path(f"/tmp/{PREFIX}")  # short: Ray's socket paths under it must stay under 108 bytes
-LOCK = Path(f"/tmp/{PREFIX}.lock")
-BRIDGE = f"{PREFIX}-br0"
-NET = "10.213.0"
-GATEWAY = f"{NET}.1"
-GCS_PORT = 6379
-DASHBOARD_PORT = 8265
-MARKER = "LSW_NETNS_CLUSTER"  # set for every process a host starts; its descendants inherit it
-REPO = Path(__file__).resolve().parents[1]
-HIDDEN = ("sweep", "backends", "analysis", "conf")
-# A small file system every host sees (mounted before the hosts start, so their mount namespaces
-# share it): a results folder that fills up.
-SMALL_FS = STATE / "small"
-SMALL_FS_SIZE = "8m"
-RAY = str(Path(sys.executable).with_name("ray"))
-# Ray's GCS declares a node dead after `threshold` health checks in a row fail, each `period`
-# after the last and given `timeout` to answer: a host that stops answering is dead after about
-# threshold x (period + timeout), 8 s here instead of about a minute with Ray's defaults.
-HEALTH_CHECK = {
-    "RAY_health_check_initial_delay_ms": "1000",
-    "RAY_health_check_period_ms": "1000",
-    "RAY_health_check_timeout_ms": "1000",
-    "RAY_health_check_failure_threshold": "4",
-}
-HEALTH_CHECK_DEAD_S = 8.0
-
-
-class ClusterError(RuntimeError):
-    """A step of bringing the cluster up or down failed; the message says which."""
-
-
-@dataclass(frozen=True)
-class Host:
-    """One host of the cluster: a namespace, an address, its own folders."""
-
-    name: str
-    ip: str
-    head: bool = False
-
-    @property
-    def netns(self) -> str:
-        return f"{PREFIX}-{self.name}"
-
-    @property
-    def link(self) -> str:
-        """This host's end of its cable, on the bridge (set down to cut the host off)."""
-        return f"{PREFIX}-{self.name}-h"
-
-    @property
-    def folder(self) -> Path:
-        return STATE / self.name
-
-    @property
-    def home(self) -> Path:
-        return self.folder / "home"
-
-    @property
-    def temp_dir(self) -> Path:
-        return self.folder / "ray"
-
-
-def run(*argv: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    """Run a command quietly; a failure raises `ClusterError` with the command's own words."""
-    done = subprocess.run(argv, capture_output=True, text=True, **kwargs)
-    if check and done.returncode != 0:
-        raise ClusterError(f"{' '.join(argv)} failed: {(done.stderr or done.stdout).strip()}")
-    return done
+from sweep.bench import REPO
+from sweep.bench.netns_hosts import (
+    BRIDGE,
+    DASHBOARD_PORT,
+    GATEWAY,
+    GCS_PORT,
+    HEALTH_CHECK,
+    HIDDEN,
+    LOCK,
+    MARKER,
+    NET,
+    PREFIX,
+    RAY,
+    SMALL_FS,
+    SMALL_FS_SIZE,
+    STATE,
+    ClusterError,
+    Host,
+    cleanup,
+    cmdline,
+    kill_processes,
+    namespace_pids,
+    namespaces,
+    run,
+)
 
 
 class NetnsCluster:
@@ -121,6 +74,7 @@ class NetnsCluster:
 
     @property
     def hosts(self) -> list[Host]:
+        """The head, then the worker hosts."""
         return [self.head, *self.workers]
 
     @property
@@ -164,6 +118,7 @@ class NetnsCluster:
                 time.sleep(1)
 
     def unlock(self) -> None:
+        """Let another run have the cluster."""
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None
@@ -283,9 +238,11 @@ class NetnsCluster:
         run("ip", "link", "set", host.link, "down")
 
     def heal(self, host: Host) -> None:
+        """Plug `host` back in."""
         run("ip", "link", "set", host.link, "up")
 
     def pids(self, host: Host) -> list[int]:
+        """The processes running in `host`'s namespace."""
         return namespace_pids(host.netns)
 
     def find(self, host: Host, text: str) -> list[int]:
@@ -293,12 +250,14 @@ class NetnsCluster:
         return [p for p in self.pids(host) if text in cmdline(p)]
 
     def raylet(self, host: Host) -> int:
+        """The pid of `host`'s raylet."""
         found = [p for p in self.pids(host) if cmdline(p).split(" ", 1)[0].endswith("/raylet")]
         if not found:
             raise ClusterError(f"no raylet runs on {host.name}")
         return found[0]
 
     def status(self) -> str:
+        """Each host's address, node state and process count, as lines of text."""
         lines = [f"job endpoint {self.dashboard} (RAY_ADDRESS for scripts/submit_sweep.sh)"]
         try:
             # a host restarted has a dead node and an alive one at its address: show the latter
@@ -316,200 +275,19 @@ class NetnsCluster:
             lines.append(f"{host.name:5} {host.ip:12} {state:10} {procs} processes")
         return "\n".join(lines)
 
-
-class SweepJob:
-    """One `scripts/submit_sweep.sh` run, from this machine (outside every namespace).
-
-    The script's `ray job submit` follows the job's log until it ends; `log` keeps all of it.
-    """
-
-    def __init__(
-        self,
-        cluster: NetnsCluster,
-        overrides: list[str],
-        log: Path,
-        output_dir: str = "",
-        source: Path = REPO,
-    ) -> None:
-        self.cluster, self.log = cluster, log
-        env = {
-            **os.environ,
-            "RAY_ADDRESS": cluster.dashboard,
-            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        }
-        env.pop("OUTPUT_DIR", None)
-        if output_dir:
-            env["OUTPUT_DIR"] = output_dir
-        self.started = time.monotonic()
-        with log.open("w") as out:
-            self.proc = subprocess.Popen(
-                [str(source / "scripts" / "submit_sweep.sh"), *overrides],
-                cwd=source, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    @property
-    def job_id(self) -> str | None:
-        for line in self.text().splitlines():
-            if "submitted successfully" in line and "'raysubmit_" in line:
-                return line.split("'")[1]
-        return None
-
-    def wait(self, timeout_s: float = 300) -> int:
-        """The script's exit status (the job's: 0 when the sweep succeeded)."""
-        try:
-            return self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            tail = self.text()[-2000:]
-            raise ClusterError(f"the job did not end in {timeout_s:.0f} s: {tail}") from None
-
-    def kill(self) -> None:
-        """Stop following the job (the client only; the job goes on)."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        """`ray job stop`: the job's driver gets SIGTERM, then SIGKILL (Ray's way)."""
-        job = self.job_id
-        if job is None:
-            raise ClusterError("no job id in the submission's output yet")
-        run(str(Path(sys.executable).with_name("ray")), "job", "stop", "--address",
-            self.cluster.dashboard, job, timeout=60)  # fmt: skip
-
-    def driver_pid(self) -> int | None:
-        """The job's driver (`python -m sweep`) on the head, None when it runs nowhere."""
-        found = self.cluster.find(self.cluster.head, "-m sweep ")
-        found = [p for p in found if not cmdline(p).startswith(("/bin/sh", "sh "))]
-        return found[0] if found else None
-
-
-def fill(folder: Path, leave_bytes: int = 0) -> Path:
-    """Fill the file system of `folder` until `leave_bytes` are free; returns the filler file."""
-    filler = folder / "filler"
-    free = shutil.disk_usage(folder).free - leave_bytes
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        while free > 0:
-            try:
-                free -= os.write(fd, b"\0" * min(free, 1 << 20))
-            except OSError:  # full already
-                break
-    finally:
-        os.close(fd)
-    return filler
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-    except OSError:
-        return ""
-
-
-def namespaces() -> list[str]:
-    names = run("ip", "netns", "list", check=False).stdout.split()
-    return [n for n in names if n.startswith(f"{PREFIX}-")]
-
-
-def namespace_pids(netns: str) -> list[int]:
-    done = run("ip", "netns", "pids", netns, check=False)
-    return [int(p) for p in done.stdout.split()] if done.returncode == 0 else []
-
-
-def marked_pids() -> list[int]:
-    """Processes a host started, wherever they are now (they inherit `MARKER`)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if f"{MARKER}=".encode() in (entry / "environ").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
-def leftovers() -> list[str]:
-    """What a cluster left on this machine: processes, namespaces, links, mounts."""
-    found = [f"process {p}: {cmdline(p)[:80]}" for p in sorted(set(marked_pids()))]
-    found += [f"namespace {n}" for n in namespaces()]
-    found += [f"link {n}" for n in links()]
-    found += [f"mount {m}" for m in mounts()]
-    return found
-
-
-def kill_processes(pids: list[int], grace_s: float = 3.0) -> None:
-    """SIGTERM, then SIGKILL what still runs after `grace_s`."""
-    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-        live = [p for p in pids if _signal(p, sig)]
-        deadline = time.monotonic() + wait
-        while live and time.monotonic() < deadline:
-            time.sleep(0.1)
-            live = [p for p in live if _running(p)]
-        if not live:
-            return
-
-
-def _signal(pid: int, sig: int) -> bool:
-    try:
-        os.kill(pid, sig)
-        return True
-    except ProcessLookupError:
-        return False
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def links() -> list[str]:
-    out = run("ip", "-o", "link", "show", check=False).stdout
-    names = [line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line]
-    return [n for n in names if n.startswith(f"{PREFIX}-")]
-
-
-def mounts() -> list[str]:
-    """Mount points under STATE in this mount namespace (deepest first)."""
-    points = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
-    return sorted((p for p in points if p.startswith(f"{STATE}/")), key=len, reverse=True)
-
-
-def cleanup() -> None:
-    """Remove everything a cluster (this run's or a crashed one's) left, in dependency order."""
-    pids = set(marked_pids())
-    for netns in namespaces():
-        pids.update(namespace_pids(netns))
-    kill_processes(sorted(pids))
-    for point in mounts():
-        run("umount", "-l", point, check=False)
-    for netns in namespaces():
-        run("ip", "netns", "del", netns, check=False)
-    for link in links():
-        run("ip", "link", "del", link, check=False)
-    if os.environ.get("LSW_KEEP_FILES") != "1":
-        shutil.rmtree(STATE, ignore_errors=True)
-    left = leftovers()
-    if left:
-        raise ClusterError("could not remove: " + "; ".join(left))
-
-
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The options of `scripts/netns_cluster.py`."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=("up", "down", "status"))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--gpus", type=int, default=2, help="fake GPUs per worker host")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs per worker host")
     parser.add_argument("--accelerator", default="L4")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run_action(args: argparse.Namespace) -> int:
+    """`up`, `down` or `status` of the machine's one cluster; the exit status."""
     cluster = NetnsCluster(args.workers, args.gpus, args.cpus, args.accelerator)
     try:
         if args.action != "status":
@@ -538,7 +316,3 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         cluster.unlock()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -61,7 +61,8 @@ class Sweep:
     elapsed_s: float
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parser() -> argparse.ArgumentParser:
+    """This benchmark's options (`scripts/bench_search.py`); `settle` completes what they give."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -103,15 +104,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, help="results folder (default: a new temporary one)")
     parser.add_argument("--csv", type=Path, help="also write the table here")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def settle(args: argparse.Namespace) -> argparse.Namespace:
+    """`--quick`'s settings, and the default SLOs when none was given."""
     if args.quick:
         args.capacities, args.grid_step, args.num_requests = "4", 0.08, 60
     args.slo = args.slo or list(DEFAULT_SLOS)
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Per capacity, the dense grid, then a search per SLO; print the table and the goal."""
+    args = settle(args)
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_search-"))
     slos = [parse_slo(text) for text in args.slo]
     log(f"results in {out}; load average {load_average()}")
@@ -146,6 +152,7 @@ def grid_rates(args: argparse.Namespace, seqs: int) -> list[float]:
 
 
 def grid_overrides(rates: list[float]) -> list[str]:
+    """The overrides of the dense grid: no search, one trial per rate."""
     return [
         "search=none",
         f"+sweep.grid.workload.request_rate=[{','.join(f'{r:g}' for r in rates)}]",
@@ -153,6 +160,7 @@ def grid_overrides(rates: list[float]) -> list[str]:
 
 
 def search_overrides(args: argparse.Namespace, slo_text: str) -> list[str]:
+    """The overrides of one capacity search for the SLO `slo_text`."""
     return [
         "search=capacity",
         f"slo.{slo_text}",
@@ -272,6 +280,7 @@ def marks(loads: pd.Series, passed: list[bool], rows: pd.DataFrame) -> str:
 
 
 def report(args: argparse.Namespace, rows: list[dict], elapsed_s: float) -> None:
+    """Print the table, the probe sequences, the noisy knees and whether the goal was met."""
     table = pd.DataFrame([{k: v for k, v in row.items() if not k.startswith("_")} for row in rows])
     print(markdown_table(table))
     if args.csv:
@@ -303,17 +312,16 @@ def report(args: argparse.Namespace, rows: list[dict], elapsed_s: float) -> None
 
 
 def parse_slo(text: str) -> SLOConfig:
+    """`COLUMN=LIMIT` as an SLO config."""
     column, _, limit = text.partition("=")
     return SLOConfig(**{column: float(limit)})
 
 
 def load_average() -> str:
+    """The machine's 1, 5 and 15 minute load averages."""
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def log(message: str) -> None:
+    """A timestamped progress line on stderr."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

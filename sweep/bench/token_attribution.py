@@ -24,7 +24,7 @@ import time
 
 from transformers import AutoTokenizer
 
-from backends.tiny_model import _corpus, ensure_tiny_model
+from backends.tiny_model import corpus, ensure_tiny_model
 from sweep.loadgen.attribution import attribute, chunk_lengths, text_weights
 from sweep.loadgen.recorder import RequestTracker
 
@@ -75,8 +75,8 @@ def records(trackers: list[RequestTracker], tokenizer) -> list[dict]:
 
 def bench(name: str, tok, tokens: int) -> None:
     """Print the costs of every way, for every chunking, over `tokens` output tokens."""
-    corpus = " ".join(_corpus(5000))
-    ids = tok(corpus, add_special_tokens=False)["input_ids"]
+    text = " ".join(corpus(5000))
+    ids = tok(text, add_special_tokens=False)["input_ids"]
     ids = (ids * (tokens // len(ids) + 1))[:tokens]
     tok(["warm up"], add_special_tokens=False)
     for label, sizes in PATTERNS.items():
@@ -103,13 +103,13 @@ def bench(name: str, tok, tokens: int) -> None:
             )
 
 
-def main() -> None:
-    """Time the tiny model's tokenizer."""
+def parser() -> argparse.ArgumentParser:
+    """This benchmark's options (`scripts/bench_token_attribution.py`)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tokens", type=int, default=100_000)
-    a = p.parse_args()
+    return p
+
+
+def run(a: argparse.Namespace) -> None:
+    """Time the tiny model's tokenizer."""
     bench("tiny-512", AutoTokenizer.from_pretrained(str(ensure_tiny_model())), a.tokens)
-
-
-if __name__ == "__main__":
-    main()

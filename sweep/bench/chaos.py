@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Chaos benchmark: a submitted sweep on the namespace cluster, one random fault per run.
 
-Builds the cluster of `scripts/netns_cluster.py` (as root: a head and two worker hosts of two
+Builds the cluster of `sweep.bench.netns_cluster` (as root: a head and two worker hosts of two
 fake L4 GPUs), runs the sim sweep below undisturbed (the baseline), then RUNS times with one fault
 of a random kind at a random moment: DELAY seconds, uniform in [0, --window], after the first
 trial is under way. The faults (`--kinds`):
@@ -40,16 +39,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from netns_cluster import (  # noqa: E402
-    REPO,
-    SMALL_FS,
-    NetnsCluster,
-    SweepJob,
-    fill,
-    leftovers,
-)
+from sweep.bench import REPO
+from sweep.bench.netns_cluster import NetnsCluster
+from sweep.bench.netns_hosts import SMALL_FS, fill, leftovers
+from sweep.bench.netns_jobs import SweepJob
 
 SWEEP = [  # 2 deployments x 3 trials of the sim backend, a few seconds each
     "+experiment=sim_cluster",
@@ -69,6 +62,8 @@ PROGRESS = re.compile(r"^✓ (\S+) ", re.MULTILINE)
 
 @dataclass
 class Run:
+    """One sweep from scratch and what a fault (kind `none`: no fault) cost it."""
+
     kind: str
     delay_s: float
     wall_s: float = 0.0
@@ -79,16 +74,20 @@ class Run:
 
 
 class Bench:
+    """Submits the chaos sweep to the cluster, injects faults, measures what they cost."""
+
     def __init__(self, cluster: NetnsCluster, logs: Path, source: Path) -> None:
         self.cluster, self.logs, self.source, self.count = cluster, logs, source, 0
 
     def submit(self, name: str, output_dir: str = "") -> SweepJob:
+        """Submit the sweep `name` (results to `output_dir`, else the head's home)."""
         self.count += 1
         log = self.logs / f"{self.count:03d}-{name}.log"
         overrides = [*SWEEP, f"sweep.name={name}"]
         return SweepJob(self.cluster, overrides, log, output_dir, source=self.source)
 
     def results(self, name: str, output_dir: str) -> Path:
+        """Where the sweep `name` writes its results, seen from this machine."""
         base = Path(output_dir.removeprefix("file://")) if output_dir else None
         return (base or self.cluster.results_home / "llm-sweep-results") / name
 
@@ -113,6 +112,7 @@ class Bench:
         return run
 
     def wait_for_a_trial(self, job: SweepJob, timeout_s: float = 300) -> None:
+        """Until a sim server runs on a worker host (a trial is under way)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and job.proc.poll() is None:
             if any(self.cluster.find(h, "backends.sim_server") for h in self.cluster.workers):
@@ -125,6 +125,7 @@ class Bench:
         return hosts[0] if hosts else random.choice(self.cluster.workers)
 
     def inject(self, kind: str, run: Run, name: str, output_dir: str) -> None:
+        """Inject the fault `kind` into the run's latest job (and resubmit where it needs)."""
         job = run.jobs[-1]
         if kind == "raylet":
             signal_pid(self.cluster.raylet(self.busy()), signal.SIGKILL)
@@ -148,16 +149,19 @@ class Bench:
             run.jobs.append(self.submit(name, output_dir))
 
     def resubmit(self, run: Run, name: str, output_dir: str) -> None:
+        """Wait for the run's latest job to end, then submit the same sweep again."""
         self.finish(run.jobs[-1])
         run.jobs.append(self.submit(name, output_dir))
 
     def finish(self, job: SweepJob) -> None:
+        """Wait for `job` to end; a job that hangs is reported and measured, not fatal."""
         try:
             job.wait(600)
         except Exception as exc:  # noqa: BLE001 - a job that hangs is measured, not fatal
             print(f"  {exc}".splitlines()[0], file=sys.stderr)
 
     def orphans(self, settle_s: float = 20) -> int:
+        """The sweep's processes still running on any host after up to `settle_s`."""
         deadline = time.monotonic() + settle_s
         while True:
             found = [
@@ -171,6 +175,7 @@ class Bench:
             time.sleep(0.5)
 
     def measure(self, run: Run, root: Path) -> None:
+        """Trials lost and trials recorded more than once, from the results and job logs."""
         import pyarrow.parquet as pq
 
         rows = [pq.read_table(p).to_pylist()[0] for p in root.glob("*/*/summary.parquet")]
@@ -194,6 +199,7 @@ class Bench:
 
 
 def signal_pid(pid: int, sig: int) -> None:
+    """Send `sig` to `pid`, if it still runs."""
     try:
         os.kill(pid, sig)
     except ProcessLookupError:
@@ -201,6 +207,7 @@ def signal_pid(pid: int, sig: int) -> None:
 
 
 def table(runs: list[Run], baseline_s: float) -> str:
+    """Per fault kind: trials lost, duplicated, orphans and extra wall time, as Markdown."""
     lines = [
         "| fault | runs | trials lost | trials duplicated | orphans left | extra wall time "
         "(mean / max) |",
@@ -219,7 +226,8 @@ def table(runs: list[Run], baseline_s: float) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def parser() -> argparse.ArgumentParser:
+    """This benchmark's options (`scripts/bench_chaos.py`)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=24)
     parser.add_argument("--baseline-runs", type=int, default=2)
@@ -228,7 +236,11 @@ def main() -> int:
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--logs", type=Path, default=None, help="keep the job logs here")
     parser.add_argument("--source", type=Path, default=REPO, help="the checkout to submit")
-    args = parser.parse_args()
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Baseline runs, then one fault per run; the table; 1 if any trial or process was lost."""
     kinds = args.kinds.split(",")
     rng = random.Random(args.seed)
     # Each kind as often as the others, in random order; each at a random moment.
@@ -259,7 +271,3 @@ def main() -> int:
     print(f"left on the machine after teardown: {left or 'nothing'}")
     bad = any(r.lost or r.duplicated or r.orphans for r in runs) or left
     return 1 if bad else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
