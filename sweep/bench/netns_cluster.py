@@ -275,6 +275,7 @@ class NetnsCluster:
             lines.append(f"{host.name:5} {host.ip:12} {state:10} {procs} processes")
         return "\n".join(lines)
 
+
 def parser() -> argparse.ArgumentParser:
     """The options of `scripts/netns_cluster.py`."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -88,6 +88,7 @@ def run(*argv: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess
         raise ClusterError(f"{' '.join(argv)} failed: {(done.stderr or done.stdout).strip()}")
     return done
 
+
 def fill(folder: Path, leave_bytes: int = 0) -> Path:
     """Fill the file system of `folder` until `leave_bytes` are free; returns the filler file."""
     filler = folder / "filler"

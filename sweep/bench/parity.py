@@ -56,7 +56,6 @@ Usage:
         [--same-arrivals]
 """
 
-
 from __future__ import annotations
 
 import argparse

@@ -1,0 +1,11 @@
+"""How late this machine wakes a waiting load generator.
+
+    .venv/bin/python scripts/bench_wakeups.py [--rounds 4] [--waits 1000]
+
+The benchmark itself, and what it prints: `sweep.bench.wakeups`.
+"""
+
+from sweep.bench import wakeups
+
+if __name__ == "__main__":
+    wakeups.run(wakeups.parser().parse_args())

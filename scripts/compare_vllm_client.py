@@ -1,0 +1,11 @@
+"""Parity check: our load generator against vLLM's own benchmark client.
+
+    .venv/bin/python scripts/compare_vllm_client.py [--server sim] [--rounds 3] [--same-arrivals]
+
+The benchmark itself, and what it prints: `sweep.bench.parity`.
+"""
+
+from sweep.bench import parity
+
+if __name__ == "__main__":
+    parity.run(parity.parser().parse_args())
