@@ -62,7 +62,7 @@ _TIMES = (
 _ADJECTIVES = "bright|cold|busy|calm|noisy|empty|beautiful|dark|friendly|expensive".split("|")
 
 
-def _corpus(size: int = 480) -> list[str]:
+def corpus(size: int = 480) -> list[str]:
     """Generate the built-in English training corpus.
 
     Sentences come from the word lists by index arithmetic (no RNG), so the corpus is
@@ -113,7 +113,7 @@ def _build_tokenizer():
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok.train_from_iterator(corpus(), trainer=trainer)
     bos_id = tok.token_to_id("<s>")
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)]

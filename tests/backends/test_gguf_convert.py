@@ -86,7 +86,7 @@ def test_byte_fallback_tokenizer_is_written_as_llama_vocab(model_dir, tmp_path):
     from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from backends.tiny_model import _corpus
+    from backends.tiny_model import corpus
 
     spm = tmp_path / "tiny-spm"
     shutil.copytree(model_dir, spm)
@@ -96,7 +96,7 @@ def test_byte_fallback_tokenizer_is_written_as_llama_vocab(model_dir, tmp_path):
                                      decoders.Fuse(), decoders.Strip(" ", 1, 0)])  # fmt: skip
     specials = ["<unk>", "<s>", "</s>", *(f"<0x{i:02X}>" for i in range(256))]
     trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=specials, show_progress=False)
-    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok.train_from_iterator(corpus(), trainer=trainer)
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (spm / name).unlink()

@@ -1,4 +1,4 @@
-"""One namespace cluster (`scripts/netns_cluster.py`) for the package, and helpers to watch jobs.
+"""One namespace cluster (`sweep.bench.netns_cluster`) for the package, and helpers to watch jobs.
 
 The cluster is built once for all tests here: a head and two worker hosts of two fake L4 GPUs
 each, each host in its own network namespace. Before each test, a worker host that a fault left
@@ -9,19 +9,17 @@ root; when it cannot be built the tests fail with the reason, they are not skipp
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
+from sweep.bench.netns_cluster import NetnsCluster
+from sweep.bench.netns_jobs import SweepJob
 from sweep.core import records as R
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "scripts"))
-
-from netns_cluster import NetnsCluster, SweepJob  # noqa: E402
 
 # The checkout the jobs are submitted from (this one; another for trying a change in isolation).
 SOURCE = Path(os.environ.get("MULTIHOST_SOURCE", REPO))

@@ -15,10 +15,9 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
+from sweep.bench.netns_hosts import HEALTH_CHECK_DEAD_S, SMALL_FS, fill
 from sweep.core import records as R
 from tests.multihost.conftest import busy_host, settle_strays, submit, summaries, wait_until
-
-from netns_cluster import HEALTH_CHECK_DEAD_S, SMALL_FS, fill  # isort: skip
 
 pytestmark = pytest.mark.slow
 TRIALS = 6

@@ -14,10 +14,9 @@ import sys
 
 import pytest
 
+from sweep.bench.netns_hosts import HIDDEN, STATE, ClusterError, run
 from sweep.core import records as R
 from tests.multihost.conftest import REPO, submit, summaries
-
-from netns_cluster import HIDDEN, STATE, ClusterError, run  # isort: skip
 
 pytestmark = pytest.mark.slow
 NAME = "overnight"

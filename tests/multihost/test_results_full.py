@@ -12,13 +12,12 @@ import subprocess
 import pyarrow.parquet as pq
 import pytest
 
+from sweep.bench.netns_hosts import fill
 from sweep.core import records as R
 from sweep.core.errors import ResultsNotSaved
 from sweep.core.results import ResultStore
 from sweep.driver import Driver, _not_saved_record
 from tests.helpers import run_sweep_here
-
-from netns_cluster import fill  # isort: skip
 
 PAGE = 4096
 

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from netns_cluster import BRIDGE, MARKER, PREFIX, STATE, leftovers, namespace_pids, run  # isort: skip
+from sweep.bench.netns_hosts import BRIDGE, MARKER, PREFIX, STATE, leftovers, namespace_pids, run
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,6 @@ temporary folder, and the shipped traces themselves.
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from transformers import AutoTokenizer
 
 from backends.tiny_model import ensure_tiny_model
 from sweep.__main__ import main as sweep_main
+from sweep.bench.shipped_traces import write_traces
 from sweep.core.config import TraceDatasetConfig, WorkloadConfig
 from sweep.core.errors import ConfigError, DatasetError
 from sweep.datasets import check_dataset, load_prompts
@@ -24,7 +24,6 @@ from sweep.loadgen.arrivals import trace_offsets
 from sweep.loadgen.requests import build_requests
 from tests.sweep.test_datasets import byte_level_bpe
 
-REPO = Path(__file__).resolve().parents[2]
 BURSTGPT_HEADER = "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type"
 ROWS = [  # Mooncake rows: ms, lengths, prefix blocks (of 16 tokens in these tests)
     {"timestamp": 1000, "input_length": 40, "output_length": 5, "hash_ids": [0, 1, 2]},
@@ -89,10 +88,7 @@ def test_burstgpt_columns_in_seconds_others_ignored(tmp_path):
 
 
 def test_shipped_traces_are_small_and_made_by_the_script(tmp_path):
-    spec = importlib.util.spec_from_file_location("make_traces", REPO / "scripts/make_traces.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    script.main(tmp_path)
+    write_traces(tmp_path)
     for name, rows, span in (("bursty", 2305, 74.7), ("diurnal", 2336, 119.4)):
         path = Path(resolve(name))
         assert path.read_bytes() == (tmp_path / path.name).read_bytes()  # deterministic

@@ -1,16 +1,11 @@
 """`--same-arrivals`: one trace per round, which our trace reader takes as written."""
 
 import argparse
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[2] / "scripts"))
-
-from compare_vllm_client import BLOCK, arrivals_trace, round_overrides  # noqa: E402
-
-from sweep.datasets.trace import read_trace  # noqa: E402
+from sweep.bench.parity_workload import BLOCK, arrivals_trace, round_overrides
+from sweep.datasets.trace import read_trace
 
 
 def args(**kw) -> argparse.Namespace:

@@ -1,13 +1,8 @@
 """The parity report's interval of the median TTFT difference resamples rounds, not requests."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parents[2] / "scripts"))
-
-from parity_report import REF, Round, bootstrap_ci, print_server_side  # noqa: E402
+from sweep.bench.parity_report import REF, Round, bootstrap_ci, print_server_side
 
 
 def rounds(centres: list[float], seed: int) -> list[Round]:

@@ -1,4 +1,4 @@
-"""The parity check's rounds and what it prints of them (`compare_vllm_client.py` runs them).
+"""The parity check's rounds and what it prints of them (`sweep.bench.parity` runs them).
 
 A round is one client's pass over the workload: its output tok/s, every measured request's TTFT
 and, against a vLLM server, the server's own mean TTFT over the round. The report pools each
@@ -34,6 +34,7 @@ class Round:
 
     @property
     def mean_ttft_ms(self) -> float:
+        """The round's mean TTFT."""
         return statistics.fmean(self.ttfts_ms)
 
     def line(self, round_idx: int, client: str) -> str:
@@ -82,6 +83,7 @@ def paired_tok_s(ours: list[Round], ref: list[Round]) -> tuple[float, float, flo
 
 
 def report(rounds: dict[str, list[Round]], args: argparse.Namespace) -> None:
+    """Print the rounds, the medians and pooled medians, the server's side, the verdicts."""
     clients = list(rounds)
     mode = "closed loop" if math.isinf(args.rate) else f"{args.rate:g} req/s"
     where = (f"server on CPUs {sorted(args.server_cpus or [])}, clients on CPUs "

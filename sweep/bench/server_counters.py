@@ -1,6 +1,6 @@
 """The server's own view of a parity round: its counters, its TTFT, and what the round cost it.
 
-`compare_vllm_client.py` and `server_beside_ray.py` read these around each client's run: vLLM's
+`sweep.bench.parity` and `sweep.bench.neighbours` read these around each client's run: vLLM's
 counters from `/metrics` (what the server was asked, and its own mean TTFT), the sim server's
 first-token stamps, and the CPU seconds each server process used with the hypervisor's steal.
 """
@@ -11,8 +11,9 @@ import argparse
 import os
 
 import httpx
-from parity_report import Round
-from process_watch import cpu_seconds, steal_seconds
+
+from sweep.bench.parity_report import Round
+from sweep.bench.process_watch import cpu_seconds, steal_seconds
 
 
 def server_truth(backend, seen: set[str]) -> list[float]:
@@ -37,7 +38,7 @@ COUNTERS = {
 
 
 def server_totals(backend) -> dict[str, float]:
-    """vLLM's `COUNTERS` so far, each summed over its label sets."""
+    """The `COUNTERS` of vLLM so far, each summed over its label sets."""
     scrape = backend.metrics_scrape()
     try:
         series = scrape()

@@ -4,13 +4,10 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).parents[2] / "scripts"))
-
-from process_watch import cpu_seconds, steal_seconds  # noqa: E402
+from sweep.bench.process_watch import cpu_seconds, steal_seconds
 
 # burns 0.4 s of CPU, then sleeps
 BURN = "import time\nend = time.process_time() + 0.4\nwhile time.process_time() < end: pass\n"

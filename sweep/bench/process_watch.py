@@ -1,6 +1,6 @@
 """Child processes confined to CPUs, and where their whole process trees ran.
 
-`scripts/compare_vllm_client.py` runs each client round as a child process (ours: `python -m
+`sweep.bench.parity` runs each client round as a child process (ours: `python -m
 sweep`, with the Ray it starts; theirs: vLLM's client) on the CPUs it was given, and reports which
 processes ran, on which CPUs and at what niceness, and kills any left behind.
 """
@@ -53,6 +53,7 @@ class TreeWatch:
                 return
 
     def sample(self) -> None:
+        """Record where each process of the tree runs now."""
         for proc in process_tree(self.pid):
             try:
                 with proc.oneshot():
