@@ -110,7 +110,7 @@ def run_on_ray(plan: SweepPlan, deployments: list, store: ResultStore, tracker: 
     finally:
         if started:
             ray.shutdown()
-    console.print(f"finished: {len(outcome.ok)} ok, {len(outcome.failed)} failed")
+    console.print(outcome.line())
 
 
 class TrackedProgress:

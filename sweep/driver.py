@@ -10,7 +10,9 @@ itself, so that every trial ends up recorded exactly once:
 - a trial that produces nothing for `workload.trial_timeout_s` is cancelled and recorded as
   failed, and the deployment's remaining trials are resubmitted;
 - a deployment that no node, alive or launchable by the cluster's autoscaler, can host is
-  recorded as failed at once; one that waits for the autoscaler to add a node says so;
+  recorded as failed at once; one that waits for the autoscaler to add a node says so, and
+  after `cluster.node_wait_s` without one its trials are recorded failed (`no_node`, with the
+  autoscaler's last word on the node types that would fit) while the rest of the sweep goes on;
 - a trial whose files the results folder refuses (a full disk) stops the sweep with one message,
   recorded as failed where there is room for that;
 - when nothing waits for resources and a GPU idles, a deployment with trials not begun gets a
@@ -36,9 +38,10 @@ import ray
 from sweep.core import records as R
 from sweep.core.errors import ResultsNotSaved, SweepError
 from sweep.core.results import ResultStore, TrialFiles
+from sweep.job import forwarded_env
 from sweep.ledger import TrialLedger
-from sweep.node_types import launchable_node_types
-from sweep.placement import longest_first, unplaceable_reason, waits_for
+from sweep.node_types import NodeType, autoscaler_last_word, launchable_node_types
+from sweep.placement import longest_first, resources_of, unplaceable_reason, waits_for
 from sweep.search_plan import probe_budget
 from sweep.search_run import SearchDone, known_probe
 from sweep.spec import Deployment
@@ -68,6 +71,14 @@ class SweepOutcome:
 
     ok: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    failed_kinds: Counter = field(default_factory=Counter)  # error_kind -> failed trials
+
+    def line(self) -> str:
+        """The sweep's last line: trials ok and failed, the failures counted by kind."""
+        kinds = ", ".join(f"{kind}: {n}" for kind, n in self.failed_kinds.most_common())
+        return f"finished: {len(self.ok)} ok, {len(self.failed)} failed" + (
+            f" ({kinds})" if kinds else ""
+        )
 
 
 @dataclass
@@ -85,6 +96,8 @@ class _Task:
     helper: bool = False  # shares the trials of another live task of its deployment
     node_id: str | None = None  # the Ray node it runs on, once started
     node_ip: str = ""
+    awaits: str | None = None  # the node it waits for while no alive node fits it
+    waiting_since: float = 0.0
 
 
 def connect(cluster: Any) -> bool:
@@ -98,7 +111,12 @@ def connect(cluster: Any) -> bool:
     }
     if cluster.address:
         _check_reachable(cluster.address)
-        ray.init(address=cluster.address, **kwargs)
+        values, unset = forwarded_env(list(cluster.forward_env))
+        for name in unset:
+            log.warning("cluster.forward_env: %s is not set here, so the workers will not have it",
+                        name)  # fmt: skip
+        runtime_env = {"env_vars": values} if values else None
+        ray.init(address=cluster.address, runtime_env=runtime_env, **kwargs)
         return True
     ray.init(
         # "local" always starts a new instance: without it, Ray joins the cluster named in
@@ -175,23 +193,27 @@ class Driver:
         self.warned_niced = False
         self.start_costs: list[float] = []
         self.probes: dict[str, list[tuple[str, Any]]] = {}  # search id -> probes recorded so far
+        self.node_types: list[NodeType] | None = None
 
     def run(self, deployments: list[Deployment]) -> SweepOutcome:
         """Submit every deployment (longest first) and process results until all are recorded."""
         self.ledger = TrialLedger()
         nodes = ray.nodes()
         # A cluster we joined may grow: its autoscaler's node types count as nodes to come.
-        node_types = launchable_node_types() if self.cluster.address else None
+        self.node_types = launchable_node_types() if self.cluster.address else None
         for deployment in longest_first(deployments):
-            reason = unplaceable_reason(deployment, nodes, node_types)
+            reason = unplaceable_reason(deployment, nodes, self.node_types)
             if reason:
                 self._fail_all(deployment.trials, "unplaceable", reason)
                 self.progress.deployment_finished()
                 continue
-            self._submit(deployment, attempt=0)
-            awaited = waits_for(deployment, nodes)
+            self._submit(deployment, attempt=0, nodes=nodes)
+            awaited = self.tasks[-1].awaits
             if awaited:
-                self.progress.note(f"{deployment.label} waits for {awaited}")
+                self.progress.note(
+                    f"{deployment.label} waits for {awaited} "
+                    f"(at most {self.cluster.node_wait_s:g} s: cluster.node_wait_s)"
+                )
         try:
             while self.tasks:
                 self._step()
@@ -214,7 +236,9 @@ class Driver:
                 pass
         self.tasks = []
 
-    def _submit(self, deployment: Deployment, attempt: int, helper: bool = False) -> None:
+    def _submit(
+        self, deployment: Deployment, attempt: int, helper: bool = False, nodes: list | None = None
+    ) -> None:
         key = uuid.uuid4().hex[:12]
         deployment = deployment.with_trials(tuple(self._with_known(t) for t in deployment.trials))
         options: dict[str, Any] = {
@@ -230,8 +254,10 @@ class Driver:
             deployment, self.environment, self.ledger, key, helper
         )
         now = time.monotonic()
+        awaits = None if helper else waits_for(deployment, ray.nodes() if nodes is None else nodes)
         self.tasks.append(
-            _Task(deployment, generator, attempt, now, key, last_progress=now, helper=helper)
+            _Task(deployment, generator, attempt, now, key, last_progress=now, helper=helper,
+                  awaits=awaits, waiting_since=now)  # fmt: skip
         )
 
     def pending(self, task: _Task) -> tuple:
@@ -246,12 +272,14 @@ class Driver:
             self._check_hung(task)
         if time.monotonic() >= self._next_node_check:
             self._next_node_check = time.monotonic() + NODE_POLL_S
-            self._drop_tasks_on_dead_nodes()
+            nodes = ray.nodes() if any(t.node_id or t.awaits for t in self.tasks) else []
+            self._drop_tasks_on_dead_nodes(nodes)
+            self._give_up_waiting_for_nodes(nodes)
         if self.cluster.share_idle_gpus and time.monotonic() >= self._next_share:
             self._next_share = time.monotonic() + SHARE_POLL_S
             self._share_idle_gpus()
 
-    def _drop_tasks_on_dead_nodes(self) -> None:
+    def _drop_tasks_on_dead_nodes(self, nodes: list[dict[str, Any]]) -> None:
         """Count a task lost once Ray declares its node dead, even if no error reached us.
 
         A node that stops answering (cut off, frozen) rather than crashing is declared dead by
@@ -263,11 +291,42 @@ class Driver:
         placed = [t for t in self.tasks if t.node_id]
         if not placed:
             return
-        dead = {n["NodeID"] for n in ray.nodes() if not n["Alive"]}
+        dead = {n["NodeID"] for n in nodes if not n["Alive"]}
         for task in placed:
             if task.node_id in dead and task in self.tasks:
                 _cancel(task.generator, force=True)
                 self._died(task, f"Ray declared its node {task.node_ip} dead")
+
+    def _give_up_waiting_for_nodes(self, nodes: list[dict[str, Any]]) -> None:
+        """Record failed the trials of a task that waited `cluster.node_wait_s` for a node.
+
+        The clock runs only while no alive node fits the task: once one does, the task is
+        merely queued behind others for its resources, which is not a node that never came.
+        """
+        for task in [t for t in self.tasks if t.awaits and t.started_at is None]:
+            if waits_for(task.deployment, nodes) is None:
+                task.awaits = None  # a node that fits came up
+                continue
+            waited = time.monotonic() - task.waiting_since
+            if waited < self.cluster.node_wait_s:
+                continue
+            _cancel(task.generator, force=True)
+            self.tasks.remove(task)
+            pending = self.pending(task)
+            self._release(task, pending)
+            word = autoscaler_last_word(self._fitting_types(task.deployment))
+            reason = (
+                f"no {_node_wanted(task.awaits)} came within "
+                f"{self.cluster.node_wait_s:g} s (cluster.node_wait_s); the autoscaler: {word}"
+            )
+            log.warning("deployment %s: %s", task.deployment.label, reason)
+            self._fail_all(pending, R.ERROR_NO_NODE, reason)
+            self._deployment_may_be_done(task)
+
+    def _fitting_types(self, deployment: Deployment) -> list[str]:
+        """Names of the autoscaler's node types that could host `deployment`."""
+        needed = resources_of(deployment)
+        return [t.name for t in self.node_types or () if t.fits(needed)]
 
     def _share_idle_gpus(self) -> None:
         """Start a helper for the GPU deployment with the most trials not begun, on idle GPUs.
@@ -473,8 +532,11 @@ class Driver:
             self._not_saved(files, exc)
         self.recorded.add(files.trial_id)
         self._warn_if_niced(files)
-        status = files.summary.column(R.TRIAL_STATUS)[0].as_py()
-        (self.outcome.ok if status == R.STATUS_OK else self.outcome.failed).append(files.trial_id)
+        if row.get(R.TRIAL_STATUS) == R.STATUS_OK:
+            self.outcome.ok.append(files.trial_id)
+        else:
+            self.outcome.failed.append(files.trial_id)
+            self.outcome.failed_kinds[row.get(R.ERROR_KIND) or "unknown"] += 1
         self.progress.trial_finished(files)
 
     def _not_saved(self, files: TrialFiles, exc: Exception) -> None:
@@ -551,6 +613,11 @@ def _cancel(generator: Any, force: bool) -> None:
         ray.cancel(generator, force=force)
     except Exception as exc:  # already finished or its node is gone
         log.debug("cancel failed: %s", exc)
+
+
+def _node_wanted(awaits: str) -> str:
+    """'node of type L4 with 1 GPU' from `waits_for`'s 'a node of type L4 with 1 GPU (...)'."""
+    return awaits.removeprefix("a ").removesuffix(" (the autoscaler adds one)")
 
 
 def _first_line(exc: BaseException) -> str:

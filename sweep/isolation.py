@@ -8,14 +8,22 @@ it delays a send or the read of a token by as long as it runs. Where the node ha
 the last quarter of its cores for itself (every thread, and the shard processes it forks later)
 and moves the daemons and the server it launched onto the others. `restore` puts everything back
 when the deployment ends, so a reused worker or a later deployment starts as it found the node.
-All deployments of a node share the same client cores.
+All deployments of a node share the same client cores, and the daemons are shared too: a file in
+the node's Ray session folder (`REGISTRY_FILE`, under a lock) lists the deployments measuring
+and the daemons' affinities from before the first of them moved them, so they are put back only
+when the last one ends.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
 
@@ -24,6 +32,7 @@ log = logging.getLogger(__name__)
 ISOLATE_MODES = ("auto", "on", "off")
 MIN_CPUS_AUTO = 4
 DAEMON_NAMES = ("gcs_server", "dashboard", "log_monitor", "monitor.py")
+REGISTRY_FILE = "llm_sweep_isolation.json"  # in the node's Ray session folder
 
 
 @dataclass(frozen=True)
@@ -48,8 +57,10 @@ class Isolation:
     """What `isolate` changed, so that `restore` can undo it."""
 
     split: CpuSplit | None = None
-    before: dict[int, set[int]] = field(default_factory=dict)  # process pid -> its affinity
+    before: dict[int, set[int]] = field(default_factory=dict)  # own children: pid -> affinity
     own: set[int] = field(default_factory=set)  # this worker's affinity before
+    registry: Path | None = None  # the node's list of measuring deployments and daemons
+    daemons: dict[int, set[int]] = field(default_factory=dict)  # moved here, without a registry
 
     @property
     def client_cpus(self) -> str | None:
@@ -59,20 +70,44 @@ class Isolation:
         return ",".join(str(c) for c in sorted(self.split.client))
 
 
-def isolate(mode: str) -> Isolation:
-    """Move Ray's daemons and this worker's children off the client cores; confine this worker."""
+def isolate(
+    mode: str, daemons: list[psutil.Process] | None = None, registry: Path | None = None
+) -> Isolation:
+    """Move Ray's daemons and this worker's children off the client cores; confine this worker.
+
+    Args:
+        mode: `cluster.isolate_client`.
+        daemons: the node's shared processes to move (default: Ray's, `ray_daemons`).
+        registry: the node's file of measuring deployments (default: in Ray's session folder;
+            None outside Ray, where nothing is shared).
+    """
     allowed = os.sched_getaffinity(0)
     chosen = split(allowed, mode)
-    state = Isolation(chosen, own=set(allowed))
+    if daemons is None:
+        daemons = ray_daemons()
+        registry = registry or _registry_path()
+    state = Isolation(chosen, own=set(allowed), registry=registry)
     if chosen is None:
         return state
-    others = [*ray_daemons(), *psutil.Process().children(recursive=True)]
-    for proc in others:
+    for proc in psutil.Process().children(recursive=True):
         try:
             state.before[proc.pid] = set(proc.cpu_affinity())
             _set_all_threads(proc, chosen.rest)
-        except psutil.Error:  # gone meanwhile, or not ours to move: it stays where it was
+        except psutil.Error:  # gone meanwhile: nothing to move back
             state.before.pop(proc.pid, None)
+    with _registered(registry) as shared:
+        shared["users"] = [*_alive(shared.get("users", [])), os.getpid()]
+        originals = shared.setdefault("before", {}) if len(shared["users"]) > 1 else {}
+        shared["before"] = originals
+        for proc in daemons:
+            try:
+                affinity = set(proc.cpu_affinity())
+                _set_all_threads(proc, chosen.rest)
+            except psutil.Error:  # gone meanwhile, or not ours to move: it stays where it was
+                continue
+            originals.setdefault(str(proc.pid), sorted(affinity))
+            if registry is None:
+                state.daemons[proc.pid] = affinity
     _set_all_threads(psutil.Process(), chosen.client)
     log.info("load generator on CPUs %s; Ray and the server on %s", sorted(chosen.client),
              sorted(chosen.rest))  # fmt: skip
@@ -80,15 +115,60 @@ def isolate(mode: str) -> Isolation:
 
 
 def restore(state: Isolation) -> None:
-    """Give every process `isolate` moved its affinity back."""
+    """Give this worker and its children their affinity back; the daemons theirs if last.
+
+    The daemons go back only when no other deployment of the node is still measuring.
+    """
     if state.split is None:
         return
     _set_all_threads(psutil.Process(), state.own)
-    for pid, cpus in state.before.items():
+    moved_back = dict(state.before)
+    with _registered(state.registry) as shared:
+        others = [pid for pid in _alive(shared.get("users", [])) if pid != os.getpid()]
+        shared["users"] = others
+        if state.registry is None:
+            moved_back.update(state.daemons)
+        elif not others:
+            moved_back.update({int(k): set(v) for k, v in shared.get("before", {}).items()})
+            shared["before"] = {}
+    for pid, cpus in moved_back.items():
         try:
             _set_all_threads(psutil.Process(pid), cpus)
         except psutil.Error:
             continue
+
+
+@contextmanager
+def _registered(path: Path | None) -> Iterator[dict]:
+    """The node's shared isolation record, read and written under an exclusive lock."""
+    if path is None:
+        yield {}
+        return
+    with open(path, "a+", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        try:
+            data = json.loads(handle.read() or "{}")
+        except ValueError:  # a torn write by a killed worker: start over
+            data = {}
+        yield data
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(data))
+        handle.flush()
+
+
+def _alive(pids: list[int]) -> list[int]:
+    """The pids of `pids` still running (a killed worker never deregistered)."""
+    return [pid for pid in pids if psutil.pid_exists(pid)]
+
+
+def _registry_path() -> Path | None:
+    """The registry file in this node's Ray session folder; None outside a Ray worker."""
+    me = psutil.Process()
+    raylet = next((p for p in me.parents() if "raylet" in p.name()), None)
+    session = _session_dir(raylet) if raylet is not None else None
+    return Path(session) / REGISTRY_FILE if session and Path(session).is_dir() else None
 
 
 def ray_daemons() -> list[psutil.Process]:

@@ -5,10 +5,15 @@ directory on the head node and runs the driver there. A relative `output.dir` wo
 results inside that folder: `ray rsync-down ... results/` would find nothing, and the next
 submission (a new folder for any code change) would not see them, so resume would rerun
 everything. Under a job, the results folder must therefore be absolute (or `~/...`, or a URI).
+
+Secrets (`cluster.forward_env`, default `HF_TOKEN`) reach the workers through the job's runtime
+environment whichever way the driver joined the cluster: a submitted job already carries those
+the submitter forwarded, and the driver adds the rest when it connects.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 from sweep.core.errors import ConfigError
@@ -33,3 +38,20 @@ def check_output_dir(output_dir: str) -> None:
             "Pass an absolute path, ~/..., or an s3:// or gs:// URI (scripts/submit_sweep.sh "
             "defaults to ~/llm-sweep-results)"
         )
+
+
+def forwarded_env(names: list[str]) -> tuple[dict[str, str], list[str]]:
+    """The variables of `names` to hand to the cluster's workers, and those not set here.
+
+    Under a submitted job, variables its runtime environment already carries are left out:
+    Ray refuses a driver's runtime environment that sets one of the job's again.
+    """
+    already: set[str] = set()
+    if in_ray_job():
+        try:
+            job = json.loads(os.environ[JOB_ENV_VAR])
+            already = set((job.get("runtime_env") or {}).get("env_vars") or {})
+        except (ValueError, AttributeError):  # not the JSON Ray writes: forward as if none
+            already = set()
+    values = {n: os.environ[n] for n in names if n in os.environ and n not in already}
+    return values, [n for n in names if n not in os.environ]

@@ -69,6 +69,9 @@ def node_types_of(path: Path) -> list[NodeType] | None:
     except (OSError, yaml.YAMLError) as exc:
         log.warning("cannot read the autoscaling config %s: %s", path, exc)
         return None
+    if config.get("max_workers", -1) == 0:
+        log.warning("the autoscaling config %s allows no worker node (max_workers: 0)", path)
+        return []
     head = config.get("head_node_type")
     types = []
     for name, spec in (config.get("available_node_types") or {}).items():
@@ -150,3 +153,35 @@ def _autoscaler_reports() -> bool:
 def resources_fit(needed: dict[str, float], offered: dict[str, Any]) -> bool:
     """Whether a node offering `offered` resources can hold a task needing `needed`."""
     return all(float(offered.get(key, 0.0)) >= amount for key, amount in needed.items())
+
+
+def autoscaler_last_word(types: list[str]) -> str:
+    """What the cluster's autoscaler last reported about launching nodes of `types`.
+
+    Read from the v1 monitor's report in the GCS (a failed launch's category and description,
+    launches still pending, nodes that failed to start); "no report" when there is none.
+    """
+    try:
+        from ray.experimental.internal_kv import _internal_kv_get
+
+        report = json.loads(_internal_kv_get(STATUS_KEY) or b"{}").get("autoscaler_report") or {}
+    except Exception:  # not connected, or the report's format changed
+        report = {}
+    words = []
+    availabilities = (report.get("node_availability_summary") or {}).get("node_availabilities")
+    for name in types:
+        record = (availabilities or {}).get(name) or {}
+        info = record.get("unavailable_node_information") or {}
+        if not record.get("is_available", True) and info:
+            description = str(info.get("description", "")).strip().splitlines()
+            words.append(f"{name}: {info.get('category', 'unavailable')}"
+                         + (f" ({description[0][:200]})" if description else ""))  # fmt: skip
+        pending = (report.get("pending_launches") or {}).get(name)
+        if pending:
+            words.append(f"{name}: {pending} launch(es) pending")
+        failed = sum(1 for entry in report.get("failed_nodes") or () if entry[-1:] == [name])
+        if failed:
+            words.append(f"{name}: {failed} node(s) failed to start")
+    if not words:
+        return "no report on " + (", ".join(types) if types else "any node type")
+    return "; ".join(words)

@@ -58,7 +58,10 @@ def unplaceable_reason(
         return None
     if any(t.fits(needed) for t in node_types or ()):
         return None
-    return _why_not(deployment, alive, node_types or [])
+    reason = _why_not(deployment, alive, node_types or [])
+    if node_types == []:
+        reason += "; the cluster's autoscaler may launch no worker node (its config's max_workers)"
+    return reason
 
 
 def waits_for(deployment: Deployment, nodes: list[dict[str, Any]]) -> str | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -288,6 +289,12 @@ class ClusterConfig:
     include_dashboard: bool = False
     max_retries: int = 2
     start_timeout_s: float = 1800.0
+    # How long a deployment that no alive node fits may wait for the autoscaler to add one;
+    # then its trials are recorded failed (`no_node`) and the rest of the sweep goes on.
+    node_wait_s: float = 1200.0
+    # Environment variables handed to the workers of a cluster the driver joins (never written
+    # to results or logs): gated models need HF_TOKEN on every node.
+    forward_env: list[str] = field(default_factory=lambda: ["HF_TOKEN"])
     # When resources idle and a deployment has trials not begun, a second task takes half.
     share_idle_gpus: bool = True
     # Keep the load generator on cores of its own, away from Ray's daemons and the launched
@@ -295,8 +302,12 @@ class ClusterConfig:
     isolate_client: str = "auto"
 
     def __post_init__(self) -> None:
-        check_positive("cluster", start_timeout_s=self.start_timeout_s)
+        check_positive("cluster", start_timeout_s=self.start_timeout_s,
+                       node_wait_s=self.node_wait_s)  # fmt: skip
         check_choice("cluster", "isolate_client", self.isolate_client, ("auto", "on", "off"))
+        for name in self.forward_env:
+            if not re.fullmatch(r"[A-Za-z_]\w*", str(name)):
+                raise_config(f"cluster.forward_env: {name!r} is not an environment variable name")
         if self.max_retries < 0:
             raise_config(f"cluster.max_retries must be >= 0, got {self.max_retries}")
 

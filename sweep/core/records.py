@@ -233,6 +233,8 @@ ERROR_BACKEND = "backend_error"
 ERROR_BACKEND_START = "backend_start_failed"
 ERROR_DATASET = "dataset_error"
 ERROR_WORKER_DIED = "worker_died"
+# No node for the deployment came within `cluster.node_wait_s` (the autoscaler never added one).
+ERROR_NO_NODE = "no_node"
 # The results folder refused the trial's files (a full disk): resume runs it again.
 ERROR_NOT_SAVED = "results_not_saved"
 

@@ -26,6 +26,8 @@ from sweep.core import records as R
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "scripts" / "cluster" / "l4-aws.yaml"
+NEVER_TYPE = "gpu_t4_never"
+NODE_WAIT_S = 20
 # Fields the autoscaler's monitor reads that `ray up` would fill in from the provider defaults.
 EMPTY_FIELDS = {
     "auth": {}, "file_mounts": {}, "cluster_synced_files": [], "rsync_exclude": [],
@@ -80,6 +82,13 @@ def autoscaling_config(folder: Path, port: int) -> Path:
         "available_node_types": {
             "head": {"resources": {"CPU": 1}, "max_workers": 0, "node_config": {}},
             **gpu_types,
+            # A type whose every launch fails (an object store below Ray's minimum): a node
+            # the autoscaler keeps trying and never delivers, as with a quota or a stock-out.
+            NEVER_TYPE: {
+                "resources": {"CPU": 1, "GPU": 1, "accelerator_type:T4": 1,
+                              "object_store_memory": 1},
+                "min_workers": 0, "max_workers": 1, "node_config": {},
+            },
         },
         "head_node_type": "head",
         **EMPTY_FIELDS,
@@ -157,3 +166,34 @@ def test_a_deployment_no_launchable_node_fits_is_unplaceable_at_once(cluster, tm
         "no node, alive or launchable by the autoscaler, has accelerator type"
         in rows[0][R.ERROR_MESSAGE]
     )
+
+
+def test_a_deployment_whose_node_never_comes_is_given_up_after_node_wait_s(cluster, tmp_path):
+    env, folder = cluster
+    out = tmp_path / "results"
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "sweep", "+experiment=sim_cluster", "cluster=auto",
+         f"output.dir={out}", "sweep.grid.workload.concurrency=[2,4]",
+         "sweep.grid.backend.ttft_ms=[10]", "+sweep.grid.hardware=[l4,t4]",
+         "workload.num_requests=8", f"cluster.node_wait_s={NODE_WAIT_S}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [pq.read_table(p).to_pylist()[0] for p in out.glob(f"sim_cluster/*/*/{R.SUMMARY_FILE}")]
+    by_hardware = {}
+    for row in rows:
+        by_hardware.setdefault(row["hardware.name"], []).append(row)
+    assert {r[R.TRIAL_STATUS] for r in by_hardware["l4"]} == {R.STATUS_OK}
+    never = by_hardware["t4"]
+    assert len(never) == 2 and {r[R.ERROR_KIND] for r in never} == {R.ERROR_NO_NODE}
+    message = never[0][R.ERROR_MESSAGE]
+    assert message.startswith("no node of type T4 with 1 GPU"), message
+    assert f"came within {NODE_WAIT_S} s (cluster.node_wait_s)" in message, message
+    assert NEVER_TYPE in message, message  # the autoscaler's word on the type that would fit
+    assert "(no_node: 2)" in done.stdout, done.stdout[-2000:]
+    # The sweep ended on its own: the wait, then at most a minute (the L4 trials run meanwhile).
+    assert elapsed < NODE_WAIT_S + 60 + 60, elapsed  # + a minute for Python, Ray and the plan
+    # Nothing of the sweep is left: no driver, no worker of its job.
+    assert not [p for p in ours(folder) if "sweep" in " ".join(p.cmdline())]

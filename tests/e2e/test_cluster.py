@@ -230,3 +230,38 @@ def test_idle_gpus_take_half_of_a_deployments_trials(cluster, tmp_path):
     assert first != last
     assert (by_size["gpu"] == first).sum() >= 2  # the first, and the next as it ended
     assert by_size["gpu"].nunique() == 2  # one helper per deployment
+
+
+FORWARDED = "forwarded-secret-91d2"
+
+
+@pytest.mark.parametrize("forward", [True, False])
+def test_the_driver_forwards_named_secrets_to_the_workers(cluster, tmp_path, monkeypatch, forward):
+    """A variable set only on the driver reaches the cluster's workers when cluster.forward_env
+    names it (the nodes were started without it: without forwarding the trial fails)."""
+    from tests.strict_server import Running, StrictServer
+
+    c, _ = cluster
+    monkeypatch.setenv("FWD_GW_TOKEN", FORWARDED)
+    server = StrictServer(required_headers={"X-Api-Key": FORWARDED})
+    running = Running(server)
+    try:
+        names = "[FWD_GW_TOKEN,NOT_SET_ANYWHERE_42]" if forward else "[]"
+        args = ["backend=openai", f"backend.url={server.url}", "sweep.name=fwd",
+                "+backend.headers.X-Api-Key={env:FWD_GW_TOKEN}", "workload=closed_loop",
+                "workload.warmup_requests=0", "dataset.input_len=16", "workload.num_requests=3",
+                "workload.output_len=4", "workload.concurrency=1", f"cluster.forward_env={names}",
+                f"cluster.address={c.address}", f"output.dir={tmp_path}"]  # fmt: skip
+        assert sweep_main(args) == 0
+    finally:
+        running.stop()
+    row = summaries(tmp_path / "fwd").iloc[0]
+    if forward:
+        assert row[R.TRIAL_STATUS] == R.STATUS_OK, row[R.ERROR_MESSAGE]
+        assert len(server.seen) == 3
+        assert all(s.headers["X-Api-Key"] == FORWARDED for s in server.seen)
+    else:
+        assert row[R.ERROR_KIND] == R.ERROR_BACKEND_START
+        assert "FWD_GW_TOKEN, which is not set" in row[R.ERROR_MESSAGE]
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert written and not [p for p in written if FORWARDED.encode() in p.read_bytes()]

@@ -67,3 +67,52 @@ def test_off_changes_nothing():
     assert state.client_cpus is None
     assert os.sched_getaffinity(0) == before
     restore(state)
+
+
+DEPLOYMENT = """
+import sys
+from pathlib import Path
+import psutil
+from sweep.isolation import isolate, restore
+state = isolate("on", daemons=[psutil.Process(int(sys.argv[1]))], registry=Path(sys.argv[2]))
+print("isolated", flush=True)
+sys.stdin.readline()
+restore(state)
+print("restored", flush=True)
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to split")
+def test_the_daemons_go_back_only_when_the_last_deployment_of_the_node_ends(tmp_path):
+    """Two deployments measuring on one node: the first to end leaves the daemons where they
+    are, since the other still measures; the last one puts them back as they were."""
+    before = os.sched_getaffinity(0)
+    rest = before - {max(before)}
+    daemon = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    registry = tmp_path / "isolation.json"
+
+    def deployment():
+        proc = subprocess.Popen(
+            [sys.executable, "-c", DEPLOYMENT, str(daemon.pid), str(registry)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert proc.stdout.readline().strip() == "isolated"
+        return proc
+
+    def end(proc):
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "restored"
+        proc.wait(timeout=30)
+
+    try:
+        first = deployment()
+        assert set(psutil.Process(daemon.pid).cpu_affinity()) == rest
+        second = deployment()
+        end(first)
+        assert set(psutil.Process(daemon.pid).cpu_affinity()) == rest  # the second measures
+        end(second)
+        assert set(psutil.Process(daemon.pid).cpu_affinity()) == before
+    finally:
+        daemon.kill()
+        daemon.wait()
