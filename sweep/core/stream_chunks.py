@@ -41,7 +41,7 @@ class EventLines:
         return [line[5:].strip() for line in lines if line.startswith(b"data:")]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Chunk:
     """What one OpenAI chunk says: its texts, tokens and finish, and the server's usage.
 
@@ -94,39 +94,39 @@ def decode_event(payload: bytes) -> dict[str, Any]:
 
 def parse_event(event: dict[str, Any], api: str) -> Chunk:
     """The `Chunk` of a decoded event of a `completions` or `chat` stream."""
+    # Positional fields, no intermediate dicts: this runs for every chunk the load generator reads.
     usage = event.get("usage")
-    usage = usage if isinstance(usage, dict) else {}
-    details = usage.get("completion_tokens_details")
-    counts = {
-        "completion_tokens": usage.get("completion_tokens"),
-        "prompt_tokens": usage.get("prompt_tokens"),
-        "reasoning_tokens": details.get("reasoning_tokens") if isinstance(details, dict) else None,
-    }
+    completion = prompt = thought = None
+    if isinstance(usage, dict):
+        completion, prompt = usage.get("completion_tokens"), usage.get("prompt_tokens")
+        details = usage.get("completion_tokens_details")
+        thought = details.get("reasoning_tokens") if isinstance(details, dict) else None
     choices = event.get("choices")
     if not choices:
-        return Chunk(**counts)
+        return Chunk(False, "", "", None, False, None, None, completion, prompt, thought)
     choice = choices[0]
     ids = choice.get("token_ids")
-    common = {
-        "has_choices": True,
-        "token_ids": tuple(ids) if isinstance(ids, list) else None,
-        "finish_reason": choice.get("finish_reason") or None,
-        **counts,
-    }
+    ids = tuple(ids) if isinstance(ids, list) else None
+    finish = choice.get("finish_reason") or None
     if api != "chat":
         text = choice.get("text")
-        return Chunk(answer=text or "", has_text=isinstance(text, str), **common)
+        return Chunk(
+            True, text or "", "", None, isinstance(text, str), ids, finish, completion, prompt,
+            thought,
+        )  # fmt: skip
     delta = choice.get("delta") or {}
-    field = next((f for f in REASONING_FIELDS if isinstance(delta.get(f), str)), None)
+    field = reasoning = None
+    for name in REASONING_FIELDS:
+        reasoning = delta.get(name)
+        if isinstance(reasoning, str):
+            field = name
+            break
     content = delta.get("content")
     has_text = "role" not in delta and (isinstance(content, str) or field is not None)
     return Chunk(
-        answer=content or "",
-        reasoning=delta[field] if field else "",
-        reasoning_field=field,
-        has_text=has_text,
-        **common,
-    )
+        True, content or "", reasoning if field else "", field, has_text, ids, finish, completion,
+        prompt, thought,
+    )  # fmt: skip
 
 
 def error_text(error: object) -> str:
@@ -136,7 +136,7 @@ def error_text(error: object) -> str:
     return str(error)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Counted:
     """A chunk that carried tokens: the chunk, the running count where known, when it came."""
 
