@@ -27,7 +27,9 @@ class Answer:
     """A recorded streamed answer: each chunk's text and tokens, and the server's usage.
 
     `exact` says whether the per-chunk tokens are the server's own running counts (continuous
-    usage), which a replay may then report as it did.
+    usage), which a replay may then report as it did. `reasoning` holds each chunk's reasoning
+    text beside its answer text in `texts` (empty for a model that does not reason), streamed
+    under the delta field `reasoning_field`.
     """
 
     texts: tuple[str, ...]
@@ -36,6 +38,8 @@ class Answer:
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    reasoning: tuple[str, ...] = ()
+    reasoning_field: str = "reasoning"
 
 
 class SemanticCache:

@@ -1,14 +1,16 @@
 """A streamed OpenAI answer: recorded as it passes through the proxy, replayed from the cache.
 
 `AnswerRecorder` reads the server's server-sent events alongside the client (the bytes go through
-unchanged) and keeps each token-bearing chunk's text and tokens: the growth of the server's
-running count where it sends one (vLLM's continuous usage stats), else one per chunk with text,
-and the final usage. Only a stream that finished (`[DONE]` or a finish reason) with some text
-becomes an `Answer`. `replay` renders an answer as OpenAI chunks (`completions` or `chat`) for
-another request: the first chunk at once, then each chunk when the answer's tokens so far are
-due at `tokens_per_s`, the running count in each chunk where the request asked for it and the
-answer has the server's own, a final usage chunk where it asked for usage, then `[DONE]`. A
-request asking for fewer tokens than the answer holds gets the chunks up to its limit.
+unchanged) and keeps each token-bearing chunk's answer and reasoning text and its tokens, by the
+rule the load generator counts with (`sweep.core.stream_chunks`): the growth of the server's
+running count where it sends one (vLLM's continuous usage stats), else one per chunk, and the
+final usage. Only a stream that finished (`[DONE]` or a finish reason) with some text and no
+error event becomes an `Answer`. `replay` renders an answer as OpenAI chunks (`completions` or
+`chat`, a reasoning model's thinking under the delta field its server used) for another request:
+the first chunk at once, then each chunk when the answer's tokens so far are due at
+`tokens_per_s`, the running count in each chunk where the request asked for it and the answer has
+the server's own, a final usage chunk where it asked for usage, then `[DONE]`. A request asking
+for fewer tokens than the answer holds gets the chunks up to its limit.
 """
 
 from __future__ import annotations
@@ -19,87 +21,79 @@ from collections.abc import Iterator
 from typing import Any
 
 from backends.proxy.cache import Answer
+from sweep.core.stream_chunks import (
+    DONE,
+    REASONING_FIELDS,
+    EventError,
+    EventLines,
+    TokenCount,
+    decode_event,
+    parse_event,
+)
 
 
 class AnswerRecorder:
     """Collects what one streamed response says, fed the bytes of each network read."""
 
-    def __init__(self, api: str) -> None:
+    def __init__(self, api: str, one_per_chunk: bool = False) -> None:
         self.api = api
         self.texts: list[str] = []
+        self.reasoning: list[str] = []
         self.tokens: list[int] = []
-        self.exact = True
-        self.seen = 0  # the server's running count so far
-        self.finish_reason: str | None = None
-        self.prompt_tokens: int | None = None
-        self.completion_tokens: int | None = None
-        self.done = False
-        self._buffer = b""
+        self.exact = True  # every recorded chunk's tokens are the server's own count
+        self.failed = False  # an error event came: not an answer
+        self.reasoning_field: str | None = None
+        self.count = TokenCount(one_per_chunk)
+        self._lines = EventLines()
+        self._recorded = 0  # tokens in the recorded chunks
+
+    @property
+    def done(self) -> bool:
+        """Whether `[DONE]` arrived."""
+        return self.count.done
 
     def feed(self, data: bytes) -> None:
-        """Parse the complete `data:` lines of `data`; a line that is not JSON is skipped."""
-        lines = (self._buffer + data).split(b"\n")
-        self._buffer = lines.pop()
-        for line in lines:
-            if not line.startswith(b"data:"):
-                continue
-            payload = line[5:].strip()
-            if payload == b"[DONE]":
-                self.done = True
+        """Parse the complete `data:` lines of `data`; an error event spoils the recording."""
+        for payload in self._lines.feed(data):
+            if payload == DONE:
+                self.count.done = True
                 continue
             try:
-                event = json.loads(payload)
-            except ValueError:
+                chunk = parse_event(decode_event(payload), self.api)
+            except EventError:
+                self.failed = True
                 continue
-            if isinstance(event, dict):
-                self._event(event)
-
-    def _event(self, event: dict[str, Any]) -> None:
-        usage = event.get("usage")
-        total = usage.get("completion_tokens") if isinstance(usage, dict) else None
-        if isinstance(usage, dict):
-            self.prompt_tokens = usage.get("prompt_tokens", self.prompt_tokens)
-        choices = event.get("choices")
-        if not choices:
-            if total is not None:
-                self.completion_tokens = total  # the final usage-only chunk
-            return
-        choice = choices[0]
-        self.finish_reason = choice.get("finish_reason") or self.finish_reason
-        text = _text(choice, self.api)
-        if total is not None:
-            grown, self.seen = total - self.seen, max(total, self.seen)
-            self.completion_tokens = self.seen
-            if grown <= 0 and not text:
-                return
-            tokens = max(grown, 0)
-        else:
-            if not text:
-                return
-            self.exact = False
-            tokens = 1
-        self.texts.append(text)
-        self.tokens.append(tokens)
+            self.reasoning_field = chunk.reasoning_field or self.reasoning_field
+            counted = self.count.add(chunk)
+            if counted is None and not chunk.text:
+                continue
+            if counted is None and self.texts:  # text whose tokens an earlier count included
+                self.texts[-1] += chunk.answer
+                self.reasoning[-1] += chunk.reasoning
+                continue
+            if counted is not None and counted.running is None:
+                self.exact = False
+            self.texts.append(chunk.answer)
+            self.reasoning.append(chunk.reasoning)
+            self.tokens.append(self.count.seen - self._recorded)
+            self._recorded = self.count.seen
 
     def answer(self) -> Answer | None:
         """The answer, when the stream finished with some text; else None (not cached)."""
-        if not (self.done or self.finish_reason) or not "".join(self.texts):
+        count = self.count
+        text = "".join(self.texts) + "".join(self.reasoning)
+        if self.failed or not (count.done or count.finish_reason) or not text:
             return None
         return Answer(
             texts=tuple(self.texts),
             tokens=tuple(self.tokens),
-            exact=self.exact and sum(self.tokens) == self.completion_tokens,
-            finish_reason=self.finish_reason,
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
+            exact=self.exact and sum(self.tokens) == count.server_tokens,
+            finish_reason=count.finish_reason,
+            prompt_tokens=count.prompt_tokens,
+            completion_tokens=count.server_tokens,
+            reasoning=tuple(self.reasoning) if any(self.reasoning) else (),
+            reasoning_field=self.reasoning_field or REASONING_FIELDS[0],
         )
-
-
-def _text(choice: dict[str, Any], api: str) -> str:
-    if api != "chat":
-        return choice.get("text") or ""
-    delta = choice.get("delta") or {}
-    return delta.get("content") or ""
 
 
 def replay(
@@ -116,19 +110,15 @@ def replay(
         "model": str(body.get("model", "")),
     }
     sent, due = 0, 0.0
-    chunks = list(zip(answer.texts, answer.tokens, strict=True))
-    for index, (text, tokens) in enumerate(chunks):
+    thoughts = answer.reasoning or ("",) * len(answer.texts)
+    chunks = list(zip(answer.texts, thoughts, answer.tokens, strict=True))
+    for index, (text, thought, tokens) in enumerate(chunks):
         if index and tokens_per_s:
             due += tokens / tokens_per_s
         sent += tokens
         last = index == len(chunks) - 1 or (cap is not None and sent >= cap)
         reason = (answer.finish_reason or "length") if last else None
-        choice = (
-            {"index": 0, "delta": {"content": text}, "finish_reason": reason}
-            if api == "chat"
-            else {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
-        )
-        event = {**head, "choices": [choice]}
+        event = {**head, "choices": [_choice(text, thought, api, answer.reasoning_field, reason)]}
         if continuous:
             event["usage"] = _usage(answer.prompt_tokens, sent)
         yield due, _sse(event)
@@ -140,6 +130,16 @@ def replay(
             completion = round(answer.completion_tokens * sent / max(sum(answer.tokens), 1))
         yield due, _sse({**head, "choices": [], "usage": _usage(answer.prompt_tokens, completion)})
     yield due, b"data: [DONE]\n\n"
+
+
+def _choice(text: str, thought: str, api: str, field: str, reason: str | None) -> dict[str, Any]:
+    """One chunk's choice; a chat delta holds the reasoning under `field`, as the server did."""
+    if api != "chat":  # a completions stream has no reasoning field: the thinking is text
+        return {"index": 0, "text": thought + text, "logprobs": None, "finish_reason": reason}
+    delta = {field: thought} if thought else {}
+    if text or not thought:
+        delta["content"] = text
+    return {"index": 0, "delta": delta, "finish_reason": reason}
 
 
 def _output_cap(body: dict[str, Any]) -> int | None:

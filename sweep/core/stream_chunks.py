@@ -1,0 +1,222 @@
+"""OpenAI-style streamed chunks: the `data:` lines of a response, and what each says of tokens.
+
+The one reading of a streamed completions or chat response, shared by the load generator
+(`sweep.loadgen.sse`) and the semantic-cache proxy (`backends.proxy.stream`). `EventLines`
+splits the bytes of network reads into `data:` payloads; `parse_event` reads one payload into a
+`Chunk` (its answer and reasoning text, token ids, running count, finish reason, the server's
+usage) or raises `EventError`; `TokenCount` decides, chunk by chunk, which carried tokens and the
+running count where it is known, and keeps the server's own totals. A reasoning model's thinking
+arrives as `reasoning` deltas (vLLM >= 0.19) or `reasoning_content` (older vLLM, SGLang): both are
+output tokens, kept apart from the answer's (`Chunk.kind`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+DONE = b"[DONE]"
+ANSWER, REASONING, BOTH = "answer", "reasoning", "both"  # which text a chunk carries
+# Where a chat delta carries a reasoning model's thinking, by server and version.
+REASONING_FIELDS = ("reasoning", "reasoning_content")
+
+
+class EventError(Exception):
+    """A malformed or error event: the request fails with this message."""
+
+
+class EventLines:
+    """Splits a stream's bytes, read in pieces cut anywhere, into its `data:` payloads."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The payloads of the complete lines so far (`DONE` included), comments and blanks out."""
+        lines = (self._buffer + data).split(b"\n")
+        self._buffer = lines.pop()
+        return [line[5:].strip() for line in lines if line.startswith(b"data:")]
+
+
+@dataclass(slots=True)
+class Chunk:
+    """What one OpenAI chunk says: its texts, tokens and finish, and the server's usage.
+
+    `has_choices` is False for the usage-only final chunk (or a keep-alive). `completion_tokens`
+    is the server's count of output tokens so far, where the chunk has a usage: a running count
+    in a chunk with choices (vLLM's continuous usage stats), the final count in the usage-only
+    chunk. `has_text` says whether the
+    chunk has a text field at all, even an empty one: vLLM sends a chunk for every engine step,
+    its text empty when the step's tokens decode to none yet, while a chat chunk announcing the
+    role (OpenAI's first) carries no token. `token_ids` are the chunk's own, where the server
+    returns them (vLLM's `return_token_ids`).
+    """
+
+    has_choices: bool = False
+    answer: str = ""
+    reasoning: str = ""
+    reasoning_field: str | None = None  # the delta key the reasoning came under
+    has_text: bool = False
+    token_ids: tuple[int, ...] | None = None
+    finish_reason: str | None = None
+    completion_tokens: int | None = None
+    prompt_tokens: int | None = None
+    reasoning_tokens: int | None = None  # the server's count of them, where its usage says
+
+    @property
+    def text(self) -> str:
+        """All the output text the chunk carries: its reasoning, then its answer."""
+        return self.reasoning + self.answer
+
+    @property
+    def kind(self) -> str:
+        """`REASONING`, `ANSWER`, or `BOTH` for the chunk that ends the reasoning."""
+        if self.reasoning:
+            return BOTH if self.answer else REASONING
+        return ANSWER
+
+
+def decode_event(payload: bytes) -> dict[str, Any]:
+    """One `data:` payload as a JSON object; a malformed or error event raises `EventError`."""
+    try:
+        event = json.loads(payload)
+    except json.JSONDecodeError as exc:
+        raise EventError(f"malformed_event: {exc.msg} in {payload[:80]!r}") from None
+    if not isinstance(event, dict):
+        raise EventError(f"malformed_event: not an object: {payload[:80]!r}")
+    if "error" in event:
+        raise EventError(f"server_error: {error_text(event['error'])}")
+    return event
+
+
+def parse_event(event: dict[str, Any], api: str) -> Chunk:
+    """The `Chunk` of a decoded event of a `completions` or `chat` stream."""
+    # Positional fields, no intermediate dicts: this runs for every chunk the load generator reads.
+    usage = event.get("usage")
+    completion = prompt = thought = None
+    if isinstance(usage, dict):
+        completion, prompt = usage.get("completion_tokens"), usage.get("prompt_tokens")
+        details = usage.get("completion_tokens_details")
+        thought = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    choices = event.get("choices")
+    if not choices:
+        return Chunk(False, "", "", None, False, None, None, completion, prompt, thought)
+    choice = choices[0]
+    ids = choice.get("token_ids")
+    ids = tuple(ids) if isinstance(ids, list) else None
+    finish = choice.get("finish_reason") or None
+    if api != "chat":
+        text = choice.get("text")
+        return Chunk(
+            True, text or "", "", None, isinstance(text, str), ids, finish, completion, prompt,
+            thought,
+        )  # fmt: skip
+    delta = choice.get("delta") or {}
+    field = reasoning = None
+    for name in REASONING_FIELDS:
+        reasoning = delta.get(name)
+        if isinstance(reasoning, str):
+            field = name
+            break
+    content = delta.get("content")
+    has_text = "role" not in delta and (isinstance(content, str) or field is not None)
+    return Chunk(
+        True, content or "", reasoning if field else "", field, has_text, ids, finish, completion,
+        prompt, thought,
+    )  # fmt: skip
+
+
+def error_text(error: object) -> str:
+    """The message of an OpenAI-style `error` field (an object or a string)."""
+    if isinstance(error, dict):
+        return str(error.get("message") or error)
+    return str(error)
+
+
+@dataclass(slots=True)
+class Counted:
+    """A chunk that carried tokens: the chunk, the running count where known, when it came."""
+
+    chunk: Chunk
+    running: int | None
+    at: float | None = None
+
+
+class TokenCount:
+    """Which chunks of one stream carried tokens, and the server's counts.
+
+    A chunk's running count, where the server sends one (continuous usage), says it carried
+    tokens when it grew; its token ids, where returned, add to our own running count; else a
+    chunk carried one token (at least: the final count settles how many) when it has text, or a
+    text field (even empty), unless it is the closing chunk with no text; from a server that
+    streams one token per chunk, every chunk but that closing one does, and our count is exact.
+    A count after chunks without counts, in a chunk with no text, is a final count (llama.cpp's
+    last chunk). `closing` is the closing chunk with an empty text field: a token only when the
+    reply had no other and the server counted (`lone_closing`).
+    """
+
+    __slots__ = (
+        "one_per_chunk", "seen", "server_tokens", "prompt_tokens", "reasoning_tokens",
+        "finished", "finish_reason", "done", "closing", "_counted", "_last_exact",
+    )  # fmt: skip
+
+    def __init__(self, one_per_chunk: bool = False) -> None:
+        self.one_per_chunk = one_per_chunk
+        self.seen = 0  # token-bearing chunks so far, or the running count where it is larger
+        self.server_tokens: int | None = None  # the server's last count of the output
+        self.prompt_tokens: int | None = None
+        self.reasoning_tokens: int | None = None
+        self.finished = False
+        self.finish_reason: str | None = None
+        self.done = False  # `[DONE]` arrived
+        self.closing: Counted | None = None  # the closing chunk with an empty text, if any
+        self._counted = 0
+        self._last_exact: bool | None = None  # whether the last counted chunk had a count
+
+    def add(self, chunk: Chunk, at: float | None = None) -> Counted | None:
+        """The chunk, read at `at`, with its running count if it carried tokens, else None."""
+        total = chunk.completion_tokens
+        if total is not None:
+            self.server_tokens = total
+            self.prompt_tokens = chunk.prompt_tokens
+            self.reasoning_tokens = chunk.reasoning_tokens
+        if not chunk.has_choices:
+            return None  # the final usage-only chunk, or a keep-alive
+        if chunk.finish_reason:
+            self.finished = True
+            self.finish_reason = chunk.finish_reason
+        text = chunk.text
+        if total is None and chunk.token_ids is not None:
+            total = self.seen + len(chunk.token_ids)  # our running count, from the server's ids
+        elif total is None and self.one_per_chunk:
+            if not text and self.finished:
+                return None  # the closing chunk: a finish reason, no token
+            self.seen += 1
+            return self._count(Counted(chunk, self.seen, at))  # our running count: exact
+        if total is not None:
+            if total <= self.seen:
+                return None  # the running count did not grow: no token here, whatever the text
+            self.seen = total
+            if not text and self._last_exact is False:
+                return None  # a count after text without counts is a final count
+            return self._count(Counted(chunk, total, at))
+        if text or (not self.finished and chunk.has_text):
+            self.seen += 1  # an empty text is a token that decodes to none (vLLM: a step)
+            return self._count(Counted(chunk, None, at))
+        if self.finished and chunk.has_text:
+            self.closing = Counted(chunk, None, at)
+        return None  # role-only, or a closing chunk with no text
+
+    def lone_closing(self) -> Counted | None:
+        """The closing chunk as the reply's one token, when nothing else was and usage says so."""
+        if not self._counted and self.closing is not None and self.server_tokens:
+            return self._count(self.closing)
+        return None
+
+    def _count(self, counted: Counted) -> Counted:
+        self._counted += 1
+        self._last_exact = counted.running is not None
+        return counted
