@@ -21,7 +21,7 @@ import pandas as pd
 
 from analysis.capacity import capacity_table, with_search
 from analysis.capacity_plots import write_capacity_plots
-from analysis.compare import DEFAULT_BASELINE, Slo, analyse
+from analysis.compare import Slo, analyse
 from analysis.findings import findings
 from analysis.flags import distinct, problem_sections
 from analysis.html import HTML_FILE, write_html
@@ -93,7 +93,7 @@ LEADING_COLUMNS = (
 class ReportOptions:
     """Choices of the comparison: the baseline engine, SLOs overriding the config, HTML or not."""
 
-    baseline: str = DEFAULT_BASELINE
+    baseline: str | None = None  # None: the backend recorded as the baseline
     slo: Slo | None = None
     html: bool = True
     reference: Reference | None = None  # a study's published numbers (`analysis.reference`)
