@@ -1,8 +1,9 @@
 """MBU counts the bytes each engine really stores, per engine and quantization (issue 18).
 
 Rows are summary rows as the worker writes them: the flattened config of each engine's
-shipped option (`conf/backend/engines/*`) and its backend's recorded facts, Llama-2-7b (6.74 B parameters) on an A100 80 GB
-(2039 GB/s), decoding one step every 20 ms. Expected values are worked out by hand below.
+shipped option (`conf/backend/engines/*`) and its backend's recorded facts, Llama-2-7b (6.74 B
+parameters) on an A100 80 GB (2039 GB/s), decoding one step every 20 ms. Expected values are
+worked out by hand below.
 """
 
 import dataclasses
