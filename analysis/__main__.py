@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from analysis.capacity import with_search
-from analysis.compare import DEFAULT_BASELINE, parse_slo
+from analysis.compare import parse_slo
 from analysis.console import print_capacity, print_findings, print_paths, print_table
 from analysis.html import write_html
 from analysis.load import (
@@ -162,8 +162,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--baseline",
-        default=DEFAULT_BASELINE,
-        help="backend name or engine label to compare against (default: hf)",
+        help="backend name or engine label to compare against (default: the backend that "
+        "recorded itself as the baseline, the plain transformers one)",
     )
     parser.add_argument(
         "--slo",

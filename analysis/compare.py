@@ -3,7 +3,9 @@
 Pure functions from the summary frame (`analysis.load.load_summary`; goodput also reads the
 request records) to frames the report renders:
 - `decomposition`: per task and load point, each engine's throughput, TTFT and cost as a ratio
-  to the baseline engine (default `hf`, the plain transformers baseline);
+  to the baseline engine: one named by the caller, else the backend whose recorded facts say it
+  is the baseline (`records.BACKEND_BASELINE`: the plain transformers one). A results folder
+  written before backends recorded their facts has none: name one with `baseline`;
 - `pareto_points`: throughput per GPU against per-user latency, the front marked and named;
 - `slo_goodput`: goodput and cost per million tokens under SLOs from the config or the CLI;
 - `analyse`: all of the above plus the roofline columns, bundled as a `Comparison`.
@@ -49,7 +51,6 @@ from sweep.core.summary import (
 )
 from sweep.core.summary import cost_per_1m_output as cost_per_1m
 
-DEFAULT_BASELINE = "hf"
 TASK, LOAD, ENGINE, BASELINE, TRIALS = "task", "load", "engine", "baseline", "trials"
 TTFT_MEDIAN = rec.latency_column("ttft", "median")
 TPOT_MEDIAN = rec.latency_column("tpot", "median")
@@ -82,7 +83,7 @@ class Comparison:
     decomposition: pd.DataFrame
     pareto: pd.DataFrame
     slo: pd.DataFrame
-    baseline: str
+    baseline: str | None  # as asked; None: the backend recorded as the baseline
     latency_metric: str
     notes: list[str] = field(default_factory=list)
     # configuration -> metric -> Estimate (`analysis.noise`), for the findings and the intervals
@@ -94,7 +95,7 @@ def analyse(
     summary: pd.DataFrame,
     requests: pd.DataFrame | None = None,
     *,
-    baseline: str = DEFAULT_BASELINE,
+    baseline: str | None = None,
     slo: Slo | None = None,
 ) -> Comparison:
     """The comparison frame and tables of one sweep.
@@ -102,7 +103,8 @@ def analyse(
     Args:
         summary: one row per trial.
         requests: request records of the trials; without them the goodput table is empty.
-        baseline: backend name (`hf`) or engine label (`hf per_request`) to compare against.
+        baseline: backend name (`hf`) or engine label (`hf per_request`) to compare against;
+            None: the backend whose recorded facts say it is the baseline.
         slo: SLO bounds overriding each trial's `slo.*` config (keys `ttft_ms`, `tpot_ms`,
             `e2e_ms`).
     """
@@ -152,13 +154,14 @@ def throughput_per_gpu(summary: pd.DataFrame) -> pd.Series:
 
 
 def decomposition(
-    summary: pd.DataFrame, baseline: str = DEFAULT_BASELINE, requests: pd.DataFrame | None = None
+    summary: pd.DataFrame, baseline: str | None = None, requests: pd.DataFrame | None = None
 ) -> pd.DataFrame:
     """Each engine's throughput, median TTFT and cost relative to the baseline engine.
 
     Successful trials are averaged per (task, load, engine) over repeats; the baseline of a
-    (task, load) point is the engine whose backend name or label is `baseline` (the first label
-    in order when the baseline backend ran in several configurations).
+    (task, load) point is the engine whose backend name or label is `baseline`, or without one
+    the engine whose backend recorded itself as the baseline (`records.BACKEND_BASELINE`); the
+    first label in order when the baseline backend ran in several configurations.
 
     Returns:
         Columns task, load, engine, baseline, trials, the three metrics and their ratios
@@ -174,6 +177,7 @@ def decomposition(
             LOAD: load_values(ok),
             ENGINE: engine_labels(ok),
             "backend": text_column(ok, rec.BACKEND_NAME),
+            "declared": declared_baseline(ok),
         }
     )
     for metric in RATIO_COLUMNS:
@@ -181,8 +185,11 @@ def decomposition(
     keys = [TASK, LOAD, ENGINE]
     grouped = points.groupby(keys, dropna=False, sort=True)
     table = grouped[list(RATIO_COLUMNS)].mean().join(grouped.size().rename(TRIALS))
-    table = table.join(grouped["backend"].first()).reset_index()
-    is_base = (table["backend"] == baseline) | (table[ENGINE] == baseline)
+    table = table.join(grouped[["backend", "declared"]].first()).reset_index()
+    if baseline is None:
+        is_base = table["declared"]
+    else:
+        is_base = (table["backend"] == baseline) | (table[ENGINE] == baseline)
     base = table[is_base].groupby([TASK, LOAD], dropna=False).first()
     base = base[[ENGINE, *RATIO_COLUMNS]].rename(columns={ENGINE: BASELINE})
     table = table.merge(
@@ -194,6 +201,12 @@ def decomposition(
     noise = [f"{r}_{part}" for r in RATIO_COLUMNS.values() for part in ("low", "high", "verdict")]
     columns = [TASK, LOAD, ENGINE, BASELINE, TRIALS, *RATIO_COLUMNS, *RATIO_COLUMNS.values()]
     return table[columns + noise]
+
+
+def declared_baseline(summary: pd.DataFrame) -> pd.Series:
+    """Per trial: True where its backend recorded itself as the baseline (False where unknown)."""
+    facts = summary.get(rec.BACKEND_BASELINE, pd.Series(None, summary.index, dtype=object))
+    return facts.map(lambda v: v is True or v is np.True_).astype(bool)
 
 
 def _point_keys(frame: pd.DataFrame, engine: str) -> pd.Series:

@@ -5,9 +5,12 @@ trial whose requests partly failed, whose client and server token counts disagre
 outputs came back short, whose load generator could not keep up (client lag, the
 `client_saturated` flag) or that was too short to trust (`too_short`), then every failed
 trial with its error kind and message, then the environment the trials ran in. Trials whose
-output lengths were not forced (no `ignore_eos` went to the endpoint, or TGI, which has none) are
-said to be so: their lengths are what the server produced, and a short output may be the model's
-own end. Trials whose token counts are the server's own (an attached endpoint with
+output lengths were not forced (the workload asked for no `ignore_eos`, or the backend recorded
+that its requests cannot carry one: `records.BACKEND_IGNORE_EOS`, e.g. TGI's native API or an
+endpoint without vLLM's extensions) are said to be so: their lengths are what the server
+produced, and a short output may be the model's own end. A results folder written before backends
+recorded that fact leaves it unknown, and the report says so rather than guess from a name.
+Trials whose token counts are the server's own (an attached endpoint with
 `backend.tokenizer=none`) are said to be so too.
 """
 
@@ -27,13 +30,9 @@ REPORT_MIN_DURATION_S = 0.5
 # Mean lag behind the schedule above which the load generator, not the server, may be the limit.
 CLIENT_LAG_WARN_MS = 10.0
 ALL_CLEAR = "Every request of every successful trial completed as requested."
-# Config columns that say whether `ignore_eos` was sent: the workload's wish, and whether an
-# attached endpoint (the openai backend) takes vLLM's extensions. Launched vLLM and sim servers
-# always do (no column); a column recorded False means the server chose each output's length.
-LENGTH_COLUMNS = ("workload.ignore_eos", "backend.extensions")
-# Backends whose API has no `ignore_eos` at all (TGI's `/generate_stream`): their lengths are
-# never forced, whatever the workload asked, and no config column says so.
-UNFORCED_BACKENDS = ("tgi",)
+# Columns that say whether `ignore_eos` reached the engine: the workload's wish, and the backend's
+# recorded fact; either recorded False means the server chose each output's length.
+LENGTH_COLUMNS = ("workload.ignore_eos", rec.BACKEND_IGNORE_EOS)
 # `backend.tokenizer=none` (the openai backend): no local tokenizer, every count the server's.
 TOKENIZER_COLUMN = "backend.tokenizer"
 SERVER_COUNTED = "none"
@@ -43,7 +42,12 @@ def problem_sections(trials: pd.DataFrame) -> list[Section]:
     """Flagged and failed trials with their reasons, then the environment."""
     failed = trials[trials[rec.TRIAL_STATUS] != rec.STATUS_OK]
     checks = trial_checks(trials)
-    notes = [lengths_note(trials), counts_note(trials), "" if checks else ALL_CLEAR]
+    notes = [
+        lengths_note(trials),
+        unknown_lengths_note(trials),
+        counts_note(trials),
+        "" if checks else ALL_CLEAR,
+    ]
     text = " ".join(filter(None, notes))
     return [
         Section("Request checks", text, items=checks),
@@ -73,9 +77,22 @@ def lengths_note(trials: pd.DataFrame) -> str:
         return ""
     return (
         f"Output lengths were not forced in {len(unforced)} of {len(trials)} trial(s) "
-        f"({_names(unforced)}): no `ignore_eos` was sent (the endpoint takes no vLLM extensions, "
-        "TGI has none, or `workload.ignore_eos=false`), so each output is as long as the server "
-        "made it and output tok/s and TPOT rest on the server's choice of lengths."
+        f"({_names(unforced)}): no `ignore_eos` reached the engine (its backend recorded that its "
+        "requests carry none, or `workload.ignore_eos=false`), so each output is as long as the "
+        "server made it and output tok/s and TPOT rest on the server's choice of lengths."
+    )
+
+
+def unknown_lengths_note(trials: pd.DataFrame) -> str:
+    """A sentence naming the successful trials with no record of forcing lengths; empty if none."""
+    ok = trials[rec.TRIAL_STATUS] == rec.STATUS_OK
+    unknown = trials[ok & ~unforced_lengths(trials) & ~_recorded(trials, rec.BACKEND_IGNORE_EOS)]
+    if unknown.empty:
+        return ""
+    return (
+        f"Whether `ignore_eos` reached the engine is not recorded for {len(unknown)} of "
+        f"{len(trials)} trial(s) ({_names(unknown)}): their results folder predates the backend "
+        f"facts (`{rec.BACKEND_IGNORE_EOS}`), so a short output there may be the model's own end."
     )
 
 
@@ -104,9 +121,12 @@ def unforced_lengths(trials: pd.DataFrame) -> pd.Series:
     return pd.Series([_unforced(row) for _, row in trials.iterrows()], trials.index, dtype=bool)
 
 
+def _recorded(trials: pd.DataFrame, column: str) -> pd.Series:
+    """Per trial: whether `column` holds a value (False where absent or null)."""
+    return trials[column].notna() if column in trials else pd.Series(False, trials.index)
+
+
 def _unforced(row: pd.Series) -> bool:
-    if row.get(rec.BACKEND_NAME) in UNFORCED_BACKENDS:
-        return True
     return any(row.get(c) is False or row.get(c) is np.False_ for c in LENGTH_COLUMNS)
 
 

@@ -41,6 +41,8 @@ code { background: #f6f8fa; padding: 0 .25rem; border-radius: 3px; }
 }
 """
 _BOLD = re.compile(r"\*\*(.+?)\*\*")
+# *emphasis*: asterisks hugging a word on both sides, as Markdown reads them (not `a * b`).
+_EMPHASIS = re.compile(r"(?<![*\w])\*(?=\S)([^*]+?)(?<=\S)\*(?![*\w])")
 
 
 def render_html(title: str, overview: str, sections: list[Section]) -> str:
@@ -102,5 +104,14 @@ def _figure(title: str, path: Path) -> str:
 
 
 def _inline(text: str) -> str:
-    """Escaped text with Markdown `code` spans and **bold** kept as <code> and <strong>."""
-    return _BOLD.sub(r"<strong>\1</strong>", _CODE.sub(r"<code>\1</code>", html.escape(str(text))))
+    """Escaped text with Markdown `code`, **bold** and *emphasis* as <code>, <strong>, <em>.
+
+    A code span is kept as written: asterisks inside it (`workload.*`) are text.
+    """
+    parts = _CODE.split(html.escape(str(text)))  # even: prose, odd: the inside of a code span
+    return "".join(
+        f"<code>{part}</code>"
+        if i % 2
+        else _EMPHASIS.sub(r"<em>\1</em>", _BOLD.sub(r"<strong>\1</strong>", part))
+        for i, part in enumerate(parts)
+    )

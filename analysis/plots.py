@@ -3,7 +3,9 @@
 Pure functions from the summary frame (`analysis.load.load_summary`) to matplotlib Figures drawn
 on the Agg canvas, and `write_plots`, which saves them as PNG files for the report. The helpers
 `load_values`, `load_axis_label` and `series_labels` decide where a trial sits on the x axis and
-which line it belongs to; the report uses them too, so that its table and the plots agree.
+which line it belongs to, and `repeat_points` gives each point its mean and 95% interval over
+the repeats (`analysis.intervals`); the report's tables use them too, so that a plot draws the
+interval its table states, as an error bar.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from analysis.intervals import aggregate_repeats
 from sweep.core import records as rec
 from sweep.core.config import streams_of
 
@@ -126,13 +129,23 @@ def sweep_title(summary: pd.DataFrame, fallback: str) -> str:
 
 
 def metric_figure(summary: pd.DataFrame, spec: PlotSpec, sweep: str | None = None) -> Figure:
-    """One line per series of `spec.metric` against the load; failed trials are left out."""
-    points = _points(summary, spec.metric)
+    """One line per series of `spec.metric` against the load; failed trials are left out.
+
+    A point is the mean over its repeats; where it has two or more, its 95% interval
+    (`repeat_points`, the Repeats table's) is drawn as an error bar.
+    """
+    points = repeat_points(summary, [spec.metric])
+    mean, low, high = (rec.ci_column(spec.metric, stat) for stat in rec.CI_STATS)
+    points = points.dropna(subset=["load", mean])
     fig = Figure(figsize=(7.5, 4.5), dpi=120, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for label, line in points.groupby("series", sort=True):
-        ax.plot(line["load"], line["value"], marker="o", label=label)
+        if line[low].notna().any():
+            bars = _error_bar(line[mean], line[low], line[high])
+            ax.errorbar(line["load"], line[mean], yerr=bars, marker="o", capsize=3, label=label)
+        else:
+            ax.plot(line["load"], line[mean], marker="o", label=label)
     loads = np.sort(points["load"].unique())
     if _doubles(loads):
         ax.set_xscale("log", base=2)
@@ -235,17 +248,24 @@ def write_plots(summary: pd.DataFrame, out_dir: str | Path, sweep: str | None = 
     return paths
 
 
-def _points(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Mean of `metric` per (series, load) over successful trials (repeats, other settings)."""
-    points = pd.DataFrame(
-        {
-            "series": series_labels(summary),
-            "load": load_values(summary),
-            "value": numeric_column(summary, metric),
-        }
-    )
-    points = points[(summary[rec.TRIAL_STATUS] == rec.STATUS_OK).to_numpy()].dropna()
-    return points.groupby(["series", "load"], as_index=False)["value"].mean()
+def repeat_points(summary: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Mean and 95% interval of each metric per (series, load) over the successful trials.
+
+    Series are labelled among all trials, as the results table and the legends label them.
+
+    Returns:
+        `intervals.aggregate_repeats`' frame: columns `series`, `load`, `records.NUM_REPEATS`
+        and `records.ci_column(metric, stat)` per metric and stat.
+    """
+    points = pd.DataFrame({"series": series_labels(summary), "load": load_values(summary)})
+    for metric in metrics:
+        points[metric] = numeric_column(summary, metric)
+    ok = points[(summary[rec.TRIAL_STATUS] == rec.STATUS_OK).to_numpy()]
+    if ok.empty:
+        columns = ["series", "load", rec.NUM_REPEATS]
+        columns += [rec.ci_column(m, stat) for m in metrics for stat in rec.CI_STATS]
+        return pd.DataFrame(columns=columns)
+    return aggregate_repeats(ok, ["series", "load"], metrics)
 
 
 def _doubles(loads: np.ndarray) -> bool:

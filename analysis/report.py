@@ -21,11 +21,10 @@ import pandas as pd
 
 from analysis.capacity import capacity_table, with_search
 from analysis.capacity_plots import write_capacity_plots
-from analysis.compare import DEFAULT_BASELINE, Slo, analyse
+from analysis.compare import Slo, analyse
 from analysis.findings import findings
 from analysis.flags import distinct, problem_sections
 from analysis.html import HTML_FILE, write_html
-from analysis.intervals import aggregate_repeats
 from analysis.load import (
     load_requests,
     load_stages,
@@ -39,6 +38,7 @@ from analysis.plots import (
     load_axis_label,
     load_values,
     pareto_figure,
+    repeat_points,
     series_labels,
     sweep_title,
 )
@@ -93,7 +93,7 @@ LEADING_COLUMNS = (
 class ReportOptions:
     """Choices of the comparison: the baseline engine, SLOs overriding the config, HTML or not."""
 
-    baseline: str = DEFAULT_BASELINE
+    baseline: str | None = None  # None: the backend recorded as the baseline
     slo: Slo | None = None
     html: bool = True
     reference: Reference | None = None  # a study's published numbers (`analysis.reference`)
@@ -291,14 +291,17 @@ def _overview(trials: pd.DataFrame) -> str:
 def _repeats_section(trials: pd.DataFrame) -> list[Section]:
     """Mean and 95% interval per grid point, only when some point was repeated.
 
+    The points and intervals are the plots' (`plots.repeat_points`), so each error bar there
+    spans the interval stated here.
+
     Where several configurations ran at one load, each is judged against the best of them there:
     overlapping intervals are "within noise", a difference too small to act on.
     """
-    ok = trials[trials[rec.TRIAL_STATUS] == rec.STATUS_OK].copy()
-    ok["Series"], ok["Load"] = series_labels(ok), load_values(ok).map(_plain)
-    if ok.empty or ok.groupby(["Series", "Load"]).size().max() < 2:
+    agg = repeat_points(trials, list(REPEAT_METRICS))  # the points the plots draw, with bars
+    if agg.empty or agg[rec.NUM_REPEATS].max() < 2:
         return []
-    agg = aggregate_repeats(ok, ["Series", "Load"], list(REPEAT_METRICS))
+    agg = agg.rename(columns={"series": "Series", "load": "Load"})
+    agg["Load"] = agg["Load"].map(_plain)
     compared = agg.groupby("Load")["Series"].transform("size") > 1
     table = agg[["Series", "Load", rec.NUM_REPEATS]].rename(columns={rec.NUM_REPEATS: "Repeats"})
     for metric, (name, higher_is_better) in REPEAT_METRICS.items():

@@ -2,10 +2,13 @@
 
 Decoding one token per sequence reads every weight once per step plus each sequence's KV cache,
 so its speed limit is the memory bandwidth; MBU says how close a trial came to it. The bytes are
-those each engine stores, read from the config columns where it records its weight and cache
-types (`ENGINE_BYTES`: bitsandbytes, CTranslate2's compute type, the GGUF file's type, GPTQ or
-EXL2 bits and ExLlamaV2's cache type). MFU says how much of the peak dense FLOP/s the output
-tokens used (2 FLOPs per parameter per token). Both read only summary columns
+those each engine stores, read as its recorded weight format says (`FORMAT_BYTES`: dtype names
+and bitsandbytes, CTranslate2's compute type, the GGUF file's type, GPTQ or EXL2 bits and
+ExLlamaV2's cache type) from the config columns its backend recorded as naming them
+(`records.BACKEND_ROOFLINE_COLUMNS`); no backend is known by name. A trial of a results folder
+written before backends recorded these facts is read as declared dtype and quantization names
+from whichever of those columns it has, else as 16-bit. MFU says how much of the peak dense
+FLOP/s the output tokens used (2 FLOPs per parameter per token). Both read only summary columns
 (`model.num_params_b`, `hardware.memory_bandwidth_gb_s`, ...) and hand the comparison frame the
 columns `mbu`, `mfu` and `roofline_basis` (what MBU counted).
 """
@@ -109,15 +112,15 @@ SPECULATIVE_CONFIG = "backend.speculative_config"
 ENGINE_KWARGS = "backend.engine_kwargs"
 MODEL_PATH = "model.path"
 MODEL_REVISION = "model.revision"
-DECLARED = (rec.BACKEND_DTYPE, rec.BACKEND_QUANTIZATION)
-CONFIG_COLUMNS = {
-    "hf": DECLARED,
-    "vllm": (*DECLARED, rec.BACKEND_KV_CACHE_DTYPE, ENGINE_KWARGS),
-    "vllm_server": (*DECLARED, rec.BACKEND_KV_CACHE_DTYPE, SPECULATIVE_CONFIG),
-    "ctranslate2": (COMPUTE_TYPE,),
-    "llamacpp": (GGUF_FILE, CONVERT_OUTTYPE),
-    "exllamav2": (CACHE_TYPE,),
+# The config columns each weight format's reader reads (the model's path and revision aside),
+# and those that say a trial decoded speculatively; a backend records which of them it has.
+FORMAT_COLUMNS = {
+    rec.WEIGHTS_DECLARED: (rec.BACKEND_DTYPE, rec.BACKEND_QUANTIZATION, rec.BACKEND_KV_CACHE_DTYPE),
+    rec.WEIGHTS_CTRANSLATE2: (COMPUTE_TYPE,),
+    rec.WEIGHTS_GGUF: (GGUF_FILE, CONVERT_OUTTYPE),
+    rec.WEIGHTS_EXL2: (CACHE_TYPE,),
 }
+SPECULATIVE_COLUMNS = (SPECULATIVE_CONFIG, ENGINE_KWARGS)
 
 BASIS_WEIGHTS = "weights"
 BASIS_WEIGHTS_KV = "weights+kv"
@@ -139,7 +142,7 @@ def bytes_per_param(dtype: object, quantization: object = None) -> float:
 
 
 def weight_bytes_per_param(summary: pd.DataFrame) -> pd.Series:
-    """Bytes each trial's engine stores per weight (`ENGINE_BYTES`)."""
+    """Bytes each trial's engine stores per weight (`FORMAT_BYTES`)."""
     return pd.Series([_engine_bytes(r)[0] for r in _rows(summary)], index=summary.index)
 
 
@@ -181,36 +184,47 @@ def _exllamav2(row: Row) -> tuple[float, float]:
     return weights, EXLLAMAV2_CACHE_BYTES.get(str(row.get(CACHE_TYPE)), DEFAULT_BYTES_PER_PARAM)
 
 
-# (weight bytes per parameter, KV-cache bytes per value) of a trial, by engine; `_declared` for
-# the others.
-ENGINE_BYTES: dict[str, Callable[[Row], tuple[float, float]]] = {
-    "ctranslate2": _ctranslate2,
-    "llamacpp": _llamacpp,
-    "exllamav2": _exllamav2,
+# (weight bytes per parameter, KV-cache bytes per value) of a trial, by its recorded format.
+FORMAT_BYTES: dict[str, Callable[[Row], tuple[float, float]]] = {
+    rec.WEIGHTS_DECLARED: _declared,
+    rec.WEIGHTS_CTRANSLATE2: _ctranslate2,
+    rec.WEIGHTS_GGUF: _llamacpp,
+    rec.WEIGHTS_EXL2: _exllamav2,
 }
 
 
 def _engine_bytes(row: Row) -> tuple[float, float]:
-    return ENGINE_BYTES.get(str(row.get(rec.BACKEND_NAME)), _declared)(row)
+    return FORMAT_BYTES.get(str(row.get(rec.BACKEND_WEIGHT_FORMAT)), _declared)(row)
 
 
 def _rows(summary: pd.DataFrame) -> list[dict[str, object]]:
-    """The config columns the byte tables read, one dict per trial (None where not set)."""
-    columns = {rec.BACKEND_NAME, MODEL_PATH, MODEL_REVISION}
-    columns.update(c for engine in CONFIG_COLUMNS.values() for c in engine)
-    raw = {c: _raw(summary, c) for c in sorted(columns)}
-    return [{c: raw[c].iloc[i] for c in raw} for i in range(len(summary))]
+    """Per trial, the columns the byte tables read (None where its backend did not record them).
+
+    A trial's format, model path and revision, and the config columns its backend recorded as
+    naming what it stores (`records.BACKEND_ROOFLINE_COLUMNS`). Without that record (a folder
+    older than the backend facts) the declared format's columns and the speculative ones are
+    read where present.
+    """
+    named = {c for columns in FORMAT_COLUMNS.values() for c in columns} | set(SPECULATIVE_COLUMNS)
+    fixed = (rec.BACKEND_WEIGHT_FORMAT, MODEL_PATH, MODEL_REVISION)
+    raw = {c: _raw(summary, c) for c in sorted(named | set(fixed))}
+    recorded = _raw(summary, rec.BACKEND_ROOFLINE_COLUMNS)
+    fallback = {*FORMAT_COLUMNS[rec.WEIGHTS_DECLARED], *SPECULATIVE_COLUMNS}
+    rows = []
+    for i in range(len(summary)):
+        listed = _json(recorded.iloc[i])
+        own = set(listed) if isinstance(listed, list) else fallback
+        rows.append({c: raw[c].iloc[i] if c in own or c in fixed else None for c in raw})
+    return rows
 
 
 def _speculative(summary: pd.DataFrame) -> pd.Series:
     """Trials that decoded speculatively (a server's speculative_config or the engine's)."""
     flags = []
-    for server, kwargs in zip(
-        _raw(summary, SPECULATIVE_CONFIG), _raw(summary, ENGINE_KWARGS), strict=True
-    ):
-        engine = _json(kwargs)
+    for row in _rows(summary):
+        engine = _json(row[ENGINE_KWARGS])
         nested = engine.get("speculative_config") if isinstance(engine, dict) else None
-        flags.append(_json(server) is not None or nested is not None)
+        flags.append(_json(row[SPECULATIVE_CONFIG]) is not None or nested is not None)
     return pd.Series(flags, index=summary.index, dtype=bool)
 
 
@@ -237,7 +251,7 @@ def roofline(summary: pd.DataFrame) -> pd.DataFrame:
     of every sequence in flight; steps per second = 1 / median TPOT (each running sequence gains
     one token per step), else output tok/s / sequences in flight. Sequences in flight come from
     Little's law (request throughput x mean E2E latency), else the offered batch or concurrency.
-    Bytes per weight and per KV value are the engine's (`ENGINE_BYTES`). With speculative
+    Bytes per weight and per KV value are the engine's (`FORMAT_BYTES`). With speculative
     decoding a step verifies several drafted tokens and a sequence gains 1 + the accepted ones,
     so 1 / TPOT counts more steps than ran: MBU is an upper bound there, and its basis says so.
     MFU = 2 x parameters x output tok/s / (peak fp16 FLOP/s x GPUs).

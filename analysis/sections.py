@@ -241,8 +241,10 @@ def _decomposition(c: Comparison) -> Section:
         }
     )
     baselines = ", ".join(sorted(set(d["baseline"].dropna())))
+    asked = f"`{c.baseline}`" if c.baseline else "its backend recorded"
+    missing = "not in this sweep" if c.baseline else "none recorded: name one with `--baseline`"
     text = (
-        f"Each engine against the baseline `{c.baseline}` ({baselines or 'not in this sweep'}) "
+        f"Each engine against the baseline {asked} ({baselines or missing}) "
         "at the same task and load: × is engine / baseline, so above 1 is more throughput, "
         "slower first tokens or higher cost, with its 95% interval in brackets. A ratio marked "
         f"*{WITHIN_NOISE}* is not a difference: its interval includes 1. {c.noise_method}"

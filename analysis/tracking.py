@@ -42,6 +42,8 @@ SWEEP_JOB_TYPE = "sweep"
 REQUEST_SAMPLE_ROWS = 200
 DEFAULT_HOST = "https://api.wandb.ai"
 IDENTITY = (rec.TRIAL_ID, rec.DEPLOYMENT_ID, rec.SWEEP_NAME, rec.REPEAT, rec.LABEL)
+# Logged as the run's config beside the flattened config: what the backend says of itself.
+CONFIG_COLUMNS = (*IDENTITY, *rec.BACKEND_FACTS)
 # No console capture, code, git, requirements or machine metadata: the sweep's own output stays
 # readable, and nothing from the environment (where secrets live) is copied into the run.
 QUIET_SETTINGS = {
@@ -93,7 +95,7 @@ class Tracker:
         if not self.enabled:
             return
         row = {key: _plain(value) for key, value in summary_row.items()}
-        config = {k: v for k, v in row.items() if k in IDENTITY or rec.CONFIG_SEPARATOR in k}
+        config = {k: v for k, v in row.items() if k in CONFIG_COLUMNS or rec.CONFIG_SEPARATOR in k}
         metrics = {k: v for k, v in row.items() if k not in config and v is not None}
         derived = roofline(pd.DataFrame([row])).iloc[0]
         metrics.update({k: float(derived[k]) for k in (rec.MBU, rec.MFU) if pd.notna(derived[k])})

@@ -8,16 +8,21 @@ Everything the trial and the load generator ask of a backend is declared here, w
 they never probe a backend for optional attributes. Server backends also declare how requests
 are phrased: the endpoint, whether vLLM's body extensions may be sent, chat's output-cap field,
 and headers and body fields of their own (a value read from the environment is a `Secret`).
+Each backend also states the facts analysis needs (`Backend.facts`: baseline or not, whether
+`ignore_eos` reaches its engine, how its config names what it stores); the worker writes them into
+every summary row.
 """
 
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from backends.prometheus import Scrape
+from sweep.core import records as rec
 
 # (request idx, number of new tokens in this step). Called as soon as the tokens exist on the host.
 TokenCallback = Callable[[int, int], None]
@@ -67,10 +72,32 @@ class Backend(abc.ABC):
     # Whether the model's own tokenizer makes the prompts and splits streamed text into tokens;
     # False (an attached endpoint's `tokenizer: none`): every token count is the server's `usage`.
     local_tokenizer: ClassVar[bool] = True
+    # Facts that analysis reads from the results folder (`facts`), never from a backend's name:
+    # whether this is the baseline engine the others are compared against,
+    baseline: ClassVar[bool] = False
+    # how its config names what it stores (`records.WEIGHT_FORMATS`), and which of its config
+    # fields name it (dtype, quantization, KV-cache type, a GGUF file, a speculative config).
+    weight_format: ClassVar[str] = rec.WEIGHTS_DECLARED
+    roofline_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any, model_path: str) -> None:
         self.config = config
         self.model_path = model_path
+
+    @property
+    def honours_ignore_eos(self) -> bool:
+        """Whether a request's `ignore_eos` reaches the engine (an engine's own loop: yes)."""
+        return True
+
+    def facts(self) -> dict[str, Any]:
+        """What the summary rows record about this backend (`records.BACKEND_FACTS`)."""
+        columns = [f"backend{rec.CONFIG_SEPARATOR}{name}" for name in self.roofline_fields]
+        return {
+            rec.BACKEND_BASELINE: self.baseline,
+            rec.BACKEND_IGNORE_EOS: self.honours_ignore_eos,
+            rec.BACKEND_WEIGHT_FORMAT: self.weight_format,
+            rec.BACKEND_ROOFLINE_COLUMNS: json.dumps(columns),
+        }
 
     @abc.abstractmethod
     def start(self) -> None:
@@ -138,6 +165,11 @@ class ServerBackend(Backend):
     # lengths, and `stream_options.continuous_usage_stats`). A strict OpenAI endpoint answers 400
     # to a field it does not know, so only servers known to accept them declare them.
     vllm_extensions: ClassVar[bool] = False
+
+    @property
+    def honours_ignore_eos(self) -> bool:
+        """Only a server that takes vLLM's extensions is sent `ignore_eos` at all."""
+        return self.vllm_extensions
 
     @property
     @abc.abstractmethod

@@ -21,6 +21,7 @@ from backends.base import EngineBackend, GenRequest, GenResult, TokenCallback
 from backends.config import EngineConfig
 from backends.convert_cache import cache_key, cached_build
 from backends.streaming import TokenCounter
+from sweep.core import records as R
 from sweep.core.errors import (
     BackendError,
     ConfigError,
@@ -80,6 +81,8 @@ class CTranslate2Backend(EngineBackend):
     """`ctranslate2.Generator` on CPU or CUDA, greedy or sampled, exact output lengths."""
 
     config_class: ClassVar[type] = CTranslate2BackendConfig
+    weight_format: ClassVar[str] = R.WEIGHTS_CTRANSLATE2
+    roofline_fields: ClassVar[tuple[str, ...]] = ("compute_type",)
 
     def start(self) -> None:
         """Convert (once) and load the model; check the compute type suits the device."""

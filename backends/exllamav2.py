@@ -128,6 +128,8 @@ class ExLlamaV2Backend(EngineBackend):
     """`ExLlamaV2DynamicGenerator` over a GPTQ or EXL2 model directory (or hub id)."""
 
     config_class: ClassVar[type] = ExLlamaV2BackendConfig
+    weight_format: ClassVar[str] = R.WEIGHTS_EXL2
+    roofline_fields: ClassVar[tuple[str, ...]] = ("cache_type",)
 
     def start(self) -> None:
         """Check for CUDA, then load the model across the visible GPUs with its KV cache."""

@@ -79,6 +79,8 @@ class HFBackend(EngineBackend):
     """`transformers.AutoModelForCausalLM.generate`, per request or as a padded static batch."""
 
     config_class: ClassVar[type] = HFBackendConfig
+    baseline: ClassVar[bool] = True  # plain transformers: what the others are compared with
+    roofline_fields: ClassVar[tuple[str, ...]] = ("dtype", "quantization")
 
     def start(self) -> None:
         """Load tokenizer and model onto the configured device and dtype."""

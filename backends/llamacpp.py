@@ -125,6 +125,8 @@ class LlamaCppBackend(EngineBackend):
     """`llama_cpp.Llama` on CPU, or with `n_gpu_layers` offloaded to a GPU."""
 
     config_class: ClassVar[type] = LlamaCppBackendConfig
+    weight_format: ClassVar[str] = R.WEIGHTS_GGUF
+    roofline_fields: ClassVar[tuple[str, ...]] = ("gguf_file", "convert_outtype")
 
     def start(self) -> None:
         """Check that the build offloads what is asked; find or make the GGUF file and load it."""

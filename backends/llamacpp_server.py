@@ -43,6 +43,7 @@ from backends.config import SERVER_APIS, BackendConfig, typed_names
 from backends.llamacpp import check_gguf_config, gguf_path, import_llama_cpp, require_gpu_offload
 from backends.prometheus import Scrape
 from backends.server_process import LaunchedServerBackend
+from sweep.core import records as R
 from sweep.core.errors import check_choice, check_positive
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,8 @@ class LlamaCppServerBackend(LaunchedServerBackend):
     """A `llama_cpp.server` child process configured from `LlamaCppServerConfig`."""
 
     config_class: ClassVar[type] = LlamaCppServerConfig
+    weight_format: ClassVar[str] = R.WEIGHTS_GGUF
+    roofline_fields: ClassVar[tuple[str, ...]] = ("gguf_file", "convert_outtype")
 
     launcher_name: ClassVar[str] = "llamacpp_server"
     server_packages: ClassVar[Mapping[str, str]] = SERVER_PACKAGES

@@ -114,6 +114,7 @@ class SGLangServerBackend(LaunchedServerBackend):
     """A `sglang.launch_server` child process configured from `SGLangServerConfig`."""
 
     config_class: ClassVar[type] = SGLangServerConfig
+    roofline_fields: ClassVar[tuple[str, ...]] = ("dtype",)
 
     launcher_name: ClassVar[str] = "sglang_server"
     server_series: ClassVar[Mapping[str, str]] = SGLANG_SERVER_SERIES

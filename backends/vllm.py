@@ -90,6 +90,12 @@ class VLLMBackend(EngineBackend):
     """`vllm.LLM` stepped request by request, configured from `VLLMBackendConfig`."""
 
     config_class: ClassVar[type] = VLLMBackendConfig
+    roofline_fields: ClassVar[tuple[str, ...]] = (
+        "dtype",
+        "quantization",
+        "kv_cache_dtype",
+        "engine_kwargs",
+    )
 
     def __init__(self, config: Any, model_path: str) -> None:
         super().__init__(config, model_path)

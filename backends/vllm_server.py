@@ -127,6 +127,12 @@ class VLLMServerBackend(LaunchedServerBackend):
     """A `vllm.entrypoints.openai.api_server` child process configured from `VLLMServerConfig`."""
 
     config_class: ClassVar[type] = VLLMServerConfig
+    roofline_fields: ClassVar[tuple[str, ...]] = (
+        "dtype",
+        "quantization",
+        "kv_cache_dtype",
+        "speculative_config",
+    )
 
     launcher_name: ClassVar[str] = "vllm_server"
     server_series: ClassVar[Mapping[str, str]] = VLLM_SERVER_SERIES

@@ -99,6 +99,7 @@ def run_deployment(
     try:
         model_path = resolve_model_path(config.model)
         backend = backend_class(config.backend.name)(config.backend, model_path)  # not started
+        environment = {**environment, **backend.facts()}  # what analysis reads, not its name
         prompts = PromptSource(
             model_path,
             config.model.revision,

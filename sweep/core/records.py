@@ -243,6 +243,29 @@ ENV_WORKER_PID = "env.worker_pid"  # the Ray worker process that ran the trial
 ENV_WORKER_NICE = "env.worker_nice"  # its niceness: > 0 means it yielded to other processes
 ENV_CLIENT_CPUS = "env.client_cpus"  # cores kept for the load generator (`sweep.isolation`)
 
+# What a backend says about itself (`backends.base.Backend.facts`), written by the worker into
+# every summary row, so that analysis learns it from the results folder and never from a list of
+# backend names. A folder written before these columns has none of them (they read as unknown).
+BACKEND_BASELINE = "backend_baseline"  # bool: the engine the others are compared against (hf)
+BACKEND_IGNORE_EOS = "backend_ignore_eos"  # bool: a request's `ignore_eos` reaches the engine
+BACKEND_WEIGHT_FORMAT = "backend_weight_format"  # how its config names what it stores (below)
+# JSON list of the config columns that name what it stores (`backend.dtype`, ...): the roofline
+# reads only these of each trial.
+BACKEND_ROOFLINE_COLUMNS = "backend_roofline_columns"
+BACKEND_FACTS = (
+    BACKEND_BASELINE,
+    BACKEND_IGNORE_EOS,
+    BACKEND_WEIGHT_FORMAT,
+    BACKEND_ROOFLINE_COLUMNS,
+)
+# Weight formats: torch-style dtype and quantization names (and a KV-cache dtype), CTranslate2's
+# compute type, a GGUF file's type, ExLlamaV2's EXL2 bits and cache type.
+WEIGHTS_DECLARED = "declared"
+WEIGHTS_CTRANSLATE2 = "ctranslate2"
+WEIGHTS_GGUF = "gguf"
+WEIGHTS_EXL2 = "exl2"
+WEIGHT_FORMATS = (WEIGHTS_DECLARED, WEIGHTS_CTRANSLATE2, WEIGHTS_GGUF, WEIGHTS_EXL2)
+
 SUMMARY_FILE = "summary.parquet"
 REQUESTS_FILE = "requests.parquet"
 TIMESERIES_FILE = "timeseries.parquet"

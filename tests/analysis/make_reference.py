@@ -9,6 +9,7 @@ Two deployments (hf, vllm_server) x two load points, hand-made request timings:
 - vllm_server c=1: 4 sequential streamed requests whose last chunk carries 2 tokens; one
   request's server token count (5) disagrees with the client's (4).
 - vllm_server c=2: a failed trial (out of memory) with a summary row only.
+Each summary row carries its backend's facts (`records.BACKEND_FACTS`) as the worker writes them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from backends import backend_class
 from sweep.core import records as rec
 from sweep.core.summary import summarize
 
@@ -45,6 +47,12 @@ HF = {"backend.name": "hf", "backend.mode": "per_request", "backend.dtype": "fp3
 VLLM = {"backend.name": "vllm_server", "backend.max_num_seqs": 8, "backend.num_gpus": 0}
 ENV = {"env.python": "3.11.9", "env.torch": "2.5.1", "env.transformers": "4.46.3",
        "env.git_sha": "0123abcd", "env.device": "cpu"}  # fmt: skip
+
+
+def facts(name: str) -> dict:
+    """What the worker records about backend `name` (`Backend.facts`), from its default config."""
+    cls = backend_class(name)
+    return cls(cls.config_class(), "generated").facts()
 
 
 def short_hash(text: str) -> str:
@@ -155,6 +163,7 @@ def build(out_dir: Path) -> Path:
                                  price_per_hour=config["hardware.price_per_hour"], slo=SLO,
                                  timeseries=series.to_pandas()))  # fmt: skip
         env = {**ENV, "env.vllm": "0.6.4"} if trial["backend"] is VLLM else ENV
+        row.update(facts(config["backend.name"]))
         write(pa.Table.from_pylist([{**row, **env}]), trial_dir / rec.SUMMARY_FILE)
     return sweep_dir
 

@@ -27,6 +27,7 @@ from analysis.compare import (
 )
 from analysis.load import load_requests, load_summary
 from analysis.roofline import BASIS_WEIGHTS, BASIS_WEIGHTS_KV, bytes_per_param, roofline
+from analysis.sections import comparison_sections
 from sweep.core import records as rec
 from sweep.core.errors import ConfigError
 
@@ -57,10 +58,23 @@ def test_decomposition_with_another_baseline_and_no_baseline_at_a_point():
     assert math.isnan(table.loc[(2.0, "hf"), "throughput_x"])  # vllm_server c=2 failed
 
 
+def test_a_folder_without_the_baseline_fact_has_none_unless_named():
+    # Written before backends recorded their facts: nothing says which backend is the baseline.
+    old = load_summary(REF).drop(columns=list(rec.BACKEND_FACTS))
+    table = decomposition(old)
+    assert table["baseline"].isna().all() and table["throughput_x"].isna().all()
+    named = decomposition(old, baseline="hf").set_index(["load", "engine"])
+    assert named.loc[(1.0, "vllm_server"), "throughput_x"] == pytest.approx(VLLM_TOK_S / 8.0)
+    sections = comparison_sections(analyse(old), Path("pareto.png"))
+    text = next(s.text for s in sections if s.title == "Against the baseline")
+    assert "(none recorded: name one with `--baseline`)" in text
+
+
 def test_tasks_engines_and_repeats_average():
     rows = [
         {
             rec.BACKEND_NAME: backend,
+            rec.BACKEND_BASELINE: backend == "hf",  # as the backends record it
             "backend.mode": mode,
             rec.DATASET_NAME: "prompts",
             rec.DATASET_TASK: task,

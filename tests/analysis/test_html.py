@@ -3,6 +3,7 @@
 import re
 import shutil
 import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,48 @@ def test_html_escapes_what_it_shows(tmp_path):
     page = render_html("<b>x</b>", "a & b", [Section("t", "1 < 2 `code`", items=("<i>",))])
     assert "&lt;b&gt;x&lt;/b&gt;" in page and "a &amp; b" in page
     assert "1 &lt; 2 <code>code</code>" in page and "<li>&lt;i&gt;</li>" in page
+
+
+class _Text(HTMLParser):
+    """The page's text as a reader sees it: tags dropped, style and script left out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+        self._hidden = 0
+
+    def handle_starttag(self, tag, attrs):
+        self._hidden += tag in ("style", "script")
+
+    def handle_endtag(self, tag):
+        self._hidden -= tag in ("style", "script")
+
+    def handle_data(self, data):
+        if not self._hidden:
+            self.parts.append(data)
+
+
+def rendered_text(page: str) -> str:
+    parser = _Text()
+    parser.feed(page)
+    return " ".join("".join(parser.parts).split())
+
+
+def test_markdown_emphasis_is_rendered_not_shown_as_asterisks(report):
+    page = report.report_html.read_text()
+    text = rendered_text(page)
+    # The findings name the flagged trial's section; its emphasis is markup, not asterisks.
+    assert "named with its reason under Request checks." in text
+    assert "*Request checks*" not in text and "<em>Request checks</em>" in page
+    assert "*" not in text.replace("`", "")
+
+
+def test_emphasis_spares_code_spans_and_arithmetic():
+    from analysis.html import render_html
+    from analysis.sections import Section
+
+    page = render_html("t", "", [Section("s", "*a b* `workload.*` 2 * 3 **c**")])
+    assert "<em>a b</em> <code>workload.*</code> 2 * 3 <strong>c</strong>" in page
 
 
 @pytest.mark.skipif(

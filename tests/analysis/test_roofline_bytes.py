@@ -1,8 +1,9 @@
 """MBU counts the bytes each engine really stores, per engine and quantization (issue 18).
 
 Rows are summary rows as the worker writes them: the flattened config of each engine's
-shipped option (`conf/backend/engines/*`), Llama-2-7b (6.74 B parameters) on an A100 80 GB
-(2039 GB/s), decoding one step every 20 ms. Expected values are worked out by hand below.
+shipped option (`conf/backend/engines/*`) and its backend's recorded facts, Llama-2-7b (6.74 B
+parameters) on an A100 80 GB (2039 GB/s), decoding one step every 20 ms. Expected values are
+worked out by hand below.
 """
 
 import dataclasses
@@ -12,14 +13,16 @@ import pandas as pd
 import pytest
 
 from analysis.roofline import (
-    CONFIG_COLUMNS,
+    FORMAT_BYTES,
+    FORMAT_COLUMNS,
     SPECULATIVE_BASIS,
+    SPECULATIVE_COLUMNS,
     bytes_per_param,
     kv_bytes_per_value,
     roofline,
     weight_bytes_per_param,
 )
-from backends import backend_class
+from backends import REGISTRY, backend_class
 from sweep.core import records as rec
 from sweep.core.config import flatten
 
@@ -28,10 +31,17 @@ BANDWIDTH = 2039.0
 STEPS_S = 50.0  # 1 / 20 ms
 
 
+def facts(backend):
+    """What the worker records about `backend` (`Backend.facts`), from its default config."""
+    cls = backend_class(backend)
+    return cls(cls.config_class(), "model").facts()
+
+
 def row(backend, **config):
     """One summary row of `backend` with `config` (flattened column names) on the A100."""
     return {
         rec.BACKEND_NAME: backend,
+        **facts(backend),
         rec.MODEL_NUM_PARAMS_B: PARAMS / 1e9,
         rec.BACKEND_NUM_GPUS: 1,
         rec.HARDWARE_MEMORY_BANDWIDTH: BANDWIDTH,
@@ -163,12 +173,33 @@ def test_speculative_decoding_marks_mbu_as_an_upper_bound():
     assert [SPECULATIVE_BASIS in b for b in basis] == [True, False, True, False]
 
 
-def test_the_columns_read_are_the_engines_config_fields():
-    # The roofline names these config columns itself (analysis imports no backend): each must
-    # be a column the worker writes for that engine, so a renamed field fails here.
-    for engine, columns in CONFIG_COLUMNS.items():
-        config = backend_class(engine).config_class()
-        written = flatten({"backend": dataclasses.asdict(config)})
-        written |= {"model.path": None, "model.revision": None}
+def test_every_backend_records_columns_the_roofline_reads_and_its_config_has():
+    # Analysis imports no backend: a backend names its format and its config fields that say
+    # what it stores; each must be a column the worker writes for it and one its format's reader
+    # reads, so a renamed field, or a field no reader knows, fails here.
+    for name in REGISTRY:
+        cls = backend_class(name)
+        assert cls.weight_format in FORMAT_BYTES, name
+        written = flatten({"backend": {f.name: None for f in dataclasses.fields(cls.config_class)}})
+        columns = [f"backend.{field}" for field in cls.roofline_fields]
         missing = [c for c in columns if c not in written]
-        assert missing == [], f"{engine}: {missing}"
+        assert missing == [], f"{name}: {missing}"
+        unread = set(columns) - {*FORMAT_COLUMNS[cls.weight_format], *SPECULATIVE_COLUMNS}
+        assert unread == set(), f"{name}: {unread}"
+
+
+def test_a_row_reads_only_the_columns_its_backend_recorded():
+    # A GGUF server's row carries a `backend.dtype` from another backend's config in a mixed
+    # frame: not one of its columns, so its bytes are the GGUF file's.
+    gguf = {
+        **row("llamacpp_server", **{"backend.gguf_file": "m.Q8_0.gguf"}),
+        rec.BACKEND_DTYPE: "fp32",
+    }
+    assert weight_bytes_per_param(pd.DataFrame([gguf]))[0] == pytest.approx(8.5 / 8)
+
+
+def test_a_folder_older_than_the_facts_reads_declared_names():
+    old = {k: v for k, v in CASES["vllm gptq"][0].items() if k not in rec.BACKEND_FACTS}
+    ct2 = {k: v for k, v in CASES["ct2 int8"][0].items() if k not in rec.BACKEND_FACTS}
+    weights = weight_bytes_per_param(pd.DataFrame([old, ct2])).tolist()
+    assert weights == [0.5, 2.0]  # gptq as declared; a compute type is no declared name: 16-bit
