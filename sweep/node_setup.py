@@ -21,6 +21,7 @@ the node would fail. Nothing here needs Ray.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 from dataclasses import dataclass, field
@@ -141,13 +142,16 @@ def classify(step: Step, returncode: int, output: str, how: str = "") -> Outcome
 
 
 def first_error(output: str) -> str:
-    """The line that says why pip failed: the build's own error first, else pip's."""
+    """The line that says why pip failed (the build's own error first), and what it was building."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
+    built = re.search(r"Failed to build '([^']+)'|Encountered error while generating .*?> (\S+)",
+                      output, re.S)  # fmt: skip
+    prefix = f"{built.group(1) or built.group(2)}: " if built else ""
     for marker in ("Error:", "ERROR:", "error:"):
         for line in lines:
             if marker in line and "WARNING" not in line and "subprocess-exited" not in line:
-                return line
-    return lines[-1] if lines else "failed, with no output"
+                return prefix + line
+    return prefix + (lines[-1] if lines else "failed, with no output")
 
 
 def run_plan(steps: list[Step], python: Path, repo: Path) -> list[Outcome]:

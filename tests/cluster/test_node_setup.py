@@ -45,7 +45,7 @@ def test_failures_are_classified_by_layer_with_the_errors_first_line():
     assert ns.classify(core, 0, "").status == INSTALLED
     failed = ns.classify(core, 1, PIP_ERROR)
     assert failed.status == FAILED
-    assert failed.detail == "ModuleNotFoundError: No module named 'torch'"
+    assert failed.detail == "flash-attn: ModuleNotFoundError: No module named 'torch'"
     assert ns.classify(piece, 1, PIP_ERROR).status == OPTIONAL_FAILED
     assert ns.failed_required([ns.classify(piece, 1, PIP_ERROR)]) is False
     assert ns.failed_required([failed]) is True
@@ -113,5 +113,5 @@ def test_mains_flash_attn_failure_mode(tmp_path):
     if "No matching distribution" in outcome.detail or "Could not" in outcome.detail:
         pytest.fail(f"the registry did not answer: {outcome.detail}")
     assert (outcome.status, outcome.detail) == (
-        FAILED, "ModuleNotFoundError: No module named 'torch'"
+        FAILED, "flash-attn: ModuleNotFoundError: No module named 'torch'"
     )  # fmt: skip
