@@ -33,6 +33,7 @@ PIECE_SCRIPT = "scripts/cluster/piece.sh"
 INSTALLED, FAILED, OPTIONAL_FAILED, SKIPPED = "installed", "failed", "optional-failed", "skipped"
 # Set for every dry run: flash-attn's setup.py then describes itself without CUDA.
 DRY_RUN_ENV = {"FLASH_ATTENTION_SKIP_CUDA_BUILD": "TRUE"}
+VALUED_OPTIONS = ("-c", "--constraint", "-r", "--requirement", "--index-url", "--extra-index-url")
 CUDA_BUILD_FLAGS = ("GGML_CUDA=on", "GGML_CUDA=ON", "LLAMA_CUBLAS=on")
 
 
@@ -48,7 +49,14 @@ class Step:
     @property
     def name(self) -> str:
         """What the table calls it: the piece, or the command's requirements."""
-        return self.piece or " ".join(a for a in self.argv[2:] if not a.startswith("-"))
+        if self.piece:
+            return self.piece
+        words, skip = [], False
+        for arg in self.argv[2:]:
+            if not skip and not arg.startswith("-"):
+                words.append(arg)
+            skip = arg in VALUED_OPTIONS  # the next word is the option's value
+        return " ".join(words)
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,7 @@ def test_the_head_installs_the_core_only_and_workers_layer_their_pieces(path):
     assert pieces == ["flash-attn", "arctic-inference", "llama-cpp-cuda"]
     assert "torch" in core[0].argv  # torch first: the source builds compile against it
     assert "vllm" in core[1].argv
+    assert core[1].name == "/home/ray/llm-sweep[gpu,ctranslate2,bitsandbytes] vllm exllamav2"
     sources = [s for s in workers if s.piece in ("flash-attn", "arctic-inference")]
     assert all("--no-build-isolation" in s.argv for s in sources)
 
