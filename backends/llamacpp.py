@@ -119,6 +119,12 @@ def check_gguf_config(config: Any) -> None:
         raise ConfigError("backend.gguf_repo needs backend.gguf_file (the file in that repo)")
     if config.n_gpu_layers < -1:
         raise ConfigError(f"backend.n_gpu_layers must be >= -1 (all), got {config.n_gpu_layers}")
+    if config.num_gpus > 0 and config.n_gpu_layers == 0:
+        # llama.cpp would run on the CPU while the GPU is held, and the trial measure the CPU.
+        raise ConfigError(
+            f"backend.num_gpus={config.num_gpus} with backend.n_gpu_layers=0 runs llama.cpp on "
+            "the CPU: set backend.n_gpu_layers (-1: every layer) or backend.num_gpus=0"
+        )
 
 
 class LlamaCppBackend(EngineBackend):

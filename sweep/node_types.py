@@ -7,8 +7,8 @@ deployment only when no node it can ever launch fits it:
 - autoscaler v2 publishes its node groups (resources, max count) in the GCS;
 - autoscaler v1 (`ray up` on VMs, Ray's fake multi-node provider) publishes none: its config is
   the file the monitor was started with (`--autoscaling-config`, found on the command line of the
-  monitor process of this node: the driver runs on the head under `ray job submit`), or
-  `~/ray_bootstrap_config.yaml`, where `ray up` puts it on the head.
+  monitor process of this node: the driver runs on the head under `ray job submit`; `~`
+  expanded), or else `~/ray_bootstrap_config.yaml`, where `ray up` puts it on the head.
 `None` means no autoscaler was found: the alive nodes are all there will be.
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 log = logging.getLogger(__name__)
-BOOTSTRAP_CONFIG = Path.home() / "ray_bootstrap_config.yaml"
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"  # where `ray up` puts the config on the head
 MONITOR_SCRIPT = "autoscaler/_private/monitor.py"
 CONFIG_FLAG = "--autoscaling-config="
 STATUS_KEY = "__autoscaling_status"  # the v1 monitor's report in the GCS key-value store
@@ -51,11 +51,11 @@ def launchable_node_types() -> list[NodeType] | None:
     types = _from_gcs()
     if types is not None:
         return types
-    config = _autoscaling_config_path()
-    if config is not None:
-        types = node_types_of(config)
-        if types is not None:
-            return types
+    for config in (monitor_config_path(_gcs_address()), bootstrap_config()):
+        if config is not None:
+            types = node_types_of(config)
+            if types is not None:
+                return types
     if _autoscaler_reports():
         log.warning("an autoscaler runs but its node types are unknown: deployments will wait")
         return [NodeType("unknown", None, -1)]
@@ -100,13 +100,14 @@ def _from_gcs() -> list[NodeType] | None:
     ]
 
 
-def _autoscaling_config_path() -> Path | None:
-    """The config file of this cluster's autoscaler monitor on this node, else `ray up`'s copy.
+def monitor_config_path(gcs: str | None) -> Path | None:
+    """The config file of the autoscaler monitor of the cluster at `gcs` on this node, if any.
 
     Every head runs a monitor; only one started with `--autoscaling-config` can launch nodes.
-    Its `--gcs-address` must be this driver's cluster: tests (and users) may run several.
+    Its `--gcs-address` must be this driver's cluster: tests (and users) may run several. The
+    flag is on the command line as written (`ray up`'s is `~/ray_bootstrap_config.yaml`): `~`
+    is expanded here.
     """
-    gcs = _gcs_address()
     try:
         import psutil
 
@@ -118,10 +119,19 @@ def _autoscaling_config_path() -> Path | None:
                 continue
             for part in cmdline:
                 if part.startswith(CONFIG_FLAG):
-                    return Path(part[len(CONFIG_FLAG) :])
+                    return Path(part[len(CONFIG_FLAG) :]).expanduser()
     except Exception as exc:  # process listing can be denied; the bootstrap file may still do
         log.debug("cannot list processes: %s", exc)
-    return BOOTSTRAP_CONFIG if BOOTSTRAP_CONFIG.is_file() else None
+    return None
+
+
+def bootstrap_config() -> Path | None:
+    """`ray up`'s copy of the cluster config on the head, read when the GCS and monitor tell none.
+
+    Ray's v1 autoscaler, which `ray up` runs, never publishes its node types to the GCS.
+    """
+    path = Path(BOOTSTRAP_CONFIG).expanduser()
+    return path if path.is_file() else None
 
 
 def _gcs_address() -> str | None:

@@ -37,11 +37,12 @@ def test_nodes_run_python_3_11_and_this_ray(config):
     assert (int(match.group(2)), int(match.group(3))) >= (3, 11)
 
 
-def test_setup_installs_the_engines_the_studies_use(config):
-    setup = " ".join(config["setup_commands"])
-    for extra in ("vllm", "gpu", "ctranslate2", "bitsandbytes", "exllamav2"):
+def test_workers_install_the_engines_the_studies_use(config):
+    setup = " ".join(config["worker_setup_commands"])
+    for extra in ("vllm", "gpu", "ctranslate2", "bitsandbytes", "exllamav2", "llamacpp"):
         assert re.search(rf"\[[^\]]*\b{extra}\b[^\]]*\]", setup), extra
-    assert "llama-cpp-python" in setup and "GGML_CUDA=on" in setup
+    assert "GGML_CUDA=on" in setup
+    assert not config["setup_commands"]  # the head installs the driver's core only
 
 
 def test_workers_start_at_niceness_0(config):
