@@ -63,12 +63,17 @@ def launchable_node_types() -> list[NodeType] | None:
 
 
 def node_types_of(path: Path) -> list[NodeType] | None:
-    """The worker node types of an autoscaling config file (the head type is not launched)."""
+    """The worker node types of an autoscaling config file (the head type is not launched).
+
+    Reads `ray up`'s cluster config and a KubeRay `RayCluster` manifest (its worker groups).
+    """
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         log.warning("cannot read the autoscaling config %s: %s", path, exc)
         return None
+    if config.get("kind") == "RayCluster":
+        return worker_groups(config)
     if config.get("max_workers", -1) == 0:
         log.warning("the autoscaling config %s allows no worker node (max_workers: 0)", path)
         return []
@@ -82,6 +87,35 @@ def node_types_of(path: Path) -> list[NodeType] | None:
         if max_workers != 0:
             types.append(NodeType(str(name), resources, max_workers))
     return types
+
+
+def worker_groups(raycluster: dict[str, Any]) -> list[NodeType]:
+    """The node types of a KubeRay `RayCluster`: one per worker group that may scale up.
+
+    A group's resources are what KubeRay hands `ray start`: `num-cpus` / `num-gpus` from
+    `rayStartParams`, else the Ray container's limits (`cpu`, `nvidia.com/gpu`), plus the
+    custom `resources` of `rayStartParams` (a JSON object written as a quoted string).
+    """
+    types = []
+    for group in (raycluster.get("spec") or {}).get("workerGroupSpecs") or []:
+        params = group.get("rayStartParams") or {}
+        containers = (((group.get("template") or {}).get("spec") or {}).get("containers")) or [{}]
+        limits = (containers[0].get("resources") or {}).get("limits") or {}
+        resources = json.loads(str(params.get("resources", "{}")).strip().strip('"').replace(
+            '\\"', '"'))  # fmt: skip
+        cpus = params.get("num-cpus", limits.get("cpu", 0))
+        resources["CPU"] = _quantity(cpus)
+        resources["GPU"] = _quantity(params.get("num-gpus", limits.get("nvidia.com/gpu", 0)))
+        maximum = int(group.get("maxReplicas", 0) or 0)
+        if maximum:
+            types.append(NodeType(str(group.get("groupName")), resources, maximum))
+    return types
+
+
+def _quantity(value: Any) -> float:
+    """A Kubernetes quantity of CPUs or devices as a number ('500m' is 0.5)."""
+    text = str(value)
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
 
 
 def _from_gcs() -> list[NodeType] | None:
