@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from backends.prometheus import Scrape
+from backends.process.prometheus import Scrape
 
 # (request idx, number of new tokens in this step). Called as soon as the tokens exist on the host.
 TokenCallback = Callable[[int, int], None]

@@ -245,7 +245,7 @@ def main() -> None:
     a = p.parse_args()
     if a.vllm_child:
         return vllm_child(json.loads(a.vllm_child))
-    from backends.tiny_model import ensure_tiny_model
+    from backends.models.tiny import ensure_tiny_model
 
     tokenizer = str(ensure_tiny_model())
     load = os.getloadavg()

@@ -77,9 +77,9 @@ from server_view import server_after, server_before, server_truth  # noqa: E402
 
 from analysis.load import load_requests, load_summary  # noqa: E402
 from backends import backend_class  # noqa: E402
-from backends.convert_cache import cached_build  # noqa: E402
-from backends.models import resolve_model_path  # noqa: E402
-from backends.tiny_model import ensure_tiny_model  # noqa: E402
+from backends.models.cache import cached_build  # noqa: E402
+from backends.models.source import resolve_model_path  # noqa: E402
+from backends.models.tiny import ensure_tiny_model  # noqa: E402
 from sweep.core import records as R  # noqa: E402
 from sweep.datasets.cache import PromptSource  # noqa: E402
 from sweep.loadgen.arrivals import arrival_offsets  # noqa: E402
