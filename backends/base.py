@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from backends.prometheus import Scrape
+from backends.process.prometheus import Scrape
 from sweep.core import records as rec
 
 # (request idx, number of new tokens in this step). Called as soon as the tokens exist on the host.

@@ -1,7 +1,7 @@
 """The CTranslate2 engine: the HF checkpoint converted to CTranslate2's format, static batches.
 
 On first use the checkpoint is converted with `ctranslate2.converters.TransformersConverter`,
-once per model and compute type, into the conversion cache (`backends.convert_cache`); later
+once per model and compute type, into the conversion cache (`backends.models.cache`); later
 deployments load the cached directory. A batch is handed to `Generator.generate_batch` in one
 call: CTranslate2 pads it and decodes all rows step by step together until the longest request
 is done (static batching; it does not admit new requests mid-batch). Its step callback reports
@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from backends.base import EngineBackend, GenRequest, GenResult, TokenCallback
 from backends.config import EngineConfig
-from backends.convert_cache import cache_key, cached_build
+from backends.models.cache import cache_key, cached_build
 from backends.streaming import TokenCounter
 from sweep.core import records as R
 from sweep.core.errors import (

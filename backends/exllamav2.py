@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from backends.base import EngineBackend, GenRequest, GenResult, TokenCallback
 from backends.config import EngineConfig
-from backends.convert_cache import first_line, local_checkpoint
+from backends.models.cache import first_line, local_checkpoint
 from backends.streaming import TokenCounter
 from sweep.core import records as R
 from sweep.core.errors import (

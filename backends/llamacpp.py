@@ -1,13 +1,13 @@
 """The llama.cpp engine through llama-cpp-python: a GGUF model, one sequence at a time.
 
-The model is a GGUF file: `backend.gguf_file` (a path, or a file of `backend.gguf_repo` on the
-hub), or the model directory converted by `backends.gguf_convert` on first use and cached. The
+The model is a GGUF file: `backend.gguf_file` (a path, or a file of `backend.gguf_repo` on the hub),
+or the model directory converted by `backends.models.gguf_convert` on first use and cached. The
 binding's `Llama` object holds a single sequence, so a batch is served one request after another
-(`one_at_a_time`): batch size changes nothing but the queueing, and a flat throughput curve is
-the engine's real behaviour, not a measurement error (docs/engines.md). Each request starts from
-an empty context, so no request reuses another's prompt in the KV cache. Tokens come from
-`Llama.generate`, which never stops by itself: the counter ends a request at its `max_tokens`,
-or at EOS when the request does not ignore it.
+(`one_at_a_time`): batch size changes nothing but the queueing, and a flat throughput curve is the
+engine's real behaviour, not a measurement error (docs/engines.md). Each request starts from an
+empty context, so no request reuses another's prompt in the KV cache. Tokens come from
+`Llama.generate`, which never stops by itself: the counter ends a request at its `max_tokens`, or at
+EOS when the request does not ignore it.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 
 from backends.base import EngineBackend, GenRequest, GenResult, TokenCallback
 from backends.config import EngineConfig
-from backends.convert_cache import cache_key, cached_build, first_line, local_checkpoint
-from backends.gguf_convert import CONVERTER_VERSION, convert_to_gguf
-from backends.gguf_convert import OUTTYPES as GGUF_OUTTYPES
+from backends.models.cache import cache_key, cached_build, first_line, local_checkpoint
+from backends.models.gguf_convert import CONVERTER_VERSION, convert_to_gguf
+from backends.models.gguf_convert import OUTTYPES as GGUF_OUTTYPES
 from backends.streaming import TokenCounter, one_at_a_time
 from sweep.core import records as R
 from sweep.core.errors import (

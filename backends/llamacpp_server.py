@@ -3,7 +3,7 @@
 It runs llama-cpp-python's server (`python -m llama_cpp.server`) with `--model <gguf> --host
 127.0.0.1 --port N` and the settings of `LlamaCppServerConfig`, each value its own argv element.
 The server's flags are its pydantic settings' field names (`--n_ctx`, `--interrupt_requests
-false`: `backends.argv.SNAKE`).
+false`: `backends.process.argv.SNAKE`).
 The GGUF comes as the `llamacpp` engine gets it (`backends.llamacpp.gguf_path`): `gguf_file`, a
 file of `gguf_repo`, or the model directory converted once by our converter and cached.
 
@@ -38,11 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from backends.argv import SNAKE, check_extra_args, check_values, field_flags, module_argv
 from backends.config import SERVER_APIS, BackendConfig, typed_names
+from backends.launched import LaunchedServerBackend
 from backends.llamacpp import check_gguf_config, gguf_path, import_llama_cpp, require_gpu_offload
-from backends.prometheus import Scrape
-from backends.server_process import LaunchedServerBackend
+from backends.process.argv import SNAKE, check_extra_args, check_values, field_flags, module_argv
+from backends.process.prometheus import Scrape
 from sweep.core import records as R
 from sweep.core.errors import check_choice, check_positive
 

@@ -40,7 +40,7 @@ from backends.config import (
     BackendConfig,
     check_url,
 )
-from backends.server_process import probe
+from backends.process.launcher import probe
 from backends.sglang_server import SGLANG_SERVER_SERIES
 from backends.sim import SIM_SERVER_SERIES
 from backends.tgi import TGI_SERVER_SERIES

@@ -2,9 +2,9 @@
 
 It runs `python -m sglang.launch_server --model-path <model> --host 127.0.0.1 --port N
 --enable-metrics ...` with the settings of `SGLangServerConfig`, each value its own argv element
-(`backends.argv`), on the GPUs Ray gave the task (`CUDA_VISIBLE_DEVICES` is inherited; tensor
-parallel over `num_gpus` with `--tp-size`). Every trial of the deployment runs against this one
-server; between trials `reset_between_trials` waits for it to drain and flushes its radix
+(`backends.process.argv`), on the GPUs Ray gave the task (`CUDA_VISIBLE_DEVICES` is inherited;
+tensor parallel over `num_gpus` with `--tp-size`). Every trial of the deployment runs against this
+one server; between trials `reset_between_trials` waits for it to drain and flushes its radix
 (prefix) cache. SGLang has no CPU build here, so its live tests carry `@pytest.mark.gpu`.
 
 Flag and metric names are SGLang 0.5.23's, read from its wheel (`sglang/srt/arg_groups/fields/`
@@ -24,7 +24,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from backends.argv import check_extra_args, check_values, field_flags, module_argv
 from backends.base import TelemetrySource
 from backends.config import (
     DTYPES,
@@ -34,8 +33,9 @@ from backends.config import (
     check_fraction,
     typed_names,
 )
-from backends.prometheus import MetricMap, PrometheusSource
-from backends.server_process import LaunchedServerBackend
+from backends.launched import LaunchedServerBackend
+from backends.process.argv import check_extra_args, check_values, field_flags, module_argv
+from backends.process.prometheus import MetricMap, PrometheusSource
 from sweep.core import records as R
 from sweep.core.errors import ConfigError, check_choice, check_positive
 

@@ -15,9 +15,9 @@ from typing import ClassVar
 
 from backends.base import TelemetrySource
 from backends.config import BackendConfig
-from backends.prometheus import MetricMap, PrometheusSource
-from backends.server_process import LaunchedServerBackend
-from backends.sim_schedule import SIM_FAULT_KINDS, SimSchedule
+from backends.launched import LaunchedServerBackend
+from backends.process.prometheus import MetricMap, PrometheusSource
+from backends.sim_server.schedule import SIM_FAULT_KINDS, SimSchedule
 from sweep.core import records as R
 from sweep.core.errors import ConfigError, check_choice, check_positive
 

@@ -44,7 +44,6 @@ from typing import Any, ClassVar
 
 import httpx
 
-from backends.argv import check_extra_args, check_values, flag_args
 from backends.base import TelemetrySource
 from backends.config import (
     DEPLOYMENT_ENV,
@@ -52,8 +51,10 @@ from backends.config import (
     check_url,
     typed_names,
 )
-from backends.prometheus import MetricMap, PrometheusSource
-from backends.server_process import LaunchedServerBackend, probe
+from backends.launched import LaunchedServerBackend
+from backends.process.argv import check_extra_args, check_values, flag_args
+from backends.process.launcher import probe
+from backends.process.prometheus import MetricMap, PrometheusSource
 from sweep.core import records as R
 from sweep.core.errors import BackendError, check_positive
 

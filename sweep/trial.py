@@ -22,9 +22,9 @@ import pyarrow as pa
 import yaml
 
 from backends import backend_class
-from backends.architecture import architecture
 from backends.config import DEPLOYMENT_ENV
-from backends.models import resolve_model_path
+from backends.models.architecture import architecture
+from backends.models.source import resolve_model_path
 from backends.proxy.launch import Proxies
 from sweep.core import records as R
 from sweep.core.config import Config

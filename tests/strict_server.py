@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from backends.server_process import free_port
+from backends.process.launcher import free_port
 
 MODEL = "strict-model"
 COMMON = {

@@ -4,7 +4,7 @@
 talks to, the server backend itself for `proxy=none`, else the `ProxyBackend` of that config,
 started on first use on a free 127.0.0.1 port (after the server, pointing at it) and emptied
 before each later trial; `stop` stops them all with the deployment. A `ProxyBackend` is a
-launched server (`backends.server_process`: its own process group, killed with its worker) that
+launched server (`backends.launched`: its own process group, killed with its worker) that
 phrases requests as the server behind it does (model, API, headers, vLLM's extensions) and
 serves its own `/metrics`. Where the worker keeps cores for its load generator
 (`sweep.isolation`), the proxy is moved off them, onto the server's. `check_plan` refuses a
@@ -26,8 +26,8 @@ import psutil
 
 from backends import backend_class
 from backends.base import Backend, ServerBackend
-from backends.prometheus import Scrape
-from backends.server_process import LaunchedServerBackend
+from backends.launched import LaunchedServerBackend
+from backends.process.prometheus import Scrape
 from sweep.core import records as R
 from sweep.core.errors import BackendError, ConfigError
 from sweep.core.proxy_configs import ClipProxyConfig

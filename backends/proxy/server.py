@@ -259,7 +259,8 @@ def make_proxy(argv: list[str] | None = None) -> tuple[str, int, Proxy]:
         raise SweepError(f"--config is not a proxy config: {exc}") from None
     tokenizer = None
     if a.tokenizer:
-        from backends.tokenizer import load_tokenizer  # imports transformers: only when asked
+        # Imports transformers: only when asked.
+        from backends.models.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(a.tokenizer)
     embedder = None

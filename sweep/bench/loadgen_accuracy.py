@@ -43,7 +43,7 @@ import psutil
 from analysis.sections import markdown_table
 from backends.base import GenRequest
 from backends.sim import SimBackend, SimBackendConfig
-from backends.tiny_model import ensure_tiny_model
+from backends.models.tiny import ensure_tiny_model
 from sweep.core.config import WorkloadConfig
 from sweep.core.summary import summarize
 from sweep.loadgen.http import Endpoint, run_endpoint_workload

@@ -16,9 +16,9 @@ import shutil
 from pathlib import Path
 
 from backends import backend_class
-from backends.convert_cache import cached_build
-from backends.models import resolve_model_path
-from backends.tiny_model import ensure_tiny_model
+from backends.models.cache import cached_build
+from backends.models.source import resolve_model_path
+from backends.models.tiny import ensure_tiny_model
 from sweep.loadgen.arrivals import arrival_offsets
 from sweep.plan import build_plan
 

@@ -24,7 +24,7 @@ import time
 
 from transformers import AutoTokenizer
 
-from backends.tiny_model import corpus, ensure_tiny_model
+from backends.models.tiny import corpus, ensure_tiny_model
 from sweep.loadgen.attribution import attribute, chunk_lengths, text_weights
 from sweep.loadgen.recorder import RequestTracker
 

@@ -25,8 +25,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from backends.convert_cache import entry_path, read_entry, write_entry
-from backends.tokenizer import load_tokenizer
+from backends.models.cache import entry_path, read_entry, write_entry
+from backends.models.tokenizer import load_tokenizer
 from sweep.datasets import load_prompts, prompt_file
 from sweep.datasets.prompt import Prompt
 

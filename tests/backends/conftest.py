@@ -2,7 +2,7 @@
 
 import pytest
 
-from backends.tiny_model import ensure_tiny_model
+from backends.models.tiny import ensure_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 import json
 import shutil
 
-from backends.architecture import architecture
+from backends.models.architecture import architecture
 from sweep.core import records as R
 
 

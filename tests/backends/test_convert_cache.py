@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from backends.convert_cache import cache_key, cache_root, cached_build, local_checkpoint
+from backends.models.cache import cache_key, cache_root, cached_build, local_checkpoint
 from sweep.core.errors import BackendError
 
 

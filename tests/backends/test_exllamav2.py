@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from backends.exllamav2 import ExLlamaV2Backend, ExLlamaV2BackendConfig
-from backends.tiny_model import ensure_tiny_model
+from backends.models.tiny import ensure_tiny_model
 from sweep.core.errors import BackendError
 from tests.backends.engine_checks import assert_exact_streaming, run_batch, tiny_requests
 from tests.backends.gptq_model import write_gptq_model

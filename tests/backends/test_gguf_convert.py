@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from backends.gguf_convert import convert_to_gguf
-from backends.tiny_model import ensure_tiny_model
+from backends.models.gguf_convert import convert_to_gguf
+from backends.models.tiny import ensure_tiny_model
 from sweep.core.errors import BackendError
 
 gguf = pytest.importorskip("gguf", reason="needs the llamacpp extra")
@@ -86,7 +86,7 @@ def test_byte_fallback_tokenizer_is_written_as_llama_vocab(model_dir, tmp_path):
     from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from backends.tiny_model import corpus
+    from backends.models.tiny import corpus
 
     spm = tmp_path / "tiny-spm"
     shutil.copytree(model_dir, spm)
@@ -121,7 +121,7 @@ def test_other_architectures_are_refused(model_dir, tmp_path):
 
 
 def test_rope_rows_are_reordered_for_llama_cpp():
-    from backends.gguf_convert import _unpermute_rope
+    from backends.models.gguf_convert import _unpermute_rope
 
     # one head of dim 4: HF pairs (x0, x2), (x1, x3); llama.cpp wants them adjacent
     rows = np.arange(4, dtype=np.float32)[:, None]

@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from backends.tiny_model import ensure_tiny_model
+from backends.models.tiny import ensure_tiny_model
 from tests.backends.engine_checks import assert_exact_streaming, run_batch, tiny_requests
 from tests.backends.gptq_model import dequantize, write_gptq_model
 

@@ -109,7 +109,7 @@ GPU_START_SCRIPT = textwrap.dedent(
     """
     import sys
     from backends.base import GenRequest
-    from backends.tiny_model import ensure_tiny_model
+    from backends.models.tiny import ensure_tiny_model
     from backends.vllm import VLLMBackend, VLLMBackendConfig
 
     config = VLLMBackendConfig(num_gpus=1, max_model_len=512, gpu_memory_utilization=0.3)

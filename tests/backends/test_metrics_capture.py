@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backends.prometheus import Scrape, ScrapeError, snapshot
-from backends.server_process import free_port
+from backends.process.launcher import free_port
+from backends.process.prometheus import Scrape, ScrapeError, snapshot
 from backends.vllm_server import VLLM_SERVER_SERIES
 from sweep.core import records as R
 from sweep.core.errors import BackendError

@@ -16,7 +16,7 @@ import pytest
 
 from analysis.report import write_report
 from backends.openai import OpenAIBackend, OpenAIBackendConfig
-from backends.server_process import ServerLauncher
+from backends.process.launcher import ServerLauncher
 from sweep.core import records as R
 from sweep.core.config import PromptsDatasetConfig, RandomDatasetConfig
 from sweep.core.errors import BackendError, ConfigError

@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pytest
 
+from backends.models.tiny import ensure_tiny_model
+from backends.models.tokenizer import load_tokenizer
 from backends.proxy.cache import Answer, SemanticCache, prompt_text
 from backends.proxy.clip import Counter, Limits, clip_body
 from backends.proxy.embedder import EmbedderError, HashingEmbedder, load_embedder
 from backends.proxy.stream import AnswerRecorder, replay
-from backends.tiny_model import ensure_tiny_model
-from backends.tokenizer import load_tokenizer
 from sweep.core import records as R
 from sweep.core.config import ClipProxyConfig, PromptsDatasetConfig, SemanticCacheProxyConfig
 from sweep.core.errors import ConfigError

@@ -11,11 +11,11 @@ import time
 import pytest
 
 from backends import backend_class
-from backends.argv import flag_args
 from backends.config import DEPLOYMENT_ENV
 from backends.openai import OpenAIBackend, OpenAIBackendConfig
-from backends.prometheus import parse_metrics
-from backends.server_process import free_port
+from backends.process.argv import flag_args
+from backends.process.launcher import free_port
+from backends.process.prometheus import parse_metrics
 from backends.tgi import TGIBackend, TGIBackendConfig
 from backends.vllm import VLLMBackendConfig
 from backends.vllm_server import VLLM_METRICS, Acceptance, VLLMServerBackend, VLLMServerConfig

@@ -14,7 +14,7 @@ import textwrap
 import psutil
 import pytest
 
-from backends.prometheus import parse_metrics, snapshot
+from backends.process.prometheus import parse_metrics, snapshot
 from backends.sglang_server import (
     SGLANG_METRICS,
     SGLANG_SERVER_SERIES,

@@ -10,8 +10,9 @@ import psutil
 import pytest
 
 from backends import backend_class
-from backends.prometheus import parse_metrics
-from backends.server_process import ServerProcess, free_port, wait_healthy
+from backends.process.group import ServerProcess, wait_healthy
+from backends.process.launcher import free_port
+from backends.process.prometheus import parse_metrics
 from backends.sim import SimBackend, SimBackendConfig
 from sweep.core import records as R
 from sweep.core.config import WorkloadConfig
@@ -195,7 +196,7 @@ def test_parse_metrics_maps_names_scales_and_keeps_label_sets():
 
 
 def test_unreachable_metrics_give_no_samples():
-    from backends.prometheus import PrometheusSource
+    from backends.process.prometheus import PrometheusSource
 
     source = PrometheusSource(f"http://127.0.0.1:{free_port()}/metrics", {})
     assert source() == []

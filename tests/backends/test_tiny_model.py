@@ -1,4 +1,4 @@
-"""Tests for backends.tiny_model: real builds, real loads, no mocks."""
+"""Tests for backends.models.tiny: real builds, real loads, no mocks."""
 
 import hashlib
 import json
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from backends.tiny_model import TINY_MODEL_VERSION, default_cache_dir, ensure_tiny_model
+from backends.models.tiny import TINY_MODEL_VERSION, default_cache_dir, ensure_tiny_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEXT = "The quick brown fox jumps over the lazy dog, doesn't it? Yes: 42 times!"
@@ -111,7 +111,7 @@ def test_builds_are_byte_identical_and_incomplete_dir_is_rebuilt(model_dir, tmp_
 
 
 def test_concurrent_builders_agree(tmp_path):
-    cmd = [sys.executable, "-m", "backends.tiny_model", str(tmp_path)]
+    cmd = [sys.executable, "-m", "backends.models.tiny", str(tmp_path)]
     procs = [subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True) for _ in "ab"]
     outs = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
@@ -129,7 +129,7 @@ def test_default_cache_dir(monkeypatch, tmp_path):
 
 def test_import_is_cheap():
     code = (
-        "import sys, backends.tiny_model; "
+        "import sys, backends.models.tiny; "
         "print(sorted({'torch', 'transformers', 'tokenizers'} & set(sys.modules)))"
     )
     cmd = [sys.executable, "-c", code]

@@ -8,8 +8,8 @@ import sys
 import pytest
 from transformers import AutoTokenizer
 
-from backends.tiny_model import ensure_tiny_model
-from backends.tokenizer import CACHE_KIND, class_key, load_tokenizer
+from backends.models.tiny import ensure_tiny_model
+from backends.models.tokenizer import CACHE_KIND, class_key, load_tokenizer
 from sweep.core import records as R
 from sweep.core.errors import BackendError
 
@@ -25,7 +25,7 @@ TEXTS = [
 # Loads the tokenizer in a fresh interpreter, reports whether torch got imported, and the ids.
 PROBE = """
 import json, sys
-from backends.tokenizer import load_tokenizer
+from backends.models.tokenizer import load_tokenizer
 tok = load_tokenizer(sys.argv[1])
 texts = json.loads(sys.argv[2])
 print(json.dumps({"torch": "torch" in sys.modules, "class": type(tok).__name__,

@@ -17,9 +17,9 @@ import psutil
 import pytest
 
 from backends.base import GenRequest
+from backends.models.tiny import ensure_tiny_model
+from backends.models.tokenizer import load_tokenizer
 from backends.openai import OpenAIBackend, OpenAIBackendConfig
-from backends.tiny_model import ensure_tiny_model
-from backends.tokenizer import load_tokenizer
 from backends.vllm import VLLMBackend, VLLMBackendConfig
 from backends.vllm_server import VLLM_SERVER_SERIES, VLLMServerBackend
 from sweep.core import records as R

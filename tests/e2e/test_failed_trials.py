@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from backends.tiny_model import ensure_tiny_model
+from backends.models.tiny import ensure_tiny_model
 from sweep.core import records as R
 from tests.e2e.test_quickstart import run_sweep
 

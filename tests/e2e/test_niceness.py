@@ -29,7 +29,7 @@ WORKLOAD = [
 DIRECT = """
 import json, sys
 from backends import backend_class
-from backends.models import resolve_model_path
+from backends.models.source import resolve_model_path
 from sweep.datasets.cache import PromptSource
 from sweep.plan import build_plan
 from sweep.trial import run_trial

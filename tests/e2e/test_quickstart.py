@@ -162,8 +162,8 @@ def test_model_architecture_is_recorded_and_mbu_counts_the_kv_cache(quickstart):
 
     from analysis.load import load_summary
     from analysis.roofline import BASIS_WEIGHTS_KV, roofline
-    from backends.architecture import architecture
-    from backends.tiny_model import ensure_tiny_model
+    from backends.models.architecture import architecture
+    from backends.models.tiny import ensure_tiny_model
 
     root, _, _, _ = quickstart
     summary = load_summary(root)

@@ -98,10 +98,10 @@ def tokenizer(request, tmp_path_factory):
     if request.param == "sentencepiece_style":
         return sentencepiece_style_bpe()
     try:
-        tiny_model = importlib.import_module("backends.tiny_model")
+        tiny_model = importlib.import_module("backends.models.tiny")
         ensure = tiny_model.ensure_tiny_model
     except (ImportError, AttributeError):
-        pytest.skip("backends.tiny_model.ensure_tiny_model is not available")
+        pytest.skip("backends.models.tiny.ensure_tiny_model is not available")
     return AutoTokenizer.from_pretrained(ensure(tmp_path_factory.mktemp("tiny")))
 
 

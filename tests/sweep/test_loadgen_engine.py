@@ -4,7 +4,7 @@ import pytest
 
 from backends.base import GenRequest
 from backends.hf import HFBackend, HFBackendConfig
-from backends.tiny_model import ensure_tiny_model
+from backends.models.tiny import ensure_tiny_model
 from sweep.core.config import WorkloadConfig
 from sweep.core.errors import ConfigError
 from sweep.loadgen.engine import run_engine_workload

@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from backends.server_process import free_port
+from backends.process.launcher import free_port
 from sweep.core import records as R
 from sweep.loadgen.arrivals import arrival_offsets
 from sweep.loadgen.http import Endpoint, run_endpoint_workload, run_http_workload

@@ -21,8 +21,8 @@ import pytest
 
 from analysis.report import write_report
 from analysis.turns import TURNS_FILE
-from backends.server_process import ServerLauncher
-from backends.tiny_model import ensure_tiny_model
+from backends.models.tiny import ensure_tiny_model
+from backends.process.launcher import ServerLauncher
 from sweep.core import records as R
 from sweep.core.config import MultiTurnDatasetConfig
 from sweep.core.errors import ConfigError

@@ -4,9 +4,9 @@ recorded."""
 import numpy as np
 import pytest
 
+from backends.models.tiny import ensure_tiny_model
+from backends.models.tokenizer import load_tokenizer
 from backends.proxy.embedder import HashingEmbedder
-from backends.tiny_model import ensure_tiny_model
-from backends.tokenizer import load_tokenizer
 from sweep.core import records as R
 from sweep.core.config import PromptsDatasetConfig, RandomDatasetConfig
 from sweep.core.errors import ConfigError

@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from backends.tiny_model import ensure_tiny_model
-from backends.tokenizer import load_tokenizer
+from backends.models.tiny import ensure_tiny_model
+from backends.models.tokenizer import load_tokenizer
 from sweep.core.config import HFDatasetConfig, PromptsDatasetConfig, RandomDatasetConfig
 from sweep.core.errors import BackendError
 from sweep.datasets import load_prompts

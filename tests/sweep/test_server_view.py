@@ -14,7 +14,7 @@ import pytest
 import sweep.trial as trial_module
 from analysis.load import load_requests, load_server_metrics, load_summary
 from analysis.report import write_report
-from backends.prometheus import Scrape
+from backends.process.prometheus import Scrape
 from backends.sim import SimBackend
 from sweep.core import records as R
 from tests.helpers import run_sweep_here

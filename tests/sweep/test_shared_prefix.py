@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 from analysis.server_view import server_sections
 from backends.config import EngineConfig
 from backends.hf import HFBackend, HFBackendConfig
-from backends.tiny_model import ensure_tiny_model
+from backends.models.tiny import ensure_tiny_model
 from sweep.core import records as R
 from sweep.core.config import (
     PromptsDatasetConfig,

@@ -32,9 +32,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backends.server_process import ServerLauncher
-from backends.sim_server import parse_args
-from backends.tiny_model import ensure_tiny_model
+from backends.models.tiny import ensure_tiny_model
+from backends.process.launcher import ServerLauncher
+from backends.sim_server.server import parse_args
 from sweep.core import records as R
 from sweep.core.summary import summarize
 from sweep.datasets.cache import PromptSource

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from backends.tiny_model import ensure_tiny_model
+from backends.models.tiny import ensure_tiny_model
 from sweep.__main__ import main as sweep_main
 from sweep.bench.shipped_traces import write_traces
 from sweep.core.config import TraceDatasetConfig, WorkloadConfig

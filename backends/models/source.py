@@ -11,7 +11,7 @@ import importlib
 from sweep.core.errors import ConfigError
 
 GENERATORS: dict[str, str] = {
-    "tiny_llama": "backends.tiny_model:ensure_tiny_model",
+    "tiny_llama": "backends.models.tiny:ensure_tiny_model",
 }
 
 

@@ -22,7 +22,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from backends.convert_cache import first_line, read_entry, write_entry
+from backends.models.cache import first_line, read_entry, write_entry
 from sweep.core import records as R
 from sweep.core.errors import BackendError
 

@@ -3,19 +3,19 @@
 Run as `python -m backends.sim_server --host 127.0.0.1 --port N [...]`. It serves `GET /health`,
 `GET /metrics` (Prometheus text), `GET /sim/requests` (the server's own per-request stamps, with
 what each request sent under `--record-prompts`; also written to `$SIM_STAMPS_DIR` as it stops) and
-`POST /v1/completions` / `POST /v1/chat/completions`, streamed (SSE) or not. A request is
-admitted on arrival unless `max_num_seqs` are running; then it waits in a FIFO queue
-(`backends.sim_queue`) until one ends. It yields exactly `max_tokens` tokens: the first chunk
-`ttft_ms` after admission, then a chunk of `tokens_per_chunk` tokens every `itl_ms * k`, each
-delay growing by `load_ms_per_running` per running request. Server-only options (`SimOptions`,
-in no trial's config) cycle other chunk sizes (`--chunk-sizes`) or words (`--words`) and say how
-usage is reported (`--usage`). One timer task drives every stream from a heap of due times, so
-thousands of streams cost one wake-up per due time rather than one sleeping task per token.
-Stamps use `time.perf_counter_ns()`, the clock of the load generator, so tests can compare
-client-side latencies with the server's truth. Faults are drawn per request at `fault_rate`
-(seeded); `usage_skew` makes the final usage count disagree with the tokens streamed. `/metrics`
-also holds the server's own latency histograms under vLLM's names (`backends.sim_latencies`):
-what a real server reports of the same requests.
+`POST /v1/completions` / `POST /v1/chat/completions`, streamed (SSE) or not. A request is admitted
+on arrival unless `max_num_seqs` are running; then it waits in a FIFO queue
+(`backends.sim_server.admission`) until one ends. It yields exactly `max_tokens` tokens: the first
+chunk `ttft_ms` after admission, then a chunk of `tokens_per_chunk` tokens every `itl_ms * k`, each
+delay growing by `load_ms_per_running` per running request. Server-only options (`SimOptions`, in no
+trial's config) cycle other chunk sizes (`--chunk-sizes`) or words (`--words`) and say how usage is
+reported (`--usage`). One timer task drives every stream from a heap of due times, so thousands of
+streams cost one wake-up per due time rather than one sleeping task per token. Stamps use
+`time.perf_counter_ns()`, the clock of the load generator, so tests can compare client-side
+latencies with the server's truth. Faults are drawn per request at `fault_rate` (seeded);
+`usage_skew` makes the final usage count disagree with the tokens streamed. `/metrics` also holds
+the server's own latency histograms under vLLM's names (`backends.sim_server.latencies`): what a
+real server reports of the same requests.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-from backends.sim_latencies import Latencies
-from backends.sim_queue import Admission
-from backends.sim_schedule import SIM_FAULT_KINDS, SimSchedule
+from backends.sim_server.admission import Admission
+from backends.sim_server.latencies import Latencies
+from backends.sim_server.schedule import SIM_FAULT_KINDS, SimSchedule
 
 STALL_S = 3600.0  # longer than any sane client timeout; ends early only when the server stops
 MAX_STAMPS = 100_000  # per-request stamps kept for /sim/requests (oldest dropped first)
@@ -481,7 +481,3 @@ def main(argv: list[str] | None = None) -> None:
         access_log=None,
         print=None,
     )
-
-
-if __name__ == "__main__":
-    main()

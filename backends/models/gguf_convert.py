@@ -7,10 +7,10 @@ byte-level BPE (written as `gpt2` tokens and merges, like the project's tiny mod
 SentencePiece-style BPE with byte fallback (written as `llama`, like Llama-2). Tensors are read
 and written one at a time (the header is written from shapes alone), so a 7B model converts in
 about the memory of its largest tensor. `convert_to_gguf` hands on the finished file;
-`backends.llamacpp` caches it through `backends.convert_cache`.
+`backends.llamacpp` caches it through `backends.models.cache`.
 
 Usage:
-    python -m backends.gguf_convert HF_MODEL_DIR OUT.gguf [f32|f16]
+    python -m backends.models.gguf_convert HF_MODEL_DIR OUT.gguf [f32|f16]
 """
 
 from __future__ import annotations
@@ -255,7 +255,9 @@ def main(argv: list[str] | None = None) -> None:
     """Convert a model directory from the command line and print the output path."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) not in (2, 3):
-        raise SystemExit("usage: python -m backends.gguf_convert HF_MODEL_DIR OUT.gguf [f32|f16]")
+        raise SystemExit(
+            "usage: python -m backends.models.gguf_convert HF_MODEL_DIR OUT.gguf [f32|f16]"
+        )
     print(convert_to_gguf(args[0], args[1], *args[2:]))
 
 

@@ -7,7 +7,7 @@ one cached directory that ``AutoModelForCausalLM.from_pretrained`` and
 is 64, as vLLM's CPU attention needs). Two builds give byte-identical weights and tokenizer.
 
 Usage:
-    python -m backends.tiny_model [CACHE_DIR]   # builds if needed, prints the model path
+    python -m backends.models.tiny [CACHE_DIR]   # builds if needed, prints the model path
 """
 
 from __future__ import annotations

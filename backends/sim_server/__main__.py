@@ -1,0 +1,5 @@
+"""`python -m backends.sim_server`: serve the simulated server until SIGTERM or SIGINT."""
+
+from backends.sim_server.server import main
+
+main()
