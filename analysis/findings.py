@@ -5,7 +5,9 @@ one load, its value, standard error and how the error was made) and states:
 - how sure the figures are: the interval method, and what a sweep without repeats cannot see;
 - per axis (output tok/s, median TTFT, median TPOT where measured), which configuration leads and
   by how much over the next best, with the interval of that ratio, or that the best are within
-  noise of each other and none leads;
+  noise of each other and none leads. The next best is named with every configuration within
+  noise of it ("the next three, within noise of each other: A, B, C"): which one of them came
+  second is itself noise;
 - at each load where several configurations ran, how they compare on output tok/s;
 - which trials are not to be trusted, and why (the checks of `analysis.flags`).
 A difference whose interval includes no change is only ever stated as within noise.
@@ -116,7 +118,7 @@ def _leader(found: Mapping[str, Mapping[str, Estimate]], axis: Axis, level: floa
     gap = ""
     if rest:
         diff = compare(best, rest[0][1], axis.higher_is_better, level)
-        gap = f"{_by_how_much(diff, axis)} the next, **{rest[0][0]}**"
+        gap = f"{_by_how_much(diff, axis)} {_runners_up(rest, axis, level)}"
     if not tied:
         return [f"**{leader}** leads on {axis.name} ({value}): {gap}."]
     named = ", ".join(
@@ -132,6 +134,30 @@ def _leader(found: Mapping[str, Mapping[str, Estimate]], axis: Axis, level: floa
         f"**{leader}** ({value}) and {named}{more} lead on {axis.name}, within noise of each "
         f"other; {gap}."
     ]
+
+
+def _runners_up(rest: list[tuple[str, Estimate]], axis: Axis, level: float) -> str:
+    """`the next, **B**`, or `the next three, within noise of each other: **B**, **C**, **D**`.
+
+    The group is the best of `rest` and every other configuration within noise of it.
+    """
+    (first, best), others = rest[0], rest[1:]
+    group = [first] + [
+        name
+        for name, est in others
+        if compare(best, est, axis.higher_is_better, level).verdict in (WITHIN_NOISE, NO_INTERVAL)
+    ]
+    if len(group) == 1:
+        return f"the next, **{first}**"
+    named = ", ".join(f"**{name}**" for name in group[:MAX_NAMED])
+    more = f" and {len(group) - MAX_NAMED} more" if len(group) > MAX_NAMED else ""
+    return f"the next {_count(len(group))}, within noise of each other: {named}{more}"
+
+
+def _count(n: int) -> str:
+    """A count in words up to ten, else in digits."""
+    words = ("two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+    return words[n - 2] if 2 <= n <= 10 else str(n)
 
 
 def _by_load(

@@ -42,8 +42,8 @@ import psutil
 
 from analysis.sections import markdown_table
 from backends.base import GenRequest
-from backends.sim import SimBackend, SimBackendConfig
 from backends.models.tiny import ensure_tiny_model
+from backends.sim import SimBackend, SimBackendConfig
 from sweep.core.config import WorkloadConfig
 from sweep.core.summary import summarize
 from sweep.loadgen.http import Endpoint, run_endpoint_workload

@@ -78,6 +78,7 @@ ADDED_LATER: dict[str, Any] = {
     "backend.api": None,  # the in-process engines' chat switch (servers' default is completions)
     "dataset.paraphrase_rate": 0.0,
     "backend.send_token_ids": False,  # the openai backend's: prompts as token ids
+    "workload.repeat_to_minimum": False,
     # A whole group added later: its section hashes away while it equals this default.
     "proxy": {"name": "none"},
 }
@@ -147,6 +148,9 @@ class WorkloadConfig:
     # A trial shorter than this, or with fewer completed requests, is marked too short to trust.
     min_duration_s: float = 0.0
     min_requests: int = 0
+    # An in-process engine's trial sends its request set again, whole, until it is no longer
+    # too short by those two minimums (`sweep.loadgen.engine`): long enough on any machine.
+    repeat_to_minimum: bool = False
     # The load's shape over time (`sweep.loadgen.stages`): stop sending new requests duration_s
     # after the start (num_requests stays an upper bound; requests in flight finish); an open
     # loop's ramp from ramp_start_rate to request_rate over ramp_s (its requests are outside the
@@ -243,6 +247,16 @@ class WorkloadConfig:
             )
         if self.min_duration_s < 0 or self.min_requests < 0:
             raise_config("workload.min_duration_s and workload.min_requests must be >= 0")
+        if self.repeat_to_minimum and not (self.min_duration_s or self.min_requests):
+            raise_config(
+                "workload.repeat_to_minimum repeats the requests until the trial reaches "
+                "workload.min_duration_s and workload.min_requests: set one of them above 0"
+            )
+        if self.repeat_to_minimum and self.duration_s is not None:
+            raise_config(
+                "workload.repeat_to_minimum and workload.duration_s bound a trial from below "
+                "and from above: set one of them"
+            )
         if self.client_processes == 1:
             return
         if self.name in ("latency_bound", "offline_batch"):

@@ -15,6 +15,8 @@ The records keep every request; `with_window` writes the verdict into `in_window
 `too_short` is the minimum-size rule, after MLPerf LoadGen's minimum duration and query count:
 a trial whose measured requests span less than `workload.min_duration_s`, that completed fewer
 than `workload.min_requests`, or whose steady-state window is empty, is too short to trust.
+`below_minimum` applies the same rule to request records as the summary will measure them: an
+in-process engine's runner asks it after each pass of its requests (`workload.repeat_to_minimum`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 
 from sweep.core import records as rec
+from sweep.core.summary import summarize
 
 
 def steady_state_window(requests: pd.DataFrame, workload: object) -> np.ndarray:
@@ -85,3 +88,9 @@ def too_short(summary: Mapping[str, object], workload: object) -> bool:
     return bool(
         empty_window or duration < workload.min_duration_s or completed < workload.min_requests
     )
+
+
+def below_minimum(requests: pa.Table, workload: object) -> bool:
+    """`too_short` of request records (`records.REQUESTS_SCHEMA`), measured as `summarize` does."""
+    frame = with_window(requests, workload).to_pandas()
+    return too_short(summarize(frame, num_gpus=0, price_per_hour=0.0), workload)

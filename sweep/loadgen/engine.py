@@ -9,11 +9,16 @@ run untimed first; `offline_batch` also discards its first batch, as study C did
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+
+import pyarrow as pa
 
 from backends.base import EngineBackend, GenRequest
+from sweep.core import records as R
 from sweep.core.config import WorkloadConfig
 from sweep.core.errors import ConfigError
+from sweep.core.trust import below_minimum
 from sweep.loadgen.clock import now_s
 from sweep.loadgen.recorder import RequestTracker, Trackers
 
@@ -46,10 +51,14 @@ def run_engine_workload(
     size = batch_size_of(workload)
     trackers: list[RequestTracker] = []
     until = None if workload.duration_s is None else now_s() + workload.duration_s
-    for batch_idx, start in enumerate(range(0, len(requests), size)):
+    batches = (
+        batch
+        for requests_pass in _passes(requests, workload, trackers)
+        for batch in _batches(requests_pass, size)
+    )
+    for batch_idx, batch in enumerate(batches):
         if until is not None and now_s() >= until:
             break
-        batch = list(requests[start : start + size])
         by_idx = {
             r.idx: RequestTracker(r.idx, batch_idx, len(r.prompt_token_ids), r.max_tokens)
             for r in batch
@@ -64,6 +73,41 @@ def run_engine_workload(
             continue
         trackers.extend(by_idx.values())
     return Trackers(trackers)
+
+
+def _batches(requests: Sequence[GenRequest], size: int) -> Iterator[list[GenRequest]]:
+    """`requests` in batches of `size`, in order."""
+    for start in range(0, len(requests), size):
+        yield list(requests[start : start + size])
+
+
+def _passes(
+    requests: Sequence[GenRequest], workload: WorkloadConfig, measured: list[RequestTracker]
+) -> Iterator[Sequence[GenRequest]]:
+    """The requests once; with `repeat_to_minimum`, again while `measured` is too short.
+
+    Asked for its next pass only once the last one has ended, so it judges what was measured.
+    A pass that completes nothing new ends the repeats: no number of them would be enough.
+    """
+    yield requests
+    passes, done = 1, 0
+    while workload.repeat_to_minimum and requests:
+        before, done = done, _completed(measured)
+        if done == before or not _too_short(measured, workload):
+            return
+        yield [dataclasses.replace(r, idx=r.idx + passes * len(requests)) for r in requests]
+        passes += 1
+
+
+def _completed(trackers: list[RequestTracker]) -> int:
+    """Requests that ended without an error."""
+    return sum(t.error is None and t.end is not None for t in trackers)
+
+
+def _too_short(trackers: list[RequestTracker], workload: WorkloadConfig) -> bool:
+    """Whether the measured requests so far are below the workload's minimum size."""
+    rows = [t.record("", 0.0) for t in trackers]
+    return below_minimum(pa.Table.from_pylist(rows, schema=R.REQUESTS_SCHEMA), workload)
 
 
 def _token_sink(trackers: dict[int, RequestTracker]) -> Callable[[int, int], None]:

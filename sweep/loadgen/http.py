@@ -40,6 +40,7 @@ import aiohttp
 from backends.base import GenRequest, Secret, ServerBackend
 from sweep.core import records as R
 from sweep.core.config import WorkloadConfig
+from sweep.core.errors import ConfigError
 from sweep.loadgen import tgi_stream
 from sweep.loadgen.arrivals import arrival_offsets, trace_offsets
 from sweep.loadgen.clock import now_s
@@ -128,6 +129,19 @@ def run_http_workload(
     return run_endpoint_workload(endpoint_of(backend), requests, warmup, workload, stop_ratio)
 
 
+def refuse_repeats(workload: WorkloadConfig) -> None:
+    """One line for `workload.repeat_to_minimum` on a server, before any request is sent.
+
+    Raises:
+        ConfigError: it is set; only an in-process engine's batches repeat.
+    """
+    if workload.repeat_to_minimum:
+        raise ConfigError(
+            "workload.repeat_to_minimum repeats an in-process engine's batches; against a "
+            "server, raise workload.num_requests (and bound it with workload.duration_s)"
+        )
+
+
 def endpoint_of(backend: ServerBackend) -> Endpoint:
     """Where and how to reach a started server backend; headers and body fields read now."""
     return Endpoint(
@@ -151,6 +165,7 @@ def run_endpoint_workload(
     stop_ratio: float | None = None,
 ) -> Trackers:
     """Like `run_http_workload`, against an explicit endpoint; sharded into processes if asked."""
+    refuse_repeats(workload)
     if workload.client_processes > 1:
         return run_sharded(endpoint, requests, warmup, workload)
     return asyncio.run(run_share(endpoint, requests, warmup, workload, stop_ratio=stop_ratio))

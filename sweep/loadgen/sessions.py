@@ -43,7 +43,7 @@ from sweep.core.errors import ConfigError, DatasetError
 from sweep.datasets.multi_turn import context_of, overflow, think_times
 from sweep.loadgen.arrivals import arrival_offsets
 from sweep.loadgen.clock import now_s
-from sweep.loadgen.http import Endpoint, endpoint_of, stream_one
+from sweep.loadgen.http import Endpoint, endpoint_of, refuse_repeats, stream_one
 from sweep.loadgen.recorder import RequestTracker, Trackers
 from sweep.loadgen.request_ids import new_run, request_id
 from sweep.loadgen.saturation import CpuMeter
@@ -194,6 +194,7 @@ def session_runner(config: Any, tokenizer: Any, model_path: str | None) -> Calla
                 f"dataset=multi_turn needs an OpenAI-compatible server backend, not "
                 f"backend={config.backend.name}"
             )
+        refuse_repeats(workload)
         return run_sessions(
             endpoint_of(backend), requests, warmup, workload, config.dataset, tokenizer, context
         )
