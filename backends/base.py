@@ -89,6 +89,16 @@ class Backend(abc.ABC):
         """Whether a request's `ignore_eos` reaches the engine (an engine's own loop: yes)."""
         return True
 
+    @classmethod
+    def pieces(cls, config: Any) -> tuple[str, ...]:
+        """Optional set-up pieces a GPU node needs to run `config` (`scripts/cluster/piece.sh`).
+
+        A cluster's node types declare the pieces they install as resources
+        (`sweep.core.pieces`); a GPU deployment asks for the ones it needs, so it
+        lands only where they are, and is refused at once where no node type has them.
+        """
+        return ()
+
     def facts(self) -> dict[str, Any]:
         """What the summary rows record about this backend (`records.BACKEND_FACTS`)."""
         columns = [f"backend{rec.CONFIG_SEPARATOR}{name}" for name in self.roofline_fields]

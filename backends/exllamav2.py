@@ -131,6 +131,11 @@ class ExLlamaV2Backend(EngineBackend):
     weight_format: ClassVar[str] = R.WEIGHTS_EXL2
     roofline_fields: ClassVar[tuple[str, ...]] = ("cache_type",)
 
+    @classmethod
+    def pieces(cls, config: Any) -> tuple[str, ...]:
+        """The paged cache needs flash-attn (a source build, its own set-up piece)."""
+        return ("flash-attn",) if config.paged else ()
+
     def start(self) -> None:
         """Check for CUDA, then load the model across the visible GPUs with its KV cache."""
         import torch

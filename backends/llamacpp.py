@@ -127,12 +127,22 @@ def check_gguf_config(config: Any) -> None:
         )
 
 
+def llama_pieces(config: Any) -> tuple[str, ...]:
+    """llama.cpp on a GPU needs the CUDA build of the binding (the `llama-cpp-cuda` piece)."""
+    return ("llama-cpp-cuda",) if config.num_gpus > 0 else ()
+
+
 class LlamaCppBackend(EngineBackend):
     """`llama_cpp.Llama` on CPU, or with `n_gpu_layers` offloaded to a GPU."""
 
     config_class: ClassVar[type] = LlamaCppBackendConfig
     weight_format: ClassVar[str] = R.WEIGHTS_GGUF
     roofline_fields: ClassVar[tuple[str, ...]] = ("gguf_file", "convert_outtype")
+
+    @classmethod
+    def pieces(cls, config: Any) -> tuple[str, ...]:
+        """A GPU deployment needs the CUDA build of the binding."""
+        return llama_pieces(config)
 
     def start(self) -> None:
         """Check that the build offloads what is asked; find or make the GGUF file and load it."""

@@ -40,7 +40,13 @@ from typing import Any, ClassVar
 
 from backends.config import SERVER_APIS, BackendConfig, typed_names
 from backends.launched import LaunchedServerBackend
-from backends.llamacpp import check_gguf_config, gguf_path, import_llama_cpp, require_gpu_offload
+from backends.llamacpp import (
+    check_gguf_config,
+    gguf_path,
+    import_llama_cpp,
+    llama_pieces,
+    require_gpu_offload,
+)
 from backends.process.argv import SNAKE, check_extra_args, check_values, field_flags, module_argv
 from backends.process.prometheus import Scrape
 from sweep.core import records as R
@@ -132,6 +138,11 @@ class LlamaCppServerBackend(LaunchedServerBackend):
     server_packages: ClassVar[Mapping[str, str]] = SERVER_PACKAGES
     server_extra: ClassVar[str] = "llamacpp"
     one_line_failures: ClassVar[bool] = True
+
+    @classmethod
+    def pieces(cls, config: Any) -> tuple[str, ...]:
+        """A GPU deployment needs the CUDA build of the binding."""
+        return llama_pieces(config)
     failure_detail: ClassVar[str | None] = LOAD_ERROR
 
     def __init__(self, config: LlamaCppServerConfig, model_path: str) -> None:

@@ -134,6 +134,14 @@ class TGIBackend(LaunchedServerBackend):
 
     interface: ClassVar[str] = "tgi"
     launcher_name: ClassVar[str] = "tgi"
+
+    @classmethod
+    def pieces(cls, config: Any) -> tuple[str, ...]:
+        """Launching needs a docker engine on the node, which Ray's own containers do not have.
+
+        A node type that runs TGI declares the `docker` piece; attached (`backend.url`), none.
+        """
+        return ("docker",) if config.url is None else ()
     server_series: ClassVar[Mapping[str, str]] = TGI_SERVER_SERIES
 
     def __init__(self, config: TGIBackendConfig, model_path: str) -> None:

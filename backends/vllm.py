@@ -28,7 +28,7 @@ from backends.config import (
     EngineConfig,
     check_fraction,
 )
-from backends.vllm_server import cuda_visible, require_engine_features
+from backends.vllm_server import cuda_visible, require_engine_features, speculative_pieces
 from sweep.core import records as R
 from sweep.core.errors import (
     BackendError,
@@ -90,6 +90,11 @@ class VLLMBackend(EngineBackend):
     """`vllm.LLM` stepped request by request, configured from `VLLMBackendConfig`."""
 
     config_class: ClassVar[type] = VLLMBackendConfig
+    @classmethod
+    def pieces(cls, config: Any) -> tuple[str, ...]:
+        """What the speculative method needs installed."""
+        return speculative_pieces(config.engine_kwargs.get("speculative_config"))
+
     roofline_fields: ClassVar[tuple[str, ...]] = (
         "dtype",
         "quantization",

@@ -127,6 +127,11 @@ class VLLMServerBackend(LaunchedServerBackend):
     """A `vllm.entrypoints.openai.api_server` child process configured from `VLLMServerConfig`."""
 
     config_class: ClassVar[type] = VLLMServerConfig
+    @classmethod
+    def pieces(cls, config: Any) -> tuple[str, ...]:
+        """What the speculative method needs installed."""
+        return speculative_pieces(config.speculative_config)
+
     roofline_fields: ClassVar[tuple[str, ...]] = (
         "dtype",
         "quantization",
@@ -251,6 +256,11 @@ def cuda_visible() -> bool:
         return False
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # vllm/env_override.py sets it
     return torch.cuda.is_available()
+
+
+def speculative_pieces(speculative_config: dict[str, Any] | None) -> tuple[str, ...]:
+    """Suffix decoding needs Arctic Inference (a source build, its own set-up piece)."""
+    return ("arctic-inference",) if (speculative_config or {}).get("method") == "suffix" else ()
 
 
 def require_engine_features(speculative_config: dict[str, Any] | None) -> None:

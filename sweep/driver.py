@@ -41,7 +41,13 @@ from sweep.core.results import ResultStore, TrialFiles
 from sweep.job import forwarded_env
 from sweep.ledger import TrialLedger
 from sweep.node_types import NodeType, autoscaler_last_word, launchable_node_types
-from sweep.placement import longest_first, resources_of, unplaceable_reason, waits_for
+from sweep.placement import (
+    custom_resources,
+    longest_first,
+    resources_of,
+    unplaceable_reason,
+    waits_for,
+)
 from sweep.search_plan import probe_budget
 from sweep.search_run import SearchDone, known_probe
 from sweep.spec import Deployment
@@ -249,6 +255,8 @@ class Driver:
         }
         if deployment.accelerator_type:
             options["accelerator_type"] = deployment.accelerator_type
+        if pieces := custom_resources(deployment):
+            options["resources"] = pieces  # the set-up pieces it needs on its node
         task = _GPU_TASK if deployment.num_gpus > 0 else _TASK
         generator = task.options(**options).remote(
             deployment, self.environment, self.ledger, key, helper
@@ -603,6 +611,8 @@ def _fits(deployment: Deployment, available: dict[str, float]) -> bool:
     if available.get("GPU", 0.0) < deployment.num_gpus:
         return False
     if available.get("CPU", 0.0) < deployment.num_cpus:
+        return False
+    if any(available.get(k, 0.0) < v for k, v in custom_resources(deployment).items()):
         return False
     accelerator = deployment.accelerator_type
     return accelerator is None or available.get(f"accelerator_type:{accelerator}", 0.0) > 0

@@ -24,9 +24,13 @@ import os
 import re
 import shlex
 import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 NODE_ROOT = "/home/ray/llm-sweep"  # where the YAMLs' file_mounts put the project on a node
 PIECE_SCRIPT = "scripts/cluster/piece.sh"
@@ -186,3 +190,33 @@ def table(rows: list[tuple[str, str, Outcome]]) -> str:
         detail = outcome.detail.replace("|", "\\|")
         lines.append(f"| {config} | {node} | {step} | {outcome.status} | {detail} |")
     return "\n".join(lines)
+
+
+def fresh_venv(python: str, folder: Path) -> Path:
+    """A new venv of `python` in `folder` with a current pip; its interpreter's path."""
+    subprocess.run([python, "-m", "venv", str(folder)], check=True)
+    venv_python = folder / "bin" / "python"
+    subprocess.run(
+        [str(venv_python), "-m", "pip", "install", "-q", "--upgrade", "pip"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return venv_python
+
+
+def check_configs(configs: list[Path], python: str, repo: Path) -> tuple[str, bool]:
+    """Run every node type's set-up of the `ray up` YAMLs in `configs`.
+
+    Returns the table, and whether a node would fail (a required step failed). The same
+    steps in another YAML run once.
+    """
+    rows, done, failed = [], {}, False
+    for path in configs:
+        for node, steps in node_plans(yaml.safe_load(path.read_text())).items():
+            key = tuple(s.command for s in steps)
+            if key not in done:
+                print(f"{path.name} {node}: {len(steps)} steps", file=sys.stderr, flush=True)
+                with tempfile.TemporaryDirectory(prefix="node-setup-") as folder:
+                    done[key] = run_plan(steps, fresh_venv(python, Path(folder) / "venv"), repo)
+            rows += [(path.name, node, outcome) for outcome in done[key]]
+            failed |= failed_required(done[key])
+    return table(rows), failed

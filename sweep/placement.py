@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from backends import backend_class
+from sweep.core.pieces import PIECE_PREFIX
 from sweep.node_types import NodeType, resources_fit
 from sweep.spec import Deployment
 
@@ -31,12 +33,30 @@ def longest_first(deployments: list[Deployment]) -> list[Deployment]:
     return sorted(deployments, key=estimated_work, reverse=True)
 
 
+def pieces_of(deployment: Deployment) -> tuple[str, ...]:
+    """The set-up pieces (`sweep.core.pieces`) a deployment needs on its node.
+
+    Only GPU deployments on a cluster the driver joins: a local machine has what it has.
+    """
+    if deployment.num_gpus <= 0 or not deployment.config.cluster.address:
+        return ()
+    backend = deployment.config.backend
+    return tuple(backend_class(backend.name).pieces(backend))
+
+
 def resources_of(deployment: Deployment) -> dict[str, float]:
     """What one task of `deployment` asks Ray for, as node resource names."""
     needed = {"GPU": float(deployment.num_gpus), "CPU": float(deployment.num_cpus)}
     if deployment.accelerator_type:
         needed[f"{ACCELERATOR_PREFIX}{deployment.accelerator_type}"] = 0.001  # any amount
+    for piece in pieces_of(deployment):
+        needed[f"{PIECE_PREFIX}{piece}"] = 0.001
     return {k: v for k, v in needed.items() if v > 0}
+
+
+def custom_resources(deployment: Deployment) -> dict[str, float]:
+    """The resources a task asks for by name (Ray's `resources=`): the pieces it needs."""
+    return {k: v for k, v in resources_of(deployment).items() if k.startswith(PIECE_PREFIX)}
 
 
 def unplaceable_reason(
@@ -70,8 +90,8 @@ def waits_for(deployment: Deployment, nodes: list[dict[str, Any]]) -> str | None
     if any(resources_fit(needed, n.get("Resources", {})) for n in nodes if n.get("Alive")):
         return None
     what = ", ".join(
-        f"{v:g} {k}" for k, v in needed.items() if not k.startswith(ACCELERATOR_PREFIX)
-    )
+        f"{v:g} {k}" for k, v in needed.items() if k in ("GPU", "CPU")
+    ) + "".join(f", {k[len(PIECE_PREFIX):]}" for k in needed if k.startswith(PIECE_PREFIX))
     where = f" of type {deployment.accelerator_type}" if deployment.accelerator_type else ""
     return f"a node{where} with {what} (the autoscaler adds one)"
 
@@ -99,9 +119,23 @@ def _why_not(
                 f"(cluster has: {', '.join(types) or 'none'})"
             )
         offered = typed
+    for piece in pieces_of(deployment):
+        key = f"{PIECE_PREFIX}{piece}"
+        if not any(key in r for r in offered):
+            kinds = [f"{t.name}: {_pieces_text(t.resources or {})}" for t in node_types]
+            return (
+                f"needs the set-up piece {piece} ({deployment.config.backend.name}), which no "
+                f"node, alive or launchable, has ({'; '.join(kinds) or 'no node types'}); "
+                f"declare {key!r} in the resources of a node type that installs it"
+            )
     most = max((r.get("GPU", 0) for r in offered), default=0)
     where = f" of type {accelerator}" if accelerator else ""
     return (
         f"needs {deployment.num_gpus} GPUs and {deployment.num_cpus} CPUs on one node, but the "
         f"largest node{where} has {most:g} GPUs"
     )
+
+
+def _pieces_text(resources: dict[str, float]) -> str:
+    names = [k[len(PIECE_PREFIX) :] for k in resources if k.startswith(PIECE_PREFIX)]
+    return ", ".join(names) or "no pieces"

@@ -29,6 +29,7 @@ from backends.proxy.launch import Proxies
 from sweep.core import records as R
 from sweep.core.config import Config
 from sweep.core.errors import BackendError, DatasetError, SweepError
+from sweep.core.pieces import missing_here, pieces_dir
 from sweep.core.results import TrialFiles
 from sweep.core.secrets import scrub, scrub_text
 from sweep.core.stage_summary import stage_summaries
@@ -111,6 +112,7 @@ def run_deployment(
             prompts.tokenizer()  # a tokenizer that cannot load fails before the backend starts
         if config.backend.num_gpus > 0:  # Ray's accelerator type does not tell 40 from 80 GB
             check_gpu_memory(config.hardware.name, config.hardware.memory_gb)
+            require_pieces(backend.pieces(config.backend))
         backend.start()
         isolation = isolate(config.cluster.isolate_client)
         environment = {**environment, **_model_facts(config, model_path)}
@@ -383,3 +385,14 @@ def _classify(exc: BaseException, default_kind: str) -> tuple[str, str]:
     if "out of memory" in text.lower() or isinstance(exc, MemoryError):
         return R.ERROR_OUT_OF_MEMORY, text
     return default_kind, text
+
+
+def require_pieces(names: tuple[str, ...]) -> None:
+    """Fail the deployment in one line when a set-up piece it needs did not install here."""
+    missing = missing_here(names)
+    if missing:
+        raise BackendError(
+            f"the set-up piece {', '.join(missing)} did not install on this node (no marker in "
+            f"{pieces_dir()}; its set-up log says why)",
+            kind=R.ERROR_BACKEND_START,
+        )

@@ -13,7 +13,7 @@ import yaml
 from ray.autoscaler._private.util import fillout_defaults, validate_config
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIGS = sorted((REPO / "scripts" / "cluster").glob("*.yaml"))
+CONFIGS = sorted((REPO / "scripts" / "cluster").glob("l4-*.yaml"))  # `ray up`; KubeRay apart
 
 
 @pytest.fixture(params=CONFIGS, ids=lambda p: p.name)

@@ -123,13 +123,17 @@ def test_the_worker_groups_are_node_types_an_l4_deployment_waits_for():
 
     types = node_types_of(CLUSTER)
     assert [(t.name, t.max_workers) for t in types] == [("l4-x1", 8)]
-    assert types[0].resources == {"accelerator_type:L4": 1, "CPU": 7.0, "GPU": 1.0}
+    assert types[0].resources == {
+        "accelerator_type:L4": 1, "CPU": 7.0, "GPU": 1.0,
+        "piece:flash-attn": 1, "piece:arctic-inference": 1, "piece:llama-cpp-cuda": 1,
+    }  # fmt: skip
     spec = manifest(CLUSTER)["spec"]
     assert spec["workerGroupSpecs"][0]["minReplicas"] == 0  # scales from zero
     assert spec["autoscalerOptions"]["version"] == "v2"  # publishes the groups to the GCS
     head = {"Alive": True, "Resources": {"CPU": 0.0}}
-    l4 = SimpleNamespace(num_gpus=1, num_cpus=0.5, accelerator_type="L4")
-    a100 = SimpleNamespace(num_gpus=1, num_cpus=0.5, accelerator_type="A100")
+    local = SimpleNamespace(cluster=SimpleNamespace(address=None))
+    l4 = SimpleNamespace(num_gpus=1, num_cpus=0.5, accelerator_type="L4", config=local)
+    a100 = SimpleNamespace(num_gpus=1, num_cpus=0.5, accelerator_type="A100", config=local)
     assert unplaceable_reason(l4, [head], types) is None
     assert "accelerator type A100" in unplaceable_reason(a100, [head], types)
 

@@ -13,7 +13,8 @@ from sweep.node_types import autoscaler_last_word, node_types_of
 from sweep.placement import unplaceable_reason
 
 # What placement reads of a deployment: its resources (the rest of Deployment is not needed).
-L4_DEPLOYMENT = SimpleNamespace(num_gpus=1, num_cpus=0.5, accelerator_type="L4", label="d")
+LOCAL = SimpleNamespace(cluster=SimpleNamespace(address=None))  # so no set-up pieces asked
+L4_DEPLOYMENT = SimpleNamespace(num_gpus=1, num_cpus=0.5, accelerator_type="L4", config=LOCAL)
 HEAD = {"Alive": True, "Resources": {"CPU": 1.0}}
 
 
