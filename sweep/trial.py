@@ -36,6 +36,7 @@ from sweep.core.stage_summary import stage_summaries
 from sweep.core.summary import summarize
 from sweep.core.timeslices import time_slices
 from sweep.core.trust import too_short, with_window
+from sweep.cuda_driver import check_cuda_driver
 from sweep.datasets.cache import PromptSource
 from sweep.datasets.multi_turn import NAME as MULTI_TURN
 from sweep.datasets.reuse import prompt_columns
@@ -112,6 +113,7 @@ def run_deployment(
             prompts.tokenizer()  # a tokenizer that cannot load fails before the backend starts
         if config.backend.num_gpus > 0:  # Ray's accelerator type does not tell 40 from 80 GB
             check_gpu_memory(config.hardware.name, config.hardware.memory_gb)
+            check_cuda_driver()
             require_pieces(backend.pieces(config.backend))
         backend.start()
         isolation = isolate(config.cluster.isolate_client)

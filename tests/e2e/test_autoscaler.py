@@ -27,6 +27,7 @@ from sweep.core import records as R
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "scripts" / "cluster" / "l4-aws.yaml"
 NEVER_TYPE = "gpu_t4_never"
+CACHE = Path.home() / ".cache" / "llm-sweep"
 NODE_WAIT_S = 20
 # Fields the autoscaler's monitor reads that `ray up` would fill in from the provider defaults.
 EMPTY_FIELDS = {
@@ -93,7 +94,8 @@ def autoscaling_config(folder: Path, port: int) -> Path:
         "head_node_type": "head",
         **EMPTY_FIELDS,
     }
-    path = folder / "autoscaling.yaml"
+    path = folder / "home" / "autoscaling.yaml"
+    path.parent.mkdir()
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -104,6 +106,11 @@ def cluster():
     port = free_port()
     env = {
         **os.environ,
+        # The monitor gets `--autoscaling-config=~/...` as written, as `ray up` starts it (no
+        # docker to rewrite it): the driver must expand `~` as the monitor does. The home is
+        # the cluster's own; the project's caches stay where they are.
+        "HOME": str(Path(folder) / "home"),
+        "SWEEP_CACHE_DIR": os.environ.get("SWEEP_CACHE_DIR", str(CACHE)),
         "RAY_FAKE_CLUSTER": "1",
         "AUTOSCALER_UPDATE_INTERVAL_S": "1",
         "RAY_AUTH_MODE": "disabled",
@@ -113,7 +120,7 @@ def cluster():
     ray = str(Path(sys.executable).with_name("ray"))
     try:
         subprocess.run(
-            [ray, "start", "--head", f"--autoscaling-config={config}",
+            [ray, "start", "--head", f"--autoscaling-config=~/{config.name}",
              "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1", "--num-gpus=0",
              f"--temp-dir={folder}/ray", "--include-dashboard=false"],
             env=env, check=True, capture_output=True, timeout=120,
