@@ -117,10 +117,9 @@ def test_a_task_whose_node_ray_declared_dead_is_given_up(monkeypatch):
     helper.node_id = "node-b"
     d.recorded = {"t1"}
     nodes = [{"NodeID": "node-a", "Alive": False}, {"NodeID": "node-b", "Alive": True}]
-    monkeypatch.setattr(driver_module.ray, "nodes", lambda: nodes)
     cancelled = []
     monkeypatch.setattr(driver_module, "_cancel", lambda gen, force: cancelled.append(gen))
-    d._drop_tasks_on_dead_nodes()
+    d._drop_tasks_on_dead_nodes(nodes)
     assert cancelled == ["gen-v"]
     assert recorder.released == [("v", ["t2", "t3", "t4"])]
     assert submits == [(["t2", "t3", "t4"], False)]  # retried beside the helper
