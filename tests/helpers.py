@@ -2,6 +2,8 @@
 
 import contextlib
 import dataclasses
+import io
+import subprocess
 from pathlib import Path
 
 from backends.base import GenRequest
@@ -21,6 +23,21 @@ def workload(name="closed_loop", **values):
 
 # A closed loop small enough for a test: no warm-up, 16-token prompts.
 SMALL_CLOSED_LOOP = ("workload=closed_loop", "workload.warmup_requests=0", "dataset.input_len=16")
+
+
+def sweep_in_process(*overrides: str) -> subprocess.CompletedProcess:
+    """`python -m sweep OVERRIDES` run by its main function in this process, output captured.
+
+    Answers as `subprocess.run` would (exit code, stdout, stderr as text) without a Python start
+    and its imports. A sweep that runs trials needs Ray: pass `cluster.address=` the session's
+    `ray_cluster`, or it starts (and stops) a local one of its own.
+    """
+    from sweep.__main__ import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(overrides))
+    return subprocess.CompletedProcess(["sweep", *overrides], code, out.getvalue(), err.getvalue())
 
 
 def run_sweep_here(out, overrides, collect=None):
