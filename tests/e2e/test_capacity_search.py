@@ -125,7 +125,9 @@ def test_a_rerun_skips_the_finished_searches(searched):
     ],
 )
 def test_bad_search_settings_are_one_line_before_ray(override, message, tmp_path):
-    result = sweep_in_process("+experiment=quickstart_capacity", f"output.dir={tmp_path}", *override)
+    result = sweep_in_process(
+        "+experiment=quickstart_capacity", f"output.dir={tmp_path}", *override
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and message in lines[0], result.stderr
