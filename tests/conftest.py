@@ -50,6 +50,11 @@ def ray_cluster():
     cluster.shutdown()
 
 
+# `ray.init` sets these in its driver's environment on every connect and leaves them: put back
+# after each test without failing it (a sweep run in process connects to Ray).
+_SET_BY_RAY = frozenset({"PYTHONBREAKPOINT"})
+
+
 @pytest.fixture(autouse=True)
 def _environment_unchanged():
     """Fail a test that leaves `os.environ` changed (a later test would inherit it)."""
@@ -61,12 +66,13 @@ def _environment_unchanged():
         for k in before.keys() | after.keys()
         if before.get(k) != after.get(k) and k != "PYTEST_CURRENT_TEST"  # pytest's own
     )
+    for key in changed:  # the next test starts from what this one found
+        if key in before:
+            os.environ[key] = before[key]
+        else:
+            os.environ.pop(key)
+    changed = [k for k in changed if k not in _SET_BY_RAY]
     if changed:
-        for key in changed:  # the next test starts from what this one found
-            if key in before:
-                os.environ[key] = before[key]
-            else:
-                os.environ.pop(key)
         pytest.fail(f"the test left os.environ changed: {', '.join(changed)}", pytrace=False)
 
 
