@@ -236,7 +236,7 @@ def test_the_sweep_hook_hands_each_trial_to_progress_and_tracker(offline):
 
 
 @pytest.mark.slow
-def test_sweep_logs_each_trial_as_it_finishes(offline):
+def test_sweep_logs_each_trial_as_it_finishes(offline, ray_cluster):
     before = {p.pid for p in own_processes("wandb-core")}
     result = subprocess.run(
         [
@@ -249,6 +249,7 @@ def test_sweep_logs_each_trial_as_it_finishes(offline):
             "sweep.grid={backend.mode:[per_request,static_batch],workload.batch_size:[1]}",
             "sweep.repeats=1",
             "workload.num_requests=8",
+            f"cluster.address={ray_cluster}",
         ],
         cwd=REPO,
         capture_output=True,
