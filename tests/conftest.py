@@ -50,9 +50,10 @@ def ray_cluster():
     cluster.shutdown()
 
 
-# `ray.init` sets these in its driver's environment on every connect and leaves them: put back
-# after each test without failing it (a sweep run in process connects to Ray).
-_SET_BY_RAY = frozenset({"PYTHONBREAKPOINT"})
+# Ray sets these in its process and leaves them: `ray.init` its debugger hook on every connect
+# (a sweep run in process connects), the first `import ray` its client switch (to the default,
+# off). Put back after each test without failing it.
+_SET_BY_RAY = frozenset({"PYTHONBREAKPOINT", "RAY_CLIENT_MODE"})
 
 
 @pytest.fixture(autouse=True)
