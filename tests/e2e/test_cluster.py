@@ -21,7 +21,7 @@ from ray.cluster_utils import Cluster
 
 from sweep.__main__ import main as sweep_main
 from sweep.core import records as R
-from tests.conftest import TEST_RUN_TAG
+from tests.helpers import own_processes
 
 REPO = Path(__file__).parents[2]
 SECRET = "planted-secret-4f7c1e"
@@ -79,16 +79,7 @@ def summaries(root: Path) -> pd.DataFrame:
 
 def sim_servers() -> list[psutil.Process]:
     """Sim servers started by this test run (see TEST_RUN_TAG)."""
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        if "backends.sim_server" not in " ".join(proc.info["cmdline"] or []):
-            continue
-        try:
-            if proc.environ().get("SWEEP_TEST_RUN") == TEST_RUN_TAG:
-                found.append(proc)
-        except psutil.Error:
-            continue  # gone meanwhile, or not ours to read
-    return found
+    return own_processes("backends.sim_server")
 
 
 def most_at_once(frame: pd.DataFrame) -> int:
