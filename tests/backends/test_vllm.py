@@ -61,9 +61,9 @@ def run_all(deployment):
     return [f for f in run_deployment(deployment, {}) if not isinstance(f, DeploymentStarted)]
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(autouse=True)
 def environment_restored():
-    """Put back this process's environment after the module.
+    """Put back this process's environment after each test.
 
     vLLM's in-process engine sets `LD_PRELOAD` (torch's libgomp), `TORCHINDUCTOR_*` and more in
     `os.environ`; every process a later test starts inherited them, and the quickstart's two
