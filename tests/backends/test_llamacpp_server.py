@@ -170,7 +170,8 @@ def test_attached_as_openai_it_counts_the_same(served):
 
 
 def test_stopping_leaves_no_server_process(served):
-    served.runner.close()
+    with environment_restored():  # the runner's end clears what its start set (module-wide)
+        served.runner.close()
     assert not served.backend._server.url
     gone, alive = psutil.wait_procs(served.tree, timeout=15)
     assert not alive, [p.pid for p in alive]
