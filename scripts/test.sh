@@ -12,6 +12,7 @@ fi
 layers=0
 .venv/bin/lint-imports --no-cache | tail -n 3 || layers=$?
 status=0
-.venv/bin/python -m pytest -m "not gpu" "$@" || status=$?
+# The 25 slowest tests are printed at the end, so a test that grew slow is seen in CI's log.
+.venv/bin/python -m pytest -m "not gpu" --durations=25 "$@" || status=$?
 [ "$layers" = 0 ] || { echo "lint-imports: a layering contract is broken (see above)"; exit 1; }
 exit "$status"

@@ -1,4 +1,9 @@
-"""Test-wide settings.
+"""Test-wide settings and the fixtures every test may use.
+
+- `ray_cluster`: one local Ray cluster (127.0.0.1) shared by the whole session, for tests that
+  only need "a cluster"; a sweep joins it with `cluster.address=...`. Tests that need a cluster of
+  their own shape (fake GPUs, several nodes, an autoscaler, a node removed) start their own.
+- an autouse guard that fails a test leaving `os.environ` changed (set or removed keys named).
 
 Ray rewrites a loopback cluster address (127.0.0.1:PORT) to the machine's outward address before
 connecting, and that address is closed on these machines; this switch (read when ray is first
@@ -16,6 +21,61 @@ TEST_RUN_TAG = os.environ.setdefault("SWEEP_TEST_RUN", uuid.uuid4().hex)
 
 
 import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """The address of a local Ray cluster shared by the session, stopped at its end.
+
+    Started like the sweep's own local cluster (`cluster=local`: loopback, its system config), so
+    a sweep joining it with `cluster.address=ADDRESS` runs as it would on the one it starts. The
+    test process is not connected to it: a sweep run in process connects and disconnects itself.
+    """
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from sweep.driver import LOCAL_SYSTEM_CONFIG
+
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": len(os.sched_getaffinity(0)),  # as Ray's own local start counts them
+            "node_ip_address": "127.0.0.1",
+            "include_dashboard": False,
+            "_system_config": LOCAL_SYSTEM_CONFIG,
+        },
+    )
+    yield cluster.address
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster.shutdown()
+
+
+# Ray sets these in its process and leaves them: `ray.init` its debugger hook on every connect
+# (a sweep run in process connects), the first `import ray` its client switch (to the default,
+# off). Put back after each test without failing it.
+_SET_BY_RAY = frozenset({"PYTHONBREAKPOINT", "RAY_CLIENT_MODE"})
+
+
+@pytest.fixture(autouse=True)
+def _environment_unchanged():
+    """Fail a test that leaves `os.environ` changed (a later test would inherit it)."""
+    before = dict(os.environ)
+    yield
+    after = dict(os.environ)
+    changed = sorted(
+        k
+        for k in before.keys() | after.keys()
+        if before.get(k) != after.get(k) and k != "PYTEST_CURRENT_TEST"  # pytest's own
+    )
+    for key in changed:  # the next test starts from what this one found
+        if key in before:
+            os.environ[key] = before[key]
+        else:
+            os.environ.pop(key)
+    changed = [k for k in changed if k not in _SET_BY_RAY]
+    if changed:
+        pytest.fail(f"the test left os.environ changed: {', '.join(changed)}", pytrace=False)
 
 
 @pytest.fixture

@@ -2,6 +2,9 @@
 
 import contextlib
 import dataclasses
+import io
+import os
+import subprocess
 from pathlib import Path
 
 from backends.base import GenRequest
@@ -23,6 +26,40 @@ def workload(name="closed_loop", **values):
 SMALL_CLOSED_LOOP = ("workload=closed_loop", "workload.warmup_requests=0", "dataset.input_len=16")
 
 
+def own_processes(needle: str) -> list:
+    """Processes of this test run (the `SWEEP_TEST_RUN` tag they inherit) whose command line
+    holds `needle`; another run's processes on the same machine are not looked at."""
+    import psutil
+
+    from tests.conftest import TEST_RUN_TAG
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if needle not in " ".join(proc.info["cmdline"] or []):
+            continue
+        try:
+            if proc.environ().get("SWEEP_TEST_RUN") == TEST_RUN_TAG:
+                found.append(proc)
+        except psutil.Error:
+            continue  # gone meanwhile, or not ours to read
+    return found
+
+
+def sweep_in_process(*overrides: str) -> subprocess.CompletedProcess:
+    """`python -m sweep OVERRIDES` run by its main function in this process, output captured.
+
+    Answers as `subprocess.run` would (exit code, stdout, stderr as text) without a Python start
+    and its imports. A sweep that runs trials needs Ray: pass `cluster.address=` the session's
+    `ray_cluster`, or it starts (and stops) a local one of its own.
+    """
+    from sweep.__main__ import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(overrides))
+    return subprocess.CompletedProcess(["sweep", *overrides], code, out.getvalue(), err.getvalue())
+
+
 def run_sweep_here(out, overrides, collect=None):
     """Plan `overrides` and run every deployment in this process, as its Ray task would.
 
@@ -36,13 +73,27 @@ def run_sweep_here(out, overrides, collect=None):
 
     plan = build_plan([*overrides, f"output.dir={out}"])
     store = ResultStore(str(out), plan.name)
-    for deployment in plan.deployments:
-        for item in run_deployment(deployment, {"env.git_sha": "test"}):
-            if isinstance(item, TrialFiles):
-                store.write_trial(item)
-                if collect is not None:
-                    collect.append(item)
+    with environment_restored():
+        for deployment in plan.deployments:
+            for item in run_deployment(deployment, {"env.git_sha": "test"}):
+                if isinstance(item, TrialFiles):
+                    store.write_trial(item)
+                    if collect is not None:
+                        collect.append(item)
     return out / plan.name
+
+
+@contextlib.contextmanager
+def environment_restored():
+    """Put `os.environ` back as it was: a deployment's task sets variables in its own process
+    (a Ray worker's), and here that process is the test run's."""
+    before = dict(os.environ)
+    try:
+        yield
+    finally:
+        for key in set(os.environ) - set(before):
+            del os.environ[key]
+        os.environ.update(before)
 
 
 @dataclasses.dataclass
@@ -90,16 +141,17 @@ def serve(deployment, backend_class, what):
     from sweep.core import records as R
 
     counted = counting(backend_class)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(trial_module, "backend_class", lambda name: counted)
-        runner = trial_module.run_deployment(deployment, {})
-        items = [next(runner) for _ in range(1 + len(deployment.trials))]
-    try:
-        first = items[1].summary.to_pylist()[0]
-        if first[R.TRIAL_STATUS] != R.STATUS_OK:
-            pytest.fail(f"the shared {what} did not serve: {first[R.ERROR_MESSAGE]}")
-        leader = psutil.Process(counted.last.pid)
-        tree = [leader, *leader.children(recursive=True)]
-        yield Served(counted.last, counted.starts, counted.resets, items[1:], runner, tree)
-    finally:
-        runner.close()  # also when a test failed: stops the server
+    with environment_restored():
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(trial_module, "backend_class", lambda name: counted)
+            runner = trial_module.run_deployment(deployment, {})
+            items = [next(runner) for _ in range(1 + len(deployment.trials))]
+        try:
+            first = items[1].summary.to_pylist()[0]
+            if first[R.TRIAL_STATUS] != R.STATUS_OK:
+                pytest.fail(f"the shared {what} did not serve: {first[R.ERROR_MESSAGE]}")
+            leader = psutil.Process(counted.last.pid)
+            tree = [leader, *leader.children(recursive=True)]
+            yield Served(counted.last, counted.starts, counted.resets, items[1:], runner, tree)
+        finally:
+            runner.close()  # also when a test failed: stops the server

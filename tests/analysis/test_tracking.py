@@ -18,6 +18,7 @@ from analysis.report import write_report
 from analysis.tracking import Tracker, has_credentials, history_steps, resolve_mode, upload_results
 from sweep.core import records as rec
 from sweep.core.config import TrackingConfig
+from tests.helpers import own_processes
 
 REF = Path(__file__).resolve().parent / "data" / "ref_sweep"
 REPO = Path(__file__).resolve().parents[2]
@@ -31,6 +32,7 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_BASE_URL", raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")  # the tracker sets it in its process otherwise
     netrc = tmp_path / "netrc"
     netrc.write_text("")
     monkeypatch.setenv("NETRC", str(netrc))
@@ -235,8 +237,8 @@ def test_the_sweep_hook_hands_each_trial_to_progress_and_tracker(offline):
 
 
 @pytest.mark.slow
-def test_sweep_logs_each_trial_as_it_finishes(offline):
-    before = {p.pid for p in psutil.process_iter() if "wandb-core" in p.name()}
+def test_sweep_logs_each_trial_as_it_finishes(offline, ray_cluster):
+    before = {p.pid for p in own_processes("wandb-core")}
     result = subprocess.run(
         [
             sys.executable,
@@ -248,6 +250,7 @@ def test_sweep_logs_each_trial_as_it_finishes(offline):
             "sweep.grid={backend.mode:[per_request,static_batch],workload.batch_size:[1]}",
             "sweep.repeats=1",
             "workload.num_requests=8",
+            f"cluster.address={ray_cluster}",
         ],
         cwd=REPO,
         capture_output=True,
@@ -261,5 +264,5 @@ def test_sweep_logs_each_trial_as_it_finishes(offline):
     assert f"wandb sync {root / 'wandb'}" in result.stdout
     assert "wandb:" not in result.stderr.lower()  # quiet: no wandb banner in the progress
     assert (root / "report.html").is_file()
-    after = {p.pid for p in psutil.process_iter() if "wandb-core" in p.name()}
+    after = {p.pid for p in own_processes("wandb-core")}
     assert not after - before, "a wandb service outlived the sweep"

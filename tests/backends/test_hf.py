@@ -37,11 +37,25 @@ def test_exact_token_counts_streamed_one_by_one(model_dir, mode):
         assert [i for i, _, _ in events[:3]] == [0, 1, 2]
 
 
-def test_without_ignore_eos_stops_at_eos_or_limit(model_dir):
-    with HFBackend(HFBackendConfig(mode="static_batch"), model_dir) as backend:
-        reqs = requests_of([6, 6], [40, 40], ignore_eos=False)
-        results = backend.generate(reqs, lambda idx, n: None)
-    assert all(1 <= r.output_tokens <= 40 or r.output_tokens == 0 for r in results)
+@pytest.mark.parametrize("mode", ["per_request", "static_batch"])
+def test_without_ignore_eos_a_row_stops_at_eos(model_dir, mode):
+    """EOS made a token the model is known to emit: the tiny model's greedy continuation of the
+    prompt is read first, and the first token it emits anew from the third on becomes EOS; the
+    row then stops there, with exactly the tokens before it, far below its limit."""
+    prompt = tuple(range(5, 11))
+    with HFBackend(HFBackendConfig(mode=mode), model_dir) as backend:
+        greedy = backend.model.generate(
+            input_ids=torch.tensor([prompt]), max_new_tokens=40, min_new_tokens=40,
+            do_sample=False, pad_token_id=backend.pad_id,
+        )[0, len(prompt):].tolist()  # fmt: skip
+        stop = next(k for k in range(2, 40) if greedy[k] not in greedy[:k])
+        backend.eos_ids = {greedy[stop]}
+        backend.model.generation_config.eos_token_id = greedy[stop]
+        reqs = requests_of([len(prompt)] * 2, [40, 40], ignore_eos=False)
+        events = []
+        results = backend.generate(reqs, lambda idx, n: events.append(idx))
+    assert [r.output_tokens for r in results] == [stop, stop]
+    assert events.count(0) == events.count(1) == stop < 40
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])

@@ -21,7 +21,7 @@ from sweep.core import records as R
 from sweep.core.errors import ConfigError, MissingExtraError
 from sweep.plan import build_plan
 from sweep.trial import DeploymentStarted, run_deployment
-from tests.helpers import serve
+from tests.helpers import environment_restored, serve
 
 pytest.importorskip("llama_cpp", reason="needs the llamacpp extra")
 pytestmark = pytest.mark.timeout(120)
@@ -156,11 +156,12 @@ def test_attached_as_openai_it_counts_the_same(served):
         f"backend.model={served.backend.served_model}",
         *[o for o in SERVING if not o.startswith(("backend", "+sweep.grid"))],
     ]  # fmt: skip
-    files = [
-        f
-        for f in run_deployment(deployment_of(attached), {})
-        if not isinstance(f, DeploymentStarted)
-    ]
+    with environment_restored():  # the deployment's task sets variables in its process
+        files = [
+            f
+            for f in run_deployment(deployment_of(attached), {})
+            if not isinstance(f, DeploymentStarted)
+        ]
     requests = table(files[0], "requests")
     assert (requests[R.STATUS] == R.STATUS_OK).all(), requests[R.ERROR].tolist()
     assert requests[R.OUTPUT_TOKENS].between(OUTPUT_LEN, OUTPUT_LEN + OVERSHOOT).all()
@@ -169,7 +170,8 @@ def test_attached_as_openai_it_counts_the_same(served):
 
 
 def test_stopping_leaves_no_server_process(served):
-    served.runner.close()
+    with environment_restored():  # the runner's end clears what its start set (module-wide)
+        served.runner.close()
     assert not served.backend._server.url
     gone, alive = psutil.wait_procs(served.tree, timeout=15)
     assert not alive, [p.pid for p in alive]
@@ -180,7 +182,10 @@ def test_a_gguf_that_will_not_load_fails_the_trials_in_one_line(tmp_path, test_c
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"GGUF" + bytes(60))  # the magic, then no valid header
     deployment = deployment_of([*SERVING, f"backend.gguf_file={bad}"])
-    trials = [f for f in run_deployment(deployment, {}) if not isinstance(f, DeploymentStarted)]
+    with environment_restored():
+        trials = [
+            f for f in run_deployment(deployment, {}) if not isinstance(f, DeploymentStarted)
+        ]
     assert len(trials) == len(deployment.trials)
     summaries = [table(files, "summary").iloc[0] for files in trials]
     assert {s[R.TRIAL_STATUS] for s in summaries} == {R.STATUS_FAILED}

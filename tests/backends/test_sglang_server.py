@@ -27,7 +27,7 @@ from sweep.core.server_view import server_columns
 from sweep.plan import build_plan
 from sweep.trial import DeploymentStarted, run_deployment
 from tests.backends.test_metrics_capture import capture_of, derived_start
-from tests.helpers import FIXTURES
+from tests.helpers import FIXTURES, environment_restored
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -227,14 +227,15 @@ def test_live_sglang_server_through_the_trial_runner():
         "dataset.input_len=32",
     ]
     (deployment,) = build_plan(overrides).deployments
-    runner = run_deployment(deployment, {})
     trials = []
-    try:
-        for item in runner:
-            if not isinstance(item, DeploymentStarted):
-                trials.append(item)
-    finally:
-        runner.close()
+    with environment_restored():  # the deployment's task sets variables in its process
+        runner = run_deployment(deployment, {})
+        try:
+            for item in runner:
+                if not isinstance(item, DeploymentStarted):
+                    trials.append(item)
+        finally:
+            runner.close()
     assert len(trials) == 2
     for files in trials:
         summary = files.summary.to_pylist()[0]

@@ -37,7 +37,7 @@ from sweep.loadgen.requests import build_requests
 from sweep.loadgen.sessions import SEPARATOR, run_sessions
 from sweep.plan import build_plan
 from sweep.trial import DeploymentStarted, run_deployment
-from tests.helpers import run_sweep_here, serve
+from tests.helpers import own_processes, run_sweep_here, serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -61,9 +61,9 @@ def run_all(deployment):
     return [f for f in run_deployment(deployment, {}) if not isinstance(f, DeploymentStarted)]
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(autouse=True)
 def environment_restored():
-    """Put back this process's environment after the module.
+    """Put back this process's environment after each test.
 
     vLLM's in-process engine sets `LD_PRELOAD` (torch's libgomp), `TORCHINDUCTOR_*` and more in
     `os.environ`; every process a later test starts inherited them, and the quickstart's two
@@ -418,12 +418,7 @@ def test_stopping_leaves_no_vllm_process(served):
     assert not served.backend._server.url
     gone, alive = psutil.wait_procs(served.tree, timeout=15)
     assert not alive, [p.pid for p in alive]
-    leftovers = [
-        p.info["pid"]
-        for p in psutil.process_iter(["pid", "cmdline"])
-        if "vllm.entrypoints" in " ".join(p.info["cmdline"] or [])
-    ]
-    assert leftovers == []
+    assert [p.pid for p in own_processes("vllm.entrypoints")] == []
     engine_cores = []
     for proc in psutil.Process().children(recursive=True):
         try:

@@ -7,13 +7,14 @@ server is exercised by the multi-host harness); everything the script decides is
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+import ray
 
 from sweep.core.errors import ConfigError
 from sweep.job import JOB_ENV_VAR, check_output_dir
+from tests.helpers import sweep_in_process
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE_RAY = """#!/usr/bin/env python3
@@ -81,16 +82,11 @@ def test_a_relative_results_folder_is_refused_inside_a_job(monkeypatch, tmp_path
         check_output_dir(kept)
 
 
-def test_the_sweep_refuses_it_in_one_line_before_ray_starts(tmp_path):
-    env = {**os.environ, JOB_ENV_VAR: "{}"}
-    done = subprocess.run(
-        [sys.executable, "-m", "sweep", "+experiment=quickstart", "output.dir=results"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def test_the_sweep_refuses_it_in_one_line_before_ray_starts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(JOB_ENV_VAR, "{}")
+    done = sweep_in_process("+experiment=quickstart", "output.dir=results")
     assert done.returncode == 2
     assert done.stderr.startswith("error: output.dir='results' is relative")
     assert len(done.stderr.strip().splitlines()) == 1
+    assert not ray.is_initialized() and list(tmp_path.iterdir()) == []

@@ -4,6 +4,9 @@ The sim server batches like a continuous-batching engine (at most `max_num_seqs`
 the rest queue), so each configuration has a knee of its own. The search must return a load that
 meets the SLO with a failing probe within the tolerance above it, find more capacity for the
 larger server, record every probe as a trial, and skip the whole search when re-run.
+
+The module's sweep runs as `python -m sweep` on a local Ray of its own, as a user runs it; its bad
+settings are checked in this process (the entry's main function), before any Ray starts.
 """
 
 import os
@@ -11,10 +14,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import ray
 
 from sweep.core import records as R
 from tests.e2e.test_quickstart import run_sweep
+from tests.helpers import sweep_in_process
 
+pytestmark = pytest.mark.timeout(900)  # the module's sweep runs twice in its first test
 TOLERANCE = 0.1  # search.tolerance of the experiment
 RESULTS: list[Path] = []  # the results folder of the module's sweep
 
@@ -123,13 +129,14 @@ def test_a_rerun_skips_the_finished_searches(searched):
     ],
 )
 def test_bad_search_settings_are_one_line_before_ray(override, message, tmp_path):
-    result = run_sweep(
-        "+experiment=quickstart_capacity", f"output.dir={tmp_path}", *override, timeout=60
+    result = sweep_in_process(
+        "+experiment=quickstart_capacity", f"output.dir={tmp_path}", *override
     )
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert not (tmp_path / "quickstart_capacity").exists()
+    assert not ray.is_initialized()
 
 
 def test_replicas_on_idle_gpus_probe_several_loads_at_once(tmp_path):

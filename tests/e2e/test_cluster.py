@@ -4,6 +4,7 @@ Nodes declare fake GPUs and accelerator resources; the `sim` backend stands in f
 engine (it needs no GPU), so placement, retries and resume are exercised with real Ray.
 """
 
+import logging
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ from ray.cluster_utils import Cluster
 
 from sweep.__main__ import main as sweep_main
 from sweep.core import records as R
-from tests.conftest import TEST_RUN_TAG
+from tests.helpers import own_processes
 
 REPO = Path(__file__).parents[2]
 SECRET = "planted-secret-4f7c1e"
@@ -78,16 +79,16 @@ def summaries(root: Path) -> pd.DataFrame:
 
 def sim_servers() -> list[psutil.Process]:
     """Sim servers started by this test run (see TEST_RUN_TAG)."""
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        if "backends.sim_server" not in " ".join(proc.info["cmdline"] or []):
-            continue
-        try:
-            if proc.environ().get("SWEEP_TEST_RUN") == TEST_RUN_TAG:
-                found.append(proc)
-        except psutil.Error:
-            continue  # gone meanwhile, or not ours to read
-    return found
+    return own_processes("backends.sim_server")
+
+
+def most_at_once(frame: pd.DataFrame) -> int:
+    """The most deployments running at one moment (first trial's start to last trial's end)."""
+    ends = frame[R.STARTED_UNIX_S] + frame[R.WALL_S]
+    spans = frame.assign(end=ends).groupby(R.DEPLOYMENT_ID).agg(
+        start=(R.STARTED_UNIX_S, "min"), end=("end", "max")
+    )
+    return max(((spans["start"] <= t) & (spans["end"] > t)).sum() for t in spans["start"])
 
 
 def test_deployments_land_on_matching_nodes_in_parallel(cluster, tmp_path):
@@ -102,11 +103,8 @@ def test_deployments_land_on_matching_nodes_in_parallel(cluster, tmp_path):
         # ... and the server process the backend launched saw the same devices
         log = (tmp_path / "sim_cluster" / row[R.DEPLOYMENT_ID] / R.BACKEND_LOG).read_text()
         assert f"CUDA_VISIBLE_DEVICES={row['env.cuda_visible_devices']}" in log
-    # four deployments on four L4 GPUs: their run times overlap
-    spans = frame.groupby(R.DEPLOYMENT_ID).agg(
-        start=(R.STARTED_UNIX_S, "min"), end=(R.STARTED_UNIX_S, "max")
-    )
-    assert spans["start"].max() < spans["end"].min() + 5.0
+    # four deployments on four L4 GPUs: some ran at the same time (in a row, none would overlap)
+    assert most_at_once(frame) >= 2
     assert frame["env.ray_node_id"].nunique() == 2  # both L4 nodes used
     assert not sim_servers()
 
@@ -123,13 +121,13 @@ def test_t4_deployment_lands_only_on_the_t4_node(cluster, tmp_path):
 
 def test_unplaceable_deployment_is_reported_at_once(cluster, tmp_path):
     c, _ = cluster
-    started = time.monotonic()
     args = [*SMALL, "hardware=h100", f"cluster.address={c.address}", f"output.dir={tmp_path}"]
     assert sweep_main(args) == 0
-    assert time.monotonic() - started < 30
     frame = summaries(tmp_path / "sim_cluster")
     assert len(frame) == 8
     assert (frame[R.ERROR_KIND] == "unplaceable").all()
+    # recorded by the driver: no task was submitted, no worker ran them
+    assert R.ENV_WORKER_PID not in frame or frame[R.ENV_WORKER_PID].isna().all()
     assert frame[R.ERROR_MESSAGE].str.contains("no node has accelerator type H100").all()
     too_big = [
         *SMALL,
@@ -142,7 +140,9 @@ def test_unplaceable_deployment_is_reported_at_once(cluster, tmp_path):
     assert frame[R.ERROR_MESSAGE].str.contains("needs 3 GPUs").all()
 
 
-def test_node_removed_mid_sweep_every_trial_once(cluster, tmp_path):
+def test_node_removed_mid_sweep_every_trial_once(cluster, tmp_path, caplog):
+    """Six deployments on six L4 GPUs: the extra node's two run there; it is removed after the
+    first of its trials is saved, while the next runs, and the driver retries what it lost."""
     c, nodes = cluster
     extra = c.add_node(
         num_cpus=2, num_gpus=2, resources={"accelerator_type:L4": 1}, node_ip_address="127.0.0.1"
@@ -150,24 +150,47 @@ def test_node_removed_mid_sweep_every_trial_once(cluster, tmp_path):
     c.wait_for_nodes()
     args = [
         *SMALL,
+        "sweep.grid.backend.ttft_ms=[5,6,7,8,9,10]",
         "workload.num_requests=40",
         f"cluster.address={c.address}",
         f"output.dir={tmp_path}",
     ]
     result = {}
+    caplog.set_level(logging.WARNING, logger="sweep.driver")
     thread = threading.Thread(target=lambda: result.setdefault("rc", sweep_main(args)))
     thread.start()
     root = tmp_path / "sim_cluster"
-    deadline = time.monotonic() + 120
-    while not list(root.glob(f"*/*/{R.SUMMARY_FILE}")) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    deadline = time.monotonic() + 300
+    while not on_node(root, extra.node_id) and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not on_node(root, extra.node_id):
+        thread.join(timeout=300)
+        ran = summaries(root)["env.ray_node_id"].value_counts().to_dict()
+        pytest.fail(f"no trial ran on the node to remove ({extra.node_id}): {ran}")
     c.remove_node(extra)
     thread.join(timeout=300)
     assert result.get("rc") == 0
     frame = summaries(root)
-    assert len(frame) == 8 and frame[R.TRIAL_ID].is_unique
+    assert len(frame) == 12 and frame[R.TRIAL_ID].is_unique
     assert (frame[R.TRIAL_STATUS] == R.STATUS_OK).all()
     assert not list(root.rglob("*.tmp-*"))
+    retried = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert retried, "the removed node's deployments were not retried"
+    # a deployment that began on the removed node finished its trials on a node that stayed
+    began = frame.loc[frame["env.ray_node_id"] == extra.node_id, R.DEPLOYMENT_ID]
+    moved = frame[frame[R.DEPLOYMENT_ID].isin(began) & (frame["env.ray_node_id"] != extra.node_id)]
+    assert len(moved) >= 1, frame[[R.DEPLOYMENT_ID, "env.ray_node_id"]]
+
+
+def on_node(root: Path, node_id: str) -> bool:
+    """Whether a trial saved under `root` ran on the node `node_id`."""
+    for path in root.glob(f"*/*/{R.SUMMARY_FILE}"):
+        try:
+            if pd.read_parquet(path)["env.ray_node_id"].iloc[0] == node_id:
+                return True
+        except (OSError, ValueError):  # being renamed into place
+            continue
+    return False
 
 
 def test_killed_driver_rerun_completes_only_missing(cluster, tmp_path):

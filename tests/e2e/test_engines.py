@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from sweep.core import records as R
-from tests.e2e.test_quickstart import run_sweep
+from tests.helpers import sweep_in_process
 
 EXTRAS = {
     "hf": "transformers",
@@ -22,11 +22,13 @@ ENGINES = [name for name, module in EXTRAS.items() if importlib.util.find_spec(m
 
 
 @pytest.mark.slow
-def test_quickstart_engines_compares_every_cpu_engine(tmp_path):
+@pytest.mark.timeout(900)
+def test_quickstart_engines_compares_every_cpu_engine(tmp_path, ray_cluster):
     grid = f"sweep.grid.backend=[{','.join(ENGINES)}]"
-    result = run_sweep(
-        "+experiment=quickstart_engines", grid, f"output.dir={tmp_path}", timeout=600
-    )
+    result = sweep_in_process(
+        "+experiment=quickstart_engines", grid, f"output.dir={tmp_path}",
+        f"cluster.address={ray_cluster}",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     root = tmp_path / "quickstart_engines"
     summary = pd.concat(pd.read_parquet(p) for p in root.glob(f"*/*/{R.SUMMARY_FILE}"))

@@ -4,12 +4,13 @@ import pandas as pd
 
 from backends.models.tiny import ensure_tiny_model
 from sweep.core import records as R
-from tests.e2e.test_quickstart import run_sweep
+from tests.helpers import sweep_in_process
 
 
-def test_unloadable_model_becomes_failed_trials(tmp_path):
+def test_unloadable_model_becomes_failed_trials(tmp_path, ray_cluster):
     good = ensure_tiny_model()
-    result = run_sweep(
+    result = sweep_in_process(
+        f"cluster.address={ray_cluster}",
         "sweep.name=mixed",
         f"output.dir={tmp_path}",
         "model.generator=null",

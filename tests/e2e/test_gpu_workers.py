@@ -6,8 +6,10 @@ the CUDA devices and contexts of the first (Ray sets `max_calls=1` only for func
 with `ray.remote(num_gpus=...)`, not for `.options(num_gpus=...)`).
 """
 
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -36,21 +38,22 @@ def test_each_gpu_deployment_runs_in_a_fresh_worker(tmp_path):
 
 
 def test_a_run_killed_before_does_not_stop_the_next_from_starting_ray(tmp_path):
-    """A Ray killed with SIGKILL leaves /tmp/ray/ray_current_cluster naming its dead GCS."""
-    marker = Path("/tmp/ray/ray_current_cluster")
-    before = marker.read_text() if marker.exists() else None
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text("127.0.0.1:1\n")  # nothing listens there
-    try:
+    """A Ray killed with SIGKILL leaves ray_current_cluster naming its dead GCS.
+
+    The sweep gets a Ray temp folder of its own (`RAY_TMPDIR`, short: Ray's socket paths must
+    fit in 107 bytes) with such a file in it; the machine's /tmp/ray, which other runs use, is
+    not touched.
+    """
+    with tempfile.TemporaryDirectory(prefix="rt", dir="/tmp") as ray_tmp:
+        marker = Path(ray_tmp) / "ray" / "ray_current_cluster"
+        marker.parent.mkdir()
+        marker.write_text("127.0.0.1:1\n")  # nothing listens there
         done = subprocess.run(
             [sys.executable, "-m", "sweep", "sweep.name=stale", "backend=sim",
              "workload.num_requests=2", "workload.output_len=2", f"output.dir={tmp_path}"],
             cwd=REPO, capture_output=True, text=True, timeout=300,
+            env={**os.environ, "RAY_TMPDIR": ray_tmp},
         )  # fmt: skip
-    finally:
-        if before is None:
-            marker.unlink(missing_ok=True)
-        else:
-            marker.write_text(before)
+        assert marker.parent.joinpath("session_latest").exists()  # Ray's files went there
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(list(tmp_path.glob(f"stale/*/*/{R.SUMMARY_FILE}"))) == 1

@@ -15,7 +15,7 @@ from sweep.plan import build_plan
 from sweep.resume import select_pending
 from sweep.search_run import SearchDone, kept_up_rate, search_finished
 from sweep.trial import run_deployment
-from tests.helpers import run_sweep_here
+from tests.helpers import environment_restored, run_sweep_here
 
 SIM = [
     "sweep.name=searched",
@@ -57,8 +57,8 @@ def test_a_server_too_slow_for_the_slo_has_capacity_zero_with_the_reason(tmp_pat
     items = []
     slow = ["backend.ttft_ms=300", "search=capacity", "slo.ttft_ms_p90=100", "search.start=8"]
     plan = build_plan([*SIM, *slow, "search.min_load=4", f"output.dir={tmp_path}"])
-    for item in run_deployment(plan.deployments[0], {}):
-        items.append(item)
+    with environment_restored():  # the deployment's task sets variables in its process
+        items.extend(run_deployment(plan.deployments[0], {}))
     probes = [i for i in items if hasattr(i, "summary")]
     (done,) = [i for i in items if isinstance(i, SearchDone)]
     assert [p.summary.to_pylist()[0][R.SEARCH_LOAD] for p in probes] == [8.0, 4.0]
@@ -86,7 +86,8 @@ def test_resume_runs_only_the_probes_not_recorded_and_skips_a_finished_search(tm
     (seed,) = state.deployments[0].trials
     assert len(seed.search.known) == len(rows) - 2
     assert not search_finished(seed)
-    again = [i for i in run_deployment(state.deployments[0], {}) if hasattr(i, "summary")]
+    with environment_restored():
+        again = [i for i in run_deployment(state.deployments[0], {}) if hasattr(i, "summary")]
     # The first probe it runs is the first one lost: the same history chooses the same load.
     assert again[0].summary.to_pylist()[0][R.SEARCH_LOAD] == lost[R.SEARCH_LOAD].iloc[0]
     assert again[0].summary.to_pylist()[0][R.SEARCH_PROBE] == lost[R.SEARCH_PROBE].iloc[0]
