@@ -135,16 +135,21 @@ def cluster():
         psutil.wait_procs(ours(folder), timeout=20)
 
 
+def sim_cluster_sweep(env, out, *overrides, timeout=600):
+    """`python -m sweep +experiment=sim_cluster` joined to the fake-autoscaler cluster."""
+    return subprocess.run(
+        [sys.executable, "-m", "sweep", "+experiment=sim_cluster", "cluster=auto",
+         f"output.dir={out}", *overrides],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
 def test_a_sweep_from_zero_gpu_nodes_waits_for_the_autoscaler(cluster, tmp_path):
     env, folder = cluster
     out = tmp_path / "results"
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "sweep", "+experiment=sim_cluster", "cluster=auto",
-         f"output.dir={out}", "sweep.grid.workload.concurrency=[2]",
-         "workload.num_requests=8"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    done = sim_cluster_sweep(env, out, "sweep.grid.workload.concurrency=[2]",
+                             "workload.num_requests=8")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [pq.read_table(p).to_pylist()[0] for p in out.glob(f"sim_cluster/*/*/{R.SUMMARY_FILE}")]
     assert len(rows) == 6  # every trial recorded
@@ -160,12 +165,10 @@ def test_a_sweep_from_zero_gpu_nodes_waits_for_the_autoscaler(cluster, tmp_path)
 def test_a_deployment_no_launchable_node_fits_is_unplaceable_at_once(cluster, tmp_path):
     env, _ = cluster
     out = tmp_path / "results"
-    done = subprocess.run(
-        [sys.executable, "-m", "sweep", "+experiment=sim_cluster", "cluster=auto",
-         f"output.dir={out}", "sweep.grid.workload.concurrency=[2]",
-         "sweep.grid.backend.ttft_ms=[10]", "hardware=a100_80g", "workload.num_requests=4"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    done = sim_cluster_sweep(
+        env, out, "sweep.grid.workload.concurrency=[2]", "sweep.grid.backend.ttft_ms=[10]",
+        "hardware=a100_80g", "workload.num_requests=4", timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [pq.read_table(p).to_pylist()[0] for p in out.glob(f"sim_cluster/*/*/{R.SUMMARY_FILE}")]
     assert [r[R.ERROR_KIND] for r in rows] == ["unplaceable"]
@@ -179,13 +182,11 @@ def test_a_deployment_whose_node_never_comes_is_given_up_after_node_wait_s(clust
     env, folder = cluster
     out = tmp_path / "results"
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "sweep", "+experiment=sim_cluster", "cluster=auto",
-         f"output.dir={out}", "sweep.grid.workload.concurrency=[2,4]",
-         "sweep.grid.backend.ttft_ms=[10]", "+sweep.grid.hardware=[l4,t4]",
-         "workload.num_requests=8", f"cluster.node_wait_s={NODE_WAIT_S}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    done = sim_cluster_sweep(
+        env, out, "sweep.grid.workload.concurrency=[2,4]", "sweep.grid.backend.ttft_ms=[10]",
+        "+sweep.grid.hardware=[l4,t4]", "workload.num_requests=8",
+        f"cluster.node_wait_s={NODE_WAIT_S}",
+    )
     elapsed = time.monotonic() - started
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [pq.read_table(p).to_pylist()[0] for p in out.glob(f"sim_cluster/*/*/{R.SUMMARY_FILE}")]
