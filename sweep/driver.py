@@ -40,7 +40,12 @@ from sweep.core.errors import ResultsNotSaved, SweepError
 from sweep.core.results import ResultStore, TrialFiles
 from sweep.job import forwarded_env
 from sweep.ledger import TrialLedger
-from sweep.node_types import NodeType, autoscaler_last_word, launchable_node_types
+from sweep.node_types import (
+    NodeType,
+    autoscaler_last_word,
+    launchable_node_types,
+    resources_fit,
+)
 from sweep.placement import (
     custom_resources,
     longest_first,
@@ -608,14 +613,7 @@ def _replicas_wanted(pending: tuple) -> int:
 
 def _fits(deployment: Deployment, available: dict[str, float]) -> bool:
     """Whether `available` (Ray's free resources) can hold one more task of `deployment`."""
-    if available.get("GPU", 0.0) < deployment.num_gpus:
-        return False
-    if available.get("CPU", 0.0) < deployment.num_cpus:
-        return False
-    if any(available.get(k, 0.0) < v for k, v in custom_resources(deployment).items()):
-        return False
-    accelerator = deployment.accelerator_type
-    return accelerator is None or available.get(f"accelerator_type:{accelerator}", 0.0) > 0
+    return resources_fit(resources_of(deployment), available)
 
 
 def _cancel(generator: Any, force: bool) -> None:
