@@ -12,7 +12,12 @@ fi
 layers=0
 .venv/bin/lint-imports --no-cache | tail -n 3 || layers=$?
 status=0
+# Two tests at a time (pytest-xdist): much of the suite waits on servers and clusters starting.
+# A test file is one unit of work (its module fixtures start once; tests/conftest.py), and a test
+# marked `alone` runs with nothing beside it. SWEEP_TEST_WORKERS=0 runs everything in one process.
 # The 25 slowest tests are printed at the end, so a test that grew slow is seen in CI's log.
-.venv/bin/python -m pytest -m "not gpu" --durations=25 "$@" || status=$?
+workers=${SWEEP_TEST_WORKERS:-2}
+.venv/bin/python -m pytest -m "not gpu" -n "$workers" --dist loadgroup --durations=25 "$@" \
+  || status=$?
 [ "$layers" = 0 ] || { echo "lint-imports: a layering contract is broken (see above)"; exit 1; }
 exit "$status"

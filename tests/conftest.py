@@ -16,11 +16,92 @@ import uuid
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 # Every process this test run starts (Ray nodes, workers, servers) inherits this tag, so leak
-# checks count only our own processes, not those of another run on the same machine.
-TEST_RUN_TAG = os.environ.setdefault("SWEEP_TEST_RUN", uuid.uuid4().hex)
+# checks count only our own processes, not those of another run on the same machine. Under
+# pytest-xdist (scripts/test.sh runs two workers) each worker has a tag of its own, so it never
+# counts the processes of the tests running beside it.
+_RUN = os.environ.setdefault("SWEEP_TEST_RUN", uuid.uuid4().hex).split("@")[0]
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if _WORKER:
+    os.environ["SWEEP_TEST_RUN"] = f"{_RUN}@{_WORKER}"
+TEST_RUN_TAG = os.environ["SWEEP_TEST_RUN"]
 
+
+import contextlib  # noqa: E402
+import fcntl  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+
+# The test files that share a cluster of network namespaces (the same private addresses and
+# namespace names): one worker runs them all, one after the other.
+_SHARED_GROUPS = {"tests/multihost/": "netns"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "alone: measures time or CPU share, so no other test runs beside it (under pytest-xdist "
+        "the other worker waits; see _machine_share)",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist, one test file is one unit of work (its module fixtures start once).
+
+    Runs before xdist's own hook, which turns the `xdist_group` mark into the unit of work of
+    `--dist loadgroup`.
+    """
+    if not _WORKER:
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        path = item.nodeid.split("::")[0]
+        group = next((g for prefix, g in _SHARED_GROUPS.items() if path.startswith(prefix)), path)
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+def _lock_path(name: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"sweep-tests-{_RUN}.{name}.lock"
+
+
+@contextlib.contextmanager
+def _machine_share(alone: bool):
+    """Hold the machine shared (any test) or alone (a test marked `alone`) across workers.
+
+    A reader-writer lock on two files: every test holds `share` shared; an `alone` test holds it
+    exclusively. The `gate` gives a waiting `alone` test precedence: a test about to start
+    passes through the gate, which an `alone` test holds while it waits and runs.
+    """
+    with open(_lock_path("gate"), "a") as gate, open(_lock_path("share"), "a") as share:
+        if alone:
+            fcntl.flock(gate, fcntl.LOCK_EX)
+            fcntl.flock(share, fcntl.LOCK_EX)
+        else:
+            fcntl.flock(gate, fcntl.LOCK_SH)
+            fcntl.flock(share, fcntl.LOCK_SH)
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(share, fcntl.LOCK_UN)
+            fcntl.flock(gate, fcntl.LOCK_UN)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Each test's set-up, call and tear-down inside its share of the machine (xdist only)."""
+    if not _WORKER or os.environ.get("SWEEP_TEST_SHARE"):
+        yield  # not under xdist, or a pytest run inside a test that holds the share already
+        return
+    os.environ["SWEEP_TEST_SHARE"] = _WORKER
+    try:
+        with _machine_share(alone=item.get_closest_marker("alone") is not None):
+            yield
+    finally:
+        del os.environ["SWEEP_TEST_SHARE"]
 
 
 @pytest.fixture(scope="session")
@@ -115,6 +196,9 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_sessionfinish(session, exitstatus):
+    if not _WORKER:
+        for name in ("gate", "share"):  # the controller removes the workers' lock files
+            _lock_path(name).unlink(missing_ok=True)
     if os.environ.get("CI") and _MISSING_EXTRA_SKIPS and session.exitstatus == 0:
         print(
             f"\nCI: {len(_MISSING_EXTRA_SKIPS)} tests skipped for a missing extra "

@@ -30,7 +30,7 @@ def test_hung_trial_is_cancelled_and_recorded_as_timeout(tmp_path, ray_cluster):
         "workload.warmup_requests=0",
         "workload.timeout_s=300",
         "workload.trial_timeout_s=4",
-        "cluster.start_timeout_s=20",
+        "cluster.start_timeout_s=4",  # the budget of a first trial: its start and trial_timeout_s
         "+sweep.grid.workload.concurrency=[1,2]",
     )
     assert result.returncode == 0, result.stderr[-2000:]
