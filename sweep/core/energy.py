@@ -5,8 +5,9 @@ window (the throughputs' window: first send to last end of the measured requests
 of the trial's timeseries is measured by the best reading it has:
 
 - a cumulative counter (`records.ENERGY_COUNTER_J`: NVML's total-energy counter of a GPU, RAPL's
-  counter of a CPU package) sampled at or before the window's start and at or after its end:
-  the difference of the counter, linearly interpolated at both ends;
+  counter of a CPU package) read at least twice: its difference over the window, linearly
+  interpolated between readings; a window edge outside the readings (a stage's samples start
+  inside it, `sweep.core.stage_summary`) is reached at the mean power of the readings;
 - else a GPU's power samples (`records.GPU_POWER_W`), integrated over the window by the
   trapezoid rule (the first and last samples hold beyond the sampled span);
 - else nothing: the device is not measured.
@@ -93,8 +94,8 @@ def device_energy(
 def _one_device(samples: pd.DataFrame, window: tuple[float, float]) -> tuple[float | None, str]:
     start, end = window
     t, counter = _series(samples, rec.ENERGY_COUNTER_J)
-    if t.size >= 2 and t[0] <= start and t[-1] >= end:
-        joules = float(np.interp(end, t, counter) - np.interp(start, t, counter))
+    if t.size >= 2 and t[-1] > t[0]:
+        joules = float(_cumulative(t, counter, end) - _cumulative(t, counter, start))
         gpu = str(samples[rec.SOURCE].iloc[0]).startswith(GPU_PREFIX)
         return joules, rec.ENERGY_NVML_COUNTER if gpu else rec.ENERGY_RAPL
     t, power = _series(samples, rec.GPU_POWER_W)
@@ -112,6 +113,16 @@ def integral(t: np.ndarray, watts: np.ndarray, start: float, end: float) -> floa
     grid = np.concatenate(([start], inside, [end]))
     values = np.interp(grid, t, watts)
     return float(np.sum((values[1:] + values[:-1]) / 2 * np.diff(grid)))
+
+
+def _cumulative(t: np.ndarray, counter: np.ndarray, at: float) -> float:
+    """A counter's value at `at`: interpolated between readings, at their mean power outside."""
+    watts = (counter[-1] - counter[0]) / (t[-1] - t[0])
+    if at < t[0]:
+        return float(counter[0] - watts * (t[0] - at))
+    if at > t[-1]:
+        return float(counter[-1] + watts * (at - t[-1]))
+    return float(np.interp(at, t, counter))
 
 
 def _series(samples: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray]:

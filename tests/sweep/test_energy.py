@@ -143,10 +143,17 @@ def test_a_gpu_of_the_task_without_any_reading_leaves_the_total_not_measured():
     }
 
 
-def test_a_counter_that_does_not_cover_the_window_falls_back_to_power():
+def test_window_edges_beyond_the_counters_readings_are_reached_at_their_mean_power():
     gpu = card("GPU-aaaa", energy_mj=0, power_mw=80_000)
-    timeseries = sampled(nvml_source(FakeNVML([gpu])), [(t, lambda: None) for t in (1.5, 2.5)])
-    row = summary_of(timeseries)  # window 1 s .. 3 s: the counter's readings start too late
+    readings = [(t, setter(gpu, "energy_mj", 120_000 * t)) for t in (1.5, 2.0, 2.5)]
+    row = summary_of(sampled(nvml_source(FakeNVML([gpu])), readings))  # window 1 s .. 3 s
+    assert row[R.ENERGY_METHOD] == R.ENERGY_NVML_COUNTER
+    assert row[R.ENERGY_J] == pytest.approx(240.0)  # 120 W over 2 s; power (80 W) unused
+
+
+def test_a_gpu_with_one_counter_reading_has_its_power_integrated():
+    gpu = card("GPU-aaaa", energy_mj=0, power_mw=80_000)
+    row = summary_of(sampled(nvml_source(FakeNVML([gpu])), [(2.0, lambda: None)]))
     assert row[R.ENERGY_METHOD] == R.ENERGY_POWER_INTEGRAL
     assert row[R.ENERGY_J] == pytest.approx(160.0)
 
