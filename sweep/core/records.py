@@ -334,8 +334,9 @@ ENERGY_COUNTER_J = "energy_counter_j"
 # then ENERGY_METHOD says ENERGY_NOT_MEASURED. ENERGY_DEVICES is a JSON object: device ->
 # {"j": joules or null, "method": ...}. MEAN_POWER_W = ENERGY_J / duration.
 ENERGY_J = "energy_j"
-ENERGY_J_PER_OUTPUT_TOKEN = "energy_j_per_output_token"
-ENERGY_J_PER_REQUEST = "energy_j_per_request"
+# Not "..._token": `sweep.core.secrets` hides the value of any key ending in `_token`.
+ENERGY_J_PER_OUTPUT_TOKEN = "energy_per_output_token_j"
+ENERGY_J_PER_REQUEST = "energy_per_request_j"
 ENERGY_WH_PER_1M_OUTPUT = "energy_wh_per_1m_output_tokens"
 MEAN_POWER_W = "mean_power_w"
 ENERGY_METHOD = "energy_method"
