@@ -53,6 +53,7 @@ CONVERGED = "converged"
 SLO_TEXT = "slo"
 USD_PER_HOUR = "usd_per_hour"  # one replica
 REQ_S_PER_USD_HOUR = "req_s_per_usd_hour"
+REQ_S_PER_KW = "req_s_per_kw"  # capacity in req/s / the mean power at capacity in kW
 REPLICAS = "replicas"
 TARGET_GPUS = "target_gpus"
 TARGET_USD_PER_HOUR = "target_usd_per_hour"
@@ -97,9 +98,10 @@ def capacity_table(
         Columns search id, configuration, mode, axis, capacity (load and req/s), achieved req/s
         and output tok/s, the SLO's latency statistics and TTFT/TPOT p99 at capacity, the SLO,
         the first failing load above and its reason, probes, relative gap (failing / capacity
-        - 1), cost per 1M output tokens, req/s per USD-hour, and the target columns; the most
-        req/s per dollar first. Capacity is 0 when no probe passed (the reason is the lowest
-        failing probe's) and NaN when no probe has an SLO verdict.
+        - 1), cost per 1M output tokens, req/s per USD-hour, the energy at capacity (req/s per
+        kW of mean power, Wh per 1M output tokens, mean power, the energy method), and the
+        target columns; the most req/s per dollar first. Capacity is 0 when no probe passed
+        (the reason is the lowest failing probe's) and NaN when no probe has an SLO verdict.
     """
     probes = search_probes(trials)
     if probes.empty:
@@ -215,7 +217,26 @@ def _search_row(probes: pd.DataFrame, latencies: list[str]) -> dict[str, Any]:
     )
     if price is not None and output is not None:
         row[rec.COST_PER_1M_OUTPUT] = cost_per_1m_output(output, gpus, price)
+    row.update(_energy_at(at, req_s))
     return row
+
+
+def _energy_at(at: pd.DataFrame, req_s: float | None) -> dict[str, Any]:
+    """Energy at capacity: mean power and Wh per 1M output tokens there, req/s per kW, method."""
+    methods = text_column(at, rec.ENERGY_METHOD)
+    methods = methods[methods != ""]
+    if methods.empty:  # no probe at capacity, or results from before energy was recorded
+        return {}
+    if (methods == rec.ENERGY_NOT_MEASURED).any():  # a mean of the others would look right
+        return {rec.ENERGY_METHOD: rec.ENERGY_NOT_MEASURED}
+    power = _mean(at, rec.MEAN_POWER_W)
+    used = {m for joined in methods for m in joined.split(rec.ENERGY_METHOD_SEPARATOR)}
+    return {
+        rec.MEAN_POWER_W: power,
+        rec.ENERGY_WH_PER_1M_OUTPUT: _mean(at, rec.ENERGY_WH_PER_1M_OUTPUT),
+        REQ_S_PER_KW: req_s / (power / 1e3) if power and req_s is not None else None,
+        rec.ENERGY_METHOD: rec.ENERGY_METHOD_SEPARATOR.join(sorted(used)),
+    }
 
 
 def _columns(latencies: list[str]) -> list[str]:
@@ -224,7 +245,8 @@ def _columns(latencies: list[str]) -> list[str]:
         CAPACITY_REQ_S, rec.REQUEST_THROUGHPUT, rec.OUTPUT_THROUGHPUT, *latencies,
         rec.SLO_ATTAINED_FRACTION, SLO_TEXT, FAILING_LOAD, FAILING_REASON, LOWER_BOUND, PROBES,
         RELATIVE_GAP, rec.COST_PER_1M_OUTPUT, REQ_S_PER_USD_HOUR, rec.BACKEND_NUM_GPUS,
-        USD_PER_HOUR,
+        USD_PER_HOUR, REQ_S_PER_KW, rec.ENERGY_WH_PER_1M_OUTPUT, rec.MEAN_POWER_W,
+        rec.ENERGY_METHOD,
     ]  # fmt: skip
 
 

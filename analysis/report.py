@@ -4,12 +4,12 @@
 frames already in memory (the CLI loads them once and also prints the table). The report opens
 with its findings in words (`analysis.findings`), then holds the capacity of each searched
 configuration (`analysis.capacity`, when the sweep searched), the per-trial sections built
-here (results, plots, repeats), the comparison sections of `analysis.sections`, TTFT by turn of
-multi-turn trials (`analysis.turns`), a proxy's cache hits (`analysis.proxy_cache`), the
-server's own view (`analysis.server_view`) and the flagged and failed trials of
-`analysis.flags`. `main_table` is the human-readable table (units in the headers, numbers
-rounded) that the report and the terminal show; `summary.csv` keeps every column, the derived
-comparison ones too, the main ones first.
+here (results, plots, repeats), the comparison sections of `analysis.sections`, the energy of
+each trial (`analysis.energy`), TTFT by turn of multi-turn trials (`analysis.turns`), a proxy's
+cache hits (`analysis.proxy_cache`), the server's own view (`analysis.server_view`) and the
+flagged and failed trials of `analysis.flags`. `main_table` is the human-readable table (units
+in the headers, numbers rounded) that the report and the terminal show; `summary.csv` keeps
+every column, the derived comparison ones too, the main ones first.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import pandas as pd
 from analysis.capacity import capacity_table, with_search
 from analysis.capacity_plots import write_capacity_plots
 from analysis.compare import Slo, analyse
+from analysis.energy import energy_sections
 from analysis.findings import findings
 from analysis.flags import distinct, problem_sections
 from analysis.html import HTML_FILE, write_html
@@ -53,6 +54,7 @@ from analysis.sections import (
     comparison_sections,
     formatted,
     markdown_document,
+    measured,
     timeline_section,
 )
 from analysis.server_view import server_sections
@@ -86,6 +88,11 @@ LEADING_COLUMNS = (
     rec.latency_column("itl", "median"),
     rec.latency_column("e2e", "median"),
     rec.COST_PER_1M_OUTPUT,
+    rec.ENERGY_WH_PER_1M_OUTPUT,
+    rec.ENERGY_J_PER_OUTPUT_TOKEN,
+    rec.ENERGY_J_PER_REQUEST,
+    rec.ENERGY_J,
+    rec.ENERGY_METHOD,
 )
 
 
@@ -180,6 +187,7 @@ def save_report(
         *trial_sections(trials, plots),
         *stage_sections(stages, trials),
         *comparison_sections(comparison, pareto),
+        *energy_sections(trials),
         *turn_sections(turns, turn_plots),
         *cache_sections(requests, trials),  # trials behind a proxy (study D)
         *server_sections(trials),
@@ -238,6 +246,7 @@ def main_table(summary: pd.DataFrame) -> pd.DataFrame:
             "ITL p50 (ms)": col(rec.latency_column("itl", "median"), ",.1f"),
             "E2E p50 (s)": col(rec.latency_column("e2e", "median"), ",.2f", scale=1e-3),
             "USD / 1M output tok": col(rec.COST_PER_1M_OUTPUT, ",.2f"),
+            "Wh / 1M output tok": measured(col(rec.ENERGY_WH_PER_1M_OUTPUT, ",.4g"), trials),
         }
     ).fillna(MISSING)
 

@@ -25,6 +25,7 @@ from analysis.timeline_plots import TIMELINE_TITLES
 from sweep.core import records as rec
 
 MISSING = "—"
+NOT_MEASURED = "not measured"
 _AXES = {cap.RATE_AXIS: "rate", cap.CONCURRENCY_AXIS: "concurrency"}
 _SIDE_STATS = ("mean", *rec.CI_STATS[1:])
 # Display name and number format of the metrics a sweep comparison shows.
@@ -92,6 +93,14 @@ def formatted(values: pd.Series | None, fmt: str, scale: float = 1.0) -> pd.Seri
     return numbers.map(lambda v: MISSING if pd.isna(v) else format(v, fmt))
 
 
+def measured(cells: pd.Series, table: pd.DataFrame) -> pd.Series:
+    """Display cells of an energy figure: "not measured" where the row's energy method says so."""
+    if rec.ENERGY_METHOD not in table:
+        return cells  # results written before energy was recorded: MISSING
+    unmeasured = table[rec.ENERGY_METHOD].eq(rec.ENERGY_NOT_MEASURED).to_numpy()
+    return cells.mask(unmeasured, NOT_MEASURED)
+
+
 def comparison_sections(comparison: Comparison, pareto_png: Path) -> list[Section]:
     """Against the baseline, Pareto front, goodput under SLOs (when any) and roofline."""
     sections = [_decomposition(comparison), _pareto(comparison, pareto_png)]
@@ -157,6 +166,10 @@ def capacity_display(table: pd.DataFrame) -> pd.DataFrame:
         "Gap (%)": formatted(table[cap.RELATIVE_GAP], ",.1f", scale=100),
         "USD / 1M output tok": formatted(table[rec.COST_PER_1M_OUTPUT], ",.3f"),
         "req/s per USD-hour": formatted(table[cap.REQ_S_PER_USD_HOUR], ",.3g"),
+        "req/s per kW": measured(formatted(table[cap.REQ_S_PER_KW], ",.3g"), table),
+        "Wh / 1M output tok": measured(
+            formatted(table[rec.ENERGY_WH_PER_1M_OUTPUT], ",.3g"), table
+        ),
     }
     if table[rec.SLO_ATTAINED_FRACTION].isna().all():
         del shown["Goodput met (%)"]

@@ -2,8 +2,8 @@
 
 Always samples the worker process tree (RSS, CPU); samples GPUs through NVML when nvidia-ml-py
 and a GPU are present (those of `CUDA_VISIBLE_DEVICES`, in CUDA's order; `check_gpu_memory`
-tells apart cards Ray labels alike); polls any extra sources a backend offers (e.g. a server's
-/metrics).
+tells apart cards Ray labels alike), their energy counter included where they keep one; polls
+any extra sources a backend offers (e.g. a server's /metrics).
 `ServerCapture` reads a server's whole /metrics at the trial's start and end and hands on the
 table of every series with its delta (`records.SERVER_METRICS_SCHEMA`).
 Timestamps come from the project's one clock, relative to the trial's start.
@@ -73,14 +73,19 @@ def process_source(refresh_s: float = TREE_REFRESH_S) -> Source:
     return sample
 
 
-def nvml_source() -> Source | None:
-    """GPU memory, utilisation and power of the GPUs visible to this task, or None.
+def nvml_source(nvml: Any = None) -> Source | None:
+    """GPU memory, utilisation, power and energy of the GPUs visible to this task, or None.
 
     GPUs are named `gpu0`, `gpu1`, ... in CUDA's order (`CUDA_VISIBLE_DEVICES`). Each reading is
     its own NVML call, and one that fails (a MIG instance reports no utilisation or power; a
-    driver may refuse power readings) drops that reading only.
+    driver may refuse power readings) drops that reading only. The energy counter is read only
+    on GPUs that answered it once here (`has_energy_counter`). The source is also polled as the
+    sampler starts (`at_start`): the counter's first reading opens the trial.
+
+    Args:
+        nvml: an initialised `pynvml` module (or a stand-in with its API); None: `nvml_module()`.
     """
-    nvml = nvml_module()
+    nvml = nvml if nvml is not None else nvml_module()
     if nvml is None:
         return None
     try:
@@ -90,18 +95,40 @@ def nvml_source() -> Source | None:
         return None
     if not handles:
         return None
+    readings = [
+        GPU_READINGS + ((ENERGY_READING,) if has_energy_counter(nvml, handle) else ())
+        for handle in handles
+    ]
 
     def sample() -> list[tuple[str, str, float]]:
         rows = []
         for i, handle in enumerate(handles):
-            for metric, read in GPU_READINGS:
+            for metric, read in readings[i]:
                 try:
                     rows.append((f"gpu{i}", metric, read(nvml, handle)))
                 except Exception as exc:  # NVMLError: NOT_SUPPORTED, GPU_IS_LOST, ...
                     log.debug("gpu%d %s: %s", i, metric, exc)
         return rows
 
-    return sample
+    return at_start(sample)
+
+
+def has_energy_counter(nvml: Any, handle: Any) -> bool:
+    """Whether a GPU keeps NVML's total-energy counter (Volta and later; not a MIG instance)."""
+    try:
+        nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+    except Exception:  # NVMLError_NotSupported, or an nvidia-ml-py without the call
+        return False
+    return True
+
+
+def at_start(source: Source) -> Source:
+    """Mark `source` to be polled also as the sampler starts, not only after its first interval.
+
+    A counter's first reading must come before the measured requests.
+    """
+    source.at_start = True  # type: ignore[attr-defined]
+    return source
 
 
 # What each GPU reports, read one NVML call at a time, in the units of its metric's name.
@@ -109,6 +136,11 @@ GPU_READINGS: tuple[tuple[str, Callable[[Any, Any], float]], ...] = (
     (R.GPU_MEMORY_USED_MB, lambda nvml, h: nvml.nvmlDeviceGetMemoryInfo(h).used / 2**20),
     (R.GPU_UTILIZATION_PERCENT, lambda nvml, h: float(nvml.nvmlDeviceGetUtilizationRates(h).gpu)),
     (R.GPU_POWER_W, lambda nvml, h: nvml.nvmlDeviceGetPowerUsage(h) / 1000),
+)
+# NVML's total energy since the driver loaded, in millijoules (`sweep.core.energy` differences it).
+ENERGY_READING: tuple[str, Callable[[Any, Any], float]] = (
+    R.ENERGY_COUNTER_J,
+    lambda nvml, h: nvml.nvmlDeviceGetTotalEnergyConsumption(h) / 1000,
 )
 # NVML reports a little less than a card's advertised memory (an "L4 24 GB" has 24.15e9 bytes,
 # a "T4 16 GB" 16.1e9); a card below this share of its hardware option's memory_gb is another one.
@@ -230,7 +262,8 @@ class Sampler:
     polling the process tree and /metrics ten times a second put our median first-token time
     at 73-89 ms against its 10-17 ms; at the intervals below (and with only the mapped lines
     of /metrics parsed) ours was 15-16 ms. Only cheap sources (NVML) run fast.
-    Sources with a `close` method are closed when the block ends.
+    Sources marked `at_start` (counters) are also polled as the block starts; sources with a
+    `close` method are closed when the block ends.
     """
 
     def __init__(self, sources: list[tuple[Source, float]], t0: float) -> None:
@@ -241,6 +274,7 @@ class Sampler:
         self._thread = threading.Thread(target=self._run, name="telemetry", daemon=True)
 
     def __enter__(self) -> Sampler:
+        self._poll([source for source, _ in self.sources if getattr(source, "at_start", False)])
         self._thread.start()
         return self
 

@@ -49,6 +49,7 @@ from sweep.loadgen.recorder import Trackers
 from sweep.loadgen.requests import build_requests
 from sweep.loadgen.saturation import client_columns
 from sweep.loadgen.sessions import session_runner
+from sweep.powercap import RAPL_INTERVAL_S, rapl_source
 from sweep.search_run import Board, SearchDone, run_search
 from sweep.spec import Deployment, TrialSpec
 from sweep.telemetry import (
@@ -186,6 +187,9 @@ def run_trial(
     gpus = nvml_source()
     if gpus is not None:
         sources.append((gpus, GPU_INTERVAL_S))
+    rapl = rapl_source() if config.backend.num_gpus == 0 else None  # a CPU trial's energy
+    if rapl is not None:
+        sources.append((rapl, RAPL_INTERVAL_S))
     sources += [(source, SERVER_INTERVAL_S) for source in backend.telemetry_sources()]
     trackers, kind, message = Trackers(), None, None
     texts: list[Any] = []

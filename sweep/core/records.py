@@ -324,6 +324,30 @@ PROMPT_REPEAT_PERCENT = "prompt_repeat_percent"
 PROMPT_NEAR_DUPLICATE_PERCENT = "prompt_near_duplicate_percent"
 CACHE_HIT_PERCENT = "cache_hit_percent"
 
+# --- energy (`sweep.core.energy`; issue 33): one block, timeseries metric and summary columns ---
+# ENERGY_COUNTER_J is a timeseries metric: a device's cumulative energy counter in joules (any
+# origin: only differences count), NVML's total-energy counter for `gpuN` (Volta and later) and
+# RAPL's `energy_uj`, unwrapped, for `rapl:<zone>` (`sweep.powercap`, CPU trials only).
+ENERGY_COUNTER_J = "energy_counter_j"
+# Summary columns, over the throughputs' window (first send to last end of the measured
+# requests), summed over the task's devices: null where energy was not measured, never 0, and
+# then ENERGY_METHOD says ENERGY_NOT_MEASURED. ENERGY_DEVICES is a JSON object: device ->
+# {"j": joules or null, "method": ...}. MEAN_POWER_W = ENERGY_J / duration.
+ENERGY_J = "energy_j"
+# Not "..._token": `sweep.core.secrets` hides the value of any key ending in `_token`.
+ENERGY_J_PER_OUTPUT_TOKEN = "energy_per_output_token_j"
+ENERGY_J_PER_REQUEST = "energy_per_request_j"
+ENERGY_WH_PER_1M_OUTPUT = "energy_wh_per_1m_output_tokens"
+MEAN_POWER_W = "mean_power_w"
+ENERGY_METHOD = "energy_method"
+ENERGY_DEVICES = "energy_devices"
+ENERGY_NVML_COUNTER = "nvml_energy_counter"  # the GPU's own counter
+ENERGY_POWER_INTEGRAL = "nvml_power_integral"  # GPU_POWER_W samples integrated over time
+ENERGY_RAPL = "rapl"  # the CPU packages' (and their DRAM's) RAPL counters
+ENERGY_NOT_MEASURED = "not_measured"
+# Several methods in one trial (one per device) are joined with this, sorted.
+ENERGY_METHOD_SEPARATOR = "+"
+
 LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e")
 LATENCY_STATS = ("mean", "median", "p90", "p99")
 

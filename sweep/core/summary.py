@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from sweep.core import records as rec
+from sweep.core.energy import energy_columns
 from sweep.core.server_view import server_columns
 
 # Keys of the SLO mapping (`sweep.core.config.SLOConfig` fields); a None bound is ignored.
@@ -86,6 +87,7 @@ def summarize(
         for stat in rec.LATENCY_STATS:
             row[rec.latency_column(metric, stat)] = _statistic(samples_s * 1e3, stat)
     row.update(_resources(timeseries))
+    row.update(energy_columns(timeseries, _span(ok), output_tokens, len(ok)))
     row.update(server_columns(server_metrics, server_series or {}))
     row.update(_sessions(requests))
     row[rec.CACHE_HIT_PERCENT] = _cache_hit_percent(requests)
@@ -135,10 +137,17 @@ def _rate(count: float, duration_s: float) -> float:
 
 
 def _duration_s(ok: pd.DataFrame) -> float:
+    span = _span(ok)
+    return 0.0 if span is None else span[1] - span[0]
+
+
+def _span(ok: pd.DataFrame) -> tuple[float, float] | None:
+    """First send to last end of the measured requests; None when that spans no time."""
     if ok.empty:
-        return 0.0
-    span = np.nanmax(_numeric(ok, rec.END_S)) - np.nanmin(_numeric(ok, rec.SENT_S))
-    return float(span) if np.isfinite(span) and span > 0 else 0.0
+        return None
+    start, end = np.nanmin(_numeric(ok, rec.SENT_S)), np.nanmax(_numeric(ok, rec.END_S))
+    span = end - start
+    return (float(start), float(end)) if np.isfinite(span) and span > 0 else None
 
 
 def _peak_output_throughput(ok: pd.DataFrame) -> float:

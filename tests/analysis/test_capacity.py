@@ -20,6 +20,7 @@ from analysis.__main__ import main
 from analysis.capacity_plots import LATENCY_FILE, PER_DOLLAR_FILE, slo_metric, write_capacity_plots
 from analysis.load import load_summary
 from analysis.report import ReportOptions, save_report, write_report
+from analysis.sections import capacity_display
 from analysis.tracking import Tracker
 from sweep.core import records as rec
 from sweep.core.config import TrackingConfig
@@ -133,6 +134,26 @@ def test_a_search_that_never_passed_says_why_and_one_that_never_failed_is_a_lowe
     assert closed[cap.SLO_TEXT] == "tpot_ms_p99<=50"
     assert cap.REPLICAS not in table  # no target rate, no replica columns
     assert slo_metric(cap.search_probes(trials)) == TTFT_P99  # what most searches bound
+
+
+def test_energy_at_capacity_gives_req_s_per_kw_or_says_not_measured(trials):
+    search = trials[rec.SEARCH_ID]
+    trials[rec.ENERGY_METHOD] = None
+    trials.loc[search == "s-vllm-c1", rec.ENERGY_METHOD] = rec.ENERGY_NVML_COUNTER
+    trials.loc[search == "s-vllm-c1", rec.MEAN_POWER_W] = 200.0
+    trials.loc[search == "s-vllm-c1", rec.ENERGY_WH_PER_1M_OUTPUT] = 150.0
+    trials.loc[search == "s-vllm-c2", rec.ENERGY_METHOD] = rec.ENERGY_NOT_MEASURED
+    table = cap.capacity_table(trials).set_index(cap.CONFIGURATION)
+    c1 = table.loc["vllm-c1"]
+    assert c1[cap.REQ_S_PER_KW] == pytest.approx(3 / 0.2)  # 3 req/s at 200 W
+    assert c1[rec.ENERGY_WH_PER_1M_OUTPUT] == 150.0
+    assert c1[rec.ENERGY_METHOD] == rec.ENERGY_NVML_COUNTER
+    c2 = table.loc["vllm-c2"]
+    assert pd.isna(c2[cap.REQ_S_PER_KW]) and c2[rec.ENERGY_METHOD] == rec.ENERGY_NOT_MEASURED
+    shown = capacity_display(table.reset_index()).set_index("Configuration")
+    assert shown.loc["vllm-c1", "req/s per kW"] == "15"
+    assert shown.loc["vllm-c2", "req/s per kW"] == "not measured"
+    assert shown.loc["sim-closed", "req/s per kW"] == "—"  # recorded before energy was
 
 
 def test_grid_trials_and_old_columns_give_an_empty_table(trials):

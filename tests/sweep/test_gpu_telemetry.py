@@ -1,14 +1,13 @@
 """GPU sampling through NVML: which GPUs, and what survives a failing call (issue 18).
 
-No GPU is here: NVML is simulated by `FakeNVML`, a stand-in for the `pynvml` module (the
-nvidia-ml-py API the sampler calls) that answers for the cards it is given, in NVML's order,
-and raises NVML's errors where a real driver does (MIG instances report no utilisation or
+No GPU is here: NVML is simulated by `tests.fake_nvml.FakeNVML`, a stand-in for the `pynvml`
+module (the nvidia-ml-py API the sampler calls) that answers for the cards it is given, in NVML's
+order, and raises NVML's errors where a real driver does (MIG instances report no utilisation or
 power). Everything from `CUDA_VISIBLE_DEVICES` to the rows is the real code.
 """
 
 import logging
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -17,78 +16,9 @@ import yaml
 from sweep.core import records as R
 from sweep.core.errors import BackendError
 from sweep.telemetry import check_gpu_memory, nvml_source
+from tests.fake_nvml import FakeNVML, card
 
 REPO = Path(__file__).resolve().parents[2]
-MIB = 2**20
-
-
-class NVMLError(Exception):
-    pass
-
-
-class NotSupported(NVMLError):
-    pass
-
-
-def card(uuid, name="NVIDIA L4", total_mib=23034, used_mib=1000, util=50, power_mw=70000):
-    return {
-        "uuid": uuid,
-        "name": name,
-        "total": total_mib * MIB,
-        "used": used_mib * MIB,
-        "util": util,
-        "power": power_mw,
-        "fail": set(),
-    }
-
-
-class FakeNVML(types.ModuleType):
-    """`pynvml` for `cards` (NVML index order), plus MIG instances by UUID."""
-
-    NVMLError = NVMLError
-
-    def __init__(self, cards, migs=None):
-        super().__init__("pynvml")
-        self.cards = cards
-        self.migs = migs or {}
-
-    def nvmlInit(self):
-        pass
-
-    def nvmlDeviceGetCount(self):
-        return len(self.cards)
-
-    def nvmlDeviceGetHandleByIndex(self, index):
-        if not 0 <= index < len(self.cards):
-            raise NVMLError("invalid argument")
-        return self.cards[index]
-
-    def nvmlDeviceGetHandleByUUID(self, uuid):
-        for device in [*self.cards, *self.migs.values()]:
-            if device["uuid"] == uuid:
-                return device
-        raise NVMLError("not found")
-
-    def nvmlDeviceGetUUID(self, handle):
-        return handle["uuid"]
-
-    def nvmlDeviceGetName(self, handle):
-        return handle["name"]
-
-    def _answer(self, handle, what, value):
-        if what in handle["fail"]:
-            raise NotSupported(f"{what} not supported")
-        return value
-
-    def nvmlDeviceGetMemoryInfo(self, handle):
-        info = types.SimpleNamespace(total=handle["total"], used=handle["used"])
-        return self._answer(handle, "memory", info)
-
-    def nvmlDeviceGetUtilizationRates(self, handle):
-        return self._answer(handle, "util", types.SimpleNamespace(gpu=handle["util"], memory=0))
-
-    def nvmlDeviceGetPowerUsage(self, handle):
-        return self._answer(handle, "power", handle["power"])
 
 
 @pytest.fixture
