@@ -7,13 +7,15 @@ answer begins about 50 ms after sending (10 ms to the first token, 8 tokens of t
 apart), inside the 100 ms bound; at 4 every request waits about one whole reply (85 ms) for a
 slot first, so the bound fails, and the search says why. The summary's token columns are exact;
 its answer latencies exceed TTFT by the thinking; the report shows the time to the answer.
+Behind study D's semantic-cache proxy, the answers it replays from its cache split as the
+server's own did.
 """
 
 import pandas as pd
 import pytest
 
 from sweep.core import records as R
-from tests.helpers import sweep_in_process
+from tests.helpers import run_sweep_here, sweep_in_process
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -72,9 +74,10 @@ def test_summary_splits_every_reply_exactly_and_times_the_answer(searched):
     assert (requests[R.ANSWER_TOKENS] == OUTPUT - THINKING).all()
     # the answer begins after the thinking: 8 tokens ITL_MS apart after the first token
     unqueued = rows[rows[R.SEARCH_LOAD] == 2.0].iloc[0]
-    thinking_ms = unqueued[R.latency_column(R.ANSWER, "median")] - unqueued[
-        R.latency_column("ttft", "median")
-    ]
+    thinking_ms = (
+        unqueued[R.latency_column(R.ANSWER, "median")]
+        - unqueued[R.latency_column("ttft", "median")]
+    )
     assert thinking_ms / (THINKING * ITL_MS) == pytest.approx(1, abs=0.25)
 
 
@@ -83,3 +86,38 @@ def test_the_report_shows_the_time_to_the_answer(searched):
     report = (root / "report.md").read_text()
     assert "Time to answer p50 (ms)" in report  # the trials' table
     assert "Time to answer p99 (ms)" in report  # and the capacity table, which it bounds
+
+
+def test_the_proxy_replays_a_cached_answer_split_as_the_server_streamed_it(tmp_path):
+    files = []
+    run_sweep_here(
+        tmp_path,
+        [
+            "sweep.name=reasoning_proxy",
+            "backend=sim",
+            "backend.api=chat",
+            f"backend.reasoning_tokens={THINKING}",
+            "backend.ttft_ms=20",
+            "backend.itl_ms=2",
+            "workload=closed_loop",
+            "workload.concurrency=2",
+            "workload.num_requests=24",
+            "workload.warmup_requests=0",
+            f"workload.output_len={OUTPUT}",
+            "dataset.input_len=32",
+            "dataset.paraphrase_rate=0.5",
+            "proxy=semantic_cache",
+            "proxy.hit_tokens_per_s=1000",
+        ],
+        files,
+    )
+    rows = files[0].requests.to_pandas()
+    assert (rows[R.STATUS] == R.STATUS_OK).all()
+    hits = rows[rows[R.CACHE_HIT].astype(bool)]
+    assert len(hits) >= 6 and len(rows) - len(hits) >= 12  # both kinds, to compare
+    assert (rows[R.REASONING_TOKENS] == THINKING).all()
+    assert (rows[R.ANSWER_TOKENS] == OUTPUT - THINKING).all()
+    # a replay streams the thinking too, at hit_tokens_per_s: its answer is due 8 ms after its
+    # first token (the client may read that first one late, so the median, with room)
+    assert (hits[R.ANSWER_S] > hits[R.TTFT_S]).all()
+    assert (hits[R.ANSWER_S] - hits[R.TTFT_S]).median() >= 0.5 * THINKING / 1000
