@@ -32,6 +32,7 @@ from analysis.plots import (
     display_text,
     number,
     numeric_column,
+    reasoned,
     series_labels,
     text_column,
 )
@@ -106,9 +107,8 @@ def capacity_table(
     probes = search_probes(trials)
     if probes.empty:
         return pd.DataFrame(columns=_columns(list(ALWAYS_SHOWN)))
-    latencies = sorted(
-        {c for c in _slo_columns(probes) + list(ALWAYS_SHOWN) if c in probes}, key=_latency_order
-    )
+    shown = [*ALWAYS_SHOWN, *([rec.latency_column(rec.ANSWER, "p99")] if reasoned(probes) else [])]
+    latencies = sorted({c for c in _slo_columns(probes) + shown if c in probes}, key=_latency_order)
     rows = [_search_row(p, latencies) for _, p in probes.groupby(rec.SEARCH_ID, sort=True)]
     table = pd.DataFrame(rows, columns=_columns(latencies))
     if tolerance is not None:

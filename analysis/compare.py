@@ -43,6 +43,7 @@ from analysis.roofline import BASIS_WEIGHTS, WEIGHTS_ONLY_NOTE, roofline
 from sweep.core import records as rec
 from sweep.core.errors import ConfigError
 from sweep.core.summary import (
+    SLO_ANSWER_MS,
     SLO_E2E_MS,
     SLO_TPOT_MS,
     SLO_TTFT_MS,
@@ -60,7 +61,7 @@ RATIO_COLUMNS = {
     TTFT_MEDIAN: "ttft_x",
     rec.COST_PER_1M_OUTPUT: "cost_x",
 }
-SLO_KEYS = (SLO_TTFT_MS, SLO_TPOT_MS, SLO_E2E_MS)
+SLO_KEYS = (SLO_TTFT_MS, SLO_TPOT_MS, SLO_E2E_MS, SLO_ANSWER_MS)
 # What the findings and the Pareto front judge against noise (`analysis.noise`).
 NOISE_METRICS = (
     rec.OUTPUT_THROUGHPUT,

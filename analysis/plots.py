@@ -283,6 +283,15 @@ def numeric_column(summary: pd.DataFrame, column: str) -> pd.Series:
     return pd.to_numeric(summary[column], errors="coerce").astype(float)
 
 
+def reasoned(frame: pd.DataFrame) -> bool:
+    """Whether some trial (or stage) of `frame` streamed a reasoning model's thinking.
+
+    Then its tables show the time to the answer's first token beside TTFT; otherwise that time
+    is TTFT's and is left out.
+    """
+    return bool((numeric_column(frame, rec.REASONING_TOKENS_TOTAL) > 0).any())
+
+
 def number(value: object) -> float | None:
     """A single value as a float; None for nulls and non-numbers."""
     parsed = pd.to_numeric(value, errors="coerce") if value is not None else None

@@ -39,6 +39,7 @@ from analysis.plots import (
     load_axis_label,
     load_values,
     pareto_figure,
+    reasoned,
     repeat_points,
     series_labels,
     sweep_title,
@@ -47,6 +48,7 @@ from analysis.plots import write_plots as _write_plots
 from analysis.proxy_cache import cache_sections
 from analysis.reference import Reference, reference_sections, with_reference
 from analysis.sections import (
+    ANSWER_COLUMNS,
     MISSING,
     Image,
     Section,
@@ -242,6 +244,11 @@ def main_table(summary: pd.DataFrame) -> pd.DataFrame:
             "Output tok/s": col(rec.OUTPUT_THROUGHPUT, ",.1f"),
             "TTFT p50 (ms)": col(TTFT_MEDIAN, ",.1f"),
             "TTFT p99 (ms)": col(rec.latency_column("ttft", "p99"), ",.1f"),
+            **(
+                {name: col(column, ",.1f") for name, column in ANSWER_COLUMNS.items()}
+                if reasoned(trials)
+                else {}
+            ),
             "TPOT p50 (ms)": col(rec.latency_column("tpot", "median"), ",.1f"),
             "ITL p50 (ms)": col(rec.latency_column("itl", "median"), ",.1f"),
             "E2E p50 (s)": col(rec.latency_column("e2e", "median"), ",.2f", scale=1e-3),

@@ -37,6 +37,13 @@ DIFF_METRICS = {
 }
 
 
+# A reasoning model's time to its answer's first token, shown beside TTFT where a trial reasoned.
+ANSWER_COLUMNS = {
+    "Time to answer p50 (ms)": rec.latency_column(rec.ANSWER, "median"),
+    "Time to answer p99 (ms)": rec.latency_column(rec.ANSWER, "p99"),
+}
+
+
 @dataclass(frozen=True)
 class Image:
     """A PNG file shown in a section, with its caption."""
@@ -226,7 +233,8 @@ def _latency_name(column: str) -> str:
     metric, _, stat = column.partition("_ms_")
     if metric not in rec.LATENCY_METRICS or not stat:
         return column
-    return f"{metric.upper()} {'p50' if stat == 'median' else stat} (ms)"
+    name = "Time to answer" if metric == rec.ANSWER else metric.upper()
+    return f"{name} {'p50' if stat == 'median' else stat} (ms)"
 
 
 def _interval(mean: float, low: float, high: float, fmt: str) -> str:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.sections import MISSING, Section, formatted
+from analysis.plots import reasoned
+from analysis.sections import ANSWER_COLUMNS, MISSING, Section, formatted
 from sweep.core import records as rec
 
 
@@ -39,6 +40,11 @@ def stage_table(stages: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
             "Output tok/s": col(rec.OUTPUT_THROUGHPUT, ",.1f"),
             "TTFT p50 (ms)": col(rec.latency_column("ttft", "median"), ",.1f"),
             "TTFT p99 (ms)": col(rec.latency_column("ttft", "p99"), ",.1f"),
+            **(
+                {name: col(column, ",.1f") for name, column in ANSWER_COLUMNS.items()}
+                if reasoned(rows)
+                else {}
+            ),
             "ITL p50 (ms)": col(rec.latency_column("itl", "median"), ",.1f"),
             "E2E p50 (s)": col(rec.latency_column("e2e", "median"), ",.2f", scale=1e-3),
         }

@@ -3,6 +3,8 @@
 The simulated server has an exact, configured latency schedule and injectable faults, so it is
 the ground truth for measuring the load generator itself, and it lets any sweep run end to end
 on a laptop (`backend=sim`). Its `/metrics` feed the trial's timeseries like a real server's.
+With `backend.api=chat` and `backend.reasoning_tokens=N` it streams as a reasoning model does: N
+tokens of thinking (under `backend.reasoning_field`) before each answer.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from dataclasses import dataclass, fields
 from typing import ClassVar
 
 from backends.base import TelemetrySource
-from backends.config import BackendConfig
+from backends.config import SERVER_APIS, BackendConfig
 from backends.launched import LaunchedServerBackend
 from backends.process.prometheus import MetricMap, PrometheusSource
 from backends.sim_server.schedule import SIM_FAULT_KINDS, SimSchedule
 from sweep.core import records as R
 from sweep.core.errors import ConfigError, check_choice, check_positive
+from sweep.core.stream_chunks import REASONING_FIELDS
 
 # The sim exports vLLM's metric names under a `sim:` prefix; KV-cache usage is a fraction.
 SIM_METRICS: MetricMap = {
@@ -39,11 +42,16 @@ SIM_SERVER_SERIES = {
 
 @dataclass
 class SimBackendConfig(SimSchedule, BackendConfig):
-    """The simulated OpenAI-compatible server: exact latencies, injectable faults, no model."""
+    """The simulated OpenAI-compatible server: exact latencies, injectable faults, no model.
+
+    `api`: `completions` (None, the default, hashes as before the field existed) or `chat`;
+    a reasoning phase (`reasoning_tokens`) needs `chat`, where servers stream it apart.
+    """
 
     name: str = "sim"
     host: str = "127.0.0.1"
     startup_timeout_s: float = 30.0
+    api: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -64,6 +72,16 @@ class SimBackendConfig(SimSchedule, BackendConfig):
             raise ConfigError(f"backend.fault_rate must be in [0, 1], got {self.fault_rate}")
         for kind in self.fault_kinds:
             check_choice("backend", "fault_kinds", kind, SIM_FAULT_KINDS)
+        if self.api is not None:
+            check_choice("backend", "api", self.api, SERVER_APIS)
+        check_choice("backend", "reasoning_field", self.reasoning_field, REASONING_FIELDS)
+        if self.reasoning_tokens < 0:
+            raise ConfigError(f"backend.reasoning_tokens must be >= 0, got {self.reasoning_tokens}")
+        if self.reasoning_tokens and self.api != "chat":
+            raise ConfigError(
+                "backend.reasoning_tokens streams a reasoning phase on the chat API only: "
+                "set backend.api=chat"
+            )
 
 
 class SimBackend(LaunchedServerBackend):
@@ -74,6 +92,11 @@ class SimBackend(LaunchedServerBackend):
     launcher_name: ClassVar[str] = "sim"
     server_series: ClassVar[Mapping[str, str]] = SIM_SERVER_SERIES
     vllm_extensions: ClassVar[bool] = True  # ignore_eos, per-chunk usage
+
+    @property
+    def api(self) -> str:
+        """`chat` when the config asks for it, else `completions`."""
+        return self.config.api or "completions"
 
     def start(self) -> None:
         """Launch the server and wait for `/health`; raise BackendError with its log tail."""

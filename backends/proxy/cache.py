@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from backends.proxy.clip import Counter
+from sweep.core.stream_chunks import reasoning_split
 
 # Float32 rounding: a prompt identical to a cached one scores 1 - 6e-8, which a threshold of 1
 # must still accept.
@@ -40,6 +41,27 @@ class Answer:
     completion_tokens: int | None = None
     reasoning: tuple[str, ...] = ()
     reasoning_field: str = "reasoning"
+    reasoning_shares: tuple[float, ...] = ()
+    reasoning_tokens: int | None = None
+
+    def split(self, chunks: int | None = None) -> tuple[int, int]:
+        """(reasoning, answer) tokens of the answer's first `chunks` chunks (all: None).
+
+        By the load generator's rule (`stream_chunks.reasoning_split`): the server's counts of
+        the whole answer where it sent them, else the chunks' shares of their recorded tokens
+        (one a chunk at least where the server said no more: an estimate).
+        """
+        whole = chunks is None or chunks >= len(self.tokens)
+        tokens = self.tokens if whole else self.tokens[:chunks]
+        shares = self.reasoning_shares[: len(tokens)] or None
+        if not whole:
+            return reasoning_split(tokens, shares, None)
+        thought, answer = reasoning_split(tokens, shares, self.reasoning_tokens)
+        if self.completion_tokens is None:
+            return thought, answer
+        return min(thought, self.completion_tokens), self.completion_tokens - min(
+            thought, self.completion_tokens
+        )
 
 
 class SemanticCache:

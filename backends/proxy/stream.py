@@ -5,8 +5,10 @@ unchanged) and keeps each token-bearing chunk's answer and reasoning text and it
 rule the load generator counts with (`sweep.core.stream_chunks`): the growth of the server's
 running count where it sends one (vLLM's continuous usage stats), else one per chunk, and the
 final usage. Only a stream that finished (`[DONE]` or a finish reason) with some text and no
-error event becomes an `Answer`. `replay` renders an answer as OpenAI chunks (`completions` or
-`chat`, a reasoning model's thinking under the delta field its server used) for another request:
+error event becomes an `Answer`, with which share of each chunk's tokens was a reasoning model's
+thinking and the server's count of those. `replay` renders an answer as OpenAI chunks
+(`completions` or `chat`, the thinking under the delta field its server used, its count in the
+usage's `completion_tokens_details` where the server gave one) for another request:
 the first chunk at once, then each chunk when the answer's tokens so far are due at
 `tokens_per_s`, the running count in each chunk where the request asked for it and the answer has
 the server's own, a final usage chunk where it asked for usage, then `[DONE]`. A request asking
@@ -22,6 +24,7 @@ from typing import Any
 
 from backends.proxy.cache import Answer
 from sweep.core.stream_chunks import (
+    ANSWER,
     DONE,
     REASONING_FIELDS,
     EventError,
@@ -40,6 +43,7 @@ class AnswerRecorder:
         self.texts: list[str] = []
         self.reasoning: list[str] = []
         self.tokens: list[int] = []
+        self.shares: list[float] = []  # the share of each chunk's tokens that were reasoning
         self.exact = True  # every recorded chunk's tokens are the server's own count
         self.failed = False  # an error event came: not an answer
         self.reasoning_field: str | None = None
@@ -75,6 +79,7 @@ class AnswerRecorder:
                 self.exact = False
             self.texts.append(chunk.answer)
             self.reasoning.append(chunk.reasoning)
+            self.shares.append(counted.reasoning if counted else float(chunk.kind != ANSWER))
             self.tokens.append(self.count.seen - self._recorded)
             self._recorded = self.count.seen
 
@@ -93,6 +98,8 @@ class AnswerRecorder:
             completion_tokens=count.server_tokens,
             reasoning=tuple(self.reasoning) if any(self.reasoning) else (),
             reasoning_field=self.reasoning_field or REASONING_FIELDS[0],
+            reasoning_shares=tuple(self.shares) if any(self.shares) else (),
+            reasoning_tokens=count.reasoning_tokens,
         )
 
 
@@ -109,18 +116,19 @@ def replay(
         "created": int(time.time()),
         "model": str(body.get("model", "")),
     }
-    sent, due = 0, 0.0
+    sent, due, replayed = 0, 0.0, 0
     thoughts = answer.reasoning or ("",) * len(answer.texts)
     chunks = list(zip(answer.texts, thoughts, answer.tokens, strict=True))
     for index, (text, thought, tokens) in enumerate(chunks):
         if index and tokens_per_s:
             due += tokens / tokens_per_s
         sent += tokens
+        replayed = index + 1
         last = index == len(chunks) - 1 or (cap is not None and sent >= cap)
         reason = (answer.finish_reason or "length") if last else None
         event = {**head, "choices": [_choice(text, thought, api, answer.reasoning_field, reason)]}
         if continuous:
-            event["usage"] = _usage(answer.prompt_tokens, sent)
+            event["usage"] = _usage(answer.prompt_tokens, sent, _thought(answer, replayed, sent))
         yield due, _sse(event)
         if last:
             break
@@ -128,8 +136,23 @@ def replay(
         completion = sent if answer.exact or answer.completion_tokens is None else None
         if completion is None:  # counts of the whole answer: scaled to the chunks replayed
             completion = round(answer.completion_tokens * sent / max(sum(answer.tokens), 1))
-        yield due, _sse({**head, "choices": [], "usage": _usage(answer.prompt_tokens, completion)})
+        usage = _usage(answer.prompt_tokens, completion, _thought(answer, replayed, completion))
+        yield due, _sse({**head, "choices": [], "usage": usage})
     yield due, b"data: [DONE]\n\n"
+
+
+def _thought(answer: Answer, chunks: int, completion: int) -> int | None:
+    """A replay's reasoning tokens: of the answer's first `chunks` chunks, `completion` in all.
+
+    None where the server did not count them. The server's own count once the whole answer is
+    replayed; before, the chunks' shares of their tokens, scaled as the replay's count of them is.
+    """
+    if answer.reasoning_tokens is None:
+        return None
+    if chunks >= len(answer.tokens):
+        return answer.split()[0]
+    thought, rest = answer.split(chunks)
+    return min(round(thought * completion / max(thought + rest, 1)), completion)
 
 
 def _choice(text: str, thought: str, api: str, field: str, reason: str | None) -> dict[str, Any]:
@@ -148,13 +171,18 @@ def _output_cap(body: dict[str, Any]) -> int | None:
     return min(caps) if caps else None
 
 
-def _usage(prompt_tokens: int | None, completion_tokens: int) -> dict[str, int]:
+def _usage(
+    prompt_tokens: int | None, completion_tokens: int, reasoning_tokens: int | None = None
+) -> dict[str, Any]:
     prompt = prompt_tokens or 0
-    return {
+    usage: dict[str, Any] = {
         "prompt_tokens": prompt,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt + completion_tokens,
     }
+    if reasoning_tokens is not None:
+        usage["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
+    return usage
 
 
 def _sse(event: dict[str, Any]) -> bytes:

@@ -9,13 +9,20 @@ token's and each chunk's) grows by `load_ms_per_running` per running request, wa
 counted; `jitter` scales each request's delays by its own lognormal factor (median 1). `500` and
 `429` answer with that HTTP status; halfway through a stream, `truncate` ends the body without its
 final events, `reset` drops the connection, `malformed` sends an event that is not JSON, and
-`stall` stops sending (for an hour). The server imports only this module of the config code, so it
-starts without the config libraries.
+`stall` stops sending (for an hour). On the chat API, `reasoning_tokens` of each reply's tokens (at
+most all of them) are a reasoning model's thinking, streamed first under the delta field
+`reasoning_field` (`reasoning` as vLLM >= 0.19 names it, or `reasoning_content` as older vLLM and
+SGLang do) and counted in the usage's `completion_tokens_details.reasoning_tokens`; the answer
+follows under `content`, and a chunk that holds the last reasoning token and the first answer
+token carries both fields, as vLLM's do. The server imports only this module of the config code,
+so it starts without the config libraries.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from sweep.core.stream_chunks import REASONING_FIELDS
 
 SIM_FAULT_KINDS = ("500", "429", "truncate", "malformed", "stall", "reset")
 
@@ -36,3 +43,6 @@ class SimSchedule:
     # Per-request spread of the delays: each request's ttft_ms and itl_ms are scaled by a
     # lognormal factor of median 1 and this sigma (0: exact), as real servers' requests differ.
     jitter: float = 0.0
+    # A reasoning model's thinking: the first tokens of each chat reply (0: it does not reason).
+    reasoning_tokens: int = 0
+    reasoning_field: str = REASONING_FIELDS[0]

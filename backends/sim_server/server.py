@@ -13,7 +13,9 @@ reported (`--usage`). One timer task drives every stream from a heap of due time
 streams cost one wake-up per due time rather than one sleeping task per token. Stamps use
 `time.perf_counter_ns()`, the clock of the load generator, so tests can compare client-side
 latencies with the server's truth. Faults are drawn per request at `fault_rate` (seeded);
-`usage_skew` makes the final usage count disagree with the tokens streamed. `/metrics` also holds
+`usage_skew` makes the final usage count disagree with the tokens streamed. With
+`reasoning_tokens`, a chat reply thinks first (`SimSchedule`), and the stamps say when its first
+answer token went out (`first_answer_ns`). `/metrics` also holds
 the server's own latency histograms under vLLM's names (`backends.sim_server.latencies`): what a
 real server reports of the same requests.
 """
@@ -39,6 +41,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from backends.sim_server.admission import Admission
 from backends.sim_server.latencies import Latencies
 from backends.sim_server.schedule import SIM_FAULT_KINDS, SimSchedule
+from sweep.core.stream_chunks import REASONING_FIELDS
 
 STALL_S = 3600.0  # longer than any sane client timeout; ends early only when the server stops
 MAX_STAMPS = 100_000  # per-request stamps kept for /sim/requests (oldest dropped first)
@@ -85,11 +88,21 @@ class Stream:
     """One request in flight: what was asked, what has been sent, and how it ends."""
 
     def __init__(
-        self, rid: str, body: dict, api: str, streaming: bool, fault: str | None, arrival_ns: int
+        self,
+        rid: str,
+        body: dict,
+        api: str,
+        streaming: bool,
+        fault: str | None,
+        arrival_ns: int,
+        schedule: SimSchedule,
     ):
         self.rid, self.api, self.streaming, self.fault = rid, api, streaming, fault
         self.arrival_ns = self.admitted_ns = arrival_ns
         self.max_tokens = int(body.get("max_tokens") or 16)
+        # The reply's first `thinking` tokens are reasoning (chat only: completions have no field).
+        self.thinking = min(schedule.reasoning_tokens, self.max_tokens) if api == "chat" else 0
+        self.reasoning_field = schedule.reasoning_field
         self.prompt_tokens = _prompt_tokens(body, api)
         options = body.get("stream_options") or {}
         self.include_usage = bool(options.get("include_usage"))
@@ -101,6 +114,7 @@ class Stream:
         self.sent = 0
         self.chunks = 0
         self.text: list[str] = []
+        self.thought: list[str] = []
         self.resp: web.StreamResponse | None = None
         self.done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         obj = "chat.completion.chunk" if api == "chat" else "text_completion"
@@ -109,11 +123,19 @@ class Stream:
             f'"model":{json.dumps(str(body.get("model", "sim")))}'
         )
 
-    def chunk(self, text: str, finish: bool, extra: str = "") -> bytes:
-        """One SSE event carrying `text` (the tokens' words), as the OpenAI format has it."""
+    def chunk(self, text: str, finish: bool, extra: str = "", thought: str = "") -> bytes:
+        """One SSE event carrying `text` (the tokens' words), as the OpenAI format has it.
+
+        A chat chunk carries the reasoning words `thought` under the reasoning field, and its
+        answer words under `content` where it has some (or no reasoning).
+        """
         reason = '"length"' if finish else "null"
         if self.api == "chat":
-            choice = f'"delta":{{"content":"{text}"}},"logprobs":null,"finish_reason":{reason}'
+            parts = [f'"{self.reasoning_field}":"{thought}"'] if thought else []
+            if text or not thought:
+                parts.append(f'"content":"{text}"')
+            delta = ",".join(parts)
+            choice = f'"delta":{{{delta}}},"logprobs":null,"finish_reason":{reason}'
         else:
             choice = f'"text":"{text}","logprobs":null,"finish_reason":{reason},"stop_reason":null'
         usage = f',"usage":{self.usage()}' if self.continuous else ""
@@ -123,9 +145,13 @@ class Stream:
         """The usage object after the tokens sent so far, misreported by `skew` tokens."""
         tokens = self.sent + skew
         total = self.prompt_tokens + tokens
+        details = ""
+        if self.thinking:
+            thought = min(self.sent, self.thinking)
+            details = f',"completion_tokens_details":{{"reasoning_tokens":{thought}}}'
         return (
             f'{{"prompt_tokens":{self.prompt_tokens},"total_tokens":{total},'
-            f'"completion_tokens":{tokens}}}'
+            f'"completion_tokens":{tokens}{details}}}'
         )
 
 
@@ -195,7 +221,7 @@ class SimServer:
         if fault in ("500", "429"):
             return _error(int(fault), f"sim: injected HTTP {fault}")
         rid = request.headers.get("X-Request-Id") or f"sim-{next(self.seq)}"
-        s = Stream(rid, body, api, bool(body.get("stream")), fault, arrival)
+        s = Stream(rid, body, api, bool(body.get("stream")), fault, arrival, self.opt)
         if self.opt.jitter > 0:
             s.scale = self.jitter_rng.lognormvariate(0.0, self.opt.jitter)
         if self.opt.usage != "asked":
@@ -283,14 +309,19 @@ class SimServer:
             if s.fault == "malformed" and s.streaming:
                 prefix = b'data: {"id": "' + s.rid.encode() + b'", "choices": [\n\n'
         k = min(self.opt.chunk_size(s.chunks), s.max_tokens - s.sent)
-        text = "".join(self.opt.text(s.sent + i) for i in range(k))
+        cut = min(max(s.thinking - s.sent, 0), k)  # the chunk's reasoning tokens come first
+        thought = "".join(self.opt.text(s.sent + i) for i in range(cut))
+        text = "".join(self.opt.text(s.sent + i) for i in range(cut, k))
         first = s.sent == 0
+        answers = cut < k and s.sent <= s.thinking  # the answer's first token is in this chunk
         s.sent += k
         s.chunks += 1
         finish = s.sent >= s.max_tokens
         now = time.perf_counter_ns()
         if first:
             self._stamp(s.rid, first_token_ns=now)
+        if answers:
+            self._stamp(s.rid, first_answer_ns=now)
         self.emitted += k  # into the Prometheus counter at the next scrape: no lock per chunk
         self.latencies.chunk(s, k, now, first, finish)
         if s.streaming:
@@ -298,7 +329,7 @@ class SimServer:
             if first:
                 times = {"arrival_ns": s.arrival_ns, "admitted_ns": s.admitted_ns}
                 extra = f',"sim":{json.dumps({**times, "first_token_ns": now})}'
-            data = prefix + s.chunk(text, finish, extra)
+            data = prefix + s.chunk(text, finish, extra, thought)
             if finish:
                 if s.include_usage:
                     usage = s.usage(self.opt.usage_skew)
@@ -312,6 +343,7 @@ class SimServer:
                 return
         else:
             s.text.append(text)
+            s.thought.append(thought)
         if finish:
             self._end(s, "done")
         else:
@@ -358,11 +390,10 @@ def _full_response(s: Stream, skew: int) -> dict:
     text = "".join(s.text)
     usage = json.loads(s.usage(skew))
     if s.api == "chat":
-        choice = {
-            "index": 0,
-            "message": {"role": "assistant", "content": text},
-            "finish_reason": "length",
-        }
+        message = {"role": "assistant", "content": text}
+        if s.thinking:
+            message[s.reasoning_field] = "".join(s.thought)
+        choice = {"index": 0, "message": message, "finish_reason": "length"}
         return {"id": s.rid, "object": "chat.completion", "choices": [choice], "usage": usage}
     choice = {"index": 0, "text": text, "finish_reason": "length"}
     return {"id": s.rid, "object": "text_completion", "choices": [choice], "usage": usage}
@@ -448,6 +479,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, int, SimOptions]:
         p.error("max_num_seqs must be >= 0 (0: unlimited)")
     if min(options.chunk_sizes, default=1) < 1:
         p.error("--chunk-sizes must all be >= 1")
+    if options.reasoning_tokens < 0 or options.reasoning_field not in REASONING_FIELDS:
+        p.error(f"need reasoning_tokens >= 0 and reasoning_field one of {REASONING_FIELDS}")
     return a.host, a.port, options
 
 

@@ -79,6 +79,8 @@ ADDED_LATER: dict[str, Any] = {
     "dataset.paraphrase_rate": 0.0,
     "backend.send_token_ids": False,  # the openai backend's: prompts as token ids
     "workload.repeat_to_minimum": False,
+    "backend.reasoning_tokens": 0,  # the sim's reasoning phase
+    "backend.reasoning_field": "reasoning",
     # A whole group added later: its section hashes away while it equals this default.
     "proxy": {"name": "none"},
 }
@@ -347,10 +349,12 @@ class TrackingConfig:
 class SLOConfig:
     """Service-level objectives: per-request bounds (goodput) and per-trial limits (search).
 
-    `ttft_ms`, `tpot_ms` and `e2e_ms` bound each request; a request meeting all of them counts
-    toward goodput (DistServe's definition), and `goodput_fraction` asks that share of a trial's
-    requests to meet them. The `<metric>_ms_<stat>` fields bound the trial's summary statistic
-    (`ttft_ms_p99: 500`), and `limits` bounds any other numeric summary column by name
+    `ttft_ms`, `tpot_ms`, `e2e_ms` and `answer_ms` (the time to a reasoning model's first answer
+    token; TTFT for a model that does not reason) bound each request; a request meeting all of
+    them counts toward goodput (DistServe's definition), and `goodput_fraction` asks that share of
+    a trial's requests to meet them. The `<metric>_ms_<stat>` fields bound the trial's summary
+    statistic (`ttft_ms_p99: 500`, `answer_ms_p99: 5000`), and `limits` bounds any other numeric
+    summary column by name
     (`server_queue_ms_p99: 100`). A trial meets the SLO when every bound set holds
     (`sweep.core.slo`); None means no bound.
     """
@@ -358,6 +362,7 @@ class SLOConfig:
     ttft_ms: float | None = None
     tpot_ms: float | None = None
     e2e_ms: float | None = None
+    answer_ms: float | None = None
     goodput_fraction: float | None = None
     ttft_ms_mean: float | None = None
     ttft_ms_median: float | None = None
@@ -375,23 +380,32 @@ class SLOConfig:
     e2e_ms_median: float | None = None
     e2e_ms_p90: float | None = None
     e2e_ms_p99: float | None = None
+    answer_ms_mean: float | None = None
+    answer_ms_median: float | None = None
+    answer_ms_p90: float | None = None
+    answer_ms_p99: float | None = None
     limits: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        check_positive("slo", ttft_ms=self.ttft_ms, tpot_ms=self.tpot_ms, e2e_ms=self.e2e_ms)
+        check_positive("slo", **self.request_bounds())
         check_positive("slo", **self.trial_limits())
         fraction = self.goodput_fraction
         if fraction is not None and not 0.0 < fraction <= 1.0:
             raise_config(f"slo.goodput_fraction must be in (0, 1], got {fraction}")
         if fraction is not None and self.request_bounds() == {}:
             raise_config(
-                "slo.goodput_fraction needs a per-request bound: set slo.ttft_ms, slo.tpot_ms "
-                "or slo.e2e_ms"
+                "slo.goodput_fraction needs a per-request bound: set slo.ttft_ms, slo.tpot_ms, "
+                "slo.e2e_ms or slo.answer_ms"
             )
 
     def request_bounds(self) -> dict[str, float]:
-        """The per-request bounds that are set (`ttft_ms`, `tpot_ms`, `e2e_ms`)."""
-        bounds = {"ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms, "e2e_ms": self.e2e_ms}
+        """The per-request bounds that are set (`ttft_ms`, `tpot_ms`, `e2e_ms`, `answer_ms`)."""
+        bounds = {
+            "ttft_ms": self.ttft_ms,
+            "tpot_ms": self.tpot_ms,
+            "e2e_ms": self.e2e_ms,
+            "answer_ms": self.answer_ms,
+        }
         return {key: value for key, value in bounds.items() if value is not None}
 
     def trial_limits(self) -> dict[str, float]:

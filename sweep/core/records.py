@@ -47,6 +47,13 @@ STAGE = "stage"
 # each response (`hit` or `miss`).
 CACHE_HIT = "cache_hit"
 CACHE_HEADER = "X-Cache"
+# Reasoning models (`sweep.core.stream_chunks`): of OUTPUT_TOKENS, those of the model's thinking
+# (the server's count where its usage says, else the reasoning deltas') and the answer's, which
+# add up to it; ANSWER_S is the time from sending to the first answer token (TTFT for a model that
+# does not reason; null when no answer token came: the output cap ended the thinking).
+REASONING_TOKENS = "reasoning_tokens"
+ANSWER_TOKENS = "answer_tokens"
+ANSWER_S = "answer_s"
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
@@ -77,6 +84,10 @@ REQUESTS_SCHEMA = pa.schema(
         pa.field(PHASE, pa.string()),
         pa.field(STAGE, pa.int64()),
         pa.field(CACHE_HIT, pa.bool_()),
+        # reasoning models
+        pa.field(REASONING_TOKENS, pa.int64()),
+        pa.field(ANSWER_TOKENS, pa.int64()),
+        pa.field(ANSWER_S, pa.float64()),
     ]
 )
 
@@ -323,6 +334,12 @@ PROMPT_REPEAT_PERCENT = "prompt_repeat_percent"
 # one: no request carries CACHE_HIT).
 PROMPT_NEAR_DUPLICATE_PERCENT = "prompt_near_duplicate_percent"
 CACHE_HIT_PERCENT = "cache_hit_percent"
+# Reasoning models: the completed requests' REASONING_TOKENS and ANSWER_TOKENS, summed (they add
+# up to OUTPUT_TOKENS_TOTAL); the time to the answer's first token has latency columns of its own
+# (`latency_column(ANSWER, "p99")` is `answer_ms_p99`), limited as `slo.answer_ms_p99`.
+REASONING_TOKENS_TOTAL = "reasoning_tokens_total"
+ANSWER_TOKENS_TOTAL = "answer_tokens_total"
+ANSWER = "answer"
 
 # --- energy (`sweep.core.energy`; issue 33): one block, timeseries metric and summary columns ---
 # ENERGY_COUNTER_J is a timeseries metric: a device's cumulative energy counter in joules (any
@@ -348,7 +365,7 @@ ENERGY_NOT_MEASURED = "not_measured"
 # Several methods in one trial (one per device) are joined with this, sorted.
 ENERGY_METHOD_SEPARATOR = "+"
 
-LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e")
+LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e", ANSWER)
 LATENCY_STATS = ("mean", "median", "p90", "p99")
 
 

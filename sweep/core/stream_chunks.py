@@ -7,12 +7,16 @@ splits the bytes of network reads into `data:` payloads; `parse_event` reads one
 usage) or raises `EventError`; `TokenCount` decides, chunk by chunk, which carried tokens and the
 running count where it is known, and keeps the server's own totals. A reasoning model's thinking
 arrives as `reasoning` deltas (vLLM >= 0.19) or `reasoning_content` (older vLLM, SGLang): both are
-output tokens, kept apart from the answer's (`Chunk.kind`).
+output tokens, kept apart from the answer's (`Chunk.kind`). Each counted chunk says which share of
+its tokens were reasoning (`Counted.reasoning`); once each chunk's tokens are settled,
+`reasoning_split` gives a reply's reasoning and answer tokens and `first_answer` the chunk its
+answer began in, alike for the load generator and the proxy.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,11 +142,18 @@ def error_text(error: object) -> str:
 
 @dataclass(slots=True)
 class Counted:
-    """A chunk that carried tokens: the chunk, the running count where known, when it came."""
+    """A chunk that carried tokens: the chunk, the running count where known, when it came.
+
+    `reasoning` is the share of its tokens that were a reasoning model's thinking: 1 for a
+    reasoning delta, 0 for an answer (and for any chunk of a model that does not reason), between
+    for the chunk that ends the reasoning (its reasoning text's share of its characters); a chunk
+    without text belongs to the part the reply was in (`TokenCount`).
+    """
 
     chunk: Chunk
     running: int | None
     at: float | None = None
+    reasoning: float = 0.0
 
 
 class TokenCount:
@@ -155,12 +166,14 @@ class TokenCount:
     streams one token per chunk, every chunk but that closing one does, and our count is exact.
     A count after chunks without counts, in a chunk with no text, is a final count (llama.cpp's
     last chunk). `closing` is the closing chunk with an empty text field: a token only when the
-    reply had no other and the server counted (`lone_closing`).
+    reply had no other and the server counted (`lone_closing`). A chunk with no text (a token
+    that decodes to none yet) is reasoning while the reply is thinking: after reasoning text and
+    before any answer text.
     """
 
     __slots__ = (
         "one_per_chunk", "seen", "server_tokens", "prompt_tokens", "reasoning_tokens",
-        "finished", "finish_reason", "done", "closing", "_counted", "_last_exact",
+        "finished", "finish_reason", "done", "closing", "_counted", "_last_exact", "_thinking",
     )  # fmt: skip
 
     def __init__(self, one_per_chunk: bool = False) -> None:
@@ -175,6 +188,7 @@ class TokenCount:
         self.closing: Counted | None = None  # the closing chunk with an empty text, if any
         self._counted = 0
         self._last_exact: bool | None = None  # whether the last counted chunk had a count
+        self._thinking = False  # reasoning text came, and no answer text since
 
     def add(self, chunk: Chunk, at: float | None = None) -> Counted | None:
         """The chunk, read at `at`, with its running count if it carried tokens, else None."""
@@ -189,26 +203,38 @@ class TokenCount:
             self.finished = True
             self.finish_reason = chunk.finish_reason
         text = chunk.text
+        share = self._share(chunk)
         if total is None and chunk.token_ids is not None:
             total = self.seen + len(chunk.token_ids)  # our running count, from the server's ids
         elif total is None and self.one_per_chunk:
             if not text and self.finished:
                 return None  # the closing chunk: a finish reason, no token
             self.seen += 1
-            return self._count(Counted(chunk, self.seen, at))  # our running count: exact
+            return self._count(Counted(chunk, self.seen, at, share))  # our running count: exact
         if total is not None:
             if total <= self.seen:
                 return None  # the running count did not grow: no token here, whatever the text
             self.seen = total
             if not text and self._last_exact is False:
                 return None  # a count after text without counts is a final count
-            return self._count(Counted(chunk, total, at))
+            return self._count(Counted(chunk, total, at, share))
         if text or (not self.finished and chunk.has_text):
             self.seen += 1  # an empty text is a token that decodes to none (vLLM: a step)
-            return self._count(Counted(chunk, None, at))
+            return self._count(Counted(chunk, None, at, share))
         if self.finished and chunk.has_text:
-            self.closing = Counted(chunk, None, at)
+            self.closing = Counted(chunk, None, at, share)
         return None  # role-only, or a closing chunk with no text
+
+    def _share(self, chunk: Chunk) -> float:
+        """The share of the chunk's tokens that were reasoning; follows the reply's part."""
+        thought, answer = len(chunk.reasoning), len(chunk.answer)
+        if thought:
+            self._thinking = not answer
+            return 1.0 if not answer else thought / (thought + answer)
+        if answer:
+            self._thinking = False
+            return 0.0
+        return 1.0 if self._thinking else 0.0
 
     def lone_closing(self) -> Counted | None:
         """The closing chunk as the reply's one token, when nothing else was and usage says so."""
@@ -220,3 +246,46 @@ class TokenCount:
         self._counted += 1
         self._last_exact = counted.running is not None
         return counted
+
+
+def reasoning_part(tokens: int, share: float) -> int:
+    """How many of a chunk's `tokens` were reasoning, its `Counted.reasoning` share of them.
+
+    The chunk that ends the reasoning carries both parts: each gets one token at least, and a
+    lone token goes to the answer, which it began.
+    """
+    if share <= 0.0 or tokens <= 0:
+        return 0
+    if share >= 1.0:
+        return tokens
+    return min(max(round(tokens * share), 1), tokens - 1)
+
+
+def reasoning_split(
+    tokens: Sequence[int], shares: Sequence[float] | None, server_reasoning: int | None
+) -> tuple[int, int]:
+    """A reply's (reasoning, answer) output tokens, from each chunk's tokens and reasoning share.
+
+    The server's own count of reasoning tokens (its usage's `reasoning_tokens`) where it sent
+    one, as the output's length is the server's count; else the chunks' shares of their tokens.
+    The two add up to the output's tokens. `shares` None: no chunk carried reasoning.
+    """
+    total = sum(tokens)
+    if server_reasoning is not None:
+        thought = min(max(server_reasoning, 0), total)
+    elif shares is None:
+        thought = 0
+    else:
+        thought = sum(reasoning_part(k, s) for k, s in zip(tokens, shares, strict=True))
+    return thought, total - thought
+
+
+def first_answer(tokens: Sequence[int], shares: Sequence[float] | None) -> int | None:
+    """The index of the chunk the answer began in (its first token-bearing one not all reasoning).
+
+    None when every token was reasoning (the output cap came first) or none came.
+    """
+    for index, k in enumerate(tokens):
+        if k > 0 and (shares is None or reasoning_part(k, shares[index]) < k):
+            return index
+    return None

@@ -25,6 +25,7 @@ from sweep.core.server_view import server_columns
 SLO_TTFT_MS = "ttft_ms"
 SLO_TPOT_MS = "tpot_ms"
 SLO_E2E_MS = "e2e_ms"
+SLO_ANSWER_MS = "answer_ms"  # time to the first answer token (a reasoning model's)
 PEAK_BUCKET_S = 1.0
 
 Summary = dict[str, float | int | None]
@@ -48,7 +49,8 @@ def summarize(
         num_gpus: GPUs of the deployment; 0 (CPU) is priced as one instance.
         price_per_hour: price of one GPU (or instance) hour in USD.
         slo: per-request bounds for goodput and the attained fraction, keys `ttft_ms`,
-            `tpot_ms`, `e2e_ms` (`SLOConfig.request_bounds()`); None values are ignored.
+            `tpot_ms`, `e2e_ms`, `answer_ms` (`SLOConfig.request_bounds()`); None values are
+            ignored.
         timeseries: the trial's resource samples in long format, if any were taken.
         server_metrics: the trial's /metrics capture (`records.SERVER_METRICS_SCHEMA`), if any.
         server_series: the backend's map of roles to its Prometheus families
@@ -81,6 +83,8 @@ def summarize(
         rec.TOKEN_MISMATCH_REQUESTS: _token_mismatches(ok),
         rec.SHORT_OUTPUT_REQUESTS: _short_outputs(ok),
         rec.OUT_OF_WINDOW_REQUESTS: excluded,
+        rec.REASONING_TOKENS_TOTAL: _total(ok, rec.REASONING_TOKENS),
+        rec.ANSWER_TOKENS_TOTAL: _total(ok, rec.ANSWER_TOKENS),
     }
     row.update(_client_lag(requests))
     for metric, samples_s in _latency_samples_s(ok).items():
@@ -121,8 +125,19 @@ def cost_per_1m_output(output_tok_s: float, num_gpus: int, price_per_hour: float
 
 
 def _numeric(frame: pd.DataFrame, column: str) -> np.ndarray:
-    """A column as float array with NaN for nulls, whatever nullable dtype it arrived in."""
+    """A column as float array with NaN for nulls, whatever nullable dtype it arrived in.
+
+    All NaN where the records have no such column (written before it existed).
+    """
+    if column not in frame:
+        return np.full(len(frame), np.nan)
     return pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def _total(ok: pd.DataFrame, column: str) -> int | None:
+    """The sum of a token column over the completed requests; None where none recorded it."""
+    values = _numeric(ok, column)
+    return int(np.nansum(values)) if np.isfinite(values).any() or ok.empty else None
 
 
 def _gaps(itl: object) -> np.ndarray:
@@ -204,8 +219,9 @@ def _latency_samples_s(ok: pd.DataFrame) -> dict[str, np.ndarray]:
         _tpot_s(ok),
         np.concatenate(itl) if itl else np.empty(0),
         _numeric(ok, rec.E2E_S),
+        _numeric(ok, rec.ANSWER_S),
     )
-    # In the order records.LATENCY_METRICS lists them: ttft, tpot, itl, e2e.
+    # In the order records.LATENCY_METRICS lists them: ttft, tpot, itl, e2e, answer.
     return dict(zip(rec.LATENCY_METRICS, samples, strict=True))
 
 
@@ -223,8 +239,11 @@ def _statistic(values: np.ndarray, stat: str) -> float | None:
 def meets_slo(ok: pd.DataFrame, slo: Mapping[str, float | None]) -> np.ndarray:
     """Which of the successful requests `ok` meet every bound of `slo` (None bounds ignored).
 
+    A request whose answer never began (the output cap ended its thinking) misses an
+    `answer_ms` bound.
+
     Raises:
-        ValueError: `slo` has a key other than `ttft_ms`, `tpot_ms` and `e2e_ms`.
+        ValueError: `slo` has a key other than `ttft_ms`, `tpot_ms`, `e2e_ms` and `answer_ms`.
     """
     bounds = {key: bound for key, bound in slo.items() if bound is not None}
     per_request_ms = {
@@ -232,6 +251,7 @@ def meets_slo(ok: pd.DataFrame, slo: Mapping[str, float | None]) -> np.ndarray:
         # As vLLM does, a single-token request has no TPOT and so cannot break its bound.
         SLO_TPOT_MS: np.nan_to_num(_tpot_s(ok), nan=0.0) * 1e3,
         SLO_E2E_MS: _numeric(ok, rec.E2E_S) * 1e3,
+        SLO_ANSWER_MS: _numeric(ok, rec.ANSWER_S) * 1e3,
     }
     unknown = set(bounds) - set(per_request_ms)
     if unknown:

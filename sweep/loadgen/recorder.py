@@ -10,6 +10,7 @@ trial's start. `Trackers` hands a run's trackers on together with the client's o
 from __future__ import annotations
 
 from sweep.core import records as R
+from sweep.core.stream_chunks import first_answer, reasoning_split
 from sweep.loadgen.attribution import chunk_counts
 from sweep.loadgen.clock import now_s
 from sweep.loadgen.saturation import ClientUsage
@@ -22,7 +23,10 @@ class RequestTracker:
     (None where it did not say); `chunk_texts` the chunk's text where re-tokenizing it may be
     needed ("" elsewhere); `chunk_weights` its re-tokenized length once `attribution.attribute`
     has run. `input_tokens` is 0 where no local tokenizer counted the prompt: the server's
-    `server_input_tokens` (its `usage.prompt_tokens`) is recorded instead.
+    `server_input_tokens` (its `usage.prompt_tokens`) is recorded instead. A reasoning model's
+    chunks say which share of their tokens was its thinking: `chunk_reasoning` holds each chunk's
+    share (`stream_chunks.Counted.reasoning`) once one chunk had some (None until then: most
+    replies have none), `server_reasoning_tokens` the server's own count where its usage said.
     """
 
     __slots__ = (
@@ -36,6 +40,8 @@ class RequestTracker:
         "chunk_texts",
         "chunk_usage",
         "chunk_weights",
+        "chunk_reasoning",
+        "server_reasoning_tokens",
         "end",
         "closed",
         "server_tokens",
@@ -57,6 +63,8 @@ class RequestTracker:
         self.chunk_texts: list[str] = []
         self.chunk_usage: list[int | None] = []
         self.chunk_weights: list[int] | None = None
+        self.chunk_reasoning: list[float] | None = None
+        self.server_reasoning_tokens: int | None = None
         self.end: float | None = None  # the last token (or the failure)
         self.closed: float | None = None  # when the stream ended: `[DONE]`, or its body's end
         self.server_tokens: int | None = None
@@ -77,11 +85,21 @@ class RequestTracker:
             before = self.chunk_usage[-1] if self.chunk_usage else 0
             self.add_chunk("", (before or 0) + count, at)
 
-    def add_chunk(self, text: str, usage: int | None = None, at: float | None = None) -> None:
-        """Record a token-bearing chunk: its text and the server's running count, if sent."""
+    def add_chunk(
+        self, text: str, usage: int | None = None, at: float | None = None, reasoning: float = 0.0
+    ) -> None:
+        """Record a token-bearing chunk: its text, the server's count, its share of reasoning.
+
+        `usage` is the server's running count where it sent one; `reasoning` the share of the
+        chunk's tokens that were a reasoning model's thinking (`stream_chunks.Counted`).
+        """
         t = now_s() if at is None else at
         if usage is not None and (not self.chunk_usage or self.chunk_usage[-1] is not None):
             text = ""  # counted exactly on its own: its text is never re-tokenized, so not kept
+        if reasoning or self.chunk_reasoning is not None:
+            if self.chunk_reasoning is None:
+                self.chunk_reasoning = [0.0] * len(self.chunk_times)
+            self.chunk_reasoning.append(reasoning)
         self.chunk_times.append(t)
         self.chunk_texts.append(text)
         self.chunk_usage.append(usage)
@@ -128,7 +146,8 @@ class RequestTracker:
         """The request's row of requests.parquet, times relative to `t0`."""
         # A chunk the server's count left no token for is not token-bearing after all.
         tokens, times = [], []
-        for t, k in zip(self.chunk_times, self.chunk_tokens, strict=True):
+        counts = self.chunk_tokens
+        for t, k in zip(self.chunk_times, counts, strict=True):
             if k > 0:
                 times.append(t)
                 tokens.append(k)
@@ -138,6 +157,10 @@ class RequestTracker:
         itl = _inter_token_latencies(times, tokens)
         ttft = first - self.sent if ok else None
         e2e = self.end - self.sent if ok else None
+        shares = self.chunk_reasoning
+        thought, answer = reasoning_split(counts, shares, self.server_reasoning_tokens)
+        answer_at = first_answer(counts, shares)
+        answer_s = self.chunk_times[answer_at] - self.sent if ok and answer_at is not None else None
         tpot = (e2e - ttft) / (output_tokens - 1) if ok and output_tokens > 1 else None
         return {
             R.TRIAL_ID: trial_id,
@@ -161,6 +184,9 @@ class RequestTracker:
             R.PHASE: self.phase,
             R.STAGE: self.stage,
             R.CACHE_HIT: self.cache_hit,
+            R.REASONING_TOKENS: thought,
+            R.ANSWER_TOKENS: answer,
+            R.ANSWER_S: answer_s,
         }
 
 

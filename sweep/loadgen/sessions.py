@@ -79,10 +79,12 @@ class TurnTracker(RequestTracker):
         self.reply: list[str] = []
         self.request: GenRequest | None = None  # as sent, history included
 
-    def add_chunk(self, text: str, usage: int | None = None, at: float | None = None) -> None:
+    def add_chunk(
+        self, text: str, usage: int | None = None, at: float | None = None, reasoning: float = 0.0
+    ) -> None:
         """Keep the chunk's text for the history (the base drops text it will not re-count)."""
         self.reply.append(text)
-        super().add_chunk(text, usage, at)
+        super().add_chunk(text, usage, at, reasoning)
 
     @property
     def reply_text(self) -> str:

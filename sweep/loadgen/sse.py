@@ -5,8 +5,8 @@ the request's tracker with the read's time. OpenAI events (completions and chat)
 counted by `sweep.core.stream_chunks`, the rule the semantic-cache proxy shares; TGI's native
 events by `sweep.loadgen.tgi_stream`. A malformed or error event raises `EventError`, which fails
 that request only. How many tokens an OpenAI chunk carried is settled after the request
-(`sweep.loadgen.attribution`): here a chunk's text and the server's running count, when it sends
-one, are only kept.
+(`sweep.loadgen.attribution`): here a chunk's text, the server's running count when it sends one,
+and the share of its tokens that were a reasoning model's thinking are only kept.
 """
 
 from __future__ import annotations
@@ -84,8 +84,9 @@ class StreamState:
         counted = self.count.add(chunk, at)
         if chunk.completion_tokens is not None:
             self.tracker.server_input_tokens = chunk.prompt_tokens
+            self.tracker.server_reasoning_tokens = chunk.reasoning_tokens
         if counted is not None:
-            self.tracker.add_chunk(chunk.text, counted.running, at)
+            self.tracker.add_chunk(chunk.text, counted.running, at, counted.reasoning)
 
     def end(self) -> None:
         """Give a reply whose only chunk was its closing one that chunk, if the server counted.
@@ -96,4 +97,4 @@ class StreamState:
         """
         lone = self.count.lone_closing()
         if lone is not None:
-            self.tracker.add_chunk("", None, lone.at)
+            self.tracker.add_chunk("", None, lone.at, lone.reasoning)

@@ -229,3 +229,20 @@ def test_aggregate_repeats():
     assert hf[mean] - hf[low] == pytest.approx(hf[high] - hf[mean])
     vllm = agg[agg[rec.BACKEND_NAME] == "vllm"].iloc[0]
     assert vllm[mean] == 10.0 and np.isnan(vllm[low])
+
+
+def test_reasoning_totals_answer_latencies_and_an_answer_bound():
+    frame = make_requests()
+    # none of it recorded (records written before reasoning was): no totals, no answer times
+    old = summarize(frame, num_gpus=1, price_per_hour=PRICE)
+    assert old[rec.REASONING_TOKENS_TOTAL] is None and old[col(rec.ANSWER, "p99")] is None
+    frame[rec.REASONING_TOKENS] = [3, 4, 0, 2]  # request 1 only thought; 3 failed: not counted
+    frame[rec.ANSWER_TOKENS] = [2, 0, 1, 0]
+    frame[rec.ANSWER_S] = [0.9, None, 1.8, None]
+    summary = summarize(frame, num_gpus=1, price_per_hour=PRICE, slo={"answer_ms": 1000.0})
+    assert (summary[rec.REASONING_TOKENS_TOTAL], summary[rec.ANSWER_TOKENS_TOTAL]) == (7, 3)
+    assert summary[col(rec.ANSWER, "mean")] == pytest.approx(1350.0)
+    assert summary[col(rec.ANSWER, "median")] == pytest.approx(1350.0)
+    # only request 0 saw its answer within 1 s: request 1 never did, request 2 at 1.8 s
+    assert summary[rec.SLO_ATTAINED_FRACTION] == pytest.approx(1 / 4)
+    assert summary[rec.GOODPUT] == pytest.approx(1 / 2.0)

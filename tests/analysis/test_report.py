@@ -100,6 +100,20 @@ def test_main_table_is_human_readable():
     assert table[table["Status"] == rec.STATUS_FAILED]["Output tok/s"].tolist() == ["—"]
 
 
+def test_the_time_to_the_answer_is_shown_only_where_a_trial_reasoned():
+    summary = load_summary(REF)  # written before reasoning tokens were recorded
+    answer = "Time to answer p99 (ms)"
+    assert answer not in main_table(summary)
+    summary[rec.REASONING_TOKENS_TOTAL] = 0  # recorded, none reasoned: the answer time is TTFT's
+    assert answer not in main_table(summary)
+    summary.loc[0, rec.REASONING_TOKENS_TOTAL] = 64
+    summary[rec.latency_column(rec.ANSWER, "p99")] = 1234.0
+    table = main_table(summary)
+    columns = list(table.columns)
+    assert columns.index("TTFT p99 (ms)") + 2 == columns.index(answer)  # beside TTFT
+    assert set(table[answer]) == {"1,234.0"}
+
+
 def test_series_and_load_axis_on_a_quickstart_like_grid():
     rows = [
         {rec.BACKEND_NAME: "hf", "backend.mode": mode, rec.DATASET_NAME: dataset,

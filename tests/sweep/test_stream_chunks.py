@@ -15,7 +15,10 @@ from sweep.core.stream_chunks import (
     EventLines,
     TokenCount,
     decode_event,
+    first_answer,
     parse_event,
+    reasoning_part,
+    reasoning_split,
 )
 
 STREAMS = Path(__file__).parents[1] / "fixtures" / "vllm-0.32.0-streams"
@@ -76,3 +79,29 @@ def test_lines_split_across_reads_and_bad_events_fail_with_one_line():
         decode_event(b"[1]")
     with pytest.raises(EventError, match="^server_error: engine died$"):
         decode_event(b'{"error": {"message": "engine died"}}')
+
+
+def test_each_counted_chunk_says_its_share_of_reasoning():
+    parsed = chunks("chat-reasoning-content-3-a-chunk.sse")
+    count = TokenCount()
+    shares = [c.reasoning for c in (count.add(p) for p in parsed) if c is not None]
+    assert shares == [1.0, pytest.approx(9 / 14), 0.0]  # " plus two" beside " Four", by characters
+    # a token that decodes to no text belongs to the part the reply is in
+    count = TokenCount()
+    thinking, empty, answer = (
+        parse_event({"choices": [{"delta": d}]}, "chat")
+        for d in ({"reasoning": " hm"}, {"reasoning": ""}, {"content": " yes"})
+    )
+    assert [count.add(c).reasoning for c in (thinking, empty, answer, empty)] == [1, 1, 0, 0]
+
+
+def test_a_replys_split_and_where_its_answer_began():
+    parts = ((3, 1.0), (3, 0.0), (2, 0.5), (1, 0.9), (5, 0.9))
+    assert [reasoning_part(k, s) for k, s in parts] == [3, 0, 1, 0, 4]
+    assert reasoning_split([3, 2, 3], [1.0, 0.5, 0.0], None) == (4, 4)
+    assert reasoning_split([3, 2, 3], [1.0, 0.5, 0.0], 3) == (3, 5)  # the server's count first
+    assert reasoning_split([3, 2, 3], None, None) == (0, 8)
+    assert reasoning_split([4], [1.0], 9) == (4, 0)  # never more than the output
+    assert first_answer([3, 2, 3], [1.0, 0.5, 0.0]) == 1
+    assert first_answer([0, 2], None) == 1  # a chunk left no token is not where it began
+    assert first_answer([3, 3], [1.0, 1.0]) is None  # the cap ended the thinking
