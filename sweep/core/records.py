@@ -47,6 +47,14 @@ STAGE = "stage"
 # each response (`hit` or `miss`).
 CACHE_HIT = "cache_hit"
 CACHE_HEADER = "X-Cache"
+# Exact output counts (`sweep.loadgen.attribution.estimated`): OUTPUT_TOKENS_ESTIMATED is true
+# where the server's stream did not count a request's output tokens (no `usage`, running count or
+# logprobs entry covers its last chunks, so their text was re-tokenized, or a chunk of a
+# one-token-per-chunk server may have carried more than one); the summary's
+# ESTIMATED_OUTPUT_REQUESTS counts such completed requests in the window, and the report's request
+# checks name the trials that have any.
+OUTPUT_TOKENS_ESTIMATED = "output_tokens_estimated"
+ESTIMATED_OUTPUT_REQUESTS = "estimated_output_requests"
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
@@ -77,6 +85,7 @@ REQUESTS_SCHEMA = pa.schema(
         pa.field(PHASE, pa.string()),
         pa.field(STAGE, pa.int64()),
         pa.field(CACHE_HIT, pa.bool_()),
+        pa.field(OUTPUT_TOKENS_ESTIMATED, pa.bool_()),
     ]
 )
 

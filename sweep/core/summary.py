@@ -79,6 +79,7 @@ def summarize(
         rec.BATCH_LATENCY_S_MEAN: _batch_latency_mean_s(ok),
         rec.TOKEN_MISMATCH_REQUESTS: _token_mismatches(ok),
         rec.SHORT_OUTPUT_REQUESTS: _short_outputs(ok),
+        rec.ESTIMATED_OUTPUT_REQUESTS: _estimated_outputs(ok),
         rec.OUT_OF_WINDOW_REQUESTS: excluded,
     }
     row.update(_client_lag(requests))
@@ -266,6 +267,13 @@ def _token_mismatches(ok: pd.DataFrame) -> int:
 def _short_outputs(ok: pd.DataFrame) -> int:
     requested = _numeric(ok, rec.REQUESTED_OUTPUT_TOKENS)
     return int((_numeric(ok, rec.OUTPUT_TOKENS) < requested).sum())  # NaN compares False
+
+
+def _estimated_outputs(ok: pd.DataFrame) -> int | None:
+    """Completed requests whose output count is an estimate; None where records predate the flag."""
+    if rec.OUTPUT_TOKENS_ESTIMATED not in ok:
+        return None
+    return int(ok[rec.OUTPUT_TOKENS_ESTIMATED].fillna(False).astype(bool).sum())
 
 
 def _client_lag(requests: pd.DataFrame) -> Summary:

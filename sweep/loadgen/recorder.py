@@ -10,7 +10,7 @@ trial's start. `Trackers` hands a run's trackers on together with the client's o
 from __future__ import annotations
 
 from sweep.core import records as R
-from sweep.loadgen.attribution import chunk_counts
+from sweep.loadgen.attribution import chunk_counts, estimated
 from sweep.loadgen.clock import now_s
 from sweep.loadgen.saturation import ClientUsage
 
@@ -22,7 +22,8 @@ class RequestTracker:
     (None where it did not say); `chunk_texts` the chunk's text where re-tokenizing it may be
     needed ("" elsewhere); `chunk_weights` its re-tokenized length once `attribution.attribute`
     has run. `input_tokens` is 0 where no local tokenizer counted the prompt: the server's
-    `server_input_tokens` (its `usage.prompt_tokens`) is recorded instead.
+    `server_input_tokens` (its `usage.prompt_tokens`) is recorded instead. `guessed`: some
+    chunk's running count may be short (a one-token-per-chunk stream's, `sweep.loadgen.sse`).
     """
 
     __slots__ = (
@@ -44,6 +45,7 @@ class RequestTracker:
         "phase",
         "stage",
         "cache_hit",
+        "guessed",
     )
 
     def __init__(self, idx: int, batch_idx: int, input_tokens: int, requested_tokens: int):
@@ -65,6 +67,7 @@ class RequestTracker:
         self.phase = R.PHASE_TARGET  # which part of the load sent it (`sweep.loadgen.stages`)
         self.stage: int | None = None
         self.cache_hit: bool | None = None  # a semantic-cache proxy's answer (`records.CACHE_HIT`)
+        self.guessed = False
 
     def mark_sent(self, scheduled: float, sent: float | None = None) -> None:
         """Record when the request was due and when it actually went out."""
@@ -161,6 +164,9 @@ class RequestTracker:
             R.PHASE: self.phase,
             R.STAGE: self.stage,
             R.CACHE_HIT: self.cache_hit,
+            R.OUTPUT_TOKENS_ESTIMATED: estimated(
+                self.chunk_usage, self.server_tokens, self.guessed
+            ),
         }
 
 

@@ -86,6 +86,7 @@ class StreamState:
             self.tracker.server_input_tokens = chunk.prompt_tokens
         if counted is not None:
             self.tracker.add_chunk(chunk.text, counted.running, at)
+            self.tracker.guessed = self.count.guessed
 
     def end(self) -> None:
         """Give a reply whose only chunk was its closing one that chunk, if the server counted.
