@@ -51,8 +51,8 @@ CACHE_HEADER = "X-Cache"
 # where the server's stream did not count a request's output tokens (no `usage`, running count or
 # logprobs entry covers its last chunks, so their text was re-tokenized, or a chunk of a
 # one-token-per-chunk server may have carried more than one); the summary's
-# ESTIMATED_OUTPUT_REQUESTS counts such completed requests in the window, and the report's request
-# checks name the trials that have any.
+# ESTIMATED_OUTPUT_REQUESTS counts such completed requests in the window (SHORT_OUTPUT_REQUESTS
+# leaves them out), and the report's request checks name the trials that have any.
 OUTPUT_TOKENS_ESTIMATED = "output_tokens_estimated"
 ESTIMATED_OUTPUT_REQUESTS = "estimated_output_requests"
 

@@ -93,8 +93,11 @@ def test_a_stream_counted_by_its_text_is_an_estimate_and_the_summary_counts_them
     by_text = record(SPLIT)  # no usage, no entries, not one token a chunk: the text's tokens
     assert by_text[R.OUTPUT_TOKENS_ESTIMATED] is True
     exact = record("chat-logprobs.sse", "chat")
-    summary = summarize(pd.DataFrame([by_text, exact, by_text]), num_gpus=0, price_per_hour=1.0)
-    assert summary[R.ESTIMATED_OUTPUT_REQUESTS] == 2
+    by_chunk = record(SPLIT, one_per_chunk=True)  # 8 of the 9 sent, and 8 asked for
+    by_chunk[R.REQUESTED_OUTPUT_TOKENS] = 9  # as if 9 were: short by an estimate only
+    rows = [by_text, exact, by_chunk]
+    summary = summarize(pd.DataFrame(rows), num_gpus=0, price_per_hour=1.0)
+    assert summary[R.ESTIMATED_OUTPUT_REQUESTS] == 2 and summary[R.SHORT_OUTPUT_REQUESTS] == 0
     old = pd.DataFrame([exact]).drop(columns=[R.OUTPUT_TOKENS_ESTIMATED])  # before the column
     assert summarize(old, num_gpus=0, price_per_hour=1.0)[R.ESTIMATED_OUTPUT_REQUESTS] is None
 
