@@ -16,9 +16,9 @@ So a request's output length is the server's own count whenever the server gave 
 split between chunks (which TTFT, TPOT and ITL need) is estimated. Where no count covers its
 last chunks, or a chunk of a one-token-per-chunk stream may have carried more (llama-cpp-python's,
 `stream_chunks.may_carry_several`), the length itself is an estimate, and `estimated` says so
-(`records.OUTPUT_TOKENS_ESTIMATED`). Re-tokenizing runs after the
-load (`attribute`), on the texts each tracker kept, so streaming only appends, and the tokenizer
-is asked for only when some request needs it. `RequestTracker.chunk_tokens` hands the counts on
+(`records.OUTPUT_TOKENS_ESTIMATED`). Re-tokenizing runs after the load (`attribute`), on the
+texts each tracker kept, so streaming only appends, and the tokenizer is asked for only when
+some request needs it. `RequestTracker.chunk_tokens` hands the counts on
 to the request's record.
 
 Without a local tokenizer (`backend.tokenizer=none`) every count is the server's: the tokenizer
