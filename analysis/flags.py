@@ -2,7 +2,8 @@
 
 `problem_sections` builds the report's last sections from the summary frame: each successful
 trial whose requests partly failed, whose client and server token counts disagree, whose
-outputs came back short, whose load generator could not keep up (client lag, the
+output counts are estimates (the server's stream did not count them), whose outputs came back
+short, whose load generator could not keep up (client lag, the
 `client_saturated` flag) or that was too short to trust (`too_short`), then every failed
 trial with its error kind and message, then the environment the trials ran in. Trials whose
 output lengths were not forced (the workload asked for no `ignore_eos`, or the backend recorded
@@ -143,6 +144,11 @@ def _trial_notes(row: pd.Series) -> list[str]:
         notes.append(f"{failed:.0f} of {row[rec.NUM_REQUESTS]:.0f} requests failed")
     if _positive(mismatched := row.get(rec.TOKEN_MISMATCH_REQUESTS)):
         notes.append(f"client and server token counts differ on {mismatched:.0f} request(s)")
+    if _positive(estimated := row.get(rec.ESTIMATED_OUTPUT_REQUESTS)):
+        notes.append(
+            f"output token counts are estimates on {estimated:.0f} request(s): the server's "
+            "stream did not count their tokens"
+        )
     if _positive(short := row.get(rec.SHORT_OUTPUT_REQUESTS)):
         reason = " (lengths not forced: the server ended them)" if _unforced(row) else ""
         notes.append(f"{short:.0f} request(s) shorter than requested{reason}")

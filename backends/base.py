@@ -30,6 +30,10 @@ TokenCallback = Callable[[int, int], None]
 # A telemetry source returns (source, metric, value) samples when polled.
 TelemetrySource = Callable[[], list[tuple[str, str, float]]]
 
+# How a server's stream says how many tokens it sent (`ServerBackend.token_counts`): its `usage`,
+# one token per chunk, or the per-token logprobs its requests ask for.
+COUNT_USAGE, COUNT_CHUNKS, COUNT_LOGPROBS = "usage", "chunks", "logprobs"
+
 
 @dataclass(frozen=True)
 class GenRequest:
@@ -202,14 +206,19 @@ class ServerBackend(Backend):
         return "max_tokens"
 
     @property
-    def one_token_per_chunk(self) -> bool:
-        """Whether the server streams exactly one token per chunk, empty text included.
+    def token_counts(self) -> str:
+        """How the load generator counts the tokens of this server's streams.
 
-        Only for servers known to (llama-cpp-python's): each chunk then counts one token,
-        which is exact where re-tokenizing the text is not (a character's first bytes stream
-        as empty text). Others count by the server's usage or by re-tokenizing.
+        `COUNT_USAGE`: the server's `usage` (final, or with each chunk where it takes vLLM's
+        extensions); a stream without one is counted from its re-tokenized text, and its
+        requests' counts are marked estimated (`records.OUTPUT_TOKENS_ESTIMATED`).
+        `COUNT_CHUNKS`: one token per chunk, empty text included (llama-cpp-python's server,
+        which sends no usage); a chunk with a character outside ASCII may carry the several
+        tokens of a character split between them, and marks its request's count estimated.
+        `COUNT_LOGPROBS`: requests ask for per-token logprobs, and each entry is a token: exact,
+        at the server's cost of computing them.
         """
-        return False
+        return COUNT_USAGE
 
     def metrics_scrape(self) -> Scrape | None:
         """`/metrics` beside the API, asked with the request headers (an API key)."""

@@ -14,11 +14,21 @@ others wait their turn); there is no parallel-slots setting (llama.cpp's own `ll
 request as soon as another one waits; a benchmark would measure cut-short replies, so the
 backend turns it off unless `backend.interrupt_requests=true`. The `Llama` object keeps its last
 context and reuses the longest prefix the next prompt shares with it, across trials as within.
-Streamed chunks carry no `usage` and the server takes no `ignore_eos`: a reply can end at EOS
-before `max_tokens` (or run up to 3 tokens past it to finish a UTF-8 character), and its length is
-the streamed text re-tokenized by the model's tokenizer. The server streams one chunk per token,
-but bytes of a character not yet finished as empty text (dropped if it never is), so that count
-can fall short of the tokens generated; a reply of such bytes only reads as no tokens at all.
+Streamed chunks carry no `usage` (whatever `stream_options` asks) and the server takes no
+`ignore_eos`: a reply can end at EOS before `max_tokens`, or run past it while its last tokens
+end inside a UTF-8 character (`Llama._create_completion` skips its length check until the
+character is whole: 32 tokens for a `max_tokens` of 16, seen on the tiny model). How its tokens
+are counted is `backend.token_counts` (the backend's `token_counts`, never re-tokenized text):
+- `chunks` (the default): one token per chunk. It holds for every chunk whose text is ASCII or
+  empty; a token that does not decode alone waits and goes out in one chunk with the tokens that
+  finish its character, so a chunk with a character outside ASCII may carry several, and its
+  request's count is marked estimated (`records.OUTPUT_TOKENS_ESTIMATED`; 1 of 64 requests on
+  the tiny model, whose random weights emit stray bytes; text of real models rarely splits so).
+- `logprobs`: requests ask for per-token logprobs (`logprobs: 0`; chat: `logprobs: true,
+  top_logprobs: 0`), which the server then sends one token a chunk, each with its entry: exact.
+  The cost is the server's: for every token it sorts the whole vocabulary's logprobs in Python
+  (0.14 ms at the tiny model's 512 tokens, 25 ms at 32k, 100 ms at 128k on a 2-core host),
+  which shows in its measured TPOT; the server's default `logits_all` keeps them available.
 
 No `/metrics`: the server has no Prometheus route, so `metrics_scrape` is None, `server_series`
 is empty, and the summary's server-side columns stay null for this backend. Its health check is
@@ -38,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from backends.base import COUNT_CHUNKS, COUNT_LOGPROBS
 from backends.config import SERVER_APIS, BackendConfig, typed_names
 from backends.launched import LaunchedServerBackend
 from backends.llamacpp import (
@@ -74,10 +85,11 @@ LOAD_ERROR = r"^(gguf_\w+|llama_model_load): "
 # reached, and where the GGUF comes from (the backend passes `--model` itself).
 NOT_SERVER_FLAGS = (
     "name", "num_gpus", "num_cpus", "api", "startup_timeout_s", "gguf_file", "gguf_repo",
-    "convert_outtype", "extra_args",
+    "convert_outtype", "token_counts", "extra_args",
 )  # fmt: skip
 # Flags the backend sets itself (model, port) or that would replace every setting.
 LLAMACPP_RESERVED_FLAGS = ("model", "port", "config_file")
+TOKEN_COUNTS = (COUNT_CHUNKS, COUNT_LOGPROBS)  # the server streams no usage to count by
 
 
 @dataclass
@@ -99,11 +111,13 @@ class LlamaCppServerConfig(BackendConfig):
     n_threads: int | None = None
     n_threads_batch: int | None = None
     interrupt_requests: bool = False
+    token_counts: str = COUNT_CHUNKS  # or logprobs: exact, at a cost in the server's time
     extra_args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice("backend", "api", self.api, SERVER_APIS)
+        check_choice("backend", "token_counts", self.token_counts, TOKEN_COUNTS)
         check_gguf_config(self)
         check_positive(
             "backend",
@@ -143,6 +157,7 @@ class LlamaCppServerBackend(LaunchedServerBackend):
     def pieces(cls, config: Any) -> tuple[str, ...]:
         """A GPU deployment needs the CUDA build of the binding."""
         return llama_pieces(config)
+
     failure_detail: ClassVar[str | None] = LOAD_ERROR
 
     def __init__(self, config: LlamaCppServerConfig, model_path: str) -> None:
@@ -183,9 +198,9 @@ class LlamaCppServerBackend(LaunchedServerBackend):
         return {k: v for k, v in os.environ.items() if k.upper() not in OVERRIDING_ENV}
 
     @property
-    def one_token_per_chunk(self) -> bool:
-        """True: one chunk per token (an unfinished character's bytes as empty text)."""
-        return True
+    def token_counts(self) -> str:
+        """`backend.token_counts`: by chunk, or by the logprobs entries requests ask for."""
+        return self.config.token_counts
 
     def metrics_scrape(self) -> Scrape | None:
         """None: llama-cpp-python's server exports no `/metrics`."""

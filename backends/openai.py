@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 
 from omegaconf import MISSING
 
-from backends.base import Secret, ServerBackend
+from backends.base import COUNT_CHUNKS, COUNT_USAGE, Secret, ServerBackend
 from backends.config import (
     SERVER_APIS,
     BackendConfig,
@@ -62,7 +62,8 @@ SERVER_KINDS: dict[str, Mapping[str, str]] = {
     "llamacpp": {},  # llama-cpp-python's server: no /metrics, one token per streamed chunk
     "none": {},
 }
-ONE_TOKEN_PER_CHUNK = ("llamacpp",)  # servers whose every streamed chunk is one token
+# Servers whose streams are counted other than by their usage (`ServerBackend.token_counts`).
+TOKEN_COUNTS = {"llamacpp": COUNT_CHUNKS}  # llama-cpp-python's: one token a chunk, no usage
 ENV_NAME = re.compile(r"[A-Za-z_]\w*")
 # Body fields the load generator sets from the workload; extra_body may not override them.
 LOADGEN_FIELDS = (
@@ -196,9 +197,9 @@ class OpenAIBackend(ServerBackend):
         return self.config.tokenizer == "local"
 
     @property
-    def one_token_per_chunk(self) -> bool:
-        """True when `backend.server_kind` names a server that streams one token per chunk."""
-        return self.config.server_kind in ONE_TOKEN_PER_CHUNK
+    def token_counts(self) -> str:
+        """By chunk where `backend.server_kind` names llama-cpp-python's server, else by usage."""
+        return TOKEN_COUNTS.get(self.config.server_kind, COUNT_USAGE)
 
     @property
     def server_series(self) -> Mapping[str, str]:  # a setting here: the server may be anything

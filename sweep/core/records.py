@@ -54,6 +54,14 @@ CACHE_HEADER = "X-Cache"
 REASONING_TOKENS = "reasoning_tokens"
 ANSWER_TOKENS = "answer_tokens"
 ANSWER_S = "answer_s"
+# Exact output counts (`sweep.loadgen.attribution.estimated`): OUTPUT_TOKENS_ESTIMATED is true
+# where the server's stream did not count a request's output tokens (no `usage`, running count or
+# logprobs entry covers its last chunks, so their text was re-tokenized, or a chunk of a
+# one-token-per-chunk server may have carried more than one); the summary's
+# ESTIMATED_OUTPUT_REQUESTS counts such completed requests in the window (SHORT_OUTPUT_REQUESTS
+# leaves them out), and the report's request checks name the trials that have any.
+OUTPUT_TOKENS_ESTIMATED = "output_tokens_estimated"
+ESTIMATED_OUTPUT_REQUESTS = "estimated_output_requests"
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
@@ -88,6 +96,7 @@ REQUESTS_SCHEMA = pa.schema(
         pa.field(REASONING_TOKENS, pa.int64()),
         pa.field(ANSWER_TOKENS, pa.int64()),
         pa.field(ANSWER_S, pa.float64()),
+        pa.field(OUTPUT_TOKENS_ESTIMATED, pa.bool_()),
     ]
 )
 

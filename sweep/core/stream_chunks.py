@@ -1,14 +1,14 @@
 """OpenAI-style streamed chunks: the `data:` lines of a response, and what each says of tokens.
 
 The one reading of a streamed completions or chat response, shared by the load generator
-(`sweep.loadgen.sse`) and the semantic-cache proxy (`backends.proxy.stream`). `EventLines`
-splits the bytes of network reads into `data:` payloads; `parse_event` reads one payload into a
-`Chunk` (its answer and reasoning text, token ids, running count, finish reason, the server's
-usage) or raises `EventError`; `TokenCount` decides, chunk by chunk, which carried tokens and the
-running count where it is known, and keeps the server's own totals. A reasoning model's thinking
-arrives as `reasoning` deltas (vLLM >= 0.19) or `reasoning_content` (older vLLM, SGLang): both are
-output tokens, kept apart from the answer's (`Chunk.kind`). Each counted chunk says which share of
-its tokens were reasoning (`Counted.reasoning`); once each chunk's tokens are settled,
+(`sweep.loadgen.sse`) and the semantic-cache proxy (`backends.proxy.stream`). `EventLines` splits
+the bytes of network reads into `data:` payloads; `parse_event` reads one payload into a `Chunk`
+(its answer and reasoning text, token ids or logprobs entries, running count, finish reason, the
+server's usage) or raises `EventError`; `TokenCount` decides, chunk by chunk, which carried tokens
+and the running count where it is known, and keeps the server's own totals. A reasoning model's
+thinking arrives as `reasoning` deltas (vLLM >= 0.19) or `reasoning_content` (older vLLM, SGLang):
+both are output tokens, kept apart from the answer's (`Chunk.kind`). Each counted chunk says which
+share of its tokens were reasoning (`Counted.reasoning`); once each chunk's tokens are settled,
 `reasoning_split` gives a reply's reasoning and answer tokens and `first_answer` the chunk its
 answer began in, alike for the load generator and the proxy.
 """
@@ -56,7 +56,8 @@ class Chunk:
     chunk has a text field at all, even an empty one: vLLM sends a chunk for every engine step,
     its text empty when the step's tokens decode to none yet, while a chat chunk announcing the
     role (OpenAI's first) carries no token. `token_ids` are the chunk's own, where the server
-    returns them (vLLM's `return_token_ids`).
+    returns them (vLLM's `return_token_ids`); `logprob_tokens` the number of its per-token
+    logprobs entries, where the request asked for them (`logprob_entries`).
     """
 
     has_choices: bool = False
@@ -69,6 +70,7 @@ class Chunk:
     completion_tokens: int | None = None
     prompt_tokens: int | None = None
     reasoning_tokens: int | None = None  # the server's count of them, where its usage says
+    logprob_tokens: int | None = None
 
     @property
     def text(self) -> str:
@@ -116,7 +118,7 @@ def parse_event(event: dict[str, Any], api: str) -> Chunk:
         text = choice.get("text")
         return Chunk(
             True, text or "", "", None, isinstance(text, str), ids, finish, completion, prompt,
-            thought,
+            thought, logprob_tokens=logprob_entries(choice, api),
         )  # fmt: skip
     delta = choice.get("delta") or {}
     field = reasoning = None
@@ -129,8 +131,22 @@ def parse_event(event: dict[str, Any], api: str) -> Chunk:
     has_text = "role" not in delta and (isinstance(content, str) or field is not None)
     return Chunk(
         True, content or "", reasoning if field else "", field, has_text, ids, finish, completion,
-        prompt, thought,
+        prompt, thought, logprob_tokens=logprob_entries(choice, api),
     )  # fmt: skip
+
+
+def logprob_entries(choice: dict[str, Any], api: str) -> int | None:
+    """How many tokens a choice lists in its per-token logprobs; None where it has none.
+
+    A completions chunk lists them under `logprobs.tokens`, a chat chunk under `logprobs.content`,
+    one entry a token (OpenAI's format, which vLLM, SGLang and llama-cpp-python follow): asked for,
+    they count a stream's tokens exactly where the server sends no usage.
+    """
+    logprobs = choice.get("logprobs")
+    if not isinstance(logprobs, dict):
+        return None
+    entries = logprobs.get("content" if api == "chat" else "tokens")
+    return len(entries) if isinstance(entries, list) else None
 
 
 def error_text(error: object) -> str:
@@ -160,10 +176,11 @@ class TokenCount:
     """Which chunks of one stream carried tokens, and the server's counts.
 
     A chunk's running count, where the server sends one (continuous usage), says it carried
-    tokens when it grew; its token ids, where returned, add to our own running count; else a
-    chunk carried one token (at least: the final count settles how many) when it has text, or a
-    text field (even empty), unless it is the closing chunk with no text; from a server that
-    streams one token per chunk, every chunk but that closing one does, and our count is exact.
+    tokens when it grew; its token ids or logprobs entries, where returned, add to our own
+    running count; else a chunk carried one token (at least: the final count settles how many)
+    when it has text, or a text field (even empty), unless it is the closing chunk with no text;
+    from a server that streams one token per chunk, every chunk but that closing one does, and
+    our count is exact unless a chunk may have carried several (`may_carry_several`: `guessed`).
     A count after chunks without counts, in a chunk with no text, is a final count (llama.cpp's
     last chunk). `closing` is the closing chunk with an empty text field: a token only when the
     reply had no other and the server counted (`lone_closing`). A chunk with no text (a token
@@ -173,7 +190,8 @@ class TokenCount:
 
     __slots__ = (
         "one_per_chunk", "seen", "server_tokens", "prompt_tokens", "reasoning_tokens",
-        "finished", "finish_reason", "done", "closing", "_counted", "_last_exact", "_thinking",
+        "finished", "finish_reason", "done", "closing", "guessed", "_counted", "_last_exact",
+        "_thinking",
     )  # fmt: skip
 
     def __init__(self, one_per_chunk: bool = False) -> None:
@@ -186,6 +204,7 @@ class TokenCount:
         self.finish_reason: str | None = None
         self.done = False  # `[DONE]` arrived
         self.closing: Counted | None = None  # the closing chunk with an empty text, if any
+        self.guessed = False  # a chunk counted one of one per chunk may have carried more
         self._counted = 0
         self._last_exact: bool | None = None  # whether the last counted chunk had a count
         self._thinking = False  # reasoning text came, and no answer text since
@@ -206,11 +225,14 @@ class TokenCount:
         share = self._share(chunk)
         if total is None and chunk.token_ids is not None:
             total = self.seen + len(chunk.token_ids)  # our running count, from the server's ids
+        elif total is None and chunk.logprob_tokens is not None:
+            total = self.seen + chunk.logprob_tokens  # or from its logprobs, one entry a token
         elif total is None and self.one_per_chunk:
-            if not text and self.finished:
-                return None  # the closing chunk: a finish reason, no token
+            if not chunk.has_text or (not text and self.finished):
+                return None  # a chat chunk with a role only, or the closing one: no token
             self.seen += 1
-            return self._count(Counted(chunk, self.seen, at, share))  # our running count: exact
+            self.guessed = self.guessed or may_carry_several(text)
+            return self._count(Counted(chunk, self.seen, at, share))  # our count (short if guessed)
         if total is not None:
             if total <= self.seen:
                 return None  # the running count did not grow: no token here, whatever the text
@@ -289,3 +311,14 @@ def first_answer(tokens: Sequence[int], shares: Sequence[float] | None) -> int |
         if k > 0 and (shares is None or reasoning_part(k, shares[index]) < k):
             return index
     return None
+
+
+def may_carry_several(text: str) -> bool:
+    """Whether a chunk of a one-token-per-chunk stream may have carried several tokens.
+
+    llama-cpp-python holds back a token that does not decode alone (it ends inside a UTF-8
+    character) and sends it in one chunk with the tokens that finish the character. Such a
+    token has a byte above 0x7f, which the chunk's text keeps: a chunk whose text is ASCII (or
+    empty) carried one token; one with another character, one or more.
+    """
+    return not text.isascii()

@@ -82,6 +82,7 @@ def summarize(
         rec.BATCH_LATENCY_S_MEAN: _batch_latency_mean_s(ok),
         rec.TOKEN_MISMATCH_REQUESTS: _token_mismatches(ok),
         rec.SHORT_OUTPUT_REQUESTS: _short_outputs(ok),
+        rec.ESTIMATED_OUTPUT_REQUESTS: _estimated_outputs(ok),
         rec.OUT_OF_WINDOW_REQUESTS: excluded,
         rec.REASONING_TOKENS_TOTAL: _total(ok, rec.REASONING_TOKENS),
         rec.ANSWER_TOKENS_TOTAL: _total(ok, rec.ANSWER_TOKENS),
@@ -293,8 +294,22 @@ def _token_mismatches(ok: pd.DataFrame) -> int:
 
 
 def _short_outputs(ok: pd.DataFrame) -> int:
+    """Completed requests counted below their request; an estimated count says nothing of it."""
     requested = _numeric(ok, rec.REQUESTED_OUTPUT_TOKENS)
-    return int((_numeric(ok, rec.OUTPUT_TOKENS) < requested).sum())  # NaN compares False
+    short = _numeric(ok, rec.OUTPUT_TOKENS) < requested  # NaN compares False
+    return int((short & ~_estimated(ok)).sum())
+
+
+def _estimated_outputs(ok: pd.DataFrame) -> int | None:
+    """Completed requests whose output count is an estimate; None where records predate the flag."""
+    return int(_estimated(ok).sum()) if rec.OUTPUT_TOKENS_ESTIMATED in ok else None
+
+
+def _estimated(ok: pd.DataFrame) -> np.ndarray:
+    """Per request: whether its output count is an estimate (null or absent: no)."""
+    if rec.OUTPUT_TOKENS_ESTIMATED not in ok:
+        return np.zeros(len(ok), dtype=bool)
+    return ok[rec.OUTPUT_TOKENS_ESTIMATED].eq(True).to_numpy(dtype=bool)
 
 
 def _client_lag(requests: pd.DataFrame) -> Summary:

@@ -5,16 +5,20 @@ intervals and speculative decoding) and most say how many only once, in the fina
 chunk's count comes from the most exact source that covers it:
 
 1. a running count streamed with the chunk (vLLM's `continuous_usage_stats`, an engine's token
-   callback, TGI's one token per event): exact;
+   callback, TGI's one token per event, the chunk's token ids or logprobs entries, or our own
+   count of a server that streams one token per chunk): exact;
 2. the server's final count, for the chunks since the last running count, split between them in
    proportion to each chunk's re-tokenized text when there is a local tokenizer, evenly otherwise;
 3. for chunks no server count covers (no usage at all, or a request cut short), each chunk's
    re-tokenized text, or one token per chunk without a tokenizer.
 
 So a request's output length is the server's own count whenever the server gave one; only its
-split between chunks (which TTFT, TPOT and ITL need) is estimated. Re-tokenizing runs after the
-load (`attribute`), on the texts each tracker kept, so streaming only appends, and the tokenizer
-is asked for only when some request needs it. `RequestTracker.chunk_tokens` hands the counts on
+split between chunks (which TTFT, TPOT and ITL need) is estimated. Where no count covers its
+last chunks, or a chunk of a one-token-per-chunk stream may have carried more (llama-cpp-python's,
+`stream_chunks.may_carry_several`), the length itself is an estimate, and `estimated` says so
+(`records.OUTPUT_TOKENS_ESTIMATED`). Re-tokenizing runs after the load (`attribute`), on the
+texts each tracker kept, so streaming only appends, and the tokenizer is asked for only when
+some request needs it. `RequestTracker.chunk_tokens` hands the counts on
 to the request's record.
 
 Without a local tokenizer (`backend.tokenizer=none`) every count is the server's: the tokenizer
@@ -81,6 +85,23 @@ def needs_weights(cumulative: Sequence[int | None], final: int | None) -> bool:
             return True
         before, start = max(before, total), end + 1
     return start < len(cumulative)
+
+
+def estimated(cumulative: Sequence[int | None], final: int | None, guessed: bool) -> bool:
+    """Whether a request's output count is an estimate rather than the server's.
+
+    Args:
+        cumulative: per chunk, the running count it came with, or None (as `chunk_counts`).
+        final: the server's count for the whole request, or None.
+        guessed: a chunk's count of one may be short (`stream_chunks.TokenCount.guessed`).
+
+    Returns:
+        False where the server's final count, or a running count at the last chunk, settles the
+        length (or no chunk came); True where the last chunks' tokens were guessed.
+    """
+    if final is not None or not cumulative:
+        return False
+    return guessed or cumulative[-1] is None
 
 
 def spread(total: int, weights: Sequence[int]) -> list[int]:

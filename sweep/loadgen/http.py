@@ -3,7 +3,8 @@
 The `api` picks the endpoint: OpenAI `completions` or `chat`, or `tgi`, TGI's native
 `/generate_stream`. Events are parsed by `sweep.loadgen.sse` (TGI's by `sweep.loadgen.tgi_stream`).
 Bodies carry standard OpenAI fields only; vLLM's `ignore_eos` and per-chunk usage go only to an
-endpoint that declares them (`Endpoint.extensions`), and the backend's own headers and body fields
+endpoint that declares them (`Endpoint.extensions`), per-token logprobs only where the backend
+counts tokens by them (`Endpoint.token_counts`), and the backend's own headers and body fields
 to every request. A 400 or 422 names the field the endpoint rejected (`sweep.loadgen.http_error`).
 
 One `ClientSession` per trial; its connector allows as many connections as the concurrency
@@ -37,7 +38,14 @@ from typing import Any, NamedTuple
 
 import aiohttp
 
-from backends.base import GenRequest, Secret, ServerBackend
+from backends.base import (
+    COUNT_CHUNKS,
+    COUNT_LOGPROBS,
+    COUNT_USAGE,
+    GenRequest,
+    Secret,
+    ServerBackend,
+)
 from sweep.core import records as R
 from sweep.core.config import WorkloadConfig
 from sweep.core.errors import ConfigError
@@ -56,6 +64,8 @@ from sweep.loadgen.wire import MAX_RESENDS, Attempt, trace_config
 
 log = logging.getLogger(__name__)
 
+# What asks an OpenAI endpoint for each output token's logprob, and no alternatives.
+LOGPROBS_FIELDS = {"completions": {"logprobs": 0}, "chat": {"logprobs": True, "top_logprobs": 0}}
 API_PATHS = {
     "completions": "/v1/completions",
     "chat": "/v1/chat/completions",
@@ -106,7 +116,7 @@ class Endpoint:
     extensions: bool = False  # vLLM's ignore_eos and per-chunk usage may be sent
     max_tokens_field: str = "max_tokens"  # chat's cap: or max_completion_tokens
     extra_body: Mapping[str, Any] = field(default_factory=dict, repr=False)  # in every body
-    one_token_per_chunk: bool = False  # each chunk is one token, even with empty text
+    token_counts: str = COUNT_USAGE  # how its streams count tokens (`ServerBackend.token_counts`)
 
     @property
     def url(self) -> str:
@@ -153,7 +163,7 @@ def endpoint_of(backend: ServerBackend) -> Endpoint:
         extensions=backend.vllm_extensions,
         max_tokens_field=backend.max_tokens_field,
         extra_body=backend.request_body(),
-        one_token_per_chunk=backend.one_token_per_chunk,
+        token_counts=backend.token_counts,
     )
 
 
@@ -419,7 +429,7 @@ async def _attempt(
 ) -> StreamState | None:
     """Send once and read the stream into the tracker; None when the server answered an error."""
     tracker = attempt.tracker
-    stream = StreamState(endpoint.api, tracker, endpoint.one_token_per_chunk)
+    stream = StreamState(endpoint.api, tracker, endpoint.token_counts == COUNT_CHUNKS)
     tracker.mark_sent(scheduled, now_s())  # moved to the socket write by `wire.trace_config`
     async with session.post(
         endpoint.url, data=data, headers=headers, trace_request_ctx=attempt
@@ -476,6 +486,8 @@ def _body(endpoint: Endpoint, request: GenRequest) -> dict:
     if endpoint.extensions:
         body["ignore_eos"] = request.ignore_eos  # what makes output lengths exact
         body["stream_options"]["continuous_usage_stats"] = True  # exact tokens per chunk
+    if endpoint.token_counts == COUNT_LOGPROBS:  # an entry per token, none of the alternatives
+        body.update(LOGPROBS_FIELDS[endpoint.api])
     if endpoint.api == "chat":  # a conversation's history (`sweep.loadgen.sessions`), if any
         turns = request.messages or (("user", request.prompt),)
         body["messages"] = [{"role": role, "content": text} for role, text in turns]

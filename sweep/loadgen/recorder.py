@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sweep.core import records as R
 from sweep.core.stream_chunks import first_answer, reasoning_split
-from sweep.loadgen.attribution import chunk_counts
+from sweep.loadgen.attribution import chunk_counts, estimated
 from sweep.loadgen.clock import now_s
 from sweep.loadgen.saturation import ClientUsage
 
@@ -27,6 +27,8 @@ class RequestTracker:
     chunks say which share of their tokens was its thinking: `chunk_reasoning` holds each chunk's
     share (`stream_chunks.Counted.reasoning`) once one chunk had some (None until then: most
     replies have none), `server_reasoning_tokens` the server's own count where its usage said.
+    `guessed`: some chunk's running count may be short (a one-token-per-chunk stream's,
+    `sweep.loadgen.sse`).
     """
 
     __slots__ = (
@@ -50,6 +52,7 @@ class RequestTracker:
         "phase",
         "stage",
         "cache_hit",
+        "guessed",
     )
 
     def __init__(self, idx: int, batch_idx: int, input_tokens: int, requested_tokens: int):
@@ -73,6 +76,7 @@ class RequestTracker:
         self.phase = R.PHASE_TARGET  # which part of the load sent it (`sweep.loadgen.stages`)
         self.stage: int | None = None
         self.cache_hit: bool | None = None  # a semantic-cache proxy's answer (`records.CACHE_HIT`)
+        self.guessed = False
 
     def mark_sent(self, scheduled: float, sent: float | None = None) -> None:
         """Record when the request was due and when it actually went out."""
@@ -187,6 +191,9 @@ class RequestTracker:
             R.REASONING_TOKENS: thought,
             R.ANSWER_TOKENS: answer,
             R.ANSWER_S: answer_s,
+            R.OUTPUT_TOKENS_ESTIMATED: estimated(
+                self.chunk_usage, self.server_tokens, self.guessed
+            ),
         }
 
 

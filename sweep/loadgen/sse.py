@@ -87,6 +87,7 @@ class StreamState:
             self.tracker.server_reasoning_tokens = chunk.reasoning_tokens
         if counted is not None:
             self.tracker.add_chunk(chunk.text, counted.running, at, counted.reasoning)
+            self.tracker.guessed = self.count.guessed
 
     def end(self) -> None:
         """Give a reply whose only chunk was its closing one that chunk, if the server counted.

@@ -90,6 +90,19 @@ def test_a_short_tgi_output_is_put_down_to_its_unforced_length():
     assert checks[1] == "vllm-a (`id-vllm-a`): 2 request(s) shorter than requested"
 
 
+def test_trials_with_estimated_output_counts_are_checked():
+    trials = pd.DataFrame(
+        [
+            row("llamacpp-a", "llamacpp_server", **{R.ESTIMATED_OUTPUT_REQUESTS: 2}),
+            row("llamacpp-b", "llamacpp_server", **{R.ESTIMATED_OUTPUT_REQUESTS: 0}),
+        ]
+    )
+    assert trial_checks(trials) == (
+        "llamacpp-a (`id-llamacpp-a`): output token counts are estimates on 2 request(s): the "
+        "server's stream did not count their tokens",
+    )
+
+
 def test_trials_counted_by_the_server_are_named():
     trials = frame()
     assert trials.loc[server_counted(trials), R.LABEL].tolist() == ["openai-none"]

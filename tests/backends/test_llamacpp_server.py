@@ -19,6 +19,8 @@ import pytest
 from backends.llamacpp_server import LlamaCppServerBackend, LlamaCppServerConfig
 from sweep.core import records as R
 from sweep.core.errors import ConfigError, MissingExtraError
+from sweep.datasets.cache import PromptSource
+from sweep.loadgen.requests import build_requests
 from sweep.plan import build_plan
 from sweep.trial import DeploymentStarted, run_deployment
 from tests.helpers import environment_restored, serve
@@ -28,21 +30,22 @@ pytestmark = pytest.mark.timeout(120)
 
 OUTPUT_LEN = 16
 OVERSHOOT = 3  # tokens past max_tokens that llama-cpp-python may add to finish a character
-NUM_REQUESTS = 8
+NUM_REQUESTS = 64
 SERVING = [
     "sweep.name=llamacpp_server",
     "model=tiny_llama",
     "backend=llamacpp_server",
     "backend.n_ctx=512",
+    "backend.token_counts=logprobs",  # exact counts (the attached openai trial counts by chunk)
     "workload=throughput_bound",
     "+sweep.grid={workload.batch_size: [1, 8]}",  # two trials: concurrency 1, then 8
     f"workload.num_requests={NUM_REQUESTS}",
     f"workload.output_len={OUTPUT_LEN}",
     "dataset=random",
     "dataset.input_len=24",
-    # The tiny model has random weights: for 2 of seed 1's 9 prompts its whole reply is bytes
-    # of characters it never finishes, which llama.cpp streams as empty text. Counted by chunk
-    # (the backend's `one_token_per_chunk`), they are still 16 tokens each.
+    # The tiny model has random weights: some of seed 1's replies are bytes of characters it never
+    # finishes (streamed as empty text), some split a character between tokens that one chunk
+    # then carries, and some run past max_tokens to finish one.
     "dataset.seed=1",
 ]
 
@@ -96,19 +99,44 @@ def test_trials_share_one_server_on_the_converted_gguf(served, test_cache):
 
 
 def test_streamed_requests_are_counted_and_timed(served):
-    """The server sends no usage, but one chunk per token, a token that ends inside a UTF-8
-    character as an empty chunk: counted by chunk, every reply has its max_tokens (or up to
-    `OVERSHOOT` more, to finish a character), where re-tokenizing the text fell short."""
+    """The server sends no usage: each request asks for logprobs, one entry a token, so every
+    reply has its max_tokens or more (to finish a character), and no count is an estimate."""
     for files in served.trials:
         requests = table(files, "requests")
         assert len(requests) == NUM_REQUESTS
         assert (requests[R.STATUS] == R.STATUS_OK).all(), requests[R.ERROR].tolist()
         assert (requests[R.INPUT_TOKENS] == 24).all()
         assert (requests[R.REQUESTED_OUTPUT_TOKENS] == OUTPUT_LEN).all()
-        assert requests[R.OUTPUT_TOKENS].between(OUTPUT_LEN, OUTPUT_LEN + OVERSHOOT).all()
+        assert (requests[R.OUTPUT_TOKENS] >= OUTPUT_LEN).all()
+        assert not requests[R.OUTPUT_TOKENS_ESTIMATED].any()
         assert requests[R.SERVER_OUTPUT_TOKENS].isna().all()  # no usage in llama.cpp's stream
+        assert table(files, "summary").iloc[0][R.ESTIMATED_OUTPUT_REQUESTS] == 0
         assert (requests[R.TTFT_S] > 0).all() and (requests[R.E2E_S] >= requests[R.TTFT_S]).all()
         assert (requests[R.ITL_S].map(len) == requests[R.OUTPUT_TOKENS] - 1).all()
+
+
+def test_every_request_is_counted_as_the_server_counts_it(served):
+    """64 requests at output_len=16, closed loop: each request's count is the server's own for
+    its prompt, asked again unstreamed (its `usage`; temperature 0, so the same reply): 16, or
+    more where llama-cpp-python ran past max_tokens to finish a character. Counted by chunk, a
+    chunk that sends the tokens of a character split between them counted one (15, not 16)."""
+    trial = deployment_of(SERVING).trials[0]  # concurrency 1, as the served fixture ran it
+    prompts = PromptSource(served.backend.model_path, None, False).prompts(
+        trial.config.dataset, NUM_REQUESTS + trial.config.workload.warmup_requests
+    )
+    _, sent = build_requests(prompts, trial.config.workload)
+    requests = table(served.trials[0], "requests").set_index(R.REQUEST_IDX)
+    with httpx.Client(base_url=served.backend.base_url, timeout=30, trust_env=False) as client:
+        own = {
+            r.idx: client.post(
+                "/v1/completions",
+                json={"prompt": r.prompt, "max_tokens": r.max_tokens, "temperature": 0},
+            ).json()["usage"]["completion_tokens"]
+            for r in sent
+        }
+    assert len(own) == NUM_REQUESTS and (requests[R.STATUS] == R.STATUS_OK).all()
+    assert requests[R.OUTPUT_TOKENS].to_dict() == own
+    assert min(own.values()) == OUTPUT_LEN
 
 
 def test_the_server_stops_at_max_tokens_or_just_after(served):
@@ -147,9 +175,11 @@ def test_no_metrics_route_so_no_server_columns(served):
         )
 
 
-def test_attached_as_openai_it_counts_the_same(served):
+def test_attached_as_openai_it_counts_by_chunk_and_says_where_that_may_fall_short(served):
     """`backend=openai` on the same server: its UUID request ids pass llama-cpp-python's check
-    (it answers 400 to any other), and `server_kind=llamacpp` counts one token per chunk."""
+    (it answers 400 to any other), and `server_kind=llamacpp` counts one token per chunk, which
+    no logprobs slow down. A chunk with a character outside ASCII may carry several tokens: its
+    request's count is marked estimated; every other count is the exact one, by logprobs."""
     url = served.backend.base_url
     attached = [
         "backend=openai", f"backend.url={url}", "backend.server_kind=llamacpp",
@@ -164,9 +194,14 @@ def test_attached_as_openai_it_counts_the_same(served):
         ]
     requests = table(files[0], "requests")
     assert (requests[R.STATUS] == R.STATUS_OK).all(), requests[R.ERROR].tolist()
-    assert requests[R.OUTPUT_TOKENS].between(OUTPUT_LEN, OUTPUT_LEN + OVERSHOOT).all()
     direct = table(served.trials[0], "requests")  # the same prompts, launched, concurrency 1
-    assert requests[R.OUTPUT_TOKENS].tolist() == direct[R.OUTPUT_TOKENS].tolist()
+    by_chunk, exact = requests[R.OUTPUT_TOKENS], direct[R.OUTPUT_TOKENS]
+    estimated = requests[R.OUTPUT_TOKENS_ESTIMATED]
+    assert (by_chunk[~estimated] == exact[~estimated]).all()
+    assert (by_chunk[estimated] <= exact[estimated]).all()
+    assert (by_chunk < exact).sum() >= 1  # seed 1 has such a reply: the flag is not idle
+    summary = table(files[0], "summary").iloc[0]
+    assert summary[R.ESTIMATED_OUTPUT_REQUESTS] == estimated.sum()
 
 
 def test_stopping_leaves_no_server_process(served):

@@ -302,14 +302,14 @@ def test_tokens_and_latencies_match_the_sim(sim_url, tokenizer, chunks, usage, w
         assert (
             r[R.OUTPUT_TOKENS] == OUT == truth[t.idx]["output_tokens"] == r[R.SERVER_OUTPUT_TOKENS]
         )
-        assert t.chunk_tokens == expected
+        assert t.chunk_tokens == expected and r[R.OUTPUT_TOKENS_ESTIMATED] is False
         assert len(r[R.ITL_S]) == OUT - expected[0]
     assert_latencies_match(trackers, rows, truth)
     # the tokenizer is loaded only where the server's counts leave the split open
     assert bool(loads) == bool(with_tokenizer and usage == "final" and chunks != "1")
     flags = summarize(pd.DataFrame(rows), num_gpus=0, price_per_hour=1.0)
     assert flags[R.TOKEN_MISMATCH_REQUESTS] == 0 == flags[R.SHORT_OUTPUT_REQUESTS]
-    assert flags[R.OUTPUT_TOKENS_TOTAL] == N * OUT
+    assert flags[R.OUTPUT_TOKENS_TOTAL] == N * OUT and flags[R.ESTIMATED_OUTPUT_REQUESTS] == 0
 
 
 def test_variable_chunks_without_a_tokenizer_keep_the_count_and_tpot(sim_url):
@@ -332,7 +332,9 @@ def test_a_local_tokenizer_that_disagrees_with_the_server_still_gives_its_count(
     assert_latencies_match(trackers, rows, truth, itl=False)
 
 
-def test_without_any_usage_the_tokenizer_counts_and_nothing_is_flagged(sim_url, tokenizer):
+def test_without_any_usage_the_tokenizer_counts_and_says_the_counts_are_estimates(
+    sim_url, tokenizer
+):
     trackers, rows, truth = run(sim_url("1,3,2,5", "none"), tokenizer)
     for t, r in zip(trackers, rows, strict=True):
         assert r[R.SERVER_OUTPUT_TOKENS] is None
@@ -341,6 +343,9 @@ def test_without_any_usage_the_tokenizer_counts_and_nothing_is_flagged(sim_url, 
     assert_latencies_match(trackers, rows, truth)
     flags = summarize(pd.DataFrame(rows), num_gpus=0, price_per_hour=1.0)
     assert flags[R.TOKEN_MISMATCH_REQUESTS] == 0 == flags[R.SHORT_OUTPUT_REQUESTS]
+    # right here (the sim's words are one token each), but no count of the server's says so
+    assert all(r[R.OUTPUT_TOKENS_ESTIMATED] for r in rows)
+    assert flags[R.ESTIMATED_OUTPUT_REQUESTS] == N
     # with neither a count nor a tokenizer, one token a chunk is all that can be known
     _, bare, _ = run(sim_url("1,3,2,5", "none"))
     assert all(r[R.OUTPUT_TOKENS] == len(sim_chunks([1, 3, 2, 5])) for r in bare)
