@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
-
-import numpy as np
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
+
+import numpy as np
 
 from backends.base import EngineBackend, GenRequest, GenResult, TokenCallback
 from backends.config import EngineConfig

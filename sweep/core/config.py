@@ -1,7 +1,8 @@
 """The config dataclasses of every group but `backend` (each backend owns its own).
 
 The datasets' are in `sweep.core.dataset_configs`, the proxies' in `sweep.core.proxy_configs` and
-the quality set's in `sweep.core.quality_config`; they are re-exported here, so `Config` and its groups read from one place.
+the quality set's in `sweep.core.quality_config`; they are re-exported here, so `Config` and its
+groups read from one place.
 
 YAML under `conf/` holds the data; these dataclasses hold the types, defaults and validation
 (`__post_init__`). `sweep.schema` registers them in Hydra's ConfigStore; `OmegaConf.to_object`
@@ -565,7 +566,8 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 __all__ = [  # the group configs defined beside this module, read from here
     "GROUP_DISTRIBUTIONS", "OVERFLOW_MODES", "PROXY_TRUNCATION_SIDES", "QUALITY_TOO_LONG",
-    "THINK_TIME_DISTS", "ClipProxyConfig", "QualityConfig", "DatasetConfig", "HFDatasetConfig", "MultiTurnDatasetConfig",
-    "PromptsDatasetConfig", "ProxyConfig", "RandomDatasetConfig", "SemanticCacheProxyConfig",
+    "THINK_TIME_DISTS", "ClipProxyConfig", "DatasetConfig", "HFDatasetConfig",
+    "MultiTurnDatasetConfig", "PromptsDatasetConfig", "ProxyConfig", "QualityConfig",
+    "RandomDatasetConfig", "SemanticCacheProxyConfig",
     "SharedPrefixDatasetConfig", "TraceDatasetConfig", "check_paraphrase_rate",
 ]  # fmt: skip

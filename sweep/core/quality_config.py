@@ -31,9 +31,9 @@ class QualityConfig:
         too_long: a text longer than the model's context: `refuse` (an error naming it) or
             `truncate` (its first tokens up to the context).
         baseline: the deployment the others are compared against: a `backend` option of the
-            grid (`engines/hf_fp32`), a backend name or an engine label, as analysis's
-            `--baseline` takes them; None: the backend recorded as the baseline (plain
-            transformers).
+            grid (`engines/hf_fp32`) or a backend name (`hf`; the first such deployment);
+            None: the first deployment whose backend is recorded as the baseline (plain
+            transformers). Analysis's `--baseline` overrides it.
     """
 
     name: str = "off"
