@@ -21,6 +21,7 @@ from analysis.compare import parse_slo
 from analysis.console import print_capacity, print_findings, print_paths, print_table
 from analysis.html import write_html
 from analysis.load import (
+    load_quality,
     load_requests,
     load_stages,
     load_summary,
@@ -30,7 +31,7 @@ from analysis.load import (
 from analysis.noise_check import spread_table
 from analysis.plots import sweep_title
 from analysis.reference import with_reference
-from analysis.report import ReportOptions, console_table, save_report
+from analysis.report import ReportOptions, console_table, save_report, with_quality
 from analysis.sections import markdown_document, sweep_diff_section
 from analysis.sweep_diff import compare_sweeps
 from sweep.core.errors import SweepError
@@ -79,7 +80,10 @@ def report(
         timeseries=load_timeseries(results_dir),
         timeslices=load_timeslices(results_dir),
         stages=load_stages(results_dir),
-        options=with_search(with_reference(options, results_dir), results_dir),
+        quality=load_quality(results_dir),
+        options=with_quality(
+            with_search(with_reference(options, results_dir), results_dir), results_dir
+        ),
     )
     print_table(console_table(summary), title=f"Sweep {sweep}")
     print_findings(paths.findings)

@@ -2,7 +2,8 @@
 
 A results folder is `results/<sweep>/<deployment_id>/<trial_id>/{summary,requests,timeseries,
 server_metrics,timeslices}.parquet` (and `stages.parquet` for staged trials); a trial counts
-only once its summary.parquet exists (design.md, "Results layout"). Each loader concatenates one
+only once its summary.parquet exists (design.md, "Results layout"); a deployment's
+`quality.parquet` sits beside its trials. Each loader concatenates one
 kind of file over all complete trials, filling the columns that only some trials have (a
 backend's own settings, `env.*`) with nulls, and hands on one frame.
 """
@@ -77,6 +78,19 @@ def load_stages(results_dir: str | Path) -> pd.DataFrame:
         SweepError: the folder does not exist or holds no complete trial.
     """
     return _concat(_trial_files(results_dir, rec.STAGES_FILE), schema=None)
+
+
+def load_quality(results_dir: str | Path) -> pd.DataFrame:
+    """Every deployment's scores on the quality text set (`records.QUALITY_SCHEMA`; none: empty).
+
+    Raises:
+        SweepError: the folder does not exist.
+    """
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise SweepError(f"results folder not found: {root}")
+    paths = sorted(root.glob(f"*/{rec.QUALITY_FILE}"))
+    return _concat(paths, schema=rec.QUALITY_SCHEMA)
 
 
 def _trial_files(results_dir: str | Path, file_name: str) -> list[Path]:

@@ -215,11 +215,16 @@ def window_rates(ok: pd.DataFrame) -> np.ndarray:
     return per_window / width
 
 
+def resamples(count: int, rng: np.random.Generator) -> np.ndarray:
+    """`BOOTSTRAP_DRAWS` resamples of `count` items with replacement: their indices, one a row."""
+    return rng.integers(0, count, size=(BOOTSTRAP_DRAWS, count))
+
+
 def _bootstrap_se(values: np.ndarray, stat: str, rng: np.random.Generator) -> float:
     values = values[~np.isnan(values)]
     if values.size < 2:
         return math.nan
-    draws = values[rng.integers(0, values.size, size=(BOOTSTRAP_DRAWS, values.size))]
+    draws = values[resamples(values.size, rng)]
     if stat == "mean":
         results = draws.mean(axis=1)
     else:

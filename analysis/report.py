@@ -1,19 +1,21 @@
 """The report of a sweep: `summary.csv`, the PNG plots, `report.md` and `report.html`.
 
-`write_report` reads a results folder and writes them all; `save_report` does the same from
-frames already in memory (the CLI loads them once and also prints the table). The report opens
-with its findings in words (`analysis.findings`), then holds the capacity of each searched
-configuration (`analysis.capacity`, when the sweep searched), the per-trial sections built
-here (results, plots, repeats), the comparison sections of `analysis.sections`, the energy of
-each trial (`analysis.energy`), TTFT by turn of multi-turn trials (`analysis.turns`), a proxy's
-cache hits (`analysis.proxy_cache`), the server's own view (`analysis.server_view`) and the
-flagged and failed trials of `analysis.flags`. `main_table` is the human-readable table (units
-in the headers, numbers rounded) that the report and the terminal show; `summary.csv` keeps
-every column, the derived comparison ones too, the main ones first.
+`write_report` reads a results folder and writes them all; `save_report` does the same from frames
+already in memory (the CLI loads them once and also prints the table). The report opens with its
+findings in words (`analysis.findings`), then holds the capacity of each searched configuration
+(`analysis.capacity`, when the sweep searched), the per-trial sections built here (results, plots,
+repeats), the comparison sections of `analysis.sections`, the energy of each trial
+(`analysis.energy`), quality against speed (`analysis.quality`, with `quality=on`), TTFT by turn of
+multi-turn trials (`analysis.turns`), a proxy's cache hits (`analysis.proxy_cache`), the server's
+own view (`analysis.server_view`) and the flagged and failed trials of `analysis.flags`.
+`main_table` is the human-readable table (units in the headers, numbers rounded) that the report
+and the terminal show; `summary.csv` keeps every column, the derived comparison ones too, the main
+ones first.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from analysis.findings import findings
 from analysis.flags import distinct, problem_sections
 from analysis.html import HTML_FILE, write_html
 from analysis.load import (
+    load_quality,
     load_requests,
     load_stages,
     load_summary,
@@ -46,6 +49,7 @@ from analysis.plots import (
 )
 from analysis.plots import write_plots as _write_plots
 from analysis.proxy_cache import cache_sections
+from analysis.quality import quality_baseline, quality_sections
 from analysis.reference import Reference, reference_sections, with_reference
 from analysis.sections import (
     ANSWER_COLUMNS,
@@ -108,6 +112,7 @@ class ReportOptions:
     reference: Reference | None = None  # a study's published numbers (`analysis.reference`)
     target_rate: float | None = None  # req/s to serve: replicas and cost per searched config
     tolerance: float | None = None  # the search's, to say which searches converged
+    quality_baseline: str | None = None  # the experiment's `quality.baseline` (sweep.yaml)
 
 
 @dataclass(frozen=True)
@@ -145,7 +150,18 @@ def write_report(
         timeseries=load_timeseries(results_dir),
         timeslices=load_timeslices(results_dir),
         stages=load_stages(results_dir),
-        options=with_search(with_reference(options or ReportOptions(), results_dir), results_dir),
+        quality=load_quality(results_dir),
+        options=with_quality(
+            with_search(with_reference(options or ReportOptions(), results_dir), results_dir),
+            results_dir,
+        ),
+    )
+
+
+def with_quality(options: ReportOptions, results_dir: str | Path) -> ReportOptions:
+    """`options` with the experiment's quality baseline where it names none."""
+    return dataclasses.replace(
+        options, quality_baseline=options.quality_baseline or quality_baseline(results_dir)
     )
 
 
@@ -158,12 +174,14 @@ def save_report(
     timeseries: pd.DataFrame | None = None,
     timeslices: pd.DataFrame | None = None,
     stages: pd.DataFrame | None = None,
+    quality: pd.DataFrame | None = None,
     options: ReportOptions | None = None,
 ) -> ReportPaths:
     """Write the report of already loaded frames into `out_dir`.
 
     Without `requests` the goodput section is left out; without `timeseries`, the timelines;
-    without `timeslices` or `stages`, the metrics per time slice or per stage.
+    without `timeslices` or `stages`, the metrics per time slice or per stage; `quality`
+    (`analysis.load.load_quality`) gives the "Quality against speed" table.
     """
     options = options or ReportOptions()
     out = Path(out_dir)
@@ -190,6 +208,7 @@ def save_report(
         *stage_sections(stages, trials),
         *comparison_sections(comparison, pareto),
         *energy_sections(trials),
+        *quality_sections(quality, trials, options.baseline or options.quality_baseline),
         *turn_sections(turns, turn_plots),
         *cache_sections(requests, trials),  # trials behind a proxy (study D)
         *server_sections(trials),

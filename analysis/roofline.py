@@ -171,6 +171,9 @@ def _llamacpp(row: Row) -> tuple[float, float]:
     if gguf is None and isinstance(path, str) and path.endswith(".gguf"):
         gguf = path
     if gguf is None:  # converted from the HF model by our converter, in convert_outtype
+        outtype = str(row.get(CONVERT_OUTTYPE)).upper()
+        if outtype in GGUF_BITS_PER_WEIGHT:  # a block type llama.cpp quantized it to (Q4_0)
+            return GGUF_BITS_PER_WEIGHT[outtype] / 8, LLAMACPP_KV_BYTES
         return bytes_per_param(row.get(CONVERT_OUTTYPE)), LLAMACPP_KV_BYTES
     tag = GGUF_TAG.search(str(gguf).rsplit("/", 1)[-1])
     bits = GGUF_BITS_PER_WEIGHT[tag.group(1).upper()] if tag else 8 * DEFAULT_BYTES_PER_PARAM

@@ -10,7 +10,8 @@ are phrased: the endpoint, whether vLLM's body extensions may be sent, chat's ou
 and headers and body fields of their own (a value read from the environment is a `Secret`).
 Each backend also states the facts analysis needs (`Backend.facts`: baseline or not, whether
 `ignore_eos` reaches its engine, how its config names what it stores); the worker writes them into
-every summary row.
+every summary row. A backend that can score a text teacher-forced (`score`, for `quality=on`)
+says so by leaving `scoring_unavailable` None; the others keep its reason.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from backends.process.prometheus import Scrape
+from backends.scoring import TokenScores
 from sweep.core import records as rec
+from sweep.core.errors import BackendError
 
 # (request idx, number of new tokens in this step). Called as soon as the tokens exist on the host.
 TokenCallback = Callable[[int, int], None]
@@ -83,6 +86,8 @@ class Backend(abc.ABC):
     # fields name it (dtype, quantization, KV-cache type, a GGUF file, a speculative config).
     weight_format: ClassVar[str] = rec.WEIGHTS_DECLARED
     roofline_fields: ClassVar[tuple[str, ...]] = ()
+    # Why `score` cannot score a text teacher-forced with this backend; None: it can.
+    scoring_unavailable: ClassVar[str | None] = "this backend does not score texts yet"
 
     def __init__(self, config: Any, model_path: str) -> None:
         self.config = config
@@ -136,6 +141,18 @@ class Backend(abc.ABC):
     def log_text(self) -> str | None:
         """The backend's whole log so far, kept as backend.log beside the results (if any)."""
         return None
+
+    def score(self, ids: Sequence[int], top_k: int) -> TokenScores:
+        """Score one text teacher-forced on the started backend (`backends.scoring`).
+
+        Args:
+            ids: the text's token ids under the model's tokenizer, its leading token first.
+            top_k: how many of the most likely next tokens to keep at each position.
+
+        Raises:
+            BackendError: the backend cannot score (`scoring_unavailable`), or this text.
+        """
+        raise BackendError(f"scoring is not available: {self.scoring_unavailable}")
 
     def reset_between_trials(self) -> None:
         """Bring the backend to a clean state between trials (drain, reset caches); default none."""

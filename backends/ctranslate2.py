@@ -17,9 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
+
 from backends.base import EngineBackend, GenRequest, GenResult, TokenCallback
 from backends.config import EngineConfig
 from backends.models.cache import cache_key, cached_build
+from backends.scoring import TokenScores, from_logprobs
 from backends.streaming import TokenCounter
 from sweep.core import records as R
 from sweep.core.errors import (
@@ -83,6 +86,7 @@ class CTranslate2Backend(EngineBackend):
     config_class: ClassVar[type] = CTranslate2BackendConfig
     weight_format: ClassVar[str] = R.WEIGHTS_CTRANSLATE2
     roofline_fields: ClassVar[tuple[str, ...]] = ("compute_type",)
+    scoring_unavailable: ClassVar[str | None] = None
 
     def start(self) -> None:
         """Convert (once) and load the model; check the compute type suits the device."""
@@ -101,6 +105,8 @@ class CTranslate2Backend(EngineBackend):
         ids = {token: idx for idx, token in enumerate(self.vocabulary)}
         meta = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
         self.eos_ids = {ids[meta["eos_token"]]} if meta.get("eos_token") in ids else set()
+        self.device = device
+        self._cpu = ct2.Device.cpu
         log.info("loading %s on %s (%s)", model_dir, device, compute_type)
         self.generator = ct2.Generator(
             str(model_dir),
@@ -121,6 +127,17 @@ class CTranslate2Backend(EngineBackend):
     def stop(self) -> None:
         """Free the model (device memory is released with the generator)."""
         self.generator = None
+
+    def score(self, ids: Sequence[int], top_k: int) -> TokenScores:
+        """`Generator.forward_batch`: every position's log-probabilities in one call.
+
+        `score_batch` would give only each text token's own log-probability, not the top-K
+        alternatives the comparison needs.
+        """
+        out = self.generator.forward_batch([list(ids)], return_log_probs=True)
+        if self.device != "cpu":
+            out = out.to_device(self._cpu)
+        return from_logprobs(ids, np.asarray(out)[0], top_k)
 
     def generate(self, requests: Sequence[GenRequest], on_token: TokenCallback) -> list[GenResult]:
         """Decode the batch together; each step's tokens go to `on_token` as the step ends.

@@ -21,6 +21,7 @@ from backends.config import (
     TORCH_DTYPES,
     EngineConfig,
 )
+from backends.scoring import TokenScores, from_logprobs
 from backends.streaming import TokenCounter, one_at_a_time
 from sweep.core.errors import (
     BackendError,
@@ -81,6 +82,7 @@ class HFBackend(EngineBackend):
     config_class: ClassVar[type] = HFBackendConfig
     baseline: ClassVar[bool] = True  # plain transformers: what the others are compared with
     roofline_fields: ClassVar[tuple[str, ...]] = ("dtype", "quantization")
+    scoring_unavailable: ClassVar[str | None] = None
 
     def start(self) -> None:
         """Load tokenizer and model onto the configured device and dtype."""
@@ -151,6 +153,14 @@ class HFBackend(EngineBackend):
         torch = getattr(self, "_torch", None)
         if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+    def score(self, ids: Sequence[int], top_k: int) -> TokenScores:
+        """One forward pass over the text; log-softmax in float32 whatever the model's dtype."""
+        torch = self._torch
+        with torch.inference_mode():
+            logits = self.model(torch.tensor([list(ids)], device=self.device)).logits[0]
+            logprobs = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
+        return from_logprobs(ids, logprobs, top_k)
 
     def generate(self, requests: Sequence[GenRequest], on_token: TokenCallback) -> list[GenResult]:
         """Generate `requests`: one at a time (`per_request`) or as one padded batch."""

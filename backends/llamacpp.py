@@ -12,18 +12,24 @@ EOS when the request does not ignore it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
+
+import numpy as np
 
 from backends.base import EngineBackend, GenRequest, GenResult, TokenCallback
 from backends.config import EngineConfig
 from backends.models.cache import cache_key, cached_build, first_line, local_checkpoint
 from backends.models.gguf_convert import CONVERTER_VERSION, convert_to_gguf
 from backends.models.gguf_convert import OUTTYPES as GGUF_OUTTYPES
+from backends.models.gguf_quantize import QUANT_TYPES, quantize_gguf
+from backends.scoring import TokenScores, from_logprobs, log_softmax
 from backends.streaming import TokenCounter, one_at_a_time
 from sweep.core import records as R
 from sweep.core.errors import (
@@ -37,6 +43,10 @@ from sweep.core.errors import (
 log = logging.getLogger(__name__)
 
 GGUF_NAME = "model.gguf"
+# What `convert_outtype` may name: our converter's float types, then llama.cpp's block types,
+# quantized from the f32 conversion.
+CONVERT_OUTTYPES = (*GGUF_OUTTYPES, *QUANT_TYPES)
+_PARAMS_LOCK = threading.Lock()
 
 
 def import_llama_cpp() -> Any:
@@ -69,9 +79,22 @@ def gguf_path(config: Any, model_path: str) -> Path:
     key = cache_key(model_path, outtype=outtype, converter=CONVERTER_VERSION)
 
     def build(out: Path) -> None:
+        if outtype in QUANT_TYPES:
+            source = gguf_path(_Outtype("f32"), model_path)
+            quantize_gguf(import_llama_cpp(), source, out / GGUF_NAME, outtype)
+            return
         convert_to_gguf(local_checkpoint(model_path), out / GGUF_NAME, outtype)
 
     return cached_build("gguf", key, build, f"{model_path} to GGUF ({outtype})") / GGUF_NAME
+
+
+@dataclass(frozen=True)
+class _Outtype:
+    """The GGUF source a quantized conversion starts from: our converter's file of `outtype`."""
+
+    convert_outtype: str
+    gguf_repo: None = None
+    gguf_file: None = None
 
 
 def require_gpu_offload(llama_cpp: Any, n_gpu_layers: int) -> None:
@@ -103,6 +126,9 @@ class LlamaCppBackendConfig(EngineConfig):
     n_batch: int = 512
     n_threads: int | None = None
     seed: int = 0
+    # llama.cpp's weight repacking into the CPU's own layouts (AMX, AArch64); False is its
+    # `--no-repack`. Its AMX kernels crashed on this project's CPU test host for Q8_0/Q4_0.
+    repack: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -111,7 +137,7 @@ class LlamaCppBackendConfig(EngineConfig):
 
 def check_gguf_config(config: Any) -> None:
     """What every llama.cpp config (engine or server) checks: its GGUF's source, sizes, offload."""
-    check_choice("backend", "convert_outtype", config.convert_outtype, tuple(GGUF_OUTTYPES))
+    check_choice("backend", "convert_outtype", config.convert_outtype, CONVERT_OUTTYPES)
     check_positive(
         "backend", n_ctx=config.n_ctx, n_batch=config.n_batch, n_threads=config.n_threads
     )
@@ -132,12 +158,40 @@ def llama_pieces(config: Any) -> tuple[str, ...]:
     return ("llama-cpp-cuda",) if config.num_gpus > 0 else ()
 
 
+@contextlib.contextmanager
+def _model_params(llama_cpp: Any, repack: bool) -> Iterator[None]:
+    """`Llama` loading with llama.cpp's weight repacking on or off (`repack`).
+
+    The binding's constructor takes no argument for `use_extra_bufts`; it reads the defaults
+    from `llama_model_default_params`, so that function answers with the switch set while one
+    model loads (a lock keeps two loads apart).
+    """
+    if repack:
+        yield
+        return
+    binding = llama_cpp.llama_cpp
+    defaults = binding.llama_model_default_params
+
+    def without_repack() -> Any:
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    with _PARAMS_LOCK:
+        binding.llama_model_default_params = without_repack
+        try:
+            yield
+        finally:
+            binding.llama_model_default_params = defaults
+
+
 class LlamaCppBackend(EngineBackend):
     """`llama_cpp.Llama` on CPU, or with `n_gpu_layers` offloaded to a GPU."""
 
     config_class: ClassVar[type] = LlamaCppBackendConfig
     weight_format: ClassVar[str] = R.WEIGHTS_GGUF
     roofline_fields: ClassVar[tuple[str, ...]] = ("gguf_file", "convert_outtype")
+    scoring_unavailable: ClassVar[str | None] = None
 
     @classmethod
     def pieces(cls, config: Any) -> tuple[str, ...]:
@@ -152,16 +206,17 @@ class LlamaCppBackend(EngineBackend):
         path = gguf_path(config, self.model_path)
         log.info("loading %s (n_gpu_layers=%d, n_ctx=%d)", path, config.n_gpu_layers, config.n_ctx)
         try:
-            self.llm = llama_cpp.Llama(
-                model_path=str(path),
-                n_gpu_layers=config.n_gpu_layers,
-                n_ctx=config.n_ctx,
-                n_batch=config.n_batch,
-                n_threads=config.n_threads,
-                n_threads_batch=config.n_threads,  # prompt processing: same cores
-                seed=config.seed,
-                verbose=False,
-            )
+            with _model_params(llama_cpp, config.repack):
+                self.llm = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_gpu_layers=config.n_gpu_layers,
+                    n_ctx=config.n_ctx,
+                    n_batch=config.n_batch,
+                    n_threads=config.n_threads,
+                    n_threads_batch=config.n_threads,  # prompt processing: same cores
+                    seed=config.seed,
+                    verbose=False,
+                )
         except ValueError as exc:  # the binding's way of saying the file did not load
             raise BackendError(f"llama.cpp cannot load {path}: {first_line(exc)}") from None
         self.eos_ids = {self.llm.token_eos()}
@@ -172,6 +227,30 @@ class LlamaCppBackend(EngineBackend):
         if llm is not None:
             llm.close()
         self.llm = None
+
+    def score(self, ids: Sequence[int], top_k: int) -> TokenScores:
+        """Decode the text from an empty context with logits kept at every position.
+
+        The binding's `Llama.eval` keeps only the last position's logits unless the model was
+        created with `logits_all`, which would slow every trial's prompt processing; so this
+        decodes through the binding's own batch and context with every position marked for
+        output, `n_batch` tokens at a time, as `eval` does.
+        """
+        llm, n_ctx = self.llm, self.config.n_ctx
+        if len(ids) > n_ctx:
+            raise BackendError(f"a text of {len(ids)} tokens exceeds backend.n_ctx={n_ctx}")
+        vocabulary = llm.n_vocab()
+        llm.reset()
+        llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        rows = []
+        for start in range(0, len(ids), self.config.n_batch):
+            chunk = list(ids[start : start + self.config.n_batch])
+            llm._batch.set_batch(batch=chunk, n_past=start, logits_all=True)
+            llm._ctx.decode(llm._batch)
+            logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(chunk), vocabulary))
+            rows.append(logits.copy())
+        llm.reset()
+        return from_logprobs(ids, log_softmax(np.concatenate(rows)), top_k)
 
     def generate(self, requests: Sequence[GenRequest], on_token: TokenCallback) -> list[GenResult]:
         """Serve the batch one request at a time (the binding holds a single sequence)."""

@@ -87,6 +87,10 @@ class SimBackendConfig(SimSchedule, BackendConfig):
 class SimBackend(LaunchedServerBackend):
     """A `sim_server` child process configured from `SimBackendConfig`."""
 
+    scoring_unavailable: ClassVar[str | None] = (
+        "the sim server has no model: its tokens are made up"
+    )
+
     config_class: ClassVar[type] = SimBackendConfig
 
     launcher_name: ClassVar[str] = "sim"

@@ -37,7 +37,7 @@ import ray
 
 from sweep.core import records as R
 from sweep.core.errors import ResultsNotSaved, SweepError
-from sweep.core.results import ResultStore, TrialFiles
+from sweep.core.results import QualityFiles, ResultStore, TrialFiles
 from sweep.job import forwarded_env
 from sweep.ledger import TrialLedger
 from sweep.node_types import (
@@ -269,8 +269,17 @@ class Driver:
         now = time.monotonic()
         awaits = None if helper else waits_for(deployment, ray.nodes() if nodes is None else nodes)
         self.tasks.append(
-            _Task(deployment, generator, attempt, now, key, last_progress=now, helper=helper,
-                  awaits=awaits, waiting_since=now)  # fmt: skip
+            _Task(
+                deployment,
+                generator,
+                attempt,
+                now,
+                key,
+                last_progress=now,
+                helper=helper,
+                awaits=awaits,
+                waiting_since=now,
+            )  # fmt: skip
         )
 
     def pending(self, task: _Task) -> tuple:
@@ -419,6 +428,9 @@ class Driver:
         if isinstance(item, SearchDone):
             self._search_done(task, item)
             return
+        if isinstance(item, QualityFiles):
+            self._record_quality(item)
+            return
         wall = item.summary.column(R.WALL_S)[0].as_py() or 0.0
         if task.start_cost_s is None:
             task.start_cost_s = max(0.0, task.last_progress - task.started_at - wall)
@@ -529,6 +541,13 @@ class Driver:
         budget = probe_budget(seed) if seed is not None else run
         unit = "req/s" if seed is None or not seed.search.integer else "concurrent requests"
         self.progress.search_finished(label, done.capacity, max(0, budget - run), unit)
+
+    def _record_quality(self, files: QualityFiles) -> None:
+        """Write a deployment's quality scores; a refusal is a warning (the trials go on)."""
+        try:
+            self.store.write_quality(files)
+        except (ResultsNotSaved, OSError) as exc:
+            log.warning("quality scores of %s not saved: %s", files.deployment_id, exc)
 
     def _record(self, files: TrialFiles) -> None:
         if files.trial_id in self.recorded:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +24,10 @@ from backends.proxy.launch import check_plan as check_proxy
 from sweep.compose import Composer
 from sweep.core.config import GROUPS, Config
 from sweep.core.errors import ConfigError
+from sweep.core.records import GROUP_CHOICES
 from sweep.datasets import check_dataset
 from sweep.datasets.multi_turn import check_plan as check_multi_turn
+from sweep.datasets.quality_texts import check_plan as check_quality
 from sweep.search_plan import check_search, seed_hash_tree
 from sweep.spec import (
     Deployment,
@@ -77,6 +80,7 @@ def build_plan(overrides: list[str]) -> SweepPlan:
         trials = []
         everywhere: set[str] | None = None  # keys that no point of the grid knows
         messages: dict[str, str] = {}
+        tokenizers: dict[Any, Any] = {}  # the quality set's check: one tokenizer per model
         # One Hydra compose per combination of group options (a quarter second each), not per
         # point: points that differ only in values get a copy of their combination's tree.
         composed = {(): (base_tree, base_choices)}
@@ -93,6 +97,7 @@ def build_plan(overrides: list[str]) -> SweepPlan:
             check_multi_turn(config)  # sessions need a server, whole sessions, the context
             check_proxy(config)  # a proxy needs an OpenAI-compatible server behind it
             check_dataset(config.dataset, config.model.max_model_len)  # a trace file's rows
+            check_quality(config, tokenizers)  # the quality set: there, not empty, fits
             everywhere = set(unknown) if everywhere is None else everywhere & set(unknown)
             messages.update(unknown)
             trials.extend(
@@ -100,6 +105,7 @@ def build_plan(overrides: list[str]) -> SweepPlan:
             )
     if everywhere:
         raise ConfigError(messages[min(everywhere)])
+    _check_quality_baseline(base, trials)
     return SweepPlan(
         name=base.sweep.name,
         base=base,
@@ -174,6 +180,22 @@ def point_label(config: Config, chosen: dict[str, Any]) -> str:
         text = str(value) if not isinstance(value, dict | list) else stable_hash(value)[:6]
         parts.append(f"{SHORT_NAMES[leaf]}{text}" if leaf in SHORT_NAMES else text)
     return "-".join(parts)
+
+
+def _check_quality_baseline(base: Config, trials: list[TrialSpec]) -> None:
+    """`quality.baseline` must name a deployment of the sweep: a backend option or name."""
+    wanted = base.quality.baseline
+    if not base.quality.enabled or wanted is None:
+        return
+    names = set()
+    for trial in trials:
+        choices = json.loads(trial.flat.get(GROUP_CHOICES, "{}"))
+        names |= {str(choices.get("backend")), trial.config.backend.name}
+    if wanted not in names:
+        raise ConfigError(
+            f"quality.baseline={wanted!r} names no deployment of the sweep; its backends: "
+            f"{', '.join(sorted(names - {'None'}))}"
+        )
 
 
 def _has_key(tree: Any, dotted: str) -> bool:

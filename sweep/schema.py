@@ -19,6 +19,7 @@ from sweep.core.config import (
     OutputConfig,
     PromptsDatasetConfig,
     ProxyConfig,
+    QualityConfig,
     RandomDatasetConfig,
     SearchConfig,
     SemanticCacheProxyConfig,
@@ -53,6 +54,7 @@ def group_schemas() -> dict[str, dict[str, type]]:
             "clip_schema": ClipProxyConfig,
             "semantic_cache_schema": SemanticCacheProxyConfig,
         },
+        "quality": {"quality_schema": QualityConfig},
     }
 
 

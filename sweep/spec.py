@@ -22,8 +22,11 @@ from typing import Any
 from sweep.core import records as rec
 from sweep.core.config import ADDED_LATER, Config, flatten
 
-NOT_IN_TRIAL_ID = ("sweep", "output", "cluster", "tracking", "slo", "search", "reference")
-NOT_IN_FLAT = ("sweep", "output", "cluster", "tracking", "search", "reference")
+# `quality` is measured once per deployment, not by a trial: it moves no trial id.
+NOT_IN_TRIAL_ID = (
+    "sweep", "output", "cluster", "tracking", "slo", "search", "reference", "quality",
+)  # fmt: skip
+NOT_IN_FLAT = ("sweep", "output", "cluster", "tracking", "search", "reference", "quality")
 DEPLOYMENT_KEYS = ("model", "backend", "hardware")
 # The workload value a search varies, per workload mode; other modes have no load to raise.
 LOAD_AXES = {"open_loop": "workload.request_rate", "closed_loop": "workload.concurrency"}

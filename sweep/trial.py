@@ -30,7 +30,7 @@ from sweep.core import records as R
 from sweep.core.config import Config
 from sweep.core.errors import BackendError, DatasetError, SweepError
 from sweep.core.pieces import missing_here, pieces_dir
-from sweep.core.results import TrialFiles
+from sweep.core.results import QualityFiles, TrialFiles
 from sweep.core.secrets import scrub, scrub_text
 from sweep.core.stage_summary import stage_summaries
 from sweep.core.summary import summarize
@@ -50,6 +50,7 @@ from sweep.loadgen.requests import build_requests
 from sweep.loadgen.saturation import client_columns
 from sweep.loadgen.sessions import session_runner
 from sweep.powercap import RAPL_INTERVAL_S, rapl_source
+from sweep.quality_run import score_deployment
 from sweep.search_run import Board, SearchDone, run_search
 from sweep.spec import Deployment, TrialSpec
 from sweep.telemetry import (
@@ -84,12 +85,14 @@ def run_deployment(
     claim: Callable[[str], bool] | None = None,
     helper: bool = False,
     board: Board | None = None,
-) -> Iterator[TrialFiles | SearchDone | DeploymentStarted]:
+) -> Iterator[TrialFiles | SearchDone | DeploymentStarted | QualityFiles]:
     """Start the deployment's backend, run every trial, stop the backend; yield trial files.
 
     With `claim` (`sweep.ledger`), a trial runs, or is failed, only if `claim(trial_id)` says
     this task may: another task of the same deployment may have taken it. A `helper` whose
-    backend does not start fails nothing: the task it helps still has every trial.
+    backend does not start fails nothing: the task it helps still has every trial. With
+    `quality=on` the backend first scores the quality set (`sweep.quality_run`; not a helper,
+    whose task scores it), yielded as `QualityFiles` before the first trial.
     """
     config = deployment.config
     mine = claim or (lambda trial_id: True)
@@ -146,6 +149,13 @@ def run_deployment(
         return _with_log(files, backend.log_text())
 
     try:
+        if config.quality.enabled and not helper:
+            tokenizer = prompts.tokenizer()
+            quality, status = score_deployment(backend, config, tokenizer, deployment.deployment_id)
+            environment = {**environment, R.QUALITY_STATUS: status}  # in every summary row
+            ran = True  # a server is drained and its caches emptied before the first trial
+            if quality is not None:
+                yield quality
         for spec in deployment.trials:
             shared = spec.search is not None and spec.config.search.parallel > 1
             if not shared and not mine(spec.trial_id):

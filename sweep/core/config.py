@@ -1,7 +1,8 @@
 """The config dataclasses of every group but `backend` (each backend owns its own).
 
-The datasets' are in `sweep.core.dataset_configs` and the proxies' in `sweep.core.proxy_configs`;
-they are re-exported here, so `Config` and its groups read from one place.
+The datasets' are in `sweep.core.dataset_configs`, the proxies' in `sweep.core.proxy_configs` and
+the quality set's in `sweep.core.quality_config`; they are re-exported here, so `Config` and its
+groups read from one place.
 
 YAML under `conf/` holds the data; these dataclasses hold the types, defaults and validation
 (`__post_init__`). `sweep.schema` registers them in Hydra's ConfigStore; `OmegaConf.to_object`
@@ -40,11 +41,12 @@ from sweep.core.proxy_configs import (
     ProxyConfig,
     SemanticCacheProxyConfig,
 )
+from sweep.core.quality_config import QUALITY_TOO_LONG, QualityConfig
 
 # The config groups: an option of each is chosen per trial (`conf/<group>/<option>.yaml`).
 GROUPS = (
     "model", "backend", "workload", "dataset", "hardware", "cluster", "output", "tracking",
-    "search", "proxy",
+    "search", "proxy", "quality",
 )  # fmt: skip
 WORKLOAD_MODES = ("latency_bound", "throughput_bound", "offline_batch", "closed_loop", "open_loop")
 
@@ -81,6 +83,7 @@ ADDED_LATER: dict[str, Any] = {
     "workload.repeat_to_minimum": False,
     "backend.reasoning_tokens": 0,  # the sim's reasoning phase
     "backend.reasoning_field": "reasoning",
+    "backend.repack": True,  # llama.cpp's weight repacking (`--no-repack` when False)
     # A whole group added later: its section hashes away while it equals this default.
     "proxy": {"name": "none"},
 }
@@ -528,6 +531,7 @@ class Config:
     slo: SLOConfig = field(default_factory=SLOConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     proxy: Any = field(default_factory=ProxyConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     sweep: SweepMeta = field(default_factory=SweepMeta)
     reference: Any = None
     seed: int = 0
@@ -575,8 +579,9 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 __all__ = [  # the group configs defined beside this module, read from here
-    "GROUP_DISTRIBUTIONS", "OVERFLOW_MODES", "PROXY_TRUNCATION_SIDES", "THINK_TIME_DISTS",
-    "ClipProxyConfig", "DatasetConfig", "HFDatasetConfig", "MultiTurnDatasetConfig",
-    "PromptsDatasetConfig", "ProxyConfig", "RandomDatasetConfig", "SemanticCacheProxyConfig",
+    "GROUP_DISTRIBUTIONS", "OVERFLOW_MODES", "PROXY_TRUNCATION_SIDES", "QUALITY_TOO_LONG",
+    "THINK_TIME_DISTS", "ClipProxyConfig", "DatasetConfig", "HFDatasetConfig",
+    "MultiTurnDatasetConfig", "PromptsDatasetConfig", "ProxyConfig", "QualityConfig",
+    "RandomDatasetConfig", "SemanticCacheProxyConfig",
     "SharedPrefixDatasetConfig", "TraceDatasetConfig", "check_paraphrase_rate",
 ]  # fmt: skip

@@ -296,6 +296,45 @@ TRIAL_YAML = "trial.yaml"
 SWEEP_YAML = "sweep.yaml"
 BACKEND_LOG = "backend.log"
 
+# --- quality.parquet: a deployment's scores on the quality text set (`quality=on`) ---
+# Written once per deployment, beside its trials (`<deployment_id>/quality.parquet`): each text
+# of the set goes through the deployment's own backend teacher-forced (`backends.scoring`). Row
+# (TEXT_IDX, POSITION) is the text's token at POSITION (1 = the first after the tokenizer's
+# leading token; ids are the model tokenizer's, the same for every backend): TOKEN_LOGPROB is the
+# natural-log probability the backend gave it after the tokens before it, TOP_IDS and
+# TOP_LOGPROBS the backend's `quality.top_k` most likely tokens there, most likely first. The
+# set's identity repeats on each row: its name, the sha256 of its texts (JSON list, UTF-8) and
+# its number of tokens under the model's tokenizer (after truncation). QUALITY_STATUS, in every
+# summary row of a deployment that ran with `quality=on`, says what became of its scoring:
+# QUALITY_SCORED, or "not available: <reason>" / "failed: <reason>" (its trials ran anyway).
+QUALITY_FILE = "quality.parquet"
+TEXT_IDX = "text_idx"
+POSITION = "position"
+TOKEN_ID = "token_id"
+TOKEN_LOGPROB = "token_logprob"
+TOP_IDS = "top_ids"
+TOP_LOGPROBS = "top_logprobs"
+QUALITY_SET_NAME = "quality_set_name"
+QUALITY_SET_SHA256 = "quality_set_sha256"
+QUALITY_SET_TOKENS = "quality_set_tokens"
+QUALITY_STATUS = "quality_status"
+QUALITY_SCORED = "scored"
+
+QUALITY_SCHEMA = pa.schema(
+    [
+        pa.field(DEPLOYMENT_ID, pa.string()),
+        pa.field(TEXT_IDX, pa.int64()),
+        pa.field(POSITION, pa.int64()),
+        pa.field(TOKEN_ID, pa.int64()),
+        pa.field(TOKEN_LOGPROB, pa.float64()),
+        pa.field(TOP_IDS, pa.list_(pa.int64())),
+        pa.field(TOP_LOGPROBS, pa.list_(pa.float64())),
+        pa.field(QUALITY_SET_NAME, pa.string()),
+        pa.field(QUALITY_SET_SHA256, pa.string()),
+        pa.field(QUALITY_SET_TOKENS, pa.int64()),
+    ]
+)
+
 # Summary metric columns (written by `sweep.core.summary.summarize`).
 NUM_REQUESTS = "num_requests"
 COMPLETED_REQUESTS = "completed_requests"

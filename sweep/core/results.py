@@ -2,7 +2,8 @@
 
 Layout: `<root>/<sweep>/sweep.yaml`, `<root>/<sweep>/<deployment_id>/backend.log` and
 `<root>/<sweep>/<deployment_id>/<trial_id>/{requests,summary,timeseries,server_metrics,
-timeslices}.parquet, trial.yaml`, and `stages.parquet` for a trial with `workload.stages`.
+timeslices}.parquet, trial.yaml`, and `stages.parquet` for a trial with `workload.stages`;
+`<root>/<sweep>/<deployment_id>/quality.parquet` with `quality=on`.
 Every file is written under a temporary name and renamed; `summary.parquet` is written last, so
 a trial is complete if and only if its summary exists. `output.dir` may be a local path or any
 URI `pyarrow.fs` understands (s3://, gs://), so workers never need a shared file system.
@@ -43,6 +44,14 @@ class TrialFiles:
     server_metrics: pa.Table = field(default_factory=R.SERVER_METRICS_SCHEMA.empty_table)
     timeslices: pa.Table = field(default_factory=R.TIMESLICES_SCHEMA.empty_table)
     stages: pa.Table | None = None
+
+
+@dataclass(frozen=True)
+class QualityFiles:
+    """A deployment's scores on the quality text set (`records.QUALITY_SCHEMA`), written once."""
+
+    deployment_id: str
+    table: pa.Table
 
 
 class ResultStore:
@@ -124,6 +133,12 @@ class ResultStore:
         """The composed config with git sha and versions."""
         self.fs.create_dir(self.root, recursive=True)
         self._write_text(f"{self.root}/{R.SWEEP_YAML}", text)
+
+    def write_quality(self, files: QualityFiles) -> None:
+        """Keep a deployment's quality scores beside its trials."""
+        folder = f"{self.root}/{files.deployment_id}"
+        self.fs.create_dir(folder, recursive=True)
+        self._write_parquet(f"{folder}/{R.QUALITY_FILE}", files.table)
 
     def write_backend_log(self, deployment_id: str, text: str) -> None:
         """Keep a deployment's backend log beside its trials."""
