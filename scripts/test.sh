@@ -17,7 +17,7 @@ status=0
 # marked `alone` runs with nothing beside it. SWEEP_TEST_WORKERS=0 runs everything in one process.
 # The 25 slowest tests are printed at the end, so a test that grew slow is seen in CI's log.
 workers=${SWEEP_TEST_WORKERS:-2}
-.venv/bin/python -m pytest -m "not gpu" -n "$workers" --dist loadgroup --durations=25 "$@" \
+.venv/bin/python -m pytest -m "not gpu" -n "$workers" --dist loadscope --durations=25 "$@" \
   || status=$?
 [ "$layers" = 0 ] || { echo "lint-imports: a layering contract is broken (see above)"; exit 1; }
 exit "$status"

@@ -33,10 +33,6 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-# The test files that share a cluster of network namespaces (the same private addresses and
-# namespace names): one worker runs them all, one after the other.
-_SHARED_GROUPS = {"tests/multihost/": "netns"}
-
 
 def pytest_configure(config):
     config.addinivalue_line(
@@ -44,23 +40,6 @@ def pytest_configure(config):
         "alone: measures time or CPU share, so no other test runs beside it (under pytest-xdist "
         "the other worker waits; see _machine_share)",
     )
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist, one test file is one unit of work (its module fixtures start once).
-
-    Runs before xdist's own hook, which turns the `xdist_group` mark into the unit of work of
-    `--dist loadgroup`.
-    """
-    if not _WORKER:
-        return
-    for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        path = item.nodeid.split("::")[0]
-        group = next((g for prefix, g in _SHARED_GROUPS.items() if path.startswith(prefix)), path)
-        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def _lock_path(name: str) -> Path:
@@ -83,11 +62,7 @@ def _machine_share(alone: bool):
             fcntl.flock(gate, fcntl.LOCK_SH)
             fcntl.flock(share, fcntl.LOCK_SH)
             fcntl.flock(gate, fcntl.LOCK_UN)
-        try:
-            yield
-        finally:
-            fcntl.flock(share, fcntl.LOCK_UN)
-            fcntl.flock(gate, fcntl.LOCK_UN)
+        yield  # closing the files releases both locks
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -104,32 +79,35 @@ def pytest_runtest_protocol(item, nextitem):
         del os.environ["SWEEP_TEST_SHARE"]
 
 
-@pytest.fixture(scope="session")
-def ray_cluster():
-    """The address of a local Ray cluster shared by the session, stopped at its end.
+# Under pytest-xdist a unit of work is a test file (its module fixtures start once), except in
+# these folders, whose files share a package fixture that must exist once (the multihost tests'
+# network namespaces, of fixed names and addresses): one worker runs the whole folder.
+_ONE_UNIT = ("tests/multihost/",)
 
-    Started like the sweep's own local cluster (`cluster=local`: loopback, its system config), so
-    a sweep joining it with `cluster.address=ADDRESS` runs as it would on the one it starts. The
-    test process is not connected to it: a sweep run in process connects and disconnects itself.
-    """
-    import ray
-    from ray.cluster_utils import Cluster
 
-    from sweep.driver import LOCAL_SYSTEM_CONFIG
+def work_unit(nodeid: str) -> str:
+    """The unit of work of a test under pytest-xdist: its file, or a folder of `_ONE_UNIT`."""
+    path = nodeid.split("::", 1)[0]
+    return next((folder for folder in _ONE_UNIT if path.startswith(folder)), path)
 
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": len(os.sched_getaffinity(0)),  # as Ray's own local start counts them
-            "node_ip_address": "127.0.0.1",
-            "include_dashboard": False,
-            "_system_config": LOCAL_SYSTEM_CONFIG,
-        },
-    )
-    yield cluster.address
-    if ray.is_initialized():
-        ray.shutdown()
-    cluster.shutdown()
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Hand out whole `work_unit`s, in collection order (see pytest_collection_modifyitems)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByWorkUnit(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    config.option.loadscopereorder = False  # xdist's own order puts the largest units first
+    return ByWorkUnit(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Units of work with a `slow` test first, so that none of them is left for the end."""
+    slow = {work_unit(item.nodeid) for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: work_unit(item.nodeid) not in slow)  # stable: files keep order
 
 
 # Ray sets these in its process and leaves them: `ray.init` its debugger hook on every connect
@@ -196,9 +174,9 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if not _WORKER:
-        for name in ("gate", "share"):  # the controller removes the workers' lock files
-            _lock_path(name).unlink(missing_ok=True)
+    if not _WORKER:  # the controller removes the workers' lock files
+        for path in Path(tempfile.gettempdir()).glob(f"sweep-tests-{_RUN}.*.lock"):
+            path.unlink(missing_ok=True)
     if os.environ.get("CI") and _MISSING_EXTRA_SKIPS and session.exitstatus == 0:
         print(
             f"\nCI: {len(_MISSING_EXTRA_SKIPS)} tests skipped for a missing extra "

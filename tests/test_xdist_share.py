@@ -1,7 +1,7 @@
-"""Under pytest-xdist (scripts/test.sh runs two workers), a test marked `alone` runs with no
-other test beside it, while the others do run two at a time (tests/conftest.py's share of the
-machine). Checked on a small suite run by pytest in a subprocess of its own, with a run tag of
-its own so that its locks are not this run's."""
+"""Under pytest-xdist (scripts/test.sh runs two workers), a test file is one unit of work and a
+test marked `alone` runs with no other test beside it, while the others do run two at a time
+(tests/conftest.py's share of the machine). Checked on a small suite run by pytest in a
+subprocess of its own, with a run tag of its own so that its locks are not this run's."""
 
 import json
 import os
@@ -52,7 +52,7 @@ def test_an_alone_test_runs_with_nothing_beside_it(pytester, monkeypatch, tmp_pa
     pytester.makeconftest(
         "from tests.conftest import (  # noqa: F401\n"
         "    pytest_collection_modifyitems, pytest_configure, pytest_runtest_protocol,\n"
-        "    pytest_sessionfinish)\n"
+        "    pytest_sessionfinish, pytest_xdist_make_scheduler)\n"
     )
     # One worker takes the short file, then the alone test, while the other is in the long file.
     pytester.makepyfile(
@@ -61,12 +61,14 @@ def test_an_alone_test_runs_with_nothing_beside_it(pytester, monkeypatch, tmp_pa
         test_c_alone=ALONE,
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2",
-                                           "--dist", "loadgroup")  # fmt: skip
+                                           "--dist", "loadscope")  # fmt: skip
     result.assert_outcomes(passed=12)
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     alone = next(r for r in rows if r["name"] == "alone")
     others = [r for r in rows if r["name"] != "alone"]
     assert len({r["worker"] for r in rows}) == 2, rows  # both workers ran tests
+    long_file = {r["worker"] for r in rows if r["name"].startswith("test_b")}
+    assert len(long_file) == 1, rows  # a file is one unit of work: its module fixtures start once
     overlapping = [
         r["name"] for r in others if r["start"] < alone["end"] and r["end"] > alone["start"]
     ]

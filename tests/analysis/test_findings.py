@@ -23,6 +23,9 @@ from analysis.report import sort_trials
 from sweep.core import records as R
 from tests.helpers import run_sweep_here
 
+# A planted 5% must read as within noise: no other test's load may come and go beside it.
+pytestmark = pytest.mark.alone
+
 BASE = [
     "+experiment=sim_cluster",
     "sweep.grid.workload.concurrency=[8]",

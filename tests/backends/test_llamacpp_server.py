@@ -218,9 +218,7 @@ def test_a_gguf_that_will_not_load_fails_the_trials_in_one_line(tmp_path, test_c
     bad.write_bytes(b"GGUF" + bytes(60))  # the magic, then no valid header
     deployment = deployment_of([*SERVING, f"backend.gguf_file={bad}"])
     with environment_restored():
-        trials = [
-            f for f in run_deployment(deployment, {}) if not isinstance(f, DeploymentStarted)
-        ]
+        trials = [f for f in run_deployment(deployment, {}) if not isinstance(f, DeploymentStarted)]
     assert len(trials) == len(deployment.trials)
     summaries = [table(files, "summary").iloc[0] for files in trials]
     assert {s[R.TRIAL_STATUS] for s in summaries} == {R.STATUS_FAILED}

@@ -54,7 +54,18 @@ def test_a_sound_gpu_sweep_passes_and_each_fault_is_named():
     assert verify(shared, []) == ["two deployments shared a worker process"]
     blind = pd.DataFrame([row("a", 1, **{"env.gpu_name": None})])
     assert verify(blind, []) == ["env.gpu_name missing: NVML did not see the GPU"]
-    failed = pd.DataFrame([row("a", 1, **{R.TRIAL_STATUS: R.STATUS_FAILED,
-                                          R.ERROR_KIND: "out_of_memory", R.ERROR_MESSAGE: "OOM"})])
+    failed = pd.DataFrame(
+        [
+            row(
+                "a",
+                1,
+                **{
+                    R.TRIAL_STATUS: R.STATUS_FAILED,
+                    R.ERROR_KIND: "out_of_memory",
+                    R.ERROR_MESSAGE: "OOM",
+                },
+            )
+        ]
+    )
     assert verify(failed, []) == ["1 of 1 failed (out_of_memory: OOM)"]
     assert verify(pd.DataFrame(), []) == ["no trial recorded"]

@@ -42,8 +42,10 @@ def problems(value, schema: dict, path: str = "") -> list[str]:
     if schema.get("x-kubernetes-int-or-string"):
         return [] if isinstance(value, int | str) else [f"{path}: not an int or a string"]
     kind = schema.get("type")
-    if kind and isinstance(value, bool) != (kind == "boolean") or not isinstance(
-        value, TYPES.get(kind, object)
+    if (
+        kind
+        and isinstance(value, bool) != (kind == "boolean")
+        or not isinstance(value, TYPES.get(kind, object))
     ):
         return [f"{path}: {type(value).__name__} where the schema wants {kind}"]
     if "enum" in schema and value not in schema["enum"]:

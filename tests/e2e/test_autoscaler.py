@@ -24,6 +24,8 @@ import yaml
 
 from sweep.core import records as R
 
+pytestmark = pytest.mark.slow  # its sweeps start clusters and servers: scheduled first
+
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "scripts" / "cluster" / "l4-aws.yaml"
 NEVER_TYPE = "gpu_t4_never"
@@ -86,9 +88,15 @@ def autoscaling_config(folder: Path, port: int) -> Path:
             # A type whose every launch fails (an object store below Ray's minimum): a node
             # the autoscaler keeps trying and never delivers, as with a quota or a stock-out.
             NEVER_TYPE: {
-                "resources": {"CPU": 1, "GPU": 1, "accelerator_type:T4": 1,
-                              "object_store_memory": 1},
-                "min_workers": 0, "max_workers": 1, "node_config": {},
+                "resources": {
+                    "CPU": 1,
+                    "GPU": 1,
+                    "accelerator_type:T4": 1,
+                    "object_store_memory": 1,
+                },
+                "min_workers": 0,
+                "max_workers": 1,
+                "node_config": {},
             },
         },
         "head_node_type": "head",
@@ -166,8 +174,13 @@ def test_a_deployment_no_launchable_node_fits_is_unplaceable_at_once(cluster, tm
     env, _ = cluster
     out = tmp_path / "results"
     done = sim_cluster_sweep(
-        env, out, "sweep.grid.workload.concurrency=[2]", "sweep.grid.backend.ttft_ms=[10]",
-        "hardware=a100_80g", "workload.num_requests=4", timeout=300,
+        env,
+        out,
+        "sweep.grid.workload.concurrency=[2]",
+        "sweep.grid.backend.ttft_ms=[10]",
+        "hardware=a100_80g",
+        "workload.num_requests=4",
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [pq.read_table(p).to_pylist()[0] for p in out.glob(f"sim_cluster/*/*/{R.SUMMARY_FILE}")]
@@ -183,8 +196,12 @@ def test_a_deployment_whose_node_never_comes_is_given_up_after_node_wait_s(clust
     out = tmp_path / "results"
     started = time.monotonic()
     done = sim_cluster_sweep(
-        env, out, "sweep.grid.workload.concurrency=[2,4]", "sweep.grid.backend.ttft_ms=[10]",
-        "+sweep.grid.hardware=[l4,t4]", "workload.num_requests=8",
+        env,
+        out,
+        "sweep.grid.workload.concurrency=[2,4]",
+        "sweep.grid.backend.ttft_ms=[10]",
+        "+sweep.grid.hardware=[l4,t4]",
+        "workload.num_requests=8",
         f"cluster.node_wait_s={NODE_WAIT_S}",
     )
     elapsed = time.monotonic() - started

@@ -20,7 +20,8 @@ from sweep.core import records as R
 from tests.e2e.test_quickstart import run_sweep
 from tests.helpers import sweep_in_process
 
-pytestmark = pytest.mark.timeout(900)  # the module's sweep runs twice in its first test
+# The module's sweep runs twice in its first test.
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 TOLERANCE = 0.1  # search.tolerance of the experiment
 RESULTS: list[Path] = []  # the results folder of the module's sweep
 

@@ -23,6 +23,8 @@ from sweep.__main__ import main as sweep_main
 from sweep.core import records as R
 from tests.helpers import own_processes
 
+pytestmark = pytest.mark.slow  # its sweeps start clusters and servers: scheduled first
+
 REPO = Path(__file__).parents[2]
 SECRET = "planted-secret-4f7c1e"
 SMALL = [  # 4 deployments x 2 trials of short sim work
@@ -85,8 +87,10 @@ def sim_servers() -> list[psutil.Process]:
 def most_at_once(frame: pd.DataFrame) -> int:
     """The most deployments running at one moment (first trial's start to last trial's end)."""
     ends = frame[R.STARTED_UNIX_S] + frame[R.WALL_S]
-    spans = frame.assign(end=ends).groupby(R.DEPLOYMENT_ID).agg(
-        start=(R.STARTED_UNIX_S, "min"), end=("end", "max")
+    spans = (
+        frame.assign(end=ends)
+        .groupby(R.DEPLOYMENT_ID)
+        .agg(start=(R.STARTED_UNIX_S, "min"), end=("end", "max"))
     )
     return max(((spans["start"] <= t) & (spans["end"] > t)).sum() for t in spans["start"])
 

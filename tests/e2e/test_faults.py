@@ -15,6 +15,8 @@ from sweep.core import records as R
 from tests.e2e.test_cluster import sim_servers, summaries
 from tests.helpers import sweep_in_process
 
+pytestmark = pytest.mark.slow  # its sweeps start clusters and servers: scheduled first
+
 REPO = Path(__file__).parents[2]
 SIM = ["backend=sim", "workload=closed_loop", "workload.output_len=4", "dataset.input_len=16"]
 

@@ -13,8 +13,11 @@ import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from sweep.core import records as R
+
+pytestmark = pytest.mark.slow  # its sweeps start clusters and servers: scheduled first
 
 REPO = Path(__file__).resolve().parents[2]
 

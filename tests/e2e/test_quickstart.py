@@ -15,6 +15,8 @@ import pytest
 from sweep.core import records as R
 from tests.conftest import TEST_RUN_TAG
 
+pytestmark = pytest.mark.slow  # its sweeps start clusters and servers: scheduled first
+
 REPO = Path(__file__).parents[2]
 
 

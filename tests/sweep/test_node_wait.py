@@ -24,8 +24,10 @@ def write_config(path, max_workers):
         "head_node_type": "head",
         "available_node_types": {
             "head": {"resources": {"CPU": 1}, "max_workers": 0},
-            "gpu_l4": {"resources": {"CPU": 4, "GPU": 1, "accelerator_type:L4": 1},
-                       "max_workers": 4},
+            "gpu_l4": {
+                "resources": {"CPU": 4, "GPU": 1, "accelerator_type:L4": 1},
+                "max_workers": 4,
+            },
         },
     }
     path.write_text(yaml.safe_dump(config))

@@ -26,15 +26,23 @@ def deployment(*overrides):
 @pytest.mark.parametrize(
     ("overrides", "pieces"),
     [
-        (["backend=llamacpp", "backend.num_gpus=1", "backend.n_gpu_layers=-1", CLUSTER],
-         ("llama-cpp-cuda",)),
+        (
+            ["backend=llamacpp", "backend.num_gpus=1", "backend.n_gpu_layers=-1", CLUSTER],
+            ("llama-cpp-cuda",),
+        ),
         (["backend=llamacpp", "backend.num_gpus=1", "backend.n_gpu_layers=-1"], ()),  # local
         (["backend=llamacpp", CLUSTER], ()),  # on the CPU: the core install has it
         (["backend=exllamav2", "backend.num_gpus=1", CLUSTER], ("flash-attn",)),
         (["backend=exllamav2", "backend.num_gpus=1", "backend.paged=false", CLUSTER], ()),
-        (["backend=vllm_server", "backend.num_gpus=1", CLUSTER,
-          "backend=vllm_tuning/c5_seqs256_fp8_suffix16"],
-         ("arctic-inference",)),
+        (
+            [
+                "backend=vllm_server",
+                "backend.num_gpus=1",
+                CLUSTER,
+                "backend=vllm_tuning/c5_seqs256_fp8_suffix16",
+            ],
+            ("arctic-inference",),
+        ),
         (["backend=vllm_server", "backend.num_gpus=1", CLUSTER], ()),
         (["backend=tgi", "backend.num_gpus=1", CLUSTER], ("docker",)),
         (["backend=tgi", "backend.num_gpus=1", "backend.url=http://127.0.0.1:9", CLUSTER], ()),

@@ -17,6 +17,8 @@ from sweep.search_run import SearchDone, kept_up_rate, search_finished
 from sweep.trial import run_deployment
 from tests.helpers import environment_restored, run_sweep_here
 
+pytestmark = pytest.mark.slow  # its sweeps start clusters and servers: scheduled first
+
 SIM = [
     "sweep.name=searched",
     "backend=sim",

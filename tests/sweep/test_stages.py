@@ -6,7 +6,6 @@ Times are compared with others of the same run (the server's stamps, the request
 with a fixed bound: the machine runs other tests at the same time.
 """
 
-
 import httpx
 import numpy as np
 import pandas as pd
