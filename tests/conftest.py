@@ -110,6 +110,34 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: work_unit(item.nodeid) not in slow)  # stable: files keep order
 
 
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """The address of a local Ray cluster shared by the session, stopped at its end.
+
+    Started like the sweep's own local cluster (`cluster=local`: loopback, its system config), so
+    a sweep joining it with `cluster.address=ADDRESS` runs as it would on the one it starts. The
+    test process is not connected to it: a sweep run in process connects and disconnects itself.
+    """
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from sweep.driver import LOCAL_SYSTEM_CONFIG
+
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": len(os.sched_getaffinity(0)),  # as Ray's own local start counts them
+            "node_ip_address": "127.0.0.1",
+            "include_dashboard": False,
+            "_system_config": LOCAL_SYSTEM_CONFIG,
+        },
+    )
+    yield cluster.address
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster.shutdown()
+
+
 # Ray sets these in its process and leaves them: `ray.init` its debugger hook on every connect
 # (a sweep run in process connects), the first `import ray` its client switch (to the default,
 # off). Put back after each test without failing it.
