@@ -10,7 +10,8 @@ one load, its value, standard error and how the error was made) and states:
   second is itself noise;
 - at each load where several configurations ran, how they compare on output tok/s;
 - which trials are not to be trusted, and why (the checks of `analysis.flags`).
-A difference whose interval includes no change is only ever stated as within noise.
+A difference whose interval includes no change, or a change smaller than `MARGIN`, is only
+ever stated as within noise.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ from analysis.noise import (
 from sweep.core import records as rec
 
 LOAD_MARK = " @ "
+# The smallest difference the findings state: the drift between runs of one configuration on a
+# quiet machine (`aa_check`) reaches a few percent, so a smaller difference, however sure its
+# interval within one run, is not one the next run would repeat.
+MARGIN = 0.05
 MAX_LOADS, MAX_NAMED = 8, 4
 NOISE_CHECK = (
     "`python -m sweep +experiment=aa_check` runs one configuration five times and "
@@ -92,7 +97,8 @@ def _how_sure(c: Comparison, level: float) -> str:
     repeated = any(e.method == REPEATS for per in c.estimates.values() for e in per.values())
     text = (
         f"{c.noise_method} A difference is stated only when it holds at 95% over all the "
-        f"comparisons below together (each judged at {level:.2%})."
+        f"comparisons below together (each judged at {level:.2%}) and is larger than "
+        f"{MARGIN:.0%}, the drift between runs of a quiet machine; a smaller one is within noise."
     )
     if not repeated:
         text += (
@@ -111,18 +117,20 @@ def _leader(found: Mapping[str, Mapping[str, Estimate]], axis: Axis, level: floa
     tied = [
         (name, est)
         for name, est in ranked[1:]
-        if compare(best, est, axis.higher_is_better, level).verdict in (WITHIN_NOISE, NO_INTERVAL)
+        if compare(best, est, axis.higher_is_better, level, MARGIN).verdict
+        in (WITHIN_NOISE, NO_INTERVAL)
     ]
     rest = [(name, est) for name, est in ranked[1:] if name not in dict(tied)]
     value = f"{best.value:{axis.fmt}} {axis.unit}"
     gap = ""
     if rest:
-        diff = compare(best, rest[0][1], axis.higher_is_better, level)
+        diff = compare(best, rest[0][1], axis.higher_is_better, level, MARGIN)
         gap = f"{_by_how_much(diff, axis)} {_runners_up(rest, axis, level)}"
     if not tied:
         return [f"**{leader}** leads on {axis.name} ({value}): {gap}."]
     named = ", ".join(
-        f"**{name}** ({compare(est, best, True, level).text()})" for name, est in tied[:MAX_NAMED]
+        f"**{name}** ({compare(est, best, True, level, MARGIN).text()})"
+        for name, est in tied[:MAX_NAMED]
     )
     more = f" and {len(tied) - MAX_NAMED} more" if len(tied) > MAX_NAMED else ""
     if not rest:
@@ -145,7 +153,8 @@ def _runners_up(rest: list[tuple[str, Estimate]], axis: Axis, level: float) -> s
     group = [first] + [
         name
         for name, est in others
-        if compare(best, est, axis.higher_is_better, level).verdict in (WITHIN_NOISE, NO_INTERVAL)
+        if compare(best, est, axis.higher_is_better, level, MARGIN).verdict
+        in (WITHIN_NOISE, NO_INTERVAL)
     ]
     if len(group) == 1:
         return f"the next, **{first}**"
@@ -181,11 +190,13 @@ def _same_load(found: Mapping[str, Mapping[str, Estimate]], axis: Axis, level: f
         (best_name, best), others = ranked[0], ranked[1:MAX_NAMED]
         parts_beyond, parts_within = [], []
         for name, est in others:
-            diff = compare(best, est, axis.higher_is_better, level)
+            diff = compare(best, est, axis.higher_is_better, level, MARGIN)
             if diff.verdict == BETTER:
                 parts_beyond.append(f"{_by_how_much(diff, axis)} **{name}**")
             else:
-                parts_within.append(f"**{name}** ({compare(est, best, True, level).text()})")
+                parts_within.append(
+                    f"**{name}** ({compare(est, best, True, level, MARGIN).text()})"
+                )
         if parts_beyond:
             lines.append(
                 f"At {load}, **{best_name}** leads on {axis.name}: " + "; ".join(parts_beyond) + "."

@@ -88,11 +88,16 @@ class Difference:
         )
 
 
-def compare(a: Estimate, b: Estimate, higher_is_better: bool, level: float = LEVEL) -> Difference:
+def compare(
+    a: Estimate, b: Estimate, higher_is_better: bool, level: float = LEVEL, margin: float = 0.0
+) -> Difference:
     """Judge a against b: better or worse only when the interval of a / b excludes 1.
 
     The interval is taken on the log of the ratio (delta method: relative errors add in
-    quadrature), so it stays positive and a / b and b / a get mirrored intervals.
+    quadrature), so it stays positive and a / b and b / a get mirrored intervals. With a
+    `margin` (0.05: 5%), the interval must also lie wholly beyond 1 + margin (or below
+    1 / (1 + margin)): a difference smaller than that is judged within noise even where the
+    interval excludes 1.
     """
     if not (math.isfinite(a.value) and math.isfinite(b.value)) or a.value <= 0 or b.value <= 0:
         return Difference(math.nan, math.nan, math.nan, NO_INTERVAL)
@@ -102,7 +107,7 @@ def compare(a: Estimate, b: Estimate, higher_is_better: bool, level: float = LEV
         return Difference(ratio, math.nan, math.nan, NO_INTERVAL)
     half = t_quantile(level, welch_df(a, b)) * se_log
     low, high = ratio * math.exp(-half), ratio * math.exp(half)
-    if low <= 1.0 <= high:
+    if low <= 1.0 + margin and high >= 1.0 / (1.0 + margin):
         verdict = WITHIN_NOISE
     else:
         verdict = BETTER if (ratio > 1.0) == higher_is_better else WORSE

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from analysis.compare import TTFT_MEDIAN, Comparison, analyse
-from analysis.findings import findings
+from analysis.findings import MARGIN, findings
 from analysis.load import load_requests, load_summary
 from analysis.noise import BETTER, REPEATS, WITHIN_NOISE, Estimate, compare
 from analysis.report import sort_trials
@@ -169,6 +169,19 @@ def test_a_lead_under_1_5x_is_stated_in_percent_with_its_interval():
     change, low, high = _percent_gap(ttft, "lower than")  # 100 / 90: 11.1% lower
     assert change == 11.1 and 0 < low < 11.1 < high < 22.2
     assert ttft.startswith("**A** leads on median TTFT (90.0 ms): 11.1% ["), ttft
+
+
+def test_a_sure_difference_under_the_margin_is_within_noise_and_one_beyond_it_is_stated():
+    """3% with a tight interval is not a finding the next run would repeat; 10% is."""
+    small = _line(_hand_built({"A": (103.0, 0.2), "B": (100.0, 0.2)}), "output tok/s")
+    assert small.startswith("No configuration leads on output tok/s beyond noise: **A**"), small
+    assert "**B** (-2.9% [" in small, small  # the difference is still shown, with its interval
+    large = _line(_hand_built({"A": (110.0, 0.2), "B": (100.0, 0.2)}), "output tok/s")
+    assert large.startswith("**A** leads on output tok/s (110.0 tok/s): 10.0% ["), large
+    # The interval must clear the margin, not only 0: 6% measured as [+1%, +11%] is not stated.
+    wide = _line(_hand_built({"A": (106.0, 2.0), "B": (100.0, 1.0)}), "output tok/s")
+    assert wide.startswith("No configuration leads"), wide
+    assert f"and is larger than {MARGIN:.0%}" in findings(_hand_built(GROUP))[0]
 
 
 def _trial(trial_id, status=R.STATUS_OK, completed=32, duration=1.0, failed=0):
