@@ -23,9 +23,6 @@ from analysis.report import sort_trials
 from sweep.core import records as R
 from tests.helpers import run_sweep_here
 
-# A planted 5% must read as within noise: no other test's load may come and go beside it.
-pytestmark = pytest.mark.alone
-
 BASE = [
     "+experiment=sim_cluster",
     "sweep.grid.workload.concurrency=[8]",
@@ -61,6 +58,9 @@ def _name(comparison, ttft):
     return name
 
 
+# The sweeps of these two: no other test's load may come and go beside them (a planted 5% must
+# read as within noise).
+@pytest.mark.alone
 def test_an_aa_pair_states_no_difference(aa):
     assert len(aa.estimates) == 2
     lines = findings(aa)
@@ -73,6 +73,7 @@ def test_an_aa_pair_states_no_difference(aa):
     assert aa.pareto["on_pareto_front"].all()  # neither beats the other beyond noise
 
 
+@pytest.mark.alone
 def test_a_planted_2x_is_stated_and_a_planted_5_percent_is_within_noise(planted):
     fast, close, slow = (_name(planted, t) for t in (20, 21, 40))
     est = planted.estimates
