@@ -26,7 +26,6 @@ if _WORKER:
 TEST_RUN_TAG = os.environ["SWEEP_TEST_RUN"]
 
 
-import contextlib  # noqa: E402
 import fcntl  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -38,7 +37,7 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers",
         "alone: measures time or CPU share, so no other test runs beside it (under pytest-xdist "
-        "the other worker waits; see _machine_share)",
+        "the other worker waits; see _take_share)",
     )
 
 
@@ -46,37 +45,54 @@ def _lock_path(name: str) -> Path:
     return Path(tempfile.gettempdir()) / f"sweep-tests-{_RUN}.{name}.lock"
 
 
-@contextlib.contextmanager
-def _machine_share(alone: bool):
-    """Hold the machine shared (any test) or alone (a test marked `alone`) across workers.
+def _take_share(alone: bool) -> list:
+    """Take the machine shared (any test) or alone (a test marked `alone`) across workers.
 
     A reader-writer lock on two files: every test holds `share` shared; an `alone` test holds it
     exclusively. The `gate` gives a waiting `alone` test precedence: a test about to start
-    passes through the gate, which an `alone` test holds while it waits and runs.
+    passes through the gate, which an `alone` test holds while it waits and runs. Returns the
+    open lock files: closing them gives the share back.
     """
-    with open(_lock_path("gate"), "a") as gate, open(_lock_path("share"), "a") as share:
-        if alone:
-            fcntl.flock(gate, fcntl.LOCK_EX)
-            fcntl.flock(share, fcntl.LOCK_EX)
-        else:
-            fcntl.flock(gate, fcntl.LOCK_SH)
-            fcntl.flock(share, fcntl.LOCK_SH)
-            fcntl.flock(gate, fcntl.LOCK_UN)
-        yield  # closing the files releases both locks
+    gate, share = open(_lock_path("gate"), "a"), open(_lock_path("share"), "a")
+    if alone:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        fcntl.flock(share, fcntl.LOCK_EX)
+    else:
+        fcntl.flock(gate, fcntl.LOCK_SH)
+        fcntl.flock(share, fcntl.LOCK_SH)
+        fcntl.flock(gate, fcntl.LOCK_UN)
+    return [gate, share]
+
+
+_HELD: list = []  # the lock files of the share this worker holds now
+
+
+def _is_alone(item) -> bool:
+    return item is not None and item.get_closest_marker("alone") is not None
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    """Each test's set-up, call and tear-down inside its share of the machine (xdist only)."""
+    """Each test's set-up, call and tear-down inside its share of the machine (xdist only).
+
+    Consecutive `alone` tests of one file keep the machine between them: the other worker
+    waits once for the file, not once for each of its tests.
+    """
     if not _WORKER or os.environ.get("SWEEP_TEST_SHARE"):
         yield  # not under xdist, or a pytest run inside a test that holds the share already
         return
+    alone = _is_alone(item)
+    if not _HELD:
+        _HELD.extend(_take_share(alone))
     os.environ["SWEEP_TEST_SHARE"] = _WORKER
     try:
-        with _machine_share(alone=item.get_closest_marker("alone") is not None):
-            yield
+        yield
     finally:
         del os.environ["SWEEP_TEST_SHARE"]
+        same_file = nextitem is not None and nextitem.path == item.path
+        if not (alone and same_file and _is_alone(nextitem)):
+            while _HELD:
+                _HELD.pop().close()  # closing a file releases its lock
 
 
 # Under pytest-xdist a unit of work is a test file (its module fixtures start once), except in

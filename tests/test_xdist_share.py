@@ -35,8 +35,9 @@ ALONE = (
     RECORD
     + """
 @pytest.mark.alone
-def test_alone():
-    record("alone", 1.5)
+@pytest.mark.parametrize("n", range(2))
+def test_alone(n):
+    record(f"alone{n}", 0.75)
 """
 )
 
@@ -62,10 +63,12 @@ def test_an_alone_test_runs_with_nothing_beside_it(pytester, monkeypatch, tmp_pa
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2",
                                            "--dist", "loadscope")  # fmt: skip
-    result.assert_outcomes(passed=12)
+    result.assert_outcomes(passed=13)
     rows = [json.loads(line) for line in log.read_text().splitlines()]
-    alone = next(r for r in rows if r["name"] == "alone")
-    others = [r for r in rows if r["name"] != "alone"]
+    # The file's two alone tests keep the machine between them: one span, nothing beside it.
+    alones = [r for r in rows if r["name"].startswith("alone")]
+    alone = {"start": min(r["start"] for r in alones), "end": max(r["end"] for r in alones)}
+    others = [r for r in rows if not r["name"].startswith("alone")]
     assert len({r["worker"] for r in rows}) == 2, rows  # both workers ran tests
     long_file = {r["worker"] for r in rows if r["name"].startswith("test_b")}
     assert len(long_file) == 1, rows  # a file is one unit of work: its module fixtures start once

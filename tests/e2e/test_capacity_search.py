@@ -20,8 +20,9 @@ from sweep.core import records as R
 from tests.e2e.test_quickstart import run_sweep
 from tests.helpers import sweep_in_process
 
-# The module's sweep runs twice in its first test.
-pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
+# The module's sweep runs twice in its first test; its verdicts against the SLO are latencies, which
+# no other test's load may move.
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow, pytest.mark.alone]
 TOLERANCE = 0.1  # search.tolerance of the experiment
 RESULTS: list[Path] = []  # the results folder of the module's sweep
 
