@@ -21,6 +21,7 @@ from analysis.compare import parse_slo
 from analysis.console import print_capacity, print_findings, print_paths, print_table
 from analysis.html import write_html
 from analysis.load import (
+    load_adapters,
     load_quality,
     load_requests,
     load_stages,
@@ -80,6 +81,7 @@ def report(
         timeseries=load_timeseries(results_dir),
         timeslices=load_timeslices(results_dir),
         stages=load_stages(results_dir),
+        adapters=load_adapters(results_dir),
         quality=load_quality(results_dir),
         options=with_quality(
             with_search(with_reference(options, results_dir), results_dir), results_dir

@@ -1,7 +1,8 @@
 """Read a sweep's results folder into pandas DataFrames.
 
 A results folder is `results/<sweep>/<deployment_id>/<trial_id>/{summary,requests,timeseries,
-server_metrics,timeslices}.parquet` (and `stages.parquet` for staged trials); a trial counts
+server_metrics,timeslices}.parquet` (and `stages.parquet` for staged trials, `adapters.parquet`
+for trials whose requests went to LoRA adapters); a trial counts
 only once its summary.parquet exists (design.md, "Results layout"); a deployment's
 `quality.parquet` sits beside its trials. Each loader concatenates one
 kind of file over all complete trials, filling the columns that only some trials have (a
@@ -78,6 +79,15 @@ def load_stages(results_dir: str | Path) -> pd.DataFrame:
         SweepError: the folder does not exist or holds no complete trial.
     """
     return _concat(_trial_files(results_dir, rec.STAGES_FILE), schema=None)
+
+
+def load_adapters(results_dir: str | Path) -> pd.DataFrame:
+    """One row per LoRA adapter of every complete trial whose requests went to adapters.
+
+    Raises:
+        SweepError: the folder does not exist or holds no complete trial.
+    """
+    return _concat(_trial_files(results_dir, rec.ADAPTERS_FILE), schema=None)
 
 
 def load_quality(results_dir: str | Path) -> pd.DataFrame:

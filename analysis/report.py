@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.adapter_table import adapter_sections
 from analysis.capacity import capacity_table, with_search
 from analysis.capacity_plots import write_capacity_plots
 from analysis.compare import Slo, analyse
@@ -29,6 +30,7 @@ from analysis.findings import findings
 from analysis.flags import distinct, problem_sections
 from analysis.html import HTML_FILE, write_html
 from analysis.load import (
+    load_adapters,
     load_quality,
     load_requests,
     load_stages,
@@ -150,6 +152,7 @@ def write_report(
         timeseries=load_timeseries(results_dir),
         timeslices=load_timeslices(results_dir),
         stages=load_stages(results_dir),
+        adapters=load_adapters(results_dir),
         quality=load_quality(results_dir),
         options=with_quality(
             with_search(with_reference(options or ReportOptions(), results_dir), results_dir),
@@ -174,13 +177,15 @@ def save_report(
     timeseries: pd.DataFrame | None = None,
     timeslices: pd.DataFrame | None = None,
     stages: pd.DataFrame | None = None,
+    adapters: pd.DataFrame | None = None,
     quality: pd.DataFrame | None = None,
     options: ReportOptions | None = None,
 ) -> ReportPaths:
     """Write the report of already loaded frames into `out_dir`.
 
     Without `requests` the goodput section is left out; without `timeseries`, the timelines;
-    without `timeslices` or `stages`, the metrics per time slice or per stage; `quality`
+    without `timeslices`, `stages` or `adapters`, the metrics per time slice, per stage or per
+    LoRA adapter; `quality`
     (`analysis.load.load_quality`) gives the "Quality against speed" table.
     """
     options = options or ReportOptions()
@@ -206,6 +211,7 @@ def save_report(
         *capacity_section(capacity, searches, options.target_rate),
         *trial_sections(trials, plots),
         *stage_sections(stages, trials),
+        *adapter_sections(adapters, trials),
         *comparison_sections(comparison, pareto),
         *energy_sections(trials),
         *quality_sections(quality, trials, options.baseline or options.quality_baseline),

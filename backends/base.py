@@ -53,6 +53,10 @@ class GenRequest:
     # An open loop sends it this many seconds after its trace's first row (a trace's schedule,
     # `sweep.loadgen.arrivals.trace_offsets`); None: the workload's arrival process decides.
     arrival_s: float | None = None
+    # The LoRA adapter it asks for, by name (`backends.lora`); None: the base model.
+    adapter: str | None = None
+    # Images sent with a chat request's user message, as data URIs (`sweep.datasets.images`).
+    images: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -159,6 +163,14 @@ class Backend(abc.ABC):
         return None
 
     @property
+    def adapters(self) -> tuple[str, ...]:
+        """The names of the LoRA adapters it serves (`backends.lora`); none by default.
+
+        The load generator gives each request one of them (`sweep.loadgen.adapters`).
+        """
+        return ()
+
+    @property
     def api(self) -> str:
         """How prompts go out: `completions`, `chat` or `tgi` (TGI's native stream).
 
@@ -196,6 +208,9 @@ class ServerBackend(Backend):
     # lengths, and `stream_options.continuous_usage_stats`). A strict OpenAI endpoint answers 400
     # to a field it does not know, so only servers known to accept them declare them.
     vllm_extensions: ClassVar[bool] = False
+    # The body field that names a request's LoRA adapter: vLLM serves each as a `model` of its
+    # own; SGLang takes `lora_path` beside the base model's name.
+    adapter_field: ClassVar[str] = "model"
 
     @property
     def honours_ignore_eos(self) -> bool:

@@ -34,6 +34,7 @@ from backends.config import (
     typed_names,
 )
 from backends.launched import LaunchedServerBackend
+from backends.lora import check_lora, resolve_adapters, served_adapters
 from backends.process.argv import check_extra_args, check_values, field_flags, module_argv
 from backends.process.prometheus import MetricMap, PrometheusSource
 from sweep.core import records as R
@@ -66,10 +67,13 @@ NOT_SERVER_FLAGS = (
     "startup_timeout_s",
     "dtype",
     "extra_args",
+    "lora_adapters",
+    "lora_count",
 )
 # Flags the backend sets itself (model, address, GPUs, metrics): not allowed in extra_args.
 SGLANG_RESERVED_FLAGS = (
     "model-path", "model", "port", "tp-size", "tensor-parallel-size", "enable-metrics",
+    "enable-lora", "lora-paths",
 )  # fmt: skip
 
 
@@ -88,10 +92,22 @@ class SGLangServerConfig(BackendConfig):
     context_length: int | None = None
     disable_radix_cache: bool = False
     served_model_name: str | None = None
+    # LoRA adapters, name -> path (`backends.lora`): --enable-lora --lora-paths when any; the
+    # rank, target modules and adapters per batch are SGLang's own (inferred, or 8 a batch).
+    lora_adapters: dict[str, str] = field(default_factory=dict)
+    lora_count: int | None = None
+    max_loras_per_batch: int | None = None
+    max_lora_rank: int | None = None
     extra_args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_lora(self.lora_adapters, self.lora_count)
+        check_positive(
+            "backend",
+            max_loras_per_batch=self.max_loras_per_batch,
+            max_lora_rank=self.max_lora_rank,
+        )
         check_choice("backend", "api", self.api, SERVER_APIS)
         check_choice("backend", "dtype", self.dtype, DTYPES)
         check_positive(
@@ -122,6 +138,16 @@ class SGLangServerBackend(LaunchedServerBackend):
     server_extra: ClassVar[str] = "sglang"
     vllm_extensions: ClassVar[bool] = True  # ignore_eos, per-chunk usage: SGLang takes both
     load_metrics: ClassVar[MetricMap] = SGLANG_METRICS
+    adapter_field: ClassVar[str] = "lora_path"  # SGLang's request field naming an adapter
+
+    def __init__(self, config: Any, model_path: str) -> None:
+        super().__init__(config, model_path)
+        self._adapters: dict[str, str] = {}  # name -> local directory, resolved by `start`
+
+    @property
+    def adapters(self) -> tuple[str, ...]:
+        """The LoRA adapters served, by name; a request names one in `lora_path`."""
+        return tuple(served_adapters(self.config.lora_adapters, self.config.lora_count))
 
     @property
     def cache_reset_path(self) -> str | None:  # type: ignore[override]
@@ -140,6 +166,7 @@ class SGLangServerBackend(LaunchedServerBackend):
 
     def start(self) -> None:
         """Launch the server and wait for `/health`; raise BackendError with its log tail."""
+        self._adapters = resolve_adapters(self.config.lora_adapters, self.config.lora_count)
         self.launch("/health")
 
     def argv(self, port: int) -> list[str]:
@@ -152,6 +179,8 @@ class SGLangServerBackend(LaunchedServerBackend):
             "tp-size": c.num_gpus if c.num_gpus > 1 else None,
             "enable-metrics": True,
             **field_flags(c, NOT_SERVER_FLAGS),
+            "enable-lora": bool(self._adapters),
+            "lora-paths": [f"{name}={path}" for name, path in self._adapters.items()] or None,
         }
         return module_argv(SERVER_MODULE, typed, c.extra_args, SGLANG_RESERVED_FLAGS)
 

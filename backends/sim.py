@@ -4,7 +4,10 @@ The simulated server has an exact, configured latency schedule and injectable fa
 the ground truth for measuring the load generator itself, and it lets any sweep run end to end
 on a laptop (`backend=sim`). Its `/metrics` feed the trial's timeseries like a real server's.
 With `backend.api=chat` and `backend.reasoning_tokens=N` it streams as a reasoning model does: N
-tokens of thinking (under `backend.reasoning_field`) before each answer.
+tokens of thinking (under `backend.reasoning_field`) before each answer. A chat request's images
+each cost `backend.ms_per_image` before its first token and `backend.tokens_per_image` prompt
+tokens, and the server stamps how many each request carried. With `backend.lora_adapters` it
+answers requests for those adapters by name, and stamps the `model` each asked for.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
 from backends.base import TelemetrySource
 from backends.config import SERVER_APIS, BackendConfig
 from backends.launched import LaunchedServerBackend
+from backends.lora import check_lora, resolve_adapters, served_adapters
 from backends.process.prometheus import MetricMap, PrometheusSource
 from backends.sim_server.schedule import SIM_FAULT_KINDS, SimSchedule
 from sweep.core import records as R
@@ -52,16 +56,25 @@ class SimBackendConfig(SimSchedule, BackendConfig):
     host: str = "127.0.0.1"
     startup_timeout_s: float = 30.0
     api: str | None = None
+    # LoRA adapters, name -> path (`backends.lora`): checked as a real server's are, then served
+    # by name only (a request names one as its `model`; the sim has no weights to change).
+    lora_adapters: dict[str, str] = field(default_factory=dict)
+    lora_count: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_lora(self.lora_adapters, self.lora_count)
         check_positive(
             "backend",
             tokens_per_chunk=self.tokens_per_chunk,
             startup_timeout_s=self.startup_timeout_s,
         )
-        if min(self.ttft_ms, self.itl_ms, self.load_ms_per_running) < 0:
-            raise ConfigError("backend.ttft_ms, itl_ms and load_ms_per_running must be >= 0")
+        if min(self.ttft_ms, self.itl_ms, self.load_ms_per_running, self.ms_per_image) < 0:
+            raise ConfigError(
+                "backend.ttft_ms, itl_ms, load_ms_per_running and ms_per_image must be >= 0"
+            )
+        if self.tokens_per_image < 0:
+            raise ConfigError(f"backend.tokens_per_image must be >= 0, got {self.tokens_per_image}")
         if self.max_num_seqs < 0:
             raise ConfigError(
                 f"backend.max_num_seqs must be >= 0 (0: unlimited), got {self.max_num_seqs}"
@@ -102,8 +115,14 @@ class SimBackend(LaunchedServerBackend):
         """`chat` when the config asks for it, else `completions`."""
         return self.config.api or "completions"
 
+    @property
+    def adapters(self) -> tuple[str, ...]:
+        """The LoRA adapters it answers for, by name."""
+        return tuple(served_adapters(self.config.lora_adapters, self.config.lora_count))
+
     def start(self) -> None:
         """Launch the server and wait for `/health`; raise BackendError with its log tail."""
+        resolve_adapters(self.config.lora_adapters, self.config.lora_count)  # paths exist
         self._server.launch(self._argv, self.config.host, self.config.startup_timeout_s)
 
     def _argv(self, port: int) -> list[str]:

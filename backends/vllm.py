@@ -28,6 +28,14 @@ from backends.config import (
     EngineConfig,
     check_fraction,
 )
+from backends.lora import (
+    adapter_ids,
+    check_lora,
+    largest_rank,
+    resolve_adapters,
+    served_adapters,
+    vllm_rank,
+)
 from backends.vllm_server import cuda_visible, require_engine_features, speculative_pieces
 from sweep.core import records as R
 from sweep.core.errors import (
@@ -71,10 +79,19 @@ class VLLMBackendConfig(EngineConfig):
     quantization: str | None = None
     seed: int = 0
     cpu_kvcache_space_gb: int = 1
+    # LoRA adapters, name -> path (`backends.lora`): `enable_lora` when any, each request's
+    # adapter as a `LoRARequest`; max_loras None: as many as are served; max_lora_rank None:
+    # the adapters' largest.
+    lora_adapters: dict[str, str] = field(default_factory=dict)
+    lora_count: int | None = None
+    max_loras: int | None = None
+    max_lora_rank: int | None = None
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_lora(self.lora_adapters, self.lora_count)
+        check_positive("backend", max_loras=self.max_loras, max_lora_rank=self.max_lora_rank)
         check_choice("backend", "dtype", self.dtype, DTYPES)
         check_positive(
             "backend",
@@ -106,6 +123,12 @@ class VLLMBackend(EngineBackend):
         super().__init__(config, model_path)
         self._llm: Any = None
         self._batches = 0  # request ids must be unique for the engine's lifetime
+        self._lora: dict[str, Any] = {}  # adapter name -> its LoRARequest, made by `start`
+
+    @property
+    def adapters(self) -> tuple[str, ...]:
+        """The LoRA adapters served, by name; a request's goes to the engine as a LoRARequest."""
+        return tuple(served_adapters(self.config.lora_adapters, self.config.lora_count))
 
     def start(self) -> None:
         """Build the engine (loads the model, sizes the KV cache, warms up).
@@ -115,6 +138,7 @@ class VLLMBackend(EngineBackend):
         process where CUDA was touched cannot use CUDA, and a Ray worker may have been.
         """
         require_engine_features(self.config.engine_kwargs.get("speculative_config"))
+        adapters = resolve_adapters(self.config.lora_adapters, self.config.lora_count)
         os.environ[START_METHOD_ENV] = START_METHOD  # read by vLLM when it starts the core
         try:
             import vllm
@@ -136,6 +160,14 @@ class VLLMBackend(EngineBackend):
         kwargs.update({k: getattr(c, k) for k in OPTIONAL_ENGINE_ARGS if getattr(c, k) is not None})
         if not on_gpu:
             kwargs["kv_cache_memory_bytes"] = c.cpu_kvcache_space_gb * 2**30
+        if adapters:
+            kwargs["enable_lora"] = True
+            kwargs["max_loras"] = c.max_loras or len(adapters)
+            kwargs["max_lora_rank"] = c.max_lora_rank or vllm_rank(largest_rank(adapters))
+            from vllm.lora.request import LoRARequest
+
+            ids = adapter_ids(list(adapters))
+            self._lora = {n: LoRARequest(n, ids[n], p) for n, p in adapters.items()}
         kwargs.update(c.engine_kwargs)
         log.info("starting vLLM's offline engine for %s", self.model_path)
         try:
@@ -157,7 +189,12 @@ class VLLMBackend(EngineBackend):
         counts = {request.idx: 0 for request in requests}
         for request in requests:
             request_id = f"{self._batches}-{request.idx}"
-            engine.add_request(request_id, self._prompt(request), self._sampling(request))
+            engine.add_request(
+                request_id,
+                self._prompt(request),
+                self._sampling(request),
+                lora_request=self._lora[request.adapter] if request.adapter else None,
+            )
             idx_of[request_id] = request.idx
         try:
             while engine.has_unfinished_requests():

@@ -15,6 +15,7 @@ by `VLLM_SERVER_SERIES`. Without CUDA the CPU build sizes its KV cache from
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -33,6 +34,7 @@ from backends.config import (
     typed_names,
 )
 from backends.launched import LaunchedServerBackend
+from backends.lora import check_lora, largest_rank, resolve_adapters, served_adapters, vllm_rank
 from backends.process.argv import check_extra_args, check_values, field_flags, module_argv
 from backends.process.prometheus import SOURCE, MetricMap, PrometheusSource, Rows
 from sweep.core import records as R
@@ -69,10 +71,14 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # reached, and the settings `argv` maps itself (dtype names, the tri-state prefix caching).
 NOT_SERVER_FLAGS = (
     "name", "num_gpus", "num_cpus", "api", "startup_timeout_s", "cpu_kvcache_space_gb",
-    "extra_args", "dtype", "enable_prefix_caching",
+    "extra_args", "dtype", "enable_prefix_caching", "lora_adapters", "lora_count", "max_loras",
+    "max_lora_rank",
 )  # fmt: skip
 # Flags the backend sets itself (model, address, GPUs): not allowed in extra_args.
-VLLM_RESERVED_FLAGS = ("model", "port", "tensor-parallel-size")
+VLLM_RESERVED_FLAGS = (
+    "model", "port", "tensor-parallel-size", "enable-lora", "lora-modules", "max-loras",
+    "max-lora-rank",
+)  # fmt: skip
 
 
 @dataclass
@@ -96,10 +102,18 @@ class VLLMServerConfig(BackendConfig):
     served_model_name: str | None = None
     enable_prefix_caching: bool | None = None
     cpu_kvcache_space_gb: int = 1
+    # LoRA adapters, name -> path (`backends.lora`); served with --enable-lora when any.
+    # max_loras None: as many as are served; max_lora_rank None: the adapters' largest.
+    lora_adapters: dict[str, str] = field(default_factory=dict)
+    lora_count: int | None = None
+    max_loras: int | None = None
+    max_lora_rank: int | None = None
     extra_args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_lora(self.lora_adapters, self.lora_count)
+        check_positive("backend", max_loras=self.max_loras, max_lora_rank=self.max_lora_rank)
         check_choice("backend", "api", self.api, SERVER_APIS)
         check_choice("backend", "dtype", self.dtype, DTYPES)
         check_positive(
@@ -144,10 +158,19 @@ class VLLMServerBackend(LaunchedServerBackend):
     vllm_extensions: ClassVar[bool] = True  # ignore_eos, per-chunk usage
     load_metrics: ClassVar[MetricMap] = VLLM_METRICS
 
+    def __init__(self, config: Any, model_path: str) -> None:
+        super().__init__(config, model_path)
+        self._adapters: dict[str, str] = {}  # name -> local directory, resolved by `start`
+
     @property
     def served_model(self) -> str:
         """The name requests use: `served_model_name`, else the model path as vLLM names it."""
         return self.config.served_model_name or self.model_path
+
+    @property
+    def adapters(self) -> tuple[str, ...]:
+        """The LoRA adapters served, by name; a request names one as its `model`."""
+        return tuple(served_adapters(self.config.lora_adapters, self.config.lora_count))
 
     @property
     def api(self) -> str:
@@ -171,6 +194,7 @@ class VLLMServerBackend(LaunchedServerBackend):
     def start(self) -> None:
         """Launch the server and wait for `/health`; raise BackendError with its log tail."""
         require_engine_features(self.config.speculative_config)
+        self._adapters = resolve_adapters(self.config.lora_adapters, self.config.lora_count)
         if self.config.enable_prefix_caching is not False and not self.resets_prefix_cache:
             log.warning(
                 "vllm_server on %s: the prefix cache is not reset between trials (its reset "
@@ -193,8 +217,21 @@ class VLLMServerBackend(LaunchedServerBackend):
             "enable-prefix-caching": caching is True,
             "no-enable-prefix-caching": caching is False,
             **field_flags(c, NOT_SERVER_FLAGS),
+            **self.lora_flags(),
         }
         return module_argv(SERVER_MODULE, typed, c.extra_args, VLLM_RESERVED_FLAGS, DEFAULT_FLAGS)
+
+    def lora_flags(self) -> dict[str, Any]:
+        """--enable-lora and its adapters (each as vLLM's JSON form: any path is one argument)."""
+        if not self._adapters:
+            return {}
+        c = self.config
+        return {
+            "enable-lora": True,
+            "lora-modules": [json.dumps({"name": n, "path": p}) for n, p in self._adapters.items()],
+            "max-loras": c.max_loras or len(self._adapters),
+            "max-lora-rank": c.max_lora_rank or vllm_rank(largest_rank(self._adapters)),
+        }
 
     def child_env(self) -> dict[str, str]:
         """The server's environment: this process's, plus the CPU KV-cache size and dev mode."""

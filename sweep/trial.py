@@ -27,6 +27,7 @@ from backends.models.architecture import architecture
 from backends.models.source import resolve_model_path
 from backends.proxy.launch import Proxies
 from sweep.core import records as R
+from sweep.core.adapter_summary import adapter_summaries
 from sweep.core.config import Config
 from sweep.core.errors import BackendError, DatasetError, SweepError
 from sweep.core.pieces import missing_here, pieces_dir
@@ -212,7 +213,8 @@ def run_trial(
         if front is not backend:
             proxy_capture = ServerCapture(front.metrics_scrape(), t0, R.PROXY_SOURCE)
         texts = prompts.prompts(config.dataset, _num_prompts(spec))
-        warmup, requests = build_requests(texts, workload)
+        require_image_server(texts, backend)
+        warmup, requests = build_requests(texts, workload, backend.adapters)
         runner = RUNNERS[backend.interface]
         if config.dataset.name == MULTI_TURN:  # each turn sends its session's history
             runner = session_runner(config, prompts.tokenizer(), backend.model_path)
@@ -271,7 +273,7 @@ def run_trial(
 
 
 def _over_time(spec: TrialSpec, requests: pa.Table, timeseries: pa.Table) -> dict[str, Any]:
-    """The trial's metrics per time slice, and per stage when it ran `workload.stages`."""
+    """The trial's metrics per time slice, per stage (`workload.stages`) and per LoRA adapter."""
     config = spec.config
     frame, samples = requests.to_pandas(), timeseries.to_pandas()
     stages = None
@@ -286,7 +288,14 @@ def _over_time(spec: TrialSpec, requests: pa.Table, timeseries: pa.Table) -> dic
             timeseries=samples,
         )
     slices = time_slices(frame, samples, config.workload.slice_s, spec.trial_id)
-    return {"timeslices": slices, "stages": stages}
+    adapters = adapter_summaries(
+        frame,
+        spec.trial_id,
+        num_gpus=config.backend.num_gpus,
+        price_per_hour=config.hardware.price_per_hour,
+        slo=config.slo.request_bounds(),
+    )
+    return {"timeslices": slices, "stages": stages, "adapters": adapters}
 
 
 def failed_trial(
@@ -401,6 +410,19 @@ def _classify(exc: BaseException, default_kind: str) -> tuple[str, str]:
     if "out of memory" in text.lower() or isinstance(exc, MemoryError):
         return R.ERROR_OUT_OF_MEMORY, text
     return default_kind, text
+
+
+def require_image_server(prompts: list[Any], backend: Any) -> None:
+    """One line, before any request, when prompts carry images the backend cannot be sent.
+
+    Images ride in a chat message's content parts (`sweep.datasets.images`): only a server
+    backend with `api: chat` takes them.
+    """
+    if any(p.images for p in prompts) and (backend.interface != "openai" or backend.api != "chat"):
+        raise DatasetError(
+            "the dataset's prompts carry images, sent only as chat messages to a server: set "
+            "backend.api=chat on a server backend"
+        )
 
 
 def require_pieces(names: tuple[str, ...]) -> None:

@@ -14,8 +14,10 @@ most all of them) are a reasoning model's thinking, streamed first under the del
 `reasoning_field` (`reasoning` as vLLM >= 0.19 names it, or `reasoning_content` as older vLLM and
 SGLang do) and counted in the usage's `completion_tokens_details.reasoning_tokens`; the answer
 follows under `content`, and a chunk that holds the last reasoning token and the first answer
-token carries both fields, as vLLM's do. The server imports only this module of the config code,
-so it starts without the config libraries.
+token carries both fields, as vLLM's do. A chat message's `image_url` parts each cost
+`ms_per_image` before the first token and count `tokens_per_image` prompt tokens, as a
+vision-language model's encoder and image tokens do. The server imports only this module of the
+config code, so it starts without the config libraries.
 """
 
 from __future__ import annotations
@@ -46,3 +48,7 @@ class SimSchedule:
     # A reasoning model's thinking: the first tokens of each chat reply (0: it does not reason).
     reasoning_tokens: int = 0
     reasoning_field: str = REASONING_FIELDS[0]
+    # A vision-language model's images (chat `image_url` parts): each adds this to the request's
+    # first-token delay (its encoder's time) and this many tokens to its `usage.prompt_tokens`.
+    ms_per_image: float = 0.0
+    tokens_per_image: int = 0

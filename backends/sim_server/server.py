@@ -1,7 +1,8 @@
 """A simulated OpenAI-compatible streaming server with an exact latency schedule and faults.
 
 Run as `python -m backends.sim_server --host 127.0.0.1 --port N [...]`. It serves `GET /health`,
-`GET /metrics` (Prometheus text), `GET /sim/requests` (the server's own per-request stamps, with
+`GET /metrics` (Prometheus text), `GET /sim/requests` (the server's own per-request stamps: times,
+the `model` asked for and the `images` a chat request carried, with
 what each request sent under `--record-prompts`; also written to `$SIM_STAMPS_DIR` as it stops) and
 `POST /v1/completions` / `POST /v1/chat/completions`, streamed (SSE) or not. A request is admitted
 on arrival unless `max_num_seqs` are running; then it waits in a FIFO queue
@@ -103,7 +104,8 @@ class Stream:
         # The reply's first `thinking` tokens are reasoning (chat only: completions have no field).
         self.thinking = min(schedule.reasoning_tokens, self.max_tokens) if api == "chat" else 0
         self.reasoning_field = schedule.reasoning_field
-        self.prompt_tokens = _prompt_tokens(body, api)
+        self.images = _images(body) if api == "chat" else 0
+        self.prompt_tokens = _prompt_tokens(body, api) + self.images * schedule.tokens_per_image
         options = body.get("stream_options") or {}
         self.include_usage = bool(options.get("include_usage"))
         self.continuous = bool(options.get("continuous_usage_stats"))
@@ -227,7 +229,7 @@ class SimServer:
         if self.opt.usage != "asked":
             s.continuous = self.opt.usage == "continuous"
             s.include_usage = self.opt.usage != "none"
-        self._stamp(rid, arrival_ns=arrival, fault=fault)
+        self._stamp(rid, arrival_ns=arrival, fault=fault, images=s.images, model=body.get("model"))
         if self.opt.record_prompts:  # what a multi-turn client sent, for tests to compare
             self._stamp(rid, received=body.get("messages" if api == "chat" else "prompt"))
         if s.streaming:
@@ -266,7 +268,8 @@ class SimServer:
         s.admitted_ns = now
         self._stamp(s.rid, admitted_ns=now)
         self.latencies.admitted(s)
-        self._push(s, now + self._delay_ns(self.opt.ttft_ms * s.scale))
+        encode = s.images * self.opt.ms_per_image  # a vision encoder's time, before the prefill
+        self._push(s, now + self._delay_ns(self.opt.ttft_ms * s.scale + encode))
 
     def _push(self, s: Stream, due: int) -> None:
         heapq.heappush(self.heap, (due, next(self.seq), s))
@@ -381,9 +384,27 @@ class SimServer:
 
 def _prompt_tokens(body: dict, api: str) -> int:
     if api == "chat":
-        return sum(len(str(m.get("content", "")).split()) for m in body.get("messages") or [])
+        return sum(len(_text(m.get("content", "")).split()) for m in body.get("messages") or [])
     prompt = body.get("prompt", "")
     return len(prompt) if isinstance(prompt, list) else len(str(prompt).split())
+
+
+def _text(content: object) -> str:
+    """A message's text: its content, or the text of its content parts (images left out)."""
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return str(content)
+
+
+def _images(body: dict) -> int:
+    """How many `image_url` parts the messages of a chat body carry."""
+    return sum(
+        1
+        for m in body.get("messages") or []
+        if isinstance(m.get("content"), list)
+        for part in m["content"]
+        if isinstance(part, dict) and part.get("type") == "image_url"
+    )
 
 
 def _full_response(s: Stream, skew: int) -> dict:

@@ -27,6 +27,7 @@ from sweep.core.dataset_configs import (
     THINK_TIME_DISTS,
     DatasetConfig,
     HFDatasetConfig,
+    ImagesDatasetConfig,
     MultiTurnDatasetConfig,
     PromptsDatasetConfig,
     RandomDatasetConfig,
@@ -84,6 +85,15 @@ ADDED_LATER: dict[str, Any] = {
     "backend.reasoning_tokens": 0,  # the sim's reasoning phase
     "backend.reasoning_field": "reasoning",
     "backend.repack": True,  # llama.cpp's weight repacking (`--no-repack` when False)
+    "backend.lora_adapters": {},  # LoRA adapters served (`backends.lora`)
+    "backend.lora_count": None,
+    "backend.max_loras": None,
+    "backend.max_loras_per_batch": None,
+    "backend.max_lora_rank": None,
+    "backend.ms_per_image": 0.0,  # the sim's vision encoder
+    "backend.tokens_per_image": 0,
+    "workload.lora_assignment": "uniform",  # which adapter each request asks for
+    "workload.lora_skew": 1.0,
     # A whole group added later: its section hashes away while it equals this default.
     "proxy": {"name": "none"},
 }
@@ -106,6 +116,7 @@ class ModelConfig:
 
 
 RAMPS = ("none", "linear", "exponential")
+LORA_ASSIGNMENTS = ("uniform", "zipf", "dataset")
 
 
 @dataclass
@@ -167,9 +178,16 @@ class WorkloadConfig:
     stages: list[StageConfig] = field(default_factory=list)
     # Window of timeslices.parquet (`sweep.core.timeslices`); None: a twentieth of the trial.
     slice_s: float | None = None
+    # Which LoRA adapter each request asks for, where the backend serves some
+    # (`sweep.loadgen.adapters`): `uniform`, `zipf` (adapter k of n by 1 / k^lora_skew) or
+    # `dataset` (each prompt's own, e.g. a trace's column); drawn from `seed`.
+    lora_assignment: str = "uniform"
+    lora_skew: float = 1.0
 
     def __post_init__(self) -> None:
         check_choice("workload", "name", self.name, WORKLOAD_MODES)
+        check_choice("workload", "lora_assignment", self.lora_assignment, LORA_ASSIGNMENTS)
+        check_positive("workload", lora_skew=self.lora_skew)
         self._check_trust_settings()
         self._check_shape()
         check_positive(
@@ -581,6 +599,7 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 __all__ = [  # the group configs defined beside this module, read from here
     "GROUP_DISTRIBUTIONS", "OVERFLOW_MODES", "PROXY_TRUNCATION_SIDES", "QUALITY_TOO_LONG",
     "THINK_TIME_DISTS", "ClipProxyConfig", "DatasetConfig", "HFDatasetConfig",
+    "ImagesDatasetConfig",
     "MultiTurnDatasetConfig", "PromptsDatasetConfig", "ProxyConfig", "QualityConfig",
     "RandomDatasetConfig", "SemanticCacheProxyConfig",
     "SharedPrefixDatasetConfig", "TraceDatasetConfig", "check_paraphrase_rate",

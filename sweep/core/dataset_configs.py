@@ -7,7 +7,7 @@ One class per option of `conf/dataset/`, each with its types, defaults and check
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
@@ -76,6 +76,47 @@ class HFDatasetConfig(DatasetConfig):
 
     def __post_init__(self) -> None:
         check_positive("dataset", max_rows=self.max_rows)
+
+
+IMAGE_FORMATS = ("png", "jpeg")
+
+
+@dataclass
+class ImagesDatasetConfig(DatasetConfig):
+    """Chat requests with images: random-token text and `image_url` data URIs the project makes.
+
+    Each prompt's text is `input_len` tokens exactly, as `random` makes them (chat template
+    included); its user message carries `images_per_request` images (or a count drawn from
+    [`min_images_per_request`, `images_per_request`] with `seed`), each of width x height from
+    `image_sizes` in turn, every image distinct (seeded noise), encoded as `image_format`
+    (`sweep.datasets.images`). Their tokens are the server's to count (`usage.prompt_tokens`).
+    """
+
+    name: str = "images"
+    input_len: int = 64
+    images_per_request: int = 1
+    min_images_per_request: int | None = None
+    image_sizes: list[list[int]] = field(default_factory=lambda: [[64, 64]])
+    image_format: str = "png"
+
+    def __post_init__(self) -> None:
+        check_positive("dataset", input_len=self.input_len)
+        if self.images_per_request < 0:
+            raise_config(f"dataset.images_per_request must be >= 0, got {self.images_per_request}")
+        low = self.min_images_per_request
+        if low is not None and not 0 <= low <= self.images_per_request:
+            raise_config(
+                f"dataset.min_images_per_request={low} must be in [0, images_per_request="
+                f"{self.images_per_request}]"
+            )
+        if not self.image_sizes:
+            raise_config("dataset.image_sizes needs at least one [width, height]")
+        for i, size in enumerate(self.image_sizes):
+            if len(size) != 2 or min(int(v) for v in size) <= 0:
+                raise_config(
+                    f"dataset.image_sizes[{i}]={list(size)} must be [width, height], both > 0"
+                )
+        check_choice("dataset", "image_format", self.image_format, IMAGE_FORMATS)
 
 
 GROUP_DISTRIBUTIONS = ("uniform", "zipf")

@@ -47,6 +47,12 @@ STAGE = "stage"
 # each response (`hit` or `miss`).
 CACHE_HIT = "cache_hit"
 CACHE_HEADER = "X-Cache"
+# The LoRA adapter the request asked for (`backends.lora`; null: the base model), the images
+# its chat message carried (`sweep.datasets.images`; 0 without), and its prompt tokens as the
+# server counted them (`usage.prompt_tokens`: image tokens included; null where not reported).
+ADAPTER = "adapter"
+IMAGES = "images"
+SERVER_INPUT_TOKENS = "server_input_tokens"
 # Reasoning models (`sweep.core.stream_chunks`): of OUTPUT_TOKENS, those of the model's thinking
 # (the server's count where its usage says, else the reasoning deltas') and the answer's, which
 # add up to it; ANSWER_S is the time from sending to the first answer token (TTFT for a model that
@@ -97,6 +103,9 @@ REQUESTS_SCHEMA = pa.schema(
         pa.field(ANSWER_TOKENS, pa.int64()),
         pa.field(ANSWER_S, pa.float64()),
         pa.field(OUTPUT_TOKENS_ESTIMATED, pa.bool_()),
+        pa.field(ADAPTER, pa.string()),
+        pa.field(IMAGES, pa.int64()),
+        pa.field(SERVER_INPUT_TOKENS, pa.int64()),
     ]
 )
 
@@ -180,6 +189,13 @@ STAGE_REQUEST_RATE = "stage_request_rate"
 STAGE_CONCURRENCY = "stage_concurrency"
 STAGE_DURATION_S = "stage_duration_s"
 SEND_RATE = "send_rate_req_s"
+
+# --- adapters.parquet: one row per LoRA adapter of a trial that sent requests to adapters ---
+# The adapter (ADAPTER), the requests it was sent (ADAPTER_REQUESTS) and its share of the
+# trial's (ADAPTER_SHARE), then the summary metric columns of `sweep.core.summary.summarize` over
+# its requests alone (`sweep.core.adapter_summary`): TTFT, TPOT, throughput per adapter.
+ADAPTER_REQUESTS = "adapter_requests"
+ADAPTER_SHARE = "adapter_share"
 
 # --- server_metrics.parquet: every numeric series of the server's /metrics, long format ---
 # Scraped whole at the trial's start and end (`sweep.telemetry.ServerCapture`); a proxy's own
@@ -292,6 +308,7 @@ TIMESERIES_FILE = "timeseries.parquet"
 SERVER_METRICS_FILE = "server_metrics.parquet"
 TIMESLICES_FILE = "timeslices.parquet"
 STAGES_FILE = "stages.parquet"
+ADAPTERS_FILE = "adapters.parquet"
 TRIAL_YAML = "trial.yaml"
 SWEEP_YAML = "sweep.yaml"
 BACKEND_LOG = "backend.log"

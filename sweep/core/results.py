@@ -2,7 +2,8 @@
 
 Layout: `<root>/<sweep>/sweep.yaml`, `<root>/<sweep>/<deployment_id>/backend.log` and
 `<root>/<sweep>/<deployment_id>/<trial_id>/{requests,summary,timeseries,server_metrics,
-timeslices}.parquet, trial.yaml`, and `stages.parquet` for a trial with `workload.stages`;
+timeslices}.parquet, trial.yaml`, `stages.parquet` for a trial with `workload.stages` and
+`adapters.parquet` for one whose requests went to LoRA adapters;
 `<root>/<sweep>/<deployment_id>/quality.parquet` with `quality=on`.
 Every file is written under a temporary name and renamed; `summary.parquet` is written last, so
 a trial is complete if and only if its summary exists. `output.dir` may be a local path or any
@@ -31,7 +32,8 @@ class TrialFiles:
     `server_metrics` is the server's /metrics capture (`records.SERVER_METRICS_SCHEMA`), empty
     where the backend has no server or the server gave none. `timeslices` holds the trial's
     metrics per time slice (`sweep.core.timeslices`), `stages` one summary row per stage of a
-    staged trial (`sweep.core.stage_summary`; None without stages).
+    staged trial (`sweep.core.stage_summary`; None without stages), `adapters` one summary row
+    per LoRA adapter the trial's requests asked for (`sweep.core.adapter_summary`; None: none).
     """
 
     trial_id: str
@@ -44,6 +46,7 @@ class TrialFiles:
     server_metrics: pa.Table = field(default_factory=R.SERVER_METRICS_SCHEMA.empty_table)
     timeslices: pa.Table = field(default_factory=R.TIMESLICES_SCHEMA.empty_table)
     stages: pa.Table | None = None
+    adapters: pa.Table | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,8 @@ class ResultStore:
         self._write_parquet(f"{folder}/{R.TIMESLICES_FILE}", files.timeslices)
         if files.stages is not None:
             self._write_parquet(f"{folder}/{R.STAGES_FILE}", files.stages)
+        if files.adapters is not None:
+            self._write_parquet(f"{folder}/{R.ADAPTERS_FILE}", files.adapters)
         self._write_text(f"{folder}/{R.TRIAL_YAML}", files.trial_yaml)
         self._write_parquet(f"{folder}/{R.SUMMARY_FILE}", files.summary)
 

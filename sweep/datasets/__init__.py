@@ -8,7 +8,8 @@ exactly `num` Prompts, each tokenized by the model's own tokenizer with special 
 carries its row's output length and arrival (`sweep.datasets.trace`). For a chat request the
 ids, and so every length, include the model's chat template (`sweep.datasets.chat`). A
 `multi_turn` dataset hands on its sessions' user messages; the load generator adds each turn's
-history (`sweep.loadgen.sessions`).
+history (`sweep.loadgen.sessions`). An `images` dataset's prompts carry images for a chat server
+(`sweep.datasets.images`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from sweep.core.errors import DatasetError
 from sweep.datasets import (
     hf_dataset,
+    images,
     multi_turn,
     prompt_file,
     random_tokens,
@@ -37,6 +39,7 @@ GENERATORS: dict[str, Callable[[Any, Any, int], list[Prompt]]] = {
     "shared_prefix": shared_prefix.generate,
     "multi_turn": multi_turn.generate,  # user messages: `sweep.loadgen.sessions` adds the history
     "trace": trace.generate,  # at most `num`: the trace's rows decide
+    "images": images.generate,  # chat prompts with images (`backend.api=chat` on a server)
 }
 # Datasets whose input can be checked before anything runs: (config, model.max_model_len).
 CHECKS: dict[str, Callable[[Any, int | None], None]] = {"trace": trace.check}

@@ -8,6 +8,7 @@ tokens itself, `backend.tokenizer=none`) a prompt has no ids, and its count is t
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,12 @@ class Prompt:
     # The index, among the trial's prompts, of the earlier prompt this one rewords
     # (`dataset.paraphrase_rate`, `sweep.datasets.paraphrase`); None: not a near-duplicate.
     near_duplicate_of: int | None = None
+    # The LoRA adapter the prompt's own data names (a trace's adapter column); None: none.
+    # `workload.lora_assignment=dataset` sends it there (`sweep.loadgen.adapters`).
+    adapter: str | None = None
+    # Images its user message carries, as data URIs (`sweep.datasets.images`); their tokens
+    # are the server's to count (`usage.prompt_tokens`), not in `input_tokens`.
+    images: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.input_tokens != len(self.token_ids):
@@ -75,3 +82,18 @@ def cycle(prompts: Sequence[Prompt], num: int, source: str) -> list[Prompt]:
     if num > 0 and not prompts:
         raise DatasetError(f"{source} yielded no prompts")
     return [prompts[i % len(prompts)] for i in range(num)]
+
+
+def with_adapters(prompts: Sequence[Prompt], values: Sequence[object], column: str) -> list[Prompt]:
+    """`prompts` with the LoRA adapter their rows name in `column` (a trace's adapter column).
+
+    Raises:
+        DatasetError: a row's value is empty.
+    """
+    named = []
+    for row, (prompt, value) in enumerate(zip(prompts, values, strict=True)):
+        text = "" if value is None else str(value).strip()
+        if not text or text.lower() == "nan":
+            raise DatasetError(f"row {row + 1}: column {column!r} names no LoRA adapter")
+        named.append(dataclasses.replace(prompt, adapter=text))
+    return named

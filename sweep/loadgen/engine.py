@@ -63,6 +63,8 @@ def run_engine_workload(
             r.idx: RequestTracker(r.idx, batch_idx, len(r.prompt_token_ids), r.max_tokens)
             for r in batch
         }
+        for r in batch:
+            by_idx[r.idx].adapter = r.adapter
         sent = now_s()
         for tracker in by_idx.values():
             tracker.mark_sent(sent)

@@ -117,6 +117,7 @@ class Endpoint:
     max_tokens_field: str = "max_tokens"  # chat's cap: or max_completion_tokens
     extra_body: Mapping[str, Any] = field(default_factory=dict, repr=False)  # in every body
     token_counts: str = COUNT_USAGE  # how its streams count tokens (`ServerBackend.token_counts`)
+    adapter_field: str = "model"  # the body field naming a request's LoRA adapter
 
     @property
     def url(self) -> str:
@@ -164,6 +165,7 @@ def endpoint_of(backend: ServerBackend) -> Endpoint:
         max_tokens_field=backend.max_tokens_field,
         extra_body=backend.request_body(),
         token_counts=backend.token_counts,
+        adapter_field=backend.adapter_field,
     )
 
 
@@ -383,6 +385,7 @@ async def stream_one(
     """
     data = json.dumps(_body(endpoint, request)).encode()
     headers = {"Content-Type": "application/json", "X-Request-Id": rid}
+    tracker.adapter, tracker.images = request.adapter, len(request.images)
     try:
         for resend in range(MAX_RESENDS + 1):
             attempt = Attempt(tracker)
@@ -491,11 +494,22 @@ def _body(endpoint: Endpoint, request: GenRequest) -> dict:
     if endpoint.api == "chat":  # a conversation's history (`sweep.loadgen.sessions`), if any
         turns = request.messages or (("user", request.prompt),)
         body["messages"] = [{"role": role, "content": text} for role, text in turns]
+        if request.images:  # the last user message carries them, after its text
+            last = body["messages"][-1]
+            last["content"] = image_content(last["content"], request)
     elif endpoint.send_token_ids and request.prompt_token_ids:
         body["prompt"] = list(request.prompt_token_ids)
     else:
         body["prompt"] = request.prompt
+    if request.adapter is not None:  # vLLM: the adapter's own model name; SGLang: lora_path
+        body[endpoint.adapter_field] = request.adapter
     return {**endpoint.extra_body, **body} if endpoint.extra_body else body
+
+
+def image_content(text: str, request: GenRequest) -> list[dict[str, Any]]:
+    """A user message's content as OpenAI's parts: its text, then each image as an image_url."""
+    images = [{"type": "image_url", "image_url": {"url": url}} for url in request.images]
+    return [{"type": "text", "text": text}, *images]
 
 
 def _secrets(endpoint: Endpoint) -> list[str]:

@@ -53,6 +53,8 @@ class RequestTracker:
         "stage",
         "cache_hit",
         "guessed",
+        "adapter",
+        "images",
     )
 
     def __init__(self, idx: int, batch_idx: int, input_tokens: int, requested_tokens: int):
@@ -77,6 +79,8 @@ class RequestTracker:
         self.stage: int | None = None
         self.cache_hit: bool | None = None  # a semantic-cache proxy's answer (`records.CACHE_HIT`)
         self.guessed = False
+        self.adapter: str | None = None  # the LoRA adapter it asked for (`records.ADAPTER`)
+        self.images = 0  # images its message carried (`records.IMAGES`)
 
     def mark_sent(self, scheduled: float, sent: float | None = None) -> None:
         """Record when the request was due and when it actually went out."""
@@ -194,6 +198,9 @@ class RequestTracker:
             R.OUTPUT_TOKENS_ESTIMATED: estimated(
                 self.chunk_usage, self.server_tokens, self.guessed
             ),
+            R.ADAPTER: self.adapter,
+            R.IMAGES: self.images,
+            R.SERVER_INPUT_TOKENS: self.server_input_tokens,
         }
 
 
