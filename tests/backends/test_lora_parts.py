@@ -67,7 +67,13 @@ def test_a_count_past_the_listed_adapters_serves_named_copies():
     listed = {"a": "/x", "b": "/y"}
     assert served_adapters(listed, None) == listed
     assert served_adapters(listed, 1) == {"a": "/x"}
-    assert served_adapters(listed, 5) == {"a": "/x", "b": "/y", "a-2": "/x", "b-2": "/y", "a-3": "/x"}
+    assert served_adapters(listed, 5) == {
+        "a": "/x",
+        "b": "/y",
+        "a-2": "/x",
+        "b-2": "/y",
+        "a-3": "/x",
+    }
 
 
 def test_an_adapter_path_that_does_not_exist_is_one_line(cache, tmp_path):
@@ -103,7 +109,9 @@ def test_vllm_server_gets_enable_lora_and_every_adapter_as_one_argument(cache):
     assert "--enable-lora" in argv
     modules = argv[argv.index("--lora-modules") + 1 : argv.index("--lora-modules") + 3]
     assert [json.loads(m)["name"] for m in modules] == ["a", "b"]
-    assert all(pathlib.Path(json.loads(m)["path"], "adapter_config.json").is_file() for m in modules)
+    assert all(
+        pathlib.Path(json.loads(m)["path"], "adapter_config.json").is_file() for m in modules
+    )
     assert argv[argv.index("--max-loras") + 1] == "2"  # as many as are served
     assert argv[argv.index("--max-lora-rank") + 1] == "16"  # the largest adapter's
     assert "--enable-lora" not in VLLMServerBackend(VLLMServerConfig(), "/m").argv(8000)
