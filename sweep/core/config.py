@@ -321,7 +321,9 @@ class ClusterConfig:
     isolate_client: str = "auto"
     # Where the node is too small to split, run a deployment with no GPU on as many cores as it
     # asked Ray for, the quietest ones no other deployment holds (`sweep.isolation.pin_quietest`).
-    pin_cpu_deployments: bool = True
+    # Off by default: an engine whose thread pool is larger than `backend.num_cpus` (llama.cpp's
+    # and CTranslate2's defaults) runs several times slower on fewer cores than threads.
+    pin_cpu_deployments: bool = False
 
     def __post_init__(self) -> None:
         check_positive("cluster", start_timeout_s=self.start_timeout_s,
