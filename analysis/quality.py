@@ -33,7 +33,7 @@ import yaml
 from analysis.compare import declared_baseline, engine_labels
 from analysis.noise import LEVEL, resamples
 from analysis.plots import number
-from analysis.sections import Section
+from analysis.sections import Image, Section
 from sweep.core import records as rec
 from sweep.core.errors import SweepError
 
@@ -272,10 +272,15 @@ def _cell(value: Any, fmt: str) -> str:
 
 
 def quality_sections(
-    quality: pd.DataFrame | None, summary: pd.DataFrame, baseline: str | None
+    quality: pd.DataFrame | None, table: pd.DataFrame, front: Path | None = None
 ) -> list[Section]:
-    """The "Quality against speed" section; none where no deployment ran with `quality=on`."""
-    table = quality_table(quality if quality is not None else _empty(), summary, baseline)
+    """The "Quality against speed" section; none where no deployment ran with `quality=on`.
+
+    Args:
+        quality: every deployment's scores (`analysis.load.load_quality`).
+        table: `quality_table` of those scores.
+        front: the quality front's plot (`analysis.quality_front`), shown beside the table.
+    """
     if table.empty:
         return []
     scored = quality if quality is not None and len(quality) else None
@@ -301,7 +306,20 @@ def quality_sections(
                 " A deployment whose server lists no alternatives for prompt tokens (TGI) has "
                 "perplexity and its ratio only."
             )
-    return [Section("Quality against speed", text, table=quality_display(table))]
+        if front is not None:
+            text += (
+                " The plot sets each configuration's USD per 1M output tokens against its KL; "
+                "the front joins those no other beats on both."
+            )
+    images = (Image("Quality against cost", front),) if front is not None else ()
+    return [Section("Quality against speed", text, table=quality_display(table), images=images)]
+
+
+def quality_figures(
+    quality: pd.DataFrame | None, summary: pd.DataFrame, baseline: str | None
+) -> pd.DataFrame:
+    """`quality_table` of loaded scores (None: the deployments' statuses alone)."""
+    return quality_table(quality if quality is not None else _empty(), summary, baseline)
 
 
 def _empty() -> pd.DataFrame:

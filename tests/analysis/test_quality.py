@@ -127,5 +127,5 @@ def test_scores_without_alternatives_give_perplexity_and_its_ratio_only():
     row = table.set_index(R.DEPLOYMENT_ID).loc["o"]
     assert row[PPL_RATIO] == pytest.approx(math.exp(0.1 / 3))
     assert np.isnan(row[KL]) and np.isnan(row[TOP1]) and np.isnan(row[f"{KL}_low"])
-    (section,) = quality_sections(pd.concat([two_texts("b"), tgi]), summary("b", "o"), None)
+    (section,) = quality_sections(pd.concat([two_texts("b"), tgi]), table)
     assert "perplexity and its ratio only" in section.text

@@ -503,8 +503,10 @@ def test_a_semantic_cache_answers_the_rewordings_far_sooner_than_vllm(served, tm
     assert table(trials["none"], "requests")[R.CACHE_HIT].isna().all()
 
 
-def test_stopping_leaves_no_vllm_process(served):
+def test_stopping_leaves_no_vllm_process(served, offline):
+    """The module's last test: the shared server and the offline engine stop, and all is gone."""
     served.runner.close()
+    offline.stop()  # its fixture's teardown stops it again: a no-op
     assert not served.backend._server.url
     gone, alive = psutil.wait_procs(served.tree, timeout=15)
     assert not alive, [p.pid for p in alive]
