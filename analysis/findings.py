@@ -10,6 +10,8 @@ one load, its value, standard error and how the error was made) and states:
   second is itself noise;
 - at each load where several configurations ran, how they compare on output tok/s;
 - which trials are not to be trusted, and why (the checks of `analysis.flags`).
+`quality_findings` adds, with `quality=on`, each configuration's speed against its drift from
+the quality baseline (`analysis.quality`).
 A difference whose interval includes no change, or a change smaller than `MARGIN`, is only
 ever stated as within noise.
 """
@@ -42,6 +44,7 @@ LOAD_MARK = " @ "
 # interval within one run, is not one the next run would repeat.
 MARGIN = 0.05
 MAX_LOADS, MAX_NAMED = 8, 4
+MAX_QUALITY_LINES = 8  # configurations stated against the quality baseline; the table has all
 NOISE_CHECK = (
     "`python -m sweep +experiment=aa_check` runs one configuration five times and "
     "`python -m analysis results/aa_check --noise` prints the spread this machine gives"
@@ -278,7 +281,7 @@ def quality_findings(table: pd.DataFrame) -> list[str]:
         else:
             pace = f"no speed to set against **{base_name}**'s (no successful trial)"
         lines.append(f"**{name}**: {pace} at {drift}.")
-    return lines[:MAX_LOADS]
+    return lines[:MAX_QUALITY_LINES]
 
 
 def _drift(row: pd.Series) -> str | None:
