@@ -101,6 +101,7 @@ def report(
             project=args.wandb_project,
             capacity=paths.capacity,
             findings=paths.findings,
+            quality=paths.quality,
         )
     return 0
 

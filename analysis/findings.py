@@ -10,6 +10,8 @@ one load, its value, standard error and how the error was made) and states:
   second is itself noise;
 - at each load where several configurations ran, how they compare on output tok/s;
 - which trials are not to be trusted, and why (the checks of `analysis.flags`).
+`quality_findings` adds, with `quality=on`, each configuration's speed against its drift from
+the quality baseline (`analysis.quality`).
 A difference whose interval includes no change, or a change smaller than `MARGIN`, is only
 ever stated as within noise.
 """
@@ -42,6 +44,7 @@ LOAD_MARK = " @ "
 # interval within one run, is not one the next run would repeat.
 MARGIN = 0.05
 MAX_LOADS, MAX_NAMED = 8, 4
+MAX_QUALITY_LINES = 8  # configurations stated against the quality baseline; the table has all
 NOISE_CHECK = (
     "`python -m sweep +experiment=aa_check` runs one configuration five times and "
     "`python -m analysis results/aa_check --noise` prints the spread this machine gives"
@@ -245,3 +248,55 @@ def _by_how_much(diff: Difference, axis: Axis) -> str:
         return f"{ratio:.2f}x [{low:.2f}x, {high:.2f}x] {relation}"
     relation = "more than" if axis.higher_is_better else "lower than"
     return f"{(ratio - 1) * 100:.1f}% [{(low - 1) * 100:.1f}%, {(high - 1) * 100:.1f}%] {relation}"
+
+
+def quality_findings(table: pd.DataFrame) -> list[str]:
+    """Each configuration's speed against its quality drift from the baseline, in words.
+
+    `table` is `analysis.quality.quality_table`'s: one row per deployment with its best trial's
+    output tok/s, its KL (top-K) from the baseline, top-1 agreement and perplexity ratio, each
+    with its 95% interval over texts. A line reads "**4-bit**: 1.90x the output tok/s of
+    **fp16** (best trials) at KL 0.031 [0.027, 0.035] from it; top-1 agreement 0.91 [0.89,
+    0.93]". Where the scores list no alternatives (TGI), the perplexity ratio stands in for KL;
+    a deployment that was not scored says why. The speed ratio is of single trials and carries
+    no interval: the speed findings above judge speed with its noise.
+    """
+    if table.empty or "baseline" not in table or table["baseline"].isna().all():
+        return []
+    base_name = table["baseline"].dropna().iloc[0]
+    base = table[table["configuration"] == base_name]
+    base_speed = float(base[rec.OUTPUT_THROUGHPUT].iloc[0]) if len(base) else math.nan
+    lines = []
+    for _, row in table.iterrows():
+        name = row["configuration"]
+        if name == base_name:
+            continue
+        drift = _drift(row)
+        if drift is None:
+            lines.append(f"**{name}**: quality {row['status']}.")
+            continue
+        speed = float(row[rec.OUTPUT_THROUGHPUT])
+        if math.isfinite(speed) and math.isfinite(base_speed) and base_speed > 0:
+            pace = f"{speed / base_speed:.2f}x the output tok/s of **{base_name}** (best trials)"
+        else:
+            pace = f"no speed to set against **{base_name}**'s (no successful trial)"
+        lines.append(f"**{name}**: {pace} at {drift}.")
+    return lines[:MAX_QUALITY_LINES]
+
+
+def _drift(row: pd.Series) -> str | None:
+    """`KL 0.031 [0.027, 0.035] from it; top-1 agreement ...`, or the perplexity ratio alone."""
+
+    def figure(name: str, fmt: str) -> str | None:
+        value = row.get(name)
+        if value is None or not math.isfinite(value):
+            return None
+        return f"{value:{fmt}} [{row[f'{name}_low']:{fmt}}, {row[f'{name}_high']:{fmt}}]"
+
+    kl, top1 = figure("kl_topk", ".3g"), figure("top1_agreement", ".2f")
+    ratio = figure("perplexity_ratio", ".4f")
+    if kl is not None:
+        return f"KL {kl} from it; top-1 agreement {top1}"
+    if ratio is not None:
+        return f"perplexity {ratio} times its (no top-K from this server, so no KL)"
+    return None

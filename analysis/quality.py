@@ -11,6 +11,8 @@ position, and the same token: the comparison refuses sets or tokenizations that 
   takes the smaller of the two. On equal rows the figure is exactly 0;
 - top-1 agreement: the share of positions where both rank the same token first;
 - the perplexity ratio, configuration / baseline.
+A deployment scored without alternatives (TGI lists none for prompt tokens) has perplexity and
+its ratio only; KL and top-1 agreement need both sides' top-K.
 Each is token-weighted over the set, with a 95% percentile interval from a bootstrap over texts
 (`analysis.noise.resamples`, fixed seed). The baseline is named by `--baseline`, else by the
 experiment's `quality.baseline` (sweep.yaml), else it is the first deployment whose backend
@@ -31,7 +33,7 @@ import yaml
 from analysis.compare import declared_baseline, engine_labels
 from analysis.noise import LEVEL, resamples
 from analysis.plots import number
-from analysis.sections import Section
+from analysis.sections import Image, Section
 from sweep.core import records as rec
 from sweep.core.errors import SweepError
 
@@ -170,10 +172,11 @@ def _figures(own: pd.DataFrame, base: pd.DataFrame | None) -> dict[str, float]:
     if base is not None:
         base = base.sort_values([rec.TEXT_IDX, rec.POSITION])
         _check_aligned(own, base)
-        kl, top1 = position_figures(base, own)
         base_nll = np.bincount(texts, weights=-base[rec.TOKEN_LOGPROB].to_numpy(float))
-        per_text[KL] = (np.bincount(texts, weights=kl), counts, None)
-        per_text[TOP1] = (np.bincount(texts, weights=top1.astype(float)), counts, None)
+        if has_top_k(own) and has_top_k(base):  # TGI lists no alternatives for prompt tokens
+            kl, top1 = position_figures(base, own)
+            per_text[KL] = (np.bincount(texts, weights=kl), counts, None)
+            per_text[TOP1] = (np.bincount(texts, weights=top1.astype(float)), counts, None)
         per_text[PPL_RATIO] = (nll - base_nll, counts, np.exp)
     draws = resamples(len(counts), np.random.default_rng(0))
     tail = (1 - LEVEL) / 2 * 100
@@ -189,6 +192,11 @@ def _figures(own: pd.DataFrame, base: pd.DataFrame | None) -> dict[str, float]:
             f"{figure}_high": float(high),
         }
     return figures
+
+
+def has_top_k(scores: pd.DataFrame) -> bool:
+    """Whether a deployment's scores list top-K alternatives (a server's may not: TGI's)."""
+    return len(scores) > 0 and len(scores[rec.TOP_IDS].iloc[0]) > 0
 
 
 def _check_aligned(own: pd.DataFrame, base: pd.DataFrame) -> None:
@@ -246,8 +254,8 @@ def quality_display(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "Configuration": table[CONFIGURATION],
-            "Output tok/s": table[rec.OUTPUT_THROUGHPUT].map(lambda v: f"{v:.1f}"),
-            "USD / 1M tok": table[rec.COST_PER_1M_OUTPUT].map(lambda v: f"{v:.3g}"),
+            "Output tok/s": table[rec.OUTPUT_THROUGHPUT].map(lambda v: _cell(v, ".1f")),
+            "USD / 1M tok": table[rec.COST_PER_1M_OUTPUT].map(lambda v: _cell(v, ".3g")),
             "Perplexity": cells(PERPLEXITY, ".4g"),
             "PPL ratio": cells(PPL_RATIO, ".4f"),
             "KL (top-K)": cells(KL, ".3g"),
@@ -257,11 +265,22 @@ def quality_display(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _cell(value: Any, fmt: str) -> str:
+    """A number as `fmt`, or empty where there is none (no priced hardware, no trial)."""
+    number = pd.to_numeric(value, errors="coerce")
+    return "" if pd.isna(number) else f"{number:{fmt}}"
+
+
 def quality_sections(
-    quality: pd.DataFrame | None, summary: pd.DataFrame, baseline: str | None
+    quality: pd.DataFrame | None, table: pd.DataFrame, front: Path | None = None
 ) -> list[Section]:
-    """The "Quality against speed" section; none where no deployment ran with `quality=on`."""
-    table = quality_table(quality if quality is not None else _empty(), summary, baseline)
+    """The "Quality against speed" section; none where no deployment ran with `quality=on`.
+
+    Args:
+        quality: every deployment's scores (`analysis.load.load_quality`).
+        table: `quality_table` of those scores.
+        front: the quality front's plot (`analysis.quality_front`), shown beside the table.
+    """
     if table.empty:
         return []
     scored = quality if quality is not None and len(quality) else None
@@ -270,7 +289,7 @@ def quality_sections(
     else:
         first = scored.iloc[0]
         base = table["baseline"].iloc[0]
-        k = len(first[rec.TOP_IDS])
+        k = int(scored[rec.TOP_IDS].map(len).max())
         text = (
             f"Each deployment scored the quality set `{first[rec.QUALITY_SET_NAME]}` (sha256 "
             f"{str(first[rec.QUALITY_SET_SHA256])[:12]}, {scored[rec.TEXT_IDX].nunique()} texts, "
@@ -282,7 +301,25 @@ def quality_sections(
         )
         if base is None:
             text += " No baseline deployment: name one with quality.baseline or --baseline."
-    return [Section("Quality against speed", text, table=quality_display(table))]
+        if (scored.groupby(rec.DEPLOYMENT_ID)[rec.TOP_IDS].first().map(len) == 0).any():
+            text += (
+                " A deployment whose server lists no alternatives for prompt tokens (TGI) has "
+                "perplexity and its ratio only."
+            )
+        if front is not None:
+            text += (
+                " The plot sets each configuration's USD per 1M output tokens against its KL; "
+                "the front joins those no other beats on both."
+            )
+    images = (Image("Quality against cost", front),) if front is not None else ()
+    return [Section("Quality against speed", text, table=quality_display(table), images=images)]
+
+
+def quality_figures(
+    quality: pd.DataFrame | None, summary: pd.DataFrame, baseline: str | None
+) -> pd.DataFrame:
+    """`quality_table` of loaded scores (None: the deployments' statuses alone)."""
+    return quality_table(quality if quality is not None else _empty(), summary, baseline)
 
 
 def _empty() -> pd.DataFrame:

@@ -5,7 +5,8 @@ already in memory (the CLI loads them once and also prints the table). The repor
 findings in words (`analysis.findings`), then holds the capacity of each searched configuration
 (`analysis.capacity`, when the sweep searched), the per-trial sections built here (results, plots,
 repeats), the comparison sections of `analysis.sections`, the energy of each trial
-(`analysis.energy`), quality against speed (`analysis.quality`, with `quality=on`), TTFT by turn of
+(`analysis.energy`), quality against speed (`analysis.quality`, with `quality=on`, and its front
+on cost and KL, `analysis.quality_front`), TTFT by turn of
 multi-turn trials (`analysis.turns`), a proxy's cache hits (`analysis.proxy_cache`), the server's
 own view (`analysis.server_view`) and the flagged and failed trials of `analysis.flags`.
 `main_table` is the human-readable table (units in the headers, numbers rounded) that the report
@@ -26,7 +27,7 @@ from analysis.capacity import capacity_table, with_search
 from analysis.capacity_plots import write_capacity_plots
 from analysis.compare import Slo, analyse
 from analysis.energy import energy_sections
-from analysis.findings import findings
+from analysis.findings import findings, quality_findings
 from analysis.flags import distinct, problem_sections
 from analysis.html import HTML_FILE, write_html
 from analysis.load import (
@@ -51,7 +52,8 @@ from analysis.plots import (
 )
 from analysis.plots import write_plots as _write_plots
 from analysis.proxy_cache import cache_sections
-from analysis.quality import quality_baseline, quality_sections
+from analysis.quality import quality_baseline, quality_figures, quality_sections
+from analysis.quality_front import write_quality_front
 from analysis.reference import Reference, reference_sections, with_reference
 from analysis.sections import (
     ANSWER_COLUMNS,
@@ -127,6 +129,7 @@ class ReportPaths:
     report_html: Path | None = None
     capacity: pd.DataFrame | None = None  # `analysis.capacity.capacity_table`; None: no search
     findings: tuple[str, ...] = ()  # `analysis.findings`, for the console
+    quality: pd.DataFrame | None = None  # `analysis.quality.quality_table`; None: quality=off
 
 
 def write_report(
@@ -205,7 +208,9 @@ def save_report(
     searches = write_capacity_plots(trials, capacity, out, sweep)
     turns = turn_table(requests, trials)  # multi-turn trials only
     turn_plots = write_turn_plot(turns, out, sweep)
-    stated = tuple(findings(comparison))
+    quality_table = quality_figures(quality, trials, options.baseline or options.quality_baseline)
+    quality_front = write_quality_front(quality_table, out, sweep)
+    stated = (*findings(comparison), *quality_findings(quality_table))
     sections = [
         Section("Findings", items=stated) if stated else None,
         *capacity_section(capacity, searches, options.target_rate),
@@ -214,7 +219,7 @@ def save_report(
         *adapter_sections(adapters, trials),
         *comparison_sections(comparison, pareto),
         *energy_sections(trials),
-        *quality_sections(quality, trials, options.baseline or options.quality_baseline),
+        *quality_sections(quality, quality_table, quality_front),
         *turn_sections(turns, turn_plots),
         *cache_sections(requests, trials),  # trials behind a proxy (study D)
         *server_sections(trials),
@@ -231,10 +236,19 @@ def save_report(
     return ReportPaths(
         md_path,
         csv_path,
-        (*plots, pareto, *timelines, *slice_plots, *searches, *turn_plots),
+        (
+            *plots,
+            pareto,
+            *timelines,
+            *slice_plots,
+            *searches,
+            *turn_plots,
+            *([quality_front] if quality_front else []),
+        ),
         html_path,
         capacity if len(capacity) else None,
         stated,
+        quality_table if len(quality_table) else None,
     )
 
 

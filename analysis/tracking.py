@@ -5,10 +5,11 @@
 job type = backend, name = trial label) holding the trial's flattened config (secrets scrubbed), its
 metrics as summary, its resource time series as history and a sample of its request records as a
 table; `sweep_finished` adds a run with the summary table, the capacity table of a search
-(`analysis.capacity`) and the report's plots. Without credentials the runs are written offline under
-`<results>/<sweep>/wandb/` and `close` prints the `wandb sync` command. Tracking never fails a
-sweep: the first wandb error is logged as one warning line and turns the tracker off.
-`upload_results` tracks a finished folder.
+(`analysis.capacity`), the report's plots and, with `quality=on`, the quality table and its front
+on (USD per 1M output tokens, KL) as a W&B scatter (`analysis.quality_front`). Without credentials
+the runs are written offline under `<results>/<sweep>/wandb/` and `close` prints the `wandb sync`
+command. Tracking never fails a sweep: the first wandb error is logged as one warning line and
+turns the tracker off. `upload_results` tracks a finished folder.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import pandas as pd
 from analysis.capacity import capacity_table, search_settings
 from analysis.load import load_requests, load_summary, load_timeseries
 from analysis.plots import sweep_title
+from analysis.quality_front import COST, KL, front_points
 from analysis.roofline import roofline
 from sweep.core import records as rec
 from sweep.core.config import TrackingConfig
@@ -121,11 +123,15 @@ class Tracker:
         plots: list[Path],
         capacity: pd.DataFrame | None = None,
         findings: tuple[str, ...] | list[str] = (),
+        quality: pd.DataFrame | None = None,
     ) -> None:
-        """One run for the sweep: the summary, capacity and findings tables and the plots.
+        """One run for the sweep: the summary, capacity, findings and quality tables, the plots.
 
         Without `capacity` it is computed from `summary` with the sweep.yaml's search settings;
-        `findings` are the report's sentences (`analysis.findings`), one row each.
+        `findings` are the report's sentences (`analysis.findings`), one row each; `quality` is
+        `analysis.quality.quality_table`, logged with its front (`quality_front`: a scatter of
+        USD per 1M output tokens against KL, and `quality_front_points`, whose `on_quality_front`
+        marks the front).
         """
         if not self.enabled:
             return
@@ -140,6 +146,9 @@ class Tracker:
                 tables["capacity"] = wandb.Table(dataframe=_table_frame(capacity))
             if findings:
                 tables["findings"] = wandb.Table(columns=["finding"], data=[[f] for f in findings])
+            if quality is not None and len(quality):
+                tables["quality"] = wandb.Table(dataframe=_table_frame(quality))
+                tables.update(_quality_front(wandb, quality))
             images = {f"plots/{p.stem}": wandb.Image(str(p), caption=p.stem) for p in plots}
             self._run.log({**tables, **images})
             self._finish()
@@ -249,10 +258,12 @@ def upload_results(
     project: str | None = None,
     capacity: pd.DataFrame | None = None,
     findings: tuple[str, ...] | list[str] = (),
+    quality: pd.DataFrame | None = None,
 ) -> Tracker:
     """Log a finished results folder: one run per trial and the sweep run; returns the tracker.
 
     `capacity` is the report's capacity table (with its target rate); computed when None.
+    `quality` is the report's quality table (`ReportPaths.quality`).
     """
     summary = load_summary(results_dir)
     requests, timeseries = load_requests(results_dir), load_timeseries(results_dir)
@@ -270,8 +281,18 @@ def upload_results(
                 by_trial["requests"].get(trial_id, requests.iloc[:0]),
                 by_trial["timeseries"].get(trial_id, timeseries.iloc[:0]),
             )
-        tracker.sweep_finished(summary, plots, capacity, findings)
+        tracker.sweep_finished(summary, plots, capacity, findings, quality)
     return tracker
+
+
+def _quality_front(wandb: Any, quality: pd.DataFrame) -> dict[str, Any]:
+    """The front on (USD per 1M output tokens, KL): its points as a table and a scatter of them."""
+    points = front_points(quality)
+    if points.empty:
+        return {}
+    table = wandb.Table(dataframe=_table_frame(points))
+    scatter = wandb.plot.scatter(table, COST, KL, title="Quality against cost (KL from baseline)")
+    return {"quality_front_points": table, "quality_front": scatter}
 
 
 def _table_frame(frame: pd.DataFrame) -> pd.DataFrame:

@@ -11,7 +11,9 @@ and headers and body fields of their own (a value read from the environment is a
 Each backend also states the facts analysis needs (`Backend.facts`: baseline or not, whether
 `ignore_eos` reaches its engine, how its config names what it stores); the worker writes them into
 every summary row. A backend that can score a text teacher-forced (`score`, for `quality=on`)
-says so by leaving `scoring_unavailable` None; the others keep its reason.
+says so by leaving `scoring_unavailable` None; the others keep its reason. A server scores
+through its prompt log-probabilities, in the dialect it names (`ServerBackend.prompt_logprobs`,
+`backends.prompt_scoring`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from backends.process.prometheus import Scrape
+from backends.prompt_scoring import score_on_server
 from backends.scoring import TokenScores
 from sweep.core import records as rec
 from sweep.core.errors import BackendError
@@ -211,6 +214,15 @@ class ServerBackend(Backend):
     # The body field that names a request's LoRA adapter: vLLM serves each as a `model` of its
     # own; SGLang takes `lora_path` beside the base model's name.
     adapter_field: ClassVar[str] = "model"
+    # How the server returns prompt log-probabilities (a key of `backends.prompt_scoring.DIALECTS`:
+    # `vllm`, `sglang`, `tgi`); None: it does not, and `score` says `scoring_unavailable`.
+    prompt_logprobs: ClassVar[str | None] = None
+
+    def score(self, ids: Sequence[int], top_k: int) -> TokenScores:
+        """One request per text for its prompt log-probabilities (`prompt_logprobs`'s dialect)."""
+        if self.prompt_logprobs is None:
+            return super().score(ids, top_k)
+        return score_on_server(self, self.prompt_logprobs, ids, top_k)
 
     @property
     def honours_ignore_eos(self) -> bool:

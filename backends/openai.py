@@ -20,7 +20,10 @@ vLLM's benchmark client does with pre-tokenized traces), so the server does not 
 (`sweep.datasets.corpus`) and every token count from the server's `usage`. `backend.server_kind`
 names the server behind the endpoint (`vllm`, `tgi`, `sim`, `sglang`, `llamacpp`), so its
 `/metrics` are read through that server's map (`server_series`) as for a launched one, and
-llama-cpp-python's chunks count one token each; `none` keeps the capture unmapped.
+llama-cpp-python's chunks count one token each; `none` keeps the capture unmapped. With
+`quality=on` it also says how the endpoint scores a text: vLLM, SGLang and TGI through their
+prompt log-probabilities (`backends.prompt_scoring`); any other endpoint is "not available" with
+the reason (`NOT_SCORED`), and its trials run all the same.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from backends.config import (
 )
 from backends.process.launcher import probe
 from backends.sglang_server import SGLANG_SERVER_SERIES
-from backends.sim import SIM_SERVER_SERIES
+from backends.sim import SIM_SERVER_SERIES, SimBackend
 from backends.tgi import TGI_SERVER_SERIES
 from backends.vllm_server import VLLM_SERVER_SERIES
 from sweep.core import records as R
@@ -61,6 +64,18 @@ SERVER_KINDS: dict[str, Mapping[str, str]] = {
     "sglang": SGLANG_SERVER_SERIES,
     "llamacpp": {},  # llama-cpp-python's server: no /metrics, one token per streamed chunk
     "none": {},
+}
+# What `quality=on` scores through, by server: a prompt log-probability dialect
+# (`backends.prompt_scoring`), or why there is none.
+PROMPT_LOGPROBS = {"vllm": "vllm", "sglang": "sglang", "tgi": "tgi"}
+NOT_SCORED = {
+    "none": "an OpenAI endpoint's echo + logprobs names tokens by their text, not their ids, "
+    "and lists at most 5 alternatives (OpenAI's own API returns no prompt log-probabilities), "
+    "so a text's tokens cannot be matched exactly: set backend.server_kind=vllm, sglang or tgi "
+    "where the server is one of those",
+    "sim": SimBackend.scoring_unavailable,
+    "llamacpp": "llama-cpp-python's server echoes log-probabilities by token text, not id: "
+    "score with backend=llamacpp (the same model in process)",
 }
 # Servers whose streams are counted other than by their usage (`ServerBackend.token_counts`).
 TOKEN_COUNTS = {"llamacpp": COUNT_CHUNKS}  # llama-cpp-python's: one token a chunk, no usage
@@ -200,6 +215,16 @@ class OpenAIBackend(ServerBackend):
     def token_counts(self) -> str:
         """By chunk where `backend.server_kind` names llama-cpp-python's server, else by usage."""
         return TOKEN_COUNTS.get(self.config.server_kind, COUNT_USAGE)
+
+    @property
+    def prompt_logprobs(self) -> str | None:  # type: ignore[override]  # a setting here
+        """The scoring dialect of the server `backend.server_kind` names (None: not known)."""
+        return PROMPT_LOGPROBS.get(self.config.server_kind)
+
+    @property
+    def scoring_unavailable(self) -> str | None:  # type: ignore[override]  # a setting here
+        """None where the named server scores prompts, else why not."""
+        return None if self.prompt_logprobs else NOT_SCORED[self.config.server_kind]
 
     @property
     def server_series(self) -> Mapping[str, str]:  # a setting here: the server may be anything

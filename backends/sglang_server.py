@@ -130,6 +130,8 @@ class SGLangServerBackend(LaunchedServerBackend):
     """A `sglang.launch_server` child process configured from `SGLangServerConfig`."""
 
     config_class: ClassVar[type] = SGLangServerConfig
+    prompt_logprobs: ClassVar[str | None] = "sglang"  # quality: `backends.prompt_scoring`
+    scoring_unavailable: ClassVar[str | None] = None
     roofline_fields: ClassVar[tuple[str, ...]] = ("dtype",)
 
     launcher_name: ClassVar[str] = "sglang_server"

@@ -131,6 +131,8 @@ class TGIBackend(LaunchedServerBackend):
     """A TGI container (or an attached TGI server) configured from `TGIBackendConfig`."""
 
     config_class: ClassVar[type] = TGIBackendConfig
+    prompt_logprobs: ClassVar[str | None] = "tgi"  # quality: `backends.prompt_scoring`
+    scoring_unavailable: ClassVar[str | None] = None
 
     interface: ClassVar[str] = "tgi"
     launcher_name: ClassVar[str] = "tgi"
@@ -142,6 +144,7 @@ class TGIBackend(LaunchedServerBackend):
         A node type that runs TGI declares the `docker` piece; attached (`backend.url`), none.
         """
         return ("docker",) if config.url is None else ()
+
     server_series: ClassVar[Mapping[str, str]] = TGI_SERVER_SERIES
 
     def __init__(self, config: TGIBackendConfig, model_path: str) -> None:

@@ -7,7 +7,10 @@ through `on_token` as the step returns them. That is what `LLM.generate` does in
 collecting of the outputs: calling it would give one timestamp for the whole batch, this gives
 real first-token and inter-token times. `RequestOutputKind.DELTA` makes every output carry just
 the step's new tokens. Without CUDA the CPU build's KV cache is sized explicitly
-(`backend.cpu_kvcache_space_gb`) rather than as a share of the machine's memory.
+(`backend.cpu_kvcache_space_gb`) rather than as a share of the machine's memory. `score`
+(quality) asks `LLM.generate` for one token with `SamplingParams(prompt_logprobs=K)`: each prompt
+position's K most likely tokens and the prompt's own, as `backends.scoring.from_positions` takes
+them.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from backends.lora import (
     served_adapters,
     vllm_rank,
 )
+from backends.scoring import Position, TokenScores, from_positions
 from backends.vllm_server import cuda_visible, require_engine_features, speculative_pieces
 from sweep.core import records as R
 from sweep.core.errors import (
@@ -107,6 +111,8 @@ class VLLMBackend(EngineBackend):
     """`vllm.LLM` stepped request by request, configured from `VLLMBackendConfig`."""
 
     config_class: ClassVar[type] = VLLMBackendConfig
+    scoring_unavailable: ClassVar[str | None] = None
+
     @classmethod
     def pieces(cls, config: Any) -> tuple[str, ...]:
         """What the speculative method needs installed."""
@@ -210,6 +216,37 @@ class VLLMBackend(EngineBackend):
                 engine.abort_request(list(idx_of))
             raise
         return [GenResult(request.idx, counts[request.idx]) for request in requests]
+
+    def score(self, ids: Sequence[int], top_k: int) -> TokenScores:
+        """The text's prompt log-probabilities, one token generated.
+
+        vLLM caps K at its `max_logprobs`, 20 unless `engine_kwargs` raise it.
+        """
+        if self._llm is None:
+            raise BackendError("the vllm backend is not started")
+        sampling = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=top_k)
+        try:
+            (output,) = self._llm.generate(
+                [{"prompt_token_ids": list(ids)}], sampling, use_tqdm=False
+            )
+        except ValueError as exc:  # e.g. K above max_logprobs
+            raise BackendError(f"vLLM refused to score: {exc}".splitlines()[0]) from None
+        positions = []
+        for p, row in enumerate(output.prompt_logprobs or ()):
+            if p == 0:
+                continue  # nothing predicts the first token
+            own = row.get(ids[p]) if row else None
+            if own is None:
+                raise BackendError(f"vLLM listed no log-probability for position {p}'s token")
+            positions.append(
+                Position(
+                    token_id=ids[p],
+                    logprob=float(own.logprob),
+                    top={t: float(lp.logprob) for t, lp in row.items()},
+                    ranks={t: int(lp.rank) for t, lp in row.items() if lp.rank is not None},
+                )
+            )
+        return from_positions(ids, positions, top_k, "vLLM's offline engine")
 
     def _prompt(self, request: GenRequest) -> dict[str, Any]:
         # Token ids, when the dataset made them, are the exact input length that was asked for.

@@ -141,6 +141,9 @@ class VLLMServerBackend(LaunchedServerBackend):
     """A `vllm.entrypoints.openai.api_server` child process configured from `VLLMServerConfig`."""
 
     config_class: ClassVar[type] = VLLMServerConfig
+    prompt_logprobs: ClassVar[str | None] = "vllm"  # quality: `backends.prompt_scoring`
+    scoring_unavailable: ClassVar[str | None] = None
+
     @classmethod
     def pieces(cls, config: Any) -> tuple[str, ...]:
         """What the speculative method needs installed."""

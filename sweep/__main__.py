@@ -66,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
             summary = load_summary(store.root)
             report = write_report(store.root)
             tracker.sweep_finished(
-                summary, list(report.plots), capacity=report.capacity, findings=report.findings
+                summary,
+                list(report.plots),
+                capacity=report.capacity,
+                findings=report.findings,
+                quality=report.quality,
             )
             print_table(console_table(summary), title=f"Sweep {plan.name}")
             print_findings(report.findings)

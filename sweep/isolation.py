@@ -12,6 +12,12 @@ All deployments of a node share the same client cores, and the daemons are share
 the node's Ray session folder (`REGISTRY_FILE`, under a lock) lists the deployments measuring
 and the daemons' affinities from before the first of them moved them, so they are put back only
 when the last one ends.
+
+On a node too small to split, a deployment with no GPU is pinned instead (`pin_quietest`,
+`cluster.pin_cpu_deployments`): its worker, engine threads included, runs on as many cores as it
+asked Ray for, the quietest of the node when it starts that no other deployment of the node holds.
+Ray counts CPUs but does not pin them; unpinned, a CPU engine's thread moves between a quiet core
+and a busy one from trial to trial, and its timings with it.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ ISOLATE_MODES = ("auto", "on", "off")
 MIN_CPUS_AUTO = 4
 DAEMON_NAMES = ("gcs_server", "dashboard", "log_monitor", "monitor.py")
 REGISTRY_FILE = "llm_sweep_isolation.json"  # in the node's Ray session folder
+PIN_SAMPLE_S = 0.5  # how long each core's load is sampled before choosing the quietest
 
 
 @dataclass(frozen=True)
@@ -61,13 +68,15 @@ class Isolation:
     own: set[int] = field(default_factory=set)  # this worker's affinity before
     registry: Path | None = None  # the node's list of measuring deployments and daemons
     daemons: dict[int, set[int]] = field(default_factory=dict)  # moved here, without a registry
+    pinned: frozenset[int] | None = None  # this worker's cores, `pin_quietest`
 
     @property
     def client_cpus(self) -> str | None:
         """The client's cores as text for the trial's record (`0,1`), None when not isolated."""
-        if self.split is None:
+        cores = self.split.client if self.split is not None else self.pinned
+        if cores is None:
             return None
-        return ",".join(str(c) for c in sorted(self.split.client))
+        return ",".join(str(c) for c in sorted(cores))
 
 
 def isolate(
@@ -114,11 +123,56 @@ def isolate(
     return state
 
 
+def quietest(
+    allowed: set[int] | frozenset[int], loads: dict[int, float], held: set[int], count: int
+) -> frozenset[int]:
+    """The `count` cores of `allowed` with the least load, cores another deployment holds last."""
+    order = sorted(allowed, key=lambda cpu: (cpu in held, loads.get(cpu, 0.0), cpu))
+    return frozenset(order[:count])
+
+
+def core_loads(sample_s: float = PIN_SAMPLE_S) -> dict[int, float]:
+    """Each core's busy percentage over the next `sample_s` seconds."""
+    return dict(enumerate(psutil.cpu_percent(interval=sample_s, percpu=True)))
+
+
+def pin_quietest(
+    count: int, registry: Path | None = None, loads: dict[int, float] | None = None
+) -> Isolation:
+    """Confine this worker to its `count` quietest cores that no other deployment holds.
+
+    Each core's load is sampled for PIN_SAMPLE_S (unless `loads` gives them). The cores chosen
+    are written to the node's registry (default: in Ray's session folder; none outside Ray)
+    until `restore`. Nothing is pinned when `count` covers every allowed core.
+    """
+    allowed = os.sched_getaffinity(0)
+    state = Isolation(own=set(allowed), registry=registry or _registry_path())
+    if count >= len(allowed):
+        return state
+    loads = core_loads() if loads is None else loads
+    with _registered(state.registry) as shared:
+        holders = {pid: cores for pid, cores in shared.get("pinned", {}).items()
+                   if psutil.pid_exists(int(pid))}  # fmt: skip
+        held = {cpu for cores in holders.values() for cpu in cores}
+        state.pinned = quietest(allowed, loads, held, count)
+        holders[str(os.getpid())] = sorted(state.pinned)
+        shared["pinned"] = holders
+    _set_all_threads(psutil.Process(), state.pinned)
+    log.info("CPU deployment on CPUs %s (the quietest; loads %s)", sorted(state.pinned),
+             {cpu: loads.get(cpu) for cpu in sorted(allowed)})  # fmt: skip
+    return state
+
+
 def restore(state: Isolation) -> None:
     """Give this worker and its children their affinity back; the daemons theirs if last.
 
     The daemons go back only when no other deployment of the node is still measuring.
     """
+    if state.pinned is not None:
+        _set_all_threads(psutil.Process(), state.own)
+        with _registered(state.registry) as shared:
+            shared.get("pinned", {}).pop(str(os.getpid()), None)
+        return
     if state.split is None:
         return
     _set_all_threads(psutil.Process(), state.own)

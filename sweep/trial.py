@@ -41,7 +41,7 @@ from sweep.cuda_driver import check_cuda_driver
 from sweep.datasets.cache import PromptSource
 from sweep.datasets.multi_turn import NAME as MULTI_TURN
 from sweep.datasets.reuse import prompt_columns
-from sweep.isolation import Isolation, isolate, restore
+from sweep.isolation import Isolation, isolate, pin_quietest, restore
 from sweep.loadgen.attribution import attribute, require_server_counts
 from sweep.loadgen.clock import now_s
 from sweep.loadgen.engine import run_engine_workload
@@ -121,7 +121,7 @@ def run_deployment(
             check_cuda_driver()
             require_pieces(backend.pieces(config.backend))
         backend.start()
-        isolation = isolate(config.cluster.isolate_client)
+        isolation = _isolate(config)
         environment = {**environment, **_model_facts(config, model_path)}
         environment[R.ENV_CLIENT_CPUS] = isolation.client_cpus
     except Exception as exc:  # every trial of an unstartable deployment fails with the reason
@@ -170,6 +170,15 @@ def run_deployment(
         proxies.stop()
         backend.stop()
         os.environ.pop(DEPLOYMENT_ENV, None)
+
+
+def _isolate(config: Config) -> Isolation:
+    """The load generator's own cores (`sweep.isolation`); on a small node, a CPU deployment's."""
+    isolation = isolate(config.cluster.isolate_client)
+    cpu_only = config.backend.num_gpus == 0 and config.cluster.pin_cpu_deployments
+    if isolation.split is None and cpu_only:
+        return pin_quietest(max(1, int(config.backend.num_cpus)))  # Ray's OMP_NUM_THREADS
+    return isolation
 
 
 def _with_log(files: TrialFiles, log_text: str | None) -> TrialFiles:

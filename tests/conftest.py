@@ -154,10 +154,11 @@ def ray_cluster():
     cluster.shutdown()
 
 
-# Ray sets these in its process and leaves them: `ray.init` its debugger hook on every connect
-# (a sweep run in process connects), the first `import ray` its client switch (to the default,
-# off). Put back after each test without failing it.
-_SET_BY_RAY = frozenset({"PYTHONBREAKPOINT", "RAY_CLIENT_MODE"})
+# Libraries set these in their process and leave them: `ray.init` its debugger hook on every
+# connect (a sweep run in process connects), the first `import ray` its client switch (to the
+# default, off), torch its compile cache folder when a transformers model class is first
+# imported. Put back after each test without failing it.
+_SET_BY_LIBRARIES = frozenset({"PYTHONBREAKPOINT", "RAY_CLIENT_MODE", "TORCHINDUCTOR_CACHE_DIR"})
 
 
 @pytest.fixture(autouse=True)
@@ -176,7 +177,7 @@ def _environment_unchanged():
             os.environ[key] = before[key]
         else:
             os.environ.pop(key)
-    changed = [k for k in changed if k not in _SET_BY_RAY]
+    changed = [k for k in changed if k not in _SET_BY_LIBRARIES]
     if changed:
         pytest.fail(f"the test left os.environ changed: {', '.join(changed)}", pytrace=False)
 

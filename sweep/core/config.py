@@ -337,6 +337,11 @@ class ClusterConfig:
     # Keep the load generator on cores of its own, away from Ray's daemons and the launched
     # server (`sweep.isolation`): auto where a node has 4 or more cores, on, off.
     isolate_client: str = "auto"
+    # Where the node is too small to split, run a deployment with no GPU on as many cores as it
+    # asked Ray for, the quietest ones no other deployment holds (`sweep.isolation.pin_quietest`).
+    # Off by default: an engine whose thread pool is larger than `backend.num_cpus` (llama.cpp's
+    # and CTranslate2's defaults) runs several times slower on fewer cores than threads.
+    pin_cpu_deployments: bool = False
 
     def __post_init__(self) -> None:
         check_positive("cluster", start_timeout_s=self.start_timeout_s,

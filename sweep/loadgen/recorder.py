@@ -94,12 +94,19 @@ class RequestTracker:
             self.add_chunk("", (before or 0) + count, at)
 
     def add_chunk(
-        self, text: str, usage: int | None = None, at: float | None = None, reasoning: float = 0.0
+        self,
+        text: str,
+        usage: int | None = None,
+        at: float | None = None,
+        reasoning: float = 0.0,
+        answer: str | None = None,
     ) -> None:
         """Record a token-bearing chunk: its text, the server's count, its share of reasoning.
 
         `usage` is the server's running count where it sent one; `reasoning` the share of the
-        chunk's tokens that were a reasoning model's thinking (`stream_chunks.Counted`).
+        chunk's tokens that were a reasoning model's thinking (`stream_chunks.Counted`);
+        `answer` the part of `text` that is the reply's answer, where the stream says (a
+        multi-turn session keeps it for the next turn's history; None: all of `text`).
         """
         t = now_s() if at is None else at
         if usage is not None and (not self.chunk_usage or self.chunk_usage[-1] is not None):

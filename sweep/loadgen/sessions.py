@@ -80,15 +80,24 @@ class TurnTracker(RequestTracker):
         self.request: GenRequest | None = None  # as sent, history included
 
     def add_chunk(
-        self, text: str, usage: int | None = None, at: float | None = None, reasoning: float = 0.0
+        self,
+        text: str,
+        usage: int | None = None,
+        at: float | None = None,
+        reasoning: float = 0.0,
+        answer: str | None = None,
     ) -> None:
-        """Keep the chunk's text for the history (the base drops text it will not re-count)."""
-        self.reply.append(text)
-        super().add_chunk(text, usage, at, reasoning)
+        """Keep the chunk's answer for the history (the base drops text it will not re-count).
+
+        A reasoning model's thinking is counted as output like any token, but it is not part of
+        the reply the user sees, nor of what a client sends back as the assistant's message.
+        """
+        self.reply.append(text if answer is None else answer)
+        super().add_chunk(text, usage, at, reasoning, answer)
 
     @property
     def reply_text(self) -> str:
-        """The reply as the server streamed it."""
+        """The reply's answer as the server streamed it, without a reasoning model's thinking."""
         return "".join(self.reply)
 
     @property

@@ -86,7 +86,9 @@ class StreamState:
             self.tracker.server_input_tokens = chunk.prompt_tokens
             self.tracker.server_reasoning_tokens = chunk.reasoning_tokens
         if counted is not None:
-            self.tracker.add_chunk(chunk.text, counted.running, at, counted.reasoning)
+            self.tracker.add_chunk(
+                chunk.text, counted.running, at, counted.reasoning, answer=chunk.answer
+            )
             self.tracker.guessed = self.count.guessed
 
     def end(self) -> None:

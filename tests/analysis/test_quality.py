@@ -6,7 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.quality import KL, PERPLEXITY, PPL_RATIO, TOP1, position_figures, quality_table
+from analysis.quality import (
+    KL,
+    PERPLEXITY,
+    PPL_RATIO,
+    TOP1,
+    position_figures,
+    quality_sections,
+    quality_table,
+)
 from sweep.core import records as R
 from sweep.core.errors import SweepError
 
@@ -108,3 +116,16 @@ def test_a_deployment_that_could_not_score_keeps_its_reason():
 
 def test_no_quality_status_no_table():
     assert quality_table(two_texts("b"), summary("b").drop(columns=R.QUALITY_STATUS)).empty
+
+
+def test_scores_without_alternatives_give_perplexity_and_its_ratio_only():
+    """TGI lists no top-K for prompt tokens: its KL and top-1 agreement stay empty, not 0."""
+    tgi = two_texts("o", shift=-0.1)
+    tgi[R.TOP_IDS] = [[] for _ in range(len(tgi))]
+    tgi[R.TOP_LOGPROBS] = [[] for _ in range(len(tgi))]
+    table = quality_table(pd.concat([two_texts("b"), tgi]), summary("b", "o"))
+    row = table.set_index(R.DEPLOYMENT_ID).loc["o"]
+    assert row[PPL_RATIO] == pytest.approx(math.exp(0.1 / 3))
+    assert np.isnan(row[KL]) and np.isnan(row[TOP1]) and np.isnan(row[f"{KL}_low"])
+    (section,) = quality_sections(pd.concat([two_texts("b"), tgi]), table)
+    assert "perplexity and its ratio only" in section.text

@@ -266,3 +266,29 @@ def test_sweep_logs_each_trial_as_it_finishes(offline, ray_cluster):
     assert (root / "report.html").is_file()
     after = {p.pid for p in own_processes("wandb-core")}
     assert not after - before, "a wandb service outlived the sweep"
+
+
+def test_the_quality_table_and_its_front_are_logged(offline):
+    """The front on (USD per 1M tokens, KL): its points table and a W&B scatter of them."""
+    quality = pd.DataFrame(
+        {
+            "configuration": ["hf", "q8", "q4"],
+            rec.DEPLOYMENT_ID: ["a", "b", "c"],
+            "status": [rec.QUALITY_SCORED] * 3,
+            rec.OUTPUT_THROUGHPUT: [10.0, 20.0, 30.0],
+            rec.COST_PER_1M_OUTPUT: [3.0, 1.5, 1.0],
+            "kl_topk": [0.0, 3e-7, 4e-5],
+            "kl_topk_low": [0.0, 2e-7, 3e-5],
+            "kl_topk_high": [0.0, 4e-7, 5e-5],
+            "baseline": ["hf"] * 3,
+        }
+    )
+    with Tracker(WANDB, "quality", offline) as tracker:
+        tracker.sweep_finished(load_summary(REF), [], quality=quality)
+    (run,) = read_runs(offline / "wandb")
+    (logged,) = [step for step in run.history if "quality_front_points/nrows" in step]
+    assert logged["quality/nrows"] == 3 and logged["quality_front_points/nrows"] == 3
+    points = json.loads((run.path / "files" / logged["quality_front_points/path"]).read_text())
+    on_front = points["columns"].index("on_quality_front")
+    assert [r[on_front] for r in points["data"]] == [True, True, True]  # cheaper = more drift
+    assert "quality_front_table" in json.dumps(logged)  # the scatter's own table

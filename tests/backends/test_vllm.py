@@ -1,5 +1,6 @@
 """vLLM for real, on CPU with the tiny model: server, offline engine, openai attach, failures,
-and study D's semantic-cache proxy in front of the server.
+study D's semantic-cache proxy in front of the server, and quality scoring through vLLM's
+prompt log-probabilities against HF's forward pass (fp32 all).
 
 A vLLM server takes about a minute to start on a CPU, so the module starts ONE: the `served`
 fixture runs a two-trial `vllm_server` deployment through the trial runner and keeps the runner
@@ -12,11 +13,13 @@ import dataclasses
 import os
 import time
 
+import numpy as np
 import pandas as pd
 import psutil
 import pytest
 
 from backends.base import GenRequest
+from backends.hf import HFBackend, HFBackendConfig
 from backends.models.tiny import ensure_tiny_model
 from backends.models.tokenizer import load_tokenizer
 from backends.openai import OpenAIBackend, OpenAIBackendConfig
@@ -26,17 +29,21 @@ from sweep.core import records as R
 from sweep.core.config import (
     MultiTurnDatasetConfig,
     PromptsDatasetConfig,
+    QualityConfig,
     RandomDatasetConfig,
     WorkloadConfig,
 )
+from sweep.core.errors import BackendError
 from sweep.datasets import load_prompts
 from sweep.datasets.cache import PromptSource
+from sweep.datasets.quality_texts import load_text_set, token_ids
 from sweep.loadgen.engine import run_engine_workload
 from sweep.loadgen.http import endpoint_of, run_http_workload
 from sweep.loadgen.requests import build_requests
 from sweep.loadgen.sessions import SEPARATOR, run_sessions
 from sweep.plan import build_plan
 from sweep.trial import DeploymentStarted, run_deployment
+from tests.helpers import environment_restored as environment_kept
 from tests.helpers import own_processes, run_sweep_here, serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -48,6 +55,7 @@ SERVING = [
     "workload.num_requests=48",  # a few seconds per trial, so /metrics is sampled mid-load
     f"workload.output_len={OUTPUT_LEN}",
     "dataset.input_len=24",
+    "backend.dtype=fp32",  # vLLM's `auto` runs a float32 model in bfloat16 on CPU; scoring compares
 ]
 
 
@@ -240,16 +248,98 @@ def test_a_capacity_search_on_the_vllm_server_brackets_its_answer(served, tmp_pa
     assert rows[R.SEARCH_LOAD].is_unique and len(rows) <= 6
 
 
-def test_offline_engine_exact_tokens_and_real_first_token_times(model_dir):
-    config = VLLMBackendConfig(num_gpus=0, max_num_seqs=8, max_model_len=512)
+# Issue 33's acceptance: vLLM's prompt log-probabilities equal HF's forward pass, fp32 both.
+# Measured on this CPU: at most 2e-6 apart (float32 kernels summing in another order).
+SCORE_BOUND = 1e-4
+TOP_K = 20  # vLLM's default --max-logprobs
+
+
+@pytest.fixture(scope="module")
+def quality_ids(model_dir):
+    """The first 6 texts of the bundled quality set, as the worker tokenizes them."""
+    text_set = load_text_set(QualityConfig(name="on", max_texts=6))
+    return token_ids(text_set, load_tokenizer(model_dir), context=512, too_long="refuse")
+
+
+@pytest.fixture(scope="module")
+def hf_scores(model_dir, quality_ids):
+    with HFBackend(HFBackendConfig(dtype="fp32"), model_dir) as hf:
+        return [hf.score(ids, TOP_K) for ids in quality_ids]
+
+
+def assert_same_scores(found, expected, what):
+    """Every log-probability within SCORE_BOUND; top-K ids equal where no two are that close."""
+    worst = 0.0
+    for got, want in zip(found, expected, strict=True):
+        assert got.token_ids.tolist() == want.token_ids.tolist(), what
+        worst = max(worst, float(np.abs(got.token_logprobs - want.token_logprobs).max()))
+        worst = max(worst, float(np.abs(got.top_logprobs - want.top_logprobs).max()))
+        # ranks may swap only between near-ties: compare ids where the gap is clear
+        gaps = np.diff(want.top_logprobs, axis=1)
+        clear = np.concatenate([gaps[:, :1], gaps], axis=1) < -SCORE_BOUND
+        clear[:, :-1] &= gaps < -SCORE_BOUND
+        assert (got.top_ids[clear] == want.top_ids[clear]).all(), what
+    assert worst <= SCORE_BOUND, (what, worst)
+    return worst
+
+
+def test_server_prompt_logprobs_equal_hfs_forward_pass(served, quality_ids, hf_scores):
+    """vLLM's server (`prompt_logprobs` on /v1/completions) scores the set as HF does."""
+    found = [served.backend.score(ids, TOP_K) for ids in quality_ids]
+    assert found[0].top_ids.shape == (len(quality_ids[0]) - 1, TOP_K)
+    worst = assert_same_scores(found, hf_scores, "vllm_server")
+    print(f"vllm_server against HF: largest difference {worst:.2e}")
+    # one position off would compare each distribution with its neighbour's: far apart
+    shifted = np.abs(found[0].token_logprobs[1:] - hf_scores[0].token_logprobs[:-1]).max()
+    assert shifted > 1e-2
+
+
+def test_openai_attach_to_vllm_scores_and_an_unknown_endpoint_says_why(served, quality_ids):
+    url = served.backend.base_url
+    named = OpenAIBackend(OpenAIBackendConfig(url=url, server_kind="vllm"), "unused-model-path")
+    named.start()
+    assert named.scoring_unavailable is None
+    expected = served.backend.score(quality_ids[0], 5)
+    got = named.score(quality_ids[0], 5)
+    assert got.token_logprobs.tolist() == expected.token_logprobs.tolist()
+    plain = OpenAIBackend(OpenAIBackendConfig(url=url), "unused-model-path")
+    assert "names tokens by their text" in plain.scoring_unavailable
+
+
+def test_more_alternatives_than_the_server_lists_is_one_line(served, quality_ids):
+    with pytest.raises(BackendError) as raised:
+        served.backend.score(quality_ids[0], TOP_K + 1)
+    message = str(raised.value)
+    assert "answered 400" in message and "\n" not in message
+
+
+@pytest.fixture(scope="module")
+def offline(model_dir):
+    """vLLM's offline engine, started once for the module's engine tests (fp32)."""
+    config = VLLMBackendConfig(num_gpus=0, max_num_seqs=8, max_model_len=512, dtype="fp32")
+    backend = VLLMBackend(config, model_dir)
+    with environment_kept():  # what vLLM sets while starting stays out of later tests' processes
+        backend.start()
+    try:
+        yield backend
+    finally:
+        backend.stop()
+
+
+def test_offline_engine_prompt_logprobs_equal_hfs_forward_pass(offline, quality_ids, hf_scores):
+    found = [offline.score(ids, TOP_K) for ids in quality_ids]
+    worst = assert_same_scores(found, hf_scores, "vllm")
+    print(f"vllm (offline) against HF: largest difference {worst:.2e}")
+
+
+def test_offline_engine_exact_tokens_and_real_first_token_times(offline):
     requests = [
         GenRequest(i, "", tuple(range(5, 5 + n)), m)
         for i, (n, m) in enumerate([(16, 9), (40, 3), (8, 17), (24, 1)])
     ]
     workload = WorkloadConfig(name="throughput_bound", batch_size=4, num_requests=4)
-    with VLLMBackend(config, model_dir) as backend:
-        warm = [GenRequest(99, "", (5, 6, 7), 2)]
-        rows = [t.record("t", 0.0) for t in run_engine_workload(backend, requests, warm, workload)]
+    warm = [GenRequest(99, "", (5, 6, 7), 2)]
+    rows = [t.record("t", 0.0) for t in run_engine_workload(offline, requests, warm, workload)]
     assert [r[R.OUTPUT_TOKENS] for r in rows] == [9, 3, 17, 1]
     assert [r[R.SERVER_OUTPUT_TOKENS] for r in rows] == [9, 3, 17, 1]
     for row in rows:
@@ -413,8 +503,10 @@ def test_a_semantic_cache_answers_the_rewordings_far_sooner_than_vllm(served, tm
     assert table(trials["none"], "requests")[R.CACHE_HIT].isna().all()
 
 
-def test_stopping_leaves_no_vllm_process(served):
+def test_stopping_leaves_no_vllm_process(served, offline):
+    """The module's last test: the shared server and the offline engine stop, and all is gone."""
     served.runner.close()
+    offline.stop()  # its fixture's teardown stops it again: a no-op
     assert not served.backend._server.url
     gone, alive = psutil.wait_procs(served.tree, timeout=15)
     assert not alive, [p.pid for p in alive]

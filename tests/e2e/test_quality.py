@@ -63,3 +63,10 @@ def test_quantized_engines_drift_from_the_baseline_and_the_aa_does_not(tmp_path,
     ):
         assert f"| {label} |" in report
     assert "sha256" in report and "`corpus`" in report
+    # the front on (USD per 1M tokens, KL) beside the table, and the findings in words
+    assert (root / "quality_front.png").is_file() and "quality_front.png" in report
+    findings = (root / "report.md").read_text().split("## Findings")[1].split("\n## ")[0]
+    assert (
+        "**llamacpp q4_0**: " in findings and "the output tok/s of **hf per_request**" in findings
+    )
+    assert f"at KL {by['q4'][KL]:.3g} [" in findings

@@ -109,6 +109,13 @@ def test_summary_rows_hold_config_metrics_and_environment(quickstart):
     assert (summary[R.COST_PER_1M_OUTPUT] - expected_cost).abs().max() < 1e-9
     assert (summary[R.PEAK_RSS_MB] > 50).all()  # process memory sampled without a GPU
     assert summary["env.torch"].notna().all()
+    # One deployment at a time (`cluster.num_cpus: 1`), each on one core of its own choosing.
+    assert summary[R.ENV_CLIENT_CPUS].str.fullmatch(r"\d+").all()
+    runs = summary.assign(end=summary[R.STARTED_UNIX_S] + summary[R.WALL_S])
+    spans = sorted(
+        (g[R.STARTED_UNIX_S].min(), g["end"].max()) for _, g in runs.groupby(R.DEPLOYMENT_ID)
+    )
+    assert len(spans) == 2 and spans[0][1] <= spans[1][0]  # the second began after the first
     # throughput = output tokens / duration, recomputed from the request records
     for _, row in summary.iterrows():
         req = pd.read_parquet(

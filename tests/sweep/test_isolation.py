@@ -4,15 +4,17 @@ The Ray path (daemons moved, the trial's record) is checked end to end in
 tests/e2e/test_capacity_search.py, which runs with `cluster.isolate_client=on`.
 """
 
+import json
 import os
 import subprocess
 import sys
 import threading
+import time
 
 import psutil
 import pytest
 
-from sweep.isolation import isolate, restore, split
+from sweep.isolation import core_loads, isolate, pin_quietest, quietest, restore, split
 
 
 @pytest.mark.parametrize(
@@ -116,3 +118,70 @@ def test_the_daemons_go_back_only_when_the_last_deployment_of_the_node_ends(tmp_
     finally:
         daemon.kill()
         daemon.wait()
+
+
+@pytest.mark.parametrize(
+    ("loads", "held", "count", "chosen"),
+    [
+        ({0: 95.0, 1: 3.0}, set(), 1, {1}),  # the busy core is left alone
+        ({0: 3.0, 1: 95.0}, set(), 1, {0}),
+        ({0: 3.0, 1: 95.0}, {0}, 1, {1}),  # another deployment's core is taken last
+        ({0: 50.0, 1: 10.0, 2: 90.0, 3: 20.0}, {1}, 2, {0, 3}),
+        ({0: 5.0, 1: 5.0}, set(), 1, {0}),  # a tie: the lowest core, so a choice is repeatable
+    ],
+)
+def test_a_cpu_deployment_gets_the_quietest_cores_no_other_holds(loads, held, count, chosen):
+    assert set(quietest(set(loads), loads, held, count)) == chosen
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to choose from")
+def test_pinning_moves_every_thread_registers_the_cores_and_restores(tmp_path):
+    before = os.sched_getaffinity(0)
+    registry = tmp_path / "isolation.json"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    lowest, highest = min(before), max(before)
+    # Another live deployment of the node holds the lowest core; a dead one's claim is ignored.
+    registry.write_text(json.dumps({"pinned": {str(other.pid): [lowest], "999999999": [highest]}}))
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait)  # a thread started before pinning
+    worker.start()
+    try:
+        loads = {cpu: (1.0 if cpu == lowest else 50.0) for cpu in before}  # the lowest is quietest
+        state = pin_quietest(1, registry=registry, loads=loads)
+        assert state.pinned != {lowest}  # held by the other deployment
+        assert len(state.pinned) == 1 and state.client_cpus == str(min(before - {lowest}))
+        for thread in psutil.Process().threads():
+            assert os.sched_getaffinity(thread.id) == set(state.pinned)
+        held = json.loads(registry.read_text())["pinned"]
+        assert held == {str(other.pid): [lowest], str(os.getpid()): sorted(state.pinned)}
+        restore(state)
+        for thread in psutil.Process().threads():
+            assert os.sched_getaffinity(thread.id) == before
+        assert json.loads(registry.read_text())["pinned"] == {str(other.pid): [lowest]}
+    finally:
+        stop.set()
+        worker.join()
+        other.kill()
+        other.wait()
+        os.sched_setaffinity(0, before)
+
+
+def test_a_deployment_that_asks_for_every_core_is_not_pinned(tmp_path):
+    before = os.sched_getaffinity(0)
+    state = pin_quietest(len(before), registry=tmp_path / "isolation.json")
+    assert state.pinned is None and state.client_cpus is None
+    assert os.sched_getaffinity(0) == before
+    restore(state)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to compare")
+def test_the_sampled_loads_see_a_busy_core():
+    busy = max(os.sched_getaffinity(0))
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        os.sched_setaffinity(burner.pid, {busy})
+        time.sleep(0.2)
+        assert core_loads(0.5)[busy] >= 80.0  # a busy loop owns its core, whatever else runs
+    finally:
+        burner.kill()
+        burner.wait()

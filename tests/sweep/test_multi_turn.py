@@ -39,19 +39,33 @@ CHUNKS = [1, 3, 2]
 USER_LEN, OUTPUT_LEN = 16, 6
 
 
-@pytest.fixture(scope="module")
-def sim_url():
-    launcher = ServerLauncher("sim-multi-turn")
+def launched_sim(name, **schedule):
+    """A sim server of the module's words and chunk sizes, recording what each request sent."""
+    launcher = ServerLauncher(name)
     flags = ["--words", ",".join(WORDS), "--chunk-sizes", "1,3,2", "--record-prompts"]
-    schedule = json.dumps({"ttft_ms": 5.0, "itl_ms": 1.0})
+    timing = json.dumps({"ttft_ms": 5.0, "itl_ms": 1.0, **schedule})
 
     def argv(port):
         return [
             sys.executable, "-m", "backends.sim_server", "--host", "127.0.0.1",
-            "--port", str(port), "--schedule", schedule, *flags,
+            "--port", str(port), "--schedule", timing, *flags,
         ]  # fmt: skip
 
     launcher.launch(argv, "127.0.0.1", 30.0)
+    return launcher
+
+
+@pytest.fixture(scope="module")
+def sim_url():
+    launcher = launched_sim("sim-multi-turn")
+    yield launcher.url
+    launcher.stop()
+
+
+@pytest.fixture(scope="module")
+def reasoning_sim_url():
+    """The same sim as a reasoning model: each chat reply thinks for its first 2 tokens."""
+    launcher = launched_sim("sim-multi-turn-reasoning", reasoning_tokens=2)
     yield launcher.url
     launcher.stop()
 
@@ -162,6 +176,42 @@ def test_chat_turns_send_the_messages_and_count_the_chat_template(tmp_path, sim_
             tokenizer(rendered, add_special_tokens=False).input_ids
         )
     assert rows[R.INPUT_TOKENS].iloc[1] > rows[R.INPUT_TOKENS].iloc[0] + USER_LEN + OUTPUT_LEN
+
+
+def test_a_reasoning_models_thinking_is_not_sent_back_in_the_next_turn(
+    tmp_path, reasoning_sim_url, tokenizer
+):
+    """The assistant message of turn 2 is the answer only; the thinking is counted as output.
+
+    Chunks of 1, 3 and 2 words with 2 of thinking: the first chunk is all thinking, the second
+    ends the thinking and starts the answer in one chunk, the third is all answer.
+    """
+    files, received = sweep(
+        tmp_path,
+        reasoning_sim_url,
+        "backend.api=chat",
+        "workload.num_requests=4",
+        "dataset.num_turns=2",
+        name="multi_turn_reasoning",
+    )
+    rows = frame(files, "requests").sort_values(R.REQUEST_IDX)
+    assert (rows[R.STATUS] == R.STATUS_OK).all(), rows[R.ERROR].tolist()
+    assert rows[R.OUTPUT_TOKENS].tolist() == [OUTPUT_LEN] * 4  # the thinking is output too
+    assert rows[R.REASONING_TOKENS].tolist() == [2] * 4
+    users = user_messages(tokenizer, 4, num_turns=2)
+    answer = "".join(f" {WORDS[i]}" for i in range(2, OUTPUT_LEN))  # words 0 and 1 were thought
+    for idx in (1, 3):
+        assert received[idx]["received"] == [
+            {"role": "user", "content": users[idx - 1]},
+            {"role": "assistant", "content": answer},
+            {"role": "user", "content": users[idx]},
+        ]
+        rendered = tokenizer.apply_chat_template(
+            received[idx]["received"], add_generation_prompt=True, tokenize=False
+        )
+        assert rows[R.INPUT_TOKENS].iloc[idx] == len(
+            tokenizer(rendered, add_special_tokens=False).input_ids
+        )
 
 
 def test_think_time_is_waited_between_a_reply_and_the_next_turn(tmp_path, sim_url):

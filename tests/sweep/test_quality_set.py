@@ -8,6 +8,7 @@ that names no deployment, stops the sweep before Ray starts.
 import json
 from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 import transformers  # noqa: F401  # its model classes set TORCHINDUCTOR_CACHE_DIR when imported
 from transformers import LlamaForCausalLM  # noqa: F401  # so before a test builds the tiny model
@@ -19,7 +20,7 @@ from sweep.core.errors import ConfigError, DatasetError, SweepError
 from sweep.datasets.quality_texts import BUNDLED, load_text_set, token_ids
 from sweep.plan import build_plan
 from sweep.quality_run import score_deployment
-from tests.helpers import sweep_in_process
+from tests.helpers import run_sweep_here, sweep_in_process
 
 BASE = ["backend=hf", "quality=on", "sweep.name=quality_set"]
 
@@ -113,6 +114,21 @@ def test_a_backend_that_cannot_score_gives_a_status_line_and_no_file():
     assert files is None
     assert status == "not available: the sim server has no model: its tokens are made up"
     assert status != R.QUALITY_SCORED
+
+
+def test_a_backend_that_cannot_score_still_runs_its_trials(tmp_path):
+    """quality=on on the sim server: one status line per summary row, the trials all ran."""
+    root = run_sweep_here(
+        tmp_path,
+        ["backend=sim", "quality=on", "sweep.name=unscored", "workload.num_requests=4",
+         "+sweep.grid.workload.concurrency=[1,2]"],
+    )  # fmt: skip
+    summary = pd.concat(pd.read_parquet(p) for p in root.glob("*/*/summary.parquet"))
+    assert len(summary) == 2 and set(summary[R.TRIAL_STATUS]) == {R.STATUS_OK}
+    assert set(summary[R.QUALITY_STATUS]) == {
+        "not available: the sim server has no model: its tokens are made up"
+    }
+    assert not list(root.glob(f"*/{R.QUALITY_FILE}"))
 
 
 def test_the_command_line_says_a_missing_set_in_one_line(tmp_path):

@@ -124,3 +124,21 @@ def test_every_reference_row_names_real_columns_and_matches_planned_trials(name)
     table = reference_table(trials, Reference(tuple(rows)))
     unmatched = table[table["Trials"] == "0"]
     assert unmatched.empty, f"{name}: rows match no trial:\n{unmatched}"
+
+
+@pytest.mark.parametrize(
+    ("name", "baseline", "deployments"),
+    [
+        ("engine_comparison", "engines/hf_fp32", 8),
+        ("server_tuning", "vllm_tuning/c1_default", 8),
+        ("quickstart_quality", "hf", 5),
+    ],
+)
+def test_quality_studies_score_every_deployment_against_a_named_baseline(
+    name, baseline, deployments
+):
+    """quality=on, and the baseline is a grid option of the study (the plan checks it names one)."""
+    plan = plan_of(name)
+    assert plan.base.quality.enabled and plan.base.quality.baseline == baseline
+    assert len(plan.deployments) == deployments
+    assert all(d.trials[0].config.quality.enabled for d in plan.deployments)
