@@ -44,9 +44,9 @@ def test_a_limit_the_driver_accepts_is_the_workers_too(tmp_path, long_trace):
 
 
 def test_without_a_model_limit_the_driver_refuses_what_the_worker_would(tmp_path, long_trace):
-    """No `model.max_model_len`: the model's own context (4096) decides in the driver too."""
+    """`model.max_model_len` unset: the model's own context (4096) decides in the driver too."""
     with pytest.raises(DatasetError, match=r"long\.jsonl:2: .* exceeds the context of 4096"):
         build_plan(
             ["+experiment=trace_replay", f"sweep.grid.dataset.path=[{long_trace}]",
-             f"output.dir={tmp_path}/out"]
+             "model.max_model_len=null", f"output.dir={tmp_path}/out"]
         )  # fmt: skip
