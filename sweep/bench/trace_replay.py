@@ -33,7 +33,7 @@ import pandas as pd
 from analysis.sections import markdown_table
 from sweep.bench import REPO, wakeups
 from sweep.core import records as R
-from sweep.datasets.trace import read_trace, resolve
+from sweep.datasets.trace import read
 from sweep.loadgen.request_ids import parse as parse_id
 
 
@@ -94,7 +94,7 @@ def parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> None:
     """Replay the trace `--runs` times; print the table, then the machine's wake-up floor."""
     floor = None if args.no_floor else wakeup_floor()
-    trace = read_trace(resolve(args.trace))
+    trace = read(args.trace)
     speedups = [1.0, args.speedup]
     table = []
     for run in range(1, args.runs + 1):

@@ -84,6 +84,9 @@ ADDED_LATER: dict[str, Any] = {
     "backend.reasoning_tokens": 0,  # the sim's reasoning phase
     "backend.reasoning_field": "reasoning",
     "backend.repack": True,  # llama.cpp's weight repacking (`--no-repack` when False)
+    "dataset.start_s": 0.0,  # a trace's window and its rows too long for the context
+    "dataset.duration_s": None,
+    "dataset.too_long": "refuse",
     # A whole group added later: its section hashes away while it equals this default.
     "proxy": {"name": "none"},
 }
