@@ -32,7 +32,7 @@ from sweep.datasets.context import Context
 from sweep.datasets.prompt import Prompt
 
 __all__ = [
-    "CHECKS", "COLUMNS", "GENERATORS", "Prompt", "check_dataset", "dataset_columns",
+    "AT_MOST", "CHECKS", "COLUMNS", "GENERATORS", "Prompt", "check_dataset", "dataset_columns",
     "load_prompts",
 ]  # fmt: skip
 
@@ -53,6 +53,8 @@ GENERATORS: dict[str, Generator] = {
     "multi_turn": _context_free(multi_turn.generate),
     "trace": trace.generate,  # at most `num`: the trace's rows and the context decide
 }
+# Datasets that may hand on fewer than `num` prompts: their rows decide.
+AT_MOST = ("trace",)
 # Datasets whose input can be checked before anything runs: (config, context, prompts asked).
 CHECKS: dict[str, Callable[[Any, Context | None, int | None], None]] = {"trace": trace.check}
 # Datasets with summary columns of their own: (config, context, prompts asked).

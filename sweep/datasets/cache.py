@@ -30,7 +30,7 @@ from typing import Any
 
 from backends.models.cache import entry_path, read_entry, write_entry
 from backends.models.tokenizer import load_tokenizer
-from sweep.datasets import load_prompts, prompt_file, trace
+from sweep.datasets import AT_MOST, load_prompts, prompt_file, trace
 from sweep.datasets.context import Context
 from sweep.datasets.prompt import Prompt
 
@@ -79,7 +79,7 @@ class PromptSource:
         """Exactly `num` prompts of dataset `cfg`, as `sweep.datasets.load_prompts` makes them."""
         key = self.key(cfg, num)
         if key is not None:
-            cached = _read(key, num)
+            cached = _read(key, num, exact=cfg.name not in AT_MOST)
             if cached is not None:
                 return cached
         prompts = load_prompts(cfg, self.tokenizer(), num, chat=self.chat, context=self.context)
@@ -163,7 +163,7 @@ def _digest_of(path: Path, mtime_ns: int, size: int) -> str:
     return digest.hexdigest()
 
 
-def _read(key: str, num: int) -> list[Prompt] | None:
+def _read(key: str, num: int, exact: bool) -> list[Prompt] | None:
     entry = read_entry(CACHE_KIND, key)
     try:
         prompts = [
@@ -172,7 +172,7 @@ def _read(key: str, num: int) -> list[Prompt] | None:
         ]
     except (KeyError, TypeError, ValueError):
         return None  # no entry, or not one of ours
-    return prompts if len(prompts) == num else None
+    return prompts if len(prompts) == num or (not exact and len(prompts) <= num) else None
 
 
 def _write(key: str, prompts: list[Prompt]) -> None:
