@@ -7,7 +7,9 @@ ms, `input_length`, `output_length`, optional `hash_ids`); a CSV is Azure's LLM 
 `TIMESTAMP` or `ContextTokens`, BurstGPT's (`Timestamp` in s, `Request tokens`,
 `Response tokens`) when it has `Timestamp` or `Request tokens`, else Mooncake's columns. Other
 columns are ignored. Files may be gzipped. Every error is one line naming the file, line and
-column. `sweep.datasets.trace` makes prompts of the rows.
+column. A well-formed Azure file is read column by column with pyarrow (a week of it, 16.8 M
+rows, would take minutes row by row); any other, row by row. `sweep.datasets.trace` makes
+prompts of the rows.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyarrow import csv as pa_csv
+
 from sweep.core.errors import DatasetError
 
 # Azure's TIMESTAMP: a date, a time, up to 9 fractional digits, an optional UTC offset.
@@ -33,6 +40,7 @@ DATE_TIME = re.compile(
     r"(?P<base>\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})(?:\.(?P<fraction>\d{1,9}))?"
     r"(?P<zone>[+-]\d{2}:\d{2}|Z)?"
 )
+ANCHORED = f"^{DATE_TIME.pattern}$"  # the same, for pyarrow's whole-column match
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
@@ -90,6 +98,10 @@ def _parse(path: str, mtime_ns: int, size: int) -> Trace:
         raise DatasetError(f"cannot read trace file {path}: {exc}") from None
     if not text.strip():
         raise DatasetError(f"trace file {path} is empty")
+    if text.lstrip()[:1] != "{":
+        fast = _azure_columnar(path, text, hashlib.sha256(raw).hexdigest())
+        if fast is not None:
+            return fast
     columns, rows = _json_rows(path, text) if text.lstrip()[:1] == "{" else _csv_rows(path, text)
     time_of = _date_seconds if columns.dates else _number
     lines, times, inputs, outputs, hashes = [], [], [], [], []
@@ -125,6 +137,59 @@ def _parse(path: str, mtime_ns: int, size: int) -> Trace:
         tuple(hashes),
         hashlib.sha256(raw).hexdigest(),
     )
+
+
+def _azure_columnar(path: str, text: str, sha256: str) -> Trace | None:
+    """An Azure trace read column by column (a week of it is 16.8 M rows), or None.
+
+    None where the file is not Azure's, or is not plainly well formed (a quote, a blank line, a
+    missing or malformed value, a length < 1, rows out of order): the row-by-row reader then
+    reads it, and names the row at fault.
+    """
+    head, _, body = text.partition("\n")
+    header = [name.strip() for name in head.split(",")]
+    if AZURE.input not in header and AZURE.time not in header:
+        return None
+    if '"' in text or "\n\n" in body.rstrip("\n") or "\r" in text:
+        return None
+    names = [AZURE.time, AZURE.input, AZURE.output]
+    try:
+        table = pa_csv.read_csv(
+            io.BytesIO(text.encode()),
+            convert_options=pa_csv.ConvertOptions(
+                column_types={AZURE.time: pa.string()}, include_columns=names
+            ),
+        )
+        stamps = table[AZURE.time]
+        if stamps.null_count or not pc.all(pc.match_substring_regex(stamps, ANCHORED)).as_py():
+            return None
+        zoned = pc.any(pc.match_substring_regex(stamps, r"(Z|[+-]\d\d:\d\d)$")).as_py()
+        times = pc.cast(stamps, pa.timestamp("ns", "UTC" if zoned else None))
+        nanos = times.cast(pa.int64()).to_numpy()
+        inputs, outputs = (_whole(table[name]) for name in names[1:])
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, KeyError, ValueError):
+        return None
+    if inputs is None or outputs is None or len(nanos) == 0 or np.any(np.diff(nanos) < 0):
+        return None
+    count = len(nanos)
+    return Trace(
+        path,
+        AZURE,
+        tuple(range(2, count + 2)),
+        tuple(((nanos - nanos[0]) / 1e9).tolist()),
+        tuple(inputs.tolist()),
+        tuple(outputs.tolist()),
+        ((),) * count,
+        sha256,
+    )
+
+
+def _whole(column: Any) -> np.ndarray | None:
+    """A length column as integers >= 1, or None where a value is not one."""
+    if column.null_count or not pa.types.is_integer(column.type):
+        return None
+    values = column.to_numpy()
+    return values if len(values) == 0 or values.min() >= 1 else None
 
 
 def _json_rows(path: str, text: str) -> tuple[Columns, list[tuple[int, dict]]]:

@@ -331,3 +331,16 @@ def test_trace_prompts_are_cached_with_their_lengths_and_arrivals(cache, tmp_pat
     path.write_text(AZURE_2023.replace("374", "375"))
     keys.add(again.key(cfg, 4))
     assert len(keys) == 4  # the context, the window and the file's bytes all make new prompts
+
+
+def test_a_well_formed_azure_file_reads_column_by_column_as_row_by_row(tmp_path):
+    """The columnar reader and the row reader (a CRLF copy takes it) agree on every value."""
+    source = fixture("azure_conv_2023").read_text()
+    plain, crlf = tmp_path / "plain.csv", tmp_path / "crlf.csv"
+    plain.write_text(source)
+    crlf.write_bytes(source.replace("\n", "\r\n").encode())
+    fast, slow = read_trace(str(plain)), read_trace(str(crlf))
+    assert fast.lines == slow.lines == tuple(range(2, 2002))
+    assert fast.input_len == slow.input_len and fast.output_len == slow.output_len
+    assert fast.arrival_s == pytest.approx(slow.arrival_s, abs=1e-6)
+    assert fast.arrival_s[-1] == pytest.approx(424.259457, abs=1e-6)  # 18:22:50.9400470 - first
