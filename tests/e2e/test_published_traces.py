@@ -149,3 +149,46 @@ def test_refuse_fails_before_any_request_naming_the_row_and_the_count(
         "set dataset.too_long=skip or truncate"
     )
     assert not (tmp_path / "out").exists() and not list(stamps.iterdir())
+
+
+@pytest.mark.parametrize(
+    "case", ["unknown name", "hash mismatch", "malformed date", "past the end"]
+)
+def test_bad_input_is_one_line_before_any_request(tmp_path, monkeypatch, capsys, case):
+    from backends.models.tiny import ensure_tiny_model
+
+    cache = tmp_path / "cache"
+    (cache / "models").mkdir(parents=True)
+    model = ensure_tiny_model()
+    (cache / "models" / model.name).symlink_to(model)
+    monkeypatch.setenv("SWEEP_CACHE_DIR", str(cache))
+    stamps = tmp_path / "stamps"
+    stamps.mkdir()
+    monkeypatch.setenv("SIM_STAMPS_DIR", str(stamps))
+    azure = fixture("azure_conv_2023.csv")
+    path, extra = "azure_conv_2025", []
+    if case == "hash mismatch":  # a copy in the cache that is not the published file
+        (cache / "traces").mkdir()
+        (cache / "traces" / "AzureLLMInferenceTrace_conv.csv").write_bytes(azure.read_bytes())
+        path = "azure_conv_2023"
+    elif case == "malformed date":
+        path = tmp_path / "azure.csv"
+        path.write_text(azure.read_text().replace("2023-11-16 18:15:50.9951690", "16/11/2023"))
+    elif case == "past the end":
+        path, extra = azure, ["dataset.start_s=500"]
+    code = sweep_main(
+        ["+experiment=trace_replay", f"sweep.grid.dataset.path=[{path}]", *extra,
+         f"output.dir={tmp_path}/out"]
+    )  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err, err
+    expected = {
+        "unknown name": "error: unknown trace 'azure_conv_2025' (dataset.path): not a file",
+        "hash mismatch": f"error: trace azure_conv_2023: {cache}/traces/"
+        "AzureLLMInferenceTrace_conv.csv has sha256 ",
+        "malformed date": f"error: {path}:3: column 'TIMESTAMP' must be a date-time such as",
+        "past the end": f"error: dataset.start_s=500 is past the end of trace {azure}: its last "
+        "row is 424.259 s after its first",
+    }[case]
+    assert err.startswith(expected), err
+    assert not (tmp_path / "out").exists() and not list(stamps.iterdir())
