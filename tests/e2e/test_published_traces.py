@@ -6,7 +6,9 @@ The slices of the published files in `tests/fixtures/traces/` (`scripts/make_tra
 skipped where absent). Short on purpose: the Azure replay takes the trace's first 60 s at 4x
 (the full 2,000 rows at speedup 1 is `scripts/bench_trace_replay.py`'s figure in
 `docs/benchmarks.md`); Mooncake's 1,000 rows (330 s) run at 100x with a fast sim. The arrival
-bound is loose (p99 20 ms, median-aligned) so that a busy 2-core machine does not fail it.
+bound is loose (p99 20 ms, median-aligned) so that a busy 2-core machine does not fail it. Bad
+input (an unknown name, a hash mismatch, a malformed Azure date, a window past the end) stops
+`python -m sweep` in one line before any request reaches the server.
 """
 
 from __future__ import annotations
