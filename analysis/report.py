@@ -6,9 +6,10 @@ findings in words (`analysis.findings`), then holds the capacity of each searche
 (`analysis.capacity`, when the sweep searched), the per-trial sections built here (results, plots,
 repeats), the comparison sections of `analysis.sections`, the energy of each trial
 (`analysis.energy`), quality against speed (`analysis.quality`, with `quality=on`, and its front
-on cost and KL, `analysis.quality_front`), TTFT by turn of
-multi-turn trials (`analysis.turns`), a proxy's cache hits (`analysis.proxy_cache`), the server's
-own view (`analysis.server_view`) and the flagged and failed trials of `analysis.flags`.
+on cost and KL, `analysis.quality_front`), TTFT by turn of multi-turn trials (`analysis.turns`),
+the rows of a replayed trace (`analysis.trace_rows`), a proxy's cache hits
+(`analysis.proxy_cache`), the server's own view (`analysis.server_view`) and the flagged and
+failed trials of `analysis.flags`.
 `main_table` is the human-readable table (units in the headers, numbers rounded) that the report
 and the terminal show; `summary.csv` keeps every column, the derived comparison ones too, the main
 ones first.
@@ -72,6 +73,7 @@ from analysis.stage_table import stage_sections
 from analysis.sweep_diff import noise_verdict
 from analysis.timeline_plots import write_timeline_plots
 from analysis.timeslice_plots import timeslice_section, write_timeslice_plot
+from analysis.trace_rows import trace_sections
 from analysis.turns import turn_sections, turn_table, write_turn_plot
 from sweep.core import records as rec
 
@@ -221,6 +223,7 @@ def save_report(
         *energy_sections(trials),
         *quality_sections(quality, quality_table, quality_front),
         *turn_sections(turns, turn_plots),
+        *trace_sections(trials),  # trials that replayed a trace: its hash and rows
         *cache_sections(requests, trials),  # trials behind a proxy (study D)
         *server_sections(trials),
         timeline_section(timelines),

@@ -25,7 +25,8 @@ from sweep.compose import Composer
 from sweep.core.config import GROUPS, Config
 from sweep.core.errors import ConfigError
 from sweep.core.records import GROUP_CHOICES
-from sweep.datasets import check_dataset
+from sweep.datasets import CHECKS, check_dataset
+from sweep.datasets.context import limit, local_model_path
 from sweep.datasets.multi_turn import check_plan as check_multi_turn
 from sweep.datasets.quality_texts import check_plan as check_quality
 from sweep.search_plan import check_search, seed_hash_tree
@@ -96,7 +97,7 @@ def build_plan(overrides: list[str]) -> SweepPlan:
             )
             check_multi_turn(config)  # sessions need a server, whole sessions, the context
             check_proxy(config)  # a proxy needs an OpenAI-compatible server behind it
-            check_dataset(config.dataset, config.model.max_model_len)  # a trace file's rows
+            _check_dataset(config)  # a trace file's rows, against the worker's context limit
             check_quality(config, tokenizers)  # the quality set: there, not empty, fits
             everywhere = set(unknown) if everywhere is None else everywhere & set(unknown)
             messages.update(unknown)
@@ -113,6 +114,15 @@ def build_plan(overrides: list[str]) -> SweepPlan:
         axes=axes,
         deployments=_group(trials),
     )
+
+
+def _check_dataset(config: Config) -> None:
+    """A dataset's input, judged as its worker will judge it: the same rows, the same context."""
+    if config.dataset.name not in CHECKS:
+        return
+    workload = config.workload
+    context = limit(config, local_model_path(config.model))
+    check_dataset(config.dataset, context, workload.num_requests + workload.warmup_requests)
 
 
 def _trials_of_point(

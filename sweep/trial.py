@@ -38,7 +38,9 @@ from sweep.core.summary import summarize
 from sweep.core.timeslices import time_slices
 from sweep.core.trust import too_short, with_window
 from sweep.cuda_driver import check_cuda_driver
+from sweep.datasets import dataset_columns
 from sweep.datasets.cache import PromptSource
+from sweep.datasets.context import limit
 from sweep.datasets.multi_turn import NAME as MULTI_TURN
 from sweep.datasets.reuse import prompt_columns
 from sweep.isolation import Isolation, isolate, pin_quietest, restore
@@ -113,6 +115,7 @@ def run_deployment(
             config.model.trust_remote_code,
             local=backend.local_tokenizer,  # none: the server counts every token
             chat=backend.api == "chat",  # the one switch: lengths count the chat template
+            context=limit(config, model_path),  # as the driver decided it (`sweep.plan`)
         )
         if not all(prompts.is_cached(t.config.dataset, _num_prompts(t)) for t in deployment.trials):
             prompts.tokenizer()  # a tokenizer that cannot load fails before the backend starts
@@ -213,6 +216,7 @@ def run_trial(
     sources += [(source, SERVER_INTERVAL_S) for source in backend.telemetry_sources()]
     trackers, kind, message = Trackers(), None, None
     texts: list[Any] = []
+    dataset_facts: dict[str, Any] = {}
     sampler = Sampler(sources, t0)
     capture = ServerCapture(backend.metrics_scrape(), t0)  # whole /metrics at start and end
     proxy_capture = ServerCapture(None, t0, R.PROXY_SOURCE)
@@ -223,6 +227,8 @@ def run_trial(
             proxy_capture = ServerCapture(front.metrics_scrape(), t0, R.PROXY_SOURCE)
         texts = prompts.prompts(config.dataset, _num_prompts(spec))
         require_image_server(texts, backend)
+        # A trace's hash and rows used, skipped and cut (no tokenizer needed: counts only).
+        dataset_facts = dataset_columns(config.dataset, prompts.context, _num_prompts(spec))
         warmup, requests = build_requests(texts, workload, backend.adapters)
         runner = RUNNERS[backend.interface]
         if config.dataset.name == MULTI_TURN:  # each turn sends its session's history
@@ -269,6 +275,7 @@ def run_trial(
     metrics.update(client_columns(metrics, workload, trackers.client))
     metrics[R.TOO_SHORT] = too_short(metrics, workload)
     metrics.update(prompt_columns(texts))  # what the prompts offered a prefix cache
+    metrics.update(dataset_facts)
     outcome = {
         R.TRIAL_STATUS: R.STATUS_OK if kind is None else R.STATUS_FAILED,
         R.ERROR_KIND: kind,

@@ -94,6 +94,9 @@ ADDED_LATER: dict[str, Any] = {
     "backend.tokens_per_image": 0,
     "workload.lora_assignment": "uniform",  # which adapter each request asks for
     "workload.lora_skew": 1.0,
+    "dataset.start_s": 0.0,  # a trace's window and its rows too long for the context
+    "dataset.duration_s": None,
+    "dataset.too_long": "refuse",
     # A whole group added later: its section hashes away while it equals this default.
     "proxy": {"name": "none"},
 }

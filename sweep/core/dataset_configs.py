@@ -185,18 +185,33 @@ class MultiTurnDatasetConfig(DatasetConfig):
         check_choice("dataset", "on_overflow", self.on_overflow, OVERFLOW_MODES)
 
 
+TOO_LONG_MODES = ("refuse", "skip", "truncate")
+
+
 @dataclass
 class TraceDatasetConfig(DatasetConfig):
-    """A request trace replayed at its own times (`docs/traces.md`): a file or a shipped name.
+    """A request trace replayed at its own times (`docs/traces.md`): a file or a trace's name.
 
     `speedup` divides the trace's time offsets; `block_size` is the tokens of one `hash_ids`
-    block (Mooncake's traces use 512); `seed` draws the tokens of the prompts.
+    block (Mooncake's traces use 512); `seed` draws the tokens of the prompts. `start_s` and
+    `duration_s` take a window of the trace (seconds of the trace's own time from its first
+    row; None: to its end). A row whose input and output do not fit the context
+    (`sweep.datasets.context`) is refused (`too_long=refuse`: nothing runs), left out (`skip`)
+    or sent with its input, then its output, cut to fit (`truncate`).
     """
 
     name: str = "trace"
     path: str = MISSING
     speedup: float = 1.0
     block_size: int = 512
+    start_s: float = 0.0
+    duration_s: float | None = None
+    too_long: str = "refuse"
 
     def __post_init__(self) -> None:
-        check_positive("dataset", speedup=self.speedup, block_size=self.block_size)
+        check_positive(
+            "dataset", speedup=self.speedup, block_size=self.block_size, duration_s=self.duration_s
+        )
+        if self.start_s < 0:
+            raise_config(f"dataset.start_s must be >= 0, got {self.start_s}")
+        check_choice("dataset", "too_long", self.too_long, TOO_LONG_MODES)

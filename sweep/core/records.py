@@ -399,6 +399,14 @@ PROMPT_REPEAT_PERCENT = "prompt_repeat_percent"
 # one: no request carries CACHE_HIT).
 PROMPT_NEAR_DUPLICATE_PERCENT = "prompt_near_duplicate_percent"
 CACHE_HIT_PERCENT = "cache_hit_percent"
+# Trace trials only (`dataset=trace`, `sweep.datasets.trace`; absent elsewhere): the sha256 of
+# the trace file's bytes, and its rows the trial sent (warm-up included), left out because they
+# did not fit the context (`dataset.too_long=skip`), and sent cut to fit (`truncate`). The
+# trace's name or path is the config column `dataset.path`.
+TRACE_SHA256 = "trace_sha256"
+TRACE_ROWS_USED = "trace_rows_used"
+TRACE_ROWS_SKIPPED = "trace_rows_skipped"
+TRACE_ROWS_TRUNCATED = "trace_rows_truncated"
 # Reasoning models: the completed requests' REASONING_TOKENS and ANSWER_TOKENS, summed (they add
 # up to OUTPUT_TOKENS_TOTAL); the time to the answer's first token has latency columns of its own
 # (`latency_column(ANSWER, "p99")` is `answer_ms_p99`), limited as `slo.answer_ms_p99`.

@@ -9,16 +9,19 @@ Prompts depend only on the dataset config, their number, the tokenizer's files, 
 transformers and tokenizers, and the code in `sweep.datasets` that makes them. An entry is keyed
 by all of these, so changing any of them makes new prompts. Only a local model directory without
 remote code, and the datasets made from their config alone or from files we can fingerprint
-(`random`, `shared_prefix`, `prompts`), are cached; a hub id or an `hf` dataset is made each
-time. Entries live in `$SWEEP_CACHE_DIR/prompts/<key>.json`, written atomically; an entry that
-does not read back as exactly the prompts asked for is made again. A source without a local
-tokenizer (`local=False`: the endpoint counts tokens) loads none and caches nothing: its prompts
-are text, cheap to make. Chat prompts (`chat=True`) are cached apart from the others.
+(`random`, `shared_prefix`, `prompts`, `trace`: the trace file's sha256, its window, block size
+and seed, and the context limit its rows were fitted to), are cached; a hub id or an `hf`
+dataset is made each time. Entries live in `$SWEEP_CACHE_DIR/prompts/<key>.json`, written
+atomically; an entry that does not read back as exactly the prompts asked for is made again. A
+source without a local tokenizer (`local=False`: the endpoint counts tokens) loads none and
+caches nothing: its prompts are text, cheap to make. Chat prompts (`chat=True`) are cached
+apart from the others.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -27,15 +30,16 @@ from typing import Any
 
 from backends.models.cache import entry_path, read_entry, write_entry
 from backends.models.tokenizer import load_tokenizer
-from sweep.datasets import load_prompts, prompt_file
+from sweep.datasets import AT_MOST, load_prompts, prompt_file, trace
+from sweep.datasets.context import Context
 from sweep.datasets.prompt import Prompt
 
 CACHE_KIND = "prompts"
-FORMAT = 2  # bump when the entry layout changes (2: near-duplicates name their original)
+FORMAT = 3  # bump when the entry layout changes (3: a trace's output lengths and arrivals)
 # Files of a model directory a tokenizer can read: configs, vocabularies, templates.
 TOKENIZER_PATTERNS = ("*.json", "*.txt", "*.model", "*.tiktoken", "*.jinja")
 VERSIONED = ("transformers", "tokenizers")
-CACHED_DATASETS = ("random", "prompts", "shared_prefix")
+CACHED_DATASETS = ("random", "prompts", "shared_prefix", "trace")
 
 
 class PromptSource:
@@ -43,7 +47,8 @@ class PromptSource:
 
     The tokenizer is loaded only when some prompts must be made, at most once; never when
     `local` is False (the server's counts are used). With `chat` the prompts go out as chat
-    messages, and their ids and lengths include the model's chat template.
+    messages, and their ids and lengths include the model's chat template. `context` is the
+    deployment's context limit (`sweep.datasets.context`), which a trace's rows must fit.
     """
 
     def __init__(
@@ -53,9 +58,10 @@ class PromptSource:
         remote_code: bool,
         local: bool = True,
         chat: bool = False,
+        context: Context | None = None,
     ) -> None:
         self.model_path, self.revision, self.remote_code = model_path, revision, remote_code
-        self.local, self.chat = local, chat
+        self.local, self.chat, self.context = local, chat, context
         self._tokenizer: Any = None
         self._model_digest: str | None = None
 
@@ -73,10 +79,10 @@ class PromptSource:
         """Exactly `num` prompts of dataset `cfg`, as `sweep.datasets.load_prompts` makes them."""
         key = self.key(cfg, num)
         if key is not None:
-            cached = _read(key, num)
+            cached = _read(key, num, exact=cfg.name not in AT_MOST)
             if cached is not None:
                 return cached
-        prompts = load_prompts(cfg, self.tokenizer(), num, chat=self.chat)
+        prompts = load_prompts(cfg, self.tokenizer(), num, chat=self.chat, context=self.context)
         if key is not None:
             _write(key, prompts)
         return prompts
@@ -94,10 +100,15 @@ class PromptSource:
         if model is None:
             return None
         fields = dataclasses.asdict(cfg)
-        text = json.dumps([FORMAT, model, fields, num, self.chat], sort_keys=True, default=str)
+        parts = [FORMAT, model, fields, num, self.chat]
+        if cfg.name == "trace":  # the rows kept depend on the context; the file is its bytes
+            parts.append(None if self.context is None else self.context.tokens)
+        text = json.dumps(parts, sort_keys=True, default=str)
         digest = hashlib.sha256(text.encode())
         if cfg.name == "prompts":
             digest.update(_file_digest(Path(prompt_file.path_of(cfg))).encode())
+        if cfg.name == "trace":
+            digest.update(_file_digest(Path(trace.resolve(cfg.path))).encode())
         return digest.hexdigest()[:24]
 
     def _model(self) -> str | None:
@@ -133,26 +144,47 @@ def _code() -> str:
 
 def _file_digest(path: Path) -> str:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        stat = path.stat()
     except OSError:
         return "<unreadable>"  # the generator reports a missing file; nothing to cache
+    return _digest_of(path, stat.st_mtime_ns, stat.st_size)
 
 
-def _read(key: str, num: int) -> list[Prompt] | None:
+@functools.lru_cache(maxsize=16)
+def _digest_of(path: Path, mtime_ns: int, size: int) -> str:
+    """A file's sha256, read once per version of the file (a week-long trace is large)."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as file:
+            while chunk := file.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return "<unreadable>"
+    return digest.hexdigest()
+
+
+def _read(key: str, num: int, exact: bool) -> list[Prompt] | None:
     entry = read_entry(CACHE_KIND, key)
     try:
         prompts = [
-            Prompt(p["text"], tuple(p["ids"]), len(p["ids"]), p["task"], near_duplicate_of=p["of"])
+            Prompt(p["text"], tuple(p["ids"]), len(p["ids"]), p["task"], p["out"], p["at"], p["of"])
             for p in entry
         ]
     except (KeyError, TypeError, ValueError):
         return None  # no entry, or not one of ours
-    return prompts if len(prompts) == num else None
+    return prompts if len(prompts) == num or (not exact and len(prompts) <= num) else None
 
 
 def _write(key: str, prompts: list[Prompt]) -> None:
     entry = [
-        {"text": p.text, "ids": list(p.token_ids), "task": p.task, "of": p.near_duplicate_of}
+        {
+            "text": p.text,
+            "ids": list(p.token_ids),
+            "task": p.task,
+            "out": p.output_tokens,
+            "at": p.arrival_s,
+            "of": p.near_duplicate_of,
+        }
         for p in prompts
     ]
     write_entry(CACHE_KIND, key, entry)

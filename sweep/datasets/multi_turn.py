@@ -6,13 +6,11 @@ tokenizer, corpus text of about that length. The load generator groups them into
 `num_turns` (`sweep.loadgen.sessions`, which sends each turn with its history) and waits
 `think_times` between a reply and the next turn. `check_plan` refuses, before Ray starts, what
 cannot run as conversations; `overflow` says when a session cannot fit the model's context
-(`context_of`) however its replies turn out.
+(`sweep.datasets.context`) however its replies turn out.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +20,7 @@ from sweep.core.dataset_configs import MultiTurnDatasetConfig, RandomDatasetConf
 from sweep.core.errors import ConfigError
 from sweep.datasets import corpus, random_tokens
 from sweep.datasets.chat import ChatTokenizer
+from sweep.datasets.context import context_of
 from sweep.datasets.prompt import Prompt
 
 NAME = "multi_turn"
@@ -92,19 +91,6 @@ def overflow(cfg: MultiTurnDatasetConfig, workload: Any, context: int | None) ->
     )
 
 
-def context_of(config: Any, model_path: str | None = None) -> int | None:
-    """The context a session must fit: `model.max_model_len`, capped by the backend's own.
-
-    Without `model.max_model_len`, the model's `max_position_embeddings` (from `config.json`
-    in `model_path`) where it can be read; None where nothing says.
-    """
-    limits = [config.model.max_model_len, vars(config.backend).get("max_model_len")]
-    if limits[0] is None and model_path:
-        limits[0] = _position_embeddings(Path(model_path) / "config.json")
-    known = [int(v) for v in limits if isinstance(v, int) and v > 0]
-    return min(known) if known else None
-
-
 def check_plan(config: Any) -> None:
     """Refuse, before any trial runs, a multi-turn grid point that cannot run as sessions.
 
@@ -155,13 +141,3 @@ def _longest_output(workload: Any) -> int:
         return workload.output_len
     low = max(1, int(round(workload.output_len * (1 - ratio))))
     return max(low, int(round(workload.output_len * (1 + ratio))))
-
-
-def _position_embeddings(path: Path) -> int | None:
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    config = config.get("text_config", config) if isinstance(config, dict) else {}
-    value = config.get("max_position_embeddings")
-    return value if isinstance(value, int) else None

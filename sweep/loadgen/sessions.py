@@ -40,7 +40,8 @@ import aiohttp
 from backends.base import GenRequest
 from sweep.core import records as R
 from sweep.core.errors import ConfigError, DatasetError
-from sweep.datasets.multi_turn import context_of, overflow, think_times
+from sweep.datasets.context import context_of
+from sweep.datasets.multi_turn import overflow, think_times
 from sweep.loadgen.arrivals import arrival_offsets
 from sweep.loadgen.clock import now_s
 from sweep.loadgen.http import Endpoint, endpoint_of, refuse_repeats, stream_one

@@ -5,7 +5,7 @@ import argparse
 import pytest
 
 from sweep.bench.parity_workload import BLOCK, arrivals_trace, round_overrides
-from sweep.datasets.trace import read_trace
+from sweep.datasets.trace_file import read_trace
 
 
 def args(**kw) -> argparse.Namespace:

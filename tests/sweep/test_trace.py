@@ -19,7 +19,9 @@ from sweep.bench.shipped_traces import write_traces
 from sweep.core.config import TraceDatasetConfig, WorkloadConfig
 from sweep.core.errors import ConfigError, DatasetError
 from sweep.datasets import check_dataset, load_prompts
-from sweep.datasets.trace import read_trace, resolve
+from sweep.datasets.context import Context
+from sweep.datasets.trace import resolve
+from sweep.datasets.trace_file import read_trace
 from sweep.loadgen.arrivals import trace_offsets
 from sweep.loadgen.requests import build_requests
 from tests.sweep.test_datasets import byte_level_bpe
@@ -209,16 +211,17 @@ def test_missing_and_unreadable_files(tmp_path):
 
 def test_a_row_longer_than_the_context_is_refused(mooncake, tiny):
     cfg = TraceDatasetConfig(path=mooncake, block_size=16)
-    too_long = r"trace\.jsonl:4: input_length 50 \+ output_length 8 exceeds the model's context"
-    with pytest.raises(DatasetError, match=too_long + r" of 57 tokens \(model\.max_model_len\)"):
-        check_dataset(cfg, 57)
-    check_dataset(cfg, 58)
-    tiny.model_max_length = 50  # the worker checks against the tokenizer's context
-    try:
-        with pytest.raises(DatasetError, match=r":4: .* context of 50 tokens \(tokenizer\)"):
-            load_prompts(cfg, tiny, 5)
-    finally:
-        tiny.model_max_length = 4096
+    too_long = r"trace\.jsonl:4: input_length 50 \+ output_length 8 exceeds the context"
+    rows = r"; 1 of the 5 rows taken do not fit: set dataset.too_long=skip or truncate"
+    with pytest.raises(
+        DatasetError, match=too_long + r" of 57 tokens \(model\.max_model_len\)" + rows
+    ):
+        check_dataset(cfg, Context(57, "model.max_model_len"))
+    check_dataset(cfg, Context(58, "model.max_model_len"))
+    with pytest.raises(
+        DatasetError, match=r":4: .* context of 50 tokens \(backend\.max_model_len\)"
+    ):
+        load_prompts(cfg, tiny, 5, context=Context(50, "backend.max_model_len"))
 
 
 def test_a_row_shorter_than_the_special_tokens_is_refused(tmp_path, tiny):

@@ -1,0 +1,196 @@
+"""Published traces replayed through the trial path against the sim server, whose stamps are the
+truth: Azure's conversation trace at its own times, Mooncake's conversation trace against the
+tiny model's 4096-token context with each `dataset.too_long`.
+
+The slices of the published files in `tests/fixtures/traces/` (`scripts/make_trace_fixtures.py`;
+skipped where absent). Short on purpose: the Azure replay takes the trace's first 60 s at 4x
+(the full 2,000 rows at speedup 1 is `scripts/bench_trace_replay.py`'s figure in
+`docs/benchmarks.md`); Mooncake's 1,000 rows (330 s) run at 100x with a fast sim. The arrival
+bound is loose (p99 20 ms, median-aligned) so that a busy 2-core machine does not fail it. Bad
+input (an unknown name, a hash mismatch, a malformed Azure date, a window past the end) stops
+`python -m sweep` in one line before any request reaches the server.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sweep.__main__ import main as sweep_main
+from sweep.core import records as R
+from sweep.datasets.trace_file import read_trace
+from sweep.loadgen.request_ids import parse as parse_id
+from tests.helpers import run_sweep_here
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "traces"
+P99_BOUND_MS = 20.0
+CONTEXT = 4096  # the tiny model's
+
+
+def fixture(name: str) -> Path:
+    path = FIXTURES / name
+    if not path.is_file():
+        pytest.skip(f"{path} absent: run scripts/make_trace_fixtures.py")
+    return path
+
+
+def replay(tmp: Path, overrides: list[str]) -> tuple[list, list[np.ndarray]]:
+    """Run the trace replay here; the trials' files and the server's arrival stamps per trial."""
+    stamps = tmp / "stamps"
+    stamps.mkdir()
+    collected: list = []
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SIM_STAMPS_DIR", str(stamps))  # the launched sim server inherits it
+        run_sweep_here(tmp / "results", ["+experiment=trace_replay", *overrides], collected)
+    arrivals: dict[str, dict[int, int]] = {}
+    for dump in stamps.glob("sim-stamps-*.json"):
+        for rid, stamp in json.loads(dump.read_text()).items():
+            request = parse_id(rid)
+            if request is not None and not request.warmup:
+                arrivals.setdefault(request.run, {})[request.idx] = stamp["arrival_ns"]
+    runs = [np.array([by[i] for i in sorted(by)]) for by in arrivals.values()]
+    return collected, sorted(runs, key=lambda run: run[0])
+
+
+def test_azure_conversation_rows_reach_the_server_at_their_times(tmp_path):
+    path = fixture("azure_conv_2023.csv")
+    trace = read_trace(str(path))
+    window = [i for i, at in enumerate(trace.arrival_s) if at < 60.0]
+    collected, runs = replay(
+        tmp_path,
+        [f"sweep.grid.dataset.path=[{path}]", "dataset.duration_s=60", "dataset.speedup=4",
+         "model.max_model_len=32768",  # the sim server has no limit: every row is sent
+         "workload.warmup_requests=0", "workload.num_requests=2000"],
+    )  # fmt: skip
+    summary = collected[0].summary.to_pylist()[0]
+    assert summary[R.TRIAL_STATUS] == R.STATUS_OK, summary[R.ERROR_MESSAGE]
+    assert summary[R.TRACE_ROWS_USED] == len(window)
+    assert summary[R.TRACE_SHA256] == trace.sha256
+    requests = collected[0].requests.to_pandas()
+    assert list(requests[R.INPUT_TOKENS]) == [trace.input_len[i] for i in window]
+    assert list(requests[R.OUTPUT_TOKENS]) == [trace.output_len[i] for i in window]
+    offsets = np.array([trace.arrival_s[i] for i in window])
+    (seen,) = runs
+    assert len(seen) == len(window)  # every row of the window was sent, once
+    difference = (seen - seen[0]) / 1e9 - (offsets - offsets[0]) / 4
+    error_ms = np.abs(difference - np.median(difference)) * 1e3
+    print(f"arrival error p50 {np.percentile(error_ms, 50):.2f} ms, p99 "
+          f"{np.percentile(error_ms, 99):.2f} ms over {len(seen)} requests")  # fmt: skip
+    assert np.percentile(error_ms, 99) < P99_BOUND_MS
+
+
+MOONCAKE = [
+    "workload.warmup_requests=0", "workload.num_requests=1000", "dataset.speedup=100",
+    "backend.itl_ms=0.2", "backend.ttft_ms=2",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def mooncake():
+    path = fixture("mooncake_conversation.jsonl")
+    trace = read_trace(str(path))
+    fits = [i for i in range(1000) if trace.input_len[i] + trace.output_len[i] <= CONTEXT]
+    return path, trace, fits
+
+
+def test_skip_sends_exactly_the_mooncake_rows_that_fit(tmp_path, mooncake):
+    path, trace, fits = mooncake
+    collected, runs = replay(
+        tmp_path, [f"sweep.grid.dataset.path=[{path}]", "dataset.too_long=skip", *MOONCAKE]
+    )
+    summary = collected[0].summary.to_pylist()[0]
+    assert summary[R.TRIAL_STATUS] == R.STATUS_OK, summary[R.ERROR_MESSAGE]
+    requests = collected[0].requests.to_pandas()
+    assert (requests[R.STATUS] == R.STATUS_OK).all()
+    assert list(requests[R.INPUT_TOKENS]) == [trace.input_len[i] for i in fits]
+    assert list(requests[R.OUTPUT_TOKENS]) == [trace.output_len[i] for i in fits]
+    assert [len(run) for run in runs] == [len(fits)]  # the server saw those and no others
+    assert (summary[R.TRACE_ROWS_USED], summary[R.TRACE_ROWS_SKIPPED]) == (
+        len(fits),
+        1000 - len(fits),
+    )
+    assert summary[R.TRACE_ROWS_TRUNCATED] == 0
+
+
+def test_truncate_sends_every_mooncake_row_within_the_context(tmp_path, mooncake):
+    path, trace, fits = mooncake
+    collected, runs = replay(
+        tmp_path, [f"sweep.grid.dataset.path=[{path}]", "dataset.too_long=truncate", *MOONCAKE]
+    )
+    summary = collected[0].summary.to_pylist()[0]
+    assert summary[R.TRIAL_STATUS] == R.STATUS_OK, summary[R.ERROR_MESSAGE]
+    requests = collected[0].requests.to_pandas()
+    assert len(requests) == 1000 and (requests[R.STATUS] == R.STATUS_OK).all()
+    total = requests[R.INPUT_TOKENS] + requests[R.OUTPUT_TOKENS]
+    assert (total <= CONTEXT).all()
+    kept = requests.iloc[fits]  # the rows that fit are sent as they are
+    assert list(kept[R.INPUT_TOKENS]) == [trace.input_len[i] for i in fits]
+    assert [len(run) for run in runs] == [1000]
+    assert summary[R.TRACE_ROWS_TRUNCATED] == 1000 - len(fits)
+    assert summary[R.TRACE_ROWS_SKIPPED] == 0
+
+
+def test_refuse_fails_before_any_request_naming_the_row_and_the_count(
+    tmp_path, mooncake, capsys, monkeypatch
+):
+    path, _, fits = mooncake
+    stamps = tmp_path / "stamps"
+    stamps.mkdir()
+    monkeypatch.setenv("SIM_STAMPS_DIR", str(stamps))
+    code = sweep_main(
+        ["+experiment=trace_replay", f"sweep.grid.dataset.path=[{path}]", *MOONCAKE,
+         f"output.dir={tmp_path}/out"]
+    )  # fmt: skip
+    assert code == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {path}:1: input_length 6758 + output_length 500 exceeds the context of 4096 "
+        f"tokens (model.max_model_len); {1000 - len(fits)} of the 1000 rows taken do not fit: "
+        "set dataset.too_long=skip or truncate"
+    )
+    assert not (tmp_path / "out").exists() and not list(stamps.iterdir())
+
+
+@pytest.mark.parametrize(
+    "case", ["unknown name", "hash mismatch", "malformed date", "past the end"]
+)
+def test_bad_input_is_one_line_before_any_request(tmp_path, monkeypatch, capsys, case):
+    from backends.models.tiny import ensure_tiny_model
+
+    cache = tmp_path / "cache"
+    (cache / "models").mkdir(parents=True)
+    model = ensure_tiny_model()
+    (cache / "models" / model.name).symlink_to(model)
+    monkeypatch.setenv("SWEEP_CACHE_DIR", str(cache))
+    stamps = tmp_path / "stamps"
+    stamps.mkdir()
+    monkeypatch.setenv("SIM_STAMPS_DIR", str(stamps))
+    azure = fixture("azure_conv_2023.csv")
+    path, extra = "azure_conv_2025", []
+    if case == "hash mismatch":  # a copy in the cache that is not the published file
+        (cache / "traces").mkdir()
+        (cache / "traces" / "AzureLLMInferenceTrace_conv.csv").write_bytes(azure.read_bytes())
+        path = "azure_conv_2023"
+    elif case == "malformed date":
+        path = tmp_path / "azure.csv"
+        path.write_text(azure.read_text().replace("2023-11-16 18:15:50.9951690", "16/11/2023"))
+    elif case == "past the end":
+        path, extra = azure, ["dataset.start_s=500"]
+    code = sweep_main(
+        ["+experiment=trace_replay", f"sweep.grid.dataset.path=[{path}]", *extra,
+         f"output.dir={tmp_path}/out"]
+    )  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err, err
+    expected = {
+        "unknown name": "error: unknown trace 'azure_conv_2025' (dataset.path): not a file",
+        "hash mismatch": f"error: trace azure_conv_2023: {cache}/traces/"
+        "AzureLLMInferenceTrace_conv.csv has sha256 ",
+        "malformed date": f"error: {path}:3: column 'TIMESTAMP' must be a date-time such as",
+        "past the end": f"error: dataset.start_s=500 is past the end of trace {azure}: its last "
+        "row is 424.259 s after its first",
+    }[case]
+    assert err.startswith(expected), err
+    assert not (tmp_path / "out").exists() and not list(stamps.iterdir())
