@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.wandb_cells import is_number, table_frame
+from analysis.wandb_cells import is_number
 from sweep.core import records as rec
 from sweep.core.config import TrackingConfig
 
@@ -62,7 +62,7 @@ class DeploymentRuns:
 
     Args:
         open_run: starts a run from (name, job type, config) and returns it (`Tracker`'s).
-        table: makes a `wandb.Table` from a frame of cells.
+        table: makes a `wandb.Table` of a frame (`wandb_cells.wandb_table`).
     """
 
     def __init__(self, open_run: OpenRun, table: Callable[[pd.DataFrame], Any]) -> None:
@@ -90,9 +90,7 @@ class DeploymentRuns:
         while self._runs:
             key, run = next(iter(self._runs.items()))
             trials = self._rows[key]
-            run.summary[TRIALS_TABLE] = self._table(
-                table_frame(pd.DataFrame([r for r, _ in trials]))
-            )
+            run.summary[TRIALS_TABLE] = self._table(pd.DataFrame([r for r, _ in trials]))
             run.summary.update(best_trial(trials))
             del self._runs[key], self._rows[key]
             run.finish()

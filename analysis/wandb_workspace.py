@@ -219,7 +219,7 @@ def build_workspace(spec: WorkspaceSpec, entity: str, project: str) -> Any:
         ws.Section(name=s.name, is_open=True, panels=[panel(p) for p in s.panels])
         for s in spec.sections
     ]
-    runs = ws.RunsetSettings(filters=[ws.Metric("Group") == spec.group])
+    runs = ws.RunsetSettings(filters=ws.And(ws.Metric("Group") == spec.group))
     return ws.Workspace(
         entity=entity, project=project, name=spec.name, sections=sections, runset_settings=runs
     )

@@ -7,6 +7,8 @@ run logs (`wandb_log`), and the workspace is W&B's own object (`wandb_workspaces
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -30,6 +32,7 @@ from sweep.core.results import ResultStore, TrialFiles
 from sweep.plan import build_plan
 
 REF = Path(__file__).resolve().parent / "data" / "ref_sweep"
+REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = "20e5f44e7c56"  # vllm_server c=1 of the reference sweep: a completed trial
 DEPLOYMENTS, PER_DEPLOYMENT_TRIALS = 4, 500
 BIG = "big_sweep"
@@ -184,6 +187,7 @@ def test_a_bad_tracking_value_is_a_one_line_error(override, message):
     assert message in str(raised.value) and "\n" not in str(raised.value)
 
 
+@pytest.mark.slow
 def test_2000_trials_log_a_run_per_deployment_with_trials_as_rows_and_steps(big):
     folder, tracker, runs = big
     assert tracker.layout == PER_DEPLOYMENT and tracker.mode == "offline"
@@ -217,6 +221,7 @@ def test_2000_trials_log_a_run_per_deployment_with_trials_as_rows_and_steps(big)
     assert (folder / SPEC_FILE).is_file() and tracker.workspace_file == folder / SPEC_FILE
 
 
+@pytest.mark.slow
 def test_the_grouped_workspace_draws_only_what_the_runs_log(big):
     folder, _, runs = big
     workspace = build_workspace(read_spec(folder / SPEC_FILE), "offline-entity", "llm-sweep")
@@ -234,6 +239,7 @@ def test_the_grouped_workspace_draws_only_what_the_runs_log(big):
     grid = [(w, k) for kind, w, k in found if kind == "ParallelCoordinatesPlot"]
     assert ("config", "backend.max_num_seqs") in grid  # the axis that varies across deployments
     assert unlogged(workspace, runs.values()) == []
+    assert BIG in workspace.runset_settings.filters  # the sweep's runs only
 
 
 def test_the_per_trial_workspace_draws_only_what_the_runs_log(offline):
@@ -251,3 +257,38 @@ def test_the_per_trial_workspace_draws_only_what_the_runs_log(offline):
     assert {rec.BACKEND_NAME, rec.WORKLOAD_BATCH_SIZE, "load"} <= grid
     assert unlogged(workspace, runs) == []
     assert workspace.name == "ref_sweep: configurations compared"
+
+
+@pytest.mark.slow
+def test_a_sweep_logs_each_trial_as_a_step_of_its_deployments_run(offline, ray_cluster):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sweep",
+            "+experiment=quickstart",
+            "tracking=wandb",
+            "tracking.runs=per_deployment",
+            f"output.dir={offline / 'results'}",
+            "sweep.grid={backend.mode:[per_request],workload.batch_size:[1,2]}",
+            "sweep.repeats=1",
+            "workload.num_requests=8",
+            f"cluster.address={ray_cluster}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    root = offline / "results" / "quickstart"
+    logged = read_runs(root / "wandb")
+    assert sorted(run.job_type for run in logged) == ["hf", "sweep"]  # one deployment, one sweep
+    runs = {run.job_type: run for run in logged}
+    deployment = runs["hf"]
+    assert sorted(step["load"] for step in deployment.history) == [1, 2]
+    assert all(step[rec.OUTPUT_THROUGHPUT] > 0 for step in deployment.history)
+    assert deployment.summary[TRIALS_TABLE]["nrows"] == 2
+    assert "W&B: 2 runs saved offline" in result.stdout
+    spec = read_spec(root / SPEC_FILE)
+    assert any(p.kind == "line" for s in spec.sections for p in s.panels)
