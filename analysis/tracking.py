@@ -103,8 +103,8 @@ class Tracker:
         if not self.enabled:
             return
         row = {key: plain(value) for key, value in summary_row.items()}
-        metrics = trial_metrics(row)
         with self._guard(f"logging trial {row.get(rec.LABEL)}"):
+            metrics = trial_metrics(row)
             if self.layout == PER_DEPLOYMENT:
                 self._import()
                 self._groups.log(row, metrics)
@@ -171,7 +171,9 @@ class Tracker:
             return
         with self._guard("writing the workspace"):
             spec = workspace_spec(summary, self.sweep, self.layout, {*tables, *images})
-            online = (self.entity, self.project) if self.mode == "online" else None
+            online = None
+            if self.mode == "online":  # a workspace needs its entity: the user's by default
+                online = (self.entity or self._import().Api().default_entity, self.project)
             self.workspace_file, url = publish(spec, self.root, online)
             if url:
                 self._echo(f"W&B workspace: {url}")

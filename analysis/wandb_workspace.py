@@ -6,8 +6,8 @@ configuration, the capacity table, the Pareto front, and a parallel-coordinates 
 Each panel names its metrics with their source (`history`, `summary`, `config`, `table`,
 `media`), so every one is a key the runs log. The spec is written next to the results
 (`<results>/wandb_workspace.json`: `write_spec`, `read_spec`), and `build_workspace` turns it
-into W&B's own workspace object (`wandb_workspaces`), which `save_workspace` saves to the project
-when online.
+into W&B's own workspace object (`wandb_workspaces`), which `save_workspace` saves to the project;
+`publish` writes the file and, online, saves it.
 """
 
 from __future__ import annotations
@@ -225,16 +225,13 @@ def build_workspace(spec: WorkspaceSpec, entity: str, project: str) -> Any:
     )
 
 
-def save_workspace(spec: WorkspaceSpec, entity: str | None, project: str) -> str:
+def save_workspace(spec: WorkspaceSpec, entity: str, project: str) -> str:
     """Save the workspace to W&B (needs credentials); returns its URL."""
-    import wandb
-
-    workspace = build_workspace(spec, entity or wandb.Api().default_entity, project)
-    return workspace.save().url
+    return build_workspace(spec, entity, project).save().url
 
 
 def publish(
-    spec: WorkspaceSpec, results_dir: str | Path, online: tuple[str | None, str] | None
+    spec: WorkspaceSpec, results_dir: str | Path, online: tuple[str, str] | None
 ) -> tuple[Path, str | None]:
     """Write the spec next to the results and, given `online` (entity, project), save it to W&B.
 
