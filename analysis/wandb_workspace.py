@@ -178,18 +178,17 @@ def read_spec(path: str | Path) -> WorkspaceSpec:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         sections = tuple(
-            SectionSpec(
-                s["name"],
-                tuple(
-                    PanelSpec(p["kind"], p["title"], tuple(MetricRef(**m) for m in p["metrics"]))
-                    for p in s["panels"]
-                ),
-            )
-            for s in data.pop("sections")
+            SectionSpec(**{**s, "panels": tuple(_panel(p) for p in s["panels"])})
+            for s in data["sections"]
         )
-        return WorkspaceSpec(**data, sections=sections)
+        return WorkspaceSpec(**{**data, "sections": sections})
     except (KeyError, TypeError, ValueError) as exc:
         raise SweepError(f"{path}: not a W&B workspace definition ({exc})") from exc
+
+
+def _panel(data: dict[str, Any]) -> PanelSpec:
+    """A panel from its JSON (unknown keys are a TypeError)."""
+    return PanelSpec(**{**data, "metrics": tuple(MetricRef(**m) for m in data["metrics"])})
 
 
 def build_workspace(spec: WorkspaceSpec, entity: str, project: str) -> Any:

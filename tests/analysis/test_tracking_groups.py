@@ -6,6 +6,7 @@ run logs (`wandb_log`), and the workspace is W&B's own object (`wandb_workspaces
 """
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -22,12 +23,19 @@ import pytest
 import wandb_workspaces.reports.v2 as wr
 from wandb_log import read_runs
 
-from analysis.tracking import upload_results
+from analysis.load import load_summary
+from analysis.tracking import Tracker, upload_results
 from analysis.tracking_groups import PER_DEPLOYMENT, PER_TRIAL, TRIALS_TABLE, run_layout
-from analysis.wandb_workspace import SPEC_FILE, build_workspace, read_spec
+from analysis.wandb_workspace import (
+    SPEC_FILE,
+    build_workspace,
+    read_spec,
+    workspace_spec,
+    write_spec,
+)
 from sweep.core import records as rec
 from sweep.core.config import TrackingConfig
-from sweep.core.errors import ConfigError
+from sweep.core.errors import ConfigError, SweepError
 from sweep.core.results import ResultStore, TrialFiles
 from sweep.plan import build_plan
 
@@ -292,3 +300,43 @@ def test_a_sweep_logs_each_trial_as_a_step_of_its_deployments_run(offline, ray_c
     assert "W&B: 2 runs saved offline" in result.stdout
     spec = read_spec(root / SPEC_FILE)
     assert any(p.kind == "line" for s in spec.sections for p in s.panels)
+
+
+def test_a_wandb_failure_in_grouped_mode_is_one_warning_and_turns_tracking_off(
+    offline, monkeypatch, caplog
+):
+    calls = []
+
+    class Down:
+        Settings = dict
+
+        @staticmethod
+        def init(**kwargs):
+            calls.append(kwargs)
+            raise ConnectionError("api.wandb.ai unreachable\nretrying forever")
+
+    config = TrackingConfig(name="wandb", runs="per_deployment")
+    tracker = Tracker(config, "outage", offline)
+    monkeypatch.setattr(tracker, "_import", lambda: Down)
+    summary = load_summary(REF)
+    with caplog.at_level(logging.WARNING, logger="analysis.tracking"):
+        for row in summary.to_dict("records"):
+            tracker.trial_finished(row, pd.DataFrame(), pd.DataFrame())
+        tracker.sweep_finished(summary, [])
+        tracker.close()
+    assert len(calls) == 1 and not tracker.enabled and tracker.runs_logged == 0
+    (warning,) = caplog.records
+    assert "api.wandb.ai unreachable" in warning.getMessage()
+    assert not (offline / SPEC_FILE).exists()
+
+
+def test_the_workspace_file_reads_back_and_refuses_unknown_keys(tmp_path):
+    spec = workspace_spec(load_summary(REF), "ref_sweep", PER_DEPLOYMENT, {"pareto_front"})
+    path = write_spec(spec, tmp_path)
+    assert read_spec(path) == spec
+    data = json.loads(path.read_text())
+    data["sections"][0]["panels"][0]["colour"] = "red"
+    path.write_text(json.dumps(data))
+    with pytest.raises(SweepError, match="not a W&B workspace definition") as raised:
+        read_spec(path)
+    assert "\n" not in str(raised.value)
