@@ -22,7 +22,7 @@ import pandas as pd
 
 from analysis.plots import load_values, numeric_column
 from analysis.tracking_groups import PER_DEPLOYMENT
-from analysis.wandb_cells import LOAD, is_config
+from analysis.wandb_cells import LOAD
 from sweep.core import records as rec
 from sweep.core.errors import SweepError
 
@@ -147,11 +147,14 @@ def against_load() -> list[tuple[str, list[str]]]:
 
 
 def grid_axes(summary: pd.DataFrame, grouped: bool) -> list[str]:
-    """Config columns whose value varies across the trials (across deployments when grouped)."""
+    """Config columns whose value varies across the trials (across deployments when grouped).
+
+    The environment (`env.*`: versions, the worker's pid) is not an axis of the grid.
+    """
     axes = []
     for column in summary.columns:
         group = column.partition(rec.CONFIG_SEPARATOR)[0]
-        if not is_config(column) or rec.CONFIG_SEPARATOR not in column:
+        if rec.CONFIG_SEPARATOR not in column or column.startswith(rec.ENV_PREFIX):
             continue
         if grouped and group not in rec.DEPLOYMENT_GROUPS:
             continue

@@ -29,6 +29,7 @@ from analysis.tracking_groups import PER_DEPLOYMENT, PER_TRIAL, TRIALS_TABLE, ru
 from analysis.wandb_workspace import (
     SPEC_FILE,
     build_workspace,
+    grid_axes,
     read_spec,
     workspace_spec,
     write_spec,
@@ -340,3 +341,14 @@ def test_the_workspace_file_reads_back_and_refuses_unknown_keys(tmp_path):
     with pytest.raises(SweepError, match="not a W&B workspace definition") as raised:
         read_spec(path)
     assert "\n" not in str(raised.value)
+
+
+def test_the_grid_is_the_config_that_varies_across_runs_never_the_environment():
+    summary = load_summary(REF)
+    summary.loc[0, "env.git_sha"] = "another"  # the same grid run from two commits
+    assert grid_axes(summary, grouped=False) == [
+        rec.BACKEND_NAME,
+        rec.WORKLOAD_BATCH_SIZE,
+        rec.WORKLOAD_CONCURRENCY,
+    ]
+    assert grid_axes(summary, grouped=True) == [rec.BACKEND_NAME]  # a run is a deployment
