@@ -1,37 +1,51 @@
-"""Weights & Biases tracking: one run per trial and one per sweep; the one module importing wandb.
+"""Weights & Biases tracking: runs for the trials and the sweep; the one module importing wandb.
 
-`Tracker` is built from the sweep's `TrackingConfig`, its name and its results folder; with
-`tracking=none` every call does nothing. Otherwise each finished trial becomes a run (group = sweep,
-job type = backend, name = trial label) holding the trial's flattened config (secrets scrubbed), its
-metrics as summary, its resource time series as history and a sample of its request records as a
-table; `sweep_finished` adds a run with the summary table, the capacity table of a search
-(`analysis.capacity`), the report's plots and, with `quality=on`, the quality table and its front
-on (USD per 1M output tokens, KL) as a W&B scatter (`analysis.quality_front`). Without credentials
-the runs are written offline under `<results>/<sweep>/wandb/` and `close` prints the `wandb sync`
+`Tracker` is built from the sweep's `TrackingConfig`, its name, its results folder and its number
+of trials; with `tracking=none` every call does nothing. `tracking.runs` says how trials become
+runs (`analysis.tracking_groups.run_layout`; `auto` groups them past `tracking.group_above`):
+- per trial: each finished trial is a run (group = sweep, job type = backend, name = trial label)
+  holding the trial's flattened config (secrets scrubbed), its metrics and load as summary, its
+  resource time series as history and a sample of its request records as a table;
+- per deployment (`analysis.tracking_groups`): a run per deployment, each finished trial one step
+  of its metrics and one row of the run's `trials` table.
+`sweep_finished` adds a run with the summary table, the capacity table of a search
+(`analysis.capacity`), the Pareto front's points, the report's plots and, with `quality=on`, the
+quality table and its front on (USD per 1M output tokens, KL) as a W&B scatter
+(`analysis.quality_front`); then it writes the sweep's workspace (`analysis.wandb_workspace`) to
+`<results>/wandb_workspace.json` and, online, saves it to the project. Without credentials the
+runs are written offline under `<results>/<sweep>/wandb/` and `close` prints the `wandb sync`
 command. Tracking never fails a sweep: the first wandb error is logged as one warning line and
 turns the tracker off. `upload_results` tracks a finished folder.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import netrc
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-import numpy as np
 import pandas as pd
 
 from analysis.capacity import capacity_table, search_settings
+from analysis.compare import pareto_points
 from analysis.load import load_requests, load_summary, load_timeseries
 from analysis.plots import sweep_title
 from analysis.quality_front import COST, KL, front_points
 from analysis.roofline import roofline
+from analysis.tracking_groups import PER_DEPLOYMENT, DeploymentRuns, run_layout
+from analysis.wandb_cells import (
+    history_steps,
+    is_config,
+    plain,
+    request_sample,
+    trial_metrics,
+    wandb_table,
+)
+from analysis.wandb_settings import QUIET_SETTINGS, resolve_mode, sweep_tracking
+from analysis.wandb_workspace import CAPACITY_TABLE, PARETO_TABLE, publish, workspace_spec
 from sweep.core import records as rec
 from sweep.core.config import TrackingConfig
 from sweep.core.secrets import scrub
@@ -41,29 +55,14 @@ log = logging.getLogger(__name__)
 DEFAULT_PROJECT = "llm-sweep"
 WANDB_DIR = "wandb"
 SWEEP_JOB_TYPE = "sweep"
-REQUEST_SAMPLE_ROWS = 200
-DEFAULT_HOST = "https://api.wandb.ai"
-IDENTITY = (rec.TRIAL_ID, rec.DEPLOYMENT_ID, rec.SWEEP_NAME, rec.REPEAT, rec.LABEL)
-# Logged as the run's config beside the flattened config: what the backend says of itself.
-CONFIG_COLUMNS = (*IDENTITY, *rec.BACKEND_FACTS)
-# No console capture, code, git, requirements or machine metadata: the sweep's own output stays
-# readable, and nothing from the environment (where secrets live) is copied into the run.
-QUIET_SETTINGS = {
-    "silent": True,
-    "console": "off",
-    "save_code": False,
-    "disable_git": True,
-    "x_save_requirements": False,
-    "x_disable_meta": True,
-    "x_disable_stats": True,
-    "x_disable_machine_info": True,
-    "disable_job_creation": True,
-    "init_timeout": 30.0,  # an outage costs one wait, then the tracker is off
-}
 
 
 class Tracker:
-    """Logs trials and the sweep to W&B as they finish; a no-op unless `config.name` is wandb."""
+    """Logs trials and the sweep to W&B as they finish; a no-op unless `config.name` is wandb.
+
+    `trials` is the number of trials the sweep runs: with `tracking.runs=auto` it picks the
+    layout (a run per trial, or per deployment past `tracking.group_above`).
+    """
 
     def __init__(
         self,
@@ -71,18 +70,22 @@ class Tracker:
         sweep: str,
         results_dir: str | Path,
         echo: Callable[[str], None] = print,
+        trials: int = 0,
     ) -> None:
         self.enabled = config.name == "wandb"
         self.sweep = sweep
         self.project = config.project or DEFAULT_PROJECT
         self.entity = config.entity
         self.mode = resolve_mode(config.mode) if self.enabled else "disabled"
+        self.layout = run_layout(config, trials)
         self.root = _local_dir(str(results_dir))
         self.wandb_dir = self.root / WANDB_DIR
+        self.workspace_file: Path | None = None
         self.runs_logged = 0
         self._echo = echo
         self._wandb: Any = None
         self._run: Any = None
+        self._groups = DeploymentRuns(self._open_run, lambda f: wandb_table(self._wandb, f))
 
     def __enter__(self) -> Tracker:
         return self
@@ -93,15 +96,20 @@ class Tracker:
     def trial_finished(
         self, summary_row: Mapping[str, Any], requests: pd.DataFrame, timeseries: pd.DataFrame
     ) -> None:
-        """One run for one finished trial (failed trials too, with their error as summary)."""
+        """Log one finished trial (failed trials too, with their error as summary).
+
+        Per trial, a run of its own; per deployment, a step and a table row of its deployment's.
+        """
         if not self.enabled:
             return
-        row = {key: _plain(value) for key, value in summary_row.items()}
-        config = {k: v for k, v in row.items() if k in CONFIG_COLUMNS or rec.CONFIG_SEPARATOR in k}
-        metrics = {k: v for k, v in row.items() if k not in config and v is not None}
-        derived = roofline(pd.DataFrame([row])).iloc[0]
-        metrics.update({k: float(derived[k]) for k in (rec.MBU, rec.MFU) if pd.notna(derived[k])})
+        row = {key: plain(value) for key, value in summary_row.items()}
         with self._guard(f"logging trial {row.get(rec.LABEL)}"):
+            metrics = trial_metrics(row)
+            if self.layout == PER_DEPLOYMENT:
+                self._import()
+                self._groups.log(row, metrics)
+                return
+            config = {k: v for k, v in row.items() if is_config(k)}
             wandb = self._start(
                 row.get(rec.LABEL) or row.get(rec.TRIAL_ID), str(row.get(rec.BACKEND_NAME)), config
             )
@@ -114,7 +122,7 @@ class Tracker:
             self._run.summary.update(scrub(metrics))
             if len(requests):
                 sample = request_sample(requests)
-                self._run.log({"requests": wandb.Table(dataframe=_table_frame(sample))})
+                self._run.log({"requests": wandb_table(wandb, sample)})
             self._finish()
 
     def sweep_finished(
@@ -125,36 +133,56 @@ class Tracker:
         findings: tuple[str, ...] | list[str] = (),
         quality: pd.DataFrame | None = None,
     ) -> None:
-        """One run for the sweep: the summary, capacity, findings and quality tables, the plots.
+        """Finish the deployments' runs, log the sweep's run, write and save its workspace.
 
-        Without `capacity` it is computed from `summary` with the sweep.yaml's search settings;
-        `findings` are the report's sentences (`analysis.findings`), one row each; `quality` is
-        `analysis.quality.quality_table`, logged with its front (`quality_front`: a scatter of
-        USD per 1M output tokens against KL, and `quality_front_points`, whose `on_quality_front`
-        marks the front).
+        The sweep's run holds the summary, capacity, Pareto front, findings and quality tables
+        and the plots. Without `capacity` it is computed from `summary` with the sweep.yaml's
+        search settings; `findings` are the report's sentences (`analysis.findings`), one row
+        each; `quality` is `analysis.quality.quality_table`, logged with its front
+        (`quality_front`: a scatter of USD per 1M output tokens against KL, and
+        `quality_front_points`, whose `on_quality_front` marks the front).
         """
         if not self.enabled:
             return
         with self._guard("logging the sweep"):
+            self.runs_logged += self._groups.finish()
             if capacity is None:
                 capacity = capacity_table(summary, *search_settings(self.root))
             wandb = self._start(
                 self.sweep, SWEEP_JOB_TYPE, {rec.SWEEP_NAME: self.sweep, "trials": len(summary)}
             )
-            tables = {"summary": wandb.Table(dataframe=_table_frame(summary))}
-            if len(capacity):
-                tables["capacity"] = wandb.Table(dataframe=_table_frame(capacity))
+            front = pareto_points(summary)
+            tables = {"summary": wandb_table(wandb, summary)}
+            for key, frame in (
+                (CAPACITY_TABLE, capacity),
+                (PARETO_TABLE, front),
+                ("quality", quality),
+            ):
+                if frame is not None and len(frame):
+                    tables[key] = wandb_table(wandb, frame)
             if findings:
                 tables["findings"] = wandb.Table(columns=["finding"], data=[[f] for f in findings])
             if quality is not None and len(quality):
-                tables["quality"] = wandb.Table(dataframe=_table_frame(quality))
                 tables.update(_quality_front(wandb, quality))
             images = {f"plots/{p.stem}": wandb.Image(str(p), caption=p.stem) for p in plots}
             self._run.log({**tables, **images})
             self._finish()
+        if not self.enabled:
+            return
+        with self._guard("writing the workspace"):
+            spec = workspace_spec(summary, self.sweep, self.layout, {*tables, *images})
+            online = None
+            if self.mode == "online":  # a workspace needs its entity: the user's by default
+                online = (self.entity or self._import().Api().default_entity, self.project)
+            self.workspace_file, url = publish(spec, self.root, online)
+            if url:
+                self._echo(f"W&B workspace: {url}")
 
     def close(self) -> None:
-        """Stop the wandb service process and say how to upload offline runs."""
+        """Finish open runs, stop the wandb service process, say how to upload offline runs."""
+        if len(self._groups):
+            with self._guard("finishing the deployments' runs"):
+                self.runs_logged += self._groups.finish()
         if self._wandb is not None:
             with self._guard("shutting down"):
                 self._wandb.teardown()
@@ -165,10 +193,10 @@ class Tracker:
                 f"wandb sync {self.wandb_dir}/offline-run-*"
             )
 
-    def _start(self, name: str, job_type: str, config: dict[str, Any]) -> Any:
+    def _open_run(self, name: str, job_type: str, config: dict[str, Any]) -> Any:
         wandb = self._import()
         self.root.mkdir(parents=True, exist_ok=True)
-        self._run = wandb.init(
+        return wandb.init(
             project=self.project,
             entity=self.entity,
             group=self.sweep,
@@ -180,7 +208,10 @@ class Tracker:
             reinit="create_new",
             settings=wandb.Settings(**QUIET_SETTINGS),
         )
-        return wandb
+
+    def _start(self, name: str, job_type: str, config: dict[str, Any]) -> Any:
+        self._run = self._open_run(name, job_type, config)
+        return self._import()
 
     def _finish(self) -> None:
         run, self._run = self._run, None
@@ -205,51 +236,13 @@ class Tracker:
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             log.warning("W&B tracking turned off after an error while %s: %s", doing, reason)
             self.enabled = False
+            self._groups.abandon()
             if self._run is not None:
                 run, self._run = self._run, None
                 try:
                     run.finish(exit_code=1)
                 except Exception:  # the run is lost either way; the warning above says why
                     pass
-
-
-def resolve_mode(configured: str | None) -> str:
-    """The configured mode, else `WANDB_MODE`, else online with credentials, offline without."""
-    if configured:
-        return configured
-    if os.environ.get("WANDB_MODE"):
-        return os.environ["WANDB_MODE"]
-    return "online" if has_credentials() else "offline"
-
-
-def has_credentials() -> bool:
-    """Whether `WANDB_API_KEY` is set or the netrc file has a password for the W&B host."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", DEFAULT_HOST)).hostname
-    try:
-        entry = netrc.netrc(os.environ.get("NETRC")).authenticators(host or "")
-    except (OSError, netrc.NetrcParseError):
-        return False
-    return bool(entry and entry[2])
-
-
-def history_steps(timeseries: pd.DataFrame) -> list[dict[str, float]]:
-    """One history step per sample time: `t_s` and `source/metric` keys with their values."""
-    if timeseries.empty:
-        return []
-    keyed = timeseries.assign(_key=timeseries[rec.SOURCE] + "/" + timeseries[rec.METRIC])
-    wide = keyed.pivot_table(index=rec.T_S, columns="_key", values=rec.VALUE, aggfunc="mean")
-    return [
-        {rec.T_S: float(t), **{k: float(v) for k, v in row.items() if pd.notna(v)}}
-        for t, row in wide.sort_index().iterrows()
-    ]
-
-
-def request_sample(requests: pd.DataFrame, rows: int = REQUEST_SAMPLE_ROWS) -> pd.DataFrame:
-    """At most `rows` request records (a fixed random sample), in request order."""
-    sample = requests.sample(rows, random_state=0) if len(requests) > rows else requests
-    return sample.sort_values(rec.REQUEST_IDX) if rec.REQUEST_IDX in sample else sample
 
 
 def upload_results(
@@ -260,10 +253,11 @@ def upload_results(
     findings: tuple[str, ...] | list[str] = (),
     quality: pd.DataFrame | None = None,
 ) -> Tracker:
-    """Log a finished results folder: one run per trial and the sweep run; returns the tracker.
+    """Log a finished results folder: its trials, the sweep run and workspace; returns the tracker.
 
-    `capacity` is the report's capacity table (with its target rate); computed when None.
-    `quality` is the report's quality table (`ReportPaths.quality`).
+    The runs are laid out as the sweep's `tracking` settings (its sweep.yaml) say, `auto` by
+    default. `capacity` is the report's capacity table (with its target rate); computed when
+    None. `quality` is the report's quality table (`ReportPaths.quality`).
     """
     summary = load_summary(results_dir)
     requests, timeseries = load_requests(results_dir), load_timeseries(results_dir)
@@ -272,9 +266,11 @@ def upload_results(
         name: dict(tuple(frame.groupby(rec.TRIAL_ID)))
         for name, frame in (("requests", requests), ("timeseries", timeseries))
     }
-    config = TrackingConfig(name="wandb", project=project or DEFAULT_PROJECT)
-    with Tracker(config, sweep, results_dir) as tracker:
-        for row in summary.to_dict("records"):
+    config = sweep_tracking(results_dir, project or DEFAULT_PROJECT)
+    with Tracker(config, sweep, results_dir, trials=len(summary)) as tracker:
+        derived = roofline(summary)  # at once: row by row costs 30 ms a trial
+        rows = summary.assign(**{k: derived[k] for k in (rec.MBU, rec.MFU)})
+        for row in rows.to_dict("records"):
             trial_id = row[rec.TRIAL_ID]
             tracker.trial_finished(
                 row,
@@ -290,31 +286,9 @@ def _quality_front(wandb: Any, quality: pd.DataFrame) -> dict[str, Any]:
     points = front_points(quality)
     if points.empty:
         return {}
-    table = wandb.Table(dataframe=_table_frame(points))
+    table = wandb_table(wandb, points)
     scatter = wandb.plot.scatter(table, COST, KL, title="Quality against cost (KL from baseline)")
     return {"quality_front_points": table, "quality_front": scatter}
-
-
-def _table_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """Cells a wandb.Table takes: scalars or None, lists as JSON text, secrets scrubbed."""
-    return frame.astype(object).map(lambda value: scrub(_cell(_plain(value))))
-
-
-def _cell(value: Any) -> Any:
-    return json.dumps(value) if isinstance(value, list | dict) else value
-
-
-def _plain(value: Any) -> Any:
-    """A value from numpy or pandas as plain Python; NaN and NA as None."""
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if value is None or (not isinstance(value, str | dict) and pd.isna(value)):
-        return None
-    return value
 
 
 def _local_dir(results_dir: str) -> Path:

@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         state = select_pending(plan, store)
         print_resume(state)
         store.write_sweep_yaml(sweep_yaml(plan, overrides))
-        with Tracker(plan.base.tracking, plan.name, store.root) as tracker:
+        trials = sum(probe_budget(t) for t in plan.trials)  # its size picks the W&B layout
+        with Tracker(plan.base.tracking, plan.name, store.root, trials=trials) as tracker:
             if state.deployments:
                 run_on_ray(plan, state.deployments, store, tracker)
             summary = load_summary(store.root)

@@ -27,7 +27,7 @@ NOT_IN_TRIAL_ID = (
     "sweep", "output", "cluster", "tracking", "slo", "search", "reference", "quality",
 )  # fmt: skip
 NOT_IN_FLAT = ("sweep", "output", "cluster", "tracking", "search", "reference", "quality")
-DEPLOYMENT_KEYS = ("model", "backend", "hardware")
+DEPLOYMENT_KEYS = rec.DEPLOYMENT_GROUPS
 # The workload value a search varies, per workload mode; other modes have no load to raise.
 LOAD_AXES = {"open_loop": "workload.request_rate", "closed_loop": "workload.concurrency"}
 

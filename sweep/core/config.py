@@ -49,6 +49,8 @@ GROUPS = (
     "model", "backend", "workload", "dataset", "hardware", "cluster", "output", "tracking",
     "search", "proxy", "quality",
 )  # fmt: skip
+# How trials become W&B runs (`TrackingConfig.runs`); `auto` picks one of the other two.
+TRACKING_RUNS = ("auto", "per_trial", "per_deployment")
 WORKLOAD_MODES = ("latency_bound", "throughput_bound", "offline_batch", "closed_loop", "open_loop")
 
 
@@ -366,12 +368,23 @@ class OutputConfig:
 
 @dataclass
 class TrackingConfig:
-    """Experiment tracking (W&B); `none` turns it off."""
+    """Experiment tracking (W&B); `none` turns it off.
+
+    `runs` is how trials become W&B runs: `per_trial` (one run each), `per_deployment` (one run
+    per deployment, its trials as steps and table rows), or `auto`: per deployment when the sweep
+    has more than `group_above` trials, one run per trial otherwise.
+    """
 
     name: str = "none"
     project: str | None = None
     entity: str | None = None
     mode: str | None = None
+    runs: str = "auto"
+    group_above: int = 200
+
+    def __post_init__(self) -> None:
+        check_choice("tracking", "runs", self.runs, TRACKING_RUNS)
+        check_positive("tracking", group_above=self.group_above)
 
 
 @dataclass

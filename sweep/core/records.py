@@ -253,6 +253,9 @@ PREEMPTIONS = "preemptions"
 # and the metric columns produced by `sweep.core.summary.summarize` complete the row.
 SWEEP_NAME = "sweep_name"
 DEPLOYMENT_ID = "deployment_id"
+# The config groups a deployment is made of (what `deployment_id` hashes): their columns are
+# the same for every trial of a deployment.
+DEPLOYMENT_GROUPS = ("model", "backend", "hardware")
 REPEAT = "repeat"
 LABEL = "label"
 # JSON {group: option}: the option of each config group the trial was composed with.

@@ -15,7 +15,9 @@ from wandb_log import read_runs
 
 from analysis.load import load_requests, load_summary, load_timeseries
 from analysis.report import write_report
-from analysis.tracking import Tracker, has_credentials, history_steps, resolve_mode, upload_results
+from analysis.tracking import Tracker, upload_results
+from analysis.wandb_cells import history_steps
+from analysis.wandb_settings import has_credentials, resolve_mode
 from sweep.core import records as rec
 from sweep.core.config import TrackingConfig
 from tests.helpers import own_processes
@@ -24,27 +26,6 @@ REF = Path(__file__).resolve().parent / "data" / "ref_sweep"
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "sekret-value-123"
 WANDB = TrackingConfig(name="wandb")
-
-
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """No credentials anywhere, every wandb folder in tmp_path."""
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")  # the tracker sets it in its process otherwise
-    netrc = tmp_path / "netrc"
-    netrc.write_text("")
-    monkeypatch.setenv("NETRC", str(netrc))
-    for var, sub in (
-        ("WANDB_DIR", "wandb_dir"),
-        ("WANDB_CONFIG_DIR", "config"),
-        ("WANDB_CACHE_DIR", "cache"),
-        ("WANDB_DATA_DIR", "data"),
-    ):
-        (tmp_path / sub).mkdir()
-        monkeypatch.setenv(var, str(tmp_path / sub))
-    return tmp_path
 
 
 def wandb_children() -> list[psutil.Process]:
