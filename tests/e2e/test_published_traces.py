@@ -1,19 +1,21 @@
 """Published traces replayed through the trial path against the sim server, whose stamps are the
-truth: Azure's conversation trace at its own times, Mooncake's conversation trace against the
-tiny model's 4096-token context with each `dataset.too_long`.
+truth: Azure's conversation trace at its own times, Mooncake's conversation trace against the tiny
+model's 4096-token context with each `dataset.too_long`.
 
-The slices of the published files in `tests/fixtures/traces/` (`scripts/make_trace_fixtures.py`;
-skipped where absent). Short on purpose: the Azure replay takes the trace's first 60 s at 4x
-(the full 2,000 rows at speedup 1 is `scripts/bench_trace_replay.py`'s figure in
-`docs/benchmarks.md`); Mooncake's 1,000 rows (330 s) run at 100x with a fast sim. The arrival
-bound is loose (p99 20 ms, median-aligned) so that a busy 2-core machine does not fail it. Bad
-input (an unknown name, a hash mismatch, a malformed Azure date, a window past the end) stops
-`python -m sweep` in one line before any request reaches the server.
+The slices of the published files in `tests/fixtures/traces/` (`scripts/make_trace_fixtures.py`),
+or where absent (fetched data is not committed) stand-ins in their formats (`tests.trace_slices`).
+Short on purpose: the Azure replay takes the trace's first 60 s at 4x (the full 2,000 rows at
+speedup 1 is `scripts/bench_trace_replay.py`'s figure in `docs/benchmarks.md`); Mooncake's 1,000
+rows (330 s) run at 100x with a fast sim. The arrival bound is loose (p99 20 ms, median-aligned) so
+that a busy 2-core machine does not fail it. Bad input (an unknown name, a hash mismatch, a
+malformed Azure date, a window past the end) stops `python -m sweep` in one line before any request
+reaches the server.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +26,14 @@ from sweep.core import records as R
 from sweep.datasets.trace_file import read_trace
 from sweep.loadgen.request_ids import parse as parse_id
 from tests.helpers import run_sweep_here
+from tests.trace_slices import slice_path
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "traces"
 P99_BOUND_MS = 20.0
 CONTEXT = 4096  # the tiny model's
 
 
 def fixture(name: str) -> Path:
-    path = FIXTURES / name
-    if not path.is_file():
-        pytest.skip(f"{path} absent: run scripts/make_trace_fixtures.py")
-    return path
+    return slice_path(name)  # the published slice, or a stand-in in its format
 
 
 def replay(tmp: Path, overrides: list[str]) -> tuple[list, list[np.ndarray]]:
@@ -55,6 +54,7 @@ def replay(tmp: Path, overrides: list[str]) -> tuple[list, list[np.ndarray]]:
     return collected, sorted(runs, key=lambda run: run[0])
 
 
+@pytest.mark.alone  # arrival times to the millisecond: nothing runs beside it
 def test_azure_conversation_rows_reach_the_server_at_their_times(tmp_path):
     path = fixture("azure_conv_2023.csv")
     trace = read_trace(str(path))
@@ -136,7 +136,7 @@ def test_truncate_sends_every_mooncake_row_within_the_context(tmp_path, mooncake
 def test_refuse_fails_before_any_request_naming_the_row_and_the_count(
     tmp_path, mooncake, capsys, monkeypatch
 ):
-    path, _, fits = mooncake
+    path, trace, fits = mooncake
     stamps = tmp_path / "stamps"
     stamps.mkdir()
     monkeypatch.setenv("SIM_STAMPS_DIR", str(stamps))
@@ -146,7 +146,8 @@ def test_refuse_fails_before_any_request_naming_the_row_and_the_count(
     )  # fmt: skip
     assert code == 2
     assert capsys.readouterr().err.strip() == (
-        f"error: {path}:1: input_length 6758 + output_length 500 exceeds the context of 4096 "
+        f"error: {path}:1: input_length {trace.input_len[0]} + output_length "
+        f"{trace.output_len[0]} exceeds the context of 4096 "
         f"tokens (model.max_model_len); {1000 - len(fits)} of the 1000 rows taken do not fit: "
         "set dataset.too_long=skip or truncate"
     )
@@ -173,11 +174,14 @@ def test_bad_input_is_one_line_before_any_request(tmp_path, monkeypatch, capsys,
         (cache / "traces").mkdir()
         (cache / "traces" / "AzureLLMInferenceTrace_conv.csv").write_bytes(azure.read_bytes())
         path = "azure_conv_2023"
-    elif case == "malformed date":
+    elif case == "malformed date":  # the second row's date written the other way round
+        lines = azure.read_text().splitlines(keepends=True)
+        lines[2] = "16/11/2023," + lines[2].split(",", 1)[1]
         path = tmp_path / "azure.csv"
-        path.write_text(azure.read_text().replace("2023-11-16 18:15:50.9951690", "16/11/2023"))
+        path.write_text("".join(lines))
     elif case == "past the end":
-        path, extra = azure, ["dataset.start_s=500"]
+        last_s = read_trace(str(azure)).arrival_s[-1]
+        path, extra = azure, [f"dataset.start_s={math.ceil(last_s) + 1}"]
     code = sweep_main(
         ["+experiment=trace_replay", f"sweep.grid.dataset.path=[{path}]", *extra,
          f"output.dir={tmp_path}/out"]
@@ -189,8 +193,8 @@ def test_bad_input_is_one_line_before_any_request(tmp_path, monkeypatch, capsys,
         "hash mismatch": f"error: trace azure_conv_2023: {cache}/traces/"
         "AzureLLMInferenceTrace_conv.csv has sha256 ",
         "malformed date": f"error: {path}:3: column 'TIMESTAMP' must be a date-time such as",
-        "past the end": f"error: dataset.start_s=500 is past the end of trace {azure}: its last "
-        "row is 424.259 s after its first",
+        "past the end": f"error: {extra[0] if extra else ''} is past the end of trace {azure}: "
+        "its last row is ",
     }[case]
     assert err.startswith(expected), err
     assert not (tmp_path / "out").exists() and not list(stamps.iterdir())

@@ -1,10 +1,11 @@
-"""Published traces: Azure's format, names that download and check their sha256, the window,
-rows too long for the context, the summary's trace columns and the prompt cache.
+"""Published traces: Azure's format, names that download and check their sha256, the window, rows
+too long for the context, the summary's trace columns and the prompt cache.
 
 Real files: Azure-format rows written here, and the slices of the published files in
-`tests/fixtures/traces/` (`scripts/make_trace_fixtures.py`; tests on them are skipped where a
-slice is absent). Downloads come from an HTTP server of this test on 127.0.0.1
-(`SWEEP_TRACES_URL`), the catalog entry pointing at a slice's own sha256.
+`tests/fixtures/traces/` (`scripts/make_trace_fixtures.py`), or where a slice is absent (it is not
+committed: fetched data), a stand-in in its exact format (`tests.trace_slices`). Downloads come
+from an HTTP server of this test on 127.0.0.1 (`SWEEP_TRACES_URL`), the catalog entry pointing at a
+slice's own sha256.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import http.server
 import shutil
 import threading
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -29,8 +31,8 @@ from sweep.datasets.context import Context
 from sweep.datasets.trace import read
 from sweep.datasets.trace_catalog import CATALOG, PublishedTrace
 from sweep.datasets.trace_file import read_trace
+from tests.trace_slices import slice_path
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "traces"
 AZURE_2023 = """TIMESTAMP,ContextTokens,GeneratedTokens
 2023-11-16 18:15:46.6805900,374,44
 2023-11-16 18:15:50.9951690,396,109
@@ -45,10 +47,8 @@ CONTEXT = Context(4096, "model.max_model_len")
 
 
 def fixture(name: str) -> Path:
-    path = FIXTURES / f"{name}{Path(CATALOG[name].file).suffix}"
-    if not path.is_file():
-        pytest.skip(f"{path} absent: run scripts/make_trace_fixtures.py")
-    return path
+    """The published slice of `name`, or a stand-in in its format (`tests.trace_slices`)."""
+    return slice_path(f"{name}{Path(CATALOG[name].file).suffix}")
 
 
 @pytest.fixture(scope="module")
@@ -343,4 +343,10 @@ def test_a_well_formed_azure_file_reads_column_by_column_as_row_by_row(tmp_path)
     assert fast.lines == slow.lines == tuple(range(2, 2002))
     assert fast.input_len == slow.input_len and fast.output_len == slow.output_len
     assert fast.arrival_s == pytest.approx(slow.arrival_s, abs=1e-6)
-    assert fast.arrival_s[-1] == pytest.approx(424.259457, abs=1e-6)  # 18:22:50.9400470 - first
+    rows = source.splitlines()[1:]
+    first, last = (
+        datetime.strptime(row.split(",")[0][:26], "%Y-%m-%d %H:%M:%S.%f")
+        for row in (rows[0], rows[-1])
+    )
+    spans = (last - first).total_seconds() + (int(rows[-1][26]) - int(rows[0][26])) * 1e-7
+    assert fast.arrival_s[-1] == pytest.approx(spans, abs=1e-6)  # the 7th digit counted too
