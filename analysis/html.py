@@ -60,7 +60,8 @@ def render_html(title: str, overview: str, sections: list[Section]) -> str:
         if section.table is not None:
             body.append(_table(section.table))
         if section.browse is not None:
-            body.append(browse_table(section.browse, f"every row is in {section.browse_csv}"))
+            caption = f"every row is in {section.browse_csv}"
+            body.append(f'<div class="scroll">{browse_table(section.browse, caption)}</div>')
         body.extend(_figure(image.title, image.path) for image in section.images)
     if any(section.browse is not None for section in sections):
         body.insert(0, browse_library())  # DataTables, inlined once for every browse table

@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analysis.trial_cache import SUMMARY_CACHE, TrialCache
+from analysis.trial_cache import CHUNK, SUMMARY_CACHE, TrialCache
 from sweep.core import records as rec
 from sweep.core.errors import SweepError
 
@@ -181,7 +181,13 @@ def _concat(
         if columns is not None:
             empty = empty.select([c for c in columns if c in empty.column_names])
         return empty.to_pandas()
-    tables = _read_tables(paths, columns)
     # Trials of different backends carry different config columns, and a column that is null in
-    # one trial is typed null there: permissive promotion unifies both.
-    return pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    # one trial is typed null there: permissive promotion unifies both. A few hundred files at
+    # a time, joined into one chunk: many small tables of many columns cost far more memory.
+    parts = [
+        pa.concat_tables(
+            _read_tables(paths[start : start + CHUNK], columns), promote_options="permissive"
+        ).combine_chunks()
+        for start in range(0, len(paths), CHUNK)
+    ]
+    return pa.concat_tables(parts, promote_options="permissive").to_pandas()

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 CACHE_DIR = ".analysis_cache"  # beside the report, under the folder it is written to
 SUMMARY_CACHE = "summaries-v1"  # the raw summary rows
+CHUNK = 500  # trials read and joined at once: 10,000 tables of 200 columns would take GBs
 KEY = "_cache.trial"
 STAMP = "_cache.summary_mtime_ns"
 
@@ -59,10 +60,12 @@ class TrialCache:
         known = set() if kept is None else set(kept[KEY].to_pylist())
         missing = [i for i, key in enumerate(keys) if key not in known]
         self.read_trials = len(missing)
-        new = [
-            _keyed(table, keys[i], stamps[i])
-            for i, table in zip(missing, read([trials[i] for i in missing]), strict=True)
-        ]
+        new = []
+        for start in range(0, len(missing), CHUNK):  # a few hundred small tables at a time
+            chunk = missing[start : start + CHUNK]
+            tables = read([trials[i] for i in chunk])
+            keyed = [_keyed(t, keys[i], stamps[i]) for i, t in zip(chunk, tables, strict=True)]
+            new.append(pa.concat_tables(keyed, promote_options="permissive").combine_chunks())
         parts = ([kept] if kept is not None and kept.num_rows else []) + new
         if not parts:
             return pa.table({})

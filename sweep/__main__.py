@@ -34,7 +34,8 @@ from sweep.search_plan import probe_budget
 log = logging.getLogger("sweep")
 
 USAGE = """usage: python -m sweep +experiment=NAME [key=value ...] [group=option ...]
-  sweep.dry_run=true     print the planned trials and run nothing
+  sweep.dry_run=true     print the plan's summary and run nothing
+  sweep.list_trials=true with the dry run, list every planned trial too
   sweep.overwrite=true   re-run trials that already have results
   cluster=auto           join the running Ray cluster instead of starting a local one
 A sweep that seems stuck prints where each of its threads is on `kill -USR1 <pid>`."""
