@@ -14,18 +14,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analysis.trial_cache import CHUNK, SUMMARY_CACHE, TrialCache
+from analysis.trial_cache import SUMMARY_CACHE, TrialCache, keyed
 from sweep.core import records as rec
 from sweep.core.errors import SweepError
 
-READERS = min(8, os.cpu_count() or 1)  # threads reading a folder's files
+READERS = min(8, os.cpu_count() or 1)  # threads, or processes, reading a folder's files
+CHUNK = 500  # files read and joined at once
+PROCESS_READ_FROM = 2000  # files: from this many on, read by a pool of processes
 
 
 def load_summary(results_dir: str | Path, cache_dir: str | Path | None = None) -> pd.DataFrame:
@@ -43,7 +46,9 @@ def load_summary(results_dir: str | Path, cache_dir: str | Path | None = None) -
         return _concat([t / rec.SUMMARY_FILE for t in trials], schema=None)
     cache = TrialCache(cache_dir, SUMMARY_CACHE)
     table = cache.rows(
-        Path(results_dir), trials, lambda new: _read_tables([t / rec.SUMMARY_FILE for t in new])
+        Path(results_dir),
+        trials,
+        lambda new, tags: _read_joined([t / rec.SUMMARY_FILE for t in new], tags=tags),
     )
     return table.to_pandas()
 
@@ -173,6 +178,44 @@ def _read_tables(paths: Sequence[Path], columns: Sequence[str] | None = None) ->
         return list(pool.map(read, paths))
 
 
+def _read_chunk(
+    paths: Sequence[Path],
+    columns: Sequence[str] | None = None,
+    tags: Sequence[tuple[str, int]] | None = None,
+) -> pa.Table:
+    """Some files read and joined into one chunk (each tagged for the cache when `tags`)."""
+    tables = _read_tables(paths, columns)
+    if tags is not None:
+        tables = [keyed(table, *tag) for table, tag in zip(tables, tags, strict=True)]
+    # Trials of different backends carry different config columns, and a column that is null in
+    # one trial is typed null there: permissive promotion unifies both.
+    return pa.concat_tables(tables, promote_options="permissive").combine_chunks()
+
+
+def _read_joined(
+    paths: Sequence[Path],
+    columns: Sequence[str] | None = None,
+    tags: Sequence[tuple[str, int]] | None = None,
+) -> pa.Table:
+    """The files at `paths` as one table, `CHUNK` files at a time.
+
+    Many small tables of many columns cost far more memory than one, so each chunk is joined
+    as it is read. Reading a small Parquet file is mostly Python work (its footer, its schema),
+    so past `PROCESS_READ_FROM` files the chunks are read by a pool of processes, one per core.
+    """
+    starts = range(0, len(paths), CHUNK)
+    chunks = [
+        (paths[i : i + CHUNK], columns, None if tags is None else tags[i : i + CHUNK])
+        for i in starts
+    ]
+    if len(paths) >= PROCESS_READ_FROM and READERS > 1:
+        with ProcessPoolExecutor(READERS, mp_context=get_context("spawn")) as pool:
+            parts = list(pool.map(_read_chunk, *zip(*chunks, strict=True)))
+    else:
+        parts = [_read_chunk(*chunk) for chunk in chunks]
+    return pa.concat_tables(parts, promote_options="permissive")
+
+
 def _concat(
     paths: list[Path], schema: pa.Schema | None, columns: Sequence[str] | None = None
 ) -> pd.DataFrame:
@@ -181,13 +224,4 @@ def _concat(
         if columns is not None:
             empty = empty.select([c for c in columns if c in empty.column_names])
         return empty.to_pandas()
-    # Trials of different backends carry different config columns, and a column that is null in
-    # one trial is typed null there: permissive promotion unifies both. A few hundred files at
-    # a time, joined into one chunk: many small tables of many columns cost far more memory.
-    parts = [
-        pa.concat_tables(
-            _read_tables(paths[start : start + CHUNK], columns), promote_options="permissive"
-        ).combine_chunks()
-        for start in range(0, len(paths), CHUNK)
-    ]
-    return pa.concat_tables(parts, promote_options="permissive").to_pandas()
+    return _read_joined(paths, columns).to_pandas()

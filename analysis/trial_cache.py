@@ -27,11 +27,11 @@ log = logging.getLogger(__name__)
 
 CACHE_DIR = ".analysis_cache"  # beside the report, under the folder it is written to
 SUMMARY_CACHE = "summaries-v1"  # the raw summary rows
-CHUNK = 500  # trials read and joined at once: 10,000 tables of 200 columns would take GBs
 KEY = "_cache.trial"
 STAMP = "_cache.summary_mtime_ns"
 
-Reader = Callable[[Sequence[Path]], list[pa.Table]]  # trial folders -> one table each
+# trial folders and their (key, stamp) -> their rows in one table, tagged by `keyed`
+Reader = Callable[[Sequence[Path], Sequence[tuple[str, int]]], pa.Table]
 
 
 class TrialCache:
@@ -61,11 +61,9 @@ class TrialCache:
         missing = [i for i, key in enumerate(keys) if key not in known]
         self.read_trials = len(missing)
         new = []
-        for start in range(0, len(missing), CHUNK):  # a few hundred small tables at a time
-            chunk = missing[start : start + CHUNK]
-            tables = read([trials[i] for i in chunk])
-            keyed = [_keyed(t, keys[i], stamps[i]) for i, t in zip(chunk, tables, strict=True)]
-            new.append(pa.concat_tables(keyed, promote_options="permissive").combine_chunks())
+        if missing:
+            tags = [(keys[i], stamps[i]) for i in missing]
+            new.append(read([trials[i] for i in missing], tags))
         parts = ([kept] if kept is not None and kept.num_rows else []) + new
         if not parts:
             return pa.table({})
@@ -97,8 +95,8 @@ class TrialCache:
             tmp.unlink(missing_ok=True)
 
 
-def _keyed(table: pa.Table, key: str, stamp: int) -> pa.Table:
-    """`table` with the trial's key columns."""
+def keyed(table: pa.Table, key: str, stamp: int) -> pa.Table:
+    """`table` (rows of one trial) with the trial's key columns, as `TrialCache` keeps them."""
     n = table.num_rows
     table = table.append_column(KEY, pa.array([key] * n, type=pa.string()))
     return table.append_column(STAMP, pa.array([stamp] * n, type=pa.int64()))

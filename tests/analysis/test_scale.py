@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -21,7 +22,7 @@ from analysis.detail_scope import drawn_trials, request_trials
 from analysis.load import load_requests, load_summary
 from analysis.report import write_report
 from analysis.sections import LISTED_UP_TO
-from analysis.trial_cache import SUMMARY_CACHE, TrialCache
+from analysis.trial_cache import SUMMARY_CACHE, TrialCache, keyed
 from sweep.bench.results_folder import copy_of
 from sweep.core import records as rec
 from sweep.core.results import ResultStore, TrialFiles
@@ -132,11 +133,11 @@ def test_the_summary_cache_reads_only_new_or_rewritten_trials(tmp_path):
     root = Path(store.root)
     trials = sorted(p.parent for p in root.glob(f"*/*/{rec.SUMMARY_FILE}"))
     cache = TrialCache(tmp_path / "cache", SUMMARY_CACHE)
-    reads = []
 
-    def read(folders):
-        reads.append(len(folders))
-        return [pq.read_table(f / rec.SUMMARY_FILE) for f in folders]
+    def read(folders, tags):
+        tables = [pq.read_table(f / rec.SUMMARY_FILE) for f in folders]
+        keyed_tables = [keyed(t, *tag) for t, tag in zip(tables, tags, strict=True)]
+        return pa.concat_tables(keyed_tables, promote_options="permissive")
 
     cache.rows(root, trials, read)
     assert cache.read_trials == 12
@@ -154,6 +155,16 @@ def test_the_summary_cache_reads_only_new_or_rewritten_trials(tmp_path):
     pq.write_table(pq.read_table(rewritten), rewritten)
     cache.rows(root, trials, read)
     assert cache.read_trials == 1
+
+
+def test_a_pool_of_processes_reads_the_same_rows(large, monkeypatch):
+    import analysis.load as load
+
+    threads = load_summary(large)
+    monkeypatch.setattr(load, "PROCESS_READ_FROM", 1)
+    monkeypatch.setattr(load, "READERS", 2)
+    monkeypatch.setattr(load, "CHUNK", 16)  # 80 trials: 5 chunks over 2 processes
+    pd.testing.assert_frame_equal(load_summary(large), threads)
 
 
 def test_requests_are_read_for_the_trials_asked_only():
