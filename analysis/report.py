@@ -320,7 +320,14 @@ CONSOLE_COLUMNS = {
 
 
 def console_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """The columns of `main_table` that matter at a glance, for a 100-column terminal."""
+    """The columns of `main_table` that matter at a glance, for a 100-column terminal.
+
+    A sweep the report pools (`sections.pooled`) shows its grid by series and load instead:
+    series, load, trials, failures and the mean output tok/s and TTFT p50.
+    """
+    if pooled(summary):
+        grid = grid_table(summary)
+        return grid[[*grid.columns[:4], *grid.columns[4:6]]]
     return main_table(summary)[list(CONSOLE_COLUMNS)].rename(columns=CONSOLE_COLUMNS)
 
 

@@ -19,6 +19,7 @@ from analysis.console import print_capacity, print_findings, print_paths, print_
 from analysis.load import load_summary
 from analysis.report import console_table, write_report
 from analysis.tracking import Tracker
+from analysis.trial_cache import CACHE_DIR
 from sweep import environment as env
 from sweep.core.errors import SweepError
 from sweep.core.results import ResultStore, TrialFiles
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         with Tracker(plan.base.tracking, plan.name, store.root) as tracker:
             if state.deployments:
                 run_on_ray(plan, state.deployments, store, tracker)
-            summary = load_summary(store.root)
+            summary = load_summary(store.root, cache_dir=f"{store.root}/{CACHE_DIR}")
             report = write_report(store.root)
             tracker.sweep_finished(
                 summary, list(report.plots), capacity=report.capacity, findings=report.findings

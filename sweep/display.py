@@ -11,7 +11,8 @@ import pandas as pd
 from rich.table import Table
 
 from analysis.console import make_console
-from analysis.flags import trial_checks
+from analysis.flags import grouped_checks, trial_checks
+from analysis.sections import pooled
 from sweep.placement import trial_seconds
 from sweep.plan import SweepPlan
 from sweep.resume import ResumeState
@@ -133,7 +134,7 @@ def print_trust_warnings(summary: pd.DataFrame) -> None:
 
     A saturated client, too short a trial, disagreeing token counts, failed requests.
     """
-    checks = trial_checks(summary)
+    checks = grouped_checks(summary) if pooled(summary) else trial_checks(summary)
     if not checks:
         return
     console.print(f"warning: {len(checks)} trial(s) need a second look:", style="yellow")

@@ -138,7 +138,13 @@ def run_path(trials: int) -> dict:
         specs = plan.trials
         n = len(specs)
         cluster = SimpleNamespace(share_idle_gpus=False)
-        ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
+        ray.init(  # a Ray of its own ("local"), never another one running on this machine
+            address="local",
+            num_cpus=1,
+            include_dashboard=False,
+            logging_level="ERROR",
+            _node_ip_address="127.0.0.1",
+        )
         try:
             ledger = TrialLedger()
             with SweepProgress(n, len(plan.deployments), _quiet_console()) as progress:
