@@ -73,7 +73,7 @@ def trial_checks(trials: pd.DataFrame) -> tuple[str, ...]:
     ok = trials[trials[rec.TRIAL_STATUS] == rec.STATUS_OK]
     return tuple(
         f"{row.get(rec.LABEL)} (`{row[rec.TRIAL_ID]}`): " + "; ".join(notes)
-        for _, row in ok.iterrows()
+        for _, row in _rows(ok)
         if (notes := _trial_notes(row))
     )
 
@@ -87,7 +87,7 @@ def grouped_checks(trials: pd.DataFrame) -> tuple[str, ...]:
     """
     ok = trials[trials[rec.TRIAL_STATUS] == rec.STATUS_OK]
     kinds: dict[str, list] = {}
-    for index, row in ok.iterrows():
+    for index, row in _rows(ok):
         for kind, _ in _trial_flags(row):
             kinds.setdefault(kind, []).append(index)
     lines = []
@@ -182,7 +182,12 @@ def server_counted(trials: pd.DataFrame) -> pd.Series:
 
 def unforced_lengths(trials: pd.DataFrame) -> pd.Series:
     """Per trial: True where `ignore_eos` was not sent, so the server chose output lengths."""
-    return pd.Series([_unforced(row) for _, row in trials.iterrows()], trials.index, dtype=bool)
+    return pd.Series([_unforced(row) for _, row in _rows(trials)], trials.index, dtype=bool)
+
+
+def _rows(trials: pd.DataFrame) -> zip:
+    """(index, row as a dict) per trial: what the checks read, without a Series per row."""
+    return zip(trials.index, trials.to_dict("records"), strict=True)
 
 
 def _recorded(trials: pd.DataFrame, column: str) -> pd.Series:
@@ -261,7 +266,7 @@ def too_small(trials: pd.DataFrame) -> pd.Series:
         [
             row.get(rec.TRIAL_STATUS) == rec.STATUS_OK
             and (_positive(row.get(rec.TOO_SHORT)) or _below_report_minimum(row))
-            for _, row in trials.iterrows()
+            for _, row in _rows(trials)
         ],
         index=trials.index,
         dtype=bool,
