@@ -62,8 +62,10 @@ class SweepProgress:
         )
         if self._shown(row):
             self.console.print(self._line(row))
-        if self.total > EVERY_TRIAL_UP_TO and self._failure_line(row) and (
-            self.failed == FAILURES_LISTED
+        if (
+            self.total > EVERY_TRIAL_UP_TO
+            and self._failure_line(row)
+            and (self.failed == FAILURES_LISTED)
         ):
             self.console.print("[red]further failures are counted, not listed[/]")
 
