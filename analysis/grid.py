@@ -1,7 +1,7 @@
 """The results grid of a large sweep: one row per series and load, its repeats pooled.
 
-A sweep of more than `sections.LISTED_UP_TO` trials does not list them in the report's opening pages:
-its "Results" section is this grid (trials and failures counted, each metric's mean over the
+A sweep of more than `sections.LISTED_UP_TO` trials does not list them in the report's opening
+pages: its "Results" section is this grid (trials and failures counted, each metric's mean over the
 successful repeats with its 95% interval, from `analysis.plots.repeat_points` as the plots draw
 them), and the per-trial rows go to `trials.csv` and the sortable table at the end of
 report.html (`analysis.html`).
