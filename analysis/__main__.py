@@ -21,20 +21,22 @@ from analysis.compare import parse_slo
 from analysis.console import print_capacity, print_findings, print_paths, print_table
 from analysis.html import write_html
 from analysis.load import (
-    load_adapters,
-    load_quality,
     load_requests,
-    load_stages,
     load_summary,
-    load_timeseries,
-    load_timeslices,
 )
 from analysis.noise_check import spread_table
 from analysis.plots import sweep_title
 from analysis.reference import with_reference
-from analysis.report import ReportOptions, console_table, save_report, with_quality
+from analysis.report import (
+    ReportOptions,
+    console_table,
+    report_inputs,
+    save_report,
+    with_quality,
+)
 from analysis.sections import markdown_document, sweep_diff_section
 from analysis.sweep_diff import compare_sweeps
+from analysis.trial_cache import CACHE_DIR
 from sweep.core.errors import SweepError
 
 log = logging.getLogger("analysis")
@@ -70,19 +72,14 @@ def report(
 ) -> int:
     """One sweep: load, write the report, print it, upload to W&B when asked."""
     log.info("loading trials from %s", results_dir)
-    summary = load_summary(results_dir)
+    summary = load_summary(results_dir, cache_dir=out_dir / CACHE_DIR)
     sweep = sweep_title(summary, fallback=results_dir.name)
     log.info("writing the report of %s (%d trials) to %s", sweep, len(summary), out_dir)
     paths = save_report(
         summary,
         out_dir,
         sweep,
-        requests=load_requests(results_dir),
-        timeseries=load_timeseries(results_dir),
-        timeslices=load_timeslices(results_dir),
-        stages=load_stages(results_dir),
-        adapters=load_adapters(results_dir),
-        quality=load_quality(results_dir),
+        **report_inputs(results_dir, summary, options),
         options=with_quality(
             with_search(with_reference(options, results_dir), results_dir), results_dir
         ),

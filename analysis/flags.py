@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.sections import MISSING, Section
+from analysis.plots import display_text
+from analysis.sections import MISSING, Section, pooled
 from sweep.core import records as rec
 
 # Below these a trial is too short to say anything, whatever its own minimum
@@ -37,12 +38,16 @@ LENGTH_COLUMNS = ("workload.ignore_eos", rec.BACKEND_IGNORE_EOS)
 # `backend.tokenizer=none` (the openai backend): no local tokenizer, every count the server's.
 TOKENIZER_COLUMN = "backend.tokenizer"
 SERVER_COUNTED = "none"
+# Settings a group of flagged trials is described by when all of them share one value.
+SHARED_PREFIXES = ("workload.", "backend.", "dataset.")
+SIZE_COLUMNS = ("workload.num_requests", "workload.duration_s")
+SHARED_SHOWN = 3
 
 
 def problem_sections(trials: pd.DataFrame) -> list[Section]:
     """Flagged and failed trials with their reasons, then the environment."""
     failed = trials[trials[rec.TRIAL_STATUS] != rec.STATUS_OK]
-    checks = trial_checks(trials)
+    checks = grouped_checks(trials) if pooled(trials) else trial_checks(trials)
     notes = [
         lengths_note(trials),
         unknown_lengths_note(trials),
@@ -55,7 +60,9 @@ def problem_sections(trials: pd.DataFrame) -> list[Section]:
         Section(
             "Failed trials",
             f"{len(failed)} trial(s) failed." if len(failed) else "No trial failed.",
-            table=_failed(failed) if len(failed) else None,
+            table=(_failed_by_reason if pooled(trials) else _failed)(failed)
+            if len(failed)
+            else None,
         ),
         Section("Environment", *_environment(trials)),
     ]
@@ -66,9 +73,65 @@ def trial_checks(trials: pd.DataFrame) -> tuple[str, ...]:
     ok = trials[trials[rec.TRIAL_STATUS] == rec.STATUS_OK]
     return tuple(
         f"{row.get(rec.LABEL)} (`{row[rec.TRIAL_ID]}`): " + "; ".join(notes)
-        for _, row in ok.iterrows()
+        for _, row in _rows(ok)
         if (notes := _trial_notes(row))
     )
+
+
+def grouped_checks(trials: pd.DataFrame) -> tuple[str, ...]:
+    """One line per kind of check that some successful trials failed, for a large sweep.
+
+    "1,020 trials too short to trust: all at workload.num_requests=8 (e.g. a, b, c)": the count,
+    the workload settings every one of them shares, and the first few labels; each trial's own
+    figures are in the report's table of all trials.
+    """
+    ok = trials[trials[rec.TRIAL_STATUS] == rec.STATUS_OK]
+    kinds: dict[str, list] = {}
+    for index, row in _rows(ok):
+        for kind, _ in _trial_flags(row):
+            kinds.setdefault(kind, []).append(index)
+    lines = []
+    for kind, rows in sorted(kinds.items(), key=lambda item: -len(item[1])):
+        group = trials.loc[rows]
+        shared = _shared(group, trials)
+        lines.append(f"{len(rows):,} trial(s) {kind}{shared} (e.g. {_names(group)})")
+    return tuple(lines)
+
+
+def _shared(group: pd.DataFrame, trials: pd.DataFrame) -> str:
+    """': all at workload.num_requests=8, ...': settings every trial of `group` shares.
+
+    Those that vary over the sweep come first (they say where the group is), then the size of a
+    trial (`SIZE_COLUMNS`); settings the whole sweep shares otherwise go unsaid.
+    """
+    shown = []
+    for column in (c for c in group.columns if c.startswith(SHARED_PREFIXES)):
+        values = group[column].dropna().unique()
+        if len(values) != 1 or group[column].isna().any():
+            continue
+        varies = trials[column].nunique(dropna=False) > 1
+        if varies or column in SIZE_COLUMNS:
+            shown.append((not varies, f"{column}={display_text(values[0])}"))
+    shown = [text for _, text in sorted(shown, key=lambda item: item[0])[:SHARED_SHOWN]]
+    return f": all at {', '.join(shown)}" if shown else ""
+
+
+def _failed_by_reason(failed: pd.DataFrame) -> pd.DataFrame:
+    """Failed trials of a large sweep counted by kind and first line of the message."""
+    messages = failed.get(rec.ERROR_MESSAGE, pd.Series(MISSING, index=failed.index)).map(
+        lambda m: " ".join(str(m).splitlines()[0].split())[:200] if pd.notna(m) else MISSING
+    )
+    keys = pd.DataFrame(
+        {
+            "Error kind": failed.get(rec.ERROR_KIND, MISSING),
+            "Message": messages,
+            "label": failed.get(rec.LABEL, failed[rec.TRIAL_ID]),
+        }
+    ).fillna(MISSING)
+    table = keys.groupby(["Error kind", "Message"], sort=False).agg(
+        Trials=("label", "size"), Examples=("label", lambda v: ", ".join(map(str, v.iloc[:3])))
+    )
+    return table.reset_index().sort_values("Trials", ascending=False, kind="stable")
 
 
 def lengths_note(trials: pd.DataFrame) -> str:
@@ -119,7 +182,12 @@ def server_counted(trials: pd.DataFrame) -> pd.Series:
 
 def unforced_lengths(trials: pd.DataFrame) -> pd.Series:
     """Per trial: True where `ignore_eos` was not sent, so the server chose output lengths."""
-    return pd.Series([_unforced(row) for _, row in trials.iterrows()], trials.index, dtype=bool)
+    return pd.Series([_unforced(row) for _, row in _rows(trials)], trials.index, dtype=bool)
+
+
+def _rows(trials: pd.DataFrame) -> zip:
+    """(index, row as a dict) per trial: what the checks read, without a Series per row."""
+    return zip(trials.index, trials.to_dict("records"), strict=True)
 
 
 def _recorded(trials: pd.DataFrame, column: str) -> pd.Series:
@@ -139,28 +207,56 @@ def _names(trials: pd.DataFrame) -> str:
 
 def _trial_notes(row: pd.Series) -> list[str]:
     """What in one successful trial deserves a second look."""
+    return [text for _, text in _trial_flags(row)]
+
+
+def _trial_flags(row: pd.Series) -> list[tuple[str, str]]:
+    """Each check one successful trial failed: its kind (`grouped_checks`), and what it saw."""
     notes = []
     if _positive(failed := row.get(rec.FAILED_REQUESTS)):
-        notes.append(f"{failed:.0f} of {row[rec.NUM_REQUESTS]:.0f} requests failed")
+        notes.append(
+            ("with failed requests", f"{failed:.0f} of {row[rec.NUM_REQUESTS]:.0f} requests failed")
+        )
     if _positive(mismatched := row.get(rec.TOKEN_MISMATCH_REQUESTS)):
-        notes.append(f"client and server token counts differ on {mismatched:.0f} request(s)")
+        notes.append(
+            (
+                "whose client and server token counts differ",
+                f"client and server token counts differ on {mismatched:.0f} request(s)",
+            )
+        )
     if _positive(estimated := row.get(rec.ESTIMATED_OUTPUT_REQUESTS)):
         notes.append(
-            f"output token counts are estimates on {estimated:.0f} request(s): the server's "
-            "stream did not count their tokens"
+            (
+                "with estimated output token counts",
+                f"output token counts are estimates on {estimated:.0f} request(s): the server's "
+                "stream did not count their tokens",
+            )
         )
     if _positive(short := row.get(rec.SHORT_OUTPUT_REQUESTS)):
         reason = " (lengths not forced: the server ended them)" if _unforced(row) else ""
-        notes.append(f"{short:.0f} request(s) shorter than requested{reason}")
+        notes.append(
+            (
+                "with requests shorter than requested",
+                f"{short:.0f} request(s) shorter than requested{reason}",
+            )
+        )
     if _positive(lag := row.get(rec.CLIENT_LAG_MS_MEAN), above=CLIENT_LAG_WARN_MS):
-        notes.append(f"client lagged {lag:.1f} ms behind schedule on average (client-bound)")
+        notes.append(
+            (
+                "where the client lagged behind schedule",
+                f"client lagged {lag:.1f} ms behind schedule on average (client-bound)",
+            )
+        )
     if _positive(row.get(rec.CLIENT_SATURATED)):
         notes.append(
-            f"the load generator saturated ({_client_figures(row)}): the client, not the server, "
-            "set the pace"
+            (
+                "where the load generator saturated",
+                f"the load generator saturated ({_client_figures(row)}): the client, not the "
+                "server, set the pace",
+            )
         )
     if _positive(row.get(rec.TOO_SHORT)) or _below_report_minimum(row):
-        notes.append(f"too short to trust ({_size_figures(row)})")
+        notes.append(("too short to trust", f"too short to trust ({_size_figures(row)})"))
     return notes
 
 
@@ -170,7 +266,7 @@ def too_small(trials: pd.DataFrame) -> pd.Series:
         [
             row.get(rec.TRIAL_STATUS) == rec.STATUS_OK
             and (_positive(row.get(rec.TOO_SHORT)) or _below_report_minimum(row))
-            for _, row in trials.iterrows()
+            for _, row in _rows(trials)
         ],
         index=trials.index,
         dtype=bool,

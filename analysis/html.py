@@ -3,6 +3,8 @@
 `render_html` turns the same title, overview and `analysis.sections.Section` list that report.md
 is written from into a page with inline CSS and no external resource, so the file can be mailed,
 attached to a ticket or opened offline; `write_html` saves it (atomically, like every result).
+A section's rows to browse (a large sweep's trials) become a sortable, filterable table
+(`analysis.browse_table`), whose library is inlined once.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.browse_table import browse_library, browse_table
 from analysis.sections import Section, numeric_looking
 
 HTML_FILE = "report.html"
@@ -56,7 +59,12 @@ def render_html(title: str, overview: str, sections: list[Section]) -> str:
             body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in section.items) + "</ul>")
         if section.table is not None:
             body.append(_table(section.table))
+        if section.browse is not None:
+            caption = f"every row is in {section.browse_csv}"
+            body.append(f'<div class="scroll">{browse_table(section.browse, caption)}</div>')
         body.extend(_figure(image.title, image.path) for image in section.images)
+    if any(section.browse is not None for section in sections):
+        body.insert(0, browse_library())  # DataTables, inlined once for every browse table
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'

@@ -4,48 +4,88 @@ A results folder is `results/<sweep>/<deployment_id>/<trial_id>/{summary,request
 server_metrics,timeslices}.parquet` (and `stages.parquet` for staged trials, `adapters.parquet`
 for trials whose requests went to LoRA adapters); a trial counts
 only once its summary.parquet exists (design.md, "Results layout"); a deployment's
-`quality.parquet` sits beside its trials. Each loader concatenates one
-kind of file over all complete trials, filling the columns that only some trials have (a
-backend's own settings, `env.*`) with nulls, and hands on one frame.
+`quality.parquet` sits beside its trials. Each loader concatenates one kind of file over the
+complete trials, filling the columns that only some trials have (a backend's own settings,
+`env.*`) with nulls, and hands on one frame. Request records, time series and time slices can
+be read for chosen trials and columns only, so a report of 10,000 trials never holds them all;
+summaries can be cached per trial (`analysis.trial_cache`). Files are read by a few threads.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from analysis.trial_cache import SUMMARY_CACHE, TrialCache, keyed
 from sweep.core import records as rec
 from sweep.core.errors import SweepError
 
+READERS = min(8, os.cpu_count() or 1)  # threads, or processes, reading a folder's files
+CHUNK = 500  # files read and joined at once
+PROCESS_READ_FROM = 2000  # files: from this many on, read by a pool of processes
 
-def load_summary(results_dir: str | Path) -> pd.DataFrame:
+
+def load_summary(results_dir: str | Path, cache_dir: str | Path | None = None) -> pd.DataFrame:
     """One row per trial: flattened config, identity, outcome, metrics and `env.*` columns.
 
+    With `cache_dir`, the rows read are kept there (`analysis.trial_cache`): a later call reads
+    only the summaries of trials new or rewritten since, so analysing a sweep again after 100
+    more trials reads 100 files, not the whole folder.
+
     Raises:
         SweepError: the folder does not exist or holds no complete trial.
     """
-    return _concat(_trial_files(results_dir, rec.SUMMARY_FILE), schema=None)
+    trials = _complete_trials(results_dir)
+    if cache_dir is None:
+        return _concat([t / rec.SUMMARY_FILE for t in trials], schema=None)
+    cache = TrialCache(cache_dir, SUMMARY_CACHE)
+    table = cache.rows(
+        Path(results_dir),
+        trials,
+        lambda new, tags: _read_joined([t / rec.SUMMARY_FILE for t in new], tags=tags),
+    )
+    return table.to_pandas()
 
 
-def load_requests(results_dir: str | Path) -> pd.DataFrame:
+def load_requests(
+    results_dir: str | Path,
+    trial_ids: Iterable[str] | None = None,
+    columns: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """Request records of every complete trial (`records.REQUESTS_SCHEMA` columns).
 
+    Args:
+        results_dir: the sweep's results folder.
+        trial_ids: read only these trials' records (None: every trial's); the report asks only
+            for the trials whose requests it needs, so a large sweep is never held at once.
+        columns: read only these columns (those a file lacks are left out; None: all).
+
     Raises:
         SweepError: the folder does not exist or holds no complete trial.
     """
-    return _concat(_trial_files(results_dir, rec.REQUESTS_FILE), schema=rec.REQUESTS_SCHEMA)
+    paths = _trial_files(results_dir, rec.REQUESTS_FILE, trial_ids)
+    return _concat(paths, schema=rec.REQUESTS_SCHEMA, columns=columns)
 
 
-def load_timeseries(results_dir: str | Path) -> pd.DataFrame:
+def load_timeseries(
+    results_dir: str | Path, trial_ids: Iterable[str] | None = None
+) -> pd.DataFrame:
     """Resource samples of every complete trial in long format (`records.TIMESERIES_SCHEMA`).
 
+    With `trial_ids`, only those trials' samples (the report draws the timelines of a few).
+
     Raises:
         SweepError: the folder does not exist or holds no complete trial.
     """
-    return _concat(_trial_files(results_dir, rec.TIMESERIES_FILE), schema=rec.TIMESERIES_SCHEMA)
+    paths = _trial_files(results_dir, rec.TIMESERIES_FILE, trial_ids)
+    return _concat(paths, schema=rec.TIMESERIES_SCHEMA)
 
 
 def load_server_metrics(results_dir: str | Path) -> pd.DataFrame:
@@ -61,15 +101,20 @@ def load_server_metrics(results_dir: str | Path) -> pd.DataFrame:
     )
 
 
-def load_timeslices(results_dir: str | Path) -> pd.DataFrame:
+def load_timeslices(
+    results_dir: str | Path, trial_ids: Iterable[str] | None = None
+) -> pd.DataFrame:
     """Metrics per time slice of every complete trial (`records.TIMESLICES_SCHEMA`).
+
+    With `trial_ids`, only those trials' slices.
 
     Trials written before time slices existed add no row.
 
     Raises:
         SweepError: the folder does not exist or holds no complete trial.
     """
-    return _concat(_trial_files(results_dir, rec.TIMESLICES_FILE), schema=rec.TIMESLICES_SCHEMA)
+    paths = _trial_files(results_dir, rec.TIMESLICES_FILE, trial_ids)
+    return _concat(paths, schema=rec.TIMESLICES_SCHEMA)
 
 
 def load_stages(results_dir: str | Path) -> pd.DataFrame:
@@ -103,8 +148,8 @@ def load_quality(results_dir: str | Path) -> pd.DataFrame:
     return _concat(paths, schema=rec.QUALITY_SCHEMA)
 
 
-def _trial_files(results_dir: str | Path, file_name: str) -> list[Path]:
-    """`file_name` in every complete trial folder, in a stable (path) order."""
+def _complete_trials(results_dir: str | Path) -> list[Path]:
+    """Every complete trial's folder (it has a summary), in a stable (path) order."""
     root = Path(results_dir)
     if not root.is_dir():
         raise SweepError(f"results folder not found: {root}")
@@ -113,14 +158,80 @@ def _trial_files(results_dir: str | Path, file_name: str) -> list[Path]:
         raise SweepError(
             f"no trial results in {root}: expected <deployment_id>/<trial_id>/{rec.SUMMARY_FILE}"
         )
+    return trials
+
+
+def _trial_files(
+    results_dir: str | Path, file_name: str, trial_ids: Iterable[str] | None = None
+) -> list[Path]:
+    """`file_name` in every complete trial folder (of `trial_ids` only, when given)."""
+    trials = _complete_trials(results_dir)
+    if trial_ids is not None:
+        wanted = set(trial_ids)
+        trials = [trial for trial in trials if trial.name in wanted]
     # An interrupted trial may have left other files without a summary; it is not complete.
     return [trial / file_name for trial in trials if (trial / file_name).is_file()]
 
 
-def _concat(paths: list[Path], schema: pa.Schema | None) -> pd.DataFrame:
-    if not paths:
-        return (schema or pa.schema([])).empty_table().to_pandas()
-    tables = [pq.read_table(path) for path in paths]
+def _read_tables(paths: Sequence[Path], columns: Sequence[str] | None = None) -> list[pa.Table]:
+    """The Parquet files at `paths`, read by a few threads (Arrow reads without the GIL)."""
+
+    def read(path: Path) -> pa.Table:
+        with pq.ParquetFile(path) as parquet:
+            names = parquet.schema_arrow.names
+            wanted = None if columns is None else [c for c in columns if c in names]
+            return parquet.read(columns=wanted)
+
+    if len(paths) < 2 * READERS:
+        return [read(path) for path in paths]
+    with ThreadPoolExecutor(READERS) as pool:
+        return list(pool.map(read, paths))
+
+
+def _read_chunk(
+    paths: Sequence[Path],
+    columns: Sequence[str] | None = None,
+    tags: Sequence[tuple[str, int]] | None = None,
+) -> pa.Table:
+    """Some files read and joined into one chunk (each tagged for the cache when `tags`)."""
+    tables = _read_tables(paths, columns)
+    if tags is not None:
+        tables = [keyed(table, *tag) for table, tag in zip(tables, tags, strict=True)]
     # Trials of different backends carry different config columns, and a column that is null in
     # one trial is typed null there: permissive promotion unifies both.
-    return pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    return pa.concat_tables(tables, promote_options="permissive").combine_chunks()
+
+
+def _read_joined(
+    paths: Sequence[Path],
+    columns: Sequence[str] | None = None,
+    tags: Sequence[tuple[str, int]] | None = None,
+) -> pa.Table:
+    """The files at `paths` as one table, `CHUNK` files at a time.
+
+    Many small tables of many columns cost far more memory than one, so each chunk is joined
+    as it is read. Reading a small Parquet file is mostly Python work (its footer, its schema),
+    so past `PROCESS_READ_FROM` files the chunks are read by a pool of processes, one per core.
+    """
+    starts = range(0, len(paths), CHUNK)
+    chunks = [
+        (paths[i : i + CHUNK], columns, None if tags is None else tags[i : i + CHUNK])
+        for i in starts
+    ]
+    if len(paths) >= PROCESS_READ_FROM and READERS > 1:
+        with ProcessPoolExecutor(READERS, mp_context=get_context("spawn")) as pool:
+            parts = list(pool.map(_read_chunk, *zip(*chunks, strict=True)))
+    else:
+        parts = [_read_chunk(*chunk) for chunk in chunks]
+    return pa.concat_tables(parts, promote_options="permissive")
+
+
+def _concat(
+    paths: list[Path], schema: pa.Schema | None, columns: Sequence[str] | None = None
+) -> pd.DataFrame:
+    if not paths:
+        empty = (schema or pa.schema([])).empty_table()
+        if columns is not None:
+            empty = empty.select([c for c in columns if c in empty.column_names])
+        return empty.to_pandas()
+    return _read_joined(paths, columns).to_pandas()

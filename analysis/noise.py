@@ -140,11 +140,30 @@ def estimates(
         metrics: summary columns to estimate.
     """
     ok = trials[rec.TRIAL_STATUS] == rec.STATUS_OK
-    errors = trial_errors(trials[ok], requests, metrics)
+    errors = trial_errors(trials[ok & single_valued(trials, configurations, metrics)], requests,
+                          metrics)  # fmt: skip
     result: dict[str, dict[str, Estimate]] = {}
     for name, group in trials[ok].groupby(configurations[ok], sort=True):
         result[str(name)] = {m: _estimate(group, errors, m) for m in metrics}
     return result
+
+
+def single_valued(
+    trials: pd.DataFrame, configurations: pd.Series, metrics: tuple[str, ...]
+) -> pd.Series:
+    """Trials whose configuration has one value of some metric: only their errors are needed.
+
+    A configuration with two or more values of a metric takes its interval from its repeats
+    (`_estimate`), so the bootstrap over a trial's requests, which costs most of the analysis of
+    a large sweep, runs only where a single trial stands for its configuration.
+    """
+    ok = trials[rec.TRIAL_STATUS] == rec.STATUS_OK
+    present = [m for m in metrics if m in trials]
+    if not present:
+        return pd.Series(False, index=trials.index)
+    values = trials[present].apply(pd.to_numeric, errors="coerce").notna() & ok.to_numpy()[:, None]
+    counts = values.groupby(configurations.astype(str)).transform("sum")
+    return ((counts == 1) & values).any(axis=1)
 
 
 def trial_errors(

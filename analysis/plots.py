@@ -90,7 +90,7 @@ def series_columns(summary: pd.DataFrame, exclude_groups: tuple[str, ...] = ()) 
     groups in `exclude_groups` (e.g. `dataset`, when the task is shown on its own) never join.
     """
     keys = {
-        col: summary[col].map(display_text)
+        col: display_texts(summary[col])
         for col in summary.columns
         if _is_config(col) and col.partition(rec.CONFIG_SEPARATOR)[0] not in exclude_groups
     }
@@ -119,7 +119,33 @@ def series_labels(summary: pd.DataFrame, exclude_groups: tuple[str, ...] = ()) -
             groups.setdefault(group, []).append(shown)
         return GROUP_JOIN.join(" ".join(parts) for parts in groups.values()) or NO_SERIES
 
-    return summary.apply(label, axis=1) if len(summary) else pd.Series(dtype=str)
+    if not len(summary):
+        return pd.Series(dtype=str)
+    if not columns:
+        return pd.Series(NO_SERIES, index=summary.index, dtype=object)
+    # One label per distinct combination of the columns' texts, not per trial: a sweep of
+    # 10,000 trials has a few dozen series.
+    texts = pd.DataFrame({c: display_texts(summary[c]) for c in columns}, index=summary.index)
+    named = texts.assign(**{f"{c}\x00str": summary[c].map(_is_text) for c in columns})
+    firsts = ~named.duplicated()
+    labels = summary.loc[firsts].apply(label, axis=1)
+    keys = list(named.columns)
+    table = named.loc[firsts].assign(_label=labels.to_numpy())
+    return named.merge(table, on=keys, how="left").set_index(summary.index)["_label"]
+
+
+def _is_text(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def display_texts(values: pd.Series) -> pd.Series:
+    """`display_text` of every value, worked out once per distinct value."""
+    try:
+        uniques = pd.unique(values)
+    except TypeError:  # lists or dicts: unhashable, one at a time
+        return values.map(display_text)
+    texts = {value: display_text(value) for value in uniques if not pd.isna(value)}
+    return values.map(texts).fillna("").astype(object)
 
 
 def sweep_title(summary: pd.DataFrame, fallback: str) -> str:

@@ -27,9 +27,11 @@ from analysis.adapter_table import adapter_sections
 from analysis.capacity import capacity_table, with_search
 from analysis.capacity_plots import write_capacity_plots
 from analysis.compare import Slo, analyse
+from analysis.detail_scope import drawn_trials, request_trials
 from analysis.energy import energy_sections
 from analysis.findings import findings, quality_findings
 from analysis.flags import distinct, problem_sections
+from analysis.grid import TRIALS_CSV, grid_table
 from analysis.html import HTML_FILE, write_html
 from analysis.load import (
     load_adapters,
@@ -66,6 +68,7 @@ from analysis.sections import (
     formatted,
     markdown_document,
     measured,
+    pooled,
     timeline_section,
 )
 from analysis.server_view import server_sections
@@ -74,11 +77,13 @@ from analysis.sweep_diff import noise_verdict
 from analysis.timeline_plots import write_timeline_plots
 from analysis.timeslice_plots import timeslice_section, write_timeslice_plot
 from analysis.trace_rows import trace_sections
+from analysis.trial_cache import CACHE_DIR
 from analysis.turns import turn_sections, turn_table, write_turn_plot
 from sweep.core import records as rec
 
 REPORT_FILE = "report.md"
 SUMMARY_CSV_FILE = "summary.csv"
+SUMMARY_PARQUET = "summary.parquet"  # a large sweep's summary.csv, typed, beside trials.csv
 TTFT_MEDIAN = rec.latency_column("ttft", "median")
 # Metrics of the repeats table: display name, and whether a higher mean is the better one.
 REPEAT_METRICS = {
@@ -147,23 +152,38 @@ def write_report(
     Raises:
         SweepError: the folder does not exist or holds no complete trial.
     """
-    summary = load_summary(results_dir)
+    out = Path(out_dir if out_dir is not None else results_dir)
+    summary = load_summary(results_dir, cache_dir=out / CACHE_DIR)
     sweep = sweep_title(summary, fallback=Path(results_dir).name)
+    options = options or ReportOptions()
     return save_report(
         summary,
-        out_dir if out_dir is not None else results_dir,
+        out,
         sweep,
-        requests=load_requests(results_dir),
-        timeseries=load_timeseries(results_dir),
-        timeslices=load_timeslices(results_dir),
-        stages=load_stages(results_dir),
-        adapters=load_adapters(results_dir),
-        quality=load_quality(results_dir),
+        **report_inputs(results_dir, summary, options),
         options=with_quality(
-            with_search(with_reference(options or ReportOptions(), results_dir), results_dir),
-            results_dir,
+            with_search(with_reference(options, results_dir), results_dir), results_dir
         ),
     )
+
+
+def report_inputs(
+    results_dir: str | Path, summary: pd.DataFrame, options: ReportOptions
+) -> dict[str, pd.DataFrame]:
+    """The frames `save_report` takes beside the summary, read for the trials that need them.
+
+    Requests of the trials whose statistics the summary cannot give, time series and slices of
+    the trials the timelines draw (`analysis.detail_scope`): a large sweep is never held whole.
+    """
+    drawn = drawn_trials(summary)
+    return {
+        "requests": load_requests(results_dir, request_trials(summary, options.slo)),
+        "timeseries": load_timeseries(results_dir, drawn),
+        "timeslices": load_timeslices(results_dir, drawn),
+        "stages": load_stages(results_dir),
+        "adapters": load_adapters(results_dir),
+        "quality": load_quality(results_dir),
+    }
 
 
 def with_quality(options: ReportOptions, results_dir: str | Path) -> ReportOptions:
@@ -200,6 +220,14 @@ def save_report(
     trials = comparison.trials
     csv_path = out / SUMMARY_CSV_FILE
     trials[_csv_order(trials.columns)].to_csv(csv_path, index=False)
+    if pooled(trials):  # the per-trial table the report no longer lists, as the HTML shows it
+        main_table(trials).to_csv(out / TRIALS_CSV, index=False)
+        trials[_csv_order(trials.columns)].to_parquet(out / SUMMARY_PARQUET, index=False)
+    drawn = set(drawn_trials(trials))
+    timeseries, timeslices = (
+        None if frame is None else frame[frame[rec.TRIAL_ID].isin(drawn)]
+        for frame in (timeseries, timeslices)
+    )
     plots = _write_plots(trials, out, sweep)
     pareto = out / PARETO_FILE
     latency = "TPOT" if comparison.latency_metric.startswith("tpot") else "TTFT"
@@ -230,6 +258,7 @@ def save_report(
         *timeslice_section(slice_plots),
         *problem_sections(trials),
         *reference_sections(trials, options.reference),
+        *all_trials_section(trials),
     ]
     sections = [section for section in sections if section is not None]
     title, overview = f"Sweep report: {sweep}", _overview(trials)
@@ -314,18 +343,42 @@ CONSOLE_COLUMNS = {
 
 
 def console_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """The columns of `main_table` that matter at a glance, for a 100-column terminal."""
+    """The columns of `main_table` that matter at a glance, for a 100-column terminal.
+
+    A sweep the report pools (`sections.pooled`) shows its grid by series and load instead:
+    series, load, trials, failures and the mean output tok/s and TTFT p50.
+    """
+    if pooled(summary):
+        grid = grid_table(summary)
+        return grid[[*grid.columns[:4], *grid.columns[4:6]]]
     return main_table(summary)[list(CONSOLE_COLUMNS)].rename(columns=CONSOLE_COLUMNS)
 
 
 def trial_sections(trials: pd.DataFrame, plots: list[Path]) -> list[Section]:
-    """Results table, the load plots and, when some grid point was repeated, the intervals."""
+    """Results table, the load plots and, when some grid point was repeated, the intervals.
+
+    A sweep of more than `sections.LISTED_UP_TO` trials gets the grid by series and load instead
+    of a row per trial (those are in trials.csv and report.html's table, "All trials").
+    """
     images = tuple(Image(spec.title, path) for spec, path in zip(PLOTS, plots, strict=True))
-    return [
-        Section("Results", table=main_table(trials)),
-        Section("Plots", images=images),
-        *_repeats_section(trials),
-    ]
+    if pooled(trials):
+        text = (
+            f"{len(trials):,} trials, pooled by series and load: the mean over the successful "
+            "repeats with its 95% interval. Every trial is in `trials.csv` (and summary.csv, "
+            "summary.parquet with every column) and in the table at the end of report.html."
+        )
+        results = Section("Results", text, table=grid_table(trials))
+    else:
+        results = Section("Results", table=main_table(trials))
+    return [results, Section("Plots", images=images), *_repeats_section(trials)]
+
+
+def all_trials_section(trials: pd.DataFrame) -> list[Section]:
+    """A large sweep's trials, one row each, to sort and filter (last in the report)."""
+    if not pooled(trials):
+        return []
+    text = "Every trial: click a header to sort, type in the search box to filter."
+    return [Section("All trials", text, browse=main_table(trials), browse_csv=TRIALS_CSV)]
 
 
 def _csv_order(columns: pd.Index) -> list[str]:

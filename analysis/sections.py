@@ -19,7 +19,7 @@ from analysis import capacity as cap
 from analysis.capacity_plots import CAPACITY_TITLES
 from analysis.compare import LOAD, TASK, TPOT_MEDIAN, Comparison
 from analysis.noise import WITHIN_NOISE
-from analysis.plots import CONFIGURATION, LATENCY_MS, display_text
+from analysis.plots import CONFIGURATION, LATENCY_MS, display_text, load_values, series_labels
 from analysis.sweep_diff import SweepDiff
 from analysis.timeline_plots import TIMELINE_TITLES
 from sweep.core import records as rec
@@ -44,6 +44,14 @@ ANSWER_COLUMNS = {
 }
 
 
+LISTED_UP_TO = 60  # a sweep this size lists its trials in the report; a larger one pools them
+
+
+def pooled(trials: pd.DataFrame) -> bool:
+    """Whether the report pools this sweep's trials (by series and load, or by reason)."""
+    return len(trials) > LISTED_UP_TO
+
+
 @dataclass(frozen=True)
 class Image:
     """A PNG file shown in a section, with its caption."""
@@ -61,6 +69,10 @@ class Section:
     items: tuple[str, ...] = ()
     table: pd.DataFrame | None = None
     images: tuple[Image, ...] = ()
+    # Rows too many to read, to browse: a sortable, filterable table in report.html; in
+    # report.md, a line naming the CSV file that holds them (`browse_csv`).
+    browse: pd.DataFrame | None = None
+    browse_csv: str = ""
 
 
 def markdown_document(title: str, overview: str, sections: list[Section], out_dir: Path) -> str:
@@ -71,6 +83,9 @@ def markdown_document(title: str, overview: str, sections: list[Section], out_di
         parts.extend(filter(None, [section.text, "\n".join(f"- {i}" for i in section.items)]))
         if section.table is not None:
             parts.append(markdown_table(section.table))
+        if section.browse is not None:
+            rows = len(section.browse)
+            parts.append(f"{rows:,} rows in `{section.browse_csv}` (and in report.html).")
         parts.extend(
             f"![{i.title}]({i.path.relative_to(out_dir).as_posix()})" for i in section.images
         )
@@ -330,19 +345,31 @@ def _slo(goodput: pd.DataFrame) -> Section:
 
 def _roofline(c: Comparison) -> Section:
     ok = c.trials[c.trials[rec.TRIAL_STATUS] == rec.STATUS_OK]
+    rows = ok
+    if pooled(c.trials):  # one row per series and load: the mean over its repeats
+        keys = [series_labels(ok).rename("Series"), load_values(ok).rename("Load")]
+        rows = ok.groupby(keys, dropna=False, sort=True).agg(
+            {rec.MBU: "mean", rec.MFU: "mean", rec.ROOFLINE_BASIS: "first"}
+        )
+        first = {"Series": rows.index.get_level_values(0),
+                 "Load": [display_text(v) for v in rows.index.get_level_values(1)]}  # fmt: skip
+    else:
+        first = {"Trial": ok.get(rec.LABEL, ok[rec.TRIAL_ID])}
     table = pd.DataFrame(
         {
-            "Trial": ok.get(rec.LABEL, ok[rec.TRIAL_ID]),
-            "MBU (%)": formatted(ok[rec.MBU], ",.2f", scale=100),
-            "MFU (%)": formatted(ok[rec.MFU], ",.3f", scale=100),
-            "MBU counts": ok[rec.ROOFLINE_BASIS],
+            **first,
+            "MBU (%)": formatted(rows[rec.MBU], ",.2f", scale=100),
+            "MFU (%)": formatted(rows[rec.MFU], ",.3f", scale=100),
+            "MBU counts": rows[rec.ROOFLINE_BASIS],
         }
-    )
+    ).reset_index(drop=True)
     text = (
         "MBU: bytes read per decode step x steps per second / memory bandwidth (of all GPUs). "
         "MFU: 2 x parameters x output tok/s / peak fp16 FLOP/s. Missing where the model's size "
         "or the hardware's figures are not in the summary."
     )
+    if pooled(c.trials):
+        text += " Means over the repeats of each series and load."
     return Section("Roofline", text, items=tuple(c.notes), table=table)
 
 

@@ -1,8 +1,11 @@
-"""Makespan of a sweep on a simulated multi-node cluster against the ideal.
+"""Makespan of a sweep on a simulated multi-node cluster against the ideal; or, with `--trials`,
+the driver's own cost per trial at several sweep sizes.
 
     .venv/bin/python scripts/bench_sweep.py [--nodes 3] [--gpus 2] [--remove-at S] [--timeline]
+    .venv/bin/python scripts/bench_sweep.py --trials 100 1000 10000 [--run-upto 1000]
 
-The benchmark itself, and what it prints: `sweep.bench.makespan`.
+The benchmarks themselves, and what they print: `sweep.bench.makespan`,
+`sweep.bench.driver_scale`.
 """
 
 import os
@@ -10,7 +13,13 @@ import os
 # Ray reads this as it is imported: the drivers of a local multi-node cluster stay on loopback.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-from sweep.bench import makespan  # noqa: E402
+from sweep.bench import driver_scale, makespan  # noqa: E402
 
 if __name__ == "__main__":
-    makespan.run(makespan.parser().parse_args())
+    parser = makespan.parser()
+    driver_scale.add_arguments(parser)
+    args = parser.parse_args()
+    if args.trials:
+        driver_scale.run(args)
+    else:
+        makespan.run(args)

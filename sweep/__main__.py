@@ -19,6 +19,7 @@ from analysis.console import print_capacity, print_findings, print_paths, print_
 from analysis.load import load_summary
 from analysis.report import console_table, write_report
 from analysis.tracking import Tracker
+from analysis.trial_cache import CACHE_DIR
 from sweep import environment as env
 from sweep.core.errors import SweepError
 from sweep.core.results import ResultStore, TrialFiles
@@ -34,7 +35,8 @@ from sweep.search_plan import probe_budget
 log = logging.getLogger("sweep")
 
 USAGE = """usage: python -m sweep +experiment=NAME [key=value ...] [group=option ...]
-  sweep.dry_run=true     print the planned trials and run nothing
+  sweep.dry_run=true     print the plan's summary and run nothing
+  sweep.list_trials=true with the dry run, list every planned trial too
   sweep.overwrite=true   re-run trials that already have results
   cluster=auto           join the running Ray cluster instead of starting a local one
 A sweep that seems stuck prints where each of its threads is on `kill -USR1 <pid>`."""
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         with Tracker(plan.base.tracking, plan.name, store.root, trials=trials) as tracker:
             if state.deployments:
                 run_on_ray(plan, state.deployments, store, tracker)
-            summary = load_summary(store.root)
+            summary = load_summary(store.root, cache_dir=f"{store.root}/{CACHE_DIR}")
             report = write_report(store.root)
             tracker.sweep_finished(
                 summary,

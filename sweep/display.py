@@ -1,4 +1,9 @@
-"""What the sweep prints: the planned-trials table, the resume line and the closing summary."""
+"""What the sweep prints: the dry run's plan, the resume line and the closing summary.
+
+The dry run prints a summary of any size of plan (axes, counts, deployments, the time known
+before running), then the table of every trial for a plan of up to `TRIALS_LISTED` trials or
+with `sweep.list_trials=true`.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,71 @@ import pandas as pd
 from rich.table import Table
 
 from analysis.console import make_console
-from analysis.flags import trial_checks
+from analysis.flags import grouped_checks, trial_checks
+from analysis.sections import pooled
+from sweep.placement import trial_seconds
 from sweep.plan import SweepPlan
 from sweep.resume import ResumeState
 
 console = make_console()
+TRIALS_LISTED = 60  # a plan this size lists its trials in the dry run unasked
+DEPLOYMENTS_SHOWN = 30  # rows of the dry run's deployment table
+VALUES_SHOWN = 8  # values of one axis named in the dry run's summary
 
 
 def print_plan(plan: SweepPlan) -> None:
-    """The dry-run table: one row per trial, grouped by deployment."""
-    table = Table(
-        title=f"sweep '{plan.name}': {len(plan.trials)} trials in "
-        f"{len(plan.deployments)} deployments (dry run, nothing runs)"
-    )
+    """The dry run: the plan's summary, and every trial of a small plan or on request."""
+    for line in plan_lines(plan):
+        console.print(line, markup=False, highlight=False)
+    console.print(deployment_table(plan))
+    if plan.base.sweep.list_trials or len(plan.trials) <= TRIALS_LISTED:
+        print_trials(plan)
+    else:
+        console.print(f"{len(plan.trials):,} trials: sweep.list_trials=true lists them")
+
+
+def plan_lines(plan: SweepPlan) -> list[str]:
+    """What the plan is: counts, its axes and repeats, and the time known before it runs."""
+    trials = plan.trials
+    known = [s for s in map(trial_seconds, trials) if s is not None]
+    estimate = f"{_duration(sum(known))} of trials with a set length, run one after another"
+    if len(known) < len(trials):
+        estimate += (
+            f"; {len(trials) - len(known):,} trials whose length the server sets "
+            "(closed loop or batch)"
+        )
+    return [
+        f"sweep '{plan.name}': {len(trials):,} trials in {len(plan.deployments):,} deployments "
+        "(dry run, nothing runs)",
+        *(f"  axis {axis}: {_values(values)}" for axis, values in plan.axes.items()),
+        f"  repeats: {plan.base.sweep.repeats}",
+        f"  time: {estimate}",
+    ]
+
+
+def deployment_table(plan: SweepPlan) -> Table:
+    """One row per deployment (the first `DEPLOYMENTS_SHOWN`): trials, GPUs, known time."""
+    table = Table(title="deployments")
+    for column in ("deployment", "label", "trials", "GPUs", "accelerator", "known time"):
+        table.add_column(column, overflow="fold")
+    for deployment in plan.deployments[:DEPLOYMENTS_SHOWN]:
+        seconds = [trial_seconds(t) for t in deployment.trials]
+        table.add_row(
+            deployment.deployment_id,
+            deployment.label,
+            f"{len(deployment.trials):,}",
+            f"{deployment.num_gpus:g}",
+            deployment.accelerator_type or "any",
+            _duration(sum(s for s in seconds if s is not None)) if any(seconds) else "?",
+        )
+    if len(plan.deployments) > DEPLOYMENTS_SHOWN:
+        table.add_row(f"... {len(plan.deployments) - DEPLOYMENTS_SHOWN:,} more", "", "", "", "", "")
+    return table
+
+
+def print_trials(plan: SweepPlan) -> None:
+    """One row per trial, grouped by deployment."""
+    table = Table(title=f"sweep '{plan.name}': every trial")
     whole = ("trial_id", "label")  # what a user copies: never cut; the rest folds to fit
     for column in ("deployment", "trial_id", "label", "repeat", *plan.axes):
         table.add_column(column, overflow="fold", no_wrap=column in whole)
@@ -33,6 +90,23 @@ def print_plan(plan: SweepPlan) -> None:
                 *values,
             )
     console.print(table)
+
+
+def _values(values: list) -> str:
+    """An axis's values, the first `VALUES_SHOWN` of a long one, and how many."""
+    shown = ", ".join(map(str, values[:VALUES_SHOWN]))
+    more = f", ... ({len(values)} values)" if len(values) > VALUES_SHOWN else ""
+    return f"[{shown}{more}]"
+
+
+def _duration(seconds: float) -> str:
+    """`2 h 05 min`, `3 min 20 s` or `12 s`."""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds} s"
 
 
 def _axis_value(flat: dict, axis: str) -> str:
@@ -60,7 +134,7 @@ def print_trust_warnings(summary: pd.DataFrame) -> None:
 
     A saturated client, too short a trial, disagreeing token counts, failed requests.
     """
-    checks = trial_checks(summary)
+    checks = grouped_checks(summary) if pooled(summary) else trial_checks(summary)
     if not checks:
         return
     console.print(f"warning: {len(checks)} trial(s) need a second look:", style="yellow")

@@ -37,7 +37,7 @@ import ray
 
 from sweep.core import records as R
 from sweep.core.errors import ResultsNotSaved, SweepError
-from sweep.core.results import QualityFiles, ResultStore, TrialFiles
+from sweep.core.results import BackendLog, QualityFiles, ResultStore, TrialFiles
 from sweep.job import forwarded_env
 from sweep.ledger import TrialLedger
 from sweep.node_types import (
@@ -109,6 +109,7 @@ class _Task:
     node_ip: str = ""
     awaits: str | None = None  # the node it waits for while no alive node fits it
     waiting_since: float = 0.0
+    recorded_upto: int = 0  # its trials before this index are all recorded (`Driver.pending`)
 
 
 def connect(cluster: Any) -> bool:
@@ -200,7 +201,9 @@ class Driver:
         self.ledger: Any = None
         self._next_share = 0.0
         self._next_node_check = 0.0
-        self.walls: dict[str, list[float]] = {}  # deployment id -> wall times of its trials
+        # deployment id ("" for all) -> [sum, count] of its trials' wall times: a running mean,
+        # so that a decision's cost does not grow with the trials recorded
+        self.walls: dict[str, list[float]] = {}
         self.warned_niced = False
         self.start_costs: list[float] = []
         self.probes: dict[str, list[tuple[str, Any]]] = {}  # search id -> probes recorded so far
@@ -283,8 +286,27 @@ class Driver:
         )
 
     def pending(self, task: _Task) -> tuple:
-        """The task's trials that nobody has recorded yet."""
-        return tuple(t for t in task.deployment.trials if t.trial_id not in self.recorded)
+        """The task's trials that nobody has recorded yet.
+
+        Looked at every step, so it starts after the leading run of recorded trials (a task
+        records its trials mostly in order): its cost follows the trials left, not those done.
+        """
+        trials = task.deployment.trials
+        while task.recorded_upto < len(trials) and (
+            trials[task.recorded_upto].trial_id in self.recorded
+        ):
+            task.recorded_upto += 1
+        rest = trials[task.recorded_upto :]
+        return tuple(t for t in rest if t.trial_id not in self.recorded)
+
+    def _first_pending(self, task: _Task) -> Any:
+        """The task's first trial not recorded yet (None: all are), without listing the rest."""
+        trials = task.deployment.trials
+        while task.recorded_upto < len(trials) and (
+            trials[task.recorded_upto].trial_id in self.recorded
+        ):
+            task.recorded_upto += 1
+        return trials[task.recorded_upto] if task.recorded_upto < len(trials) else None
 
     def _step(self) -> None:
         ready, _ = ray.wait([t.generator for t in self.tasks], num_returns=1, timeout=POLL_S)
@@ -393,6 +415,12 @@ class Driver:
                 self._submit(helper, task.attempt, helper=True)
                 return
 
+    def note_wall(self, deployment_id: str, wall: float) -> None:
+        """Count one trial of `deployment_id` that took `wall` seconds (`_helper_pays`)."""
+        for key in (deployment_id, ""):
+            sums = self.walls.setdefault(key, [0.0, 0])
+            sums[0], sums[1] = sums[0] + wall, sums[1] + 1
+
     def _helper_pays(self, task: _Task, not_begun: int) -> bool:
         """Whether starting a helper beats leaving the task's `not_begun` trials to it alone.
 
@@ -401,15 +429,13 @@ class Driver:
         Both from what this sweep measured: the deployment's trial times (else all trials'),
         and the task's own start (else the median start so far); unknown means no.
         """
-        walls = self.walls.get(task.deployment.deployment_id) or [
-            w for ws in self.walls.values() for w in ws
-        ]
+        total, count = self.walls.get(task.deployment.deployment_id) or self.walls.get("", (0, 0))
         cost = task.start_cost_s
         if cost is None and self.start_costs:
             cost = sorted(self.start_costs)[len(self.start_costs) // 2]
-        if not walls or cost is None:
+        if not count or cost is None:
             return False
-        return cost < not_begun * sum(walls) / len(walls)
+        return cost < not_begun * total / count
 
     def _advance(self, task: _Task) -> None:
         try:
@@ -431,26 +457,30 @@ class Driver:
         if isinstance(item, QualityFiles):
             self._record_quality(item)
             return
+        if isinstance(item, BackendLog):
+            self._record_log(item)
+            return
         wall = item.summary.column(R.WALL_S)[0].as_py() or 0.0
         if task.start_cost_s is None:
             task.start_cost_s = max(0.0, task.last_progress - task.started_at - wall)
             self.start_costs.append(task.start_cost_s)
-        self.walls.setdefault(task.deployment.deployment_id, []).append(wall)
+        self.note_wall(task.deployment.deployment_id, wall)
         self._record(item)
 
     def _check_hung(self, task: _Task) -> None:
         if task.started_at is None:
             return  # still queued for resources, or starting its worker
-        pending = self.pending(task)
-        if not pending:
+        first = self._first_pending(task)
+        if first is None:
             return
-        limit = pending[0].config.workload.trial_timeout_s
+        limit = first.config.workload.trial_timeout_s
         if task.last_progress > task.started_at:
             budget = limit
         else:
             budget = limit + self.cluster.start_timeout_s
         if time.monotonic() - task.last_progress <= budget:
             return
+        pending = self.pending(task)
         hung = pending[0]
         log.warning("trial %s produced nothing for %.0f s; cancelling it", hung.label, budget)
         _cancel(task.generator, force=True)
@@ -548,6 +578,13 @@ class Driver:
             self.store.write_quality(files)
         except (ResultsNotSaved, OSError) as exc:
             log.warning("quality scores of %s not saved: %s", files.deployment_id, exc)
+
+    def _record_log(self, item: BackendLog) -> None:
+        """Keep a deployment's whole backend log; a refusal is a warning (its trials are saved)."""
+        try:
+            self.store.write_backend_log(item.deployment_id, item.text)
+        except (ResultsNotSaved, OSError) as exc:
+            log.warning("backend log of %s not saved: %s", item.deployment_id, exc)
 
     def _record(self, files: TrialFiles) -> None:
         if files.trial_id in self.recorded:

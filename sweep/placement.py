@@ -28,6 +28,22 @@ def estimated_work(deployment: Deployment) -> float:
     return total
 
 
+def trial_seconds(trial: Any) -> float | None:
+    """A trial's length known before it runs: its `duration_s`, or its requests at its rate.
+
+    None for a closed loop or a batch without a duration: the server sets its pace.
+    """
+    workload = trial.config.workload
+    known = None
+    if workload.duration_s is not None:
+        known = workload.duration_s
+    elif workload.request_rate:
+        known = (workload.num_requests + workload.warmup_requests) / workload.request_rate
+    if known is None:
+        return None
+    return max(known, workload.min_duration_s)
+
+
 def longest_first(deployments: list[Deployment]) -> list[Deployment]:
     """Deployments ordered by estimated work, largest first (stable for ties)."""
     return sorted(deployments, key=estimated_work, reverse=True)

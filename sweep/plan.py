@@ -162,9 +162,11 @@ def _trials_of_point(
 
 def _group(trials: list[TrialSpec]) -> tuple[Deployment, ...]:
     by_id: dict[str, list[TrialSpec]] = {}
+    seen: set[tuple[str, str]] = set()
     for trial in trials:
-        if any(t.trial_id == trial.trial_id for t in by_id.get(trial.deployment_id, [])):
+        if (trial.deployment_id, trial.trial_id) in seen:
             continue  # two grid points that resolve to the same config run once
+        seen.add((trial.deployment_id, trial.trial_id))
         by_id.setdefault(trial.deployment_id, []).append(trial)
     deployments = []
     for key, members in by_id.items():

@@ -1,7 +1,10 @@
-"""Live progress of a sweep: done / running / failed, elapsed and ETA, one line per finished trial.
+"""Live progress of a sweep: done / running / failed, elapsed and ETA, and lines for trials.
 
-On a terminal a rich progress bar updates in place; elsewhere (CI, `ray job` logs) each finished
-trial prints one line with the same counts, so the log still shows how far the sweep got.
+On a terminal a rich progress bar updates in place; elsewhere (CI, `ray job` logs) the lines
+show how far the sweep got. A sweep of up to `EVERY_TRIAL_UP_TO` trials prints one line per
+finished trial; a larger one prints a line for every hundredth of the sweep and for its first
+`FAILURES_LISTED` failures, so a 10,000-trial log stays a page long (the report lists every
+trial).
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from sweep.core import records as R
 from sweep.core.results import TrialFiles
+
+EVERY_TRIAL_UP_TO = 200  # sweeps this size print a line per trial
+FAILURES_LISTED = 20  # beyond that size, failures with a line of their own
 
 
 class SweepProgress:
@@ -54,7 +60,23 @@ class SweepProgress:
         self._progress.update(
             self._task, completed=self.done, description=self._counts(), eta=self._eta()
         )
-        self.console.print(self._line(row))
+        if self._shown(row):
+            self.console.print(self._line(row))
+        if (
+            self.total > EVERY_TRIAL_UP_TO
+            and self._failure_line(row)
+            and (self.failed == FAILURES_LISTED)
+        ):
+            self.console.print("[red]further failures are counted, not listed[/]")
+
+    def _failure_line(self, row: dict) -> bool:
+        return row[R.TRIAL_STATUS] != R.STATUS_OK and self.failed <= FAILURES_LISTED
+
+    def _shown(self, row: dict) -> bool:
+        """Whether this trial gets a line: all of a small sweep, a sample of a large one."""
+        if self.total <= EVERY_TRIAL_UP_TO or self._failure_line(row):
+            return True
+        return self.done % max(1, self.total // 100) == 0 or self.done == self.total
 
     def note(self, text: str) -> None:
         """Print one line about the sweep (a deployment waiting for a node, ...)."""

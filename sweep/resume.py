@@ -39,15 +39,15 @@ def select_pending(plan: SweepPlan, store: ResultStore) -> ResumeState:
     deployments, skipped_ok, skipped_failed = [], 0, 0
     for deployment in plan.deployments:
         keep = []
+        # one read of the deployment's folder, not one per trial
+        statuses = {} if sweep.overwrite else store.trial_statuses(deployment.deployment_id)
         for trial in deployment.trials:
             if trial.search is not None and not sweep.overwrite:
                 trial = with_recorded_probes(trial, store, sweep.retry_failed)
                 if search_finished(trial):
                     skipped_ok += 1
                     continue
-            status = (
-                None if sweep.overwrite else store.trial_status(trial.deployment_id, trial.trial_id)
-            )
+            status = statuses.get(trial.trial_id)
             if status == R.STATUS_OK:
                 skipped_ok += 1
             elif status is not None and not sweep.retry_failed:

@@ -31,7 +31,7 @@ from sweep.core.adapter_summary import adapter_summaries
 from sweep.core.config import Config
 from sweep.core.errors import BackendError, DatasetError, SweepError
 from sweep.core.pieces import missing_here, pieces_dir
-from sweep.core.results import QualityFiles, TrialFiles
+from sweep.core.results import BackendLog, QualityFiles, TrialFiles
 from sweep.core.secrets import scrub, scrub_text
 from sweep.core.stage_summary import stage_summaries
 from sweep.core.summary import summarize
@@ -77,6 +77,8 @@ class DeploymentStarted:
     node_ip: str
     node_id: str | None = None  # the Ray node, so the driver sees when Ray declares it dead
 
+
+LOG_EVERY_S = 60.0  # the longest a deployment's trials go without one carrying its log
 
 # How each backend interface is driven; server interfaces join this map with their HTTP runners.
 RUNNERS = {"engine": run_engine_workload, "openai": run_http_workload, "tgi": run_http_workload}
@@ -144,12 +146,16 @@ def run_deployment(
     # A trial's proxy starts when it first runs, off the load generator's cores; stops with us.
     proxies = Proxies(backend, None if isolation.split is None else isolation.split.rest)
 
+    shipped = _LogShipping(deployment)
+
     def run(spec: TrialSpec) -> TrialFiles:
         nonlocal ran
         if ran:
             backend.reset_between_trials()  # drain, empty caches: trials stay independent
         ran = True
         files = run_trial(backend, prompts, spec, environment, proxies)
+        if not shipped.due(spec, files):
+            return files
         return _with_log(files, backend.log_text())
 
     try:
@@ -168,6 +174,9 @@ def run_deployment(
                 yield from run_search(spec, run, board if shared else None)
             else:
                 yield run(spec)
+        if ran and shipped.behind and (text := backend.log_text()) is not None:
+            # a helper ran the deployment's last trial: the log since this task's last one
+            yield BackendLog(deployment.deployment_id, scrub_text(text))
     finally:
         restore(isolation)
         proxies.stop()
@@ -182,6 +191,30 @@ def _isolate(config: Config) -> Isolation:
     if isolation.split is None and cpu_only:
         return pin_quietest(max(1, int(config.backend.num_cpus)))  # Ray's OMP_NUM_THREADS
     return isolation
+
+
+class _LogShipping:
+    """Which trials carry the backend log: it grows with the trials, so not every one does.
+
+    The first trial, a failed one, the deployment's last, and one at least every
+    `LOG_EVERY_S`: the driver rewrites backend.log about once a minute, not once per trial.
+    """
+
+    def __init__(self, deployment: Deployment) -> None:
+        self.last = deployment.trials[-1].trial_id if deployment.trials else None
+        self.sent_at: float | None = None
+        self.behind = False  # a trial ran since the log was last sent
+
+    def due(self, spec: TrialSpec, files: TrialFiles) -> bool:
+        """Whether `files` (the trial `spec` just run) should carry the log."""
+        now = time.monotonic()
+        failed = files.summary.column(R.TRIAL_STATUS)[0].as_py() != R.STATUS_OK
+        waited = self.sent_at is None or now - self.sent_at >= LOG_EVERY_S
+        if failed or waited or spec.trial_id == self.last:
+            self.sent_at, self.behind = now, False
+            return True
+        self.behind = True
+        return False
 
 
 def _with_log(files: TrialFiles, log_text: str | None) -> TrialFiles:

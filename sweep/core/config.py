@@ -530,6 +530,7 @@ class SweepMeta:
     grid: dict[str, Any] = field(default_factory=dict)
     repeats: int = 1
     dry_run: bool = False
+    list_trials: bool = False  # the dry run lists every trial, not only the plan's summary
     overwrite: bool = False
     retry_failed: bool = False
 

@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -57,6 +58,14 @@ class QualityFiles:
     table: pa.Table
 
 
+@dataclass(frozen=True)
+class BackendLog:
+    """A deployment's backend log so far, sent after its last trial (kept as backend.log)."""
+
+    deployment_id: str
+    text: str
+
+
 class ResultStore:
     """Reads and atomically writes one sweep's results folder."""
 
@@ -86,6 +95,28 @@ class ResultStore:
         if row.get(R.ERROR_KIND) == R.ERROR_NOT_SAVED:
             return None  # its files were not kept: it counts as not run
         return str(row[R.TRIAL_STATUS])
+
+    def trial_statuses(self, deployment_id: str) -> dict[str, str]:
+        """Map trial id -> `ok` or `failed` for every finished trial of a deployment (resume).
+
+        One listing of the deployment's folder and one dataset read of the status columns of
+        its summaries: the cost of resuming follows the trials on disk, not a file open and a
+        read per planned trial. A trial whose files were not kept counts as not run.
+        """
+        selector = pafs.FileSelector(
+            f"{self.root}/{deployment_id}", recursive=True, allow_not_found=True
+        )
+        paths = [i.path for i in self.fs.get_file_info(selector) if i.base_name == R.SUMMARY_FILE]
+        if not paths:
+            return {}
+        columns = (R.TRIAL_ID, R.TRIAL_STATUS, R.ERROR_KIND)
+        schema = pa.schema([(name, pa.string()) for name in columns])
+        table = ds.dataset(paths, schema=schema, format="parquet", filesystem=self.fs).to_table()
+        return {
+            trial_id: str(status)
+            for trial_id, status, kind in zip(*(table[c].to_pylist() for c in columns), strict=True)
+            if kind != R.ERROR_NOT_SAVED
+        }
 
     def probe_rows(self, deployment_id: str, search_id: str) -> list[dict]:
         """Summary rows of the probes recorded for one search of a deployment (resume)."""

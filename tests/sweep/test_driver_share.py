@@ -7,7 +7,9 @@ from sweep.driver import Driver
 
 def driver(walls=None, start_costs=()):
     d = Driver(store=None, environment={}, cluster=None, progress=None)
-    d.walls = walls or {}
+    for deployment_id, times in (walls or {}).items():
+        for wall in times:
+            d.note_wall(deployment_id, wall)
     d.start_costs = list(start_costs)
     return d
 
