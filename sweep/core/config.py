@@ -99,6 +99,7 @@ ADDED_LATER: dict[str, Any] = {
     "dataset.start_s": 0.0,  # a trace's window and its rows too long for the context
     "dataset.duration_s": None,
     "dataset.too_long": "refuse",
+    "dataset.lora_column": None,  # a trace's adapter column
     # A whole group added later: its section hashes away while it equals this default.
     "proxy": {"name": "none"},
 }

@@ -207,6 +207,9 @@ class TraceDatasetConfig(DatasetConfig):
     start_s: float = 0.0
     duration_s: float | None = None
     too_long: str = "refuse"
+    # A column of the trace naming each row's LoRA adapter (`workload.lora_assignment=dataset`
+    # sends each request to it); None: the trace names none.
+    lora_column: str | None = None
 
     def __post_init__(self) -> None:
         check_positive(

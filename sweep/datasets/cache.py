@@ -167,7 +167,16 @@ def _read(key: str, num: int, exact: bool) -> list[Prompt] | None:
     entry = read_entry(CACHE_KIND, key)
     try:
         prompts = [
-            Prompt(p["text"], tuple(p["ids"]), len(p["ids"]), p["task"], p["out"], p["at"], p["of"])
+            Prompt(
+                p["text"],
+                tuple(p["ids"]),
+                len(p["ids"]),
+                p["task"],
+                p["out"],
+                p["at"],
+                p["of"],
+                adapter=p.get("ad"),
+            )
             for p in entry
         ]
     except (KeyError, TypeError, ValueError):
@@ -184,6 +193,7 @@ def _write(key: str, prompts: list[Prompt]) -> None:
             "out": p.output_tokens,
             "at": p.arrival_s,
             "of": p.near_duplicate_of,
+            "ad": p.adapter,
         }
         for p in prompts
     ]

@@ -27,9 +27,9 @@ from typing import Any
 from sweep.core import records as R
 from sweep.core.errors import DatasetError
 from sweep.datasets.context import Context
-from sweep.datasets.prompt import Prompt
+from sweep.datasets.prompt import Prompt, with_adapters
 from sweep.datasets.trace_catalog import CATALOG, local_copy
-from sweep.datasets.trace_file import Trace, read_trace
+from sweep.datasets.trace_file import Trace, column_values, read_trace
 from sweep.datasets.trace_prompts import minimum_input, text_prompts, token_prompts
 
 SHIPPED = ("bursty", "diurnal")
@@ -70,15 +70,21 @@ def generate(cfg: Any, tokenizer: Any, num: int, context: Context | None = None)
         prompts = text_prompts(chosen, cfg)
     else:
         prompts = token_prompts(chosen, cfg, tokenizer)
-    return [
+    prompts = [
         dataclasses.replace(p, output_tokens=out, arrival_s=at / cfg.speedup)
         for p, out, at in zip(prompts, chosen.output_len, chosen.arrival_s, strict=True)
     ]
+    if cfg.lora_column:  # each row names its adapter
+        names = column_values(chosen.trace, cfg.lora_column, chosen.rows)
+        prompts = with_adapters(prompts, names, cfg.lora_column)
+    return prompts
 
 
 def check(cfg: Any, context: Context | None, num: int | None = None) -> None:
     """Read the trace and select its rows before anything runs (the driver, at planning)."""
-    select(read(cfg.path), cfg, context, num, 1)
+    chosen = select(read(cfg.path), cfg, context, num, 1)
+    if cfg.lora_column:
+        column_values(chosen.trace, cfg.lora_column, chosen.rows)
 
 
 def columns(cfg: Any, context: Context | None, num: int) -> dict[str, Any]:

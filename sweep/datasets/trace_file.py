@@ -24,6 +24,7 @@ import json
 import math
 import re
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,13 +90,18 @@ def read_trace(path: str) -> Trace:
     return _parse(path, stat.st_mtime_ns, stat.st_size)
 
 
-@functools.lru_cache(maxsize=8)
-def _parse(path: str, mtime_ns: int, size: int) -> Trace:
+def _bytes_and_text(path: str) -> tuple[bytes, str]:
+    """The file's bytes as stored and its text (gunzipped where it is gzipped)."""
     try:
         raw = Path(path).read_bytes()
-        text = (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode("utf-8")
+        return raw, (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode("utf-8")
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error, UnicodeDecodeError) as exc:
         raise DatasetError(f"cannot read trace file {path}: {exc}") from None
+
+
+@functools.lru_cache(maxsize=8)
+def _parse(path: str, mtime_ns: int, size: int) -> Trace:
+    raw, text = _bytes_and_text(path)
     if not text.strip():
         raise DatasetError(f"trace file {path} is empty")
     if text.lstrip()[:1] != "{":
@@ -137,6 +143,31 @@ def _parse(path: str, mtime_ns: int, size: int) -> Trace:
         tuple(hashes),
         hashlib.sha256(raw).hexdigest(),
     )
+
+
+def column_values(trace: Trace, column: str, rows: Sequence[int]) -> list[str]:
+    """The values of `column` in the trace's `rows` (indices, as `Trace.lines` orders them).
+
+    For a column the trace's format does not read itself, such as each row's LoRA adapter.
+
+    Raises:
+        DatasetError: the file has no such column, or one of the rows has no value in it.
+    """
+    text = _bytes_and_text(trace.path)[1]
+    read_rows = _json_rows if text.lstrip()[:1] == "{" else _csv_rows
+    _, parsed = read_rows(trace.path, text)
+    by_line = dict(parsed)
+    if parsed and column not in parsed[0][1]:
+        have = ", ".join(repr(n) for n in parsed[0][1]) or "none"
+        raise DatasetError(f"{trace.path}: no column {column!r} (columns: {have})")
+    values = []
+    for index in rows:
+        line = trace.lines[index]
+        value = by_line[line].get(column)
+        if value is None or str(value).strip() == "":
+            raise DatasetError(f"{trace.path}:{line}: no value in column {column!r}")
+        values.append(str(value).strip())
+    return values
 
 
 def _azure_columnar(path: str, text: str, sha256: str) -> Trace | None:
