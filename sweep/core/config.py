@@ -49,6 +49,7 @@ GROUPS = (
     "search", "proxy", "quality",
 )  # fmt: skip
 WORKLOAD_MODES = ("latency_bound", "throughput_bound", "offline_batch", "closed_loop", "open_loop")
+HTTP_CLIENTS = ("asyncio", "aiohttp")  # `sweep.loadgen.http.CLIENTS`' keys
 
 
 def streams_of(mode: str, concurrency: int | None, batch_size: int | None) -> int | None:
@@ -84,6 +85,7 @@ ADDED_LATER: dict[str, Any] = {
     "backend.reasoning_tokens": 0,  # the sim's reasoning phase
     "backend.reasoning_field": "reasoning",
     "backend.repack": True,  # llama.cpp's weight repacking (`--no-repack` when False)
+    "workload.http_client": "asyncio",  # the load generator's own client; aiohttp's by choice
     # A whole group added later: its section hashes away while it equals this default.
     "proxy": {"name": "none"},
 }
@@ -167,9 +169,13 @@ class WorkloadConfig:
     stages: list[StageConfig] = field(default_factory=list)
     # Window of timeslices.parquet (`sweep.core.timeslices`); None: a twentieth of the trial.
     slice_s: float | None = None
+    # The load generator's HTTP client (`sweep.loadgen.http.CLIENTS`): its own asyncio one, or
+    # aiohttp's, for what only aiohttp does.
+    http_client: str = "asyncio"
 
     def __post_init__(self) -> None:
         check_choice("workload", "name", self.name, WORKLOAD_MODES)
+        check_choice("workload", "http_client", self.http_client, HTTP_CLIENTS)
         self._check_trust_settings()
         self._check_shape()
         check_positive(

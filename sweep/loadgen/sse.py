@@ -16,7 +16,9 @@ from sweep.core.stream_chunks import parse_event as parse_chunk
 from sweep.loadgen import tgi_stream
 from sweep.loadgen.recorder import RequestTracker
 
-__all__ = ["EventError", "StreamState"]
+__all__ = ["DRAIN_S", "EventError", "StreamState"]
+
+DRAIN_S = 1.0  # how long the end of a body after `[DONE]` is read for, to keep its connection
 
 
 class StreamState:
