@@ -27,7 +27,7 @@ from backends.base import COUNT_CHUNKS
 from sweep.core import records as R
 from sweep.core.errors import ConfigError
 from sweep.loadgen.clock import now_s
-from sweep.loadgen.connection import Connection, Disconnected, Malformed, Reply
+from sweep.loadgen.connection import Connection, Disconnected, Malformed, Reply, Sink
 from sweep.loadgen.http_error import RequestFailed, endpoint_secrets, error_line
 from sweep.loadgen.recorder import RequestTracker
 from sweep.loadgen.sse import DRAIN_S, StreamState
@@ -80,23 +80,23 @@ class SocketClient:
 
     async def open_pool(self, url: str, count: int) -> None:
         """Have `count` connections open and idle before the measured load (`http.open_pool`)."""
-        path = urlsplit(url).path or "/"
-        request = f"GET {path} HTTP/1.1\r\n".encode() + self._head + b"\r\n"
+        request = f"GET {urlsplit(url).path or '/'} HTTP/1.1\r\n".encode() + self._head + b"\r\n"
 
-        async def one() -> Connection | None:
+        async def one() -> None:
             try:
-                conn = await self._connect()
-                reply = Reply(_ignore)
-                reply.waiter = asyncio.get_running_loop().create_future()
-                conn.send(request, reply)
                 async with asyncio.timeout(self.timeout_s):
-                    await reply.waiter
-                return conn if conn.release() else None
-            except (OSError, TimeoutError):
-                return None  # left for the requests to report
+                    await self.exchange(request, _ignore, fresh=True)
+            except (RequestFailed, TimeoutError):
+                pass  # left for the requests to report
 
-        opened = await asyncio.gather(*(one() for _ in range(count)))
-        self._idle.extend(conn for conn in opened if conn is not None)
+        await asyncio.gather(*(one() for _ in range(count)))
+
+    def post(self, data: bytes, rid: str) -> bytes:
+        """The bytes of a POST of `data` to the endpoint, with its request id."""
+        return b"".join((
+            f"POST {self.path} HTTP/1.1\r\nX-Request-Id: {rid}\r\n".encode(), self._head,
+            f"Content-Length: {len(data)}\r\n\r\n".encode(), data,
+        ))  # fmt: skip
 
     async def stream(
         self, data: bytes, rid: str, tracker: RequestTracker, scheduled: float
@@ -107,17 +107,15 @@ class SocketClient:
             RequestFailed: it failed; the message is its one-line reason.
             EventError: the stream carried a malformed or error event.
         """
-        endpoint = self.endpoint
-        request = b"".join((
-            f"POST {self.path} HTTP/1.1\r\nX-Request-Id: {rid}\r\n".encode(), self._head,
-            f"Content-Length: {len(data)}\r\n\r\n".encode(), data,
-        ))  # fmt: skip
+        request = self.post(data, rid)
         try:
             async with asyncio.timeout(self.timeout_s):
                 for resend in range(MAX_RESENDS + 1):
-                    stream = StreamState(endpoint.api, tracker, self.one_per_chunk)
+                    stream = StreamState(self.endpoint.api, tracker, self.one_per_chunk)
+                    tracker.mark_sent(scheduled, now_s())
+                    reply, reused = await self.exchange(request, stream.feed, tracker)
                     try:
-                        return await self._attempt(request, stream, scheduled)
+                        return self._outcome(reply, stream, reused)
                     except _Stale as exc:
                         if resend == MAX_RESENDS:
                             raise RequestFailed(f"disconnect: Disconnected: {exc}") from None
@@ -128,10 +126,23 @@ class SocketClient:
             ) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _attempt(self, request: bytes, stream: StreamState, scheduled: float) -> StreamState:
-        tracker = stream.tracker
-        tracker.mark_sent(scheduled, now_s())
-        conn = self._take()
+    async def exchange(
+        self,
+        request: bytes,
+        sink: Sink,
+        tracker: RequestTracker | None = None,
+        fresh: bool = False,
+    ) -> tuple[Reply, bool]:
+        """Write `request` on a pooled connection (a new one if `fresh` or none is idle).
+
+        The reply's body goes to `sink` read by read; `tracker.sent`, if given, is stamped at
+        the write. Returns the reply once it is complete, failed, or over (`[DONE]`, after up to
+        `DRAIN_S` more for the body's end), and whether the connection had carried a request.
+
+        Raises:
+            RequestFailed: no connection could be opened.
+        """
+        conn = None if fresh else self._take()
         if conn is None:
             try:
                 conn = await self._connect()
@@ -139,12 +150,13 @@ class SocketClient:
                 raise RequestFailed(
                     f"connection_error: Cannot connect to host {self._authority}: {exc}"
                 ) from None
-        reply = Reply(stream.feed)
+        reply = Reply(sink)
         reply.waiter = asyncio.get_running_loop().create_future()
         reused = conn.uses > 0
         try:
             conn.send(request, reply)
-            tracker.sent = now_s()  # the write: the bytes are with the kernel
+            if tracker is not None:
+                tracker.sent = now_s()  # the write: the bytes are with the kernel
             await reply.waiter
             if reply.status == 200 and reply.over and not reply.complete:
                 reply.waiter = asyncio.get_running_loop().create_future()
@@ -156,7 +168,7 @@ class SocketClient:
         finally:
             if conn.release():
                 self._idle.append(conn)
-        return self._outcome(reply, stream, reused)
+        return reply, reused
 
     def _outcome(self, reply: Reply, stream: StreamState, reused: bool) -> StreamState:
         """The stream of a finished reply, or the reason it failed."""
