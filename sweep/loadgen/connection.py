@@ -95,7 +95,7 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserCallbackError:
             pass  # the callback kept its own error in `reply.error`
         except httptools.HttpParserError as exc:
-            reply.error = Malformed(f"malformed reply: {exc}")
+            reply.error = Malformed(str(exc))
         if reply.error is not None:
             self.close()
             reply.wake()
@@ -108,8 +108,10 @@ class Connection(asyncio.Protocol):
             if reply.status and _ends_with_connection(reply.headers):
                 self.on_message_complete()  # HTTP/1.0's body, or 1.1's without a length
                 return
-            why = f": {exc}" if exc else ""
-            reply.error = Disconnected(f"Server disconnected{why}")
+            why = f" ({exc})" if exc else ""
+            part = "body" if reply.status else "status line and headers"
+            reply.error = Disconnected(f"the server closed the connection before the reply's end "
+                                       f"(in its {part}){why}")  # fmt: skip
             reply.wake()
 
     # httptools callbacks
