@@ -10,8 +10,11 @@ client's per-token stamps are compared with, as ratios of gaps. Every request is
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
 import socket
+import ssl
 import threading
 import time
 
@@ -58,13 +61,15 @@ class Scripted:
     scripts wrote through `write`.
     """
 
-    def __init__(self, script):
+    def __init__(self, script, tls: ssl.SSLContext | None = None):
         self.script = script
+        self.tls = tls
         self.accepted = 0
         self.posts = 0
         self.writes: list[tuple[float, bytes]] = []
         self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.sock.getsockname()[1]}"
         self.conns: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -82,6 +87,8 @@ class Scripted:
     def _serve(self, conn: socket.socket):
         buffer = b""
         try:
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(conn, server_side=True)
             while True:
                 while b"\r\n\r\n" not in buffer:
                     data = conn.recv(65536)
@@ -125,8 +132,8 @@ class Scripted:
 def scripted():
     started = []
 
-    def start(script):
-        server = Scripted(script)
+    def start(script, tls=None):
+        server = Scripted(script, tls)
         started.append(server)
         return server
 
@@ -235,3 +242,50 @@ def test_after_an_error_reply_the_connection_carries_the_next_request(scripted, 
     trackers = run(server, client, count=4)
     assert [t.error is None for t in trackers] == [False, True, False, True]
     assert server.accepted == 1
+
+
+def self_signed(tmp_path):
+    """A certificate for 127.0.0.1 and its key, written to `tmp_path`; (cert, key) paths."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    loopback = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(loopback, critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ))  # fmt: skip
+    return cert_path, key_path
+
+
+def test_the_asyncio_client_streams_over_https_and_checks_the_certificate(
+    scripted, tmp_path, monkeypatch
+):
+    # aiohttp builds its verifying context at import, before a test can name a CA: its https
+    # is aiohttp's own; ours builds one per client from the default paths (SSL_CERT_FILE)
+    cert, key = self_signed(tmp_path)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server = scripted(well_formed, tls)
+    untrusted = run(server, "asyncio", count=1)
+    assert untrusted[0].error.startswith("connection_error:"), untrusted[0].error
+    assert "CERTIFICATE_VERIFY_FAILED" in untrusted[0].error
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    trackers = run(server, "asyncio", count=3)
+    assert [t.error for t in trackers] == [None] * 3
+    assert all(t.record("t", 0.0)[R.OUTPUT_TOKENS] == 5 for t in trackers)
