@@ -150,7 +150,11 @@ def logprob_entries(choice: dict[str, Any], api: str) -> int | None:
     one entry a token (OpenAI's format, which vLLM, SGLang and llama-cpp-python follow): asked for,
     they count a stream's tokens exactly where the server sends no usage.
     """
-    logprobs = choice.get("logprobs")
+    return entries_in(choice.get("logprobs"), api)
+
+
+def entries_in(logprobs: object, api: str) -> int | None:
+    """How many entries a choice's `logprobs` value lists (`logprob_entries`)."""
     if not isinstance(logprobs, dict):
         return None
     entries = logprobs.get("content" if api == "chat" else "tokens")

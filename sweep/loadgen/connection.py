@@ -174,7 +174,8 @@ class Connection(asyncio.Protocol):
         return not self.lost
 
     def close(self) -> None:
-        """Close the socket now (pending bytes dropped)."""
+        """Close the socket now (pending bytes dropped); it carries no further request."""
+        self.lost = True  # before `connection_lost`, which comes a loop turn later
         if self.transport is not None:
             self.transport.abort()
 
