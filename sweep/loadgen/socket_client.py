@@ -220,4 +220,7 @@ def _header_lines(headers: Mapping[str, str]) -> bytes:
         if any(c in f"{name}{value}" for c in "\r\n\0") or ":" in name:
             raise ConfigError(f"header {name!r}: a name or value with a line break or ':'")
         lines.append(f"{name}: {value}\r\n")
-    return "".join(lines).encode("latin-1")
+    try:
+        return "".join(lines).encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise ConfigError(f"headers: a character HTTP/1.1 headers cannot carry: {exc}") from None

@@ -10,6 +10,7 @@ client's per-token stamps are compared with, as ratios of gaps. Every request is
 
 from __future__ import annotations
 
+import base64
 import datetime
 import ipaddress
 import json
@@ -66,6 +67,7 @@ class Scripted:
         self.tls = tls
         self.accepted = 0
         self.posts = 0
+        self.heads: list[bytes] = []  # each POST's request line and headers
         self.writes: list[tuple[float, bytes]] = []
         self.sock = socket.create_server(("127.0.0.1", 0))
         scheme = "https" if tls else "http"
@@ -108,6 +110,7 @@ class Scripted:
                     conn.sendall(reply(b"200 OK", MODELS))
                     continue
                 self.posts += 1
+                self.heads.append(head)
                 if self.script(conn, self) == "close":
                     conn.close()
                     return
@@ -289,3 +292,15 @@ def test_the_asyncio_client_streams_over_https_and_checks_the_certificate(
     trackers = run(server, "asyncio", count=3)
     assert [t.error for t in trackers] == [None] * 3
     assert all(t.record("t", 0.0)[R.OUTPUT_TOKENS] == 5 for t in trackers)
+
+
+def test_the_asyncio_client_sends_url_credentials_and_the_endpoints_headers(scripted):
+    server = scripted(well_formed)
+    url = server.url.replace("http://", "http://user:p%40ss@")
+    endpoint = Endpoint(url, "m", headers={"X-Api-Key": "k1"})
+    load = workload(concurrency=1, num_requests=1, http_client="asyncio")
+    (tracker,) = run_endpoint_workload(endpoint, [GenRequest(0, "hi", (1,), 5)], [], load)
+    assert tracker.error is None
+    (head,) = server.heads
+    assert b"Authorization: Basic " + base64.b64encode(b"user:p@ss") in head
+    assert b"X-Api-Key: k1" in head and b"X-Request-Id: " in head
