@@ -51,7 +51,7 @@ from sweep.loadgen.request_ids import new_run, request_id
 from sweep.loadgen.saturation import CpuMeter
 from sweep.loadgen.shards import WHOLE, Share, run_sharded
 from sweep.loadgen.socket_client import SocketClient
-from sweep.loadgen.sse import DRAIN_S, EventError
+from sweep.loadgen.sse import DRAIN_S, EventError  # noqa: F401 - DRAIN_S: named here for tests
 from sweep.loadgen.stages import mark_phases, open_loop_schedule, run_stages, send_until
 from sweep.loadgen.wakeup import sleep_until
 
@@ -74,7 +74,6 @@ POOL_UNCAPPED = 32
 Send = Callable[[GenRequest, RequestTracker, float], Awaitable[None]]
 # `workload.http_client` -> the client class; each takes (endpoint, timeout_s, connection cap).
 CLIENTS = {"asyncio": SocketClient, "aiohttp": AiohttpClient}
-__all__ = ["DRAIN_S", "CLIENTS"]  # DRAIN_S: `sse`'s, named here for the tests
 STOPPED_OVER_SATURATED = "stopped: the probe was over-saturated, still in flight after"
 STOP_SLACK_S = 0.25
 STOP_CHECK_S = 0.5
