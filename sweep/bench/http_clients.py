@@ -19,7 +19,11 @@ The clients, from the floor up:
   SSE lines only counted, as `floor` does.
 
     .venv/bin/python scripts/bench_http_clients.py [--requests 400] [--concurrency 32]
-        [--repeats 5] [--itl-ms 1] [--clients floor,asyncio,...]
+        [--repeats 5] [--itl-ms 1] [--clients floor,asyncio,...] [--burst 200]
+
+With `--burst N`, it also times bursts of N requests due at one instant through our two clients
+(`stream_one`, connections already open): each request's send lag, from the instant to its
+bytes' write, as the load generator records it. That is what a trace's bursts add to arrivals.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import pandas as pd
 from analysis.sections import markdown_table
 from backends.base import GenRequest
 from backends.sim import SimBackend, SimBackendConfig
+from sweep.bench import send_bursts
 from sweep.core.config import WorkloadConfig
 from sweep.loadgen.clock import now_s
 from sweep.loadgen.http import Endpoint, open_client, stream_one
@@ -246,6 +251,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5, help="rounds of every client")
     p.add_argument("--itl-ms", type=float, default=1.0, help="the sim's time between tokens")
     p.add_argument("--clients", default=",".join(CLIENTS), help="which, comma-separated")
+    p.add_argument(
+        "--burst",
+        type=int,
+        default=0,
+        help="also time bursts of this many requests due at once (our two clients)",
+    )
     p.add_argument("--json", help="also write the runs to this file")
     return p
 
@@ -261,12 +272,16 @@ def run(a: argparse.Namespace) -> None:
     sim.start()
     try:
         rows = rounds(clients, sim.base_url, a)
+        bursts = send_bursts.rounds(sim.base_url, a.burst, a.repeats) if a.burst else []
     finally:
         sim.stop()
     print(table(rows))
+    if bursts:
+        print(f"\nBursts of {a.burst} requests due at one instant, connections open:\n")
+        print(send_bursts.table(bursts))
     print(f"\n{a.requests} requests of {OUTPUT_LEN} one-token events per run, {a.concurrency} "
           f"streams, sim ITL {a.itl_ms:g} ms; load average before / after: {load[0]:.2f} / "
           f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")  # fmt: skip
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(rows, f, indent=1)
+            json.dump({"runs": rows, "bursts": bursts}, f, indent=1, default=float)
