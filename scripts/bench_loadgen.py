@@ -1,6 +1,7 @@
 """How much load the load generator offers faithfully, against the sim's truth.
 
     .venv/bin/python scripts/bench_loadgen.py [--rates 1000,2500,5000] [--processes 2] [--no-vllm]
+        [--ours ours,ours-aiohttp]
 
 The benchmark itself, and what it prints: `sweep.bench.loadgen_accuracy`.
 """

@@ -19,6 +19,7 @@ flagged, achieved rate within 1%) with a TTFT error within the bounds: strictly,
 and p99 within 5 ms; relaxed, 5 ms and 25 ms.
 
     .venv/bin/python scripts/bench_loadgen.py [--rates 1000,2500,5000] [--processes 2] [--json F]
+        [--ours ours,ours-aiohttp]   # our generator on its own client, and on aiohttp
 
 On a machine shared with other busy processes, `nice -n -10` (as root) keeps their bursts out of
 both clients' figures alike: the sim server and vLLM's client run as children and inherit it.
@@ -58,6 +59,8 @@ RATE_TOLERANCE = 0.01
 # client whose error never gets under the strict p50.
 BOUNDS = {"strict": (1.0, 5.0), "relaxed": (5.0, 25.0)}
 PROMPT = " ".join(["hello"] * INPUT_LEN)
+# Our generator's rows by `workload.http_client` (`--http-clients`): "ours" is the default's.
+OURS = {"ours": "asyncio", "ours-aiohttp": "aiohttp"}
 
 
 def load_point(tok_s: float) -> dict[str, float]:
@@ -71,12 +74,13 @@ def load_point(tok_s: float) -> dict[str, float]:
             "rate": rate, "num_requests": int(rate * span) + 1}  # fmt: skip
 
 
-def ours(url: str, point: dict, processes: int) -> dict:
+def ours(url: str, point: dict, processes: int, http_client: str = "asyncio") -> dict:
     """Our generator in this process (or `processes` shards); its records and client columns."""
     n = point["num_requests"]
     workload = WorkloadConfig(
         name="open_loop", num_requests=n, request_rate=point["rate"], burstiness=BURSTINESS,
         output_len=OUTPUT_LEN, warmup_requests=1, client_processes=processes, timeout_s=60,
+        http_client=http_client,
     )  # fmt: skip
     requests = [GenRequest(i, PROMPT, tuple(range(INPUT_LEN)), OUTPUT_LEN) for i in range(n)]
     trackers = run_endpoint_workload(
@@ -174,9 +178,9 @@ def trial(client: str, point: dict, processes: int, tokenizer: str) -> dict | No
         server_cpu0 = sum(server.cpu_times()[:2])
         t0 = time.monotonic()
         got = (
-            ours(sim.base_url, point, processes)
-            if client == "ours"
-            else vllm_client(sim.base_url, point, tokenizer)
+            vllm_client(sim.base_url, point, tokenizer)
+            if client == "vllm"
+            else ours(sim.base_url, point, processes, OURS[client])
         )
         server_cpu = (sum(server.cpu_times()[:2]) - server_cpu0) / (time.monotonic() - t0) * 100
         stamps = httpx.get(f"{sim.base_url}/sim/requests", timeout=60).json()
@@ -249,6 +253,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rates", default=",".join(map(str, RATES)), help="output tok/s to offer")
     p.add_argument("--processes", type=int, default=1, help="our generator's client_processes")
     p.add_argument("--no-vllm", action="store_true", help="measure our generator only")
+    p.add_argument(
+        "--ours", default="ours", help=f"our clients, comma-separated, of {', '.join(OURS)}"
+    )
     p.add_argument("--json", help="also write the rows and ceilings to this file")
     return p
 
@@ -257,7 +264,11 @@ def run(a: argparse.Namespace) -> None:
     """Run both clients over the loads; print the table and the ceilings."""
     tokenizer = str(ensure_tiny_model())
     load = os.getloadavg()
-    rows, clients = [], ["ours"] + ([] if a.no_vllm else ["vllm"])
+    ours_clients = a.ours.split(",")
+    for name in ours_clients:
+        if name not in OURS:
+            raise SystemExit(f"--ours: unknown client {name!r}; known: {', '.join(OURS)}")
+    rows, clients = [], ours_clients + ([] if a.no_vllm else ["vllm"])
     for tok_s in (float(r) for r in a.rates.split(",")):
         point = load_point(tok_s)
         for client in clients:

@@ -52,6 +52,7 @@ GROUPS = (
 # How trials become W&B runs (`TrackingConfig.runs`); `auto` picks one of the other two.
 TRACKING_RUNS = ("auto", "per_trial", "per_deployment")
 WORKLOAD_MODES = ("latency_bound", "throughput_bound", "offline_batch", "closed_loop", "open_loop")
+HTTP_CLIENTS = ("asyncio", "aiohttp")  # `sweep.loadgen.http.CLIENTS`' keys
 
 
 def streams_of(mode: str, concurrency: int | None, batch_size: int | None) -> int | None:
@@ -100,6 +101,7 @@ ADDED_LATER: dict[str, Any] = {
     "dataset.duration_s": None,
     "dataset.too_long": "refuse",
     "dataset.lora_column": None,  # a trace's adapter column
+    "workload.http_client": "asyncio",  # the load generator's own client; aiohttp's by choice
     # A whole group added later: its section hashes away while it equals this default.
     "proxy": {"name": "none"},
 }
@@ -189,11 +191,15 @@ class WorkloadConfig:
     # `dataset` (each prompt's own, e.g. a trace's column); drawn from `seed`.
     lora_assignment: str = "uniform"
     lora_skew: float = 1.0
+    # The load generator's HTTP client (`sweep.loadgen.http.CLIENTS`): its own asyncio one, or
+    # aiohttp's, for what only aiohttp does.
+    http_client: str = "asyncio"
 
     def __post_init__(self) -> None:
         check_choice("workload", "name", self.name, WORKLOAD_MODES)
         check_choice("workload", "lora_assignment", self.lora_assignment, LORA_ASSIGNMENTS)
         check_positive("workload", lora_skew=self.lora_skew)
+        check_choice("workload", "http_client", self.http_client, HTTP_CLIENTS)
         self._check_trust_settings()
         self._check_shape()
         check_positive(

@@ -20,10 +20,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 DONE = b"[DONE]"
 ANSWER, REASONING, BOTH = "answer", "reasoning", "both"  # which text a chunk carries
 # Where a chat delta carries a reasoning model's thinking, by server and version.
 REASONING_FIELDS = ("reasoning", "reasoning_content")
+# msgspec's decoder: a fourth of `json.loads`' time per event, every event the client reads.
+_DECODE = msgspec.json.Decoder().decode
 
 
 class EventError(Exception):
@@ -88,9 +92,13 @@ class Chunk:
 def decode_event(payload: bytes) -> dict[str, Any]:
     """One `data:` payload as a JSON object; a malformed or error event raises `EventError`."""
     try:
-        event = json.loads(payload)
-    except json.JSONDecodeError as exc:
-        raise EventError(f"malformed_event: {exc.msg} in {payload[:80]!r}") from None
+        event = _DECODE(payload)
+    except msgspec.DecodeError:
+        try:  # only to say what is wrong in the words of Python's own parser
+            json.loads(payload)
+        except json.JSONDecodeError as exc:
+            raise EventError(f"malformed_event: {exc.msg} in {payload[:80]!r}") from None
+        raise EventError(f"malformed_event: not JSON: {payload[:80]!r}") from None
     if not isinstance(event, dict):
         raise EventError(f"malformed_event: not an object: {payload[:80]!r}")
     if "error" in event:
@@ -142,7 +150,11 @@ def logprob_entries(choice: dict[str, Any], api: str) -> int | None:
     one entry a token (OpenAI's format, which vLLM, SGLang and llama-cpp-python follow): asked for,
     they count a stream's tokens exactly where the server sends no usage.
     """
-    logprobs = choice.get("logprobs")
+    return entries_in(choice.get("logprobs"), api)
+
+
+def entries_in(logprobs: object, api: str) -> int | None:
+    """How many entries a choice's `logprobs` value lists (`logprob_entries`)."""
     if not isinstance(logprobs, dict):
         return None
     entries = logprobs.get("content" if api == "chat" else "tokens")

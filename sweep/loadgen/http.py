@@ -1,4 +1,4 @@
-"""Offers a workload to an OpenAI-compatible server over streaming HTTP (aiohttp).
+"""Offers a workload to an OpenAI-compatible server over streaming HTTP.
 
 The `api` picks the endpoint: OpenAI `completions` or `chat`, or `tgi`, TGI's native
 `/generate_stream`. Events are parsed by `sweep.loadgen.sse` (TGI's by `sweep.loadgen.tgi_stream`).
@@ -7,8 +7,9 @@ endpoint that declares them (`Endpoint.extensions`), per-token logprobs only whe
 counts tokens by them (`Endpoint.token_counts`), and the backend's own headers and body fields
 to every request. A 400 or 422 names the field the endpoint rejected (`sweep.loadgen.http_error`).
 
-One `ClientSession` per trial; its connector allows as many connections as the concurrency
-cap (unlimited without one). Modes: `closed_loop`, `throughput_bound` (concurrency = batch
+One client per trial (`workload.http_client`, `CLIENTS`): `asyncio`, the load generator's own
+HTTP/1.1 client (`sweep.loadgen.socket_client`), or `aiohttp` (`sweep.loadgen.aiohttp_client`).
+Modes: `closed_loop`, `throughput_bound` (concurrency = batch
 size) and `latency_bound` (concurrency 1) keep exactly that many requests in flight, workers
 pulling from one queue; `open_loop` sends at absolute deadlines from a seeded arrival schedule
 (`sweep.loadgen.arrivals`), optionally capped by a semaphore, and records how late each request
@@ -21,8 +22,9 @@ returned. HTTP errors, timeouts, disconnects and malformed events fail that requ
 each turn through `stream_one` too. `workload.client_processes` > 1 shards the load across
 processes (`sweep.loadgen.shards`); the CPU the event loop used rides back with the trackers
 (`sweep.loadgen.saturation`).
-Aiohttp rather than httpx because it was measured here: at 200 streams httpx's client overhead
-put its first-token times seconds off, aiohttp's tens of milliseconds (notes/http-clients.md).
+The own client by default because it was measured here beside aiohttp, httpx and httpcore
+(`sweep.bench.http_clients`, docs/benchmarks.md): it costs the least CPU per request and stamps
+each read in the read's own callback.
 """
 
 from __future__ import annotations
@@ -36,31 +38,22 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence, Si
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import aiohttp
-
-from backends.base import (
-    COUNT_CHUNKS,
-    COUNT_LOGPROBS,
-    COUNT_USAGE,
-    GenRequest,
-    Secret,
-    ServerBackend,
-)
-from sweep.core import records as R
+from backends.base import COUNT_LOGPROBS, COUNT_USAGE, GenRequest, ServerBackend
 from sweep.core.config import WorkloadConfig
 from sweep.core.errors import ConfigError
 from sweep.loadgen import tgi_stream
+from sweep.loadgen.aiohttp_client import AiohttpClient
 from sweep.loadgen.arrivals import arrival_offsets, trace_offsets
 from sweep.loadgen.clock import now_s
-from sweep.loadgen.http_error import error_line
+from sweep.loadgen.http_error import RequestFailed
 from sweep.loadgen.recorder import RequestTracker, Trackers
 from sweep.loadgen.request_ids import new_run, request_id
 from sweep.loadgen.saturation import CpuMeter
 from sweep.loadgen.shards import WHOLE, Share, run_sharded
-from sweep.loadgen.sse import EventError, StreamState
+from sweep.loadgen.socket_client import SocketClient
+from sweep.loadgen.sse import DRAIN_S, EventError  # noqa: F401 - DRAIN_S: named here for tests
 from sweep.loadgen.stages import mark_phases, open_loop_schedule, run_stages, send_until
 from sweep.loadgen.wakeup import sleep_until
-from sweep.loadgen.wire import MAX_RESENDS, Attempt, trace_config
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +72,11 @@ POOL_UNCAPPED = 32
 
 # (request, tracker, scheduled send time) -> streams it, filling the tracker; never raises.
 Send = Callable[[GenRequest, RequestTracker, float], Awaitable[None]]
-
-
-DRAIN_S = 1.0  # how long the end of a body after `[DONE]` is waited for (`_drain`)
+# `workload.http_client` -> the client class; each takes (endpoint, timeout_s, connection cap).
+CLIENTS = {"asyncio": SocketClient, "aiohttp": AiohttpClient}
 STOPPED_OVER_SATURATED = "stopped: the probe was over-saturated, still in flight after"
 STOP_SLACK_S = 0.25
 STOP_CHECK_S = 0.5
-# A semantic-cache proxy's `X-Cache` header -> `records.CACHE_HIT` (absent: null).
-CACHE_ANSWERS = {"hit": True, "miss": False}
 
 
 def early_count(n: int) -> int:
@@ -183,6 +173,9 @@ def run_endpoint_workload(
     return asyncio.run(run_share(endpoint, requests, warmup, workload, stop_ratio=stop_ratio))
 
 
+Client = SocketClient | AiohttpClient
+
+
 async def run_share(
     endpoint: Endpoint,
     requests: Sequence[GenRequest],
@@ -199,14 +192,9 @@ async def run_share(
     CPU this loop used while offering the load.
     """
     cap = share.streams(workload.streams)
-    # Total only: a read timeout as long would never fire first, yet re-arms a timer per chunk.
-    timeout = aiohttp.ClientTimeout(total=workload.timeout_s)
-    connector = aiohttp.TCPConnector(limit=0 if workload.stages else cap or 0)  # stages: theirs
     run = new_run()  # request ids unique across trials and shards, for server-side logs
-    headers = dict(endpoint.headers) or None
-    async with aiohttp.ClientSession(
-        connector=connector, timeout=timeout, headers=headers, trace_configs=[trace_config()]
-    ) as session:
+    limit = None if workload.stages else cap  # stages: theirs
+    async with open_client(endpoint, workload, limit) as session:
 
         def sender(warmup: bool) -> Send:
             async def send(request: GenRequest, tracker: RequestTracker, scheduled: float) -> None:
@@ -252,7 +240,12 @@ async def run_share(
     return Trackers([t for _, t in items if t.sent is not None or t.error is not None], usage)
 
 
-async def open_pool(session: aiohttp.ClientSession, endpoint: Endpoint, count: int) -> None:
+def open_client(endpoint: Endpoint, workload: object, limit: int | None = None) -> Client:
+    """The trial's client (`workload.http_client`), to be entered with `async with`."""
+    return CLIENTS[workload.http_client](endpoint, workload.timeout_s, limit)
+
+
+async def open_pool(session: Client, endpoint: Endpoint, count: int) -> None:
     """Have `count` connections open in the session's pool before the measured load starts.
 
     Opening a connection takes the event loop's turn for a while: the 16 a closed loop opened
@@ -262,16 +255,7 @@ async def open_pool(session: aiohttp.ClientSession, endpoint: Endpoint, count: i
     what the server answers (a 404 too) is read and ignored, and a failure is left for the
     requests to report.
     """
-    url = endpoint.base_url.rstrip("/") + POOL_PATHS[endpoint.api]
-
-    async def get() -> None:
-        try:
-            async with session.get(url) as resp:
-                await resp.read()
-        except (aiohttp.ClientError, TimeoutError):
-            pass
-
-    await asyncio.gather(*(get() for _ in range(count)))
+    await session.open_pool(endpoint.base_url.rstrip("/") + POOL_PATHS[endpoint.api], count)
 
 
 async def _closed_loop(
@@ -371,107 +355,29 @@ MODES = {"open_loop": _open_loop, "offline_batch": _batches}
 
 
 async def stream_one(
-    session: aiohttp.ClientSession,
+    session: Client,
     endpoint: Endpoint,
     request: GenRequest,
     tracker: RequestTracker,
     scheduled: float,
     rid: str,
 ) -> None:
-    """Stream one request into its tracker; every failure becomes `tracker.fail`.
-
-    A request lost to a pooled connection the server was closing (`wire.Attempt.stale`) goes
-    out again, up to `MAX_RESENDS` times, its send lag counting from the same scheduled time.
-    """
+    """Stream one request into its tracker through the trial's client; failures: `tracker.fail`."""
     data = json.dumps(_body(endpoint, request)).encode()
-    headers = {"Content-Type": "application/json", "X-Request-Id": rid}
     tracker.adapter, tracker.images = request.adapter, len(request.images)
     try:
-        for resend in range(MAX_RESENDS + 1):
-            attempt = Attempt(tracker)
-            try:
-                stream = await _attempt(session, endpoint, data, headers, attempt, scheduled)
-                break
-            except aiohttp.ClientError as exc:
-                if resend == MAX_RESENDS or not attempt.stale(exc):
-                    raise
-                log.info("request %s: sent again, its pooled connection was closed: %s", rid, exc)
-    except EventError as exc:
+        stream = await session.stream(data, rid, tracker, scheduled)
+    except (EventError, RequestFailed) as exc:
         tracker.fail(str(exc))
-        return
-    except TimeoutError as exc:
-        limit = session.timeout.total or 0.0
-        elapsed = now_s() - tracker.sent
-        tracker.fail(f"timeout: {type(exc).__name__} after {elapsed:.1f} s (limit {limit:g} s)")
-        return
-    except aiohttp.ClientConnectorError as exc:
-        tracker.fail(f"connection_error: {exc}")
-        return
-    except aiohttp.ClientError as exc:
-        tracker.fail(f"disconnect: {type(exc).__name__}: {exc}")
         return
     except Exception as exc:  # one request's bug must not end the trial
         tracker.fail(f"client_error: {type(exc).__name__}: {exc}")
-        return
-    if stream is None:  # the server answered with an error, now in the tracker
         return
     if not (stream.done or stream.finished):
         tracker.fail(f"disconnect: stream ended without [DONE] after {stream.seen} tokens")
         return
     stream.end()
     tracker.finish(server_tokens=stream.server_tokens)
-
-
-async def _attempt(
-    session: aiohttp.ClientSession,
-    endpoint: Endpoint,
-    data: bytes,
-    headers: dict[str, str],
-    attempt: Attempt,
-    scheduled: float,
-) -> StreamState | None:
-    """Send once and read the stream into the tracker; None when the server answered an error."""
-    tracker = attempt.tracker
-    stream = StreamState(endpoint.api, tracker, endpoint.token_counts == COUNT_CHUNKS)
-    tracker.mark_sent(scheduled, now_s())  # moved to the socket write by `wire.trace_config`
-    async with session.post(
-        endpoint.url, data=data, headers=headers, trace_request_ctx=attempt
-    ) as resp:
-        attempt.answered = True
-        if resp.status != 200:
-            text = (await resp.text(errors="replace")).strip()
-            # A server may echo the body back: the values read from the environment go.
-            tracker.fail(error_line(resp.status, text or str(resp.reason), _secrets(endpoint)))
-            return None
-        tracker.cache_hit = CACHE_ANSWERS.get(resp.headers.get(R.CACHE_HEADER, ""))
-        # Whole network reads, split here: half the awaits of reading line by line.
-        async for chunk in resp.content.iter_any():
-            at = now_s()
-            if stream.feed(chunk, at):
-                tracker.closed = at
-                await _drain(resp)
-                break
-        else:
-            stream.feed(b"\n")  # a last line without its newline
-            tracker.closed = now_s()
-    return stream
-
-
-async def _drain(resp: aiohttp.ClientResponse) -> None:
-    """Read what follows `[DONE]` (the body's end), so that its connection goes back to the pool.
-
-    aiohttp closes the connection of a response released before its end: leaving at `[DONE]`
-    made the next request open a new one whenever the body's last bytes came in a read of their
-    own (2 of 48 requests of a closed loop against the sim). A server that keeps the stream
-    open after `[DONE]` gets `DRAIN_S`, then loses the connection, not the request.
-    """
-    if resp.content.at_eof():
-        return
-    try:
-        async with asyncio.timeout(DRAIN_S):  # a timer, not a task as `wait_for` makes
-            await resp.content.read()
-    except (TimeoutError, aiohttp.ClientError):
-        pass
 
 
 def _body(endpoint: Endpoint, request: GenRequest) -> dict:
@@ -510,22 +416,3 @@ def image_content(text: str, request: GenRequest) -> list[dict[str, Any]]:
     """A user message's content as OpenAI's parts: its text, then each image as an image_url."""
     images = [{"type": "image_url", "image_url": {"url": url}} for url in request.images]
     return [{"type": "text", "text": text}, *images]
-
-
-def _secrets(endpoint: Endpoint) -> list[str]:
-    """The values read from the environment that requests to `endpoint` carry."""
-    found: list[str] = []
-
-    def walk(value: object) -> None:
-        if isinstance(value, Secret):
-            found.append(value)
-        elif isinstance(value, Mapping):
-            for v in value.values():
-                walk(v)
-        elif isinstance(value, list):
-            for v in value:
-                walk(v)
-
-    walk(endpoint.headers)
-    walk(endpoint.extra_body)
-    return found

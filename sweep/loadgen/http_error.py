@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
+from backends.base import Secret
 from sweep.core.secrets import REDACTED
 
 # How servers name a rejected field in a message: OpenAI's wording, or a pydantic error printed
@@ -69,3 +70,29 @@ def _loc(loc: object) -> str | None:
         return None
     parts = [str(p) for p in loc]
     return ".".join(parts[1:] if parts[:1] == ["body"] else parts) or None
+
+
+class RequestFailed(Exception):
+    """A request failed; the message is its one-line reason (`RequestTracker.fail`)."""
+
+
+def endpoint_secrets(endpoint: object) -> list[str]:
+    """The values read from the environment (`backends.base.Secret`) that requests carry.
+
+    A server may echo a request back in its error: these are redacted from the line recorded.
+    """
+    found: list[str] = []
+
+    def walk(value: object) -> None:
+        if isinstance(value, Secret):
+            found.append(value)
+        elif isinstance(value, Mapping):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    walk(endpoint.headers)
+    walk(endpoint.extra_body)
+    return found

@@ -35,8 +35,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-import aiohttp
-
 from backends.base import GenRequest
 from sweep.core import records as R
 from sweep.core.errors import ConfigError, DatasetError
@@ -44,12 +42,11 @@ from sweep.datasets.context import context_of
 from sweep.datasets.multi_turn import overflow, think_times
 from sweep.loadgen.arrivals import arrival_offsets
 from sweep.loadgen.clock import now_s
-from sweep.loadgen.http import Endpoint, endpoint_of, refuse_repeats, stream_one
+from sweep.loadgen.http import Endpoint, endpoint_of, open_client, refuse_repeats, stream_one
 from sweep.loadgen.recorder import RequestTracker, Trackers
 from sweep.loadgen.request_ids import new_run, request_id
 from sweep.loadgen.saturation import CpuMeter
 from sweep.loadgen.wakeup import sleep_until
-from sweep.loadgen.wire import trace_config
 
 log = logging.getLogger(__name__)
 
@@ -267,16 +264,9 @@ async def _offer(
 ) -> Trackers:
     """One client session, as `sweep.loadgen.http.run_share` opens one; sessions by mode."""
     cap = workload.streams
-    connector = aiohttp.TCPConnector(limit=cap or 0)
-    timeout = aiohttp.ClientTimeout(total=workload.timeout_s)
     run = new_run()
     trackers: list[TurnTracker] = []
-    async with aiohttp.ClientSession(
-        connector=connector,
-        timeout=timeout,
-        headers=dict(endpoint.headers) or None,
-        trace_configs=[trace_config()],
-    ) as client:
+    async with open_client(endpoint, workload, cap) as client:
 
         async def send(request: GenRequest, tracker: RequestTracker, scheduled: float) -> None:
             rid = request_id(run, request.idx)

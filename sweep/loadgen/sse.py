@@ -1,22 +1,25 @@
 """One streamed response's server-sent events, handed to the request's tracker as they come.
 
 `StreamState.feed` takes the bytes of each network read and hands every token-bearing event to
-the request's tracker with the read's time. OpenAI events (completions and chat) are read and
-counted by `sweep.core.stream_chunks`, the rule the semantic-cache proxy shares; TGI's native
-events by `sweep.loadgen.tgi_stream`. A malformed or error event raises `EventError`, which fails
-that request only. How many tokens an OpenAI chunk carried is settled after the request
-(`sweep.loadgen.attribution`): here a chunk's text, the server's running count when it sends one,
-and the share of its tokens that were a reasoning model's thinking are only kept.
+the request's tracker with the read's time. OpenAI events (completions and chat) are read by
+`sweep.core.chunk_decoder` and counted by `sweep.core.stream_chunks`, the rule the
+semantic-cache proxy shares; TGI's native events by `sweep.loadgen.tgi_stream`. A malformed or
+error event raises `EventError`, which fails that request only. How many tokens an OpenAI chunk
+carried is settled after the request (`sweep.loadgen.attribution`): here a chunk's text, the
+server's running count when it sends one, and the share of its tokens that were a reasoning
+model's thinking are only kept.
 """
 
 from __future__ import annotations
 
-from sweep.core.stream_chunks import DONE, EventError, EventLines, TokenCount, decode_event
-from sweep.core.stream_chunks import parse_event as parse_chunk
+from sweep.core.chunk_decoder import read_event
+from sweep.core.stream_chunks import DONE, EventError, EventLines, TokenCount
 from sweep.loadgen import tgi_stream
 from sweep.loadgen.recorder import RequestTracker
 
-__all__ = ["EventError", "StreamState"]
+__all__ = ["DRAIN_S", "EventError", "StreamState"]
+
+DRAIN_S = 1.0  # how long the end of a body after `[DONE]` is read for, to keep its connection
 
 
 class StreamState:
@@ -80,7 +83,7 @@ class StreamState:
 
     def _openai_event(self, payload: bytes, at: float | None) -> None:
         """Hand a token-bearing chunk's text and running count to the tracker."""
-        chunk = parse_chunk(decode_event(payload), self.api)
+        chunk = read_event(payload, self.api)
         counted = self.count.add(chunk, at)
         if chunk.completion_tokens is not None:
             self.tracker.server_input_tokens = chunk.prompt_tokens

@@ -73,31 +73,36 @@ def test_closed_loop_exact_tokens_and_ttft_itl_close_to_the_truth(sim):
     assert _max_overlap(truth) <= 8
 
 
+@pytest.mark.parametrize("client", ["asyncio", "aiohttp"])
 @pytest.mark.parametrize("mode", ["closed_loop", "open_loop"])
-def test_connections_are_open_before_the_measured_load_starts(sim, monkeypatch, mode):
-    """No measured request waits for a connection to open, warm-up or not.
+def test_connections_are_open_before_the_measured_load_starts(sim, monkeypatch, mode, client):
+    """No measured request waits for a connection to open, warm-up or not, with either client.
 
     Without it the 16 streams of a closed loop opened theirs as they started, and the first 16
     requests went out 14-17 ms late against vLLM's CPU server (read as a saturated client). The
-    spy only counts: every connection is the real connector's.
+    spy only counts: every connection is the real client's.
     """
     import aiohttp
 
     from sweep.loadgen.clock import now_s
+    from sweep.loadgen.socket_client import SocketClient
 
     opened = []
-    create = aiohttp.TCPConnector._create_connection
+    spied = {"asyncio": (SocketClient, "_connect"),
+             "aiohttp": (aiohttp.TCPConnector, "_create_connection")}  # fmt: skip
+    owner, name = spied[client]
+    create = getattr(owner, name)
 
     async def counted(self, *args, **kwargs):
         opened.append(now_s())
         return await create(self, *args, **kwargs)
 
-    monkeypatch.setattr(aiohttp.TCPConnector, "_create_connection", counted)
+    monkeypatch.setattr(owner, name, counted)
     backend = sim(ttft_ms=20, itl_ms=5)
     load = (
-        workload(concurrency=16, num_requests=48)
+        workload(concurrency=16, num_requests=48, http_client=client)
         if mode == "closed_loop"
-        else workload("open_loop", request_rate=200.0, num_requests=48)
+        else workload("open_loop", request_rate=200.0, num_requests=48, http_client=client)
     )
     trackers = run_http_workload(backend, make_requests(48, 8), [], load)
     assert all(t.error is None for t in trackers)
