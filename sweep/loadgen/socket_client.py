@@ -2,8 +2,8 @@
 
 `SocketClient` keeps a pool of `sweep.loadgen.connection.Connection`s to one server (http or
 https) and streams a request over one: it builds the request's bytes (the endpoint's headers,
-its own `X-Request-Id`), writes them, stamps `sent` at the write, and waits once for the reply
-while the connection's protocol hands each read's body, stamped at the read, to the request's
+its own `X-Request-Id`), stamps `sent` and writes them, and waits once for the reply while
+the connection's protocol hands each read's body, stamped at the read, to the request's
 `sse.StreamState`. Replies end as `http.stream_one` expects: the stream, `RequestFailed` with
 the same one-line reasons aiohttp's path gives (`connection_error:`, `disconnect:`,
 `timeout:`, `http_error:` through `http_error.error_line`), or an `EventError`.
@@ -135,9 +135,10 @@ class SocketClient:
     ) -> tuple[Reply, bool]:
         """Write `request` on a pooled connection (a new one if `fresh` or none is idle).
 
-        The reply's body goes to `sink` read by read; `tracker.sent`, if given, is stamped at
-        the write. Returns the reply once it is complete, failed, or over (`[DONE]`, after up to
-        `DRAIN_S` more for the body's end), and whether the connection had carried a request.
+        The reply's body goes to `sink` read by read; `tracker.sent`, if given, is stamped just
+        before the write. Returns the reply once it is complete, failed, or over (`[DONE]`,
+        after up to `DRAIN_S` more for the body's end), and whether the connection had carried
+        a request.
 
         Raises:
             RequestFailed: no connection could be opened.
@@ -154,9 +155,9 @@ class SocketClient:
         reply.waiter = asyncio.get_running_loop().create_future()
         reused = conn.uses > 0
         try:
+            if tracker is not None:  # before the write: time lost after it (this thread
+                tracker.sent = now_s()  # descheduled as the server wakes) is the request's
             conn.send(request, reply)
-            if tracker is not None:
-                tracker.sent = now_s()  # the write: the bytes are with the kernel
             await reply.waiter
             if reply.status == 200 and reply.over and not reply.complete:
                 reply.waiter = asyncio.get_running_loop().create_future()

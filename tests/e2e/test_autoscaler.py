@@ -58,6 +58,14 @@ def ours(folder: str) -> list[psutil.Process]:
     return found
 
 
+def ours_running(folder: str, needle: str, grace_s: float = 5.0) -> list[str]:
+    """The command lines of our processes that hold `needle` and still run after `grace_s` (one
+    ending as it is listed is not left over)."""
+    listed = [p for p in ours(folder) if needle in " ".join(p.info["cmdline"] or [])]
+    _, alive = psutil.wait_procs(listed, timeout=grace_s)
+    return [" ".join(p.info["cmdline"] or []) for p in alive]
+
+
 def autoscaling_config(folder: Path, port: int) -> Path:
     shipped = yaml.safe_load(SHIPPED.read_text())
     gpu_types = {
@@ -221,4 +229,4 @@ def test_a_deployment_whose_node_never_comes_is_given_up_after_node_wait_s(clust
     # The sweep ended on its own: the wait, then at most a minute (the L4 trials run meanwhile).
     assert elapsed < NODE_WAIT_S + 60 + 60, elapsed  # + a minute for Python, Ray and the plan
     # Nothing of the sweep is left: no driver, no worker of its job.
-    assert not [p for p in ours(folder) if "sweep" in " ".join(p.cmdline())]
+    assert not ours_running(folder, "sweep")
