@@ -50,7 +50,9 @@ def test_vllm_server_serves_three_adapters_and_its_log_counts_what_was_sent(tmp_
     assert {"sql", "chat", "code"} <= {n for labels in info for n in re.findall(r"\w+", labels)}
     adapters = pd.read_parquet(trial / R.ADAPTERS_FILE).set_index(R.ADAPTER)
     assert adapters[R.COMPLETED_REQUESTS].to_dict() == dict(sent)
-    assert (adapters[R.latency_column("tpot", "median")] > 0).all()
+    # Stamped per read: on a loaded machine a short answer's tokens can arrive in one read (TPOT
+    # 0), so a TPOT per adapter is asserted, not that it is above 0.
+    assert (adapters[R.latency_column("tpot", "median")] >= 0).all()
     section = write_report(out).report_md.read_text().split("## LoRA adapters", 1)[1]
     assert all(f"| {name} " in section.split("\n## ", 1)[0] for name in sent)
 

@@ -70,7 +70,9 @@ def test_duration_stops_starting_batches(backend):
     )
     trackers = run_engine_workload(backend, make(400), [], workload)
     assert 0 < len(trackers) < 400  # num_requests is only the upper bound
-    assert max(t.sent for t in trackers) - trackers[0].sent < 0.3
+    # No batch starts past the duration: the last one's stamp follows the check by a few lines
+    # of Python (0.3006 s was seen on a loaded machine), never by a whole batch.
+    assert max(t.sent for t in trackers) - trackers[0].sent < 0.3 + 0.05
     assert all(sum(t.chunk_tokens) == 4 for t in trackers)  # the running one finished
 
 
