@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ import pandas as pd
 
 from analysis.report import write_report
 from analysis.sections import markdown_table
+from sweep.bench.child import measure_in_child
 from sweep.bench.results_folder import copy_of, point_of, scale_plan, templates
 from sweep.core.results import ResultStore
 
@@ -44,16 +44,9 @@ def _report_here(results: str, out: str) -> dict:
 
 
 def _report_in_child(results: Path, out: Path) -> dict:
-    done = subprocess.run(
-        [sys.executable, "-m", "sweep.bench.analysis_scale", str(results), str(out)],
-        capture_output=True,
-        text=True,
-        check=False,
+    return measure_in_child(
+        "sweep.bench.analysis_scale", str(results), str(out), what=f"the report of {results}"
     )
-    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
-    if done.returncode or not lines:
-        raise RuntimeError(f"the report of {results} failed:\n{done.stderr[-3000:]}")
-    return json.loads(lines[-1])
 
 
 def measure(trials: int, root: Path) -> dict:

@@ -22,7 +22,6 @@ import contextlib
 import io
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ import ray
 from rich.console import Console
 
 from analysis.sections import markdown_table
+from sweep.bench.child import measure_in_child
 from sweep.bench.results_folder import (
     copy_of,
     point_of,
@@ -185,16 +185,9 @@ def run_path(trials: int) -> dict:
 
 def _in_child(kind: str, trials: int) -> dict:
     """`kind`'s measurement at `trials` in a fresh Python: its peak memory is its own."""
-    done = subprocess.run(
-        [sys.executable, "-m", "sweep.bench.driver_scale", kind, str(trials)],
-        capture_output=True,
-        text=True,
-        check=False,
+    return measure_in_child(
+        "sweep.bench.driver_scale", kind, str(trials), what=f"{kind} at {trials} trials"
     )
-    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
-    if done.returncode or not lines:
-        raise RuntimeError(f"{kind} at {trials} trials failed:\n{done.stderr[-3000:]}")
-    return json.loads(lines[-1])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -82,21 +82,6 @@ def trials():
     return pd.concat([grid, pd.DataFrame(rows)], ignore_index=True)
 
 
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """No W&B credentials, every wandb folder in tmp_path (as in test_tracking)."""
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")  # the tracker sets it in its process otherwise
-    (tmp_path / "netrc").write_text("")
-    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
-    for var in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
-        (tmp_path / var.lower()).mkdir()
-        monkeypatch.setenv(var, str(tmp_path / var.lower()))
-    return tmp_path
-
-
 def test_capacity_is_the_highest_passing_load_sorted_by_req_s_per_dollar(trials):
     table = cap.capacity_table(trials, target_rate=20, tolerance=0.2).set_index(cap.CONFIGURATION)
     assert list(table.index) == ["sim-closed", "vllm-c2", "vllm-c1", "hf"]
