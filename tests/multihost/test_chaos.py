@@ -141,8 +141,10 @@ def test_driver_stopped_then_killed_then_resubmitted(cluster, tmp_path):
     assert settle_strays(cluster) == []
 
     second = submit(cluster, tmp_path, longer)
+    # the driver found first, so that it is killed as soon as a trial is recorded: on a loaded
+    # machine, looking for it afterwards gave the sweep time to end
+    driver = wait_until(second.driver_pid, 60, "the driver found", second)
     wait_until(lambda: count() > after_stop, 240, "another trial recorded", second)
-    driver = wait_until(second.driver_pid, 30, "the driver found", second)
     os.kill(driver, signal.SIGKILL)
     assert second.wait(120) != 0
     after_kill = count()

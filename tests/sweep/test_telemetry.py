@@ -4,6 +4,8 @@ import subprocess
 import sys
 import time
 
+import psutil
+
 from sweep.core import records as R
 from sweep.loadgen.clock import now_s
 from sweep.telemetry import Sampler, process_source
@@ -65,13 +67,20 @@ def test_process_cpu_counts_the_children_busy_between_polls():
     child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.3)  # started and spinning
+        spinner = psutil.Process(child.pid)
         source()  # the walk that finds it, and the start of every counter
+        before, started = sum(spinner.cpu_times()[:2]), time.monotonic()
         time.sleep(1.0)
         rows = {metric: value for _, metric, value in source()}
+        used = sum(spinner.cpu_times()[:2]) - before
+        share = 100 * used / (time.monotonic() - started)
     finally:
         child.kill()
         child.wait()
-    assert rows[R.PROCESS_CPU_PERCENT] >= 50  # the child's core, at least half of it
+    # what the child really had of a core in the window (all of one on a quiet machine, less
+    # beside busy neighbours), not a fixed figure: the tree's CPU holds at least most of it
+    assert share > 10
+    assert rows[R.PROCESS_CPU_PERCENT] >= 0.8 * share
 
 
 def test_process_tree_is_walked_again_only_after_the_refresh():
