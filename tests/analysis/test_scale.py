@@ -23,6 +23,7 @@ from analysis.load import load_requests, load_summary
 from analysis.report import write_report
 from analysis.sections import LISTED_UP_TO
 from analysis.trial_cache import SUMMARY_CACHE, TrialCache, keyed
+from analysis.trial_folder import trial_folder
 from sweep.core import records as rec
 from sweep.core.results import ResultStore
 
@@ -98,7 +99,6 @@ def test_the_summary_cache_reads_only_new_or_rewritten_trials(tmp_path):
     store = ResultStore(str(tmp_path / "results"), "grow")
     write_copies(store, range(3))
     root = Path(store.root)
-    trials = sorted(p.parent for p in root.glob(f"*/*/{rec.SUMMARY_FILE}"))
     cache = TrialCache(tmp_path / "cache", SUMMARY_CACHE)
 
     def read(folders, tags):
@@ -106,21 +106,21 @@ def test_the_summary_cache_reads_only_new_or_rewritten_trials(tmp_path):
         keyed_tables = [keyed(t, *tag) for t, tag in zip(tables, tags, strict=True)]
         return pa.concat_tables(keyed_tables, promote_options="permissive")
 
-    cache.rows(root, trials, read)
+    cache.rows(trial_folder(root), read)
     assert cache.read_trials == 12
-    cache.rows(root, trials, read)
+    cache.rows(trial_folder(root), read)
     assert cache.read_trials == 0
     write_copies(store, range(3, 5))  # 8 new trials
     again = load_summary(root, cache_dir=tmp_path / "cache")
     plain = load_summary(root)
     assert len(again) == len(plain) == 20
     pd.testing.assert_frame_equal(again[plain.columns], plain, check_dtype=False)
-    trials = sorted(p.parent for p in root.glob(f"*/*/{rec.SUMMARY_FILE}"))
-    cache.rows(root, trials, read)
+    listed = trial_folder(root)
+    cache.rows(listed, read)
     assert cache.read_trials == 0  # load_summary kept the 8 in the same cache
-    rewritten = trials[0] / rec.SUMMARY_FILE  # a rewritten trial is read again
-    pq.write_table(pq.read_table(rewritten), rewritten)
-    cache.rows(root, trials, read)
+    rewritten = listed.trials[0] / rec.SUMMARY_FILE  # a rewritten trial is read again
+    pq.write_table(pq.read_table(rewritten).slice(0, 0), rewritten)  # another size
+    cache.rows(trial_folder(root), read)
     assert cache.read_trials == 1
 
 
