@@ -5,7 +5,11 @@ so far with three key columns: the trial's folder (relative to the results folde
 modification time and size of its summary, as the folder's listing has them
 (`analysis.trial_folder`), so no trial file is opened to tell whether its rows are fresh. A trial
 is read again only when it is new or its summary was rewritten (a resumed or overwritten trial);
-rows of trials no longer in the folder are dropped.
+rows of trials no longer in the folder are dropped. Each row also keeps the names of its trial's
+own columns (dictionary-encoded: a sweep has a few distinct lists), so that the columns come
+out in the order a read of every trial in folder order gives (each column where it first
+appears), however the cached and new rows were joined: a cached re-run and a cold run of the
+same folder hand on the same frame.
 The file is rewritten once per analysis run (to a temporary name, then renamed), never per
 trial. A cache that cannot be read is ignored and one that cannot be written is skipped: the
 rows are then read from the trials, as without a cache.
@@ -19,6 +23,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -33,6 +38,8 @@ KEY = "_cache.trial"
 STAMP = "_cache.summary_mtime_ns"
 SIZE = "_cache.summary_bytes"
 KEYS = (KEY, STAMP, SIZE)
+COLUMNS = "_cache.columns"  # the trial's own column names, joined by `_JOIN`
+_JOIN = "\x1f"
 
 Tag = tuple[str, int, int]  # a trial's key, its summary's modification time and size
 # trial folders and their tags -> their rows in one table, tagged by `keyed`
@@ -68,7 +75,7 @@ class TrialCache:
         table = table.take(pc.sort_indices(pa.array([order[tag] for tag in _tags(table)])))
         if missing or cached is None or kept.num_rows != cached.num_rows:
             self._save(table)
-        return table.drop_columns(list(KEYS))
+        return table.select(_first_seen(table[COLUMNS]))
 
     def _load(self) -> pa.Table | None:
         if not self.path.is_file():
@@ -78,7 +85,7 @@ class TrialCache:
         except (OSError, pa.ArrowException) as exc:
             log.warning("analysis cache %s unreadable (%s); reading the trials", self.path, exc)
             return None
-        return table if set(KEYS) <= set(table.column_names) else None
+        return table if {*KEYS, COLUMNS} <= set(table.column_names) else None
 
     def _save(self, table: pa.Table) -> None:
         tmp = self.path.with_name(f"{self.path.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -96,9 +103,22 @@ def _tags(table: pa.Table) -> list[Tag]:
     return list(zip(*(table[name].to_pylist() for name in KEYS), strict=True))
 
 
+def _first_seen(columns: pa.ChunkedArray) -> list[str]:
+    """Every trial's column, in the order of first appearance down the rows (`COLUMNS`)."""
+    lists = columns.combine_chunks()
+    _, firsts = np.unique(lists.indices.to_numpy(zero_copy_only=False), return_index=True)
+    names: dict[str, None] = {}
+    for row in sorted(firsts):
+        names.update(dict.fromkeys(lists[int(row)].as_py().split(_JOIN)))
+    return list(names)
+
+
 def keyed(table: pa.Table, key: str, mtime_ns: int, size: int) -> pa.Table:
     """`table` (rows of one trial) with the trial's key columns, as `TrialCache` keeps them."""
     n = table.num_rows
+    names = pa.array([_JOIN.join(table.column_names)])
+    own = pa.DictionaryArray.from_arrays(pa.array([0] * n, type=pa.int32()), names)
+    table = table.append_column(COLUMNS, own)
     table = table.append_column(KEY, pa.array([key] * n, type=pa.string()))
     table = table.append_column(STAMP, pa.array([mtime_ns] * n, type=pa.int64()))
     return table.append_column(SIZE, pa.array([size] * n, type=pa.int64()))

@@ -1,8 +1,10 @@
 """A report re-run from the per-trial cache writes what a cold run writes.
 
-The folder grows between the runs (new trials), one trial is rewritten (its summary's numbers
-change) and one is removed, so the cached rows must be topped up, refreshed and pruned; a cold
-report of the same folder, in a fresh output folder with no cache, is the reference.
+The folder grows between the runs (new trials, one of them with a setting no other trial has,
+in the folder's first deployment), one trial is rewritten (its summary's numbers change) and
+one is removed, so the cached rows must be topped up, refreshed and pruned, and their columns
+kept in the order of a cold read; a cold report of the same folder, in a fresh output folder
+with no cache, is the reference.
 """
 
 import logging
@@ -22,6 +24,7 @@ from sweep.core import records as rec
 from sweep.core.results import ResultStore
 
 TEXT_FILES = ("report.md", "summary.csv", "trials.csv")
+NEW_SETTING = "backend.new_knob"
 _TABLE_ID = re.compile(r"itables_[0-9a-f_]+")  # ITables names each table at random
 
 
@@ -49,6 +52,12 @@ def rewrite(summary: Path, factor: float) -> float:
     return scaled[0].as_py()
 
 
+def add_setting(summary: Path, name: str, value: float) -> None:
+    """The trial's summary written again with one more config column (a new backend option)."""
+    table = pq.read_table(summary)
+    pq.write_table(table.append_column(name, pa.array([value] * table.num_rows)), summary)
+
+
 def test_a_cached_rerun_writes_what_a_cold_run_writes(tmp_path, caplog):
     store = ResultStore(str(tmp_path / "results"), "grow")
     write_copies(store, range(15))  # 60 trials: pooled, with trials.csv and summary.parquet
@@ -56,6 +65,8 @@ def test_a_cached_rerun_writes_what_a_cold_run_writes(tmp_path, caplog):
     write_report(root, tmp_path / "warm")
     write_copies(store, range(15, 20))  # 20 trials more
     trials = sorted(p.parent for p in root.glob(f"*/*/{rec.SUMMARY_FILE}"))
+    assert trials[15].name.endswith("0015")  # the first deployment's first new trial
+    add_setting(trials[15] / rec.SUMMARY_FILE, NEW_SETTING, 2.5)
     tripled = rewrite(trials[3] / rec.SUMMARY_FILE, 3.0)
     shutil.rmtree(trials[0])  # a trial the cache holds
     with caplog.at_level(logging.INFO, logger="analysis.load"):
@@ -66,6 +77,7 @@ def test_a_cached_rerun_writes_what_a_cold_run_writes(tmp_path, caplog):
     assert again.keys() == reference.keys()
     assert len(reference["summary.parquet"]) == 79
     summary = reference["summary.parquet"].set_index(rec.TRIAL_ID)
+    assert summary[NEW_SETTING].notna().sum() == 1
     assert summary.loc[trials[3].name, rec.OUTPUT_THROUGHPUT] == tripled
     assert trials[0].name not in summary.index
     for name, value in reference.items():
