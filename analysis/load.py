@@ -162,9 +162,7 @@ def _read_tables(paths: Sequence[Path], columns: Sequence[str] | None = None) ->
         with pq.ParquetFile(path) as parquet:
             names = parquet.schema_arrow.names
             wanted = None if columns is None else [c for c in columns if c in names]
-            # A summary is one row of some 200 columns: Arrow's threads per column cost more
-            # than they save, so each file is read on one thread (files in parallel instead).
-            return parquet.read(columns=wanted, use_threads=False)
+            return parquet.read(columns=wanted)
 
     if len(paths) < 2 * READERS:
         return [read(path) for path in paths]
@@ -180,7 +178,7 @@ def _read_chunk(
     """Some files read and joined into one chunk (each tagged for the cache when `tags`)."""
     tables = _read_tables(paths, columns)
     if tags is not None:
-        tables = [keyed(table, *tag) for table, tag in zip(tables, tags, strict=True)]
+        return keyed(tables, tags).combine_chunks()
     # Trials of different backends carry different config columns, and a column that is null in
     # one trial is typed null there: permissive promotion unifies both.
     return pa.concat_tables(tables, promote_options="permissive").combine_chunks()

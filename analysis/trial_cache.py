@@ -113,12 +113,29 @@ def _first_seen(columns: pa.ChunkedArray) -> list[str]:
     return list(names)
 
 
-def keyed(table: pa.Table, key: str, mtime_ns: int, size: int) -> pa.Table:
-    """`table` (rows of one trial) with the trial's key columns, as `TrialCache` keeps them."""
-    n = table.num_rows
-    names = pa.array([_JOIN.join(table.column_names)])
-    own = pa.DictionaryArray.from_arrays(pa.array([0] * n, type=pa.int32()), names)
-    table = table.append_column(COLUMNS, own)
-    table = table.append_column(KEY, pa.array([key] * n, type=pa.string()))
-    table = table.append_column(STAMP, pa.array([mtime_ns] * n, type=pa.int64()))
-    return table.append_column(SIZE, pa.array([size] * n, type=pa.int64()))
+def keyed(tables: Sequence[pa.Table], tags: Sequence[Tag]) -> pa.Table:
+    """Rows of some trials (a table each) joined, with each trial's key columns and column names.
+
+    What `TrialCache` keeps. The columns of trials of different backends differ, and a column
+    null in one trial is typed null there: permissive promotion unifies both. A sweep's trials
+    share a few lists of column names, held once as the values of a dictionary.
+    """
+    counts = [table.num_rows for table in tables]
+    lists: dict[str, int] = {}
+    own = [lists.setdefault(_JOIN.join(table.schema.names), len(lists)) for table in tables]
+    joined = pa.concat_tables(tables, promote_options="permissive")
+
+    def each_row(values: Sequence[object], kind: pa.DataType) -> pa.Array:
+        rows = [value for value, n in zip(values, counts, strict=True) for _ in range(n)]
+        return pa.array(rows, type=kind)
+
+    names = pa.DictionaryArray.from_arrays(each_row(own, pa.int32()), pa.array(list(lists)))
+    key, mtime, size = zip(*tags, strict=True) if tags else ((), (), ())
+    for name, column in (
+        (COLUMNS, names),
+        (KEY, each_row(key, pa.string())),
+        (STAMP, each_row(mtime, pa.int64())),
+        (SIZE, each_row(size, pa.int64())),
+    ):
+        joined = joined.append_column(name, column)
+    return joined

@@ -13,7 +13,6 @@ import subprocess
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from large_folder import REF, write_copies
@@ -102,9 +101,7 @@ def test_the_summary_cache_reads_only_new_or_rewritten_trials(tmp_path):
     cache = TrialCache(tmp_path / "cache", SUMMARY_CACHE)
 
     def read(folders, tags):
-        tables = [pq.read_table(f / rec.SUMMARY_FILE) for f in folders]
-        keyed_tables = [keyed(t, *tag) for t, tag in zip(tables, tags, strict=True)]
-        return pa.concat_tables(keyed_tables, promote_options="permissive")
+        return keyed([pq.read_table(f / rec.SUMMARY_FILE) for f in folders], tags)
 
     cache.rows(trial_folder(root), read)
     assert cache.read_trials == 12
