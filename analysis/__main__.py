@@ -37,6 +37,7 @@ from analysis.report import (
 from analysis.sections import markdown_document, sweep_diff_section
 from analysis.sweep_diff import compare_sweeps
 from analysis.trial_cache import CACHE_DIR
+from analysis.trial_folder import trial_folder
 from sweep.core.errors import SweepError
 
 log = logging.getLogger("analysis")
@@ -72,14 +73,15 @@ def report(
 ) -> int:
     """One sweep: load, write the report, print it, upload to W&B when asked."""
     log.info("loading trials from %s", results_dir)
-    summary = load_summary(results_dir, cache_dir=out_dir / CACHE_DIR)
+    folder = trial_folder(results_dir)  # listed once, for every loader
+    summary = load_summary(folder, cache_dir=out_dir / CACHE_DIR)
     sweep = sweep_title(summary, fallback=results_dir.name)
     log.info("writing the report of %s (%d trials) to %s", sweep, len(summary), out_dir)
     paths = save_report(
         summary,
         out_dir,
         sweep,
-        **report_inputs(results_dir, summary, options),
+        **report_inputs(folder, summary, options),
         options=with_quality(
             with_search(with_reference(options, results_dir), results_dir), results_dir
         ),

@@ -378,11 +378,12 @@ def slo_goodput(
         (`records.SLO_*` names); empty when no trial has an SLO.
     """
     by_trial = dict(tuple(requests.groupby(rec.TRIAL_ID))) if len(requests) else {}
+    # Only trials whose requests were read can be held to a bound (`detail_scope`).
+    read = _ok(summary) & summary[rec.TRIAL_ID].isin(list(by_trial))
     rows = [
         _trial_goodput(trial, by_trial[trial[rec.TRIAL_ID]], bounds)
-        for _, trial in summary[_ok(summary)].iterrows()
+        for _, trial in summary[read].iterrows()
         if (bounds := slo if slo is not None else _config_slo(trial))
-        and trial[rec.TRIAL_ID] in by_trial
     ]
     return pd.DataFrame(rows) if rows else _empty_slo()
 

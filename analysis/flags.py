@@ -42,6 +42,27 @@ SERVER_COUNTED = "none"
 SHARED_PREFIXES = ("workload.", "backend.", "dataset.")
 SIZE_COLUMNS = ("workload.num_requests", "workload.duration_s")
 SHARED_SHOWN = 3
+# Every column a check reads from a trial's row (`_rows` hands on these only).
+CHECKED_COLUMNS = (
+    rec.LABEL,
+    rec.TRIAL_ID,
+    rec.TRIAL_STATUS,
+    rec.NUM_REQUESTS,
+    rec.FAILED_REQUESTS,
+    rec.TOKEN_MISMATCH_REQUESTS,
+    rec.ESTIMATED_OUTPUT_REQUESTS,
+    rec.SHORT_OUTPUT_REQUESTS,
+    rec.CLIENT_LAG_MS_MEAN,
+    rec.CLIENT_SATURATED,
+    rec.CLIENT_CPU_PERCENT,
+    rec.SEND_LAG_MS_P99,
+    rec.TOO_SHORT,
+    rec.COMPLETED_REQUESTS,
+    rec.DURATION_S,
+    rec.WORKLOAD_MIN_DURATION_S,
+    rec.WORKLOAD_MIN_REQUESTS,
+    *LENGTH_COLUMNS,
+)
 
 
 def problem_sections(trials: pd.DataFrame) -> list[Section]:
@@ -186,8 +207,12 @@ def unforced_lengths(trials: pd.DataFrame) -> pd.Series:
 
 
 def _rows(trials: pd.DataFrame) -> zip:
-    """(index, row as a dict) per trial: what the checks read, without a Series per row."""
-    return zip(trials.index, trials.to_dict("records"), strict=True)
+    """(index, row as a dict of `CHECKED_COLUMNS`) per trial, without a Series per row.
+
+    Only the columns the checks read: a large sweep's summary has some 200 per trial.
+    """
+    columns = [c for c in dict.fromkeys(CHECKED_COLUMNS) if c in trials]
+    return zip(trials.index, trials[columns].to_dict("records"), strict=True)
 
 
 def _recorded(trials: pd.DataFrame, column: str) -> pd.Series:

@@ -8,11 +8,14 @@ only once its summary.parquet exists (design.md, "Results layout"); a deployment
 complete trials, filling the columns that only some trials have (a backend's own settings,
 `env.*`) with nulls, and hands on one frame. Request records, time series and time slices can
 be read for chosen trials and columns only, so a report of 10,000 trials never holds them all;
-summaries can be cached per trial (`analysis.trial_cache`). Files are read by a few threads.
+summaries can be cached per trial (`analysis.trial_cache`). Every loader takes a results folder
+or its listing (`analysis.trial_folder`): a report lists its folder once and hands the listing to
+each. Files are read by a few threads, or past `PROCESS_READ_FROM` files by a pool of processes.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -23,16 +26,20 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analysis.trial_cache import SUMMARY_CACHE, TrialCache, keyed
+from analysis.trial_cache import SUMMARY_CACHE, Tag, TrialCache, keyed
+from analysis.trial_folder import TrialFolder, trial_folder
 from sweep.core import records as rec
 from sweep.core.errors import SweepError
+
+log = logging.getLogger(__name__)
+Results = str | Path | TrialFolder  # a results folder, or its listing
 
 READERS = min(8, os.cpu_count() or 1)  # threads, or processes, reading a folder's files
 CHUNK = 500  # files read and joined at once
 PROCESS_READ_FROM = 2000  # files: from this many on, read by a pool of processes
 
 
-def load_summary(results_dir: str | Path, cache_dir: str | Path | None = None) -> pd.DataFrame:
+def load_summary(results_dir: Results, cache_dir: str | Path | None = None) -> pd.DataFrame:
     """One row per trial: flattened config, identity, outcome, metrics and `env.*` columns.
 
     With `cache_dir`, the rows read are kept there (`analysis.trial_cache`): a later call reads
@@ -42,20 +49,24 @@ def load_summary(results_dir: str | Path, cache_dir: str | Path | None = None) -
     Raises:
         SweepError: the folder does not exist or holds no complete trial.
     """
-    trials = _complete_trials(results_dir)
+    folder = trial_folder(results_dir)
     if cache_dir is None:
-        return _concat([t / rec.SUMMARY_FILE for t in trials], schema=None)
+        return _concat(folder.paths(rec.SUMMARY_FILE), schema=None)
     cache = TrialCache(cache_dir, SUMMARY_CACHE)
     table = cache.rows(
-        Path(results_dir),
-        trials,
-        lambda new, tags: _read_joined([t / rec.SUMMARY_FILE for t in new], tags=tags),
+        folder, lambda new, tags: _read_joined([t / rec.SUMMARY_FILE for t in new], tags=tags)
+    )
+    log.info(
+        "read %d of %d trial summaries (the rest from the cache %s)",
+        cache.read_trials,
+        len(folder.trials),
+        cache.path,
     )
     return table.to_pandas()
 
 
 def load_requests(
-    results_dir: str | Path,
+    results_dir: Results,
     trial_ids: Iterable[str] | None = None,
     columns: Sequence[str] | None = None,
 ) -> pd.DataFrame:
@@ -70,13 +81,11 @@ def load_requests(
     Raises:
         SweepError: the folder does not exist or holds no complete trial.
     """
-    paths = _trial_files(results_dir, rec.REQUESTS_FILE, trial_ids)
+    paths = trial_folder(results_dir).paths(rec.REQUESTS_FILE, trial_ids)
     return _concat(paths, schema=rec.REQUESTS_SCHEMA, columns=columns)
 
 
-def load_timeseries(
-    results_dir: str | Path, trial_ids: Iterable[str] | None = None
-) -> pd.DataFrame:
+def load_timeseries(results_dir: Results, trial_ids: Iterable[str] | None = None) -> pd.DataFrame:
     """Resource samples of every complete trial in long format (`records.TIMESERIES_SCHEMA`).
 
     With `trial_ids`, only those trials' samples (the report draws the timelines of a few).
@@ -84,11 +93,11 @@ def load_timeseries(
     Raises:
         SweepError: the folder does not exist or holds no complete trial.
     """
-    paths = _trial_files(results_dir, rec.TIMESERIES_FILE, trial_ids)
+    paths = trial_folder(results_dir).paths(rec.TIMESERIES_FILE, trial_ids)
     return _concat(paths, schema=rec.TIMESERIES_SCHEMA)
 
 
-def load_server_metrics(results_dir: str | Path) -> pd.DataFrame:
+def load_server_metrics(results_dir: Results) -> pd.DataFrame:
     """The /metrics capture of every complete trial (`records.SERVER_METRICS_SCHEMA`).
 
     Trials written before the capture existed, and trials without a server, add no row.
@@ -97,13 +106,11 @@ def load_server_metrics(results_dir: str | Path) -> pd.DataFrame:
         SweepError: the folder does not exist or holds no complete trial.
     """
     return _concat(
-        _trial_files(results_dir, rec.SERVER_METRICS_FILE), schema=rec.SERVER_METRICS_SCHEMA
+        trial_folder(results_dir).paths(rec.SERVER_METRICS_FILE), schema=rec.SERVER_METRICS_SCHEMA
     )
 
 
-def load_timeslices(
-    results_dir: str | Path, trial_ids: Iterable[str] | None = None
-) -> pd.DataFrame:
+def load_timeslices(results_dir: Results, trial_ids: Iterable[str] | None = None) -> pd.DataFrame:
     """Metrics per time slice of every complete trial (`records.TIMESLICES_SCHEMA`).
 
     With `trial_ids`, only those trials' slices.
@@ -113,26 +120,26 @@ def load_timeslices(
     Raises:
         SweepError: the folder does not exist or holds no complete trial.
     """
-    paths = _trial_files(results_dir, rec.TIMESLICES_FILE, trial_ids)
+    paths = trial_folder(results_dir).paths(rec.TIMESLICES_FILE, trial_ids)
     return _concat(paths, schema=rec.TIMESLICES_SCHEMA)
 
 
-def load_stages(results_dir: str | Path) -> pd.DataFrame:
+def load_stages(results_dir: Results) -> pd.DataFrame:
     """One row per stage of every complete trial that ran `workload.stages` (none: empty).
 
     Raises:
         SweepError: the folder does not exist or holds no complete trial.
     """
-    return _concat(_trial_files(results_dir, rec.STAGES_FILE), schema=None)
+    return _concat(trial_folder(results_dir).paths(rec.STAGES_FILE), schema=None)
 
 
-def load_adapters(results_dir: str | Path) -> pd.DataFrame:
+def load_adapters(results_dir: Results) -> pd.DataFrame:
     """One row per LoRA adapter of every complete trial whose requests went to adapters.
 
     Raises:
         SweepError: the folder does not exist or holds no complete trial.
     """
-    return _concat(_trial_files(results_dir, rec.ADAPTERS_FILE), schema=None)
+    return _concat(trial_folder(results_dir).paths(rec.ADAPTERS_FILE), schema=None)
 
 
 def load_quality(results_dir: str | Path) -> pd.DataFrame:
@@ -146,31 +153,6 @@ def load_quality(results_dir: str | Path) -> pd.DataFrame:
         raise SweepError(f"results folder not found: {root}")
     paths = sorted(root.glob(f"*/{rec.QUALITY_FILE}"))
     return _concat(paths, schema=rec.QUALITY_SCHEMA)
-
-
-def _complete_trials(results_dir: str | Path) -> list[Path]:
-    """Every complete trial's folder (it has a summary), in a stable (path) order."""
-    root = Path(results_dir)
-    if not root.is_dir():
-        raise SweepError(f"results folder not found: {root}")
-    trials = sorted(path.parent for path in root.glob(f"*/*/{rec.SUMMARY_FILE}"))
-    if not trials:
-        raise SweepError(
-            f"no trial results in {root}: expected <deployment_id>/<trial_id>/{rec.SUMMARY_FILE}"
-        )
-    return trials
-
-
-def _trial_files(
-    results_dir: str | Path, file_name: str, trial_ids: Iterable[str] | None = None
-) -> list[Path]:
-    """`file_name` in every complete trial folder (of `trial_ids` only, when given)."""
-    trials = _complete_trials(results_dir)
-    if trial_ids is not None:
-        wanted = set(trial_ids)
-        trials = [trial for trial in trials if trial.name in wanted]
-    # An interrupted trial may have left other files without a summary; it is not complete.
-    return [trial / file_name for trial in trials if (trial / file_name).is_file()]
 
 
 def _read_tables(paths: Sequence[Path], columns: Sequence[str] | None = None) -> list[pa.Table]:
@@ -191,12 +173,12 @@ def _read_tables(paths: Sequence[Path], columns: Sequence[str] | None = None) ->
 def _read_chunk(
     paths: Sequence[Path],
     columns: Sequence[str] | None = None,
-    tags: Sequence[tuple[str, int]] | None = None,
+    tags: Sequence[Tag] | None = None,
 ) -> pa.Table:
     """Some files read and joined into one chunk (each tagged for the cache when `tags`)."""
     tables = _read_tables(paths, columns)
     if tags is not None:
-        tables = [keyed(table, *tag) for table, tag in zip(tables, tags, strict=True)]
+        return keyed(tables, tags).combine_chunks()
     # Trials of different backends carry different config columns, and a column that is null in
     # one trial is typed null there: permissive promotion unifies both.
     return pa.concat_tables(tables, promote_options="permissive").combine_chunks()
@@ -205,7 +187,7 @@ def _read_chunk(
 def _read_joined(
     paths: Sequence[Path],
     columns: Sequence[str] | None = None,
-    tags: Sequence[tuple[str, int]] | None = None,
+    tags: Sequence[Tag] | None = None,
 ) -> pa.Table:
     """The files at `paths` as one table, `CHUNK` files at a time.
 

@@ -67,11 +67,15 @@ def load_values(summary: pd.DataFrame) -> pd.Series:
     concurrency = numeric_column(summary, rec.WORKLOAD_CONCURRENCY)
     batch = numeric_column(summary, rec.WORKLOAD_BATCH_SIZE)
     modes = summary.get(rec.WORKLOAD_NAME, pd.Series(None, index=summary.index, dtype=object))
-    streams = [
-        streams_of(str(m), None if pd.isna(c) else int(c), None if pd.isna(b) else int(b))
-        for m, c, b in zip(modes, concurrency, batch, strict=True)
-    ]
+    keys = list(zip(modes.map(str), _integers(concurrency), _integers(batch), strict=True))
+    rule = {key: streams_of(*key) for key in set(keys)}  # a sweep has a few distinct loads
+    streams = [rule[key] for key in keys]
     return pd.Series(streams, index=summary.index, dtype=float).fillna(batch)
+
+
+def _integers(values: pd.Series) -> list[int | None]:
+    """Floats as ints, None for NaN."""
+    return [None if v != v else int(v) for v in values.tolist()]
 
 
 def load_axis_label(summary: pd.DataFrame) -> str:
@@ -92,7 +96,9 @@ def series_columns(summary: pd.DataFrame, exclude_groups: tuple[str, ...] = ()) 
     keys = {
         col: display_texts(summary[col])
         for col in summary.columns
-        if _is_config(col) and col.partition(rec.CONFIG_SEPARATOR)[0] not in exclude_groups
+        if _is_config(col)
+        and col.partition(rec.CONFIG_SEPARATOR)[0] not in exclude_groups
+        and (col == rec.BACKEND_NAME or _varies(summary[col]))
     }
     chosen = [rec.BACKEND_NAME] if rec.BACKEND_NAME in keys else []
     for col, values in keys.items():
@@ -132,6 +138,18 @@ def series_labels(summary: pd.DataFrame, exclude_groups: tuple[str, ...] = ()) -
     keys = list(named.columns)
     table = named.loc[firsts].assign(_label=labels.to_numpy())
     return named.merge(table, on=keys, how="left").set_index(summary.index)["_label"]
+
+
+def _varies(values: pd.Series) -> bool:
+    """Whether a column holds two or more values (null counts as one): cheaper than its texts.
+
+    A column of one value has one text, so it can never tell lines apart; most config columns of
+    a large sweep are such, and their texts need not be worked out.
+    """
+    try:
+        return values.nunique(dropna=False) > 1
+    except TypeError:  # lists or dicts: unhashable, judged by their texts
+        return True
 
 
 def _is_text(value: object) -> bool:

@@ -78,6 +78,7 @@ from analysis.timeline_plots import write_timeline_plots
 from analysis.timeslice_plots import timeslice_section, write_timeslice_plot
 from analysis.trace_rows import trace_sections
 from analysis.trial_cache import CACHE_DIR
+from analysis.trial_folder import TrialFolder, trial_folder
 from analysis.turns import turn_sections, turn_table, write_turn_plot
 from sweep.core import records as rec
 
@@ -153,14 +154,15 @@ def write_report(
         SweepError: the folder does not exist or holds no complete trial.
     """
     out = Path(out_dir if out_dir is not None else results_dir)
-    summary = load_summary(results_dir, cache_dir=out / CACHE_DIR)
+    folder = trial_folder(results_dir)  # listed once, for every loader
+    summary = load_summary(folder, cache_dir=out / CACHE_DIR)
     sweep = sweep_title(summary, fallback=Path(results_dir).name)
     options = options or ReportOptions()
     return save_report(
         summary,
         out,
         sweep,
-        **report_inputs(results_dir, summary, options),
+        **report_inputs(folder, summary, options),
         options=with_quality(
             with_search(with_reference(options, results_dir), results_dir), results_dir
         ),
@@ -168,21 +170,23 @@ def write_report(
 
 
 def report_inputs(
-    results_dir: str | Path, summary: pd.DataFrame, options: ReportOptions
+    results_dir: str | Path | TrialFolder, summary: pd.DataFrame, options: ReportOptions
 ) -> dict[str, pd.DataFrame]:
     """The frames `save_report` takes beside the summary, read for the trials that need them.
 
     Requests of the trials whose statistics the summary cannot give, time series and slices of
     the trials the timelines draw (`analysis.detail_scope`): a large sweep is never held whole.
+    The folder is listed once (or its listing is given) for every kind of file.
     """
+    folder = trial_folder(results_dir)
     drawn = drawn_trials(summary)
     return {
-        "requests": load_requests(results_dir, request_trials(summary, options.slo)),
-        "timeseries": load_timeseries(results_dir, drawn),
-        "timeslices": load_timeslices(results_dir, drawn),
-        "stages": load_stages(results_dir),
-        "adapters": load_adapters(results_dir),
-        "quality": load_quality(results_dir),
+        "requests": load_requests(folder, request_trials(summary, options.slo)),
+        "timeseries": load_timeseries(folder, drawn),
+        "timeslices": load_timeslices(folder, drawn),
+        "stages": load_stages(folder),
+        "adapters": load_adapters(folder),
+        "quality": load_quality(folder.root),
     }
 
 

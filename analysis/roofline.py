@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -131,6 +132,7 @@ WEIGHTS_ONLY_NOTE = (
 )
 
 Row = Mapping[str, object]
+T = TypeVar("T")
 
 
 def bytes_per_param(dtype: object, quantization: object = None) -> float:
@@ -143,12 +145,12 @@ def bytes_per_param(dtype: object, quantization: object = None) -> float:
 
 def weight_bytes_per_param(summary: pd.DataFrame) -> pd.Series:
     """Bytes each trial's engine stores per weight (`FORMAT_BYTES`)."""
-    return pd.Series([_engine_bytes(r)[0] for r in _rows(summary)], index=summary.index)
+    return pd.Series([b[0] for b in _per_row(summary, _engine_bytes)], index=summary.index)
 
 
 def kv_bytes_per_value(summary: pd.DataFrame) -> pd.Series:
     """Bytes each trial's engine stores per KV-cache value (a key or value element)."""
-    return pd.Series([_engine_bytes(r)[1] for r in _rows(summary)], index=summary.index)
+    return pd.Series([b[1] for b in _per_row(summary, _engine_bytes)], index=summary.index)
 
 
 def _declared(row: Row) -> tuple[float, float]:
@@ -200,35 +202,53 @@ def _engine_bytes(row: Row) -> tuple[float, float]:
     return FORMAT_BYTES.get(str(row.get(rec.BACKEND_WEIGHT_FORMAT)), _declared)(row)
 
 
-def _rows(summary: pd.DataFrame) -> list[dict[str, object]]:
-    """Per trial, the columns the byte tables read (None where its backend did not record them).
+def _rows(summary: pd.DataFrame) -> tuple[list[dict[str, object]], list[int]]:
+    """The distinct rows of the columns the byte tables read, and each trial's among them.
 
-    A trial's format, model path and revision, and the config columns its backend recorded as
-    naming what it stores (`records.BACKEND_ROOFLINE_COLUMNS`). Without that record (a folder
-    older than the backend facts) the declared format's columns and the speculative ones are
-    read where present.
+    A trial's row holds its format, model path and revision, and the config columns its backend
+    recorded as naming what it stores (`records.BACKEND_ROOFLINE_COLUMNS`), None for the others.
+    Without that record (a folder older than the backend facts) the declared format's columns
+    and the speculative ones are read where present. A sweep of 10,000 trials has a few
+    distinct rows, so each is built (and judged, `_per_row`) once.
     """
     named = {c for columns in FORMAT_COLUMNS.values() for c in columns} | set(SPECULATIVE_COLUMNS)
     fixed = (rec.BACKEND_WEIGHT_FORMAT, MODEL_PATH, MODEL_REVISION)
-    raw = {c: _raw(summary, c) for c in sorted(named | set(fixed))}
-    recorded = _raw(summary, rec.BACKEND_ROOFLINE_COLUMNS)
+    raw = {c: _raw(summary, c).tolist() for c in sorted(named | set(fixed))}
+    recorded = _raw(summary, rec.BACKEND_ROOFLINE_COLUMNS).tolist()
     fallback = {*FORMAT_COLUMNS[rec.WEIGHTS_DECLARED], *SPECULATIVE_COLUMNS}
-    rows = []
-    for i in range(len(summary)):
-        listed = _json(recorded.iloc[i])
-        own = set(listed) if isinstance(listed, list) else fallback
-        rows.append({c: raw[c].iloc[i] if c in own or c in fixed else None for c in raw})
-    return rows
+    rows: list[dict[str, object]] = []
+    seen: dict[tuple, int] = {}
+    positions = []
+    for key in zip(recorded, *raw.values(), strict=True):
+        try:
+            position = seen.setdefault(key, len(rows))
+        except TypeError:  # a list or dict value: this row on its own
+            position = len(rows)
+        if position == len(rows):
+            listed = _json(key[0])
+            own = set(listed) if isinstance(listed, list) else fallback
+            values = zip(raw, key[1:], strict=True)
+            rows.append({c: v if c in own or c in fixed else None for c, v in values})
+        positions.append(position)
+    return rows, positions
+
+
+def _per_row(summary: pd.DataFrame, judge: Callable[[Row], T]) -> list[T]:
+    """`judge` of each trial's row (`_rows`), worked out once per distinct row."""
+    rows, positions = _rows(summary)
+    judged = [judge(row) for row in rows]
+    return [judged[i] for i in positions]
 
 
 def _speculative(summary: pd.DataFrame) -> pd.Series:
     """Trials that decoded speculatively (a server's speculative_config or the engine's)."""
-    flags = []
-    for row in _rows(summary):
-        engine = _json(row[ENGINE_KWARGS])
-        nested = engine.get("speculative_config") if isinstance(engine, dict) else None
-        flags.append(_json(row[SPECULATIVE_CONFIG]) is not None or nested is not None)
-    return pd.Series(flags, index=summary.index, dtype=bool)
+    return pd.Series(_per_row(summary, _decodes_speculatively), index=summary.index, dtype=bool)
+
+
+def _decodes_speculatively(row: Row) -> bool:
+    engine = _json(row[ENGINE_KWARGS])
+    nested = engine.get("speculative_config") if isinstance(engine, dict) else None
+    return _json(row[SPECULATIVE_CONFIG]) is not None or nested is not None
 
 
 def _json(value: object) -> object:

@@ -11,55 +11,22 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from types import SimpleNamespace
 
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from large_folder import REF, write_copies
 
 from analysis.detail_scope import drawn_trials, request_trials
 from analysis.load import load_requests, load_summary
 from analysis.report import write_report
 from analysis.sections import LISTED_UP_TO
 from analysis.trial_cache import SUMMARY_CACHE, TrialCache, keyed
-from sweep.bench.results_folder import copy_of
+from analysis.trial_folder import trial_folder
 from sweep.core import records as rec
-from sweep.core.results import ResultStore, TrialFiles
+from sweep.core.results import ResultStore
 
-REF = Path(__file__).resolve().parent / "data" / "ref_sweep"
 COPIES = 20
-
-
-def ref_files() -> list[TrialFiles]:
-    """The reference sweep's trials as a worker hands them to the driver."""
-    found = []
-    for summary in sorted(REF.glob(f"*/*/{rec.SUMMARY_FILE}")):
-        folder = summary.parent
-        read = {
-            name: pq.read_table(folder / file)
-            for name, file in (("requests", rec.REQUESTS_FILE), ("timeseries", rec.TIMESERIES_FILE))
-            if (folder / file).is_file()
-        }
-        found.append(TrialFiles(
-            trial_id=folder.name, deployment_id=folder.parent.name,
-            summary=pq.read_table(summary),
-            requests=read.get("requests", rec.REQUESTS_SCHEMA.empty_table()),
-            timeseries=read.get("timeseries", rec.TIMESERIES_SCHEMA.empty_table()),
-            trial_yaml="",
-        ))  # fmt: skip
-    return found
-
-
-def write_copies(store: ResultStore, copies: range) -> None:
-    """Repeats `copies` of every reference trial, with ids and labels of their own."""
-    for files in ref_files():
-        label = files.summary.column(rec.LABEL)[0].as_py()
-        for k in copies:
-            spec = SimpleNamespace(trial_id=f"{files.trial_id[:8]}{k:04d}",
-                                   deployment_id=files.deployment_id,
-                                   label=f"{label}-r{k}", repeat=k)  # fmt: skip
-            store.write_trial(copy_of(files, spec))
 
 
 @pytest.fixture(scope="module")
@@ -131,29 +98,26 @@ def test_the_summary_cache_reads_only_new_or_rewritten_trials(tmp_path):
     store = ResultStore(str(tmp_path / "results"), "grow")
     write_copies(store, range(3))
     root = Path(store.root)
-    trials = sorted(p.parent for p in root.glob(f"*/*/{rec.SUMMARY_FILE}"))
     cache = TrialCache(tmp_path / "cache", SUMMARY_CACHE)
 
     def read(folders, tags):
-        tables = [pq.read_table(f / rec.SUMMARY_FILE) for f in folders]
-        keyed_tables = [keyed(t, *tag) for t, tag in zip(tables, tags, strict=True)]
-        return pa.concat_tables(keyed_tables, promote_options="permissive")
+        return keyed([pq.read_table(f / rec.SUMMARY_FILE) for f in folders], tags)
 
-    cache.rows(root, trials, read)
+    cache.rows(trial_folder(root), read)
     assert cache.read_trials == 12
-    cache.rows(root, trials, read)
+    cache.rows(trial_folder(root), read)
     assert cache.read_trials == 0
     write_copies(store, range(3, 5))  # 8 new trials
     again = load_summary(root, cache_dir=tmp_path / "cache")
     plain = load_summary(root)
     assert len(again) == len(plain) == 20
     pd.testing.assert_frame_equal(again[plain.columns], plain, check_dtype=False)
-    trials = sorted(p.parent for p in root.glob(f"*/*/{rec.SUMMARY_FILE}"))
-    cache.rows(root, trials, read)
+    listed = trial_folder(root)
+    cache.rows(listed, read)
     assert cache.read_trials == 0  # load_summary kept the 8 in the same cache
-    rewritten = trials[0] / rec.SUMMARY_FILE  # a rewritten trial is read again
-    pq.write_table(pq.read_table(rewritten), rewritten)
-    cache.rows(root, trials, read)
+    rewritten = listed.trials[0] / rec.SUMMARY_FILE  # a rewritten trial is read again
+    pq.write_table(pq.read_table(rewritten).slice(0, 0), rewritten)  # another size
+    cache.rows(trial_folder(root), read)
     assert cache.read_trials == 1
 
 
