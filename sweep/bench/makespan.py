@@ -11,6 +11,14 @@ each (sum of trial wall times + one backend start per deployment) spread over so
 - `ideal_on_gpus_left`: over the GPUs of the nodes still up at the end.
 `--timeline` prints every trial's span and GPU.
 
+Where the time beyond the ideal goes, printed beside it:
+- `first_trials_s`: when the deployments' first trials began (from the command's start): booting
+  a Ray worker per deployment, importing the trial runner, starting the backend;
+- `start_alone_s`: the same for one deployment on the idle cluster (one short sweep run first):
+  what a node pays on its own CPUs, while here every node's workers share this machine's cores;
+- `ratio_after_start`: the makespan less the first trials' start against the ideal less one
+  backend start: how well the driver kept the GPUs busy once the deployments were running.
+
     .venv/bin/python scripts/bench_sweep.py [--nodes 3] [--gpus 2] [--remove-at S] [--timeline]
 """
 
@@ -43,11 +51,16 @@ def backend_start_s(repeats: int = 3) -> float:
     return sorted(times)[len(times) // 2]
 
 
+# one deployment of one short trial: how long a deployment takes to start on an idle cluster
+ALONE = ("sweep.grid.backend.ttft_ms=[10]", "sweep.grid.workload.concurrency=[16]")
+
+
 def sweep_once(
-    cluster: Cluster, out: Path, remove_after_s: float | None, node=None
+    cluster: Cluster, out: Path, remove_after_s: float | None, node=None, more: tuple = ()
 ) -> tuple[float, pd.DataFrame]:
     """Run the sim_cluster sweep (removing `node` after `remove_after_s`); makespan, rows."""
     args = ["+experiment=sim_cluster", f"cluster.address={cluster.address}", f"output.dir={out}"]
+    args += list(more)
     started = time.time()
     if remove_after_s is None:
         assert sweep_main(args) == 0
@@ -76,10 +89,10 @@ def timeline(name: str, frame: pd.DataFrame) -> str:
     return f"\n{name}:\n" + markdown_table(rows[columns])
 
 
-def first_trials(frame: pd.DataFrame) -> str:
+def first_trials(frame: pd.DataFrame) -> tuple[float, float]:
     """When the deployments' first trials began, from the command's start: the start-up cost."""
     firsts = frame.groupby("deployment_id")["since_start_s"].min()
-    return f"{firsts.min():.1f}-{firsts.max():.1f}"
+    return firsts.min(), firsts.max()
 
 
 def ideal_as_available(work: float, gpus: int, lost_gpus: int, removed_at: float | None) -> float:
@@ -121,6 +134,8 @@ def run(args: argparse.Namespace) -> None:
     rows = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
+            _, alone = sweep_once(cluster, Path(tmp) / "alone", None, more=ALONE)
+            start_alone = first_trials(alone)[0]
             for name in ("all nodes", "one node removed mid-sweep"):
                 remove = None
                 if rows:
@@ -148,7 +163,11 @@ def run(args: argparse.Namespace) -> None:
                         "ratio_as_available": round(makespan / available, 2),
                         "ideal_on_gpus_left_s": round(work / (gpus - lost), 1),
                         "ratio_on_gpus_left": round(makespan / (work / (gpus - lost)), 2),
-                        "first_trials_s": first_trials(frame),
+                        "start_alone_s": round(start_alone, 1),
+                        "first_trials_s": "{:.1f}-{:.1f}".format(*first_trials(frame)),
+                        "ratio_after_start": round(
+                            (makespan - first_trials(frame)[0]) / (work / gpus - start_s), 2
+                        ),
                     }
                 )
     finally:
