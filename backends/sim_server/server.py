@@ -13,7 +13,9 @@ trial's config) cycle other chunk sizes (`--chunk-sizes`) or words (`--words`) a
 reported (`--usage`). One timer task drives every stream from a heap of due times, so thousands of
 streams cost one wake-up per due time rather than one sleeping task per token. Stamps use
 `time.perf_counter_ns()`, the clock of the load generator, so tests can compare client-side
-latencies with the server's truth. Faults are drawn per request at `fault_rate` (seeded);
+latencies with the server's truth; a request's arrival is when its first bytes were read
+(`backends.sim_server.arrivals`), not when its handler started behind a burst's others.
+Faults are drawn per request at `fault_rate` (seeded);
 `usage_skew` makes the final usage count disagree with the tokens streamed. With
 `reasoning_tokens`, a chat reply thinks first (`SimSchedule`), and the stamps say when its first
 answer token went out (`first_answer_ns`). `/metrics` also holds
@@ -31,6 +33,7 @@ import itertools
 import json
 import os
 import random
+import signal
 import socket
 import struct
 import time
@@ -40,6 +43,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from backends.sim_server.admission import Admission
+from backends.sim_server.arrivals import ArrivalStamps
 from backends.sim_server.latencies import Latencies
 from backends.sim_server.schedule import SIM_FAULT_KINDS, SimSchedule
 from sweep.core.stream_chunks import REASONING_FIELDS
@@ -209,7 +213,7 @@ class SimServer:
         return await self._serve(request, "chat")
 
     async def _serve(self, request: web.Request, api: str) -> web.StreamResponse:
-        arrival = time.perf_counter_ns()
+        arrival = request.get(ARRIVAL_NS) or time.perf_counter_ns()
         try:
             body = await request.json()
             if int(body.get("max_tokens") or 16) < 1:
@@ -437,10 +441,26 @@ def _reset(request: web.Request) -> None:
     transport.abort()
 
 
+ARRIVALS = web.AppKey("arrivals", ArrivalStamps)
+ARRIVAL_NS = "arrival_ns"  # the request's first bytes (`ArrivalStamps`), kept on the request
+
+
 def build_app(options: SimOptions) -> web.Application:
-    """The aiohttp application of one sim server, with its timer task."""
+    """The aiohttp application of one sim server, with its timer task.
+
+    Served by `serve` (as `main` does), each request carries when its first bytes came; served
+    otherwise, when its handler started.
+    """
     sim = SimServer(options)
-    app = web.Application()
+    arrivals = ArrivalStamps()
+
+    @web.middleware
+    async def arrival(request: web.Request, handler):  # noqa: ANN202
+        request[ARRIVAL_NS] = arrivals.take(request.transport)  # every request: none is left over
+        return await handler(request)
+
+    app = web.Application(middlewares=[arrival])
+    app[ARRIVALS] = arrivals
     app.add_routes(
         [
             web.get("/health", sim.health),
@@ -523,15 +543,25 @@ def main(argv: list[str] | None = None) -> None:
     print(f"sim_server on http://{host}:{port} {options}", flush=True)
     # Shows in backend.log which GPUs the deployment's task handed to its server.
     print(f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}", flush=True)
-    # A large backlog: hundreds of streams connect at once when a trial starts. A client hanging
-    # up cancels its handler and so ends its request, queued or stalled, as vLLM aborts it.
-    web.run_app(
-        build_app(options),
-        host=host,
-        port=port,
-        backlog=2048,
-        handler_cancellation=True,
-        shutdown_timeout=1.0,
-        access_log=None,
-        print=None,
+    asyncio.run(serve(build_app(options), host, port))
+
+
+async def serve(app: web.Application, host: str, port: int) -> None:
+    """Serve `app` on host:port until SIGTERM or SIGINT, arrivals stamped as bytes come."""
+    # A client hanging up cancels its handler and so ends its request, queued or stalled, as
+    # vLLM aborts it.
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0, access_log=None)
+    await runner.setup()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(number, stop.set)
+    # A large backlog: hundreds of streams connect at once when a trial starts.
+    listener = await loop.create_server(
+        app[ARRIVALS].factory(runner.server), host, port, backlog=2048, reuse_address=True
     )
+    try:
+        await stop.wait()
+    finally:
+        listener.close()
+        await runner.cleanup()  # on_shutdown ends the streams, on_cleanup keeps the stamps
