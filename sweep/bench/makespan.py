@@ -145,6 +145,7 @@ def run(args: argparse.Namespace) -> None:
                 )
                 if args.timeline:
                     print(timeline(name, frame))
+                first, last = first_trials(frame)
                 deployments = frame["deployment_id"].nunique()
                 work = frame["wall_s"].sum() + deployments * start_s
                 lost = args.gpus if remove else 0
@@ -164,10 +165,8 @@ def run(args: argparse.Namespace) -> None:
                         "ideal_on_gpus_left_s": round(work / (gpus - lost), 1),
                         "ratio_on_gpus_left": round(makespan / (work / (gpus - lost)), 2),
                         "start_alone_s": round(start_alone, 1),
-                        "first_trials_s": "{:.1f}-{:.1f}".format(*first_trials(frame)),
-                        "ratio_after_start": round(
-                            (makespan - first_trials(frame)[0]) / (work / gpus - start_s), 2
-                        ),
+                        "first_trials_s": f"{first:.1f}-{last:.1f}",
+                        "ratio_after_start": round((makespan - first) / (work / gpus - start_s), 2),
                     }
                 )
     finally:
