@@ -1,5 +1,5 @@
 """`python -m backends.sim_server`: serve the simulated server until SIGTERM or SIGINT."""
 
-from backends.sim_server.server import main
+from backends.sim_server.command import main
 
 main()

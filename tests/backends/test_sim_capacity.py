@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from backends.sim import SimBackendConfig
 from backends.sim_server.admission import Admission
-from backends.sim_server.server import parse_args
+from backends.sim_server.command import parse_args
 from sweep.core import records as R
 from sweep.core.errors import ConfigError
 from sweep.loadgen.http import run_http_workload

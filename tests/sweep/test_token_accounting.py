@@ -34,7 +34,7 @@ import pytest
 
 from backends.models.tiny import ensure_tiny_model
 from backends.process.launcher import ServerLauncher
-from backends.sim_server.server import parse_args
+from backends.sim_server.command import parse_args
 from sweep.core import records as R
 from sweep.core.summary import summarize
 from sweep.datasets.cache import PromptSource
