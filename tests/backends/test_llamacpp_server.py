@@ -153,12 +153,20 @@ def test_the_server_stops_at_max_tokens_or_just_after(served):
 
 
 def test_concurrent_requests_are_served_one_at_a_time_and_never_cut_short(served):
-    """At concurrency 8 each reply streams only after the previous one ended: the server holds
-    one sequence. `interrupt_requests` is off, so no waiting request ends a streaming one."""
+    """At concurrency 8 each reply's tokens stream only after the previous reply's last token:
+    the server holds one sequence. `interrupt_requests` is off, so no waiting request ends a
+    streaming one.
+
+    Compared by tokens, not by the replies' ends: llama-cpp-python releases its lock once a
+    reply's `[DONE]` is queued for sending (`get_event_publisher`), so on a loaded machine the
+    next reply's first token can reach the client before the previous body's end (seen in CI:
+    18 ms before it).
+    """
     requests = table(served.trials[-1], "requests")  # batch size 8: eight in flight
-    spans = sorted(zip(requests[R.FIRST_TOKEN_S], requests[R.END_S], strict=True))
-    for (_, end), (first, _) in zip(spans, spans[1:], strict=False):
-        assert first >= end - 1e-3
+    last = requests[R.FIRST_TOKEN_S] + requests[R.ITL_S].map(sum)  # the last token's read
+    spans = sorted(zip(requests[R.FIRST_TOKEN_S], last, strict=True))
+    for (_, previous_last), (first, _) in zip(spans, spans[1:], strict=False):
+        assert first >= previous_last - 1e-3
     assert (requests[R.OUTPUT_TOKENS] >= table(served.trials[0], "requests")[R.OUTPUT_TOKENS]).all()
 
 
