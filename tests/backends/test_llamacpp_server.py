@@ -153,21 +153,22 @@ def test_the_server_stops_at_max_tokens_or_just_after(served):
 
 
 def test_concurrent_requests_are_served_one_at_a_time_and_never_cut_short(served):
-    """At concurrency 8 each reply's tokens stream only after the previous reply's last token:
-    the server holds one sequence. `interrupt_requests` is off, so no waiting request ends a
-    streaming one.
+    """At concurrency 8 the server still generates one reply at a time: consecutive replies'
+    first tokens are spread by about one reply's generation (as long as it takes at concurrency
+    1), where a server decoding them together would send them within a prefill of each other.
+    `interrupt_requests` is off, so no waiting request ends a streaming one.
 
-    Compared by tokens, not by the replies' ends: llama-cpp-python releases its lock once a
-    reply's `[DONE]` is queued for sending (`get_event_publisher`), so on a loaded machine the
-    next reply's first token can reach the client before the previous body's end (seen in CI:
-    18 ms before it).
+    Judged by the median spacing, not by every pair: llama-cpp-python releases its lock once a
+    reply's events are queued for sending (`get_event_publisher`, a channel of 10), so on a loaded
+    machine a reply's last tokens can reach the client after the next reply's first (seen in CI:
+    18 ms after it).
     """
     requests = table(served.trials[-1], "requests")  # batch size 8: eight in flight
-    last = requests[R.FIRST_TOKEN_S] + requests[R.ITL_S].map(sum)  # the last token's read
-    spans = sorted(zip(requests[R.FIRST_TOKEN_S], last, strict=True))
-    for (_, previous_last), (first, _) in zip(spans, spans[1:], strict=False):
-        assert first >= previous_last - 1e-3
-    assert (requests[R.OUTPUT_TOKENS] >= table(served.trials[0], "requests")[R.OUTPUT_TOKENS]).all()
+    alone = table(served.trials[0], "requests")  # concurrency 1: one reply's generation
+    generation = (alone[R.END_S] - alone[R.FIRST_TOKEN_S]).median()
+    spacing = requests[R.FIRST_TOKEN_S].sort_values().diff().dropna().median()
+    assert generation > 0 and spacing >= 0.5 * generation, (spacing, generation)
+    assert (requests[R.OUTPUT_TOKENS] >= alone[R.OUTPUT_TOKENS]).all()
 
 
 def test_no_metrics_route_so_no_server_columns(served):
