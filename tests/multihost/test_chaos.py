@@ -172,6 +172,41 @@ def record_room(trial_dir) -> int:
     return -(-summary // PAGE) * PAGE + (len(files) - 1) * PAGE
 
 
+def between_saves(root) -> bool:
+    """No trial of the sweep is part written: every trial folder has its summary (written last)
+    and no temporary file is open."""
+    trials = list(root.glob("*/*/"))
+    done = all((t / R.SUMMARY_FILE).exists() for t in trials)
+    return done and not list(root.rglob("*.tmp-*"))
+
+
+def stopped(pid: int) -> bool:
+    """Whether `pid` is stopped (SIGSTOP takes effect after kill returns)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+
+
+def fill_between_saves(job, root, leave_bytes: int):
+    """Fill the file system while the driver is stopped between two trials' saves.
+
+    Filled while a trial was part written, the room left went to the rest of that trial: it
+    was saved whole, and the next one found no room for its failed record either. The driver is held with SIGSTOP only while the folder is looked at and filled.
+    """
+    driver = wait_until(job.driver_pid, 60, "the driver found", job)
+    try:
+        while True:
+            os.kill(driver, signal.SIGSTOP)
+            try:
+                wait_until(lambda: stopped(driver), 10, "the driver stopped")
+                if between_saves(root):
+                    return fill(SMALL_FS, leave_bytes=leave_bytes)
+            finally:
+                os.kill(driver, signal.SIGCONT)
+            time.sleep(0.05)
+    except (ProcessLookupError, FileNotFoundError):
+        pytest.fail(f"the driver ended before the file system was filled: {job.text()[-3000:]}")
+
+
 def test_results_file_system_full(cluster, tmp_path):
     """Results to a `file://` URI (the object-storage code path) on a file system that fills up
     mid-sweep: the trial it could not save is recorded as failed with the reason, nothing
@@ -181,7 +216,7 @@ def test_results_file_system_full(cluster, tmp_path):
     job = submit(cluster, tmp_path, sweep(name, ONE_TASK_EACH), output_dir=f"file://{folder}")
     root = folder / name
     first = wait_until(lambda: list(root.glob(f"*/*/{R.SUMMARY_FILE}")), 240, "a trial saved", job)
-    filler = fill(SMALL_FS, leave_bytes=record_room(first[0].parent) + PAGE)
+    filler = fill_between_saves(job, root, leave_bytes=record_room(first[0].parent) + PAGE)
     try:
         assert job.wait(300) != 0
         text = job.text().split("Status message:")[0]  # the job's log, before Ray repeats it
