@@ -190,7 +190,8 @@ def fill_between_saves(job, root, leave_bytes: int):
     """Fill the file system while the driver is stopped between two trials' saves.
 
     Filled while a trial was part written, the room left went to the rest of that trial: it
-    was saved whole, and the next one found no room for its failed record either. The driver is held with SIGSTOP only while the folder is looked at and filled.
+    was saved whole, and the next one found no room for its failed record either. The driver
+    is held with SIGSTOP only while the folder is looked at and filled.
     """
     driver = wait_until(job.driver_pid, 60, "the driver found", job)
     try:
