@@ -59,6 +59,9 @@ PLOTS = (
 )
 
 
+LOAD_COLUMNS = (rec.WORKLOAD_NAME, rec.WORKLOAD_CONCURRENCY, rec.WORKLOAD_BATCH_SIZE)  # it reads
+
+
 def load_values(summary: pd.DataFrame) -> pd.Series:
     """Offered load of each trial: the streams it keeps in flight (`streams_of`).
 

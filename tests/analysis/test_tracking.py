@@ -14,9 +14,10 @@ import pytest
 from wandb_log import read_runs
 
 from analysis.load import load_requests, load_summary, load_timeseries
+from analysis.plots import load_values
 from analysis.report import write_report
 from analysis.tracking import Tracker, upload_results
-from analysis.wandb_cells import history_steps
+from analysis.wandb_cells import LOAD, history_steps, plain, trial_metrics
 from analysis.wandb_settings import has_credentials, resolve_mode
 from sweep.core import records as rec
 from sweep.core.config import TrackingConfig
@@ -273,3 +274,14 @@ def test_the_quality_table_and_its_front_are_logged(offline):
     on_front = points["columns"].index("on_quality_front")
     assert [r[on_front] for r in points["data"]] == [True, True, True]  # cheaper = more drift
     assert "quality_front_table" in json.dumps(logged)  # the scatter's own table
+
+
+def test_a_trials_logged_load_is_the_reports_for_each_row():
+    """`trial_metrics` reads a row's load from its few load columns: the same value the report
+    computes over the whole summary, for batch sizes (hf) and concurrencies (vllm_server)."""
+    summary = load_summary(REF)
+    expected = load_values(summary)
+    assert set(expected) >= {1.0, 2.0}
+    for index, row in summary.iterrows():
+        metrics = trial_metrics({k: plain(v) for k, v in row.items()})
+        assert metrics[LOAD] == expected[index], row[rec.LABEL]
