@@ -105,9 +105,9 @@ def waits_for(deployment: Deployment, nodes: list[dict[str, Any]]) -> str | None
     needed = resources_of(deployment)
     if any(resources_fit(needed, n.get("Resources", {})) for n in nodes if n.get("Alive")):
         return None
-    what = ", ".join(
-        f"{v:g} {k}" for k, v in needed.items() if k in ("GPU", "CPU")
-    ) + "".join(f", {k[len(PIECE_PREFIX):]}" for k in needed if k.startswith(PIECE_PREFIX))
+    what = ", ".join(f"{v:g} {k}" for k, v in needed.items() if k in ("GPU", "CPU")) + "".join(
+        f", {k[len(PIECE_PREFIX) :]}" for k in needed if k.startswith(PIECE_PREFIX)
+    )
     where = f" of type {deployment.accelerator_type}" if deployment.accelerator_type else ""
     return f"a node{where} with {what} (the autoscaler adds one)"
 

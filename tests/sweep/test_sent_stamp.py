@@ -36,5 +36,3 @@ def test_a_pause_after_the_write_counts_in_the_requests_times(monkeypatch):
     (first_answer_at, _), *_ = server.writes
     assert tracker.sent <= first_answer_at  # stamped before the server could answer
     assert tracker.chunk_times[0] - tracker.sent < PAUSE_S + 5.0  # and not by some other clock
-
-
