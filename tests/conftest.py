@@ -157,8 +157,18 @@ def ray_cluster():
 # Libraries set these in their process and leave them: `ray.init` its debugger hook on every
 # connect (a sweep run in process connects), the first `import ray` its client switch (to the
 # default, off), torch its compile cache folder when a transformers model class is first
-# imported. Put back after each test without failing it.
-_SET_BY_LIBRARIES = frozenset({"PYTHONBREAKPOINT", "RAY_CLIENT_MODE", "TORCHINDUCTOR_CACHE_DIR"})
+# imported; and the trial runner quiets transformers through its process's environment (meant
+# for a Ray worker; `sweep.trial._quiet_transformers`), when transformers is not imported yet.
+# Put back after each test without failing it.
+_SET_BY_LIBRARIES = frozenset(
+    {
+        "PYTHONBREAKPOINT",
+        "RAY_CLIENT_MODE",
+        "TORCHINDUCTOR_CACHE_DIR",
+        "HF_HUB_DISABLE_PROGRESS_BARS",
+        "TRANSFORMERS_VERBOSITY",
+    }
+)
 
 
 @pytest.fixture(autouse=True)
