@@ -157,9 +157,11 @@ def ray_cluster():
 # Libraries set these in their process and leave them: `ray.init` its debugger hook on every
 # connect (a sweep run in process connects), the first `import ray` its client switch (to the
 # default, off), torch its compile cache folder when a transformers model class is first
-# imported; and the trial runner quiets transformers through its process's environment (meant
-# for a Ray worker; `sweep.trial._quiet_transformers`), when transformers is not imported yet.
-# Put back after each test without failing it.
+# imported, the first `import llama_cpp` its library folder on LD_LIBRARY_PATH; and the trial
+# runner quiets transformers through its process's environment (meant for a Ray worker;
+# `sweep.trial._quiet_transformers`) while transformers is not imported yet. Each is set only
+# the first time in a process, so a test that ran first failed where another ran after. Put
+# back after each test without failing it.
 _SET_BY_LIBRARIES = frozenset(
     {
         "PYTHONBREAKPOINT",
@@ -167,6 +169,7 @@ _SET_BY_LIBRARIES = frozenset(
         "TORCHINDUCTOR_CACHE_DIR",
         "HF_HUB_DISABLE_PROGRESS_BARS",
         "TRANSFORMERS_VERBOSITY",
+        "LD_LIBRARY_PATH",
     }
 )
 
