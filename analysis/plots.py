@@ -59,7 +59,8 @@ PLOTS = (
 )
 
 
-LOAD_COLUMNS = (rec.WORKLOAD_NAME, rec.WORKLOAD_CONCURRENCY, rec.WORKLOAD_BATCH_SIZE)  # it reads
+# The summary columns `load_values` reads, and all it reads.
+LOAD_COLUMNS = (rec.WORKLOAD_NAME, rec.WORKLOAD_CONCURRENCY, rec.WORKLOAD_BATCH_SIZE)
 
 
 def load_values(summary: pd.DataFrame) -> pd.Series:
@@ -67,9 +68,10 @@ def load_values(summary: pd.DataFrame) -> pd.Series:
 
     An uncapped open loop has no stream count; it sits at its batch size, as before.
     """
-    concurrency = numeric_column(summary, rec.WORKLOAD_CONCURRENCY)
-    batch = numeric_column(summary, rec.WORKLOAD_BATCH_SIZE)
-    modes = summary.get(rec.WORKLOAD_NAME, pd.Series(None, index=summary.index, dtype=object))
+    name, concurrency_column, batch_column = LOAD_COLUMNS
+    concurrency = numeric_column(summary, concurrency_column)
+    batch = numeric_column(summary, batch_column)
+    modes = summary.get(name, pd.Series(None, index=summary.index, dtype=object))
     keys = list(zip(modes.map(str), _integers(concurrency), _integers(batch), strict=True))
     rule = {key: streams_of(*key) for key in set(keys)}  # a sweep has a few distinct loads
     streams = [rule[key] for key in keys]

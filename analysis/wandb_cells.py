@@ -46,7 +46,7 @@ def trial_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
     if rec.MBU not in row:  # not computed for the whole sweep at once (`upload_results` does)
         derived = roofline(pd.DataFrame([row])).iloc[0]
         metrics.update({k: float(derived[k]) for k in (rec.MBU, rec.MFU) if pd.notna(derived[k])})
-    # A frame of the few columns it reads: one of the whole row (some 190) cost 3 ms a trial.
+    # A frame of only the columns it reads: one of the whole row (some 190) costs 3 ms a trial.
     load = load_values(pd.DataFrame([{k: row[k] for k in LOAD_COLUMNS if k in row}])).iloc[0]
     if pd.notna(load):
         metrics[LOAD] = float(load)

@@ -154,15 +154,15 @@ def ray_cluster():
     cluster.shutdown()
 
 
-# Libraries set these in their process and leave them: `ray.init` its debugger hook on every
-# connect (a sweep run in process connects), the first `import ray` its client switch (to the
-# default, off), torch its compile cache folder when a transformers model class is first
-# imported, the first `import llama_cpp` its library folder on LD_LIBRARY_PATH; and the trial
-# runner quiets transformers through its process's environment (meant for a Ray worker;
-# `sweep.trial._quiet_transformers`) while transformers is not imported yet. Each is set only
+# Set in a process and left there, by libraries and by the trial runner: `ray.init` its
+# debugger hook on every connect (a sweep run in process connects), the first `import ray` its
+# client switch (to the default, off), torch its compile cache folder when a transformers model
+# class is first imported, the first `import llama_cpp` its library folder on LD_LIBRARY_PATH,
+# and the trial runner its quieting of transformers (meant for a Ray worker;
+# `sweep.trial._quiet_transformers`) while transformers is not imported yet. Most are set only
 # the first time in a process, so a test that ran first failed where another ran after. Put
 # back after each test without failing it.
-_SET_BY_LIBRARIES = frozenset(
+_LEFT_BY_LIBRARIES_AND_RUNNER = frozenset(
     {
         "PYTHONBREAKPOINT",
         "RAY_CLIENT_MODE",
@@ -190,7 +190,7 @@ def _environment_unchanged():
             os.environ[key] = before[key]
         else:
             os.environ.pop(key)
-    changed = [k for k in changed if k not in _SET_BY_LIBRARIES]
+    changed = [k for k in changed if k not in _LEFT_BY_LIBRARIES_AND_RUNNER]
     if changed:
         pytest.fail(f"the test left os.environ changed: {', '.join(changed)}", pytrace=False)
 
