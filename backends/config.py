@@ -10,9 +10,8 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any
 
-from omegaconf import MISSING
-
 from sweep.core.errors import ConfigError, check_choice, check_positive
+from sweep.core.missing import MISSING
 
 # Config dtype names and what torch (and the engines built on it) call them.
 TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "auto": "auto"}

@@ -35,8 +35,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from omegaconf import MISSING
-
 from backends.base import COUNT_CHUNKS, COUNT_USAGE, Secret, ServerBackend
 from backends.config import (
     SERVER_APIS,
@@ -50,6 +48,7 @@ from backends.tgi import TGI_SERVER_SERIES
 from backends.vllm_server import VLLM_SERVER_SERIES
 from sweep.core import records as R
 from sweep.core.errors import BackendError, ConfigError, check_choice, check_positive
+from sweep.core.missing import MISSING
 
 log = logging.getLogger(__name__)
 

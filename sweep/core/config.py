@@ -19,8 +19,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import MISSING
-
 from sweep.core.dataset_configs import (
     GROUP_DISTRIBUTIONS,
     OVERFLOW_MODES,
@@ -36,6 +34,7 @@ from sweep.core.dataset_configs import (
     check_paraphrase_rate,
 )
 from sweep.core.errors import check_choice, check_positive, raise_config
+from sweep.core.missing import MISSING
 from sweep.core.proxy_configs import (
     PROXY_TRUNCATION_SIDES,
     ClipProxyConfig,

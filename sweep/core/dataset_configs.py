@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from omegaconf import MISSING
-
 from sweep.core.errors import check_choice, check_positive, raise_config
+from sweep.core.missing import MISSING
 
 
 @dataclass

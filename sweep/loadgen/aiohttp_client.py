@@ -19,10 +19,10 @@ import aiohttp
 from backends.base import COUNT_CHUNKS
 from sweep.core import records as R
 from sweep.loadgen.clock import now_s
-from sweep.loadgen.http_error import RequestFailed, endpoint_secrets, error_line
+from sweep.loadgen.http_error import MAX_RESENDS, RequestFailed, endpoint_secrets, error_line
 from sweep.loadgen.recorder import RequestTracker
 from sweep.loadgen.sse import DRAIN_S, StreamState
-from sweep.loadgen.wire import MAX_RESENDS, Attempt, trace_config
+from sweep.loadgen.wire import Attempt, trace_config
 
 log = logging.getLogger(__name__)
 

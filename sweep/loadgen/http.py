@@ -31,18 +31,18 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import json
 import logging
 import statistics
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from backends.base import COUNT_LOGPROBS, COUNT_USAGE, GenRequest, ServerBackend
 from sweep.core.config import WorkloadConfig
 from sweep.core.errors import ConfigError
 from sweep.loadgen import tgi_stream
-from sweep.loadgen.aiohttp_client import AiohttpClient
 from sweep.loadgen.arrivals import arrival_offsets, trace_offsets
 from sweep.loadgen.clock import now_s
 from sweep.loadgen.http_error import RequestFailed
@@ -50,7 +50,6 @@ from sweep.loadgen.recorder import RequestTracker, Trackers
 from sweep.loadgen.request_ids import new_run, request_id
 from sweep.loadgen.saturation import CpuMeter
 from sweep.loadgen.shards import WHOLE, Share, run_sharded
-from sweep.loadgen.socket_client import SocketClient
 from sweep.loadgen.sse import DRAIN_S, EventError  # noqa: F401 - DRAIN_S: named here for tests
 from sweep.loadgen.stages import mark_phases, open_loop_schedule, run_stages, send_until
 from sweep.loadgen.wakeup import sleep_until
@@ -72,8 +71,12 @@ POOL_UNCAPPED = 32
 
 # (request, tracker, scheduled send time) -> streams it, filling the tracker; never raises.
 Send = Callable[[GenRequest, RequestTracker, float], Awaitable[None]]
-# `workload.http_client` -> the client class; each takes (endpoint, timeout_s, connection cap).
-CLIENTS = {"asyncio": SocketClient, "aiohttp": AiohttpClient}
+# `workload.http_client` -> its client class, imported when a trial asks for it (aiohttp's costs
+# every Ray worker about 80 ms of CPU otherwise); each takes (endpoint, timeout_s, connection cap).
+CLIENTS = {
+    "asyncio": "sweep.loadgen.socket_client:SocketClient",
+    "aiohttp": "sweep.loadgen.aiohttp_client:AiohttpClient",
+}
 STOPPED_OVER_SATURATED = "stopped: the probe was over-saturated, still in flight after"
 STOP_SLACK_S = 0.25
 STOP_CHECK_S = 0.5
@@ -173,7 +176,11 @@ def run_endpoint_workload(
     return asyncio.run(run_share(endpoint, requests, warmup, workload, stop_ratio=stop_ratio))
 
 
-Client = SocketClient | AiohttpClient
+if TYPE_CHECKING:
+    from sweep.loadgen.aiohttp_client import AiohttpClient
+    from sweep.loadgen.socket_client import SocketClient
+
+    Client = SocketClient | AiohttpClient
 
 
 async def run_share(
@@ -242,7 +249,9 @@ async def run_share(
 
 def open_client(endpoint: Endpoint, workload: object, limit: int | None = None) -> Client:
     """The trial's client (`workload.http_client`), to be entered with `async with`."""
-    return CLIENTS[workload.http_client](endpoint, workload.timeout_s, limit)
+    module, name = CLIENTS[workload.http_client].split(":")
+    client_class = getattr(importlib.import_module(module), name)
+    return client_class(endpoint, workload.timeout_s, limit)
 
 
 async def open_pool(session: Client, endpoint: Endpoint, count: int) -> None:

@@ -4,6 +4,10 @@ A strict endpoint answers 400 (OpenAI) or 422 (FastAPI, pydantic) to a field it 
 will not take; the request fails with `http_error: HTTP 400: the endpoint rejected field 'X':
 ...` when the answer says which: OpenAI's error object has `param`, pydantic errors a `loc`
 (vLLM prints them into its message). Other answers keep their first line.
+
+`MAX_RESENDS` is the one rule of both clients for a request lost to a pooled connection that the
+server closed under it (`sweep.loadgen.wire` tells that failure apart in aiohttp's path): it goes
+out again on another connection, at most this many times.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from collections.abc import Iterable, Mapping
 
 from backends.base import Secret
 from sweep.core.secrets import REDACTED
+
+MAX_RESENDS = 3  # each resend has used up one closed connection; a fourth in a row is no race
 
 # How servers name a rejected field in a message: OpenAI's wording, or a pydantic error printed
 # into it (vLLM: "... 'loc': ('body', 'ignore_eos') ...").

@@ -9,7 +9,7 @@ the same one-line reasons aiohttp's path gives (`connection_error:`, `disconnect
 `timeout:`, `http_error:` through `http_error.error_line`), or an `EventError`.
 
 A request lost to a pooled connection the server was closing (closed before any byte of an
-answer) goes out again on another, up to `wire.MAX_RESENDS` times, as aiohttp's path does
+answer) goes out again on another, up to `http_error.MAX_RESENDS` times, as aiohttp's path does
 (`sweep.loadgen.wire`). The pool hands out the connection used last: the one least likely to
 be at the end of the server's keep-alive. No proxy is used (aiohttp's path, without
 `trust_env`, uses none either); credentials in the URL go as HTTP Basic auth.
@@ -28,10 +28,9 @@ from sweep.core import records as R
 from sweep.core.errors import ConfigError
 from sweep.loadgen.clock import now_s
 from sweep.loadgen.connection import Connection, Disconnected, Malformed, Reply, Sink
-from sweep.loadgen.http_error import RequestFailed, endpoint_secrets, error_line
+from sweep.loadgen.http_error import MAX_RESENDS, RequestFailed, endpoint_secrets, error_line
 from sweep.loadgen.recorder import RequestTracker
 from sweep.loadgen.sse import DRAIN_S, StreamState
-from sweep.loadgen.wire import MAX_RESENDS
 
 CACHE_ANSWERS = {b"hit": True, b"miss": False}  # a semantic-cache proxy's `X-Cache` header
 CACHE_HEADER = R.CACHE_HEADER.lower().encode()

@@ -26,7 +26,6 @@ from sweep.loadgen.recorder import RequestTracker
 # The errors of a connection that the server closed under the request (ClientOSError covers
 # `Connection reset by peer` and `Can not write request body`).
 CLOSED_UNDER_US = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
-MAX_RESENDS = 3  # each resend has used up one closed connection; a fourth in a row is no race
 
 
 class Attempt:

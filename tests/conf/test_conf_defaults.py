@@ -8,10 +8,11 @@ can then drift apart silently. This test fails on any such key.
 import dataclasses
 from pathlib import Path
 
+import omegaconf
 import pytest
 import yaml
-from omegaconf import MISSING
 
+from sweep.core.missing import MISSING
 from sweep.schema import group_schemas
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -27,7 +28,14 @@ def defaults_of(schema: type) -> dict:
             values[f.name] = f.default
         elif f.default_factory is not dataclasses.MISSING:
             values[f.name] = f.default_factory()
-    return {k: v for k, v in values.items() if v is not MISSING}
+    return {k: v for k, v in values.items() if v != MISSING}
+
+
+def test_missing_is_omegaconfs_marker():
+    """The schemas' required-field marker is OmegaConf's, without importing OmegaConf."""
+    assert MISSING == omegaconf.MISSING
+    required = omegaconf.OmegaConf.structured(group_schemas()["hardware"]["hardware_schema"])
+    assert omegaconf.OmegaConf.is_missing(required, "name")
 
 
 def baseline_of(path: Path, conf: Path = CONF) -> dict:
