@@ -10,7 +10,7 @@ imports no engine.
 
 from __future__ import annotations
 
-import importlib
+import pkgutil
 
 from sweep.core.errors import ConfigError
 
@@ -37,8 +37,7 @@ def backend_class(name: str) -> type:
         raise ConfigError(
             f"unknown backend {name!r}; choose one of: {', '.join(sorted(REGISTRY))}"
         ) from None
-    module_name, class_name = target.split(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    return pkgutil.resolve_name(target)
 
 
 def config_classes() -> dict[str, type]:

@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import importlib
 import json
 import logging
+import pkgutil
 import statistics
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
@@ -249,8 +249,7 @@ async def run_share(
 
 def open_client(endpoint: Endpoint, workload: object, limit: int | None = None) -> Client:
     """The trial's client (`workload.http_client`), to be entered with `async with`."""
-    module, name = CLIENTS[workload.http_client].split(":")
-    client_class = getattr(importlib.import_module(module), name)
+    client_class = pkgutil.resolve_name(CLIENTS[workload.http_client])
     return client_class(endpoint, workload.timeout_s, limit)
 
 

@@ -27,7 +27,7 @@ TOLERANCE = 0.1  # search.tolerance of the experiment
 # The experiment's servers of 4 and 8 sequences, narrowed for time: a probe is 80 requests, so a
 # search below 16 req/s spends 5-10 s a probe (the 4-sequence server's knee is about 13 req/s:
 # its search took 48 s of the module's 61). The servers of 8 and 16 sequences (knees about 30 and
-# 90 req/s) from 16 req/s take 11 and 20 s; 12 probes leave the larger one's bracket room to close.
+# 90 req/s) from 16 req/s took 11 and 17 s; 12 probes leave the larger one's bracket room to close.
 MAX_PROBES = 12
 START = (
     "sweep.grid.backend.max_num_seqs=[8,16]",
