@@ -199,7 +199,12 @@ def test_standard_bodies_count_the_tokens_that_stream_with_no_text(served):
     failed = [r[R.ERROR] for r in rows if r[R.STATUS] != R.STATUS_OK]
     assert not failed, failed[:3]
     assert all(r[R.OUTPUT_TOKENS] == 8 == r[R.SERVER_OUTPUT_TOKENS] for r in rows)
-    assert all(r[R.TTFT_S] > 0 and len(r[R.ITL_S]) > 0 for r in rows)
+    assert all(0 < r[R.TTFT_S] <= r[R.E2E_S] for r in rows)  # timed from the first chunk
+    # At most a gap per token after the first. Not "at least one gap": when its streaming loop
+    # falls behind, vLLM merges the steps not yet sent into one delta (its RequestOutputCollector
+    # aggregates DELTA outputs), so on a loaded machine all 8 tokens can come in one chunk. This
+    # failed so once, with three test workers on two cores.
+    assert all(len(r[R.ITL_S]) <= r[R.OUTPUT_TOKENS] - 1 for r in rows)
 
 
 def test_a_capacity_search_on_the_vllm_server_brackets_its_answer(served, tmp_path):
