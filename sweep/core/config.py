@@ -123,7 +123,7 @@ class ModelConfig:
 
 
 RAMPS = ("none", "linear", "exponential")
-LORA_ASSIGNMENTS = ("uniform", "zipf", "dataset")
+LORA_ASSIGNMENTS = ("uniform", "zipf", "dataset", "base")
 
 
 @dataclass
@@ -187,7 +187,8 @@ class WorkloadConfig:
     slice_s: float | None = None
     # Which LoRA adapter each request asks for, where the backend serves some
     # (`sweep.loadgen.adapters`): `uniform`, `zipf` (adapter k of n by 1 / k^lora_skew) or
-    # `dataset` (each prompt's own, e.g. a trace's column); drawn from `seed`.
+    # `dataset` (each prompt's own, e.g. a trace's column), or `base` (none: the base model, the
+    # adapters loaded); drawn from `seed`.
     lora_assignment: str = "uniform"
     lora_skew: float = 1.0
     # The load generator's HTTP client (`sweep.loadgen.http.CLIENTS`): its own asyncio one, or

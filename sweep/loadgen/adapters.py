@@ -5,8 +5,10 @@ names one: `uniform` draws each request's adapter with equal chances; `zipf` giv
 served adapter (in the config's order) a chance in proportion to 1 / k^`lora_skew`, the skewed
 popularity that multi-adapter serving papers (S-LoRA, Punica) replay; `dataset` takes each
 prompt's own adapter (`Prompt.adapter`, e.g. from a trace's column) and refuses one that is not
-served. Draws come from the workload's seed, so a trial's assignment is the same every run.
-Against a backend that serves none, requests go to the base model, and `dataset` is refused.
+served; `base` sends every request to the base model while the adapters stay loaded (what
+serving adapters costs plain traffic). Draws come from the workload's seed, so a trial's
+assignment is the same every run. Against a backend that serves none, requests go to the base
+model, and `dataset` is refused.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def assign_adapters(
     how = workload.lora_assignment
     if how == "dataset":
         return _from_dataset(adapters, prompts)
-    if not adapters:
+    if not adapters or how == "base":
         return [None] * len(prompts)
     rng = np.random.default_rng(workload.seed + SEED_OFFSET)
     weights = zipf_weights(len(adapters), workload.lora_skew) if how == "zipf" else None

@@ -74,6 +74,19 @@ def test_without_adapters_requests_go_to_the_base_model_and_no_adapter_file(stam
     assert "## LoRA adapters" not in write_report(out).report_md.read_text()
 
 
+def test_base_assignment_sends_every_request_to_the_base_model_with_adapters_loaded(
+    stamps_dir, tmp_path
+):
+    """`lora_assignment=base`: the adapters are served, no request names one."""
+    overrides = [*SIM, ADAPTERS, "workload.lora_assignment=base"]
+    out = run_sweep_here(tmp_path / "out", overrides)
+    (trial,) = out.glob("*/*/")
+    assert pd.read_parquet(trial / R.REQUESTS_FILE)[R.ADAPTER].isna().all()
+    ((model, count),) = server_models(stamps_dir).items()  # one name for every request:
+    assert count == 60 and model.endswith("tiny-llama-v1")  # the base model's, not an adapter
+    assert not (trial / R.ADAPTERS_FILE).exists()
+
+
 def test_an_adapter_path_that_does_not_exist_fails_in_one_line_before_any_request(
     stamps_dir, tmp_path
 ):
