@@ -105,7 +105,7 @@ class Served:
     resets: int  # and reset it between trials
     trials: list  # each trial's files
     runner: object  # the suspended trial runner: closing it stops the server
-    tree: list  # the server's processes, seen while it ran
+    tree: list  # the server's processes, seen while it ran (none for an in-process engine)
 
 
 def counting(backend_class):
@@ -150,8 +150,9 @@ def serve(deployment, backend_class, what):
             first = items[1].summary.to_pylist()[0]
             if first[R.TRIAL_STATUS] != R.STATUS_OK:
                 pytest.fail(f"the shared {what} did not serve: {first[R.ERROR_MESSAGE]}")
-            leader = psutil.Process(counted.last.pid)
-            tree = [leader, *leader.children(recursive=True)]
+            pid = getattr(counted.last, "pid", None)  # an in-process engine has no server
+            leader = psutil.Process(pid) if pid else None
+            tree = [leader, *leader.children(recursive=True)] if leader else []
             yield Served(counted.last, counted.starts, counted.resets, items[1:], runner, tree)
         finally:
             runner.close()  # also when a test failed: stops the server
