@@ -97,8 +97,9 @@ def pytest_runtest_protocol(item, nextitem):
 
 # Under pytest-xdist a unit of work is a test file (its module fixtures start once), except in
 # these folders, whose files share a package fixture that must exist once (the multihost tests'
-# network namespaces, of fixed names and addresses): one worker runs the whole folder.
-_ONE_UNIT = ("tests/multihost/",)
+# network namespaces, of fixed names and addresses; one vLLM server and one offline engine for
+# the vLLM tests): one worker runs the whole folder.
+_ONE_UNIT = ("tests/multihost/", "tests/backends/vllm/")
 
 
 def work_unit(nodeid: str) -> str:
@@ -121,9 +122,21 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Units of work with a `slow` test first, so that none of them is left for the end."""
+    """Units of work with a `slow` test first, so that none of them is left for the end; units
+    with an `alone` test after every other.
+
+    An `alone` test waits for the test beside it to end before it starts (`_take_share`). Handed
+    out early it waited for a slow one (a vLLM start: two minutes of a core left idle); handed
+    out last, it waits for one of the quick tests left at the end.
+    """
     slow = {work_unit(item.nodeid) for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: work_unit(item.nodeid) not in slow)  # stable: files keep order
+    alone = {work_unit(item.nodeid) for item in items if _is_alone(item)}
+
+    def rank(item) -> tuple[bool, bool]:
+        unit = work_unit(item.nodeid)
+        return unit in alone, unit not in slow
+
+    items.sort(key=rank)  # stable: files keep their order within a rank
 
 
 @pytest.fixture(scope="session")

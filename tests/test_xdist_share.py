@@ -78,6 +78,30 @@ def test_an_alone_test_runs_with_nothing_beside_it(pytester, monkeypatch, tmp_pa
     assert not overlapping, f"ran beside the alone test: {overlapping}"
 
 
+def test_units_with_an_alone_test_come_last_and_slow_ones_first(pytester, monkeypatch):
+    paths = [str(REPO), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+    pytester.makeconftest(
+        "from tests.conftest import pytest_collection_modifyitems, pytest_configure  # noqa\n"
+    )
+    slow = "import pytest\npytestmark = pytest.mark.slow\ndef test_one(): pass\n"
+    pytester.makepyfile(
+        test_a_alone="import pytest\n@pytest.mark.alone\ndef test_one(): pass\n",
+        test_b_quick="def test_one(): pass\n",
+        test_c_slow=slow,
+        test_d_slow_alone=slow + "@pytest.mark.alone\ndef test_two(): pass\n",
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--collect-only", "-q")
+    files = [line.split("::")[0] for line in result.outlines if "::" in line]
+    assert files == [  # within each rank too, slow units first
+        "test_c_slow.py",
+        "test_b_quick.py",
+        "test_d_slow_alone.py",
+        "test_d_slow_alone.py",
+        "test_a_alone.py",
+    ]
+
+
 def test_each_worker_has_a_run_tag_of_its_own():
     from tests.conftest import TEST_RUN_TAG
 

@@ -14,6 +14,7 @@ import pytest
 
 from sweep.core import records as R
 from tests.conftest import TEST_RUN_TAG
+from tests.helpers import sweep_in_process
 
 pytestmark = pytest.mark.slow  # its sweeps start clusters and servers: scheduled first
 
@@ -154,7 +155,9 @@ def test_no_ray_process_left_behind(quickstart):
 
 
 def test_dry_run_prints_plan_and_writes_nothing(tmp_path):
-    result = run_sweep("+experiment=quickstart", "sweep.dry_run=true", f"output.dir={tmp_path}")
+    result = sweep_in_process(
+        "+experiment=quickstart", "sweep.dry_run=true", f"output.dir={tmp_path}"
+    )
     assert result.returncode == 0
     assert "20 trials in 2 deployments" in result.stdout
     assert "hf-static_batch-b8-r2" in result.stdout
@@ -162,7 +165,7 @@ def test_dry_run_prints_plan_and_writes_nothing(tmp_path):
 
 
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
-    result = run_sweep("+experiment=quickstart", "backend=nope", f"output.dir={tmp_path}")
+    result = sweep_in_process("+experiment=quickstart", "backend=nope", f"output.dir={tmp_path}")
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "error: backend=nope is not a known option; choose one of: hf"
