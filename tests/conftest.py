@@ -99,7 +99,7 @@ def pytest_runtest_protocol(item, nextitem):
 # these folders, whose files share a package fixture that must exist once (the multihost tests'
 # network namespaces, of fixed names and addresses; one vLLM server and one offline engine for
 # the vLLM tests): one worker runs the whole folder.
-_ONE_UNIT = ("tests/multihost/", "tests/backends/vllm/")
+_ONE_UNIT = ("tests/multihost/", "tests/backends/on_vllm/")
 
 
 def work_unit(nodeid: str) -> str:

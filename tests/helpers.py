@@ -141,18 +141,22 @@ def serve(deployment, backend_class, what):
     from sweep.core import records as R
 
     counted = counting(backend_class)
+    # What the runner sets in this process (its deployment's id, an in-process engine's
+    # LD_PRELOAD, ...) is put back once its trials ran, so the tests in between, and the
+    # processes they start, see this process's own environment.
     with environment_restored():
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(trial_module, "backend_class", lambda name: counted)
             runner = trial_module.run_deployment(deployment, {})
             items = [next(runner) for _ in range(1 + len(deployment.trials))]
-        try:
-            first = items[1].summary.to_pylist()[0]
-            if first[R.TRIAL_STATUS] != R.STATUS_OK:
-                pytest.fail(f"the shared {what} did not serve: {first[R.ERROR_MESSAGE]}")
-            pid = getattr(counted.last, "pid", None)  # an in-process engine has no server
-            leader = psutil.Process(pid) if pid else None
-            tree = [leader, *leader.children(recursive=True)] if leader else []
-            yield Served(counted.last, counted.starts, counted.resets, items[1:], runner, tree)
-        finally:
+    try:
+        first = items[1].summary.to_pylist()[0]
+        if first[R.TRIAL_STATUS] != R.STATUS_OK:
+            pytest.fail(f"the shared {what} did not serve: {first[R.ERROR_MESSAGE]}")
+        pid = getattr(counted.last, "pid", None)  # an in-process engine has no server
+        leader = psutil.Process(pid) if pid else None
+        tree = [leader, *leader.children(recursive=True)] if leader else []
+        yield Served(counted.last, counted.starts, counted.resets, items[1:], runner, tree)
+    finally:
+        with environment_restored():
             runner.close()  # also when a test failed: stops the server

@@ -37,7 +37,7 @@ from sweep.loadgen.http import endpoint_of, run_http_workload
 from sweep.loadgen.requests import build_requests
 from sweep.loadgen.sessions import SEPARATOR, run_sessions
 from sweep.trial import DeploymentStarted, run_deployment
-from tests.backends.vllm.deployments import OUTPUT_LEN, SERVING, deployment_of
+from tests.backends.on_vllm.deployments import OUTPUT_LEN, SERVING, deployment_of
 from tests.helpers import own_processes, run_sweep_here
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

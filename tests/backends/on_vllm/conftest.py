@@ -12,7 +12,11 @@ the trial runner:
   same way, so the engine scores and generates for the engine tests on the base model.
 
 Every request of the server's log names its adapter (`--enable-log-requests`). The folder is one
-unit of work under pytest-xdist (tests/conftest.py), so each engine starts once per test run.
+unit of work under pytest-xdist (tests/conftest.py), so each engine starts once per test run. It
+is a package (`__init__.py`, and not named `vllm`, which would shadow the library): in a folder
+that is not one, pytest keeps a package fixture to the session's end, and the engines with it,
+their environment (vLLM's `LD_PRELOAD` of torch's libgomp among it) left in the worker for
+every later test's processes.
 """
 
 import os
@@ -22,7 +26,7 @@ import pytest
 from backends.models.tiny import ensure_tiny_model
 from backends.vllm import VLLMBackend
 from backends.vllm_server import VLLMServerBackend
-from tests.backends.vllm.deployments import (
+from tests.backends.on_vllm.deployments import (
     LORA_OFFLINE,
     LORA_SERVER,
     SERVING,
