@@ -16,12 +16,14 @@ from sweep.core import records as R
 from tests.conftest import TEST_RUN_TAG
 from tests.helpers import sweep_in_process
 
-pytestmark = pytest.mark.slow  # its sweeps start clusters and servers: scheduled first
+# Its sweeps start clusters and servers: scheduled first. Two sweeps of up to 600 s each (a
+# whole sweep, whatever the machine's speed: beside the chaos tests one took over 200 s).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 REPO = Path(__file__).parents[2]
 
 
-def run_sweep(*overrides: str, timeout: int = 240) -> subprocess.CompletedProcess:
+def run_sweep(*overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "sweep", *overrides],
         cwd=REPO,
