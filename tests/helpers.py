@@ -83,6 +83,19 @@ def run_sweep_here(out, overrides, collect=None):
     return out / plan.name
 
 
+def deployment_of(overrides):
+    """The one deployment a sweep of `overrides` plans."""
+    from sweep.plan import build_plan
+
+    (deployment,) = build_plan(overrides).deployments
+    return deployment
+
+
+def table(files, name):
+    """One table of a trial's `TrialFiles` (`summary`, `requests`, ...) as a DataFrame."""
+    return getattr(files, name).to_pandas()
+
+
 @contextlib.contextmanager
 def environment_restored():
     """Put `os.environ` back as it was: a deployment's task sets variables in its own process

@@ -21,9 +21,8 @@ from sweep.core import records as R
 from sweep.core.errors import ConfigError, MissingExtraError
 from sweep.datasets.cache import PromptSource
 from sweep.loadgen.requests import build_requests
-from sweep.plan import build_plan
 from sweep.trial import DeploymentStarted, run_deployment
-from tests.helpers import environment_restored, serve
+from tests.helpers import deployment_of, environment_restored, serve, table
 
 pytest.importorskip("llama_cpp", reason="needs the llamacpp extra")
 pytestmark = pytest.mark.timeout(120)
@@ -48,15 +47,6 @@ SERVING = [
     # then carries, and some run past max_tokens to finish one.
     "dataset.seed=1",
 ]
-
-
-def deployment_of(overrides):
-    (deployment,) = build_plan(overrides).deployments
-    return deployment
-
-
-def table(files, name):
-    return getattr(files, name).to_pandas()
 
 
 def server_processes(marker):

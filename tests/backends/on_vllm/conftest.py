@@ -26,14 +26,8 @@ import pytest
 from backends.models.tiny import ensure_tiny_model
 from backends.vllm import VLLMBackend
 from backends.vllm_server import VLLMServerBackend
-from tests.backends.on_vllm.deployments import (
-    LORA_OFFLINE,
-    LORA_SERVER,
-    SERVING,
-    deployment_of,
-    one_deployment,
-)
-from tests.helpers import serve
+from tests.backends.on_vllm.deployments import LORA_OFFLINE, LORA_SERVER, SERVING, one_deployment
+from tests.helpers import deployment_of, serve
 
 
 @pytest.fixture(autouse=True)

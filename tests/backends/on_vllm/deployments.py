@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from sweep.plan import build_plan
+from tests.helpers import deployment_of
 
 OUTPUT_LEN = 96
 LOADED = [  # three generated adapters, loaded on both engines; fp32 for the scoring tests
@@ -37,11 +37,6 @@ LORA_OFFLINE = [
     "workload.batch_size=6",
     "workload.num_requests=12",
 ]
-
-
-def deployment_of(overrides):
-    (deployment,) = build_plan(overrides).deployments
-    return deployment
 
 
 def one_deployment(*plans):

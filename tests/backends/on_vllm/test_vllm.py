@@ -37,8 +37,8 @@ from sweep.loadgen.http import endpoint_of, run_http_workload
 from sweep.loadgen.requests import build_requests
 from sweep.loadgen.sessions import SEPARATOR, run_sessions
 from sweep.trial import DeploymentStarted, run_deployment
-from tests.backends.on_vllm.deployments import OUTPUT_LEN, SERVING, deployment_of
-from tests.helpers import own_processes, run_sweep_here
+from tests.backends.on_vllm.deployments import OUTPUT_LEN, SERVING
+from tests.helpers import deployment_of, own_processes, run_sweep_here, table
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -51,10 +51,6 @@ def run_all(deployment):
 def base_trials(served):
     """The shared server's two `quickstart_serving` trials (its last trial is the LoRA one)."""
     return served.trials[:2]
-
-
-def table(files, name):
-    return getattr(files, name).to_pandas()
 
 
 def test_trials_share_one_server_start(served):

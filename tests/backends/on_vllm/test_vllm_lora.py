@@ -17,14 +17,11 @@ import pytest
 from analysis.report import write_report
 from sweep.core import records as R
 from sweep.core.results import ResultStore
+from tests.helpers import table
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 RECEIVED = re.compile(r"Received request (\S+): .*lora_request: LoRARequest\(lora_name='([^']+)'")
-
-
-def table(files, name):
-    return getattr(files, name).to_pandas()
 
 
 def test_vllm_server_serves_three_adapters_and_its_log_counts_what_was_sent(served, tmp_path):
