@@ -39,8 +39,9 @@ SMALL = [  # 4 deployments x 2 trials of short sim work
 @pytest.fixture(scope="module")
 def cluster():
     os.environ["MY_SERVICE_TOKEN"] = SECRET  # inherited by every Ray worker started below
-    c = Cluster(
-        initialize_head=True, head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1"}
+    c = Cluster(  # no dashboard, as the sweep's own local start (its processes cost CPU)
+        initialize_head=True,
+        head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": False},
     )
     nodes = [
         c.add_node(
