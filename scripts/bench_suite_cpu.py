@@ -1,0 +1,11 @@
+"""Where the test suite's CPU goes: each test unit run alone, every process's CPU by kind.
+
+    .venv/bin/python scripts/bench_suite_cpu.py tests/e2e/test_cluster.py tests/multihost [--top 6]
+
+The benchmark itself, and what it prints: `sweep.bench.suite_cpu`.
+"""
+
+from sweep.bench import suite_cpu
+
+if __name__ == "__main__":
+    suite_cpu.run(suite_cpu.parser().parse_args())

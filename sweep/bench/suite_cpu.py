@@ -1,0 +1,159 @@
+"""Where the test suite's CPU goes: each test unit run alone, every process's CPU by kind.
+
+The suite is CPU-bound on two cores, so a unit's cost is the CPU of everything it starts (Ray
+nodes, workers, servers, engines), not its wall time. For each unit (a file or folder), one
+after another, this runs pytest on it alone and samples every process of the machine every
+`SAMPLE_S`: the CPU a process used while the unit ran, summed by kind (`KINDS`, read from its
+command line). A process that lives less than one interval is missed, so the kinds add up to a
+little less than the machine's own count (`/proc/stat`), printed beside them.
+
+    .venv/bin/python scripts/bench_suite_cpu.py tests/e2e/test_cluster.py tests/multihost [--top 6]
+
+Run it on a quiet machine: the machine's CPU counts whatever else runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import psutil
+
+SAMPLE_S = 0.25
+# (substring of the command line, kind), first match wins: Ray's workers rename themselves
+# `ray::<task>` once a task runs, so a process is named by its last command line seen.
+KINDS = (
+    ("ray::_deployment_task", "Ray worker: deployment"),
+    ("ray::IDLE", "Ray worker: idle"),
+    ("default_worker.py", "Ray worker: booting"),
+    ("ray::DashboardAgent", "Ray dashboard agent"),
+    ("ray::RuntimeEnvAgent", "Ray runtime env agent"),
+    ("ray::", "Ray worker: other task"),
+    ("raylet", "Ray raylet"),
+    ("gcs_server", "Ray GCS"),
+    ("dashboard", "Ray dashboard"),
+    ("log_monitor", "Ray log monitor"),
+    ("autoscaler", "Ray autoscaler"),
+    ("ray.util.client", "Ray client server"),
+    ("bin/ray ", "ray CLI"),
+    ("backends.sim_server", "sim server"),
+    ("VLLM", "vLLM engine"),
+    ("vllm", "vLLM server"),
+    ("llama_cpp", "llama.cpp server"),
+    ("wandb", "wandb"),
+    ("-m sweep", "python -m sweep"),
+    ("pytest", "pytest"),
+)
+
+
+def kind(cmdline: str) -> str:
+    """The kind of a process, from its command line."""
+    return next((name for text, name in KINDS if text in cmdline), "other")
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the machine's cores have spent busy since boot (`/proc/stat`)."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle and iowait
+    return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Sampler:
+    """Every process's CPU since the sampler started, summed by kind when stopped."""
+
+    # (pid, create time) -> [its CPU when first seen, its CPU now, its kind]
+    seen: dict = field(default_factory=dict)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def sample(self, first: bool) -> None:
+        """Read every process once; on the first pass, what each had used before counts 0."""
+        for proc in psutil.process_iter(["cmdline", "cpu_times", "create_time"]):
+            times, cmd = proc.info["cpu_times"], " ".join(proc.info["cmdline"] or [])
+            if times is None:
+                continue
+            used = times.user + times.system
+            key = (proc.pid, proc.info["create_time"])
+            if key not in self.seen:
+                self.seen[key] = [used if first else 0.0, used, kind(cmd)]
+            else:
+                entry = self.seen[key]
+                entry[1] = used
+                if cmd.startswith("ray::"):
+                    entry[2] = kind(cmd)
+
+    def run(self) -> None:
+        """Sample until stopped."""
+        first = True
+        while not self.stop.is_set():
+            self.sample(first)
+            first = False
+            self.stop.wait(SAMPLE_S)
+
+    def by_kind(self) -> collections.Counter:
+        """CPU seconds used while sampling, by kind."""
+        totals: collections.Counter = collections.Counter()
+        for start, used, name in self.seen.values():
+            totals[name] += used - start
+        return totals
+
+
+def measure(unit: str, pytest_args: list[str]) -> dict:
+    """Run pytest on `unit` alone; its wall time, outcome and CPU by kind."""
+    sampler = Sampler()
+    thread = threading.Thread(target=sampler.run, daemon=True)
+    thread.start()
+    busy, started = machine_busy_s(), time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *pytest_args, unit],
+        capture_output=True,
+        text=True,
+    )
+    wall, busy = time.monotonic() - started, machine_busy_s() - busy
+    sampler.stop.set()
+    thread.join()
+    lines = done.stdout.strip().splitlines()
+    return {
+        "unit": unit,
+        "wall_s": wall,
+        "machine_cpu_s": busy,
+        "outcome": lines[-1] if lines else f"pytest exited {done.returncode}",
+        "kinds": sampler.by_kind(),
+    }
+
+
+def table(rows: list[dict], top: int) -> str:
+    """One line per unit, its `top` kinds by CPU."""
+    out = ["| unit | wall s | machine CPU-s | CPU-s by kind (largest first) | outcome |",
+           "|---|---:|---:|---|---|"]  # fmt: skip
+    for row in rows:
+        kinds = ", ".join(f"{name} {cpu:.1f}" for name, cpu in row["kinds"].most_common(top))
+        out.append(f"| {row['unit']} | {row['wall_s']:.1f} | {row['machine_cpu_s']:.1f} | "
+                   f"{kinds} | {row['outcome']} |")  # fmt: skip
+    return "\n".join(out)
+
+
+def parser() -> argparse.ArgumentParser:
+    """This benchmark's options (`scripts/bench_suite_cpu.py`)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("units", nargs="+", help="test files or folders, each run alone")
+    parser.add_argument("--top", type=int, default=6, help="kinds shown per unit")
+    parser.add_argument("--pytest-args", default="", help="more pytest arguments, one string")
+    return parser
+
+
+def run(args: argparse.Namespace) -> None:
+    """Measure each unit in turn and print the table."""
+    rows = []
+    for unit in args.units:
+        rows.append(measure(unit, args.pytest_args.split()))
+        print(f"{unit}: {rows[-1]['wall_s']:.1f} s, {rows[-1]['machine_cpu_s']:.1f} CPU-s",
+              file=sys.stderr, flush=True)  # fmt: skip
+    print(table(rows, args.top))
