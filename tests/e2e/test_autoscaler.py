@@ -4,8 +4,8 @@ A cluster is started as `ray up` leaves it: only a CPU head, with an autoscaler 
 types are those of scripts/cluster/l4-aws.yaml (`min_workers: 0`). The nodes it adds are Ray's
 fake multi-node provider's: real raylets on this machine declaring the node type's resources (the
 GPUs and the L4 accelerator type are simulated; the sim backend needs none). The head and every
-process it starts are ours alone: started by process id in their own temporary folder and
-killed by it, never with `ray stop`, which would stop every Ray of the machine.
+process it starts are ours alone: started in a process group and a temporary folder of their
+own and killed by them, never with `ray stop`, which would stop every Ray of the machine.
 """
 
 import os
