@@ -27,7 +27,8 @@ import psutil
 
 SAMPLE_S = 0.25
 # (substring of the command line, kind), first match wins: Ray's workers rename themselves
-# `ray::<task>` once a task runs, so a process is named by its last command line seen.
+# `ray::<task>` once a task runs and `ray::IDLE` after it, so a worker is named by the last task
+# it was seen running.
 KINDS = (
     ("ray::_deployment_task", "Ray worker: deployment"),
     ("ray::IDLE", "Ray worker: idle"),
@@ -86,7 +87,7 @@ class Sampler:
             else:
                 entry = self.seen[key]
                 entry[1] = used
-                if cmd.startswith("ray::"):
+                if cmd.startswith("ray::") and cmd != "ray::IDLE":  # a task's worker stays one
                     entry[2] = kind(cmd)
 
     def run(self) -> None:
