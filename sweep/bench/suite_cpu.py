@@ -87,8 +87,9 @@ class Sampler:
             else:
                 entry = self.seen[key]
                 entry[1] = used
-                if cmd.startswith("ray::") and cmd != "ray::IDLE":  # a task's worker stays one
-                    entry[2] = kind(cmd)
+                now = kind(cmd)
+                if cmd.startswith("ray::") and now != "Ray worker: idle":  # a task's stays one
+                    entry[2] = now
 
     def run(self) -> None:
         """Sample until stopped."""
