@@ -4,7 +4,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 
+import psutil
 import pytest
 
 from sweep.bench.suite_cpu import Sampler, kind, table
@@ -39,9 +41,8 @@ def burner(seconds: float) -> subprocess.Popen:
 
 
 def cpu_of(proc: subprocess.Popen) -> float:
-    with open(f"/proc/{proc.pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100
+    times = psutil.Process(proc.pid).cpu_times()
+    return times.user + times.system
 
 
 def test_only_the_cpu_used_while_sampling_is_counted():
@@ -69,8 +70,6 @@ def test_only_the_cpu_used_while_sampling_is_counted():
 
 
 def test_the_table_names_each_unit_with_its_largest_kinds():
-    from collections import Counter
-
     row = {"unit": "tests/x.py", "wall_s": 12.34, "machine_cpu_s": 20.0, "outcome": "1 passed",
            "kinds": Counter({"Ray raylet": 5.0, "sim server": 9.0, "other": 1.0})}  # fmt: skip
     line = table([row], top=2).splitlines()[-1]

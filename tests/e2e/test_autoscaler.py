@@ -165,7 +165,11 @@ def start_head(folder: str) -> tuple[subprocess.Popen, dict, str]:
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )  # fmt: skip
-    output, _ = start.communicate(timeout=120)
+    try:
+        output, _ = start.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(start.pid, signal.SIGKILL)  # what it started so far goes with it
+        raise
     return start, env, output
 
 
