@@ -10,6 +10,7 @@ the first converter instead of converting twice. The root is `$SWEEP_CACHE_DIR/<
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -17,7 +18,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,18 @@ def cache_key(model_path: str, **options: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+@contextlib.contextmanager
+def build_lock(root: Path, key: str) -> Iterator[None]:
+    """Hold the exclusive lock of entry `key` under `root` (`.KEY.lock`), across processes.
+
+    Builders of one entry on one machine (a node's deployments starting together) wait for the
+    first instead of building it again. The lock goes with the file's closing, also on a crash.
+    """
+    with open(root / f".{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def cached_build(kind: str, key: str, build: Callable[[Path], None], label: str) -> Path:
     """Return `cache_root(kind)/key`, calling `build(empty_dir)` first if it does not exist yet.
 
@@ -95,8 +108,7 @@ def cached_build(kind: str, key: str, build: Callable[[Path], None], label: str)
     if dest.is_dir():
         return dest
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also on a crash
+    with build_lock(root, key):
         if dest.is_dir():  # another process finished while we waited
             return dest
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))

@@ -21,6 +21,8 @@ import sys
 import tempfile
 import threading
 
+from backends.models.cache import build_lock
+
 logger = logging.getLogger(__name__)
 
 TINY_MODEL_VERSION = "tiny-llama-v1"
@@ -187,8 +189,9 @@ def ensure_tiny_model(cache_dir: str | os.PathLike | None = None) -> pathlib.Pat
     """Return the directory of the tiny model, building it on first use.
 
     The build goes into a temporary sibling directory that is renamed into place
-    in one step, so concurrent builders never expose a half-written directory;
-    a builder that loses the race discards its copy.
+    in one step, so concurrent builders never expose a half-written directory.
+    Builders in other processes (a node's deployments starting at once) wait for the
+    first one's build and use it (`build_lock`); within a process, one build at a time.
 
     Args:
         cache_dir: Directory that holds model directories; defaults to
@@ -202,7 +205,7 @@ def ensure_tiny_model(cache_dir: str | os.PathLike | None = None) -> pathlib.Pat
     if _is_complete(dest):
         return dest
     parent.mkdir(parents=True, exist_ok=True)
-    with _BUILD_LOCK:
+    with _BUILD_LOCK, build_lock(parent, TINY_MODEL_VERSION):
         if dest.exists():  # check in this order: a directory renamed into place is complete
             if _is_complete(dest):
                 return dest

@@ -14,6 +14,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 TEXT = "The quick brown fox jumps over the lazy dog, doesn't it? Yes: 42 times!"
 
 
+def _entries(cache: Path) -> list[str]:
+    """What a cache folder holds, less the builders' lock file."""
+    return sorted(p.name for p in cache.iterdir() if p.name != f".{TINY_MODEL_VERSION}.lock")
+
+
 def _hashes(model_dir: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(model_dir.iterdir())}
 
@@ -39,8 +44,8 @@ def test_directory_layout(model_dir):
     # Loadable by transformers 4.x too, with the chat template inline.
     assert tok_config["tokenizer_class"] == "PreTrainedTokenizerFast"
     assert "chat_template" in tok_config
-    # Nothing but the finished directory is left in the cache.
-    assert [p.name for p in model_dir.parent.iterdir()] == [TINY_MODEL_VERSION]
+    # Nothing but the finished directory (and the builders' lock file) is left in the cache.
+    assert _entries(model_dir.parent) == [TINY_MODEL_VERSION]
 
 
 def test_tokenizer_special_tokens_and_bos(tokenizer):
@@ -110,13 +115,18 @@ def test_builds_are_byte_identical_and_incomplete_dir_is_rebuilt(model_dir, tmp_
     assert _hashes(other) == _hashes(model_dir)
 
 
-def test_concurrent_builders_agree(tmp_path):
+def test_concurrent_builders_agree_and_only_one_builds(tmp_path):
+    """Two processes asking at once (a node's deployments starting together): one builds, the
+    other waits for it (each build costs a process several CPU-seconds of torch)."""
     cmd = [sys.executable, "-m", "backends.models.tiny", str(tmp_path)]
-    procs = [subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True) for _ in "ab"]
-    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    procs = [subprocess.Popen(cmd, cwd=REPO_ROOT, **pipes) for _ in "ab"]
+    outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
-    assert outs == [str(tmp_path / TINY_MODEL_VERSION)] * 2
-    assert [p.name for p in tmp_path.iterdir()] == [TINY_MODEL_VERSION]
+    assert [out.strip() for out, _ in outs] == [str(tmp_path / TINY_MODEL_VERSION)] * 2
+    assert _entries(tmp_path) == [TINY_MODEL_VERSION]
+    logs = "".join(err for _, err in outs)
+    assert logs.count("building tiny model") == 1, logs
 
 
 def test_default_cache_dir(monkeypatch, tmp_path):
