@@ -49,13 +49,18 @@ KINDS = (
     ("llama_cpp", "llama.cpp server"),
     ("wandb", "wandb"),
     ("-m sweep", "python -m sweep"),
+    ("exec(eval(sys.stdin.readline()))", "pytest: xdist worker"),
     ("pytest", "pytest"),
 )
+# Only a command line's first words are read: a raylet's later arguments hold the command lines
+# of the processes it starts (Ray workers among them), which once counted raylets as workers.
+NAME_WORDS = 3
 
 
-def kind(cmdline: str) -> str:
-    """The kind of a process, from its command line."""
-    return next((name for text, name in KINDS if text in cmdline), "other")
+def kind(cmdline: list[str]) -> str:
+    """The kind of a process, from its program and first arguments."""
+    words = " ".join(cmdline[:NAME_WORDS])
+    return next((name for text, name in KINDS if text in words), "other")
 
 
 def machine_busy_s() -> float:
@@ -77,7 +82,7 @@ class Sampler:
     def sample(self, first: bool) -> None:
         """Read every process once; on the first pass, what each had used before counts 0."""
         for proc in psutil.process_iter(["cmdline", "cpu_times", "create_time"]):
-            times, cmd = proc.info["cpu_times"], " ".join(proc.info["cmdline"] or [])
+            times, cmd = proc.info["cpu_times"], proc.info["cmdline"] or []
             if times is None:
                 continue
             used = times.user + times.system
@@ -88,7 +93,8 @@ class Sampler:
                 entry = self.seen[key]
                 entry[1] = used
                 now = kind(cmd)
-                if cmd.startswith("ray::") and now != "Ray worker: idle":  # a task's stays one
+                task = cmd and cmd[0].startswith("ray::")
+                if task and now != "Ray worker: idle":  # a task's worker stays one
                     entry[2] = now
 
     def run(self) -> None:
