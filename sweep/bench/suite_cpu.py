@@ -54,7 +54,7 @@ KINDS = (
 )
 # Only a command line's first words are read: a raylet's later arguments hold the command lines
 # of the processes it starts (Ray workers among them), which once counted raylets as workers.
-NAME_WORDS = 3
+NAME_WORDS = 4  # `python -u -c CODE`: an xdist worker's is its fourth
 
 
 def kind(cmdline: list[str]) -> str:

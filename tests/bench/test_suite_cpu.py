@@ -30,7 +30,7 @@ BURN += "while time.process_time() < end: pass\ntime.sleep(60)  # backends.sim_s
             "--python_worker_command=python .../workers/default_worker.py",
             "Ray raylet",
         ),
-        ("python -c import sys;exec(eval(sys.stdin.readline()))", "pytest: xdist worker"),
+        ("python -u -c import sys;exec(eval(sys.stdin.readline()))", "pytest: xdist worker"),
         ("python -m backends.sim_server --port 1", "sim server"),
         ("VLLM::EngineCore", "vLLM engine"),
         ("python -m vllm.entrypoints.openai.api_server --model m", "vLLM server"),
@@ -39,7 +39,8 @@ BURN += "while time.process_time() < end: pass\ntime.sleep(60)  # backends.sim_s
     ],
 )  # fmt: skip
 def test_a_process_is_named_by_its_command_line(cmdline, expected):
-    words = cmdline.split(" ", 2) if cmdline.startswith("python -c") else cmdline.split()
+    head, code = cmdline.split(" -c ", 1) if " -c " in cmdline else (cmdline, None)
+    words = head.split() + (["-c", code] if code is not None else [])
     assert kind(words) == expected
 
 
