@@ -1,6 +1,7 @@
 """Where the test suite's CPU goes: each test unit run alone, every process's CPU by kind.
 
     .venv/bin/python scripts/bench_suite_cpu.py tests/e2e/test_cluster.py tests/multihost [--top 6]
+    .venv/bin/python scripts/bench_suite_cpu.py --whole   # the README's test command, by kind
 
 The benchmark itself, and what it prints: `sweep.bench.suite_cpu`.
 """

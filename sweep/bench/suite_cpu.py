@@ -8,6 +8,10 @@ command line). A process that lives less than one interval is missed, so the kin
 little less than the machine's own count (`/proc/stat`), printed beside them.
 
     .venv/bin/python scripts/bench_suite_cpu.py tests/e2e/test_cluster.py tests/multihost [--top 6]
+    .venv/bin/python scripts/bench_suite_cpu.py --whole
+
+With `--whole`, the README's test command is run once instead, and every kind is listed with
+its share of the machine's CPU and how many processes of it there were.
 
 Run it on a quiet machine: the machine's CPU counts whatever else runs.
 """
@@ -52,6 +56,8 @@ KINDS = (
     ("exec(eval(sys.stdin.readline()))", "pytest: xdist worker"),
     ("pytest", "pytest"),
 )
+WHOLE = ["scripts/test.sh", "-q"]  # the README's test command
+
 # Only a command line's first words are read: a raylet's later arguments hold the command lines
 # of the processes it starts (Ray workers among them), which once counted raylets as workers.
 NAME_WORDS = 4  # `python -u -c CODE`: an xdist worker's is its fourth
@@ -105,6 +111,10 @@ class Sampler:
             first = False
             self.stop.wait(SAMPLE_S)
 
+    def counts(self) -> collections.Counter:
+        """Processes seen, by kind."""
+        return collections.Counter(name for _start, _used, name in self.seen.values())
+
     def by_kind(self) -> collections.Counter:
         """CPU seconds used while sampling, by kind."""
         totals: collections.Counter = collections.Counter()
@@ -115,25 +125,29 @@ class Sampler:
 
 def measure(unit: str, pytest_args: list[str]) -> dict:
     """Run pytest on `unit` alone; its wall time, outcome and CPU by kind."""
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *pytest_args, unit]
+    return measure_command(unit, command)
+
+
+def measure_command(label: str, command: list[str]) -> dict:
+    """Run `command`, sampling every process meanwhile; its wall time, outcome and CPU by kind."""
     sampler = Sampler()
     thread = threading.Thread(target=sampler.run, daemon=True)
     thread.start()
     busy, started = machine_busy_s(), time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *pytest_args, unit],
-        capture_output=True,
-        text=True,
-    )
+    done = subprocess.run(command, capture_output=True, text=True)
     wall, busy = time.monotonic() - started, machine_busy_s() - busy
     sampler.stop.set()
     thread.join()
-    lines = done.stdout.strip().splitlines()
+    lines = [line for line in done.stdout.strip().splitlines() if " in " in line]
+    summary = [line for line in lines if "passed" in line or "failed" in line]
     return {
-        "unit": unit,
+        "unit": label,
         "wall_s": wall,
         "machine_cpu_s": busy,
-        "outcome": lines[-1] if lines else f"pytest exited {done.returncode}",
+        "outcome": (summary or [f"exited {done.returncode}"])[-1].strip("= "),
         "kinds": sampler.by_kind(),
+        "counts": sampler.counts(),
     }
 
 
@@ -148,17 +162,36 @@ def table(rows: list[dict], top: int) -> str:
     return "\n".join(out)
 
 
+def kinds_table(row: dict) -> str:
+    """Every kind of one measured command: its CPU, its share of the machine's and its processes."""
+    head = f"{row['unit']}: {row['wall_s']:.1f} s wall, {row['machine_cpu_s']:.1f} machine CPU-s"
+    out = [f"{head}, {row['outcome']}", "", "| kind | CPU-s | share | processes |"]
+    out.append("|---|---:|---:|---:|")
+    for name, cpu in row["kinds"].most_common():
+        share = cpu / row["machine_cpu_s"] if row["machine_cpu_s"] else 0.0
+        out.append(f"| {name} | {cpu:.1f} | {share:.0%} | {row['counts'][name]} |")
+    return "\n".join(out)
+
+
 def parser() -> argparse.ArgumentParser:
     """This benchmark's options (`scripts/bench_suite_cpu.py`)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("units", nargs="+", help="test files or folders, each run alone")
+    parser.add_argument("units", nargs="*", help="test files or folders, each run alone")
+    parser.add_argument(
+        "--whole", action="store_true", help=f"the whole suite instead: {' '.join(WHOLE)}"
+    )
     parser.add_argument("--top", type=int, default=6, help="kinds shown per unit")
     parser.add_argument("--pytest-args", default="", help="more pytest arguments, one string")
     return parser
 
 
 def run(args: argparse.Namespace) -> None:
-    """Measure each unit in turn and print the table."""
+    """Measure each unit in turn and print the table (or the whole suite, by kind)."""
+    if args.whole == bool(args.units):
+        raise SystemExit("error: name test units, or --whole for the whole suite, not both")
+    if args.whole:
+        print(kinds_table(measure_command("the whole suite", [*WHOLE, *args.pytest_args.split()])))
+        return
     rows = []
     for unit in args.units:
         rows.append(measure(unit, args.pytest_args.split()))

@@ -9,7 +9,7 @@ from collections import Counter
 import psutil
 import pytest
 
-from sweep.bench.suite_cpu import Sampler, kind, table
+from sweep.bench.suite_cpu import Sampler, kind, kinds_table, measure_command, parser, run, table
 
 # Burns CPU for the seconds given in argv[1], then sleeps until killed; its command line names
 # a sim server, so it is counted under that kind.
@@ -82,3 +82,29 @@ def test_the_table_names_each_unit_with_its_largest_kinds():
            "kinds": Counter({"Ray raylet": 5.0, "sim server": 9.0, "other": 1.0})}  # fmt: skip
     line = table([row], top=2).splitlines()[-1]
     assert line == "| tests/x.py | 12.3 | 20.0 | sim server 9.0, Ray raylet 5.0 | 1 passed |"
+
+
+def test_a_whole_command_is_measured_with_its_outcome_and_processes():
+    """`--whole` runs a command (the suite) under the sampler: a child that burns 0.5 s as a
+    sim server is counted under that kind, and the pytest summary line is its outcome."""
+    code = BURN.replace("time.sleep(60)", "print('== 3 passed, 1 skipped in 0.5s ==')")
+    row = measure_command("the whole suite", [sys.executable, "-c", code, "0.5"])
+    assert row["outcome"] == "3 passed, 1 skipped in 0.5s"
+    assert row["counts"]["sim server"] == 1
+    assert 0.3 <= row["kinds"]["sim server"] <= 0.7, row["kinds"]
+    assert row["machine_cpu_s"] >= row["kinds"]["sim server"] - 0.1
+
+
+def test_the_kinds_table_gives_each_kind_its_share_and_processes():
+    row = {"unit": "the whole suite", "wall_s": 100.0, "machine_cpu_s": 150.0,
+           "outcome": "9 passed in 99.0s", "kinds": Counter({"Ray raylet": 15.0, "other": 60.0}),
+           "counts": Counter({"Ray raylet": 3, "other": 40})}  # fmt: skip
+    lines = kinds_table(row).splitlines()
+    assert lines[0] == "the whole suite: 100.0 s wall, 150.0 machine CPU-s, 9 passed in 99.0s"
+    assert lines[-2:] == ["| other | 60.0 | 40% | 40 |", "| Ray raylet | 15.0 | 10% | 3 |"]
+
+
+@pytest.mark.parametrize("argv", [[], ["tests/x.py", "--whole"]])
+def test_units_or_the_whole_suite_not_both_nor_neither(argv):
+    with pytest.raises(SystemExit, match="name test units, or --whole"):
+        run(parser().parse_args(argv))
