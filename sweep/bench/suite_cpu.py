@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 import psutil
 
 SAMPLE_S = 0.25
-# (substring of the command line, kind), first match wins: Ray's workers rename themselves
-# `ray::<task>` once a task runs and `ray::IDLE` after it, so a worker is named by the last task
-# it was seen running.
+# (substring of the command line's first `NAME_WORDS` words, kind), first match wins: Ray's
+# workers rename themselves `ray::<task>` once a task runs and `ray::IDLE` after it, so a worker
+# is named by the last task it was seen running.
 KINDS = (
     ("ray::_deployment_task", "Ray worker: deployment"),
     ("ray::IDLE", "Ray worker: idle"),

@@ -186,9 +186,10 @@ def stop_all(start: subprocess.Popen, folder: str) -> None:
 
 @pytest.fixture(scope="module")
 def cluster():
-    # A second try, with other ports, when the first start fails: the ports are free when
-    # chosen, and another cluster of the test run may take one before Ray binds it. Seen once
-    # in a full run (exit 1, its output not kept then); the first failure is reported.
+    # A second try, with other ports, when the first start fails; the first failure is reported
+    # as a warning with its output's tail. Seen in full runs at the suite's busiest minute: Ray's
+    # "node timed out during startup" (its wait for the raylet is a fixed 30 s). A port another
+    # cluster of the run takes between its choice and Ray's bind would fail the same way.
     for attempt in (1, 2):
         folder = tempfile.mkdtemp(prefix="llmsw-as-", dir="/tmp")  # Ray's sockets: short paths
         start, env, output = start_head(folder)
