@@ -60,12 +60,23 @@ def group_schemas() -> dict[str, dict[str, type]]:
     }
 
 
+_STORED: list[dict[str, dict[str, type]]] = []  # the schemas this process has stored
+
+
 def register_schemas() -> None:
-    """Store the root schema and every group schema in Hydra's ConfigStore (idempotent)."""
+    """Store the root schema and every group schema in Hydra's ConfigStore (idempotent).
+
+    Storing converts each dataclass to an OmegaConf tree (0.1 s for all of them), so a process
+    that composes many times stores once, and again only when the registry's backends changed.
+    """
     from hydra.core.config_store import ConfigStore  # not at the top: workers need no Hydra
 
+    wanted = group_schemas()
+    if _STORED and _STORED[0] == wanted:
+        return
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
-    for group, schemas in group_schemas().items():
+    for group, schemas in wanted.items():
         for name, node in schemas.items():
             cs.store(group=group, name=name, node=node)
+    _STORED[:] = [wanted]
