@@ -144,8 +144,8 @@ def test_the_server_stops_at_max_tokens_or_just_after(served):
 
 def test_concurrent_requests_are_served_one_at_a_time_and_never_cut_short(served):
     """At concurrency 8 the server still generates one reply at a time: consecutive replies'
-    first tokens are spread by about one reply's generation (as long as it takes at concurrency
-    1), where a server decoding them together would send them within a prefill of each other.
+    first tokens are spread by about one reply's time (as long as it takes at concurrency 1),
+    where a server decoding them together would send them within a prefill of each other.
     `interrupt_requests` is off, so no waiting request ends a streaming one.
 
     Judged by the median spacing, not by every pair: llama-cpp-python releases its lock once a
@@ -154,10 +154,12 @@ def test_concurrent_requests_are_served_one_at_a_time_and_never_cut_short(served
     18 ms after it).
     """
     requests = table(served.trials[-1], "requests")  # batch size 8: eight in flight
-    alone = table(served.trials[0], "requests")  # concurrency 1: one reply's generation
-    generation = (alone[R.END_S] - alone[R.FIRST_TOKEN_S]).median()
+    alone = table(served.trials[0], "requests")  # concurrency 1: one reply, sent to its end
+    # A reply's whole time, not its first token to its end: on a loaded machine a reply's tokens
+    # can all reach the client in one read, and then that span is 0 (seen in a full run).
+    reply = (alone[R.END_S] - alone[R.SENT_S]).median()
     spacing = requests[R.FIRST_TOKEN_S].sort_values().diff().dropna().median()
-    assert generation > 0 and spacing >= 0.5 * generation, (spacing, generation)
+    assert reply > 0 and spacing >= 0.5 * reply, (spacing, reply)
     assert (requests[R.OUTPUT_TOKENS] >= alone[R.OUTPUT_TOKENS]).all()
 
 

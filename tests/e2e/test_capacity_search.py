@@ -20,11 +20,11 @@ from sweep.core import records as R
 from tests.e2e.test_quickstart import run_sweep
 from tests.helpers import sweep_in_process
 
-# Not `alone`: what it asserts is the search's shape (a bracket within the tolerance, the larger
-# server ahead by far more than noise, every probe recorded), which holds when a neighbour's load
-# moves the knee: the module passed beside a busy loop on the other core (14 passed in 63 s), and
-# the search keeps room for a probe that a busy moment failed (MAX_PROBES).
-pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
+# The module's sweep runs twice in its first test; its verdicts against the SLO are latencies, which
+# no other test's load may move. Beside a busy loop it passed (14 in 63 s), but beside the
+# suite's other worker both servers' searches stopped near 30 req/s ({8: (28.8, 32.0),
+# 16: (29.4, 32.0)}): the machine's knee, not the servers'.
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow, pytest.mark.alone]
 TOLERANCE = 0.1  # search.tolerance of the experiment
 # The experiment's servers of 4 and 8 sequences, narrowed for time: a probe is 80 requests, so a
 # search below 16 req/s spends 5-10 s a probe (the 4-sequence server's knee is about 13 req/s:
