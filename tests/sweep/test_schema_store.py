@@ -36,7 +36,6 @@ def test_composing_again_stores_nothing_and_a_new_backend_is_stored(monkeypatch)
         assert "sim_copy_schema.yaml" in ConfigStore.instance().repo["backend"]
     finally:
         ConfigStore.instance().repo["backend"].pop("sim_copy_schema.yaml", None)
-    seen.clear()
     monkeypatch.undo()  # the registry as it was: its schemas are stored again, once
     seen = stores(monkeypatch)
     register_schemas()
