@@ -2,10 +2,13 @@
 
 The suite is CPU-bound on two cores, so a unit's cost is the CPU of everything it starts (Ray
 nodes, workers, servers, engines), not its wall time. For each unit (a file or folder), one
-after another, this runs pytest on it alone and samples every process of the machine every
-`SAMPLE_S`: the CPU a process used while the unit ran, summed by kind (`KINDS`, read from its
-command line). A process that lives less than one interval is missed, so the kinds add up to a
-little less than the machine's own count (`/proc/stat`), printed beside them.
+after another, this runs pytest on it alone and samples its processes every `SAMPLE_S`: the CPU
+a process used while the unit ran, summed by kind (`KINDS`, read from its command line). Its
+processes are those that inherit the tag this sets in the command's environment (`TAG_VAR`):
+Ray's daemons, which `ray start` leaves without a parent, are found by it too, and another
+program running on the machine is not counted. A process that lives less than one interval is
+missed, so the kinds add up to a little less than the machine's own count (`/proc/stat`, which
+counts everything), printed beside them.
 
     .venv/bin/python scripts/bench_suite_cpu.py tests/e2e/test_cluster.py tests/multihost [--top 6]
     .venv/bin/python scripts/bench_suite_cpu.py --whole
@@ -25,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import psutil
@@ -57,6 +61,7 @@ KINDS = (
     ("pytest", "pytest"),
 )
 WHOLE = ["scripts/test.sh", "-q"]  # the README's test command
+TAG_VAR = "SWEEP_SUITE_CPU_TAG"  # set in a measured command's environment; its processes inherit it
 
 # Only a command line's first words are read: a raylet's later arguments hold the command lines
 # of the processes it starts (Ray workers among them), which once counted raylets as workers.
@@ -77,22 +82,37 @@ def machine_busy_s() -> float:
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
+def tagged(proc: psutil.Process, tag: str) -> bool:
+    """Whether `proc` inherited `tag` (`TAG_VAR` in its environment); False if unreadable."""
+    try:
+        return proc.environ().get(TAG_VAR) == tag
+    except psutil.Error:  # gone meanwhile, or another user's
+        return False
+
+
 @dataclass
 class Sampler:
-    """Every process's CPU since the sampler started, summed by kind when stopped."""
+    """The CPU of the processes tagged `tag` since the sampler started, summed by kind."""
 
+    tag: str
     # (pid, create time) -> [its CPU when first seen, its CPU now, its kind]
     seen: dict = field(default_factory=dict)
+    others: set = field(default_factory=set)  # (pid, create time) of processes not tagged
     stop: threading.Event = field(default_factory=threading.Event)
 
     def sample(self, first: bool) -> None:
-        """Read every process once; on the first pass, what each had used before counts 0."""
+        """Read every tagged process once; on the first pass, what each had used before counts 0."""
         for proc in psutil.process_iter(["cmdline", "cpu_times", "create_time"]):
             times, cmd = proc.info["cpu_times"], proc.info["cmdline"] or []
             if times is None:
                 continue
             used = times.user + times.system
             key = (proc.pid, proc.info["create_time"])
+            if key in self.others:
+                continue
+            if key not in self.seen and not tagged(proc, self.tag):
+                self.others.add(key)  # its environment is read once: it keeps what it started with
+                continue
             if key not in self.seen:
                 self.seen[key] = [used if first else 0.0, used, kind(cmd)]
             else:
@@ -130,12 +150,13 @@ def measure(unit: str, pytest_args: list[str]) -> dict:
 
 
 def measure_command(label: str, command: list[str]) -> dict:
-    """Run `command`, sampling every process meanwhile; its wall time, outcome and CPU by kind."""
-    sampler = Sampler()
+    """Run `command`, sampling its processes meanwhile; its wall time, outcome and CPU by kind."""
+    sampler = Sampler(uuid.uuid4().hex)
     thread = threading.Thread(target=sampler.run, daemon=True)
     thread.start()
     busy, started = machine_busy_s(), time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True)
+    env = {**os.environ, TAG_VAR: sampler.tag}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     wall, busy = time.monotonic() - started, machine_busy_s() - busy
     sampler.stop.set()
     thread.join()

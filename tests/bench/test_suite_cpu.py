@@ -1,5 +1,7 @@
 """The suite's CPU by kind (`sweep.bench.suite_cpu`): what a process is, and what it used."""
 
+import contextlib
+import os
 import subprocess
 import sys
 import threading
@@ -9,7 +11,16 @@ from collections import Counter
 import psutil
 import pytest
 
-from sweep.bench.suite_cpu import Sampler, kind, kinds_table, measure_command, parser, run, table
+from sweep.bench.suite_cpu import (
+    TAG_VAR,
+    Sampler,
+    kind,
+    kinds_table,
+    measure_command,
+    parser,
+    run,
+    table,
+)
 
 # Burns CPU for the seconds given in argv[1], then sleeps until killed; its command line names
 # a sim server, so it is counted under that kind.
@@ -44,8 +55,23 @@ def test_a_process_is_named_by_its_command_line(cmdline, expected):
     assert kind(words) == expected
 
 
-def burner(seconds: float) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", BURN, str(seconds)])
+def burner(seconds: float, tag: str | None = None) -> subprocess.Popen:
+    """A burner; with `tag`, one of the measured command's processes (it inherits the tag)."""
+    env = {k: v for k, v in os.environ.items() if k != TAG_VAR}
+    if tag:
+        env[TAG_VAR] = tag
+    return subprocess.Popen([sys.executable, "-c", BURN, str(seconds)], env=env)
+
+
+@contextlib.contextmanager
+def stranger(seconds: float):
+    """A sim-server-named burner that is not the measured command's: another test's, say."""
+    proc = burner(seconds)
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def cpu_of(proc: subprocess.Popen) -> float:
@@ -54,14 +80,14 @@ def cpu_of(proc: subprocess.Popen) -> float:
 
 
 def test_only_the_cpu_used_while_sampling_is_counted():
-    before = burner(0.6)  # burns before the sampler starts: none of it counts
+    sampler = Sampler("tag-1")
+    before = burner(0.6, sampler.tag)  # burns before the sampler starts: none of it counts
     deadline = time.monotonic() + 30
     while cpu_of(before) < 0.6 and time.monotonic() < deadline:
         time.sleep(0.05)
-    sampler = Sampler()
     thread = threading.Thread(target=sampler.run)
     thread.start()
-    during = burner(0.8)  # burns while sampled: counted, to within a sampling interval
+    during = burner(0.8, sampler.tag)  # burns while sampled: counted, to within an interval
     try:
         deadline = time.monotonic() + 30
         while cpu_of(during) < 0.8 and time.monotonic() < deadline:
@@ -77,6 +103,25 @@ def test_only_the_cpu_used_while_sampling_is_counted():
     assert 0.7 <= counted <= 1.0, counted  # the second burner's 0.8 s, not the first's 0.6 s too
 
 
+def test_a_process_that_is_not_the_commands_is_not_counted():
+    """Only the tagged processes count: a sim server of another test running meanwhile (CI's
+    other worker) was counted as the measured command's."""
+    with stranger(0.8) as other:
+        sampler = Sampler("tag-2")
+        thread = threading.Thread(target=sampler.run)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 30
+            while cpu_of(other) < 0.8 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.6)
+        finally:
+            sampler.stop.set()
+            thread.join()
+    assert sampler.counts()["sim server"] == 0, sampler.counts()
+    assert sampler.by_kind()["sim server"] == 0.0
+
+
 def test_the_table_names_each_unit_with_its_largest_kinds():
     row = {"unit": "tests/x.py", "wall_s": 12.34, "machine_cpu_s": 20.0, "outcome": "1 passed",
            "kinds": Counter({"Ray raylet": 5.0, "sim server": 9.0, "other": 1.0})}  # fmt: skip
@@ -88,7 +133,8 @@ def test_a_whole_command_is_measured_with_its_outcome_and_processes():
     """`--whole` runs a command (the suite) under the sampler: a child that burns 0.5 s as a
     sim server is counted under that kind, and the pytest summary line is its outcome."""
     code = BURN.replace("time.sleep(60)", "print('== 3 passed, 1 skipped in 0.5s ==')")
-    row = measure_command("the whole suite", [sys.executable, "-c", code, "0.5"])
+    with stranger(60.0):  # another sim server burns all along: not the command's
+        row = measure_command("the whole suite", [sys.executable, "-c", code, "0.5"])
     assert row["outcome"] == "3 passed, 1 skipped in 0.5s"
     assert row["counts"]["sim server"] == 1
     assert 0.3 <= row["kinds"]["sim server"] <= 0.7, row["kinds"]
