@@ -17,6 +17,10 @@ status=0
 # marked `alone` runs with nothing beside it. SWEEP_TEST_WORKERS=0 runs everything in one process.
 # The 25 slowest tests are printed at the end, so a test that grew slow is seen in CI's log.
 workers=${SWEEP_TEST_WORKERS:-2}
+# Test modules (pytest rewrites their asserts) and anything not compiled by setup.sh keep their
+# bytecode between runs, which a machine-wide PYTHONDONTWRITEBYTECODE would forbid: a run whose
+# test modules are already compiled collects in about 12 s a worker instead of 16.
+unset PYTHONDONTWRITEBYTECODE
 .venv/bin/python -m pytest -m "not gpu" -n "$workers" --dist loadscope --durations=25 "$@" \
   || status=$?
 [ "$layers" = 0 ] || { echo "lint-imports: a layering contract is broken (see above)"; exit 1; }
