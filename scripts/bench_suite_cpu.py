@@ -1,4 +1,4 @@
-"""Where the test suite's CPU goes: each test unit run alone, every process's CPU by kind.
+"""Where the test suite's CPU goes: each test unit run alone, its processes' CPU by kind.
 
     .venv/bin/python scripts/bench_suite_cpu.py tests/e2e/test_cluster.py tests/multihost [--top 6]
     .venv/bin/python scripts/bench_suite_cpu.py --whole   # the README's test command, by kind

@@ -1,4 +1,4 @@
-"""Where the test suite's CPU goes: each test unit run alone, every process's CPU by kind.
+"""Where the test suite's CPU goes: each test unit run alone, its processes' CPU by kind.
 
 The suite is CPU-bound on two cores, so a unit's cost is the CPU of everything it starts (Ray
 nodes, workers, servers, engines), not its wall time. For each unit (a file or folder), one
