@@ -11,10 +11,12 @@ missed, so the kinds add up to a little less than the machine's own count (`/pro
 counts everything), printed beside them.
 
     .venv/bin/python scripts/bench_suite_cpu.py tests/e2e/test_cluster.py tests/multihost [--top 6]
-    .venv/bin/python scripts/bench_suite_cpu.py --whole
+    .venv/bin/python scripts/bench_suite_cpu.py --whole [--timeline /tmp/timeline.jsonl]
 
 With `--whole`, the README's test command is run once instead, and every kind is listed with
-its share of the machine's CPU and how many processes of it there were.
+its share of the machine's CPU and how many processes of it there were. With `--timeline FILE`,
+each test's start and end are written there too (`sweep.bench.suite_timeline`), and the table of
+the `alone` tail, the stretch at the end that runs one test at a time, is printed.
 
 Run it on a quiet machine: the machine's CPU counts whatever else runs.
 """
@@ -30,8 +32,11 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
+
+from sweep.bench import suite_timeline
 
 SAMPLE_S = 0.25
 # (substring of the command line's first `NAME_WORDS` words, kind), first match wins: Ray's
@@ -203,6 +208,9 @@ def parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--top", type=int, default=6, help="kinds shown per unit")
     parser.add_argument("--pytest-args", default="", help="more pytest arguments, one string")
+    parser.add_argument(
+        "--timeline", metavar="FILE", help="write each test's start and end there; print the tail"
+    )
     return parser
 
 
@@ -210,12 +218,23 @@ def run(args: argparse.Namespace) -> None:
     """Measure each unit in turn and print the table (or the whole suite, by kind)."""
     if args.whole == bool(args.units):
         raise SystemExit("error: name test units, or --whole for the whole suite, not both")
+    pytest_args = args.pytest_args.split()
+    if args.timeline:
+        Path(args.timeline).unlink(missing_ok=True)  # the plugin appends
+        os.environ[suite_timeline.TIMELINE_VAR] = str(Path(args.timeline).resolve())
+        pytest_args += ["-p", suite_timeline.PLUGIN]
     if args.whole:
-        print(kinds_table(measure_command("the whole suite", [*WHOLE, *args.pytest_args.split()])))
-        return
-    rows = []
-    for unit in args.units:
-        rows.append(measure(unit, args.pytest_args.split()))
-        print(f"{unit}: {rows[-1]['wall_s']:.1f} s, {rows[-1]['machine_cpu_s']:.1f} CPU-s",
-              file=sys.stderr, flush=True)  # fmt: skip
-    print(table(rows, args.top))
+        print(kinds_table(measure_command("the whole suite", [*WHOLE, *pytest_args])))
+    else:
+        rows = [measure_unit(unit, pytest_args) for unit in args.units]
+        print(table(rows, args.top))
+    if args.timeline:
+        print("\n" + suite_timeline.timeline_table(suite_timeline.read_timeline(args.timeline)))
+
+
+def measure_unit(unit: str, pytest_args: list[str]) -> dict:
+    """`measure` with a line on stderr as each unit ends."""
+    row = measure(unit, pytest_args)
+    print(f"{unit}: {row['wall_s']:.1f} s, {row['machine_cpu_s']:.1f} CPU-s", file=sys.stderr,
+          flush=True)  # fmt: skip
+    return row

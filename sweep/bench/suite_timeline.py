@@ -1,0 +1,80 @@
+"""When each test ran, and the suite's `alone` tail: from the first `alone` test to the end.
+
+A pytest plugin (`-p sweep.bench.suite_timeline`) that appends each test's start and end, its
+pytest-xdist worker and whether it is marked `alone`, as a JSON line to the file named by
+`TIMELINE_VAR`; and the reading of that file. Files with an `alone` test are handed out last
+(tests/conftest.py), and while an `alone` test runs the other worker waits, so the span from
+the first `alone` test to the end is mostly one test at a time: each of its seconds is a second
+of the suite's, and a test in it that need not be alone belongs in a file without one.
+
+    .venv/bin/python scripts/bench_suite_cpu.py --whole --timeline /tmp/timeline.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+TIMELINE_VAR = "SWEEP_TEST_TIMELINE"  # the file the plugin appends to
+PLUGIN = __name__
+
+_seen: dict[str, list] = {}  # nodeid -> [start, alone]
+
+
+def pytest_runtest_setup(item: Any) -> None:
+    """Note whether the test is marked `alone` (its start is noted just before this)."""
+    if item.nodeid in _seen:
+        _seen[item.nodeid][1] = item.get_closest_marker("alone") is not None
+
+
+def pytest_runtest_logstart(nodeid: str, location: object) -> None:
+    """Note when a test (its set-up, call and tear-down) starts."""
+    _seen[nodeid] = [time.time(), False]
+
+
+def pytest_runtest_logfinish(nodeid: str, location: object) -> None:
+    """Append the test's start and end to the timeline file, if one is named."""
+    start, alone = _seen.pop(nodeid, [time.time(), False])
+    path = os.environ.get(TIMELINE_VAR)
+    if not path:
+        return
+    row = {"test": nodeid, "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
+           "start": start, "end": time.time(), "alone": alone}  # fmt: skip
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def read_timeline(path: str | Path) -> list[dict]:
+    """The rows the plugin wrote, in order of start."""
+    lines = Path(path).read_text().splitlines()
+    return sorted((json.loads(line) for line in lines if line.strip()), key=lambda r: r["start"])
+
+
+def alone_tail(rows: list[dict]) -> tuple[float, float]:
+    """(start, end) of the `alone` tail: the first `alone` test's start, the last test's end.
+
+    (end, end) when no test is alone.
+    """
+    end = max(r["end"] for r in rows)
+    return min((r["start"] for r in rows if r["alone"]), default=end), end
+
+
+def timeline_table(rows: list[dict], shortest_s: float = 0.5) -> str:
+    """The suite's span, its `alone` tail and the tests in it of at least `shortest_s`."""
+    first = min(r["start"] for r in rows)
+    begin, end = alone_tail(rows)
+    inside = [r for r in rows if r["end"] > begin]
+    alone_s = sum(r["end"] - r["start"] for r in inside if r["alone"])
+    other_s = sum(r["end"] - r["start"] for r in inside if not r["alone"])
+    out = [f"{len(rows)} tests over {end - first:.1f} s; the alone tail from {begin - first:.1f} s:"
+           f" {end - begin:.1f} s, alone tests {alone_s:.1f} s, others in it {other_s:.1f} s", "",
+           "| starts at s | s | worker | alone | test |", "|---:|---:|---|---|---|"]  # fmt: skip
+    for row in inside:
+        if row["end"] - row["start"] >= shortest_s:
+            alone = "yes" if row["alone"] else ""
+            out.append(f"| {row['start'] - first:.1f} | {row['end'] - row['start']:.1f} | "
+                       f"{row['worker']} | {alone} | {row['test']} |")  # fmt: skip
+    return "\n".join(out)

@@ -1,0 +1,68 @@
+"""The suite's timeline (`sweep.bench.suite_timeline`): each test's start and end, and the tail."""
+
+
+from sweep.bench.suite_timeline import (
+    PLUGIN,
+    TIMELINE_VAR,
+    alone_tail,
+    read_timeline,
+    timeline_table,
+)
+
+pytest_plugins = ["pytester"]
+
+
+def row(test, worker, start, end, alone=False):
+    return {"test": test, "worker": worker, "start": start, "end": end, "alone": alone}
+
+
+def test_the_tail_runs_from_the_first_alone_test_and_names_what_waited_in_it():
+    rows = [
+        row("a.py::t", "gw0", 100.0, 160.0),  # both workers busy
+        row("b.py::t", "gw1", 100.0, 150.0),
+        row("c.py::slow", "gw1", 150.0, 170.0),  # ends inside the tail: it is listed
+        row("d.py::alone", "gw0", 165.0, 195.0, alone=True),
+        row("d.py::quick", "gw0", 195.0, 195.2),  # too short to list
+        row("e.py::alone", "gw1", 195.5, 205.5, alone=True),
+    ]
+    assert alone_tail(rows) == (165.0, 205.5)
+    lines = timeline_table(rows, shortest_s=0.5).splitlines()
+    assert lines[0] == (
+        "6 tests over 105.5 s; the alone tail from 65.0 s: 40.5 s, alone tests 40.0 s, "
+        "others in it 20.2 s"
+    )
+    assert lines[4:] == [
+        "| 50.0 | 20.0 | gw1 |  | c.py::slow |",
+        "| 65.0 | 30.0 | gw0 | yes | d.py::alone |",
+        "| 95.5 | 10.0 | gw1 | yes | e.py::alone |",
+    ]
+
+
+def test_without_an_alone_test_the_tail_is_empty():
+    rows = [row("a.py::t", "gw0", 0.0, 2.0), row("b.py::t", "gw1", 1.0, 3.0)]
+    assert alone_tail(rows) == (3.0, 3.0)
+    assert timeline_table(rows).splitlines()[0].startswith("2 tests over 3.0 s; the alone tail")
+
+
+def test_the_plugin_writes_each_tests_span_and_whether_it_is_alone(pytester, monkeypatch):
+    log = pytester.path / "timeline.jsonl"
+    monkeypatch.setenv(TIMELINE_VAR, str(log))
+    pytester.makeconftest(
+        "def pytest_configure(config):\n"
+        "    config.addinivalue_line('markers', 'alone: nothing beside it')\n"
+    )
+    pytester.makepyfile(
+        test_one="import time, pytest\n"
+        "def test_plain(): time.sleep(0.05)\n"
+        "@pytest.mark.alone\n"
+        "def test_alone(): time.sleep(0.05)\n"
+    )
+    pytester.runpytest("-p", PLUGIN).assert_outcomes(passed=2)
+    rows = read_timeline(log)
+    assert [(r["test"], r["alone"], r["worker"]) for r in rows] == [
+        ("test_one.py::test_plain", False, "main"),
+        ("test_one.py::test_alone", True, "main"),
+    ]
+    assert all(r["end"] - r["start"] >= 0.05 for r in rows)
+    assert rows[0]["end"] <= rows[1]["start"]
+
