@@ -2,10 +2,11 @@
 
 A pytest plugin (`-p sweep.bench.suite_timeline`) that appends each test's start and end, its
 pytest-xdist worker and whether it is marked `alone`, as a JSON line to the file named by
-`TIMELINE_VAR`; and the reading of that file. Files with an `alone` test are handed out last
-(tests/conftest.py), and while an `alone` test runs the other worker waits, so the span from
-the first `alone` test to the end is mostly one test at a time: each of its seconds is a second
-of the suite's, and a test in it that need not be alone belongs in a file without one.
+`TIMELINE_VAR` when the session starts; and the reading of that file. Files with an `alone` test
+are handed out last (tests/conftest.py), and while an `alone` test runs the other worker waits,
+so the span from the first `alone` test to the end is mostly one test at a time: each of its
+seconds is a second of the suite's, and a test in it that need not be alone belongs in a file
+without one.
 
     .venv/bin/python scripts/bench_suite_cpu.py --whole --timeline /tmp/timeline.jsonl
 """
@@ -21,30 +22,45 @@ from typing import Any
 TIMELINE_VAR = "SWEEP_TEST_TIMELINE"  # the file the plugin appends to
 PLUGIN = __name__
 
-_seen: dict[str, list] = {}  # nodeid -> [start, alone]
 
+def pytest_configure(config: Any) -> None:
+    """Record this session's tests where they run: in an xdist worker, or a run without xdist.
 
-def pytest_runtest_setup(item: Any) -> None:
-    """Note whether the test is marked `alone` (its start is noted just before this)."""
-    if item.nodeid in _seen:
-        _seen[item.nodeid][1] = item.get_closest_marker("alone") is not None
-
-
-def pytest_runtest_logstart(nodeid: str, location: object) -> None:
-    """Note when a test (its set-up, call and tear-down) starts."""
-    _seen[nodeid] = [time.time(), False]
-
-
-def pytest_runtest_logfinish(nodeid: str, location: object) -> None:
-    """Append the test's start and end to the timeline file, if one is named."""
-    start, alone = _seen.pop(nodeid, [time.time(), False])
+    The xdist controller hears every worker's tests again, and writes nothing.
+    """
     path = os.environ.get(TIMELINE_VAR)
-    if not path:
-        return
-    row = {"test": nodeid, "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
-           "start": start, "end": time.time(), "alone": alone}  # fmt: skip
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    controller = worker is None and getattr(config.option, "numprocesses", None)
+    if path and not controller:
+        config.pluginmanager.register(Recorder(path, worker or "main"), "suite-timeline-recorder")
+
+
+class Recorder:
+    """Appends each test's start, end, worker and `alone` mark to `path` as a JSON line.
+
+    One per session (a pytest run inside a test has its own), so nothing is shared between them.
+    """
+
+    def __init__(self, path: str, worker: str) -> None:
+        self.path, self.worker = path, worker
+        self.seen: dict[str, list] = {}  # nodeid -> [start, alone]
+
+    def pytest_runtest_logstart(self, nodeid: str, location: object) -> None:
+        """Note when a test (its set-up, call and tear-down) starts."""
+        self.seen[nodeid] = [time.time(), False]
+
+    def pytest_runtest_setup(self, item: Any) -> None:
+        """Note whether the test is marked `alone` (its start was noted just before)."""
+        if item.nodeid in self.seen:
+            self.seen[item.nodeid][1] = item.get_closest_marker("alone") is not None
+
+    def pytest_runtest_logfinish(self, nodeid: str, location: object) -> None:
+        """Append the test's row."""
+        start, alone = self.seen.pop(nodeid, [time.time(), False])
+        row = {"test": nodeid, "worker": self.worker, "start": start, "end": time.time(),
+               "alone": alone}  # fmt: skip
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
 
 
 def read_timeline(path: str | Path) -> list[dict]:

@@ -1,6 +1,5 @@
 """The suite's timeline (`sweep.bench.suite_timeline`): each test's start and end, and the tail."""
 
-
 from sweep.bench.suite_timeline import (
     PLUGIN,
     TIMELINE_VAR,
@@ -66,3 +65,15 @@ def test_the_plugin_writes_each_tests_span_and_whether_it_is_alone(pytester, mon
     assert all(r["end"] - r["start"] >= 0.05 for r in rows)
     assert rows[0]["end"] <= rows[1]["start"]
 
+
+def test_under_xdist_each_test_is_written_once_by_its_worker(pytester, monkeypatch):
+    """The controller hears every worker's tests again: it writes none of them."""
+    log = pytester.path / "timeline.jsonl"
+    monkeypatch.setenv(TIMELINE_VAR, str(log))
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # the inner run's own workers
+    pytester.makepyfile(test_a="def test_one(): pass\n", test_b="def test_two(): pass\n")
+    result = pytester.runpytest_subprocess("-p", PLUGIN, "-n", "2", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    rows = read_timeline(log)
+    assert sorted(r["test"] for r in rows) == ["test_a.py::test_one", "test_b.py::test_two"]
+    assert {r["worker"] for r in rows} <= {"gw0", "gw1"}
