@@ -115,10 +115,10 @@ class Sampler:
             key = (proc.pid, proc.info["create_time"])
             if key in self.others:
                 continue
-            if key not in self.seen and not tagged(proc, self.tag):
-                self.others.add(key)  # its environment is read once: it keeps what it started with
-                continue
             if key not in self.seen:
+                if not tagged(proc, self.tag):  # read once: it keeps the environment it began with
+                    self.others.add(key)
+                    continue
                 self.seen[key] = [used if first else 0.0, used, kind(cmd)]
             else:
                 entry = self.seen[key]
