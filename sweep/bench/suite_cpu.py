@@ -67,6 +67,9 @@ KINDS = (
 )
 WHOLE = ["scripts/test.sh", "-q"]  # the README's test command
 TAG_VAR = "SWEEP_SUITE_CPU_TAG"  # set in a measured command's environment; its processes inherit it
+# pytest names the running test in its process's environment, so a process a test starts (and
+# all that process starts: a sweep's Ray daemons and their workers) inherits the test's name.
+TEST_VAR = "PYTEST_CURRENT_TEST"
 
 # Only a command line's first words are read: a raylet's later arguments hold the command lines
 # of the processes it starts (Ray workers among them), which once counted raylets as workers.
@@ -87,12 +90,19 @@ def machine_busy_s() -> float:
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
-def tagged(proc: psutil.Process, tag: str) -> bool:
-    """Whether `proc` inherited `tag` (`TAG_VAR` in its environment); False if unreadable."""
+def started_for(proc: psutil.Process, tag: str) -> str | None:
+    """The test file `proc` was started for, or None if it is not the measured command's.
+
+    "" when it was started for none (pytest itself, its workers); None when it did not inherit
+    `tag` (`TAG_VAR` in its environment) or cannot be read.
+    """
     try:
-        return proc.environ().get(TAG_VAR) == tag
+        env = proc.environ()
     except psutil.Error:  # gone meanwhile, or another user's
-        return False
+        return None
+    if env.get(TAG_VAR) != tag:
+        return None
+    return env.get(TEST_VAR, "").split("::")[0]
 
 
 @dataclass
@@ -102,6 +112,8 @@ class Sampler:
     tag: str
     # (pid, create time) -> [its CPU when first seen, its CPU now, its kind]
     seen: dict = field(default_factory=dict)
+    # (pid, create time) -> the test file it was started for (`TEST_VAR` in its environment)
+    units: dict = field(default_factory=dict)
     others: set = field(default_factory=set)  # (pid, create time) of processes not tagged
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -116,10 +128,12 @@ class Sampler:
             if key in self.others:
                 continue
             if key not in self.seen:
-                if not tagged(proc, self.tag):  # read once: it keeps the environment it began with
+                unit = started_for(proc, self.tag)  # read once: its environment as it began
+                if unit is None:
                     self.others.add(key)
                     continue
                 self.seen[key] = [used if first else 0.0, used, kind(cmd)]
+                self.units[key] = unit
             else:
                 entry = self.seen[key]
                 entry[1] = used
@@ -139,6 +153,13 @@ class Sampler:
     def counts(self) -> collections.Counter:
         """Processes seen, by kind."""
         return collections.Counter(name for _start, _used, name in self.seen.values())
+
+    def by_unit(self) -> collections.Counter:
+        """CPU seconds used while sampling by the processes each test file started."""
+        totals: collections.Counter = collections.Counter()
+        for key, (start, used, _name) in self.seen.items():
+            totals[self.units[key]] += used - start
+        return totals
 
     def by_kind(self) -> collections.Counter:
         """CPU seconds used while sampling, by kind."""
@@ -174,6 +195,7 @@ def measure_command(label: str, command: list[str]) -> dict:
         "outcome": (summary or [f"exited {done.returncode}"])[-1].strip("= "),
         "kinds": sampler.by_kind(),
         "counts": sampler.counts(),
+        "units": sampler.by_unit(),
     }
 
 
@@ -207,6 +229,8 @@ def parser() -> argparse.ArgumentParser:
         "--whole", action="store_true", help=f"the whole suite instead: {' '.join(WHOLE)}"
     )
     parser.add_argument("--top", type=int, default=6, help="kinds shown per unit")
+    parser.add_argument("--top-files", type=int, default=25,
+                        help="test files shown by CPU (with --timeline)")  # fmt: skip
     parser.add_argument("--pytest-args", default="", help="more pytest arguments, one string")
     parser.add_argument(
         "--timeline", metavar="FILE", help="write each test's start and end there; print the tail"
@@ -224,12 +248,16 @@ def run(args: argparse.Namespace) -> None:
         os.environ[suite_timeline.TIMELINE_VAR] = str(Path(args.timeline).resolve())
         pytest_args += ["-p", suite_timeline.PLUGIN]
     if args.whole:
-        print(kinds_table(measure_command("the whole suite", [*WHOLE, *pytest_args])))
+        rows = [measure_command("the whole suite", [*WHOLE, *pytest_args])]
+        print(kinds_table(rows[0]))
     else:
         rows = [measure_unit(unit, pytest_args) for unit in args.units]
         print(table(rows, args.top))
     if args.timeline:
-        print("\n" + suite_timeline.timeline_table(suite_timeline.read_timeline(args.timeline)))
+        timeline = suite_timeline.read_timeline(args.timeline)
+        print("\n" + suite_timeline.timeline_table(timeline))
+        started = sum((row["units"] for row in rows), collections.Counter())
+        print("\n" + suite_timeline.files_table(timeline, started, args.top_files))
 
 
 def measure_unit(unit: str, pytest_args: list[str]) -> dict:

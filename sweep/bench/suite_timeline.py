@@ -1,12 +1,13 @@
 """When each test ran, and the suite's `alone` tail: from the first `alone` test to the end.
 
 A pytest plugin (`-p sweep.bench.suite_timeline`) that appends each test's start and end, its
-pytest-xdist worker and whether it is marked `alone`, as a JSON line to the file named by
-`TIMELINE_VAR` when the session starts; and the reading of that file. Files with an `alone` test
-are handed out last (tests/conftest.py), and while an `alone` test runs the other worker waits,
-so the span from the first `alone` test to the end is mostly one test at a time: each of its
-seconds is a second of the suite's, and a test in it that need not be alone belongs in a file
-without one.
+pytest-xdist worker, whether it is marked `alone` and the CPU its pytest process used meanwhile
+(`cpu_s`; the processes it started are `sweep.bench.suite_cpu`'s), as a JSON line to the file
+named by `TIMELINE_VAR` when the session starts; and the reading of that file. Files with an
+`alone` test are handed out last (tests/conftest.py), and while an `alone` test runs the other
+worker waits, so the span from the first `alone` test to the end is mostly one test at a time:
+each of its seconds is a second of the suite's, and a test in it that need not be alone belongs
+in a file without one.
 
     .venv/bin/python scripts/bench_suite_cpu.py --whole --timeline /tmp/timeline.jsonl
 """
@@ -43,11 +44,11 @@ class Recorder:
 
     def __init__(self, path: str, worker: str) -> None:
         self.path, self.worker = path, worker
-        self.seen: dict[str, list] = {}  # nodeid -> [start, alone]
+        self.seen: dict[str, list] = {}  # nodeid -> [start, alone, this process's CPU then]
 
     def pytest_runtest_logstart(self, nodeid: str, location: object) -> None:
         """Note when a test (its set-up, call and tear-down) starts."""
-        self.seen[nodeid] = [time.time(), False]
+        self.seen[nodeid] = [time.time(), False, time.process_time()]
 
     def pytest_runtest_setup(self, item: Any) -> None:
         """Note whether the test is marked `alone` (its start was noted just before)."""
@@ -56,9 +57,9 @@ class Recorder:
 
     def pytest_runtest_logfinish(self, nodeid: str, location: object) -> None:
         """Append the test's row."""
-        start, alone = self.seen.pop(nodeid, [time.time(), False])
+        start, alone, cpu = self.seen.pop(nodeid, [time.time(), False, time.process_time()])
         row = {"test": nodeid, "worker": self.worker, "start": start, "end": time.time(),
-               "alone": alone}  # fmt: skip
+               "alone": alone, "cpu_s": time.process_time() - cpu}  # fmt: skip
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
 
@@ -93,4 +94,27 @@ def timeline_table(rows: list[dict], shortest_s: float = 0.5) -> str:
             alone = "yes" if row["alone"] else ""
             out.append(f"| {row['start'] - first:.1f} | {row['end'] - row['start']:.1f} | "
                        f"{row['worker']} | {alone} | {row['test']} |")  # fmt: skip
+    return "\n".join(out)
+
+
+def files_table(rows: list[dict], started: dict[str, float], top: int = 25) -> str:
+    """The `top` test files by CPU, in pytest's process and in the processes they started.
+
+    In pytest's process: the timeline's `cpu_s` of its tests; `started`: test file -> CPU-s of
+    the processes started for it (`sweep.bench.suite_cpu`).
+    """
+    wall: dict[str, float] = {}
+    inside: dict[str, float] = {}
+    for row in rows:
+        unit = row["test"].split("::")[0]
+        wall[unit] = wall.get(unit, 0.0) + row["end"] - row["start"]
+        inside[unit] = inside.get(unit, 0.0) + row.get("cpu_s", 0.0)
+    units = set(wall) | {u for u in started if u}
+    total = {u: inside.get(u, 0.0) + started.get(u, 0.0) for u in units}
+    out = [f"CPU by test file: {sum(total.values()):.1f} CPU-s in all, the {top} largest", "",
+           "| test file | tests' s | CPU-s | in pytest | in processes it started |",
+           "|---|---:|---:|---:|---:|"]  # fmt: skip
+    for unit in sorted(units, key=lambda u: -total[u])[:top]:
+        out.append(f"| {unit} | {wall.get(unit, 0.0):.1f} | {total[unit]:.1f} | "
+                   f"{inside.get(unit, 0.0):.1f} | {started.get(unit, 0.0):.1f} |")  # fmt: skip
     return "\n".join(out)

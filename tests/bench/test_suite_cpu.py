@@ -13,6 +13,7 @@ import pytest
 
 from sweep.bench.suite_cpu import (
     TAG_VAR,
+    TEST_VAR,
     Sampler,
     kind,
     kinds_table,
@@ -55,11 +56,14 @@ def test_a_process_is_named_by_its_command_line(cmdline, expected):
     assert kind(words) == expected
 
 
-def burner(seconds: float, tag: str | None = None) -> subprocess.Popen:
-    """A burner; with `tag`, one of the measured command's processes (it inherits the tag)."""
+def burner(seconds: float, tag: str | None = None, test: str | None = None) -> subprocess.Popen:
+    """A burner; with `tag`, one of the measured command's processes (it inherits the tag); with
+    `test`, started for that test (pytest's `TEST_VAR`, else this test's own)."""
     env = {k: v for k, v in os.environ.items() if k != TAG_VAR}
     if tag:
         env[TAG_VAR] = tag
+    if test:
+        env[TEST_VAR] = test
     return subprocess.Popen([sys.executable, "-c", BURN, str(seconds)], env=env)
 
 
@@ -120,6 +124,32 @@ def test_a_process_that_is_not_the_commands_is_not_counted():
             thread.join()
     assert sampler.counts()["sim server"] == 0, sampler.counts()
     assert sampler.by_kind()["sim server"] == 0.0
+
+
+def test_a_process_counts_for_the_test_file_it_was_started_for():
+    """A process inherits the name of the test that started it (pytest's `TEST_VAR`): its CPU
+    is that test file's, whatever the test it runs beside."""
+    sampler = Sampler("tag-3")
+    thread = threading.Thread(target=sampler.run)
+    thread.start()
+    procs = [burner(0.4, sampler.tag, "tests/a.py::test_one (call)"),
+             burner(0.8, sampler.tag, "tests/b.py::test_two[x] (setup)")]  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while min(cpu_of(p) for p in procs) < 0.4 or cpu_of(procs[1]) < 0.8:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.6)
+    finally:
+        sampler.stop.set()
+        thread.join()
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    units = sampler.by_unit()
+    assert set(units) == {"tests/a.py", "tests/b.py"}, units
+    assert 0.3 <= units["tests/a.py"] <= 0.6, units
+    assert 0.7 <= units["tests/b.py"] <= 1.0, units
 
 
 def test_the_table_names_each_unit_with_its_largest_kinds():

@@ -4,6 +4,7 @@ from sweep.bench.suite_timeline import (
     PLUGIN,
     TIMELINE_VAR,
     alone_tail,
+    files_table,
     read_timeline,
     timeline_table,
 )
@@ -11,8 +12,9 @@ from sweep.bench.suite_timeline import (
 pytest_plugins = ["pytester"]
 
 
-def row(test, worker, start, end, alone=False):
-    return {"test": test, "worker": worker, "start": start, "end": end, "alone": alone}
+def row(test, worker, start, end, alone=False, cpu_s=0.0):
+    return {"test": test, "worker": worker, "start": start, "end": end, "alone": alone,
+            "cpu_s": cpu_s}  # fmt: skip
 
 
 def test_the_tail_runs_from_the_first_alone_test_and_names_what_waited_in_it():
@@ -35,6 +37,19 @@ def test_the_tail_runs_from_the_first_alone_test_and_names_what_waited_in_it():
         "| 65.0 | 30.0 | gw0 | yes | d.py::alone |",
         "| 95.5 | 10.0 | gw1 | yes | e.py::alone |",
     ]
+
+
+def test_a_files_cpu_is_its_tests_in_pytest_and_the_processes_they_started():
+    rows = [
+        row("a.py::t1", "gw0", 0.0, 10.0, cpu_s=2.0),
+        row("a.py::t2", "gw0", 10.0, 12.0, cpu_s=1.0),
+        row("b.py::t", "gw1", 0.0, 5.0, cpu_s=4.0),
+        row("c.py::t", "gw1", 5.0, 6.0, cpu_s=0.5),
+    ]
+    started = {"a.py": 20.0, "b.py": 1.0, "": 7.0}  # "": pytest's own processes, no test's
+    lines = files_table(rows, started, top=2).splitlines()
+    assert lines[0] == "CPU by test file: 28.5 CPU-s in all, the 2 largest"
+    assert lines[4:] == ["| a.py | 12.0 | 23.0 | 3.0 | 20.0 |", "| b.py | 5.0 | 5.0 | 4.0 | 1.0 |"]
 
 
 def test_without_an_alone_test_the_tail_is_empty():
@@ -63,6 +78,7 @@ def test_the_plugin_writes_each_tests_span_and_whether_it_is_alone(pytester, mon
         ("test_one.py::test_alone", True, "main"),
     ]
     assert all(r["end"] - r["start"] >= 0.05 for r in rows)
+    assert all(0 <= r["cpu_s"] < 1.0 for r in rows)  # sleeping: little of pytest's CPU
     assert rows[0]["end"] <= rows[1]["start"]
 
 
