@@ -59,6 +59,7 @@ from sweep.bench.netns_hosts import (
     namespaces,
     run,
 )
+from sweep.bench.suite_cpu import TAG_VAR, TEST_VAR
 
 
 class NetnsCluster:
@@ -160,6 +161,26 @@ class NetnsCluster:
         for folder in (host.home, host.temp_dir, host.folder / "work"):
             folder.mkdir(parents=True, exist_ok=True)
 
+    def environment(self, host: Host) -> dict[str, str]:
+        """The environment Ray starts with on `host`: its own, as on a machine of its own.
+
+        Only the tags of a measurement of this machine's CPU (`sweep.bench.suite_cpu`) come
+        from this process's, when set: the host's processes are the measured command's too.
+        """
+        measured = {k: os.environ[k] for k in (TAG_VAR, TEST_VAR) if k in os.environ}
+        return {
+            "PATH": f"{Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": str(host.home),
+            "WORKDIR": str(host.folder / "work"),
+            "LANG": "C.UTF-8",
+            MARKER: host.name,
+            "RAY_AUTH_MODE": "disabled",
+            "RAY_worker_niceness": "0",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            **HEALTH_CHECK,
+            **measured,
+        }
+
     def start(self, host: Host) -> None:
         """Start Ray on `host` (again, after it was killed: what is left of it is stopped)."""
         kill_processes(namespace_pids(host.netns))
@@ -176,17 +197,7 @@ class NetnsCluster:
             f"mount -t tmpfs -o ro,size=4k,mode=555 {PREFIX}-hidden {REPO / d}" for d in HIDDEN
         )
         script = f'mount --make-rprivate / && {hide} && cd "$WORKDIR" && exec "$@"'
-        env = {
-            "PATH": f"{Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin",
-            "HOME": str(host.home),
-            "WORKDIR": str(host.folder / "work"),
-            "LANG": "C.UTF-8",
-            MARKER: host.name,
-            "RAY_AUTH_MODE": "disabled",
-            "RAY_worker_niceness": "0",
-            "RAY_USAGE_STATS_ENABLED": "0",
-            **HEALTH_CHECK,
-        }
+        env = self.environment(host)
         log = host.folder / "ray-start.log"
         with log.open("a") as out:
             done = subprocess.run(
