@@ -16,7 +16,9 @@ counts everything), printed beside them.
 With `--whole`, the README's test command is run once instead, and every kind is listed with
 its share of the machine's CPU and how many processes of it there were. With `--timeline FILE`,
 each test's start and end are written there too (`sweep.bench.suite_timeline`), and the table of
-the `alone` tail, the stretch at the end that runs one test at a time, is printed.
+the `alone` tail, the stretch at the end that runs one test at a time, is printed, then the CPU
+by test file: its tests' in pytest's process, plus that of every process started for it (a
+process inherits the running test's name, `TEST_VAR`, from the process that started it).
 
 Run it on a quiet machine: the machine's CPU counts whatever else runs.
 """
