@@ -165,9 +165,10 @@ class NetnsCluster:
         """The environment Ray starts with on `host`: its own, as on a machine of its own.
 
         Only the tags of a measurement of this machine's CPU (`sweep.bench.suite_cpu`) come
-        from this process's, when set: the host's processes are the measured command's too.
+        from this process's, while one runs: the host's processes are the measured command's too.
         """
-        measured = {k: os.environ[k] for k in (TAG_VAR, TEST_VAR) if k in os.environ}
+        tagged = TAG_VAR in os.environ
+        measured = {k: os.environ[k] for k in (TAG_VAR, TEST_VAR) if tagged and k in os.environ}
         return {
             "PATH": f"{Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": str(host.home),
