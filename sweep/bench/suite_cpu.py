@@ -104,7 +104,7 @@ def started_for(proc: psutil.Process, tag: str) -> str | None:
         return None
     if env.get(TAG_VAR) != tag:
         return None
-    return env.get(TEST_VAR, "").split("::")[0]
+    return suite_timeline.test_file(env.get(TEST_VAR, ""))
 
 
 @dataclass

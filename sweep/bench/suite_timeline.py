@@ -64,6 +64,11 @@ class Recorder:
             f.write(json.dumps(row) + "\n")
 
 
+def test_file(nodeid: str) -> str:
+    """The file of a pytest test name (`tests/x.py::test_y[1]`, or pytest's `... (call)`)."""
+    return nodeid.split("::")[0]
+
+
 def read_timeline(path: str | Path) -> list[dict]:
     """The rows the plugin wrote, in order of start."""
     lines = Path(path).read_text().splitlines()
@@ -106,7 +111,7 @@ def files_table(rows: list[dict], started: dict[str, float], top: int = 25) -> s
     wall: dict[str, float] = {}
     inside: dict[str, float] = {}
     for row in rows:
-        unit = row["test"].split("::")[0]
+        unit = test_file(row["test"])
         wall[unit] = wall.get(unit, 0.0) + row["end"] - row["start"]
         inside[unit] = inside.get(unit, 0.0) + row.get("cpu_s", 0.0)
     units = set(wall) | {u for u in started if u}
