@@ -41,12 +41,19 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from tests.light import no_process_started  # noqa: E402
+
 
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
-        "alone: measures time or CPU share, so no other test runs beside it (under pytest-xdist "
-        "the other worker waits; see _take_share)",
+        "alone: measures time or CPU share, so no other test runs beside it but a `light` one "
+        "(under pytest-xdist the other worker waits; see _take_share)",
+    )
+    config.addinivalue_line(
+        "markers",
+        "light: runs in pytest's process and starts no other (tests/light.py), so it may run "
+        "beside an `alone` test, as a busy loop on the other core would",
     )
 
 
@@ -80,17 +87,31 @@ def _is_alone(item) -> bool:
     return item is not None and item.get_closest_marker("alone") is not None
 
 
+def _is_light(item) -> bool:
+    return item.get_closest_marker("light") is not None
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     """Each test's set-up, call and tear-down inside its share of the machine (xdist only).
 
-    Consecutive `alone` tests of one file keep the machine between them: the other worker
-    waits once for the file, not once for each of its tests.
+    A unit of work keeps its share from its first test to its last (while they are of one
+    kind): an `alone` file makes the other worker wait once, not once for each of its tests, and
+    an `alone` test waits for the unit beside it to end, not for its test. Stopped mid-unit, the
+    other worker waited through every alone test of the tail; with its unit done it is handed
+    light units meanwhile (`pytest_xdist_make_scheduler`).
     """
     if not _WORKER or os.environ.get("SWEEP_TEST_SHARE"):
         yield  # not under xdist, or a pytest run inside a test that holds the share already
         return
     alone = _is_alone(item)
+    if _is_light(item):  # takes no share: it may run beside anything
+        os.environ["SWEEP_TEST_SHARE"] = _WORKER
+        try:
+            yield
+        finally:
+            del os.environ["SWEEP_TEST_SHARE"]
+        return
     if not _HELD:
         _HELD.extend(_take_share(alone))
     os.environ["SWEEP_TEST_SHARE"] = _WORKER
@@ -98,10 +119,23 @@ def pytest_runtest_protocol(item, nextitem):
         yield
     finally:
         del os.environ["SWEEP_TEST_SHARE"]
-        same_file = nextitem is not None and nextitem.path == item.path
-        if not (alone and same_file and _is_alone(nextitem)):
+        same_unit = nextitem is not None and work_unit(nextitem.nodeid) == work_unit(item.nodeid)
+        if not (same_unit and _is_alone(nextitem) == alone and not _is_light(nextitem)):
             while _HELD:
                 _HELD.pop().close()  # closing a file releases its lock
+
+
+def _light_checked(item):
+    """A phase of a `light` test, failed if it started a process (wherever the test runs)."""
+    if not _is_light(item):
+        return (yield)
+    with no_process_started():
+        return (yield)
+
+
+pytest_runtest_setup = pytest.hookimpl(wrapper=True)(_light_checked)
+pytest_runtest_call = pytest.hookimpl(wrapper=True)(_light_checked)
+pytest_runtest_teardown = pytest.hookimpl(wrapper=True)(_light_checked)
 
 
 # Under pytest-xdist a unit of work is a test file (its module fixtures start once), except in
@@ -117,14 +151,47 @@ def work_unit(nodeid: str) -> str:
     return next((folder for folder in _ONE_UNIT if path.startswith(folder)), path)
 
 
+def _units_path() -> Path:
+    """Where the workers leave each unit's kind for the scheduler (which collects nothing)."""
+    return Path(tempfile.gettempdir()) / f"sweep-tests-{_RUN}.units.json"
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """Hand out whole `work_unit`s, in collection order (see pytest_collection_modifyitems)."""
+    """Hand out whole `work_unit`s in collection order (see pytest_collection_modifyitems),
+    holding back the units of `light` tests for the times an `alone` unit runs on another worker.
+
+    While an `alone` test runs, the other worker would wait; handed a light unit instead, it
+    works beside it (light tests take no share). Light units go to anyone once nothing else is
+    left.
+    """
+    import json
+
     from xdist.scheduler import LoadScopeScheduling
 
     class ByWorkUnit(LoadScopeScheduling):
+        kinds: dict[str, str] | None = None
+
         def _split_scope(self, nodeid: str) -> str:
             return work_unit(nodeid)
+
+        def _kind(self, unit: str) -> str:
+            if self.kinds is None:  # written by the workers before they report their collection
+                path = _units_path()
+                self.kinds = json.loads(path.read_text()) if path.exists() else {}
+            return self.kinds.get(unit, "")
+
+        def _assign_work_unit(self, node) -> None:
+            alone_elsewhere = any(
+                self._kind(unit) == "alone" and not all(tests.values())
+                for other, units in self.assigned_work.items()
+                if other is not node
+                for unit, tests in units.items()
+            )
+            wanted = [u for u in self.workqueue if (self._kind(u) == "light") == alone_elsewhere]
+            if wanted:
+                self.workqueue.move_to_end(wanted[0], last=False)
+            super()._assign_work_unit(node)
 
     config.option.loadscopereorder = False  # xdist's own order puts the largest units first
     return ByWorkUnit(config, log)
@@ -132,20 +199,31 @@ def pytest_xdist_make_scheduler(config, log):
 
 def pytest_collection_modifyitems(config, items):
     """Units of work with a `slow` test first, so that none of them is left for the end; units
-    with an `alone` test after every other.
+    with an `alone` test after every other, then units of `light` tests only.
 
     An `alone` test waits for the test beside it to end before it starts (`_take_share`). Handed
     out early it waited for a slow one (a vLLM start: two minutes of a core left idle); handed
-    out last, it waits for one of the quick tests left at the end.
+    out last, it waits for one of the quick tests left at the end. Under pytest-xdist each unit's
+    kind is written down for the scheduler (`pytest_xdist_make_scheduler`).
     """
     slow = {work_unit(item.nodeid) for item in items if item.get_closest_marker("slow")}
     alone = {work_unit(item.nodeid) for item in items if _is_alone(item)}
+    heavy = {work_unit(item.nodeid) for item in items if not _is_light(item)}
+    light = {work_unit(item.nodeid) for item in items} - heavy
 
-    def rank(item) -> tuple[bool, bool]:
+    def rank(item) -> tuple[int, bool]:
         unit = work_unit(item.nodeid)
-        return unit in alone, unit not in slow
+        return (unit in alone) + 2 * (unit in light), unit not in slow
 
     items.sort(key=rank)  # stable: files keep their order within a rank
+    if _WORKER:
+        import json
+
+        kinds = {unit: "alone" for unit in alone} | {unit: "light" for unit in light}
+        path = _units_path()
+        spare = path.with_name(f"{path.name}.{_WORKER}")
+        spare.write_text(json.dumps(kinds))
+        spare.replace(path)  # whole, whichever worker writes it last
 
 
 @pytest.fixture(scope="session")
@@ -255,8 +333,8 @@ def pytest_runtest_logreport(report):
 
 def pytest_sessionfinish(session, exitstatus):
     if not _WORKER:  # the controller removes the workers' lock files
-        for path in Path(tempfile.gettempdir()).glob(f"sweep-tests-{_RUN}.*.lock"):
-            path.unlink(missing_ok=True)
+        for path in Path(tempfile.gettempdir()).glob(f"sweep-tests-{_RUN}.*"):
+            path.unlink(missing_ok=True)  # the workers' lock files, the units' kinds
     if os.environ.get("CI") and _MISSING_EXTRA_SKIPS and session.exitstatus == 0:
         print(
             f"\nCI: {len(_MISSING_EXTRA_SKIPS)} tests skipped for a missing extra "

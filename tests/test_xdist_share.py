@@ -1,7 +1,7 @@
 """Under pytest-xdist (scripts/test.sh runs two workers), a test file is one unit of work and a
-test marked `alone` runs with no other test beside it, while the others do run two at a time
-(tests/conftest.py's share of the machine). Checked on a small suite run by pytest in a
-subprocess of its own, with a run tag of its own so that its locks are not this run's."""
+test marked `alone` runs with no other test beside it but a `light` one, while the others do run
+two at a time (tests/conftest.py's share of the machine). Checked on a small suite run by pytest
+in a subprocess of its own, with a run tag of its own so that its locks are not this run's."""
 
 import json
 import os
@@ -42,7 +42,20 @@ def test_alone(n):
 )
 
 
-def test_an_alone_test_runs_with_nothing_beside_it(pytester, monkeypatch, tmp_path):
+LIGHT = (
+    RECORD
+    + """
+pytestmark = pytest.mark.light
+
+@pytest.mark.parametrize("n", range(4))
+def test_light(n):
+    record(f"light{n}", 0.3)
+"""
+)
+
+
+def inner_run(pytester, monkeypatch, tmp_path, tests: int, **files) -> list[dict]:
+    """Run `files` under two xdist workers with this suite's hooks; each test's row."""
     paths = [str(REPO), os.environ.get("PYTHONPATH", "")]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
     for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "SWEEP_TEST_SHARE"):
@@ -50,24 +63,29 @@ def test_an_alone_test_runs_with_nothing_beside_it(pytester, monkeypatch, tmp_pa
     monkeypatch.setenv("SWEEP_TEST_RUN", uuid.uuid4().hex)
     log = tmp_path / "log.jsonl"
     monkeypatch.setenv("SHARE_PROBE_LOG", str(log))
-    pytester.makeconftest(
-        "from tests.conftest import (  # noqa: F401\n"
-        "    pytest_collection_modifyitems, pytest_configure, pytest_runtest_protocol,\n"
-        "    pytest_sessionfinish, pytest_xdist_make_scheduler)\n"
-    )
+    pytester.makeconftest("pytest_plugins = ['tests.conftest']\n")
+    pytester.makepyfile(**files)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2",
+                                           "--dist", "loadscope")  # fmt: skip
+    result.assert_outcomes(passed=tests)
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def span(rows: list[dict]) -> dict:
+    return {"start": min(r["start"] for r in rows), "end": max(r["end"] for r in rows)}
+
+
+def test_an_alone_test_runs_with_nothing_beside_it(pytester, monkeypatch, tmp_path):
     # One worker takes the short file, then the alone test, while the other is in the long file.
-    pytester.makepyfile(
+    rows = inner_run(
+        pytester, monkeypatch, tmp_path, 13,
         test_a=BESIDE.replace("COUNT", "1"),
         test_b=BESIDE.replace("COUNT", "10"),
         test_c_alone=ALONE,
-    )
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2",
-                                           "--dist", "loadscope")  # fmt: skip
-    result.assert_outcomes(passed=13)
-    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    )  # fmt: skip
     # The file's two alone tests keep the machine between them: one span, nothing beside it.
     alones = [r for r in rows if r["name"].startswith("alone")]
-    alone = {"start": min(r["start"] for r in alones), "end": max(r["end"] for r in alones)}
+    alone = span(alones)
     others = [r for r in rows if not r["name"].startswith("alone")]
     assert len({r["worker"] for r in rows}) == 2, rows  # both workers ran tests
     long_file = {r["worker"] for r in rows if r["name"].startswith("test_b")}
@@ -76,6 +94,39 @@ def test_an_alone_test_runs_with_nothing_beside_it(pytester, monkeypatch, tmp_pa
         r["name"] for r in others if r["start"] < alone["end"] and r["end"] > alone["start"]
     ]
     assert not overlapping, f"ran beside the alone test: {overlapping}"
+
+
+def test_a_light_unit_is_handed_out_beside_an_alone_one(pytester, monkeypatch, tmp_path):
+    """The worker that would wait for an alone test runs the light units meanwhile."""
+    rows = inner_run(
+        pytester, monkeypatch, tmp_path, 6,
+        test_b_alone=ALONE,  # to one worker (units with an alone test come before light ones)
+        test_c_light=LIGHT,  # to the other, since the alone test runs elsewhere
+    )  # fmt: skip
+    alones = [r for r in rows if r["name"].startswith("alone")]
+    alone = span(alones)
+
+    lights = [r for r in rows if r["name"].startswith("light")]
+    beside = [r for r in lights if r["start"] < alone["end"] and r["end"] > alone["start"]]
+    assert len(beside) >= 2, rows  # the light ones ran beside it
+    assert {r["worker"] for r in lights} != {alones[0]["worker"]}
+
+
+def test_an_alone_test_waits_for_the_unit_beside_it_not_only_its_test(
+    pytester, monkeypatch, tmp_path
+):
+    """A unit of work is not cut in two by an alone one: its worker, once it is done, takes
+    light units while the alone test runs, instead of waiting mid-unit."""
+    rows = inner_run(
+        pytester, monkeypatch, tmp_path, 14,
+        test_a=BESIDE.replace("COUNT", "6"),  # one worker: 2.4 s
+        test_b=BESIDE.replace("COUNT", "2"),  # the other, then the alone test, mid-test_a
+        test_c_alone=ALONE,
+        test_d_light=LIGHT,
+    )  # fmt: skip
+    alone = span([r for r in rows if r["name"].startswith("alone")])
+    unit = span([r for r in rows if r["name"].startswith("test_a")])
+    assert unit["end"] <= alone["start"] or unit["start"] >= alone["end"], rows
 
 
 def test_units_with_an_alone_test_come_last_and_slow_ones_first(pytester, monkeypatch):
@@ -90,6 +141,7 @@ def test_units_with_an_alone_test_come_last_and_slow_ones_first(pytester, monkey
         test_b_quick="def test_one(): pass\n",
         test_c_slow=slow,
         test_d_slow_alone=slow + "@pytest.mark.alone\ndef test_two(): pass\n",
+        test_0_light="import pytest\npytestmark = pytest.mark.light\ndef test_one(): pass\n",
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--collect-only", "-q")
     files = [line.split("::")[0] for line in result.outlines if "::" in line]
@@ -99,6 +151,7 @@ def test_units_with_an_alone_test_come_last_and_slow_ones_first(pytester, monkey
         "test_d_slow_alone.py",
         "test_d_slow_alone.py",
         "test_a_alone.py",
+        "test_0_light.py",  # light units after those: they may run beside an alone one
     ]
 
 

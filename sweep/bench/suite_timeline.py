@@ -1,13 +1,13 @@
 """When each test ran, and the suite's `alone` tail: from the first `alone` test to the end.
 
 A pytest plugin (`-p sweep.bench.suite_timeline`) that appends each test's start and end, its
-pytest-xdist worker, whether it is marked `alone` and the CPU its pytest process used meanwhile
-(`cpu_s`; the processes it started are `sweep.bench.suite_cpu`'s), as a JSON line to the file
-named by `TIMELINE_VAR` when the session starts; and the reading of that file. Files with an
-`alone` test are handed out last (tests/conftest.py), and while an `alone` test runs the other
-worker waits, so the span from the first `alone` test to the end is mostly one test at a time:
-each of its seconds is a second of the suite's, and a test in it that need not be alone belongs
-in a file without one.
+pytest-xdist worker, whether it is marked `alone` or `light` and the CPU its pytest process used
+meanwhile (`cpu_s`; the processes it started are `sweep.bench.suite_cpu`'s), as a JSON line to
+the file named by `TIMELINE_VAR` when the session starts; and the reading of that file. Files
+with an `alone` test are handed out last (tests/conftest.py), and while an `alone` test runs the
+other worker runs `light` tests or waits, so the span from the first `alone` test to the end is
+mostly one test at a time and the light ones: a test in it that need not be alone belongs in a
+file without one.
 
     .venv/bin/python scripts/bench_suite_cpu.py --whole --timeline /tmp/timeline.jsonl
 """
@@ -44,22 +44,24 @@ class Recorder:
 
     def __init__(self, path: str, worker: str) -> None:
         self.path, self.worker = path, worker
-        self.seen: dict[str, list] = {}  # nodeid -> [start, alone, this process's CPU then]
+        self.seen: dict[str, list] = {}  # nodeid -> [start, mark, this process's CPU then]
 
     def pytest_runtest_logstart(self, nodeid: str, location: object) -> None:
         """Note when a test (its set-up, call and tear-down) starts."""
-        self.seen[nodeid] = [time.time(), False, time.process_time()]
+        self.seen[nodeid] = [time.time(), "", time.process_time()]
 
     def pytest_runtest_setup(self, item: Any) -> None:
-        """Note whether the test is marked `alone` (its start was noted just before)."""
+        """Note whether the test is marked `alone` or `light` (its start was noted just before)."""
         if item.nodeid in self.seen:
-            self.seen[item.nodeid][1] = item.get_closest_marker("alone") is not None
+            marks = [m for m in ("alone", "light") if item.get_closest_marker(m) is not None]
+            self.seen[item.nodeid][1] = marks[0] if marks else ""
 
     def pytest_runtest_logfinish(self, nodeid: str, location: object) -> None:
         """Append the test's row."""
-        start, alone, cpu = self.seen.pop(nodeid, [time.time(), False, time.process_time()])
+        start, mark, cpu = self.seen.pop(nodeid, [time.time(), "", time.process_time()])
         row = {"test": nodeid, "worker": self.worker, "start": start, "end": time.time(),
-               "alone": alone, "cpu_s": time.process_time() - cpu}  # fmt: skip
+               "alone": mark == "alone", "light": mark == "light",
+               "cpu_s": time.process_time() - cpu}  # fmt: skip
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
 
@@ -89,16 +91,22 @@ def timeline_table(rows: list[dict], shortest_s: float = 0.5) -> str:
     first = min(r["start"] for r in rows)
     begin, end = alone_tail(rows)
     inside = [r for r in rows if r["end"] > begin]
-    alone_s = sum(r["end"] - r["start"] for r in inside if r["alone"])
-    other_s = sum(r["end"] - r["start"] for r in inside if not r["alone"])
+
+    def seconds(rows) -> float:
+        return sum(r["end"] - r["start"] for r in rows)
+
+    alone = [r for r in inside if r["alone"]]
+    light = [r for r in inside if r.get("light")]
+    other = [r for r in inside if not r["alone"] and not r.get("light")]
     out = [f"{len(rows)} tests over {end - first:.1f} s; the alone tail from {begin - first:.1f} s:"
-           f" {end - begin:.1f} s, alone tests {alone_s:.1f} s, others in it {other_s:.1f} s", "",
-           "| starts at s | s | worker | alone | test |", "|---:|---:|---|---|---|"]  # fmt: skip
+           f" {end - begin:.1f} s, alone tests {seconds(alone):.1f} s, light tests in it "
+           f"{seconds(light):.1f} s, others in it {seconds(other):.1f} s", "",
+           "| starts at s | s | worker | mark | test |", "|---:|---:|---|---|---|"]  # fmt: skip
     for row in inside:
         if row["end"] - row["start"] >= shortest_s:
-            alone = "yes" if row["alone"] else ""
+            mark = "alone" if row["alone"] else "light" if row.get("light") else ""
             out.append(f"| {row['start'] - first:.1f} | {row['end'] - row['start']:.1f} | "
-                       f"{row['worker']} | {alone} | {row['test']} |")  # fmt: skip
+                       f"{row['worker']} | {mark} | {row['test']} |")  # fmt: skip
     return "\n".join(out)
 
 

@@ -4,10 +4,13 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 from analysis.reference import SECTION_TITLE, Reference, load_reference, reference_table
 from analysis.report import write_report
+
+pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
 
 REF = Path(__file__).resolve().parent / "data" / "ref_sweep"
 TRIALS = pd.DataFrame(

@@ -17,11 +17,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
 from large_folder import write_copies
 
 from analysis.report import write_report
 from sweep.core import records as rec
 from sweep.core.results import ResultStore
+
+pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
 
 TEXT_FILES = ("report.md", "summary.csv", "trials.csv")
 NEW_SETTING = "backend.new_knob"

@@ -1,8 +1,11 @@
 """The parity report's interval of the median TTFT difference resamples rounds, not requests."""
 
 import numpy as np
+import pytest
 
 from sweep.bench.parity_report import REF, Round, bootstrap_ci, print_server_side
+
+pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
 
 
 def rounds(centres: list[float], seed: int) -> list[Round]:

@@ -12,9 +12,9 @@ from sweep.bench.suite_timeline import (
 pytest_plugins = ["pytester"]
 
 
-def row(test, worker, start, end, alone=False, cpu_s=0.0):
+def row(test, worker, start, end, alone=False, cpu_s=0.0, light=False):
     return {"test": test, "worker": worker, "start": start, "end": end, "alone": alone,
-            "cpu_s": cpu_s}  # fmt: skip
+            "light": light, "cpu_s": cpu_s}  # fmt: skip
 
 
 def test_the_tail_runs_from_the_first_alone_test_and_names_what_waited_in_it():
@@ -25,17 +25,19 @@ def test_the_tail_runs_from_the_first_alone_test_and_names_what_waited_in_it():
         row("d.py::alone", "gw0", 165.0, 195.0, alone=True),
         row("d.py::quick", "gw0", 195.0, 195.2),  # too short to list
         row("e.py::alone", "gw1", 195.5, 205.5, alone=True),
+        row("f.py::light", "gw0", 196.0, 199.0, light=True),  # beside the alone test
     ]
     assert alone_tail(rows) == (165.0, 205.5)
     lines = timeline_table(rows, shortest_s=0.5).splitlines()
     assert lines[0] == (
-        "6 tests over 105.5 s; the alone tail from 65.0 s: 40.5 s, alone tests 40.0 s, "
-        "others in it 20.2 s"
+        "7 tests over 105.5 s; the alone tail from 65.0 s: 40.5 s, alone tests 40.0 s, "
+        "light tests in it 3.0 s, others in it 20.2 s"
     )
     assert lines[4:] == [
         "| 50.0 | 20.0 | gw1 |  | c.py::slow |",
-        "| 65.0 | 30.0 | gw0 | yes | d.py::alone |",
-        "| 95.5 | 10.0 | gw1 | yes | e.py::alone |",
+        "| 65.0 | 30.0 | gw0 | alone | d.py::alone |",
+        "| 95.5 | 10.0 | gw1 | alone | e.py::alone |",
+        "| 96.0 | 3.0 | gw0 | light | f.py::light |",
     ]
 
 
@@ -58,28 +60,32 @@ def test_without_an_alone_test_the_tail_is_empty():
     assert timeline_table(rows).splitlines()[0].startswith("2 tests over 3.0 s; the alone tail")
 
 
-def test_the_plugin_writes_each_tests_span_and_whether_it_is_alone(pytester, monkeypatch):
+def test_the_plugin_writes_each_tests_span_and_whether_it_is_alone_or_light(pytester, monkeypatch):
     log = pytester.path / "timeline.jsonl"
     monkeypatch.setenv(TIMELINE_VAR, str(log))
     pytester.makeconftest(
         "def pytest_configure(config):\n"
         "    config.addinivalue_line('markers', 'alone: nothing beside it')\n"
+        "    config.addinivalue_line('markers', 'light: may run beside an alone test')\n"
     )
     pytester.makepyfile(
         test_one="import time, pytest\n"
         "def test_plain(): time.sleep(0.05)\n"
         "@pytest.mark.alone\n"
         "def test_alone(): time.sleep(0.05)\n"
+        "@pytest.mark.light\n"
+        "def test_light(): time.sleep(0.05)\n"
     )
-    pytester.runpytest("-p", PLUGIN).assert_outcomes(passed=2)
+    pytester.runpytest("-p", PLUGIN).assert_outcomes(passed=3)
     rows = read_timeline(log)
-    assert [(r["test"], r["alone"], r["worker"]) for r in rows] == [
-        ("test_one.py::test_plain", False, "main"),
-        ("test_one.py::test_alone", True, "main"),
+    assert [(r["test"], r["alone"], r["light"], r["worker"]) for r in rows] == [
+        ("test_one.py::test_plain", False, False, "main"),
+        ("test_one.py::test_alone", True, False, "main"),
+        ("test_one.py::test_light", False, True, "main"),
     ]
     assert all(r["end"] - r["start"] >= 0.05 for r in rows)
     assert all(0 <= r["cpu_s"] < 1.0 for r in rows)  # sleeping: little of pytest's CPU
-    assert rows[0]["end"] <= rows[1]["start"]
+    assert rows[0]["end"] <= rows[1]["start"] <= rows[1]["end"] <= rows[2]["start"]
 
 
 def test_under_xdist_each_test_is_written_once_by_its_worker(pytester, monkeypatch):

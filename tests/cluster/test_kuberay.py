@@ -17,6 +17,8 @@ import yaml
 from sweep.node_types import node_types_of
 from sweep.placement import unplaceable_reason
 
+pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
+
 REPO = Path(__file__).parents[2]
 CRDS = REPO / "tests" / "fixtures" / "kuberay-1.7.0"
 CLUSTER = REPO / "scripts" / "cluster" / "kuberay-l4.yaml"

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from rich.console import Console
 
 from sweep.core import records as R
@@ -14,6 +15,8 @@ from sweep.driver import Driver, _Task
 from sweep.progress import EVERY_TRIAL_UP_TO, FAILURES_LISTED, SweepProgress
 from sweep.spec import Deployment
 from sweep.trial import LOG_EVERY_S, _LogShipping
+
+pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
 
 REF = Path(__file__).resolve().parents[1] / "analysis" / "data" / "ref_sweep"
 

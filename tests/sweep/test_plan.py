@@ -8,6 +8,8 @@ from sweep.core.errors import ConfigError
 from sweep.plan import build_plan
 from sweep.spec import stable_hash
 
+pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
+
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[2] / "conf/experiment").glob("*.yaml"))
 
 

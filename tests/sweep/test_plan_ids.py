@@ -29,6 +29,8 @@ import pytest
 
 from sweep.plan import build_plan
 
+pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
+
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "fixtures" / "plan_ids.json"
 EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
