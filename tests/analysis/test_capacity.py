@@ -1,4 +1,5 @@
-"""The capacity table, its plots, and the capacity section in the report, console and W&B.
+"""The capacity table, its plots, and the capacity section in the report and console (in W&B:
+`test_capacity_tracking.py`, whose wandb starts a process of its own).
 
 The probes are built here from a reference trial row: four searches (a rate search, a larger
 rate search on two GPUs, one that fails at every load, and a closed loop that passed up to the
@@ -13,7 +14,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from wandb_log import read_runs
 
 from analysis import capacity as cap
 from analysis.__main__ import main
@@ -21,9 +21,9 @@ from analysis.capacity_plots import LATENCY_FILE, PER_DOLLAR_FILE, slo_metric, w
 from analysis.load import load_summary
 from analysis.report import ReportOptions, save_report, write_report
 from analysis.sections import capacity_display
-from analysis.tracking import Tracker
 from sweep.core import records as rec
-from sweep.core.config import TrackingConfig
+
+pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
 
 REF = Path(__file__).resolve().parent / "data" / "ref_sweep"
 OLD = Path(__file__).resolve().parents[1] / "fixtures" / "results_9e73cea" / "main_9e73cea"
@@ -71,6 +71,10 @@ def probe_rows(name, axis, gpus, price, slo, limit, probes, template):
 
 @pytest.fixture
 def trials():
+    return capacity_trials()
+
+
+def capacity_trials() -> pd.DataFrame:
     """The four searches' probes after two ordinary grid trials of the reference sweep."""
     ref = load_summary(REF)
     template = ref.set_index(rec.LABEL, drop=False).loc["vllm_server c=1"].to_dict()
@@ -212,17 +216,6 @@ def test_the_cli_prints_the_table_for_the_sweeps_or_a_given_target_rate(trials, 
         with pytest.raises(SystemExit):
             main([str(results), "--target-rate", bad])
     assert "--target-rate: must be a positive number of req/s" in capsys.readouterr().err
-
-
-def test_wandb_logs_the_capacity_table(trials, tmp_path, offline):
-    plots = write_capacity_plots(trials, cap.capacity_table(trials), tmp_path, "cap")
-    with Tracker(TrackingConfig(name="wandb"), "cap", offline) as tracker:
-        tracker.sweep_finished(trials, plots)
-    (run,) = read_runs(offline / "wandb")
-    logged = next(step for step in run.history if "capacity/nrows" in step)
-    assert logged["capacity/nrows"] == 4
-    assert (run.path / "files" / logged["capacity/path"]).is_file()
-    assert sorted(p.name for p in (run.path / "files").rglob("capacity_*.png"))
 
 
 def test_old_results_still_report_without_a_capacity_section(tmp_path):
