@@ -36,6 +36,7 @@ TEST_RUN_TAG = os.environ["SWEEP_TEST_RUN"]
 
 
 import fcntl  # noqa: E402
+import json  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -105,14 +106,7 @@ def pytest_runtest_protocol(item, nextitem):
         yield  # not under xdist, or a pytest run inside a test that holds the share already
         return
     alone = _is_alone(item)
-    if _is_light(item):  # takes no share: it may run beside anything
-        os.environ["SWEEP_TEST_SHARE"] = _WORKER
-        try:
-            yield
-        finally:
-            del os.environ["SWEEP_TEST_SHARE"]
-        return
-    if not _HELD:
+    if not _HELD and not _is_light(item):  # a light test takes no share: it may run beside any
         _HELD.extend(_take_share(alone))
     os.environ["SWEEP_TEST_SHARE"] = _WORKER
     try:
@@ -165,8 +159,6 @@ def pytest_xdist_make_scheduler(config, log):
     works beside it (light tests take no share). Light units go to anyone once nothing else is
     left.
     """
-    import json
-
     from xdist.scheduler import LoadScopeScheduling
 
     class ByWorkUnit(LoadScopeScheduling):
@@ -217,8 +209,6 @@ def pytest_collection_modifyitems(config, items):
 
     items.sort(key=rank)  # stable: files keep their order within a rank
     if _WORKER:
-        import json
-
         kinds = {unit: "alone" for unit in alone} | {unit: "light" for unit in light}
         path = _units_path()
         spare = path.with_name(f"{path.name}.{_WORKER}")

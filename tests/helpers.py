@@ -11,6 +11,21 @@ from backends.base import GenRequest
 from sweep.core.config import WorkloadConfig
 
 FIXTURES = Path(__file__).parent / "fixtures"  # real bytes recorded from real servers
+REPO = Path(__file__).resolve().parents[1]
+
+
+def inner_pytest_env(monkeypatch, *, own_run: bool = False) -> None:
+    """The environment of a pytest run inside a test (pytester's subprocess, in its own folder):
+    the project's `tests` package found by path; with `own_run`, a controller of its own (none of
+    this worker's xdist variables) with a run tag of its own, so its locks are not this run's."""
+    import uuid
+
+    paths = [str(REPO), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+    if own_run:
+        for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "SWEEP_TEST_SHARE"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("SWEEP_TEST_RUN", uuid.uuid4().hex)
 
 
 def make_requests(count, max_tokens, prompt="hello world"):

@@ -1,12 +1,10 @@
 """The guard of tests/conftest.py fails a test that leaves `os.environ` changed, naming the keys,
 and passes one that restores what it changed (run by pytest in a subprocess of its own)."""
 
-import os
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).parents[1]
+from tests.helpers import inner_pytest_env
+
 pytest_plugins = ["pytester"]
 
 LEAKS = """
@@ -29,8 +27,7 @@ def test_next_test_starts_clean():
 def test_a_test_leaving_the_environment_changed_fails_with_the_keys(pytester, monkeypatch):
     monkeypatch.setenv("GUARD_PROBE_KEPT", "k")
     # The subprocess runs in pytester's folder: the project's tests package is found by path.
-    paths = [str(REPO), os.environ.get("PYTHONPATH", "")]
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+    inner_pytest_env(monkeypatch)
     pytester.makeconftest("from tests.conftest import _environment_unchanged  # noqa: F401\n")
     pytester.makepyfile(test_leaks=LEAKS)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")

@@ -5,14 +5,12 @@ import multiprocessing
 import os
 import subprocess
 import sys
-import uuid
-from pathlib import Path
 
 import pytest
 
+from tests.helpers import inner_pytest_env
 from tests.light import ProcessStarted, no_process_started
 
-REPO = Path(__file__).parents[1]
 pytest_plugins = ["pytester"]
 
 
@@ -48,11 +46,7 @@ def test_processes_start_again_after_the_block():
 
 
 def test_a_light_test_that_starts_a_process_fails_and_says_why(pytester, monkeypatch):
-    paths = [str(REPO), os.environ.get("PYTHONPATH", "")]
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "SWEEP_TEST_SHARE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("SWEEP_TEST_RUN", uuid.uuid4().hex)
+    inner_pytest_env(monkeypatch, own_run=True)
     pytester.makeconftest("pytest_plugins = ['tests.conftest']\n")
     pytester.makepyfile(
         test_marked="""

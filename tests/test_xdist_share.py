@@ -5,10 +5,9 @@ in a subprocess of its own, with a run tag of its own so that its locks are not 
 
 import json
 import os
-import uuid
-from pathlib import Path
 
-REPO = Path(__file__).parents[1]
+from tests.helpers import inner_pytest_env
+
 pytest_plugins = ["pytester"]
 
 RECORD = """
@@ -56,11 +55,7 @@ def test_light(n):
 
 def inner_run(pytester, monkeypatch, tmp_path, tests: int, **files) -> list[dict]:
     """Run `files` under two xdist workers with this suite's hooks; each test's row."""
-    paths = [str(REPO), os.environ.get("PYTHONPATH", "")]
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "SWEEP_TEST_SHARE"):
-        monkeypatch.delenv(name, raising=False)  # the inner run is a controller of its own
-    monkeypatch.setenv("SWEEP_TEST_RUN", uuid.uuid4().hex)
+    inner_pytest_env(monkeypatch, own_run=True)
     log = tmp_path / "log.jsonl"
     monkeypatch.setenv("SHARE_PROBE_LOG", str(log))
     pytester.makeconftest("pytest_plugins = ['tests.conftest']\n")
@@ -130,8 +125,7 @@ def test_an_alone_test_waits_for_the_unit_beside_it_not_only_its_test(
 
 
 def test_units_with_an_alone_test_come_last_and_slow_ones_first(pytester, monkeypatch):
-    paths = [str(REPO), os.environ.get("PYTHONPATH", "")]
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+    inner_pytest_env(monkeypatch)
     pytester.makeconftest(
         "from tests.conftest import pytest_collection_modifyitems, pytest_configure  # noqa\n"
     )
