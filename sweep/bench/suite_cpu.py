@@ -195,6 +195,9 @@ def measure_command(label: str, command: list[str]) -> dict:
         "wall_s": wall,
         "machine_cpu_s": busy,
         "outcome": (summary or [f"exited {done.returncode}"])[-1].strip("= "),
+        "failures": [  # pytest's short summary: which tests failed, and the first line of why
+            line for line in done.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))
+        ],
         "kinds": sampler.by_kind(),
         "counts": sampler.counts(),
         "units": sampler.by_unit(),
@@ -215,7 +218,8 @@ def table(rows: list[dict], top: int) -> str:
 def kinds_table(row: dict) -> str:
     """Every kind of one measured command: its CPU, its share of the machine's and its processes."""
     head = f"{row['unit']}: {row['wall_s']:.1f} s wall, {row['machine_cpu_s']:.1f} machine CPU-s"
-    out = [f"{head}, {row['outcome']}", "", "| kind | CPU-s | share | processes |"]
+    out = [f"{head}, {row['outcome']}", *row.get("failures", [])]
+    out += ["", "| kind | CPU-s | share | processes |"]
     out.append("|---|---:|---:|---:|")
     for name, cpu in row["kinds"].most_common():
         share = cpu / row["machine_cpu_s"] if row["machine_cpu_s"] else 0.0

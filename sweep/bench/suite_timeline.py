@@ -1,13 +1,12 @@
-"""When each test ran, and the suite's `alone` tail: from the first `alone` test to the end.
+"""When each test ran: the suite's `alone` tests, what ran beside them, and its tail.
 
 A pytest plugin (`-p sweep.bench.suite_timeline`) that appends each test's start and end, its
 pytest-xdist worker, whether it is marked `alone` or `light` and the CPU its pytest process used
 meanwhile (`cpu_s`; the processes it started are `sweep.bench.suite_cpu`'s), as a JSON line to
-the file named by `TIMELINE_VAR` when the session starts; and the reading of that file. Files
-with an `alone` test are handed out last (tests/conftest.py), and while an `alone` test runs the
-other worker runs `light` tests or waits, so the span from the first `alone` test to the end is
-mostly one test at a time and the light ones: a test in it that need not be alone belongs in a
-file without one.
+the file named by `TIMELINE_VAR` when the session starts; and the reading of that file: how
+long the `alone` tests ran and what ran beside them (other tests where the run has cgroups and
+they have the CPU first; light tests only where they take the machine alone: tests/conftest.py),
+and the tail, from when the first worker had no test left to the end, with the tests in it.
 
     .venv/bin/python scripts/bench_suite_cpu.py --whole --timeline /tmp/timeline.jsonl
 """
@@ -77,33 +76,53 @@ def read_timeline(path: str | Path) -> list[dict]:
     return sorted((json.loads(line) for line in lines if line.strip()), key=lambda r: r["start"])
 
 
-def alone_tail(rows: list[dict]) -> tuple[float, float]:
-    """(start, end) of the `alone` tail: the first `alone` test's start, the last test's end.
+def tail(rows: list[dict]) -> tuple[float, float]:
+    """(start, end) of the run's tail: from when the first worker had no test left to the end.
 
-    (end, end) when no test is alone.
+    A worker with nothing left waits for the others: the tail is time only part of the machine
+    is used by tests.
     """
-    end = max(r["end"] for r in rows)
-    return min((r["start"] for r in rows if r["alone"]), default=end), end
+    last: dict[str, float] = {}
+    for row in rows:
+        last[row["worker"]] = max(last.get(row["worker"], row["end"]), row["end"])
+    return min(last.values()), max(last.values())
+
+
+def beside_alone(rows: list[dict]) -> tuple[float, float, float]:
+    """Seconds of `alone` tests, and of `light` and other tests run beside them.
+
+    Beside: while an `alone` test ran, on another worker.
+    """
+    alone = [r for r in rows if r["alone"]]
+    light = other = 0.0
+    for row in rows:
+        if row["alone"]:
+            continue
+        overlap = sum(
+            max(0.0, min(row["end"], a["end"]) - max(row["start"], a["start"]))
+            for a in alone
+            if a["worker"] != row["worker"]
+        )
+        light, other = (light + overlap, other) if row.get("light") else (light, other + overlap)
+    return sum(r["end"] - r["start"] for r in alone), light, other
 
 
 def timeline_table(rows: list[dict], shortest_s: float = 0.5) -> str:
-    """The suite's span, its `alone` tail and the tests in it of at least `shortest_s`."""
+    """The suite's span, its `alone` tests and what ran beside them, and its tail.
+
+    The tests of the tail are listed, those of at least `shortest_s`.
+    """
     first = min(r["start"] for r in rows)
-    begin, end = alone_tail(rows)
-    inside = [r for r in rows if r["end"] > begin]
-
-    def seconds(rows) -> float:
-        return sum(r["end"] - r["start"] for r in rows)
-
-    alone = [r for r in inside if r["alone"]]
-    light = [r for r in inside if r.get("light")]
-    other = [r for r in inside if not r["alone"] and not r.get("light")]
-    out = [f"{len(rows)} tests over {end - first:.1f} s; the alone tail from {begin - first:.1f} s:"
-           f" {end - begin:.1f} s, alone tests {seconds(alone):.1f} s, light tests in it "
-           f"{seconds(light):.1f} s, others in it {seconds(other):.1f} s", "",
+    begin, end = tail(rows)
+    alone, light, other = beside_alone(rows)
+    workers = len({r["worker"] for r in rows})
+    out = [f"{len(rows)} tests over {end - first:.1f} s on {workers} workers; alone tests "
+           f"{alone:.1f} s, beside them light tests {light:.1f} s and others {other:.1f} s; "
+           f"the tail from {begin - first:.1f} s, once a worker had no test left: "
+           f"{end - begin:.1f} s", "",
            "| starts at s | s | worker | mark | test |", "|---:|---:|---|---|---|"]  # fmt: skip
-    for row in inside:
-        if row["end"] - row["start"] >= shortest_s:
+    for row in rows:
+        if row["end"] > begin and row["end"] - row["start"] >= shortest_s:
             mark = "alone" if row["alone"] else "light" if row.get("light") else ""
             out.append(f"| {row['start'] - first:.1f} | {row['end'] - row['start']:.1f} | "
                        f"{row['worker']} | {mark} | {row['test']} |")  # fmt: skip

@@ -181,6 +181,15 @@ def test_the_kinds_table_gives_each_kind_its_share_and_processes():
     assert lines[-2:] == ["| other | 60.0 | 40% | 40 |", "| Ray raylet | 15.0 | 10% | 3 |"]
 
 
+def test_a_failed_run_names_its_failures_under_its_outcome():
+    code = "print('FAILED tests/x.py::test_a - assert 1 == 2'); print('== 1 failed in 0.1s ==')"
+    row = measure_command("the whole suite", [sys.executable, "-c", code])
+    assert row["failures"] == ["FAILED tests/x.py::test_a - assert 1 == 2"]
+    lines = kinds_table(row).splitlines()
+    assert lines[0].endswith(", 1 failed in 0.1s")
+    assert lines[1] == "FAILED tests/x.py::test_a - assert 1 == 2"
+
+
 @pytest.mark.parametrize("argv", [[], ["tests/x.py", "--whole"]])
 def test_units_or_the_whole_suite_not_both_nor_neither(argv):
     with pytest.raises(SystemExit, match="name test units, or --whole"):

@@ -3,9 +3,10 @@
 from sweep.bench.suite_timeline import (
     PLUGIN,
     TIMELINE_VAR,
-    alone_tail,
+    beside_alone,
     files_table,
     read_timeline,
+    tail,
     timeline_table,
 )
 
@@ -17,28 +18,25 @@ def row(test, worker, start, end, alone=False, cpu_s=0.0, light=False):
             "light": light, "cpu_s": cpu_s}  # fmt: skip
 
 
-def test_the_tail_runs_from_the_first_alone_test_and_names_what_waited_in_it():
+def test_the_tail_starts_when_a_worker_has_no_test_left_and_lists_what_ran_in_it():
     rows = [
         row("a.py::t", "gw0", 100.0, 160.0),  # both workers busy
         row("b.py::t", "gw1", 100.0, 150.0),
         row("c.py::slow", "gw1", 150.0, 170.0),  # ends inside the tail: it is listed
         row("d.py::alone", "gw0", 165.0, 195.0, alone=True),
         row("d.py::quick", "gw0", 195.0, 195.2),  # too short to list
-        row("e.py::alone", "gw1", 195.5, 205.5, alone=True),
-        row("f.py::light", "gw0", 196.0, 199.0, light=True),  # beside the alone test
+        row("e.py::alone", "gw1", 195.5, 205.5, alone=True),  # gw1's last: the tail's start
+        row("f.py::light", "gw0", 196.0, 210.0, light=True),  # 9.5 s beside the alone test
     ]
-    assert alone_tail(rows) == (165.0, 205.5)
+    assert tail(rows) == (205.5, 210.0)
+    # beside d's 30 s: c's last 5 s; beside e's 10 s: d.py::quick's 0 s and f's 9.5 s
+    assert beside_alone(rows) == (40.0, 9.5, 5.0)
     lines = timeline_table(rows, shortest_s=0.5).splitlines()
     assert lines[0] == (
-        "7 tests over 105.5 s; the alone tail from 65.0 s: 40.5 s, alone tests 40.0 s, "
-        "light tests in it 3.0 s, others in it 20.2 s"
+        "7 tests over 110.0 s on 2 workers; alone tests 40.0 s, beside them light tests 9.5 s "
+        "and others 5.0 s; the tail from 105.5 s, once a worker had no test left: 4.5 s"
     )
-    assert lines[4:] == [
-        "| 50.0 | 20.0 | gw1 |  | c.py::slow |",
-        "| 65.0 | 30.0 | gw0 | alone | d.py::alone |",
-        "| 95.5 | 10.0 | gw1 | alone | e.py::alone |",
-        "| 96.0 | 3.0 | gw0 | light | f.py::light |",
-    ]
+    assert lines[4:] == ["| 96.0 | 14.0 | gw0 | light | f.py::light |"]
 
 
 def test_a_files_cpu_is_its_tests_in_pytest_and_the_processes_they_started():
@@ -54,10 +52,11 @@ def test_a_files_cpu_is_its_tests_in_pytest_and_the_processes_they_started():
     assert lines[4:] == ["| a.py | 12.0 | 23.0 | 3.0 | 20.0 |", "| b.py | 5.0 | 5.0 | 4.0 | 1.0 |"]
 
 
-def test_without_an_alone_test_the_tail_is_empty():
-    rows = [row("a.py::t", "gw0", 0.0, 2.0), row("b.py::t", "gw1", 1.0, 3.0)]
-    assert alone_tail(rows) == (3.0, 3.0)
-    assert timeline_table(rows).splitlines()[0].startswith("2 tests over 3.0 s; the alone tail")
+def test_one_worker_has_no_tail_and_nothing_beside_its_alone_tests():
+    rows = [row("a.py::t", "main", 0.0, 2.0, alone=True), row("b.py::t", "main", 2.0, 3.0)]
+    assert tail(rows) == (3.0, 3.0)
+    assert beside_alone(rows) == (2.0, 0.0, 0.0)
+    assert timeline_table(rows).splitlines()[0].endswith("had no test left: 0.0 s")
 
 
 def test_the_plugin_writes_each_tests_span_and_whether_it_is_alone_or_light(pytester, monkeypatch):
