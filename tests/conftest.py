@@ -42,46 +42,20 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from tests import cpu_priority  # noqa: E402
 from tests.light import no_process_started  # noqa: E402
-
-_OWN_GROUP: Path | None = None  # this worker's cgroup (tests/cpu_priority.py), if the run has them
-_RUN_GROUP: list[Path] = []  # the run's group, in the xdist controller that made it
-_NO_GROUP_WHY: list[str] = []  # why the run has none (the controller's note)
 
 
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
-        "alone: measures time or CPU share, so under pytest-xdist its worker has the CPU first "
-        "(tests/cpu_priority.py) or, where that cannot be had, no test runs beside it but a "
-        "`light` one (see _take_share)",
+        "alone: measures time or CPU share, so no other test runs beside it but a `light` one "
+        "(under pytest-xdist the other worker waits; see _take_share)",
     )
     config.addinivalue_line(
         "markers",
         "light: runs in pytest's process and starts no other (tests/light.py), so it may run "
         "beside an `alone` test, as a busy loop on the other core would",
     )
-    global _OWN_GROUP
-    workers = getattr(config.option, "numprocesses", None)
-    if _WORKER and os.environ.get(cpu_priority.GROUP_VAR):
-        try:
-            _OWN_GROUP = cpu_priority.join(Path(os.environ[cpu_priority.GROUP_VAR]), _WORKER)
-        except OSError as error:
-            raise pytest.UsageError(f"cannot join the run's cgroup: {error}") from None
-    elif not _WORKER and workers:  # the xdist controller, before it starts the workers
-        os.environ.pop(cpu_priority.GROUP_VAR, None)  # a group of an outer run is not this run's
-        group, why = cpu_priority.make_run_group(_RUN, int(workers))
-        if group is not None:
-            os.environ[cpu_priority.GROUP_VAR] = str(group)
-            _RUN_GROUP.append(group)
-        else:
-            _NO_GROUP_WHY.append(why)
-
-
-def _priority() -> bool:
-    """Whether an `alone` test is given the CPU first (else it takes the machine alone)."""
-    return bool(os.environ.get(cpu_priority.GROUP_VAR))
 
 
 def _lock_path(name: str) -> Path:
@@ -122,20 +96,16 @@ def _is_light(item) -> bool:
 def pytest_runtest_protocol(item, nextitem):
     """Each test's set-up, call and tear-down inside its share of the machine (xdist only).
 
-    Where the run has cgroups, an `alone` test's worker has the CPU first while it runs and the
-    others go on (`_with_priority`). Elsewhere a unit of work keeps its share from its first test
-    to its last (while they are of one kind): an `alone` file makes the other worker wait once,
-    not once for each of its tests, and an `alone` test waits for the unit beside it to end, not
-    for its test. Stopped mid-unit, the other worker waited through every alone test of the
-    tail; with its unit done it is handed light units meanwhile (`pytest_xdist_make_scheduler`).
+    A unit of work keeps its share from its first test to its last (while they are of one
+    kind): an `alone` file makes the other worker wait once, not once for each of its tests, and
+    an `alone` test waits for the unit beside it to end, not for its test. Stopped mid-unit, the
+    other worker waited through every alone test of the tail; with its unit done it is handed
+    light units meanwhile (`pytest_xdist_make_scheduler`).
     """
     if not _WORKER or os.environ.get("SWEEP_TEST_SHARE"):
         yield  # not under xdist, or a pytest run inside a test that holds the share already
         return
     alone = _is_alone(item)
-    if _OWN_GROUP is not None:
-        yield from _with_priority(alone)
-        return
     if not _HELD and not _is_light(item):  # a light test takes no share: it may run beside any
         _HELD.extend(_take_share(alone))
     os.environ["SWEEP_TEST_SHARE"] = _WORKER
@@ -147,24 +117,6 @@ def pytest_runtest_protocol(item, nextitem):
         if not (same_unit and _is_alone(nextitem) == alone and not _is_light(nextitem)):
             while _HELD:
                 _HELD.pop().close()  # closing a file releases its lock
-
-
-def _with_priority(alone: bool):
-    """A test's protocol where the run has cgroups: an `alone` test's worker has the CPU first
-    while it runs (one `alone` test at a time across workers), the other worker goes on."""
-    lock = None
-    if alone:
-        lock = open(_lock_path("alone"), "a")
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        cpu_priority.prefer(_OWN_GROUP, first=True)
-    os.environ["SWEEP_TEST_SHARE"] = _WORKER
-    try:
-        yield
-    finally:
-        del os.environ["SWEEP_TEST_SHARE"]
-        if lock is not None:
-            cpu_priority.prefer(_OWN_GROUP, first=False)
-            lock.close()
 
 
 def _light_checked(item):
@@ -200,13 +152,12 @@ def _units_path() -> Path:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """Hand out whole `work_unit`s in collection order (see pytest_collection_modifyitems).
+    """Hand out whole `work_unit`s in collection order (see pytest_collection_modifyitems),
+    holding back the units of `light` tests for the times an `alone` unit runs on another worker.
 
-    Where the run has cgroups, every unit with an `alone` test goes to one worker, which has the
-    CPU first while such a test runs, and the other worker takes the rest meanwhile. Elsewhere an
-    `alone` test takes the machine alone, and the units of `light` tests are held back for the
-    times an `alone` unit runs on another worker: the worker that would wait works beside it
-    (light tests take no share); light units go to anyone once nothing else is left.
+    While an `alone` test runs, the other worker would wait; handed a light unit instead, it
+    works beside it (light tests take no share). Light units go to anyone once nothing else is
+    left.
     """
     from xdist.scheduler import LoadScopeScheduling
 
@@ -222,27 +173,7 @@ def pytest_xdist_make_scheduler(config, log):
                 self.kinds = json.loads(path.read_text()) if path.exists() else {}
             return self.kinds.get(unit, "")
 
-        alone_node = None  # where the cgroups give an `alone` test the CPU first: its worker
-
         def _assign_work_unit(self, node) -> None:
-            if _priority():
-                self._assign_with_priority(node)
-            else:
-                self._assign_alone_last(node)
-
-        def _assign_with_priority(self, node) -> None:
-            """Units with an `alone` test to one worker, from the start, the others beside it:
-            alone tests never wait for each other, and nothing waits for them."""
-            alone = [u for u in self.workqueue if self._kind(u) == "alone"]
-            rest = [u for u in self.workqueue if self._kind(u) != "alone"]
-            if alone and self.alone_node in (None, node):
-                self.alone_node = node
-                self.workqueue.move_to_end(alone[0], last=False)
-            elif rest:
-                self.workqueue.move_to_end(rest[0], last=False)
-            super()._assign_work_unit(node)
-
-        def _assign_alone_last(self, node) -> None:
             alone_elsewhere = any(
                 self._kind(unit) == "alone" and not all(tests.values())
                 for other, units in self.assigned_work.items()
@@ -259,25 +190,22 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Units of work with a `slow` test first, so that none of them is left for the end, and
-    units of `light` tests only last. Units with an `alone` test come before every other where
-    the run has cgroups (their worker has the CPU first: it need not wait for anything), and
-    after every other but the light ones where it has none.
+    """Units of work with a `slow` test first, so that none of them is left for the end; units
+    with an `alone` test after every other, then units of `light` tests only.
 
-    Without cgroups an `alone` test waits for the unit beside it to end before it starts
-    (`_take_share`). Handed out early it waited for a slow one (a vLLM start: two minutes of a
-    core left idle); handed out last, it waits for one of the quick ones left at the end. Under
-    pytest-xdist each unit's kind is written down for the scheduler (`pytest_xdist_make_scheduler`).
+    An `alone` test waits for the test beside it to end before it starts (`_take_share`). Handed
+    out early it waited for a slow one (a vLLM start: two minutes of a core left idle); handed
+    out last, it waits for one of the quick tests left at the end. Under pytest-xdist each unit's
+    kind is written down for the scheduler (`pytest_xdist_make_scheduler`).
     """
     slow = {work_unit(item.nodeid) for item in items if item.get_closest_marker("slow")}
     alone = {work_unit(item.nodeid) for item in items if _is_alone(item)}
     heavy = {work_unit(item.nodeid) for item in items if not _is_light(item)}
     light = {work_unit(item.nodeid) for item in items} - heavy
-    alone_at = -1 if _priority() else 1
 
     def rank(item) -> tuple[int, bool]:
         unit = work_unit(item.nodeid)
-        return alone_at * (unit in alone) + 2 * (unit in light), unit not in slow
+        return (unit in alone) + 2 * (unit in light), unit not in slow
 
     items.sort(key=rank)  # stable: files keep their order within a rank
     if _WORKER:
@@ -394,25 +322,12 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if not _WORKER:  # the controller removes the workers' lock files and the run's cgroups
+    if not _WORKER:  # the controller removes the workers' lock files
         for path in Path(tempfile.gettempdir()).glob(f"sweep-tests-{_RUN}.*"):
             path.unlink(missing_ok=True)  # the workers' lock files, the units' kinds
-        for group in _RUN_GROUP:
-            left = cpu_priority.remove_run_group(group)
-            if left:
-                print(f"\nprocesses left running by the tests (moved out of their cgroup): {left}")
     if os.environ.get("CI") and _MISSING_EXTRA_SKIPS and session.exitstatus == 0:
         print(
             f"\nCI: {len(_MISSING_EXTRA_SKIPS)} tests skipped for a missing extra "
             f"({', '.join(_MISSING_EXTRA_SKIPS[:5])}"
         )
         session.exitstatus = 1
-
-
-def pytest_terminal_summary(terminalreporter):
-    """Say how the `alone` tests had the machine, where they could not have the CPU first."""
-    if _NO_GROUP_WHY:
-        terminalreporter.write_line(
-            "alone tests took the machine alone, the other worker waiting "
-            f"(no CPU priority: {_NO_GROUP_WHY[0]}; tests/cpu_priority.py)"
-        )

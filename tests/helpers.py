@@ -22,7 +22,6 @@ def inner_pytest_env(monkeypatch, *, own_run: bool = False) -> None:
 
     paths = [str(REPO), os.environ.get("PYTHONPATH", "")]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
-    monkeypatch.delenv("SWEEP_TEST_CPU_GROUP", raising=False)  # this run's cgroup is not its own
     if own_run:
         for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "SWEEP_TEST_SHARE"):
             monkeypatch.delenv(name, raising=False)

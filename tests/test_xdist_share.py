@@ -1,17 +1,11 @@
-"""Under pytest-xdist (scripts/test.sh runs two workers), a test file is one unit of work. A test
-marked `alone` has the CPU first where the run has cgroups (tests/cpu_priority.py), the other
-worker going on beside it; elsewhere it runs with no other test beside it but a `light` one
-(tests/conftest.py's share of the machine). Checked on small suites run by pytest in a
-subprocess of its own, with a run tag of its own so that its locks and groups are not this run's.
-"""
+"""Under pytest-xdist (scripts/test.sh runs two workers), a test file is one unit of work and a
+test marked `alone` runs with no other test beside it but a `light` one, while the others do run
+two at a time (tests/conftest.py's share of the machine). Checked on a small suite run by pytest
+in a subprocess of its own, with a run tag of its own so that its locks are not this run's."""
 
 import json
 import os
-from pathlib import Path
 
-import pytest
-
-from tests import cpu_priority
 from tests.helpers import inner_pytest_env
 
 pytest_plugins = ["pytester"]
@@ -59,12 +53,9 @@ def test_light(n):
 )
 
 
-def inner_run(pytester, monkeypatch, tmp_path, tests: int, priority=False, **files) -> list[dict]:
-    """Run `files` under two xdist workers with this suite's hooks; each test's row. Without
-    `priority`, with no cgroups (an `alone` test takes the machine alone)."""
+def inner_run(pytester, monkeypatch, tmp_path, tests: int, **files) -> list[dict]:
+    """Run `files` under two xdist workers with this suite's hooks; each test's row."""
     inner_pytest_env(monkeypatch, own_run=True)
-    if not priority:
-        monkeypatch.setenv(cpu_priority.SWITCH_VAR, "0")
     log = tmp_path / "log.jsonl"
     monkeypatch.setenv("SHARE_PROBE_LOG", str(log))
     pytester.makeconftest("pytest_plugins = ['tests.conftest']\n")
@@ -72,99 +63,7 @@ def inner_run(pytester, monkeypatch, tmp_path, tests: int, priority=False, **fil
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2",
                                            "--dist", "loadscope")  # fmt: skip
     result.assert_outcomes(passed=tests)
-    if not priority:  # the run says why its alone tests took the machine alone
-        assert "(no CPU priority: SWEEP_TEST_PRIORITY=0;" in result.stdout.str()
     return [json.loads(line) for line in log.read_text().splitlines()]
-
-
-GROUPS = """
-import json, os, subprocess, time
-from pathlib import Path
-import pytest
-from tests.cpu_priority import _cpu_hierarchy
-
-def record(name, seconds):
-    start = time.monotonic()
-    time.sleep(seconds)
-    own = _cpu_hierarchy()
-    child = subprocess.run(["cat", "/proc/self/cgroup"], capture_output=True, text=True).stdout
-    row = {"name": name, "worker": os.environ["PYTEST_XDIST_WORKER"],
-           "start": start, "end": time.monotonic(), "group": str(own),
-           "child": next(l.split(":", 2)[2] for l in child.splitlines()
-                         if "cpu" in l.split(":")[1].split(",")),
-           "idle": {g.name: int((g / "cpu.idle").read_text())
-                    for g in own.parent.iterdir() if g.is_dir()}}
-    with open(os.environ["SHARE_PROBE_LOG"], "a") as log:
-        log.write(json.dumps(row) + "\\n")
-
-@pytest.mark.parametrize("n", range(COUNT))
-def test_it(n):
-    record(f"{__name__}{n}", 0.4)
-"""
-
-ALONE_MARK = "@pytest.mark.alone\ndef test_it"
-ALONE_GROUPS = GROUPS.replace("COUNT", "2").replace("def test_it", ALONE_MARK)
-
-
-@pytest.mark.skipif(bool(cpu_priority.why_not()), reason=f"no cgroups: {cpu_priority.why_not()}")
-def test_an_alone_test_has_the_cpu_first_and_the_other_worker_goes_on(
-    pytester, monkeypatch, tmp_path
-):
-    rows = inner_run(
-        pytester, monkeypatch, tmp_path, 10, priority=True,
-        test_a=GROUPS.replace("COUNT", "6"),
-        test_c_alone=ALONE_GROUPS,
-        test_d_alone=ALONE_GROUPS,
-    )  # fmt: skip
-    run = os.environ["SWEEP_TEST_RUN"]  # the inner run's tag (inner_run set it)
-    alones = [r for r in rows if "alone" in r["name"]]
-    others = [r for r in rows if "alone" not in r["name"]]
-    (alone_worker,) = {r["worker"] for r in alones}  # every alone unit to one worker
-    assert {r["worker"] for r in others} == {"gw0", "gw1"} - {alone_worker}, rows
-    alone = span(alones)
-    beside = [r for r in others if r["start"] < alone["end"] and r["end"] > alone["start"]]
-    assert len(beside) >= 2, rows  # the other worker went on meanwhile
-    for row in rows:  # each worker, and what its tests start, in its own group of the run's
-        group = Path(row["group"])
-        assert (group.parent.name, group.name) == (f"sweep-tests-{run}", row["worker"]), row
-        assert row["group"].endswith(row["child"]), row
-    for row in alones:  # the other worker's group idle while an alone test runs
-        assert row["idle"] == {row["worker"]: 0, beside[0]["worker"]: 1}, row
-    after = [r for r in others if r["start"] > alone["end"]]  # 2.4 s of them, 1.6 s alone
-    assert after and all(r["idle"] == {"gw0": 0, "gw1": 0} for r in after), rows  # given back
-    assert not Path(rows[0]["group"]).parent.exists()  # the run's groups are removed at its end
-
-
-def test_three_workers_only_where_an_alone_test_has_the_cpu_first(monkeypatch):
-    monkeypatch.setenv(cpu_priority.SWITCH_VAR, "0")
-    assert cpu_priority.why_not() == "SWEEP_TEST_PRIORITY=0"
-    assert cpu_priority.workers() == 2
-    monkeypatch.delenv(cpu_priority.SWITCH_VAR)
-    group, why = cpu_priority.make_run_group(f"probe-{os.getpid()}", 1)
-    try:  # three workers exactly where a run's group can be made
-        assert cpu_priority.workers() == (3 if group is not None else 2), why
-    finally:
-        if group is not None:
-            assert cpu_priority.remove_run_group(group) == []
-
-
-@pytest.mark.skipif(bool(cpu_priority.why_not()), reason=f"no cgroups: {cpu_priority.why_not()}")
-def test_a_runs_groups_are_removed_and_a_process_left_in_them_is_named():
-    import subprocess
-
-    group, why = cpu_priority.make_run_group(f"probe-{os.getpid()}", 2)
-    assert group is not None, why
-    stray = subprocess.Popen(["sleep", "30"])
-    try:
-        (group / "gw0" / "inner").mkdir(parents=True)  # a run inside a test left its group
-        (group / "gw0" / "inner" / "cgroup.procs").write_text(str(stray.pid))
-        assert cpu_priority.remove_run_group(group) == [stray.pid]
-        assert not group.exists()
-        mine = cpu_priority._cpu_hierarchy()  # the process is back in this one's group
-        assert str(stray.pid) in (mine / "cgroup.procs").read_text().split()
-    finally:
-        stray.kill()
-        stray.wait()
 
 
 def span(rows: list[dict]) -> dict:
@@ -225,13 +124,8 @@ def test_an_alone_test_waits_for_the_unit_beside_it_not_only_its_test(
     assert unit["end"] <= alone["start"] or unit["start"] >= alone["end"], rows
 
 
-@pytest.mark.parametrize("priority", [False, True], ids=["alone-taken", "cpu-first"])
-def test_the_order_of_units(pytester, monkeypatch, priority):
-    """Slow units first within each rank, light ones last; units with an alone test last but
-    the light ones, or first where they have the CPU first (they wait for nothing)."""
-    inner_pytest_env(monkeypatch, own_run=True)  # not a worker of this run: its own order
-    if priority:  # where the run has cgroups (only the variable is read in collection)
-        monkeypatch.setenv(cpu_priority.GROUP_VAR, "/sys/fs/cgroup/cpu/sweep-tests-probe")
+def test_units_with_an_alone_test_come_last_and_slow_ones_first(pytester, monkeypatch):
+    inner_pytest_env(monkeypatch)
     pytester.makeconftest(
         "from tests.conftest import pytest_collection_modifyitems, pytest_configure  # noqa\n"
     )
@@ -245,10 +139,14 @@ def test_the_order_of_units(pytester, monkeypatch, priority):
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--collect-only", "-q")
     files = [line.split("::")[0] for line in result.outlines if "::" in line]
-    alone = ["test_d_slow_alone.py", "test_d_slow_alone.py", "test_a_alone.py"]
-    rest = ["test_c_slow.py", "test_b_quick.py"]  # within each rank too, slow units first
-    light = ["test_0_light.py"]  # they may run beside an alone one
-    assert files == (alone + rest + light if priority else rest + alone + light)
+    assert files == [  # within each rank too, slow units first
+        "test_c_slow.py",
+        "test_b_quick.py",
+        "test_d_slow_alone.py",
+        "test_d_slow_alone.py",
+        "test_a_alone.py",
+        "test_0_light.py",  # light units after those: they may run beside an alone one
+    ]
 
 
 def test_each_worker_has_a_run_tag_of_its_own():

@@ -4,9 +4,11 @@ A pytest plugin (`-p sweep.bench.suite_timeline`) that appends each test's start
 pytest-xdist worker, whether it is marked `alone` or `light` and the CPU its pytest process used
 meanwhile (`cpu_s`; the processes it started are `sweep.bench.suite_cpu`'s), as a JSON line to
 the file named by `TIMELINE_VAR` when the session starts; and the reading of that file: how
-long the `alone` tests ran and what ran beside them (other tests where the run has cgroups and
-they have the CPU first; light tests only where they take the machine alone: tests/conftest.py),
-and the tail, from when the first worker had no test left to the end, with the tests in it.
+long the `alone` tests ran and what ran beside them (`light` tests only, tests/conftest.py: any
+other there is a scheduling fault), and the run's tail, from when the first worker had no test
+left to the end, with the tests in it: files with an `alone` test are handed out last, so the
+tail is mostly the alone tests, one at a time, and a test in it that need not be alone belongs
+in a file without one.
 
     .venv/bin/python scripts/bench_suite_cpu.py --whole --timeline /tmp/timeline.jsonl
 """

@@ -183,7 +183,6 @@ def spaced(conn, server):
     server.write(conn, chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
 
 
-@pytest.mark.alone  # gaps of 40 ms measured to a quarter: a test beside it shifted one by 10 ms
 @pytest.mark.parametrize("client", CLIENTS)
 def test_each_token_is_stamped_when_its_read_returned(scripted, client):
     server = scripted(spaced)

@@ -286,7 +286,6 @@ EXACT_CASES = [
 ] + [pytest.param("1,3,2,5", "final", "tokenizer", "chat", id="chat-1,3,2,5-final-tokenizer")]
 
 
-@pytest.mark.alone  # latencies against the sim's stamps to 1 ms
 @pytest.mark.parametrize(("chunks", "usage", "with_tokenizer", "api"), EXACT_CASES)
 def test_tokens_and_latencies_match_the_sim(sim_url, tokenizer, chunks, usage, with_tokenizer, api):
     loads = []
@@ -313,7 +312,6 @@ def test_tokens_and_latencies_match_the_sim(sim_url, tokenizer, chunks, usage, w
     assert flags[R.OUTPUT_TOKENS_TOTAL] == N * OUT and flags[R.ESTIMATED_OUTPUT_REQUESTS] == 0
 
 
-@pytest.mark.alone  # latencies against the sim's stamps to 1 ms
 def test_variable_chunks_without_a_tokenizer_keep_the_count_and_tpot(sim_url):
     trackers, rows, truth = run(sim_url("1,3,2,5", "final"))
     chunks = sim_chunks([1, 3, 2, 5])
@@ -325,7 +323,6 @@ def test_variable_chunks_without_a_tokenizer_keep_the_count_and_tpot(sim_url):
     assert_latencies_match(trackers, rows, truth, itl=False)  # TTFT and TPOT still hold
 
 
-@pytest.mark.alone  # latencies against the sim's stamps to 1 ms
 def test_a_local_tokenizer_that_disagrees_with_the_server_still_gives_its_count(sim_url, tokenizer):
     # the sim's own words `t0 t1 ...` are two to four tokens each here; the server says one
     trackers, rows, truth = run(sim_url("3", "final", words=""), tokenizer)
@@ -335,7 +332,6 @@ def test_a_local_tokenizer_that_disagrees_with_the_server_still_gives_its_count(
     assert_latencies_match(trackers, rows, truth, itl=False)
 
 
-@pytest.mark.alone  # latencies against the sim's stamps to 1 ms
 def test_without_any_usage_the_tokenizer_counts_and_says_the_counts_are_estimates(
     sim_url, tokenizer
 ):
