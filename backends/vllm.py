@@ -20,6 +20,8 @@ import gc
 import logging
 import multiprocessing
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -40,7 +42,12 @@ from backends.lora import (
     vllm_rank,
 )
 from backends.scoring import Position, TokenScores, from_positions
-from backends.vllm_server import cuda_visible, require_engine_features, speculative_pieces
+from backends.vllm_server import (
+    RPC_PATH_ENV,
+    cuda_visible,
+    require_engine_features,
+    speculative_pieces,
+)
 from sweep.core import records as R
 from sweep.core.errors import (
     BackendError,
@@ -130,6 +137,7 @@ class VLLMBackend(EngineBackend):
         self._llm: Any = None
         self._batches = 0  # request ids must be unique for the engine's lifetime
         self._lora: dict[str, Any] = {}  # adapter name -> its LoRARequest, made by `start`
+        self._sockets: str | None = None  # the engine's socket folder (`RPC_PATH_ENV`)
 
     @property
     def adapters(self) -> tuple[str, ...]:
@@ -176,9 +184,12 @@ class VLLMBackend(EngineBackend):
             self._lora = {n: LoRARequest(n, ids[n], p) for n, p in adapters.items()}
         kwargs.update(c.engine_kwargs)
         log.info("starting vLLM's offline engine for %s", self.model_path)
+        self._sockets = tempfile.mkdtemp(prefix="vllm-engine-")
         try:
-            self._llm = vllm.LLM(**kwargs)
+            with _rpc_path(self._sockets):  # named while the engine starts, its core spawned
+                self._llm = vllm.LLM(**kwargs)
         except Exception as exc:
+            self._remove_sockets()
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise BackendError(
                 f"vLLM could not start on {self.model_path!r}: {first}",
@@ -273,3 +284,22 @@ class VLLMBackend(EngineBackend):
         del llm
         gc.collect()
         multiprocessing.active_children()  # reaps the engine core process, no zombie left
+        self._remove_sockets()
+
+    def _remove_sockets(self) -> None:
+        if self._sockets is not None:
+            shutil.rmtree(self._sockets, ignore_errors=True)
+            self._sockets = None
+
+
+@contextlib.contextmanager
+def _rpc_path(folder: str):
+    """The engine's socket folder (`RPC_PATH_ENV`) set to `folder` meanwhile, unless set."""
+    if RPC_PATH_ENV in os.environ:
+        yield
+        return
+    os.environ[RPC_PATH_ENV] = folder
+    try:
+        yield
+    finally:
+        os.environ.pop(RPC_PATH_ENV, None)

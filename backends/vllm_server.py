@@ -42,6 +42,12 @@ from sweep.core.errors import MissingExtraError, check_choice, check_positive
 
 log = logging.getLogger(__name__)
 
+# vLLM's processes talk over ZMQ sockets it names in the folder this variable gives (by default
+# the machine's temporary folder, where every stopped engine and server left its socket files:
+# 20-28 of them a test run). Each engine and server here gets a folder of its own, removed when it
+# stops, unless the user named one.
+RPC_PATH_ENV = "VLLM_RPC_BASE_PATH"
+
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 VLLM_METRICS: MetricMap = {
     "vllm:kv_cache_usage_perc": (R.KV_CACHE_USAGE_PERCENT, 100.0),  # vLLM reports a fraction
@@ -237,8 +243,12 @@ class VLLMServerBackend(LaunchedServerBackend):
         }
 
     def child_env(self) -> dict[str, str]:
-        """The server's environment: this process's, plus the CPU KV-cache size and dev mode."""
+        """The server's environment: this process's, and vLLM's settings for it.
+
+        The CPU KV-cache size, dev mode, and the server's own folder for its sockets.
+        """
         env = dict(os.environ)
+        env.setdefault(RPC_PATH_ENV, str(self._server.folder))  # unless the user set one
         if not cuda_visible():
             env["VLLM_CPU_KVCACHE_SPACE"] = str(self.config.cpu_kvcache_space_gb)
         if self.resets_prefix_cache:

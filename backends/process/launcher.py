@@ -37,8 +37,9 @@ class ServerLauncher:
     """What every backend that launches its own server shares: port, start, log, stop.
 
     `launch` picks a free port, starts `argv(port)` through `ServerProcess`, waits for the health
-    URL and retries when another process took the port first. The log lives in a temporary
-    directory that `stop` removes, so read `log_text` before stopping.
+    URL and retries when another process took the port first. The log lives in the server's
+    temporary folder (`folder`, where a backend may also tell the server to keep its own files),
+    which `stop` removes, so read `log_text` before stopping.
     """
 
     def __init__(self, name: str, explain: Explain | None = None) -> None:
@@ -49,11 +50,16 @@ class ServerLauncher:
         self._log_dir: Path | None = None
 
     @property
-    def log_path(self) -> Path:
-        """The server's combined stdout and stderr."""
+    def folder(self) -> Path:
+        """The server's temporary folder: its log, and files it is told to keep there."""
         if self._log_dir is None:
             self._log_dir = Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
-        return self._log_dir / f"{self.name}.log"
+        return self._log_dir
+
+    @property
+    def log_path(self) -> Path:
+        """The server's combined stdout and stderr."""
+        return self.folder / f"{self.name}.log"
 
     @property
     def pid(self) -> int | None:

@@ -9,6 +9,8 @@ left.
 """
 
 import dataclasses
+import stat
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -452,9 +454,14 @@ def test_a_semantic_cache_answers_the_rewordings_far_sooner_than_vllm(served, tm
 
 def test_stopping_leaves_no_vllm_process(served, offline):
     """The folder's last test of a live engine: the shared server and the offline engine stop
-    (their fixtures' teardown closes the runners again: a no-op), and all is gone."""
+    (their fixtures' teardown closes the runners again: a no-op), and all is gone: processes,
+    and the sockets vLLM's processes talk over, kept in each one's own folder meanwhile."""
+    folders = [served.backend._server.folder, Path(offline.backend._sockets)]
+    for folder in folders:
+        assert any(stat.S_ISSOCK(f.stat().st_mode) for f in folder.iterdir()), folder
     served.runner.close()
     offline.runner.close()
+    assert not any(folder.exists() for folder in folders)
     assert not served.backend._server.url
     assert offline.backend._llm is None
     gone, alive = psutil.wait_procs(served.tree, timeout=15)
