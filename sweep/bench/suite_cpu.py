@@ -14,10 +14,11 @@ counts everything), printed beside them.
     .venv/bin/python scripts/bench_suite_cpu.py --whole [--timeline /tmp/timeline.jsonl]
 
 With `--whole`, the README's test command is run once instead, and every kind is listed with
-its share of the machine's CPU and how many processes of it there were. With `--timeline FILE`,
-each test's start and end are written there too (`sweep.bench.suite_timeline`), and the table of
-the `alone` tail, the stretch at the end that runs one test at a time, is printed, then the CPU
-by test file: its tests' in pytest's process, plus that of every process started for it (a
+its share of the machine's CPU and how many processes of it there were, and the failed tests.
+With `--timeline FILE`, each test's start and end are written there too
+(`sweep.bench.suite_timeline`), and the `alone` tests' time with what ran beside them, then the
+run's tail (from when the first worker had no test left) with its tests, are printed, then the
+CPU by test file: its tests' in pytest's process, plus that of every process started for it (a
 process inherits the running test's name, `TEST_VAR`, from the process that started it).
 
 Run it on a quiet machine: the machine's CPU counts whatever else runs.
@@ -239,7 +240,9 @@ def parser() -> argparse.ArgumentParser:
                         help="test files shown by CPU (with --timeline)")  # fmt: skip
     parser.add_argument("--pytest-args", default="", help="more pytest arguments, one string")
     parser.add_argument(
-        "--timeline", metavar="FILE", help="write each test's start and end there; print the tail"
+        "--timeline",
+        metavar="FILE",
+        help="write each test's start and end there; print the alone tests and the tail",
     )
     return parser
 
