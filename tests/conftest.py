@@ -48,8 +48,9 @@ from tests.light import no_process_started  # noqa: E402
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
-        "alone: measures time or CPU share, so no other test runs beside it but a `light` one "
-        "(under pytest-xdist the other worker waits; see _take_share)",
+        "alone(company=True): measures time or CPU share, so no other test runs beside it but "
+        "a `light` one, nor that with company=False (under pytest-xdist the other worker waits; "
+        "see _take_share)",
     )
     config.addinivalue_line(
         "markers",
@@ -86,6 +87,12 @@ _HELD: list = []  # the lock files of the share this worker holds now
 
 def _is_alone(item) -> bool:
     return item is not None and item.get_closest_marker("alone") is not None
+
+
+def _is_solitary(item) -> bool:
+    """An `alone` test that takes no `light` test beside it either (`alone(company=False)`)."""
+    mark = item.get_closest_marker("alone")
+    return mark is not None and mark.kwargs.get("company", True) is False
 
 
 def _is_light(item) -> bool:
@@ -157,7 +164,9 @@ def pytest_xdist_make_scheduler(config, log):
 
     While an `alone` test runs, the other worker would wait; handed a light unit instead, it
     works beside it (light tests take no share). Light units go to anyone once nothing else is
-    left.
+    left. A unit of `alone(company=False)` tests ("solitary") counts for no one as alone
+    elsewhere, and comes first of the alone units: the other worker takes the next alone unit
+    and waits on the share, so no light test runs beside it.
     """
     from xdist.scheduler import LoadScopeScheduling
 
@@ -191,7 +200,8 @@ def pytest_xdist_make_scheduler(config, log):
 
 def pytest_collection_modifyitems(config, items):
     """Units of work with a `slow` test first, so that none of them is left for the end; units
-    with an `alone` test after every other, then units of `light` tests only.
+    with an `alone` test after every other (those of `alone(company=False)` first among them),
+    then units of `light` tests only.
 
     An `alone` test waits for the test beside it to end before it starts (`_take_share`). Handed
     out early it waited for a slow one (a vLLM start: two minutes of a core left idle); handed
@@ -200,16 +210,18 @@ def pytest_collection_modifyitems(config, items):
     """
     slow = {work_unit(item.nodeid) for item in items if item.get_closest_marker("slow")}
     alone = {work_unit(item.nodeid) for item in items if _is_alone(item)}
+    solitary = {work_unit(item.nodeid) for item in items if _is_solitary(item)}
     heavy = {work_unit(item.nodeid) for item in items if not _is_light(item)}
     light = {work_unit(item.nodeid) for item in items} - heavy
 
-    def rank(item) -> tuple[int, bool]:
+    def rank(item) -> tuple[int, bool, bool]:
         unit = work_unit(item.nodeid)
-        return (unit in alone) + 2 * (unit in light), unit not in slow
+        return (unit in alone) + 2 * (unit in light), unit not in solitary, unit not in slow
 
     items.sort(key=rank)  # stable: files keep their order within a rank
     if _WORKER:
         kinds = {unit: "alone" for unit in alone} | {unit: "light" for unit in light}
+        kinds |= {unit: "solitary" for unit in solitary}  # counted as alone by no one
         path = _units_path()
         spare = path.with_name(f"{path.name}.{_WORKER}")
         spare.write_text(json.dumps(kinds))

@@ -107,6 +107,31 @@ def test_a_light_unit_is_handed_out_beside_an_alone_one(pytester, monkeypatch, t
     assert {r["worker"] for r in lights} != {alones[0]["worker"]}
 
 
+def test_an_alone_test_without_company_has_no_light_test_beside_it(pytester, monkeypatch, tmp_path):
+    """`alone(company=False)`: the other worker waits with the next alone unit instead of
+    taking light ones; they run beside the plain alone unit afterwards."""
+    rows = inner_run(
+        pytester, monkeypatch, tmp_path, 10,
+        test_a=BESIDE.replace("COUNT", "2"),
+        test_b_alone=ALONE,
+        test_c_solitary=ALONE.replace("alone{n}", "solitary{n}").replace(
+            "@pytest.mark.alone", "@pytest.mark.alone(company=False)"
+        ),
+        test_d_light=LIGHT,
+    )  # fmt: skip
+    solitary = span([r for r in rows if r["name"].startswith("solitary")])
+    alone = span([r for r in rows if r["name"].startswith("alone")])
+    assert solitary["end"] <= alone["start"], rows  # the solitary unit first of the alone ones
+    others = [r for r in rows if not r["name"].startswith("solitary")]
+    assert [r["name"] for r in others if overlaps(r, solitary)] == [], rows
+    lights = [r for r in rows if r["name"].startswith("light")]
+    assert any(overlaps(r, alone) for r in lights), rows  # beside the plain alone unit, as before
+
+
+def overlaps(row: dict, other: dict) -> bool:
+    return row["start"] < other["end"] and row["end"] > other["start"]
+
+
 def test_an_alone_test_waits_for_the_unit_beside_it_not_only_its_test(
     pytester, monkeypatch, tmp_path
 ):
@@ -135,6 +160,7 @@ def test_units_with_an_alone_test_come_last_and_slow_ones_first(pytester, monkey
         test_b_quick="def test_one(): pass\n",
         test_c_slow=slow,
         test_d_slow_alone=slow + "@pytest.mark.alone\ndef test_two(): pass\n",
+        test_e_solitary="import pytest\n@pytest.mark.alone(company=False)\ndef test_one(): pass\n",
         test_0_light="import pytest\npytestmark = pytest.mark.light\ndef test_one(): pass\n",
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--collect-only", "-q")
@@ -142,6 +168,7 @@ def test_units_with_an_alone_test_come_last_and_slow_ones_first(pytester, monkey
     assert files == [  # within each rank too, slow units first
         "test_c_slow.py",
         "test_b_quick.py",
+        "test_e_solitary.py",  # first of the alone units: no light one beside it
         "test_d_slow_alone.py",
         "test_d_slow_alone.py",
         "test_a_alone.py",
