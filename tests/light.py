@@ -4,7 +4,9 @@ pytest-xdist they may run beside an `alone` test (tests/conftest.py).
 An `alone` test must pass beside a busy loop on the other core (the suite passes with a CPU
 burner beside it), and a light test asks no more of the machine than that: one core at most,
 for Python, no server, no Ray, no engine. What keeps the mark true is `no_process_started`: a
-light test that starts a process fails, naming the call.
+light test that starts a process fails, naming the call. Beside that busy loop, a light test
+makes two: an `alone` test that cannot pass so is marked `alone(company=False)`, and no light
+test runs beside it.
 """
 
 from __future__ import annotations
