@@ -66,6 +66,11 @@ def inner_run(pytester, monkeypatch, tmp_path, tests: int, **files) -> list[dict
     return [json.loads(line) for line in log.read_text().splitlines()]
 
 
+def overlaps(row: dict, other: dict) -> bool:
+    """Whether two spans (a test's row, or `span` of several) ran at the same time."""
+    return row["start"] < other["end"] and row["end"] > other["start"]
+
+
 def span(rows: list[dict]) -> dict:
     return {"start": min(r["start"] for r in rows), "end": max(r["end"] for r in rows)}
 
@@ -85,9 +90,7 @@ def test_an_alone_test_runs_with_nothing_beside_it(pytester, monkeypatch, tmp_pa
     assert len({r["worker"] for r in rows}) == 2, rows  # both workers ran tests
     long_file = {r["worker"] for r in rows if r["name"].startswith("test_b")}
     assert len(long_file) == 1, rows  # a file is one unit of work: its module fixtures start once
-    overlapping = [
-        r["name"] for r in others if r["start"] < alone["end"] and r["end"] > alone["start"]
-    ]
+    overlapping = [r["name"] for r in others if overlaps(r, alone)]
     assert not overlapping, f"ran beside the alone test: {overlapping}"
 
 
@@ -102,7 +105,7 @@ def test_a_light_unit_is_handed_out_beside_an_alone_one(pytester, monkeypatch, t
     alone = span(alones)
 
     lights = [r for r in rows if r["name"].startswith("light")]
-    beside = [r for r in lights if r["start"] < alone["end"] and r["end"] > alone["start"]]
+    beside = [r for r in lights if overlaps(r, alone)]
     assert len(beside) >= 2, rows  # the light ones ran beside it
     assert {r["worker"] for r in lights} != {alones[0]["worker"]}
 
@@ -126,10 +129,6 @@ def test_an_alone_test_without_company_has_no_light_test_beside_it(pytester, mon
     assert [r["name"] for r in others if overlaps(r, solitary)] == [], rows
     lights = [r for r in rows if r["name"].startswith("light")]
     assert any(overlaps(r, alone) for r in lights), rows  # beside the plain alone unit, as before
-
-
-def overlaps(row: dict, other: dict) -> bool:
-    return row["start"] < other["end"] and row["end"] > other["start"]
 
 
 def test_an_alone_test_waits_for_the_unit_beside_it_not_only_its_test(
