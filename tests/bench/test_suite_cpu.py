@@ -84,19 +84,29 @@ def cpu_of(proc: subprocess.Popen) -> float:
     return times.user + times.system
 
 
+# The kernel reports a process's CPU in clock ticks, rounded down, where the burner's own clock
+# (`time.process_time`) is exact: a burner that burned 0.8 s may read 0.79. Waiting for the full
+# figure then waited out the 30 s deadline (seen: 30.6 s for a test of 2 s).
+TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+
+
+def burned(proc: subprocess.Popen, seconds: float) -> None:
+    """Wait until a burner has burned its `seconds` and gone to sleep (its burn is over)."""
+    deadline = time.monotonic() + 30
+    while cpu_of(proc) < seconds - 2 * TICK_S or psutil.Process(proc.pid).status() != "sleeping":
+        assert time.monotonic() < deadline, f"the burner used {cpu_of(proc):.2f} s of {seconds}"
+        time.sleep(0.05)
+
+
 def test_only_the_cpu_used_while_sampling_is_counted():
     sampler = Sampler("tag-1")
     before = burner(0.6, sampler.tag)  # burns before the sampler starts: none of it counts
-    deadline = time.monotonic() + 30
-    while cpu_of(before) < 0.6 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    burned(before, 0.6)
     thread = threading.Thread(target=sampler.run)
     thread.start()
     during = burner(0.8, sampler.tag)  # burns while sampled: counted, to within an interval
     try:
-        deadline = time.monotonic() + 30
-        while cpu_of(during) < 0.8 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        burned(during, 0.8)
         time.sleep(0.6)  # at least two samples after the burn
     finally:
         sampler.stop.set()
@@ -116,9 +126,7 @@ def test_a_process_that_is_not_the_commands_is_not_counted():
         thread = threading.Thread(target=sampler.run)
         thread.start()
         try:
-            deadline = time.monotonic() + 30
-            while cpu_of(other) < 0.8 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            burned(other, 0.8)
             time.sleep(0.6)
         finally:
             sampler.stop.set()
@@ -136,10 +144,8 @@ def test_a_process_counts_for_the_test_file_it_was_started_for():
     procs = [burner(0.4, sampler.tag, "tests/a.py::test_one (call)"),
              burner(0.8, sampler.tag, "tests/b.py::test_two[x] (setup)")]  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while min(cpu_of(p) for p in procs) < 0.4 or cpu_of(procs[1]) < 0.8:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        burned(procs[0], 0.4)
+        burned(procs[1], 0.8)
         time.sleep(0.6)
     finally:
         sampler.stop.set()
