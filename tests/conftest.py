@@ -26,7 +26,7 @@ os.environ.setdefault("VLLM_CPU_CI_ENV", "1")
 
 # Every process this test run starts (Ray nodes, workers, servers) inherits this tag, so leak
 # checks count only our own processes, not those of another run on the same machine. Under
-# pytest-xdist (scripts/test.sh runs two workers) each worker has a tag of its own, so it never
+# pytest-xdist (scripts/test.sh runs three workers) each worker has a tag of its own, so it never
 # counts the processes of the tests running beside it.
 _RUN = os.environ.setdefault("SWEEP_TEST_RUN", uuid.uuid4().hex).split("@")[0]
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER")
@@ -63,16 +63,13 @@ def _lock_path(name: str) -> Path:
     return Path(tempfile.gettempdir()) / f"sweep-tests-{_RUN}.{name}.lock"
 
 
-def _take_share(alone: bool) -> list:
-    """Take the machine shared (any test) or alone (a test marked `alone`) across workers.
-
-    A reader-writer lock on two files: every test holds `share` shared; an `alone` test holds it
-    exclusively. The `gate` gives a waiting `alone` test precedence: a test about to start
-    passes through the gate, which an `alone` test holds while it waits and runs. Returns the
-    open lock files: closing them gives the share back.
-    """
-    gate, share = open(_lock_path("gate"), "a"), open(_lock_path("share"), "a")
-    if alone:
+def _rw_lock(name: str, exclusive: bool) -> list:
+    """A reader-writer lock on two files across workers: `NAME.share`, held shared by readers
+    and exclusively by a writer, and `NAME.gate`, which gives a waiting writer precedence: a
+    reader about to start passes through the gate, which a writer holds while it waits and
+    runs. Returns the open lock files: closing them releases the lock."""
+    gate, share = open(_lock_path(f"{name}-gate"), "a"), open(_lock_path(f"{name}-share"), "a")
+    if exclusive:
         fcntl.flock(gate, fcntl.LOCK_EX)
         fcntl.flock(share, fcntl.LOCK_EX)
     else:
@@ -80,6 +77,20 @@ def _take_share(alone: bool) -> list:
         fcntl.flock(share, fcntl.LOCK_SH)
         fcntl.flock(gate, fcntl.LOCK_UN)
     return [gate, share]
+
+
+def _take_share(alone: bool, solitary: bool = False) -> list:
+    """Take the machine shared (any test) or alone (a test marked `alone`) across workers.
+
+    Every test but a `light` one holds the `machine` lock shared; an `alone` test holds it
+    exclusively. A light test holds the `company` lock shared while it runs, and an
+    `alone(company=False)` test holds that exclusively too, so no light test runs beside it
+    whatever the scheduler hands out (with three workers, the third took a light unit while
+    the second waited with an alone one). The machine is taken first, so a solitary test that
+    waits for it holds no light test back meanwhile.
+    """
+    held = _rw_lock("machine", exclusive=alone)
+    return held + (_rw_lock("company", exclusive=True) if solitary else [])
 
 
 _HELD: list = []  # the lock files of the share this worker holds now
@@ -113,13 +124,18 @@ def pytest_runtest_protocol(item, nextitem):
         yield  # not under xdist, or a pytest run inside a test that holds the share already
         return
     alone = _is_alone(item)
-    if not _HELD and not _is_light(item):  # a light test takes no share: it may run beside any
-        _HELD.extend(_take_share(alone))
+    company = []  # a light test takes no share of the machine: it may run beside an alone one
+    if _is_light(item):
+        company = _rw_lock("company", exclusive=False)
+    elif not _HELD:
+        _HELD.extend(_take_share(alone, _is_solitary(item)))
     os.environ["SWEEP_TEST_SHARE"] = _WORKER
     try:
         yield
     finally:
         del os.environ["SWEEP_TEST_SHARE"]
+        while company:
+            company.pop().close()
         same_unit = nextitem is not None and work_unit(nextitem.nodeid) == work_unit(item.nodeid)
         if not (same_unit and _is_alone(nextitem) == alone and not _is_light(nextitem)):
             while _HELD:

@@ -53,14 +53,14 @@ def test_light(n):
 )
 
 
-def inner_run(pytester, monkeypatch, tmp_path, tests: int, **files) -> list[dict]:
-    """Run `files` under two xdist workers with this suite's hooks; each test's row."""
+def inner_run(pytester, monkeypatch, tmp_path, tests: int, workers=2, **files) -> list[dict]:
+    """Run `files` under xdist workers with this suite's hooks; each test's row."""
     inner_pytest_env(monkeypatch, own_run=True)
     log = tmp_path / "log.jsonl"
     monkeypatch.setenv("SHARE_PROBE_LOG", str(log))
     pytester.makeconftest("pytest_plugins = ['tests.conftest']\n")
     pytester.makepyfile(**files)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2",
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", str(workers),
                                            "--dist", "loadscope")  # fmt: skip
     result.assert_outcomes(passed=tests)
     return [json.loads(line) for line in log.read_text().splitlines()]
@@ -110,6 +110,11 @@ def test_a_light_unit_is_handed_out_beside_an_alone_one(pytester, monkeypatch, t
     assert {r["worker"] for r in lights} != {alones[0]["worker"]}
 
 
+SOLITARY = ALONE.replace("alone{n}", "solitary{n}").replace(
+    "@pytest.mark.alone", "@pytest.mark.alone(company=False)"
+)
+
+
 def test_an_alone_test_without_company_has_no_light_test_beside_it(pytester, monkeypatch, tmp_path):
     """`alone(company=False)`: the other worker waits with the next alone unit instead of
     taking light ones; they run beside the plain alone unit afterwards."""
@@ -117,9 +122,7 @@ def test_an_alone_test_without_company_has_no_light_test_beside_it(pytester, mon
         pytester, monkeypatch, tmp_path, 10,
         test_a=BESIDE.replace("COUNT", "2"),
         test_b_alone=ALONE,
-        test_c_solitary=ALONE.replace("alone{n}", "solitary{n}").replace(
-            "@pytest.mark.alone", "@pytest.mark.alone(company=False)"
-        ),
+        test_c_solitary=SOLITARY,
         test_d_light=LIGHT,
     )  # fmt: skip
     solitary = span([r for r in rows if r["name"].startswith("solitary")])
@@ -129,6 +132,23 @@ def test_an_alone_test_without_company_has_no_light_test_beside_it(pytester, mon
     assert [r["name"] for r in others if overlaps(r, solitary)] == [], rows
     lights = [r for r in rows if r["name"].startswith("light")]
     assert any(overlaps(r, alone) for r in lights), rows  # beside the plain alone unit, as before
+
+
+def test_no_light_test_runs_beside_a_solitary_one_whatever_the_workers(
+    pytester, monkeypatch, tmp_path
+):
+    """With three workers the third is handed a light unit while the second waits with the
+    next alone one: the light test waits for the solitary one to end (the `company` lock)."""
+    rows = inner_run(
+        pytester, monkeypatch, tmp_path, 10, workers=3,
+        test_a=BESIDE.replace("COUNT", "2"),
+        test_b_alone=ALONE,
+        test_c_solitary=SOLITARY,
+        test_d_light=LIGHT,
+    )  # fmt: skip
+    solitary = span([r for r in rows if r["name"].startswith("solitary")])
+    others = [r for r in rows if not r["name"].startswith("solitary")]
+    assert [r["name"] for r in others if overlaps(r, solitary)] == [], rows
 
 
 def test_an_alone_test_waits_for_the_unit_beside_it_not_only_its_test(
@@ -180,7 +200,7 @@ def test_each_worker_has_a_run_tag_of_its_own():
 
     assert os.environ["SWEEP_TEST_RUN"] == TEST_RUN_TAG
     worker = os.environ.get("PYTEST_XDIST_WORKER")
-    if worker:  # scripts/test.sh's two workers
+    if worker:  # scripts/test.sh's workers
         assert TEST_RUN_TAG.endswith(f"@{worker}"), TEST_RUN_TAG
     else:  # SWEEP_TEST_WORKERS=0: one process, the run's own tag
         assert "@" not in TEST_RUN_TAG, TEST_RUN_TAG
