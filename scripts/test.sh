@@ -12,13 +12,11 @@ fi
 layers=0
 .venv/bin/lint-imports --no-cache | tail -n 3 || layers=$?
 status=0
-# Three tests at a time (pytest-xdist) on CI's two cores: much of the suite waits on servers,
-# clusters and sleeping sim servers, and with two the cores were idle a quarter of the run
-# (docs/benchmarks.md). A test file is one unit of work (its module fixtures start once;
-# tests/conftest.py), and a test marked `alone` runs with nothing beside it but `light` tests.
-# SWEEP_TEST_WORKERS=0 runs everything in one process.
+# Two tests at a time (pytest-xdist): much of the suite waits on servers and clusters starting.
+# A test file is one unit of work (its module fixtures start once; tests/conftest.py), and a test
+# marked `alone` runs with nothing beside it. SWEEP_TEST_WORKERS=0 runs everything in one process.
 # The 25 slowest tests are printed at the end, so a test that grew slow is seen in CI's log.
-workers=${SWEEP_TEST_WORKERS:-3}
+workers=${SWEEP_TEST_WORKERS:-2}
 # Test modules (pytest rewrites their asserts) and anything not compiled by setup.sh keep their
 # bytecode between runs, which a machine-wide PYTHONDONTWRITEBYTECODE would forbid: a run whose
 # test modules are already compiled collects in about 12 s a worker instead of 16.
