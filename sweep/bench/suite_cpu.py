@@ -19,7 +19,9 @@ With `--timeline FILE`, each test's start and end are written there too
 (`sweep.bench.suite_timeline`), and the `alone` tests' time with what ran beside them, then the
 run's tail (from when the first worker had no test left) with its tests, are printed, then the
 CPU by test file: its tests' in pytest's process, plus that of every process started for it (a
-process inherits the running test's name, `TEST_VAR`, from the process that started it).
+process inherits the running test's name, `TEST_VAR`, from the process that started it). With
+`--whole --timeline`, last, the idle cores by test file: the machine's idle core-seconds between
+samples, shared among the tests running then (`suite_timeline.idle_by_file`).
 
 Run it on a quiet machine: the machine's CPU counts whatever else runs.
 """
@@ -118,10 +120,16 @@ class Sampler:
     # (pid, create time) -> the test file it was started for (`TEST_VAR` in its environment)
     units: dict = field(default_factory=dict)
     others: set = field(default_factory=set)  # (pid, create time) of processes not tagged
+    # (time, CPU-s the machine's cores had been busy) at each sample, every process's
+    machine: list = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def sample(self, first: bool) -> None:
-        """Read every tagged process once; on the first pass, what each had used before counts 0."""
+        """Read every tagged process once; on the first pass, what each had used before counts 0.
+
+        The machine's busy CPU is read too (`machine`), for the idle cores beside each test.
+        """
+        self.machine.append((time.time(), machine_busy_s()))
         for proc in psutil.process_iter(["cmdline", "cpu_times", "create_time"]):
             times, cmd = proc.info["cpu_times"], proc.info["cmdline"] or []
             if times is None:
@@ -202,6 +210,7 @@ def measure_command(label: str, command: list[str]) -> dict:
         "kinds": sampler.by_kind(),
         "counts": sampler.counts(),
         "units": sampler.by_unit(),
+        "machine": sampler.machine,
     }
 
 
@@ -267,6 +276,9 @@ def run(args: argparse.Namespace) -> None:
         print("\n" + suite_timeline.timeline_table(timeline))
         started = sum((row["units"] for row in rows), collections.Counter())
         print("\n" + suite_timeline.files_table(timeline, started, args.top_files))
+        if args.whole:  # units run one by one have the machine to themselves
+            machine, cores = rows[0]["machine"], os.cpu_count() or 1
+            print("\n" + suite_timeline.idle_table(timeline, machine, cores, args.top_files))
 
 
 def measure_unit(unit: str, pytest_args: list[str]) -> dict:

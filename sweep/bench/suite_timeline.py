@@ -15,6 +15,7 @@ in a file without one.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -151,4 +152,49 @@ def files_table(rows: list[dict], started: dict[str, float], top: int = 25) -> s
     for unit in sorted(units, key=lambda u: -total[u])[:top]:
         out.append(f"| {unit} | {wall.get(unit, 0.0):.1f} | {total[unit]:.1f} | "
                    f"{inside.get(unit, 0.0):.1f} | {started.get(unit, 0.0):.1f} |")  # fmt: skip
+    return "\n".join(out)
+
+
+def idle_by_file(
+    rows: list[dict], machine: list[tuple[float, float]], cores: int
+) -> tuple[dict[str, float], float, float]:
+    """The cores the machine left idle while each test file's tests ran.
+
+    `machine`: (time, CPU-s the machine's cores had been busy) samples (`sweep.bench.suite_cpu`).
+    Between two samples, the idle core-seconds are shared equally among the tests running then
+    (at the interval's middle); intervals with no test running (collection, the end) count for
+    none. Returns (test file -> idle core-s, idle core-s over the tests, core-s over the tests):
+    a file high in it left the cores idle, waiting on something, or ran beside one that did.
+    """
+    idle: dict[str, float] = {}
+    free_total = span_total = 0.0
+    for (t0, busy0), (t1, busy1) in itertools.pairwise(machine):
+        if t1 <= t0:
+            continue
+        middle = (t0 + t1) / 2
+        running = [test_file(r["test"]) for r in rows if r["start"] <= middle < r["end"]]
+        if not running:
+            continue
+        free = max(0.0, cores * (t1 - t0) - (busy1 - busy0))
+        free_total, span_total = free_total + free, span_total + cores * (t1 - t0)
+        for unit in running:
+            idle[unit] = idle.get(unit, 0.0) + free / len(running)
+    return idle, free_total, span_total
+
+
+def idle_table(rows: list[dict], machine: list[tuple[float, float]], cores: int, top: int) -> str:
+    """The `top` test files by the idle core-seconds beside them (`idle_by_file`)."""
+    idle, free, span = idle_by_file(rows, machine, cores)
+    wall: dict[str, float] = {}
+    for row in rows:
+        unit = test_file(row["test"])
+        wall[unit] = wall.get(unit, 0.0) + row["end"] - row["start"]
+    share = free / span if span else 0.0
+    out = [f"Idle cores by test file: {free:.1f} of {span:.1f} core-s idle while tests ran "
+           f"({share:.0%}), the {top} files with most", "",
+           "| test file | tests' s | idle core-s | idle cores while it ran |",
+           "|---|---:|---:|---:|"]  # fmt: skip
+    for unit in sorted(idle, key=lambda u: -idle[u])[:top]:
+        cores_idle = idle[unit] / wall[unit] if wall.get(unit) else 0.0
+        out.append(f"| {unit} | {wall.get(unit, 0.0):.1f} | {idle[unit]:.1f} | {cores_idle:.2f} |")
     return "\n".join(out)

@@ -176,6 +176,10 @@ def test_a_whole_command_is_measured_with_its_outcome_and_processes():
     assert row["counts"]["sim server"] == 1
     assert 0.3 <= row["kinds"]["sim server"] <= 0.7, row["kinds"]
     assert row["machine_cpu_s"] >= row["kinds"]["sim server"] - 0.1
+    # the machine's busy CPU at each sample, for the idle cores beside each test: the burn is in
+    times, busy = zip(*row["machine"], strict=True)
+    assert len(times) >= 2 and list(times) == sorted(times)
+    assert busy[-1] - busy[0] >= 0.3  # at least the command's own burn (the stranger's too)
 
 
 def test_the_kinds_table_gives_each_kind_its_share_and_processes():

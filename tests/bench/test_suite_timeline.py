@@ -5,6 +5,8 @@ from sweep.bench.suite_timeline import (
     TIMELINE_VAR,
     beside_alone,
     files_table,
+    idle_by_file,
+    idle_table,
     read_timeline,
     tail,
     timeline_table,
@@ -50,6 +52,27 @@ def test_a_files_cpu_is_its_tests_in_pytest_and_the_processes_they_started():
     lines = files_table(rows, started, top=2).splitlines()
     assert lines[0] == "CPU by test file: 28.5 CPU-s in all, the 2 largest"
     assert lines[4:] == ["| a.py | 12.0 | 23.0 | 3.0 | 20.0 |", "| b.py | 5.0 | 5.0 | 4.0 | 1.0 |"]
+
+
+def test_idle_cores_are_shared_among_the_tests_running_then():
+    """Two cores sampled each second: a file's share of the idle cores while its tests ran."""
+    rows = [
+        row("a.py::t", "gw0", 0.0, 2.0),  # alone at first, then beside b
+        row("b.py::t", "gw1", 1.0, 3.0),
+        row("c.py::t", "gw1", 10.0, 11.0),  # after a gap with no test: the gap counts for none
+    ]
+    busy = [0.0, 2.0, 2.5, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0]  # the machine's busy CPU-s
+    machine = list(zip(range(12), busy, strict=True))
+    idle, free, span = idle_by_file(rows, machine, cores=2)
+    # second 0-1: a alone, 0 idle; 1-2: a and b, 1.5 idle; 2-3: b, 0.5 idle; 10-11: c, 2 idle
+    assert idle == {"a.py": 0.75, "b.py": 0.75 + 0.5, "c.py": 2.0}
+    assert (free, span) == (4.0, 8.0)
+    lines = idle_table(rows, machine, cores=2, top=2).splitlines()
+    assert lines[0] == (
+        "Idle cores by test file: 4.0 of 8.0 core-s idle while tests ran (50%), the 2 files "
+        "with most"
+    )
+    assert lines[4:] == ["| c.py | 1.0 | 2.0 | 2.00 |", "| b.py | 2.0 | 1.2 | 0.62 |"]
 
 
 def test_one_worker_has_no_tail_and_nothing_beside_its_alone_tests():
