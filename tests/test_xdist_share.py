@@ -115,21 +115,28 @@ SOLITARY = ALONE.replace("alone{n}", "solitary{n}").replace(
 )
 
 
-def test_an_alone_test_without_company_has_no_light_test_beside_it(pytester, monkeypatch, tmp_path):
-    """`alone(company=False)`: the other worker waits with the next alone unit instead of
-    taking light ones; they run beside the plain alone unit afterwards."""
+def solitary_run(pytester, monkeypatch, tmp_path, workers: int) -> tuple[list, dict]:
+    """A plain, an alone, a solitary and a light file under `workers` workers: every row, and
+    the solitary file's span, after checking nothing ran beside it."""
     rows = inner_run(
-        pytester, monkeypatch, tmp_path, 10,
+        pytester, monkeypatch, tmp_path, 10, workers=workers,
         test_a=BESIDE.replace("COUNT", "2"),
         test_b_alone=ALONE,
         test_c_solitary=SOLITARY,
         test_d_light=LIGHT,
     )  # fmt: skip
     solitary = span([r for r in rows if r["name"].startswith("solitary")])
-    alone = span([r for r in rows if r["name"].startswith("alone")])
-    assert solitary["end"] <= alone["start"], rows  # the solitary unit first of the alone ones
     others = [r for r in rows if not r["name"].startswith("solitary")]
     assert [r["name"] for r in others if overlaps(r, solitary)] == [], rows
+    return rows, solitary
+
+
+def test_an_alone_test_without_company_has_no_light_test_beside_it(pytester, monkeypatch, tmp_path):
+    """`alone(company=False)`: the other worker waits with the next alone unit instead of
+    taking light ones; they run beside the plain alone unit afterwards."""
+    rows, solitary = solitary_run(pytester, monkeypatch, tmp_path, workers=2)
+    alone = span([r for r in rows if r["name"].startswith("alone")])
+    assert solitary["end"] <= alone["start"], rows  # the solitary unit first of the alone ones
     lights = [r for r in rows if r["name"].startswith("light")]
     assert any(overlaps(r, alone) for r in lights), rows  # beside the plain alone unit, as before
 
@@ -139,16 +146,7 @@ def test_no_light_test_runs_beside_a_solitary_one_whatever_the_workers(
 ):
     """With three workers the third is handed a light unit while the second waits with the
     next alone one: the light test waits for the solitary one to end (the `company` lock)."""
-    rows = inner_run(
-        pytester, monkeypatch, tmp_path, 10, workers=3,
-        test_a=BESIDE.replace("COUNT", "2"),
-        test_b_alone=ALONE,
-        test_c_solitary=SOLITARY,
-        test_d_light=LIGHT,
-    )  # fmt: skip
-    solitary = span([r for r in rows if r["name"].startswith("solitary")])
-    others = [r for r in rows if not r["name"].startswith("solitary")]
-    assert [r["name"] for r in others if overlaps(r, solitary)] == [], rows
+    solitary_run(pytester, monkeypatch, tmp_path, workers=3)
 
 
 def test_an_alone_test_waits_for_the_unit_beside_it_not_only_its_test(
