@@ -158,7 +158,7 @@ class NetnsCluster:
         run(*ns, "link", "set", "eth0", "up")
         run(*ns, "link", "set", "lo", "up")
         run("ip", "link", "set", host.link, "master", BRIDGE, "up")
-        for folder in (host.home, host.temp_dir, host.folder / "work"):
+        for folder in (host.home, host.temp_dir, host.tmp, host.folder / "work"):
             folder.mkdir(parents=True, exist_ok=True)
 
     def environment(self, host: Host) -> dict[str, str]:
@@ -172,6 +172,7 @@ class NetnsCluster:
         return {
             "PATH": f"{Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": str(host.home),
+            "TMPDIR": str(host.tmp),
             "WORKDIR": str(host.folder / "work"),
             "LANG": "C.UTF-8",
             MARKER: host.name,

@@ -80,6 +80,15 @@ class Host:
         """The host's Ray temp dir."""
         return self.folder / "ray"
 
+    @property
+    def tmp(self) -> Path:
+        """The host's `TMPDIR`, removed with the cluster.
+
+        What its processes leave there (the Ray dashboard's forkserver folder, left when the
+        head is killed) goes with the cluster, not into this machine's /tmp.
+        """
+        return self.folder / "tmp"
+
 
 def run(*argv: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
     """Run a command quietly; a failure raises `ClusterError` with the command's own words."""

@@ -34,6 +34,9 @@ def test_down_removes_a_crashed_runs_leftovers_and_the_cluster(netns):
                  f"process {outside.pid}"):  # fmt: skip
         assert what in found
 
+    # The hosts' temporary files are their own: the head's dashboard keeps its forkserver's
+    # folder there, which a killed head left in this machine's /tmp, one a run.
+    assert list(netns.head.tmp.glob("pymp-*")), list(netns.head.tmp.iterdir())
     netns.down()
     assert leftovers() == []
     assert inside.wait(10) is not None and outside.wait(10) is not None
