@@ -26,7 +26,7 @@ os.environ.setdefault("VLLM_CPU_CI_ENV", "1")
 
 # Every process this test run starts (Ray nodes, workers, servers) inherits this tag, so leak
 # checks count only our own processes, not those of another run on the same machine. Under
-# pytest-xdist (scripts/test.sh runs three workers) each worker has a tag of its own, so it never
+# pytest-xdist (scripts/test.sh runs two workers) each worker has a tag of its own, so it never
 # counts the processes of the tests running beside it.
 _RUN = os.environ.setdefault("SWEEP_TEST_RUN", uuid.uuid4().hex).split("@")[0]
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER")

@@ -132,17 +132,25 @@ def timeline_table(rows: list[dict], shortest_s: float = 0.5) -> str:
     return "\n".join(out)
 
 
+def wall_by_file(rows: list[dict]) -> dict[str, float]:
+    """Test file -> the seconds its tests ran, summed."""
+    wall: dict[str, float] = {}
+    for row in rows:
+        unit = test_file(row["test"])
+        wall[unit] = wall.get(unit, 0.0) + row["end"] - row["start"]
+    return wall
+
+
 def files_table(rows: list[dict], started: dict[str, float], top: int = 25) -> str:
     """The `top` test files by CPU, in pytest's process and in the processes they started.
 
     In pytest's process: the timeline's `cpu_s` of its tests; `started`: test file -> CPU-s of
     the processes started for it (`sweep.bench.suite_cpu`).
     """
-    wall: dict[str, float] = {}
+    wall = wall_by_file(rows)
     inside: dict[str, float] = {}
     for row in rows:
         unit = test_file(row["test"])
-        wall[unit] = wall.get(unit, 0.0) + row["end"] - row["start"]
         inside[unit] = inside.get(unit, 0.0) + row.get("cpu_s", 0.0)
     units = set(wall) | {u for u in started if u}
     total = {u: inside.get(u, 0.0) + started.get(u, 0.0) for u in units}
@@ -185,10 +193,7 @@ def idle_by_file(
 def idle_table(rows: list[dict], machine: list[tuple[float, float]], cores: int, top: int) -> str:
     """The `top` test files by the idle core-seconds beside them (`idle_by_file`)."""
     idle, free, span = idle_by_file(rows, machine, cores)
-    wall: dict[str, float] = {}
-    for row in rows:
-        unit = test_file(row["test"])
-        wall[unit] = wall.get(unit, 0.0) + row["end"] - row["start"]
+    wall = wall_by_file(rows)
     share = free / span if span else 0.0
     out = [f"Idle cores by test file: {free:.1f} of {span:.1f} core-s idle while tests ran "
            f"({share:.0%}), the {top} files with most", "",
