@@ -8,6 +8,7 @@ import time
 import psutil
 
 from sweep.bench.process_watch import cpu_seconds, steal_seconds
+from tests.burn_wait import TICK_S, burned
 
 # burns 0.4 s of CPU, then sleeps
 BURN = "import time\nend = time.process_time() + 0.4\nwhile time.process_time() < end: pass\n"
@@ -20,14 +21,16 @@ def test_cpu_seconds_give_each_process_of_the_tree_what_it_used():
     parent = subprocess.Popen([sys.executable, "-c", PARENT])
     try:
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            used = cpu_seconds(parent.pid)
-            if len(used) == 2 and max(used.values()) >= 0.4:
-                break
+        while len(psutil.Process(parent.pid).children()) < 1:
+            assert time.monotonic() < deadline, "the parent started no child"
             time.sleep(0.05)
+        (started,) = psutil.Process(parent.pid).children()
+        burned(started.pid, 0.4)
+        used = cpu_seconds(parent.pid)
         mine = used.pop(next(k for k in used if k.endswith(f":{parent.pid}")))
         ((child, burnt),) = used.items()
-        assert 0.4 <= burnt < 1.0, used  # the child's burn, on its own line
+        assert 0.4 - 2 * TICK_S <= burnt < 1.0, used  # the child's burn, on its own line
+        assert child.endswith(f":{started.pid}")
         assert mine < 0.3 and not child.endswith(f":{parent.pid}")
     finally:
         for proc in [*psutil.Process(parent.pid).children(recursive=True)]:

@@ -8,7 +8,6 @@ import threading
 import time
 from collections import Counter
 
-import psutil
 import pytest
 
 from sweep.bench.netns_cluster import NetnsCluster
@@ -23,6 +22,7 @@ from sweep.bench.suite_cpu import (
     run,
     table,
 )
+from tests.burn_wait import burned
 
 # Burns CPU for the seconds given in argv[1], then sleeps until killed; its command line names
 # a sim server, so it is counted under that kind.
@@ -79,34 +79,15 @@ def stranger(seconds: float):
         proc.wait()
 
 
-def cpu_of(proc: subprocess.Popen) -> float:
-    times = psutil.Process(proc.pid).cpu_times()
-    return times.user + times.system
-
-
-# The kernel reports a process's CPU in clock ticks, rounded down, where the burner's own clock
-# (`time.process_time`) is exact: a burner that burned 0.8 s may read 0.79. Waiting for the full
-# figure then waited out the 30 s deadline (seen: 30.6 s for a test of 2 s).
-TICK_S = 1 / os.sysconf("SC_CLK_TCK")
-
-
-def burned(proc: subprocess.Popen, seconds: float) -> None:
-    """Wait until a burner has burned its `seconds` and gone to sleep (its burn is over)."""
-    deadline = time.monotonic() + 30
-    while cpu_of(proc) < seconds - 2 * TICK_S or psutil.Process(proc.pid).status() != "sleeping":
-        assert time.monotonic() < deadline, f"the burner used {cpu_of(proc):.2f} s of {seconds}"
-        time.sleep(0.05)
-
-
 def test_only_the_cpu_used_while_sampling_is_counted():
     sampler = Sampler("tag-1")
     before = burner(0.6, sampler.tag)  # burns before the sampler starts: none of it counts
-    burned(before, 0.6)
+    burned(before.pid, 0.6)
     thread = threading.Thread(target=sampler.run)
     thread.start()
     during = burner(0.8, sampler.tag)  # burns while sampled: counted, to within an interval
     try:
-        burned(during, 0.8)
+        burned(during.pid, 0.8)
         time.sleep(0.6)  # at least two samples after the burn
     finally:
         sampler.stop.set()
@@ -126,7 +107,7 @@ def test_a_process_that_is_not_the_commands_is_not_counted():
         thread = threading.Thread(target=sampler.run)
         thread.start()
         try:
-            burned(other, 0.8)
+            burned(other.pid, 0.8)
             time.sleep(0.6)
         finally:
             sampler.stop.set()
@@ -144,8 +125,8 @@ def test_a_process_counts_for_the_test_file_it_was_started_for():
     procs = [burner(0.4, sampler.tag, "tests/a.py::test_one (call)"),
              burner(0.8, sampler.tag, "tests/b.py::test_two[x] (setup)")]  # fmt: skip
     try:
-        burned(procs[0], 0.4)
-        burned(procs[1], 0.8)
+        burned(procs[0].pid, 0.4)
+        burned(procs[1].pid, 0.8)
         time.sleep(0.6)
     finally:
         sampler.stop.set()
