@@ -17,13 +17,6 @@ status=0
 # marked `alone` runs with nothing beside it. SWEEP_TEST_WORKERS=0 runs everything in one process.
 # The 25 slowest tests are printed at the end, so a test that grew slow is seen in CI's log.
 workers=${SWEEP_TEST_WORKERS:-2}
-# One worker more, its own lane, for the few test files marked `waits` (an autoscaler, timeouts,
-# sleeping inner runs: a fraction of a core each), which would otherwise hold a worker of the two
-# with its core idle; it runs nothing else, and stops once they are done (tests/conftest.py).
-if [ "$workers" -ge 2 ]; then
-  export SWEEP_TEST_LANE="gw$workers"
-  workers=$((workers + 1))
-fi
 # Test modules (pytest rewrites their asserts) and anything not compiled by setup.sh keep their
 # bytecode between runs, which a machine-wide PYTHONDONTWRITEBYTECODE would forbid: a run whose
 # test modules are already compiled collects in about 12 s a worker instead of 16.

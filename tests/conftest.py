@@ -57,12 +57,6 @@ def pytest_configure(config):
         "light: runs in pytest's process and starts no other (tests/light.py), so it may run "
         "beside an `alone` test, as a busy loop on the other core would",
     )
-    config.addinivalue_line(
-        "markers",
-        "waits: mostly waits (for an autoscaler, a timeout, sleeping inner runs), using a "
-        "fraction of a core; under scripts/test.sh its file runs on a worker of its own beside "
-        "the others (`SWEEP_TEST_LANE`), so its idle core time is not the run's",
-    )
 
 
 def _lock_path(name: str) -> Path:
@@ -114,10 +108,6 @@ def _is_solitary(item) -> bool:
 
 def _is_light(item) -> bool:
     return item.get_closest_marker("light") is not None
-
-
-def _is_waiting(item) -> bool:
-    return item.get_closest_marker("waits") is not None
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -178,11 +168,6 @@ def work_unit(nodeid: str) -> str:
     return next((folder for folder in _ONE_UNIT if path.startswith(folder)), path)
 
 
-# The worker that runs the units of `waits` tests and no other (scripts/test.sh starts one more
-# worker than SWEEP_TEST_WORKERS for it and names it here), or none: then they run like others.
-LANE = os.environ.get("SWEEP_TEST_LANE", "")
-
-
 def _units_path() -> Path:
     """Where the workers leave each unit's kind for the scheduler (which collects nothing)."""
     return Path(tempfile.gettempdir()) / f"sweep-tests-{_RUN}.units.json"
@@ -198,10 +183,6 @@ def pytest_xdist_make_scheduler(config, log):
     left. A unit of `alone(company=False)` tests ("solitary") counts for no one as alone
     elsewhere, and comes first of the alone units: the other worker takes the next alone unit
     and waits on the share, so no light test runs beside it.
-
-    With a lane (`LANE`, a worker's id), the units of `waits` tests go to that worker and no
-    other unit does; once none is left it stops. Without it, or once it is gone, they go to
-    anyone.
     """
     from xdist.scheduler import LoadScopeScheduling
 
@@ -217,28 +198,16 @@ def pytest_xdist_make_scheduler(config, log):
                 self.kinds = json.loads(path.read_text()) if path.exists() else {}
             return self.kinds.get(unit, "")
 
-        def _lane_open(self) -> bool:
-            return any(n.gateway.id == LANE and not n.shutting_down for n in self.nodes)
-
         def _assign_work_unit(self, node) -> None:
-            waiting = [u for u in self.workqueue if self._kind(u) == "waits"]
-            if node.gateway.id == LANE:
-                if not waiting:
-                    node.shutdown()  # after the units it holds: nothing else is its to run
-                    return
-                self.workqueue.move_to_end(waiting[0], last=False)
-                return super()._assign_work_unit(node)
-            queue = [u for u in self.workqueue if u not in waiting or not self._lane_open()]
-            if not queue:
-                return  # only the lane's units are left: this worker's turn ends with its own
             alone_elsewhere = any(
                 self._kind(unit) == "alone" and not all(tests.values())
                 for other, units in self.assigned_work.items()
                 if other is not node
                 for unit, tests in units.items()
             )
-            wanted = [u for u in queue if (self._kind(u) == "light") == alone_elsewhere]
-            self.workqueue.move_to_end((wanted or queue)[0], last=False)
+            wanted = [u for u in self.workqueue if (self._kind(u) == "light") == alone_elsewhere]
+            if wanted:
+                self.workqueue.move_to_end(wanted[0], last=False)
             super()._assign_work_unit(node)
 
     config.option.loadscopereorder = False  # xdist's own order puts the largest units first
@@ -258,7 +227,6 @@ def pytest_collection_modifyitems(config, items):
     slow = {work_unit(item.nodeid) for item in items if item.get_closest_marker("slow")}
     alone = {work_unit(item.nodeid) for item in items if _is_alone(item)}
     solitary = {work_unit(item.nodeid) for item in items if _is_solitary(item)}
-    waiting = {work_unit(item.nodeid) for item in items if _is_waiting(item)}
     heavy = {work_unit(item.nodeid) for item in items if not _is_light(item)}
     light = {work_unit(item.nodeid) for item in items} - heavy
 
@@ -270,7 +238,6 @@ def pytest_collection_modifyitems(config, items):
     if _WORKER:
         kinds = {unit: "alone" for unit in alone} | {unit: "light" for unit in light}
         kinds |= {unit: "solitary" for unit in solitary}  # counted as alone by no one
-        kinds |= {unit: "waits" for unit in waiting - alone}  # an alone one waits its turn
         path = _units_path()
         spare = path.with_name(f"{path.name}.{_WORKER}")
         spare.write_text(json.dumps(kinds))

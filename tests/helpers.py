@@ -23,8 +23,7 @@ def inner_pytest_env(monkeypatch, *, own_run: bool = False) -> None:
     paths = [str(REPO), os.environ.get("PYTHONPATH", "")]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
     if own_run:
-        xdist = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT")
-        for name in (*xdist, "SWEEP_TEST_SHARE", "SWEEP_TEST_LANE"):
+        for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "SWEEP_TEST_SHARE"):
             monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("SWEEP_TEST_RUN", uuid.uuid4().hex)
 

@@ -11,10 +11,9 @@ import pytest
 from tests.helpers import inner_pytest_env
 
 pytest_plugins = ["pytester"]
-# Its inner runs mostly sleep (30 s, 10 CPU-s): in the lane of `waits` tests (tests/conftest.py),
-# or, without one, first, beside other units, not last, where the first alone test waited 28 s
-# for it.
-pytestmark = [pytest.mark.slow, pytest.mark.waits]
+# Its inner runs mostly sleep (30 s, 10 CPU-s): scheduled first, where the other worker's units
+# fill the cores, not last, where the first alone test waited 28 s for it.
+pytestmark = pytest.mark.slow
 
 RECORD = """
 import json, os, time
@@ -59,14 +58,9 @@ def test_light(n):
 )
 
 
-def inner_run(
-    pytester, monkeypatch, tmp_path, tests: int, workers=2, lane="", **files
-) -> list[dict]:
-    """Run `files` under xdist workers with this suite's hooks (`lane`: the worker given the
-    `waits` units, as scripts/test.sh names one); each test's row."""
+def inner_run(pytester, monkeypatch, tmp_path, tests: int, workers=2, **files) -> list[dict]:
+    """Run `files` under xdist workers with this suite's hooks; each test's row."""
     inner_pytest_env(monkeypatch, own_run=True)
-    if lane:
-        monkeypatch.setenv("SWEEP_TEST_LANE", lane)
     log = tmp_path / "log.jsonl"
     monkeypatch.setenv("SHARE_PROBE_LOG", str(log))
     pytester.makeconftest("pytest_plugins = ['tests.conftest']\n")
@@ -175,44 +169,6 @@ def test_an_alone_test_waits_for_the_unit_beside_it_not_only_its_test(
     alone = span([r for r in rows if r["name"].startswith("alone")])
     unit = span([r for r in rows if r["name"].startswith("test_a")])
     assert unit["end"] <= alone["start"] or unit["start"] >= alone["end"], rows
-
-
-WAITS = (
-    RECORD
-    + """
-pytestmark = pytest.mark.waits
-
-@pytest.mark.parametrize("n", range(3))
-def test_waits(n):
-    record(f"waits{n}", 0.4)
-"""
-)
-
-
-def test_the_waiting_units_have_a_worker_of_their_own(pytester, monkeypatch, tmp_path):
-    """scripts/test.sh's third worker runs the `waits` units, and nothing else."""
-    rows = inner_run(
-        pytester, monkeypatch, tmp_path, 20, workers=3, lane="gw2",
-        test_a=BESIDE.replace("COUNT", "4"),
-        test_b=BESIDE.replace("COUNT", "4"),
-        test_c_waits=WAITS,
-        test_d=BESIDE.replace("COUNT", "2"),  # next in line when the lane asks for more
-        test_e_waits=WAITS.replace("waits{n}", "more{n}"),
-        test_f_light=LIGHT,
-    )  # fmt: skip
-    lane = [r["name"] for r in rows if r["worker"] == "gw2"]
-    assert sorted(lane) == [*(f"more{n}" for n in range(3)), *(f"waits{n}" for n in range(3))]
-    assert {r["worker"] for r in rows} == {"gw0", "gw1", "gw2"}, rows
-
-
-def test_without_a_lane_the_waiting_units_go_to_anyone(pytester, monkeypatch, tmp_path):
-    rows = inner_run(
-        pytester, monkeypatch, tmp_path, 10, workers=3,
-        test_a=BESIDE.replace("COUNT", "4"),
-        test_c_waits=WAITS,
-        test_e_waits=WAITS.replace("waits{n}", "more{n}"),
-    )  # fmt: skip
-    assert {r["worker"] for r in rows} == {"gw0", "gw1", "gw2"}, rows  # one unit each
 
 
 def test_units_with_an_alone_test_come_last_and_slow_ones_first(pytester, monkeypatch):

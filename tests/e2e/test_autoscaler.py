@@ -26,9 +26,7 @@ import yaml
 
 from sweep.core import records as R
 
-# Its sweeps start clusters and servers (scheduled first), then wait for the autoscaler's nodes:
-# 117 s at 0.4 cores, in the lane of `waits` tests (tests/conftest.py).
-pytestmark = [pytest.mark.slow, pytest.mark.waits]
+pytestmark = pytest.mark.slow  # its sweeps start clusters and servers: scheduled first
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "scripts" / "cluster" / "l4-aws.yaml"

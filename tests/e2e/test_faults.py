@@ -15,9 +15,7 @@ from sweep.core import records as R
 from tests.e2e.test_cluster import sim_servers, summaries
 from tests.helpers import sweep_in_process
 
-# Its sweeps start clusters and servers (scheduled first), then wait out a trial's timeout and a
-# Ctrl-C: 39 s at 0.2 cores, in the lane of `waits` tests (tests/conftest.py).
-pytestmark = [pytest.mark.slow, pytest.mark.waits]
+pytestmark = pytest.mark.slow  # its sweeps start clusters and servers: scheduled first
 
 REPO = Path(__file__).parents[2]
 SIM = ["backend=sim", "workload=closed_loop", "workload.output_len=4", "dataset.input_len=16"]
