@@ -22,11 +22,10 @@ def cpu_of(pid: int) -> float:
     return times.user + times.system
 
 
-def burned(pid: int, seconds: float, timeout_s: float = 30) -> float:
+def burned(pid: int, seconds: float, timeout_s: float = 30) -> None:
     """Wait until process `pid` has burned its `seconds` (less two ticks) and gone to sleep (its
-    burn is over); its CPU seconds then."""
+    burn is over)."""
     deadline = time.monotonic() + timeout_s
     while cpu_of(pid) < seconds - 2 * TICK_S or psutil.Process(pid).status() != "sleeping":
         assert time.monotonic() < deadline, f"the burner used {cpu_of(pid):.2f} s of {seconds}"
         time.sleep(0.05)
-    return cpu_of(pid)
