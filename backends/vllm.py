@@ -21,7 +21,6 @@ import logging
 import multiprocessing
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -41,6 +40,7 @@ from backends.lora import (
     served_adapters,
     vllm_rank,
 )
+from backends.process.scratch import scratch_folder
 from backends.scoring import Position, TokenScores, from_positions
 from backends.vllm_server import (
     RPC_PATH_ENV,
@@ -184,7 +184,7 @@ class VLLMBackend(EngineBackend):
             self._lora = {n: LoRARequest(n, ids[n], p) for n, p in adapters.items()}
         kwargs.update(c.engine_kwargs)
         log.info("starting vLLM's offline engine for %s", self.model_path)
-        self._sockets = tempfile.mkdtemp(prefix="vllm-engine-")
+        self._sockets = str(scratch_folder("vllm-engine"))  # removed by `stop`, or once we are gone
         try:
             with _rpc_path(self._sockets):  # named while the engine starts, its core spawned
                 self._llm = vllm.LLM(**kwargs)

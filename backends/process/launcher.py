@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import shutil
 import socket
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import httpx
 
 from backends.process.group import TAIL_LINES, Explain, ServerProcess
+from backends.process.scratch import scratch_folder
 from sweep.core import records as R
 from sweep.core.errors import BackendError
 
@@ -53,7 +53,7 @@ class ServerLauncher:
     def folder(self) -> Path:
         """The server's temporary folder: its log, and files it is told to keep there."""
         if self._log_dir is None:
-            self._log_dir = Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
+            self._log_dir = scratch_folder(self.name)  # removed by `stop`, or once we are gone
         return self._log_dir
 
     @property

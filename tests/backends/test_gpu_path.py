@@ -74,7 +74,9 @@ ORDER_SCRIPT = textwrap.dedent(
     from backends.vllm import VLLMBackend, VLLMBackendConfig
 
     assert "vllm" not in sys.modules
-    VLLMBackend(VLLMBackendConfig(num_gpus=1), "facebook/opt-125m").start()
+    backend = VLLMBackend(VLLMBackendConfig(num_gpus=1), "facebook/opt-125m")
+    backend.start()
+    backend.stop()  # removes the engine's socket folder
     print("RESULT " + json.dumps({"calls": calls, **seen}))
     """
 )

@@ -116,10 +116,13 @@ def test_vllm_server_env_on_cpu_sizes_the_kv_cache_and_enables_the_reset(monkeyp
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     backend = VLLMServerBackend(VLLMServerConfig(cpu_kvcache_space_gb=3), "m")
     env = backend.child_env()
+    backend.stop()  # the environment names the server's socket folder: stop removes it, unstarted
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "3" and env["VLLM_SERVER_DEV_MODE"] == "1"
+    assert not os.path.exists(env["VLLM_RPC_BASE_PATH"])
     # dev mode exposes control routes: never on a server bound to every interface
-    exposed = VLLMServerBackend(VLLMServerConfig(host="0.0.0.0"), "m").child_env()
-    assert "VLLM_SERVER_DEV_MODE" not in exposed
+    exposed = VLLMServerBackend(VLLMServerConfig(host="0.0.0.0"), "m")
+    assert "VLLM_SERVER_DEV_MODE" not in exposed.child_env()
+    exposed.stop()
     off = VLLMServerBackend(VLLMServerConfig(enable_prefix_caching=False), "m")
     assert not off.resets_prefix_cache
 
