@@ -4,19 +4,20 @@ A backend keeps its server's log and sockets in a folder of its own, which its `
 worker killed with SIGKILL (a cancelled hung trial, a lost node, a driver killed mid-sweep) runs
 no `stop`: its server dies with it (`group._die_with_parent`), but the folder stayed, one per
 kill, for as long as the machine ran. Each folder made here names its owner (process id and
-start time) in a marker file, and making one removes the folders whose owner is gone, so the
+creation time) in a marker file, and making one removes the folders whose owner is gone, so the
 next server started on the machine clears what a killed one left.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
-OWNER_FILE = ".llm-sweep-owner"  # "PID START": the process that made the folder
+import psutil
+
+OWNER_FILE = ".llm-sweep-owner"  # "PID CREATED": the process that made the folder
 
 
 def scratch_folder(prefix: str) -> Path:
@@ -24,7 +25,8 @@ def scratch_folder(prefix: str) -> Path:
     root = Path(tempfile.gettempdir())
     remove_orphans(root)
     folder = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=root))
-    (folder / OWNER_FILE).write_text(_identity(os.getpid()) or str(os.getpid()))
+    me = psutil.Process()
+    (folder / OWNER_FILE).write_text(f"{me.pid} {me.create_time()!r}")
     return folder
 
 
@@ -33,37 +35,24 @@ def remove_orphans(root: Path) -> list[Path]:
     removed = []
     for marker in root.glob(f"*/{OWNER_FILE}"):
         with contextlib.suppress(OSError, ValueError):
-            pid, _, start = marker.read_text().partition(" ")
-            if _alive(int(pid), start):
+            pid, created = marker.read_text().split()
+            if _alive(int(pid), float(created)):
                 continue
             shutil.rmtree(marker.parent, ignore_errors=True)
             removed.append(marker.parent)
     return removed
 
 
-def _identity(pid: int) -> str | None:
-    """'PID START', START being the process's start time in clock ticks (Linux).
+def _alive(pid: int, created: float) -> bool:
+    """Whether `pid` runs and is the process that made the folder.
 
-    None where /proc cannot tell (another OS) or the process has ended (gone, or a zombie not
-    yet reaped by its parent).
+    Not a later process given its id (the creation time tells), nor one that ended and waits to
+    be reaped by its parent (a zombie).
     """
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    if fields[0] in ("Z", "X"):  # dead, not yet reaped by its parent
-        return None
-    return f"{pid} {fields[19]}"  # field 22 of the file: starttime
-
-
-def _alive(pid: int, start: str) -> bool:
-    """Whether `pid` runs and is the process that wrote `start` (not a later one given its id)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        proc = psutil.Process(pid)
+        return proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True  # another user's process: alive
-    if not start or not Path("/proc/self/stat").exists():
-        return True  # no start time to compare: the id is taken, so count it alive
-    return _identity(pid) == f"{pid} {start.strip()}"
