@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +116,33 @@ class CTranslate2Backend(EngineBackend):
             compute_type=compute_type,
             intra_threads=self.config.intra_threads,
         )
+        self._first_step(ct2.__version__)
+
+    def _first_step(self, version: str) -> None:
+        """One greedy step of the loaded model, so that a device that cannot compute fails here.
+
+        CTranslate2 opens its CUDA libraries at the first computation, not when the model
+        loads: its wheels are built for CUDA 12, and on a node with only CUDA 13's libraries
+        (vLLM 0.32's torch) the model loads onto the GPU and every batch then fails with
+        "Library libcublas.so.12 is not found or cannot be loaded" (seen on an H200, driver
+        580.159.04, ctranslate2 4.8.5). Failing at start names it once for the deployment.
+        """
+        try:
+            self.generator.generate_batch([[self.vocabulary[0]]], max_length=1, sampling_topk=1)
+        except RuntimeError as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            missing = re.search(r"Library (\S+) is not found", reason)
+            if missing is None:
+                raise BackendError(
+                    f"CTranslate2 {version} cannot compute on {self.device}: {reason}",
+                    R.ERROR_BACKEND_START,
+                ) from None
+            raise BackendError(
+                f"CTranslate2 {version} cannot compute on {self.device}: {missing.group(1)} is "
+                f"not found (its wheels are built for CUDA 12); install CUDA 12's libraries on "
+                f"the node (docs/gpu-checklist.md) or set backend.device=cpu",
+                R.ERROR_BACKEND_START,
+            ) from None
 
     def _device(self, ct2: Any) -> str:
         has_cuda = ct2.get_cuda_device_count() > 0

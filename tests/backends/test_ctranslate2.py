@@ -1,11 +1,13 @@
 """The CTranslate2 backend on the tiny model: converted once, exact counts, step streaming."""
 
+import ctypes
 import dataclasses
 import sys
 
 import pytest
 
 from backends.ctranslate2 import CTranslate2Backend, CTranslate2BackendConfig
+from sweep.core import records as R
 from sweep.core.errors import BackendError, MissingExtraError
 from tests.backends.engine_checks import assert_exact_streaming, run_batch, tiny_requests
 
@@ -72,10 +74,45 @@ def test_missing_package_names_the_extra(model_dir, monkeypatch):
         CTranslate2Backend(CTranslate2BackendConfig(), model_dir).start()
 
 
+def test_a_device_that_cannot_compute_fails_at_start_in_one_line(model_dir, monkeypatch):
+    """CTranslate2 opens its CUDA libraries at the first computation. No GPU is here, so its
+    failure on a node without CUDA 12's cuBLAS (seen on an H200) is simulated: the generator
+    answers every batch as it did there. The rest is the real backend on the real model."""
+    real = ct2.Generator
+
+    class WithoutCuda12:
+        def __init__(self, *args, **kwargs):
+            self.real = real(*args, **kwargs)
+
+        def generate_batch(self, *args, **kwargs):
+            raise RuntimeError("Library libcublas.so.12 is not found or cannot be loaded")
+
+    monkeypatch.setattr(ct2, "Generator", WithoutCuda12)
+    with pytest.raises(BackendError) as err:
+        CTranslate2Backend(CTranslate2BackendConfig(), model_dir).start()
+    message = str(err.value)
+    assert "libcublas.so.12 is not found (its wheels are built for CUDA 12)" in message
+    assert "backend.device=cpu" in message and "\n" not in message
+    assert err.value.kind == R.ERROR_BACKEND_START
+
+
+def cuda12_cublas_loads() -> bool:
+    try:
+        ctypes.CDLL("libcublas.so.12")
+    except OSError:
+        return False
+    return True
+
+
 @pytest.mark.gpu
 def test_cuda_int8_float16_exact_counts(model_dir):
+    """Exact counts where CUDA 12's cuBLAS is installed; else the one-line error at start."""
     config = CTranslate2BackendConfig(device="cuda", compute_type="int8_float16")
     requests = tiny_requests(model_dir, max_tokens=(16, 16, 16))
+    if not cuda12_cublas_loads():
+        with pytest.raises(BackendError, match=r"libcublas\.so\.12 is not found"):
+            CTranslate2Backend(config, model_dir).start()
+        return
     with CTranslate2Backend(config, model_dir) as b:
         results, sent, events = run_batch(b, requests)
     assert_exact_streaming(results, sent, events, requests)

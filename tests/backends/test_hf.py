@@ -45,8 +45,8 @@ def test_without_ignore_eos_a_row_stops_at_eos(model_dir, mode):
     prompt = tuple(range(5, 11))
     with HFBackend(HFBackendConfig(mode=mode), model_dir) as backend:
         greedy = backend.model.generate(
-            input_ids=torch.tensor([prompt]), max_new_tokens=40, min_new_tokens=40,
-            do_sample=False, pad_token_id=backend.pad_id,
+            input_ids=torch.tensor([prompt], device=backend.device), max_new_tokens=40,
+            min_new_tokens=40, do_sample=False, pad_token_id=backend.pad_id,
         )[0, len(prompt):].tolist()  # fmt: skip
         stop = next(k for k in range(2, 40) if greedy[k] not in greedy[:k])
         backend.eos_ids = {greedy[stop]}
@@ -71,9 +71,8 @@ def test_missing_model_is_a_clear_backend_error(tmp_path):
         HFBackend(HFBackendConfig(), str(tmp_path / "nowhere")).start()
 
 
-def test_cuda_requested_without_gpu_is_a_clear_error(model_dir):
-    if torch.cuda.is_available():
-        pytest.skip("this machine has a GPU; the error case needs one without")
+def test_cuda_requested_without_gpu_is_a_clear_error(model_dir, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without
     with pytest.raises(BackendError, match="no CUDA device"):
         HFBackend(HFBackendConfig(device="cuda"), model_dir).start()
 

@@ -1,0 +1,173 @@
+"""A trial on a real GPU, and the NVML readings its energy figures come from.
+
+Marked `gpu`: run on the device machine (`pytest -m gpu`), deselected by `scripts/test.sh`.
+The CPU tests check the sampler against `tests.fake_nvml`, which answers as the nvidia-ml-py
+API is documented to; here the real driver answers. That machine has torch and transformers but
+no Ray, so the deployment runs in this process through `sweep.trial.run_deployment`, the
+function a deployment's Ray task runs (`sweep.driver._deployment_task`), with the worker's
+environment as that task computes it.
+"""
+
+import os
+import time
+
+import pandas as pd
+import pytest
+
+from sweep.core import records as R
+from sweep.core.energy import device_energy
+from sweep.core.errors import BackendError
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.gpu
+
+# Hardware options (conf/hardware) by the words NVML's card name holds.
+HARDWARE_BY_NAME = {"H200": "h200", "H100": "h100", "A100": "a100_80g", "L4": "l4", "T4": "t4"}
+OUTPUT_LEN = 32
+NUM_REQUESTS = 16
+
+
+@pytest.fixture(scope="module")
+def nvml():
+    from sweep.telemetry import nvml_module
+
+    module = nvml_module()
+    if module is None or not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU and nvidia-ml-py")
+    return module
+
+
+def card_name(nvml) -> str:
+    from sweep.telemetry import nvml_text
+
+    return nvml_text(nvml.nvmlDeviceGetName(nvml.nvmlDeviceGetHandleByIndex(0)))
+
+
+def hardware_option(nvml) -> str:
+    name = card_name(nvml)
+    option = next((opt for word, opt in HARDWARE_BY_NAME.items() if word in name), None)
+    if option is None:
+        pytest.skip(f"no hardware option for {name}")
+    return option
+
+
+def busy(seconds: float) -> None:
+    """Keep the GPU at work for `seconds`: fp16 matrix products, synchronised."""
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for _ in range(20):
+            a @ a  # noqa: B018  (the work is the point)
+        torch.cuda.synchronize()
+
+
+def test_every_cuda_visible_devices_form_names_the_same_card(nvml, monkeypatch):
+    from sweep.telemetry import has_energy_counter, nvml_text, visible_gpus
+
+    uuid = nvml_text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(0)))
+    assert uuid.startswith("GPU-")
+    for visible in (None, "0", uuid, uuid[:12]):
+        if visible is None:
+            monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        else:
+            monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+        (handle, *_) = visible_gpus(nvml)
+        assert nvml_text(nvml.nvmlDeviceGetUUID(handle)) == uuid, visible
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-not-a-card")
+    assert visible_gpus(nvml) == []  # as CUDA: an entry naming no device hides the rest
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert has_energy_counter(nvml, visible_gpus(nvml)[0])  # Volta and later keep it
+
+
+def test_the_card_and_driver_pass_the_deployment_checks(nvml):
+    from sweep.cuda_driver import check_cuda_driver, driver_problem
+    from sweep.telemetry import check_gpu_memory, nvml_text
+
+    driver = nvml_text(nvml.nvmlSystemGetDriverVersion())
+    assert driver_problem(torch.version.cuda, driver) is None
+    check_cuda_driver()  # quiet: torch's CUDA runs on this driver (it just did)
+    total_gb = nvml.nvmlDeviceGetMemoryInfo(nvml.nvmlDeviceGetHandleByIndex(0)).total / 1e9
+    check_gpu_memory("this card", total_gb)
+    with pytest.raises(BackendError, match="another card"):
+        check_gpu_memory("a card twice as large", 2 * total_gb)
+    print(
+        f"\n{card_name(nvml)}: driver {driver}, torch CUDA {torch.version.cuda}, {total_gb:.1f} GB"
+    )
+
+
+def test_the_energy_counter_and_the_power_samples_agree_under_load(nvml, monkeypatch):
+    """Both of `sweep.core.energy`'s GPU methods over the same steady second-to-fifth second."""
+    from sweep.loadgen.clock import now_s
+    from sweep.telemetry import GPU_INTERVAL_S, Sampler, nvml_source
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    t0 = now_s()
+    with Sampler([(nvml_source(nvml), GPU_INTERVAL_S)], t0) as sampler:
+        busy(6.0)
+    series = pd.DataFrame(sampler.rows, columns=[R.T_S, R.SOURCE, R.METRIC, R.VALUE])
+    window = (1.5, 5.5)  # the load's steady part: the power reading trails a change
+    counter = device_energy(series, window)["gpu0"]
+    powers = device_energy(series[series[R.METRIC] != R.ENERGY_COUNTER_J], window)["gpu0"]
+    assert counter[1] == R.ENERGY_NVML_COUNTER and powers[1] == R.ENERGY_POWER_INTEGRAL
+    seconds = window[1] - window[0]
+    print(
+        f"\nunder load: counter {counter[0]:.1f} J ({counter[0] / seconds:.1f} W), "
+        f"power samples {powers[0]:.1f} J ({powers[0] / seconds:.1f} W), "
+        f"{(series[R.METRIC] == R.GPU_POWER_W).sum()} power samples"
+    )
+    assert 50 < counter[0] / seconds < 2000  # a datacentre card at work, in watts
+    assert 0.8 < counter[0] / powers[0] < 1.25
+    memory = series[series[R.METRIC] == R.GPU_MEMORY_USED_MB][R.VALUE]
+    assert memory.max() > 128  # the 8192 x 8192 fp16 operands alone are 128 MiB
+
+
+def test_an_hf_trial_on_cuda_counts_exactly_and_measures_its_energy(nvml):
+    from sweep.environment import worker_environment
+    from sweep.plan import build_plan
+    from sweep.trial import DeploymentStarted, run_deployment
+    from tests.helpers import environment_restored
+
+    overrides = [
+        "sweep.name=gpu_hf",
+        "model=tiny_llama",
+        "backend=hf",
+        "backend.device=cuda",
+        "backend.dtype=fp16",
+        "backend.num_gpus=1",
+        f"hardware={hardware_option(nvml)}",
+        "workload=closed_loop",
+        "workload.concurrency=1",
+        f"workload.num_requests={NUM_REQUESTS}",
+        f"workload.output_len={OUTPUT_LEN}",
+        "dataset=random",
+        "dataset.input_len=32",
+    ]
+    (deployment,) = build_plan(overrides).deployments
+    trials = []
+    with environment_restored():  # the deployment's task sets variables in its process
+        os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # as the Ray task sets it
+        runner = run_deployment(deployment, worker_environment())
+        try:
+            trials = [item for item in runner if not isinstance(item, DeploymentStarted)]
+        finally:
+            runner.close()
+    (files,) = trials
+    summary = files.summary.to_pylist()[0]
+    assert summary[R.TRIAL_STATUS] == R.STATUS_OK, summary[R.ERROR_MESSAGE]
+    requests = files.requests.to_pandas()
+    assert len(requests) == NUM_REQUESTS
+    assert (requests[R.OUTPUT_TOKENS] == OUTPUT_LEN).all()  # ignore_eos on the GPU too
+    assert summary["env.gpu_name"] == card_name(nvml)
+    assert summary[R.ENERGY_METHOD] == R.ENERGY_NVML_COUNTER
+    assert summary[R.ENERGY_J] > 0 and 20 < summary[R.MEAN_POWER_W] < 2000
+    tokens = NUM_REQUESTS * OUTPUT_LEN
+    assert summary[R.ENERGY_J_PER_OUTPUT_TOKEN] == pytest.approx(summary[R.ENERGY_J] / tokens)
+    series = files.timeseries.to_pandas()
+    gpu = series[series[R.SOURCE] == "gpu0"]
+    assert gpu[gpu[R.METRIC] == R.GPU_MEMORY_USED_MB][R.VALUE].max() > 0
+    print(
+        f"\nhf fp16 on {summary['env.gpu_name']}: {summary[R.ENERGY_J]:.1f} J, "
+        f"{summary[R.MEAN_POWER_W]:.1f} W mean, "
+        f"{summary[R.ENERGY_J_PER_OUTPUT_TOKEN]:.3f} J per output token, "
+        f"{summary[R.OUTPUT_THROUGHPUT]:.0f} output tok/s"
+    )
