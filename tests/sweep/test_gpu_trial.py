@@ -121,36 +121,42 @@ def test_the_energy_counter_and_the_power_samples_agree_under_load(nvml, monkeyp
     assert memory.max() > 128  # the 8192 x 8192 fp16 operands alone are 128 MiB
 
 
-def test_an_hf_trial_on_cuda_counts_exactly_and_measures_its_energy(nvml):
+def run_hf_trials(nvml, *overrides: str) -> list:
+    """The trials of one transformers deployment on CUDA, run as its Ray task runs them."""
     from sweep.environment import worker_environment
     from sweep.plan import build_plan
     from sweep.trial import DeploymentStarted, run_deployment
     from tests.helpers import environment_restored
 
-    overrides = [
-        "sweep.name=gpu_hf",
+    base = [
         "model=tiny_llama",
         "backend=hf",
         "backend.device=cuda",
         "backend.dtype=fp16",
         "backend.num_gpus=1",
         f"hardware={hardware_option(nvml)}",
-        "workload=closed_loop",
-        "workload.concurrency=1",
-        f"workload.num_requests={NUM_REQUESTS}",
-        f"workload.output_len={OUTPUT_LEN}",
         "dataset=random",
-        "dataset.input_len=32",
     ]
-    (deployment,) = build_plan(overrides).deployments
-    trials = []
+    (deployment,) = build_plan([*base, *overrides]).deployments
     with environment_restored():  # the deployment's task sets variables in its process
         os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # as the Ray task sets it
         runner = run_deployment(deployment, worker_environment())
         try:
-            trials = [item for item in runner if not isinstance(item, DeploymentStarted)]
+            return [item for item in runner if not isinstance(item, DeploymentStarted)]
         finally:
             runner.close()
+
+
+def test_an_hf_trial_on_cuda_counts_exactly_and_measures_its_energy(nvml):
+    trials = run_hf_trials(
+        nvml,
+        "sweep.name=gpu_hf",
+        "workload=closed_loop",
+        "workload.concurrency=1",
+        f"workload.num_requests={NUM_REQUESTS}",
+        f"workload.output_len={OUTPUT_LEN}",
+        "dataset.input_len=32",
+    )
     (files,) = trials
     summary = files.summary.to_pylist()[0]
     assert summary[R.TRIAL_STATUS] == R.STATUS_OK, summary[R.ERROR_MESSAGE]
@@ -171,3 +177,35 @@ def test_an_hf_trial_on_cuda_counts_exactly_and_measures_its_energy(nvml):
         f"{summary[R.ENERGY_J_PER_OUTPUT_TOKEN]:.3f} J per output token, "
         f"{summary[R.OUTPUT_THROUGHPUT]:.0f} output tok/s"
     )
+
+
+def test_a_batch_out_of_gpu_memory_fails_its_trial_and_the_next_one_runs(nvml):
+    """A real `torch.OutOfMemoryError`: the card is filled but for 256 MiB, the first trial's
+    batch (1024 prompts of 512 tokens) cannot fit in that, the second's (4 of 32) can."""
+    free, _ = torch.cuda.mem_get_info()
+    hog = torch.empty(free - 256 * 2**20, dtype=torch.uint8, device="cuda")
+    try:
+        trials = run_hf_trials(
+            nvml,
+            "sweep.name=gpu_oom",
+            "backend.mode=static_batch",
+            "workload=offline_batch",
+            "workload.discard_first_batch=false",
+            "+sweep.grid={workload.batch_size: [1024, 4]}",
+            "workload.num_requests=1024",
+            "workload.output_len=8",
+            "dataset.input_len=512",
+        )
+    finally:
+        del hog
+        torch.cuda.empty_cache()
+    big, small = (files.summary.to_pylist()[0] for files in trials)
+    assert big["workload.batch_size"] == 1024 and small["workload.batch_size"] == 4
+    assert big[R.TRIAL_STATUS] != R.STATUS_OK
+    assert big[R.ERROR_KIND] == R.ERROR_OUT_OF_MEMORY, big[R.ERROR_MESSAGE]
+    assert "out of memory at batch 1024" in big[R.ERROR_MESSAGE]
+    assert "\n" not in big[R.ERROR_MESSAGE]
+    assert small[R.TRIAL_STATUS] == R.STATUS_OK, small[R.ERROR_MESSAGE]
+    requests = trials[1].requests.to_pandas()
+    assert len(requests) == 1024 and (requests[R.OUTPUT_TOKENS] == 8).all()
+    print(f"\nbatch 1024 with 256 MiB free: {big[R.ERROR_MESSAGE][:160]}")
