@@ -4,9 +4,11 @@ the driver's own cost per trial at several sweep sizes.
     .venv/bin/python scripts/bench_sweep.py [--nodes 3] [--gpus 2] [--remove-at S] [--timeline]
     .venv/bin/python scripts/bench_sweep.py --trials 100 1000 10000 [--run-upto 1000]
     .venv/bin/python scripts/bench_sweep.py --start-costs [--repeats 5]
+    .venv/bin/python scripts/bench_sweep.py --plan 4 6 8 10 [--rounds 3]
 
 The benchmarks themselves, and what they print: `sweep.bench.makespan`,
-`sweep.bench.driver_scale`, `sweep.bench.start_costs` (one deployment's start, step by step).
+`sweep.bench.driver_scale`, `sweep.bench.start_costs` (one deployment's start, step by step),
+`sweep.bench.plan_scale` (the planner at grids of up to 10,000 points).
 """
 
 import os
@@ -14,11 +16,12 @@ import os
 # Ray reads this as it is imported: the drivers of a local multi-node cluster stay on loopback.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-from sweep.bench import driver_scale, makespan, start_costs  # noqa: E402
+from sweep.bench import driver_scale, makespan, plan_scale, start_costs  # noqa: E402
 
 if __name__ == "__main__":
     parser = makespan.parser()
     driver_scale.add_arguments(parser)
+    plan_scale.add_arguments(parser)
     parser.add_argument(
         "--start-costs", action="store_true", help="one deployment's start, step by step"
     )
@@ -26,6 +29,8 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if args.start_costs:
         print(start_costs.run(args.repeats))
+    elif args.plan:
+        plan_scale.run(args)
     elif args.trials:
         driver_scale.run(args)
     else:

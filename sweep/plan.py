@@ -10,7 +10,6 @@ anything but an OpenAI-compatible server is refused here (`backends.proxy.launch
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import itertools
 import json
@@ -83,7 +82,7 @@ def build_plan(overrides: list[str]) -> SweepPlan:
         messages: dict[str, str] = {}
         tokenizers: dict[Any, Any] = {}  # the quality set's check: one tokenizer per model
         # One Hydra compose per combination of group options (a quarter second each), not per
-        # point: points that differ only in values get a copy of their combination's tree.
+        # point: points that differ only in values share their combination's tree.
         composed = {(): (base_tree, base_choices)}
         for point in itertools.product(*axes.values()):
             chosen = dict(zip(axes, point, strict=True))
@@ -92,8 +91,8 @@ def build_plan(overrides: list[str]) -> SweepPlan:
                 composed[groups] = composer.compose_point(list(groups))
             tree, choices = composed[groups]
             unknown: dict[str, str] = {}
-            config = composer.to_config(
-                copy.deepcopy(tree), {a: chosen[a] for a in value_axes}, group_axes, unknown
+            config = composer.point_config(
+                tree, {a: chosen[a] for a in value_axes}, group_axes, unknown
             )
             check_multi_turn(config)  # sessions need a server, whole sessions, the context
             check_proxy(config)  # a proxy needs an OpenAI-compatible server behind it

@@ -3,7 +3,9 @@
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
+from sweep.compose import Composer
 from sweep.core.errors import ConfigError
 from sweep.plan import build_plan
 from sweep.spec import stable_hash
@@ -47,6 +49,36 @@ def test_ids_are_stable_and_change_with_values():
     assert not {d.deployment_id for d in first.deployments} & {
         d.deployment_id for d in other_hw.deployments
     }
+
+
+def test_points_sharing_a_composed_tree_keep_their_own_values_and_the_base_its_own():
+    """Points of one group combination share its tree, each point's scalars set in place and
+    set back (`Composer.point_config`)."""
+    plan = build_plan(
+        [
+            "backend=sim",
+            "model=tiny_llama",
+            "sweep.name=shared",
+            "backend.ttft_ms=7",
+            "+sweep.grid={backend.ttft_ms: [1, 2], workload.concurrency: [3, 4]}",
+        ]
+    )
+    points = [(t.config.backend.ttft_ms, t.config.workload.concurrency) for t in plan.trials]
+    assert sorted(points) == [(1, 3), (1, 4), (2, 3), (2, 4)]
+    assert len({t.trial_id for t in plan.trials}) == 4
+    assert "ttft_ms: 7" in plan.base_yaml  # the base tree as composed, not the last point's
+
+
+def test_a_list_value_of_a_point_leaves_the_shared_tree_as_it_was():
+    with Composer(["backend=sim", "model=tiny_llama"]) as composer:
+        tree, _ = composer.compose_point([])
+        before = OmegaConf.to_yaml(tree)
+        config = composer.point_config(tree, {"cluster.forward_env": ["X"], "backend.ttft_ms": 3})
+        assert config.cluster.forward_env == ["X"] and config.backend.ttft_ms == 3
+        assert OmegaConf.to_yaml(tree) == before
+        config = composer.point_config(tree, {"backend.ttft_ms": 4})
+        assert config.cluster.forward_env == ["HF_TOKEN"] and config.backend.ttft_ms == 4
+        assert OmegaConf.to_yaml(tree) == before
 
 
 def test_repeats_get_distinct_ids():
