@@ -10,6 +10,7 @@ environment as that task computes it.
 
 import os
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -22,6 +23,7 @@ torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.gpu
 
 # Hardware options (conf/hardware) by the words NVML's card name holds.
+REPO = Path(__file__).resolve().parents[2]
 HARDWARE_BY_NAME = {"H200": "h200", "H100": "h100", "A100": "a100_80g", "L4": "l4", "T4": "t4"}
 OUTPUT_LEN = 32
 NUM_REQUESTS = 16
@@ -44,10 +46,20 @@ def card_name(nvml) -> str:
 
 
 def hardware_option(nvml) -> str:
+    """The conf/hardware option of this card, by name and memory (an A100 40 GB has none)."""
+    import yaml
+
+    from sweep.telemetry import check_gpu_memory
+
     name = card_name(nvml)
     option = next((opt for word, opt in HARDWARE_BY_NAME.items() if word in name), None)
     if option is None:
         pytest.skip(f"no hardware option for {name}")
+    memory_gb = yaml.safe_load((REPO / "conf/hardware" / f"{option}.yaml").read_text())["memory_gb"]
+    try:
+        check_gpu_memory(option, memory_gb)
+    except BackendError:
+        pytest.skip(f"no hardware option for {name} with its memory")
     return option
 
 
