@@ -160,6 +160,7 @@ def run_hf_trials(nvml, *overrides: str) -> list:
 
 
 def test_an_hf_trial_on_cuda_counts_exactly_and_measures_its_energy(nvml):
+    allowed = os.sched_getaffinity(0)
     trials = run_hf_trials(
         nvml,
         "sweep.name=gpu_hf",
@@ -183,11 +184,18 @@ def test_an_hf_trial_on_cuda_counts_exactly_and_measures_its_energy(nvml):
     series = files.timeseries.to_pandas()
     gpu = series[series[R.SOURCE] == "gpu0"]
     assert gpu[gpu[R.METRIC] == R.GPU_MEMORY_USED_MB][R.VALUE].max() > 0
+    # A GPU node has cores to spare: the load generator kept the highest quarter of them for
+    # itself while the deployment ran (`cluster.isolate_client=auto`), and gave them back.
+    assert os.sched_getaffinity(0) == allowed
+    if len(allowed) >= 4:
+        quarter = sorted(allowed)[-(len(allowed) // 4) :]
+        assert summary[R.ENV_CLIENT_CPUS] == ",".join(map(str, quarter))
     print(
         f"\nhf fp16 on {summary['env.gpu_name']}: {summary[R.ENERGY_J]:.1f} J, "
         f"{summary[R.MEAN_POWER_W]:.1f} W mean, "
         f"{summary[R.ENERGY_J_PER_OUTPUT_TOKEN]:.3f} J per output token, "
-        f"{summary[R.OUTPUT_THROUGHPUT]:.0f} output tok/s"
+        f"{summary[R.OUTPUT_THROUGHPUT]:.0f} output tok/s, load generator on cores "
+        f"{summary[R.ENV_CLIENT_CPUS]} of {len(allowed)}"
     )
 
 
