@@ -1,9 +1,10 @@
 """Faults while a submitted sweep runs on the namespace cluster: each trial is recorded once.
 
-Each test submits the same small sweep (2 deployments x 3 trials of the `sim` backend) through
-`scripts/submit_sweep.sh`, injects one fault mid-trial, and checks that every trial ends up
-recorded exactly once and that no process of the sweep (sim server, deployment worker) is left.
-The host a fault took down is restarted by the `cluster` fixture of the next test.
+Each test submits the same small sweep (2 deployments x 3 trials of the `sim` backend; the
+driver test twice the trials) through `scripts/submit_sweep.sh`, injects one fault mid-trial,
+and checks that every trial ends up recorded exactly once and that no process of the sweep (sim
+server, deployment worker) is left. The host a fault took down is restarted by the `cluster`
+fixture of the next test.
 """
 
 from __future__ import annotations
@@ -44,11 +45,11 @@ def results(cluster, name):
     return cluster.results_home / "llm-sweep-results" / name
 
 
-def recorded_once(root) -> list[dict]:
+def recorded_once(root, trials: int = TRIALS) -> list[dict]:
     """The sweep's rows, after checking each planned trial has exactly one and nothing partial."""
     rows = summaries(root)
     ids = [r[R.TRIAL_ID] for r in rows]
-    assert len(ids) == TRIALS and len(set(ids)) == TRIALS, ids
+    assert len(ids) == trials and len(set(ids)) == trials, ids
     assert not list(root.rglob("*.tmp-*"))
     return rows
 
@@ -131,7 +132,11 @@ def test_driver_stopped_then_killed_then_resubmitted(cluster, tmp_path):
     def count():
         return len(summaries(root))
 
-    longer = sweep(name, "workload.num_requests=60", ONE_TASK_EACH)  # stopped mid-sweep
+    # Stopped, then killed, mid-sweep: twice the trials (two repeats). With one repeat, the
+    # trials recorded before `ray job stop` landed once left the second driver two, which both
+    # deployments recorded at once, before the kill (`.ci/run`, 2026-11-27 02:50 UTC).
+    planned = 2 * TRIALS
+    longer = sweep(name, "workload.num_requests=60", "sweep.repeats=2", ONE_TASK_EACH)
     first = submit(cluster, tmp_path, longer)
     wait_until(lambda: count() >= 1, 240, "a trial recorded", first)
     first.stop()  # `ray job stop`
@@ -148,15 +153,15 @@ def test_driver_stopped_then_killed_then_resubmitted(cluster, tmp_path):
     os.kill(driver, signal.SIGKILL)
     assert second.wait(120) != 0
     after_kill = count()
-    assert after_kill < TRIALS, "the sweep ended before its driver was killed: make it longer"
+    assert after_kill < planned, "the sweep ended before its driver was killed: make it longer"
     assert settle_strays(cluster) == []
     assert f"skipping {after_stop} completed trials" in second.text()
 
     third = submit(cluster, tmp_path, longer)
     assert third.wait(300) == 0, third.text()[-3000:]
     assert f"skipping {after_kill} completed trials" in third.text()
-    assert f"running {TRIALS - after_kill} trials" in third.text()
-    rows = recorded_once(root)
+    assert f"running {planned - after_kill} trials" in third.text()
+    rows = recorded_once(root, planned)
     assert {r[R.TRIAL_STATUS] for r in rows} == {R.STATUS_OK}
     assert settle_strays(cluster) == []
 
