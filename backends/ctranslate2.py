@@ -132,15 +132,14 @@ class CTranslate2Backend(EngineBackend):
         except RuntimeError as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             missing = re.search(r"Library (\S+) is not found", reason)
-            if missing is None:
-                raise BackendError(
-                    f"CTranslate2 {version} cannot compute on {self.device}: {reason}",
-                    R.ERROR_BACKEND_START,
-                ) from None
+            if missing is not None:
+                reason = (
+                    f"{missing.group(1)} is not found (its wheels are built for CUDA 12); install "
+                    f"CUDA 12's libraries on the node (docs/gpu-checklist.md) or set "
+                    f"backend.device=cpu"
+                )
             raise BackendError(
-                f"CTranslate2 {version} cannot compute on {self.device}: {missing.group(1)} is "
-                f"not found (its wheels are built for CUDA 12); install CUDA 12's libraries on "
-                f"the node (docs/gpu-checklist.md) or set backend.device=cpu",
+                f"CTranslate2 {version} cannot compute on {self.device}: {reason}",
                 R.ERROR_BACKEND_START,
             ) from None
 

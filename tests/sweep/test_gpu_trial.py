@@ -136,9 +136,8 @@ def test_the_energy_counter_and_the_power_samples_agree_under_load(nvml, monkeyp
 def run_hf_trials(nvml, *overrides: str) -> list:
     """The trials of one transformers deployment on CUDA, run as its Ray task runs them."""
     from sweep.environment import worker_environment
-    from sweep.plan import build_plan
     from sweep.trial import DeploymentStarted, run_deployment
-    from tests.helpers import environment_restored
+    from tests.helpers import deployment_of, environment_restored
 
     base = [
         "model=tiny_llama",
@@ -149,7 +148,7 @@ def run_hf_trials(nvml, *overrides: str) -> list:
         f"hardware={hardware_option(nvml)}",
         "dataset=random",
     ]
-    (deployment,) = build_plan([*base, *overrides]).deployments
+    deployment = deployment_of([*base, *overrides])
     with environment_restored():  # the deployment's task sets variables in its process
         os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # as the Ray task sets it
         runner = run_deployment(deployment, worker_environment())
