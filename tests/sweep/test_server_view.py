@@ -1,14 +1,21 @@
 """The server's own view end to end: sim trials run as a Ray task runs them, against its truth.
 
 The sim schedules every request on arrival and sends its first token `ttft_ms` later, then a
-token every `itl_ms`: its own histograms must say so through the capture, the mapping and the
-summary, the files must hold the capture, and the report must show where the time went. A
-/metrics that is not Prometheus text costs the trial nothing but one warning.
+token every `itl_ms`; the shared trial here is stalled now and then (`stalled`), so its tokens go
+out late, as on a loaded machine, but the same way on every machine. Its own histograms must say
+what it did through the capture, the mapping and the summary, the files must hold the capture,
+and the report must show where the time went. A /metrics that is not Prometheus text costs the
+trial nothing but one warning.
 """
 
+import contextlib
 import logging
+import threading
+import time
 
+import numpy as np
 import pandas as pd
+import psutil
 import pytest
 
 import sweep.trial as trial_module
@@ -17,7 +24,7 @@ from analysis.report import write_report
 from backends.process.prometheus import Scrape
 from backends.sim import SimBackend
 from sweep.core import records as R
-from tests.helpers import run_sweep_here
+from tests.helpers import own_processes, run_sweep_here
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -41,9 +48,41 @@ def run_sim(out, *overrides):
     return run_sweep_here(out, overrides, files), files
 
 
+@contextlib.contextmanager
+def stalled(every_s: float = 0.05, for_s: float = 0.02):
+    """This run's sim server stopped for `for_s` in every `every_s` (SIGSTOP, SIGCONT) while the
+    block runs: a loaded machine's late timers, the same on every machine."""
+    done = threading.Event()
+
+    def stall():
+        while not done.is_set() and not (servers := own_processes("backends.sim_server")):
+            done.wait(0.02)
+        while not done.wait(every_s - for_s):
+            try:
+                for server in servers:
+                    server.suspend()
+                time.sleep(for_s)
+                for server in servers:
+                    server.resume()
+            except psutil.NoSuchProcess:  # the trial has ended: resume any left stopped
+                for server in servers:
+                    with contextlib.suppress(psutil.Error):
+                        server.resume()
+                return
+
+    thread = threading.Thread(target=stall, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 @pytest.fixture(scope="module")
 def sim_sweep(tmp_path_factory):
-    root, files = run_sim(tmp_path_factory.mktemp("results"))
+    with stalled():
+        root, files = run_sim(tmp_path_factory.mktemp("results"))
     write_report(root)
     return root, files
 
@@ -60,25 +99,60 @@ def test_the_capture_is_written_and_read_back(sim_sweep):
     assert capture[R.END_T_S].min() >= requests[R.END_S].max()
 
 
+def captured(root, family: str) -> tuple[float, float, pd.Series]:
+    """A histogram's deltas over the trial, from its capture: the observations, their sum in ms,
+    and the cumulative count at each bucket's upper bound (ms)."""
+    capture = load_server_metrics(root)
+    rows = capture[capture[R.FAMILY] == family].set_index(R.SAMPLE)
+    buckets = rows.loc[f"{family}_bucket"].groupby(R.LE)[R.DELTA].sum().sort_index()
+    buckets.index = buckets.index * 1e3
+    return rows.loc[f"{family}_count", R.DELTA], rows.loc[f"{family}_sum", R.DELTA] * 1e3, buckets
+
+
+def bucket_holding(buckets: pd.Series, q: float) -> tuple[float, float]:
+    """The bounds (ms) of the bucket that holds the q-quantile of the observations."""
+    i = int(np.searchsorted(buckets.to_numpy(), q * buckets.iloc[-1]))
+    return (buckets.index[i - 1] if i else 0.0), buckets.index[i]
+
+
 def test_the_sims_own_view_matches_its_schedule(sim_sweep):
+    """The server's histograms through the capture and the summary: each statistic where the
+    captured buckets put it, and the sim's view against two truths that hold however loaded the
+    machine is. The server was stalled (`stalled`), so its tokens went out late, as on a loaded
+    machine (45.1 ms for 40 beside the other pytest worker), and its histograms must say so."""
     root, _ = sim_sweep
     row = load_summary(root).iloc[0]
     col = R.latency_column
     assert row[R.TRIAL_STATUS] == R.STATUS_OK
     assert row[R.SERVER_REQUESTS] == REQUESTS + WARMUP  # the server sees the warm-up too
-    assert row[col(R.SERVER_TTFT, "mean")] == pytest.approx(TTFT_MS, abs=3)
-    # Read from buckets 35-40-45 ms: within the bucket of the truth, or its neighbour when the
-    # timer fired a little early or late.
-    assert 35 <= row[col(R.SERVER_TTFT, "median")] <= 45
-    assert 35 <= row[col(R.SERVER_TTFT, "p99")] <= 50
+    for role, family, observations in (
+        (R.SERVER_TTFT, "sim:time_to_first_token_seconds", REQUESTS + WARMUP),
+        (R.SERVER_ITL, "sim:inter_token_latency_seconds", (REQUESTS + WARMUP) * (OUTPUT_LEN - 1)),
+    ):
+        count, total_ms, buckets = captured(root, family)
+        assert count == observations == buckets.iloc[-1]
+        assert row[col(role, "mean")] == pytest.approx(total_ms / count)
+        for stat, q in (("median", 0.5), ("p99", 0.99)):
+            lower, upper = bucket_holding(buckets, q)
+            assert lower <= row[col(role, stat)] <= upper, (role, stat, buckets[buckets.diff() > 0])
+    ttft, client_ttft = row[col(R.SERVER_TTFT, "mean")], row[col("ttft", "mean")]
+    # The schedule: the sim never sends a token sooner than it says (later where it was stalled:
+    # 47.9-49.6 ms in four runs here).
+    assert ttft >= TTFT_MS - 1
+    assert row[col(R.SERVER_ITL, "mean")] >= ITL_MS - 0.5
+    # The client: each first token reaches it after the server sent it. The client does not
+    # record the warm-up requests, which took at most the upper bound of the highest bucket
+    # that holds an observation.
+    _, ttft_total_ms, buckets = captured(root, "sim:time_to_first_token_seconds")
+    slowest = buckets.index[int(np.searchsorted(buckets.to_numpy(), buckets.iloc[-1]))]
+    assert ttft_total_ms <= client_ttft * REQUESTS + WARMUP * slowest
+    assert client_ttft - ttft <= 25.0  # the network and the client
     assert row[col(R.SERVER_QUEUE, "mean")] == 0 and row[col(R.SERVER_QUEUE, "p99")] == 0
-    assert row[col(R.SERVER_PREFILL, "mean")] == pytest.approx(row[col(R.SERVER_TTFT, "mean")])
-    assert row[col(R.SERVER_ITL, "mean")] == pytest.approx(ITL_MS, abs=1)
-    assert row[col(R.SERVER_TPOT, "mean")] == pytest.approx(ITL_MS, abs=1)
-    assert 4 <= row[col(R.SERVER_ITL, "median")] <= 7.5  # buckets 4-5-7.5 ms
-    # The client's first token comes after the server's: the gap is the network and the client.
-    gap_ms = row[col("ttft", "mean")] - row[col(R.SERVER_TTFT, "mean")]
-    assert -1.0 <= gap_ms <= 25.0
+    assert row[col(R.SERVER_PREFILL, "mean")] == pytest.approx(ttft)
+    # A token a chunk: a request's TPOT is the mean of its gaps, which the client saw too.
+    itl = row[col(R.SERVER_ITL, "mean")]
+    assert row[col(R.SERVER_TPOT, "mean")] == pytest.approx(itl, abs=0.01)
+    assert itl == pytest.approx(row[col("itl", "mean")], abs=1)
     absent = (R.SERVER_PREFIX_CACHE_HIT_PERCENT, R.SERVER_PREEMPTIONS, R.SPEC_ACCEPTANCE_PERCENT)
     assert row[list(absent)].isna().all()  # the sim has none of these: not invented
 
@@ -102,7 +176,8 @@ def test_the_report_shows_where_the_time_went(sim_sweep):
     header, (row,) = [c.strip() for c in table[0]], table[2:]
     cell = dict(zip(header, (c.strip() for c in row), strict=True))
     assert cell["Requests (client / server)"] == f"{REQUESTS} / {REQUESTS + WARMUP}"
-    assert float(cell["Server TTFT (ms)"]) == pytest.approx(TTFT_MS, abs=3)
+    server_ttft = load_summary(root).iloc[0][R.latency_column(R.SERVER_TTFT, "mean")]
+    assert float(cell["Server TTFT (ms)"]) == pytest.approx(server_ttft, abs=0.051)
     assert float(cell["Server queue (ms)"]) == 0
     assert "Server counters" not in report  # the sim counts no cache, preemption or draft
 
