@@ -10,14 +10,12 @@ searches on a load axis set), else TTFT p99.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
 
+from analysis.canvas import new_figure, plain_log_ticks
 from analysis.capacity import (
     CAPACITY_LOAD,
     CAPACITY_REQ_S,
@@ -30,6 +28,10 @@ from analysis.capacity import (
 )
 from analysis.plots import CONFIGURATION, numeric_column
 from sweep.core import records as rec
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 LATENCY_FILE = "capacity_latency.png"
 PER_DOLLAR_FILE = "capacity_per_dollar.png"
@@ -59,8 +61,7 @@ def latency_figure(
     the search's colour, the SLO limit a red dotted horizontal line.
     """
     axes_names = sorted(probes[rec.SEARCH_AXIS].dropna().unique()) or [""]
-    fig = Figure(figsize=(7.5 * len(axes_names), 4.8), dpi=120, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(7.5 * len(axes_names), 4.8)
     colors = _colors(table)
     for position, axis_name in enumerate(axes_names, start=1):
         ax = fig.add_subplot(1, len(axes_names), position)
@@ -76,7 +77,7 @@ def latency_figure(
         loads = numeric_column(on_axis, LOAD).dropna()
         if len(loads) and loads.min() > 0 and loads.max() / loads.min() >= 8:
             ax.set_xscale("log")
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            plain_log_ticks(ax.xaxis)
         ax.set_xlabel("offered load: " + AXIS_NAMES.get(axis_name, "request rate (req/s)"))
         ax.set_ylabel(f"{shown} (ms)")
         ax.set_title(f"{shown} vs offered load", fontsize="medium")
@@ -97,8 +98,7 @@ def per_dollar_figure(table: pd.DataFrame, sweep: str | None = None) -> Figure:
     priced = numeric_column(table, REQ_S_PER_USD_HOUR).notna().any()
     column = REQ_S_PER_USD_HOUR if priced else CAPACITY_REQ_S
     values = numeric_column(table, column).fillna(0.0)
-    fig = Figure(figsize=(7.5, 1.2 + 0.45 * max(len(table), 1)), dpi=120, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(7.5, 1.2 + 0.45 * max(len(table), 1))
     ax = fig.add_subplot()
     positions = np.arange(len(table))[::-1]  # the table's first (best) row on top
     colors = _colors(table)

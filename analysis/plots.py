@@ -12,15 +12,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
+from analysis.canvas import new_figure
 from analysis.intervals import aggregate_repeats
 from sweep.core import records as rec
 from sweep.core.config import streams_of
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # Both are the load axis (concurrency where set, else batch size), so neither makes a series.
 LOAD_COLUMNS = (rec.WORKLOAD_CONCURRENCY, rec.WORKLOAD_BATCH_SIZE)
@@ -186,8 +189,7 @@ def metric_figure(summary: pd.DataFrame, spec: PlotSpec, sweep: str | None = Non
     points = repeat_points(summary, [spec.metric])
     mean, low, high = (rec.ci_column(spec.metric, stat) for stat in rec.CI_STATS)
     points = points.dropna(subset=["load", mean])
-    fig = Figure(figsize=(7.5, 4.5), dpi=120, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(7.5, 4.5)
     ax = fig.add_subplot()
     for label, line in points.groupby("series", sort=True):
         if line[low].notna().any():
@@ -232,8 +234,7 @@ def pareto_figure(points: pd.DataFrame, latency_label: str, sweep: str | None = 
         latency_label: what the latency is, e.g. "TPOT, median (ms)".
         sweep: the sweep's name, appended to the title.
     """
-    fig = Figure(figsize=(7.5, 5.0), dpi=120, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(7.5, 5.0)
     ax = fig.add_subplot()
     x, y = points[LATENCY_MS], points[rec.THROUGHPUT_PER_GPU]
     front = points[points[rec.ON_PARETO_FRONT]].sort_values(LATENCY_MS)

@@ -11,13 +11,16 @@ thin it. `front_points` hands the points to the report's plot (`quality_front_fi
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
+from analysis.canvas import new_figure
 from sweep.core import records as rec
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 QUALITY_FRONT_FILE = "quality_front.png"
 COST = rec.COST_PER_1M_OUTPUT
@@ -48,8 +51,7 @@ def front_points(table: pd.DataFrame) -> pd.DataFrame:
 
 def quality_front_figure(points: pd.DataFrame, baseline: str, sweep: str | None = None) -> Figure:
     """USD per 1M output tokens against KL from the baseline; the front joined and named."""
-    fig = Figure(figsize=(7.5, 5.0), dpi=120, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(7.5, 5.0)
     ax = fig.add_subplot()
     x, y = points[COST], points[KL]
     low = np.clip(y - points[KL_LOW], 0, None)

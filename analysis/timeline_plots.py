@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
+from analysis.canvas import new_figure
 from sweep.core import records as rec
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # Legend entries per column beside the plot.
 LEGEND_ROWS = 24
@@ -65,8 +68,7 @@ def timeline_figure(
         sweep: the sweep's name, appended to the title.
     """
     samples = timeseries[timeseries[rec.METRIC] == spec.metric].sort_values(rec.T_S)
-    fig = Figure(figsize=(9.0, 4.5), dpi=120, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(9.0, 4.5)
     ax = fig.add_subplot()
     sources = samples.groupby(rec.TRIAL_ID)[rec.SOURCE].nunique()
     lines = {

@@ -12,14 +12,17 @@ this draws what the requests saw, window by window (`sweep.core.timeslices`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
+from analysis.canvas import new_figure
 from analysis.sections import Image, Section
 from analysis.timeline_plots import trial_legend
 from sweep.core import records as rec
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 TIMESLICE_FILE = "timeslices.png"
 TITLE = "Metrics per time slice"
@@ -45,8 +48,7 @@ def timeslice_figure(slices: pd.DataFrame, labels: pd.Series, sweep: str | None 
     """
     has_kv = slices[rec.SLICE_KV_CACHE_USAGE].notna().any() if len(slices) else False
     panels = (*PANELS, KV_PANEL if has_kv else ITL_PANEL)
-    fig = Figure(figsize=(10.0, 6.5), dpi=120, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(10.0, 6.5)
     axes = fig.subplots(2, 2, sharex=True).ravel()
     trials = {
         str(labels.get(trial_id, trial_id)): rows.sort_values(rec.SLICE_IDX)

@@ -11,14 +11,17 @@ section nor the plot appears.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
+from analysis.canvas import new_figure
 from analysis.sections import Image, Section, formatted
 from sweep.core import records as rec
 from sweep.core.summary import statistic
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 TURNS_FILE = "ttft_by_turn.png"
 TRIAL, TURN, REQUESTS, INPUT_MEAN = "trial", "turn", "requests", "input_tokens_mean"
@@ -53,8 +56,7 @@ def turn_table(requests: pd.DataFrame | None, trials: pd.DataFrame) -> pd.DataFr
 
 def turn_figure(table: pd.DataFrame, sweep: str | None = None) -> Figure:
     """TTFT against turn, one colour per trial: the median solid, the p90 dashed."""
-    fig = Figure(figsize=(8.0, 4.5), dpi=120, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(8.0, 4.5)
     ax = fig.add_subplot()
     for index, (trial, rows) in enumerate(table.groupby(TRIAL, sort=True)):
         colour = f"C{index % 10}"

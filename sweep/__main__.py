@@ -38,6 +38,7 @@ USAGE = """usage: python -m sweep +experiment=NAME [key=value ...] [group=option
   sweep.dry_run=true     print the plan's summary and run nothing
   sweep.list_trials=true with the dry run, list every planned trial too
   sweep.overwrite=true   re-run trials that already have results
+  sweep.report=false     write no report at the end (`python -m analysis RESULTS` writes it later)
   cluster=auto           join the running Ray cluster instead of starting a local one
 A sweep that seems stuck prints where each of its threads is on `kill -USR1 <pid>`."""
 
@@ -67,18 +68,29 @@ def main(argv: list[str] | None = None) -> int:
             if state.deployments:
                 run_on_ray(plan, state.deployments, store, tracker)
             summary = load_summary(store.root, cache_dir=f"{store.root}/{CACHE_DIR}")
-            report = write_report(store.root)
-            tracker.sweep_finished(
-                summary,
-                list(report.plots),
-                capacity=report.capacity,
-                findings=report.findings,
-                quality=report.quality,
-            )
+            if plan.base.sweep.report:
+                report = write_report(store.root)
+                tracker.sweep_finished(
+                    summary,
+                    list(report.plots),
+                    capacity=report.capacity,
+                    findings=report.findings,
+                    quality=report.quality,
+                )
+            else:
+                tracker.sweep_finished(summary, [])
             print_table(console_table(summary), title=f"Sweep {plan.name}")
-            print_findings(report.findings)
-            print_capacity(report.capacity)
-            print_paths(report)
+            if plan.base.sweep.report:
+                print_findings(report.findings)
+                print_capacity(report.capacity)
+                print_paths(report)
+            else:
+                console.print(
+                    "report not written (sweep.report=false); write it with: "
+                    f"python -m analysis {store.display_root}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
             print_trust_warnings(summary)
     except SweepError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -12,6 +12,7 @@ counts everything), printed beside them.
 
     .venv/bin/python scripts/bench_suite_cpu.py tests/e2e/test_cluster.py tests/multihost [--top 6]
     .venv/bin/python scripts/bench_suite_cpu.py --whole [--timeline /tmp/timeline.jsonl]
+        [--processes /tmp/processes.jsonl]
 
 With `--whole`, the README's test command is run once instead, and every kind is listed with
 its share of the machine's CPU and how many processes of it there were, and the failed tests.
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
 import subprocess
 import sys
@@ -81,6 +83,14 @@ TEST_VAR = "PYTEST_CURRENT_TEST"
 NAME_WORDS = 4  # `python -u -c CODE`: an xdist worker's is its fourth
 
 
+LISTED_WORDS = 8  # words of a command line `--processes` keeps (each cut to `LISTED_CHARS`)
+LISTED_CHARS = 80
+
+
+def _listed(cmdline: list[str]) -> str:
+    return " ".join(word[:LISTED_CHARS] for word in cmdline[:LISTED_WORDS])
+
+
 def kind(cmdline: list[str]) -> str:
     """The kind of a process, from its program and first arguments."""
     words = " ".join(cmdline[:NAME_WORDS])
@@ -120,6 +130,8 @@ class Sampler:
     # (pid, create time) -> the test file it was started for (`TEST_VAR` in its environment)
     units: dict = field(default_factory=dict)
     others: set = field(default_factory=set)  # (pid, create time) of processes not tagged
+    # (pid, create time) -> its command line's first `LISTED_WORDS` words, as it last read
+    commands: dict = field(default_factory=dict)
     # (time, CPU-s the machine's cores had been busy) at each sample, every process's
     machine: list = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -145,6 +157,7 @@ class Sampler:
                     continue
                 self.seen[key] = [used if first else 0.0, used, kind(cmd)]
                 self.units[key] = unit
+                self.commands[key] = _listed(cmd)
             else:
                 entry = self.seen[key]
                 entry[1] = used
@@ -152,6 +165,7 @@ class Sampler:
                 task = cmd and cmd[0].startswith("ray::")
                 if task and now != "Ray worker: idle":  # a task's worker stays one
                     entry[2] = now
+                    self.commands[key] = _listed(cmd)
 
     def run(self) -> None:
         """Sample until stopped."""
@@ -171,6 +185,14 @@ class Sampler:
         for key, (start, used, _name) in self.seen.items():
             totals[self.units[key]] += used - start
         return totals
+
+    def processes(self) -> list[dict]:
+        """Every process seen: its kind, command line (first words), test file and CPU."""
+        return [
+            {"kind": name, "command": self.commands[key], "test_file": self.units[key],
+             "cpu_s": round(used - start, 3)}
+            for key, (start, used, name) in self.seen.items()
+        ]  # fmt: skip
 
     def by_kind(self) -> collections.Counter:
         """CPU seconds used while sampling, by kind."""
@@ -210,6 +232,7 @@ def measure_command(label: str, command: list[str]) -> dict:
         "kinds": sampler.by_kind(),
         "counts": sampler.counts(),
         "units": sampler.by_unit(),
+        "processes": sampler.processes(),
         "machine": sampler.machine,
     }
 
@@ -249,6 +272,11 @@ def parser() -> argparse.ArgumentParser:
                         help="test files shown by CPU (with --timeline)")  # fmt: skip
     parser.add_argument("--pytest-args", default="", help="more pytest arguments, one string")
     parser.add_argument(
+        "--processes",
+        metavar="FILE",
+        help="write every process measured there, one JSON line each (kind, command, CPU)",
+    )
+    parser.add_argument(
         "--timeline",
         metavar="FILE",
         help="write each test's start and end there; print the alone tests and the tail",
@@ -271,6 +299,11 @@ def run(args: argparse.Namespace) -> None:
     else:
         rows = [measure_unit(unit, pytest_args) for unit in args.units]
         print(table(rows, args.top))
+    if args.processes:
+        with open(args.processes, "w") as out:
+            for row in rows:
+                for process in row["processes"]:
+                    out.write(json.dumps({"unit": row["unit"], **process}) + "\n")
     if args.timeline:
         timeline = suite_timeline.read_timeline(args.timeline)
         print("\n" + suite_timeline.timeline_table(timeline))

@@ -540,6 +540,9 @@ class SweepMeta:
     list_trials: bool = False  # the dry run lists every trial, not only the plan's summary
     overwrite: bool = False
     retry_failed: bool = False
+    # The report at the end (summary.csv, plots, report.md and .html); without it a sweep writes
+    # its trials only, and `python -m analysis RESULTS` writes the same report later.
+    report: bool = True
 
     def __post_init__(self) -> None:
         check_positive("sweep", repeats=self.repeats)

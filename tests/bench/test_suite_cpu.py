@@ -157,6 +157,10 @@ def test_a_whole_command_is_measured_with_its_outcome_and_processes():
     assert row["counts"]["sim server"] == 1
     assert 0.3 <= row["kinds"]["sim server"] <= 0.7, row["kinds"]
     assert row["machine_cpu_s"] >= row["kinds"]["sim server"] - 0.1
+    # each process listed with its command's first words (`--processes`), the stranger not
+    (listed,) = [p for p in row["processes"] if p["kind"] == "sim server"]
+    assert listed["command"].startswith(f"{sys.executable} -c "), listed
+    assert listed["cpu_s"] == pytest.approx(row["kinds"]["sim server"])
     # the machine's busy CPU at each sample, for the idle cores beside each test: the burn is in
     times, busy = zip(*row["machine"], strict=True)
     assert len(times) >= 2 and list(times) == sorted(times)

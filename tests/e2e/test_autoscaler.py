@@ -208,10 +208,13 @@ def cluster():
 
 
 def sim_cluster_sweep(env, out, *overrides, timeout=600):
-    """`python -m sweep +experiment=sim_cluster` joined to the fake-autoscaler cluster."""
+    """`python -m sweep +experiment=sim_cluster` joined to the fake-autoscaler cluster.
+
+    No report at the end (`sweep.report=false`): these tests check where and whether trials ran.
+    """
     return subprocess.run(
         [sys.executable, "-m", "sweep", "+experiment=sim_cluster", "cluster=auto",
-         f"output.dir={out}", *overrides],
+         f"output.dir={out}", "sweep.report=false", *overrides],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
 

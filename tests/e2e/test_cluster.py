@@ -27,12 +27,17 @@ pytestmark = pytest.mark.slow  # its sweeps start clusters and servers: schedule
 
 REPO = Path(__file__).parents[2]
 SECRET = "planted-secret-4f7c1e"
+# These tests check where trials ran and what was recorded, not the report: their sweeps write
+# none (about 3 CPU-s each); the killed driver's rerun writes it, and the secret is looked for
+# in it too.
+NO_REPORT = "sweep.report=false"
 SMALL = [  # 4 deployments x 2 trials of short sim work
     "+experiment=sim_cluster",
     "+sweep.grid.backend.ttft_ms=[5,6,7,8]",
     "+sweep.grid.workload.concurrency=[2,4]",
     "workload.num_requests=12",
     "workload.output_len=8",
+    NO_REPORT,
 ]
 
 
@@ -210,6 +215,7 @@ def test_killed_driver_rerun_completes_only_missing(cluster, tmp_path):
         f"cluster.address={c.address}",
         f"output.dir={tmp_path}",
         f"sweep.description=uses {SECRET}",
+        "sweep.report=true",  # the secret is looked for in the report too
     ]
     root = tmp_path / "sim_cluster"
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -230,6 +236,7 @@ def test_killed_driver_rerun_completes_only_missing(cluster, tmp_path):
     time.sleep(2)
     assert not sim_servers()  # the killed driver's servers went with their workers
     # the planted secret is in the environment and in a config value, and in no output file
+    assert (root / "report.md").is_file()
     for path in root.rglob("*"):
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
@@ -244,6 +251,7 @@ def test_idle_gpus_take_half_of_a_deployments_trials(cluster, tmp_path):
         "sweep.grid.backend.ttft_ms=[10]",
         "sweep.grid.workload.concurrency=[2]",
         "+sweep.grid.workload.num_requests=[20,21,22,23,24,25]",
+        NO_REPORT,
         f"cluster.address={c.address}",
         f"output.dir={tmp_path}",
     ]
@@ -280,6 +288,7 @@ def test_the_driver_forwards_named_secrets_to_the_workers(cluster, tmp_path, mon
                 "+backend.headers.X-Api-Key={env:FWD_GW_TOKEN}", "workload=closed_loop",
                 "workload.warmup_requests=0", "dataset.input_len=16", "workload.num_requests=3",
                 "workload.output_len=4", "workload.concurrency=1", f"cluster.forward_env={names}",
+                NO_REPORT,
                 f"cluster.address={c.address}", f"output.dir={tmp_path}"]  # fmt: skip
         assert sweep_main(args) == 0
     finally:

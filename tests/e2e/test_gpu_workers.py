@@ -38,7 +38,7 @@ def local_sweep(tmp_path_factory):
             [sys.executable, "-m", "sweep", "sweep.name=gpu_workers", "backend=sim",
              "backend.num_gpus=1", "cluster.num_gpus=1", "cluster.num_cpus=2",
              "+sweep.grid.backend.ttft_ms=[5,6,7]", "workload.num_requests=4",
-             "workload.output_len=4", f"output.dir={out}"],
+             "workload.output_len=4", "sweep.report=false", f"output.dir={out}"],
             cwd=REPO, capture_output=True, text=True, timeout=300,
             env={**os.environ, "RAY_TMPDIR": ray_tmp},
         )  # fmt: skip

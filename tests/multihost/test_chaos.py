@@ -24,8 +24,13 @@ pytestmark = pytest.mark.slow
 TRIALS = 6
 
 
-def sweep(name: str, *more: str) -> list[str]:
-    """2 deployments x 3 trials of a few seconds each (30 requests of 8 tokens at 20 ms each)."""
+def sweep(name: str, *more: str, report: bool = False) -> list[str]:
+    """2 deployments x 3 trials of a few seconds each (30 requests of 8 tokens at 20 ms each).
+
+    Without the report at the end (`sweep.report=false`) unless asked: these tests check what is
+    recorded, and a job's report costs its driver about 4 CPU-s; the resumed sweep and the one
+    saved to a `file://` URI write theirs.
+    """
     return [
         "+experiment=sim_cluster",
         f"sweep.name={name}",
@@ -33,6 +38,7 @@ def sweep(name: str, *more: str) -> list[str]:
         "sweep.grid.workload.concurrency=[2,3,4]",
         "workload.num_requests=30",
         "workload.output_len=8",
+        f"sweep.report={str(report).lower()}",
         *more,
     ]
 
@@ -136,7 +142,8 @@ def test_driver_stopped_then_killed_then_resubmitted(cluster, tmp_path):
     # trials recorded before `ray job stop` landed once left the second driver two, which both
     # deployments recorded at once, before the kill (`.ci/run`, 2026-11-27 02:50 UTC).
     planned = 2 * TRIALS
-    longer = sweep(name, "workload.num_requests=60", "sweep.repeats=2", ONE_TASK_EACH)
+    longer_by = ("workload.num_requests=60", "sweep.repeats=2", ONE_TASK_EACH)
+    longer = sweep(name, *longer_by)
     first = submit(cluster, tmp_path, longer)
     wait_until(lambda: count() >= 1, 240, "a trial recorded", first)
     first.stop()  # `ray job stop`
@@ -157,8 +164,9 @@ def test_driver_stopped_then_killed_then_resubmitted(cluster, tmp_path):
     assert settle_strays(cluster) == []
     assert f"skipping {after_stop} completed trials" in second.text()
 
-    third = submit(cluster, tmp_path, longer)
+    third = submit(cluster, tmp_path, sweep(name, *longer_by, report=True))
     assert third.wait(300) == 0, third.text()[-3000:]
+    assert (root / "report.md").is_file()  # the resumed sweep's report, of every trial
     assert f"skipping {after_kill} completed trials" in third.text()
     assert f"running {planned - after_kill} trials" in third.text()
     rows = recorded_once(root, planned)
@@ -219,7 +227,8 @@ def test_results_file_system_full(cluster, tmp_path):
     partial is left under a final name, and the job ends with one clear line."""
     name = "chaos_full"
     folder = SMALL_FS / "results"
-    job = submit(cluster, tmp_path, sweep(name, ONE_TASK_EACH), output_dir=f"file://{folder}")
+    job = submit(cluster, tmp_path, sweep(name, ONE_TASK_EACH, report=True),
+                 output_dir=f"file://{folder}")  # fmt: skip
     root = folder / name
     first = wait_until(lambda: list(root.glob(f"*/*/{R.SUMMARY_FILE}")), 240, "a trial saved", job)
     filler = fill_between_saves(job, root, leave_bytes=record_room(first[0].parent) + PAGE)
@@ -245,7 +254,9 @@ def test_results_file_system_full(cluster, tmp_path):
     finally:
         filler.unlink()
     # Room again: the same submission saves what was lost, the unsaved trial included.
-    again = submit(cluster, tmp_path, sweep(name, ONE_TASK_EACH), output_dir=f"file://{folder}")
+    again = submit(cluster, tmp_path, sweep(name, ONE_TASK_EACH, report=True),
+                   output_dir=f"file://{folder}")  # fmt: skip
     assert again.wait(300) == 0, again.text()[-3000:]
     rows = recorded_once(root)
+    assert (root / "report.md").is_file()
     assert {r[R.TRIAL_STATUS] for r in rows} == {R.STATUS_OK}
