@@ -34,3 +34,16 @@ def test_an_aiohttp_trial_still_finds_its_client():
 
     client = open_client(Endpoint("http://127.0.0.1:9", "m"), workload(http_client="aiohttp"), 4)
     assert isinstance(client, AiohttpClient)
+
+
+def test_the_sweep_entry_loads_matplotlib_only_to_draw():
+    """`python -m sweep` imports its plotting library when the report draws its first figure
+    (`analysis.canvas`): a dry run, a config error or `sweep.report=false` never pays for it."""
+    code = PROBE.format(module="sweep.__main__", libraries=("matplotlib",))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [], f"sweep.__main__ imported {done.stdout.strip()}"
+    code = "import sys\nfrom analysis.canvas import new_figure\nnew_figure(2, 1)\n"
+    code += "print('matplotlib' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "True", done.stderr[-2000:]
