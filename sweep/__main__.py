@@ -17,7 +17,7 @@ import yaml
 
 from analysis.console import print_capacity, print_findings, print_paths, print_table
 from analysis.load import load_summary
-from analysis.report import console_table, write_report
+from analysis.report import ReportPaths, console_table, write_report
 from analysis.tracking import Tracker
 from analysis.trial_cache import CACHE_DIR
 from sweep import environment as env
@@ -68,8 +68,10 @@ def main(argv: list[str] | None = None) -> int:
             if state.deployments:
                 run_on_ray(plan, state.deployments, store, tracker)
             summary = load_summary(store.root, cache_dir=f"{store.root}/{CACHE_DIR}")
-            if plan.base.sweep.report:
-                report = write_report(store.root)
+            report = write_report(store.root) if plan.base.sweep.report else None
+            if report is None:
+                tracker.sweep_finished(summary, [])
+            else:
                 tracker.sweep_finished(
                     summary,
                     list(report.plots),
@@ -77,20 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                     findings=report.findings,
                     quality=report.quality,
                 )
-            else:
-                tracker.sweep_finished(summary, [])
             print_table(console_table(summary), title=f"Sweep {plan.name}")
-            if plan.base.sweep.report:
-                print_findings(report.findings)
-                print_capacity(report.capacity)
-                print_paths(report)
-            else:
-                console.print(
-                    "report not written (sweep.report=false); write it with: "
-                    f"python -m analysis {store.display_root}",
-                    highlight=False,
-                    soft_wrap=True,
-                )
+            print_report(report, store)
             print_trust_warnings(summary)
     except SweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -110,6 +100,21 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 130
     return 0
+
+
+def print_report(report: ReportPaths | None, store: ResultStore) -> None:
+    """The findings, capacity and paths the report wrote; without one, how to write it."""
+    if report is None:
+        console.print(
+            "report not written (sweep.report=false); write it with: "
+            f"python -m analysis {store.display_root}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
+    print_findings(report.findings)
+    print_capacity(report.capacity)
+    print_paths(report)
 
 
 def run_on_ray(plan: SweepPlan, deployments: list, store: ResultStore, tracker: Tracker) -> None:
