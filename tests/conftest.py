@@ -4,7 +4,8 @@
   only need "a cluster"; a sweep joins it with `cluster.address=...`. Tests that need a cluster of
   their own shape (fake GPUs, several nodes, an autoscaler, a node removed) start their own.
 - an autouse guard that fails a test leaving `os.environ` changed (set or removed keys named).
-- vLLM told it runs in CI (`VLLM_CPU_CI_ENV`: no inductor compile of a model on CPU).
+- vLLM told it runs in CI (`VLLM_CPU_CI_ENV`: no inductor compile of a model on CPU), its
+  engine core running the model itself (`VLLM_ENABLE_V1_MULTIPROCESSING=0`).
 
 Ray rewrites a loopback cluster address (127.0.0.1:PORT) to the machine's outward address before
 connecting, and that address is closed on these machines; this switch (read when ray is first
@@ -23,6 +24,16 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 # without the switch and 52.9 s with it (2026-11-26, one run each). Every process the suite
 # starts inherits it; engines with LoRA adapters never compile on CPU, so they are unchanged.
 os.environ.setdefault("VLLM_CPU_CI_ENV", "1")
+
+# A vLLM server is two processes on a GPU (API server; engine core running the model), three on
+# CPU, where vLLM runs the model in a worker process of its own unless multiprocessing is off
+# (`CpuPlatform.check_and_update_config`), and the engine core and the worker then wait on each
+# other through shared memory by polling, each on a core of two. Off, the server runs as on a
+# GPU: `tests/backends/on_vllm` took 155.3 s and 216.9 machine CPU-s against 259.6 s and 372.3
+# (one run each, 2026-11-27). The offline engine then runs in the process that drives it, as
+# vLLM's own tests run it; `tests/backends/on_vllm` starts its offline engine with the switch on,
+# and checks that engine's processes and sockets.
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 # Every process this test run starts (Ray nodes, workers, servers) inherits this tag, so leak
 # checks count only our own processes, not those of another run on the same machine. Under

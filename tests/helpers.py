@@ -155,12 +155,13 @@ def counting(backend_class):
 
 
 @contextlib.contextmanager
-def serve(deployment, backend_class, what):
+def serve(deployment, backend_class, what, env=None):
     """Run every trial of `deployment` with the trial runner and keep its server up after them.
 
     The runner is left suspended after its last trial, so the server (one start for all the
     module's tests) stays up until the block ends. Fails the test with the first trial's error
-    when the server did not serve.
+    when the server did not serve. `env`: variables set in this process while the trials run
+    (and the engine starts), put back after them as the rest.
     """
     import psutil
     import pytest
@@ -175,6 +176,8 @@ def serve(deployment, backend_class, what):
     with environment_restored():
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(trial_module, "backend_class", lambda name: counted)
+            for name, value in (env or {}).items():
+                patch.setenv(name, value)
             runner = trial_module.run_deployment(deployment, {})
             items = [next(runner) for _ in range(1 + len(deployment.trials))]
     try:

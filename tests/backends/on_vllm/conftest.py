@@ -9,7 +9,9 @@ the trial runner:
   over the three adapters). The runner is left suspended after its last trial, so the server
   stays up for the tests that attach to it (scoring, the openai backend, caches, a search).
 - `offline`: the offline engine's LoRA trial (`backend=vllm`), its runner left suspended the
-  same way, so the engine scores and generates for the engine tests on the base model.
+  same way, so the engine scores and generates for the engine tests on the base model. It
+  starts as vLLM starts it by default, its engine core a process of its own
+  (`VLLM_ENABLE_V1_MULTIPROCESSING=1`, which the suite otherwise turns off: tests/conftest.py).
 
 Every request of the server's log names its adapter (`--enable-log-requests`). The folder is one
 unit of work under pytest-xdist (tests/conftest.py), so each engine starts once per test run. It
@@ -63,5 +65,6 @@ def offline():
     """The offline engine, started by the trial runner for its LoRA trial (`trials[0]`)."""
     deployment = deployment_of(LORA_OFFLINE)
     assert len(deployment.trials) == 1
-    with serve(deployment, VLLMBackend, "vLLM offline engine") as shared:
+    engine_process = {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+    with serve(deployment, VLLMBackend, "vLLM offline engine", env=engine_process) as shared:
         yield shared
