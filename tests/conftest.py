@@ -27,12 +27,15 @@ os.environ.setdefault("VLLM_CPU_CI_ENV", "1")
 
 # A vLLM server is two processes on a GPU (API server; engine core running the model), three on
 # CPU, where vLLM runs the model in a worker process of its own unless multiprocessing is off
-# (`CpuPlatform.check_and_update_config`), and the engine core and the worker then wait on each
-# other through shared memory by polling, each on a core of two. Off, the server runs as on a
-# GPU: `tests/backends/on_vllm` took 155.3 s and 216.9 machine CPU-s against 259.6 s and 372.3
-# (one run each, 2026-11-27). The offline engine then runs in the process that drives it, as
-# vLLM's own tests run it; `tests/backends/on_vllm` starts its offline engine with the switch on,
-# and checks that engine's processes and sockets.
+# (`CpuPlatform.check_and_update_config`), and the engine core and the worker wait on each other
+# through shared memory by polling, each on a core of two. Off, the server runs as on a GPU, its
+# engine core with the OpenMP threads its environment gives it (a Ray worker sets them to the
+# task's CPUs; `tests.helpers.serve` does the same). Beside a busy loop on the other core,
+# `tests/backends/on_vllm` took 124.92 and 126.72 s (251.8 and 257.2 machine CPU-s, the loop's
+# included) against 160.91 and 168.94 s (326.4 and 344.3) with it on (alternated, 2026-11-27).
+# The offline engine then runs in the process that drives it, as vLLM's own tests run it;
+# `tests/backends/on_vllm` starts its offline engine with the switch on, and checks that
+# engine's processes and sockets.
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 # Every process this test run starts (Ray nodes, workers, servers) inherits this tag, so leak

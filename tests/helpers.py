@@ -3,6 +3,7 @@
 import contextlib
 import dataclasses
 import io
+import math
 import os
 import subprocess
 from pathlib import Path
@@ -161,7 +162,9 @@ def serve(deployment, backend_class, what, env=None):
     The runner is left suspended after its last trial, so the server (one start for all the
     module's tests) stays up until the block ends. Fails the test with the first trial's error
     when the server did not serve. `env`: variables set in this process while the trials run
-    (and the engine starts), put back after them as the rest.
+    (and the engine starts), put back after them as the rest. The trials run here as in a Ray
+    worker of the deployment, whose OpenMP threads Ray sets to the CPUs the task holds
+    (`ray._private.utils.set_omp_num_threads_if_unset`): a server started here inherits that.
     """
     import psutil
     import pytest
@@ -176,6 +179,9 @@ def serve(deployment, backend_class, what, env=None):
     with environment_restored():
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(trial_module, "backend_class", lambda name: counted)
+            if "OMP_NUM_THREADS" not in os.environ:  # Ray leaves a value set alone too
+                threads = max(math.floor(deployment.config.backend.num_cpus), 1)
+                patch.setenv("OMP_NUM_THREADS", str(threads))
             for name, value in (env or {}).items():
                 patch.setenv(name, value)
             runner = trial_module.run_deployment(deployment, {})
