@@ -179,11 +179,9 @@ def serve(deployment, backend_class, what, env=None):
     with environment_restored():
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(trial_module, "backend_class", lambda name: counted)
-            if "OMP_NUM_THREADS" not in os.environ:  # Ray leaves a value set alone too
-                threads = max(math.floor(deployment.config.backend.num_cpus), 1)
-                patch.setenv("OMP_NUM_THREADS", str(threads))
-            for name, value in (env or {}).items():
-                patch.setenv(name, value)
+            threads = max(math.floor(deployment.config.backend.num_cpus), 1)
+            os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # as Ray: only when unset
+            os.environ.update(env or {})
             runner = trial_module.run_deployment(deployment, {})
             items = [next(runner) for _ in range(1 + len(deployment.trials))]
     try:
