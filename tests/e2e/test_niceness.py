@@ -11,10 +11,10 @@ each trial records is what fails first; the agreement is checked as well.
 
 The order is direct, Ray, direct: the Ray sweep runs the trial twice (`sweep.repeats=2`, one
 worker, as a deployment's trials run), so a drift of the machine over the test hits both sides
-alike, and the test pays for one local Ray start and one report, not two. The busy loop runs
-while the trials send (from the first request the server sees to the last of the round), not
-while Python starts, Ray starts or the report is drawn: on half a core those took most of the
-test's time and are not what it compares.
+alike, and the test pays for one local Ray start, not two; the sweep draws no report
+(`sweep.report=false`), which nothing here reads. The busy loop runs while the trials send (from
+the first request the server sees to the last of the round), not while Python or Ray starts: on
+half a core those took most of the test's time and are not what it compares.
 """
 
 import json
@@ -124,7 +124,7 @@ def through_ray(url: str, out: Path, repeats: int, busy: BusyWhileSending) -> li
     sending = busy.round(repeats)
     done = subprocess.run(
         [sys.executable, "-m", "sweep", *WORKLOAD, f"backend.url={url}", f"output.dir={out}",
-         f"sweep.repeats={repeats}"],
+         f"sweep.repeats={repeats}", "sweep.report=false"],
         cwd=REPO, capture_output=True, text=True, timeout=300, preexec_fn=on_cpu1,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
