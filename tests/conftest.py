@@ -174,11 +174,20 @@ pytest_runtest_teardown = pytest.hookimpl(wrapper=True)(_light_checked)
 # network namespaces, of fixed names and addresses; one vLLM server and one offline engine for
 # the vLLM tests): one worker runs the whole folder.
 _ONE_UNIT = ("tests/multihost/", "tests/backends/on_vllm/")
+# Files that check the same objects, cached per process, run as one unit: the experiments' plans
+# (`tests.helpers.experiment_plan`), planned once instead of once per file.
+_SHARED_UNITS = dict.fromkeys(
+    ("tests/sweep/test_plan.py", "tests/sweep/test_plan_ids.py",
+     "tests/sweep/test_study_experiments.py"),
+    "tests/sweep/test_plan.py",
+)  # fmt: skip
 
 
 def work_unit(nodeid: str) -> str:
-    """The unit of work of a test under pytest-xdist: its file, or a folder of `_ONE_UNIT`."""
+    """The unit of work of a test under pytest-xdist: its file, a folder of `_ONE_UNIT`, or the
+    first file of its group in `_SHARED_UNITS`."""
     path = nodeid.split("::", 1)[0]
+    path = _SHARED_UNITS.get(path, path)
     return next((folder for folder in _ONE_UNIT if path.startswith(folder)), path)
 
 

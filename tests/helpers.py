@@ -2,6 +2,7 @@
 
 import contextlib
 import dataclasses
+import functools
 import io
 import math
 import os
@@ -74,6 +75,19 @@ def sweep_in_process(*overrides: str) -> subprocess.CompletedProcess:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(list(overrides))
     return subprocess.CompletedProcess(["sweep", *overrides], code, out.getvalue(), err.getvalue())
+
+
+@functools.cache
+def experiment_plan(name: str):
+    """`build_plan(["+experiment=NAME"])`, once per test process (a frozen `SweepPlan`).
+
+    The plan, plan-id and study tests check the same experiments' plans, one to four seconds of
+    Hydra each; they run as one unit of work (`tests/conftest.py`, `_SHARED_UNITS`), so each
+    experiment is planned once in the run.
+    """
+    from sweep.plan import build_plan
+
+    return build_plan([f"+experiment={name}"])
 
 
 def run_sweep_here(out, overrides, collect=None):

@@ -9,6 +9,7 @@ from sweep.compose import Composer
 from sweep.core.errors import ConfigError
 from sweep.plan import build_plan
 from sweep.spec import stable_hash
+from tests.helpers import experiment_plan
 
 pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
 
@@ -110,7 +111,7 @@ def test_flat_config_has_dotted_columns():
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_plans(experiment):
-    plan = build_plan([f"+experiment={experiment}"])
+    plan = experiment_plan(experiment)
     assert plan.trials
     first_lines = (Path(__file__).parents[2] / f"conf/experiment/{experiment}.yaml").read_text()
     lines = first_lines.splitlines()

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from sweep.plan import build_plan
+from tests.helpers import experiment_plan
 
 pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
 
@@ -38,7 +38,7 @@ RECORDED = json.loads(FIXTURE.read_text()) if FIXTURE.is_file() else {}
 
 
 def plan_ids(name: str) -> dict:
-    plan = build_plan([f"+experiment={name}"])
+    plan = experiment_plan(name)
     return {
         "deployments": sorted(d.deployment_id for d in plan.deployments),
         "trials": sorted(t.trial_id for t in plan.trials),

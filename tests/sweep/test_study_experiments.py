@@ -1,6 +1,5 @@
 """The published studies as experiments: trial counts, settings, and references that match."""
 
-import functools
 from pathlib import Path
 
 import pandas as pd
@@ -10,7 +9,7 @@ from analysis.reference import UNIT_ALIASES, Reference, reference_table
 from sweep.core import records as R
 from sweep.core.config import GROUPS
 from sweep.core.summary import summarize
-from sweep.plan import build_plan
+from tests.helpers import experiment_plan
 
 pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
 
@@ -35,12 +34,7 @@ SUMMARY_COLUMNS = set(
 def plan_of(name):
     if not (CONF / f"{name}.yaml").is_file():
         pytest.skip(f"{name} is not in this checkout yet")
-    return _plan(name)
-
-
-@functools.cache
-def _plan(name):
-    return build_plan([f"+experiment={name}"])
+    return experiment_plan(name)
 
 
 @pytest.mark.parametrize(("name", "trials"), sorted(TRIALS.items()))
