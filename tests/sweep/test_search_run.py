@@ -114,7 +114,10 @@ def test_an_over_saturated_probe_stops_early_and_fails(tmp_path):
     assert row[R.SLO_REASON].startswith("over-saturated:") and "stopped" in row[R.SLO_REASON]
     assert row[R.FAILED_REQUESTS] > 20  # the backlog, stopped
     assert plain[R.FAILED_REQUESTS] == 0 and plain[R.WALL_S] > 5.0  # the same load, drained
-    assert row[R.WALL_S] < plain[R.WALL_S] - 2.0
+    # Stopped at its deadline (2 x (1 s + the first requests' latency) / 0.9, about 3 s), not
+    # after the backlog drained: a ratio to the drained run of the same test, as a fixed margin
+    # (2 s) failed on a loaded machine (3.89 s against 5.88 s, 2026-11-27).
+    assert row[R.WALL_S] < 0.8 * plain[R.WALL_S], (row[R.WALL_S], plain[R.WALL_S])
     errors = probe[0].requests.to_pandas()[R.ERROR].dropna()
     assert errors.str.startswith("stopped: the probe was over-saturated").all()
 
