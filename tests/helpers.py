@@ -71,10 +71,28 @@ def sweep_in_process(*overrides: str) -> subprocess.CompletedProcess:
     """
     from sweep.__main__ import main
 
+    return _main_in_process(main, "sweep", overrides)
+
+
+def analysis_in_process(*args: str) -> subprocess.CompletedProcess:
+    """`python -m analysis ARGS` run by its main function in this process, as `sweep_in_process`.
+
+    The entry as a separate program is `tests/analysis/test_report.py`'s CLI test; the others
+    check what the command does and says, which needs no Python start of its own.
+    """
+    from analysis.__main__ import main
+
+    return _main_in_process(main, "analysis", args)
+
+
+def _main_in_process(main, name: str, args) -> subprocess.CompletedProcess:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(overrides))
-    return subprocess.CompletedProcess(["sweep", *overrides], code, out.getvalue(), err.getvalue())
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's usage errors exit, as the program would
+            code = exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess([name, *args], code, out.getvalue(), err.getvalue())
 
 
 @functools.cache

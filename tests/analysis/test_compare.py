@@ -8,8 +8,6 @@ Price 0.10 USD per hour, no GPU (priced as one): cost = 0.1 / 3600 / tok_s * 1e6
 """
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -30,9 +28,9 @@ from analysis.roofline import BASIS_WEIGHTS, BASIS_WEIGHTS_KV, bytes_per_param, 
 from analysis.sections import comparison_sections
 from sweep.core import records as rec
 from sweep.core.errors import ConfigError
+from tests.helpers import analysis_in_process
 
 REF = Path(__file__).resolve().parent / "data" / "ref_sweep"
-REPO = Path(__file__).resolve().parents[2]
 VLLM_TOK_S = 16 / 0.73
 
 
@@ -239,23 +237,8 @@ def test_analyse_adds_the_comparison_columns():
 
 
 def test_cli_writes_the_comparison_sections(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "analysis",
-            str(REF),
-            "--out",
-            str(tmp_path),
-            "--slo",
-            "ttft_ms=250",
-            "--baseline",
-            "hf",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = analysis_in_process(
+        str(REF), "--out", str(tmp_path), "--slo", "ttft_ms=250", "--baseline", "hf"
     )
     assert result.returncode == 0, result.stderr
     text = (tmp_path / "report.md").read_text()
@@ -269,11 +252,5 @@ def test_cli_writes_the_comparison_sections(tmp_path):
         assert heading in text
     assert "| random | 1 | vllm_server | 21.9 | 2.74× [" in text
     assert str(tmp_path / "report.html") in result.stdout
-    bad = subprocess.run(
-        [sys.executable, "-m", "analysis", str(REF), "--slo", "ttft=1"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = analysis_in_process(str(REF), "--slo", "ttft=1")
     assert bad.returncode == 2 and bad.stderr.startswith("error: bad SLO")

@@ -6,14 +6,16 @@ architecture columns. Analysis must read it from what it recorded, as it reads a
 """
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 
 from sweep.core import records as R
+from tests.helpers import analysis_in_process
+
+pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
 
 REPO = Path(__file__).resolve().parents[2]
 OLD = REPO / "tests" / "fixtures" / "results_9e73cea" / "main_9e73cea"
@@ -22,13 +24,7 @@ OLD = REPO / "tests" / "fixtures" / "results_9e73cea" / "main_9e73cea"
 def test_an_old_results_folder_gives_the_same_numbers_and_report(tmp_path):
     folder = tmp_path / "main_9e73cea"
     shutil.copytree(OLD, folder)
-    done = subprocess.run(
-        [sys.executable, "-m", "analysis", str(folder)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = analysis_in_process(str(folder))
     assert done.returncode == 0, done.stderr[-3000:]
     table = pd.read_csv(folder / "summary.csv")
     written = pd.concat(pq.read_table(p).to_pandas() for p in OLD.glob(f"*/*/{R.SUMMARY_FILE}"))

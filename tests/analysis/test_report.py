@@ -14,6 +14,7 @@ from analysis.report import LEADING_COLUMNS, main_table, write_report
 from sweep.core import records as rec
 from sweep.core.errors import SweepError
 from sweep.core.summary import summarize
+from tests.helpers import analysis_in_process
 
 REF = Path(__file__).resolve().parent / "data" / "ref_sweep"
 REPO = Path(__file__).resolve().parents[2]
@@ -142,7 +143,7 @@ def test_cli_prints_table_and_paths(tmp_path):
 
 
 def test_cli_missing_folder_is_one_line_error(tmp_path):
-    result = run_cli(str(tmp_path / "nope"))
+    result = analysis_in_process(str(tmp_path / "nope"))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")

@@ -1,7 +1,5 @@
 """Two sweeps compared: matching by trial id and by config, within-noise verdicts, and the CLI."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -11,8 +9,8 @@ import pytest
 
 from analysis.sweep_diff import HIGHER, NO_REPEATS, WITHIN_NOISE, compare_sweeps
 from sweep.core import records as rec
+from tests.helpers import analysis_in_process
 
-REPO = Path(__file__).resolve().parents[2]
 TTFT = rec.latency_column("ttft", "median")
 
 
@@ -96,13 +94,7 @@ def write_sweep(root: Path, rows: list[dict]) -> Path:
 def test_cli_compares_two_results_folders(tmp_path, two_sweeps):
     a = write_sweep(tmp_path / "before", two_sweeps["before"])
     b = write_sweep(tmp_path / "after", two_sweeps["after"])
-    result = subprocess.run(
-        [sys.executable, "-m", "analysis", str(a), str(b)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = analysis_in_process(str(a), str(b))
     assert result.returncode == 0, result.stderr
     out = tmp_path / "before_vs_after"
     text = (out / "comparison.md").read_text()

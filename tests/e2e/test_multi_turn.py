@@ -1,28 +1,20 @@
 """`python -m sweep` with a multi-turn dataset it cannot run: one line, before Ray starts."""
 
-import subprocess
-import sys
-from pathlib import Path
+import pytest
+import ray
 
-REPO = Path(__file__).parents[2]
+from tests.helpers import sweep_in_process
+
+pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
 
 
 def test_an_in_process_backend_is_refused_in_one_line(tmp_path):
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sweep",
-            "dataset=multi_turn",
-            "backend=hf",
-            "workload=closed_loop",
-            "workload.num_requests=6",
-            f"output.dir={tmp_path}",
-        ],  # fmt: skip
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    done = sweep_in_process(
+        "dataset=multi_turn",
+        "backend=hf",
+        "workload=closed_loop",
+        "workload.num_requests=6",
+        f"output.dir={tmp_path}",
     )
     assert done.returncode != 0
     lines = [line for line in done.stderr.splitlines() if line.strip()]
@@ -30,3 +22,4 @@ def test_an_in_process_backend_is_refused_in_one_line(tmp_path):
     assert "dataset=multi_turn needs a server backend" in lines[0] and "backend=hf" in lines[0]
     assert "Traceback" not in done.stdout + done.stderr
     assert not any(tmp_path.iterdir())  # nothing planned, nothing written
+    assert not ray.is_initialized()
