@@ -91,7 +91,7 @@ def _main_in_process(main, name: str, args) -> subprocess.CompletedProcess:
         try:
             code = main(list(args))
         except SystemExit as exc:  # argparse's usage errors exit, as the program would
-            code = exc.code if isinstance(exc.code, int) else 1
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     return subprocess.CompletedProcess([name, *args], code, out.getvalue(), err.getvalue())
 
 

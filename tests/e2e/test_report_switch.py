@@ -6,14 +6,10 @@ sweep told not to write it says how to write it, and that command writes the rep
 would have written.
 """
 
-import contextlib
-import io
-
 import pyarrow.parquet as pq
 
-from analysis.__main__ import main as analysis_main
 from sweep.core import records as R
-from tests.helpers import sweep_in_process
+from tests.helpers import analysis_in_process, sweep_in_process
 
 
 def test_a_sweep_without_its_report_writes_the_trials_and_says_how_to_write_it(
@@ -47,8 +43,7 @@ def test_a_sweep_without_its_report_writes_the_trials_and_says_how_to_write_it(
     assert command == ["python", "-m", "analysis"]
 
     # The command it names writes the report of those trials.
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert analysis_main([str(root)]) == 0
+    assert analysis_in_process(str(root)).returncode == 0
     assert (root / "report.md").read_text().startswith("# ")
     csv = (root / "summary.csv").read_text()
     assert csv.count("\n") == 3  # a header and the two trials
