@@ -18,7 +18,6 @@ import uuid
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -109,6 +108,8 @@ class ResultStore:
         paths = [i.path for i in self.fs.get_file_info(selector) if i.base_name == R.SUMMARY_FILE]
         if not paths:
             return {}
+        import pyarrow.dataset as ds  # here, not at the top: a deployment's worker never resumes
+
         columns = (R.TRIAL_ID, R.TRIAL_STATUS, R.ERROR_KIND)
         schema = pa.schema([(name, pa.string()) for name in columns])
         table = ds.dataset(paths, schema=schema, format="parquet", filesystem=self.fs).to_table()

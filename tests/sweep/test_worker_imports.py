@@ -3,7 +3,8 @@
 Every GPU deployment boots a worker of its own, which imports the task's module (`sweep.driver`,
 and through it the trial runner). On a node starting several deployments at once that CPU is
 the sweep's start-up (docs/benchmarks.md, makespan). aiohttp is imported only by a trial that
-asks for it (`workload.http_client=aiohttp`), OmegaConf only by the planner.
+asks for it (`workload.http_client=aiohttp`), OmegaConf only by the planner, pyarrow's dataset
+reader only by the driver's resume (`ResultStore.trial_statuses`).
 """
 
 import subprocess
@@ -16,7 +17,9 @@ import sys
 import {module}
 print(" ".join(sorted(name for name in {libraries} if name in sys.modules)))
 """
-NOT_IN_A_WORKER = ("aiohttp", "omegaconf", "hydra", "transformers", "torch", "analysis")
+NOT_IN_A_WORKER = (
+    "aiohttp", "omegaconf", "hydra", "transformers", "torch", "analysis", "pyarrow.dataset"
+)  # fmt: skip
 
 
 @pytest.mark.parametrize("module", ["sweep.driver", "sweep.trial"])
