@@ -18,8 +18,14 @@ import {module}
 print(" ".join(sorted(name for name in {libraries} if name in sys.modules)))
 """
 NOT_IN_A_WORKER = (
-    "aiohttp", "omegaconf", "hydra", "transformers", "torch", "analysis", "pyarrow.dataset"
-)  # fmt: skip
+    "aiohttp",
+    "omegaconf",
+    "hydra",
+    "transformers",
+    "torch",
+    "analysis",
+    "pyarrow.dataset",
+)
 
 
 @pytest.mark.parametrize("module", ["sweep.driver", "sweep.trial"])
