@@ -3,14 +3,13 @@
 import json
 import logging
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import psutil
 import pyarrow.parquet as pq
 import pytest
+from tracked_sweep import NAME, tracked_sweep
 from wandb_log import read_runs
 
 from analysis.load import load_requests, load_summary, load_timeseries
@@ -24,7 +23,6 @@ from sweep.core.config import TrackingConfig
 from tests.helpers import own_processes
 
 REF = Path(__file__).resolve().parent / "data" / "ref_sweep"
-REPO = Path(__file__).resolve().parents[2]
 SECRET = "sekret-value-123"
 WANDB = TrackingConfig(name="wandb")
 
@@ -221,28 +219,16 @@ def test_the_sweep_hook_hands_each_trial_to_progress_and_tracker(offline):
 @pytest.mark.slow
 def test_sweep_logs_each_trial_as_it_finishes(offline, ray_cluster):
     before = {p.pid for p in own_processes("wandb-core")}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sweep",
-            "+experiment=quickstart",
-            "tracking=wandb",
-            f"output.dir={offline / 'results'}",
-            "sweep.grid={backend.mode:[per_request,static_batch],workload.batch_size:[1]}",
-            "sweep.repeats=1",
-            "workload.num_requests=8",
-            f"cluster.address={ray_cluster}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
+    result = tracked_sweep(
+        offline,
+        ray_cluster,
+        "sweep.grid.backend.ttft_ms=[5,6]",
+        "sweep.grid.workload.concurrency=[2]",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    root = offline / "results" / "quickstart"
+    root = offline / "results" / NAME
     names = sorted(run.name for run in read_runs(root / "wandb"))
-    assert names == ["hf-per_request-b1", "hf-static_batch-b1", "quickstart"]
+    assert names == ["sim-5-c2", "sim-6-c2", NAME]
     assert f"wandb sync {root / 'wandb'}" in result.stdout
     assert "wandb:" not in result.stderr.lower()  # quiet: no wandb banner in the progress
     assert (root / "report.html").is_file()

@@ -8,8 +8,6 @@ run logs (`wandb_log`), and the workspace is W&B's own object (`wandb_workspaces
 import json
 import logging
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -21,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import wandb_workspaces.reports.v2 as wr
+from tracked_sweep import NAME, tracked_sweep
 from wandb_log import read_runs
 
 from analysis.load import load_summary
@@ -41,7 +40,6 @@ from sweep.core.results import ResultStore, TrialFiles
 from sweep.plan import build_plan
 
 REF = Path(__file__).resolve().parent / "data" / "ref_sweep"
-REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = "20e5f44e7c56"  # vllm_server c=1 of the reference sweep: a completed trial
 DEPLOYMENTS, PER_DEPLOYMENT_TRIALS = 4, 500
 BIG = "big_sweep"
@@ -270,31 +268,19 @@ def test_the_per_trial_workspace_draws_only_what_the_runs_log(offline):
 
 @pytest.mark.slow
 def test_a_sweep_logs_each_trial_as_a_step_of_its_deployments_run(offline, ray_cluster):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sweep",
-            "+experiment=quickstart",
-            "tracking=wandb",
-            "tracking.runs=per_deployment",
-            f"output.dir={offline / 'results'}",
-            "sweep.grid={backend.mode:[per_request],workload.batch_size:[1,2]}",
-            "sweep.repeats=1",
-            "workload.num_requests=8",
-            f"cluster.address={ray_cluster}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
+    result = tracked_sweep(
+        offline,
+        ray_cluster,
+        "tracking.runs=per_deployment",
+        "sweep.grid.backend.ttft_ms=[5]",
+        "sweep.grid.workload.concurrency=[1,2]",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    root = offline / "results" / "quickstart"
+    root = offline / "results" / NAME
     logged = read_runs(root / "wandb")
-    assert sorted(run.job_type for run in logged) == ["hf", "sweep"]  # one deployment, one sweep
+    assert sorted(run.job_type for run in logged) == ["sim", "sweep"]  # one deployment, one sweep
     runs = {run.job_type: run for run in logged}
-    deployment = runs["hf"]
+    deployment = runs["sim"]
     assert sorted(step["load"] for step in deployment.history) == [1, 2]
     assert all(step[rec.OUTPUT_THROUGHPUT] > 0 for step in deployment.history)
     assert deployment.summary[TRIALS_TABLE]["nrows"] == 2
