@@ -203,10 +203,9 @@ def pytest_xdist_make_scheduler(config, log):
 
     While an `alone` test runs, the other worker would wait; handed a light unit instead, it
     works beside it (light tests take no share). Light units go to anyone once nothing else is
-    left. A unit of `alone(company=False)` tests ("solitary") comes first of the alone units;
-    while it is handed out and not done, the other worker takes light units too, which wait for
-    it to end (the `company` lock) and then run beside the next alone unit. Handed the next alone
-    unit instead, a worker free first ran it while the solitary one waited, its worker idle.
+    left. A unit of `alone(company=False)` tests ("solitary") counts for no one as alone
+    elsewhere, and comes first of the alone units: the other worker takes the next alone unit
+    and waits on the share, so no light test runs beside it.
     """
     from xdist.scheduler import LoadScopeScheduling
 
@@ -223,16 +222,13 @@ def pytest_xdist_make_scheduler(config, log):
             return self.kinds.get(unit, "")
 
         def _assign_work_unit(self, node) -> None:
-            # A unit that takes the machine (alone or solitary) handed to another worker and not
-            # done: this one takes light units meanwhile, not another such unit, which would
-            # only wait for it, or run first and leave it waiting (its worker idle).
-            taken_elsewhere = any(
-                self._kind(unit) in ("alone", "solitary") and not all(tests.values())
+            alone_elsewhere = any(
+                self._kind(unit) == "alone" and not all(tests.values())
                 for other, units in self.assigned_work.items()
                 if other is not node
                 for unit, tests in units.items()
             )
-            wanted = [u for u in self.workqueue if (self._kind(u) == "light") == taken_elsewhere]
+            wanted = [u for u in self.workqueue if (self._kind(u) == "light") == alone_elsewhere]
             if wanted:
                 self.workqueue.move_to_end(wanted[0], last=False)
             super()._assign_work_unit(node)

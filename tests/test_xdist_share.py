@@ -137,8 +137,8 @@ def solitary_run(pytester, monkeypatch, tmp_path, workers: int) -> tuple[list, d
 
 
 def test_an_alone_test_without_company_has_no_light_test_beside_it(pytester, monkeypatch, tmp_path):
-    """`alone(company=False)`: the light units the other worker takes meanwhile wait for it to
-    end, and run beside the plain alone unit afterwards."""
+    """`alone(company=False)`: the other worker waits with the next alone unit instead of
+    taking light ones; they run beside the plain alone unit afterwards."""
     rows, solitary = solitary_run(pytester, monkeypatch, tmp_path, workers=2)
     alone = span([r for r in rows if r["name"].startswith("alone")])
     assert solitary["end"] <= alone["start"], rows  # the solitary unit first of the alone ones
@@ -146,35 +146,11 @@ def test_an_alone_test_without_company_has_no_light_test_beside_it(pytester, mon
     assert any(overlaps(r, alone) for r in lights), rows  # beside the plain alone unit, as before
 
 
-def test_a_worker_free_first_takes_light_units_not_the_alone_one_behind_a_solitary(
-    pytester, monkeypatch, tmp_path
-):
-    """One worker is handed the solitary unit while its long file still runs; the other, free
-    first, is handed light units, not the alone one: taken first, that ran while the solitary
-    one waited for it and the light units waited for both (the full suite's tail, 897fa19: one
-    worker idle 59 s with the capacity search)."""
-    rows = inner_run(
-        pytester, monkeypatch, tmp_path, 15,
-        test_a=BESIDE.replace("COUNT", "2").replace("0.4", "1.5"),  # 2 tests: 3 s
-        test_b=BESIDE.replace("COUNT", "5"),  # 5 tests: 2 s, done first
-        test_c_alone=ALONE,
-        test_c_solitary=SOLITARY,
-        test_d_light=LIGHT,
-    )  # fmt: skip
-    solitary = span([r for r in rows if r["name"].startswith("solitary")])
-    alone = span([r for r in rows if r["name"].startswith("alone")])
-    lights = [r for r in rows if r["name"].startswith("light")]
-    assert solitary["end"] <= alone["start"], rows  # the solitary unit first of the alone ones
-    others = [r for r in rows if not r["name"].startswith("solitary")]
-    assert [r["name"] for r in others if overlaps(r, solitary)] == [], rows
-    assert min(r["start"] for r in lights) < solitary["start"], rows  # not left for the end
-
-
 def test_no_light_test_runs_beside_a_solitary_one_whatever_the_workers(
     pytester, monkeypatch, tmp_path
 ):
-    """With three workers both others are handed light units while the solitary one runs:
-    their light tests wait for it to end (the `company` lock)."""
+    """With three workers the third is handed a light unit while the second waits with the
+    next alone one: the light test waits for the solitary one to end (the `company` lock)."""
     solitary_run(pytester, monkeypatch, tmp_path, workers=3)
 
 
