@@ -110,6 +110,7 @@ class _Task:
     awaits: str | None = None  # the node it waits for while no alive node fits it
     waiting_since: float = 0.0
     recorded_upto: int = 0  # its trials before this index are all recorded (`Driver.pending`)
+    log_name: str = R.BACKEND_LOG  # its server's log in the deployment's folder
 
 
 def connect(cluster: Any) -> bool:
@@ -208,6 +209,7 @@ class Driver:
         self.start_costs: list[float] = []
         self.probes: dict[str, list[tuple[str, Any]]] = {}  # search id -> probes recorded so far
         self.node_types: list[NodeType] | None = None
+        self.helpers_started: Counter = Counter()  # deployment id -> helper tasks submitted
 
     def run(self, deployments: list[Deployment]) -> SweepOutcome:
         """Submit every deployment (longest first) and process results until all are recorded."""
@@ -271,6 +273,10 @@ class Driver:
         )
         now = time.monotonic()
         awaits = None if helper else waits_for(deployment, ray.nodes() if nodes is None else nodes)
+        log_name = R.BACKEND_LOG
+        if helper:  # a server of its own: its log beside the deployment's, never over it
+            self.helpers_started[deployment.deployment_id] += 1
+            log_name = R.helper_log_name(self.helpers_started[deployment.deployment_id])
         self.tasks.append(
             _Task(
                 deployment,
@@ -282,6 +288,7 @@ class Driver:
                 helper=helper,
                 awaits=awaits,
                 waiting_since=now,
+                log_name=log_name,
             )  # fmt: skip
         )
 
@@ -458,14 +465,14 @@ class Driver:
             self._record_quality(item)
             return
         if isinstance(item, BackendLog):
-            self._record_log(item)
+            self._record_log(item, task.log_name)
             return
         wall = item.summary.column(R.WALL_S)[0].as_py() or 0.0
         if task.start_cost_s is None:
             task.start_cost_s = max(0.0, task.last_progress - task.started_at - wall)
             self.start_costs.append(task.start_cost_s)
         self.note_wall(task.deployment.deployment_id, wall)
-        self._record(item)
+        self._record(item, task.log_name)
 
     def _check_hung(self, task: _Task) -> None:
         if task.started_at is None:
@@ -579,14 +586,15 @@ class Driver:
         except (ResultsNotSaved, OSError) as exc:
             log.warning("quality scores of %s not saved: %s", files.deployment_id, exc)
 
-    def _record_log(self, item: BackendLog) -> None:
-        """Keep a deployment's whole backend log; a refusal is a warning (its trials are saved)."""
+    def _record_log(self, item: BackendLog, name: str) -> None:
+        """Keep a task's whole backend log; a refusal is a warning (its trials are saved)."""
         try:
-            self.store.write_backend_log(item.deployment_id, item.text)
+            self.store.write_backend_log(item.deployment_id, item.text, name)
         except (ResultsNotSaved, OSError) as exc:
             log.warning("backend log of %s not saved: %s", item.deployment_id, exc)
 
-    def _record(self, files: TrialFiles) -> None:
+    def _record(self, files: TrialFiles, log_name: str = R.BACKEND_LOG) -> None:
+        """Write a trial's files (with the backend log it carries, as `log_name`) and count it."""
         if files.trial_id in self.recorded:
             return  # a retried task may repeat a trial that already reached us
         row = files.summary.to_pylist()[0]
@@ -596,7 +604,7 @@ class Driver:
         try:
             self.store.write_trial(files)
             if files.backend_log is not None:
-                self.store.write_backend_log(files.deployment_id, files.backend_log)
+                self.store.write_backend_log(files.deployment_id, files.backend_log, log_name)
         except (ResultsNotSaved, OSError) as exc:
             self._not_saved(files, exc)
         self.recorded.add(files.trial_id)

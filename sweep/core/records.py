@@ -314,7 +314,17 @@ STAGES_FILE = "stages.parquet"
 ADAPTERS_FILE = "adapters.parquet"
 TRIAL_YAML = "trial.yaml"
 SWEEP_YAML = "sweep.yaml"
-BACKEND_LOG = "backend.log"
+BACKEND_LOG = "backend.log"  # the deployment's own task's server log
+
+
+def helper_log_name(n: int) -> str:
+    """The server log of the deployment's `n`-th helper task (1, 2...) of a run, beside backend.log.
+
+    A helper on idle GPUs (`cluster.share_idle_gpus`) or a search replica starts a server of its
+    own; its log is its own file, so the deployment's own log is never replaced by a helper's.
+    """
+    return f"backend.helper-{n}.log"
+
 
 # --- quality.parquet: a deployment's scores on the quality text set (`quality=on`) ---
 # Written once per deployment, beside its trials (`<deployment_id>/quality.parquet`): each text

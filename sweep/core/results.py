@@ -1,6 +1,7 @@
 """Atomic result I/O: the only module that writes files under `results/<sweep>/`.
 
-Layout: `<root>/<sweep>/sweep.yaml`, `<root>/<sweep>/<deployment_id>/backend.log` and
+Layout: `<root>/<sweep>/sweep.yaml`, `<root>/<sweep>/<deployment_id>/backend.log` (and
+`backend.helper-<n>.log` per helper task that ran some of its trials: `records.helper_log_name`),
 `<root>/<sweep>/<deployment_id>/<trial_id>/{requests,summary,timeseries,server_metrics,
 timeslices}.parquet, trial.yaml`, `stages.parquet` for a trial with `workload.stages` and
 `adapters.parquet` for one whose requests went to LoRA adapters;
@@ -177,11 +178,11 @@ class ResultStore:
         self.fs.create_dir(folder, recursive=True)
         self._write_parquet(f"{folder}/{R.QUALITY_FILE}", files.table)
 
-    def write_backend_log(self, deployment_id: str, text: str) -> None:
-        """Keep a deployment's backend log beside its trials."""
+    def write_backend_log(self, deployment_id: str, text: str, name: str = R.BACKEND_LOG) -> None:
+        """Keep a task's backend log beside its deployment's trials, as `name`."""
         folder = f"{self.root}/{deployment_id}"
         self.fs.create_dir(folder, recursive=True)
-        self._write_text(f"{folder}/{R.BACKEND_LOG}", text)
+        self._write_text(f"{folder}/{name}", text)
 
     def _write_parquet(self, path: str, table: pa.Table) -> None:
         buffer = io.BytesIO()
