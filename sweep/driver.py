@@ -209,7 +209,8 @@ class Driver:
         self.start_costs: list[float] = []
         self.probes: dict[str, list[tuple[str, Any]]] = {}  # search id -> probes recorded so far
         self.node_types: list[NodeType] | None = None
-        self.helpers_started: Counter = Counter()  # deployment id -> helper tasks submitted
+        self.logged: set[str] = set()  # deployments whose first task was submitted
+        self.later_tasks: Counter = Counter()  # (deployment id, task kind) -> later tasks
 
     def run(self, deployments: list[Deployment]) -> SweepOutcome:
         """Submit every deployment (longest first) and process results until all are recorded."""
@@ -273,10 +274,7 @@ class Driver:
         )
         now = time.monotonic()
         awaits = None if helper else waits_for(deployment, ray.nodes() if nodes is None else nodes)
-        log_name = R.BACKEND_LOG
-        if helper:  # a server of its own: its log beside the deployment's, never over it
-            self.helpers_started[deployment.deployment_id] += 1
-            log_name = R.helper_log_name(self.helpers_started[deployment.deployment_id])
+        log_name = self._log_name(deployment.deployment_id, helper)
         self.tasks.append(
             _Task(
                 deployment,
@@ -291,6 +289,20 @@ class Driver:
                 log_name=log_name,
             )  # fmt: skip
         )
+
+    def _log_name(self, deployment_id: str, helper: bool) -> str:
+        """Where a new task's server log is kept, under a name no other task of the run has.
+
+        The deployment's first task's is backend.log; a helper's, or a later task's (a retry, the
+        rest of a hung trial), a name of its own, so that none replaces the log of a task that
+        was lost or is still running.
+        """
+        if not helper and deployment_id not in self.logged:
+            self.logged.add(deployment_id)
+            return R.BACKEND_LOG
+        kind = R.HELPER_TASK if helper else R.LATER_TASK
+        self.later_tasks[deployment_id, kind] += 1
+        return R.task_log_name(kind, self.later_tasks[deployment_id, kind])
 
     def pending(self, task: _Task) -> tuple:
         """The task's trials that nobody has recorded yet.

@@ -314,16 +314,18 @@ STAGES_FILE = "stages.parquet"
 ADAPTERS_FILE = "adapters.parquet"
 TRIAL_YAML = "trial.yaml"
 SWEEP_YAML = "sweep.yaml"
-BACKEND_LOG = "backend.log"  # the deployment's own task's server log
+BACKEND_LOG = "backend.log"  # the server log of the deployment's first task in a run
+HELPER_TASK = "helper"  # a task sharing a live task's trials (idle GPUs, a search replica)
+LATER_TASK = "retry"  # a task taking over what another left (a lost worker, a hung trial)
 
 
-def helper_log_name(n: int) -> str:
-    """The server log of the deployment's `n`-th helper task (1, 2...) of a run, beside backend.log.
+def task_log_name(kind: str, n: int) -> str:
+    """The server log of a deployment's `n`-th task of `kind` in a run (1, 2...).
 
-    A helper on idle GPUs (`cluster.share_idle_gpus`) or a search replica starts a server of its
-    own; its log is its own file, so the deployment's own log is never replaced by a helper's.
+    Each task starts a server of its own; its log is its own file beside backend.log, so a
+    helper's or a retry's log never replaces the one a lost or helped task left.
     """
-    return f"backend.helper-{n}.log"
+    return f"backend.{kind}-{n}.log"
 
 
 # --- quality.parquet: a deployment's scores on the quality text set (`quality=on`) ---

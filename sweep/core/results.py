@@ -1,7 +1,7 @@
 """Atomic result I/O: the only module that writes files under `results/<sweep>/`.
 
 Layout: `<root>/<sweep>/sweep.yaml`, `<root>/<sweep>/<deployment_id>/backend.log` (and
-`backend.helper-<n>.log` per helper task that ran some of its trials: `records.helper_log_name`),
+`backend.{helper,retry}-<n>.log`, the logs of its later tasks' servers: `records.task_log_name`),
 `<root>/<sweep>/<deployment_id>/<trial_id>/{requests,summary,timeseries,server_metrics,
 timeslices}.parquet, trial.yaml`, `stages.parquet` for a trial with `workload.stages` and
 `adapters.parquet` for one whose requests went to LoRA adapters;

@@ -193,6 +193,11 @@ def test_node_removed_mid_sweep_every_trial_once(cluster, tmp_path, caplog):
     began = frame.loc[frame["env.ray_node_id"] == extra.node_id, R.DEPLOYMENT_ID]
     moved = frame[frame[R.DEPLOYMENT_ID].isin(began) & (frame["env.ray_node_id"] != extra.node_id)]
     assert len(moved) >= 1, frame[[R.DEPLOYMENT_ID, "env.ray_node_id"]]
+    # the lost task's server log is kept beside that of the task that went on elsewhere
+    for deployment_id in moved[R.DEPLOYMENT_ID].unique():
+        logs = sorted((root / deployment_id).glob("backend*.log"))
+        assert len(logs) >= 2 and R.BACKEND_LOG in {p.name for p in logs}, logs
+        assert all(p.read_text().count("sim_server on") == 1 for p in logs), logs
 
 
 def on_node(root: Path, node_id: str) -> bool:
@@ -271,9 +276,10 @@ def test_idle_gpus_take_half_of_a_deployments_trials(cluster, tmp_path):
     assert by_size["gpu"].nunique() == 2  # one helper per deployment
     # each task's server log is kept: the deployment's own as backend.log, the helper's beside it
     folder = tmp_path / "sim_cluster" / frame[R.DEPLOYMENT_ID].iloc[0]
-    assert {p.name for p in folder.glob("backend*.log")} == {R.BACKEND_LOG, R.helper_log_name(1)}
+    helper_log = R.task_log_name(R.HELPER_TASK, 1)
+    assert {p.name for p in folder.glob("backend*.log")} == {R.BACKEND_LOG, helper_log}
     devices = by_size["env.cuda_visible_devices"]
-    own, helpers = (folder / R.BACKEND_LOG).read_text(), (folder / R.helper_log_name(1)).read_text()
+    own, helpers = (folder / R.BACKEND_LOG).read_text(), (folder / helper_log).read_text()
     assert f"CUDA_VISIBLE_DEVICES={devices.iloc[0]}" in own
     assert f"CUDA_VISIBLE_DEVICES={devices.iloc[-1]}" in helpers
     assert own.count("sim_server on") == helpers.count("sim_server on") == 1  # one server each

@@ -126,3 +126,24 @@ def test_a_task_whose_node_ray_declared_dead_is_given_up(monkeypatch):
     assert recorder.released == [("v", ["t2", "t3", "t4"])]
     assert submits == [(["t2", "t3", "t4"], False)]  # retried beside the helper
     assert "gen-v" not in [t.generator for t in d.tasks]  # what it sends later is not read
+
+
+def test_each_task_of_a_deployment_keeps_its_server_log_under_a_name_of_its_own():
+    """The first task's log is backend.log; helpers and later tasks (retries) get their own
+    names, numbered per deployment, so no task's log is written over another's."""
+    from sweep.core import records as R
+
+    d = driver()
+    names = [
+        d._log_name("a", helper=False),  # the deployment's task
+        d._log_name("b", helper=False),  # another deployment's
+        d._log_name("a", helper=True),  # a helper on an idle GPU
+        d._log_name("a", helper=False),  # a retry after a lost worker
+        d._log_name("a", helper=True),  # a second helper (a search replica)
+        d._log_name("a", helper=False),  # the rest of a hung trial
+    ]
+    assert names == [
+        "backend.log", "backend.log", "backend.helper-1.log", "backend.retry-1.log",
+        "backend.helper-2.log", "backend.retry-2.log",
+    ]  # fmt: skip
+    assert R.BACKEND_LOG == "backend.log"
