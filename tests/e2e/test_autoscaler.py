@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from sweep.core import records as R
+from tests.helpers import own_processes
 
 pytestmark = pytest.mark.slow  # its sweeps start clusters and servers: scheduled first
 
@@ -77,12 +78,23 @@ def group(pgid: int) -> list[psutil.Process]:
     return found
 
 
-def ours_running(folder: str, needle: str, grace_s: float = 5.0) -> list[str]:
-    """The command lines of our processes that hold `needle` and still run after `grace_s` (one
-    ending as it is listed is not left over)."""
-    listed = [p for p in ours(folder) if needle in " ".join(p.info["cmdline"] or [])]
+def sweep_left(folder: str, grace_s: float = 5.0) -> list[str]:
+    """What a sweep on the cluster of `folder` left running after `grace_s` (one ending as it
+    is listed is not left over): its driver, a worker of its deployments' tasks (a child of one
+    of the cluster's raylets: a renamed Ray process's environment holds no run tag), a server
+    one launched. Matched by command-line words, never by the checkout's path (a clone in a
+    folder named llm-sweep has "sweep" in its Ray daemons' command lines)."""
+    listed = own_processes("-m sweep") + own_processes("backends.sim_server")
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if "ray::_deployment_task" in " ".join(proc.info["cmdline"] or []):
+                raylet = proc.parent()
+                if raylet is not None and any(folder in part for part in raylet.cmdline()):
+                    listed.append(proc)
+        except psutil.Error:
+            continue  # gone meanwhile
     _, alive = psutil.wait_procs(listed, timeout=grace_s)
-    return [" ".join(p.info["cmdline"] or []) for p in alive]
+    return [" ".join(p.info.get("cmdline") or []) or str(p.pid) for p in alive]
 
 
 def autoscaling_config(folder: Path, port: int) -> Path:
@@ -287,5 +299,5 @@ def test_a_deployment_whose_node_never_comes_is_given_up_after_node_wait_s(clust
     assert "(no_node: 2)" in done.stdout, done.stdout[-2000:]
     # The sweep ended on its own: the wait, then at most a minute (the L4 trials run meanwhile).
     assert elapsed < NODE_WAIT_S + 60 + 60, elapsed  # + a minute for Python, Ray and the plan
-    # Nothing of the sweep is left: no driver, no worker of its job.
-    assert not ours_running(folder, "sweep")
+    # Nothing of the sweep is left: no driver, no worker of its job, no server.
+    assert sweep_left(folder) == []
