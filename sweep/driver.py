@@ -66,12 +66,10 @@ POLL_S = 0.5
 # - no idle workers started ahead of tasks (each deployment gets its own anyway), and no Ray
 #   metrics exported (nothing reads them without the dashboard): less that wakes up on the
 #   cores the load generator runs on.
-LOCAL_SYSTEM_CONFIG = {
-    "worker_niceness": 0,
-    "enable_worker_prestart": False,
-    "prestart_worker_first_driver": False,
-    "enable_metrics_collection": False,
-}
+# A cluster's nodes start without prestarted workers too (`RAY_<name>=0` before `ray start` in
+# scripts/cluster/*.yaml): on the first driver Ray would boot a Python worker per CPU of a node.
+NO_PRESTART = {"enable_worker_prestart": False, "prestart_worker_first_driver": False}
+LOCAL_SYSTEM_CONFIG = {"worker_niceness": 0, **NO_PRESTART, "enable_metrics_collection": False}
 SHARE_POLL_S = 1.0  # how often idle resources are looked for (a call to the GCS)
 NODE_POLL_S = 1.0  # how often the nodes of running tasks are checked (a call to the GCS)
 

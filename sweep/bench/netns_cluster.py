@@ -178,6 +178,8 @@ class NetnsCluster:
             MARKER: host.name,
             "RAY_AUTH_MODE": "disabled",
             "RAY_worker_niceness": "0",
+            "RAY_prestart_worker_first_driver": "0",  # as scripts/cluster/*.yaml start nodes
+            "RAY_enable_worker_prestart": "0",
             "RAY_USAGE_STATS_ENABLED": "0",
             **HEALTH_CHECK,
             **measured,

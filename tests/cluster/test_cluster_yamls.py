@@ -12,6 +12,8 @@ import ray
 import yaml
 from ray.autoscaler._private.util import fillout_defaults, validate_config
 
+from sweep.driver import NO_PRESTART
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "scripts" / "cluster").glob("l4-*.yaml"))  # `ray up`; KubeRay apart
 
@@ -45,10 +47,13 @@ def test_workers_install_the_engines_the_studies_use(config):
     assert not config["setup_commands"]  # the head installs the driver's core only
 
 
-def test_workers_start_at_niceness_0(config):
+def test_workers_start_at_niceness_0_and_none_ahead_of_tasks(config):
+    settings = ["RAY_worker_niceness=0", *(f"RAY_{name}=0" for name in NO_PRESTART)]
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
         starts = [c for c in config[key] if "ray start" in c]
-        assert starts and all("RAY_worker_niceness=0" in c for c in starts), key
+        assert starts, key
+        for command in starts:
+            assert all(f"{s} " in command.split("ray start")[0] for s in settings), command
 
 
 def test_the_code_is_synced_without_the_venv_or_results(config):

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sweep.driver import NO_PRESTART
 from sweep.node_types import node_types_of
 from sweep.placement import unplaceable_reason
 
@@ -119,6 +120,8 @@ def test_kuberay_nodes_set_up_in_the_same_layers_as_ray_up():
     ]
     for container in (head, worker):
         assert {"name": "RAY_worker_niceness", "value": "0"} in container["env"]
+        for name in NO_PRESTART:
+            assert {"name": f"RAY_{name}", "value": "0"} in container["env"]
         assert container["args"][0].rstrip().endswith("$KUBERAY_GEN_RAY_START_CMD; }")
 
 

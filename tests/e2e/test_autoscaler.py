@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from sweep.core import records as R
+from sweep.driver import NO_PRESTART
 from tests.helpers import own_processes
 
 pytestmark = pytest.mark.slow  # its sweeps start clusters and servers: scheduled first
@@ -163,6 +164,7 @@ def start_head(folder: str) -> tuple[subprocess.Popen, dict, str]:
         "AUTOSCALER_UPDATE_INTERVAL_S": "1",
         "RAY_AUTH_MODE": "disabled",
         "RAY_ADDRESS": f"127.0.0.1:{port}",
+        **{f"RAY_{name}": "0" for name in NO_PRESTART},  # as scripts/cluster/*.yaml start nodes
     }
     config = autoscaling_config(Path(folder), port)
     # Every port Ray would otherwise take at a fixed default (8265, 10001, 52365) is a free one:

@@ -21,6 +21,7 @@ from ray.cluster_utils import Cluster
 
 from sweep.__main__ import main as sweep_main
 from sweep.core import records as R
+from sweep.driver import NO_PRESTART
 from tests.helpers import own_processes
 
 pytestmark = pytest.mark.slow  # its sweeps start clusters and servers: scheduled first
@@ -46,7 +47,12 @@ def cluster():
     os.environ["MY_SERVICE_TOKEN"] = SECRET  # inherited by every Ray worker started below
     c = Cluster(  # no dashboard, as the sweep's own local start (its processes cost CPU)
         initialize_head=True,
-        head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": False},
+        head_node_args={
+            "num_cpus": 0,
+            "node_ip_address": "127.0.0.1",
+            "include_dashboard": False,
+            "_system_config": NO_PRESTART,  # as scripts/cluster/*.yaml start nodes
+        },
     )
     nodes = [
         c.add_node(
