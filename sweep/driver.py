@@ -30,6 +30,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import pyarrow as pa
@@ -68,8 +69,15 @@ POLL_S = 0.5
 #   cores the load generator runs on.
 # A cluster's nodes start without prestarted workers too (`RAY_<name>=0` before `ray start` in
 # scripts/cluster/*.yaml): on the first driver Ray would boot a Python worker per CPU of a node.
-NO_PRESTART = {"enable_worker_prestart": False, "prestart_worker_first_driver": False}
-LOCAL_SYSTEM_CONFIG = {"worker_niceness": 0, **NO_PRESTART, "enable_metrics_collection": False}
+# Both read-only: a head's start writes its spilling settings into the `_system_config` dict it is
+# given (ray/_private/node.py), so each start gets a copy (`dict(LOCAL_SYSTEM_CONFIG)`); a shared
+# dict kept the first start's settings for the next one in the same process.
+NO_PRESTART = MappingProxyType(
+    {"enable_worker_prestart": False, "prestart_worker_first_driver": False}
+)
+LOCAL_SYSTEM_CONFIG = MappingProxyType(
+    {"worker_niceness": 0, **NO_PRESTART, "enable_metrics_collection": False}
+)
 SHARE_POLL_S = 1.0  # how often idle resources are looked for (a call to the GCS)
 NODE_POLL_S = 1.0  # how often the nodes of running tasks are checked (a call to the GCS)
 
@@ -136,7 +144,7 @@ def connect(cluster: Any) -> bool:
         num_cpus=cluster.num_cpus,
         num_gpus=cluster.num_gpus,
         _node_ip_address=cluster.node_ip_address,
-        _system_config=LOCAL_SYSTEM_CONFIG,
+        _system_config=dict(LOCAL_SYSTEM_CONFIG),
         **kwargs,
     )
     return True

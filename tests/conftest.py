@@ -286,7 +286,7 @@ def ray_cluster():
             "num_cpus": len(os.sched_getaffinity(0)),  # as Ray's own local start counts them
             "node_ip_address": "127.0.0.1",
             "include_dashboard": False,
-            "_system_config": LOCAL_SYSTEM_CONFIG,
+            "_system_config": dict(LOCAL_SYSTEM_CONFIG),
         },
     )
     yield cluster.address

@@ -40,7 +40,7 @@ import ray
 from sweep.driver import LOCAL_SYSTEM_CONFIG
 ray.init(address="local", num_cpus=1, num_gpus=0, include_dashboard=False,
          logging_level=logging.WARNING, _node_ip_address="127.0.0.1",
-         _system_config=LOCAL_SYSTEM_CONFIG)
+         _system_config=dict(LOCAL_SYSTEM_CONFIG))
 print("ready", flush=True)
 sys.stdin.read()
 ray.shutdown()

@@ -51,7 +51,7 @@ def cluster():
             "num_cpus": 0,
             "node_ip_address": "127.0.0.1",
             "include_dashboard": False,
-            "_system_config": dict(NO_PRESTART),  # a copy: Ray writes into it
+            "_system_config": dict(NO_PRESTART),
         },
     )
     nodes = [
