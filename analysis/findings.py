@@ -223,6 +223,15 @@ def _untrusted(trials: pd.DataFrame) -> list[str]:
             f"{len(checks)} trial(s) are not to be trusted as they stand{extra}; each is named "
             "with its reason under *Request checks*."
         )
+    prompts = pd.to_numeric(
+        trials.get(rec.INPUT_MISMATCH_REQUESTS, pd.Series(0, trials.index)), errors="coerce"
+    ).fillna(0)
+    if (miscounted := int((prompts > 0).sum())) > 0:
+        lines.append(
+            f"{miscounted} trial(s) sent prompts their server counted differently from the "
+            "client: their figures are for other prompts than the workload asked for (see "
+            "*Request checks*)."
+        )
     if failed:
         lines.append(f"{failed} trial(s) failed; see *Failed trials*.")
     return lines

@@ -1,18 +1,20 @@
 """Trials that deserve a second look: flagged successful trials, failed ones, the environment.
 
 `problem_sections` builds the report's last sections from the summary frame: each successful
-trial whose requests partly failed, whose client and server token counts disagree, whose
-output counts are estimates (the server's stream did not count them), whose outputs came back
-short, whose load generator could not keep up (client lag, the
-`client_saturated` flag) or that was too short to trust (`too_short`), then every failed
-trial with its error kind and message, then the environment the trials ran in. Trials whose
+trial whose requests partly failed, whose client and server token counts disagree (outputs,
+or prompts: the server read another input length than the workload's), whose output counts are
+estimates (the server's stream did not count them), whose outputs came back short, whose load
+generator could not keep up (client lag, the `client_saturated` flag) or that was too short to
+trust (`too_short`), then every failed trial with its error kind and message, then the
+environment the trials ran in. Trials whose
 output lengths were not forced (the workload asked for no `ignore_eos`, or the backend recorded
 that its requests cannot carry one: `records.BACKEND_IGNORE_EOS`, e.g. TGI's native API or an
 endpoint without vLLM's extensions) are said to be so: their lengths are what the server
 produced, and a short output may be the model's own end. A results folder written before backends
 recorded that fact leaves it unknown, and the report says so rather than guess from a name.
 Trials whose token counts are the server's own (an attached endpoint with
-`backend.tokenizer=none`) are said to be so too.
+`backend.tokenizer=none`) are said to be so too, and those whose server counted no prompts
+(their input lengths unverified).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ CHECKED_COLUMNS = (
     rec.NUM_REQUESTS,
     rec.FAILED_REQUESTS,
     rec.TOKEN_MISMATCH_REQUESTS,
+    rec.INPUT_MISMATCH_REQUESTS,
+    rec.INPUT_MISMATCH_TOKENS_MEAN,
     rec.ESTIMATED_OUTPUT_REQUESTS,
     rec.SHORT_OUTPUT_REQUESTS,
     rec.CLIENT_LAG_MS_MEAN,
@@ -73,6 +77,7 @@ def problem_sections(trials: pd.DataFrame) -> list[Section]:
         lengths_note(trials),
         unknown_lengths_note(trials),
         counts_note(trials),
+        unverified_inputs_note(trials),
         "" if checks else ALL_CLEAR,
     ]
     text = " ".join(filter(None, notes))
@@ -195,6 +200,19 @@ def counts_note(trials: pd.DataFrame) -> str:
     )
 
 
+def unverified_inputs_note(trials: pd.DataFrame) -> str:
+    """A sentence naming the trials whose server did not count their prompts; empty if none."""
+    column = trials.get(rec.INPUT_UNVERIFIED_REQUESTS, pd.Series(np.nan, trials.index))
+    unverified = trials[pd.to_numeric(column, errors="coerce").fillna(0) > 0]
+    if unverified.empty:
+        return ""
+    return (
+        f"Input lengths are unverified in {len(unverified)} of {len(trials)} trial(s) "
+        f"({_names(unverified)}): their server reported no prompt count (`usage.prompt_tokens`) "
+        "on some requests, so nothing checked that it read the prompts as the client counted them."
+    )
+
+
 def server_counted(trials: pd.DataFrame) -> pd.Series:
     """Per trial: True where no local tokenizer ran (`backend.tokenizer=none`)."""
     column = trials.get(TOKENIZER_COLUMN, pd.Series(None, trials.index, dtype=object))
@@ -247,6 +265,16 @@ def _trial_flags(row: pd.Series) -> list[tuple[str, str]]:
             (
                 "whose client and server token counts differ",
                 f"client and server token counts differ on {mismatched:.0f} request(s)",
+            )
+        )
+    if _positive(prompts := row.get(rec.INPUT_MISMATCH_REQUESTS)):
+        notes.append(
+            (
+                "whose prompts the server counted differently",
+                f"the server counted {prompts:.0f} prompt(s) differently from the client "
+                f"({_signed(row.get(rec.INPUT_MISMATCH_TOKENS_MEAN))} tokens on average): its "
+                "tokenizer or template is not the client's, so the input length is not the "
+                "workload's",
             )
         )
     if _positive(estimated := row.get(rec.ESTIMATED_OUTPUT_REQUESTS)):
@@ -326,6 +354,10 @@ def _size_figures(row: pd.Series) -> str:
             f"{REPORT_MIN_DURATION_S:g} s to compare"
         )
     return figures
+
+
+def _signed(value: object) -> str:
+    return f"{float(value):+.1f}" if value is not None and pd.notna(value) else MISSING
 
 
 def _number(value: object) -> str:

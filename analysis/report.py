@@ -396,8 +396,13 @@ def _overview(trials: pd.DataFrame) -> str:
         f"{len(trials)} trials ({ok} ok, {len(trials) - ok} failed) on "
         f"{trials[rec.DEPLOYMENT_ID].nunique()} deployments"
     ]
-    for name, column in (("model", rec.MODEL_NAME), ("hardware", rec.HARDWARE_NAME)):
-        if column in trials:
+    for name, column in (
+        ("model", rec.MODEL_NAME),
+        ("model files", rec.MODEL_RESOLVED_PATH),  # what loaded, as each worker resolved it
+        ("tokenizer", rec.MODEL_TOKENIZER),
+        ("hardware", rec.HARDWARE_NAME),
+    ):
+        if column in trials and trials[column].notna().any():
             facts.append(f"{name}: {distinct(trials[column])}")
     facts.append(f"load axis: {load_axis_label(trials)}")
     return " · ".join(facts) + ". Latencies are per request; p50 is the median."

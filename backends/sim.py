@@ -16,6 +16,7 @@ import json
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import ClassVar
 
 from backends.base import TelemetrySource
@@ -127,10 +128,14 @@ class SimBackend(LaunchedServerBackend):
 
     def _argv(self, port: int) -> list[str]:
         schedule = {f.name: getattr(self.config, f.name) for f in fields(SimSchedule)}
+        # The model's tokenizer counts the prompts, as a real server's would (its usage is then
+        # checked against the client's count); a hub id or a folder without one: words.
+        tokenizer = Path(self.model_path) / "tokenizer.json"
+        counting = ["--tokenizer", self.model_path] if tokenizer.is_file() else []
         return [
             sys.executable, "-m", "backends.sim_server",
             "--host", self.config.host, "--port", str(port),
-            "--schedule", json.dumps(schedule),
+            "--schedule", json.dumps(schedule), *counting,
         ]  # fmt: skip
 
     def telemetry_sources(self) -> list[TelemetrySource]:

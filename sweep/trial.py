@@ -23,7 +23,7 @@ import yaml
 
 from backends import backend_class
 from backends.config import DEPLOYMENT_ENV
-from backends.models.architecture import architecture
+from backends.models.architecture import architecture, tokenizer_summary
 from backends.models.source import resolve_model_path
 from backends.proxy.launch import Proxies
 from sweep.core import records as R
@@ -110,6 +110,7 @@ def run_deployment(
     try:
         model_path = resolve_model_path(config.model)
         backend = backend_class(config.backend.name)(config.backend, model_path)  # not started
+        environment = {**environment, **_loaded(config, model_path, backend.local_tokenizer)}
         environment = {**environment, **backend.facts()}  # what analysis reads, not its name
         prompts = PromptSource(
             model_path,
@@ -303,6 +304,7 @@ def run_trial(
         timeseries=timeseries.to_pandas(),
         server_metrics=server_metrics.to_pandas(),
         server_series=backend.server_series,
+        server=backend.interface != "engine",
     )
     # Can the numbers be trusted: did the client keep up, was the trial long enough?
     metrics.update(client_columns(metrics, workload, trackers.client))
@@ -427,6 +429,19 @@ def _model_facts(config: Config, model_path: str) -> dict[str, float]:
     if config.model.num_params_b is not None:
         facts.pop(R.MODEL_NUM_PARAMS_B, None)
     return facts
+
+
+def _loaded(config: Config, model_path: str, local_tokenizer: bool) -> dict[str, str | None]:
+    """What this deployment loads: the model's files and the tokenizer that counts for the client.
+
+    Recorded in every trial (also a failed one), so a path that was not the one meant is seen.
+    """
+    tokenizer = (
+        tokenizer_summary(model_path, config.model.revision) or "the model's own"
+        if local_tokenizer
+        else "none: the server counts every token"
+    )
+    return {R.MODEL_RESOLVED_PATH: model_path, R.MODEL_TOKENIZER: tokenizer}
 
 
 def _num_prompts(spec: TrialSpec) -> int:

@@ -49,6 +49,26 @@ def architecture(model_path: str, revision: str | None = None) -> dict[str, floa
     return facts
 
 
+def tokenizer_summary(model_path: str, revision: str | None = None) -> str | None:
+    """The model's tokenizer in words, read from its files; None where they cannot be read.
+
+    Its class and vocabulary size, e.g. "LlamaTokenizerFast (370 tokens)": what a trial's
+    `model.tokenizer` records, so that two results tokenized differently are told apart
+    without loading either tokenizer.
+    """
+    config = _read_json(_model_file(model_path, "tokenizer_config.json", revision))
+    table = _read_json(_model_file(model_path, "tokenizer.json", revision))
+    if not isinstance(config, dict) and not isinstance(table, dict):
+        return None
+    name = (config or {}).get("tokenizer_class") or "tokenizer"
+    vocab = ((table or {}).get("model") or {}).get("vocab")
+    if not isinstance(vocab, dict | list):
+        return str(name)
+    ids = set(vocab.values()) if isinstance(vocab, dict) else set(range(len(vocab)))
+    ids |= {t.get("id") for t in (table or {}).get("added_tokens") or [] if isinstance(t, dict)}
+    return f"{name} ({len(ids)} tokens)"
+
+
 def parameter_count(model_path: str, revision: str | None = None) -> int | None:
     """Parameters in the model's safetensors files, from their headers; None without them."""
     root = Path(model_path)

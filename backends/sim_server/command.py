@@ -38,6 +38,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, int, SimOptions]:
     p.add_argument(
         "--record-prompts", action="store_true", help="keep each request's prompt in its stamps"
     )
+    p.add_argument(
+        "--tokenizer", default=None, help="a model folder whose tokenizer counts the prompts"
+    )
     a = p.parse_args(argv)
     try:
         server_only = {
@@ -45,6 +48,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, int, SimOptions]:
             "words": a.words,
             "usage": a.usage,
             "record_prompts": a.record_prompts,
+            "tokenizer": a.tokenizer,
         }
         options = SimOptions(**json.loads(a.schedule), kv_capacity=a.kv_capacity, **server_only)
     except (ValueError, TypeError) as exc:

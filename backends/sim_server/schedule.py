@@ -42,6 +42,8 @@ class SimSchedule:
     fault_kinds: list[str] = field(default_factory=lambda: list(SIM_FAULT_KINDS))
     seed: int = 0
     usage_skew: int = 0  # added to the final usage count only: a server miscounting its tokens
+    # Added to every usage.prompt_tokens: a server reading prompts otherwise than the client.
+    prompt_usage_skew: int = 0
     # Per-request spread of the delays: each request's ttft_ms and itl_ms are scaled by a
     # lognormal factor of median 1 and this sigma (0: exact), as real servers' requests differ.
     jitter: float = 0.0

@@ -16,7 +16,9 @@ streams cost one wake-up per due time rather than one sleeping task per token. S
 latencies with the server's truth; a request's arrival is when its first bytes were read
 (`backends.sim_server.arrivals`), not when its handler started behind a burst's others.
 Faults are drawn per request at `fault_rate` (seeded);
-`usage_skew` makes the final usage count disagree with the tokens streamed. With
+`usage_skew` makes the final usage count disagree with the tokens streamed, `prompt_usage_skew`
+its prompt count with the prompt's tokens (`--tokenizer DIR` counts those as the model's server
+does: `backends.sim_server.prompt_count`). With
 `reasoning_tokens`, a chat reply thinks first (`SimSchedule`), and the stamps say when its first
 answer token went out (`first_answer_ns`). `/metrics` also holds
 the server's own latency histograms under vLLM's names (`backends.sim_server.latencies`): what a
@@ -43,6 +45,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from backends.sim_server.admission import Admission
 from backends.sim_server.arrivals import ArrivalStamps
 from backends.sim_server.latencies import Latencies
+from backends.sim_server.prompt_count import PromptCounter
 from backends.sim_server.schedule import SimSchedule
 
 STALL_S = 3600.0  # longer than any sane client timeout; ends early only when the server stops
@@ -74,6 +77,7 @@ class SimOptions(SimSchedule):
     words: list[str] = field(default_factory=list)
     usage: str = "asked"
     record_prompts: bool = False
+    tokenizer: str | None = None  # a model folder whose tokenizer counts prompts (`prompt_count`)
 
     def chunk_size(self, index: int) -> int:
         """Tokens in the `index`-th chunk of a stream (before the stream's end cuts it short)."""
@@ -98,6 +102,7 @@ class Stream:
         fault: str | None,
         arrival_ns: int,
         schedule: SimSchedule,
+        prompt_tokens: int = 0,
     ):
         self.rid, self.api, self.streaming, self.fault = rid, api, streaming, fault
         self.arrival_ns = self.admitted_ns = arrival_ns
@@ -106,7 +111,9 @@ class Stream:
         self.thinking = min(schedule.reasoning_tokens, self.max_tokens) if api == "chat" else 0
         self.reasoning_field = schedule.reasoning_field
         self.images = _images(body) if api == "chat" else 0
-        self.prompt_tokens = _prompt_tokens(body, api) + self.images * schedule.tokens_per_image
+        self.prompt_tokens = (
+            prompt_tokens + self.images * schedule.tokens_per_image + schedule.prompt_usage_skew
+        )
         options = body.get("stream_options") or {}
         self.include_usage = bool(options.get("include_usage"))
         self.continuous = bool(options.get("continuous_usage_stats"))
@@ -163,6 +170,7 @@ class SimServer:
 
     def __init__(self, options: SimOptions) -> None:
         self.opt = options
+        self.prompts = PromptCounter(options.tokenizer)  # loaded before the server listens
         self.rng = random.Random(options.seed)
         self.jitter_rng = random.Random(options.seed + 1)  # its own: faults draw as before
         self.heap: list[tuple[int, int, Stream]] = []
@@ -224,7 +232,8 @@ class SimServer:
         if fault in ("500", "429"):
             return _error(int(fault), f"sim: injected HTTP {fault}")
         rid = request.headers.get("X-Request-Id") or f"sim-{next(self.seq)}"
-        s = Stream(rid, body, api, bool(body.get("stream")), fault, arrival, self.opt)
+        counted = self.prompts.count(body, api)
+        s = Stream(rid, body, api, bool(body.get("stream")), fault, arrival, self.opt, counted)
         if self.opt.jitter > 0:
             s.scale = self.jitter_rng.lognormvariate(0.0, self.opt.jitter)
         if self.opt.usage != "asked":
@@ -381,20 +390,6 @@ class SimServer:
         with open(f"{path}.tmp", "w", encoding="utf-8") as out:
             json.dump(self.stamps, out)
         os.replace(f"{path}.tmp", path)
-
-
-def _prompt_tokens(body: dict, api: str) -> int:
-    if api == "chat":
-        return sum(len(_text(m.get("content", "")).split()) for m in body.get("messages") or [])
-    prompt = body.get("prompt", "")
-    return len(prompt) if isinstance(prompt, list) else len(str(prompt).split())
-
-
-def _text(content: object) -> str:
-    """A message's text: its content, or the text of its content parts (images left out)."""
-    if isinstance(content, list):
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return str(content)
 
 
 def _images(body: dict) -> int:

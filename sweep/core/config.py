@@ -94,6 +94,7 @@ ADDED_LATER: dict[str, Any] = {
     "backend.max_lora_rank": None,
     "backend.ms_per_image": 0.0,  # the sim's vision encoder
     "backend.tokens_per_image": 0,
+    "backend.prompt_usage_skew": 0,  # the sim's planted prompt miscount
     "workload.lora_assignment": "uniform",  # which adapter each request asks for
     "workload.lora_skew": 1.0,
     "dataset.start_s": 0.0,  # a trace's window and its rows too long for the context
@@ -108,7 +109,13 @@ ADDED_LATER: dict[str, Any] = {
 
 @dataclass
 class ModelConfig:
-    """What to load: a hub id or local directory, or a model the project generates."""
+    """What to load: a hub id or local directory, or a model the project generates.
+
+    A generated model has `path: generated` and a `generator`. A `path` set to anything else
+    is what loads, also on top of a generated model (the default `tiny_llama`): the generator is
+    then dropped, and a name that was the generator's becomes the path's last part. Parameters
+    and context are read from the model's own files unless set (`num_params_b`, `max_model_len`).
+    """
 
     name: str = MISSING
     path: str = MISSING
@@ -120,6 +127,23 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check_positive("model", num_params_b=self.num_params_b, max_model_len=self.max_model_len)
+        if self.generator is not None and self.path != GENERATED_MODEL_PATH:
+            if self.name == self.generator:  # the generated model's name would mislabel it
+                self.name = model_name_of(self.path)
+            self.generator = None
+        elif self.generator is None and self.path == GENERATED_MODEL_PATH:
+            raise_config(
+                f"model.path={GENERATED_MODEL_PATH} needs model.generator (e.g. tiny_llama); "
+                "or set model.path to a local directory or hub id"
+            )
+
+
+GENERATED_MODEL_PATH = "generated"  # `model.path` of a model the project makes (`generator`)
+
+
+def model_name_of(path: str) -> str:
+    """A model's name from its path: a directory's or hub id's last part."""
+    return str(path).rstrip("/").rsplit("/", 1)[-1] or str(path)
 
 
 RAMPS = ("none", "linear", "exponential")

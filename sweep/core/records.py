@@ -385,6 +385,13 @@ CLIENT_LAG_MS_MAX = "client_lag_ms_max"
 BATCH_LATENCY_S_MEAN = "batch_latency_s_mean"
 TOKEN_MISMATCH_REQUESTS = "token_mismatch_requests"
 SHORT_OUTPUT_REQUESTS = "short_output_requests"
+# Prompts: completed requests whose server counted another input length than the client
+# (`usage.prompt_tokens` against `input_tokens`; image requests left out, their image tokens
+# are the server's alone), the mean of server minus client over those, and the requests to a
+# server that reported no prompt count (their input length is unverified; None: no server).
+INPUT_MISMATCH_REQUESTS = "input_mismatch_requests"
+INPUT_MISMATCH_TOKENS_MEAN = "input_mismatch_tokens_mean"
+INPUT_UNVERIFIED_REQUESTS = "input_unverified_requests"
 PEAK_RSS_MB = "peak_rss_mb"
 PEAK_GPU_MEMORY_MB = "peak_gpu_memory_mb"
 MEAN_KV_CACHE_USAGE = "mean_kv_cache_usage_percent"
@@ -494,6 +501,10 @@ MODEL_NUM_PARAMS_B = "model.num_params_b"
 MODEL_NUM_LAYERS = "model.num_layers"
 MODEL_NUM_KV_HEADS = "model.num_kv_heads"
 MODEL_HEAD_DIM = "model.head_dim"
+# What the deployment loaded, as the worker resolved it (`sweep.trial`): the model's files (a
+# local directory or a hub id) and the tokenizer that counted the client's tokens, or that none did.
+MODEL_RESOLVED_PATH = "model.resolved_path"
+MODEL_TOKENIZER = "model.tokenizer"
 HARDWARE_PRICE_PER_HOUR = "hardware.price_per_hour"
 HARDWARE_MEMORY_BANDWIDTH = "hardware.memory_bandwidth_gb_s"
 HARDWARE_PEAK_FP16_TFLOPS = "hardware.peak_fp16_tflops"

@@ -40,6 +40,7 @@ def summarize(
     timeseries: pd.DataFrame | None = None,
     server_metrics: pd.DataFrame | None = None,
     server_series: Mapping[str, str] | None = None,
+    server: bool = False,
 ) -> Summary:
     """Summary metrics of one trial.
 
@@ -55,6 +56,8 @@ def summarize(
         server_metrics: the trial's /metrics capture (`records.SERVER_METRICS_SCHEMA`), if any.
         server_series: the backend's map of roles to its Prometheus families
             (`Backend.server_series`); without one the server-side columns are None.
+        server: the requests went to a server, whose usage should count each prompt (an
+            in-process engine counts none: its input is unverified by nobody).
 
     Returns:
         One value per summary metric column of `sweep.core.records` (plain ints, floats or None).
@@ -82,6 +85,7 @@ def summarize(
         rec.BATCH_LATENCY_S_MEAN: _batch_latency_mean_s(ok),
         rec.TOKEN_MISMATCH_REQUESTS: _token_mismatches(ok),
         rec.SHORT_OUTPUT_REQUESTS: _short_outputs(ok),
+        **_input_checks(ok, server),
         rec.ESTIMATED_OUTPUT_REQUESTS: _estimated_outputs(ok),
         rec.OUT_OF_WINDOW_REQUESTS: excluded,
         rec.REASONING_TOKENS_TOTAL: _total(ok, rec.REASONING_TOKENS),
@@ -291,6 +295,26 @@ def _batch_latency_mean_s(ok: pd.DataFrame) -> float | None:
 def _token_mismatches(ok: pd.DataFrame) -> int:
     server = _numeric(ok, rec.SERVER_OUTPUT_TOKENS)
     return int((~np.isnan(server) & (server != _numeric(ok, rec.OUTPUT_TOKENS))).sum())
+
+
+def _input_checks(ok: pd.DataFrame, server: bool) -> Summary:
+    """How the server's prompt counts compare with the client's, over text-only requests.
+
+    A prompt the server counts otherwise was not the workload asked for (another tokenizer,
+    a template the client did not count): such requests, and by how much on average.
+    """
+    text_only = _numeric(ok, rec.IMAGES)
+    text_only = np.isnan(text_only) | (text_only == 0)
+    client, counted = _numeric(ok, rec.INPUT_TOKENS), _numeric(ok, rec.SERVER_INPUT_TOKENS)
+    differ = text_only & ~np.isnan(counted) & ~np.isnan(client) & (counted != client)
+    unverified = int((text_only & np.isnan(counted)).sum())
+    return {
+        rec.INPUT_MISMATCH_REQUESTS: int(differ.sum()),
+        rec.INPUT_MISMATCH_TOKENS_MEAN: (
+            float(np.mean(counted[differ] - client[differ])) if differ.any() else None
+        ),
+        rec.INPUT_UNVERIFIED_REQUESTS: unverified if server else None,
+    }
 
 
 def _short_outputs(ok: pd.DataFrame) -> int:
