@@ -81,7 +81,9 @@ class PromptCounter:
 def message_text(content: object) -> str:
     """A message's text: its content, or the text of its content parts (images left out)."""
     if isinstance(content, list):
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        return " ".join(
+            str(p.get("text", "")) for p in content if isinstance(p, dict) and "text" in p
+        )
     return str(content)
 
 

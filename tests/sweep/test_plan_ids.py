@@ -17,6 +17,10 @@ re-records the experiments it moves, and says so here:
   the report's 0.5 s minimum was named too short: re-recorded. Then long enough on any machine
   (issue 31): its requests are sent again until a trial has run 1 s (`workload.min_duration_s`,
   `min_requests`, `repeat_to_minimum`), so what each trial measures changed: re-recorded.
+- aa_check, quickstart, quickstart_capacity, quickstart_engines, quickstart_serving,
+  sim_cluster, trace_replay: the tiny model's parameter count and context are read from its files
+  (issue 66: a `model.path` over the default kept the tiny model's 0.0004 B), so `model.*` of the
+  default model changed: re-recorded.
 - study_d_proxy (issue 16: the proxy group and `dataset.paraphrase_rate`, both added so that no
   recorded id moved) was recorded when it was added.
 """
