@@ -1,8 +1,8 @@
-"""The node set-up check's reading of a YAML, its classification and table; piece.sh for real.
+"""The node image check: its error lines, classification, CUDA reading, table; real resolver runs.
 
-The pip runs themselves are the script's (scripts/check_node_setup.py needs the registry and
-minutes); here the steps' outcomes are fed in, and one cheap real run shows main's failure mode:
-flash-attn's metadata cannot be built in pip's isolated build, which has no torch.
+Outcomes of pip are fed in where the point is the reading; the resolver runs against the package
+index are real: the shipped Dockerfile resolves (slow: about a minute, metadata only), and a copy
+with a planted requirement that has no wheel for the image's Python fails, naming it.
 """
 
 import os
@@ -11,80 +11,128 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
+from sweep import node_image as ni
 from sweep import node_setup as ns
-from sweep.node_setup import FAILED, INSTALLED, OPTIONAL_FAILED, SKIPPED, Outcome, parse_step
+from sweep.node_setup import FAILED, OK, OPTIONAL_FAILED, SKIPPED, Outcome
 
 REPO = Path(__file__).resolve().parents[2]
-SHIPPED = sorted((REPO / "scripts" / "cluster").glob("l4-*.yaml"))
+DOCKERFILE = REPO / "scripts" / "cluster" / "Dockerfile"
 PIECE = REPO / "scripts" / "cluster" / "piece.sh"
+CHECK = REPO / "scripts" / "check_node_setup.py"
 PIP_ERROR = """Collecting flash-attn>=2.5.7
   Getting requirements to build wheel: finished with status 'error'
   error: subprocess-exited-with-error
       ModuleNotFoundError: No module named 'torch'
 ERROR: Failed to build 'flash-attn' when getting requirements to build wheel
 """
+NO_WHEEL = """ERROR: Cannot install llm-sweep because these package versions have conflicting dependencies.
+
+The conflict is caused by:
+    hydra-core 1.3.8 depends on antlr4-python3-runtime==4.9.*
+
+Additionally, some packages in these conflicts have no matching distributions available for your environment:
+    antlr4-python3-runtime
+"""  # noqa: E501
 
 
-def test_a_piece_step_is_optional_and_its_env_prefix_is_read():
-    step = parse_step(
-        "bash /home/ray/llm-sweep/scripts/cluster/piece.sh llama-cpp-cuda env "
-        'CMAKE_ARGS=-DGGML_CUDA=on pip install -q -e "/home/ray/llm-sweep[llamacpp]"'
-    )
-    assert step.piece == "llama-cpp-cuda"
-    assert step.env == {"CMAKE_ARGS": "-DGGML_CUDA=on"}
-    assert step.argv == ("pip", "install", "-q", "-e", "/home/ray/llm-sweep[llamacpp]")
-    outcome = ns.run_step(step, Path(sys.executable), REPO)  # a CUDA build is never run here
-    assert (outcome.status, outcome.detail.split(":")[0]) == (SKIPPED, "needs CUDA")
+def step(command: str, line: int = 7) -> ni.Step:
+    return ni.parse_command(line, ni.commands(command)[0])
 
 
 def test_failures_are_classified_by_layer_with_the_errors_first_line():
-    core = parse_step("pip install -e .[x]")
-    piece = parse_step("bash /r/scripts/cluster/piece.sh flash-attn pip install flash-attn")
-    assert ns.classify(core, 0, "").status == INSTALLED
-    failed = ns.classify(core, 1, PIP_ERROR)
-    assert failed.status == FAILED
+    core, piece = (
+        step("pip install -e .[x]"),
+        step("bash /r/scripts/cluster/piece.sh fa pip install f"),
+    )
+    assert ns.classify(core, 0, "", "done").status == OK
+    failed = ns.classify(core, 1, PIP_ERROR, "done")
+    assert (failed.status, failed.step) == (FAILED, "L7 .[x]")
     assert failed.detail == "flash-attn: ModuleNotFoundError: No module named 'torch'"
-    assert ns.classify(piece, 1, PIP_ERROR).status == OPTIONAL_FAILED
-    assert ns.failed_required([ns.classify(piece, 1, PIP_ERROR)]) is False
-    assert ns.failed_required([failed]) is True
+    assert ns.classify(piece, 1, PIP_ERROR, "done").status == OPTIONAL_FAILED
     assert ns.first_error("") == "failed, with no output"
 
 
-def test_steps_after_a_failed_core_step_are_not_run(tmp_path):
-    steps = [parse_step("pip install --no-such-flag"), parse_step("pip install nothing-here")]
-    outcomes = ns.run_plan(steps, Path(sys.executable), REPO)
+def test_a_resolver_conflict_names_what_has_no_distribution_for_the_image():
+    assert ns.first_error(NO_WHEEL) == (
+        "ERROR: Cannot install llm-sweep because these package versions have conflicting "
+        "dependencies. (no distribution for the image: antlr4-python3-runtime)"
+    )
+    noisy = (
+        "ERROR: Ignored the following yanked versions: 2.4.0\nERROR: Could not find a version that"
+        " satisfies the requirement numpy==1.21.0 (from versions: 1.23.2, 1.24.0, 2.4.6)"
+    )
+    assert ns.first_error(noisy) == (
+        "ERROR: Could not find a version that satisfies the requirement numpy==1.21.0 "
+        "(from versions: 1.23.2 ... 2.4.6)"
+    )
+
+
+def report(*items: tuple[str, list[str]]) -> dict:
+    """A resolver report of (name, requires_dist) items; `/x` is the local project's."""
+    return {"install": [
+        {"metadata": {"name": n, "version": "1", "requires_dist": r},
+         "download_info": {"url": "file:///x" if n == "proj" else f"https://i/{n}.whl"}}
+        for n, r in items
+    ]}  # fmt: skip
+
+
+def test_what_reaches_a_cuda_library_short_of_torch_is_a_gpu_nodes_only():
+    resolved = report(
+        ("proj", ["torch", "nvidia-ml-py; extra == 'gpu'", "vllm; extra == 'vllm'"]),
+        ("torch", ["nvidia-cudnn-cu13==9.20; platform_system == 'Linux'"]),
+        ("vllm", ["torch", "cuda-bindings>=13"]),
+        ("cuda-bindings", []), ("nvidia-ml-py", []), ("nvidia-cudnn-cu13", []),
+        ("nvidia-cublas-cu12", []),
+    )  # fmt: skip
+    assert ns.node_only("/x[gpu]", resolved) == []  # torch is this machine's own; NVML is Python
+    assert ns.node_only("/x[gpu,vllm]", resolved) == ["cuda-bindings"]
+    assert ns.node_only("vllm", resolved) == ["cuda-bindings"]
+    assert ns.node_only("nvidia-cublas-cu12==12.9.3.13", resolved) == ["nvidia-cublas-cu12"]
+
+
+def test_torchs_cuda_major_is_read_from_its_requirements():
+    cu13 = report(
+        ("torch", ["filelock", 'cuda-toolkit[cublas]==13.0.3; platform_system == "Linux"'])
+    )
+    cu12 = report(("torch", ["nvidia-cublas-cu12==12.8.4.1; platform_system == 'Linux'"]))
+    assert ns.cuda_major(cu13) == ("1", 13) and ns.cuda_major(cu12) == ("1", 12)
+    assert ns.cuda_major(report(("torch", ["filelock"]))) == ("1", None)  # a CPU build
+    assert ns.check_cuda(ni.read_file(DOCKERFILE), cu12).status == FAILED
+    assert ns.check_cuda(ni.read_file(DOCKERFILE), cu13).status == OK
+
+
+def test_image_paths_map_to_this_machine():
+    paths = {"/src": "/repo", "/opt/w": "/tmp/w0"}
+    words = ["/src[gpu]", "/src/c.txt", "/srcx", "/opt/w", "-c", "/src"]
+    assert ns.localize(words, paths) == [
+        "/repo[gpu]",
+        "/repo/c.txt",
+        "/srcx",
+        "/tmp/w0",
+        "-c",
+        "/repo",
+    ]
+
+
+def test_steps_after_a_failed_core_step_are_not_run():
+    steps = [step("pip install --no-such-flag x", 3), step("pip install nothing-here", 4)]
+    outcomes = ns.install_here(steps, {"install": []}, sys.executable, {})
     assert [o.status for o in outcomes] == [FAILED, SKIPPED]
     assert "no such option" in outcomes[0].detail
 
 
-def test_the_table_has_one_row_per_step():
-    core = Outcome(parse_step("pip install -e /home/ray/llm-sweep"), INSTALLED, "dry run")
-    piece = parse_step("bash /r/scripts/cluster/piece.sh flash-attn pip install x")
-    rows = [("a.yaml", "head", core), ("a.yaml", "l4_x1", Outcome(piece, OPTIONAL_FAILED, "e|r"))]
+def test_the_table_has_one_row_per_outcome():
+    rows = [
+        Outcome("L5 torch", "resolved", OK),
+        Outcome("L9 fa (piece)", "looked up", SKIPPED, "e|r"),
+    ]
     lines = ns.table(rows).splitlines()
-    assert lines[2] == "| a.yaml | head | /home/ray/llm-sweep | installed | dry run |"
-    assert lines[3] == "| a.yaml | l4_x1 | flash-attn (optional) | optional-failed | e\\|r |"
-
-
-@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
-def test_the_head_installs_the_core_only_and_workers_layer_their_pieces(path):
-    plans = ns.node_plans(yaml.safe_load(path.read_text()))
-    assert set(plans) == {"head", "l4_x1, l4_x4"}
-    head = plans["head"]
-    assert len(head) == 1 and head[0].piece is None
-    assert "vllm" not in head[0].command and "llamacpp" not in head[0].command
-    workers = plans["l4_x1, l4_x4"]
-    core = [s for s in workers if s.piece is None]
-    assert all("scripts/cluster/constraints.txt" in s.command for s in workers)
-    pieces = [s.piece for s in workers if s.piece]
-    assert pieces == ["flash-attn", "arctic-inference", "llama-cpp-cuda"]
-    assert "torch" in core[0].argv  # torch first: the source builds compile against it
-    assert "vllm" in core[1].argv
-    assert core[1].name == "/home/ray/llm-sweep[gpu,ctranslate2,bitsandbytes] vllm exllamav2"
-    sources = [s for s in workers if s.piece in ("flash-attn", "arctic-inference")]
-    assert all("--no-build-isolation" in s.argv for s in sources)
+    assert lines[0] == "| step | done | result | detail |"
+    assert lines[2:] == [
+        "| L5 torch | resolved | ok |  |",
+        "| L9 fa (piece) | looked up | skipped | e\\|r |",
+    ]
 
 
 def test_constraints_pin_the_vllm_the_cpu_suite_tests_and_the_image_ray():
@@ -107,12 +155,65 @@ def test_piece_sh_records_what_installed_and_lets_a_failure_pass(tmp_path):
     assert bad.stderr.strip() == "piece bad: failed (exit 1); this node runs without it"
 
 
-def test_mains_flash_attn_failure_mode(tmp_path):
-    """Real: pip's isolated build of flash-attn has no torch (needs the registry, ~10 s)."""
-    step = parse_step('pip install --no-deps "flash-attn>=2.5.7"')
-    outcome = ns.run_step(step, Path(sys.executable), REPO, timeout_s=300)
-    if "No matching distribution" in outcome.detail or "Could not" in outcome.detail:
-        pytest.fail(f"the registry did not answer: {outcome.detail}")
-    assert (outcome.status, outcome.detail) == (
-        FAILED, "flash-attn: ModuleNotFoundError: No module named 'torch'"
-    )  # fmt: skip
+def wheel_paths(image: ni.Dockerfile, folder: Path) -> dict[str, str]:
+    """The image's paths here, its `pip wheel` steps built for real into `folder`."""
+    paths = {ns.SRC: str(REPO)}
+    for i, wheel in enumerate(s for s in ni.steps(image) if s.verb == "wheel"):
+        paths.update({d: str(folder / f"w{i}") for d in wheel.option("-w", "--wheel-dir")})
+        code, output = ns.pip(sys.executable, ["wheel", *ns.localize(wheel.args, paths)],
+                              ns.index_env())  # fmt: skip
+        assert code == 0, ns.first_error(output)
+    return paths
+
+
+@pytest.mark.slow
+def test_the_shipped_image_resolves_for_its_python_and_platform(tmp_path):
+    """Real: every core step's wheels for CPython 3.11 on manylinux (about a minute, metadata)."""
+    image = ni.read_file(DOCKERFILE)
+    core = [s for s in ni.steps(image) if s.verb == "install" and not s.piece]
+    outcomes, resolved = ns.resolve_core(core, image, wheel_paths(image, tmp_path))
+    assert [o.status for o in outcomes] == [OK] * len(core), outcomes
+    names = {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in resolved["install"]}
+    assert names["torch"] == "2.13.0" and names["vllm"].startswith("0.32.")
+    assert names["ray"] == "2.60.0" and "nvidia-cublas-cu12" in names
+    assert ns.check_cuda(image, resolved).status == OK
+
+
+def planted(tmp_path: Path, requirement: str) -> tuple[Path, int]:
+    """A copy of the Dockerfile whose builder stage installs `requirement` last; that line."""
+    text = DOCKERFILE.read_text()
+    runtime = text.index("FROM nvidia/cuda:13.0.2-cudnn-runtime")
+    constraints = "-c /src/scripts/cluster/constraints.txt"
+    line = f'RUN pip install --only-binary=:all: {constraints} "{requirement}"\n'
+    (tmp_path / "Dockerfile").write_text(text[:runtime] + line + "\n" + text[runtime:])
+    return tmp_path / "Dockerfile", text[:runtime].count("\n") + 1
+
+
+@pytest.mark.slow
+def test_a_planted_requirement_with_wheels_for_other_pythons_only_fails_the_check(tmp_path):
+    """Real: numpy 1.21.0 has wheels for CPython 3.7 to 3.9 and a source zip (about 30 s)."""
+    path, line = planted(tmp_path, "numpy==1.21.0")
+    done = subprocess.run([sys.executable, str(CHECK), str(path)],
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr[-2000:]
+    rows = [r for r in done.stdout.splitlines() if "| failed |" in r]
+    assert len(rows) == 1 and rows[0].startswith(f"| L{line} numpy==1.21.0 | resolver run"), rows
+    assert "Could not find a version that satisfies the requirement numpy==1.21.0" in rows[0]
+    others = [s for s in ni.steps(ni.read_file(DOCKERFILE)) if s.verb == "install" and not s.piece]
+    blamed = f"| skipped | the run failed on L{line} numpy==1.21.0 |"
+    assert sum(blamed in r for r in done.stdout.splitlines()) == len(others)
+    assert "installed here" not in done.stdout  # no real install after a failed core step
+
+
+def test_a_planted_source_only_requirement_fails_the_resolver_run(tmp_path):
+    """Real: antlr4-python3-runtime 4.8 is a source distribution only (about 20 s)."""
+    path, line = planted(tmp_path, "antlr4-python3-runtime==4.8")
+    image = ni.read_file(path)
+    core = [s for s in ni.steps(image) if s.verb == "install" and not s.piece]
+    outcomes, resolved = ns.resolve_core(core, image, {ns.SRC: str(REPO)})
+    assert resolved is None
+    failed = [o for o in outcomes if o.status == FAILED]
+    assert [o.step for o in failed] == [f"L{line} antlr4-python3-runtime==4.8"]
+    assert failed[0].detail.startswith(
+        "ERROR: Could not find a version that satisfies the requirement antlr4-python3-runtime==4.8"
+    )
