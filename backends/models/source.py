@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 
+from sweep.core.config import GENERATED_MODEL_PATH
 from sweep.core.errors import ConfigError
 
 GENERATORS: dict[str, str] = {
@@ -19,6 +20,11 @@ def resolve_model_path(model: object) -> str:
     """Return the loadable path of `model` (a `ModelConfig`), generating it when needed."""
     generator = getattr(model, "generator", None)
     if generator is None:
+        if str(model.path) == GENERATED_MODEL_PATH:  # a grid may still set the path later
+            raise ConfigError(
+                f"model.path={GENERATED_MODEL_PATH} needs model.generator (e.g. tiny_llama); "
+                "or set model.path to a local directory or hub id"
+            )
         return str(model.path)
     try:
         module_name, func_name = GENERATORS[generator].split(":")

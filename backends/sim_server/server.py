@@ -45,7 +45,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from backends.sim_server.admission import Admission
 from backends.sim_server.arrivals import ArrivalStamps
 from backends.sim_server.latencies import Latencies
-from backends.sim_server.prompt_count import PromptCounter
+from backends.sim_server.prompt_count import PromptCounter, is_long
 from backends.sim_server.schedule import SimSchedule
 
 STALL_S = 3600.0  # longer than any sane client timeout; ends early only when the server stops
@@ -232,7 +232,11 @@ class SimServer:
         if fault in ("500", "429"):
             return _error(int(fault), f"sim: injected HTTP {fault}")
         rid = request.headers.get("X-Request-Id") or f"sim-{next(self.seq)}"
-        counted = self.prompts.count(body, api)
+        if is_long(body):  # off the event loop: other requests' arrivals are stamped meanwhile
+            loop = asyncio.get_running_loop()
+            counted = await loop.run_in_executor(None, self.prompts.count, body, api)
+        else:
+            counted = self.prompts.count(body, api)
         s = Stream(rid, body, api, bool(body.get("stream")), fault, arrival, self.opt, counted)
         if self.opt.jitter > 0:
             s.scale = self.jitter_rng.lognormvariate(0.0, self.opt.jitter)

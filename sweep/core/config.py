@@ -131,11 +131,6 @@ class ModelConfig:
             if self.name == self.generator:  # the generated model's name would mislabel it
                 self.name = model_name_of(self.path)
             self.generator = None
-        elif self.generator is None and self.path == GENERATED_MODEL_PATH:
-            raise_config(
-                f"model.path={GENERATED_MODEL_PATH} needs model.generator (e.g. tiny_llama); "
-                "or set model.path to a local directory or hub id"
-            )
 
 
 GENERATED_MODEL_PATH = "generated"  # `model.path` of a model the project makes (`generator`)

@@ -118,7 +118,7 @@ def test_refuse_fails_before_any_request_naming_the_row_and_the_count(
     assert capsys.readouterr().err.strip() == (
         f"error: {path}:1: input_length {trace.input_len[0]} + output_length "
         f"{trace.output_len[0]} exceeds the context of 4096 "
-        f"tokens (model.max_model_len); {1000 - len(fits)} of the 1000 rows taken do not fit: "
+        f"tokens (the model's config.json); {1000 - len(fits)} of the 1000 rows taken do not fit: "
         "set dataset.too_long=skip or truncate"
     )
     assert not (tmp_path / "out").exists() and not list(stamps.iterdir())

@@ -7,6 +7,7 @@ results carried the user's path (issue 66). These tests set only `model.path`, a
 import pytest
 
 from backends.models.architecture import parameter_count
+from backends.models.source import resolve_model_path
 from backends.models.tiny import ensure_tiny_model
 from sweep.core import records as R
 from sweep.core.config import ModelConfig
@@ -30,8 +31,9 @@ def test_a_path_over_a_generated_model_replaces_it():
 
 
 def test_generated_without_a_generator_is_one_clear_line():
+    model = ModelConfig(name="x", path="generated")  # a grid may set the path after this
     with pytest.raises(ConfigError, match=r"^model.path=generated needs model.generator"):
-        ModelConfig(name="x", path="generated")
+        resolve_model_path(model)
 
 
 def test_the_plan_takes_the_path_given_on_top_of_the_default(other):
