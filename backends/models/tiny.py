@@ -96,12 +96,19 @@ def corpus(size: int = 480) -> list[str]:
     return sentences
 
 
-def _build_tokenizer():
-    """Train the byte-level BPE tokenizer and wrap it for ``transformers``.
+def train_tokenizer(
+    sentences: list[str],
+    vocab_size: int = VOCAB_SIZE,
+    chat_template: str | None = CHAT_TEMPLATE,
+    model_max_length: int = 4096,
+):
+    """Train a byte-level BPE tokenizer on `sentences` and wrap it for ``transformers``.
+
+    The tiny model's recipe (`corpus()`, `VOCAB_SIZE`, its chat template); the tests train
+    another on other words, so that a second generated model counts text otherwise.
 
     Returns:
-        A ``PreTrainedTokenizerFast`` that prepends ``<s>`` on encode and carries
-        the chat template.
+        A ``PreTrainedTokenizerFast`` that prepends ``<s>`` on encode.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -110,12 +117,12 @@ def _build_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
+        vocab_size=vocab_size,
         special_tokens=list(SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(corpus(), trainer=trainer)
+    tok.train_from_iterator(sentences, trainer=trainer)
     bos_id = tok.token_to_id("<s>")
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)]
@@ -126,22 +133,36 @@ def _build_tokenizer():
         bos_token="<s>",
         eos_token="</s>",
         pad_token="<pad>",
-        chat_template=CHAT_TEMPLATE,
+        chat_template=chat_template,
         clean_up_tokenization_spaces=False,
-        model_max_length=4096,
+        model_max_length=model_max_length,
     )
 
 
-def _build(out_dir: pathlib.Path) -> None:
-    """Write the tokenizer, model and generation config into ``out_dir``.
+def write_llama(
+    out_dir: pathlib.Path,
+    tokenizer,
+    layers: int = 2,
+    intermediate_size: int = 256,
+    max_positions: int = 4096,
+    seed: int = 0,
+) -> None:
+    """Write `tokenizer` and a random-weight Llama for it into ``out_dir``.
+
+    128 wide, 2 heads of 64 (vLLM's CPU attention needs head_dim 64), 1 KV head, float32;
+    the tiny model's defaults.
 
     Args:
         out_dir: An existing, empty directory.
+        tokenizer: What `train_tokenizer` returns.
+        layers: Decoder layers.
+        intermediate_size: The MLP's width.
+        max_positions: The context (`max_position_embeddings`).
+        seed: torch's seed for the weights.
     """
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    tokenizer = _build_tokenizer()
     # Embed the chat template in tokenizer_config.json and name a class that
     # transformers 4.x knows too (5.x writes "TokenizersBackend"), for vLLM & co.
     tokenizer.save_pretrained(out_dir, save_jinja_files=False)
@@ -153,23 +174,28 @@ def _build(out_dir: pathlib.Path) -> None:
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=layers,
         num_attention_heads=2,
         num_key_value_heads=1,
         head_dim=64,
-        max_position_embeddings=4096,
+        max_position_embeddings=max_positions,
         tie_word_embeddings=False,
         dtype="float32",
         **ids,
     )
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         model = LlamaForCausalLM(config).to(torch.float32)
     model.generation_config = GenerationConfig(**ids)
     model.save_pretrained(out_dir, safe_serialization=True)
     for path in out_dir.iterdir():
         path.chmod(0o644)  # some files are written owner-only; the cache may be shared
+
+
+def _build(out_dir: pathlib.Path) -> None:
+    """Write the tiny model's tokenizer, model and generation config into ``out_dir``."""
+    write_llama(out_dir, train_tokenizer(corpus()))
 
 
 def _is_complete(path: pathlib.Path) -> bool:
