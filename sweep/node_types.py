@@ -92,17 +92,26 @@ def node_types_of(path: Path) -> list[NodeType] | None:
 def worker_groups(raycluster: dict[str, Any]) -> list[NodeType]:
     """The node types of a KubeRay `RayCluster`: one per worker group that may scale up.
 
-    A group's resources are what KubeRay hands `ray start`: `num-cpus` / `num-gpus` from
-    `rayStartParams`, else the Ray container's limits (`cpu`, `nvidia.com/gpu`), plus the
-    custom `resources` of `rayStartParams` (a JSON object written as a quoted string).
+    A group's resources are what KubeRay hands `ray start`: the group's top-level `resources`
+    when it has them (the way the manifests here declare them), else `num-cpus` / `num-gpus` from
+    `rayStartParams` or the Ray container's limits (`cpu`, `nvidia.com/gpu`), plus the custom
+    `resources` of `rayStartParams` (a JSON object written as a quoted string).
     """
     types = []
     for group in (raycluster.get("spec") or {}).get("workerGroupSpecs") or []:
-        params = group.get("rayStartParams") or {}
+        params = dict(group.get("rayStartParams") or {})
         containers = (((group.get("template") or {}).get("spec") or {}).get("containers")) or [{}]
         limits = (containers[0].get("resources") or {}).get("limits") or {}
         resources = json.loads(str(params.get("resources", "{}")).strip().strip('"').replace(
             '\\"', '"'))  # fmt: skip
+        for name, value in (group.get("resources") or {}).items():
+            key = {"cpu": "num-cpus", "memory": None}.get(name.lower(), name)
+            if name.lower().endswith("gpu"):
+                params["num-gpus"] = value
+            elif key == "num-cpus":
+                params[key] = value
+            elif key:
+                resources[key] = _quantity(value)
         cpus = params.get("num-cpus", limits.get("cpu", 0))
         resources["CPU"] = _quantity(cpus)
         resources["GPU"] = _quantity(params.get("num-gpus", limits.get("nvidia.com/gpu", 0)))

@@ -3,26 +3,32 @@
 #   REGISTRY/llm-sweep-node:<project version>-<first 12 hex of sha256 of what the image is built
 #   from: constraints.txt, the Dockerfile, piece.sh, pyproject.toml>
 # so that a change of pins, dependencies or the image's steps gives a new tag.
-# Usage: scripts/cluster/build_image.sh REGISTRY [--push] [--print-tag]
+# Usage: scripts/cluster/build_image.sh REGISTRY [--push] [--use] [--print-tag]
 #   --push        push the tag after the build
-#   --print-tag   print the tag and do nothing else (no docker needed)
+#   --use         write the tag into the cluster files (scripts/cluster/*.yaml: every
+#                 `image: .../llm-sweep-node:...`), which `ray up` and kubectl then run
+#   --print-tag   print the tag and build nothing (no docker needed; with --use, still writes it)
 #   MAX_JOBS      parallel compile jobs of the CUDA builds (the Dockerfile's default: 4)
 #   DOCKER        the docker client (default: docker)
-# Prints the pieces the image built (on stderr) and the tag (the last line of stdout).
+#   CLUSTER_DIR   the folder of the cluster files (default: scripts/cluster)
+# Prints the pieces the image built (on stderr) and the tag (the last line of stdout). A piece the
+# cluster files advertise (`piece:NAME`) that did not build fails the script before --push and
+# --use, naming it: a node would advertise a piece it cannot run.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-registry="" push=0 print_only=0
+registry="" push=0 print_only=0 use=0
 for arg in "$@"; do
   case "$arg" in
     --push) push=1 ;;
     --print-tag) print_only=1 ;;
-    -*) echo "build_image.sh: unknown option $arg (usage: build_image.sh REGISTRY [--push] [--print-tag])" >&2; exit 2 ;;
+    --use) use=1 ;;
+    -*) echo "build_image.sh: unknown option $arg (usage: build_image.sh REGISTRY [--push] [--use] [--print-tag])" >&2; exit 2 ;;
     *) registry=${arg%/} ;;
   esac
 done
 if [ -z "$registry" ]; then
-  echo "build_image.sh: no registry given (usage: build_image.sh REGISTRY [--push] [--print-tag], e.g. ghcr.io/your-org)" >&2
+  echo "build_image.sh: no registry given (usage: build_image.sh REGISTRY [--push] [--use] [--print-tag], e.g. ghcr.io/your-org)" >&2
   exit 2
 fi
 
@@ -39,7 +45,19 @@ else
   digest=$(cat "${inputs[@]}" | shasum -a 256)
 fi
 tag="$registry/llm-sweep-node:$version-${digest:0:12}"
+cluster_dir=${CLUSTER_DIR:-scripts/cluster}
+
+use_tag() {
+  local file
+  for file in "$cluster_dir"/*.yaml; do
+    sed -i.bak -E "s#^([[:space:]]*image:[[:space:]]*)[^[:space:]\"']*llm-sweep-node:[^[:space:]\"']*#\1$tag#" "$file"
+    rm -f "$file.bak"
+  done
+  echo "the cluster files in $cluster_dir now run $tag" >&2
+}
+
 if [ "$print_only" = 1 ]; then
+  [ "$use" = 1 ] && use_tag
   echo "$tag"
   exit 0
 fi
@@ -53,8 +71,18 @@ build_args=()
 [ -n "${MAX_JOBS:-}" ] && build_args+=(--build-arg "MAX_JOBS=$MAX_JOBS")
 # BuildKit sends only what the Dockerfile copies, not the whole checkout (.venv, results).
 DOCKER_BUILDKIT=1 "$docker" build -f "$dockerfile" ${build_args[@]+"${build_args[@]}"} -t "$tag" . >&2
-echo "pieces built: $("$docker" run --rm --entrypoint ls "$tag" /opt/llm-sweep/pieces | tr '\n' ' ')" >&2
+built=$("$docker" run --rm --entrypoint ls "$tag" /opt/llm-sweep/pieces | tr '\n' ' ')
+echo "pieces built: $built" >&2
+missing=""
+for piece in $(grep -ohE 'piece:[A-Za-z0-9_.-]+' "$cluster_dir"/*.yaml | sort -u); do
+  case " $built " in *" ${piece#piece:} "*) ;; *) missing="$missing ${piece#piece:}" ;; esac
+done
+if [ -n "$missing" ]; then
+  echo "build_image.sh: the cluster files advertise pieces the image did not build:$missing; fix their build (its log above) or remove their piece: resources from $cluster_dir/*.yaml" >&2
+  exit 1
+fi
 if [ "$push" = 1 ]; then
   "$docker" push "$tag" >&2
 fi
+[ "$use" = 1 ] && use_tag
 echo "$tag"

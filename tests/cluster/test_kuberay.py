@@ -17,6 +17,8 @@ import yaml
 from sweep.driver import NO_PRESTART
 from sweep.node_types import node_types_of
 from sweep.placement import unplaceable_reason
+from tests.cluster.gke import gke_schedulable
+from tests.cluster.start_commands import quantity
 
 pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
 
@@ -103,26 +105,37 @@ def test_the_check_refuses_what_the_api_server_would():
     assert problems(nameless, schema) == [".spec.workerGroupSpecs[0].groupName: required"]
 
 
-def chain(args: str) -> list[str]:
-    """The set-up steps of a container's command: what runs before `ray start`."""
-    steps = args.split("&& { ulimit")[0].split(" && ")
-    return [" ".join(step.split()) for step in steps]
-
-
-def test_kuberay_nodes_set_up_in_the_same_layers_as_ray_up():
-    ray_up = manifest(REPO / "scripts" / "cluster" / "l4-gcp.yaml")
-    spec = manifest(CLUSTER)["spec"]
-    head = spec["headGroupSpec"]["template"]["spec"]["containers"][0]
-    worker = spec["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
-    assert chain(head["args"][0]) == [" ".join(c.split()) for c in ray_up["head_setup_commands"]]
-    assert chain(worker["args"][0]) == [
-        " ".join(c.split()) for c in ray_up["worker_setup_commands"]
-    ]
-    for container in (head, worker):
+def test_pods_run_the_node_image_and_kuberays_own_start_command():
+    """No command override (KubeRay's start runs: test_start_commands.py) and nothing to install
+    before it, so KubeRay's default probes (about 630 s to fail) never race a set-up."""
+    document = manifest(CLUSTER)
+    assert "ray.io/overwrite-container-cmd" not in (document["metadata"].get("annotations") or {})
+    spec = document["spec"]
+    for group in (spec["headGroupSpec"], *spec["workerGroupSpecs"]):
+        container = group["template"]["spec"]["containers"][0]
+        assert "command" not in container and "args" not in container
+        assert container["image"].rsplit(":", 1)[0].endswith("/llm-sweep-node")
         assert {"name": "RAY_worker_niceness", "value": "0"} in container["env"]
         for name in NO_PRESTART:
             assert {"name": f"RAY_{name}", "value": "0"} in container["env"]
-        assert container["args"][0].rstrip().endswith("$KUBERAY_GEN_RAY_START_CMD; }")
+
+
+@pytest.mark.parametrize("group", range(len(manifest(CLUSTER)["spec"]["workerGroupSpecs"])))
+def test_each_worker_fits_the_machine_its_node_selector_names(group):
+    spec = manifest(CLUSTER)["spec"]["workerGroupSpecs"][group]["template"]["spec"]
+    machine = spec["nodeSelector"]["node.kubernetes.io/instance-type"]
+    cpu, memory = gke_schedulable(machine)
+    requests = spec["containers"][0]["resources"]["requests"]
+    assert quantity(requests["cpu"]) <= cpu, (requests, cpu)
+    assert quantity(requests["memory"]) <= memory, (requests, memory / 2**30)
+
+
+def test_the_sizing_check_refuses_what_gke_would_leave_pending():
+    cpu, memory = gke_schedulable("g2-standard-8")
+    assert 7 <= cpu < 8  # GKE keeps part of a core, DaemonSets a little more
+    assert 24 * 2**30 <= memory < 28 * 2**30  # the 28Gi once shipped stays Pending
+    with pytest.raises(KeyError):
+        gke_schedulable("g2-standard-7")
 
 
 def test_the_worker_groups_are_node_types_an_l4_deployment_waits_for():

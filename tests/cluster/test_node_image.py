@@ -9,6 +9,7 @@ import hashlib
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -221,3 +222,56 @@ def test_the_build_script_fails_in_one_line(args, env, error):
                           env={**os.environ, **env}, timeout=60)  # fmt: skip
     assert done.returncode != 0 and done.stdout == ""
     assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith(error)
+
+
+def test_use_names_the_tag_in_every_cluster_file(tmp_path):
+    for path in CLUSTER.glob("*.yaml"):
+        shutil.copy(path, tmp_path / path.name)
+    done = subprocess.run(["bash", str(BUILD), "registry.example/team", "--print-tag", "--use"],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "CLUSTER_DIR": str(tmp_path)})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    tag = done.stdout.strip()
+    images = {
+        line.split("image:", 1)[1].strip()
+        for path in tmp_path.glob("*.yaml")
+        for line in path.read_text().splitlines()
+        if "llm-sweep-node" in line and "image:" in line
+    }
+    assert images == {tag}
+    assert len(re.findall(re.escape(tag), "".join(p.read_text() for p in tmp_path.glob("*")))) == 4
+
+
+def fake_docker(folder, pieces: str):
+    """A stand-in for the docker client (no docker engine here): builds nothing, and its image
+    lists `pieces` as the ones that built. It logs each call."""
+    script = folder / "docker"
+    script.write_text(
+        f'#!/bin/sh\necho "$@" >> "{folder}/calls"\n'
+        f'case "$1" in run) printf "{pieces}" ;; esac\nexit 0\n'
+    )
+    script.chmod(0o755)
+    return str(script)
+
+
+@pytest.mark.parametrize(("pieces", "ok"), [
+    ("arctic-inference\\nexllamav2-ext\\nflash-attn\\nllama-cpp-cuda\\n", True),
+    ("arctic-inference\\nllama-cpp-cuda\\n", False),
+], ids=["all-built", "flash-attn-failed"])  # fmt: skip
+def test_a_piece_advertised_but_not_built_stops_the_push(tmp_path, pieces, ok):
+    for path in CLUSTER.glob("*.yaml"):
+        shutil.copy(path, tmp_path / path.name)
+    docker = fake_docker(tmp_path, pieces)
+    done = subprocess.run(["bash", str(BUILD), "registry.example", "--push", "--use"],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "DOCKER": docker,
+                               "CLUSTER_DIR": str(tmp_path)})  # fmt: skip
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls[0].startswith("build -f scripts/cluster/Dockerfile")
+    pushed = any(c.startswith("push ") for c in calls)
+    written = "registry.example/llm-sweep-node" in (tmp_path / "l4-aws.yaml").read_text()
+    assert (done.returncode == 0, pushed, written) == (ok, ok, ok), done.stderr
+    if not ok:
+        last = done.stderr.splitlines()[-1]
+        assert last.startswith("build_image.sh: the cluster files advertise pieces the image did")
+        assert "did not build: flash-attn;" in last
