@@ -213,6 +213,35 @@ class NetnsCluster:
             tail = log.read_text(errors="replace").strip().splitlines()[-5:]
             raise ClusterError(f"ray start on {host.name} failed: {' | '.join(tail)}")
 
+    def launch(self, host: Host, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+        """Run a platform's start command (`argv`, with the platform's `env`) on `host`.
+
+        As `start` runs Ray (the host's namespace, code folders hidden, the host's environment),
+        but the command is the caller's, left running (KubeRay's `ray start --block` lives as
+        long as its node). Two things differ from a machine of its own: `ray stop`, which would
+        stop every Ray of this machine, does nothing (a `ray` first on PATH passes the rest to
+        Ray), and Ray's temp root is the host's (RAY_TMPDIR). Stop it with `kill_processes`.
+        """
+        kill_processes(namespace_pids(host.netns))
+        shims = host.folder / "bin"
+        shims.mkdir(parents=True, exist_ok=True)
+        shim = shims / "ray"
+        shim.write_text(f'#!/bin/sh\n[ "$1" = stop ] && exit 0\nexec "{RAY}" "$@"\n')
+        shim.chmod(0o755)
+        base = self.environment(host)
+        environment = {**base, **env, "PATH": f"{shims}:{base['PATH']}",
+                       "RAY_TMPDIR": str(host.temp_dir)}  # fmt: skip
+        hide = " && ".join(
+            f"mount -t tmpfs -o ro,size=4k,mode=555 {PREFIX}-hidden {REPO / d}" for d in HIDDEN
+        )
+        script = f'mount --make-rprivate / && {hide} && cd "$WORKDIR" && exec "$@"'
+        with (host.folder / "ray-start.log").open("a") as log:
+            return subprocess.Popen(
+                ["ip", "netns", "exec", host.netns, "unshare", "--mount", "--propagation",
+                 "private", "--", "sh", "-ec", script, "sh", *argv],
+                env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+
     def nodes(self) -> list[dict]:
         """The cluster's nodes as the head's GCS sees them (`ray list nodes`: state, address)."""
         url = f"{self.dashboard}/api/v0/nodes?limit=100&detail=true"

@@ -123,13 +123,18 @@ def convert_param_map(params: dict[str, str]) -> str:
     return flags
 
 
-def kuberay_command(raycluster: dict[str, Any], group: str | None) -> Command:
-    """The Ray container's command and environment for the head (`group` None) or a worker group."""
+def kuberay_command(
+    raycluster: dict[str, Any], group: str | None, head_host: str | None = None
+) -> Command:
+    """The Ray container's command and environment for the head (`group` None) or a worker group.
+
+    `head_host` stands for the head Service's name (what the cluster's DNS resolves), if given.
+    """
     spec = raycluster["spec"]
     head_params = {k: str(v) for k, v in spec["headGroupSpec"].get("rayStartParams", {}).items()}
     port = head_params.get("port", HEAD_PORT)
     name = raycluster["metadata"]["name"]
-    fqdn = f"{name}-head-svc.default.svc.cluster.local"
+    fqdn = head_host or f"{name}-head-svc.default.svc.cluster.local"
     if group is None:
         group_spec = spec["headGroupSpec"]
     else:
