@@ -100,7 +100,7 @@ def experiment_plan(name: str):
     """`build_plan(["+experiment=NAME"])`, once per test process (a frozen `SweepPlan`).
 
     The plan, plan-id and study tests check the same experiments' plans, one to four seconds of
-    Hydra each; they run as one unit of work (`tests/conftest.py`, `_SHARED_UNITS`), so each
+    Hydra each; they run as one xdist group (`tests/conftest.py`, `_GROUPS`), so each
     experiment is planned once in the run.
     """
     from sweep.plan import build_plan

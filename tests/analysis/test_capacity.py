@@ -23,8 +23,6 @@ from analysis.report import ReportOptions, save_report, write_report
 from analysis.sections import capacity_display
 from sweep.core import records as rec
 
-pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
-
 REF = Path(__file__).resolve().parent / "data" / "ref_sweep"
 OLD = Path(__file__).resolve().parents[1] / "fixtures" / "results_9e73cea" / "main_9e73cea"
 TTFT_P99, TPOT_P99 = rec.latency_column("ttft", "p99"), rec.latency_column("tpot", "p99")

@@ -13,8 +13,6 @@ from analysis.load import load_summary
 from analysis.report import main_table, save_report
 from sweep.core import records as rec
 
-pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
-
 REF = Path(__file__).resolve().parent / "data" / "ref_sweep"
 MEASURED, UNMEASURED = "vllm_server c=1", "hf bs=1"
 

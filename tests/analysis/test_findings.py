@@ -67,7 +67,7 @@ def _name(comparison, ttft):
 
 # The sweeps of these two: no other test's load may come and go beside them (a planted 5% must
 # read as within noise).
-@pytest.mark.alone
+@pytest.mark.timing
 def test_an_aa_pair_states_no_difference(aa):
     assert len(aa.estimates) == 2
     lines = findings(aa)
@@ -80,7 +80,7 @@ def test_an_aa_pair_states_no_difference(aa):
     assert aa.pareto["on_pareto_front"].all()  # neither beats the other beyond noise
 
 
-@pytest.mark.alone
+@pytest.mark.timing
 def test_a_planted_2x_is_stated_and_a_planted_5_percent_is_within_noise(planted):
     fast, close, slow = (_name(planted, t) for t in (FAST, CLOSE, SLOW))
     est = planted.estimates

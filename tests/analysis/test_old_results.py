@@ -15,8 +15,6 @@ import pytest
 from sweep.core import records as R
 from tests.helpers import analysis_in_process
 
-pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
-
 REPO = Path(__file__).resolve().parents[2]
 OLD = REPO / "tests" / "fixtures" / "results_9e73cea" / "main_9e73cea"
 

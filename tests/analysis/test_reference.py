@@ -10,8 +10,6 @@ import yaml
 from analysis.reference import SECTION_TITLE, Reference, load_reference, reference_table
 from analysis.report import write_report
 
-pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
-
 REF = Path(__file__).resolve().parent / "data" / "ref_sweep"
 TRIALS = pd.DataFrame(
     {

@@ -24,8 +24,6 @@ from analysis.report import write_report
 from sweep.core import records as rec
 from sweep.core.results import ResultStore
 
-pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
-
 TEXT_FILES = ("report.md", "summary.csv", "trials.csv")
 NEW_SETTING = "backend.new_knob"
 _TABLE_ID = re.compile(r"itables_[0-9a-f_]+")  # ITables names each table at random

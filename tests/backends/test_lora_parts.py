@@ -20,8 +20,6 @@ from sweep.loadgen.adapters import assign_adapters, zipf_weights
 from sweep.loadgen.http import Endpoint, _body
 from sweep.plan import build_plan
 
-pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
-
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):

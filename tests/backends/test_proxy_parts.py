@@ -21,7 +21,7 @@ from sweep.loadgen.recorder import RequestTracker
 from sweep.loadgen.sse import StreamState
 from sweep.plan import build_plan
 
-pytestmark = [pytest.mark.timeout(60), pytest.mark.light]
+pytestmark = [pytest.mark.timeout(60)]
 
 
 # --- the embedder ---

@@ -25,7 +25,7 @@ from sweep.plan import build_plan
 from sweep.trial import DeploymentStarted, run_deployment
 from tests.helpers import FIXTURES
 
-pytestmark = [pytest.mark.timeout(60), pytest.mark.light]
+pytestmark = [pytest.mark.timeout(60)]
 
 
 @pytest.mark.parametrize("name", ["vllm_server", "vllm", "tgi", "openai"])

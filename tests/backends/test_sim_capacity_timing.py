@@ -1,7 +1,7 @@
 """The sim server's running set to the millisecond: two of six run, the rest wait, and the first
 tokens step up a service time a pair (the helpers and schedule: `test_sim_capacity.py`).
 
-In a file of its own: it runs `alone`, and a unit of work with an `alone` test is handed out last.
+In a file of its own, marked `timing`: it runs in the suite's serial pass, nothing beside it.
 """
 
 import statistics
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.timeout(60)
 # Times the server's clock to a few milliseconds: beside another test on two busy cores its
 # prefill took 51-53 ms (`.ci/run`, 2026-11-25 20:46 UTC, and 70.9 ms with three xdist workers),
 # so no other test runs beside it.
-@pytest.mark.alone
+@pytest.mark.timing
 def test_two_run_at_once_the_rest_wait_and_ttft_steps_up_per_pair(sim):
     backend = sim(**SCHEDULE, max_num_seqs=2)
     rows, scrapes = run_polling_gauges(

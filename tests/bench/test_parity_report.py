@@ -5,8 +5,6 @@ import pytest
 
 from sweep.bench.parity_report import REF, Round, bootstrap_ci, print_server_side
 
-pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
-
 
 def rounds(centres: list[float], seed: int) -> list[Round]:
     """Rounds of 200 requests each, tight around their own centre (ms)."""

@@ -4,8 +4,6 @@ import pytest
 
 from sweep.bench.same_tests import same_tests
 
-pytestmark = pytest.mark.light
-
 REFERENCE = [
     "tests/a/test_x.py::test_kept",
     "tests/a/test_x.py::test_moved[1]",

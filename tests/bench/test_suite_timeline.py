@@ -93,7 +93,7 @@ def test_the_plugin_writes_each_tests_span_and_whether_it_is_alone_or_light(pyte
     pytester.makepyfile(
         test_one="import time, pytest\n"
         "def test_plain(): time.sleep(0.05)\n"
-        "@pytest.mark.alone\n"
+        "@pytest.mark.timing\n"
         "def test_alone(): time.sleep(0.05)\n"
         "@pytest.mark.light\n"
         "def test_light(): time.sleep(0.05)\n"

@@ -20,8 +20,6 @@ from sweep.placement import unplaceable_reason
 from tests.cluster.gke import gke_schedulable
 from tests.cluster.start_commands import quantity
 
-pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
-
 REPO = Path(__file__).parents[2]
 CRDS = REPO / "tests" / "fixtures" / "kuberay-1.7.0"
 CLUSTER = REPO / "scripts" / "cluster" / "kuberay-l4.yaml"

@@ -9,8 +9,6 @@ import ray
 
 from tests.helpers import sweep_in_process
 
-pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
-
 
 @pytest.mark.parametrize(
     ("override", "message"),

@@ -56,9 +56,7 @@ def test_a_server_without_prompt_counts_leaves_inputs_unverified():
     assert engine[R.INPUT_UNVERIFIED_REQUESTS] is None
 
 
-def test_a_planted_prompt_miscount_is_named_in_the_checks_and_the_last_lines(
-    tmp_path, ray_cluster
-):
+def test_a_planted_prompt_miscount_is_named_in_the_checks_and_the_last_lines(tmp_path, ray_cluster):
     result = sweep_in_process(
         *SIM,
         f"cluster.address={ray_cluster}",

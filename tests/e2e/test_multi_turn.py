@@ -5,8 +5,6 @@ import ray
 
 from tests.helpers import sweep_in_process
 
-pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
-
 
 def test_an_in_process_backend_is_refused_in_one_line(tmp_path):
     done = sweep_in_process(

@@ -58,7 +58,7 @@ METRICS = (R.OUTPUT_THROUGHPUT, R.latency_column("ttft", "median"))
 
 pytestmark = [
     pytest.mark.skipif(os.cpu_count() < 2, reason="needs two CPUs to pin"),
-    pytest.mark.alone,  # a busy loop on CPU 1, and the agreement of two timings
+    pytest.mark.timing,  # a busy loop on CPU 1, and the agreement of two timings
     pytest.mark.slow,
 ]
 

@@ -2,8 +2,9 @@
 arrival stamps are the truth (the replay helpers: `test_published_traces.py`).
 
 The trace's first 60 s at 8x (the full 2,000 rows at speedup 1 is `scripts/bench_trace_replay.py`'s
-figure in `docs/benchmarks.md`). Arrivals are timed to the millisecond, so the test runs `alone`;
-in a file of its own, so that the other published-trace tests run beside the rest of the suite.
+figure in `docs/benchmarks.md`). Arrivals are timed to the millisecond, so the test is marked
+`timing` (the suite's serial pass); in a file of its own, so that the other published-trace tests
+run in the parallel pass.
 
 An arrival's error (server stamp against the trace's time, median-aligned) is split in two: how
 late the load generator sent the row, which it records (`sent_s - scheduled_s`, the trial's
@@ -34,7 +35,7 @@ def aligned_ms(difference: np.ndarray) -> np.ndarray:
     return np.abs(difference - np.median(difference)) * 1e3
 
 
-@pytest.mark.alone  # arrival times to the millisecond: nothing runs beside it
+@pytest.mark.timing  # arrival times to the millisecond: nothing runs beside it
 def test_azure_conversation_rows_reach_the_server_at_their_times(tmp_path):
     path = fixture("azure_conv_2023.csv")
     trace = read_trace(str(path))

@@ -30,8 +30,6 @@ from sweep.core.errors import DatasetError
 from sweep.datasets import load_prompts, prompt_file
 from sweep.datasets.prompt import Prompt
 
-pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
-
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog near the river bank.",
     "A small café in Zürich serves crème brûlée and naïve espresso drinks.",

@@ -16,8 +16,6 @@ from sweep.progress import EVERY_TRIAL_UP_TO, FAILURES_LISTED, SweepProgress
 from sweep.spec import Deployment
 from sweep.trial import LOG_EVERY_S, _LogShipping
 
-pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
-
 REF = Path(__file__).resolve().parents[1] / "analysis" / "data" / "ref_sweep"
 
 

@@ -10,8 +10,6 @@ from sweep.bench.results_folder import scale_overrides
 from sweep.placement import trial_seconds
 from sweep.plan import build_plan
 
-pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
-
 
 @pytest.fixture
 def printed(monkeypatch):

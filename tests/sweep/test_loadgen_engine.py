@@ -20,8 +20,6 @@ from sweep.loadgen import recorder as recorder_module
 from sweep.loadgen.engine import run_engine_workload
 from sweep.loadgen.http import Endpoint, run_endpoint_workload
 
-pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
-
 
 @pytest.fixture(scope="module")
 def backend():

@@ -15,8 +15,6 @@ from backends.hf import HFBackend
 from sweep.core import records as R
 from tests.helpers import run_sweep_here
 
-pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
-
 TRIAL = (
     "backend=hf", "backend.mode=static_batch", "model=tiny_llama", "workload=throughput_bound",
     "workload.batch_size=2",

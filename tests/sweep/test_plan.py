@@ -11,8 +11,6 @@ from sweep.plan import build_plan
 from sweep.spec import stable_hash
 from tests.helpers import experiment_plan
 
-pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
-
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[2] / "conf/experiment").glob("*.yaml"))
 
 

@@ -11,8 +11,6 @@ from sweep.core.config import GROUPS
 from sweep.core.summary import summarize
 from tests.helpers import experiment_plan
 
-pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
-
 CONF = Path(__file__).parents[2] / "conf" / "experiment"
 # Trials each study plans: study A 3 engines x 4 tasks (x 8 batch sizes), study B as published,
 # study C 8 engines x 4 batch sizes, study D 8 server configurations.

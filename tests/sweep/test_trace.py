@@ -26,8 +26,6 @@ from sweep.loadgen.arrivals import trace_offsets
 from sweep.loadgen.requests import build_requests
 from tests.sweep.test_datasets import byte_level_bpe
 
-pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
-
 BURSTGPT_HEADER = "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type"
 ROWS = [  # Mooncake rows: ms, lengths, prefix blocks (of 16 tokens in these tests)
     {"timestamp": 1000, "input_length": 40, "output_length": 5, "hash_ids": [0, 1, 2]},

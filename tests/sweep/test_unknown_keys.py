@@ -10,8 +10,6 @@ from sweep.core.config import GROUPS
 from sweep.core.errors import ConfigError
 from sweep.plan import build_plan
 
-pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
-
 BASE = ["+experiment=quickstart"]
 
 

@@ -17,8 +17,6 @@ from sweep.loadgen import wakeup
 from sweep.loadgen.clock import now_s
 from sweep.loadgen.wakeup import sleep_until
 
-pytestmark = pytest.mark.light  # in pytest's process alone: it may run beside an `alone` test
-
 
 async def _wake_times(offsets_s: list[float]) -> list[tuple[float, float]]:
     """(due, woken) of one task per offset, all waiting at once on the running loop."""

@@ -55,9 +55,7 @@ def _counts(requests: pd.DataFrame) -> list[tuple[int, int]]:
     return list(zip(requests[R.INPUT_TOKENS], requests[R.SERVER_INPUT_TOKENS], strict=True))
 
 
-def test_the_launched_server_loads_the_path_and_counts_the_prompts_as_the_client(
-    launched, other
-):
+def test_the_launched_server_loads_the_path_and_counts_the_prompts_as_the_client(launched, other):
     (files,) = launched.trials
     row = files.summary.to_pylist()[0]
     assert row[R.TRIAL_STATUS] == R.STATUS_OK, row.get(R.ERROR_MESSAGE)

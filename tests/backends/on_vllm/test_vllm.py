@@ -75,8 +75,11 @@ def test_every_request_returns_exactly_the_requested_tokens(served):
         assert (requests[R.SERVER_OUTPUT_TOKENS] == OUTPUT_LEN).all()
         assert (requests[R.INPUT_TOKENS] == 24).all()
         assert (requests[R.TTFT_S] > 0).all() and (requests[R.E2E_S] >= requests[R.TTFT_S]).all()
-        # on two busy cores the client may read several streamed tokens in one network read
-        assert requests[R.ITL_S].map(len).between(1, OUTPUT_LEN - 1).all()
+        # One gap per read after the first: how many reads a stream takes is the OS's choice
+        # (several tokens may come in one read, the whole answer even), never more than tokens.
+        assert requests[R.ITL_S].map(len).between(0, OUTPUT_LEN - 1).all()
+        gaps = requests[R.ITL_S].map(sum)
+        assert (requests[R.TTFT_S] + gaps <= requests[R.E2E_S] + 1e-6).all()
 
 
 def test_kv_cache_usage_and_queue_are_sampled_from_metrics(served):
