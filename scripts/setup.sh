@@ -5,9 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # The interpreter: $PYTHON when set, else the first Python 3.11 here that can make a venv,
 # Debian's own build first. It is a static, profile-optimised (PGO, LTO) build; pyenv's default
-# build links a shared libpython without either and needs more CPU for the same work
-# (scripts/bench_interpreters.py; figures in docs/benchmarks.md). Every process of a sweep and of
-# the test suite (Ray's workers and daemons, servers, drivers) runs on this interpreter.
+# build links a shared libpython without either and needs more CPU for the same work. Every
+# process of a sweep and of the test suite (Ray's workers and daemons, servers, drivers) runs on
+# this interpreter.
 pick_python() {
   local candidate
   [ -z "${PYTHON:-}" ] || { echo "$PYTHON"; return; }

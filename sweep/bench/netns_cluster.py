@@ -59,7 +59,6 @@ from sweep.bench.netns_hosts import (
     namespaces,
     run,
 )
-from sweep.bench.suite_cpu import TAG_VAR, TEST_VAR
 
 
 class NetnsCluster:
@@ -162,13 +161,7 @@ class NetnsCluster:
             folder.mkdir(parents=True, exist_ok=True)
 
     def environment(self, host: Host) -> dict[str, str]:
-        """The environment Ray starts with on `host`: its own, as on a machine of its own.
-
-        Only the tags of a measurement of this machine's CPU (`sweep.bench.suite_cpu`) come
-        from this process's, while one runs: the host's processes are the measured command's too.
-        """
-        tagged = TAG_VAR in os.environ
-        measured = {k: os.environ[k] for k in (TAG_VAR, TEST_VAR) if tagged and k in os.environ}
+        """The environment Ray starts with on `host`: its own, as on a machine of its own."""
         return {
             "PATH": f"{Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": str(host.home),
@@ -182,7 +175,6 @@ class NetnsCluster:
             "RAY_enable_worker_prestart": "0",
             "RAY_USAGE_STATS_ENABLED": "0",
             **HEALTH_CHECK,
-            **measured,
         }
 
     def start(self, host: Host) -> None:
