@@ -2,10 +2,10 @@
 
     .venv/bin/python scripts/bench_analysis.py [--trials 1000 10000] [--keep DIR]
 
-The benchmark itself, and what it prints: `sweep.bench.analysis_scale`.
+The benchmark itself, and what it prints: `sweep.tools.analysis_scale`.
 """
 
-from sweep.bench import analysis_scale
+from sweep.tools import analysis_scale
 
 if __name__ == "__main__":
     analysis_scale.run(analysis_scale.parser().parse_args())

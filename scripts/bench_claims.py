@@ -2,12 +2,12 @@
 
     .venv/bin/python scripts/bench_claims.py [--quiet-runs 3] [--busy-runs 1] [OVERRIDES ...]
 
-The benchmark itself, and what it prints: `sweep.bench.claims`.
+The benchmark itself, and what it prints: `sweep.tools.claims`.
 """
 
 import sys
 
-from sweep.bench import claims
+from sweep.tools import claims
 
 if __name__ == "__main__":
     sys.exit(claims.run(claims.parser().parse_args()))

@@ -2,10 +2,10 @@
 
     .venv/bin/python scripts/bench_search.py [--quick] [--capacities 4,8] [--out DIR]
 
-The benchmark itself, and what it prints: `sweep.bench.capacity_search`.
+The benchmark itself, and what it prints: `sweep.tools.capacity_search`.
 """
 
-from sweep.bench import capacity_search
+from sweep.tools import capacity_search
 
 if __name__ == "__main__":
     raise SystemExit(capacity_search.run(capacity_search.parser().parse_args()))

@@ -6,9 +6,9 @@ the driver's own cost per trial at several sweep sizes.
     .venv/bin/python scripts/bench_sweep.py --start-costs [--repeats 5]
     .venv/bin/python scripts/bench_sweep.py --plan 4 6 8 10 [--rounds 3]
 
-The benchmarks themselves, and what they print: `sweep.bench.makespan`,
-`sweep.bench.driver_scale`, `sweep.bench.start_costs` (one deployment's start, step by step),
-`sweep.bench.plan_scale` (the planner at grids of up to 10,000 points).
+The benchmarks themselves, and what they print: `sweep.tools.makespan`,
+`sweep.tools.driver_scale`, `sweep.tools.start_costs` (one deployment's start, step by step),
+`sweep.tools.plan_scale` (the planner at grids of up to 10,000 points).
 """
 
 import os
@@ -16,7 +16,7 @@ import os
 # Ray reads this as it is imported: the drivers of a local multi-node cluster stay on loopback.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-from sweep.bench import driver_scale, makespan, plan_scale, start_costs  # noqa: E402
+from sweep.tools import driver_scale, makespan, plan_scale, start_costs  # noqa: E402
 
 if __name__ == "__main__":
     parser = makespan.parser()

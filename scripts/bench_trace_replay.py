@@ -2,10 +2,10 @@
 
     .venv/bin/python scripts/bench_trace_replay.py [--trace bursty] [--speedup 4] [--runs 3]
 
-The benchmark itself, and what it prints: `sweep.bench.trace_replay`.
+The benchmark itself, and what it prints: `sweep.tools.trace_replay`.
 """
 
-from sweep.bench import trace_replay
+from sweep.tools import trace_replay
 
 if __name__ == "__main__":
     trace_replay.run(trace_replay.parser().parse_args())

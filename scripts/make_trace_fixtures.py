@@ -2,10 +2,10 @@
 
     .venv/bin/python scripts/make_trace_fixtures.py [--rows 300] [--out DIR]
 
-The tool itself: `sweep.bench.trace_fixtures`.
+The tool itself: `sweep.tools.trace_fixtures`.
 """
 
-from sweep.bench import trace_fixtures
+from sweep.tools import trace_fixtures
 
 if __name__ == "__main__":
     trace_fixtures.run(trace_fixtures.parser().parse_args())

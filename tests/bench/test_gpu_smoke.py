@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from sweep.bench.gpu_smoke import verify
+from sweep.tools.gpu_smoke import verify
 from sweep.core import records as R
 
 REPO = Path(__file__).parents[2]

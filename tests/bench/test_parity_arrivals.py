@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from sweep.bench.parity_workload import BLOCK, arrivals_trace, round_overrides
+from sweep.tools.parity_workload import BLOCK, arrivals_trace, round_overrides
 from sweep.datasets.trace_file import read_trace
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sweep.bench.parity_report import REF, Round, bootstrap_ci, print_server_side
+from sweep.tools.parity_report import REF, Round, bootstrap_ci, print_server_side
 
 
 def rounds(centres: list[float], seed: int) -> list[Round]:

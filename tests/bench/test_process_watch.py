@@ -7,7 +7,7 @@ import time
 
 import psutil
 
-from sweep.bench.process_watch import cpu_seconds, steal_seconds
+from sweep.tools.process_watch import cpu_seconds, steal_seconds
 from tests.burn_wait import TICK_S, burned
 
 # burns 0.4 s of CPU, then sleeps

@@ -1,4 +1,4 @@
-"""One namespace cluster (`sweep.bench.netns_cluster`) for the package, and helpers to watch jobs.
+"""One namespace cluster (`sweep.tools.netns_cluster`) for the package, and helpers to watch jobs.
 
 The cluster is built once for all tests here: a head and two worker hosts of two fake L4 GPUs
 each, each host in its own network namespace. Before each test, a worker host that a fault left
@@ -15,8 +15,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from sweep.bench.netns_cluster import NetnsCluster
-from sweep.bench.netns_jobs import SweepJob
+from sweep.tools.netns_cluster import NetnsCluster
+from sweep.tools.netns_jobs import SweepJob
 from sweep.core import records as R
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from sweep.bench.netns_hosts import HIDDEN, STATE, ClusterError, run
+from sweep.tools.netns_hosts import HIDDEN, STATE, ClusterError, run
 from sweep.core import records as R
 from tests.multihost.conftest import REPO, submit, summaries
 

@@ -12,7 +12,7 @@ import subprocess
 import pyarrow.parquet as pq
 import pytest
 
-from sweep.bench.netns_hosts import fill
+from sweep.tools.netns_hosts import fill
 from sweep.core import records as R
 from sweep.core.errors import ResultsNotSaved
 from sweep.core.results import ResultStore

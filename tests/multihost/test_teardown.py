@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from sweep.bench.netns_hosts import BRIDGE, MARKER, PREFIX, STATE, leftovers, namespace_pids, run
+from sweep.tools.netns_hosts import BRIDGE, MARKER, PREFIX, STATE, leftovers, namespace_pids, run
 
 pytestmark = pytest.mark.slow
 

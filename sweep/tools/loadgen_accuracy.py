@@ -102,7 +102,7 @@ def ours(url: str, point: dict, processes: int, http_client: str = "asyncio") ->
 # vLLM's client in a process of its own: its imports, CPU and prints stay out of ours.
 VLLM_CHILD = """
 import json, sys
-from sweep.bench.loadgen_accuracy import vllm_child
+from sweep.tools.loadgen_accuracy import vllm_child
 vllm_child(json.loads(sys.argv[1]))
 """
 

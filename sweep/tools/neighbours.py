@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from sweep.bench import REPO, parity
-from sweep.bench.parity_clients import theirs
-from sweep.bench.parity_report import median_interval
-from sweep.bench.parity_workload import scaled_model, server_backend, workload_overrides
-from sweep.bench.server_counters import server_after, server_before
+from sweep.tools import REPO, parity
+from sweep.tools.parity_clients import theirs
+from sweep.tools.parity_report import median_interval
+from sweep.tools.parity_workload import scaled_model, server_backend, workload_overrides
+from sweep.tools.server_counters import server_after, server_before
 
 # A local Ray as the sweep starts it, idle until its stdin closes.
 IDLE_RAY = """

@@ -1,6 +1,6 @@
 """The namespace cluster's names and the machine state it leaves: hosts, processes, links, mounts.
 
-Everything a cluster of `sweep.bench.netns_cluster` makes is named with `PREFIX`, and every
+Everything a cluster of `sweep.tools.netns_cluster` makes is named with `PREFIX`, and every
 process a host starts carries `MARKER` in its environment, so that what a crashed run left can
 be found and removed (`cleanup`, `leftovers`) without touching any other Ray on the machine.
 """

@@ -23,8 +23,8 @@ import pandas as pd
 
 from analysis.report import write_report
 from analysis.sections import markdown_table
-from sweep.bench.child import measure_in_child
-from sweep.bench.results_folder import copy_of, point_of, scale_plan, templates
+from sweep.tools.child import measure_in_child
+from sweep.tools.results_folder import copy_of, point_of, scale_plan, templates
 from sweep.core.results import ResultStore
 
 ADDED = 100  # trials added before the re-run
@@ -45,7 +45,7 @@ def _report_here(results: str, out: str) -> dict:
 
 def _report_in_child(results: Path, out: Path) -> dict:
     return measure_in_child(
-        "sweep.bench.analysis_scale", str(results), str(out), what=f"the report of {results}"
+        "sweep.tools.analysis_scale", str(results), str(out), what=f"the report of {results}"
     )
 
 

@@ -66,16 +66,16 @@ import tempfile
 from pathlib import Path
 
 from backends import backend_class
-from sweep.bench.parity_clients import ours_direct, ours_sweep, theirs
-from sweep.bench.parity_report import REF, Round, report
-from sweep.bench.parity_workload import (
+from sweep.tools.parity_clients import ours_direct, ours_sweep, theirs
+from sweep.tools.parity_report import REF, Round, report
+from sweep.tools.parity_workload import (
     round_overrides,
     scaled_model,
     server_backend,
     workload_overrides,
 )
-from sweep.bench.process_watch import cpu_ids, thread_cpus
-from sweep.bench.server_counters import server_after, server_before, server_truth
+from sweep.tools.process_watch import cpu_ids, thread_cpus
+from sweep.tools.server_counters import server_after, server_before, server_truth
 from sweep.datasets.cache import PromptSource
 from sweep.plan import build_plan
 

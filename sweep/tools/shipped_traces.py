@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sweep.bench import REPO
+from sweep.tools import REPO
 
 OUT = REPO / "sweep" / "data" / "traces"
 BLOCK = 512  # tokens per hash_ids block: the default dataset.block_size (Mooncake's)

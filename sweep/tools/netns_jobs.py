@@ -1,6 +1,6 @@
 """A sweep submitted to the namespace cluster with `scripts/submit_sweep.sh`, followed from outside.
 
-`sweep.bench.chaos` and the multi-host tests submit sweeps this way and stop or kill their
+`sweep.tools.chaos` and the multi-host tests submit sweeps this way and stop or kill their
 drivers to inject faults.
 """
 
@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from sweep.bench import REPO
-from sweep.bench.netns_cluster import NetnsCluster
-from sweep.bench.netns_hosts import ClusterError, cmdline, run
+from sweep.tools import REPO
+from sweep.tools.netns_cluster import NetnsCluster
+from sweep.tools.netns_hosts import ClusterError, cmdline, run
 
 
 class SweepJob:

@@ -1,4 +1,4 @@
-"""The parity check's rounds and what it prints of them (`sweep.bench.parity` runs them).
+"""The parity check's rounds and what it prints of them (`sweep.tools.parity` runs them).
 
 A round is one client's pass over the workload: its output tok/s, every measured request's TTFT
 and, against a vLLM server, the server's own mean TTFT over the round. The report pools each

@@ -1,6 +1,6 @@
 """The server's own view of a parity round: its counters, its TTFT, and what the round cost it.
 
-`sweep.bench.parity` and `sweep.bench.neighbours` read these around each client's run: vLLM's
+`sweep.tools.parity` and `sweep.tools.neighbours` read these around each client's run: vLLM's
 counters from `/metrics` (what the server was asked, and its own mean TTFT), the sim server's
 first-token stamps, and the CPU seconds each server process used with the hypervisor's steal.
 """
@@ -12,8 +12,8 @@ import os
 
 import httpx
 
-from sweep.bench.parity_report import Round
-from sweep.bench.process_watch import cpu_seconds, steal_seconds
+from sweep.tools.parity_report import Round
+from sweep.tools.process_watch import cpu_seconds, steal_seconds
 
 
 def server_truth(backend, seen: set[str]) -> list[float]:

@@ -5,7 +5,7 @@
 A grid of K values on each of four value axes of the sim backend (`backend.ttft_ms`,
 `workload.concurrency`, `workload.output_len`, `dataset.input_len`): K^4 points, one trial
 each, K deployments (the TTFT is part of what is launched). Each size is planned in a fresh
-Python (`sweep.bench.child`), which prints the process CPU time `build_plan` took; sizes take
+Python (`sweep.tools.child`), which prints the process CPU time `build_plan` took; sizes take
 turns over `--rounds` rounds, and the table gives each size's median and range.
 """
 
@@ -20,7 +20,7 @@ import time
 import pandas as pd
 
 from analysis.sections import markdown_table
-from sweep.bench.child import measure_in_child
+from sweep.tools.child import measure_in_child
 
 
 def overrides(k: int) -> list[str]:

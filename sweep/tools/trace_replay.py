@@ -12,7 +12,7 @@ median difference instead). Prints one table, a row per run and speedup.
         [--no-floor] [override ...]
 
 Unless `--no-floor`, it first measures how late this machine wakes a sleeping process at all
-(`sweep.bench.wakeups`, about 30 s) and prints that table after its own: a replayed arrival
+(`sweep.tools.wakeups`, about 30 s) and prints that table after its own: a replayed arrival
 needs the client to wake for its send and the server to wake for its read, so no replay here
 can be more exact than those wake-ups.
 """
@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.sections import markdown_table
-from sweep.bench import REPO, wakeups
+from sweep.tools import REPO, wakeups
 from sweep.core import records as R
 from sweep.datasets.trace import read
 from sweep.loadgen.request_ids import parse as parse_id
@@ -85,7 +85,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument(
         "--no-floor", action="store_true",
-        help="skip the machine's own wake-up lateness (sweep.bench.wakeups), measured first",
+        help="skip the machine's own wake-up lateness (sweep.tools.wakeups), measured first",
     )  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="more overrides, e.g. backend.itl_ms=10")
     return parser
@@ -134,5 +134,5 @@ def run(args: argparse.Namespace) -> None:
 
 
 def wakeup_floor() -> str:
-    """`sweep.bench.wakeups`' table: no replay's error can be below its wake-ups'."""
+    """`sweep.tools.wakeups`' table: no replay's error can be below its wake-ups'."""
     return wakeups.table(rounds=2, waits_per_round=500)

@@ -32,8 +32,8 @@ import ray
 from rich.console import Console
 
 from analysis.sections import markdown_table
-from sweep.bench.child import measure_in_child
-from sweep.bench.results_folder import (
+from sweep.tools.child import measure_in_child
+from sweep.tools.results_folder import (
     copy_of,
     point_of,
     scale_overrides,
@@ -186,7 +186,7 @@ def run_path(trials: int) -> dict:
 def _in_child(kind: str, trials: int) -> dict:
     """`kind`'s measurement at `trials` in a fresh Python: its peak memory is its own."""
     return measure_in_child(
-        "sweep.bench.driver_scale", kind, str(trials), what=f"{kind} at {trials} trials"
+        "sweep.tools.driver_scale", kind, str(trials), what=f"{kind} at {trials} trials"
     )
 
 

@@ -1,6 +1,6 @@
 """What both clients of the parity check offer: the workload, the server, the shared traces.
 
-`sweep.bench.parity` builds these from its arguments: the `python -m sweep` overrides both sides
+`sweep.tools.parity` builds these from its arguments: the `python -m sweep` overrides both sides
 share, the server backend (vLLM or the sim) built from them, a wider random-weight model when
 asked (`--scale`), and with `--same-arrivals` one trace per round that vLLM's client reads as its
 `timed_trace` dataset and ours as `dataset=trace`.

@@ -45,7 +45,7 @@ import pandas as pd
 from analysis.sections import markdown_table
 from backends.base import GenRequest
 from backends.sim import SimBackend, SimBackendConfig
-from sweep.bench import send_bursts
+from sweep.tools import send_bursts
 from sweep.core.config import WorkloadConfig
 from sweep.loadgen.clock import now_s
 from sweep.loadgen.http import Endpoint, open_client, stream_one

@@ -1,6 +1,6 @@
 """Child processes confined to CPUs, and where their whole process trees ran.
 
-`sweep.bench.parity` runs each client round as a child process (ours: `python -m
+`sweep.tools.parity` runs each client round as a child process (ours: `python -m
 sweep`, with the Ray it starts; theirs: vLLM's client) on the CPUs it was given, and reports which
 processes ran, on which CPUs and at what niceness, and kills any left behind.
 """

@@ -1,6 +1,6 @@
 """Chaos benchmark: a submitted sweep on the namespace cluster, one random fault per run.
 
-Builds the cluster of `sweep.bench.netns_cluster` (as root: a head and two worker hosts of two
+Builds the cluster of `sweep.tools.netns_cluster` (as root: a head and two worker hosts of two
 fake L4 GPUs), runs the sim sweep below undisturbed (the baseline), then RUNS times with one fault
 of a random kind at a random moment: DELAY seconds, uniform in [0, --window], after the first
 trial is under way. The faults (`--kinds`):
@@ -39,10 +39,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sweep.bench import REPO
-from sweep.bench.netns_cluster import NetnsCluster
-from sweep.bench.netns_hosts import SMALL_FS, fill, leftovers
-from sweep.bench.netns_jobs import SweepJob
+from sweep.tools import REPO
+from sweep.tools.netns_cluster import NetnsCluster
+from sweep.tools.netns_hosts import SMALL_FS, fill, leftovers
+from sweep.tools.netns_jobs import SweepJob
 
 SWEEP = [  # 2 deployments x 3 trials of the sim backend, a few seconds each
     "+experiment=sim_cluster",

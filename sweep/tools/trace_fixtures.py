@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sweep.bench import REPO
+from sweep.tools import REPO
 from sweep.core.errors import DatasetError
 from sweep.datasets.trace_catalog import CATALOG, local_copy
 
