@@ -1,6 +1,6 @@
 """The slices of the published traces the trace tests read, or stand-ins in their exact formats.
 
-The slices themselves (`tests/fixtures/traces/`, made by `scripts/make_trace_fixtures.py`) are not
+The slices themselves (`tests/fixtures/traces/`, made by `scripts.bench.trace_fixtures`) are not
 in the repository: data fetched from a public repository is not committed here. Where a slice is
 absent, `slice_path` writes a stand-in the project makes, once per test process: the same header
 or keys, the same date format, the same kind of rows (Azure's short chat and code requests;

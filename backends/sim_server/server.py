@@ -51,7 +51,7 @@ from backends.sim_server.schedule import SimSchedule
 STALL_S = 3600.0  # longer than any sane client timeout; ends early only when the server stops
 MAX_STAMPS = 100_000  # per-request stamps kept for /sim/requests (oldest dropped first)
 # Set to a directory, the stamps outlive the server: written there as `sim-stamps-<pid>.json` as
-# it stops, for a benchmark whose server ran inside a sweep (`scripts/bench_trace_replay.py`).
+# it stops, for a benchmark whose server ran inside a sweep (`scripts.bench.trace_replay`).
 STAMPS_DIR_ENV = "SIM_STAMPS_DIR"
 # The event loop rounds timer waits up to whole milliseconds; waking half a millisecond early
 # and emitting what is due within that window centres the timing error on zero.

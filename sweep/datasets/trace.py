@@ -2,11 +2,11 @@
 
 A trace is a file (`sweep.datasets.trace_file` reads its format: Mooncake, BurstGPT, Azure),
 a published trace by name (`sweep.datasets.trace_catalog`: downloaded once and checked), or a
-trace shipped in `sweep/data/traces/` (`scripts/make_traces.py`). `select` decides which rows a
-trial sends: those of the window `dataset.start_s` + `dataset.duration_s` (seconds of the
-trace's own time from its first row), the first `num` of them, and of those the ones that fit
-the context (`sweep.datasets.context`) by `dataset.too_long`: refuse the trial (naming the row
-and how many would not fit), skip them, or cut their input and then their output.
+trace shipped in `sweep/data/traces/` (written by `scripts.bench.shipped_traces`). `select`
+decides which rows a trial sends: those of the window `dataset.start_s` + `dataset.duration_s`
+(seconds of the trace's own time from its first row), the first `num` of them, and of those the
+ones that fit the context (`sweep.datasets.context`) by `dataset.too_long`: refuse the trial
+(naming the row and how many would not fit), skip them, or cut their input and then their output.
 
 Each selected row becomes one Prompt of exactly its input length (`sweep.datasets.trace_prompts`)
 that carries the row's output length and its arrival in seconds after the window's first row,

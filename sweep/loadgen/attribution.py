@@ -181,7 +181,7 @@ def text_weights(tokenizer: Any, requests: Sequence[Sequence[str]]) -> list[list
     servers do, this is what tokenizing each chunk alone gives, without the artifacts of cutting
     the text up (a SentencePiece tokenizer's prefix space on every chunk, a word split between
     chunks counted twice), and cheaper: one call per request rather than one text per chunk
-    (3 us of CPU per token against 7 to 24 us, `scripts/bench_token_attribution.py`).
+    (3 us of CPU per token against 7 to 24 us, `python -m scripts.bench.token_attribution`).
     """
     weights: list[list[int]] = []
     for first in range(0, len(requests), BATCH_REQUESTS):

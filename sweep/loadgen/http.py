@@ -23,7 +23,7 @@ each turn through `stream_one` too. `workload.client_processes` > 1 shards the l
 processes (`sweep.loadgen.shards`); the CPU the event loop used rides back with the trackers
 (`sweep.loadgen.saturation`).
 The own client by default because it was measured here beside aiohttp, httpx and httpcore
-(`sweep.tools.http_clients`, docs/benchmarks.md): it costs the least CPU per request and stamps
+(`scripts.bench.http_clients`, docs/benchmarks.md): it costs the least CPU per request and stamps
 each read in the read's own callback.
 """
 

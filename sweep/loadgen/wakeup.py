@@ -2,7 +2,7 @@
 
 asyncio's loop waits in `epoll_wait`, whose timeout is whole milliseconds rounded up, so a send
 due at t left between t and t + 1 ms: on the 2-core VM an `asyncio.sleep` woke 0.88-0.92 ms
-late at the median and 1.7-1.8 ms at p90 (`scripts/bench_wakeups.py`), and that lateness is part
+late at the median and 1.7-1.8 ms at p90 (`scripts.bench.wakeups`), and that lateness is part
 of every replayed arrival. On Linux, one timerfd per event loop, armed at the earliest time any
 task waits for and watched by the same `epoll_wait`, wakes it with the kernel's high-resolution
 timer instead: 0.2 ms late at the median, 0.25-0.5 ms at p90. The tail is the machine's (the

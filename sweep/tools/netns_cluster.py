@@ -16,7 +16,7 @@ is dead after about `HEALTH_CHECK_DEAD_S`), so faults show within seconds.
 
 Everything is named with the prefix `lsw` (namespaces `lsw-HOST`, links `lsw-*`, files and mounts
 under /tmp/lsw: `sweep.tools.netns_hosts`), so `down`, and every `up`, removes what a crashed run
-left (and any cluster of this prefix: there is one per machine; tests and `sweep.tools.chaos` hold
+left (and any cluster of this prefix: there is one per machine; tests and `scripts.bench.chaos` hold
 /tmp/lsw.lock while they use it, so two of them take turns). Ray is never stopped with `ray stop`
 (it would stop every Ray of the machine): processes are found by their namespace (`ip netns pids`)
 and by a variable every process started here inherits.

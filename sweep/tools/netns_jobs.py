@@ -1,6 +1,6 @@
 """A sweep submitted to the namespace cluster with `scripts/submit_sweep.sh`, followed from outside.
 
-`sweep.tools.chaos` and the multi-host tests submit sweeps this way and stop or kill their
+`scripts.bench.chaos` and the multi-host tests submit sweeps this way and stop or kill their
 drivers to inject faults.
 """
 

@@ -66,6 +66,8 @@ import tempfile
 from pathlib import Path
 
 from backends import backend_class
+from sweep.datasets.cache import PromptSource
+from sweep.plan import build_plan
 from sweep.tools.parity_clients import ours_direct, ours_sweep, theirs
 from sweep.tools.parity_report import REF, Round, report
 from sweep.tools.parity_workload import (
@@ -76,8 +78,6 @@ from sweep.tools.parity_workload import (
 )
 from sweep.tools.process_watch import cpu_ids, thread_cpus
 from sweep.tools.server_counters import server_after, server_before, server_truth
-from sweep.datasets.cache import PromptSource
-from sweep.plan import build_plan
 
 PATHS = {"sweep": "ours sweep", "direct": "ours direct"}
 

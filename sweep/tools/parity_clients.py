@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from analysis.load import load_requests, load_summary
+from sweep.core import records as R
+from sweep.datasets.cache import PromptSource
 from sweep.tools import REPO
 from sweep.tools.parity_report import Round
 from sweep.tools.parity_workload import vllm_dataset
 from sweep.tools.process_watch import run_child
-from sweep.core import records as R
-from sweep.datasets.cache import PromptSource
 from sweep.trial import run_trial
 
 # vLLM's client in a process of its own, so that it is confined like ours and shares nothing

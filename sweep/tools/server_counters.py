@@ -1,6 +1,6 @@
 """The server's own view of a parity round: its counters, its TTFT, and what the round cost it.
 
-`sweep.tools.parity` and `sweep.tools.neighbours` read these around each client's run: vLLM's
+`sweep.tools.parity` and `scripts.bench.neighbours` read these around each client's run: vLLM's
 counters from `/metrics` (what the server was asked, and its own mean TTFT), the sim server's
 first-token stamps, and the CPU seconds each server process used with the hypervisor's steal.
 """

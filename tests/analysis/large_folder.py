@@ -1,7 +1,7 @@
 """A large results folder for the analysis tests: the reference sweep's trials written as repeats.
 
 Each reference trial (`data/ref_sweep`) is written again through the real writer
-(`sweep.tools.results_folder.copy_of`, `ResultStore.write_trial`) with ids, labels and repeat
+(`scripts.bench.results_folder.copy_of`, `ResultStore.write_trial`) with ids, labels and repeat
 indices of its own, so a test can grow a folder past the size where the report pools it.
 """
 
@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pyarrow.parquet as pq
 
-from sweep.tools.results_folder import copy_of
+from scripts.bench.results_folder import copy_of
 from sweep.core import records as rec
 from sweep.core.results import ResultStore, TrialFiles
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
-import pytest
 
 from sweep.core import records as R
 from tests.helpers import analysis_in_process

@@ -4,7 +4,6 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
-import pytest
 import yaml
 
 from analysis.reference import SECTION_TITLE, Reference, load_reference, reference_table

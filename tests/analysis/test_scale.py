@@ -1,7 +1,7 @@
 """A large sweep's analysis: cached summaries, scoped reads, a pooled report with a trial table.
 
 The large folder is the reference sweep's trials written again as repeats through the real
-writer (`sweep.tools.results_folder.copy_of`, `ResultStore.write_trial`): 20 of each of its
+writer (`scripts.bench.results_folder.copy_of`, `ResultStore.write_trial`): 20 of each of its
 4 trials, 80 in all, past the size (`sections.LISTED_UP_TO`) where the report pools them.
 """
 

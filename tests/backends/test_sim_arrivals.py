@@ -1,7 +1,7 @@
 """The sim server stamps a request's arrival when its first bytes come, not when its handler starts.
 
 Its arrival stamps are the truth a trace replay and the load generator's accuracy are judged by
-(`scripts/bench_trace_replay.py`, `scripts/bench_loadgen.py`): a stamp taken at the handler's
+(`python -m scripts.bench.trace_replay`, `scripts/bench_loadgen.py`): a stamp taken at the handler's
 start adds the server's own queue in a burst to the client's error.
 """
 

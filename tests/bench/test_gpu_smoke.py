@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from sweep.tools.gpu_smoke import verify
 from sweep.core import records as R
+from sweep.tools.gpu_smoke import verify
 
 REPO = Path(__file__).parents[2]
 

@@ -4,8 +4,8 @@ import argparse
 
 import pytest
 
-from sweep.tools.parity_workload import BLOCK, arrivals_trace, round_overrides
 from sweep.datasets.trace_file import read_trace
+from sweep.tools.parity_workload import BLOCK, arrivals_trace, round_overrides
 
 
 def args(**kw) -> argparse.Namespace:

@@ -1,7 +1,6 @@
 """The parity report's interval of the median TTFT difference resamples rounds, not requests."""
 
 import numpy as np
-import pytest
 
 from sweep.tools.parity_report import REF, Round, bootstrap_ci, print_server_side
 

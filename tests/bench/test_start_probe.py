@@ -1,5 +1,5 @@
-"""`scripts/bench_sweep.py --start-costs` measures a Ray worker's boot as the CPU the worker has
-used when a task from `sweep.tools.start_probe` begins. The worker imports that module first, so
+"""`scripts/bench/makespan.py --start-costs` measures a Ray worker's boot as the CPU the worker has
+used when a task from `scripts.bench.start_probe` begins. The worker imports that module first, so
 the module must import nothing of the trial runner's, or the boot would include its import and
 the import step would find it done."""
 
@@ -13,7 +13,7 @@ HEAVY = ("sweep.driver", "sweep.trial", "pandas", "pyarrow", "backends", "analys
 
 def test_the_probe_module_imports_nothing_the_trial_runner_does():
     code = (
-        "import sys, sweep.tools.start_probe\n"
+        "import sys, scripts.bench.start_probe\n"
         f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     )
     done = subprocess.run(

@@ -1,6 +1,5 @@
 """`python -m sweep` with a multi-turn dataset it cannot run: one line, before Ray starts."""
 
-import pytest
 import ray
 
 from tests.helpers import sweep_in_process

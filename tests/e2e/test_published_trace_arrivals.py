@@ -1,7 +1,7 @@
 """Azure's published conversation trace replayed at its own times against the sim server, whose
 arrival stamps are the truth (the replay helpers: `test_published_traces.py`).
 
-The trace's first 60 s at 8x (the full 2,000 rows at speedup 1 is `scripts/bench_trace_replay.py`'s
+The trace's first 60 s at 8x (the full 2,000 rows at speedup 1 is `scripts.bench.trace_replay`'s
 figure in `docs/benchmarks.md`). Arrivals are timed to the millisecond, so the test is marked
 `timing` (the suite's serial pass); in a file of its own, so that the other published-trace tests
 run in the parallel pass.

@@ -2,7 +2,7 @@
 truth: Mooncake's conversation trace against the tiny model's 4096-token context with each
 `dataset.too_long`, and the traces' catalogue, cache and windows.
 
-The slices of the published files in `tests/fixtures/traces/` (`scripts/make_trace_fixtures.py`),
+The slices of the published files in `tests/fixtures/traces/` (`scripts.bench.trace_fixtures`),
 or where absent (fetched data is not committed) stand-ins in their formats (`tests.trace_slices`).
 Mooncake's 1,000 rows (330 s) run at 100x with a fast sim. Azure's conversation trace at its own
 times, which are timed to the millisecond and so run `alone`, is `test_published_trace_arrivals.py`

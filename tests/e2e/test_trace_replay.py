@@ -2,7 +2,7 @@
 
 `+experiment=trace_replay` on a small bursty trace written here, at its own rate and twice as
 fast, run by `sweep.trial.run_deployment` as a Ray task would (the Ray path itself is what
-`scripts/bench_trace_replay.py` measures). The sim server writes its arrival stamps as it stops
+`scripts.bench.trace_replay` measures). The sim server writes its arrival stamps as it stops
 (`SIM_STAMPS_DIR`); the requests must reach it at the trace's offsets over the speedup, with the
 trace's lengths. The bound is loose (p99 20 ms) so that a busy 2-core machine does not fail it:
 there p99 was 8-14 ms (load average 7-9 on 2 cores).

@@ -15,9 +15,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from sweep.core import records as R
 from sweep.tools.netns_cluster import NetnsCluster
 from sweep.tools.netns_jobs import SweepJob
-from sweep.core import records as R
 
 REPO = Path(__file__).resolve().parents[2]
 

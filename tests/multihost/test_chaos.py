@@ -16,8 +16,8 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from sweep.tools.netns_hosts import HEALTH_CHECK_DEAD_S, SMALL_FS, fill
 from sweep.core import records as R
+from sweep.tools.netns_hosts import HEALTH_CHECK_DEAD_S, SMALL_FS, fill
 from tests.multihost.conftest import busy_host, settle_strays, submit, summaries, wait_until
 
 pytestmark = pytest.mark.slow

@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from sweep.tools.netns_hosts import HIDDEN, STATE, ClusterError, run
 from sweep.core import records as R
+from sweep.tools.netns_hosts import HIDDEN, STATE, ClusterError, run
 from tests.multihost.conftest import REPO, submit, summaries
 
 pytestmark = pytest.mark.slow

@@ -12,11 +12,11 @@ import subprocess
 import pyarrow.parquet as pq
 import pytest
 
-from sweep.tools.netns_hosts import fill
 from sweep.core import records as R
 from sweep.core.errors import ResultsNotSaved
 from sweep.core.results import ResultStore
 from sweep.driver import Driver, _not_saved_record
+from sweep.tools.netns_hosts import fill
 from tests.helpers import run_sweep_here
 
 PAGE = 4096

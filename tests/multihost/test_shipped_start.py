@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweep.tools.netns_hosts import kill_processes, namespace_pids
 from sweep.core import records as R
+from sweep.tools.netns_hosts import kill_processes, namespace_pids
 from tests.cluster.start_commands import kuberay_command, ray_up_commands
 from tests.multihost.conftest import submit, summaries
 

@@ -6,7 +6,6 @@ from types import SimpleNamespace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 from rich.console import Console
 
 from sweep.core import records as R

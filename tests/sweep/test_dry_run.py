@@ -6,7 +6,7 @@ import pytest
 from rich.console import Console
 
 import sweep.display as display
-from sweep.tools.results_folder import scale_overrides
+from scripts.bench.results_folder import scale_overrides
 from sweep.placement import trial_seconds
 from sweep.plan import build_plan
 

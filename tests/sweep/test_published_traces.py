@@ -2,7 +2,7 @@
 too long for the context, the summary's trace columns and the prompt cache.
 
 Real files: Azure-format rows written here, and the slices of the published files in
-`tests/fixtures/traces/` (`scripts/make_trace_fixtures.py`), or where a slice is absent (it is not
+`tests/fixtures/traces/` (`scripts.bench.trace_fixtures`), or where a slice is absent (it is not
 committed: fetched data), a stand-in in its exact format (`tests.trace_slices`). Downloads come
 from an HTTP server of this test on 127.0.0.1 (`SWEEP_TRACES_URL`), the catalog entry pointing at a
 slice's own sha256.

@@ -14,8 +14,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from backends.models.tiny import ensure_tiny_model
+from scripts.bench.shipped_traces import write_traces
 from sweep.__main__ import main as sweep_main
-from sweep.tools.shipped_traces import write_traces
 from sweep.core.config import TraceDatasetConfig, WorkloadConfig
 from sweep.core.errors import ConfigError, DatasetError
 from sweep.datasets import check_dataset, load_prompts

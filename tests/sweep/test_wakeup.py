@@ -2,7 +2,7 @@
 
 Real timers of this machine, no mock: on Linux they are one timerfd per event loop; the fallback
 (`asyncio.sleep`) is checked by making timerfd unavailable. How late a wake-up is, is measured
-by `scripts/bench_wakeups.py`, not asserted here.
+by `python -m scripts.bench.wakeups`, not asserted here.
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ not monotone in the rate (noise near the knee), the pattern around the truth is 
 
 Goal (issue 13): every row within tolerance, with at least 3x fewer probes than grid trials.
 
-    .venv/bin/python scripts/bench_search.py [--quick] [--capacities 4,8] [--out DIR]
-    .venv/bin/python scripts/bench_search.py --slo ttft_ms_p90=60 --slo e2e_ms_mean=250
+    .venv/bin/python -m scripts.bench.capacity_search [--quick] [--capacities 4,8] [--out DIR]
+    .venv/bin/python -m scripts.bench.capacity_search --slo ttft_ms_p90=60 --slo e2e_ms_mean=250
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class Sweep:
 
 
 def parser() -> argparse.ArgumentParser:
-    """This benchmark's options (`scripts/bench_search.py`); `settle` completes what they give."""
+    """This benchmark's options; `settle` completes what they give."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -325,3 +325,7 @@ def load_average() -> str:
 def log(message: str) -> None:
     """A timestamped progress line on stderr."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(parser().parse_args()))

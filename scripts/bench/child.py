@@ -9,6 +9,8 @@ import json
 import subprocess
 import sys
 
+from sweep.tools import REPO
+
 
 def measure_in_child(module: str, *args: str, what: str) -> dict:
     """Run `python -m module args...` and return the last line it printed that is a JSON object.
@@ -17,7 +19,11 @@ def measure_in_child(module: str, *args: str, what: str) -> dict:
         RuntimeError: the child failed or printed no result; `what` names it, with its stderr.
     """
     done = subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, check=False
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,  # `scripts.bench` is found from the checkout's root
+        capture_output=True,
+        text=True,
+        check=False,
     )
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
     if done.returncode or not lines:

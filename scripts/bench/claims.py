@@ -11,7 +11,7 @@ of a group within noise of each other came first is itself noise.
 It prints, per run: the condition, the trials the report calls too short to trust, whether the
 claims are those of the first run, and what differs.
 
-    .venv/bin/python scripts/bench_claims.py [--quiet-runs 3] [--busy-runs 1] [EXTRA_OVERRIDES ...]
+    .venv/bin/python -m scripts.bench.claims [--quiet-runs 3] [--busy-runs 1] [EXTRA_OVERRIDES ...]
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def one_run(out: Path, experiment: str, overrides: list[str], busy: bool) -> tup
 
 
 def parser() -> argparse.ArgumentParser:
-    """The command line of scripts/bench_claims.py."""
+    """The command line of scripts/bench/claims.py."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--experiment", default="quickstart")
     p.add_argument("--quiet-runs", type=int, default=3)
@@ -145,3 +145,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  [{side}] " + " | ".join(f"{t} {sorted(ns) if ns else ''}" for t, ns in c))
     ok = all(same and short == 0 for _, _, _, short, same, _ in rows)
     return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(parser().parse_args()))

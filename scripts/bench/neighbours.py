@@ -14,7 +14,7 @@ tok/s and the server's CPU seconds, then the paired differences over rounds with
 intervals.
 
 Usage (a 2-core machine: server on CPU 0, client and Ray on CPU 1):
-    .venv/bin/python scripts/server_beside_ray.py [--rounds 10] [--burn 0.2 [--burn-mb 64]]
+    .venv/bin/python -m scripts.bench.neighbours [--rounds 10] [--burn 0.2 [--burn-mb 64]]
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ PARITY_ARGS = ["--scale", "512,4", "--same-arrivals", "--no-prefix-caching", "--
 
 
 def parser() -> argparse.ArgumentParser:
-    """This benchmark's options (`scripts/server_beside_ray.py`)."""
+    """This benchmark's options (`python -m scripts.bench.neighbours`)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--burn", type=float, help="a burner of this duty (0-1) instead of Ray")
@@ -159,3 +159,7 @@ def report(runs: dict[str, list], variants: tuple[str, str]) -> None:
             f"{beside} against {bare}, {what}: median {median:+.1%} (95% interval "
             f"{low:+.1%} .. {high:+.1%}), higher in {int((diffs > 0).sum())} of {diffs.size}"
         )
+
+
+if __name__ == "__main__":
+    run(parser().parse_args())

@@ -19,13 +19,17 @@ Where the time beyond the ideal goes, printed beside it:
 - `ratio_after_start`: the makespan less the first trials' start against the ideal less one
   backend start: how well the driver kept the GPUs busy once the deployments were running.
 
-    .venv/bin/python scripts/bench_sweep.py [--nodes 3] [--gpus 2] [--remove-at S] [--timeline]
+    .venv/bin/python -m scripts.bench.makespan [--nodes 3] [--gpus 2] [--remove-at S] [--timeline]
 """
 
 from __future__ import annotations
 
-import argparse
 import os
+
+# Ray reads this as it is imported: the drivers of a local multi-node cluster stay on loopback.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+import argparse  # noqa: E402
 import tempfile
 import threading
 import time
@@ -103,7 +107,7 @@ def ideal_as_available(work: float, gpus: int, lost_gpus: int, removed_at: float
 
 
 def parser() -> argparse.ArgumentParser:
-    """This benchmark's options (`scripts/bench_sweep.py`)."""
+    """This benchmark's options (`python -m scripts.bench.makespan`)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--gpus", type=int, default=2)
@@ -173,3 +177,30 @@ def run(args: argparse.Namespace) -> None:
         cluster.shutdown()
     print(f"backend start (sim, measured): {start_s:.2f} s; {gpus} GPUs; {os.cpu_count()} cores")
     print(markdown_table(pd.DataFrame(rows)))
+
+
+def main() -> None:
+    """Makespan; with `--trials`, the driver's cost per trial; `--start-costs`, one deployment's
+    start step by step; `--plan`, the planner at grids of up to 10,000 points."""
+    from scripts.bench import driver_scale, plan_scale, start_costs
+
+    cli = parser()
+    driver_scale.add_arguments(cli)
+    plan_scale.add_arguments(cli)
+    cli.add_argument(
+        "--start-costs", action="store_true", help="one deployment's start, step by step"
+    )
+    cli.add_argument("--repeats", type=int, default=5, help="runs of each step (--start-costs)")
+    args = cli.parse_args()
+    if args.start_costs:
+        print(start_costs.run(args.repeats))
+    elif args.plan:
+        plan_scale.run(args)
+    elif args.trials:
+        driver_scale.run(args)
+    else:
+        run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -8,11 +8,11 @@ the first measured row, divided by the speedup, against the server's arrival sta
 measured request's (the two clocks aligned by the first request; one column aligns them by the
 median difference instead). Prints one table, a row per run and speedup.
 
-    .venv/bin/python scripts/bench_trace_replay.py [--trace bursty] [--speedup 4] [--runs 3]
+    .venv/bin/python -m scripts.bench.trace_replay [--trace bursty] [--speedup 4] [--runs 3]
         [--no-floor] [override ...]
 
 Unless `--no-floor`, it first measures how late this machine wakes a sleeping process at all
-(`sweep.tools.wakeups`, about 30 s) and prints that table after its own: a replayed arrival
+(`scripts.bench.wakeups`, about 30 s) and prints that table after its own: a replayed arrival
 needs the client to wake for its send and the server to wake for its read, so no replay here
 can be more exact than those wake-ups.
 """
@@ -31,10 +31,11 @@ import numpy as np
 import pandas as pd
 
 from analysis.sections import markdown_table
-from sweep.tools import REPO, wakeups
+from scripts.bench import wakeups
 from sweep.core import records as R
 from sweep.datasets.trace import read
 from sweep.loadgen.request_ids import parse as parse_id
+from sweep.tools import REPO
 
 
 def run_sweep(
@@ -78,14 +79,14 @@ def differences_ms(trace_s: np.ndarray, arrivals_ns: np.ndarray, speedup: float)
 
 
 def parser() -> argparse.ArgumentParser:
-    """This benchmark's options (`scripts/bench_trace_replay.py`)."""
+    """This benchmark's options (`python -m scripts.bench.trace_replay`)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trace", default="bursty", help="a shipped trace or a trace file")
     parser.add_argument("--speedup", type=float, default=4.0)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument(
         "--no-floor", action="store_true",
-        help="skip the machine's own wake-up lateness (sweep.tools.wakeups), measured first",
+        help="skip the machine's own wake-up lateness (scripts.bench.wakeups), measured first",
     )  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="more overrides, e.g. backend.itl_ms=10")
     return parser
@@ -134,5 +135,9 @@ def run(args: argparse.Namespace) -> None:
 
 
 def wakeup_floor() -> str:
-    """`sweep.tools.wakeups`' table: no replay's error can be below its wake-ups'."""
+    """`scripts.bench.wakeups`' table: no replay's error can be below its wake-ups'."""
     return wakeups.table(rounds=2, waits_per_round=500)
+
+
+if __name__ == "__main__":
+    run(parser().parse_args())

@@ -4,7 +4,7 @@
 (`workload.http_client=asyncio`) and on aiohttp's, alternating, against a server already
 started, with one connection open per request, so that only the sending is timed. Each
 request's send lag (its write, as `RequestTracker.sent` records it, minus the instant) is what
-a replayed trace's bursts add to its arrivals. Run by `sweep.tools.http_clients --burst N`.
+a replayed trace's bursts add to its arrivals. Run by `scripts.bench.http_clients --burst N`.
 """
 
 from __future__ import annotations

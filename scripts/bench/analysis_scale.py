@@ -1,6 +1,6 @@
 """Time and peak memory of the analysis at 1,000 / 10,000 trials, and of a re-run after 100 more.
 
-    .venv/bin/python scripts/bench_analysis.py [--trials 1000 10000] [--keep DIR]
+    .venv/bin/python -m scripts.bench.analysis_scale [--trials 1000 10000] [--keep DIR]
 
 For each size: a results folder of the real layout (`results_folder`: the sim sweep's trials,
 8 requests each, written through the real writer), then `analysis.report.write_report` in a
@@ -23,8 +23,8 @@ import pandas as pd
 
 from analysis.report import write_report
 from analysis.sections import markdown_table
-from sweep.tools.child import measure_in_child
-from sweep.tools.results_folder import copy_of, point_of, scale_plan, templates
+from scripts.bench.child import measure_in_child
+from scripts.bench.results_folder import copy_of, point_of, scale_plan, templates
 from sweep.core.results import ResultStore
 
 ADDED = 100  # trials added before the re-run
@@ -45,7 +45,7 @@ def _report_here(results: str, out: str) -> dict:
 
 def _report_in_child(results: Path, out: Path) -> dict:
     return measure_in_child(
-        "sweep.tools.analysis_scale", str(results), str(out), what=f"the report of {results}"
+        "scripts.bench.analysis_scale", str(results), str(out), what=f"the report of {results}"
     )
 
 
@@ -79,7 +79,7 @@ def measure(trials: int, root: Path) -> dict:
 
 
 def parser() -> argparse.ArgumentParser:
-    """This benchmark's options (`scripts/bench_analysis.py`)."""
+    """This benchmark's options (`python -m scripts.bench.analysis_scale`)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--keep", type=Path, help="write the folders here and keep them")
@@ -99,4 +99,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    print(json.dumps(_report_here(sys.argv[1], sys.argv[2])))
+    if len(sys.argv) == 3 and not sys.argv[1].startswith("-"):  # a child: `_report_in_child`
+        print(json.dumps(_report_here(sys.argv[1], sys.argv[2])))
+    else:
+        run(parser().parse_args())

@@ -6,7 +6,7 @@ its full lengths: no context limit) with the tiny model's tokenizer, as a trial 
 loaded before the clock starts), then again from the cache by a fresh source (no tokenizer).
 Prints one table: rows, input tokens, seconds and rows per second, cold and cached.
 
-    .venv/bin/python scripts/bench_trace_build.py [--trace mooncake_conversation] [--rows 1000]
+    .venv/bin/python -m scripts.bench.trace_build [--trace mooncake_conversation] [--rows 1000]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def source(model: str) -> PromptSource:
 
 
 def parser() -> argparse.ArgumentParser:
-    """This benchmark's options (`scripts/bench_trace_build.py`)."""
+    """This benchmark's options (`python -m scripts.bench.trace_build`)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trace", default="mooncake_conversation", help="a trace name or file")
     parser.add_argument("--rows", type=int, default=1000)
@@ -61,3 +61,7 @@ def run(args: argparse.Namespace) -> None:
             }
         )
     print(markdown_table(pd.DataFrame(rows)))
+
+
+if __name__ == "__main__":
+    run(parser().parse_args())

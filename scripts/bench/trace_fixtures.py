@@ -7,7 +7,7 @@ trace keeps 2,000 rows and Mooncake's conversation trace 1,000 (the acceptance r
 `tests/e2e/test_published_traces.py`), the others `--rows`. A trace whose file cannot be had is
 named and left out. `tests/fixtures/traces/README.md` gives their licences and sources.
 
-    .venv/bin/python scripts/make_trace_fixtures.py [--rows 300] [--out tests/fixtures/traces]
+    .venv/bin/python -m scripts.bench.trace_fixtures [--rows 300] [--out tests/fixtures/traces]
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sweep.tools import REPO
 from sweep.core.errors import DatasetError
 from sweep.datasets.trace_catalog import CATALOG, local_copy
+from sweep.tools import REPO
 
 OUT = REPO / "tests" / "fixtures" / "traces"
 ROWS = {"azure_conv_2023": 2000, "mooncake_conversation": 1000}
@@ -45,7 +45,7 @@ def cut(name: str, rows: int, out: Path) -> Path:
 
 
 def parser() -> argparse.ArgumentParser:
-    """This tool's options (`scripts/make_trace_fixtures.py`)."""
+    """This tool's options (`python -m scripts.bench.trace_fixtures`)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=300, help="rows of the other traces")
     parser.add_argument("--out", type=Path, default=OUT)
@@ -61,3 +61,7 @@ def run(args: argparse.Namespace) -> None:
             print(f"{name}: left out: {exc}")
             continue
         print(f"{name}: {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
+
+
+if __name__ == "__main__":
+    run(parser().parse_args())

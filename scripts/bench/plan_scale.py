@@ -1,11 +1,11 @@
 """The planner's cost at grids of 256 to 10,000 points: `build_plan` in a fresh process per size.
 
-    .venv/bin/python scripts/bench_sweep.py --plan 4 6 8 10 [--rounds 3]
+    .venv/bin/python -m scripts.bench.makespan --plan 4 6 8 10 [--rounds 3]
 
 A grid of K values on each of four value axes of the sim backend (`backend.ttft_ms`,
 `workload.concurrency`, `workload.output_len`, `dataset.input_len`): K^4 points, one trial
 each, K deployments (the TTFT is part of what is launched). Each size is planned in a fresh
-Python (`sweep.tools.child`), which prints the process CPU time `build_plan` took; sizes take
+Python (`scripts.bench.child`), which prints the process CPU time `build_plan` took; sizes take
 turns over `--rounds` rounds, and the table gives each size's median and range.
 """
 
@@ -20,7 +20,7 @@ import time
 import pandas as pd
 
 from analysis.sections import markdown_table
-from sweep.tools.child import measure_in_child
+from scripts.bench.child import measure_in_child
 
 
 def overrides(k: int) -> list[str]:
@@ -48,7 +48,7 @@ def plan_once(k: int) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--plan K...` and `--rounds`, on the parser of scripts/bench_sweep.py."""
+    """`--plan K...` and `--rounds`, on the parser of scripts/bench/makespan.py."""
     parser.add_argument("--plan", type=int, nargs="+", metavar="K", help="grids of K^4 points")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of --plan, sizes in turn")
 

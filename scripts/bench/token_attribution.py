@@ -10,7 +10,7 @@ count only, and, as the baseline it replaces, `record` alone, which splits that 
 Reported: CPU microseconds per output token (process time, so a tokenizer's worker threads count)
 and wall time.
 
-    .venv/bin/python scripts/bench_token_attribution.py [--tokens 100000]
+    .venv/bin/python -m scripts.bench.token_attribution [--tokens 100000]
 
 Only the tiny model's tokenizer (512 tokens) is at hand here, with no model hub; a BPE trained on
 the same corpus stops at some 650 tokens, so a large vocabulary's cost is not measured.
@@ -104,7 +104,7 @@ def bench(name: str, tok, tokens: int) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    """This benchmark's options (`scripts/bench_token_attribution.py`)."""
+    """This benchmark's options (`python -m scripts.bench.token_attribution`)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tokens", type=int, default=100_000)
     return p
@@ -113,3 +113,7 @@ def parser() -> argparse.ArgumentParser:
 def run(a: argparse.Namespace) -> None:
     """Time the tiny model's tokenizer."""
     bench("tiny-512", AutoTokenizer.from_pretrained(str(ensure_tiny_model())), a.tokens)
+
+
+if __name__ == "__main__":
+    run(parser().parse_args())

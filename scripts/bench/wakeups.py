@@ -7,7 +7,7 @@ high-resolution sleep, no event loop: the machine's own floor). Rounds alternate
 so that a change in the machine's load falls on all of them. Prints a table per method, pooled
 over rounds, with the spread of each round's p99.
 
-    .venv/bin/python scripts/bench_wakeups.py [--rounds 4] [--waits 1000]
+    .venv/bin/python -m scripts.bench.wakeups [--rounds 4] [--waits 1000]
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ METHODS = {
 
 
 def parser() -> argparse.ArgumentParser:
-    """This benchmark's options (`scripts/bench_wakeups.py`)."""
+    """This benchmark's options (`python -m scripts.bench.wakeups`)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--waits", type=int, default=1000, help="per method and round")
@@ -94,3 +94,7 @@ def table(rounds: int, waits_per_round: int) -> str:
 def run(args: argparse.Namespace) -> None:
     """Print the table."""
     print(table(args.rounds, args.waits))
+
+
+if __name__ == "__main__":
+    run(parser().parse_args())

@@ -24,7 +24,7 @@ from ray.cluster_utils import Cluster
 
 from analysis.sections import markdown_table
 from backends.sim import SimBackend, SimBackendConfig
-from sweep.tools.start_probe import boot, import_runner
+from scripts.bench.start_probe import boot, import_runner
 
 
 def sim_start() -> tuple[float, float]:

@@ -1,4 +1,4 @@
-"""The tasks `sweep.tools.start_costs` runs in fresh Ray workers.
+"""The tasks `scripts.bench.start_costs` runs in fresh Ray workers.
 
 A module of its own that imports nothing heavy: a worker imports a task's module before the task
 begins, so what this module imported would count as the worker's boot.

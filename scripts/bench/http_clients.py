@@ -18,7 +18,7 @@ The clients, from the floor up:
 - `aiohttp`, `httpx`, `httpcore`: each library's own streaming POST, network reads stamped,
   SSE lines only counted, as `floor` does.
 
-    .venv/bin/python scripts/bench_http_clients.py [--requests 400] [--concurrency 32]
+    .venv/bin/python -m scripts.bench.http_clients [--requests 400] [--concurrency 32]
         [--repeats 5] [--itl-ms 1] [--clients floor,asyncio,...] [--burst 200]
 
 With `--burst N`, it also times bursts of N requests due at one instant through our two clients
@@ -45,7 +45,7 @@ import pandas as pd
 from analysis.sections import markdown_table
 from backends.base import GenRequest
 from backends.sim import SimBackend, SimBackendConfig
-from sweep.tools import send_bursts
+from scripts.bench import send_bursts
 from sweep.core.config import WorkloadConfig
 from sweep.loadgen.clock import now_s
 from sweep.loadgen.http import Endpoint, open_client, stream_one
@@ -244,7 +244,7 @@ def table(rows: list[dict]) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    """This benchmark's options (`scripts/bench_http_clients.py`)."""
+    """This benchmark's options (`python -m scripts.bench.http_clients`)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--requests", type=int, default=400, help="requests per run")
     p.add_argument("--concurrency", type=int, default=32, help="streams in flight")
@@ -285,3 +285,7 @@ def run(a: argparse.Namespace) -> None:
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"runs": rows, "bursts": bursts}, f, indent=1, default=float)
+
+
+if __name__ == "__main__":
+    run(parser().parse_args())

@@ -21,7 +21,7 @@ A host that died is restarted after its run. Per fault kind it prints:
 At the end the cluster is torn down and anything it left (process, namespace, link, mount) is
 reported.
 
-    sudo .venv/bin/python scripts/bench_chaos.py [--runs 24] [--seed 0] [--kinds raylet,...]
+    sudo .venv/bin/python -m scripts.bench.chaos [--runs 24] [--seed 0] [--kinds raylet,...]
 """
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ def table(runs: list[Run], baseline_s: float) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    """This benchmark's options (`scripts/bench_chaos.py`)."""
+    """This benchmark's options (`python -m scripts.bench.chaos`)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=24)
     parser.add_argument("--baseline-runs", type=int, default=2)
@@ -271,3 +271,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"left on the machine after teardown: {left or 'nothing'}")
     bad = any(r.lost or r.duplicated or r.orphans for r in runs) or left
     return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(parser().parse_args()))

@@ -7,7 +7,7 @@
   a sine from 2 req/s at night to 38 req/s at noon, 20 req/s on average; no prefix blocks.
 
 Lengths fit the tiny model's 4096-token context. Usage:
-    .venv/bin/python scripts/make_traces.py [OUT_DIR]   # default: sweep/data/traces
+    .venv/bin/python -m scripts.bench.shipped_traces [OUT_DIR]   # default: sweep/data/traces
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import gzip
 import io
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +106,7 @@ def write_traces(out: Path = OUT) -> None:
     writer.writerows(rows)
     (out / "diurnal.csv.gz").write_bytes(gzipped(text.getvalue()))
     print(f"{out / 'diurnal.csv.gz'}: {len(rows)} requests")
+
+
+if __name__ == "__main__":
+    write_traces(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT)

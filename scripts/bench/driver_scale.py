@@ -1,6 +1,6 @@
 """The driver's own cost per trial at 100 / 1,000 / 10,000 trials: what grows with the sweep.
 
-    .venv/bin/python scripts/bench_sweep.py --trials 100 1000 10000 [--run-upto 1000]
+    .venv/bin/python -m scripts.bench.makespan --trials 100 1000 10000 [--run-upto 1000]
 
 Two measurements, each size in a fresh process (so its memory is its own):
 - `run`: a real sweep of the sim backend on a local Ray (`results_folder.scale_overrides`: tiny
@@ -32,8 +32,8 @@ import ray
 from rich.console import Console
 
 from analysis.sections import markdown_table
-from sweep.tools.child import measure_in_child
-from sweep.tools.results_folder import (
+from scripts.bench.child import measure_in_child
+from scripts.bench.results_folder import (
     copy_of,
     point_of,
     scale_overrides,
@@ -186,12 +186,12 @@ def run_path(trials: int) -> dict:
 def _in_child(kind: str, trials: int) -> dict:
     """`kind`'s measurement at `trials` in a fresh Python: its peak memory is its own."""
     return measure_in_child(
-        "sweep.tools.driver_scale", kind, str(trials), what=f"{kind} at {trials} trials"
+        "scripts.bench.driver_scale", kind, str(trials), what=f"{kind} at {trials} trials"
     )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """This benchmark's options, on `scripts/bench_sweep.py`'s parser."""
+    """This benchmark's options, on `python -m scripts.bench.makespan`'s parser."""
     sizes = "measure the driver's cost per trial at these sweep sizes"
     parser.add_argument("--trials", type=int, nargs="+", metavar="N", help=sizes)
     upto = "real sweeps only up to this size (default 1000)"
