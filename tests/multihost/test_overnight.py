@@ -1,4 +1,4 @@
-"""The README's "Overnight on a Ray cluster" path, on hosts that share no code and no results.
+"""The overnight path of docs/cluster.md, on hosts that share no code and no results.
 
 `scripts/submit_sweep.sh` submits from this machine to the head's job endpoint; the driver runs
 on the head (`cluster=auto`) in the job's copy of the code, trials run on the worker hosts with
@@ -45,7 +45,7 @@ def test_the_readme_path_end_to_end(cluster, tmp_path):
     assert {r["env.node_ip"] for r in rows} <= workers  # GPU trials ran on the L4 worker hosts
     assert {r["env.cuda_visible_devices"] for r in rows} <= {"0", "1"}
 
-    # Results only where the README says: nothing on the workers, in the job's copy of the code
+    # Results only where docs/cluster.md says: nothing on the workers, in the job's copy of the code
     # or in the checkout submitted from.
     written = {p for p in STATE.rglob(R.SUMMARY_FILE) if f"/{NAME}/" in str(p)}
     assert written == set(root.glob(f"*/*/{R.SUMMARY_FILE}"))
