@@ -10,9 +10,11 @@ itself, so that every trial ends up recorded exactly once:
 - a trial that produces nothing for `workload.trial_timeout_s` is cancelled and recorded as
   failed, and the deployment's remaining trials are resubmitted;
 - a deployment that no node, alive or launchable by the cluster's autoscaler, can host is
-  recorded as failed at once; one that waits for the autoscaler to add a node says so, and
-  after `cluster.node_wait_s` without one its trials are recorded failed (`no_node`, with the
-  autoscaler's last word on the node types that would fit) while the rest of the sweep goes on;
+  recorded as failed at once; one that waits for the autoscaler to add a node says so and how
+  the wait goes (`sweep.node_wait`: `cluster.node_setup_wait_s` while a fitting node is launching
+  or being set up, `cluster.node_wait_s` while none is), and when a limit runs out its trials are
+  recorded failed (`no_node`, naming the limit and the autoscaler's last word on the node types
+  that would fit) while the rest of the sweep goes on;
 - a trial whose files the results folder refuses (a full disk) stops the sweep with one message,
   recorded as failed where there is room for that;
 - when nothing waits for resources and a GPU idles, a deployment with trials not begun gets a
@@ -36,6 +38,7 @@ from typing import Any
 import pyarrow as pa
 import ray
 
+from sweep.autoscaler_status import pending_by_type
 from sweep.core import records as R
 from sweep.core.errors import ResultsNotSaved, SweepError
 from sweep.core.results import BackendLog, QualityFiles, ResultStore, TrialFiles
@@ -47,6 +50,7 @@ from sweep.node_types import (
     launchable_node_types,
     resources_fit,
 )
+from sweep.node_wait import NodeWait
 from sweep.placement import (
     custom_resources,
     longest_first,
@@ -113,8 +117,7 @@ class _Task:
     helper: bool = False  # shares the trials of another live task of its deployment
     node_id: str | None = None  # the Ray node it runs on, once started
     node_ip: str = ""
-    awaits: str | None = None  # the node it waits for while no alive node fits it
-    waiting_since: float = 0.0
+    wait: NodeWait | None = None  # its wait for a node, while no alive node fits it
     recorded_upto: int = 0  # its trials before this index are all recorded (`Driver.pending`)
     log_name: str = R.BACKEND_LOG  # its server's log in the deployment's folder
 
@@ -231,12 +234,8 @@ class Driver:
                 self.progress.deployment_finished()
                 continue
             self._submit(deployment, attempt=0, nodes=nodes)
-            awaited = self.tasks[-1].awaits
-            if awaited:
-                self.progress.note(
-                    f"{deployment.label} waits for {awaited} "
-                    f"(at most {self.cluster.node_wait_s:g} s: cluster.node_wait_s)"
-                )
+            if wait := self.tasks[-1].wait:
+                self.progress.note(f"{deployment.label} {wait.first_line()}")
         try:
             while self.tasks:
                 self._step()
@@ -279,7 +278,10 @@ class Driver:
             deployment, self.environment, self.ledger, key, helper
         )
         now = time.monotonic()
-        awaits = None if helper else waits_for(deployment, ray.nodes() if nodes is None else nodes)
+        wanted = None if helper else waits_for(deployment, ray.nodes() if nodes is None else nodes)
+        wait = None
+        if wanted:
+            wait = NodeWait(wanted, self.cluster.node_wait_s, self.cluster.node_setup_wait_s, now)
         log_name = self._log_name(deployment.deployment_id, helper)
         self.tasks.append(
             _Task(
@@ -290,8 +292,7 @@ class Driver:
                 key,
                 last_progress=now,
                 helper=helper,
-                awaits=awaits,
-                waiting_since=now,
+                wait=wait,
                 log_name=log_name,
             )  # fmt: skip
         )
@@ -341,7 +342,7 @@ class Driver:
             self._check_hung(task)
         if time.monotonic() >= self._next_node_check:
             self._next_node_check = time.monotonic() + NODE_POLL_S
-            nodes = ray.nodes() if any(t.node_id or t.awaits for t in self.tasks) else []
+            nodes = ray.nodes() if any(t.node_id or t.wait for t in self.tasks) else []
             self._drop_tasks_on_dead_nodes(nodes)
             self._give_up_waiting_for_nodes(nodes)
         if self.cluster.share_idle_gpus and time.monotonic() >= self._next_share:
@@ -367,28 +368,31 @@ class Driver:
                 self._died(task, f"Ray declared its node {task.node_ip} dead")
 
     def _give_up_waiting_for_nodes(self, nodes: list[dict[str, Any]]) -> None:
-        """Record failed the trials of a task that waited `cluster.node_wait_s` for a node.
+        """Advance the waits of tasks no alive node fits; record failed those whose limit ran out.
 
-        The clock runs only while no alive node fits the task: once one does, the task is
-        merely queued behind others for its resources, which is not a node that never came.
+        Once an alive node fits a task it is merely queued behind others for its resources,
+        which is not a node that never came: its wait ends. Otherwise its clocks
+        (`sweep.node_wait`) run by what the autoscaler has on its way of the types that fit it.
         """
-        for task in [t for t in self.tasks if t.awaits and t.started_at is None]:
+        waiting = [t for t in self.tasks if t.wait and t.started_at is None]
+        on_its_way = pending_by_type() if waiting else {}
+        now = time.monotonic()
+        for task in waiting:
             if waits_for(task.deployment, nodes) is None:
-                task.awaits = None  # a node that fits came up
+                task.wait = None  # a node that fits came up
                 continue
-            waited = time.monotonic() - task.waiting_since
-            if waited < self.cluster.node_wait_s:
+            fitting = self._fitting_types(task.deployment)
+            give_up = task.wait.step(now, {n: on_its_way[n] for n in fitting if n in on_its_way})
+            if give_up is None:
+                if line := task.wait.note(now):
+                    self.progress.note(f"{task.deployment.label} {line}")
                 continue
+            reason = give_up.reason(task.wait.wanted, autoscaler_last_word(fitting))
+            log.warning("deployment %s: %s", task.deployment.label, reason)
             _cancel(task.generator, force=True)
             self.tasks.remove(task)
             pending = self.pending(task)
             self._release(task, pending)
-            word = autoscaler_last_word(self._fitting_types(task.deployment))
-            reason = (
-                f"no {_node_wanted(task.awaits)} came within "
-                f"{self.cluster.node_wait_s:g} s (cluster.node_wait_s); the autoscaler: {word}"
-            )
-            log.warning("deployment %s: %s", task.deployment.label, reason)
             self._fail_all(pending, R.ERROR_NO_NODE, reason)
             self._deployment_may_be_done(task)
 
@@ -703,11 +707,6 @@ def _cancel(generator: Any, force: bool) -> None:
         ray.cancel(generator, force=force)
     except Exception as exc:  # already finished or its node is gone
         log.debug("cancel failed: %s", exc)
-
-
-def _node_wanted(awaits: str) -> str:
-    """'node of type L4 with 1 GPU' from `waits_for`'s 'a node of type L4 with 1 GPU (...)'."""
-    return awaits.removeprefix("a ").removesuffix(" (the autoscaler adds one)")
 
 
 def _first_line(exc: BaseException) -> str:

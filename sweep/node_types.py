@@ -27,6 +27,7 @@ BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"  # where `ray up` puts the conf
 MONITOR_SCRIPT = "autoscaler/_private/monitor.py"
 CONFIG_FLAG = "--autoscaling-config="
 STATUS_KEY = "__autoscaling_status"  # the v1 monitor's report in the GCS key-value store
+NO_REPORT = "no report on "  # how `autoscaler_last_word` begins when it has nothing to say
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def launchable_node_types() -> list[NodeType] | None:
     types = _from_gcs()
     if types is not None:
         return types
-    for config in (monitor_config_path(_gcs_address()), bootstrap_config()):
+    for config in (monitor_config_path(gcs_address()), bootstrap_config()):
         if config is not None:
             types = node_types_of(config)
             if types is not None:
@@ -177,11 +178,13 @@ def bootstrap_config() -> Path | None:
     return path if path.is_file() else None
 
 
-def _gcs_address() -> str | None:
+def gcs_address() -> str | None:
+    """The GCS address of the connected cluster; None when not connected (it never connects)."""
     try:
         import ray
 
-        return ray.get_runtime_context().gcs_address
+        # Ray's runtime context would start a local Ray when none is connected: ask first.
+        return ray.get_runtime_context().gcs_address if ray.is_initialized() else None
     except Exception:  # not connected: any monitor's file is as good a guess as none
         return None
 
@@ -236,5 +239,5 @@ def autoscaler_last_word(types: list[str]) -> str:
         if failed:
             words.append(f"{name}: {failed} node(s) failed to start")
     if not words:
-        return "no report on " + (", ".join(types) if types else "any node type")
+        return NO_REPORT + (", ".join(types) if types else "any node type")
     return "; ".join(words)

@@ -101,7 +101,10 @@ def unplaceable_reason(
 
 
 def waits_for(deployment: Deployment, nodes: list[dict[str, Any]]) -> str | None:
-    """What a deployment no alive node fits waits for (a node the autoscaler must add); or None."""
+    """The node a deployment waits for when no alive node fits it; None when one does.
+
+    "node of type L4 with 1 GPU, 0.5 CPU": one the autoscaler must add.
+    """
     needed = resources_of(deployment)
     if any(resources_fit(needed, n.get("Resources", {})) for n in nodes if n.get("Alive")):
         return None
@@ -109,7 +112,7 @@ def waits_for(deployment: Deployment, nodes: list[dict[str, Any]]) -> str | None
         f", {k[len(PIECE_PREFIX) :]}" for k in needed if k.startswith(PIECE_PREFIX)
     )
     where = f" of type {deployment.accelerator_type}" if deployment.accelerator_type else ""
-    return f"a node{where} with {what} (the autoscaler adds one)"
+    return f"node{where} with {what}"
 
 
 def _why_not(

@@ -357,9 +357,13 @@ class ClusterConfig:
     include_dashboard: bool = False
     max_retries: int = 2
     start_timeout_s: float = 1800.0
-    # How long a deployment that no alive node fits may wait for the autoscaler to add one;
-    # then its trials are recorded failed (`no_node`) and the rest of the sweep goes on.
+    # How long a deployment that no alive node fits may wait while no node that fits is on its
+    # way either; then its trials are recorded failed (`no_node`) and the rest of the sweep goes on.
     node_wait_s: float = 1200.0
+    # How long it may wait while a node that fits is launching or being set up (a first boot
+    # pulls the node image, ~15 GB): the autoscaler is making one, it is not a node that never
+    # comes (`sweep.node_wait`).
+    node_setup_wait_s: float = 3600.0
     # Environment variables handed to the workers of a cluster the driver joins (never written
     # to results or logs): gated models need HF_TOKEN on every node.
     forward_env: list[str] = field(default_factory=lambda: ["HF_TOKEN"])
@@ -376,7 +380,8 @@ class ClusterConfig:
 
     def __post_init__(self) -> None:
         check_positive("cluster", start_timeout_s=self.start_timeout_s,
-                       node_wait_s=self.node_wait_s)  # fmt: skip
+                       node_wait_s=self.node_wait_s,
+                       node_setup_wait_s=self.node_setup_wait_s)  # fmt: skip
         check_choice("cluster", "isolate_client", self.isolate_client, ("auto", "on", "off"))
         for name in self.forward_env:
             if not re.fullmatch(r"[A-Za-z_]\w*", str(name)):

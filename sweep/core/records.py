@@ -272,7 +272,8 @@ ERROR_BACKEND = "backend_error"
 ERROR_BACKEND_START = "backend_start_failed"
 ERROR_DATASET = "dataset_error"
 ERROR_WORKER_DIED = "worker_died"
-# No node for the deployment came within `cluster.node_wait_s` (the autoscaler never added one).
+# No node for the deployment came within `cluster.node_wait_s` (none on its way) or
+# `cluster.node_setup_wait_s` (one launching or being set up); the message names which.
 ERROR_NO_NODE = "no_node"
 # The results folder refused the trial's files (a full disk): resume runs it again.
 ERROR_NOT_SAVED = "results_not_saved"

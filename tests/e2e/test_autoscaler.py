@@ -9,6 +9,7 @@ own and killed by them, never with `ray stop`, which would stop every Ray of the
 """
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -32,9 +33,16 @@ pytestmark = pytest.mark.slow  # its sweeps start clusters and servers: schedule
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "scripts" / "cluster" / "l4-aws.yaml"
+# A type every launch of which the cloud refuses (tests/e2e/fake_cloud.py), as AWS's provider
+# answers a quota or a stock-out: a node the autoscaler keeps asking for and never gets.
 NEVER_TYPE = "gpu_t4_never"
-CACHE = Path.home() / ".cache" / "llm-sweep"
+REFUSAL = "InsufficientInstanceCapacity: no T4 capacity in this zone"
 NODE_WAIT_S = 20
+# A type whose nodes take SLOW_S to be set up (tests/e2e/fake_cloud.py): about twice the sweep's
+# node_wait_s, as a first boot pulling a 15 GB node image outlasts 20 minutes.
+SLOW_TYPE = "gpu_h100_slow"
+SLOW_S = 2 * NODE_WAIT_S
+CACHE = Path.home() / ".cache" / "llm-sweep"
 # The type Ray's fake provider gives the head it did not launch. Under any other name the
 # autoscaler ignores the head's CPU and keeps launching and removing a node of the head's type
 # for the driver's CPU demand: 15 raylets started and stopped in one test, most of its CPU.
@@ -112,11 +120,16 @@ def autoscaling_config(folder: Path, port: int) -> Path:
     }
     config = {
         "cluster_name": "fake",
-        "max_workers": 2,
+        "max_workers": 3,
         "upscaling_speed": 10,
         "idle_timeout_minutes": 5,
         "provider": {
-            "type": "fake_multinode",
+            # Ray's fake multi-node provider, but SLOW_TYPE takes SLOW_S to set up and
+            # NEVER_TYPE is refused.
+            "type": "external",
+            "module": "tests.e2e.fake_cloud.FakeCloudProvider",
+            "slow_node_types": {SLOW_TYPE: SLOW_S},
+            "refused_node_types": {NEVER_TYPE: REFUSAL},
             "use_node_id_as_ip": True,
             "disable_node_updaters": True,
             "disable_launch_config_check": True,
@@ -125,15 +138,14 @@ def autoscaling_config(folder: Path, port: int) -> Path:
         "available_node_types": {
             HEAD_TYPE: {"resources": {"CPU": 1}, "max_workers": 0, "node_config": {}},
             **gpu_types,
-            # A type whose every launch fails (an object store below Ray's minimum): a node
-            # the autoscaler keeps trying and never delivers, as with a quota or a stock-out.
             NEVER_TYPE: {
-                "resources": {
-                    "CPU": 1,
-                    "GPU": 1,
-                    "accelerator_type:T4": 1,
-                    "object_store_memory": 1,
-                },
+                "resources": {"CPU": 1, "GPU": 1, "accelerator_type:T4": 1},
+                "min_workers": 0,
+                "max_workers": 1,
+                "node_config": {},
+            },
+            SLOW_TYPE: {
+                "resources": {"CPU": 1, "GPU": 1, "accelerator_type:H100": 1},
                 "min_workers": 0,
                 "max_workers": 1,
                 "node_config": {},
@@ -160,6 +172,8 @@ def start_head(folder: str) -> tuple[subprocess.Popen, dict, str]:
         # the cluster's own; the project's caches stay where they are.
         "HOME": str(Path(folder) / "home"),
         "SWEEP_CACHE_DIR": os.environ.get("SWEEP_CACHE_DIR", str(CACHE)),
+        # The autoscaler's monitor imports its provider from this checkout (FakeCloudProvider).
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
         "RAY_FAKE_CLUSTER": "1",
         "AUTOSCALER_UPDATE_INTERVAL_S": "1",
         "RAY_AUTH_MODE": "disabled",
@@ -297,9 +311,37 @@ def test_a_deployment_whose_node_never_comes_is_given_up_after_node_wait_s(clust
     message = never[0][R.ERROR_MESSAGE]
     assert message.startswith("no node of type T4 with 1 GPU"), message
     assert f"came within {NODE_WAIT_S} s (cluster.node_wait_s)" in message, message
-    assert NEVER_TYPE in message, message  # the autoscaler's word on the type that would fit
+    # The autoscaler's word on the type that would fit: the cloud's refusal.
+    assert f"{NEVER_TYPE}: InsufficientInstanceCapacity" in message, message
     assert "(no_node: 2)" in done.stdout, done.stdout[-2000:]
     # The sweep ended on its own: the wait, then at most a minute (the L4 trials run meanwhile).
     assert elapsed < NODE_WAIT_S + 60 + 60, elapsed  # + a minute for Python, Ray and the plan
     # Nothing of the sweep is left: no driver, no worker of its job, no server.
     assert sweep_left(folder) == []
+
+
+def test_a_node_slower_to_set_up_than_node_wait_s_is_waited_for(cluster, tmp_path):
+    """Its node takes SLOW_S to be set up, twice node_wait_s: the deployment waits for it under
+    node_setup_wait_s, says so, and its trial runs there (only that type has an H100)."""
+    env, _ = cluster
+    out = tmp_path / "results"
+    started = time.monotonic()
+    done = sim_cluster_sweep(
+        env,
+        out,
+        "sweep.grid.workload.concurrency=[2]",
+        "sweep.grid.backend.ttft_ms=[10]",
+        "hardware=h100",
+        "workload.num_requests=4",
+        f"cluster.node_wait_s={NODE_WAIT_S}",
+        f"cluster.node_setup_wait_s={4 * SLOW_S}",
+    )
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [pq.read_table(p).to_pylist()[0] for p in out.glob(f"sim_cluster/*/*/{R.SUMMARY_FILE}")]
+    assert [r[R.TRIAL_STATUS] for r in rows] == [R.STATUS_OK], [r[R.ERROR_MESSAGE] for r in rows]
+    assert elapsed > SLOW_S  # it waited through the set-up, past node_wait_s
+    # The progress said what it waited for, as soon as the autoscaler had one on its way.
+    line = re.search(r"waiting for a node of type H100 with 1 GPU.*: (launching|being set up), "
+                     r"\d+ s \(of [^:]+: cluster\.node_setup_wait_s\)", done.stderr)  # fmt: skip
+    assert line, done.stderr[-3000:]
