@@ -62,7 +62,13 @@ def host_image_problem(image: str, torch_version: str) -> str | None:
     driver = HOST_IMAGE_DRIVER.get(image)
     if driver is None:
         return f"{image!r} is not in HOST_IMAGE_DRIVER: its driver is unknown"
-    return driver_problem(f"{major}.0", driver)
+    needed = MINIMUM_DRIVER[major]
+    if _version(driver) >= _version(needed):
+        return None
+    return (
+        f"{image} brings NVIDIA driver {driver}, older than {needed}, which torch "
+        f"{torch_version}'s CUDA {major} needs: pick a newer host image (docs/gpu-checklist.md)"
+    )
 
 
 def check_cuda_driver() -> None:
