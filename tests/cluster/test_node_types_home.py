@@ -57,7 +57,7 @@ def test_the_monitors_tilde_path_is_read_against_home(home, monitor):
 def test_without_gcs_node_types_the_bootstrap_file_is_read(home, monkeypatch):
     # No monitor of this (made-up) cluster on this machine, and the GCS tells nothing (not
     # connected): `ray up`'s copy on the head is what is left.
-    monkeypatch.setattr(node_types, "_gcs_address", lambda: f"127.0.0.1:1-{uuid.uuid4().hex}")
+    monkeypatch.setattr(node_types, "gcs_address", lambda: f"127.0.0.1:1-{uuid.uuid4().hex}")
     assert bootstrap_config() is None
     (home / "ray_bootstrap_config.yaml").write_text(yaml.safe_dump(CONFIG))
     assert bootstrap_config() == home / "ray_bootstrap_config.yaml"
