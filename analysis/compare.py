@@ -90,6 +90,8 @@ class Comparison:
     # configuration -> metric -> Estimate (`analysis.noise`), for the findings and the intervals
     estimates: dict[str, dict[str, Estimate]] = field(default_factory=dict)
     noise_method: str = ""
+    # each trial's configuration, as `estimates` names it (index aligned with `trials`)
+    configurations: pd.Series | None = None
 
 
 def analyse(
@@ -115,7 +117,8 @@ def analyse(
     goodput = slo_goodput(trials, requests, slo) if requests is not None else _empty_slo()
     trials = trials.join(goodput.set_index(rec.TRIAL_ID)[_SLO_RESULTS], on=rec.TRIAL_ID)
     latency = TPOT_MEDIAN if numeric_column(trials, TPOT_MEDIAN).notna().any() else TTFT_MEDIAN
-    found = estimates(trials, requests, configuration_names(trials), NOISE_METRICS)
+    names = configuration_names(trials)
+    found = estimates(trials, requests, names, NOISE_METRICS)
     pareto = pareto_points(trials, latency, found)
     front = pareto.loc[pareto[rec.ON_PARETO_FRONT], CONFIGURATION]
     ok = _ok(trials)
@@ -134,6 +137,7 @@ def analyse(
         notes,
         found,
         method_text(found),
+        names,
     )
 
 

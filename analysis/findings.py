@@ -9,7 +9,10 @@ one load, its value, standard error and how the error was made) and states:
   noise of it ("the next three, within noise of each other: A, B, C"): which one of them came
   second is itself noise;
 - at each load where several configurations ran, how they compare on output tok/s;
-- which trials are not to be trusted, and why (the checks of `analysis.flags`).
+- which trials are not to be trusted, and why (the checks of `analysis.flags`). A configuration
+  with a trial the checks distrust (too short, client-bound, its token counts mismatched:
+  `analysis.flags.distrust`) is left out of every comparison and named as not compared, with
+  why: no finding states a figure the report below calls untrustworthy.
 `quality_findings` adds, with `quality=on`, each configuration's speed against its drift from
 the quality baseline (`analysis.quality`).
 A difference whose interval includes no change, or a change smaller than `MARGIN`, is only
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from analysis.compare import TPOT_MEDIAN, TTFT_MEDIAN, Comparison
-from analysis.flags import too_small, trial_checks
+from analysis.flags import distrust, too_small, trial_checks
 from analysis.noise import (
     BETTER,
     LEVEL,
@@ -76,16 +79,46 @@ def findings(comparison: Comparison) -> list[str]:
     together (Bonferroni): with k comparisons, each is judged at 1 - 0.05 / k, so that a sweep of
     many configurations does not state a chance difference somewhere.
     """
-    found = comparison.estimates
-    if not found:
+    if not comparison.estimates:
         return []
+    withheld = withheld_configurations(comparison)
+    found = {k: v for k, v in comparison.estimates.items() if k not in withheld}
     level = 1 - (1 - LEVEL) / max(1, _comparisons(found))
     lines = [_how_sure(comparison, level)]
     for axis in AXES:
         lines.extend(_leader(found, axis, level))
     lines.extend(_same_load(found, AXES[0], level))
+    lines.append(_not_compared(withheld))
     lines.extend(_untrusted(comparison.trials))
     return [line for line in lines if line]
+
+
+def withheld_configurations(comparison: Comparison) -> dict[str, str]:
+    """Configuration -> why its figures are not stated: a trial of it the checks distrust.
+
+    Empty when the comparison does not name its trials' configurations.
+    """
+    names = comparison.configurations
+    if names is None or comparison.trials.empty:
+        return {}
+    why = distrust(comparison.trials)
+    withheld: dict[str, str] = {}
+    for name, reasons in why[why != ""].groupby(names[why != ""], sort=True):
+        withheld[str(name)] = ", ".join(dict.fromkeys(", ".join(reasons).split(", ")))
+    return withheld
+
+
+def _not_compared(withheld: Mapping[str, str]) -> str:
+    if not withheld:
+        return ""
+    named = [f"**{name}** ({why})" for name, why in list(withheld.items())[:MAX_NAMED]]
+    more = len(withheld) - len(named)
+    tail = f" and {_count(more)} more" if more > 0 else ""
+    return (
+        f"Not compared: {', '.join(named)}{tail}. Their trials are ones the checks below "
+        "distrust, so no figure of theirs is stated here; rerun them longer, or with the "
+        "client or the counts fixed (*Request checks*)."
+    )
 
 
 def _comparisons(found: Mapping[str, Mapping[str, Estimate]]) -> int:
@@ -259,7 +292,19 @@ def _by_how_much(diff: Difference, axis: Axis) -> str:
     return f"{(ratio - 1) * 100:.1f}% [{(low - 1) * 100:.1f}%, {(high - 1) * 100:.1f}%] {relation}"
 
 
-def quality_findings(table: pd.DataFrame) -> list[str]:
+def withheld_deployments(trials: pd.DataFrame) -> dict[str, str]:
+    """Deployment id -> why the speed of its trials is not stated (`withheld_configurations`)."""
+    if trials.empty or rec.DEPLOYMENT_ID not in trials:
+        return {}
+    why = distrust(trials)
+    ids = trials[rec.DEPLOYMENT_ID][why != ""]
+    return {
+        str(d): ", ".join(dict.fromkeys(", ".join(r).split(", ")))
+        for d, r in why[why != ""].groupby(ids, sort=True)
+    }
+
+
+def quality_findings(table: pd.DataFrame, withheld: Mapping[str, str] | None = None) -> list[str]:
     """Each configuration's speed against its quality drift from the baseline, in words.
 
     `table` is `analysis.quality.quality_table`'s: one row per deployment with its best trial's
@@ -268,13 +313,20 @@ def quality_findings(table: pd.DataFrame) -> list[str]:
     **fp16** (best trials) at KL 0.031 [0.027, 0.035] from it; top-1 agreement 0.91 [0.89,
     0.93]". Where the scores list no alternatives (TGI), the perplexity ratio stands in for KL;
     a deployment that was not scored says why. The speed ratio is of single trials and carries
-    no interval: the speed findings above judge speed with its noise.
+    no interval: the speed findings above judge speed with its noise. A deployment in `withheld`
+    (deployment id -> why: `withheld_deployments`), or set against a baseline that is, gets its
+    drift without a speed: its trials are ones the checks distrust.
     """
+    withheld = withheld or {}
     if table.empty or "baseline" not in table or table["baseline"].isna().all():
         return []
     base_name = table["baseline"].dropna().iloc[0]
     base = table[table["configuration"] == base_name]
     base_speed = float(base[rec.OUTPUT_THROUGHPUT].iloc[0]) if len(base) else math.nan
+    base_ids = base[rec.DEPLOYMENT_ID] if rec.DEPLOYMENT_ID in base else []
+    base_why = next((withheld[str(d)] for d in base_ids if str(d) in withheld), "")
+    if base_why:
+        base_why = f"of the baseline {base_why}"
     lines = []
     for _, row in table.iterrows():
         name = row["configuration"]
@@ -285,7 +337,10 @@ def quality_findings(table: pd.DataFrame) -> list[str]:
             lines.append(f"**{name}**: quality {row['status']}.")
             continue
         speed = float(row[rec.OUTPUT_THROUGHPUT])
-        if math.isfinite(speed) and math.isfinite(base_speed) and base_speed > 0:
+        why = withheld.get(str(row.get(rec.DEPLOYMENT_ID))) or base_why
+        if why:
+            pace = f"speed not stated (trials {why}: *Request checks*)"
+        elif math.isfinite(speed) and math.isfinite(base_speed) and base_speed > 0:
             pace = f"{speed / base_speed:.2f}x the output tok/s of **{base_name}** (best trials)"
         else:
             pace = f"no speed to set against **{base_name}**'s (no successful trial)"

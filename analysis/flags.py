@@ -313,6 +313,34 @@ def _trial_flags(row: pd.Series) -> list[tuple[str, str]]:
     return notes
 
 
+# The checks whose trials the findings leave out: what they measured is not the server's figure
+# (too little of it, the client's pace, or other tokens than the workload's). Each with the few
+# words the findings give as the reason.
+DISTRUSTING = {
+    "too short to trust": "too short",
+    "where the load generator saturated": "client-bound",
+    "where the client lagged behind schedule": "client-bound",
+    "whose client and server token counts differ": "token counts mismatched",
+    "whose prompts the server counted differently": "prompts miscounted",
+}
+
+
+def distrust(trials: pd.DataFrame) -> pd.Series:
+    """Per trial: why the findings must not state its figures, or "" when they may.
+
+    The reasons are joined by ", " ("too short, client-bound"); a failed trial gets "", as the
+    findings use no failed trial at all.
+    """
+    reasons = []
+    for _, row in _rows(trials):
+        if row.get(rec.TRIAL_STATUS) != rec.STATUS_OK:
+            reasons.append("")
+            continue
+        why = dict.fromkeys(DISTRUSTING[k] for k, _ in _trial_flags(row) if k in DISTRUSTING)
+        reasons.append(", ".join(why))
+    return pd.Series(reasons, index=trials.index, dtype=object)
+
+
 def too_small(trials: pd.DataFrame) -> pd.Series:
     """Per trial: too short to trust, by its own minimum or the report's (`REPORT_MIN_*`)."""
     return pd.Series(

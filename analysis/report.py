@@ -29,7 +29,7 @@ from analysis.capacity_plots import write_capacity_plots
 from analysis.compare import Slo, analyse
 from analysis.detail_scope import drawn_trials, request_trials
 from analysis.energy import energy_sections
-from analysis.findings import findings, quality_findings
+from analysis.findings import findings, quality_findings, withheld_deployments
 from analysis.flags import distinct, problem_sections
 from analysis.grid import TRIALS_CSV, grid_table
 from analysis.html import HTML_FILE, write_html
@@ -244,7 +244,8 @@ def save_report(
     turn_plots = write_turn_plot(turns, out, sweep)
     quality_table = quality_figures(quality, trials, options.baseline or options.quality_baseline)
     quality_front = write_quality_front(quality_table, out, sweep)
-    stated = (*findings(comparison), *quality_findings(quality_table))
+    withheld = withheld_deployments(comparison.trials)
+    stated = (*findings(comparison), *quality_findings(quality_table, withheld))
     sections = [
         Section("Findings", items=stated) if stated else None,
         *capacity_section(capacity, searches, options.target_rate),
