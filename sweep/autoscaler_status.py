@@ -23,13 +23,12 @@ sweep stops over a report it could not read.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from sweep.node_types import STATUS_KEY, gcs_address
+from sweep.node_types import gcs_address, v1_status
 
 log = logging.getLogger(__name__)
 # A v2 launch that failed longer ago than this no longer marks its type as failing: v1 forgets a
@@ -84,9 +83,7 @@ def _read_v2(address: str, now: float) -> dict[str, Pending]:
 
 
 def _read_v1(address: str, now: float) -> dict[str, Pending]:
-    from ray.experimental.internal_kv import _internal_kv_get
-
-    return from_v1(json.loads(_internal_kv_get(STATUS_KEY) or b"{}"))
+    return from_v1(v1_status())
 
 
 def from_v2(status: Any, now: float) -> dict[str, Pending]:

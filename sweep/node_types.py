@@ -189,6 +189,16 @@ def gcs_address() -> str | None:
         return None
 
 
+def v1_status() -> dict[str, Any]:
+    """The v1 monitor's last status in the GCS key-value store (`STATUS_KEY`); {} when none.
+
+    Raises what Ray raises when not connected; callers treat that as no report.
+    """
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    return json.loads(_internal_kv_get(STATUS_KEY) or b"{}")
+
+
 def _autoscaler_reports() -> bool:
     """Whether this cluster's autoscaler reports node types it may launch.
 
@@ -196,10 +206,7 @@ def _autoscaler_reports() -> bool:
     launchable type (`node_availabilities` is empty): its alive nodes are all there will be.
     """
     try:
-        from ray.experimental.internal_kv import _internal_kv_get
-
-        status = json.loads(_internal_kv_get(STATUS_KEY) or b"{}")
-        report = status.get("autoscaler_report") or {}
+        report = v1_status().get("autoscaler_report") or {}
         summary = report.get("node_availability_summary") or {}
         return bool(summary.get("node_availabilities"))
     except Exception:
@@ -218,9 +225,7 @@ def autoscaler_last_word(types: list[str]) -> str:
     launches still pending, nodes that failed to start); "no report" when there is none.
     """
     try:
-        from ray.experimental.internal_kv import _internal_kv_get
-
-        report = json.loads(_internal_kv_get(STATUS_KEY) or b"{}").get("autoscaler_report") or {}
+        report = v1_status().get("autoscaler_report") or {}
     except Exception:  # not connected, or the report's format changed
         report = {}
     words = []
