@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from analysis.capacity import with_search
+from analysis.columns import sweep_title
 from analysis.compare import parse_slo
 from analysis.console import print_capacity, print_findings, print_paths, print_table
 from analysis.html import write_html
@@ -25,7 +26,6 @@ from analysis.load import (
     load_summary,
 )
 from analysis.noise_check import spread_table
-from analysis.plots import sweep_title
 from analysis.reference import with_reference
 from analysis.report import (
     ReportOptions,

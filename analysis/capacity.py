@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from analysis.plots import (
+from analysis.columns import (
     CONFIGURATION,
     NO_SERIES,
     display_text,
@@ -280,7 +280,7 @@ def _configuration_names(probes: pd.DataFrame) -> dict[str, str]:
 
     Probe labels are `<point label>-<mode>-r<load>` (`sweep.search_run`); when that leaves
     nothing or two searches the same name, the backend and the settings that differ decide
-    (as `analysis.plots.series_labels` names lines), then the search id.
+    (as `analysis.columns.series_labels` names lines), then the search id.
     """
     names = {}
     for search_id, group in probes.groupby(rec.SEARCH_ID, sort=True):

@@ -26,7 +26,7 @@ from analysis.capacity import (
     search_probes,
     slo_limits,
 )
-from analysis.plots import CONFIGURATION, numeric_column
+from analysis.columns import CONFIGURATION, numeric_column
 from sweep.core import records as rec
 
 if TYPE_CHECKING:

@@ -19,6 +19,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from analysis.columns import (
+    CONFIGURATION,
+    LATENCY_MS,
+    load_values,
+    number,
+    numeric_column,
+    series_labels,
+    text_column,
+)
 from analysis.noise import (
     BETTER,
     HIGHER_IS_BETTER,
@@ -29,15 +38,6 @@ from analysis.noise import (
     compare,
     estimates,
     method_text,
-)
-from analysis.plots import (
-    CONFIGURATION,
-    LATENCY_MS,
-    load_values,
-    number,
-    numeric_column,
-    series_labels,
-    text_column,
 )
 from analysis.roofline import BASIS_WEIGHTS, WEIGHTS_ONLY_NOTE, roofline
 from sweep.core import records as rec

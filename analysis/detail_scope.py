@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from analysis.columns import load_values, series_labels
 from analysis.compare import (
     NOISE_METRICS,
     RATIO_COLUMNS,
@@ -21,7 +22,6 @@ from analysis.compare import (
     configuration_names,
 )
 from analysis.noise import single_valued
-from analysis.plots import load_values, series_labels
 from analysis.proxy_cache import NO_PROXY, PROXY_NAME
 from sweep.core import records as rec
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.plots import series_labels
+from analysis.columns import series_labels
 from analysis.sections import MISSING, Section, formatted, measured
 from sweep.core import records as rec
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.plots import display_text
+from analysis.columns import display_text
 from analysis.sections import MISSING, Section, pooled
 from sweep.core import records as rec
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.plots import load_values, repeat_points, series_labels
+from analysis.columns import load_values, series_labels
+from analysis.plots import repeat_points
 from analysis.sections import MISSING
 from sweep.core import records as rec
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from analysis.columns import numeric_column
 from analysis.compare import configuration_names
 from analysis.intervals import confidence_interval
-from analysis.plots import numeric_column
 from sweep.core import records as rec
 
 SPREAD_METRICS = {

@@ -30,9 +30,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from analysis.columns import number
 from analysis.compare import declared_baseline, engine_labels
 from analysis.noise import LEVEL, resamples
-from analysis.plots import number
 from analysis.sections import Image, Section
 from sweep.core import records as rec
 from sweep.core.errors import SweepError

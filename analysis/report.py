@@ -26,6 +26,7 @@ import pandas as pd
 from analysis.adapter_table import adapter_sections
 from analysis.capacity import capacity_table, with_search
 from analysis.capacity_plots import write_capacity_plots
+from analysis.columns import load_axis_label, load_values, reasoned, series_labels, sweep_title
 from analysis.compare import Slo, analyse
 from analysis.detail_scope import drawn_trials, request_trials
 from analysis.energy import energy_sections
@@ -42,17 +43,7 @@ from analysis.load import (
     load_timeseries,
     load_timeslices,
 )
-from analysis.plots import (
-    PARETO_FILE,
-    PLOTS,
-    load_axis_label,
-    load_values,
-    pareto_figure,
-    reasoned,
-    repeat_points,
-    series_labels,
-    sweep_title,
-)
+from analysis.plots import PARETO_FILE, PLOTS, pareto_figure, repeat_points
 from analysis.plots import write_plots as _write_plots
 from analysis.proxy_cache import cache_sections
 from analysis.quality import quality_baseline, quality_figures, quality_sections

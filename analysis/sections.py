@@ -17,9 +17,9 @@ import pandas as pd
 
 from analysis import capacity as cap
 from analysis.capacity_plots import CAPACITY_TITLES
+from analysis.columns import CONFIGURATION, LATENCY_MS, display_text, load_values, series_labels
 from analysis.compare import LOAD, TASK, TPOT_MEDIAN, Comparison
 from analysis.noise import WITHIN_NOISE
-from analysis.plots import CONFIGURATION, LATENCY_MS, display_text, load_values, series_labels
 from analysis.sweep_diff import SweepDiff
 from analysis.timeline_plots import TIMELINE_TITLES
 from sweep.core import records as rec

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.plots import load_values, series_labels
+from analysis.columns import load_values, series_labels
 from analysis.sections import MISSING, Section, formatted
 from sweep.core import records as rec
 

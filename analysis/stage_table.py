@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.plots import reasoned
+from analysis.columns import reasoned
 from analysis.sections import ANSWER_COLUMNS, MISSING, Section, formatted
 from sweep.core import records as rec
 

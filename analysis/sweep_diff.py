@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from analysis.columns import display_text, numeric_column
 from analysis.intervals import confidence_interval
 from analysis.noise import BETTER, NO_INTERVAL, WORSE, compare, estimates
-from analysis.plots import display_text, numeric_column
 from sweep.core import records as rec
 
 METRICS = (

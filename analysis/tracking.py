@@ -30,9 +30,9 @@ from typing import Any
 import pandas as pd
 
 from analysis.capacity import capacity_table, search_settings
+from analysis.columns import sweep_title
 from analysis.compare import pareto_points
 from analysis.load import load_requests, load_summary, load_timeseries
-from analysis.plots import sweep_title
 from analysis.quality_front import COST, KL, front_points
 from analysis.roofline import roofline
 from analysis.tracking_groups import PER_DEPLOYMENT, DeploymentRuns, run_layout

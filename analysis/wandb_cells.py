@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.plots import LOAD_COLUMNS, load_values
+from analysis.columns import LOAD_COLUMNS, load_values
 from analysis.roofline import roofline
 from sweep.core import records as rec
 from sweep.core.secrets import scrub, secret_values
@@ -25,7 +25,7 @@ from sweep.core.secrets import scrub, secret_values
 IDENTITY = (rec.TRIAL_ID, rec.DEPLOYMENT_ID, rec.SWEEP_NAME, rec.REPEAT, rec.LABEL)
 # Logged as the run's config beside the flattened config: what the backend says of itself.
 CONFIG_COLUMNS = (*IDENTITY, *rec.BACKEND_FACTS)
-# The offered load of a trial (`analysis.plots.load_values`: the streams it keeps in flight),
+# The offered load of a trial (`analysis.columns.load_values`: the streams it keeps in flight),
 # logged beside its metrics so that W&B can plot any metric against it.
 LOAD = "load"
 REQUEST_SAMPLE_ROWS = 200

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.plots import load_values, numeric_column
+from analysis.columns import load_values, numeric_column
 from analysis.tracking_groups import PER_DEPLOYMENT
 from analysis.wandb_cells import LOAD
 from sweep.core import records as rec

@@ -9,6 +9,7 @@ import pytest
 from rich.console import Console
 
 from analysis import console as console_module
+from analysis.columns import CONFIGURATION, LATENCY_MS
 from analysis.compare import noisy_pareto_mask, pareto_mask
 from analysis.noise import (
     BETTER,
@@ -23,7 +24,6 @@ from analysis.noise import (
     window_rates,
 )
 from analysis.noise_check import spread_table
-from analysis.plots import CONFIGURATION, LATENCY_MS
 from analysis.report import console_table
 from sweep.core import records as R
 

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from make_reference import build
 
+from analysis.columns import load_axis_label, load_values, series_labels
 from analysis.load import load_requests, load_summary, load_timeseries
-from analysis.plots import load_axis_label, load_values, series_labels
 from analysis.report import LEADING_COLUMNS, main_table, write_report
 from sweep.core import records as rec
 from sweep.core.errors import SweepError

@@ -12,8 +12,8 @@ import pytest
 from tracked_sweep import NAME, tracked_sweep
 from wandb_log import read_runs
 
+from analysis.columns import load_values
 from analysis.load import load_requests, load_summary, load_timeseries
-from analysis.plots import load_values
 from analysis.report import write_report
 from analysis.tracking import Tracker, upload_results
 from analysis.wandb_cells import LOAD, history_steps, plain, trial_metrics
