@@ -16,28 +16,28 @@ import math
 import sys
 from pathlib import Path
 
-from analysis.capacity import with_search
-from analysis.columns import sweep_title
-from analysis.compare import parse_slo
-from analysis.console import print_capacity, print_findings, print_paths, print_table
-from analysis.html import write_html
-from analysis.load import (
+from analysis.read.columns import sweep_title
+from analysis.read.load import (
     load_requests,
     load_summary,
 )
-from analysis.noise_check import spread_table
-from analysis.reference import with_reference
-from analysis.report import (
+from analysis.read.trial_cache import CACHE_DIR
+from analysis.read.trial_folder import trial_folder
+from analysis.report.console import print_capacity, print_findings, print_paths, print_table
+from analysis.report.html import write_html
+from analysis.report.reference import with_reference
+from analysis.report.report import (
     ReportOptions,
     console_table,
     report_inputs,
     save_report,
     with_quality,
 )
-from analysis.sections import markdown_document, sweep_diff_section
-from analysis.sweep_diff import compare_sweeps
-from analysis.trial_cache import CACHE_DIR
-from analysis.trial_folder import trial_folder
+from analysis.report.sections import markdown_document, sweep_diff_section
+from analysis.stats.capacity import with_search
+from analysis.stats.compare import parse_slo
+from analysis.stats.noise_check import spread_table
+from analysis.stats.sweep_diff import compare_sweeps
 from sweep.core.errors import SweepError
 
 log = logging.getLogger("analysis")
@@ -91,7 +91,7 @@ def report(
     print_capacity(paths.capacity)
     print_paths(paths)
     if args.wandb:
-        from analysis.tracking import upload_results
+        from analysis.tracking.tracking import upload_results
 
         log.info("uploading %s to W&B", sweep)
         upload_results(

@@ -6,7 +6,7 @@ i + 1 tokens); this module is the one place that turns those rows into per-token
 shift between "the distribution at i" and "the token at i + 1" is written once for every backend.
 A server that reports prompt log-probabilities position by position (`backends.prompt_scoring`)
 hands `from_positions` one `Position` per scored token instead, checked against the text's ids.
-`Backend.score` (`backends.base`) returns a `TokenScores`; `sweep.quality_run` calls it.
+`Backend.score` (`backends.base`) returns a `TokenScores`; `sweep.worker.quality_run` calls it.
 """
 
 from __future__ import annotations

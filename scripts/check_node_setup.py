@@ -6,7 +6,7 @@
 
 A resolver run of the image's wheels for its Python and platform, torch's CUDA major against the
 base images', the optional pieces' sources on the index, then the steps installed for real in a
-fresh venv of `--python` with a CPU torch: `sweep.node_setup`. Exit status 1 when a core step
+fresh venv of `--python` with a CPU torch: `sweep.image.node_setup`. Exit status 1 when a core step
 fails: the image build would fail there. It takes a few minutes and the package index.
 """
 
@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sweep.node_setup import check_image
+from sweep.image.node_setup import check_image
 
 REPO = Path(__file__).resolve().parents[1]
 

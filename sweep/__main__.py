@@ -15,22 +15,22 @@ from typing import Any
 import ray
 import yaml
 
-from analysis.console import print_capacity, print_findings, print_paths, print_table
-from analysis.load import load_summary
-from analysis.report import ReportPaths, console_table, write_report
-from analysis.tracking import Tracker
-from analysis.trial_cache import CACHE_DIR
-from sweep import environment as env
+from analysis.read.load import load_summary
+from analysis.read.trial_cache import CACHE_DIR
+from analysis.report.console import print_capacity, print_findings, print_paths, print_table
+from analysis.report.report import ReportPaths, console_table, write_report
+from analysis.tracking.tracking import Tracker
 from sweep.core.errors import SweepError
 from sweep.core.results import ResultStore, TrialFiles
 from sweep.core.secrets import scrub
 from sweep.display import console, print_plan, print_resume, print_trust_warnings
-from sweep.driver import Driver, connect
-from sweep.job import check_output_dir
-from sweep.plan import SweepPlan, build_plan
-from sweep.progress import SweepProgress
-from sweep.resume import select_pending
-from sweep.search_plan import probe_budget
+from sweep.driver.driver import Driver, connect
+from sweep.driver.job import check_output_dir
+from sweep.driver.progress import SweepProgress
+from sweep.driver.resume import select_pending
+from sweep.plan.plan import SweepPlan, build_plan
+from sweep.plan.search_plan import probe_budget
+from sweep.worker import environment as env
 
 log = logging.getLogger("sweep")
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import pandas as pd
 from rich.table import Table
 
-from analysis.console import make_console
-from analysis.flags import grouped_checks, trial_checks
-from analysis.sections import pooled
-from sweep.placement import trial_seconds
-from sweep.plan import SweepPlan
-from sweep.resume import ResumeState
+from analysis.report.console import make_console
+from analysis.report.flags import grouped_checks, trial_checks
+from analysis.report.sections import pooled
+from sweep.driver.placement import trial_seconds
+from sweep.driver.resume import ResumeState
+from sweep.plan.plan import SweepPlan
 
 console = make_console()
 TRIALS_LISTED = 60  # a plan this size lists its trials in the dry run unasked

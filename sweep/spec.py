@@ -2,8 +2,9 @@
 
 A `TrialSpec` is one grid point and repeat, a `Deployment` what is launched once and the trials
 run against it; a search's seed carries a `SearchSeed` with the `Probe`s already known. The
-planner (`sweep.plan`, `sweep.search_plan`) builds them and the worker (`sweep.trial`,
-`sweep.search_run`) runs them: both import this module and neither imports the other.
+planner (`sweep.plan.plan`, `sweep.plan.search_plan`) builds them and the worker
+(`sweep.worker.trial`, `sweep.worker.search_run`) runs them: both import this module and neither
+imports the other.
 
 `trial_id` hashes the resolved trial config (sorted keys; output, cluster, tracking, SLO and sweep
 settings excluded, `hash_tree`) plus the repeat index, so the same experiment always gets the same
@@ -41,7 +42,7 @@ class Probe:
         passed: whether the trial met the SLO.
         margin: the verdict's margin (> 0 inside the SLO); None when unknown.
         achieved: the request rate the server delivered; None when unknown.
-        reason: the verdict's reason, quoted by `sweep.search.capacity`.
+        reason: the verdict's reason, quoted by `sweep.worker.search.capacity`.
     """
 
     load: float

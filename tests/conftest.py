@@ -90,7 +90,7 @@ def ray_cluster():
     import ray
     from ray.cluster_utils import Cluster
 
-    from sweep.driver import LOCAL_SYSTEM_CONFIG
+    from sweep.driver.driver import LOCAL_SYSTEM_CONFIG
 
     cluster = Cluster(
         initialize_head=True,
@@ -112,8 +112,8 @@ def ray_cluster():
 # client switch (to the default, off), torch its compile cache folder when a transformers model
 # class is first imported, the first `import llama_cpp` its library folder on LD_LIBRARY_PATH,
 # and the trial runner its quieting of transformers (meant for a Ray worker;
-# `sweep.trial._quiet_transformers`) while transformers is not imported yet. Most are set only
-# the first time in a process, so a test that ran first failed where another ran after. Put
+# `sweep.worker.trial._quiet_transformers`) while transformers is not imported yet. Most are set
+# only the first time in a process, so a test that ran first failed where another ran after. Put
 # back after each test without failing it.
 _LEFT_BY_LIBRARIES_AND_RUNNER = frozenset(
     {

@@ -103,7 +103,7 @@ def experiment_plan(name: str):
     Hydra each; they run as one xdist group (`tests/conftest.py`, `_GROUPS`), so each
     experiment is planned once in the run.
     """
-    from sweep.plan import build_plan
+    from sweep.plan.plan import build_plan
 
     return build_plan([f"+experiment={name}"])
 
@@ -116,8 +116,8 @@ def run_sweep_here(out, overrides, collect=None):
     what a trial records, without a Ray cluster's start-up.
     """
     from sweep.core.results import ResultStore, TrialFiles
-    from sweep.plan import build_plan
-    from sweep.trial import run_deployment
+    from sweep.plan.plan import build_plan
+    from sweep.worker.trial import run_deployment
 
     plan = build_plan([*overrides, f"output.dir={out}"])
     store = ResultStore(str(out), plan.name)
@@ -133,7 +133,7 @@ def run_sweep_here(out, overrides, collect=None):
 
 def deployment_of(overrides):
     """The one deployment a sweep of `overrides` plans."""
-    from sweep.plan import build_plan
+    from sweep.plan.plan import build_plan
 
     (deployment,) = build_plan(overrides).deployments
     return deployment
@@ -201,7 +201,7 @@ def serve(deployment, backend_class, what, env=None):
     import psutil
     import pytest
 
-    import sweep.trial as trial_module
+    import sweep.worker.trial as trial_module
     from sweep.core import records as R
 
     counted = counting(backend_class)

@@ -39,16 +39,30 @@ def test_import_contracts_are_kept():
     assert "0 broken" in done.stdout
 
 
-def test_every_module_of_sweep_is_in_a_layer():
-    """A new module of sweep/ must be placed in the layers, not slip past the contracts."""
-    layers = contract("layers")["layers"]
-    named = {name.strip().strip("()") for layer in layers for name in re.split("[:|]", layer)}
-    modules = {
-        f"sweep.{p.stem if p.is_file() else p.name}"
-        for p in (REPO / "sweep").iterdir()
+def _named(contract_id: str) -> set[str]:
+    layers = contract(contract_id)["layers"]
+    return {name.strip().strip("()") for layer in layers for name in re.split("[:|]", layer)}
+
+
+def _top_level(package: str) -> set[str]:
+    """The modules and folders at the top of `package`, as import paths."""
+    return {
+        f"{package}.{p.stem if p.is_file() else p.name}"
+        for p in (REPO / package).iterdir()
         if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()
     }
-    assert "sweep.spec" in modules
+
+
+PACKAGE_CONTRACTS = [("sweep", "layers"), ("analysis", "analysis")]
+
+
+@pytest.mark.parametrize(("package", "contract_id"), PACKAGE_CONTRACTS)
+def test_everything_at_the_top_of_a_package_is_in_a_layer(package, contract_id):
+    """A new module or folder of sweep/ or analysis/ must be placed in the layers."""
+    modules = _top_level(package)
+    assert f"{package}.__main__" in modules
+    assert len(modules) >= 6, modules  # folders by layer, not a flat package
+    named = _named(contract_id)
     assert modules <= named, f"not in a layer: {sorted(modules - named)}"
 
 
@@ -77,20 +91,27 @@ def test_the_copy_keeps_every_contract(tree):
     assert f"Contracts: {len(config['contracts'])} kept, 0 broken." in done.stdout
 
 
-@pytest.mark.parametrize(
-    ("path", "imported", "contract_id"),
-    [
-        ("sweep/trial.py", "sweep.plan", "layers"),  # the worker imports the planner
-        ("sweep/search_run.py", "sweep.search_plan", "layers"),
-        ("sweep/search_plan.py", "sweep.search", "planner"),  # and the planner the worker
-        ("sweep/spec.py", "sweep.trial", "layers"),  # the trial specs sit below the worker
-        ("sweep/loadgen/clock.py", "sweep.trial", "layers"),
-        ("sweep/core/records.py", "sweep.spec", "layers"),  # the foundation imports nothing
-        ("backends/base.py", "sweep.loadgen.clock", "layers"),
-        ("analysis/load.py", "backends", "layers"),  # analysis reads results only
-        ("sweep/driver.py", "analysis.load", "reporting"),  # only the entry point reports
-    ],
-)
+WRONG_WAY = [
+    ("sweep/worker/trial.py", "sweep.plan.plan", "layers"),  # the worker imports the planner
+    ("sweep/plan/plan.py", "sweep.driver.placement", "layers"),  # the planner the driver
+    ("sweep/measure/telemetry.py", "sweep.worker.environment", "layers"),
+    ("sweep/driver/driver.py", "sweep.image.node_image", "layers"),
+    ("sweep/plan/search_plan.py", "sweep.worker.search", "planner"),  # the planner the worker
+    ("sweep/spec.py", "sweep.worker.trial", "layers"),  # the trial specs sit below the worker
+    ("sweep/loadgen/clock.py", "sweep.worker.trial", "layers"),
+    ("sweep/core/records.py", "sweep.spec", "layers"),  # the foundation imports nothing
+    ("backends/base.py", "sweep.loadgen.clock", "layers"),
+    ("analysis/read/load.py", "backends", "layers"),  # analysis reads results only
+    ("sweep/driver/driver.py", "analysis.read.load", "reporting"),  # only the entry reports
+    ("analysis/stats/compare.py", "analysis.figures.plots", "analysis"),  # comparisons draw not
+    ("analysis/read/columns.py", "analysis.stats.intervals", "analysis"),
+    ("analysis/figures/plots.py", "analysis.report.sections", "analysis"),
+    ("analysis/report/findings.py", "analysis.tracking.wandb_cells", "analysis"),  # siblings
+    ("analysis/tracking/tracking.py", "analysis.report.report", "analysis"),
+]
+
+
+@pytest.mark.parametrize(("path", "imported", "contract_id"), WRONG_WAY)
 def test_an_import_the_wrong_way_breaks_its_contract(tree, path, imported, contract_id):
     file = tree / path
     original = file.read_text()

@@ -1,9 +1,9 @@
 """Figures of a capacity search: latency against offered load, and capacity per dollar.
 
-Pure functions from the probes (`analysis.capacity.search_probes`) and the capacity table
-(`analysis.capacity.capacity_table`) to matplotlib Figures on the Agg canvas, drawn as
-`analysis.plots` draws the sweep's figures, and `write_capacity_plots`, which saves them as PNG
-beside the report's other plots. The latency plotted is the one the SLO bounds (the limit most
+Pure functions from the probes (`analysis.stats.capacity.search_probes`) and the capacity table
+(`analysis.stats.capacity.capacity_table`) to matplotlib Figures on the Agg canvas, drawn as
+`analysis.figures.plots` draws the sweep's figures, and `write_capacity_plots`, which saves them as
+PNG beside the report's other plots. The latency plotted is the one the SLO bounds (the limit most
 searches on a load axis set), else TTFT p99.
 """
 
@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from analysis.canvas import new_figure, plain_log_ticks
-from analysis.capacity import (
+from analysis.figures.canvas import new_figure, plain_log_ticks
+from analysis.read.columns import CONFIGURATION, numeric_column
+from analysis.stats.capacity import (
     CAPACITY_LOAD,
     CAPACITY_REQ_S,
     CONCURRENCY_AXIS,
@@ -26,7 +27,6 @@ from analysis.capacity import (
     search_probes,
     slo_limits,
 )
-from analysis.columns import CONFIGURATION, numeric_column
 from sweep.core import records as rec
 
 if TYPE_CHECKING:

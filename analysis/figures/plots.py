@@ -1,10 +1,11 @@
 """Figures of a sweep: output throughput, median TTFT and cost against the offered load.
 
-Pure functions from the summary frame (`analysis.load.load_summary`) to matplotlib Figures drawn
-on the Agg canvas, and `write_plots`, which saves them as PNG files for the report. Where a trial
-sits on the x axis and which line it belongs to come from `analysis.columns`; `repeat_points`
-gives each point its mean and 95% interval over the repeats (`analysis.intervals`); the report's
-tables use it too, so that a plot draws the interval its table states, as an error bar.
+Pure functions from the summary frame (`analysis.read.load.load_summary`) to matplotlib Figures
+drawn on the Agg canvas, and `write_plots`, which saves them as PNG files for the report. Where a
+trial sits on the x axis and which line it belongs to come from `analysis.read.columns`;
+`repeat_points` gives each point its mean and 95% interval over the repeats
+(`analysis.stats.intervals`); the report's tables use it too, so that a plot draws the interval its
+table states, as an error bar.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from analysis.canvas import new_figure
-from analysis.columns import (
+from analysis.figures.canvas import new_figure
+from analysis.read.columns import (
     CONFIGURATION,
     LATENCY_MS,
     load_axis_label,
@@ -25,7 +26,7 @@ from analysis.columns import (
     numeric_column,
     series_labels,
 )
-from analysis.intervals import aggregate_repeats
+from analysis.stats.intervals import aggregate_repeats
 from sweep.core import records as rec
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ def pareto_figure(points: pd.DataFrame, latency_label: str, sweep: str | None = 
     """Output tok/s per GPU against per-user latency; the front is joined and its points named.
 
     Args:
-        points: `analysis.compare.pareto_points`: configuration, latency_ms, throughput per
+        points: `analysis.stats.compare.pareto_points`: configuration, latency_ms, throughput per
             GPU and whether the point is on the front (noise allowed for), with the 95%
             intervals drawn as error bars when it has them.
         latency_label: what the latency is, e.g. "TPOT, median (ms)".
@@ -120,7 +121,7 @@ def pareto_figure(points: pd.DataFrame, latency_label: str, sweep: str | None = 
     x, y = points[LATENCY_MS], points[rec.THROUGHPUT_PER_GPU]
     front = points[points[rec.ON_PARETO_FRONT]].sort_values(LATENCY_MS)
     ax.scatter(x, y, color="tab:gray", alpha=0.6, label="configuration")
-    if {"latency_low", "throughput_low"} <= set(points.columns):  # intervals from analysis.noise
+    if {"latency_low", "throughput_low"} <= set(points.columns):  # from analysis.stats.noise
         ax.errorbar(
             x,
             y,

@@ -1,11 +1,11 @@
 """The quality front: the configurations no other beats on both cost and drift from the baseline.
 
-From `analysis.quality.quality_table` (one row per deployment: its best trial's USD per 1M output
-tokens, its KL over the baseline's top-K with the interval over texts): a configuration is on the
-front when no other costs no more and drifts no more, and one of the two strictly less. The
+From `analysis.report.quality.quality_table` (one row per deployment: its best trial's USD per 1M
+output tokens, its KL over the baseline's top-K with the interval over texts): a configuration is on
+the front when no other costs no more and drifts no more, and one of the two strictly less. The
 front is on the two values as measured; the KL intervals are drawn as error bars, not used to
 thin it. `front_points` hands the points to the report's plot (`quality_front_figure`, written as
-`quality_front.png`) and to W&B (`analysis.tracking`).
+`quality_front.png`) and to W&B (`analysis.tracking.tracking`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from analysis.canvas import new_figure
+from analysis.figures.canvas import new_figure
 from sweep.core import records as rec
 
 if TYPE_CHECKING:

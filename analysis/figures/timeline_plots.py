@@ -1,6 +1,6 @@
 """Resource timelines of a sweep's trials: KV-cache usage and memory against time.
 
-Pure functions from the long-format time series (`analysis.load.load_timeseries`: t_s, source,
+Pure functions from the long-format time series (`analysis.read.load.load_timeseries`: t_s, source,
 metric, value) to matplotlib Figures, one line per trial (and per source where a trial has
 several, e.g. one per GPU), and `write_timeline_plots`, which saves those that have data as PNG
 for the report. Memory is the GPUs' when any trial sampled it, else the process's resident set.
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from analysis.canvas import new_figure
+from analysis.figures.canvas import new_figure
 from sweep.core import records as rec
 
 if TYPE_CHECKING:

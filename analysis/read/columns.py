@@ -1,6 +1,6 @@
 """The summary frame's columns as the report reads them: loads, series, numbers and texts.
 
-Pure helpers from the summary frame (`analysis.load.load_summary`): `load_values` and
+Pure helpers from the summary frame (`analysis.read.load.load_summary`): `load_values` and
 `load_axis_label` decide where a trial sits on the load axis, `series_labels` which line or row
 it belongs to, and `numeric_column`, `number`, `text_column` and `display_text` read a column
 as numbers or as legend text. Comparisons, figures, tables and W&B all label trials with them,
@@ -17,7 +17,7 @@ from sweep.core.config import streams_of
 
 GROUP_JOIN = " · "
 NO_SERIES = "all trials"
-# Columns of the Pareto points frame (`analysis.compare.pareto_points`).
+# Columns of the Pareto points frame (`analysis.stats.compare.pareto_points`).
 CONFIGURATION = "configuration"
 LATENCY_MS = "latency_ms"
 

@@ -8,9 +8,9 @@ only once its summary.parquet exists (design.md, "Results layout"); a deployment
 complete trials, filling the columns that only some trials have (a backend's own settings,
 `env.*`) with nulls, and hands on one frame. Request records, time series and time slices can
 be read for chosen trials and columns only, so a report of 10,000 trials never holds them all;
-summaries can be cached per trial (`analysis.trial_cache`). Every loader takes a results folder
-or its listing (`analysis.trial_folder`): a report lists its folder once and hands the listing to
-each. Files are read by a few threads, or past `PROCESS_READ_FROM` files by a pool of processes.
+summaries can be cached per trial (`analysis.read.trial_cache`). Every loader takes a results folder
+or its listing (`analysis.read.trial_folder`): a report lists its folder once and hands the listing
+to each. Files are read by a few threads, or past `PROCESS_READ_FROM` files by a pool of processes.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analysis.trial_cache import SUMMARY_CACHE, Tag, TrialCache, keyed
-from analysis.trial_folder import TrialFolder, trial_folder
+from analysis.read.trial_cache import SUMMARY_CACHE, Tag, TrialCache, keyed
+from analysis.read.trial_folder import TrialFolder, trial_folder
 from sweep.core import records as rec
 from sweep.core.errors import SweepError
 
@@ -42,7 +42,7 @@ PROCESS_READ_FROM = 2000  # files: from this many on, read by a pool of processe
 def load_summary(results_dir: Results, cache_dir: str | Path | None = None) -> pd.DataFrame:
     """One row per trial: flattened config, identity, outcome, metrics and `env.*` columns.
 
-    With `cache_dir`, the rows read are kept there (`analysis.trial_cache`): a later call reads
+    With `cache_dir`, the rows read are kept there (`analysis.read.trial_cache`): a later call reads
     only the summaries of trials new or rewritten since, so analysing a sweep again after 100
     more trials reads 100 files, not the whole folder.
 

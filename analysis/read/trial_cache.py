@@ -3,10 +3,10 @@
 A cache is one Parquet file, `<cache_dir>/<name>.parquet`, holding the rows of every trial seen
 so far with three key columns: the trial's folder (relative to the results folder) and the
 modification time and size of its summary, as the folder's listing has them
-(`analysis.trial_folder`), so no trial file is opened to tell whether its rows are fresh. A trial
-is read again only when it is new or its summary was rewritten (a resumed or overwritten trial);
-rows of trials no longer in the folder are dropped. Each row also keeps the names of its trial's
-own columns (dictionary-encoded: a sweep has a few distinct lists), so that the columns come
+(`analysis.read.trial_folder`), so no trial file is opened to tell whether its rows are fresh. A
+trial is read again only when it is new or its summary was rewritten (a resumed or overwritten
+trial); rows of trials no longer in the folder are dropped. Each row also keeps the names of its
+trial's own columns (dictionary-encoded: a sweep has a few distinct lists), so that the columns come
 out in the order a read of every trial in folder order gives (each column where it first
 appears), however the cached and new rows were joined: a cached re-run and a cold run of the
 same folder hand on the same frame.
@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from analysis.trial_folder import TrialFolder
+from analysis.read.trial_folder import TrialFolder
 
 log = logging.getLogger(__name__)
 

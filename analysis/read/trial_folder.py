@@ -3,8 +3,8 @@
 A results folder is `<root>/<deployment_id>/<trial_id>/...`, and a trial is complete once its
 summary.parquet exists (design.md, "Results layout"). `trial_folder` walks it once with
 `os.scandir` and keeps, per complete trial, the names of its files and its summary's
-modification time and size: the loaders (`analysis.load`) then find each kind of file, and the
-per-trial cache (`analysis.trial_cache`) tells new and rewritten trials from those it holds,
+modification time and size: the loaders (`analysis.read.load`) then find each kind of file, and the
+per-trial cache (`analysis.read.trial_cache`) tells new and rewritten trials from those it holds,
 without walking the folder again or asking the file system about each file. A report lists its
 folder once and hands the listing to every loader; a folder of 10,000 trials is 10,000 small
 directory reads and as many `stat` calls.

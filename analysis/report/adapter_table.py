@@ -1,6 +1,6 @@
 """The per-adapter table of trials whose requests went to LoRA adapters (`backends.lora`).
 
-Reads adapters.parquet rows (`analysis.load.load_adapters`, written by
+Reads adapters.parquet rows (`analysis.read.load.load_adapters`, written by
 `sweep.core.adapter_summary`) and shows one line per adapter of each trial: how many requests it
 was sent and their share, its output throughput, TTFT and TPOT, so a skewed assignment's popular
 and rare adapters can be compared, and a sweep over the number of adapters read side by side.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.sections import MISSING, Section, formatted
+from analysis.report.sections import MISSING, Section, formatted
 from sweep.core import records as rec
 
 

@@ -9,8 +9,8 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from analysis.report import ReportPaths
-from analysis.sections import capacity_display
+from analysis.report.report import ReportPaths
+from analysis.report.sections import capacity_display
 
 # A pipe or a file gets the width of a common terminal: the tables are made to fit it.
 MIN_WIDTH_NOT_TERMINAL = 100

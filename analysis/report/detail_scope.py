@@ -3,7 +3,7 @@
 The summary rows carry each trial's numbers; the report goes back to a trial's own files only
 for what the summary cannot tell:
 - its request records (`request_trials`): goodput under an SLO, the bootstrap interval of a
-  configuration that a single trial stands for (`analysis.noise`), TTFT by turn of a
+  configuration that a single trial stands for (`analysis.stats.noise`), TTFT by turn of a
   multi-turn trial, and a proxy's cache hits;
 - its time series and time slices (`drawn_trials`): the timelines draw at most `DRAWN` trials,
   the heaviest of each series, as a plot of more lines reads as none.
@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.columns import load_values, series_labels
-from analysis.compare import (
+from analysis.read.columns import load_values, series_labels
+from analysis.report.proxy_cache import NO_PROXY, PROXY_NAME
+from analysis.stats.compare import (
     NOISE_METRICS,
     RATIO_COLUMNS,
     SLO_KEYS,
     Slo,
     configuration_names,
 )
-from analysis.noise import single_valued
-from analysis.proxy_cache import NO_PROXY, PROXY_NAME
+from analysis.stats.noise import single_valued
 from sweep.core import records as rec
 
 DRAWN = 12  # trials whose timelines the report draws

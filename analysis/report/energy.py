@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.columns import series_labels
-from analysis.sections import MISSING, Section, formatted, measured
+from analysis.read.columns import series_labels
+from analysis.report.sections import MISSING, Section, formatted, measured
 from sweep.core import records as rec
 
 METHODS = {

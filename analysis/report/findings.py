@@ -1,6 +1,6 @@
 """The report's opening: findings in words, each a sentence the tables below support.
 
-`findings` reads the configuration estimates of a `Comparison` (`analysis.noise`: a series at
+`findings` reads the configuration estimates of a `Comparison` (`analysis.stats.noise`: a series at
 one load, its value, standard error and how the error was made) and states:
 - how sure the figures are: the interval method, and what a sweep without repeats cannot see;
 - per axis (output tok/s, median TTFT, median TPOT where measured), which configuration leads and
@@ -9,12 +9,12 @@ one load, its value, standard error and how the error was made) and states:
   noise of it ("the next three, within noise of each other: A, B, C"): which one of them came
   second is itself noise;
 - at each load where several configurations ran, how they compare on output tok/s;
-- which trials are not to be trusted, and why (the checks of `analysis.flags`). A configuration
-  with a trial the checks distrust (too short, client-bound, its token counts mismatched:
-  `analysis.flags.distrust`) is left out of every comparison and named as not compared, with
-  why: no finding states a figure the report below calls untrustworthy.
+- which trials are not to be trusted, and why (the checks of `analysis.report.flags`). A
+  configuration with a trial the checks distrust (too short, client-bound, its token counts
+  mismatched: `analysis.report.flags.distrust`) is left out of every comparison and named as not
+  compared, with why: no finding states a figure the report below calls untrustworthy.
 `quality_findings` adds, with `quality=on`, each configuration's speed against its drift from
-the quality baseline (`analysis.quality`).
+the quality baseline (`analysis.report.quality`).
 A difference whose interval includes no change, or a change smaller than `MARGIN`, is only
 ever stated as within noise.
 """
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.compare import TPOT_MEDIAN, TTFT_MEDIAN, Comparison
-from analysis.flags import distrust, too_small, trial_checks
-from analysis.noise import (
+from analysis.report.flags import distrust, too_small, trial_checks
+from analysis.stats.compare import TPOT_MEDIAN, TTFT_MEDIAN, Comparison
+from analysis.stats.noise import (
     BETTER,
     LEVEL,
     NO_INTERVAL,
@@ -307,9 +307,9 @@ def withheld_deployments(trials: pd.DataFrame) -> dict[str, str]:
 def quality_findings(table: pd.DataFrame, withheld: Mapping[str, str] | None = None) -> list[str]:
     """Each configuration's speed against its quality drift from the baseline, in words.
 
-    `table` is `analysis.quality.quality_table`'s: one row per deployment with its best trial's
-    output tok/s, its KL (top-K) from the baseline, top-1 agreement and perplexity ratio, each
-    with its 95% interval over texts. A line reads "**4-bit**: 1.90x the output tok/s of
+    `table` is `analysis.report.quality.quality_table`'s: one row per deployment with its best
+    trial's output tok/s, its KL (top-K) from the baseline, top-1 agreement and perplexity ratio,
+    each with its 95% interval over texts. A line reads "**4-bit**: 1.90x the output tok/s of
     **fp16** (best trials) at KL 0.031 [0.027, 0.035] from it; top-1 agreement 0.91 [0.89,
     0.93]". Where the scores list no alternatives (TGI), the perplexity ratio stands in for KL;
     a deployment that was not scored says why. The speed ratio is of single trials and carries

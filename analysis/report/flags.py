@@ -22,8 +22,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.columns import display_text
-from analysis.sections import MISSING, Section, pooled
+from analysis.read.columns import display_text
+from analysis.report.sections import MISSING, Section, pooled
 from sweep.core import records as rec
 
 # Below these a trial is too short to say anything, whatever its own minimum

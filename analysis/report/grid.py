@@ -2,18 +2,18 @@
 
 A sweep of more than `sections.LISTED_UP_TO` trials does not list them in the report's opening
 pages: its "Results" section is this grid (trials and failures counted, each metric's mean over the
-successful repeats with its 95% interval, from `analysis.plots.repeat_points` as the plots draw
-them), and the per-trial rows go to `trials.csv` and the sortable table at the end of
-report.html (`analysis.html`).
+successful repeats with its 95% interval, from `analysis.figures.plots.repeat_points` as the plots
+draw them), and the per-trial rows go to `trials.csv` and the sortable table at the end of
+report.html (`analysis.report.html`).
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from analysis.columns import load_values, series_labels
-from analysis.plots import repeat_points
-from analysis.sections import MISSING
+from analysis.figures.plots import repeat_points
+from analysis.read.columns import load_values, series_labels
+from analysis.report.sections import MISSING
 from sweep.core import records as rec
 
 TRIALS_CSV = "trials.csv"  # the per-trial table of a large sweep, as report.html shows it

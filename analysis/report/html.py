@@ -1,10 +1,10 @@
 """The report as one self-contained HTML file: every plot embedded as a base64 PNG.
 
-`render_html` turns the same title, overview and `analysis.sections.Section` list that report.md
-is written from into a page with inline CSS and no external resource, so the file can be mailed,
-attached to a ticket or opened offline; `write_html` saves it (atomically, like every result).
-A section's rows to browse (a large sweep's trials) become a sortable, filterable table
-(`analysis.browse_table`), whose library is inlined once.
+`render_html` turns the same title, overview and `analysis.report.sections.Section` list that
+report.md is written from into a page with inline CSS and no external resource, so the file can be
+mailed, attached to a ticket or opened offline; `write_html` saves it (atomically, like every
+result). A section's rows to browse (a large sweep's trials) become a sortable, filterable table
+(`analysis.report.browse_table`), whose library is inlined once.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.browse_table import browse_library, browse_table
-from analysis.sections import Section, numeric_looking
+from analysis.report.browse_table import browse_library, browse_table
+from analysis.report.sections import Section, numeric_looking
 
 HTML_FILE = "report.html"
 _CODE = re.compile(r"`([^`]+)`")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.sections import MISSING, Section, formatted
+from analysis.report.sections import MISSING, Section, formatted
 from sweep.core import records as rec
 from sweep.core.summary import statistic
 

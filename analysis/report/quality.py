@@ -14,7 +14,7 @@ position, and the same token: the comparison refuses sets or tokenizations that 
 A deployment scored without alternatives (TGI lists none for prompt tokens) has perplexity and
 its ratio only; KL and top-1 agreement need both sides' top-K.
 Each is token-weighted over the set, with a 95% percentile interval from a bootstrap over texts
-(`analysis.noise.resamples`, fixed seed). The baseline is named by `--baseline`, else by the
+(`analysis.stats.noise.resamples`, fixed seed). The baseline is named by `--baseline`, else by the
 experiment's `quality.baseline` (sweep.yaml), else it is the first deployment whose backend
 recorded itself as the baseline.
 """
@@ -30,10 +30,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from analysis.columns import number
-from analysis.compare import declared_baseline, engine_labels
-from analysis.noise import LEVEL, resamples
-from analysis.sections import Image, Section
+from analysis.read.columns import number
+from analysis.report.sections import Image, Section
+from analysis.stats.compare import declared_baseline, engine_labels
+from analysis.stats.noise import LEVEL, resamples
 from sweep.core import records as rec
 from sweep.core.errors import SweepError
 
@@ -277,9 +277,9 @@ def quality_sections(
     """The "Quality against speed" section; none where no deployment ran with `quality=on`.
 
     Args:
-        quality: every deployment's scores (`analysis.load.load_quality`).
+        quality: every deployment's scores (`analysis.read.load.load_quality`).
         table: `quality_table` of those scores.
-        front: the quality front's plot (`analysis.quality_front`), shown beside the table.
+        front: the quality front's plot (`analysis.figures.quality_front`), shown beside the table.
     """
     if table.empty:
         return []

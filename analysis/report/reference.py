@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from analysis.sections import MISSING, Section
+from analysis.report.sections import MISSING, Section
 from sweep.core import records as rec
 from sweep.core.config import GROUPS
 

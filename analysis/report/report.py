@@ -2,17 +2,17 @@
 
 `write_report` reads a results folder and writes them all; `save_report` does the same from frames
 already in memory (the CLI loads them once and also prints the table). The report opens with its
-findings in words (`analysis.findings`), then holds the capacity of each searched configuration
-(`analysis.capacity`, when the sweep searched), the per-trial sections built here (results, plots,
-repeats), the comparison sections of `analysis.sections`, the energy of each trial
-(`analysis.energy`), quality against speed (`analysis.quality`, with `quality=on`, and its front
-on cost and KL, `analysis.quality_front`), TTFT by turn of multi-turn trials (`analysis.turns`),
-the rows of a replayed trace (`analysis.trace_rows`), a proxy's cache hits
-(`analysis.proxy_cache`), the server's own view (`analysis.server_view`) and the flagged and
-failed trials of `analysis.flags`.
-`main_table` is the human-readable table (units in the headers, numbers rounded) that the report
-and the terminal show; `summary.csv` keeps every column, the derived comparison ones too, the main
-ones first.
+findings in words (`analysis.report.findings`), then holds the capacity of each searched
+configuration (`analysis.stats.capacity`, when the sweep searched), the per-trial sections built
+here (results, plots, repeats), the comparison sections of `analysis.report.sections`, the energy of
+each trial (`analysis.report.energy`), quality against speed (`analysis.report.quality`, with
+`quality=on`, and its front on cost and KL, `analysis.figures.quality_front`), TTFT by turn of
+multi-turn trials (`analysis.report.turns`), the rows of a replayed trace
+(`analysis.report.trace_rows`), a proxy's cache hits (`analysis.report.proxy_cache`), the server's
+own view (`analysis.report.server_view`) and the flagged and failed trials of
+`analysis.report.flags`. `main_table` is the human-readable table (units in the headers, numbers
+rounded) that the report and the terminal show; `summary.csv` keeps every column, the derived
+comparison ones too, the main ones first.
 """
 
 from __future__ import annotations
@@ -23,18 +23,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.adapter_table import adapter_sections
-from analysis.capacity import capacity_table, with_search
-from analysis.capacity_plots import write_capacity_plots
-from analysis.columns import load_axis_label, load_values, reasoned, series_labels, sweep_title
-from analysis.compare import Slo, analyse
-from analysis.detail_scope import drawn_trials, request_trials
-from analysis.energy import energy_sections
-from analysis.findings import findings, quality_findings, withheld_deployments
-from analysis.flags import distinct, problem_sections
-from analysis.grid import TRIALS_CSV, grid_table
-from analysis.html import HTML_FILE, write_html
-from analysis.load import (
+from analysis.figures.capacity_plots import write_capacity_plots
+from analysis.figures.plots import PARETO_FILE, PLOTS, pareto_figure, repeat_points
+from analysis.figures.plots import write_plots as _write_plots
+from analysis.figures.quality_front import write_quality_front
+from analysis.figures.timeline_plots import write_timeline_plots
+from analysis.read.columns import load_axis_label, load_values, reasoned, series_labels, sweep_title
+from analysis.read.load import (
     load_adapters,
     load_quality,
     load_requests,
@@ -43,13 +38,19 @@ from analysis.load import (
     load_timeseries,
     load_timeslices,
 )
-from analysis.plots import PARETO_FILE, PLOTS, pareto_figure, repeat_points
-from analysis.plots import write_plots as _write_plots
-from analysis.proxy_cache import cache_sections
-from analysis.quality import quality_baseline, quality_figures, quality_sections
-from analysis.quality_front import write_quality_front
-from analysis.reference import Reference, reference_sections, with_reference
-from analysis.sections import (
+from analysis.read.trial_cache import CACHE_DIR
+from analysis.read.trial_folder import TrialFolder, trial_folder
+from analysis.report.adapter_table import adapter_sections
+from analysis.report.detail_scope import drawn_trials, request_trials
+from analysis.report.energy import energy_sections
+from analysis.report.findings import findings, quality_findings, withheld_deployments
+from analysis.report.flags import distinct, problem_sections
+from analysis.report.grid import TRIALS_CSV, grid_table
+from analysis.report.html import HTML_FILE, write_html
+from analysis.report.proxy_cache import cache_sections
+from analysis.report.quality import quality_baseline, quality_figures, quality_sections
+from analysis.report.reference import Reference, reference_sections, with_reference
+from analysis.report.sections import (
     ANSWER_COLUMNS,
     MISSING,
     Image,
@@ -62,15 +63,14 @@ from analysis.sections import (
     pooled,
     timeline_section,
 )
-from analysis.server_view import server_sections
-from analysis.stage_table import stage_sections
-from analysis.sweep_diff import noise_verdict
-from analysis.timeline_plots import write_timeline_plots
-from analysis.timeslice_plots import timeslice_section, write_timeslice_plot
-from analysis.trace_rows import trace_sections
-from analysis.trial_cache import CACHE_DIR
-from analysis.trial_folder import TrialFolder, trial_folder
-from analysis.turns import turn_sections, turn_table, write_turn_plot
+from analysis.report.server_view import server_sections
+from analysis.report.stage_table import stage_sections
+from analysis.report.timeslice_plots import timeslice_section, write_timeslice_plot
+from analysis.report.trace_rows import trace_sections
+from analysis.report.turns import turn_sections, turn_table, write_turn_plot
+from analysis.stats.capacity import capacity_table, with_search
+from analysis.stats.compare import Slo, analyse
+from analysis.stats.sweep_diff import noise_verdict
 from sweep.core import records as rec
 
 REPORT_FILE = "report.md"
@@ -112,7 +112,7 @@ class ReportOptions:
     baseline: str | None = None  # None: the backend recorded as the baseline
     slo: Slo | None = None
     html: bool = True
-    reference: Reference | None = None  # a study's published numbers (`analysis.reference`)
+    reference: Reference | None = None  # a study's published numbers (`analysis.report.reference`)
     target_rate: float | None = None  # req/s to serve: replicas and cost per searched config
     tolerance: float | None = None  # the search's, to say which searches converged
     quality_baseline: str | None = None  # the experiment's `quality.baseline` (sweep.yaml)
@@ -126,9 +126,13 @@ class ReportPaths:
     summary_csv: Path
     plots: tuple[Path, ...]
     report_html: Path | None = None
-    capacity: pd.DataFrame | None = None  # `analysis.capacity.capacity_table`; None: no search
-    findings: tuple[str, ...] = ()  # `analysis.findings`, for the console
-    quality: pd.DataFrame | None = None  # `analysis.quality.quality_table`; None: quality=off
+    capacity: pd.DataFrame | None = (
+        None  # `analysis.stats.capacity.capacity_table`; None: no search
+    )
+    findings: tuple[str, ...] = ()  # `analysis.report.findings`, for the console
+    quality: pd.DataFrame | None = (
+        None  # `analysis.report.quality.quality_table`; None: quality=off
+    )
 
 
 def write_report(
@@ -166,8 +170,8 @@ def report_inputs(
     """The frames `save_report` takes beside the summary, read for the trials that need them.
 
     Requests of the trials whose statistics the summary cannot give, time series and slices of
-    the trials the timelines draw (`analysis.detail_scope`): a large sweep is never held whole.
-    The folder is listed once (or its listing is given) for every kind of file.
+    the trials the timelines draw (`analysis.report.detail_scope`): a large sweep is never held
+    whole. The folder is listed once (or its listing is given) for every kind of file.
     """
     folder = trial_folder(results_dir)
     drawn = drawn_trials(summary)
@@ -206,7 +210,7 @@ def save_report(
     Without `requests` the goodput section is left out; without `timeseries`, the timelines;
     without `timeslices`, `stages` or `adapters`, the metrics per time slice, per stage or per
     LoRA adapter; `quality`
-    (`analysis.load.load_quality`) gives the "Quality against speed" table.
+    (`analysis.read.load.load_quality`) gives the "Quality against speed" table.
     """
     options = options or ReportOptions()
     out = Path(out_dir)

@@ -1,11 +1,11 @@
 """Report sections, their Markdown rendering, and the sections of the comparative analysis.
 
 A report is a title, an overview line and a list of `Section`s (text, bullet points, a table of
-display strings, images). report.md (`analysis.report`) and report.html (`analysis.html`) render
-the same list, so the two never disagree. The per-trial sections are built in `analysis.report`;
-this module builds the comparison ones: against the baseline, Pareto front, goodput under SLOs,
-roofline, resource timelines, the capacity of each searched configuration, and the table of a
-multi-sweep comparison.
+display strings, images). report.md (`analysis.report.report`) and report.html
+(`analysis.report.html`) render the same list, so the two never disagree. The per-trial sections are
+built in `analysis.report.report`; this module builds the comparison ones: against the baseline,
+Pareto front, goodput under SLOs, roofline, resource timelines, the capacity of each searched
+configuration, and the table of a multi-sweep comparison.
 """
 
 from __future__ import annotations
@@ -15,13 +15,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import capacity as cap
-from analysis.capacity_plots import CAPACITY_TITLES
-from analysis.columns import CONFIGURATION, LATENCY_MS, display_text, load_values, series_labels
-from analysis.compare import LOAD, TASK, TPOT_MEDIAN, Comparison
-from analysis.noise import WITHIN_NOISE
-from analysis.sweep_diff import SweepDiff
-from analysis.timeline_plots import TIMELINE_TITLES
+from analysis.figures.capacity_plots import CAPACITY_TITLES
+from analysis.figures.timeline_plots import TIMELINE_TITLES
+from analysis.read.columns import (
+    CONFIGURATION,
+    LATENCY_MS,
+    display_text,
+    load_values,
+    series_labels,
+)
+from analysis.stats import capacity as cap
+from analysis.stats.compare import LOAD, TASK, TPOT_MEDIAN, Comparison
+from analysis.stats.noise import WITHIN_NOISE
+from analysis.stats.sweep_diff import SweepDiff
 from sweep.core import records as rec
 
 MISSING = "—"
@@ -166,7 +172,7 @@ def capacity_section(
 
 
 def capacity_display(table: pd.DataFrame) -> pd.DataFrame:
-    """`analysis.capacity.capacity_table` as display strings, units in the headers."""
+    """`analysis.stats.capacity.capacity_table` as display strings, units in the headers."""
     lower = table.get(cap.LOWER_BOUND, pd.Series(False, index=table.index)).fillna(False)
     failing = formatted(table[cap.FAILING_LOAD], ",.4g").where(
         ~lower.astype(bool), "none (lower bound)"

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.columns import load_values, series_labels
-from analysis.sections import MISSING, Section, formatted
+from analysis.read.columns import load_values, series_labels
+from analysis.report.sections import MISSING, Section, formatted
 from sweep.core import records as rec
 
 CONFIGURATION, LOAD = "Configuration", "Load"

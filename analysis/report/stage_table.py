@@ -1,6 +1,6 @@
 """The per-stage table of trials that ran `workload.stages`: each stage measured on its own.
 
-Reads stages.parquet rows (`analysis.load.load_stages`, written by `sweep.core.stage_summary`)
+Reads stages.parquet rows (`analysis.read.load.load_stages`, written by `sweep.core.stage_summary`)
 and shows one line per stage: the load it asked for, the rate it sent at, and its throughput
 and latencies, so a staged trial's steps can be compared side by side.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.columns import reasoned
-from analysis.sections import ANSWER_COLUMNS, MISSING, Section, formatted
+from analysis.read.columns import reasoned
+from analysis.report.sections import ANSWER_COLUMNS, MISSING, Section, formatted
 from sweep.core import records as rec
 
 

@@ -1,12 +1,12 @@
 """Metrics per time slice, plotted: how each trial's load and latencies moved while it ran.
 
-A pure function from timeslices.parquet rows (`analysis.load.load_timeslices`) to one matplotlib
-Figure of four panels over the time since each trial's load began, one line per trial: requests
-in flight at each window's end (queue build-up), output tok/s (warm-up, a ramp, stages), the
-median TTFT of the requests sent in the window (degradation), and the server's KV-cache use
+A pure function from timeslices.parquet rows (`analysis.read.load.load_timeslices`) to one
+matplotlib Figure of four panels over the time since each trial's load began, one line per trial:
+requests in flight at each window's end (queue build-up), output tok/s (warm-up, a ramp, stages),
+the median TTFT of the requests sent in the window (degradation), and the server's KV-cache use
 where its telemetry has it, else the median ITL. `write_timeslice_plot` saves it for the report
-and `timeslice_section` captions it. `analysis.timeline_plots` draws the raw telemetry samples;
-this draws what the requests saw, window by window (`sweep.core.timeslices`).
+and `timeslice_section` captions it. `analysis.figures.timeline_plots` draws the raw telemetry
+samples; this draws what the requests saw, window by window (`sweep.core.timeslices`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from analysis.canvas import new_figure
-from analysis.sections import Image, Section
-from analysis.timeline_plots import trial_legend
+from analysis.figures.canvas import new_figure
+from analysis.figures.timeline_plots import trial_legend
+from analysis.report.sections import Image, Section
 from sweep.core import records as rec
 
 if TYPE_CHECKING:

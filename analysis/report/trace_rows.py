@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.sections import MISSING, Section, formatted
+from analysis.report.sections import MISSING, Section, formatted
 from sweep.core import records as rec
 
 PATH, START, DURATION, TOO_LONG = (

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from analysis.canvas import new_figure
-from analysis.sections import Image, Section, formatted
+from analysis.figures.canvas import new_figure
+from analysis.report.sections import Image, Section, formatted
 from sweep.core import records as rec
 from sweep.core.summary import statistic
 

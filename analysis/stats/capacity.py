@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from analysis.columns import (
+from analysis.read.columns import (
     CONFIGURATION,
     NO_SERIES,
     display_text,
@@ -278,9 +278,9 @@ def _reasons(probes: pd.DataFrame) -> list[str]:
 def _configuration_names(probes: pd.DataFrame) -> dict[str, str]:
     """Search id -> a readable name: what its probes' labels share, less the load and mode.
 
-    Probe labels are `<point label>-<mode>-r<load>` (`sweep.search_run`); when that leaves
+    Probe labels are `<point label>-<mode>-r<load>` (`sweep.worker.search_run`); when that leaves
     nothing or two searches the same name, the backend and the settings that differ decide
-    (as `analysis.columns.series_labels` names lines), then the search id.
+    (as `analysis.read.columns.series_labels` names lines), then the search id.
     """
     names = {}
     for search_id, group in probes.groupby(rec.SEARCH_ID, sort=True):

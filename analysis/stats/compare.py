@@ -1,6 +1,6 @@
 """Comparative analysis of one sweep: engines against a baseline, Pareto fronts, SLO goodput.
 
-Pure functions from the summary frame (`analysis.load.load_summary`; goodput also reads the
+Pure functions from the summary frame (`analysis.read.load.load_summary`; goodput also reads the
 request records) to frames the report renders:
 - `decomposition`: per task and load point, each engine's throughput, TTFT and cost as a ratio
   to the baseline engine: one named by the caller, else the backend whose recorded facts say it
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.columns import (
+from analysis.read.columns import (
     CONFIGURATION,
     LATENCY_MS,
     load_values,
@@ -28,7 +28,7 @@ from analysis.columns import (
     series_labels,
     text_column,
 )
-from analysis.noise import (
+from analysis.stats.noise import (
     BETTER,
     HIGHER_IS_BETTER,
     NO_INTERVAL,
@@ -39,7 +39,7 @@ from analysis.noise import (
     estimates,
     method_text,
 )
-from analysis.roofline import BASIS_WEIGHTS, WEIGHTS_ONLY_NOTE, roofline
+from analysis.stats.roofline import BASIS_WEIGHTS, WEIGHTS_ONLY_NOTE, roofline
 from sweep.core import records as rec
 from sweep.core.errors import ConfigError
 from sweep.core.summary import (
@@ -62,7 +62,7 @@ RATIO_COLUMNS = {
     rec.COST_PER_1M_OUTPUT: "cost_x",
 }
 SLO_KEYS = (SLO_TTFT_MS, SLO_TPOT_MS, SLO_E2E_MS, SLO_ANSWER_MS)
-# What the findings and the Pareto front judge against noise (`analysis.noise`).
+# What the findings and the Pareto front judge against noise (`analysis.stats.noise`).
 NOISE_METRICS = (
     rec.OUTPUT_THROUGHPUT,
     rec.THROUGHPUT_PER_GPU,
@@ -87,7 +87,8 @@ class Comparison:
     baseline: str | None  # as asked; None: the backend recorded as the baseline
     latency_metric: str
     notes: list[str] = field(default_factory=list)
-    # configuration -> metric -> Estimate (`analysis.noise`), for the findings and the intervals
+    # configuration -> metric -> Estimate (`analysis.stats.noise`), for the findings and the
+    # intervals
     estimates: dict[str, dict[str, Estimate]] = field(default_factory=dict)
     noise_method: str = ""
     # each trial's configuration, as `estimates` names it (index aligned with `trials`)
@@ -172,7 +173,7 @@ def decomposition(
         Columns task, load, engine, baseline, trials, the three metrics and their ratios
         `throughput_x`, `ttft_x`, `cost_x` (NaN where the point has no baseline trial), each
         ratio's 95% interval (`<ratio>_low`, `<ratio>_high`) and verdict (`<ratio>_verdict`:
-        better, worse, within noise, no interval, or baseline), from `analysis.noise` with the
+        better, worse, within noise, no interval, or baseline), from `analysis.stats.noise` with the
         request records when given.
     """
     ok = summary[_ok(summary)]
@@ -271,7 +272,7 @@ def pareto_points(
     """Per-user latency against output tok/s per GPU, one point per configuration.
 
     A configuration is a series at one load; its repeats are averaged. `latency` is a summary
-    column in ms (median TPOT, or median TTFT). With `found` (`analysis.noise.estimates` by
+    column in ms (median TPOT, or median TTFT). With `found` (`analysis.stats.noise.estimates` by
     configuration), a configuration leaves the front only when another beats it beyond noise
     (`noisy_pareto_mask`), and the points carry their intervals.
 

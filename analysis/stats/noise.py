@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.intervals import t_quantile
+from analysis.stats.intervals import t_quantile
 from sweep.core import records as rec
 from sweep.core.summary import latency_samples_ms, measured
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.columns import numeric_column
-from analysis.compare import configuration_names
-from analysis.intervals import confidence_interval
+from analysis.read.columns import numeric_column
+from analysis.stats.compare import configuration_names
+from analysis.stats.intervals import confidence_interval
 from sweep.core import records as rec
 
 SPREAD_METRICS = {

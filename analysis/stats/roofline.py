@@ -23,7 +23,7 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 
-from analysis.columns import load_values, numeric_column
+from analysis.read.columns import load_values, numeric_column
 from sweep.core import records as rec
 
 # Bytes per stored parameter, by dtype or quantization name as the backends spell them. Group-

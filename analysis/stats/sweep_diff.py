@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.columns import display_text, numeric_column
-from analysis.intervals import confidence_interval
-from analysis.noise import BETTER, NO_INTERVAL, WORSE, compare, estimates
+from analysis.read.columns import display_text, numeric_column
+from analysis.stats.intervals import confidence_interval
+from analysis.stats.noise import BETTER, NO_INTERVAL, WORSE, compare, estimates
 from sweep.core import records as rec
 
 METRICS = (
@@ -57,8 +57,8 @@ def compare_sweeps(
         summaries: sweep name -> its summary frame, the reference first.
         metrics: summary metric columns to compare.
         requests: sweep name -> its request records. Where a side has a single trial, its
-            interval then comes from the trial's own requests (`analysis.noise`) and the verdict
-            from the interval of the ratio; without them such a point is "no repeats".
+            interval then comes from the trial's own requests (`analysis.stats.noise`) and the
+            verdict from the interval of the ratio; without them such a point is "no repeats".
 
     Returns:
         A `SweepDiff` whose table has the columns point, metric, reference, sweep, the mean,

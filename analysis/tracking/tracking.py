@@ -2,20 +2,21 @@
 
 `Tracker` is built from the sweep's `TrackingConfig`, its name, its results folder and its number
 of trials; with `tracking=none` every call does nothing. `tracking.runs` says how trials become
-runs (`analysis.tracking_groups.run_layout`; `auto` groups them past `tracking.group_above`):
+runs (`analysis.tracking.tracking_groups.run_layout`; `auto` groups them past
+`tracking.group_above`):
 - per trial: each finished trial is a run (group = sweep, job type = backend, name = trial label)
   holding the trial's flattened config (secrets scrubbed), its metrics and load as summary, its
   resource time series as history and a sample of its request records as a table;
-- per deployment (`analysis.tracking_groups`): a run per deployment, each finished trial one step
-  of its metrics and one row of the run's `trials` table.
+- per deployment (`analysis.tracking.tracking_groups`): a run per deployment, each finished trial
+  one step of its metrics and one row of the run's `trials` table.
 `sweep_finished` adds a run with the summary table, the capacity table of a search
-(`analysis.capacity`), the Pareto front's points, the report's plots and, with `quality=on`, the
-quality table and its front on (USD per 1M output tokens, KL) as a W&B scatter
-(`analysis.quality_front`); then it writes the sweep's workspace (`analysis.wandb_workspace`) to
-`<results>/wandb_workspace.json` and, online, saves it to the project. Without credentials the
-runs are written offline under `<results>/<sweep>/wandb/` and `close` prints the `wandb sync`
-command. Tracking never fails a sweep: the first wandb error is logged as one warning line and
-turns the tracker off. `upload_results` tracks a finished folder.
+(`analysis.stats.capacity`), the Pareto front's points, the report's plots and, with `quality=on`,
+the quality table and its front on (USD per 1M output tokens, KL) as a W&B scatter
+(`analysis.figures.quality_front`); then it writes the sweep's workspace
+(`analysis.tracking.wandb_workspace`) to `<results>/wandb_workspace.json` and, online, saves it to
+the project. Without credentials the runs are written offline under `<results>/<sweep>/wandb/` and
+`close` prints the `wandb sync` command. Tracking never fails a sweep: the first wandb error is
+logged as one warning line and turns the tracker off. `upload_results` tracks a finished folder.
 """
 
 from __future__ import annotations
@@ -29,14 +30,14 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.capacity import capacity_table, search_settings
-from analysis.columns import sweep_title
-from analysis.compare import pareto_points
-from analysis.load import load_requests, load_summary, load_timeseries
-from analysis.quality_front import COST, KL, front_points
-from analysis.roofline import roofline
-from analysis.tracking_groups import PER_DEPLOYMENT, DeploymentRuns, run_layout
-from analysis.wandb_cells import (
+from analysis.figures.quality_front import COST, KL, front_points
+from analysis.read.columns import sweep_title
+from analysis.read.load import load_requests, load_summary, load_timeseries
+from analysis.stats.capacity import capacity_table, search_settings
+from analysis.stats.compare import pareto_points
+from analysis.stats.roofline import roofline
+from analysis.tracking.tracking_groups import PER_DEPLOYMENT, DeploymentRuns, run_layout
+from analysis.tracking.wandb_cells import (
     history_steps,
     is_config,
     plain,
@@ -44,8 +45,8 @@ from analysis.wandb_cells import (
     trial_metrics,
     wandb_table,
 )
-from analysis.wandb_settings import QUIET_SETTINGS, resolve_mode, sweep_tracking
-from analysis.wandb_workspace import CAPACITY_TABLE, PARETO_TABLE, publish, workspace_spec
+from analysis.tracking.wandb_settings import QUIET_SETTINGS, resolve_mode, sweep_tracking
+from analysis.tracking.wandb_workspace import CAPACITY_TABLE, PARETO_TABLE, publish, workspace_spec
 from sweep.core import records as rec
 from sweep.core.config import TrackingConfig
 from sweep.core.secrets import scrub
@@ -137,8 +138,8 @@ class Tracker:
 
         The sweep's run holds the summary, capacity, Pareto front, findings and quality tables
         and the plots. Without `capacity` it is computed from `summary` with the sweep.yaml's
-        search settings; `findings` are the report's sentences (`analysis.findings`), one row
-        each; `quality` is `analysis.quality.quality_table`, logged with its front
+        search settings; `findings` are the report's sentences (`analysis.report.findings`), one row
+        each; `quality` is `analysis.report.quality.quality_table`, logged with its front
         (`quality_front`: a scatter of USD per 1M output tokens against KL, and
         `quality_front_points`, whose `on_quality_front` marks the front).
         """

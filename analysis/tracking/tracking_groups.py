@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.wandb_cells import is_number
+from analysis.tracking.wandb_cells import is_number
 from sweep.core import records as rec
 from sweep.core.config import TrackingConfig
 

@@ -4,7 +4,7 @@
 turns a frame into cells a `wandb.Table` accepts and `wandb_table` into the table;
 `trial_metrics` picks from a trial's summary row what the tracker logs as metrics;
 `history_steps` and `request_sample` shape a trial's time series and requests for its run.
-Used by `analysis.tracking` and its grouped runs.
+Used by `analysis.tracking.tracking` and its grouped runs.
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.columns import LOAD_COLUMNS, load_values
-from analysis.roofline import roofline
+from analysis.read.columns import LOAD_COLUMNS, load_values
+from analysis.stats.roofline import roofline
 from sweep.core import records as rec
 from sweep.core.secrets import scrub, secret_values
 
 IDENTITY = (rec.TRIAL_ID, rec.DEPLOYMENT_ID, rec.SWEEP_NAME, rec.REPEAT, rec.LABEL)
 # Logged as the run's config beside the flattened config: what the backend says of itself.
 CONFIG_COLUMNS = (*IDENTITY, *rec.BACKEND_FACTS)
-# The offered load of a trial (`analysis.columns.load_values`: the streams it keeps in flight),
+# The offered load of a trial (`analysis.read.columns.load_values`: the streams it keeps in flight),
 # logged beside its metrics so that W&B can plot any metric against it.
 LOAD = "load"
 REQUEST_SAMPLE_ROWS = 200
@@ -40,7 +40,7 @@ def trial_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
     """A trial's metrics: its non-config values that are set, MBU and MFU, and its `LOAD`.
 
     MBU and MFU are the row's own where it has them (computed for a whole summary), else derived
-    from the row (`analysis.roofline`).
+    from the row (`analysis.stats.roofline`).
     """
     metrics = {k: v for k, v in row.items() if not is_config(k) and v is not None}
     if rec.MBU not in row:  # not computed for the whole sweep at once (`upload_results` does)

@@ -1,4 +1,4 @@
-"""The settings `analysis.tracking.Tracker` starts W&B runs with.
+"""The settings `analysis.tracking.tracking.Tracker` starts W&B runs with.
 
 `resolve_mode`: online or offline, the configured mode, else whether there are credentials (it
 reads the environment and the netrc file only; no request is sent). `QUIET_SETTINGS`: what runs

@@ -20,9 +20,9 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.columns import load_values, numeric_column
-from analysis.tracking_groups import PER_DEPLOYMENT
-from analysis.wandb_cells import LOAD
+from analysis.read.columns import load_values, numeric_column
+from analysis.tracking.tracking_groups import PER_DEPLOYMENT
+from analysis.tracking.wandb_cells import LOAD
 from sweep.core import records as rec
 from sweep.core.errors import SweepError
 
@@ -31,7 +31,7 @@ SOURCES = ("history", "summary", "config", "table", "media")
 KINDS = ("line", "scatter", "parallel", "table", "media")
 LATENCIES = ("ttft", "tpot", "e2e")
 PERCENTILES = ("median", "p90", "p99")
-# Tables and images the sweep's run logs (`analysis.tracking.Tracker.sweep_finished`).
+# Tables and images the sweep's run logs (`analysis.tracking.tracking.Tracker.sweep_finished`).
 CAPACITY_TABLE = "capacity"
 PARETO_TABLE = "pareto_front"
 PARETO_PLOT = "plots/pareto"
@@ -100,7 +100,7 @@ def workspace_spec(
     """The panels for a sweep's runs.
 
     Args:
-        summary: the sweep's summary rows (`analysis.load.load_summary`).
+        summary: the sweep's summary rows (`analysis.read.load.load_summary`).
         sweep: its name, the runs' group.
         layout: `per_trial` (a trial per run: its metrics are summary, drawn as scatters) or
             `per_deployment` (a configuration per run: its trials are steps, drawn as lines).

@@ -4,8 +4,8 @@ Server backends (sim, vLLM, ...) hand the trial's sampler a source made here, wi
 mapping from Prometheus sample names to the project's timeseries metric names (`sweep.core.records`)
 and a scale (vLLM reports KV-cache usage as a fraction; the records hold percent). `Scrape` reads
 every numeric series at once (`snapshot`), which the trial takes at its start and end
-(`sweep.telemetry.ServerCapture`). Parsing goes through `prometheus_client`'s own text parser, so
-label sets, escaping and `_total` suffixes are handled as Prometheus defines them.
+(`sweep.measure.telemetry.ServerCapture`). Parsing goes through `prometheus_client`'s own text
+parser, so label sets, escaping and `_total` suffixes are handled as Prometheus defines them.
 """
 
 from __future__ import annotations

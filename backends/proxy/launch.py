@@ -7,7 +7,7 @@ before each later trial; `stop` stops them all with the deployment. A `ProxyBack
 launched server (`backends.launched`: its own process group, killed with its worker) that
 phrases requests as the server behind it does (model, API, headers, vLLM's extensions) and
 serves its own `/metrics`. Where the worker keeps cores for its load generator
-(`sweep.isolation`), the proxy is moved off them, onto the server's. `check_plan` refuses a
+(`sweep.worker.isolation`), the proxy is moved off them, onto the server's. `check_plan` refuses a
 proxy in front of an in-process engine or TGI's native API: the proxy speaks the OpenAI API.
 """
 

@@ -3,7 +3,7 @@
     .venv/bin/python -m scripts.bench.analysis_scale [--trials 1000 10000] [--keep DIR]
 
 For each size: a results folder of the real layout (`results_folder`: the sim sweep's trials,
-8 requests each, written through the real writer), then `analysis.report.write_report` in a
+8 requests each, written through the real writer), then `analysis.report.report.write_report` in a
 fresh process (so its peak memory is its own) with no cache, then 100 trials more written to
 the folder and the report again, which reads only those from the trials and the rest from its
 per-trial cache. Printed: wall time and peak memory of both, and the report's sizes.
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.report import write_report
-from analysis.sections import markdown_table
+from analysis.report.report import write_report
+from analysis.report.sections import markdown_table
 from scripts.bench.child import measure_in_child
 from scripts.bench.results_folder import copy_of, point_of, scale_plan, templates
 from sweep.core.results import ResultStore

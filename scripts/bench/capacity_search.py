@@ -6,8 +6,8 @@ rest queue, so the knee is the server's) this runs, through `python -m sweep` as
 - one dense fixed grid of request rates (`search=none`), geometric with a step finer than the
   search's tolerance, from well below to well above the knee. The truth for an SLO is the
   highest grid rate whose trial meets it, judged by the search's own rule
-  (`sweep.core.slo.verdict`, then the over-saturation check of `sweep.search_run.judged`);
-- one capacity search (`search=capacity`) per SLO; its answer is `sweep.search.capacity` over
+  (`sweep.core.slo.verdict`, then the over-saturation check of `sweep.worker.search_run.judged`);
+- one capacity search (`search=capacity`) per SLO; its answer is `sweep.worker.search.capacity` over
   its probes, as the sweep reports it.
 
 It prints, per (capacity, SLO): the truth, the capacity found, the error, whether the found
@@ -38,12 +38,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.sections import markdown_table
+from analysis.report.sections import markdown_table
 from sweep.core import records as R
 from sweep.core.config import SearchConfig, SLOConfig
 from sweep.core.slo import verdict
-from sweep.search import capacity
-from sweep.search_run import kept_up_rate, known_probe
+from sweep.worker.search import capacity
+from sweep.worker.search_run import kept_up_rate, known_probe
 
 RATE = "workload.request_rate"
 REQUESTS_PATH = "_requests_path"

@@ -31,7 +31,7 @@ import pandas as pd
 import ray
 from rich.console import Console
 
-from analysis.sections import markdown_table
+from analysis.report.sections import markdown_table
 from scripts.bench.child import measure_in_child
 from scripts.bench.results_folder import (
     copy_of,
@@ -41,11 +41,11 @@ from scripts.bench.results_folder import (
     templates,
 )
 from sweep.core.results import ResultStore
-from sweep.driver import Driver, _Task, connect
-from sweep.ledger import TrialLedger
-from sweep.plan import build_plan
-from sweep.progress import SweepProgress
-from sweep.resume import select_pending
+from sweep.driver.driver import Driver, _Task, connect
+from sweep.driver.ledger import TrialLedger
+from sweep.driver.progress import SweepProgress
+from sweep.driver.resume import select_pending
+from sweep.plan.plan import build_plan
 
 
 def _peak_mb() -> float:

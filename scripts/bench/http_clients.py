@@ -42,7 +42,7 @@ import httpcore
 import httpx
 import pandas as pd
 
-from analysis.sections import markdown_table
+from analysis.report.sections import markdown_table
 from backends.base import GenRequest
 from backends.sim import SimBackend, SimBackendConfig
 from scripts.bench import send_bursts

@@ -38,7 +38,7 @@ from pathlib import Path
 import pandas as pd
 from ray.cluster_utils import Cluster
 
-from analysis.sections import markdown_table
+from analysis.report.sections import markdown_table
 from backends.sim import SimBackend, SimBackendConfig
 from sweep.__main__ import main as sweep_main
 

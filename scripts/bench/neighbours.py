@@ -4,7 +4,7 @@ The parity check (`scripts/compare_vllm_client.py --same-arrivals`) found vLLM's
 while our sweep ran than while vLLM's client ran, on the same arrivals, although our client adds
 less to TTFT than vLLM's. This script takes our client out of the question: every round, vLLM's
 client alone replays the round's trace twice, once with nothing else on its core ("bare") and
-once beside an idle local Ray started as `python -m sweep` starts it (`sweep.driver`'s system
+once beside an idle local Ray started as `python -m sweep` starts it (`sweep.driver.driver`'s system
 config, one CPU, no dashboard), in alternating order. `--burn 0.2` puts a process beside the
 client instead that keeps the client's core busy that fraction of every 10 ms (`--burn-mb 64`:
 copying through 64 MiB meanwhile, traffic that evicts the server's data from the shared cache):
@@ -37,7 +37,7 @@ from sweep.tools.server_counters import server_after, server_before
 IDLE_RAY = """
 import logging, sys
 import ray
-from sweep.driver import LOCAL_SYSTEM_CONFIG
+from sweep.driver.driver import LOCAL_SYSTEM_CONFIG
 ray.init(address="local", num_cpus=1, num_gpus=0, include_dashboard=False,
          logging_level=logging.WARNING, _node_ip_address="127.0.0.1",
          _system_config=dict(LOCAL_SYSTEM_CONFIG))

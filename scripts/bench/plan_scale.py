@@ -19,7 +19,7 @@ import time
 
 import pandas as pd
 
-from analysis.sections import markdown_table
+from analysis.report.sections import markdown_table
 from scripts.bench.child import measure_in_child
 
 
@@ -38,7 +38,7 @@ def overrides(k: int) -> list[str]:
 
 def plan_once(k: int) -> dict:
     """Plan the k^4 grid in this process; its trials, deployments and CPU seconds."""
-    from sweep.plan import build_plan
+    from sweep.plan.plan import build_plan
 
     start = time.process_time()
     plan = build_plan(overrides(k))

@@ -21,9 +21,9 @@ import pyarrow.compute as pc
 
 from sweep.core import records as R
 from sweep.core.results import ResultStore, TrialFiles
-from sweep.plan import SweepPlan, build_plan
+from sweep.plan.plan import SweepPlan, build_plan
 from sweep.spec import TrialSpec
-from sweep.trial import run_deployment
+from sweep.worker.trial import run_deployment
 
 CONCURRENCIES = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]
 TTFT_MS = [1, 2, 3, 4, 5, 6]

@@ -14,7 +14,7 @@ import asyncio
 import numpy as np
 import pandas as pd
 
-from analysis.sections import markdown_table
+from analysis.report.sections import markdown_table
 from backends.base import GenRequest
 from sweep.core.config import WorkloadConfig
 from sweep.loadgen.clock import now_s

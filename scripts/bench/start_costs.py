@@ -4,7 +4,7 @@ The makespan benchmark's six deployments start together on this machine's two co
 first trials wait for the CPU these steps take, six times over. Each step runs `repeats` times:
 - `ray worker boot`: the CPU a fresh Ray worker for a one-GPU task (Ray gives every GPU task a
   worker of its own, as it does the deployment task) has used when the task's body begins;
-- `trial runner import`: what importing the deployment task's module (`sweep.driver`) adds in
+- `trial runner import`: what importing the deployment task's module (`sweep.driver.driver`) adds in
   such a worker;
 - `sim server start`: the CPU the sim server's process has used when it first answers `/health`,
   and the wall time to that answer.
@@ -22,7 +22,7 @@ import psutil
 import ray
 from ray.cluster_utils import Cluster
 
-from analysis.sections import markdown_table
+from analysis.report.sections import markdown_table
 from backends.sim import SimBackend, SimBackendConfig
 from scripts.bench.start_probe import boot, import_runner
 

@@ -25,9 +25,9 @@ def boot() -> float:
 @ray.remote(num_gpus=1)
 def import_runner() -> float:
     """The CPU that importing the deployment task's module adds in a fresh worker."""
-    if "sweep.driver" in sys.modules:  # then there would be nothing left to measure
-        raise RuntimeError("the worker had imported sweep.driver already")
+    if "sweep.driver.driver" in sys.modules:  # then there would be nothing left to measure
+        raise RuntimeError("the worker had imported sweep.driver.driver already")
     before = own_cpu_s()
-    import sweep.driver  # noqa: F401
+    import sweep.driver.driver  # noqa: F401
 
     return own_cpu_s() - before

@@ -16,7 +16,7 @@ import time
 
 import pandas as pd
 
-from analysis.sections import markdown_table
+from analysis.report.sections import markdown_table
 from backends.models.cache import entry_path
 from backends.models.tiny import ensure_tiny_model
 from sweep.core.config import TraceDatasetConfig

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.sections import markdown_table
+from analysis.report.sections import markdown_table
 from scripts.bench import wakeups
 from sweep.core import records as R
 from sweep.datasets.trace import read

@@ -20,7 +20,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from analysis.sections import markdown_table
+from analysis.report.sections import markdown_table
 from sweep.loadgen.clock import now_s
 from sweep.loadgen.wakeup import sleep_until
 

@@ -5,7 +5,7 @@ the quality set's in `sweep.core.quality_config`; they are re-exported here, so 
 groups read from one place.
 
 YAML under `conf/` holds the data; these dataclasses hold the types, defaults and validation
-(`__post_init__`). `sweep.schema` registers them in Hydra's ConfigStore; `OmegaConf.to_object`
+(`__post_init__`). `sweep.plan.schema` registers them in Hydra's ConfigStore; `OmegaConf.to_object`
 turns a composed config into these plain dataclasses, and only those cross into Ray, so the
 worker, the load generator and analysis read the same definitions (the stream rule among them).
 """
@@ -362,7 +362,7 @@ class ClusterConfig:
     node_wait_s: float = 1200.0
     # How long it may wait while a node that fits is launching or being set up (a first boot
     # pulls the node image, ~15 GB): the autoscaler is making one, it is not a node that never
-    # comes (`sweep.node_wait`).
+    # comes (`sweep.driver.node_wait`).
     node_setup_wait_s: float = 3600.0
     # Environment variables handed to the workers of a cluster the driver joins (never written
     # to results or logs): gated models need HF_TOKEN on every node.
@@ -370,12 +370,13 @@ class ClusterConfig:
     # When resources idle and a deployment has trials not begun, a second task takes half.
     share_idle_gpus: bool = True
     # Keep the load generator on cores of its own, away from Ray's daemons and the launched
-    # server (`sweep.isolation`): auto where a node has 4 or more cores, on, off.
+    # server (`sweep.worker.isolation`): auto where a node has 4 or more cores, on, off.
     isolate_client: str = "auto"
     # Where the node is too small to split, run a deployment with no GPU on as many cores as it
-    # asked Ray for, the quietest ones no other deployment holds (`sweep.isolation.pin_quietest`).
-    # Off by default: an engine whose thread pool is larger than `backend.num_cpus` (llama.cpp's
-    # and CTranslate2's defaults) runs several times slower on fewer cores than threads.
+    # asked Ray for, the quietest ones no other deployment holds
+    # (`sweep.worker.isolation.pin_quietest`). Off by default: an engine whose thread pool is larger
+    # than `backend.num_cpus` (llama.cpp's and CTranslate2's defaults) runs several times slower on
+    # fewer cores than threads.
     pin_cpu_deployments: bool = False
 
     def __post_init__(self) -> None:

@@ -1,9 +1,9 @@
 """The `quality` group's config dataclass: scoring a text set through each deployment.
 
 `quality=off` (the default) scores nothing. `quality=on` feeds a fixed set of texts through every
-deployment's backend once, teacher-forced (`backends.scoring`, run by `sweep.quality_run`), and
-records each next token's log-probability and its top-K alternatives beside the results;
-`analysis.quality` compares each configuration with the baseline deployment. Re-exported by
+deployment's backend once, teacher-forced (`backends.scoring`, run by `sweep.worker.quality_run`),
+and records each next token's log-probability and its top-K alternatives beside the results;
+`analysis.report.quality` compares each configuration with the baseline deployment. Re-exported by
 `sweep.core.config`.
 """
 

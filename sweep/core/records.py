@@ -198,8 +198,8 @@ ADAPTER_REQUESTS = "adapter_requests"
 ADAPTER_SHARE = "adapter_share"
 
 # --- server_metrics.parquet: every numeric series of the server's /metrics, long format ---
-# Scraped whole at the trial's start and end (`sweep.telemetry.ServerCapture`); a proxy's own
-# /metrics (`backends.proxy`) under source PROXY_SOURCE beside the server's. Counters and the
+# Scraped whole at the trial's start and end (`sweep.measure.telemetry.ServerCapture`); a proxy's
+# own /metrics (`backends.proxy`) under source PROXY_SOURCE beside the server's. Counters and the
 # buckets, `_sum` and `_count` of histograms and summaries carry their `delta` over the trial (a
 # series born during the trial, or a counter reset, counts from 0); gauges carry only `start`
 # and `end`. `labels` is a JSON object (sorted keys) without a bucket's `le`, which is its own
@@ -281,7 +281,7 @@ ERROR_NOT_SAVED = "results_not_saved"
 ENV_PREFIX = "env."
 ENV_WORKER_PID = "env.worker_pid"  # the Ray worker process that ran the trial
 ENV_WORKER_NICE = "env.worker_nice"  # its niceness: > 0 means it yielded to other processes
-ENV_CLIENT_CPUS = "env.client_cpus"  # cores kept for the load generator (`sweep.isolation`)
+ENV_CLIENT_CPUS = "env.client_cpus"  # cores kept for the load generator (`sweep.worker.isolation`)
 
 # What a backend says about itself (`backends.base.Backend.facts`), written by the worker into
 # every summary row, so that analysis learns it from the results folder and never from a list of
@@ -440,7 +440,7 @@ ANSWER = "answer"
 # --- energy (`sweep.core.energy`; issue 33): one block, timeseries metric and summary columns ---
 # ENERGY_COUNTER_J is a timeseries metric: a device's cumulative energy counter in joules (any
 # origin: only differences count), NVML's total-energy counter for `gpuN` (Volta and later) and
-# RAPL's `energy_uj`, unwrapped, for `rapl:<zone>` (`sweep.powercap`, CPU trials only).
+# RAPL's `energy_uj`, unwrapped, for `rapl:<zone>` (`sweep.measure.powercap`, CPU trials only).
 ENERGY_COUNTER_J = "energy_counter_j"
 # Summary columns, over the throughputs' window (first send to last end of the measured
 # requests), summed over the task's devices: null where energy was not measured, never 0, and
@@ -490,7 +490,7 @@ def ci_column(metric: str, stat: str) -> str:
     return f"{metric}_{stat}"
 
 
-# --- comparative analysis (`analysis.compare`, `analysis.roofline`) ---
+# --- comparative analysis (`analysis.stats.compare`, `analysis.stats.roofline`) ---
 # Config columns the comparison reads; the model's architecture columns are optional: without
 # them MBU counts the weights only.
 DATASET_TASK = "dataset.task"
@@ -502,7 +502,7 @@ MODEL_NUM_PARAMS_B = "model.num_params_b"
 MODEL_NUM_LAYERS = "model.num_layers"
 MODEL_NUM_KV_HEADS = "model.num_kv_heads"
 MODEL_HEAD_DIM = "model.head_dim"
-# What the deployment loaded, as the worker resolved it (`sweep.trial`): the model's files (a
+# What the deployment loaded, as the worker resolved it (`sweep.worker.trial`): the model's files (a
 # local directory or a hub id) and the tokenizer that counted the client's tokens, or that none did.
 MODEL_RESOLVED_PATH = "model.resolved_path"
 MODEL_TOKENIZER = "model.tokenizer"
@@ -523,7 +523,7 @@ SLO_GOODPUT_OUTPUT_THROUGHPUT = "slo_goodput_output_tok_s"
 SLO_COST_PER_1M_OUTPUT = "slo_cost_per_1m_output_tokens_usd"
 ON_PARETO_FRONT = "on_pareto_front"
 
-# --- capacity search (`sweep.search`): columns of each probe's summary row ---
+# --- capacity search (`sweep.worker.search`): columns of each probe's summary row ---
 # A search is one grid point of one deployment with its load axis left open; every probe is a
 # trial of that point at one load. SEARCH_ID hashes the point without its load (and repeat).
 SEARCH_ID = "search_id"

@@ -5,7 +5,7 @@
 on that column, and `goodput_fraction` is a lower bound on the share of requests meeting every
 per-request bound (`records.SLO_ATTAINED_FRACTION`, computed by `sweep.core.summary`). The
 margin says how far the trial is from the nearest bound, as a share of it (> 0: inside): the
-capacity search (`sweep.search`) interpolates it to find where the SLO stops holding.
+capacity search (`sweep.worker.search`) interpolates it to find where the SLO stops holding.
 `check_names` rejects a limit on a column the summary does not have, before any trial runs.
 """
 

@@ -2,8 +2,8 @@
 
 A node the autoscaler adds is first a launch (the cloud, or Kubernetes, is asked for a machine),
 then a node being set up (the machine exists; its image is pulled, `ray start` has not joined
-yet), then an alive Ray node. `sweep.node_wait` tells a deployment waiting through the first two
-from one whose node never comes; this module reads them where Ray 2.60 publishes them:
+yet), then an alive Ray node. `sweep.driver.node_wait` tells a deployment waiting through the first
+two from one whose node never comes; this module reads them where Ray 2.60 publishes them:
 - autoscaler v2 (`ray up`'s since Ray 2.50, KubeRay's): the cluster status in the GCS
   (`ray.autoscaler.v2.sdk.get_cluster_status`): `pending_launches` (a `LaunchRequest` per node
   type, with its count), `pending_nodes` (instances allocated whose Ray has not joined) and
@@ -15,7 +15,8 @@ from one whose node never comes; this module reads them where Ray 2.60 publishes
   ([ip, type, status] of nodes not up to date yet), and `node_availability_summary`, where a
   type whose latest launch failed is not available, with the failure's category and text
   (when the provider raised a `NodeLaunchException`, as AWS's does for a quota or a
-  stock-out; a plain error shows only as the launch pending again: `sweep.node_wait` bounds it).
+  stock-out; a plain error shows only as the launch pending again: `sweep.driver.node_wait` bounds
+  it).
 It hands on plain data, `Pending` per node type. Whatever cannot be read counts as nothing
 pending (and is logged at debug level): the wait then runs on `cluster.node_wait_s`, and no
 sweep stops over a report it could not read.
@@ -28,7 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sweep.node_types import gcs_address, v1_status
+from sweep.driver.node_types import gcs_address, v1_status
 
 log = logging.getLogger(__name__)
 # A v2 launch that failed longer ago than this no longer marks its type as failing: v1 forgets a

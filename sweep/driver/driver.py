@@ -11,14 +11,14 @@ itself, so that every trial ends up recorded exactly once:
   failed, and the deployment's remaining trials are resubmitted;
 - a deployment that no node, alive or launchable by the cluster's autoscaler, can host is
   recorded as failed at once; one that waits for the autoscaler to add a node says so and how
-  the wait goes (`sweep.node_wait`: `cluster.node_setup_wait_s` while a fitting node is launching
-  or being set up, `cluster.node_wait_s` while none is), and when a limit runs out its trials are
-  recorded failed (`no_node`, naming the limit and the autoscaler's last word on the node types
-  that would fit) while the rest of the sweep goes on;
+  the wait goes (`sweep.driver.node_wait`: `cluster.node_setup_wait_s` while a fitting node is
+  launching or being set up, `cluster.node_wait_s` while none is), and when a limit runs out its
+  trials are recorded failed (`no_node`, naming the limit and the autoscaler's last word on the node
+  types that would fit) while the rest of the sweep goes on;
 - a trial whose files the results folder refuses (a full disk) stops the sweep with one message,
   recorded as failed where there is room for that;
 - when nothing waits for resources and a GPU idles, a deployment with trials not begun gets a
-  helper task that shares them from the back (`cluster.share_idle_gpus`, `sweep.ledger`): the
+  helper task that shares them from the back (`cluster.share_idle_gpus`, `sweep.driver.ledger`): the
   tail of a sweep, or trials retried after a node died, spread over the GPUs that are free.
 """
 
@@ -38,30 +38,30 @@ from typing import Any
 import pyarrow as pa
 import ray
 
-from sweep.autoscaler_status import pending_by_type
 from sweep.core import records as R
 from sweep.core.errors import ResultsNotSaved, SweepError
 from sweep.core.results import BackendLog, QualityFiles, ResultStore, TrialFiles
-from sweep.job import forwarded_env
-from sweep.ledger import TrialLedger
-from sweep.node_types import (
+from sweep.driver.autoscaler_status import pending_by_type
+from sweep.driver.job import forwarded_env
+from sweep.driver.ledger import TrialLedger
+from sweep.driver.node_types import (
     NodeType,
     autoscaler_last_word,
     launchable_node_types,
     resources_fit,
 )
-from sweep.node_wait import NodeWait
-from sweep.placement import (
+from sweep.driver.node_wait import NodeWait
+from sweep.driver.placement import (
     custom_resources,
     longest_first,
     resources_of,
     unplaceable_reason,
     waits_for,
 )
-from sweep.search_plan import probe_budget
-from sweep.search_run import SearchDone, known_probe
+from sweep.plan.search_plan import probe_budget
 from sweep.spec import Deployment
-from sweep.trial import DeploymentStarted, failed_trial, run_deployment
+from sweep.worker.search_run import SearchDone, known_probe
+from sweep.worker.trial import DeploymentStarted, failed_trial, run_deployment
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5
@@ -176,7 +176,7 @@ def _deployment_task(  # noqa: ANN202
     deployment: Deployment, environment: dict[str, Any], ledger: Any, task_key: str, helper: bool
 ):
     """Ray task body: a marker once running, then one `TrialFiles` per trial it claimed."""
-    from sweep.environment import worker_environment
+    from sweep.worker.environment import worker_environment
 
     def claim(trial_id: str) -> bool:
         return ledger.claim(trial_id, task_key)
@@ -372,7 +372,8 @@ class Driver:
 
         Once an alive node fits a task it is merely queued behind others for its resources,
         which is not a node that never came: its wait ends. Otherwise its clocks
-        (`sweep.node_wait`) run by what the autoscaler has on its way of the types that fit it.
+        (`sweep.driver.node_wait`) run by what the autoscaler has on its way of the types that fit
+        it.
         """
         waiting = [t for t in self.tasks if t.wait and t.started_at is None]
         on_its_way = pending_by_type() if waiting else {}

@@ -2,7 +2,7 @@
 
 When a GPU falls idle while a deployment still has trials it has not begun (the tail of a sweep,
 or trials retried after a node died), the driver starts a helper task for the same deployment
-on it (`sweep.driver`). The original task runs its trials from the front, the helper from the
+on it (`sweep.driver.driver`). The original task runs its trials from the front, the helper from the
 back; each claims a trial in the ledger before running it, and a trial the other claimed first
 is skipped. So every trial runs once. When a task dies, the driver releases its unfinished
 claims before retrying them; when trials are left unrun because a lost task's worker claimed
@@ -53,7 +53,7 @@ class TrialLedger:
                 internal_kv._internal_kv_del(key, namespace=NAMESPACE)
 
     def board(self, task_key: str) -> LedgerBoard:
-        """The view of one task, where replicas share a search's probes (`sweep.search_run`)."""
+        """The view of one task, where replicas share a search's probes (`worker.search_run`)."""
         return LedgerBoard(self, task_key)
 
     def publish(self, trial_id: str, text: str) -> None:

@@ -2,7 +2,7 @@
 
 A deployment that no alive node fits waits for the cluster's autoscaler. Two clocks count the
 wait, one at a time, by what the autoscaler has on its way of the node types that fit it
-(`sweep.autoscaler_status`):
+(`sweep.driver.autoscaler_status`):
 - a node launching or being set up (a machine asked for; or one that exists, pulling its image,
   whose Ray has not joined): the set-up clock, bounded by `cluster.node_setup_wait_s`, since a
   first node of a large image takes tens of minutes to come and is coming all that time;
@@ -24,8 +24,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sweep.autoscaler_status import Pending
-from sweep.node_types import NO_REPORT
+from sweep.driver.autoscaler_status import Pending
+from sweep.driver.node_types import NO_REPORT
 
 NODE_WAIT = "cluster.node_wait_s"
 SETUP_WAIT = "cluster.node_setup_wait_s"

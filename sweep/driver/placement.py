@@ -12,7 +12,7 @@ from typing import Any
 
 from backends import backend_class
 from sweep.core.pieces import PIECE_PREFIX
-from sweep.node_types import NodeType, resources_fit
+from sweep.driver.node_types import NodeType, resources_fit
 from sweep.spec import Deployment
 
 ACCELERATOR_PREFIX = "accelerator_type:"
@@ -85,7 +85,7 @@ def unplaceable_reason(
     Args:
         deployment: the deployment to place.
         nodes: `ray.nodes()` entries (only alive ones are considered).
-        node_types: what the cluster's autoscaler may still launch (`sweep.node_types`); None
+        node_types: what the cluster's autoscaler may still launch (`sweep.driver.node_types`); None
             when there is no autoscaler, so the alive nodes are all there will be.
     """
     needed = resources_of(deployment)

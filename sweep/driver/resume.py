@@ -14,9 +14,9 @@ from typing import Any
 
 from sweep.core import records as R
 from sweep.core.results import ResultStore
-from sweep.plan import SweepPlan
-from sweep.search_run import known_probe, search_finished
+from sweep.plan.plan import SweepPlan
 from sweep.spec import Deployment
+from sweep.worker.search_run import known_probe, search_finished
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ a name it does not know, such as the base image's `PATH`, is left as written). `
 stage's `RUN` commands at `&&`, `||`, `;` and `|` and keeps the pip commands that install into the
 image's venv (a bare `pip` or `python -m pip`: a pip named by its path is another Python's) and the
 optional pieces (`scripts/cluster/piece.sh NAME COMMAND...`), each with its env prefix.
-`sweep.node_setup` checks those steps; the tests read bases and GPU architectures from here.
+`sweep.image.node_setup` checks those steps; the tests read bases and GPU architectures from here.
 Heredoc bodies (`RUN <<EOF`) are not read: the Dockerfile has none.
 """
 

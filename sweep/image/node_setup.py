@@ -1,7 +1,7 @@
 """The node image's pip steps, checked on a CPU machine before an hour of `docker build`.
 
-`scripts/cluster/Dockerfile` builds the one image every node runs; `sweep.node_image` reads its
-builder stage's steps. `check_image` checks them in three passes, as far as a machine without a
+`scripts/cluster/Dockerfile` builds the one image every node runs; `sweep.image.node_image` reads
+its builder stage's steps. `check_image` checks them in three passes, as far as a machine without a
 GPU goes:
 - each `pip wheel` step (a source distribution the image builds on purpose) runs for real, into a
   folder that stands in for the image's;
@@ -35,8 +35,8 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from sweep import node_image
-from sweep.node_image import Dockerfile, Step
+from sweep.image import node_image
+from sweep.image.node_image import Dockerfile, Step
 
 SRC = "/src"  # where the Dockerfile puts the project
 OK, FAILED, OPTIONAL_FAILED, SKIPPED = "ok", "failed", "optional-failed", "skipped"

@@ -324,7 +324,7 @@ async def _open_loop(send: Send, items: list, workload: object, plan: _Plan) -> 
     if plan.stop_ratio is None or not plan.offsets:
         await asyncio.gather(*tasks)
         return
-    # Clearly over-saturated (`sweep.search_run`): a request still in flight twice as long
+    # Clearly over-saturated (`sweep.worker.search_run`): a request still in flight twice as long
     # after the start as a server keeping up would need, (schedule + the latency of the first
     # requests, sent before any backlog) / stop_ratio, says the backlog is growing. Waiting for
     # it to drain would only spend time: what is still in flight is stopped, the probe fails.

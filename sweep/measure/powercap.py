@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 
 from sweep.core import records as R
-from sweep.telemetry import Source, at_start
+from sweep.measure.telemetry import Source, at_start
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from sweep.core.config import GROUPS, Config
 from sweep.core.errors import ConfigError
-from sweep.schema import register_schemas
+from sweep.plan.schema import register_schemas
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 GRID = "sweep.grid"
 
 

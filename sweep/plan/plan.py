@@ -20,7 +20,6 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from backends.proxy.launch import check_plan as check_proxy
-from sweep.compose import Composer
 from sweep.core.config import GROUPS, Config
 from sweep.core.errors import ConfigError
 from sweep.core.records import GROUP_CHOICES
@@ -28,7 +27,8 @@ from sweep.datasets import CHECKS, check_dataset
 from sweep.datasets.context import limit, local_model_path
 from sweep.datasets.multi_turn import check_plan as check_multi_turn
 from sweep.datasets.quality_texts import check_plan as check_quality
-from sweep.search_plan import check_search, seed_hash_tree
+from sweep.plan.compose import Composer
+from sweep.plan.search_plan import check_search, seed_hash_tree
 from sweep.spec import (
     Deployment,
     SearchSeed,

@@ -3,7 +3,7 @@
 With `search.mode` other than `none`, each grid point (and repeat) of each deployment becomes
 one search instead of one trial: a seed `TrialSpec` whose `search` holds a `SearchSeed` (both in
 `sweep.spec`, which the worker reads too). The seed's id (the search id) hashes the point with
-its load axis left out; the worker (`sweep.search_run`) turns the seed into probes, each an
+its load axis left out; the worker (`sweep.worker.search_run`) turns the seed into probes, each an
 ordinary trial at one load. `known` carries the probes already recorded (from the results folder
 on resume, or from a lost task), so a search continues where it stopped instead of starting again.
 """

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from analysis.sections import markdown_table
+from analysis.report.sections import markdown_table
 from backends.base import GenRequest
 from backends.models.tiny import ensure_tiny_model
 from backends.sim import SimBackend, SimBackendConfig

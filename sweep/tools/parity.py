@@ -12,9 +12,9 @@ backend.url=<the server> backend.extensions=true ...` subprocess, through the lo
 starts (a Ray worker process, Ray's daemons beside it), telemetry and result writing included.
 Each round is a new sweep in the results folder (`--results-dir`, else a temporary one removed at
 the end), and its output tok/s and every request's TTFT are read back from the summary.parquet
-and requests.parquet it wrote. `--path direct` calls the trial function (`sweep.trial.run_trial`)
-in this process, with the same backend config against the same endpoint; `--path both` runs the
-two in turn, so that the paths can be compared with each other too.
+and requests.parquet it wrote. `--path direct` calls the trial function
+(`sweep.worker.trial.run_trial`) in this process, with the same backend config against the same
+endpoint; `--path both` runs the two in turn, so that the paths can be compared with each other too.
 
 `--server-cpus` and `--client-cpus` confine the two sides (CPU affinity, inherited by every
 process each side starts): the server's process tree (vLLM's OpenMP threads are bound to the same
@@ -67,7 +67,7 @@ from pathlib import Path
 
 from backends import backend_class
 from sweep.datasets.cache import PromptSource
-from sweep.plan import build_plan
+from sweep.plan.plan import build_plan
 from sweep.tools.parity_clients import ours_direct, ours_sweep, theirs
 from sweep.tools.parity_report import REF, Round, report
 from sweep.tools.parity_workload import (

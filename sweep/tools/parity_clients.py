@@ -1,8 +1,8 @@
 """One round of each client of the parity check, read back as a `Round`.
 
-Ours through `python -m sweep` (the user's path, with the Ray it starts) or `sweep.trial.run_trial`
-called in this process; vLLM's client (`vllm.benchmarks.serve`) in a process of its own, so that
-it is confined like ours and shares nothing with the caller.
+Ours through `python -m sweep` (the user's path, with the Ray it starts) or
+`sweep.worker.trial.run_trial` called in this process; vLLM's client (`vllm.benchmarks.serve`) in a
+process of its own, so that it is confined like ours and shares nothing with the caller.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from analysis.load import load_requests, load_summary
+from analysis.read.load import load_requests, load_summary
 from sweep.core import records as R
 from sweep.datasets.cache import PromptSource
 from sweep.tools import REPO
 from sweep.tools.parity_report import Round
 from sweep.tools.parity_workload import vllm_dataset
 from sweep.tools.process_watch import run_child
-from sweep.trial import run_trial
+from sweep.worker.trial import run_trial
 
 # vLLM's client in a process of its own, so that it is confined like ours and shares nothing
 # with this script.
@@ -74,7 +74,7 @@ def ours_sweep(overrides: list[str], results: Path, name: str, args) -> Round:
 
 
 def ours_direct(backend, prompts: PromptSource, spec) -> Round:
-    """One round of `sweep.trial.run_trial` in this process."""
+    """One round of `sweep.worker.trial.run_trial` in this process."""
     files = run_trial(backend, prompts, spec, {})
     summary = files.summary.to_pylist()[0]
     tok_s, ttfts = measured(summary, files.requests.to_pandas(), "direct trial")

@@ -20,7 +20,7 @@ from backends.models.cache import cached_build
 from backends.models.source import resolve_model_path
 from backends.models.tiny import ensure_tiny_model
 from sweep.loadgen.arrivals import arrival_offsets
-from sweep.plan import build_plan
+from sweep.plan.plan import build_plan
 
 BLOCK = 16  # tokens per `hash_ids` entry in the shared traces (vLLM's timed_trace default)
 

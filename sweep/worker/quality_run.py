@@ -1,6 +1,6 @@
 """A deployment's quality scores: its backend scores the quality set once, before its trials.
 
-With `quality=on` the worker (`sweep.trial`) hands the started backend to `score_deployment`,
+With `quality=on` the worker (`sweep.worker.trial`) hands the started backend to `score_deployment`,
 which reads the set (`sweep.datasets.quality_texts`), tokenizes it with the model's tokenizer and
 asks the backend to score each text teacher-forced (`Backend.score`). It hands on a
 `QualityFiles` for the driver to write as `<deployment_id>/quality.parquet`

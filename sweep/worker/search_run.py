@@ -1,10 +1,10 @@
 """A search run inside its deployment's task: probes chosen one after another on a started server.
 
-`run_search` asks the search (`sweep.search`) for the next load, runs a trial at that load
-(`sweep.trial.run_trial`, handed in), judges it against the SLO (`sweep.core.slo`) and repeats
-until the search is done. Each probe is yielded as ordinary trial files with the search columns
-added, so the driver records it at once; a probe already recorded (`SearchSeed.known`) is not run
-again but still steers the search. The last item is a `SearchDone` with the capacity found.
+`run_search` asks the search (`sweep.worker.search`) for the next load, runs a trial at that load
+(`sweep.worker.trial.run_trial`, handed in), judges it against the SLO (`sweep.core.slo`) and
+repeats until the search is done. Each probe is yielded as ordinary trial files with the search
+columns added, so the driver records it at once; a probe already recorded (`SearchSeed.known`) is
+not run again but still steers the search. The last item is a `SearchDone` with the capacity found.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from sweep.core.config import Config
 from sweep.core.results import TrialFiles
 from sweep.core.slo import verdict
 from sweep.loadgen.http import STOPPED_OVER_SATURATED, early_count
-from sweep.search import Capacity, capacity, next_step, profile_loads
 from sweep.spec import Probe, TrialSpec, flat_columns, hash_tree, stable_hash
+from sweep.worker.search import Capacity, capacity, next_step, profile_loads
 
 RunTrial = Callable[[TrialSpec], TrialFiles]
 AWAIT_POLL_S = 0.5
@@ -39,7 +39,7 @@ class SearchDone:
 
 
 class Board(Protocol):
-    """Where replicas of one deployment share a search (`sweep.ledger.TrialLedger.board`)."""
+    """Where replicas of one deployment share a search (`sweep.driver.ledger.TrialLedger.board`)."""
 
     def claim(self, trial_id: str) -> bool:
         """True if this replica may run the probe `trial_id` (nobody else claimed it)."""

@@ -37,13 +37,11 @@ from sweep.core.stage_summary import stage_summaries
 from sweep.core.summary import summarize
 from sweep.core.timeslices import time_slices
 from sweep.core.trust import too_short, with_window
-from sweep.cuda_driver import check_cuda_driver
 from sweep.datasets import dataset_columns
 from sweep.datasets.cache import PromptSource
 from sweep.datasets.context import limit
 from sweep.datasets.multi_turn import NAME as MULTI_TURN
 from sweep.datasets.reuse import prompt_columns
-from sweep.isolation import Isolation, isolate, pin_quietest, restore
 from sweep.loadgen.attribution import attribute, require_server_counts
 from sweep.loadgen.clock import now_s
 from sweep.loadgen.engine import run_engine_workload
@@ -52,11 +50,8 @@ from sweep.loadgen.recorder import Trackers
 from sweep.loadgen.requests import build_requests
 from sweep.loadgen.saturation import client_columns
 from sweep.loadgen.sessions import session_runner
-from sweep.powercap import RAPL_INTERVAL_S, rapl_source
-from sweep.quality_run import score_deployment
-from sweep.search_run import Board, SearchDone, run_search
-from sweep.spec import Deployment, TrialSpec
-from sweep.telemetry import (
+from sweep.measure.powercap import RAPL_INTERVAL_S, rapl_source
+from sweep.measure.telemetry import (
     GPU_INTERVAL_S,
     PROCESS_INTERVAL_S,
     SERVER_INTERVAL_S,
@@ -66,6 +61,11 @@ from sweep.telemetry import (
     nvml_source,
     process_source,
 )
+from sweep.spec import Deployment, TrialSpec
+from sweep.worker.cuda_driver import check_cuda_driver
+from sweep.worker.isolation import Isolation, isolate, pin_quietest, restore
+from sweep.worker.quality_run import score_deployment
+from sweep.worker.search_run import Board, SearchDone, run_search
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +93,10 @@ def run_deployment(
 ) -> Iterator[TrialFiles | SearchDone | DeploymentStarted | QualityFiles]:
     """Start the deployment's backend, run every trial, stop the backend; yield trial files.
 
-    With `claim` (`sweep.ledger`), a trial runs, or is failed, only if `claim(trial_id)` says
+    With `claim` (`sweep.driver.ledger`), a trial runs, or is failed, only if `claim(trial_id)` says
     this task may: another task of the same deployment may have taken it. A `helper` whose
     backend does not start fails nothing: the task it helps still has every trial. With
-    `quality=on` the backend first scores the quality set (`sweep.quality_run`; not a helper,
+    `quality=on` the backend first scores the quality set (`sweep.worker.quality_run`; not a helper,
     whose task scores it), yielded as `QualityFiles` before the first trial.
     """
     config = deployment.config
@@ -118,7 +118,7 @@ def run_deployment(
             config.model.trust_remote_code,
             local=backend.local_tokenizer,  # none: the server counts every token
             chat=backend.api == "chat",  # the one switch: lengths count the chat template
-            context=limit(config, model_path),  # as the driver decided it (`sweep.plan`)
+            context=limit(config, model_path),  # as the driver decided it (`sweep.plan.plan`)
         )
         if not all(prompts.is_cached(t.config.dataset, _num_prompts(t)) for t in deployment.trials):
             prompts.tokenizer()  # a tokenizer that cannot load fails before the backend starts
@@ -186,7 +186,7 @@ def run_deployment(
 
 
 def _isolate(config: Config) -> Isolation:
-    """The load generator's own cores (`sweep.isolation`); on a small node, a CPU deployment's."""
+    """The load generator's own cores (`isolation`); on a small node, a CPU deployment's."""
     isolation = isolate(config.cluster.isolate_client)
     cpu_only = config.backend.num_gpus == 0 and config.cluster.pin_cpu_deployments
     if isolation.split is None and cpu_only:
@@ -268,7 +268,7 @@ def run_trial(
         if config.dataset.name == MULTI_TURN:  # each turn sends its session's history
             runner = session_runner(config, prompts.tokenizer(), backend.model_path)
         if backend.interface != "engine" and config.search.mode == "capacity":
-            # A probe that cannot pass stops once that is certain (`sweep.search_run`).
+            # A probe that cannot pass stops once that is certain (`sweep.worker.search_run`).
             runner = functools.partial(runner, stop_ratio=config.search.saturation_ratio)
         with capture, sampler, proxy_capture:
             trackers = runner(front, requests, warmup, workload)

@@ -15,12 +15,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analysis import capacity as cap
 from analysis.__main__ import main
-from analysis.capacity_plots import LATENCY_FILE, PER_DOLLAR_FILE, slo_metric, write_capacity_plots
-from analysis.load import load_summary
-from analysis.report import ReportOptions, save_report, write_report
-from analysis.sections import capacity_display
+from analysis.figures.capacity_plots import (
+    LATENCY_FILE,
+    PER_DOLLAR_FILE,
+    slo_metric,
+    write_capacity_plots,
+)
+from analysis.read.load import load_summary
+from analysis.report.report import ReportOptions, save_report, write_report
+from analysis.report.sections import capacity_display
+from analysis.stats import capacity as cap
 from sweep.core import records as rec
 
 REF = Path(__file__).resolve().parent / "data" / "ref_sweep"

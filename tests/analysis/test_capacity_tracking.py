@@ -3,9 +3,9 @@
 from test_capacity import capacity_trials
 from wandb_log import read_runs
 
-from analysis import capacity as cap
-from analysis.capacity_plots import write_capacity_plots
-from analysis.tracking import Tracker
+from analysis.figures.capacity_plots import write_capacity_plots
+from analysis.stats import capacity as cap
+from analysis.tracking.tracking import Tracker
 from sweep.core.config import TrackingConfig
 
 

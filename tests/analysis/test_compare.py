@@ -13,7 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.compare import (
+from analysis.read.load import load_requests, load_summary
+from analysis.report.sections import comparison_sections
+from analysis.stats.compare import (
     analyse,
     decomposition,
     engine_labels,
@@ -23,9 +25,7 @@ from analysis.compare import (
     slo_goodput,
     task_values,
 )
-from analysis.load import load_requests, load_summary
-from analysis.roofline import BASIS_WEIGHTS, BASIS_WEIGHTS_KV, bytes_per_param, roofline
-from analysis.sections import comparison_sections
+from analysis.stats.roofline import BASIS_WEIGHTS, BASIS_WEIGHTS_KV, bytes_per_param, roofline
 from sweep.core import records as rec
 from sweep.core.errors import ConfigError
 from tests.helpers import analysis_in_process

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from analysis.load import load_summary
-from analysis.report import main_table, save_report
+from analysis.read.load import load_summary
+from analysis.report.report import main_table, save_report
 from sweep.core import records as rec
 
 REF = Path(__file__).resolve().parent / "data" / "ref_sweep"

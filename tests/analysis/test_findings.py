@@ -18,11 +18,11 @@ import re
 import pandas as pd
 import pytest
 
-from analysis.compare import TTFT_MEDIAN, Comparison, analyse
-from analysis.findings import MARGIN, findings
-from analysis.load import load_requests, load_summary
-from analysis.noise import BETTER, REPEATS, WITHIN_NOISE, Estimate, compare
-from analysis.report import sort_trials
+from analysis.read.load import load_requests, load_summary
+from analysis.report.findings import MARGIN, findings
+from analysis.report.report import sort_trials
+from analysis.stats.compare import TTFT_MEDIAN, Comparison, analyse
+from analysis.stats.noise import BETTER, REPEATS, WITHIN_NOISE, Estimate, compare
 from sweep.core import records as R
 from tests.helpers import run_sweep_here
 

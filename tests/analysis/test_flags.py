@@ -11,7 +11,7 @@ report says so.
 import numpy as np
 import pandas as pd
 
-from analysis.flags import (
+from analysis.report.flags import (
     counts_note,
     lengths_note,
     problem_sections,

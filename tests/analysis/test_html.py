@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from analysis.report import ReportOptions, write_report
+from analysis.report.report import ReportOptions, write_report
 
 REF = Path(__file__).resolve().parent / "data" / "ref_sweep"
 CHROMIUM = shutil.which("chromium")
@@ -50,8 +50,8 @@ def test_html_is_self_contained_and_has_every_section(report):
 
 
 def test_html_escapes_what_it_shows(tmp_path):
-    from analysis.html import render_html
-    from analysis.sections import Section
+    from analysis.report.html import render_html
+    from analysis.report.sections import Section
 
     page = render_html("<b>x</b>", "a & b", [Section("t", "1 < 2 `code`", items=("<i>",))])
     assert "&lt;b&gt;x&lt;/b&gt;" in page and "a &amp; b" in page
@@ -93,8 +93,8 @@ def test_markdown_emphasis_is_rendered_not_shown_as_asterisks(report):
 
 
 def test_emphasis_spares_code_spans_and_arithmetic():
-    from analysis.html import render_html
-    from analysis.sections import Section
+    from analysis.report.html import render_html
+    from analysis.report.sections import Section
 
     page = render_html("t", "", [Section("s", "*a b* `workload.*` 2 * 3 **c**")])
     assert "<em>a b</em> <code>workload.*</code> 2 * 3 <strong>c</strong>" in page

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.intervals import aggregate_repeats, confidence_interval
+from analysis.stats.intervals import aggregate_repeats, confidence_interval
 from sweep.core import records as rec
 from sweep.core.records import latency_column as col
 from sweep.core.summary import summarize

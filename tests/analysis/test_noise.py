@@ -1,5 +1,5 @@
-"""Intervals of comparing figures (`analysis.noise`), the noise-aware Pareto front, the A/A table
-and the terminal table's width: values checked against what statistics says they must be."""
+"""Intervals of comparing figures (`analysis.stats.noise`), the noise-aware Pareto front, the A/A
+table and the terminal table's width: values checked against what statistics says they must be."""
 
 import math
 
@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from analysis import console as console_module
-from analysis.columns import CONFIGURATION, LATENCY_MS
-from analysis.compare import noisy_pareto_mask, pareto_mask
-from analysis.noise import (
+from analysis.read.columns import CONFIGURATION, LATENCY_MS
+from analysis.report import console as console_module
+from analysis.report.report import console_table
+from analysis.stats.compare import noisy_pareto_mask, pareto_mask
+from analysis.stats.noise import (
     BETTER,
     BOOTSTRAP,
     REPEATS,
@@ -23,8 +24,7 @@ from analysis.noise import (
     welch_df,
     window_rates,
 )
-from analysis.noise_check import spread_table
-from analysis.report import console_table
+from analysis.stats.noise_check import spread_table
 from sweep.core import records as R
 
 

@@ -14,8 +14,8 @@ import pytest
 from matplotlib.container import ErrorbarContainer
 from scipy import stats
 
-from analysis.plots import PLOTS, metric_figure
-from analysis.report import trial_sections
+from analysis.figures.plots import PLOTS, metric_figure
+from analysis.report.report import trial_sections
 from sweep.core import records as rec
 
 THROUGHPUT = PLOTS[0]

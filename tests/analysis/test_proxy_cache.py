@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from analysis.proxy_cache import cache_sections, cache_table
+from analysis.report.proxy_cache import cache_sections, cache_table
 from sweep.core import records as rec
 
 

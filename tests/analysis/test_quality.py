@@ -1,4 +1,4 @@
-"""`analysis.quality`: the figures against the baseline, on frames made by hand."""
+"""`analysis.report.quality`: the figures against the baseline, on frames made by hand."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.quality import (
+from analysis.report.quality import (
     KL,
     PERPLEXITY,
     PPL_RATIO,

@@ -2,7 +2,7 @@
 
 `quality_findings` states each configuration's speed against its drift from the baseline;
 `front_points` keeps the configurations no other beats on both USD per 1M tokens and KL. The
-tables have `analysis.quality.quality_table`'s columns, with values chosen so the expected
+tables have `analysis.report.quality.quality_table`'s columns, with values chosen so the expected
 sentences and front are known before the code runs.
 """
 
@@ -11,8 +11,8 @@ import math
 import pandas as pd
 import pytest
 
-from analysis.findings import quality_findings
-from analysis.quality_front import ON_FRONT, front_points, write_quality_front
+from analysis.figures.quality_front import ON_FRONT, front_points, write_quality_front
+from analysis.report.findings import quality_findings
 from sweep.core import records as R
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from analysis.reference import SECTION_TITLE, Reference, load_reference, reference_table
-from analysis.report import write_report
+from analysis.report.reference import SECTION_TITLE, Reference, load_reference, reference_table
+from analysis.report.report import write_report
 
 REF = Path(__file__).resolve().parent / "data" / "ref_sweep"
 TRIALS = pd.DataFrame(

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from make_reference import build
 
-from analysis.columns import load_axis_label, load_values, series_labels
-from analysis.load import load_requests, load_summary, load_timeseries
-from analysis.report import LEADING_COLUMNS, main_table, write_report
+from analysis.read.columns import load_axis_label, load_values, series_labels
+from analysis.read.load import load_requests, load_summary, load_timeseries
+from analysis.report.report import LEADING_COLUMNS, main_table, write_report
 from sweep.core import records as rec
 from sweep.core.errors import SweepError
 from sweep.core.summary import summarize

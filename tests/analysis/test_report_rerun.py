@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from large_folder import write_copies
 
-from analysis.report import write_report
+from analysis.report.report import write_report
 from sweep.core import records as rec
 from sweep.core.results import ResultStore
 
@@ -69,7 +69,7 @@ def test_a_cached_rerun_writes_what_a_cold_run_writes(tmp_path, caplog):
     add_setting(trials[15] / rec.SUMMARY_FILE, NEW_SETTING, 2.5)
     tripled = rewrite(trials[3] / rec.SUMMARY_FILE, 3.0)
     shutil.rmtree(trials[0])  # a trial the cache holds
-    with caplog.at_level(logging.INFO, logger="analysis.load"):
+    with caplog.at_level(logging.INFO, logger="analysis.read.load"):
         warm = write_report(root, tmp_path / "warm")
     cold = write_report(root, tmp_path / "cold")
     assert "read 21 of 79 trial summaries" in caplog.text  # 20 new, 1 rewritten

@@ -12,7 +12,7 @@ import json
 import pandas as pd
 import pytest
 
-from analysis.roofline import (
+from analysis.stats.roofline import (
     FORMAT_BYTES,
     FORMAT_COLUMNS,
     SPECULATIVE_BASIS,

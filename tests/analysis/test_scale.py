@@ -17,12 +17,12 @@ import pyarrow.parquet as pq
 import pytest
 from large_folder import REF, write_copies
 
-from analysis.detail_scope import drawn_trials, request_trials
-from analysis.load import load_requests, load_summary
-from analysis.report import write_report
-from analysis.sections import LISTED_UP_TO
-from analysis.trial_cache import SUMMARY_CACHE, TrialCache, keyed
-from analysis.trial_folder import trial_folder
+from analysis.read.load import load_requests, load_summary
+from analysis.read.trial_cache import SUMMARY_CACHE, TrialCache, keyed
+from analysis.read.trial_folder import trial_folder
+from analysis.report.detail_scope import drawn_trials, request_trials
+from analysis.report.report import write_report
+from analysis.report.sections import LISTED_UP_TO
 from sweep.core import records as rec
 from sweep.core.results import ResultStore
 
@@ -122,7 +122,7 @@ def test_the_summary_cache_reads_only_new_or_rewritten_trials(tmp_path):
 
 
 def test_a_pool_of_processes_reads_the_same_rows(large, monkeypatch):
-    import analysis.load as load
+    import analysis.read.load as load
 
     threads = load_summary(large)
     monkeypatch.setattr(load, "PROCESS_READ_FROM", 1)

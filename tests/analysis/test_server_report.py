@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from analysis.server_view import server_sections
+from analysis.report.server_view import server_sections
 from sweep.core import records as rec
 
 col = rec.latency_column

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analysis.sweep_diff import HIGHER, NO_REPEATS, WITHIN_NOISE, compare_sweeps
+from analysis.stats.sweep_diff import HIGHER, NO_REPEATS, WITHIN_NOISE, compare_sweeps
 from sweep.core import records as rec
 from tests.helpers import analysis_in_process
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.sections import MISSING
-from analysis.trace_rows import trace_sections
+from analysis.report.sections import MISSING
+from analysis.report.trace_rows import trace_sections
 from sweep.core import records as rec
 
 

@@ -12,12 +12,12 @@ import pytest
 from tracked_sweep import NAME, tracked_sweep
 from wandb_log import read_runs
 
-from analysis.columns import load_values
-from analysis.load import load_requests, load_summary, load_timeseries
-from analysis.report import write_report
-from analysis.tracking import Tracker, upload_results
-from analysis.wandb_cells import LOAD, history_steps, plain, trial_metrics
-from analysis.wandb_settings import has_credentials, resolve_mode
+from analysis.read.columns import load_values
+from analysis.read.load import load_requests, load_summary, load_timeseries
+from analysis.report.report import write_report
+from analysis.tracking.tracking import Tracker, upload_results
+from analysis.tracking.wandb_cells import LOAD, history_steps, plain, trial_metrics
+from analysis.tracking.wandb_settings import has_credentials, resolve_mode
 from sweep.core import records as rec
 from sweep.core.config import TrackingConfig
 from tests.helpers import own_processes
@@ -142,7 +142,7 @@ def test_a_wandb_failure_is_one_warning_and_turns_tracking_off(offline, monkeypa
     monkeypatch.setattr(tracker, "_import", lambda: Down)
     row = load_summary(REF).iloc[0].to_dict()
     empty = pd.DataFrame()
-    with caplog.at_level(logging.WARNING, logger="analysis.tracking"):
+    with caplog.at_level(logging.WARNING, logger="analysis.tracking.tracking"):
         tracker.trial_finished(row, empty, empty)
         tracker.trial_finished(row, empty, empty)
         tracker.sweep_finished(load_summary(REF), [])

@@ -22,10 +22,10 @@ import wandb_workspaces.reports.v2 as wr
 from tracked_sweep import NAME, tracked_sweep
 from wandb_log import read_runs
 
-from analysis.load import load_summary
-from analysis.tracking import Tracker, upload_results
-from analysis.tracking_groups import PER_DEPLOYMENT, PER_TRIAL, TRIALS_TABLE, run_layout
-from analysis.wandb_workspace import (
+from analysis.read.load import load_summary
+from analysis.tracking.tracking import Tracker, upload_results
+from analysis.tracking.tracking_groups import PER_DEPLOYMENT, PER_TRIAL, TRIALS_TABLE, run_layout
+from analysis.tracking.wandb_workspace import (
     SPEC_FILE,
     build_workspace,
     grid_axes,
@@ -37,7 +37,7 @@ from sweep.core import records as rec
 from sweep.core.config import TrackingConfig
 from sweep.core.errors import ConfigError, SweepError
 from sweep.core.results import ResultStore, TrialFiles
-from sweep.plan import build_plan
+from sweep.plan.plan import build_plan
 
 REF = Path(__file__).resolve().parent / "data" / "ref_sweep"
 TEMPLATE = "20e5f44e7c56"  # vllm_server c=1 of the reference sweep: a completed trial
@@ -306,7 +306,7 @@ def test_a_wandb_failure_in_grouped_mode_is_one_warning_and_turns_tracking_off(
     tracker = Tracker(config, "outage", offline)
     monkeypatch.setattr(tracker, "_import", lambda: Down)
     summary = load_summary(REF)
-    with caplog.at_level(logging.WARNING, logger="analysis.tracking"):
+    with caplog.at_level(logging.WARNING, logger="analysis.tracking.tracking"):
         for row in summary.to_dict("records"):
             tracker.trial_finished(row, pd.DataFrame(), pd.DataFrame())
         tracker.sweep_finished(summary, [])

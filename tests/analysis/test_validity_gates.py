@@ -7,10 +7,10 @@ import dataclasses
 
 import pandas as pd
 
-from analysis.compare import TTFT_MEDIAN, Comparison
-from analysis.findings import findings, quality_findings, withheld_deployments
-from analysis.flags import distrust
-from analysis.noise import REPEATS, Estimate
+from analysis.report.findings import findings, quality_findings, withheld_deployments
+from analysis.report.flags import distrust
+from analysis.stats.compare import TTFT_MEDIAN, Comparison
+from analysis.stats.noise import REPEATS, Estimate
 from sweep.core import records as R
 
 

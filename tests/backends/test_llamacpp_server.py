@@ -2,11 +2,11 @@
 
 The GGUF is written by our converter on the backend's own path (`backends.llamacpp.gguf_path`),
 into this session's test cache. The module starts ONE server: the `served` fixture runs a
-two-trial `llamacpp_server` deployment through the trial runner (`sweep.trial.run_deployment`,
-what a user's sweep runs in its Ray task) and keeps the runner suspended after its last trial,
-which leaves that server up for the tests that follow. The last test closes the runner, which
-stops the server, and checks that no server process is left. Config, argv and the bad-input
-tests (a GGUF that will not load, a missing package) need no shared server.
+two-trial `llamacpp_server` deployment through the trial runner
+(`sweep.worker.trial.run_deployment`, what a user's sweep runs in its Ray task) and keeps the runner
+suspended after its last trial, which leaves that server up for the tests that follow. The last test
+closes the runner, which stops the server, and checks that no server process is left. Config, argv
+and the bad-input tests (a GGUF that will not load, a missing package) need no shared server.
 """
 
 import sys
@@ -21,7 +21,7 @@ from sweep.core import records as R
 from sweep.core.errors import ConfigError, MissingExtraError
 from sweep.datasets.cache import PromptSource
 from sweep.loadgen.requests import build_requests
-from sweep.trial import DeploymentStarted, run_deployment
+from sweep.worker.trial import DeploymentStarted, run_deployment
 from tests.helpers import deployment_of, environment_restored, serve, table
 
 pytest.importorskip("llama_cpp", reason="needs the llamacpp extra")

@@ -18,7 +18,7 @@ from sweep.core.errors import BackendError, ConfigError, DatasetError
 from sweep.datasets.prompt import Prompt, with_adapters
 from sweep.loadgen.adapters import assign_adapters, zipf_weights
 from sweep.loadgen.http import Endpoint, _body
-from sweep.plan import build_plan
+from sweep.plan.plan import build_plan
 
 
 @pytest.fixture

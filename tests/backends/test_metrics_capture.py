@@ -23,7 +23,7 @@ from sweep.core import records as R
 from sweep.core.errors import BackendError
 from sweep.core.server_view import histogram_quantile, server_columns
 from sweep.loadgen.clock import now_s
-from sweep.telemetry import ServerCapture
+from sweep.measure.telemetry import ServerCapture
 from tests.helpers import FIXTURES
 
 END_TEXT = (FIXTURES / "vllm-0.32.0-metrics-midload.txt").read_text()

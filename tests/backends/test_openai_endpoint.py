@@ -11,7 +11,7 @@ import time
 import pandas as pd
 import pytest
 
-from analysis.report import write_report
+from analysis.report.report import write_report
 from backends.openai import OpenAIBackend, OpenAIBackendConfig
 from backends.sim import SimBackend
 from backends.vllm_server import VLLMServerBackend

@@ -14,7 +14,7 @@ import sys
 import pandas as pd
 import pytest
 
-from analysis.report import write_report
+from analysis.report.report import write_report
 from backends.openai import OpenAIBackend, OpenAIBackendConfig
 from backends.process.launcher import ServerLauncher
 from sweep.core import records as R

@@ -15,7 +15,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from analysis.report import write_report
+from analysis.report.report import write_report
 from backends.proxy.launch import Proxies
 from backends.sim_server.server import EARLY_NS
 from sweep.core import records as R

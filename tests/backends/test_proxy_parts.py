@@ -19,7 +19,7 @@ from sweep.datasets import prompt_file
 from sweep.datasets.paraphrase import reword_text
 from sweep.loadgen.recorder import RequestTracker
 from sweep.loadgen.sse import StreamState
-from sweep.plan import build_plan
+from sweep.plan.plan import build_plan
 
 pytestmark = [pytest.mark.timeout(60)]
 

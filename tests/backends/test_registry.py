@@ -9,7 +9,7 @@ from pathlib import Path
 from backends import REGISTRY, backend_class, config_classes
 from backends.base import Backend
 from backends.config import BackendConfig
-from sweep.schema import group_schemas
+from sweep.plan.schema import group_schemas
 
 REPO = Path(__file__).resolve().parents[2]
 ENGINES = ("torch", "transformers", "vllm", "ctranslate2", "llama_cpp", "exllamav2", "docker")
@@ -35,7 +35,7 @@ def test_hydra_schemas_are_derived_from_the_registry():
 
 def test_reading_every_config_imports_no_engine():
     code = (
-        "import sys, json; from sweep.schema import register_schemas; register_schemas(); "
+        "import sys, json; from sweep.plan.schema import register_schemas; register_schemas(); "
         "from backends import config_classes; config_classes(); "
         f"print(json.dumps(sorted(m for m in {ENGINES!r} if m in sys.modules)))"
     )

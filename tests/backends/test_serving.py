@@ -21,8 +21,8 @@ from backends.vllm import VLLMBackendConfig
 from backends.vllm_server import VLLM_METRICS, Acceptance, VLLMServerBackend, VLLMServerConfig
 from sweep.core import records as R
 from sweep.core.errors import BackendError, ConfigError
-from sweep.plan import build_plan
-from sweep.trial import DeploymentStarted, run_deployment
+from sweep.plan.plan import build_plan
+from sweep.worker.trial import DeploymentStarted, run_deployment
 from tests.helpers import FIXTURES
 
 pytestmark = [pytest.mark.timeout(60)]

@@ -24,8 +24,8 @@ from backends.sglang_server import (
 from sweep.core import records as R
 from sweep.core.errors import ConfigError, MissingExtraError
 from sweep.core.server_view import server_columns
-from sweep.plan import build_plan
-from sweep.trial import DeploymentStarted, run_deployment
+from sweep.plan.plan import build_plan
+from sweep.worker.trial import DeploymentStarted, run_deployment
 from tests.backends.test_metrics_capture import capture_of, derived_start
 from tests.helpers import FIXTURES, environment_restored, own_processes
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-HEAVY = ("sweep.driver", "sweep.trial", "pandas", "pyarrow", "backends", "analysis")
+HEAVY = ("sweep.driver.driver", "sweep.worker.trial", "pandas", "pyarrow", "backends", "analysis")
 
 
 def test_the_probe_module_imports_nothing_the_trial_runner_does():

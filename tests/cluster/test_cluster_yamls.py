@@ -10,7 +10,7 @@ import pytest
 import yaml
 from ray.autoscaler._private.util import fillout_defaults, validate_config
 
-from sweep.driver import NO_PRESTART
+from sweep.driver.driver import NO_PRESTART
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "scripts" / "cluster").glob("l4-*.yaml"))  # `ray up`; KubeRay apart

@@ -1,7 +1,8 @@
 """Every host image the shipped cluster files boot has a driver for the pinned torch's CUDA.
 
 The pinned torch comes from scripts/cluster/constraints.txt; which CUDA major it needs, which
-driver that takes and which driver each host image brings are the tables of sweep/cuda_driver.py.
+driver that takes and which driver each host image brings are the tables of
+sweep/worker/cuda_driver.py.
 """
 
 import re
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweep.cuda_driver import HOST_IMAGE_DRIVER, host_image_problem
+from sweep.worker.cuda_driver import HOST_IMAGE_DRIVER, host_image_problem
 
 CLUSTER = Path(__file__).resolve().parents[2] / "scripts" / "cluster"
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweep.driver import NO_PRESTART
-from sweep.node_types import node_types_of
-from sweep.placement import unplaceable_reason
+from sweep.driver.driver import NO_PRESTART
+from sweep.driver.node_types import node_types_of
+from sweep.driver.placement import unplaceable_reason
 from tests.cluster.gke import gke_schedulable
 from tests.cluster.start_commands import quantity
 

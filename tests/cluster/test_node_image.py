@@ -1,6 +1,6 @@
 """The node image's Dockerfile: CUDA 13 as torch's, every GPU's architecture, every piece, its tag.
 
-The Dockerfile is read with `sweep.node_image` (its parser is tested on a small Dockerfile of
+The Dockerfile is read with `sweep.image.node_image` (its parser is tested on a small Dockerfile of
 its own first). One test asks the package index which CUDA the pinned torch needs (a resolver
 run of torch alone, its metadata only: a few seconds and MB); the rest reads files.
 """
@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweep import node_image as ni
-from sweep import node_setup as ns
 from sweep.core.pieces import PIECES_ENV
+from sweep.image import node_image as ni
+from sweep.image import node_setup as ns
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "scripts" / "cluster"

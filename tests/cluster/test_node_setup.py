@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from sweep import node_image as ni
-from sweep import node_setup as ns
-from sweep.node_setup import FAILED, OK, OPTIONAL_FAILED, SKIPPED, Outcome
+from sweep.image import node_image as ni
+from sweep.image import node_setup as ns
+from sweep.image.node_setup import FAILED, OK, OPTIONAL_FAILED, SKIPPED, Outcome
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "scripts" / "cluster" / "Dockerfile"

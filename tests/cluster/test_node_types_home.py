@@ -12,8 +12,8 @@ import uuid
 import pytest
 import yaml
 
-from sweep import node_types
-from sweep.node_types import bootstrap_config, monitor_config_path, node_types_of
+from sweep.driver import node_types
+from sweep.driver.node_types import bootstrap_config, monitor_config_path, node_types_of
 
 CONFIG = {
     "max_workers": 2,

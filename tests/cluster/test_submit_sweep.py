@@ -13,7 +13,7 @@ import pytest
 import ray
 
 from sweep.core.errors import ConfigError
-from sweep.job import JOB_ENV_VAR, check_output_dir
+from sweep.driver.job import JOB_ENV_VAR, check_output_dir
 from tests.helpers import sweep_in_process
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from sweep.core.missing import MISSING
-from sweep.schema import group_schemas
+from sweep.plan.schema import group_schemas
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 GROUP_FILES = sorted(

@@ -51,6 +51,6 @@ def test_accelerator_type_is_one_ray_detects(name):
 
 def test_a100_80g_is_told_apart_by_its_memory():
     # Ray labels 40 GB and 80 GB A100s alike; the option's memory is what separates them
-    # (sweep.telemetry.check_gpu_memory compares it with the card's).
+    # (sweep.measure.telemetry.check_gpu_memory compares it with the card's).
     assert HARDWARE["a100_80g"]["accelerator_type"] == ray_accelerators.NVIDIA_A100
     assert HARDWARE["a100_80g"]["memory_gb"] == 80

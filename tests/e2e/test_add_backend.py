@@ -20,9 +20,9 @@ import pytest
 from hydra.core.config_store import ConfigStore
 
 import backends
-from analysis.load import load_summary
-from analysis.report import write_report
-from analysis.roofline import weight_bytes_per_param
+from analysis.read.load import load_summary
+from analysis.report.report import write_report
+from analysis.stats.roofline import weight_bytes_per_param
 from sweep.core import records as R
 from tests.helpers import SMALL_CLOSED_LOOP, run_sweep_here
 

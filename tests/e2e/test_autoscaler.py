@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from sweep.core import records as R
-from sweep.driver import NO_PRESTART
+from sweep.driver.driver import NO_PRESTART
 from tests.helpers import own_processes
 
 pytestmark = pytest.mark.slow  # its sweeps start clusters and servers: scheduled first

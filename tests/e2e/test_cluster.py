@@ -21,7 +21,7 @@ from ray.cluster_utils import Cluster
 
 from sweep.__main__ import main as sweep_main
 from sweep.core import records as R
-from sweep.driver import NO_PRESTART
+from sweep.driver.driver import NO_PRESTART
 from tests.helpers import own_processes
 
 pytestmark = pytest.mark.slow  # its sweeps start clusters and servers: scheduled first
@@ -175,7 +175,7 @@ def test_node_removed_mid_sweep_every_trial_once(cluster, tmp_path, caplog):
         f"output.dir={tmp_path}",
     ]
     result = {}
-    caplog.set_level(logging.WARNING, logger="sweep.driver")
+    caplog.set_level(logging.WARNING, logger="sweep.driver.driver")
     thread = threading.Thread(target=lambda: result.setdefault("rc", sweep_main(args)))
     thread.start()
     root = tmp_path / "sim_cluster"

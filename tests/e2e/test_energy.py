@@ -1,7 +1,7 @@
 """Energy through `python -m sweep` on real Ray: what a sim sweep records and reports here.
 
 The sim backend runs on CPU, so its trials' energy would come from RAPL, and only where
-`/sys/class/powercap` has a readable zone (`sweep.powercap.rapl_source` tells, as the worker
+`/sys/class/powercap` has a readable zone (`sweep.measure.powercap.rapl_source` tells, as the worker
 does). Where it has none, as on the test machines, every energy column must be null with the
 method `not_measured` (never 0), and the report must still render and say so.
 """
@@ -9,7 +9,7 @@ method `not_measured` (never 0), and the report must still render and say so.
 import pandas as pd
 
 from sweep.core import records as R
-from sweep.powercap import rapl_source
+from sweep.measure.powercap import rapl_source
 from tests.helpers import sweep_in_process
 
 ENERGY_FIGURES = (

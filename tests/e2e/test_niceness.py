@@ -45,8 +45,8 @@ import json, sys
 from backends import backend_class
 from backends.models.source import resolve_model_path
 from sweep.datasets.cache import PromptSource
-from sweep.plan import build_plan
-from sweep.trial import run_trial
+from sweep.plan.plan import build_plan
+from sweep.worker.trial import run_trial
 spec = build_plan(sys.argv[1:]).trials[0]
 path = resolve_model_path(spec.config.model)
 backend = backend_class("openai")(spec.config.backend, path)

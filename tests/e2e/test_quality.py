@@ -8,8 +8,8 @@ bundled corpus once; the report's "Quality against speed" table compares them wi
 
 import pytest
 
-from analysis.load import load_quality, load_summary
-from analysis.quality import KL, PPL_RATIO, TOP1, quality_table
+from analysis.read.load import load_quality, load_summary
+from analysis.report.quality import KL, PPL_RATIO, TOP1, quality_table
 from sweep.core import records as R
 from tests.helpers import sweep_in_process
 

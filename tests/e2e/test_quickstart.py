@@ -181,8 +181,8 @@ def test_model_architecture_is_recorded_and_mbu_counts_the_kv_cache(quickstart):
     """The tiny model: 2 layers, 1 KV head of 64, fp32; MBU's KV term worked out by hand."""
     from transformers import AutoModelForCausalLM
 
-    from analysis.load import load_summary
-    from analysis.roofline import BASIS_WEIGHTS_KV, roofline
+    from analysis.read.load import load_summary
+    from analysis.stats.roofline import BASIS_WEIGHTS_KV, roofline
     from backends.models.architecture import architecture
     from backends.models.tiny import ensure_tiny_model
 

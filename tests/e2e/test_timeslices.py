@@ -1,6 +1,6 @@
 """A staged trial through the whole pipeline but Ray: planned from the command-line overrides,
-run by the deployment's task (`sweep.trial.run_deployment`) against a real sim server, written
-by the result store and reported by `analysis.report`.
+run by the deployment's task (`sweep.worker.trial.run_deployment`) against a real sim server,
+written by the result store and reported by `analysis.report.report`.
 
 An open-loop stage, then a closed-loop one: the trial writes timeslices.parquet and stages.parquet
 beside its other files, the windows add up to its requests and tokens, and the report shows the
@@ -12,7 +12,7 @@ request in tests/sweep/test_stages.py.
 import pandas as pd
 import pytest
 
-from analysis.report import write_report
+from analysis.report.report import write_report
 from sweep.core import records as R
 from tests.helpers import run_sweep_here
 

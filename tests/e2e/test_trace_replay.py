@@ -1,7 +1,7 @@
 """A trace replayed through the trial path against the sim server, whose stamps are the truth.
 
 `+experiment=trace_replay` on a small bursty trace written here, at its own rate and twice as
-fast, run by `sweep.trial.run_deployment` as a Ray task would (the Ray path itself is what
+fast, run by `sweep.worker.trial.run_deployment` as a Ray task would (the Ray path itself is what
 `scripts.bench.trace_replay` measures). The sim server writes its arrival stamps as it stops
 (`SIM_STAMPS_DIR`); the requests must reach it at the trace's offsets over the speedup, with the
 trace's lengths. The bound is loose (p99 20 ms) so that a busy 2-core machine does not fail it:

@@ -37,7 +37,7 @@ def doomed_workers() -> list[psutil.Process]:
 def test_a_worker_dying_past_max_retries_fails_its_trials_and_the_sweep_goes_on(
     ray_cluster, tmp_path, caplog
 ):
-    caplog.set_level(logging.WARNING, logger="sweep.driver")
+    caplog.set_level(logging.WARNING, logger="sweep.driver.driver")
     args = (
         "backend=sim", "workload=closed_loop", "workload.warmup_requests=0",
         "workload.num_requests=4", "workload.output_len=4", "dataset.input_len=16",

@@ -15,7 +15,7 @@ import pytest
 from sweep.core import records as R
 from sweep.core.errors import ResultsNotSaved
 from sweep.core.results import ResultStore
-from sweep.driver import Driver, _not_saved_record
+from sweep.driver.driver import Driver, _not_saved_record
 from sweep.tools.netns_hosts import fill
 from tests.helpers import run_sweep_here
 

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.flags import trial_checks
-from analysis.load import load_requests, load_summary
-from analysis.report import write_report
+from analysis.read.load import load_requests, load_summary
+from analysis.report.flags import trial_checks
+from analysis.report.report import write_report
 from sweep.core import records as R
 from sweep.core.errors import ConfigError
 from sweep.core.summary import summarize

@@ -2,7 +2,7 @@
 
 import pytest
 
-from sweep.cuda_driver import driver_problem
+from sweep.worker.cuda_driver import driver_problem
 
 
 @pytest.mark.parametrize(

@@ -10,10 +10,10 @@ from rich.console import Console
 
 from sweep.core import records as R
 from sweep.core.results import ResultStore, TrialFiles
-from sweep.driver import Driver, _Task
-from sweep.progress import EVERY_TRIAL_UP_TO, FAILURES_LISTED, SweepProgress
+from sweep.driver.driver import Driver, _Task
+from sweep.driver.progress import EVERY_TRIAL_UP_TO, FAILURES_LISTED, SweepProgress
 from sweep.spec import Deployment
-from sweep.trial import LOG_EVERY_S, _LogShipping
+from sweep.worker.trial import LOG_EVERY_S, _LogShipping
 
 REF = Path(__file__).resolve().parents[1] / "analysis" / "data" / "ref_sweep"
 
@@ -69,7 +69,7 @@ def shipped(specs, statuses, times, monkeypatch, ran=None):
     shipping = _LogShipping(SimpleNamespace(trials=specs))
     carried = []
     for spec, status, now in zip(ran or specs, statuses, times, strict=True):
-        monkeypatch.setattr("sweep.trial.time.monotonic", lambda now=now: now)
+        monkeypatch.setattr("sweep.worker.trial.time.monotonic", lambda now=now: now)
         carried.append(shipping.due(spec, SimpleNamespace(summary=summary(status, 0))))
     return carried, shipping.behind
 

@@ -2,7 +2,7 @@
 
 from types import SimpleNamespace
 
-from sweep.driver import Driver
+from sweep.driver.driver import Driver
 
 
 def driver(walls=None, start_costs=()):
@@ -52,7 +52,7 @@ class Recorder:
 
 def sharing(monkeypatch):
     """A driver with a victim task (t1..t4) and its helper (t4, t3); submits are recorded."""
-    from sweep.driver import _Task
+    from sweep.driver.driver import _Task
     from sweep.spec import Deployment
 
     trials = tuple(SimpleNamespace(trial_id=f"t{i}") for i in range(1, 5))
@@ -112,7 +112,7 @@ def test_trials_a_lost_worker_claimed_late_are_freed_before_they_run_again(monke
 
 def test_a_task_whose_node_ray_declared_dead_is_given_up(monkeypatch):
     """No error reaches the driver from a node that stopped answering; Ray's node table does."""
-    import sweep.driver as driver_module
+    import sweep.driver.driver as driver_module
 
     d, victim, helper, recorder, submits = sharing(monkeypatch)
     victim.node_id, victim.node_ip = "node-a", "10.0.0.1"

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import ray
 
-from sweep.driver import LOCAL_SYSTEM_CONFIG, NO_PRESTART, connect
+from sweep.driver.driver import LOCAL_SYSTEM_CONFIG, NO_PRESTART, connect
 from tests.helpers import environment_restored
 
 

@@ -7,8 +7,8 @@ from rich.console import Console
 
 import sweep.display as display
 from scripts.bench.results_folder import scale_overrides
-from sweep.placement import trial_seconds
-from sweep.plan import build_plan
+from sweep.driver.placement import trial_seconds
+from sweep.plan.plan import build_plan
 
 
 @pytest.fixture

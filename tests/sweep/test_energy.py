@@ -17,8 +17,8 @@ import pytest
 from sweep.core import records as R
 from sweep.core.summary import summarize
 from sweep.loadgen.clock import now_s
-from sweep.powercap import rapl_source
-from sweep.telemetry import Sampler, nvml_source, process_source
+from sweep.measure.powercap import rapl_source
+from sweep.measure.telemetry import Sampler, nvml_source, process_source
 from tests.fake_nvml import FakeNVML, card
 
 ENERGY_COLUMNS = (

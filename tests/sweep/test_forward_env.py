@@ -6,7 +6,7 @@ import pytest
 
 from sweep.core.config import ClusterConfig
 from sweep.core.errors import ConfigError
-from sweep.job import JOB_ENV_VAR, forwarded_env
+from sweep.driver.job import JOB_ENV_VAR, forwarded_env
 
 
 def test_set_names_are_forwarded_and_unset_ones_named(monkeypatch):

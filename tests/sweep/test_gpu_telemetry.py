@@ -15,7 +15,7 @@ import yaml
 
 from sweep.core import records as R
 from sweep.core.errors import BackendError
-from sweep.telemetry import check_gpu_memory, nvml_source
+from sweep.measure.telemetry import check_gpu_memory, nvml_source
 from tests.fake_nvml import FakeNVML, card
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,12 +87,12 @@ def test_an_invalid_entry_hides_the_devices_after_it_as_cuda_does(nvml):
 def test_mixed_cards_in_cuda_default_order_are_flagged(nvml, caplog):
     cards = [card("GPU-aaaa-1111", name="NVIDIA A100-SXM4-80GB"), card("GPU-bbbb-2222")]
     nvml(cards, visible="0,1")
-    with caplog.at_level(logging.WARNING, logger="sweep.telemetry"):
+    with caplog.at_level(logging.WARNING, logger="sweep.measure.telemetry"):
         assert nvml_source() is not None
     assert "CUDA_DEVICE_ORDER=PCI_BUS_ID" in caplog.text
     caplog.clear()
     nvml(cards, visible="0,1", order="PCI_BUS_ID")  # CUDA's order is NVML's: nothing to say
-    with caplog.at_level(logging.WARNING, logger="sweep.telemetry"):
+    with caplog.at_level(logging.WARNING, logger="sweep.measure.telemetry"):
         nvml_source()
     assert caplog.text == ""
 
@@ -124,7 +124,7 @@ def test_memory_check_passes_where_nvml_cannot_tell(monkeypatch):
 
 
 def test_the_summary_names_the_gpu_the_worker_got_not_device_0(nvml):
-    from sweep.environment import worker_environment
+    from sweep.worker.environment import worker_environment
 
     fake = nvml([card("GPU-aaaa", name="NVIDIA L4"), card("GPU-bbbb", name="NVIDIA H100")], "1")
     fake.nvmlSystemGetDriverVersion = lambda: "580.65"

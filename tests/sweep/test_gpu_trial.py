@@ -3,8 +3,8 @@
 Marked `gpu`: run on the device machine (`pytest -m gpu`), deselected by `scripts/test.sh`.
 The CPU tests check the sampler against `tests.fake_nvml`, which answers as the nvidia-ml-py
 API is documented to; here the real driver answers. That machine has torch and transformers but
-no Ray, so the deployment runs in this process through `sweep.trial.run_deployment`, the
-function a deployment's Ray task runs (`sweep.driver._deployment_task`), with the worker's
+no Ray, so the deployment runs in this process through `sweep.worker.trial.run_deployment`, the
+function a deployment's Ray task runs (`sweep.driver.driver._deployment_task`), with the worker's
 environment as that task computes it.
 """
 
@@ -31,7 +31,7 @@ NUM_REQUESTS = 16
 
 @pytest.fixture(scope="module")
 def nvml():
-    from sweep.telemetry import nvml_module
+    from sweep.measure.telemetry import nvml_module
 
     module = nvml_module()
     if module is None or not torch.cuda.is_available():
@@ -40,7 +40,7 @@ def nvml():
 
 
 def card_name(nvml) -> str:
-    from sweep.telemetry import nvml_text
+    from sweep.measure.telemetry import nvml_text
 
     return nvml_text(nvml.nvmlDeviceGetName(nvml.nvmlDeviceGetHandleByIndex(0)))
 
@@ -49,7 +49,7 @@ def hardware_option(nvml) -> str:
     """The conf/hardware option of this card, by name and memory (an A100 40 GB has none)."""
     import yaml
 
-    from sweep.telemetry import check_gpu_memory
+    from sweep.measure.telemetry import check_gpu_memory
 
     name = card_name(nvml)
     option = next((opt for word, opt in HARDWARE_BY_NAME.items() if word in name), None)
@@ -74,7 +74,7 @@ def busy(seconds: float) -> None:
 
 
 def test_every_cuda_visible_devices_form_names_the_same_card(nvml, monkeypatch):
-    from sweep.telemetry import has_energy_counter, nvml_text, visible_gpus
+    from sweep.measure.telemetry import has_energy_counter, nvml_text, visible_gpus
 
     uuid = nvml_text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(0)))
     assert uuid.startswith("GPU-")
@@ -92,8 +92,8 @@ def test_every_cuda_visible_devices_form_names_the_same_card(nvml, monkeypatch):
 
 
 def test_the_card_and_driver_pass_the_deployment_checks(nvml):
-    from sweep.cuda_driver import check_cuda_driver, driver_problem
-    from sweep.telemetry import check_gpu_memory, nvml_text
+    from sweep.measure.telemetry import check_gpu_memory, nvml_text
+    from sweep.worker.cuda_driver import check_cuda_driver, driver_problem
 
     driver = nvml_text(nvml.nvmlSystemGetDriverVersion())
     assert driver_problem(torch.version.cuda, driver) is None
@@ -110,7 +110,7 @@ def test_the_card_and_driver_pass_the_deployment_checks(nvml):
 def test_the_energy_counter_and_the_power_samples_agree_under_load(nvml, monkeypatch):
     """Both of `sweep.core.energy`'s GPU methods over the same steady second-to-fifth second."""
     from sweep.loadgen.clock import now_s
-    from sweep.telemetry import GPU_INTERVAL_S, Sampler, nvml_source
+    from sweep.measure.telemetry import GPU_INTERVAL_S, Sampler, nvml_source
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     t0 = now_s()
@@ -135,8 +135,8 @@ def test_the_energy_counter_and_the_power_samples_agree_under_load(nvml, monkeyp
 
 def run_hf_trials(nvml, *overrides: str) -> list:
     """The trials of one transformers deployment on CUDA, run as its Ray task runs them."""
-    from sweep.environment import worker_environment
-    from sweep.trial import DeploymentStarted, run_deployment
+    from sweep.worker.environment import worker_environment
+    from sweep.worker.trial import DeploymentStarted, run_deployment
     from tests.helpers import deployment_of, environment_restored
 
     base = [

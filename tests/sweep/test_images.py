@@ -21,7 +21,7 @@ from sweep.core.errors import ConfigError
 from sweep.datasets import load_prompts
 from sweep.loadgen.recorder import RequestTracker
 from sweep.loadgen.sse import StreamState
-from sweep.plan import build_plan
+from sweep.plan.plan import build_plan
 from tests.helpers import run_sweep_here
 
 SIM = [

@@ -1,4 +1,5 @@
-"""The load generator's own cores (`sweep.isolation`): the split rule, and real affinities moved.
+"""The load generator's own cores (`sweep.worker.isolation`): the split rule, and real affinities
+moved.
 
 The Ray path (daemons moved, the trial's record) is checked end to end in
 tests/e2e/test_capacity_search.py, which runs with `cluster.isolate_client=on`.
@@ -14,7 +15,7 @@ import time
 import psutil
 import pytest
 
-from sweep.isolation import core_loads, isolate, pin_quietest, quietest, restore, split
+from sweep.worker.isolation import core_loads, isolate, pin_quietest, quietest, restore, split
 
 
 @pytest.mark.parametrize(
@@ -75,7 +76,7 @@ DEPLOYMENT = """
 import sys
 from pathlib import Path
 import psutil
-from sweep.isolation import isolate, restore
+from sweep.worker.isolation import isolate, restore
 state = isolate("on", daemons=[psutil.Process(int(sys.argv[1]))], registry=Path(sys.argv[2]))
 print("isolated", flush=True)
 sys.stdin.readline()

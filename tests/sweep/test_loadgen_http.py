@@ -16,7 +16,7 @@ from sweep.core import records as R
 from sweep.loadgen.arrivals import arrival_offsets
 from sweep.loadgen.http import Endpoint, run_endpoint_workload, run_http_workload
 from sweep.loadgen.request_ids import parse as parse_id
-from sweep.trial import RUNNERS
+from sweep.worker.trial import RUNNERS
 from tests.helpers import make_requests, workload
 
 pytestmark = pytest.mark.timeout(90)

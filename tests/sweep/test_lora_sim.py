@@ -11,7 +11,7 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from analysis.report import write_report
+from analysis.report.report import write_report
 from sweep.core import records as R
 from tests.helpers import run_sweep_here
 

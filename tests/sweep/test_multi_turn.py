@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.report import write_report
-from analysis.turns import TURNS_FILE
+from analysis.report.report import write_report
+from analysis.report.turns import TURNS_FILE
 from backends.models.tiny import ensure_tiny_model
 from backends.process.launcher import ServerLauncher
 from sweep.core import records as R
@@ -31,7 +31,7 @@ from sweep.datasets.multi_turn import check_plan, think_times
 from sweep.loadgen.arrivals import arrival_offsets
 from sweep.loadgen.request_ids import parse as parse_id
 from sweep.loadgen.sessions import SEPARATOR
-from sweep.plan import build_plan
+from sweep.plan.plan import build_plan
 from tests.helpers import run_sweep_here
 
 WORDS = ["the", "red", "old", "apples", "a", "map", "box", "train", "coat"]  # 1 token each

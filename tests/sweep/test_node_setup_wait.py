@@ -1,6 +1,7 @@
 """A deployment's wait for a node: the set-up clock while one is on its way, the idle clock while
-none is (`sweep.node_wait`), and what the autoscaler has on its way (`sweep.autoscaler_status`),
-read from reports built with Ray's own classes, as its v1 monitor and its v2 SDK build them."""
+none is (`sweep.driver.node_wait`), and what the autoscaler has on its way
+(`sweep.driver.autoscaler_status`), read from reports built with Ray's own classes, as its v1
+monitor and its v2 SDK build them."""
 
 import json
 import time
@@ -16,10 +17,16 @@ from ray.autoscaler._private.node_provider_availability_tracker import (
 from ray.autoscaler._private.util import LoadMetricsSummary
 from ray.autoscaler.v2.schema import ClusterStatus, LaunchRequest, NodeInfo
 
-from sweep.autoscaler_status import FAILURE_KEPT_S, Pending, from_v1, from_v2, pending_by_type
 from sweep.core.config import ClusterConfig
 from sweep.core.errors import ConfigError
-from sweep.node_wait import (
+from sweep.driver.autoscaler_status import (
+    FAILURE_KEPT_S,
+    Pending,
+    from_v1,
+    from_v2,
+    pending_by_type,
+)
+from sweep.driver.node_wait import (
     LAUNCH_ANSWER_S,
     LAUNCHING,
     NODE_WAIT,

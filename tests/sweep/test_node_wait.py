@@ -8,9 +8,9 @@ import yaml
 
 from sweep.core.config import ClusterConfig
 from sweep.core.errors import ConfigError
-from sweep.driver import SweepOutcome
-from sweep.node_types import autoscaler_last_word, node_types_of
-from sweep.placement import unplaceable_reason
+from sweep.driver.driver import SweepOutcome
+from sweep.driver.node_types import autoscaler_last_word, node_types_of
+from sweep.driver.placement import unplaceable_reason
 
 # What placement reads of a deployment: its resources (the rest of Deployment is not needed).
 LOCAL = SimpleNamespace(cluster=SimpleNamespace(address=None))  # so no set-up pieces asked

@@ -1,5 +1,5 @@
 """Out of memory is its own error kind: raised inside a trial, the trial is recorded failed as
-`out_of_memory` (`sweep.trial._classify`), with the first line of the reason.
+`out_of_memory` (`sweep.worker.trial._classify`), with the first line of the reason.
 
 The real HF backend on the tiny model runs each trial through the trial runner in this process
 (`tests.helpers.run_sweep_here`); only the model's `generate` is replaced, by one that raises the
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-import sweep.trial as trial_module
+import sweep.worker.trial as trial_module
 from backends.hf import HFBackend
 from sweep.core import records as R
 from tests.helpers import run_sweep_here

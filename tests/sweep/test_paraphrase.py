@@ -13,7 +13,7 @@ from sweep.core.errors import ConfigError
 from sweep.datasets import load_prompts
 from sweep.datasets.cache import PromptSource
 from sweep.datasets.reuse import prompt_columns
-from sweep.plan import build_plan
+from sweep.plan.plan import build_plan
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -4,13 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from sweep import node_image
 from sweep.core.errors import BackendError
 from sweep.core.pieces import PIECE_PREFIX, PIECES_ENV, missing_here
-from sweep.node_types import node_types_of
-from sweep.placement import pieces_of, resources_of, unplaceable_reason
-from sweep.plan import build_plan
-from sweep.trial import require_pieces
+from sweep.driver.node_types import node_types_of
+from sweep.driver.placement import pieces_of, resources_of, unplaceable_reason
+from sweep.image import node_image
+from sweep.plan.plan import build_plan
+from sweep.worker.trial import require_pieces
 
 REPO = Path(__file__).parents[2]
 CLUSTER = "cluster.address=127.0.0.1:6379"  # joined, not dialled: planning only

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from sweep.compose import Composer
 from sweep.core.errors import ConfigError
-from sweep.plan import build_plan
+from sweep.plan.compose import Composer
+from sweep.plan.plan import build_plan
 from sweep.spec import stable_hash
 from tests.helpers import experiment_plan
 

@@ -18,8 +18,8 @@ from sweep.core import records as R
 from sweep.core.config import QualityConfig
 from sweep.core.errors import ConfigError, DatasetError, SweepError
 from sweep.datasets.quality_texts import BUNDLED, load_text_set, token_ids
-from sweep.plan import build_plan
-from sweep.quality_run import score_deployment
+from sweep.plan.plan import build_plan
+from sweep.worker.quality_run import score_deployment
 from tests.helpers import run_sweep_here, sweep_in_process
 
 BASE = ["backend=hf", "quality=on", "sweep.name=quality_set"]

@@ -3,8 +3,8 @@
 from hydra.core.config_store import ConfigStore
 
 import backends
-from sweep.plan import build_plan
-from sweep.schema import register_schemas
+from sweep.plan.plan import build_plan
+from sweep.plan.schema import register_schemas
 
 
 def stores(monkeypatch) -> list[str]:

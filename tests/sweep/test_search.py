@@ -16,8 +16,8 @@ import pytest
 from sweep.core import records as rec
 from sweep.core.config import SearchConfig, SLOConfig
 from sweep.core.slo import verdict
-from sweep.search import capacity, next_loads, next_step, profile_loads
 from sweep.spec import Probe
+from sweep.worker.search import capacity, next_loads, next_step, profile_loads
 
 TOLERANCE = 0.05
 LIMIT_MS = 500.0

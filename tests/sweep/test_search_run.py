@@ -11,10 +11,10 @@ import pytest
 
 from sweep.core import records as R
 from sweep.core.results import ResultStore
-from sweep.plan import build_plan
-from sweep.resume import select_pending
-from sweep.search_run import SearchDone, kept_up_rate, search_finished
-from sweep.trial import run_deployment
+from sweep.driver.resume import select_pending
+from sweep.plan.plan import build_plan
+from sweep.worker.search_run import SearchDone, kept_up_rate, search_finished
+from sweep.worker.trial import run_deployment
 from tests.helpers import environment_restored, run_sweep_here
 
 pytestmark = pytest.mark.slow  # its sweeps start clusters and servers: scheduled first

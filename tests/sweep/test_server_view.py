@@ -18,9 +18,9 @@ import pandas as pd
 import psutil
 import pytest
 
-import sweep.trial as trial_module
-from analysis.load import load_requests, load_server_metrics, load_summary
-from analysis.report import write_report
+import sweep.worker.trial as trial_module
+from analysis.read.load import load_requests, load_server_metrics, load_summary
+from analysis.report.report import write_report
 from backends.process.prometheus import Scrape
 from backends.sim import SimBackend
 from sweep.core import records as R

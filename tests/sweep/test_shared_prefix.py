@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from transformers import AutoTokenizer
 
-from analysis.server_view import server_sections
+from analysis.report.server_view import server_sections
 from backends.config import EngineConfig
 from backends.hf import HFBackend, HFBackendConfig
 from backends.models.tiny import ensure_tiny_model
@@ -29,7 +29,7 @@ from sweep.datasets.reuse import (
     reusable_prefix_fraction,
 )
 from sweep.datasets.shared_prefix import group_sizes, interleaved_groups
-from sweep.plan import build_plan
+from sweep.plan.plan import build_plan
 from tests.helpers import run_sweep_here
 from tests.sweep.test_datasets import sentencepiece_style_bpe
 

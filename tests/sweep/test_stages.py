@@ -26,7 +26,7 @@ from sweep.loadgen.http import run_http_workload
 from sweep.loadgen.ramp import ramped, rate_at
 from sweep.loadgen.request_ids import parse as parse_id
 from sweep.loadgen.stages import open_loop_schedule
-from sweep.search_plan import check_search
+from sweep.plan.search_plan import check_search
 from tests.helpers import make_requests, workload
 
 pytestmark = pytest.mark.timeout(120)

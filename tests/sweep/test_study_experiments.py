@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.reference import UNIT_ALIASES, Reference, reference_table
+from analysis.report.reference import UNIT_ALIASES, Reference, reference_table
 from sweep.core import records as R
 from sweep.core.config import GROUPS
 from sweep.core.summary import summarize

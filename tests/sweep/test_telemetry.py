@@ -8,7 +8,7 @@ import psutil
 
 from sweep.core import records as R
 from sweep.loadgen.clock import now_s
-from sweep.telemetry import Sampler, process_source
+from sweep.measure.telemetry import Sampler, process_source
 
 
 class Counting:

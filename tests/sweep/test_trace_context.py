@@ -14,7 +14,7 @@ import pytest
 
 from sweep.core import records as R
 from sweep.core.errors import DatasetError
-from sweep.plan import build_plan
+from sweep.plan.plan import build_plan
 from tests.helpers import run_sweep_here
 
 LONG = {"timestamp": 200, "input_length": 5000, "output_length": 4, "hash_ids": []}

@@ -8,7 +8,7 @@ import pytest
 
 from sweep.core.config import GROUPS
 from sweep.core.errors import ConfigError
-from sweep.plan import build_plan
+from sweep.plan.plan import build_plan
 
 BASE = ["+experiment=quickstart"]
 

@@ -38,7 +38,7 @@ from sweep.loadgen.engine import run_engine_workload
 from sweep.loadgen.http import endpoint_of, run_http_workload
 from sweep.loadgen.requests import build_requests
 from sweep.loadgen.sessions import SEPARATOR, run_sessions
-from sweep.trial import DeploymentStarted, run_deployment
+from sweep.worker.trial import DeploymentStarted, run_deployment
 from tests.backends.on_vllm.deployments import OUTPUT_LEN, SERVING
 from tests.helpers import deployment_of, own_processes, run_sweep_here, table
 

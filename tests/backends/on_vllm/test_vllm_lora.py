@@ -14,7 +14,7 @@ from collections import Counter
 
 import pytest
 
-from analysis.report import write_report
+from analysis.report.report import write_report
 from sweep.core import records as R
 from sweep.core.results import ResultStore
 from tests.helpers import table
