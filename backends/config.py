@@ -7,9 +7,11 @@ Each backend module defines its own config dataclass beside its class, derived f
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from backends.lora import check_lora
+from backends.process.argv import check_values
 from sweep.core.errors import ConfigError, check_choice, check_positive
 from sweep.core.missing import MISSING
 
@@ -53,6 +55,57 @@ class EngineConfig(BackendConfig):
         super().__post_init__()
         if self.api is not None:
             check_choice("backend", "api", self.api, SERVER_APIS)
+
+
+@dataclass
+class LaunchedServerConfig(BackendConfig):
+    """What every server the worker launches shares: where it listens, how long it may start.
+
+    `host`: the address the server binds (loopback by default; the load generator runs beside
+    it). `startup_timeout_s`: launch to healthy, after which the deployment fails; each server
+    keeps its own default (a docker pull takes longer than a sim).
+    """
+
+    host: str = "127.0.0.1"
+    startup_timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive("backend", startup_timeout_s=self.startup_timeout_s)
+        check_values("backend", host=self.host)
+
+
+@dataclass
+class OpenAIServerConfig(LaunchedServerConfig):
+    """A launched server with an OpenAI-compatible API: which endpoint its requests use.
+
+    `api`: `completions` or `chat` (the load generator streams from `/v1/completions` or
+    `/v1/chat/completions`); the sim's None hashes as before it had the field.
+    """
+
+    api: str | None = "completions"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.api is not None:
+            check_choice("backend", "api", self.api, SERVER_APIS)
+
+
+@dataclass
+class LoraServerConfig(OpenAIServerConfig):
+    """A launched server that can serve LoRA adapters (`backends.lora`).
+
+    `lora_adapters`: name -> path, served when any; `lora_count`: how many adapters the server
+    loads (None: all; more than listed serves copies under names of their own). Each server
+    adds its own limits (adapters a batch, rank).
+    """
+
+    lora_adapters: dict[str, str] = field(default_factory=dict)
+    lora_count: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_lora(self.lora_adapters, self.lora_count)
 
 
 def typed_names(config: Any) -> list[str]:

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from backends.base import COUNT_CHUNKS, COUNT_LOGPROBS
-from backends.config import SERVER_APIS, BackendConfig, typed_names
+from backends.config import OpenAIServerConfig, typed_names
 from backends.launched import LaunchedServerBackend
 from backends.llamacpp import (
     check_gguf_config,
@@ -93,12 +93,10 @@ TOKEN_COUNTS = (COUNT_CHUNKS, COUNT_LOGPROBS)  # the server streams no usage to 
 
 
 @dataclass
-class LlamaCppServerConfig(BackendConfig):
+class LlamaCppServerConfig(OpenAIServerConfig):
     """llama-cpp-python's server on a GGUF (given, or converted); None = the server's default."""
 
     name: str = "llamacpp_server"
-    host: str = "127.0.0.1"
-    api: str = "completions"
     startup_timeout_s: float = 300.0
     gguf_file: str | None = None
     gguf_repo: str | None = None
@@ -116,18 +114,15 @@ class LlamaCppServerConfig(BackendConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_choice("backend", "api", self.api, SERVER_APIS)
         check_choice("backend", "token_counts", self.token_counts, TOKEN_COUNTS)
         check_gguf_config(self)
         check_positive(
             "backend",
-            startup_timeout_s=self.startup_timeout_s,
             n_ubatch=self.n_ubatch,
             n_threads_batch=self.n_threads_batch,
         )
         check_values(
             "backend",
-            host=self.host,
             gguf_file=self.gguf_file,
             gguf_repo=self.gguf_repo,
             model_alias=self.model_alias,

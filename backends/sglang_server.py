@@ -27,14 +27,13 @@ from typing import Any, ClassVar
 from backends.base import TelemetrySource
 from backends.config import (
     DTYPES,
-    SERVER_APIS,
     TORCH_DTYPES,
-    BackendConfig,
+    LoraServerConfig,
     check_fraction,
     typed_names,
 )
 from backends.launched import LaunchedServerBackend
-from backends.lora import check_lora, resolve_adapters, served_adapters
+from backends.lora import resolve_adapters, served_adapters
 from backends.process.argv import check_extra_args, check_values, field_flags, module_argv
 from backends.process.prometheus import MetricMap, PrometheusSource
 from sweep.core import records as R
@@ -78,12 +77,10 @@ SGLANG_RESERVED_FLAGS = (
 
 
 @dataclass
-class SGLangServerConfig(BackendConfig):
+class SGLangServerConfig(LoraServerConfig):
     """SGLang's server, launched once per deployment; None = SGLang's default."""
 
     name: str = "sglang_server"
-    host: str = "127.0.0.1"
-    api: str = "completions"
     startup_timeout_s: float = 900.0
     dtype: str = "auto"
     mem_fraction_static: float | None = None
@@ -92,27 +89,22 @@ class SGLangServerConfig(BackendConfig):
     context_length: int | None = None
     disable_radix_cache: bool = False
     served_model_name: str | None = None
-    # LoRA adapters, name -> path (`backends.lora`): --enable-lora --lora-paths when any; the
+    # LoRA adapters (`lora_adapters`, `lora_count`): --enable-lora --lora-paths when any; the
     # rank, target modules and adapters per batch are SGLang's own (inferred, or 8 a batch).
-    lora_adapters: dict[str, str] = field(default_factory=dict)
-    lora_count: int | None = None
     max_loras_per_batch: int | None = None
     max_lora_rank: int | None = None
     extra_args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_lora(self.lora_adapters, self.lora_count)
         check_positive(
             "backend",
             max_loras_per_batch=self.max_loras_per_batch,
             max_lora_rank=self.max_lora_rank,
         )
-        check_choice("backend", "api", self.api, SERVER_APIS)
         check_choice("backend", "dtype", self.dtype, DTYPES)
         check_positive(
             "backend",
-            startup_timeout_s=self.startup_timeout_s,
             max_running_requests=self.max_running_requests,
             context_length=self.context_length,
         )
@@ -120,7 +112,7 @@ class SGLangServerConfig(BackendConfig):
         if chunk is not None and chunk != -1 and chunk <= 0:
             raise ConfigError(f"backend.chunked_prefill_size must be > 0 or -1 (off), got {chunk}")
         check_fraction("mem_fraction_static", self.mem_fraction_static)
-        check_values("backend", host=self.host, served_model_name=self.served_model_name)
+        check_values("backend", served_model_name=self.served_model_name)
         check_extra_args(
             "backend.extra_args", self.extra_args, typed_names(self), SGLANG_RESERVED_FLAGS
         )

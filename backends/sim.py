@@ -15,14 +15,14 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import ClassVar
 
 from backends.base import TelemetrySource
-from backends.config import SERVER_APIS, BackendConfig
+from backends.config import LoraServerConfig
 from backends.launched import LaunchedServerBackend
-from backends.lora import check_lora, resolve_adapters, served_adapters
+from backends.lora import resolve_adapters, served_adapters
 from backends.process.prometheus import MetricMap, PrometheusSource
 from backends.sim_server.schedule import SIM_FAULT_KINDS, SimSchedule
 from sweep.core import records as R
@@ -46,7 +46,7 @@ SIM_SERVER_SERIES = {
 
 
 @dataclass
-class SimBackendConfig(SimSchedule, BackendConfig):
+class SimBackendConfig(SimSchedule, LoraServerConfig):
     """The simulated OpenAI-compatible server: exact latencies, injectable faults, no model.
 
     `api`: `completions` (None, the default, hashes as before the field existed) or `chat`;
@@ -54,22 +54,14 @@ class SimBackendConfig(SimSchedule, BackendConfig):
     """
 
     name: str = "sim"
-    host: str = "127.0.0.1"
     startup_timeout_s: float = 30.0
     api: str | None = None
-    # LoRA adapters, name -> path (`backends.lora`): checked as a real server's are, then served
-    # by name only (a request names one as its `model`; the sim has no weights to change).
-    lora_adapters: dict[str, str] = field(default_factory=dict)
-    lora_count: int | None = None
+    # LoRA adapters are checked as a real server's are, then served by name only (a request
+    # names one as its `model`; the sim has no weights to change).
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_lora(self.lora_adapters, self.lora_count)
-        check_positive(
-            "backend",
-            tokens_per_chunk=self.tokens_per_chunk,
-            startup_timeout_s=self.startup_timeout_s,
-        )
+        check_positive("backend", tokens_per_chunk=self.tokens_per_chunk)
         if min(self.ttft_ms, self.itl_ms, self.load_ms_per_running, self.ms_per_image) < 0:
             raise ConfigError(
                 "backend.ttft_ms, itl_ms, load_ms_per_running and ms_per_image must be >= 0"
@@ -86,8 +78,6 @@ class SimBackendConfig(SimSchedule, BackendConfig):
             raise ConfigError(f"backend.fault_rate must be in [0, 1], got {self.fault_rate}")
         for kind in self.fault_kinds:
             check_choice("backend", "fault_kinds", kind, SIM_FAULT_KINDS)
-        if self.api is not None:
-            check_choice("backend", "api", self.api, SERVER_APIS)
         check_choice("backend", "reasoning_field", self.reasoning_field, REASONING_FIELDS)
         if self.reasoning_tokens < 0:
             raise ConfigError(f"backend.reasoning_tokens must be >= 0, got {self.reasoning_tokens}")

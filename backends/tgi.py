@@ -47,7 +47,7 @@ import httpx
 from backends.base import TelemetrySource
 from backends.config import (
     DEPLOYMENT_ENV,
-    BackendConfig,
+    LaunchedServerConfig,
     check_url,
     typed_names,
 )
@@ -88,12 +88,11 @@ TGI_RESERVED_FLAGS = ("model-id", "hostname", "port", "num-shard")
 
 
 @dataclass
-class TGIBackendConfig(BackendConfig):
+class TGIBackendConfig(LaunchedServerConfig):
     """Text Generation Inference in docker (launched per deployment), or attached at `url`."""
 
     name: str = "tgi"
     url: str | None = None
-    host: str = "127.0.0.1"
     image: str = "ghcr.io/huggingface/text-generation-inference"
     tag: str = "3.3.5"
     docker: str = "docker"
@@ -110,12 +109,10 @@ class TGIBackendConfig(BackendConfig):
             "backend",
             max_concurrent_requests=self.max_concurrent_requests,
             max_batch_total_tokens=self.max_batch_total_tokens,
-            startup_timeout_s=self.startup_timeout_s,
         )
         check_url("url", self.url)
         check_values(
             "backend",
-            host=self.host,
             image=self.image,
             tag=self.tag,
             docker=self.docker,

@@ -27,14 +27,13 @@ import httpx
 from backends.base import TelemetrySource
 from backends.config import (
     DTYPES,
-    SERVER_APIS,
     TORCH_DTYPES,
-    BackendConfig,
+    LoraServerConfig,
     check_fraction,
     typed_names,
 )
 from backends.launched import LaunchedServerBackend
-from backends.lora import check_lora, largest_rank, resolve_adapters, served_adapters, vllm_rank
+from backends.lora import largest_rank, resolve_adapters, served_adapters, vllm_rank
 from backends.process.argv import check_extra_args, check_values, field_flags, module_argv
 from backends.process.prometheus import SOURCE, MetricMap, PrometheusSource, Rows
 from sweep.core import records as R
@@ -88,12 +87,10 @@ VLLM_RESERVED_FLAGS = (
 
 
 @dataclass
-class VLLMServerConfig(BackendConfig):
+class VLLMServerConfig(LoraServerConfig):
     """vLLM's OpenAI-compatible server, launched once per deployment; None = vLLM's default."""
 
     name: str = "vllm_server"
-    host: str = "127.0.0.1"
-    api: str = "completions"
     startup_timeout_s: float = 600.0
     dtype: str = "auto"
     max_num_seqs: int | None = None
@@ -108,23 +105,18 @@ class VLLMServerConfig(BackendConfig):
     served_model_name: str | None = None
     enable_prefix_caching: bool | None = None
     cpu_kvcache_space_gb: int = 1
-    # LoRA adapters, name -> path (`backends.lora`); served with --enable-lora when any.
+    # LoRA adapters (`lora_adapters`, `lora_count`) are served with --enable-lora when any.
     # max_loras None: as many as are served; max_lora_rank None: the adapters' largest.
-    lora_adapters: dict[str, str] = field(default_factory=dict)
-    lora_count: int | None = None
     max_loras: int | None = None
     max_lora_rank: int | None = None
     extra_args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_lora(self.lora_adapters, self.lora_count)
         check_positive("backend", max_loras=self.max_loras, max_lora_rank=self.max_lora_rank)
-        check_choice("backend", "api", self.api, SERVER_APIS)
         check_choice("backend", "dtype", self.dtype, DTYPES)
         check_positive(
             "backend",
-            startup_timeout_s=self.startup_timeout_s,
             max_num_seqs=self.max_num_seqs,
             max_num_batched_tokens=self.max_num_batched_tokens,
             max_model_len=self.max_model_len,
@@ -133,7 +125,6 @@ class VLLMServerConfig(BackendConfig):
         check_fraction("gpu_memory_utilization", self.gpu_memory_utilization)
         check_values(
             "backend",
-            host=self.host,
             kv_cache_dtype=self.kv_cache_dtype,
             quantization=self.quantization,
             served_model_name=self.served_model_name,
