@@ -33,6 +33,12 @@ REPORT_MIN_REQUESTS = 24
 REPORT_MIN_DURATION_S = 0.5
 # Mean lag behind the schedule above which the load generator, not the server, may be the limit.
 CLIENT_LAG_WARN_MS = 10.0
+# MLPerf's TEST09: with lengths not forced, a mean output length more than this far (in percent)
+# from the dataset's is named, and its trial is not compared (truncated outputs cannot win).
+LENGTH_OFF_PERCENT = 10.0
+# A trial whose share of completed requests read in one network read reaches this (in percent)
+# has latencies the client set, and is not compared; below it, the check names those requests.
+ONE_READ_DISTRUST_PERCENT = 10.0
 ALL_CLEAR = "Every request of every successful trial completed as requested."
 # Columns that say whether `ignore_eos` reached the engine: the workload's wish, and the backend's
 # recorded fact; either recorded False means the server chose each output's length.
@@ -56,6 +62,8 @@ CHECKED_COLUMNS = (
     rec.INPUT_MISMATCH_TOKENS_MEAN,
     rec.ESTIMATED_OUTPUT_REQUESTS,
     rec.SHORT_OUTPUT_REQUESTS,
+    rec.ONE_READ_REQUESTS,
+    rec.OUTPUT_LENGTH_OFF_PERCENT,
     rec.CLIENT_LAG_MS_MEAN,
     rec.CLIENT_SATURATED,
     rec.CLIENT_CPU_PERCENT,
@@ -293,6 +301,29 @@ def _trial_flags(row: pd.Series) -> list[tuple[str, str]]:
                 f"{short:.0f} request(s) shorter than requested{reason}",
             )
         )
+    off = _value(row.get(rec.OUTPUT_LENGTH_OFF_PERCENT))
+    if _unforced(row) and off is not None and abs(off) > LENGTH_OFF_PERCENT:
+        notes.append(
+            (
+                "whose mean output length is off the dataset's",
+                f"mean output length {off:+.0f}% off what the dataset asks, with lengths not "
+                f"forced (MLPerf's TEST09 allows {LENGTH_OFF_PERCENT:g}%): its speed rests on "
+                "outputs of another length than the workload's",
+            )
+        )
+    if _positive(one_read := row.get(rec.ONE_READ_REQUESTS)):
+        completed = _value(row.get(rec.COMPLETED_REQUESTS))
+        share = 100.0 * one_read / completed if completed else 100.0
+        notes.append(
+            (
+                "where streams arrived in one read"
+                if share >= ONE_READ_DISTRUST_PERCENT
+                else "where some streams arrived in one read",
+                f"{one_read:.0f} request(s) ({share:.0f}%) arrived whole in one network read "
+                "though the server streamed them in chunks: their TTFT is their end-to-end time "
+                "(client-bound for them)",
+            )
+        )
     if _positive(lag := row.get(rec.CLIENT_LAG_MS_MEAN), above=CLIENT_LAG_WARN_MS):
         notes.append(
             (
@@ -320,7 +351,9 @@ DISTRUSTING = {
     "too short to trust": "too short",
     "where the load generator saturated": "client-bound",
     "where the client lagged behind schedule": "client-bound",
+    "where streams arrived in one read": "client-bound",
     "whose client and server token counts differ": "token counts mismatched",
+    "whose mean output length is off the dataset's": "output lengths off",
     "whose prompts the server counted differently": "prompts miscounted",
 }
 
@@ -390,6 +423,11 @@ def _signed(value: object) -> str:
 
 def _number(value: object) -> str:
     return f"{float(value):g}" if value is not None and pd.notna(value) else MISSING
+
+
+def _value(value: object) -> float | None:
+    """A number of a trial's row as a float; None where null or absent."""
+    return None if value is None or pd.isna(value) else float(value)
 
 
 def _positive(value: object, above: float = 0.0) -> bool:

@@ -386,6 +386,13 @@ CLIENT_LAG_MS_MAX = "client_lag_ms_max"
 BATCH_LATENCY_S_MEAN = "batch_latency_s_mean"
 TOKEN_MISMATCH_REQUESTS = "token_mismatch_requests"
 SHORT_OUTPUT_REQUESTS = "short_output_requests"
+# Completed requests whose whole stream the client read at one instant although the server sent
+# it in several token-bearing chunks (every gap between them 0: one network read): their TTFT is
+# really their end-to-end time, so the client, not the server, set their latencies.
+ONE_READ_REQUESTS = "one_read_requests"
+# MLPerf's TEST09 rule where lengths are not forced: the completed requests' mean output length
+# against the mean the dataset asked for, as a signed percentage (None: nothing asked a length).
+OUTPUT_LENGTH_OFF_PERCENT = "output_length_off_percent"
 # Prompts: completed requests whose server counted another input length than the client
 # (`usage.prompt_tokens` against `input_tokens`; image requests left out, their image tokens
 # are the server's alone), the mean of server minus client over those, and the requests to a

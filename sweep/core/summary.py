@@ -85,6 +85,8 @@ def summarize(
         rec.BATCH_LATENCY_S_MEAN: _batch_latency_mean_s(ok),
         rec.TOKEN_MISMATCH_REQUESTS: _token_mismatches(ok),
         rec.SHORT_OUTPUT_REQUESTS: _short_outputs(ok),
+        rec.ONE_READ_REQUESTS: _one_read(ok),
+        rec.OUTPUT_LENGTH_OFF_PERCENT: _length_off_percent(ok),
         **_input_checks(ok, server),
         rec.ESTIMATED_OUTPUT_REQUESTS: _estimated_outputs(ok),
         rec.OUT_OF_WINDOW_REQUESTS: excluded,
@@ -322,6 +324,38 @@ def _short_outputs(ok: pd.DataFrame) -> int:
     requested = _numeric(ok, rec.REQUESTED_OUTPUT_TOKENS)
     short = _numeric(ok, rec.OUTPUT_TOKENS) < requested  # NaN compares False
     return int((short & ~_estimated(ok)).sum())
+
+
+def _one_read(ok: pd.DataFrame) -> int:
+    """Completed requests whose token-bearing chunks (two or more) all arrived at one instant.
+
+    The client stamps each network read once, so gaps of exactly 0 between every chunk mean one
+    read carried the whole stream: the first token was seen only when the last one was.
+    """
+    if rec.ITL_S not in ok:
+        return 0
+    return sum(1 for gaps in ok[rec.ITL_S] if _all_zero(gaps))
+
+
+def _all_zero(gaps: object) -> bool:
+    """Whether a request's ITL list holds at least one gap and every gap is 0."""
+    if gaps is None or isinstance(gaps, float):  # null: no gaps recorded
+        return False
+    values = np.asarray(gaps, dtype=float)
+    return bool(values.size) and not np.any(values)
+
+
+def _length_off_percent(ok: pd.DataFrame) -> float | None:
+    """Mean output length against the mean asked for, in percent (None: no length asked).
+
+    Over the completed requests with a requested length; an output count that is an estimate
+    is still the best count there is, so it is kept.
+    """
+    requested, output = _numeric(ok, rec.REQUESTED_OUTPUT_TOKENS), _numeric(ok, rec.OUTPUT_TOKENS)
+    asked = ~np.isnan(requested) & ~np.isnan(output) & (requested > 0)
+    if not asked.any():
+        return None
+    return 100.0 * (float(output[asked].mean()) / float(requested[asked].mean()) - 1.0)
 
 
 def _estimated_outputs(ok: pd.DataFrame) -> int | None:

@@ -246,3 +246,24 @@ def test_reasoning_totals_answer_latencies_and_an_answer_bound():
     # only request 0 saw its answer within 1 s: request 1 never did, request 2 at 1.8 s
     assert summary[rec.SLO_ATTAINED_FRACTION] == pytest.approx(1 / 4)
     assert summary[rec.GOODPUT] == pytest.approx(1 / 2.0)
+
+
+def test_streams_read_in_one_read_are_counted(summary):
+    """None of the trial's streams came at one instant: r2's single token has no gap at all."""
+    assert summary[rec.ONE_READ_REQUESTS] == 0
+    requests = make_requests()
+    # r0's five tokens all stamped at 1.5 s: four gaps of 0, one read carried the whole stream.
+    requests.at[0, rec.ITL_S] = [0.0, 0.0, 0.0, 0.0]
+    requests.at[1, rec.ITL_S] = [0.5, 0.0, 0.0]  # two reads: not a one-read stream
+    one = summarize(requests, num_gpus=1, price_per_hour=PRICE)
+    assert one[rec.ONE_READ_REQUESTS] == 1
+
+
+def test_output_length_against_the_dataset(summary):
+    # Completed: outputs 5 + 4 + 1 = 10 against 5 + 5 + 1 = 11 asked: -9.09%.
+    assert summary[rec.OUTPUT_LENGTH_OFF_PERCENT] == pytest.approx(100 * (10 / 11 - 1))
+    requests = make_requests()
+    requests[rec.REQUESTED_OUTPUT_TOKENS] = None
+    assert (
+        summarize(requests, num_gpus=1, price_per_hour=PRICE)[rec.OUTPUT_LENGTH_OFF_PERCENT] is None
+    )

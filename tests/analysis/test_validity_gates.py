@@ -8,7 +8,7 @@ import dataclasses
 import pandas as pd
 
 from analysis.report.findings import findings, quality_findings, withheld_deployments
-from analysis.report.flags import distrust
+from analysis.report.flags import distrust, trial_checks
 from analysis.stats.compare import TTFT_MEDIAN, Comparison
 from analysis.stats.noise import REPEATS, Estimate
 from sweep.core import records as R
@@ -107,3 +107,36 @@ def test_a_quality_line_of_a_distrusted_deployment_gives_its_drift_without_a_spe
 def test_a_distrusted_baseline_leaves_every_speed_unstated():
     lines = quality_findings(_quality(QUALITY), {"dB": "too short"})
     assert all("speed not stated (trials of the baseline too short" in line for line in lines)
+
+
+# MLPerf's TEST09 and one-read streams: each trial's verdict, and the findings that follow.
+UNFORCED = {R.BACKEND_IGNORE_EOS: False}
+LENGTH_TRIALS = [
+    _trial("e1", "dE", **UNFORCED, **{R.OUTPUT_LENGTH_OFF_PERCENT: -30.0}),  # cut short
+    _trial("f1", "dF", **UNFORCED, **{R.OUTPUT_LENGTH_OFF_PERCENT: 8.0}),  # within 10%
+    _trial("g1", "dG", **{R.BACKEND_IGNORE_EOS: True, R.OUTPUT_LENGTH_OFF_PERCENT: -30.0}),
+    _trial("h1", "dH", **{R.ONE_READ_REQUESTS: 8}),  # 8 of 32: 25% of its streams in one read
+    _trial("i1", "dI", **{R.ONE_READ_REQUESTS: 2}),  # 2 of 32: named, still compared
+]
+
+
+def test_lengths_off_the_dataset_and_one_read_streams_are_distrusted():
+    frame = pd.DataFrame(LENGTH_TRIALS)
+    assert distrust(frame).tolist() == ["output lengths off", "", "", "client-bound", ""]
+    checks = trial_checks(frame)
+    assert len(checks) == 3
+    assert checks[0].startswith("e1 (`e1`): mean output length -30% off what the dataset asks")
+    assert "MLPerf's TEST09 allows 10%" in checks[0]
+    assert checks[1].startswith("h1 (`h1`): 8 request(s) (25%) arrived whole in one network read")
+    assert checks[2].startswith("i1 (`i1`): 2 request(s) (6%) arrived whole in one network read")
+    assert "their TTFT is their end-to-end time" in checks[2]
+
+
+def test_a_truncating_configuration_cannot_win():
+    speeds = {"E": (900.0, 5.0), "F": (200.0, 1.0), "G": (100.0, 1.0), "H": (800.0, 1.0),
+              "I": (150.0, 1.0)}  # fmt: skip
+    lines = findings(_comparison(speeds, LENGTH_TRIALS, ["E", "F", "G", "H", "I"]))
+    leader = next(line for line in lines if " leads on output tok/s" in line)
+    assert leader.startswith("**F** leads on output tok/s (200.0 tok/s)")
+    (withheld,) = [line for line in lines if line.startswith("Not compared")]
+    assert withheld.startswith("Not compared: **E** (output lengths off), **H** (client-bound).")
