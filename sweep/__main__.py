@@ -20,6 +20,7 @@ from analysis.read.trial_cache import CACHE_DIR
 from analysis.report.console import print_capacity, print_findings, print_paths, print_table
 from analysis.report.report import ReportPaths, console_table, write_report
 from analysis.tracking.tracking import Tracker
+from sweep.core import records as rec
 from sweep.core.errors import SweepError
 from sweep.core.results import ResultStore, TrialFiles
 from sweep.core.secrets import scrub
@@ -129,7 +130,7 @@ def run_on_ray(plan: SweepPlan, deployments: list, store: ResultStore, tracker: 
     try:
         with SweepProgress(total, len(deployments)) as progress:
             tracked = TrackedProgress(progress, tracker)
-            driver = Driver(store, {"env.git_sha": env.git_sha()}, plan.base.cluster, tracked)
+            driver = Driver(store, {rec.ENV_GIT_SHA: env.git_sha()}, plan.base.cluster, tracked)
             outcome = driver.run(deployments)
     finally:
         if started:

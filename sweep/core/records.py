@@ -282,6 +282,7 @@ ENV_PREFIX = "env."
 ENV_WORKER_PID = "env.worker_pid"  # the Ray worker process that ran the trial
 ENV_WORKER_NICE = "env.worker_nice"  # its niceness: > 0 means it yielded to other processes
 ENV_CLIENT_CPUS = "env.client_cpus"  # cores kept for the load generator (`sweep.worker.isolation`)
+ENV_GIT_SHA = "env.git_sha"  # the checkout the driver ran (`sweep.worker.environment.git_sha`)
 
 # What a backend says about itself (`backends.base.Backend.facts`), written by the worker into
 # every summary row, so that analysis learns it from the results folder and never from a list of
@@ -483,6 +484,10 @@ BACKEND_NAME = "backend.name"
 WORKLOAD_NAME = "workload.name"
 WORKLOAD_CONCURRENCY = "workload.concurrency"
 WORKLOAD_BATCH_SIZE = "workload.batch_size"
+WORKLOAD_REQUEST_RATE = "workload.request_rate"  # null: not an open loop
+WORKLOAD_BURSTINESS = "workload.burstiness"
+WORKLOAD_IGNORE_EOS = "workload.ignore_eos"
+WORKLOAD_CLIENT_PROCESSES = "workload.client_processes"  # load-generator shards
 DATASET_NAME = "dataset.name"
 MODEL_NAME = "model.name"
 HARDWARE_NAME = "hardware.name"

@@ -201,6 +201,12 @@ def measured(requests: pd.DataFrame) -> pd.DataFrame:
     return inside[inside[rec.STATUS] == rec.STATUS_OK]
 
 
+def windowed(requests: pd.DataFrame) -> pd.DataFrame:
+    """The requests `summarize` counts (`num_requests`): inside the window, failed ones too."""
+    inside, _ = _in_window(requests)
+    return inside
+
+
 def latency_samples_ms(requests: pd.DataFrame) -> dict[str, np.ndarray]:
     """Per-request TTFT, TPOT and E2E and every ITL gap, in ms, of the `measured` requests."""
     return {k: v * 1e3 for k, v in _latency_samples_s(measured(requests)).items()}
