@@ -4,8 +4,11 @@ One folder: writes summary.csv, the plots, report.md and report.html (comparison
 `--baseline` engine, Pareto front, goodput under `--slo`, roofline, timelines and, for a search,
 each configuration's capacity and what `--target-rate` costs), prints the main table, the capacity
 table and the paths written; `--wandb` also uploads the sweep to Weights & Biases. Two or more
-folders: matches their trials by config and writes comparison.md and comparison.html. Errors a user
-can fix (missing folder, no trial, a bad SLO) are one `error:` line on stderr, exit status 2.
+folders: matches their trials by config and writes comparison.md and comparison.html. With
+`--export FORMAT` it writes each trial in the field's formats instead (`analysis.export`: llm-d's
+benchmark report, vLLM's bench JSON) and prints the folders written. Errors a user can fix
+(missing folder, no trial, a bad SLO, an unknown format) are one `error:` line on stderr, exit
+status 2.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import math
 import sys
 from pathlib import Path
 
+from analysis.export.registry import FORMATS, export_results, parse_formats
 from analysis.read.columns import sweep_title
 from analysis.read.load import (
     load_requests,
@@ -60,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.noise:
             return noise(args.results_dirs)
+        if args.export:
+            return export(args.results_dirs, args.out, parse_formats(args.export))
         if len(args.results_dirs) > 1:
             return compare(args.results_dirs, args.out)
         return report(args.results_dirs[0], args.out or args.results_dirs[0], options, args)
@@ -122,6 +128,15 @@ def noise(results_dirs: list[Path]) -> int:
             continue
         print_table(table, title=f"Run-to-run spread: {sweep}")
     return status
+
+
+def export(results_dirs: list[Path], out_dir: Path | None, names: list[str]) -> int:
+    """Each sweep's trials in the formats `names`, one line per folder written."""
+    for results_dir in results_dirs:
+        target = out_dir if out_dir is not None and len(results_dirs) == 1 else results_dir
+        for written in export_results(results_dir, target, names):
+            print(f"{written.format}: {written.folder} ({written.files} trials)")
+    return 0
 
 
 def compare(results_dirs: list[Path], out_dir: Path | None) -> int:
@@ -193,6 +208,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="only print the run-to-run spread of each repeated configuration (an A/A check: "
         "python -m sweep +experiment=aa_check)",
+    )
+    parser.add_argument(
+        "--export",
+        action="append",
+        metavar="FORMAT",
+        help="instead of the report, write each trial in the field's formats into "
+        "RESULTS_DIR/export/FORMAT/ (OUT/export/FORMAT/ with --out and one folder): "
+        + "; ".join(f"{name}: {form.description}" for name, form in FORMATS.items())
+        + " (repeat it, or separate formats by commas)",
     )
     parser.add_argument(
         "--wandb",
