@@ -53,8 +53,7 @@ class EngineConfig(BackendConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.api is not None:
-            check_choice("backend", "api", self.api, SERVER_APIS)
+        check_api(self.api)
 
 
 @dataclass
@@ -87,8 +86,7 @@ class OpenAIServerConfig(LaunchedServerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.api is not None:
-            check_choice("backend", "api", self.api, SERVER_APIS)
+        check_api(self.api)
 
 
 @dataclass
@@ -106,6 +104,12 @@ class LoraServerConfig(OpenAIServerConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_lora(self.lora_adapters, self.lora_count)
+
+
+def check_api(api: str | None) -> None:
+    """`backend.api` is None (the prompt as it is) or one of `SERVER_APIS`."""
+    if api is not None:
+        check_choice("backend", "api", api, SERVER_APIS)
 
 
 def typed_names(config: Any) -> list[str]:
