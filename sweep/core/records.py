@@ -79,6 +79,13 @@ CANCELLED = "cancelled"
 CANCEL_S = "cancel_s"
 TIMED_OUT_REQUESTS = "timed_out_requests"
 CANCELLED_REQUESTS = "cancelled_requests"
+# How soon the server let go of the requests the client hung up on (cancelled or timed out;
+# `sweep.core.cancel_release`, absent from trials without any): the mean time it held one, from
+# its sampled running and waiting requests beside the client's in flight (Little's law), the
+# most it held at one sample, and the samples averaged (null: the server's count not sampled).
+CANCEL_RELEASE_MS_MEAN = "cancel_release_ms_mean"
+CANCEL_HELD_MAX = "cancel_held_requests_max"
+CANCEL_RELEASE_SAMPLES = "cancel_release_samples"
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"

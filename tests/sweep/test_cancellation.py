@@ -226,6 +226,9 @@ def test_the_docs_example_records_its_cancellations_in_the_trial_files(tmp_path)
     assert (cancelled[R.OUTPUT_TOKENS] == 8).all() and (cancelled[R.CANCEL_S] > 0).all()
     seeded = chosen(32, 0.5, int(summary["workload.seed"]))
     assert set(cancelled[R.REQUEST_IDX]) == seeded
+    # The server's count was sampled during the trial: the release estimate has its samples.
+    assert summary[R.CANCEL_RELEASE_SAMPLES] >= 1
+    assert summary[R.CANCEL_RELEASE_MS_MEAN] >= 0 and summary[R.CANCEL_HELD_MAX] <= 16
 
 
 def test_a_cancelled_request_is_not_failed_for_the_usage_it_never_got():
