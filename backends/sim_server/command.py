@@ -19,7 +19,13 @@ from aiohttp import web
 
 from backends.sim_server import server
 from backends.sim_server.schedule import SIM_FAULT_KINDS
-from backends.sim_server.server import ARRIVALS, USAGE_MODES, SimOptions, build_app
+from backends.sim_server.server import (
+    ARRIVALS,
+    HANG_UP_MODES,
+    USAGE_MODES,
+    SimOptions,
+    build_app,
+)
 from sweep.core.stream_chunks import REASONING_FIELDS
 
 
@@ -41,6 +47,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, int, SimOptions]:
     p.add_argument(
         "--tokenizer", default=None, help="a model folder whose tokenizer counts the prompts"
     )
+    p.add_argument(
+        "--on-hang-up", choices=HANG_UP_MODES, default="abort",
+        help="when a request whose client left is let go of",
+    )  # fmt: skip
     a = p.parse_args(argv)
     try:
         server_only = {
@@ -49,6 +59,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, int, SimOptions]:
             "usage": a.usage,
             "record_prompts": a.record_prompts,
             "tokenizer": a.tokenizer,
+            "on_hang_up": a.on_hang_up,
         }
         options = SimOptions(**json.loads(a.schedule), kv_capacity=a.kv_capacity, **server_only)
     except (ValueError, TypeError) as exc:
@@ -85,14 +96,16 @@ def main(argv: list[str] | None = None) -> None:
     print(f"sim_server on http://{host}:{port} {options}", flush=True)
     # Shows in backend.log which GPUs the deployment's task handed to its server.
     print(f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}", flush=True)
-    asyncio.run(serve(build_app(options), host, port))
+    asyncio.run(serve(build_app(options), host, port, options.on_hang_up == "abort"))
 
 
-async def serve(app: web.Application, host: str, port: int) -> None:
-    """Serve `app` on host:port until SIGTERM or SIGINT, arrivals stamped as bytes come."""
-    # A client hanging up cancels its handler and so ends its request, queued or stalled, as
-    # vLLM aborts it.
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0, access_log=None)
+async def serve(app: web.Application, host: str, port: int, abort: bool = True) -> None:
+    """Serve `app` on host:port until SIGTERM or SIGINT, arrivals stamped as bytes come.
+
+    With `abort`, a client hanging up cancels its handler and so ends its request, queued or
+    stalled, as vLLM aborts it; without, the request goes on until a write fails (`on_hang_up`).
+    """
+    runner = web.AppRunner(app, handler_cancellation=abort, shutdown_timeout=1.0, access_log=None)
     await runner.setup()
     # A full collection scans every object the imports made (6-16 ms measured here), holding up
     # every arrival stamp meanwhile: those are frozen, so a collection scans the requests' own.

@@ -60,6 +60,10 @@ EARLY_NS = 500_000
 # running count in every chunk and the final count (vLLM's continuous usage stats); only the final
 # count, as OpenAI's API and most gateways do; never.
 USAGE_MODES = ("asked", "continuous", "final", "none")
+# When the server lets go of a request whose client hung up: at once, as vLLM aborts it (its
+# handler is cancelled); at its next chunk, whose write fails; or only once its last token was
+# generated, as a server that never looks would (`--on-hang-up`).
+HANG_UP_MODES = ("abort", "next_write", "finish")
 
 
 @dataclass
@@ -70,6 +74,8 @@ class SimOptions(SimSchedule):
     successive chunk of a stream, cycled (empty: `tokens_per_chunk` every time). `words`: the
     words streamed, one per token, cycled (empty: `t0 t1 t2 ...`). `usage`: one of USAGE_MODES.
     `record_prompts`: keep what each request sent (`prompt` or `messages`) in its stamps.
+    `on_hang_up`: one of HANG_UP_MODES; a request let go of after its client left ends
+    `closed` in its stamps.
     """
 
     kv_capacity: int = 256
@@ -78,6 +84,7 @@ class SimOptions(SimSchedule):
     usage: str = "asked"
     record_prompts: bool = False
     tokenizer: str | None = None  # a model folder whose tokenizer counts prompts (`prompt_count`)
+    on_hang_up: str = "abort"
 
     def chunk_size(self, index: int) -> int:
         """Tokens in the `index`-th chunk of a stream (before the stream's end cuts it short)."""
@@ -120,6 +127,7 @@ class Stream:
         self.fault_at = self.max_tokens // 2
         self.outcome: str | None = None  # set once, when it ends
         self.fault_fired = False
+        self.hung_up = False  # a write found its client gone
         self.scale = 1.0  # this request's delay factor (`SimSchedule.jitter`)
         self.sent = 0
         self.chunks = 0
@@ -246,21 +254,14 @@ class SimServer:
         self._stamp(rid, arrival_ns=arrival, fault=fault, images=s.images, model=body.get("model"))
         if self.opt.record_prompts:  # what a multi-turn client sent, for tests to compare
             self._stamp(rid, received=body.get("messages" if api == "chat" else "prompt"))
-        if s.streaming:
-            s.resp = web.StreamResponse(
-                headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-            )
-            if fault == "truncate":
-                s.resp.force_close()  # end the body early, then close the connection
-            await s.resp.prepare(request)
-            if api == "chat":  # like vLLM: a role-only chunk first, carrying no tokens
-                await s.resp.write(
-                    s.chunk("", False).replace(b'"delta":{', b'"delta":{"role":"assistant",', 1)
-                )
-        if self.admission.arrive(s):
-            self._admit(s, arrival)
         try:
+            if s.streaming:
+                await self._begin_stream(s, request)
+            if self.admission.arrive(s):
+                self._admit(s, arrival)
             outcome = await s.done
+        except (ConnectionError, RuntimeError):  # its client left before the reply began
+            outcome = "closed"
         finally:
             self._end(s, "closed")  # a no-op once it has ended; else its client hung up
         if outcome == "reset" or (outcome == "truncate" and not s.streaming):
@@ -272,6 +273,19 @@ class SimServer:
         if s.fault == "malformed":
             return web.Response(text='{"id": "' + rid, content_type="application/json")
         return web.json_response(_full_response(s, self.opt.usage_skew))
+
+    async def _begin_stream(self, s: Stream, request: web.Request) -> None:
+        """Send a stream's headers (and a chat reply's role-only chunk, as vLLM does)."""
+        s.resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        if s.fault == "truncate":
+            s.resp.force_close()  # end the body early, then close the connection
+        await s.resp.prepare(request)
+        if s.api == "chat":  # a role-only chunk first, carrying no tokens
+            await s.resp.write(
+                s.chunk("", False).replace(b'"delta":{', b'"delta":{"role":"assistant",', 1)
+            )
 
     # ---- the timer task ----
     def _delay_ns(self, ms: float) -> int:
@@ -356,13 +370,15 @@ class SimServer:
                 # Returns at once unless the client stopped reading (64 KiB buffered).
                 await s.resp.write(data)
             except (ConnectionError, RuntimeError):
-                self._end(s, "closed")
-                return
+                s.hung_up = True
+                if self.opt.on_hang_up != "finish":
+                    self._end(s, "closed")
+                    return
         else:
             s.text.append(text)
             s.thought.append(thought)
         if finish:
-            self._end(s, "done")
+            self._end(s, "closed" if s.hung_up else "done")
         else:
             nxt = min(self.opt.chunk_size(s.chunks), s.max_tokens - s.sent)
             self._push(s, due + self._delay_ns(self.opt.itl_ms * nxt * s.scale))

@@ -102,6 +102,10 @@ ADDED_LATER: dict[str, Any] = {
     "dataset.too_long": "refuse",
     "dataset.lora_column": None,  # a trace's adapter column
     "workload.http_client": "asyncio",  # the load generator's own client; aiohttp's by choice
+    "workload.cancel_rate": 0.0,  # request cancellation (`sweep.loadgen.cancel`)
+    "workload.cancel_after": "delay",
+    "workload.cancel_delay_s": 0.0,
+    "workload.cancel_after_tokens": None,
     # A whole group added later: its section hashes away while it equals this default.
     "proxy": {"name": "none"},
 }
@@ -142,6 +146,8 @@ def model_name_of(path: str) -> str:
 
 
 RAMPS = ("none", "linear", "exponential")
+# When a request chosen for cancellation is closed (`WorkloadConfig.cancel_after`).
+CANCEL_AFTER = ("delay", "first_token", "tokens")
 LORA_ASSIGNMENTS = ("uniform", "zipf", "dataset", "base")
 
 
@@ -213,6 +219,14 @@ class WorkloadConfig:
     # The load generator's HTTP client (`sweep.loadgen.http.CLIENTS`): its own asyncio one, or
     # aiohttp's, for what only aiohttp does.
     http_client: str = "asyncio"
+    # Request cancellation (`sweep.loadgen.cancel`, as AIPerf's): the client closes the
+    # connection of `cancel_rate` of the measured requests, chosen from `seed`: `delay`:
+    # `cancel_delay_s` after the request was fully sent; `first_token`: at its first output
+    # token; `tokens`: once `cancel_after_tokens` output tokens arrived (prefill or decode).
+    cancel_rate: float = 0.0
+    cancel_after: str = "delay"
+    cancel_delay_s: float = 0.0
+    cancel_after_tokens: int | None = None
 
     def __post_init__(self) -> None:
         check_choice("workload", "name", self.name, WORKLOAD_MODES)
@@ -221,6 +235,7 @@ class WorkloadConfig:
         check_choice("workload", "http_client", self.http_client, HTTP_CLIENTS)
         self._check_trust_settings()
         self._check_shape()
+        self._check_cancel()
         check_positive(
             "workload",
             num_requests=self.num_requests,
@@ -290,6 +305,34 @@ class WorkloadConfig:
             raise_config(
                 "workload.stages: each stage has its own duration_s and they run from one "
                 "process; unset workload.duration_s and workload.client_processes"
+            )
+
+    def _check_cancel(self) -> None:
+        """Request cancellation's settings: one line naming the key, before any request is sent."""
+        check_choice("workload", "cancel_after", self.cancel_after, CANCEL_AFTER)
+        rate, delay, tokens = self.cancel_rate, self.cancel_delay_s, self.cancel_after_tokens
+        if not 0.0 <= rate <= 1.0:
+            raise_config(f"workload.cancel_rate must be in [0, 1] (a fraction), got {rate}")
+        if not delay >= 0.0:
+            raise_config(f"workload.cancel_delay_s must be >= 0 seconds, got {delay}")
+        if tokens is not None and tokens < 1:
+            raise_config(f"workload.cancel_after_tokens must be >= 1, got {tokens}")
+        if rate == 0.0 and (self.cancel_after != "delay" or delay or tokens is not None):
+            raise_config(
+                "workload.cancel_after, cancel_delay_s and cancel_after_tokens say when a "
+                "request is cancelled, but workload.cancel_rate is 0: set workload.cancel_rate"
+            )
+        if self.cancel_after == "tokens" and tokens is None:
+            raise_config("workload.cancel_after=tokens needs workload.cancel_after_tokens >= 1")
+        if tokens is not None and self.cancel_after != "tokens":
+            raise_config(
+                f"workload.cancel_after_tokens={tokens} counts for cancel_after=tokens only, "
+                f"not cancel_after={self.cancel_after}"
+            )
+        if delay and self.cancel_after != "delay":
+            raise_config(
+                f"workload.cancel_delay_s={delay} times cancel_after=delay only, "
+                f"not cancel_after={self.cancel_after}"
             )
 
     def _check_trust_settings(self) -> None:

@@ -68,9 +68,28 @@ ANSWER_S = "answer_s"
 # leaves them out), and the report's request checks name the trials that have any.
 OUTPUT_TOKENS_ESTIMATED = "output_tokens_estimated"
 ESTIMATED_OUTPUT_REQUESTS = "estimated_output_requests"
+# Requests that ended early (`sweep.loadgen.cancel`): TIMED_OUT is true where the client gave up
+# after `workload.timeout_s` (a failed request, its error line `timeout: ...`, its output tokens
+# so far kept); CANCELLED where the client closed it on purpose (`workload.cancel_rate`): its
+# STATUS is STATUS_CANCELLED, neither ok nor failed, and CANCEL_S is the time from sending it to
+# closing it (null otherwise). The summary counts them in TIMED_OUT_REQUESTS (of the failed
+# ones) and CANCELLED_REQUESTS (not in FAILED_REQUESTS); both are null for records without them.
+TIMED_OUT = "timed_out"
+CANCELLED = "cancelled"
+CANCEL_S = "cancel_s"
+TIMED_OUT_REQUESTS = "timed_out_requests"
+CANCELLED_REQUESTS = "cancelled_requests"
+# How soon the server let go of the requests the client hung up on (cancelled or timed out;
+# `sweep.core.cancel_release`, absent from trials without any): the mean time it held one, from
+# its sampled running and waiting requests beside the client's in flight (Little's law), the
+# most it held at one sample, and the samples averaged (null: the server's count not sampled).
+CANCEL_RELEASE_MS_MEAN = "cancel_release_ms_mean"
+CANCEL_HELD_MAX = "cancel_held_requests_max"
+CANCEL_RELEASE_SAMPLES = "cancel_release_samples"
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
+STATUS_CANCELLED = "cancelled"
 
 REQUESTS_SCHEMA = pa.schema(
     [
@@ -106,6 +125,9 @@ REQUESTS_SCHEMA = pa.schema(
         pa.field(ADAPTER, pa.string()),
         pa.field(IMAGES, pa.int64()),
         pa.field(SERVER_INPUT_TOKENS, pa.int64()),
+        pa.field(TIMED_OUT, pa.bool_()),
+        pa.field(CANCELLED, pa.bool_()),
+        pa.field(CANCEL_S, pa.float64()),
     ]
 )
 

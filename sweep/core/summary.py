@@ -71,7 +71,7 @@ def summarize(
     row: Summary = {
         rec.NUM_REQUESTS: len(requests),
         rec.COMPLETED_REQUESTS: len(ok),
-        rec.FAILED_REQUESTS: len(requests) - len(ok),
+        rec.FAILED_REQUESTS: len(requests) - len(ok) - (_flagged(requests, rec.CANCELLED) or 0),
         rec.DURATION_S: duration,
         rec.REQUEST_THROUGHPUT: _rate(len(ok), duration),
         rec.OUTPUT_THROUGHPUT: output_throughput,
@@ -94,6 +94,7 @@ def summarize(
         rec.ANSWER_TOKENS_TOTAL: _total(ok, rec.ANSWER_TOKENS),
     }
     row.update(_client_lag(requests))
+    row.update(_ended_early(requests))
     for metric, samples_s in _latency_samples_s(ok).items():
         for stat in rec.LATENCY_STATS:
             row[rec.latency_column(metric, stat)] = _statistic(samples_s * 1e3, stat)
@@ -122,6 +123,25 @@ def _sessions(requests: pd.DataFrame) -> Summary:
         rec.SESSIONS: int(requests[rec.SESSION].nunique()),
         rec.TRUNCATED_REQUESTS: int(np.sum(dropped > 0)),
     }
+
+
+def _ended_early(requests: pd.DataFrame) -> Summary:
+    """Requests the client timed out on (failed ones) and cancelled (neither ok nor failed).
+
+    A cancelled request counts in no metric: not in the throughputs, not in the latencies (its
+    TTFT, where its first token came, is in its record only), not in the SLO's fractions.
+    """
+    return {
+        rec.TIMED_OUT_REQUESTS: _flagged(requests, rec.TIMED_OUT),
+        rec.CANCELLED_REQUESTS: _flagged(requests, rec.CANCELLED),
+    }
+
+
+def _flagged(requests: pd.DataFrame, column: str) -> int | None:
+    """Requests whose boolean `column` is true; None where the records predate it."""
+    if column not in requests:
+        return None
+    return int(requests[column].eq(True).sum())
 
 
 def cost_per_1m_output(output_tok_s: float, num_gpus: int, price_per_hour: float) -> float | None:
@@ -286,10 +306,14 @@ def _goodput(
 def _attained_fraction(
     requests: pd.DataFrame, ok: pd.DataFrame, slo: Mapping[str, float | None] | None
 ) -> float | None:
-    """Share of the requests meeting every per-request bound; a failed request misses."""
-    if all(bound is None for bound in (slo or {}).values()) or requests.empty:
+    """Share of the requests meeting every per-request bound; a failed request misses.
+
+    A cancelled request neither meets nor misses: the client ended it.
+    """
+    judged = len(requests) - (_flagged(requests, rec.CANCELLED) or 0)
+    if all(bound is None for bound in (slo or {}).values()) or not judged:
         return None
-    return int(meets_slo(ok, slo).sum()) / len(requests)
+    return int(meets_slo(ok, slo).sum()) / judged
 
 
 def _batch_latency_mean_s(ok: pd.DataFrame) -> float | None:

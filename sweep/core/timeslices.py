@@ -4,12 +4,13 @@
 its span, rounded down to 1, 2 or 5 times a power of ten) from its first send to its last end,
 and hands on one row per window (`records.TIMESLICES_SCHEMA`), so warm-up, a ramp, stages,
 degradation and queue build-up can be seen. Every request of the records counts, inside the
-steady-state window or not: requests started (by `sent_s`), finished ok or failed (by `end_s`),
-in flight at the window's end; output tokens where they arrived (the first chunk's at the first
-token, then one per inter-token gap, as the summary's peak throughput counts them), so the
-windows add up to the trial's completed requests and output tokens; TTFT of the ok requests sent
-in the window and ITL of the gaps ending in it; KV-cache use and waiting requests as the means of
-the server telemetry's samples in the window. Pure: the worker calls it for every trial.
+steady-state window or not: requests started (by `sent_s`), finished ok or failed (by `end_s`;
+a request the client cancelled is neither), in flight at the window's end; output tokens where
+they arrived (the first chunk's at the first token, then one per inter-token gap, as the
+summary's peak throughput counts them), so the windows add up to the trial's completed requests
+and output tokens; TTFT of the ok requests sent in the window and ITL of the gaps ending in it;
+KV-cache use and waiting requests as the means of the server telemetry's samples in the window.
+Pure: the worker calls it for every trial.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def time_slices(
     sent, end = _numeric(requests, rec.SENT_S), _numeric(requests, rec.END_S)
     if np.isnan(sent).all():
         return rec.TIMESLICES_SCHEMA.empty_table()
-    ok = (requests[rec.STATUS] == rec.STATUS_OK).to_numpy() & ~np.isnan(sent)
+    status = requests[rec.STATUS].to_numpy()
+    ok = (status == rec.STATUS_OK) & ~np.isnan(sent)
     tokens_at, tokens, gaps_at, gaps = _tokens(requests[ok])
     origin = float(np.nanmin(sent))
     last = float(np.nanmax(np.concatenate([sent, end, tokens_at])))
@@ -77,7 +79,7 @@ def time_slices(
         rec.SLICE_END_S: [origin + (i + 1) * length for i in range(count)],
         rec.REQUESTS_STARTED: started.tolist(),
         rec.REQUESTS_FINISHED: per_window(end[ok]).tolist(),
-        rec.REQUESTS_FAILED: per_window(end[~ok]).tolist(),
+        rec.REQUESTS_FAILED: per_window(end[~ok & (status != rec.STATUS_CANCELLED)]).tolist(),
         rec.REQUESTS_IN_FLIGHT: (np.cumsum(started) - np.cumsum(per_window(ended))).tolist(),
     }
     output = np.rint(per_window(tokens_at, tokens)).astype(np.int64)

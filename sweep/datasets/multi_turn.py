@@ -125,9 +125,10 @@ def check_plan(config: Any) -> None:
     if workload.client_processes > 1:
         raise ConfigError("dataset=multi_turn runs from one process: unset client_processes")
     shaped = workload.duration_s is not None or workload.stages or workload.ramp != "none"
-    if shaped:
+    if shaped or workload.cancel_rate:
         raise ConfigError(
-            "dataset=multi_turn runs whole sessions: unset workload.duration_s, ramp and stages"
+            "dataset=multi_turn runs whole sessions: unset workload.duration_s, ramp, stages "
+            "and cancel_rate"
         )
     reason = overflow(dataset, workload, context_of(config))
     if reason is not None:

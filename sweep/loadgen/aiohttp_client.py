@@ -18,8 +18,15 @@ import aiohttp
 
 from backends.base import COUNT_CHUNKS
 from sweep.core import records as R
+from sweep.loadgen.cancel import Cancelled, CancelRule
 from sweep.loadgen.clock import now_s
-from sweep.loadgen.http_error import MAX_RESENDS, RequestFailed, endpoint_secrets, error_line
+from sweep.loadgen.http_error import (
+    MAX_RESENDS,
+    RequestFailed,
+    TimedOut,
+    endpoint_secrets,
+    error_line,
+)
 from sweep.loadgen.recorder import RequestTracker
 from sweep.loadgen.sse import DRAIN_S, StreamState
 from sweep.loadgen.wire import Attempt, trace_config
@@ -65,24 +72,31 @@ class AiohttpClient:
         await asyncio.gather(*(get() for _ in range(count)))
 
     async def stream(
-        self, data: bytes, rid: str, tracker: RequestTracker, scheduled: float
+        self,
+        data: bytes,
+        rid: str,
+        tracker: RequestTracker,
+        scheduled: float,
+        cancel: CancelRule | None = None,
     ) -> StreamState:
-        """Send one request and read its stream into `tracker`.
+        """Send one request and read its stream into `tracker`; `cancel`: close it on purpose.
 
         A request lost to a pooled connection the server was closing (`wire.Attempt.stale`)
         goes out again, up to `MAX_RESENDS` times, its send lag counting from the same
         scheduled time.
 
         Raises:
-            RequestFailed: it failed; the message is its one-line reason.
+            RequestFailed: it failed; the message is its one-line reason (`TimedOut` after
+                `timeout_s`).
             EventError: the stream carried a malformed or error event.
+            Cancelled: `cancel` closed it (`sweep.loadgen.cancel`).
         """
         headers = {"Content-Type": "application/json", "X-Request-Id": rid}
         try:
             for resend in range(MAX_RESENDS + 1):
                 attempt = Attempt(tracker)
                 try:
-                    return await self._attempt(data, headers, attempt, scheduled)
+                    return await self._cancellable(data, headers, attempt, scheduled, cancel)
                 except aiohttp.ClientError as exc:
                     if resend == MAX_RESENDS or not attempt.stale(exc):
                         raise
@@ -90,7 +104,7 @@ class AiohttpClient:
                              rid, exc)  # fmt: skip
         except TimeoutError as exc:
             elapsed = now_s() - tracker.sent
-            raise RequestFailed(
+            raise TimedOut(
                 f"timeout: {type(exc).__name__} after {elapsed:.1f} s (limit {self._timeout:g} s)"
             ) from None
         except aiohttp.ClientConnectorError as exc:
@@ -99,12 +113,49 @@ class AiohttpClient:
             raise RequestFailed(f"disconnect: {type(exc).__name__}: {exc}") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _attempt(
-        self, data: bytes, headers: dict[str, str], attempt: Attempt, scheduled: float
+    async def _cancellable(
+        self,
+        data: bytes,
+        headers: dict[str, str],
+        attempt: Attempt,
+        scheduled: float,
+        cancel: CancelRule | None,
     ) -> StreamState:
-        """Send once and read the stream into the tracker."""
+        """`_attempt`, closed `cancel.cut_delay_s` after its body went to the socket, if set.
+
+        The timer starts at aiohttp's hook for the body's write (`wire.trace_config`), just
+        before the bytes go, and wakes to the millisecond (asyncio's timer).
+        """
+        delay_s = None if cancel is None else cancel.cut_delay_s
+        cut = None if cancel is None else cancel.cut_tokens
+        if delay_s is None:
+            return await self._attempt(data, headers, attempt, scheduled, cut)
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(None) as window:
+
+                def arm() -> None:  # once: the first write of the body
+                    if window.when() is None:
+                        window.reschedule(loop.time() + delay_s)
+
+                attempt.on_sent = arm
+                return await self._attempt(data, headers, attempt, scheduled, cut)
+        except TimeoutError:
+            if window.expired():  # ours, not the session's `timeout_s`
+                raise Cancelled(now_s(), f"{delay_s:g} s after it was sent") from None
+            raise
+
+    async def _attempt(
+        self,
+        data: bytes,
+        headers: dict[str, str],
+        attempt: Attempt,
+        scheduled: float,
+        cut: int | None = None,
+    ) -> StreamState:
+        """Send once and read the stream into the tracker; its connection closed if cut short."""
         tracker = attempt.tracker
-        stream = StreamState(self.endpoint.api, tracker, self.one_per_chunk)
+        stream = StreamState(self.endpoint.api, tracker, self.one_per_chunk, cut)
         tracker.mark_sent(scheduled, now_s())  # moved to the socket write by `wire.trace_config`
         async with self.session.post(
             self.endpoint.url, data=data, headers=headers, trace_request_ctx=attempt
@@ -116,17 +167,25 @@ class AiohttpClient:
                 secrets = endpoint_secrets(self.endpoint)
                 raise RequestFailed(error_line(resp.status, text or str(resp.reason), secrets))
             tracker.cache_hit = CACHE_ANSWERS.get(resp.headers.get(R.CACHE_HEADER, ""))
-            # Whole network reads, split here: half the awaits of reading line by line.
-            async for chunk in resp.content.iter_any():
-                at = now_s()
-                if stream.feed(chunk, at):
-                    tracker.closed = at
-                    await _drain(resp)
-                    break
-            else:
-                stream.feed(b"\n")  # a last line without its newline
-                tracker.closed = now_s()
+            try:
+                await _read(resp, stream)
+            except (Cancelled, asyncio.CancelledError):
+                resp.close()  # the connection goes with it: the server sees the client leave
+                raise
         return stream
+
+
+async def _read(resp: aiohttp.ClientResponse, stream: StreamState) -> None:
+    """Read the body into `stream`, whole network reads split here (half the awaits of lines)."""
+    tracker = stream.tracker
+    async for chunk in resp.content.iter_any():
+        at = now_s()
+        if stream.feed(chunk, at):
+            tracker.closed = at
+            await _drain(resp)
+            return
+    stream.feed(b"\n")  # a last line without its newline
+    tracker.closed = now_s()
 
 
 async def _drain(resp: aiohttp.ClientResponse) -> None:

@@ -165,7 +165,8 @@ def require_server_counts(trackers: Iterable[Any]) -> None:
     Raises:
         BackendError: no completed request carried the server's counts.
     """
-    done = [t for t in trackers if t.error is None and t.chunk_times]
+    # A cancelled request never gets the final usage: it is no completed request.
+    done = [t for t in trackers if t.error is None and t.cancelled is None and t.chunk_times]
     missing = [t for t in done if t.server_tokens is None or t.server_input_tokens is None]
     for t in missing:
         t.fail(NO_USAGE, at=t.end)

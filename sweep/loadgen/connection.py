@@ -40,12 +40,13 @@ class Reply:
 
     `answered` turns true at the first byte of the reply: a request whose connection closed
     before it was never taken by the server (`SocketClient`'s resend rule). `over` is set once
-    the sink said `[DONE]`; `complete` at the end of the reply's body.
+    the sink said `[DONE]`; `complete` at the end of the reply's body. `written` is when the
+    request's last byte went to the kernel, and `on_written`, if set, is called with it.
     """
 
     __slots__ = (
         "sink", "status", "reason", "headers", "error_body", "answered", "over", "over_at",
-        "complete", "error", "waiter", "at",
+        "complete", "error", "waiter", "at", "written", "on_written",
     )  # fmt: skip
 
     def __init__(self, sink: Sink) -> None:
@@ -61,11 +62,20 @@ class Reply:
         self.error: BaseException | None = None
         self.waiter: asyncio.Future | None = None
         self.at = 0.0  # the stamp of the read being parsed
+        self.written: float | None = None
+        self.on_written: Callable[[float], None] | None = None
 
     def wake(self) -> None:
         """Resolve the request's waiter, once."""
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
+
+    def mark_written(self, at: float) -> None:
+        """The request's bytes were all handed to the kernel at `at` (the first time counts)."""
+        if self.written is None:
+            self.written = at
+            if self.on_written is not None:
+                self.on_written(at)
 
 
 class Connection(asyncio.Protocol):
@@ -82,6 +92,16 @@ class Connection(asyncio.Protocol):
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # noqa: D102
         self.transport = transport
+        # Paused whenever a write leaves bytes behind, resumed once they are all in the
+        # kernel's buffer: `resume_writing` is when a large request was fully sent.
+        transport.set_write_buffer_limits(high=0)
+
+    def pause_writing(self) -> None:  # noqa: D102
+        pass  # `send` writes a request at once; only when it was all sent matters
+
+    def resume_writing(self) -> None:  # noqa: D102
+        if self.reply is not None:
+            self.reply.mark_written(now_s())
 
     def data_received(self, data: bytes) -> None:  # noqa: D102
         reply = self.reply
@@ -160,10 +180,12 @@ class Connection(asyncio.Protocol):
         return not self.lost and self.reply is None
 
     def send(self, data: bytes, reply: Reply) -> None:
-        """Write one request's bytes; its reply goes to `reply`."""
+        """Write one request's bytes; its reply goes to `reply`, `reply.written` when sent."""
         self.reply = reply
         self.uses += 1
         self.transport.write(data)
+        if not self.transport.get_write_buffer_size():  # all in the kernel's buffer already
+            reply.mark_written(now_s())
 
     def release(self) -> bool:
         """End the current request; whether the connection may carry another."""

@@ -39,12 +39,18 @@ def run_engine_workload(
     With `workload.duration_s`, no batch starts once that time is up (the one running ends).
 
     Raises:
-        ConfigError: the workload has stages or a ramp, which only a server's runner offers.
+        ConfigError: the workload has stages, a ramp or cancellations, which only a server's
+            runner offers.
     """
     if workload.stages or workload.ramp != "none":
         raise ConfigError(
             "workload.stages and workload.ramp shape a server's load: an in-process engine "
             "runs batches (use its server backend, e.g. vllm_server)"
+        )
+    if workload.cancel_rate:
+        raise ConfigError(
+            "workload.cancel_rate closes requests' connections: an in-process engine has none "
+            "(use its server backend, e.g. vllm_server)"
         )
     if warmup:
         backend.generate(list(warmup), lambda idx, n: None)

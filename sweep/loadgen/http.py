@@ -18,10 +18,11 @@ went out (in the closed-loop modes a request is due when its worker's last one e
 loop's ramp and `workload.stages` shape the load over time (`sweep.loadgen.stages`). Every
 token-bearing chunk is timestamped by `RequestTracker.add_chunk` with the time its network read
 returned. HTTP errors, timeouts, disconnects and malformed events fail that request only
-(`kind: message`); the trial goes on. Multi-turn sessions (`sweep.loadgen.sessions`) stream
-each turn through `stream_one` too. `workload.client_processes` > 1 shards the load across
-processes (`sweep.loadgen.shards`); the CPU the event loop used rides back with the trackers
-(`sweep.loadgen.saturation`).
+(`kind: message`; a timed-out one keeps the tokens it had); the trial goes on. The requests
+`workload.cancel_rate` chose are closed by the client on purpose (`sweep.loadgen.cancel`).
+Multi-turn sessions (`sweep.loadgen.sessions`) stream each turn through `stream_one` too.
+`workload.client_processes` > 1 shards the load across processes (`sweep.loadgen.shards`); the
+CPU the event loop used rides back with the trackers (`sweep.loadgen.saturation`).
 The own client by default because it was measured here beside aiohttp, httpx and httpcore
 (`scripts.bench.http_clients`, docs/benchmarks.md): it costs the least CPU per request and stamps
 each read in the read's own callback.
@@ -44,8 +45,9 @@ from sweep.core.config import WorkloadConfig
 from sweep.core.errors import ConfigError
 from sweep.loadgen import tgi_stream
 from sweep.loadgen.arrivals import arrival_offsets, trace_offsets
+from sweep.loadgen.cancel import Cancelled, CancelRule, cancel_rules
 from sweep.loadgen.clock import now_s
-from sweep.loadgen.http_error import RequestFailed
+from sweep.loadgen.http_error import RequestFailed, TimedOut
 from sweep.loadgen.recorder import RequestTracker, Trackers
 from sweep.loadgen.request_ids import new_run, request_id
 from sweep.loadgen.saturation import CpuMeter
@@ -201,12 +203,14 @@ async def run_share(
     cap = share.streams(workload.streams)
     run = new_run()  # request ids unique across trials and shards, for server-side logs
     limit = None if workload.stages else cap  # stages: theirs
+    cancels = cancel_rules(workload, len(requests))  # of the whole trial: the same in every shard
     async with open_client(endpoint, workload, limit) as session:
 
         def sender(warmup: bool) -> Send:
             async def send(request: GenRequest, tracker: RequestTracker, scheduled: float) -> None:
                 rid = request_id(run, request.idx, share.index, warmup)
-                await stream_one(session, endpoint, request, tracker, scheduled, rid)
+                cancel = None if warmup else cancels.get(request.idx)
+                await stream_one(session, endpoint, request, tracker, scheduled, rid, cancel)
 
             return send
 
@@ -369,14 +373,22 @@ async def stream_one(
     tracker: RequestTracker,
     scheduled: float,
     rid: str,
+    cancel: CancelRule | None = None,
 ) -> None:
-    """Stream one request into its tracker through the trial's client; failures: `tracker.fail`."""
+    """Stream one request into its tracker through the trial's client; failures: `tracker.fail`.
+
+    With `cancel`, the client closes it as the rule says (`sweep.loadgen.cancel`):
+    `tracker.cancel`, unless it ended first.
+    """
     data = json.dumps(_body(endpoint, request)).encode()
     tracker.adapter, tracker.images = request.adapter, len(request.images)
     try:
-        stream = await session.stream(data, rid, tracker, scheduled)
+        stream = await session.stream(data, rid, tracker, scheduled, cancel)
+    except Cancelled as exc:
+        tracker.cancel(exc.at)
+        return
     except (EventError, RequestFailed) as exc:
-        tracker.fail(str(exc))
+        tracker.fail(str(exc), timed_out=isinstance(exc, TimedOut))
         return
     except Exception as exc:  # one request's bug must not end the trial
         tracker.fail(f"client_error: {type(exc).__name__}: {exc}")

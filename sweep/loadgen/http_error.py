@@ -82,6 +82,10 @@ class RequestFailed(Exception):
     """A request failed; the message is its one-line reason (`RequestTracker.fail`)."""
 
 
+class TimedOut(RequestFailed):
+    """The client gave up on a request after `workload.timeout_s` (`timeout: ...`)."""
+
+
 def endpoint_secrets(endpoint: object) -> list[str]:
     """The values read from the environment (`backends.base.Secret`) that requests carry.
 

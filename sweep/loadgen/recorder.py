@@ -28,7 +28,9 @@ class RequestTracker:
     share (`stream_chunks.Counted.reasoning`) once one chunk had some (None until then: most
     replies have none), `server_reasoning_tokens` the server's own count where its usage said.
     `guessed`: some chunk's running count may be short (a one-token-per-chunk stream's,
-    `sweep.loadgen.sse`).
+    `sweep.loadgen.sse`). A request that ended early keeps the chunks it had: `timed_out` when
+    the client gave up after `workload.timeout_s` (a failure), `cancelled` the time the client
+    closed it on purpose (`sweep.loadgen.cancel`; neither ok nor failed).
     """
 
     __slots__ = (
@@ -55,6 +57,8 @@ class RequestTracker:
         "guessed",
         "adapter",
         "images",
+        "timed_out",
+        "cancelled",
     )
 
     def __init__(self, idx: int, batch_idx: int, input_tokens: int, requested_tokens: int):
@@ -81,6 +85,8 @@ class RequestTracker:
         self.guessed = False
         self.adapter: str | None = None  # the LoRA adapter it asked for (`records.ADAPTER`)
         self.images = 0  # images its message carried (`records.IMAGES`)
+        self.timed_out = False  # the client gave up after `workload.timeout_s`
+        self.cancelled: float | None = None  # when the client closed it on purpose
 
     def mark_sent(self, scheduled: float, sent: float | None = None) -> None:
         """Record when the request was due and when it actually went out."""
@@ -152,10 +158,15 @@ class RequestTracker:
         elif self.end is None:
             self.end = now_s()
 
-    def fail(self, error: str, at: float | None = None) -> None:
-        """Mark the request failed with a one-line reason."""
+    def fail(self, error: str, at: float | None = None, timed_out: bool = False) -> None:
+        """Mark the request failed with a one-line reason; `timed_out`: after `timeout_s`."""
         self.error = error.splitlines()[0] if error else "unknown error"
         self.end = now_s() if at is None else at
+        self.timed_out = timed_out
+
+    def cancel(self, at: float) -> None:
+        """Mark the request cancelled: the client closed it at `at` (`sweep.loadgen.cancel`)."""
+        self.cancelled = self.end = at
 
     def record(self, trial_id: str, t0: float) -> dict[str, object]:
         """The request's row of requests.parquet, times relative to `t0`."""
@@ -167,10 +178,13 @@ class RequestTracker:
                 times.append(t)
                 tokens.append(k)
         output_tokens = sum(tokens)
-        ok = self.error is None and self.sent is not None and output_tokens > 0
+        cancelled = self.cancelled is not None
+        ok = not cancelled and self.error is None and self.sent is not None and output_tokens > 0
         first = times[0] if times else None
         itl = _inter_token_latencies(times, tokens)
-        ttft = first - self.sent if ok else None
+        # A cancelled request keeps its TTFT where its first token came (the summary's is over
+        # completed requests only); a failed one has no latencies.
+        ttft = first - self.sent if (ok or cancelled) and first is not None else None
         e2e = self.end - self.sent if ok else None
         shares = self.chunk_reasoning
         thought, answer = reasoning_split(counts, shares, self.server_reasoning_tokens)
@@ -193,8 +207,8 @@ class RequestTracker:
             R.OUTPUT_TOKENS: output_tokens,
             R.REQUESTED_OUTPUT_TOKENS: self.requested_tokens,
             R.SERVER_OUTPUT_TOKENS: self.server_tokens,
-            R.STATUS: R.STATUS_OK if ok else R.STATUS_FAILED,
-            R.ERROR: None if ok else (self.error or "no tokens received"),
+            R.STATUS: _status(ok, cancelled),
+            R.ERROR: None if ok or cancelled else (self.error or "no tokens received"),
             R.IN_WINDOW: True,  # the steady-state filter (sweep.core.trust) may clear it
             R.PHASE: self.phase,
             R.STAGE: self.stage,
@@ -208,6 +222,9 @@ class RequestTracker:
             R.ADAPTER: self.adapter,
             R.IMAGES: self.images,
             R.SERVER_INPUT_TOKENS: self.server_input_tokens,
+            R.TIMED_OUT: self.timed_out,
+            R.CANCELLED: cancelled,
+            R.CANCEL_S: self.cancelled - self.sent if cancelled and self.sent is not None else None,
         }
 
 
@@ -220,6 +237,13 @@ class Trackers(list):
     def __init__(self, trackers=(), client: ClientUsage | None = None) -> None:
         super().__init__(trackers)
         self.client = client
+
+
+def _status(ok: bool, cancelled: bool) -> str:
+    """A request's `records.STATUS`: cancelled by the client, else ok or failed."""
+    if cancelled:
+        return R.STATUS_CANCELLED
+    return R.STATUS_OK if ok else R.STATUS_FAILED
 
 
 def _rel(t: float | None, t0: float) -> float | None:

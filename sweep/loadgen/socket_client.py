@@ -26,11 +26,19 @@ from urllib.parse import unquote, urlsplit
 from backends.base import COUNT_CHUNKS
 from sweep.core import records as R
 from sweep.core.errors import ConfigError
+from sweep.loadgen.cancel import Cancelled, CancelRule
 from sweep.loadgen.clock import now_s
 from sweep.loadgen.connection import Connection, Disconnected, Malformed, Reply, Sink
-from sweep.loadgen.http_error import MAX_RESENDS, RequestFailed, endpoint_secrets, error_line
+from sweep.loadgen.http_error import (
+    MAX_RESENDS,
+    RequestFailed,
+    TimedOut,
+    endpoint_secrets,
+    error_line,
+)
 from sweep.loadgen.recorder import RequestTracker
 from sweep.loadgen.sse import DRAIN_S, StreamState
+from sweep.loadgen.wakeup import sleep_until
 
 CACHE_ANSWERS = {b"hit": True, b"miss": False}  # a semantic-cache proxy's `X-Cache` header
 CACHE_HEADER = R.CACHE_HEADER.lower().encode()
@@ -98,21 +106,30 @@ class SocketClient:
         ))  # fmt: skip
 
     async def stream(
-        self, data: bytes, rid: str, tracker: RequestTracker, scheduled: float
+        self,
+        data: bytes,
+        rid: str,
+        tracker: RequestTracker,
+        scheduled: float,
+        cancel: CancelRule | None = None,
     ) -> StreamState:
-        """Send one request and read its stream into `tracker`.
+        """Send one request and read its stream into `tracker`; `cancel`: close it on purpose.
 
         Raises:
-            RequestFailed: it failed; the message is its one-line reason.
+            RequestFailed: it failed; the message is its one-line reason (`TimedOut` after
+                `timeout_s`).
             EventError: the stream carried a malformed or error event.
+            Cancelled: `cancel` closed it (`sweep.loadgen.cancel`).
         """
         request = self.post(data, rid)
+        cut = None if cancel is None else cancel.cut_tokens
+        delay_s = None if cancel is None else cancel.cut_delay_s
         try:
             async with asyncio.timeout(self.timeout_s):
                 for resend in range(MAX_RESENDS + 1):
-                    stream = StreamState(self.endpoint.api, tracker, self.one_per_chunk)
+                    stream = StreamState(self.endpoint.api, tracker, self.one_per_chunk, cut)
                     tracker.mark_sent(scheduled, now_s())
-                    reply, reused = await self.exchange(request, stream.feed, tracker)
+                    reply, reused = await self.exchange(request, stream.feed, tracker, delay_s)
                     try:
                         return self._outcome(reply, stream, reused)
                     except _Stale as exc:
@@ -120,7 +137,7 @@ class SocketClient:
                             raise RequestFailed(f"disconnect: Disconnected: {exc}") from None
         except TimeoutError:
             elapsed = now_s() - tracker.sent
-            raise RequestFailed(
+            raise TimedOut(
                 f"timeout: TimeoutError after {elapsed:.1f} s (limit {self.timeout_s:g} s)"
             ) from None
         raise AssertionError("unreachable")  # pragma: no cover
@@ -130,6 +147,7 @@ class SocketClient:
         request: bytes,
         sink: Sink,
         tracker: RequestTracker | None = None,
+        cancel_delay_s: float | None = None,
         fresh: bool = False,
     ) -> tuple[Reply, bool]:
         """Write `request` on a pooled connection (a new one if `fresh` or none is idle).
@@ -137,7 +155,8 @@ class SocketClient:
         The reply's body goes to `sink` read by read; `tracker.sent`, if given, is stamped just
         before the write. Returns the reply once it is complete, failed, or over (`[DONE]`,
         after up to `DRAIN_S` more for the body's end), and whether the connection had carried
-        a request.
+        a request. With `cancel_delay_s`, a reply not over that long after the request was
+        fully sent ends with `Cancelled` as its error, its connection closed (`_DelayCut`).
 
         Raises:
             RequestFailed: no connection could be opened.
@@ -153,6 +172,7 @@ class SocketClient:
         reply = Reply(sink)
         reply.waiter = asyncio.get_running_loop().create_future()
         reused = conn.uses > 0
+        cut = None if cancel_delay_s is None else _DelayCut(conn, reply, cancel_delay_s)
         try:
             if tracker is not None:  # before the write: time lost after it (this thread
                 tracker.sent = now_s()  # descheduled as the server wakes) is the request's
@@ -166,6 +186,8 @@ class SocketClient:
                 except TimeoutError:
                     pass
         finally:
+            if cut is not None:
+                cut.stop()
             if conn.release():
                 self._idle.append(conn)
         return reply, reused
@@ -207,6 +229,37 @@ class SocketClient:
         )  # fmt: skip
         self._open.add(conn)
         return conn
+
+
+class _DelayCut:
+    """Closes a request's connection `delay_s` after its last byte was written (AIPerf's T2).
+
+    The timer starts at `Reply.written`; it wakes to a tenth of a millisecond
+    (`wakeup.sleep_until`). A reply already over, complete or failed by then is left alone.
+    """
+
+    def __init__(self, conn: Connection, reply: Reply, delay_s: float) -> None:
+        self.conn, self.reply, self.delay_s = conn, reply, delay_s
+        self.task: asyncio.Task | None = None
+        reply.on_written = self.start
+
+    def start(self, written: float) -> None:
+        """Arm the cut at `written` + `delay_s`."""
+        self.task = asyncio.get_running_loop().create_task(self._cut(written + self.delay_s))
+
+    def stop(self) -> None:
+        """Disarm it: the exchange is over."""
+        if self.task is not None:
+            self.task.cancel()
+
+    async def _cut(self, at: float) -> None:
+        await sleep_until(at)
+        reply = self.reply
+        if reply.over or reply.complete or reply.error is not None:
+            return
+        reply.error = Cancelled(now_s(), f"{self.delay_s:g} s after it was sent")
+        self.conn.close()
+        reply.wake()
 
 
 def _ignore(body: bytes, at: float) -> bool:

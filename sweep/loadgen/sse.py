@@ -15,6 +15,8 @@ from __future__ import annotations
 from sweep.core.chunk_decoder import read_event
 from sweep.core.stream_chunks import DONE, EventError, EventLines, TokenCount
 from sweep.loadgen import tgi_stream
+from sweep.loadgen.cancel import Cancelled
+from sweep.loadgen.clock import now_s
 from sweep.loadgen.recorder import RequestTracker
 
 __all__ = ["DRAIN_S", "EventError", "StreamState"]
@@ -31,13 +33,21 @@ class StreamState:
     output, and its `prompt_tokens` of the input.
     """
 
-    __slots__ = ("api", "tracker", "lines", "count")
+    __slots__ = ("api", "tracker", "lines", "count", "cut")
 
-    def __init__(self, api: str, tracker: RequestTracker, one_per_chunk: bool = False) -> None:
+    def __init__(
+        self,
+        api: str,
+        tracker: RequestTracker,
+        one_per_chunk: bool = False,
+        cut: int | None = None,
+    ) -> None:
+        """`cut`: raise `Cancelled` once this many output tokens came (`sweep.loadgen.cancel`)."""
         self.api = api
         self.tracker = tracker
         self.lines = EventLines()
         self.count = TokenCount(one_per_chunk)  # one_per_chunk: the server streams one a chunk
+        self.cut = cut
 
     @property
     def seen(self) -> int:
@@ -60,7 +70,12 @@ class StreamState:
         return self.count.done
 
     def feed(self, chunk: bytes, at: float | None = None) -> bool:
-        """Handle the complete lines in `chunk`, read at `at`; True once `[DONE]` arrived."""
+        """Handle the complete lines in `chunk`, read at `at`; True once `[DONE]` arrived.
+
+        Raises:
+            Cancelled: the request's `cut` was reached before its last token; the events after
+                it, in this read or later ones, are not handled.
+        """
         for payload in self.lines.feed(chunk):
             if payload == DONE:
                 self.count.done = True
@@ -69,6 +84,8 @@ class StreamState:
                 self._tgi_event(payload, at)
             else:
                 self._openai_event(payload, at)
+            if self.cut is not None and self.count.seen >= self.cut and not self.count.finished:
+                raise Cancelled(now_s(), f"after {self.count.seen} output tokens")
         return False
 
     def _tgi_event(self, payload: bytes, at: float | None) -> None:

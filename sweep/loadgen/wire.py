@@ -18,6 +18,8 @@ new connection, or after its answer began, is not sent again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import aiohttp
 
 from sweep.loadgen.clock import now_s
@@ -29,14 +31,18 @@ CLOSED_UNDER_US = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 
 
 class Attempt:
-    """One try at sending a request: whether its connection was reused and its answer began."""
+    """One try at sending a request: whether its connection was reused and its answer began.
 
-    __slots__ = ("tracker", "reused", "answered")
+    `on_sent`, if set, is called as the body goes to the socket (a cancellation's timer).
+    """
+
+    __slots__ = ("tracker", "reused", "answered", "on_sent")
 
     def __init__(self, tracker: RequestTracker) -> None:
         self.tracker = tracker
         self.reused = False  # set by aiohttp's hook when the pool handed out an open connection
         self.answered = False  # set by `http._attempt` once the response's status line arrived
+        self.on_sent: Callable[[], None] | None = None
 
     def stale(self, exc: BaseException) -> bool:
         """Whether `exc` is a pooled connection the server closed before it took the request."""
@@ -54,6 +60,8 @@ def trace_config() -> aiohttp.TraceConfig:
     async def on_chunk_sent(session: object, context: object, params: object) -> None:
         if isinstance(attempt := context.trace_request_ctx, Attempt):
             attempt.tracker.sent = now_s()
+            if attempt.on_sent is not None:
+                attempt.on_sent()
 
     async def on_reuse(session: object, context: object, params: object) -> None:
         if isinstance(attempt := context.trace_request_ctx, Attempt):

@@ -28,6 +28,7 @@ from backends.models.source import resolve_model_path
 from backends.proxy.launch import Proxies
 from sweep.core import records as R
 from sweep.core.adapter_summary import adapter_summaries
+from sweep.core.cancel_release import release_columns
 from sweep.core.config import Config
 from sweep.core.errors import BackendError, DatasetError, SweepError
 from sweep.core.pieces import missing_here, pieces_dir
@@ -296,16 +297,18 @@ def run_trial(
     server_metrics = pa.concat_tables(
         [capture.table(spec.trial_id), proxy_capture.table(spec.trial_id)]
     )
+    frame, samples = requests_table.to_pandas(), timeseries.to_pandas()
     metrics = summarize(
-        requests_table.to_pandas(),
+        frame,
         num_gpus=config.backend.num_gpus,
         price_per_hour=config.hardware.price_per_hour,
         slo=config.slo.request_bounds(),
-        timeseries=timeseries.to_pandas(),
+        timeseries=samples,
         server_metrics=server_metrics.to_pandas(),
         server_series=backend.server_series,
         server=backend.interface != "engine",
     )
+    metrics.update(release_columns(frame, samples))  # how soon the server let go of hang-ups
     # Can the numbers be trusted: did the client keep up, was the trial long enough?
     metrics.update(client_columns(metrics, workload, trackers.client))
     metrics[R.TOO_SHORT] = too_short(metrics, workload)

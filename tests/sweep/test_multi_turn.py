@@ -362,6 +362,7 @@ def planned():
         ("workload", {"name": "offline_batch"}, "cannot run workload=offline_batch"),
         ("workload", {"client_processes": 2}, "unset client_processes"),
         ("workload", {"duration_s": 5.0}, "unset workload.duration_s"),
+        ("workload", {"cancel_rate": 0.5}, "stages and cancel_rate"),
         ("model", {"max_model_len": 100}, "session 0, turn 2 (every session is alike)"),
         ("dataset", {"on_overflow": "truncate", "user_len": 99}, "even with its history dropped"),
     ],

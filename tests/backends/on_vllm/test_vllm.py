@@ -23,6 +23,7 @@ from backends.models.tokenizer import load_tokenizer
 from backends.openai import OpenAIBackend, OpenAIBackendConfig
 from backends.vllm_server import VLLM_SERVER_SERIES
 from sweep.core import records as R
+from sweep.core.cancel_release import release_columns
 from sweep.core.config import (
     MultiTurnDatasetConfig,
     PromptsDatasetConfig,
@@ -34,10 +35,12 @@ from sweep.core.errors import BackendError
 from sweep.datasets import load_prompts
 from sweep.datasets.cache import PromptSource
 from sweep.datasets.quality_texts import load_text_set, token_ids
+from sweep.loadgen.cancel import cancel_rules
 from sweep.loadgen.engine import run_engine_workload
 from sweep.loadgen.http import endpoint_of, run_http_workload
 from sweep.loadgen.requests import build_requests
 from sweep.loadgen.sessions import SEPARATOR, run_sessions
+from sweep.measure.telemetry import Sampler
 from sweep.worker.trial import DeploymentStarted, run_deployment
 from tests.backends.on_vllm.deployments import OUTPUT_LEN, SERVING
 from tests.helpers import deployment_of, own_processes, run_sweep_here, table
@@ -453,6 +456,34 @@ def test_a_semantic_cache_answers_the_rewordings_far_sooner_than_vllm(served, tm
     plain = table(trials["none"], "summary").iloc[0]
     assert cached[R.SERVER_REQUESTS] == (~hit).sum() and plain[R.SERVER_REQUESTS] == 32
     assert table(trials["none"], "requests")[R.CACHE_HIT].isna().all()
+
+
+def test_vllm_lets_go_of_the_requests_the_client_cancels(served):
+    """Cut after 4 tokens, vLLM aborts them: far sooner than their answers would have ended.
+
+    The server's running count, sampled every 50 ms beside the requests in flight, says how
+    long it held each (`sweep.core.cancel_release`).
+    """
+    backend = served.backend
+    load = WorkloadConfig(
+        name="closed_loop", concurrency=8, num_requests=16, warmup_requests=0,
+        cancel_rate=0.5, cancel_after="tokens", cancel_after_tokens=4,
+    )  # fmt: skip
+    requests = [GenRequest(i, "Once upon a time", (), OUTPUT_LEN) for i in range(16)]
+    sources = [(source, 0.05) for source in backend.telemetry_sources()]
+    with Sampler(sources, 0.0) as sampler:  # the records' clock: t0 = 0
+        trackers = run_http_workload(backend, requests, [], load)
+    rows = [t.record("cancel", 0.0) for t in trackers]
+    cancelled = [r for r in rows if r[R.CANCELLED]]
+    assert {r[R.REQUEST_IDX] for r in cancelled} == set(cancel_rules(load, 16))
+    assert all(4 <= r[R.OUTPUT_TOKENS] < OUTPUT_LEN for r in cancelled), cancelled
+    done = [r for r in rows if not r[R.CANCELLED]]
+    assert all(r[R.STATUS] == R.STATUS_OK and r[R.OUTPUT_TOKENS] == OUTPUT_LEN for r in done)
+    samples = pd.DataFrame(sampler.rows, columns=[R.T_S, R.SOURCE, R.METRIC, R.VALUE])
+    columns = release_columns(pd.DataFrame(rows), samples)
+    rest_ms = np.median([r[R.TPOT_S] for r in done]) * (OUTPUT_LEN - 4) * 1e3
+    assert columns[R.CANCEL_RELEASE_SAMPLES] >= 5
+    assert columns[R.CANCEL_RELEASE_MS_MEAN] < rest_ms / 4, (columns, rest_ms)
 
 
 def test_stopping_leaves_no_vllm_process(served, offline):
