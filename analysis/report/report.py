@@ -42,6 +42,7 @@ from analysis.read.trial_cache import CACHE_DIR
 from analysis.read.trial_folder import TrialFolder, trial_folder
 from analysis.report.adapter_table import adapter_sections
 from analysis.report.detail_scope import drawn_trials, request_trials
+from analysis.report.ended_early import ended_early_sections
 from analysis.report.energy import energy_sections
 from analysis.report.findings import findings, quality_findings, withheld_deployments
 from analysis.report.flags import distinct, problem_sections
@@ -247,6 +248,7 @@ def save_report(
         *trial_sections(trials, plots),
         *stage_sections(stages, trials),
         *adapter_sections(adapters, trials),
+        *ended_early_sections(trials),
         *comparison_sections(comparison, pareto),
         *energy_sections(trials),
         *quality_sections(quality, quality_table, quality_front),

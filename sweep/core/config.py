@@ -317,11 +317,6 @@ class WorkloadConfig:
             raise_config(f"workload.cancel_delay_s must be >= 0 seconds, got {delay}")
         if tokens is not None and tokens < 1:
             raise_config(f"workload.cancel_after_tokens must be >= 1, got {tokens}")
-        if rate == 0.0 and (self.cancel_after != "delay" or delay or tokens is not None):
-            raise_config(
-                "workload.cancel_after, cancel_delay_s and cancel_after_tokens say when a "
-                "request is cancelled, but workload.cancel_rate is 0: set workload.cancel_rate"
-            )
         if self.cancel_after == "tokens" and tokens is None:
             raise_config("workload.cancel_after=tokens needs workload.cancel_after_tokens >= 1")
         if tokens is not None and self.cancel_after != "tokens":

@@ -13,6 +13,8 @@ import httpx
 import pandas as pd
 import pytest
 
+from analysis.report.ended_early import ENDED_EARLY, ended_early_sections
+from analysis.report.report import write_report
 from sweep.core import records as R
 from sweep.core.config import WorkloadConfig
 from sweep.core.errors import ConfigError
@@ -179,8 +181,6 @@ def test_the_cancelled_requests_are_chosen_by_the_seed():
             {"cancel_rate": 0.5, "cancel_after": "tokens", "cancel_after_tokens": 0},
             "workload.cancel_after_tokens must be >= 1",
         ),
-        ({"cancel_after": "first_token"}, "but workload.cancel_rate is 0"),
-        ({"cancel_delay_s": 0.5}, "but workload.cancel_rate is 0"),
         ({"cancel_rate": 0.5, "cancel_after_tokens": 3}, "counts for cancel_after=tokens only"),
         (
             {"cancel_rate": 0.5, "cancel_after": "first_token", "cancel_delay_s": 1.0},
@@ -193,6 +193,14 @@ def test_bad_cancel_settings_are_one_line(values, words):
     with pytest.raises(ConfigError) as raised:
         WorkloadConfig(name="closed_loop", **values)
     assert words in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_a_grid_over_cancel_rate_may_start_at_zero():
+    # `workload.cancel_rate=0,0.25,0.5` beside `cancel_after=tokens`: the 0 point cancels nothing
+    load = WorkloadConfig(
+        name="closed_loop", cancel_rate=0.0, cancel_after="tokens", cancel_after_tokens=8
+    )
+    assert cancel_rules(load, 20) == {}
 
 
 def test_cancel_fields_move_no_trial_id_until_they_are_used():
@@ -215,7 +223,7 @@ def test_an_in_process_engine_refuses_cancellation():
 
 def test_the_docs_example_records_its_cancellations_in_the_trial_files(tmp_path):
     collected = []
-    run_sweep_here(tmp_path, list(DOCS_EXAMPLE), collected)
+    out = run_sweep_here(tmp_path, list(DOCS_EXAMPLE), collected)
     (files,) = collected
     summary, requests = table(files, "summary").iloc[0], table(files, "requests")
     assert summary[R.TRIAL_STATUS] == R.STATUS_OK and summary["workload.cancel_rate"] == 0.5
@@ -229,6 +237,11 @@ def test_the_docs_example_records_its_cancellations_in_the_trial_files(tmp_path)
     # The server's count was sampled during the trial: the release estimate has its samples.
     assert summary[R.CANCEL_RELEASE_SAMPLES] >= 1
     assert summary[R.CANCEL_RELEASE_MS_MEAN] >= 0 and summary[R.CANCEL_HELD_MAX] <= 16
+    # the report's table: the trial, its 32 requests, 16 completed, 16 cancelled, none timed out
+    report = write_report(out).report_md.read_text()
+    section = report.split("## Cancelled and timed-out requests", 1)[1].split("\n## ", 1)[0]
+    (row,) = [line for line in section.splitlines() if line.startswith("| ") and "32" in line]
+    assert [cell.strip() for cell in row.strip("|").split("|")][1:5] == ["32", "16", "16", "0"]
 
 
 def test_a_cancelled_request_is_not_failed_for_the_usage_it_never_got():
@@ -245,3 +258,14 @@ def test_a_cancelled_request_is_not_failed_for_the_usage_it_never_got():
     row = cut.record("t", 0.0)
     assert cut.error is None and row[R.STATUS] == R.STATUS_CANCELLED and row[R.ERROR] is None
     assert row[R.CANCEL_S] == pytest.approx(0.15) and row[R.OUTPUT_TOKENS] == 1
+
+
+def test_a_report_without_hang_ups_has_no_such_table():
+    trials = pd.DataFrame(
+        {R.TRIAL_ID: ["a", "b"], R.CANCELLED_REQUESTS: [0, None], R.TIMED_OUT_REQUESTS: [0, 0]}
+    )
+    assert ended_early_sections(trials) == []
+    assert ended_early_sections(trials.drop(columns=list(ENDED_EARLY))) == []
+    trials.loc[1, R.TIMED_OUT_REQUESTS] = 2
+    (section,) = ended_early_sections(trials)
+    assert section.table["Trial"].tolist() == ["b"] and section.table["Timed out"].tolist() == ["2"]
