@@ -125,6 +125,15 @@ class Backend(abc.ABC):
             rec.BACKEND_ROOFLINE_COLUMNS: json.dumps(columns),
         }
 
+    def startup(self) -> dict[str, Any]:
+        """What the last `start` took, by phase (`records.SERVER_START_S`, `START_PHASES`).
+
+        Empty here: the worker times `start` whole. A backend that launches a server times its
+        launch to the first healthy answer and splits it at its log's lines
+        (`backends.process.startup`).
+        """
+        return {}
+
     @abc.abstractmethod
     def start(self) -> None:
         """Load the model or launch the server; raise BackendError on failure."""

@@ -21,6 +21,7 @@ from backends.base import ServerBackend
 from backends.process.group import TAIL_LINES, failure_reason
 from backends.process.launcher import ServerLauncher
 from backends.process.prometheus import MetricMap, parse_metrics
+from backends.process.startup import StartupLines
 from sweep.core import records as R
 from sweep.core.errors import BackendError, MissingExtraError
 
@@ -77,6 +78,9 @@ class LaunchedServerBackend(ServerBackend):
     # cache (None: nothing to empty), retried while the server refuses it.
     load_metrics: ClassVar[MetricMap] = {}
     cache_reset_path: ClassVar[str | None] = None
+    # What the server's log prints as it starts, to split its start-up into phases (None: the
+    # whole start alone, `backends.process.startup`).
+    startup_lines: ClassVar[StartupLines | None] = None
 
     def __init__(self, config: Any, model_path: str) -> None:
         super().__init__(config, model_path)
@@ -93,6 +97,10 @@ class LaunchedServerBackend(ServerBackend):
         self.require_packages()
         c = self.config
         return self._server.launch(self.argv, c.host, c.startup_timeout_s, health_path, env)
+
+    def startup(self) -> dict[str, Any]:
+        """The launch's time to healthy, split at `startup_lines` (empty before it answered)."""
+        return self._server.startup(self.startup_lines)
 
     def require_packages(self) -> None:
         """One line naming `server_extra` when a module of `server_packages` is missing."""

@@ -24,6 +24,7 @@ from backends.config import LoraServerConfig
 from backends.launched import LaunchedServerBackend
 from backends.lora import resolve_adapters, served_adapters
 from backends.process.prometheus import MetricMap, PrometheusSource
+from backends.process.startup import StartupLines
 from backends.sim_server.schedule import SIM_FAULT_KINDS, SimSchedule
 from sweep.core import records as R
 from sweep.core.errors import ConfigError, check_choice, check_positive
@@ -98,6 +99,11 @@ class SimBackend(LaunchedServerBackend):
     config_class: ClassVar[type] = SimBackendConfig
 
     launcher_name: ClassVar[str] = "sim"
+    # No model to load: its process starts (imports, arguments) until it names its address, then
+    # builds its app (the tokenizer, where one counts the prompts) and listens.
+    startup_lines: ClassVar[StartupLines | None] = StartupLines(
+        ends={R.START_PROCESS_S: r"^sim_server on http://"}
+    )
     server_series: ClassVar[Mapping[str, str]] = SIM_SERVER_SERIES
     vllm_extensions: ClassVar[bool] = True  # ignore_eos, per-chunk usage
 

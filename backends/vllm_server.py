@@ -36,6 +36,7 @@ from backends.launched import LaunchedServerBackend
 from backends.lora import largest_rank, resolve_adapters, served_adapters, vllm_rank
 from backends.process.argv import check_extra_args, check_values, field_flags, module_argv
 from backends.process.prometheus import SOURCE, MetricMap, PrometheusSource, Rows
+from backends.process.startup import StartupLines
 from sweep.core import records as R
 from sweep.core.errors import MissingExtraError, check_choice, check_positive
 
@@ -68,6 +69,24 @@ VLLM_SERVER_SERIES = {
     R.SPEC_DRAFT_TOKENS: "vllm:spec_decode_num_draft_tokens",  # exported with a drafter only
     R.SPEC_ACCEPTED_TOKENS: "vllm:spec_decode_num_accepted_tokens",
 }
+# What vLLM 0.32's log says as it starts (its model runners, loaders, engine core and compiler):
+# the phases end at the model load's start, its end, and the engine's set-up; then the API server.
+VLLM_STARTUP = StartupLines(
+    ends={
+        R.START_PROCESS_S: r"Starting to load model",
+        R.START_LOAD_S: r"Loading weights took|Model loading took",
+        R.START_ENGINE_S: r"init engine \(profile, create kv cache, warmup model\) took",
+    },
+    reported={
+        R.START_WEIGHTS_S: r"Loading weights took ([\d.]+) seconds",
+        R.START_ENGINE_REPORTED_S: r"init engine \(profile, create kv cache, warmup model\) "
+        r"took ([\d.]+) s",
+        R.START_COMPILE_S: r"\(compilation: ([\d.]+) s|torch\.compile took ([\d.]+) s in total",
+        R.START_GRAPHS_S: r"Graph capturing finished in ([\d.]+) secs",
+    },
+    cold=r"Compiling a graph for compile range|saved AOT compiled function",
+    warm=r"Directly load the compiled graph|Directly load AOT compilation",
+)
 # Defaults that extra_args may override: the telemetry scrape (twice a second) and health polls
 # would otherwise bury the request lines of the access log.
 DEFAULT_FLAGS = {"disable-access-log-for-endpoints": "/metrics,/health"}
@@ -157,6 +176,7 @@ class VLLMServerBackend(LaunchedServerBackend):
     server_series: ClassVar[Mapping[str, str]] = VLLM_SERVER_SERIES
     vllm_extensions: ClassVar[bool] = True  # ignore_eos, per-chunk usage
     load_metrics: ClassVar[MetricMap] = VLLM_METRICS
+    startup_lines: ClassVar[StartupLines | None] = VLLM_STARTUP
 
     def __init__(self, config: Any, model_path: str) -> None:
         super().__init__(config, model_path)

@@ -66,6 +66,7 @@ from analysis.report.sections import (
 )
 from analysis.report.server_view import server_sections
 from analysis.report.stage_table import stage_sections
+from analysis.report.startup_table import startup_sections
 from analysis.report.timeslice_plots import timeslice_section, write_timeslice_plot
 from analysis.report.trace_rows import trace_sections
 from analysis.report.turns import turn_sections, turn_table, write_turn_plot
@@ -256,6 +257,7 @@ def save_report(
         *trace_sections(trials),  # trials that replayed a trace: its hash and rows
         *cache_sections(requests, trials),  # trials behind a proxy (study D)
         *server_sections(trials),
+        *startup_sections(trials),
         timeline_section(timelines),
         *timeslice_section(slice_plots),
         *problem_sections(trials),

@@ -36,6 +36,7 @@ from analysis.read.load import load_requests, load_summary, load_timeseries
 from analysis.stats.capacity import capacity_table, search_settings
 from analysis.stats.compare import pareto_points
 from analysis.stats.roofline import roofline
+from analysis.stats.startup import deployment_startups
 from analysis.tracking.tracking_groups import PER_DEPLOYMENT, DeploymentRuns, run_layout
 from analysis.tracking.wandb_cells import (
     history_steps,
@@ -46,7 +47,13 @@ from analysis.tracking.wandb_cells import (
     wandb_table,
 )
 from analysis.tracking.wandb_settings import QUIET_SETTINGS, resolve_mode, sweep_tracking
-from analysis.tracking.wandb_workspace import CAPACITY_TABLE, PARETO_TABLE, publish, workspace_spec
+from analysis.tracking.wandb_workspace import (
+    CAPACITY_TABLE,
+    PARETO_TABLE,
+    STARTUP_TABLE,
+    publish,
+    workspace_spec,
+)
 from sweep.core import records as rec
 from sweep.core.config import TrackingConfig
 from sweep.core.secrets import scrub
@@ -136,10 +143,11 @@ class Tracker:
     ) -> None:
         """Finish the deployments' runs, log the sweep's run, write and save its workspace.
 
-        The sweep's run holds the summary, capacity, Pareto front, findings and quality tables
-        and the plots. Without `capacity` it is computed from `summary` with the sweep.yaml's
-        search settings; `findings` are the report's sentences (`analysis.report.findings`), one row
-        each; `quality` is `analysis.report.quality.quality_table`, logged with its front
+        The sweep's run holds the summary, capacity, Pareto front, findings, quality and
+        start-up (`analysis.stats.startup`, one row per deployment) tables and the plots.
+        Without `capacity` it is computed from `summary` with the sweep.yaml's search settings;
+        `findings` are the report's sentences (`analysis.report.findings`), one row each;
+        `quality` is `analysis.report.quality.quality_table`, logged with its front
         (`quality_front`: a scatter of USD per 1M output tokens against KL, and
         `quality_front_points`, whose `on_quality_front` marks the front).
         """
@@ -158,6 +166,7 @@ class Tracker:
                 (CAPACITY_TABLE, capacity),
                 (PARETO_TABLE, front),
                 ("quality", quality),
+                (STARTUP_TABLE, deployment_startups(summary)),
             ):
                 if frame is not None and len(frame):
                     tables[key] = wandb_table(wandb, frame)

@@ -34,6 +34,7 @@ PERCENTILES = ("median", "p90", "p99")
 # Tables and images the sweep's run logs (`analysis.tracking.tracking.Tracker.sweep_finished`).
 CAPACITY_TABLE = "capacity"
 PARETO_TABLE = "pareto_front"
+STARTUP_TABLE = "startup"  # one row per deployment (`analysis.stats.startup`)
 PARETO_PLOT = "plots/pareto"
 # Summary metrics beside the grid's axes in the parallel-coordinates view, where logged.
 GRID_METRICS = (
@@ -132,6 +133,9 @@ def workspace_spec(
         front.append(PanelSpec("media", "Pareto front", (MetricRef("media", PARETO_PLOT),)))
     if front:
         sections.append(SectionSpec("Pareto front", tuple(front)))
+    if STARTUP_TABLE in logged:
+        startup = PanelSpec("table", "Server start-up", (MetricRef("table", STARTUP_TABLE),))
+        sections.append(SectionSpec("Server start-up", (startup,)))
     columns = [MetricRef("config", c) for c in grid_axes(summary, grouped)]
     columns += [MetricRef("summary", c) for c in (LOAD, *GRID_METRICS) if c in present]
     sections.append(SectionSpec("Grid", (PanelSpec("parallel", "The grid", tuple(columns)),)))

@@ -80,9 +80,15 @@ class ServerProcess:
         """The exit code, or None while the server runs."""
         return self._popen.poll()
 
-    def wait_healthy(self, url: str, timeout_s: float, explain: Explain | None = None) -> None:
+    def wait_healthy(
+        self,
+        url: str,
+        timeout_s: float,
+        explain: Explain | None = None,
+        on_poll: Callable[[float], None] | None = None,
+    ) -> None:
         """Block until `url` answers 200; see `wait_healthy`."""
-        wait_healthy(url, timeout_s, self, explain=explain)
+        wait_healthy(url, timeout_s, self, explain=explain, on_poll=on_poll)
 
     def stop(self, grace_s: float = 5.0) -> None:
         """SIGTERM the process group, SIGKILL it after `grace_s`; safe to call twice."""
@@ -157,8 +163,12 @@ def wait_healthy(
     proc: ServerProcess,
     poll_s: float = 0.1,
     explain: Explain | None = None,
+    on_poll: Callable[[float], None] | None = None,
 ) -> None:
     """Poll `url` until it answers 200, failing fast when `proc` exits or `timeout_s` passes.
+
+    `on_poll`, if given, is called with `time.monotonic()` at each poll and once more as the
+    server answered (`backends.process.startup.LogWatch.poll`).
 
     Raises:
         BackendError: kind `backend_start_failed`, with the command line and the last lines of
@@ -168,12 +178,16 @@ def wait_healthy(
     deadline = time.monotonic() + timeout_s
     with httpx.Client(timeout=httpx.Timeout(1.0), trust_env=False) as client:
         while True:
+            if on_poll is not None:
+                on_poll(time.monotonic())
             code = proc.poll()
             if code is not None:
                 reason = f"server exited with code {code} before {url} answered"
                 _start_failed(reason, proc, explain)
             try:
                 if client.get(url).status_code == 200:
+                    if on_poll is not None:
+                        on_poll(time.monotonic())
                     return
             except httpx.HTTPError:
                 pass  # not listening yet

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import shutil
 import socket
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from backends.process.group import TAIL_LINES, Explain, ServerProcess
 from backends.process.scratch import scratch_folder
+from backends.process.startup import LogWatch, StartupLines, startup_columns
 from sweep.core import records as R
 from sweep.core.errors import BackendError
 
@@ -39,7 +42,8 @@ class ServerLauncher:
     `launch` picks a free port, starts `argv(port)` through `ServerProcess`, waits for the health
     URL and retries when another process took the port first. The log lives in the server's
     temporary folder (`folder`, where a backend may also tell the server to keep its own files),
-    which `stop` removes, so read `log_text` before stopping.
+    which `stop` removes, so read `log_text` before stopping. The launch that answered is timed,
+    its log's lines stamped as they appeared (`startup`).
     """
 
     def __init__(self, name: str, explain: Explain | None = None) -> None:
@@ -48,6 +52,8 @@ class ServerLauncher:
         self.proc: ServerProcess | None = None
         self.url: str | None = None
         self._log_dir: Path | None = None
+        self._watch: LogWatch | None = None
+        self._start_s: float | None = None
 
     @property
     def folder(self) -> Path:
@@ -82,10 +88,12 @@ class ServerLauncher:
         client_host = "127.0.0.1" if host in _ANY_ADDRESS else host
         for attempt in range(1, START_ATTEMPTS + 1):
             port = free_port(host)
+            t0 = time.monotonic()
+            self._watch = watch = LogWatch(self.log_path, t0)  # from the log's end before us
             self.proc = ServerProcess(argv(port), self.log_path, env)
             url = f"http://{client_host}:{port}"
             try:
-                self.proc.wait_healthy(url + health_path, timeout_s, self.explain)
+                self.proc.wait_healthy(url + health_path, timeout_s, self.explain, watch.poll)
             except BackendError as exc:
                 if attempt == START_ATTEMPTS or "address already in use" not in str(exc).lower():
                     raise
@@ -93,7 +101,7 @@ class ServerLauncher:
             except BaseException:
                 self.proc.stop()  # interrupted while waiting: leave no server (keep its log)
                 raise
-            self.url = url
+            self.url, self._start_s = url, time.monotonic() - t0
             return url
         raise AssertionError("unreachable")  # the loop returns or raises
 
@@ -105,6 +113,16 @@ class ServerLauncher:
         if self._log_dir is not None:
             shutil.rmtree(self._log_dir, ignore_errors=True)
             self._log_dir = None
+
+    def startup(self, lines: StartupLines | None) -> dict[str, Any]:
+        """The start-up columns of the launch that answered (`backends.process.startup`).
+
+        `lines`: what this server's log prints as it starts (None: the total alone); empty
+        before a launch answered.
+        """
+        if self._start_s is None or self._watch is None:
+            return {}
+        return startup_columns(lines, self._watch.lines, self._start_s)
 
     def log_tail(self, lines: int = TAIL_LINES) -> str:
         """The last lines of the server's log ("" before launch)."""

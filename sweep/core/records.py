@@ -287,6 +287,29 @@ ERROR_KIND = "error_kind"
 ERROR_MESSAGE = "error_message"
 STARTED_UNIX_S = "started_unix_s"
 WALL_S = "wall_s"
+# The deployment's start-up, in each of its trials' rows (`backends.process.startup`):
+# SERVER_START_S from launching its server to its health check's first 200 (an in-process
+# engine's: its model load), split into consecutive phases on the same clock at the lines its log
+# prints as it goes: PROCESS until it begins to load the model (process start, imports), LOAD
+# until the model is loaded, ENGINE until the engine is ready (profiling, KV cache, compilation,
+# warm-up, graphs), API until it answers. A phase whose line the log did not print is null and
+# its time goes to the next, so the phases given add up to SERVER_START_S. Beside them, what the
+# server reports itself (null where it does not): its weights' load, its engine's set-up,
+# torch.compile's time and CUDA graphs' capture, and whether its compile cache was cold (it
+# compiled) or warm (it loaded what an earlier start compiled).
+SERVER_START_S = "server_start_s"
+START_PROCESS_S = "server_start_process_s"
+START_LOAD_S = "server_start_load_s"
+START_ENGINE_S = "server_start_engine_s"
+START_API_S = "server_start_api_s"
+START_PHASES = (START_PROCESS_S, START_LOAD_S, START_ENGINE_S, START_API_S)
+START_WEIGHTS_S = "server_start_weights_s"
+START_ENGINE_REPORTED_S = "server_start_engine_reported_s"
+START_COMPILE_S = "server_start_compile_s"
+START_GRAPHS_S = "server_start_graphs_s"
+START_REPORTED = (START_WEIGHTS_S, START_ENGINE_REPORTED_S, START_COMPILE_S, START_GRAPHS_S)
+START_CACHE = "server_start_cache"
+CACHE_COLD, CACHE_WARM = "cold", "warm"
 
 ERROR_OUT_OF_MEMORY = "out_of_memory"
 ERROR_TIMEOUT = "timeout"

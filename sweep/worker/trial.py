@@ -127,7 +127,10 @@ def run_deployment(
             check_gpu_memory(config.hardware.name, config.hardware.memory_gb)
             check_cuda_driver()
             require_pieces(backend.pieces(config.backend))
+        began = time.monotonic()
         backend.start()
+        startup = {R.SERVER_START_S: time.monotonic() - began, **backend.startup()}
+        environment = {**environment, **startup}  # the deployment's start-up, in every row
         isolation = _isolate(config)
         environment = {**environment, **_model_facts(config, model_path)}
         environment[R.ENV_CLIENT_CPUS] = isolation.client_cpus

@@ -1,0 +1,128 @@
+"""A launched server's start-up by phase: the log's lines stamped as they appear, split, reported.
+
+The stamping and the split are checked on a log file written here between polls at set times
+(no clock read); vLLM's lines are the messages of vLLM 0.32's source as its logger prints them.
+The sim's start is timed for real through the trial runner, and the report shows one row per
+deployment.
+"""
+
+import pandas as pd
+import pytest
+
+from analysis.report.report import write_report
+from analysis.report.startup_table import startup_table
+from backends.process.startup import LogWatch, StartupLines, startup_columns
+from backends.vllm_server import VLLM_STARTUP
+from sweep.core import records as R
+from tests.helpers import run_sweep_here, table
+
+LINES = StartupLines(
+    ends={R.START_PROCESS_S: "^loading", R.START_LOAD_S: "^loaded", R.START_ENGINE_S: "^ready"}
+)
+# What vLLM 0.32's CPU server printed (engine core lines carry its process's prefix).
+VLLM_LOG = [
+    "(APIServer pid=10) INFO 11-29 06:30:01 [api_server.py:1] vLLM API server version 0.32.0",
+    "(EngineCore pid=11) INFO 11-29 06:30:09 [cpu_model_runner.py:68] Starting to load model "
+    "/cache/tiny...",
+    "(EngineCore pid=11) INFO 11-29 06:30:10 [default_loader.py:502] Loading weights took "
+    "0.42 seconds",
+    "(EngineCore pid=11) INFO 11-29 06:30:11 [backends.py:398] Compiling a graph for compile "
+    "range (1, 2048) takes 6.10 s",
+    "(EngineCore pid=11) INFO 11-29 06:30:19 [core.py:396] init engine (profile, create kv "
+    "cache, warmup model) took 9.31 s (compilation: 7.25 s)",
+    "(APIServer pid=10) INFO:     Application startup complete.",
+]
+
+
+def watched(tmp_path, writes):
+    """A LogWatch over a file that gains `text` before each poll at `t` (seconds after t0=100)."""
+    log = tmp_path / "server.log"
+    log.write_text("left by an earlier launch\n")
+    watch = LogWatch(log, t0=100.0)
+    for t, text in writes:
+        with open(log, "a") as f:
+            f.write(text)
+        watch.poll(100.0 + t)
+    return watch
+
+
+def test_lines_are_stamped_when_first_seen_and_a_partial_line_waits_for_its_end(tmp_path):
+    watch = watched(
+        tmp_path, [(1.0, "loading\n"), (2.5, "loaded\nrea"), (3.0, ""), (4.0, "dy\n")]
+    )
+    assert watch.lines == [(1.0, "loading"), (2.5, "loaded"), (4.0, "ready")]  # not the old line
+
+
+def test_the_phases_run_from_line_to_line_and_add_up_to_the_whole_start(tmp_path):
+    watch = watched(tmp_path, [(1.0, "loading\n"), (2.5, "loaded\n"), (4.0, "ready\n")])
+    columns = startup_columns(LINES, watch.lines, total_s=5.0)
+    assert [columns[p] for p in R.START_PHASES] == [1.0, 1.5, 1.5, 1.0]
+    assert columns[R.SERVER_START_S] == 5.0 and columns[R.START_CACHE] is None
+    assert all(columns[c] is None for c in R.START_REPORTED)  # LINES reports nothing
+
+
+def test_a_phase_the_log_did_not_mark_is_merged_into_the_next(tmp_path):
+    watch = watched(tmp_path, [(1.0, "loading\n"), (4.0, "ready\n")])
+    columns = startup_columns(LINES, watch.lines, total_s=5.0)
+    assert [columns[p] for p in R.START_PHASES] == [1.0, None, 3.0, 1.0]
+    assert startup_columns(None, watch.lines, 5.0) == {R.SERVER_START_S: 5.0}
+
+
+def test_vllms_own_lines_give_its_phases_durations_and_a_cold_cache(tmp_path):
+    times = [0.5, 8.6, 9.7, 10.9, 19.2, 19.9]
+    watch = watched(tmp_path, [(t, line + "\n") for t, line in zip(times, VLLM_LOG, strict=True)])
+    columns = startup_columns(VLLM_STARTUP, watch.lines, total_s=20.0)
+    assert [columns[p] for p in R.START_PHASES] == pytest.approx([8.6, 1.1, 9.5, 0.8])
+    assert columns[R.START_WEIGHTS_S] == 0.42 and columns[R.START_ENGINE_REPORTED_S] == 9.31
+    assert columns[R.START_COMPILE_S] == 7.25 and columns[R.START_GRAPHS_S] is None
+    assert columns[R.START_CACHE] == R.CACHE_COLD
+
+
+def test_a_warm_vllm_start_loads_its_compiled_graphs(tmp_path):
+    warm = [
+        "(EngineCore pid=11) INFO 11-29 06:31:02 [decorators.py:319] Directly load AOT "
+        "compilation from path /cache/torch_compile_cache/torch_aot_compile/abc/rank_0_0/model",
+        "(EngineCore pid=11) INFO 11-29 06:31:05 [monitor.py:20] torch.compile took 1.20 s in "
+        "total",
+        "(EngineCore pid=11) INFO 11-29 06:31:06 [gpu_model_runner.py:6582] Graph capturing "
+        "finished in 4 secs, took 0.31 GiB",
+    ]
+    watch = watched(tmp_path, [(1.0, "\n".join(warm) + "\n")])
+    columns = startup_columns(VLLM_STARTUP, watch.lines, total_s=2.0)
+    assert columns[R.START_CACHE] == R.CACHE_WARM
+    assert columns[R.START_COMPILE_S] == 1.2 and columns[R.START_GRAPHS_S] == 4.0
+
+
+def test_lines_that_name_no_phase_are_refused():
+    with pytest.raises(ValueError, match="server_start_api_s"):
+        StartupLines(ends={R.START_API_S: "never: the last phase ends at the health check"})
+
+
+def test_each_sim_deployment_records_its_start_and_the_report_tables_them(tmp_path):
+    collected = []
+    out = run_sweep_here(
+        tmp_path,
+        [
+            "backend=sim",
+            "sweep.name=startup_sim",
+            "+sweep.grid={backend.max_num_seqs: [2, 4]}",
+            "workload=closed_loop",
+            "workload.num_requests=4",
+            "workload.warmup_requests=0",
+            "workload.output_len=4",
+            "dataset.input_len=16",
+        ],
+        collected,
+    )
+    summaries = pd.concat([table(files, "summary") for files in collected])
+    assert summaries[R.DEPLOYMENT_ID].nunique() == 2
+    for _, row in summaries.iterrows():
+        phases = [row[p] for p in R.START_PHASES]
+        assert row[R.SERVER_START_S] > 0 and row[R.START_PROCESS_S] > 0  # its line was seen
+        assert sum(p for p in phases if pd.notna(p)) == pytest.approx(row[R.SERVER_START_S])
+    rows = startup_table(summaries)
+    assert len(rows) == 2 and list(rows.columns[:3]) == ["Deployment", "Start-up (s)", "Process (s)"]
+    assert {"max_num_seqs=2", "max_num_seqs=4"} == {d.split()[-1] for d in rows["Deployment"]}
+    report = write_report(out).report_md.read_text()
+    section = report.split("## Server start-up", 1)[1].split("\n## ", 1)[0]
+    assert "max_num_seqs=2" in section and "max_num_seqs=4" in section
