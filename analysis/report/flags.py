@@ -64,6 +64,8 @@ CHECKED_COLUMNS = (
     rec.SHORT_OUTPUT_REQUESTS,
     rec.ONE_READ_REQUESTS,
     rec.OUTPUT_LENGTH_OFF_PERCENT,
+    rec.STRUCTURED_CHECKED,
+    rec.STRUCTURED_VALID_FRACTION,
     rec.CLIENT_LAG_MS_MEAN,
     rec.CLIENT_SATURATED,
     rec.CLIENT_CPU_PERCENT,
@@ -302,13 +304,24 @@ def _trial_flags(row: pd.Series) -> list[tuple[str, str]]:
             )
         )
     off = _value(row.get(rec.OUTPUT_LENGTH_OFF_PERCENT))
-    if _unforced(row) and off is not None and abs(off) > LENGTH_OFF_PERCENT:
+    structured = _positive(row.get(rec.STRUCTURED_CHECKED))  # its constraint sets the length
+    if _unforced(row) and not structured and off is not None and abs(off) > LENGTH_OFF_PERCENT:
         notes.append(
             (
                 "whose mean output length is off the dataset's",
                 f"mean output length {off:+.0f}% off what the dataset asks, with lengths not "
                 f"forced (MLPerf's TEST09 allows {LENGTH_OFF_PERCENT:g}%): its speed rests on "
                 "outputs of another length than the workload's",
+            )
+        )
+    valid = _value(row.get(rec.STRUCTURED_VALID_FRACTION))
+    if structured and valid is not None and valid < 1:
+        checked = _value(row.get(rec.STRUCTURED_CHECKED)) or 0
+        notes.append(
+            (
+                "whose structured answers broke their constraint",
+                f"{checked * (1 - valid):.0f} of {checked:.0f} answers ({1 - valid:.0%}) broke "
+                "the trial's constraint (`structured_error` in requests.parquet says why)",
             )
         )
     if _positive(one_read := row.get(rec.ONE_READ_REQUESTS)):

@@ -67,6 +67,7 @@ from analysis.report.sections import (
 from analysis.report.server_view import server_sections
 from analysis.report.stage_table import stage_sections
 from analysis.report.startup_table import startup_sections
+from analysis.report.structured import structured_findings, structured_sections
 from analysis.report.timeslice_plots import timeslice_section, write_timeslice_plot
 from analysis.report.trace_rows import trace_sections
 from analysis.report.turns import turn_sections, turn_table, write_turn_plot
@@ -242,7 +243,11 @@ def save_report(
     quality_table = quality_figures(quality, trials, options.baseline or options.quality_baseline)
     quality_front = write_quality_front(quality_table, out, sweep)
     withheld = withheld_deployments(comparison.trials)
-    stated = (*findings(comparison), *quality_findings(quality_table, withheld))
+    stated = (
+        *findings(comparison),
+        *structured_findings(trials),
+        *quality_findings(quality_table, withheld),
+    )
     sections = [
         Section("Findings", items=stated) if stated else None,
         *capacity_section(capacity, searches, options.target_rate),
@@ -250,6 +255,7 @@ def save_report(
         *stage_sections(stages, trials),
         *adapter_sections(adapters, trials),
         *ended_early_sections(trials),
+        *structured_sections(trials),
         *comparison_sections(comparison, pareto),
         *energy_sections(trials),
         *quality_sections(quality, quality_table, quality_front),

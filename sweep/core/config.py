@@ -42,6 +42,7 @@ from sweep.core.proxy_configs import (
     SemanticCacheProxyConfig,
 )
 from sweep.core.quality_config import QUALITY_TOO_LONG, QualityConfig
+from sweep.core.structured import load_constraint
 
 # The config groups: an option of each is chosen per trial (`conf/<group>/<option>.yaml`).
 GROUPS = (
@@ -106,6 +107,9 @@ ADDED_LATER: dict[str, Any] = {
     "workload.cancel_after": "delay",
     "workload.cancel_delay_s": 0.0,
     "workload.cancel_after_tokens": None,
+    "workload.structured": "none",  # structured outputs (`sweep.core.structured`)
+    "workload.structured_spec": None,
+    "workload.structured_enforce": True,
     # A whole group added later: its section hashes away while it equals this default.
     "proxy": {"name": "none"},
 }
@@ -227,6 +231,13 @@ class WorkloadConfig:
     cancel_after: str = "delay"
     cancel_delay_s: float = 0.0
     cancel_after_tokens: int | None = None
+    # Structured outputs (`sweep.core.structured`): each request asks for an answer that keeps to
+    # a constraint, `json_schema`, `regex`, `choice` or `grammar`, named by `structured_spec` (a
+    # shipped one, e.g. `person`, or a file; None: the kind's default); every answer is checked.
+    # `structured_enforce`: the server is asked to keep to it (false: the same requests without).
+    structured: str = "none"
+    structured_spec: str | None = None
+    structured_enforce: bool = True
 
     def __post_init__(self) -> None:
         check_choice("workload", "name", self.name, WORKLOAD_MODES)
@@ -236,6 +247,7 @@ class WorkloadConfig:
         self._check_trust_settings()
         self._check_shape()
         self._check_cancel()
+        load_constraint(self.structured, self.structured_spec)  # one line: a bad kind or spec
         check_positive(
             "workload",
             num_requests=self.num_requests,

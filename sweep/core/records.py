@@ -87,6 +87,14 @@ CANCEL_RELEASE_MS_MEAN = "cancel_release_ms_mean"
 CANCEL_HELD_MAX = "cancel_held_requests_max"
 CANCEL_RELEASE_SAMPLES = "cancel_release_samples"
 
+# A structured-output trial's requests (`sweep.core.structured`): whether a completed answer kept
+# to the trial's constraint (null: not checked) and, where not, why in one line. The summary's
+# STRUCTURED_CHECKED counts the checked answers and STRUCTURED_VALID_FRACTION the share valid.
+STRUCTURED_VALID = "structured_valid"
+STRUCTURED_ERROR = "structured_error"
+STRUCTURED_CHECKED = "structured_checked_requests"
+STRUCTURED_VALID_FRACTION = "structured_valid_fraction"
+
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 STATUS_CANCELLED = "cancelled"
@@ -128,6 +136,8 @@ REQUESTS_SCHEMA = pa.schema(
         pa.field(TIMED_OUT, pa.bool_()),
         pa.field(CANCELLED, pa.bool_()),
         pa.field(CANCEL_S, pa.float64()),
+        pa.field(STRUCTURED_VALID, pa.bool_()),
+        pa.field(STRUCTURED_ERROR, pa.string()),
     ]
 )
 

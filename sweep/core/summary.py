@@ -95,6 +95,7 @@ def summarize(
     }
     row.update(_client_lag(requests))
     row.update(_ended_early(requests))
+    row.update(_structured(ok))
     for metric, samples_s in _latency_samples_s(ok).items():
         for stat in rec.LATENCY_STATS:
             row[rec.latency_column(metric, stat)] = _statistic(samples_s * 1e3, stat)
@@ -134,6 +135,20 @@ def _ended_early(requests: pd.DataFrame) -> Summary:
     return {
         rec.TIMED_OUT_REQUESTS: _flagged(requests, rec.TIMED_OUT),
         rec.CANCELLED_REQUESTS: _flagged(requests, rec.CANCELLED),
+    }
+
+
+def _structured(ok: pd.DataFrame) -> Summary:
+    """Completed answers checked against the trial's constraint, and the share that kept to it.
+
+    Both null for a trial without one (`sweep.core.structured`).
+    """
+    if rec.STRUCTURED_VALID not in ok or ok[rec.STRUCTURED_VALID].isna().all():
+        return {rec.STRUCTURED_CHECKED: None, rec.STRUCTURED_VALID_FRACTION: None}
+    checked = ok[rec.STRUCTURED_VALID].dropna()
+    return {
+        rec.STRUCTURED_CHECKED: len(checked),
+        rec.STRUCTURED_VALID_FRACTION: float(checked.astype(bool).mean()),
     }
 
 

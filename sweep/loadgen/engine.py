@@ -47,6 +47,11 @@ def run_engine_workload(
             "workload.stages and workload.ramp shape a server's load: an in-process engine "
             "runs batches (use its server backend, e.g. vllm_server)"
         )
+    if workload.structured != "none":
+        raise ConfigError(
+            "workload.structured asks a server for structured outputs: an in-process engine "
+            "takes no constraint here (use its server backend, e.g. vllm_server)"
+        )
     if workload.cancel_rate:
         raise ConfigError(
             "workload.cancel_rate closes requests' connections: an in-process engine has none "

@@ -54,6 +54,7 @@ from sweep.loadgen.saturation import CpuMeter
 from sweep.loadgen.shards import WHOLE, Share, run_sharded
 from sweep.loadgen.sse import DRAIN_S, EventError  # noqa: F401 - DRAIN_S: named here for tests
 from sweep.loadgen.stages import mark_phases, open_loop_schedule, run_stages, send_until
+from sweep.loadgen.structured import keep_replies, structured_endpoint, workload_constraint
 from sweep.loadgen.wakeup import sleep_until
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,9 @@ class Endpoint:
     extra_body: Mapping[str, Any] = field(default_factory=dict, repr=False)  # in every body
     token_counts: str = COUNT_USAGE  # how its streams count tokens (`ServerBackend.token_counts`)
     adapter_field: str = "model"  # the body field naming a request's LoRA adapter
+    # A structured-output trial's body fields (`sweep.loadgen.structured`; {}: not enforced);
+    # None: no constraint. Either way not None turns ignore_eos off.
+    structured: Mapping[str, Any] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -204,6 +208,9 @@ async def run_share(
     run = new_run()  # request ids unique across trials and shards, for server-side logs
     limit = None if workload.stages else cap  # stages: theirs
     cancels = cancel_rules(workload, len(requests))  # of the whole trial: the same in every shard
+    constraint = workload_constraint(workload)
+    if constraint is not None:
+        endpoint = structured_endpoint(endpoint, constraint, workload.structured_enforce)
     async with open_client(endpoint, workload, limit) as session:
 
         def sender(warmup: bool) -> Send:
@@ -224,6 +231,8 @@ async def run_share(
                 for r in requests
             ]
         )
+        if constraint is not None:  # checked after the load (`structured.check_answers`)
+            keep_replies(tracker for _, tracker in items)
         offsets = []
         if workload.name == "open_loop":  # one schedule for all shards, each sends its slice
             rate, burstiness = workload.request_rate, workload.burstiness
@@ -429,6 +438,10 @@ def _body(endpoint: Endpoint, request: GenRequest) -> dict:
         body["prompt"] = request.prompt
     if request.adapter is not None:  # vLLM: the adapter's own model name; SGLang: lora_path
         body[endpoint.adapter_field] = request.adapter
+    if endpoint.structured is not None:  # an answer ends where its constraint does
+        body.update(endpoint.structured)
+        if "ignore_eos" in body:
+            body["ignore_eos"] = False
     return {**endpoint.extra_body, **body} if endpoint.extra_body else body
 
 

@@ -59,6 +59,9 @@ class RequestTracker:
         "images",
         "timed_out",
         "cancelled",
+        "reply_parts",
+        "structured_valid",
+        "structured_error",
     )
 
     def __init__(self, idx: int, batch_idx: int, input_tokens: int, requested_tokens: int):
@@ -87,6 +90,11 @@ class RequestTracker:
         self.images = 0  # images its message carried (`records.IMAGES`)
         self.timed_out = False  # the client gave up after `workload.timeout_s`
         self.cancelled: float | None = None  # when the client closed it on purpose
+        # A structured-output trial's (`sweep.loadgen.structured`): the reply's text, kept to be
+        # checked (None: not kept), whether it kept to its constraint and, if not, why.
+        self.reply_parts: list[str] | None = None
+        self.structured_valid: bool | None = None
+        self.structured_error: str | None = None
 
     def mark_sent(self, scheduled: float, sent: float | None = None) -> None:
         """Record when the request was due and when it actually went out."""
@@ -115,6 +123,8 @@ class RequestTracker:
         multi-turn session keeps it for the next turn's history; None: all of `text`).
         """
         t = now_s() if at is None else at
+        if self.reply_parts is not None:  # the answer, not a reasoning model's thinking
+            self.reply_parts.append(text if answer is None else answer)
         if usage is not None and (not self.chunk_usage or self.chunk_usage[-1] is not None):
             text = ""  # counted exactly on its own: its text is never re-tokenized, so not kept
         if reasoning or self.chunk_reasoning is not None:
@@ -225,6 +235,8 @@ class RequestTracker:
             R.TIMED_OUT: self.timed_out,
             R.CANCELLED: cancelled,
             R.CANCEL_S: self.cancelled - self.sent if cancelled and self.sent is not None else None,
+            R.STRUCTURED_VALID: self.structured_valid if ok else None,
+            R.STRUCTURED_ERROR: self.structured_error if ok else None,
         }
 
 

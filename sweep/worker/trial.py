@@ -51,6 +51,7 @@ from sweep.loadgen.recorder import Trackers
 from sweep.loadgen.requests import build_requests
 from sweep.loadgen.saturation import client_columns
 from sweep.loadgen.sessions import session_runner
+from sweep.loadgen.structured import check_answers, workload_constraint
 from sweep.measure.powercap import RAPL_INTERVAL_S, rapl_source
 from sweep.measure.telemetry import (
     GPU_INTERVAL_S,
@@ -277,6 +278,8 @@ def run_trial(
         with capture, sampler, proxy_capture:
             trackers = runner(front, requests, warmup, workload)
         attribute(trackers, prompts.tokenizer)  # after the load, so it costs the client nothing
+        if (constraint := workload_constraint(workload)) is not None:
+            check_answers(trackers, constraint)  # each answer against its schema, after the load
         if not prompts.local:
             require_server_counts(trackers)  # no tokenizer: every count is the server's usage
     except Exception as exc:
