@@ -121,7 +121,8 @@ def test_each_sim_deployment_records_its_start_and_the_report_tables_them(tmp_pa
         assert row[R.SERVER_START_S] > 0 and row[R.START_PROCESS_S] > 0  # its line was seen
         assert sum(p for p in phases if pd.notna(p)) == pytest.approx(row[R.SERVER_START_S])
     rows = startup_table(summaries)
-    assert len(rows) == 2 and list(rows.columns[:3]) == ["Deployment", "Start-up (s)", "Process (s)"]
+    assert len(rows) == 2
+    assert list(rows.columns[:3]) == ["Deployment", "Start-up (s)", "Process (s)"]
     assert {"max_num_seqs=2", "max_num_seqs=4"} == {d.split()[-1] for d in rows["Deployment"]}
     report = write_report(out).report_md.read_text()
     section = report.split("## Server start-up", 1)[1].split("\n## ", 1)[0]
