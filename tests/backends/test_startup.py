@@ -47,9 +47,7 @@ def watched(tmp_path, writes):
 
 
 def test_lines_are_stamped_when_first_seen_and_a_partial_line_waits_for_its_end(tmp_path):
-    watch = watched(
-        tmp_path, [(1.0, "loading\n"), (2.5, "loaded\nrea"), (3.0, ""), (4.0, "dy\n")]
-    )
+    watch = watched(tmp_path, [(1.0, "loading\n"), (2.5, "loaded\nrea"), (3.0, ""), (4.0, "dy\n")])
     assert watch.lines == [(1.0, "loading"), (2.5, "loaded"), (4.0, "ready")]  # not the old line
 
 
