@@ -17,6 +17,7 @@ import pandas as pd
 import psutil
 import pytest
 
+from analysis.report.report import write_report
 from backends.base import GenRequest
 from backends.hf import HFBackend, HFBackendConfig
 from backends.models.tokenizer import load_tokenizer
@@ -509,3 +510,39 @@ def test_stopping_leaves_no_vllm_process(served, offline):
         except psutil.Error:
             continue  # exited while we looked
     assert engine_cores == []
+
+
+def test_vllm_keeps_to_a_json_schema_enforced_and_the_findings_compare_it(served, tmp_path):
+    """The shipped `person` schema, enforced (vLLM's structured-output backend) and not, side by
+    side on the same requests: every enforced answer is valid; the findings state both."""
+    overrides = [
+        "sweep.name=vllm_structured",
+        "backend=openai",
+        "backend.num_gpus=0",
+        f"backend.url={served.backend.base_url}",
+        "backend.extensions=true",
+        "workload=closed_loop",
+        "workload.concurrency=4",
+        "workload.num_requests=16",
+        f"workload.output_len={OUTPUT_LEN}",
+        "workload.warmup_requests=0",
+        "dataset.input_len=24",
+        "workload.structured=json_schema",
+        "+sweep.grid={workload.structured_enforce: [true, false]}",
+    ]
+    collected = []
+    out = run_sweep_here(tmp_path, overrides, collected)
+    rows = pd.DataFrame([f.summary.to_pylist()[0] for f in collected])
+    assert (rows[R.TRIAL_STATUS] == R.STATUS_OK).all(), rows[R.ERROR_MESSAGE].tolist()
+    by = rows.set_index("workload.structured_enforce")
+    enforced = table(collected[list(rows["workload.structured_enforce"]).index(True)], "requests")
+    print(by[[R.STRUCTURED_VALID_FRACTION, R.OUTPUT_THROUGHPUT, R.OUTPUT_TOKENS_TOTAL]])
+    print(enforced[R.STRUCTURED_ERROR].value_counts(dropna=False))
+    assert by.loc[True, R.STRUCTURED_CHECKED] == 16
+    assert by.loc[True, R.STRUCTURED_VALID_FRACTION] == 1.0
+    assert by.loc[False, R.STRUCTURED_VALID_FRACTION] < 1.0  # the tiny model, unconstrained
+    findings = write_report(out).findings
+    lines = [f for f in findings if "structured answers valid" in f or "Enforcing" in f]
+    assert len(lines) == 3, findings
+    assert "100% of 16 structured answers valid (json_schema person, enforced)" in lines[0]
+    assert lines[2].startswith("Enforcing the constraint: 100% valid against ")
