@@ -487,31 +487,6 @@ def test_vllm_lets_go_of_the_requests_the_client_cancels(served):
     assert columns[R.CANCEL_RELEASE_MS_MEAN] < rest_ms / 4, (columns, rest_ms)
 
 
-def test_stopping_leaves_no_vllm_process(served, offline):
-    """The folder's last test of a live engine: the shared server and the offline engine stop
-    (their fixtures' teardown closes the runners again: a no-op), and all is gone: processes,
-    and the sockets vLLM's processes talk over, kept in each one's own folder meanwhile."""
-    folders = [served.backend._server.folder, Path(offline.backend._sockets)]
-    for folder in folders:
-        assert any(stat.S_ISSOCK(f.stat().st_mode) for f in folder.iterdir()), folder
-    served.runner.close()
-    offline.runner.close()
-    assert not any(folder.exists() for folder in folders)
-    assert not served.backend._server.url
-    assert offline.backend._llm is None
-    gone, alive = psutil.wait_procs(served.tree, timeout=15)
-    assert not alive, [p.pid for p in alive]
-    assert [p.pid for p in own_processes("vllm.entrypoints")] == []
-    engine_cores = []
-    for proc in psutil.Process().children(recursive=True):
-        try:
-            if "VLLM" in proc.name() or "EngineCore" in " ".join(proc.cmdline()):
-                engine_cores.append(proc.pid)
-        except psutil.Error:
-            continue  # exited while we looked
-    assert engine_cores == []
-
-
 def test_vllm_keeps_to_a_json_schema_enforced_and_the_findings_compare_it(served, tmp_path):
     """The shipped `person` schema, enforced (vLLM's structured-output backend) and not, side by
     side on the same requests: every enforced answer is valid; the findings state both."""
@@ -546,3 +521,28 @@ def test_vllm_keeps_to_a_json_schema_enforced_and_the_findings_compare_it(served
     assert len(lines) == 3, findings
     assert "100% of 16 structured answers valid (json_schema person, enforced)" in lines[0]
     assert lines[2].startswith("Enforcing the constraint: 100% valid against ")
+
+
+def test_stopping_leaves_no_vllm_process(served, offline):
+    """The folder's last test of a live engine: the shared server and the offline engine stop
+    (their fixtures' teardown closes the runners again: a no-op), and all is gone: processes,
+    and the sockets vLLM's processes talk over, kept in each one's own folder meanwhile."""
+    folders = [served.backend._server.folder, Path(offline.backend._sockets)]
+    for folder in folders:
+        assert any(stat.S_ISSOCK(f.stat().st_mode) for f in folder.iterdir()), folder
+    served.runner.close()
+    offline.runner.close()
+    assert not any(folder.exists() for folder in folders)
+    assert not served.backend._server.url
+    assert offline.backend._llm is None
+    gone, alive = psutil.wait_procs(served.tree, timeout=15)
+    assert not alive, [p.pid for p in alive]
+    assert [p.pid for p in own_processes("vllm.entrypoints")] == []
+    engine_cores = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "VLLM" in proc.name() or "EngineCore" in " ".join(proc.cmdline()):
+                engine_cores.append(proc.pid)
+        except psutil.Error:
+            continue  # exited while we looked
+    assert engine_cores == []
