@@ -287,6 +287,10 @@ def test_a_sweep_logs_each_trial_as_a_step_of_its_deployments_run(offline, ray_c
     assert "W&B: 2 runs saved offline" in result.stdout
     spec = read_spec(root / SPEC_FILE)
     assert any(p.kind == "line" for s in spec.sections for p in s.panels)
+    # the sweep's run logs the deployment's start-up, one row, and the workspace shows it
+    startup = runs["sweep"].summary["startup"]
+    assert startup["nrows"] == 1
+    assert "Server start-up" in [s.name for s in spec.sections]
 
 
 def test_a_wandb_failure_in_grouped_mode_is_one_warning_and_turns_tracking_off(
