@@ -2,7 +2,8 @@
 
 Reads the summary's `STRUCTURED_CHECKED` and `STRUCTURED_VALID_FRACTION` (`sweep.core.summary`,
 from each answer checked against the trial's constraint, `sweep.core.structured`). The findings
-say, per configuration, how many of its answers kept to the constraint at what speed, name a
+say, per configuration, how many of its answers kept to the constraint at what speed (not where
+the request checks distrust its trials: `analysis.report.flags.distrust`), name a
 configuration whose answers broke it, and where the same configuration ran with the constraint
 enforced and without, what enforcing it cost or gained in speed and validity. The report's table
 has one row per configuration.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis.read.columns import numeric_column, series_labels
+from analysis.report.flags import distrust
 from analysis.report.sections import Section, formatted
 from sweep.core import records as rec
 from sweep.core.structured import DEFAULT_SPEC
@@ -45,6 +47,7 @@ def structured_rows(trials: pd.DataFrame) -> pd.DataFrame:
             "constraint": [
                 _constraint(k, v) for k, v in zip(_text(ok, KIND), _text(ok, SPEC), strict=True)
             ],
+            "distrusted": distrust(ok),  # why its speed is not stated ("" where it may be)
         },
         index=ok.index,
     )
@@ -55,6 +58,7 @@ def structured_rows(trials: pd.DataFrame) -> pd.DataFrame:
         output=(rec.OUTPUT_THROUGHPUT, "mean"),
         enforced=("enforced", "first"),
         constraint=("constraint", "first"),
+        distrusted=("distrusted", lambda why: ", ".join(dict.fromkeys(w for w in why if w))),
     ).reset_index()
     rows["valid_fraction"] = rows["valid"] / rows["checked"]
     return rows.sort_values(["valid_fraction", "output"], ascending=False, kind="stable")
@@ -70,8 +74,7 @@ def structured_findings(trials: pd.DataFrame) -> list[str]:
         how = "enforced" if _true(row["enforced"]) else "not enforced"
         line = (
             f"**{row[CONFIGURATION]}**: {row['valid_fraction']:.0%} of {row['checked']:.0f} "
-            f"structured answers valid ({row['constraint']}, {how}) at "
-            f"{row['output']:,.1f} output tok/s."
+            f"structured answers valid ({row['constraint']}, {how}) {_speed(row)}."
         )
         if row["valid_fraction"] < 1:
             line += f" Its answers broke the constraint {row['checked'] - row['valid']:.0f} times."
@@ -80,13 +83,26 @@ def structured_findings(trials: pd.DataFrame) -> list[str]:
     free = rows[~rows["enforced"].map(_true)]
     if len(enforced) == 1 and len(free) == 1:
         on, off = enforced.iloc[0], free.iloc[0]
-        if off["output"] > 0:
-            lines.append(
-                f"Enforcing the constraint: {on['valid_fraction']:.0%} valid against "
-                f"{off['valid_fraction']:.0%} without, at {on['output'] / off['output']:.2f}x "
-                "the output tok/s of the same requests unconstrained."
-            )
+        why = ", ".join(dict.fromkeys(w for w in (on["distrusted"], off["distrusted"]) if w))
+        if why:
+            pace = f"; speed not stated (trials {why}: *Request checks*)"
+        elif off["output"] > 0:
+            ratio = on["output"] / off["output"]
+            pace = f", at {ratio:.2f}x the output tok/s of the same requests unconstrained"
+        else:
+            pace = "; no unconstrained speed to set it against"
+        lines.append(
+            f"Enforcing the constraint: {on['valid_fraction']:.0%} valid against "
+            f"{off['valid_fraction']:.0%} without{pace}."
+        )
     return lines
+
+
+def _speed(row: pd.Series) -> str:
+    """`at 812.3 output tok/s`, or why its trials' speed is not stated (`flags.distrust`)."""
+    if row["distrusted"]:
+        return f"(speed not stated: trials {row['distrusted']})"
+    return f"at {row['output']:,.1f} output tok/s"
 
 
 def structured_sections(trials: pd.DataFrame) -> list[Section]:

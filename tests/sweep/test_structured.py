@@ -173,3 +173,25 @@ def test_enforced_and_not_side_by_side_state_validity_and_speed():
         "Enforcing the constraint: 100% valid against 25% without, at 0.90x the output tok/s "
         "of the same requests unconstrained."
     )
+
+
+def test_a_distrusted_trial_gets_its_validity_but_not_its_speed():
+    trials = pd.DataFrame(
+        {
+            R.TRIAL_ID: ["a", "b"],
+            R.TRIAL_STATUS: [R.STATUS_OK] * 2,
+            R.BACKEND_NAME: ["vllm_server"] * 2,
+            "workload.structured": ["regex"] * 2,
+            "workload.structured_enforce": [True, False],
+            R.STRUCTURED_CHECKED: [8, 8],
+            R.STRUCTURED_VALID_FRACTION: [1.0, 0.5],
+            R.OUTPUT_THROUGHPUT: [90.0, 100.0],
+            R.COMPLETED_REQUESTS: [8, 8],  # under the report's minimum of 24: too short
+        }
+    )
+    lines = structured_findings(trials)
+    assert lines[0].endswith("(regex iso_date, enforced) (speed not stated: trials too short).")
+    assert lines[2] == (
+        "Enforcing the constraint: 100% valid against 50% without; speed not stated (trials too "
+        "short: *Request checks*)."
+    )
