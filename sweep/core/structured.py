@@ -72,22 +72,11 @@ class Constraint:
     name: str
     value: Any
 
-    def body(self, extensions: bool = True) -> dict[str, Any]:
-        """The request body's fields that ask the server to keep to it.
-
-        A JSON schema goes as OpenAI's `response_format`, which vLLM, SGLang and others take;
-        to a server with vLLM's `extensions` also as its `structured_outputs`, compact (no free
-        whitespace between tokens: `disable_any_whitespace`), so that a model cannot pad its
-        answer with blanks to the token limit.
-        """
-        if self.kind == JSON_SCHEMA:
+    def body(self) -> dict[str, Any]:
+        """The request body's fields that ask the server to keep to it."""
+        if self.kind == JSON_SCHEMA:  # OpenAI's field, which vLLM, SGLang and others take
             schema = {"name": self.name, "schema": self.value, "strict": True}
-            body: dict[str, Any] = {
-                "response_format": {"type": "json_schema", "json_schema": schema}
-            }
-            if extensions:
-                body["structured_outputs"] = {"json": self.value, "disable_any_whitespace": True}
-            return body
+            return {"response_format": {"type": "json_schema", "json_schema": schema}}
         return {"structured_outputs": {self.kind: self.value}}  # vLLM's own
 
     def check(self, text: str) -> str | None:

@@ -36,8 +36,7 @@ def structured_endpoint(endpoint: Any, constraint: Constraint, enforce: bool) ->
             "structured_outputs, which this backend does not take; use json_schema "
             "(OpenAI's response_format) or workload.structured_enforce=false"
         )
-    fields = constraint.body(endpoint.extensions) if enforce else {}
-    return dataclasses.replace(endpoint, structured=fields)
+    return dataclasses.replace(endpoint, structured=constraint.body() if enforce else {})
 
 
 def keep_replies(trackers: Iterable[RequestTracker]) -> None:

@@ -96,10 +96,6 @@ def test_the_body_asks_for_the_constraint_and_lets_the_answer_end():
     assert body["response_format"]["type"] == "json_schema"
     assert body["response_format"]["json_schema"]["schema"] == SHIPPED["json_schema"]["person"]
     assert body["ignore_eos"] is False
-    compact = {"json": SHIPPED["json_schema"]["person"], "disable_any_whitespace": True}
-    assert body["structured_outputs"] == compact  # vLLM's extension: no blank padding
-    standard = _body(structured_endpoint(Endpoint("http://x", "m", "chat"), schema, True), request)
-    assert "structured_outputs" not in standard and "response_format" in standard
     free = _body(structured_endpoint(served, schema, enforce=False), request)
     assert "response_format" not in free and free["ignore_eos"] is False
     assert _body(served, request)["ignore_eos"] is True  # no constraint: lengths forced
