@@ -28,6 +28,7 @@ from sweep.core.errors import ConfigError
 NONE, JSON_SCHEMA, REGEX, CHOICE, GRAMMAR = "none", "json_schema", "regex", "choice", "grammar"
 KINDS = (NONE, JSON_SCHEMA, REGEX, CHOICE, GRAMMAR)
 REASON_CHARS = 200  # an invalid answer's reason: one line
+SHOWN_CHARS = 60  # of the answer, after the reason
 
 # The shipped constraints, by kind: what each is called and its value.
 SHIPPED: dict[str, dict[str, Any]] = {
@@ -35,7 +36,10 @@ SHIPPED: dict[str, dict[str, Any]] = {
         "person": {
             "type": "object",
             "properties": {
-                "name": {"type": "string", "maxLength": 16},
+                # A pattern, not free text: it bounds the length and keeps raw control
+                # characters out (vLLM 0.32's xgrammar let some through on a byte-level
+                # tokenizer's free strings, which no JSON parser takes).
+                "name": {"type": "string", "pattern": "^[A-Z][a-z]{1,11}$"},
                 "age": {"type": "integer", "minimum": 0, "maximum": 130},
                 "city": {"enum": ["Paris", "Lagos", "Lima", "Osaka"]},
             },
@@ -84,7 +88,8 @@ class Constraint:
         reason = self._reason(text)
         if reason is None:
             return None
-        reason = " ".join(reason.split())
+        shown = text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "..."
+        reason = f"{' '.join(reason.split())}; the answer: {shown!r}"
         return reason if len(reason) <= REASON_CHARS else reason[: REASON_CHARS - 3] + "..."
 
     def _reason(self, text: str) -> str | None:

@@ -10,6 +10,12 @@ LOADED = [  # three generated adapters, loaded on both engines; fp32 for the sco
     "backend.lora_count=3",
     "backend.dtype=fp32",  # vLLM's `auto` runs a float32 model in bfloat16 on CPU; scoring compares
 ]
+# Structured JSON without free whitespace, a server-wide setting of vLLM's xgrammar backend: the
+# tiny model, enforced to a schema, would pad its answers with blanks to the token limit.
+COMPACT_JSON = (
+    "+backend.extra_args.structured-outputs-config="
+    "{backend: xgrammar, disable_any_whitespace: true}"
+)
 SERVING = [
     "+experiment=quickstart_serving",
     "sweep.grid.backend=[vllm_server]",
@@ -19,6 +25,7 @@ SERVING = [
     "dataset.input_len=24",
     "workload.lora_assignment=base",
     "+backend.extra_args.enable-log-requests=true",
+    COMPACT_JSON,
     *LOADED,
 ]
 LORA = [
@@ -27,7 +34,12 @@ LORA = [
     "workload.warmup_requests=0",
     *LOADED,
 ]
-LORA_SERVER = [*LORA, "workload.num_requests=36", "+backend.extra_args.enable-log-requests=true"]
+LORA_SERVER = [
+    *LORA,
+    "workload.num_requests=36",
+    "+backend.extra_args.enable-log-requests=true",
+    COMPACT_JSON,
+]
 LORA_OFFLINE = [
     *LORA,
     "backend=vllm",

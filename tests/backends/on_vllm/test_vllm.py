@@ -502,7 +502,9 @@ def test_vllm_keeps_to_a_json_schema_enforced_and_the_findings_compare_it(served
         "workload.num_requests=24",  # the report's minimum to state a speed
         f"workload.output_len={OUTPUT_LEN}",
         "workload.warmup_requests=0",
-        "dataset.input_len=24",
+        # text prompts: a random prompt's ids can end inside a character, and vLLM 0.32 then
+        # starts the first delta with the prompt's undecoded tail (seen: 7 of 24 answers)
+        "dataset=prompts",
         "workload.structured=json_schema",
         "+sweep.grid={workload.structured_enforce: [true, false]}",
     ]
