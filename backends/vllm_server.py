@@ -86,6 +86,7 @@ VLLM_STARTUP = StartupLines(
     },
     cold=r"Compiling a graph for compile range|saved AOT compiled function",
     warm=r"Directly load the compiled graph|Directly load AOT compilation",
+    stale=r"Compiling model again due to a load failure",
 )
 # Defaults that extra_args may override: the telemetry scrape (twice a second) and health polls
 # would otherwise bury the request lines of the access log.

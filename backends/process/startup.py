@@ -38,13 +38,15 @@ class StartupLines:
     match counting. `reported` maps a column of `records.START_REPORTED` to a pattern whose
     first group that matched is seconds; the first line that matches counts (each of a
     tensor-parallel server's workers prints its own).
-    `cold` and `warm`: a line that says the compile cache missed, or was read.
+    `cold` and `warm`: a line that says the compile cache missed, or was read; `stale`, one that
+    says a cache was found but could not be read (the server compiled again).
     """
 
     ends: dict[str, str] = field(default_factory=dict)
     reported: dict[str, str] = field(default_factory=dict)
     cold: str | None = None
     warm: str | None = None
+    stale: str | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.ends) - set(PHASES[:-1]) | set(self.reported) - set(R.START_REPORTED)
@@ -121,7 +123,9 @@ def _seconds(text: list[str], pattern: str) -> float | None:
 
 
 def _cache(text: list[str], lines: StartupLines) -> str | None:
-    """`cold` where the server compiled, `warm` where it only loaded compiled graphs."""
+    """`stale`, `cold` where the server compiled, `warm` where it only loaded compiled graphs."""
+    if lines.stale is not None and any(re.search(lines.stale, line) for line in text):
+        return R.CACHE_STALE
     if lines.cold is not None and any(re.search(lines.cold, line) for line in text):
         return R.CACHE_COLD
     if lines.warm is not None and any(re.search(lines.warm, line) for line in text):

@@ -306,7 +306,8 @@ WALL_S = "wall_s"
 # its time goes to the next, so the phases given add up to SERVER_START_S. Beside them, what the
 # server reports itself (null where it does not): its weights' load, its engine's set-up,
 # torch.compile's time and CUDA graphs' capture, and whether its compile cache was cold (it
-# compiled) or warm (it loaded what an earlier start compiled).
+# compiled), warm (it loaded what an earlier start compiled) or stale (it found an earlier start's
+# compiled model, could not load it, and compiled again).
 SERVER_START_S = "server_start_s"
 START_PROCESS_S = "server_start_process_s"
 START_LOAD_S = "server_start_load_s"
@@ -319,7 +320,7 @@ START_COMPILE_S = "server_start_compile_s"
 START_GRAPHS_S = "server_start_graphs_s"
 START_REPORTED = (START_WEIGHTS_S, START_ENGINE_REPORTED_S, START_COMPILE_S, START_GRAPHS_S)
 START_CACHE = "server_start_cache"
-CACHE_COLD, CACHE_WARM = "cold", "warm"
+CACHE_COLD, CACHE_WARM, CACHE_STALE = "cold", "warm", "stale"
 
 ERROR_OUT_OF_MEMORY = "out_of_memory"
 ERROR_TIMEOUT = "timeout"

@@ -91,6 +91,17 @@ def test_a_warm_vllm_start_loads_its_compiled_graphs(tmp_path):
     assert columns[R.START_COMPILE_S] == 1.2 and columns[R.START_GRAPHS_S] == 4.0
 
 
+def test_a_cache_it_could_not_load_is_stale(tmp_path):
+    lines = [
+        "(Worker pid=3) WARNING 11-29 07:47:35 [decorators.py:333] [backbone] Compiling model "
+        "again due to a load failure from /cache/torch_compile_cache/torch_aot_compile/e85c",
+        "(Worker pid=3) INFO 11-29 07:47:43 [decorators.py:743] [backbone] saved AOT compiled "
+        "function to /cache/torch_compile_cache/torch_aot_compile/e85c",
+    ]
+    watch = watched(tmp_path, [(1.0, "\n".join(lines) + "\n")])
+    assert startup_columns(VLLM_STARTUP, watch.lines, 2.0)[R.START_CACHE] == R.CACHE_STALE
+
+
 def test_lines_that_name_no_phase_are_refused():
     with pytest.raises(ValueError, match="server_start_api_s"):
         StartupLines(ends={R.START_API_S: "never: the last phase ends at the health check"})
