@@ -251,6 +251,10 @@ class OpenAIBackend(ServerBackend):
         """
         return from_env(self.config.extra_body, "backend.extra_body")
 
+    def startup(self) -> dict[str, Any]:
+        """Nothing: the endpoint was up before the deployment; its start is not measured here."""
+        return {R.SERVER_START_S: None}
+
     def start(self) -> None:
         """Check that the endpoint answers; raise BackendError (backend_start_failed) if not."""
         try:

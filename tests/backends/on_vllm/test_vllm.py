@@ -520,7 +520,9 @@ def test_vllm_keeps_to_a_json_schema_enforced_and_the_findings_compare_it(served
     assert by.loc[True, R.STRUCTURED_VALID_FRACTION] == 1.0
     free = by.loc[False, R.STRUCTURED_VALID_FRACTION]
     assert free < 1.0  # the tiny model, unconstrained
-    findings = write_report(out).findings
+    paths = write_report(out)
+    findings = paths.findings
+    assert "## Server start-up" not in paths.report_md.read_text()  # attached: no start of ours
     lines = [f for f in findings if "structured answers valid" in f or "Enforcing" in f]
     assert len(lines) == 3, findings
     assert "100% of 24 structured answers valid (json_schema person, enforced)" in lines[0]

@@ -51,6 +51,13 @@ def test_vllm_server_serves_three_adapters_and_its_log_counts_what_was_sent(serv
     report = write_report(tmp_path / "lora_adapters").report_md.read_text()
     section = report.split("## LoRA adapters", 1)[1]
     assert all(f"| {name} " in section.split("\n## ", 1)[0] for name in sent)
+    # the server's start, by phase: every phase found in vLLM's log, adding up to the whole
+    summary = table(trial, "summary").iloc[0]
+    phases = [summary[p] for p in R.START_PHASES]
+    assert all(p > 0 for p in phases) and summary[R.START_WEIGHTS_S] >= 0
+    assert sum(phases) == pytest.approx(summary[R.SERVER_START_S])
+    startup = report.split("## Server start-up", 1)[1].split("\n## ", 1)[0]
+    assert f"| {summary[R.SERVER_START_S]:,.1f} |" in startup
 
 
 def test_the_offline_engine_runs_each_request_on_its_adapter(offline):
