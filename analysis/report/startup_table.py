@@ -54,7 +54,8 @@ def startup_sections(trials: pd.DataFrame) -> list[Section]:
         "split at the lines the server's log printed as it started (`backends.process.startup`): "
         "process start and imports, loading the model, the engine's set-up (profiling, KV cache, "
         "compilation, warm-up), the API server; a phase the log did not mark is merged into the "
-        "next. Compile and graph times are the server's own, within the engine's set-up. A cold "
-        "compile cache is a new node's first start; warm, a restart on a node that kept it."
+        "next. Compile and graph times are as the server reported them, within the engine's "
+        "set-up. A cold compile cache is a new node's first start; warm, a restart on a node "
+        "that kept it."
     )
     return [Section("Server start-up", text, table=table)]

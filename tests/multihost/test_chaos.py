@@ -231,7 +231,7 @@ def test_results_file_system_full(cluster, tmp_path):
                  output_dir=f"file://{folder}")  # fmt: skip
     root = folder / name
     first = wait_until(lambda: list(root.glob(f"*/*/{R.SUMMARY_FILE}")), 240, "a trial saved", job)
-    filler = fill_between_saves(job, root, leave_bytes=record_room(first[0].parent) + PAGE)
+    filler = fill_between_saves(job, root, leave_bytes=record_room(first[0].parent) + 2 * PAGE)
     try:
         assert job.wait(300) != 0
         text = job.text().split("Status message:")[0]  # the job's log, before Ray repeats it
