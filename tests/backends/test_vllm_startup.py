@@ -8,14 +8,12 @@ the warm start is faster, and its columns say it was warm. It
 compares two start times, so it runs in the serial `timing` pass, nothing beside it.
 """
 
-import os
-
 import pytest
 
 from backends.models.source import resolve_model_path
 from backends.vllm_server import VLLMServerBackend
 from sweep.core import records as R
-from tests.helpers import deployment_of
+from tests.helpers import deployment_of, environment_restored
 
 pytestmark = [pytest.mark.slow, pytest.mark.timing, pytest.mark.timeout(900)]
 
@@ -26,23 +24,16 @@ SERVER = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def environment_restored():
-    """Put back this process's environment: starting vLLM sets its CUDA check switch here."""
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
-
-
 def started(config, model_path):
-    """One launch of the server: its start-up columns, the server stopped."""
+    """One launch of the server: its start-up columns, the server stopped (and this process's
+    environment put back: starting vLLM sets its CUDA check switch here)."""
     backend = VLLMServerBackend(config.backend, model_path)
-    try:
-        backend.start()
-        return backend.startup()
-    finally:
-        backend.stop()
+    with environment_restored():
+        try:
+            backend.start()
+            return backend.startup()
+        finally:
+            backend.stop()
 
 
 def test_a_warm_start_is_faster_than_the_cold_one_and_says_so(tmp_path, monkeypatch):
