@@ -51,8 +51,9 @@ class GenRequest:
     max_tokens: int
     ignore_eos: bool = True
     temperature: float = 0.0
-    # A chat request's conversation as (role, content) pairs; empty: one user message, `prompt`.
-    messages: tuple[tuple[str, str], ...] = ()
+    # A chat request's conversation as (role, content) pairs, or (role, content, fields) where a
+    # message has more (a tool call, a tool result); empty: one user message, `prompt`.
+    messages: tuple[tuple, ...] = ()
     # An open loop sends it this many seconds after its trace's first row (a trace's schedule,
     # `sweep.loadgen.arrivals.trace_offsets`); None: the workload's arrival process decides.
     arrival_s: float | None = None

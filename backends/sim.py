@@ -80,6 +80,10 @@ class SimBackendConfig(SimSchedule, LoraServerConfig):
         for kind in self.fault_kinds:
             check_choice("backend", "fault_kinds", kind, SIM_FAULT_KINDS)
         check_choice("backend", "reasoning_field", self.reasoning_field, REASONING_FIELDS)
+        if not 0.0 <= self.tool_call_rate <= 1.0:
+            raise ConfigError(
+                f"backend.tool_call_rate must be in [0, 1], got {self.tool_call_rate}"
+            )
         if self.reasoning_tokens < 0:
             raise ConfigError(f"backend.reasoning_tokens must be >= 0, got {self.reasoning_tokens}")
         if self.reasoning_tokens and self.api != "chat":

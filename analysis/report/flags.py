@@ -305,7 +305,8 @@ def _trial_flags(row: pd.Series) -> list[tuple[str, str]]:
         )
     off = _value(row.get(rec.OUTPUT_LENGTH_OFF_PERCENT))
     structured = _positive(row.get(rec.STRUCTURED_CHECKED))  # its constraint sets the length
-    if _unforced(row) and not structured and off is not None and abs(off) > LENGTH_OFF_PERCENT:
+    exempt = structured or _value(row.get(rec.TOOL_CALLS_TOTAL)) is not None  # and tool calls
+    if _unforced(row) and not exempt and off is not None and abs(off) > LENGTH_OFF_PERCENT:
         notes.append(
             (
                 "whose mean output length is off the dataset's",

@@ -69,6 +69,7 @@ from analysis.report.stage_table import stage_sections
 from analysis.report.startup_table import startup_sections
 from analysis.report.structured import structured_findings, structured_sections
 from analysis.report.timeslice_plots import timeslice_section, write_timeslice_plot
+from analysis.report.tool_sessions import tool_findings, tool_sections
 from analysis.report.trace_rows import trace_sections
 from analysis.report.turns import turn_sections, turn_table, write_turn_plot
 from analysis.stats.capacity import capacity_table, with_search
@@ -246,6 +247,7 @@ def save_report(
     stated = (
         *findings(comparison),
         *structured_findings(trials),
+        *tool_findings(trials),
         *quality_findings(quality_table, withheld),
     )
     sections = [
@@ -260,6 +262,7 @@ def save_report(
         *energy_sections(trials),
         *quality_sections(quality, quality_table, quality_front),
         *turn_sections(turns, turn_plots),
+        *tool_sections(trials),
         *trace_sections(trials),  # trials that replayed a trace: its hash and rows
         *cache_sections(requests, trials),  # trials behind a proxy (study D)
         *server_sections(trials),

@@ -73,6 +73,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, int, SimOptions]:
         p.error("max_num_seqs must be >= 0 (0: unlimited)")
     if min(options.chunk_sizes, default=1) < 1:
         p.error("--chunk-sizes must all be >= 1")
+    if not 0 <= options.tool_call_rate <= 1:
+        p.error("tool_call_rate must be in [0, 1]")
     if options.reasoning_tokens < 0 or options.reasoning_field not in REASONING_FIELDS:
         p.error(f"need reasoning_tokens >= 0 and reasoning_field one of {REASONING_FIELDS}")
     return a.host, a.port, options

@@ -16,8 +16,10 @@ SGLang do) and counted in the usage's `completion_tokens_details.reasoning_token
 follows under `content`, and a chunk that holds the last reasoning token and the first answer
 token carries both fields, as vLLM's do. A chat message's `image_url` parts each cost
 `ms_per_image` before the first token and count `tokens_per_image` prompt tokens, as a
-vision-language model's encoder and image tokens do. The server imports only this module of the
-config code, so it starts without the config libraries.
+vision-language model's encoder and image tokens do. A chat request offering tools gets a tool
+call (`backends.sim_server.tool_calls`): always when it requires one or names a function, in
+`tool_call_rate` of replies when it leaves the choice to the model. The server imports only this
+module of the config code, so it starts without the config libraries.
 """
 
 from __future__ import annotations
@@ -54,3 +56,6 @@ class SimSchedule:
     # first-token delay (its encoder's time) and this many tokens to its `usage.prompt_tokens`.
     ms_per_image: float = 0.0
     tokens_per_image: int = 0
+    # Tool calling (`tool_calls`): the share of chat replies that call one of the offered tools
+    # when the request leaves the choice to the model (`tool_choice` auto).
+    tool_call_rate: float = 0.0

@@ -47,6 +47,7 @@ from backends.sim_server.arrivals import ArrivalStamps
 from backends.sim_server.latencies import Latencies
 from backends.sim_server.prompt_count import PromptCounter, is_long
 from backends.sim_server.schedule import SimSchedule
+from backends.sim_server.tool_calls import SimCall, pick_call
 
 STALL_S = 3600.0  # longer than any sane client timeout; ends early only when the server stops
 MAX_STAMPS = 100_000  # per-request stamps kept for /sim/requests (oldest dropped first)
@@ -110,12 +111,16 @@ class Stream:
         arrival_ns: int,
         schedule: SimSchedule,
         prompt_tokens: int = 0,
+        call: SimCall | None = None,
     ):
         self.rid, self.api, self.streaming, self.fault = rid, api, streaming, fault
         self.arrival_ns = self.admitted_ns = arrival_ns
-        self.max_tokens = int(body.get("max_tokens") or 16)
+        self.call = call  # the tool call the reply makes instead of text (chat only)
+        cap = int(body.get("max_tokens") or 16)
+        self.max_tokens = call.tokens(cap) if call is not None else cap  # a call ends with its JSON
         # The reply's first `thinking` tokens are reasoning (chat only: completions have no field).
-        self.thinking = min(schedule.reasoning_tokens, self.max_tokens) if api == "chat" else 0
+        reasons = api == "chat" and call is None
+        self.thinking = min(schedule.reasoning_tokens, self.max_tokens) if reasons else 0
         self.reasoning_field = schedule.reasoning_field
         self.images = _images(body) if api == "chat" else 0
         self.prompt_tokens = (
@@ -130,6 +135,7 @@ class Stream:
         self.hung_up = False  # a write found its client gone
         self.scale = 1.0  # this request's delay factor (`SimSchedule.jitter`)
         self.sent = 0
+        self.last_k = 0  # the tokens of the chunk being sent
         self.chunks = 0
         self.text: list[str] = []
         self.thought: list[str] = []
@@ -148,7 +154,13 @@ class Stream:
         answer words under `content` where it has some (or no reasoning).
         """
         reason = '"length"' if finish else "null"
-        if self.api == "chat":
+        if self.call is not None:  # the tokens are the call's: its arguments' pieces
+            if finish:
+                reason = f'"{self.call.finish(self.max_tokens)}"'
+            start = self.sent - self.last_k
+            delta = f'"tool_calls":{self.call.delta(start, self.sent)}'
+            choice = f'"delta":{{{delta}}},"logprobs":null,"finish_reason":{reason}'
+        elif self.api == "chat":
             parts = [f'"{self.reasoning_field}":"{thought}"'] if thought else []
             if text or not thought:
                 parts.append(f'"content":"{text}"')
@@ -181,6 +193,7 @@ class SimServer:
         self.prompts = PromptCounter(options.tokenizer)  # loaded before the server listens
         self.rng = random.Random(options.seed)
         self.jitter_rng = random.Random(options.seed + 1)  # its own: faults draw as before
+        self.tool_rng = random.Random(options.seed + 2)  # which replies call tools, and which
         self.heap: list[tuple[int, int, Stream]] = []
         self.seq = itertools.count()
         self.wake = asyncio.Event()
@@ -245,7 +258,12 @@ class SimServer:
             counted = await loop.run_in_executor(None, self.prompts.count, body, api)
         else:
             counted = self.prompts.count(body, api)
-        s = Stream(rid, body, api, bool(body.get("stream")), fault, arrival, self.opt, counted)
+        call = None
+        if api == "chat":  # a chat request offering tools may get a call (`tool_calls`)
+            call = pick_call(body, rid, self.opt.tool_call_rate, self.tool_rng)
+        s = Stream(
+            rid, body, api, bool(body.get("stream")), fault, arrival, self.opt, counted, call
+        )
         if self.opt.jitter > 0:
             s.scale = self.jitter_rng.lognormvariate(0.0, self.opt.jitter)
         if self.opt.usage != "asked":
@@ -346,6 +364,7 @@ class SimServer:
         first = s.sent == 0
         answers = cut < k and s.sent <= s.thinking  # the answer's first token is in this chunk
         s.sent += k
+        s.last_k = k
         s.chunks += 1
         finish = s.sent >= s.max_tokens
         now = time.perf_counter_ns()
@@ -427,10 +446,15 @@ def _full_response(s: Stream, skew: int) -> dict:
     text = "".join(s.text)
     usage = json.loads(s.usage(skew))
     if s.api == "chat":
-        message = {"role": "assistant", "content": text}
+        message: dict = {"role": "assistant", "content": text}
         if s.thinking:
             message[s.reasoning_field] = "".join(s.thought)
-        choice = {"index": 0, "message": message, "finish_reason": "length"}
+        finish = "length"
+        if s.call is not None:
+            made = json.loads(s.call.delta(0, s.max_tokens))[0]
+            message = {"role": "assistant", "content": None, "tool_calls": [made]}
+            finish = s.call.finish(s.max_tokens)
+        choice = {"index": 0, "message": message, "finish_reason": finish}
         return {"id": s.rid, "object": "chat.completion", "choices": [choice], "usage": usage}
     choice = {"index": 0, "text": text, "finish_reason": "length"}
     return {"id": s.rid, "object": "text_completion", "choices": [choice], "usage": usage}

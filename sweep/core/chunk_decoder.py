@@ -18,9 +18,11 @@ from msgspec import UNSET, UnsetType
 from sweep.core.stream_chunks import (
     REASONING_FIELDS,
     Chunk,
+    cached_in,
     decode_event,
     entries_in,
     parse_event,
+    tool_pieces,
 )
 
 
@@ -28,6 +30,7 @@ class _Usage(msgspec.Struct):
     completion_tokens: Any = None
     prompt_tokens: Any = None
     completion_tokens_details: Any = None
+    prompt_tokens_details: Any = None
 
 
 class _Delta(msgspec.Struct):
@@ -35,6 +38,7 @@ class _Delta(msgspec.Struct):
     reasoning: Any = None
     reasoning_content: Any = None
     role: Any | UnsetType = UNSET  # only whether it is there counts
+    tool_calls: Any = None
 
 
 class _Choice(msgspec.Struct):
@@ -63,14 +67,18 @@ def read_event(payload: bytes, api: str) -> Chunk:
     if event.error is not UNSET:
         return parse_event(decode_event(payload), api)  # raises the server's error
     usage = event.usage
-    completion = prompt = thought = None
+    completion = prompt = thought = cached = None
     if usage is not None:
         completion, prompt = usage.completion_tokens, usage.prompt_tokens
         details = usage.completion_tokens_details
         thought = details.get("reasoning_tokens") if isinstance(details, dict) else None
+        cached = cached_in(usage.prompt_tokens_details)
     choices = event.choices
     if not choices:
-        return Chunk(False, "", "", None, False, None, None, completion, prompt, thought)
+        return Chunk(
+            False, "", "", None, False, None, None, completion, prompt, thought,
+            cached_tokens=cached,
+        )  # fmt: skip
     choice = choices[0]
     ids = choice.token_ids
     ids = tuple(ids) if isinstance(ids, list) else None
@@ -83,7 +91,7 @@ def read_event(payload: bytes, api: str) -> Chunk:
             thought, logprob_tokens=logprobs,
         )  # fmt: skip
     delta = choice.delta
-    field = reasoning = content = None
+    field = reasoning = content = calls = None
     has_role = False
     if delta is not None:
         for name in REASONING_FIELDS:
@@ -93,8 +101,11 @@ def read_event(payload: bytes, api: str) -> Chunk:
                 break
         content = delta.content
         has_role = delta.role is not UNSET
-    has_text = not has_role and (isinstance(content, str) or field is not None)
+        calls = tool_pieces(delta.tool_calls) if delta.tool_calls is not None else None
+    has_text = calls is not None or (
+        not has_role and (isinstance(content, str) or field is not None)
+    )
     return Chunk(
         True, content or "", reasoning if field else "", field, has_text, ids, finish, completion,
-        prompt, thought, logprob_tokens=logprobs,
+        prompt, thought, logprob_tokens=logprobs, tool_calls=calls, cached_tokens=cached,
     )  # fmt: skip

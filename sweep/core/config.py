@@ -110,6 +110,11 @@ ADDED_LATER: dict[str, Any] = {
     "workload.structured": "none",  # structured outputs (`sweep.core.structured`)
     "workload.structured_spec": None,
     "workload.structured_enforce": True,
+    "dataset.tools": None,  # tool-calling sessions (`sweep.core.tools`)
+    "backend.tool_call_rate": 0.0,  # the sim's tool calls under tool_choice=auto
+    "dataset.tool_choice": "auto",
+    "dataset.tool_latency_s": 0.0,
+    "dataset.tool_latency_dist": "fixed",
     # A whole group added later: its section hashes away while it equals this default.
     "proxy": {"name": "none"},
 }

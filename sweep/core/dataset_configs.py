@@ -167,6 +167,12 @@ class MultiTurnDatasetConfig(DatasetConfig):
     that would not fit the model's context is refused, or sent with its session's oldest turns
     dropped (`on_overflow=truncate`). The load generator runs the sessions
     (`sweep.loadgen.sessions`).
+
+    With `tools` (a shipped tool set or a JSON file of OpenAI tools, `sweep.core.tools`) every
+    request offers them, asking as `tool_choice` says (`auto`, `required`, `none` or a function's
+    name). A reply that calls tools is answered in the session's next turn: after the tool's
+    latency (`tool_latency_s`, `fixed` or drawn like think times by `tool_latency_dist`), one
+    tool result per call, each the turn's drawn message, instead of a user message.
     """
 
     name: str = "multi_turn"
@@ -175,12 +181,18 @@ class MultiTurnDatasetConfig(DatasetConfig):
     think_time_s: float = 0.0
     think_time_dist: str = "fixed"
     on_overflow: str = "refuse"
+    tools: str | None = None
+    tool_choice: str = "auto"
+    tool_latency_s: float = 0.0
+    tool_latency_dist: str = "fixed"
 
     def __post_init__(self) -> None:
         check_positive("dataset", num_turns=self.num_turns, user_len=self.user_len)
-        if self.think_time_s < 0:
-            raise_config(f"dataset.think_time_s must be >= 0, got {self.think_time_s}")
+        for key in ("think_time_s", "tool_latency_s"):
+            if getattr(self, key) < 0:
+                raise_config(f"dataset.{key} must be >= 0, got {getattr(self, key)}")
         check_choice("dataset", "think_time_dist", self.think_time_dist, THINK_TIME_DISTS)
+        check_choice("dataset", "tool_latency_dist", self.tool_latency_dist, THINK_TIME_DISTS)
         check_choice("dataset", "on_overflow", self.on_overflow, OVERFLOW_MODES)
 
 

@@ -95,6 +95,22 @@ STRUCTURED_ERROR = "structured_error"
 STRUCTURED_CHECKED = "structured_checked_requests"
 STRUCTURED_VALID_FRACTION = "structured_valid_fraction"
 
+# Tool-calling sessions (`sweep.loadgen.sessions` with `dataset.tools`), null in other trials:
+# the calls the reply made, the first one's function, whether every call named a function of the
+# set with arguments valid against its schema (`sweep.core.tools`) and if not why, when the
+# calls' arguments were complete (from sent: what an agent waits before it can run the tool),
+# whether the turn sent tool results rather than a user message, and the tool latency waited
+# before it. CACHED_INPUT_TOKENS (any chat or completions request): the prompt's tokens the
+# server's prefix cache held, where its usage says (vLLM: `--enable-prompt-tokens-details`).
+TOOL_CALLS = "tool_calls"
+TOOL_NAME = "tool_name"
+TOOL_ARGS_VALID = "tool_args_valid"
+TOOL_ARGS_ERROR = "tool_args_error"
+TOOL_CALL_S = "tool_call_s"
+TOOL_RESULT = "tool_result"
+TOOL_WAIT_S = "tool_wait_s"
+CACHED_INPUT_TOKENS = "cached_input_tokens"
+
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 STATUS_CANCELLED = "cancelled"
@@ -138,6 +154,14 @@ REQUESTS_SCHEMA = pa.schema(
         pa.field(CANCEL_S, pa.float64()),
         pa.field(STRUCTURED_VALID, pa.bool_()),
         pa.field(STRUCTURED_ERROR, pa.string()),
+        pa.field(TOOL_CALLS, pa.int64()),
+        pa.field(TOOL_NAME, pa.string()),
+        pa.field(TOOL_ARGS_VALID, pa.bool_()),
+        pa.field(TOOL_ARGS_ERROR, pa.string()),
+        pa.field(TOOL_CALL_S, pa.float64()),
+        pa.field(TOOL_RESULT, pa.bool_()),
+        pa.field(TOOL_WAIT_S, pa.float64()),
+        pa.field(CACHED_INPUT_TOKENS, pa.int64()),
     ]
 )
 
@@ -465,6 +489,17 @@ PEAK_KV_CACHE_USAGE = "peak_kv_cache_usage_percent"
 # to fit the context (`dataset.on_overflow=truncate`).
 SESSIONS = "sessions"
 TRUNCATED_REQUESTS = "truncated_requests"
+# The median session's time, its first request sent to its last token, over sessions whose turns
+# all completed. Tool-calling sessions (`dataset.tools`) only: the calls the replies made, the
+# share of completed replies with calls whose every call was valid, the median time to a call's
+# complete arguments (`TOOL_CALL_S`).
+SESSION_S_P50 = "session_s_p50"
+TOOL_CALLS_TOTAL = "tool_calls_total"
+TOOL_ARGS_VALID_FRACTION = "tool_args_valid_fraction"
+TOOL_CALL_MS_P50 = "tool_call_ms_p50"
+# Any trial whose server reports cached prompt tokens (`CACHED_INPUT_TOKENS`): their share of the
+# completed requests' input tokens, in percent (None: it reports none).
+CACHED_INPUT_PERCENT = "cached_input_percent"
 # The server's own view, from the deltas of server_metrics.parquet: None where the server does
 # not export (or its backend does not map) the series. Latencies: `latency_column(role, stat)`
 # for each of SERVER_LATENCIES and SERVER_LATENCY_STATS. The server counts every request of the

@@ -75,10 +75,15 @@ class Chunk:
     prompt_tokens: int | None = None
     reasoning_tokens: int | None = None  # the server's count of them, where its usage says
     logprob_tokens: int | None = None
+    # Tool-call deltas: (index, id, name, arguments' piece) each, as streamed (`tool_pieces`).
+    tool_calls: tuple[tuple[int, str | None, str | None, str], ...] | None = None
+    cached_tokens: int | None = None  # of the prompt, the server's prefix cache had (its usage)
 
     @property
     def text(self) -> str:
-        """All the output text the chunk carries: its reasoning, then its answer."""
+        """All the output text the chunk carries: its reasoning, its answer, its calls' pieces."""
+        if self.tool_calls:
+            return self.reasoning + self.answer + "".join(p[3] for p in self.tool_calls)
         return self.reasoning + self.answer
 
     @property
@@ -110,14 +115,18 @@ def parse_event(event: dict[str, Any], api: str) -> Chunk:
     """The `Chunk` of a decoded event of a `completions` or `chat` stream."""
     # Positional fields, no intermediate dicts: this runs for every chunk the load generator reads.
     usage = event.get("usage")
-    completion = prompt = thought = None
+    completion = prompt = thought = cached = None
     if isinstance(usage, dict):
         completion, prompt = usage.get("completion_tokens"), usage.get("prompt_tokens")
         details = usage.get("completion_tokens_details")
         thought = details.get("reasoning_tokens") if isinstance(details, dict) else None
+        cached = cached_in(usage.get("prompt_tokens_details"))
     choices = event.get("choices")
     if not choices:
-        return Chunk(False, "", "", None, False, None, None, completion, prompt, thought)
+        return Chunk(
+            False, "", "", None, False, None, None, completion, prompt, thought,
+            cached_tokens=cached,
+        )  # fmt: skip
     choice = choices[0]
     ids = choice.get("token_ids")
     ids = tuple(ids) if isinstance(ids, list) else None
@@ -136,11 +145,50 @@ def parse_event(event: dict[str, Any], api: str) -> Chunk:
             field = name
             break
     content = delta.get("content")
-    has_text = "role" not in delta and (isinstance(content, str) or field is not None)
+    calls = tool_pieces(delta.get("tool_calls"))
+    has_text = calls is not None or (
+        "role" not in delta and (isinstance(content, str) or field is not None)
+    )
     return Chunk(
         True, content or "", reasoning if field else "", field, has_text, ids, finish, completion,
-        prompt, thought, logprob_tokens=logprob_entries(choice, api),
+        prompt, thought, logprob_tokens=logprob_entries(choice, api), tool_calls=calls,
+        cached_tokens=cached,
     )  # fmt: skip
+
+
+def tool_pieces(calls: object) -> tuple[tuple[int, str | None, str | None, str], ...] | None:
+    """A chat delta's `tool_calls` as (index, id, name, arguments' piece) each; None: none.
+
+    OpenAI's stream (and vLLM's, SGLang's) opens a call with its id and function name and sends
+    its arguments' JSON in pieces after, each piece under the call's `index`.
+    """
+    if not isinstance(calls, list) or not calls:
+        return None
+    pieces = []
+    for n, call in enumerate(calls):
+        if not isinstance(call, dict):
+            continue
+        function = call.get("function")
+        function = function if isinstance(function, dict) else {}
+        index = call.get("index")
+        name, arguments, cid = function.get("name"), function.get("arguments"), call.get("id")
+        pieces.append(
+            (
+                index if isinstance(index, int) else n,
+                cid if isinstance(cid, str) else None,
+                name if isinstance(name, str) else None,
+                arguments if isinstance(arguments, str) else "",
+            )
+        )
+    return tuple(pieces) or None
+
+
+def cached_in(details: object) -> int | None:
+    """The prompt's tokens the server's prefix cache held (usage's `prompt_tokens_details`)."""
+    if not isinstance(details, dict):
+        return None
+    cached = details.get("cached_tokens")
+    return cached if isinstance(cached, int) else None
 
 
 def logprob_entries(choice: dict[str, Any], api: str) -> int | None:

@@ -104,6 +104,7 @@ def summarize(
     row.update(server_columns(server_metrics, server_series or {}))
     row.update(_sessions(requests))
     row[rec.CACHE_HIT_PERCENT] = _cache_hit_percent(requests)
+    row[rec.CACHED_INPUT_PERCENT] = _cached_input_percent(ok)
     return row
 
 
@@ -120,10 +121,44 @@ def _sessions(requests: pd.DataFrame) -> Summary:
     if rec.SESSION not in requests or requests[rec.SESSION].isna().all():
         return {}
     dropped = _numeric(requests, rec.DROPPED_TURNS)
-    return {
+    row: Summary = {
         rec.SESSIONS: int(requests[rec.SESSION].nunique()),
         rec.TRUNCATED_REQUESTS: int(np.sum(dropped > 0)),
+        rec.SESSION_S_P50: _session_s_p50(requests),
     }
+    if rec.TOOL_RESULT in requests and requests[rec.TOOL_RESULT].notna().any():
+        ok = requests[requests[rec.STATUS] == rec.STATUS_OK]
+        calls = _numeric(ok, rec.TOOL_CALLS)
+        checked = ok[rec.TOOL_ARGS_VALID].dropna()
+        waits = _numeric(ok, rec.TOOL_CALL_S)
+        waits = waits[~np.isnan(waits)]
+        valid = float(checked.astype(bool).mean()) if len(checked) else None
+        row.update({
+            rec.TOOL_CALLS_TOTAL: int(np.nansum(calls)),
+            rec.TOOL_ARGS_VALID_FRACTION: valid,
+            rec.TOOL_CALL_MS_P50: float(np.median(waits)) * 1e3 if len(waits) else None,
+        })  # fmt: skip
+    return row
+
+
+def _session_s_p50(requests: pd.DataFrame) -> float | None:
+    """The median time of the sessions whose every turn completed: first sent to last token."""
+    whole = requests.groupby(rec.SESSION).filter(lambda s: (s[rec.STATUS] == rec.STATUS_OK).all())
+    if whole.empty:
+        return None
+    spans = whole.groupby(rec.SESSION).agg(first=(rec.SENT_S, "min"), last=(rec.END_S, "max"))
+    return float((spans["last"] - spans["first"]).median())
+
+
+def _cached_input_percent(ok: pd.DataFrame) -> float | None:
+    """The share of the input tokens the server's prefix cache held, where it says (percent)."""
+    if rec.CACHED_INPUT_TOKENS not in ok:
+        return None
+    known = ok[ok[rec.CACHED_INPUT_TOKENS].notna()]
+    inputs = _numeric(known, rec.SERVER_INPUT_TOKENS)
+    if not len(known) or np.nansum(inputs) <= 0:
+        return None
+    return 100.0 * float(np.nansum(_numeric(known, rec.CACHED_INPUT_TOKENS)) / np.nansum(inputs))
 
 
 def _ended_early(requests: pd.DataFrame) -> Summary:

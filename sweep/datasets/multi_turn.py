@@ -18,6 +18,7 @@ import numpy as np
 from backends import backend_class
 from sweep.core.dataset_configs import MultiTurnDatasetConfig, RandomDatasetConfig
 from sweep.core.errors import ConfigError
+from sweep.core.tools import check_tool_choice, load_tools
 from sweep.datasets import corpus, random_tokens
 from sweep.datasets.chat import ChatTokenizer
 from sweep.datasets.context import context_of
@@ -48,12 +49,24 @@ def think_times(cfg: MultiTurnDatasetConfig, sessions: int) -> np.ndarray:
 
     Drawn from `cfg.seed` on a stream of its own, so the messages do not change with it.
     """
+    return _waits(cfg, sessions, cfg.think_time_s, cfg.think_time_dist, 1)
+
+
+def tool_latencies(cfg: MultiTurnDatasetConfig, sessions: int) -> np.ndarray:
+    """Seconds each session's tools take before each turn that answers a call, as `think_times`.
+
+    A turn waits its tool latency instead of its think time when the reply before it called
+    tools; drawn on a stream of its own, so think times do not change with it.
+    """
+    return _waits(cfg, sessions, cfg.tool_latency_s, cfg.tool_latency_dist, 2)
+
+
+def _waits(cfg: MultiTurnDatasetConfig, sessions: int, mean: float, dist: str, stream: int):
     shape = (sessions, cfg.num_turns - 1)
-    mean = cfg.think_time_s
-    rng = np.random.default_rng([cfg.seed, 1])
-    if cfg.think_time_dist == "exponential" and mean > 0:
+    rng = np.random.default_rng([cfg.seed, stream])
+    if dist == "exponential" and mean > 0:
         drawn = rng.exponential(mean, size=shape)
-    elif cfg.think_time_dist == "uniform":
+    elif dist == "uniform":
         drawn = rng.uniform(0.0, 2 * mean, size=shape)
     else:
         drawn = np.full(shape, mean, dtype=float)
@@ -130,6 +143,12 @@ def check_plan(config: Any) -> None:
             "dataset=multi_turn runs whole sessions: unset workload.duration_s, ramp, stages "
             "and cancel_rate"
         )
+    if dataset.tools is not None and getattr(config.backend, "api", None) != "chat":
+        raise ConfigError(
+            f"dataset.tools={dataset.tools} offers tools in chat requests: set backend.api=chat "
+            f"(backend={backend} sends completions)"
+        )
+    check_tool_choice(load_tools(dataset.tools), dataset.tool_choice)
     reason = overflow(dataset, workload, context_of(config))
     if reason is not None:
         raise ConfigError(reason)

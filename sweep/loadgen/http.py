@@ -117,6 +117,9 @@ class Endpoint:
     # A structured-output trial's body fields (`sweep.loadgen.structured`; {}: not enforced);
     # None: no constraint. Either way not None turns ignore_eos off.
     structured: Mapping[str, Any] | None = field(default=None, repr=False)
+    # A tool-calling session's body fields, `tools` and `tool_choice` (`sweep.core.tools`); None:
+    # none. Not None turns ignore_eos off too: a call ends where its arguments do.
+    tools: Mapping[str, Any] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -427,8 +430,7 @@ def _body(endpoint: Endpoint, request: GenRequest) -> dict:
     if endpoint.token_counts == COUNT_LOGPROBS:  # an entry per token, none of the alternatives
         body.update(LOGPROBS_FIELDS[endpoint.api])
     if endpoint.api == "chat":  # a conversation's history (`sweep.loadgen.sessions`), if any
-        turns = request.messages or (("user", request.prompt),)
-        body["messages"] = [{"role": role, "content": text} for role, text in turns]
+        body["messages"] = chat_messages(request.messages or (("user", request.prompt),))
         if request.images:  # the last user message carries them, after its text
             last = body["messages"][-1]
             last["content"] = image_content(last["content"], request)
@@ -438,11 +440,25 @@ def _body(endpoint: Endpoint, request: GenRequest) -> dict:
         body["prompt"] = request.prompt
     if request.adapter is not None:  # vLLM: the adapter's own model name; SGLang: lora_path
         body[endpoint.adapter_field] = request.adapter
-    if endpoint.structured is not None:  # an answer ends where its constraint does
-        body.update(endpoint.structured)
-        if "ignore_eos" in body:
-            body["ignore_eos"] = False
+    for fields in (endpoint.structured, endpoint.tools):
+        if fields is not None:  # an answer ends where its constraint (or its call) does
+            body.update(fields)
+            if "ignore_eos" in body:
+                body["ignore_eos"] = False
     return {**endpoint.extra_body, **body} if endpoint.extra_body else body
+
+
+def chat_messages(turns: Sequence[tuple]) -> list[dict[str, Any]]:
+    """A conversation's messages as a chat body carries them: (role, text[, fields]) each.
+
+    A third item holds the message's other fields: an assistant's `tool_calls`, a tool result's
+    `tool_call_id` (`sweep.loadgen.sessions`).
+    """
+    return [
+        {"role": turn[0], "content": turn[1], **turn[2]} if len(turn) > 2 else
+        {"role": turn[0], "content": turn[1]}
+        for turn in turns
+    ]  # fmt: skip
 
 
 def image_content(text: str, request: GenRequest) -> list[dict[str, Any]]:

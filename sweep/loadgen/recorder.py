@@ -62,6 +62,8 @@ class RequestTracker:
         "reply_parts",
         "structured_valid",
         "structured_error",
+        "server_cached_tokens",
+        "tool_pieces",
     )
 
     def __init__(self, idx: int, batch_idx: int, input_tokens: int, requested_tokens: int):
@@ -95,6 +97,9 @@ class RequestTracker:
         self.reply_parts: list[str] | None = None
         self.structured_valid: bool | None = None
         self.structured_error: str | None = None
+        self.server_cached_tokens: int | None = None  # the prompt's tokens its prefix cache held
+        # A reply's tool-call deltas as they came: (index, id, name, piece) each (`tool_calls`).
+        self.tool_pieces: list[tuple[int, str | None, str | None, str]] | None = None
 
     def mark_sent(self, scheduled: float, sent: float | None = None) -> None:
         """Record when the request was due and when it actually went out."""
@@ -237,6 +242,7 @@ class RequestTracker:
             R.CANCEL_S: self.cancelled - self.sent if cancelled and self.sent is not None else None,
             R.STRUCTURED_VALID: self.structured_valid if ok else None,
             R.STRUCTURED_ERROR: self.structured_error if ok else None,
+            R.CACHED_INPUT_TOKENS: self.server_cached_tokens,
         }
 
 

@@ -24,6 +24,14 @@ turns (a user message with its reply) until it fits, recording how many (`droppe
 Without a local tokenizer nothing is counted before sending: an overflow is the server's error. A
 turn that failed, or was refused, ends its session: its later turns are recorded as failed, not
 sent, since their history would not be the server's.
+
+Tool calling (`dataset.tools`, chat only): every turn offers the tools (`sweep.core.tools`). A
+reply that calls some goes into the history as the assistant's message with its `tool_calls`, and
+the session's next turn answers them, as an agent's loop does: it waits the tool's latency (drawn
+like think times) instead of a think time, then sends one `tool` message per call (the turn's
+drawn message as each result) instead of a user message. A reply without calls is answered by the
+next user message. The calls are checked against the tools' schemas after the load, as structured
+answers are, so the client spends no time on it while it measures.
 """
 
 from __future__ import annotations
@@ -38,11 +46,19 @@ from typing import Any
 from backends.base import GenRequest
 from sweep.core import records as R
 from sweep.core.errors import ConfigError, DatasetError
+from sweep.core.tools import ToolCall, ToolSet, assemble, check_tool_choice, load_tools
 from sweep.datasets.context import context_of
-from sweep.datasets.multi_turn import overflow, think_times
+from sweep.datasets.multi_turn import overflow, think_times, tool_latencies
 from sweep.loadgen.arrivals import arrival_offsets
 from sweep.loadgen.clock import now_s
-from sweep.loadgen.http import Endpoint, endpoint_of, open_client, refuse_repeats, stream_one
+from sweep.loadgen.http import (
+    Endpoint,
+    chat_messages,
+    endpoint_of,
+    open_client,
+    refuse_repeats,
+    stream_one,
+)
 from sweep.loadgen.recorder import RequestTracker, Trackers
 from sweep.loadgen.request_ids import new_run, request_id
 from sweep.loadgen.saturation import CpuMeter
@@ -51,7 +67,7 @@ from sweep.loadgen.wakeup import sleep_until
 log = logging.getLogger(__name__)
 
 SEPARATOR = "\n\n"  # after every message of a completions history
-USER, ASSISTANT = "user", "assistant"
+USER, ASSISTANT, TOOL = "user", "assistant", "tool"
 
 Send = Callable[[GenRequest, RequestTracker, float], Any]
 
@@ -63,19 +79,27 @@ class Session:
     idx: int
     turns: tuple[GenRequest, ...]
     think_s: tuple[float, ...]  # before each turn; 0 before the first
+    tool_s: tuple[float, ...] = ()  # before each turn that answers tool calls, instead
 
 
 class TurnTracker(RequestTracker):
     """A turn's tracker: its session and turn, the reply's text as received, what it sent."""
 
-    __slots__ = ("session", "turn", "dropped_turns", "reply", "request")
+    __slots__ = (
+        "session", "turn", "dropped_turns", "reply", "request", "offered", "answers", "tool_wait",
+        "call_errors",
+    )  # fmt: skip
 
-    def __init__(self, user: GenRequest, session: int, turn: int) -> None:
+    def __init__(self, user: GenRequest, session: int, turn: int, offered: bool = False) -> None:
         super().__init__(user.idx, None, 0, user.max_tokens)
         self.session, self.turn = session, turn
         self.dropped_turns = 0
         self.reply: list[str] = []
         self.request: GenRequest | None = None  # as sent, history included
+        self.offered = offered  # its request offered tools
+        self.answers = False  # it sent tool results, not a user message
+        self.tool_wait: float | None = None  # the tool latency waited before it
+        self.call_errors: list[str | None] | None = None  # each call's (`check_calls`)
 
     def add_chunk(
         self,
@@ -103,14 +127,42 @@ class TurnTracker(RequestTracker):
         """Whether it ended well with a reply the next turn can carry."""
         return self.error is None and self.sent is not None and bool(self.chunk_times)
 
+    @property
+    def calls(self) -> tuple[ToolCall, ...]:
+        """The tool calls its reply made, as streamed."""
+        return assemble(self.tool_pieces)
+
+    def message(self) -> tuple:
+        """Its reply as the assistant's message of the history, with its calls if it made any."""
+        calls = self.calls
+        if not calls:
+            return (ASSISTANT, self.reply_text)
+        return (ASSISTANT, self.reply_text, {"tool_calls": [c.message() for c in calls]})
+
     def record(self, trial_id: str, t0: float) -> dict[str, object]:
-        """The base record plus the session columns."""
-        return {
+        """The base record plus the session columns (and the tool columns, where offered)."""
+        row = {
             **super().record(trial_id, t0),
             R.SESSION: self.session,
             R.TURN: self.turn,
             R.DROPPED_TURNS: self.dropped_turns,
         }
+        if not self.offered:
+            return row
+        calls = self.calls
+        ok = row[R.STATUS] == R.STATUS_OK
+        errors = [e for e in self.call_errors or () if e is not None]
+        checked = ok and bool(calls) and self.call_errors is not None
+        row.update({
+            R.TOOL_CALLS: len(calls) if ok else None,
+            R.TOOL_NAME: calls[0].name if ok and calls else None,
+            R.TOOL_ARGS_VALID: not errors if checked else None,
+            R.TOOL_ARGS_ERROR: errors[0] if checked and errors else None,
+            R.TOOL_CALL_S: self.end - self.sent if ok and calls else None,
+            R.TOOL_RESULT: self.answers,
+            R.TOOL_WAIT_S: self.tool_wait,
+        })  # fmt: skip
+        return row
 
 
 class Overflow(Exception):
@@ -124,9 +176,15 @@ class History:
     """
 
     def __init__(
-        self, endpoint: Endpoint, tokenizer: Any, context: int | None, on_overflow: str
+        self,
+        endpoint: Endpoint,
+        tokenizer: Any,
+        context: int | None,
+        on_overflow: str,
+        tools: ToolSet | None = None,
     ) -> None:
         self.chat = endpoint.api == "chat"
+        self.tools = list(tools.tools) if tools is not None else None
         self.send_ids = endpoint.send_token_ids and not self.chat
         self.tokenizer, self.context, self.on_overflow = tokenizer, context, on_overflow
         if self.chat and tokenizer is not None and not tokenizer.chat_template:
@@ -136,14 +194,22 @@ class History:
             )
 
     def request(
-        self, session: int, turn: int, earlier: list[tuple[str, str]], user: GenRequest
+        self,
+        session: int,
+        turn: int,
+        earlier: list[tuple],
+        user: GenRequest,
+        new: list[tuple] | None = None,
     ) -> tuple[GenRequest, int, int]:
         """Turn `turn`'s request, its input tokens (0: uncounted) and the turns it dropped.
+
+        `new`: the messages the turn adds to `earlier` (None: the user's message). Truncating
+        drops the oldest user message with all it led to (replies, tool calls, tool results).
 
         Raises:
             Overflow: it does not fit the context and may not be (further) truncated.
         """
-        messages = [*earlier, (USER, user.prompt)]
+        messages = [*earlier, *(new or [(USER, user.prompt)])]
         dropped = 0
         while True:
             ids = self.ids(messages)
@@ -151,14 +217,15 @@ class History:
                 break
             if len(ids) + user.max_tokens <= self.context:
                 break
-            if self.on_overflow == "refuse" or len(messages) == 1:
+            cut = next((i for i, m in enumerate(messages) if i and m[0] == USER), None)
+            if self.on_overflow == "refuse" or cut is None:
                 refused = self.on_overflow == "refuse"
                 rule = "dataset.on_overflow=refuse" if refused else "even without its history"
                 raise Overflow(
                     f"context_overflow: session {session} turn {turn} needs {len(ids)} input + "
                     f"{user.max_tokens} output tokens > the context {self.context} ({rule})"
                 )
-            messages, dropped = messages[2:], dropped + 1  # the oldest user message and reply
+            messages, dropped = messages[cut:], dropped + 1  # the oldest user message, its turn
         text = "" if self.chat else self.text(messages)
         request = replace(
             user,
@@ -168,23 +235,24 @@ class History:
         )
         return request, 0 if ids is None else len(ids), dropped
 
-    def ids(self, messages: list[tuple[str, str]]) -> list[int] | None:
+    def ids(self, messages: list[tuple]) -> list[int] | None:
         """The token ids the server will see for `messages`; None without a tokenizer."""
         if self.tokenizer is None:
             return None
         if not self.chat:
             return list(self.tokenizer(self.text(messages)).input_ids)
         rendered = self.tokenizer.apply_chat_template(
-            [{"role": role, "content": text} for role, text in messages],
+            chat_messages(messages),
+            tools=self.tools,  # the template renders them where it shows tools to the model
             add_generation_prompt=True,
             tokenize=False,
         )
         return list(self.tokenizer(rendered, add_special_tokens=False).input_ids)
 
     @staticmethod
-    def text(messages: list[tuple[str, str]]) -> str:
+    def text(messages: list[tuple]) -> str:
         """A completions prompt: every message, each followed by the separator."""
-        return "".join(text + SEPARATOR for _, text in messages)
+        return "".join(m[1] + SEPARATOR for m in messages)
 
 
 def session_runner(config: Any, tokenizer: Any, model_path: str | None) -> Callable[..., Trackers]:
@@ -225,13 +293,23 @@ def run_sessions(
     Raises:
         DatasetError: the requests do not make whole sessions, or, with `on_overflow=refuse`,
             a session cannot fit `context` whatever its replies are (before any request).
+        ConfigError: `dataset.tools` on an endpoint that does not take chat, or a tool set or
+            `tool_choice` that is not one (`sweep.core.tools`).
     """
     sessions = make_sessions(requests, dataset)
     reason = overflow(dataset, workload, context)
     if reason is not None:
         raise DatasetError(reason)
-    history = History(endpoint, tokenizer, context, dataset.on_overflow)
+    tools = load_tools(getattr(dataset, "tools", None))
+    if tools is not None:
+        if endpoint.api != "chat":
+            raise ConfigError(f"dataset.tools offers tools in chat requests, not {endpoint.api}")
+        check_tool_choice(tools, dataset.tool_choice)
+        endpoint = replace(endpoint, tools=tools.body(dataset.tool_choice))
+    history = History(endpoint, tokenizer, context, dataset.on_overflow, tools)
     trackers = asyncio.run(_offer(endpoint, sessions, warmup, workload, history))
+    if tools is not None:
+        check_calls(trackers, tools)
     cut = sum(1 for t in trackers if t.dropped_turns)
     if cut:
         log.warning(
@@ -249,10 +327,24 @@ def make_sessions(requests: Sequence[GenRequest], dataset: Any) -> list[Session]
         )
     count = len(requests) // turns
     thinks = think_times(dataset, count)
+    tools = tool_latencies(dataset, count) if getattr(dataset, "tools", None) else None
     return [
-        Session(s, tuple(requests[s * turns : (s + 1) * turns]), tuple(map(float, thinks[s])))
+        Session(
+            s,
+            tuple(requests[s * turns : (s + 1) * turns]),
+            tuple(map(float, thinks[s])),
+            tuple(map(float, tools[s])) if tools is not None else (),
+        )
         for s in range(count)
     ]
+
+
+def check_calls(trackers: Sequence[TurnTracker], tools: ToolSet) -> None:
+    """Check every completed turn's tool calls against the tools (after the load)."""
+    for tracker in trackers:
+        calls = tracker.calls
+        if calls and tracker.completed:
+            tracker.call_errors = [tools.check(call) for call in calls]
 
 
 async def _offer(
@@ -301,21 +393,26 @@ class _Conversation:
 
     async def run(self, session: Session, due: float) -> float:
         """Run `session` from `due`; returns when its last turn ended (its stream is free)."""
-        earlier: list[tuple[str, str]] = []
+        earlier: list[tuple] = []
         stopped: str | None = None
         previous: TurnTracker | None = None  # the last turn sent, complete
+        offered = self.history.tools is not None
         for k, user in enumerate(session.turns):
-            tracker = TurnTracker(user, session.idx, k + 1)
+            tracker = TurnTracker(user, session.idx, k + 1, offered)
             self.trackers.append(tracker)
             if stopped is not None:
                 tracker.fail(stopped)
                 continue
-            if previous is not None:  # the user reads the reply, then thinks
-                due = max(previous.end + session.think_s[k], previous.freed)
+            calls = previous.calls if previous is not None else ()
+            new = [(TOOL, user.prompt, {"tool_call_id": c.id}) for c in calls] or None
+            if previous is not None:  # the user reads the reply and thinks, or the tools run
+                wait = session.tool_s[k] if calls else session.think_s[k]
+                tracker.answers, tracker.tool_wait = bool(calls), wait if calls else None
+                due = max(previous.end + wait, previous.freed)
                 await sleep_until(due)
             try:
                 request, tracker.input_tokens, tracker.dropped_turns = self.history.request(
-                    session.idx, k + 1, earlier, user
+                    session.idx, k + 1, earlier, user, new
                 )
             except Overflow as exc:
                 tracker.fail(str(exc))
@@ -327,7 +424,7 @@ class _Conversation:
                 reason = tracker.error or "no tokens received"
                 stopped = f"not_sent: session {session.idx} ended at turn {k + 1}: {reason}"
                 continue
-            earlier += [(USER, user.prompt), (ASSISTANT, tracker.reply_text)]
+            earlier += [*(new or [(USER, user.prompt)]), tracker.message()]
             previous = tracker
         return previous.freed if stopped is None and previous is not None else now_s()
 

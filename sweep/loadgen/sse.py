@@ -105,6 +105,12 @@ class StreamState:
         if chunk.completion_tokens is not None:
             self.tracker.server_input_tokens = chunk.prompt_tokens
             self.tracker.server_reasoning_tokens = chunk.reasoning_tokens
+        if chunk.cached_tokens is not None:
+            self.tracker.server_cached_tokens = chunk.cached_tokens
+        if chunk.tool_calls:
+            if self.tracker.tool_pieces is None:
+                self.tracker.tool_pieces = []
+            self.tracker.tool_pieces.extend(chunk.tool_calls)
         if counted is not None:
             self.tracker.add_chunk(
                 chunk.text, counted.running, at, counted.reasoning, answer=chunk.answer
