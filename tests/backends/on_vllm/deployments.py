@@ -16,6 +16,16 @@ COMPACT_JSON = (
     "+backend.extra_args.structured-outputs-config="
     "{backend: xgrammar, disable_any_whitespace: true}"
 )
+# Tool calls: vLLM 0.32 returns `tool_calls` only through a tool parser, which it loads only with
+# `--enable-auto-tool-choice` (without, even `required` and named choices are refused, HTTP 400);
+# `pythonic` builds on the tiny tokenizer (it needs no special tokens) and takes `required` and
+# named choices, which vLLM enforces with its structured-output backend. Cached prompt tokens in
+# every usage.
+TOOLS = [
+    "+backend.extra_args.tool-call-parser=pythonic",
+    "+backend.extra_args.enable-auto-tool-choice=true",
+    "+backend.extra_args.enable-prompt-tokens-details=true",
+]
 SERVING = [
     "+experiment=quickstart_serving",
     "sweep.grid.backend=[vllm_server]",
@@ -26,6 +36,7 @@ SERVING = [
     "workload.lora_assignment=base",
     "+backend.extra_args.enable-log-requests=true",
     COMPACT_JSON,
+    *TOOLS,
     *LOADED,
 ]
 LORA = [
@@ -39,6 +50,7 @@ LORA_SERVER = [
     "workload.num_requests=36",
     "+backend.extra_args.enable-log-requests=true",
     COMPACT_JSON,
+    *TOOLS,
 ]
 LORA_OFFLINE = [
     *LORA,

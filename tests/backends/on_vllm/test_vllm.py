@@ -535,6 +535,57 @@ def test_vllm_keeps_to_a_json_schema_enforced_and_the_findings_compare_it(served
     ), lines[2]
 
 
+def test_vllm_calls_tools_validly_when_required_or_named_in_growing_sessions(served, tmp_path):
+    """Agent sessions on vLLM's CPU server: each reply's call answered by a tool result.
+
+    With a named function (and with `required`) vLLM keeps the tiny model to the tools' schemas
+    with its structured-output backend; the calls' arguments are checked against them, each
+    turn's prompt is counted as vLLM counts it, and the later turns find the earlier ones in the
+    prefix cache (`--enable-prompt-tokens-details`).
+    """
+    overrides = [
+        "sweep.name=vllm_tools",
+        "backend=openai",
+        "backend.num_gpus=0",
+        f"backend.url={served.backend.base_url}",
+        "backend.extensions=true",
+        "backend.api=chat",
+        "dataset=multi_turn",
+        "dataset.num_turns=3",
+        "dataset.user_len=128",  # vLLM's CPU build caches blocks of 128 tokens: a whole one
+        "dataset.tools=agent",
+        "dataset.tool_latency_s=0.05",
+        "workload=closed_loop",
+        "workload.concurrency=2",
+        "workload.num_requests=12",
+        f"workload.output_len={OUTPUT_LEN}",
+        "workload.warmup_requests=0",
+        "+sweep.grid={dataset.tool_choice: [get_weather, required]}",
+    ]
+    collected = []
+    out = run_sweep_here(tmp_path, overrides, collected)
+    for files in collected:
+        summary = files.summary.to_pylist()[0]
+        choice = summary["dataset.tool_choice"]
+        rows = table(files, "requests").sort_values(R.REQUEST_IDX)
+        shown = [R.TOOL_CALLS, R.TOOL_NAME, R.TOOL_ARGS_VALID, R.TOOL_ARGS_ERROR, R.INPUT_TOKENS]
+        print(choice, rows[[*shown, R.SERVER_INPUT_TOKENS, R.CACHED_INPUT_TOKENS]])
+        assert summary[R.TRIAL_STATUS] == R.STATUS_OK, summary[R.ERROR_MESSAGE]
+        assert (rows[R.STATUS] == R.STATUS_OK).all(), rows[R.ERROR].tolist()
+        assert (rows[R.TOOL_CALLS] >= 1).all()  # every reply called
+        assert rows[R.TOOL_RESULT].tolist() == [False, True, True] * 4
+        assert summary[R.TOOL_ARGS_VALID_FRACTION] == 1.0, rows[R.TOOL_ARGS_ERROR].tolist()
+        if choice == "get_weather":
+            assert rows[R.TOOL_NAME].tolist() == ["get_weather"] * 12
+        assert rows[R.INPUT_TOKENS].tolist() == rows[R.SERVER_INPUT_TOKENS].tolist()
+        later = rows[rows[R.TURN] > 1]
+        assert (later[R.CACHED_INPUT_TOKENS] > 0).all(), later[R.CACHED_INPUT_TOKENS].tolist()
+        assert summary[R.CACHED_INPUT_PERCENT] > 0
+    findings = write_report(out).findings
+    lines = [f for f in findings if "tool calls in 12 replies of 4 sessions" in f]
+    assert len(lines) == 2 and all("100% with valid arguments" in f for f in lines), findings
+
+
 def test_stopping_leaves_no_vllm_process(served, offline):
     """The folder's last test of a live engine: the shared server and the offline engine stop
     (their fixtures' teardown closes the runners again: a no-op), and all is gone: processes,
