@@ -400,10 +400,24 @@ def _input_checks(ok: pd.DataFrame, server: bool) -> Summary:
 
 
 def _short_outputs(ok: pd.DataFrame) -> int:
-    """Completed requests counted below their request; an estimated count says nothing of it."""
+    """Completed requests counted below their request; an estimated count says nothing of it.
+
+    A structured answer or a tool call ends where its constraint or its arguments do: its length
+    was never asked to be the requested one, so it is not counted short.
+    """
     requested = _numeric(ok, rec.REQUESTED_OUTPUT_TOKENS)
     short = _numeric(ok, rec.OUTPUT_TOKENS) < requested  # NaN compares False
-    return int((short & ~_estimated(ok)).sum())
+    return int((short & ~_estimated(ok) & ~_ended_by_form(ok)).sum())
+
+
+def _ended_by_form(ok: pd.DataFrame) -> np.ndarray:
+    """Requests whose length their structured answer's constraint or their tool call set."""
+    form = np.zeros(len(ok), dtype=bool)
+    if rec.STRUCTURED_VALID in ok:
+        form |= ok[rec.STRUCTURED_VALID].notna().to_numpy()
+    if rec.TOOL_CALLS in ok:
+        form |= _numeric(ok, rec.TOOL_CALLS) > 0
+    return form
 
 
 def _one_read(ok: pd.DataFrame) -> int:

@@ -290,3 +290,14 @@ def test_a_users_tools_file_is_offered(tmp_path, sim_url):
     assert rows[R.TOOL_NAME].tolist() == ["ping", "ping"] and rows[R.TOOL_ARGS_VALID].all()
     call = received[1]["received"][1]["tool_calls"][0]["function"]
     assert call == {"name": "ping", "arguments": '{"n":3}'}
+
+
+def test_a_call_shorter_than_the_cap_is_not_a_short_output(tmp_path, sim_url):
+    """A call ends with its arguments: 9 of 16 tokens is its length, not a short reply."""
+    files, _ = tool_sweep(
+        tmp_path, sim_url, "dataset.tool_choice=get_weather", "dataset.num_turns=2",
+        "workload.num_requests=2", "workload.output_len=16",
+    )  # fmt: skip
+    rows = frame(files, "requests")
+    assert rows[R.OUTPUT_TOKENS].tolist() == [9, 9]
+    assert frame(files, "summary").iloc[0][R.SHORT_OUTPUT_REQUESTS] == 0
