@@ -60,6 +60,7 @@ from backends.llamacpp import (
 )
 from backends.process.argv import SNAKE, check_extra_args, check_values, field_flags, module_argv
 from backends.process.prometheus import Scrape
+from backends.process.startup import StartupLines
 from sweep.core import records as R
 from sweep.core.errors import check_choice, check_positive
 
@@ -136,6 +137,19 @@ class LlamaCppServerConfig(OpenAIServerConfig):
         )
 
 
+# What llama-cpp-python's server logs as it starts (llama.cpp's loader and context on stderr,
+# then uvicorn's): the loader opening the GGUF ends the process's start, the context's
+# construction the weights' load, uvicorn's server process the engine's set-up (KV cache, graph
+# reservation). It reports no durations of its own and has no compile cache.
+LLAMACPP_STARTUP = StartupLines(
+    ends={
+        R.START_PROCESS_S: r"^llama_model_loader: loaded meta data",
+        R.START_LOAD_S: r"^llama_context: constructing llama_context",
+        R.START_ENGINE_S: r"Started server process",
+    },
+)
+
+
 class LlamaCppServerBackend(LaunchedServerBackend):
     """A `llama_cpp.server` child process configured from `LlamaCppServerConfig`."""
 
@@ -147,6 +161,7 @@ class LlamaCppServerBackend(LaunchedServerBackend):
     server_packages: ClassVar[Mapping[str, str]] = SERVER_PACKAGES
     server_extra: ClassVar[str] = "llamacpp"
     one_line_failures: ClassVar[bool] = True
+    startup_lines: ClassVar[StartupLines | None] = LLAMACPP_STARTUP
 
     @classmethod
     def pieces(cls, config: Any) -> tuple[str, ...]:

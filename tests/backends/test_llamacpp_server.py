@@ -86,6 +86,10 @@ def test_trials_share_one_server_on_the_converted_gguf(served, test_cache):
     for files in served.trials:
         summary = table(files, "summary").iloc[0]
         assert summary[R.TRIAL_STATUS] == R.STATUS_OK, summary[R.ERROR_MESSAGE]
+        # its start, by phase: each phase's end found in the server's log, adding up to the whole
+        phases = [summary[p] for p in R.START_PHASES]
+        assert all(pd.notna(p) and p >= 0 for p in phases), phases
+        assert sum(phases) == pytest.approx(summary[R.SERVER_START_S])
 
 
 def test_streamed_requests_are_counted_and_timed(served):

@@ -11,6 +11,7 @@ import pytest
 
 from analysis.report.report import write_report
 from analysis.report.startup_table import startup_table
+from backends.llamacpp_server import LLAMACPP_STARTUP
 from backends.process.startup import LogWatch, StartupLines, startup_columns
 from backends.vllm_server import VLLM_STARTUP
 from sweep.core import records as R
@@ -100,6 +101,21 @@ def test_a_cache_it_could_not_load_is_stale(tmp_path):
     ]
     watch = watched(tmp_path, [(1.0, "\n".join(lines) + "\n")])
     assert startup_columns(VLLM_STARTUP, watch.lines, 2.0)[R.START_CACHE] == R.CACHE_STALE
+
+
+def test_llama_cpps_lines_give_its_phases(tmp_path):
+    """llama-cpp-python's server, as its log printed them on the tiny model's GGUF."""
+    log = [
+        (0.4, "llama_model_loader: loaded meta data with 27 key-value pairs and 21 tensors\n"),
+        (0.5, "load_tensors: loading model tensors, this can take a while... (load_mode = mmap)\n"),
+        (0.7, "llama_context: constructing llama_context\n"),
+        (0.9, "llama_kv_cache: size =    0.25 MiB (   512 cells,   2 layers,  1/1 seqs)\n"),
+        (1.1, "INFO:     Started server process [2954]\n"),
+        (1.1, "INFO:     Uvicorn running on http://127.0.0.1:54195 (Press CTRL+C to quit)\n"),
+    ]
+    columns = startup_columns(LLAMACPP_STARTUP, watched(tmp_path, log).lines, total_s=1.3)
+    assert [columns[p] for p in R.START_PHASES] == pytest.approx([0.4, 0.3, 0.4, 0.2])
+    assert columns[R.START_CACHE] is None and columns[R.START_WEIGHTS_S] is None
 
 
 def test_lines_that_name_no_phase_are_refused():
