@@ -36,6 +36,7 @@ from backends.launched import LaunchedServerBackend
 from backends.lora import resolve_adapters, served_adapters
 from backends.process.argv import check_extra_args, check_values, field_flags, module_argv
 from backends.process.prometheus import MetricMap, PrometheusSource
+from backends.process.startup import StartupLines
 from sweep.core import records as R
 from sweep.core.errors import ConfigError, check_choice, check_positive
 
@@ -118,6 +119,23 @@ class SGLangServerConfig(LoraServerConfig):
         )
 
 
+# What SGLang's server logs as it starts (its scheduler's lines, one per tensor-parallel rank):
+# loading the weights begins and ends; the KV cache, CUDA graphs and the HTTP server follow. It
+# reports the load's and the graph capture's seconds (the capture line spelt two ways: 0.5.10's
+# "Capture cuda graph end. Time elapsed: X s", later "Capture decode CUDA graph end. elapsed=X s").
+SGLANG_STARTUP = StartupLines(
+    ends={
+        R.START_PROCESS_S: r"Load weight begin",
+        R.START_LOAD_S: r"Load weight end",
+        R.START_ENGINE_S: r"Uvicorn running on|Application startup complete",
+    },
+    reported={
+        R.START_WEIGHTS_S: r"Load weight end\. elapsed=([\d.]+) s",
+        R.START_GRAPHS_S: r"Capture .*?graph end\. (?:Time elapsed: |elapsed=)([\d.]+) s",
+    },
+)
+
+
 class SGLangServerBackend(LaunchedServerBackend):
     """A `sglang.launch_server` child process configured from `SGLangServerConfig`."""
 
@@ -132,6 +150,7 @@ class SGLangServerBackend(LaunchedServerBackend):
     server_extra: ClassVar[str] = "sglang"
     vllm_extensions: ClassVar[bool] = True  # ignore_eos, per-chunk usage: SGLang takes both
     load_metrics: ClassVar[MetricMap] = SGLANG_METRICS
+    startup_lines: ClassVar[StartupLines | None] = SGLANG_STARTUP
     adapter_field: ClassVar[str] = "lora_path"  # SGLang's request field naming an adapter
 
     def __init__(self, config: Any, model_path: str) -> None:

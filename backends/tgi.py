@@ -55,6 +55,7 @@ from backends.launched import LaunchedServerBackend
 from backends.process.argv import check_extra_args, check_values, flag_args
 from backends.process.launcher import probe
 from backends.process.prometheus import MetricMap, PrometheusSource
+from backends.process.startup import StartupLines
 from sweep.core import records as R
 from sweep.core.errors import BackendError, check_positive
 
@@ -124,6 +125,20 @@ class TGIBackendConfig(LaunchedServerConfig):
         )
 
 
+# What TGI's launcher and router log as they start: the weights' download (or "already present")
+# before the shard starts; the shard loading them until it is ready (its own time reported); the
+# router then warms the model up and connects. The container's pull and start are in the first
+# phase.
+TGI_STARTUP = StartupLines(
+    ends={
+        R.START_PROCESS_S: r"Starting shard",
+        R.START_LOAD_S: r"Shard ready in",
+        R.START_ENGINE_S: r"text_generation_router.*Connected|\bConnected$",
+    },
+    reported={R.START_WEIGHTS_S: r"Shard ready in ([\d.]+)s"},
+)
+
+
 class TGIBackend(LaunchedServerBackend):
     """A TGI container (or an attached TGI server) configured from `TGIBackendConfig`."""
 
@@ -143,6 +158,7 @@ class TGIBackend(LaunchedServerBackend):
         return ("docker",) if config.url is None else ()
 
     server_series: ClassVar[Mapping[str, str]] = TGI_SERVER_SERIES
+    startup_lines: ClassVar[StartupLines | None] = TGI_STARTUP
 
     def __init__(self, config: TGIBackendConfig, model_path: str) -> None:
         super().__init__(config, model_path)

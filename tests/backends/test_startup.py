@@ -13,6 +13,8 @@ from analysis.report.report import write_report
 from analysis.report.startup_table import startup_table
 from backends.llamacpp_server import LLAMACPP_STARTUP
 from backends.process.startup import LogWatch, StartupLines, startup_columns
+from backends.sglang_server import SGLANG_STARTUP
+from backends.tgi import TGI_STARTUP
 from backends.vllm_server import VLLM_STARTUP
 from sweep.core import records as R
 from tests.helpers import run_sweep_here, table
@@ -116,6 +118,44 @@ def test_llama_cpps_lines_give_its_phases(tmp_path):
     columns = startup_columns(LLAMACPP_STARTUP, watched(tmp_path, log).lines, total_s=1.3)
     assert [columns[p] for p in R.START_PHASES] == pytest.approx([0.4, 0.3, 0.4, 0.2])
     assert columns[R.START_CACHE] is None and columns[R.START_WEIGHTS_S] is None
+
+
+def test_sglangs_lines_give_its_phases_and_its_own_times(tmp_path):
+    """SGLang's lines as its releases print them (GPU only: not run here); both capture lines."""
+    log = [
+        (3.0, "[2026-05-15 08:39:10 TP0] Load weight begin. avail mem=78.50 GB\n"),
+        (21.0, "[2026-05-15 08:39:28 TP0] Load weight end. elapsed=17.92 s, type=LlamaForCausalLM, "
+         "dtype=torch.bfloat16, avail mem=62.08 GB, mem usage=16.41 GB.\n"),
+        (23.0, "[2026-05-15 08:39:30 TP0] KV Cache is allocated. #tokens: 549277\n"),
+        (49.0, "[2026-05-15 08:39:56 TP0] Capture cuda graph end. Time elapsed: 26.12 s. "
+         "mem usage=1.93 GB. avail mem=8.16 GB.\n"),
+        (50.0, "INFO:     Uvicorn running on http://127.0.0.1:30000 (Press CTRL+C to quit)\n"),
+    ]  # fmt: skip
+    columns = startup_columns(SGLANG_STARTUP, watched(tmp_path, log).lines, total_s=52.0)
+    assert [columns[p] for p in R.START_PHASES] == pytest.approx([3.0, 18.0, 29.0, 2.0])
+    assert columns[R.START_WEIGHTS_S] == 17.92 and columns[R.START_GRAPHS_S] == 26.12
+    later = [(1.0, "[2026-08-17 TP0] Capture target decode CUDA graph end. elapsed=16.40 s\n")]
+    (tmp_path / "later").mkdir()
+    columns = startup_columns(SGLANG_STARTUP, watched(tmp_path / "later", later).lines, 2.0)
+    assert columns[R.START_GRAPHS_S] == 16.40
+
+
+def test_tgis_lines_give_its_phases_and_the_shards_time(tmp_path):
+    """TGI's launcher and router (docker only: not run here)."""
+    log = [
+        (4.0, "2024-03-04T16:37:46.1Z  INFO download: text_generation_launcher: Starting download "
+         "process.\n"),
+        (6.0, "2024-03-04T16:37:46.5Z  INFO shard-manager: text_generation_launcher: Starting "
+         "shard rank=0\n"),
+        (29.0, "2024-03-04T16:38:09.4Z  INFO shard-manager: text_generation_launcher: Shard ready "
+         "in 22.918174777s rank=0\n"),
+        (29.2, "2024-03-04T16:38:09.5Z  INFO text_generation_launcher: Starting Webserver\n"),
+        (41.0, "2024-03-04T16:38:21.0Z  INFO text_generation_router: router/src/main.rs:512: "
+         "Connected\n"),
+    ]  # fmt: skip
+    columns = startup_columns(TGI_STARTUP, watched(tmp_path, log).lines, total_s=41.5)
+    assert [columns[p] for p in R.START_PHASES] == pytest.approx([6.0, 23.0, 12.0, 0.5])
+    assert columns[R.START_WEIGHTS_S] == pytest.approx(22.918174777)
 
 
 def test_lines_that_name_no_phase_are_refused():
