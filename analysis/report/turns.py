@@ -4,8 +4,9 @@ A conversation's turn k sends its whole history, so its prefill grows with k (le
 server's prefix cache holds the earlier turns). From the request records (`records.SESSION`,
 `records.TURN`; null in other trials) of the completed requests inside the steady-state window,
 one row per trial and turn: requests, mean input tokens, TTFT median and p90 (computed as the
-summary computes its statistics). Trials without sessions add nothing, and then neither the
-section nor the plot appears.
+summary computes its statistics), and where the server reports them the share of the input its
+prefix cache held (`records.CACHED_INPUT_TOKENS`). Trials without sessions add nothing, and then
+neither the section nor the plot appears.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ if TYPE_CHECKING:
 TURNS_FILE = "ttft_by_turn.png"
 TRIAL, TURN, REQUESTS, INPUT_MEAN = "trial", "turn", "requests", "input_tokens_mean"
 TTFT_MEDIAN, TTFT_P90 = "ttft_ms_median", "ttft_ms_p90"
+CACHED = "cached_input_percent"
 
 
 def turn_table(requests: pd.DataFrame | None, trials: pd.DataFrame) -> pd.DataFrame:
     """Per trial (its label) and turn: requests, mean input tokens, TTFT median and p90 (ms)."""
-    columns = [TRIAL, TURN, REQUESTS, INPUT_MEAN, TTFT_MEDIAN, TTFT_P90]
+    columns = [TRIAL, TURN, REQUESTS, INPUT_MEAN, TTFT_MEDIAN, TTFT_P90, CACHED]
     if requests is None or rec.TURN not in requests or requests[rec.TURN].isna().all():
         return pd.DataFrame(columns=columns)
     ok = requests[(requests[rec.STATUS] == rec.STATUS_OK) & requests[rec.TURN].notna()]
@@ -49,9 +51,21 @@ def turn_table(requests: pd.DataFrame | None, trials: pd.DataFrame) -> pd.DataFr
                 INPUT_MEAN: pd.to_numeric(group[rec.INPUT_TOKENS], errors="coerce").mean(),
                 TTFT_MEDIAN: statistic(ttft_ms, "median"),
                 TTFT_P90: statistic(ttft_ms, "p90"),
+                CACHED: _cached_percent(group),
             }
         )
     return pd.DataFrame(rows, columns=columns)
+
+
+def _cached_percent(group: pd.DataFrame) -> float | None:
+    """The share of the turn's input the server's prefix cache held; None where not reported."""
+    if rec.CACHED_INPUT_TOKENS not in group:
+        return None
+    known = group[group[rec.CACHED_INPUT_TOKENS].notna()]
+    inputs = pd.to_numeric(known[rec.SERVER_INPUT_TOKENS], errors="coerce").sum()
+    if known.empty or not inputs > 0:
+        return None
+    return 100.0 * float(pd.to_numeric(known[rec.CACHED_INPUT_TOKENS]).sum()) / float(inputs)
 
 
 def turn_figure(table: pd.DataFrame, sweep: str | None = None) -> Figure:
@@ -96,6 +110,8 @@ def turn_sections(table: pd.DataFrame, images: list[Path]) -> list[Section]:
             "TTFT p90 (ms)": formatted(table[TTFT_P90], ",.1f"),
         }
     )
+    if table[CACHED].notna().any():  # the server said what its prefix cache held
+        shown["Cached input (%)"] = formatted(table[CACHED], ".1f")
     text = (
         "Each turn sends its session's whole history, so its input grows turn by turn; TTFT "
         "per turn over the completed requests (p50 is the median)."

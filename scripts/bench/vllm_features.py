@@ -6,9 +6,9 @@ the `pythonic` tool parser and cached-token usage; every measurement is a sweep 
 to it (`backend=openai`), its figures read from the results folder:
 
 - cancellation: half of 32 requests (concurrency 8, 96 tokens each) closed after N tokens; the
-  server's running and waiting requests sampled every 50 ms against the client's in flight
-  (`cancel_release_ms_mean`, `cancel_held_requests_max`), beside what the rest of an answer
-  would have taken;
+  server's running and waiting requests, sampled as every trial samples them (each second),
+  against the client's in flight (`cancel_release_ms_mean`, `cancel_held_requests_max`), beside
+  what the rest of an answer would have taken;
 - structured outputs: the shipped `person` schema enforced and not, `--repeats` times each,
   order alternated: output tok/s, TPOT and the valid share;
 - tool calls: agent sessions of 3 turns with `get_weather` named, then `required`: valid calls,
@@ -49,6 +49,7 @@ def sweep(url: str, out: Path, name: str, *overrides: str) -> tuple[pd.DataFrame
     argv = [
         sys.executable, "-m", "sweep", f"sweep.name={name}", f"output.dir={out}",
         "backend=openai", f"backend.url={url}", "backend.extensions=true", "backend.num_gpus=0",
+        "backend.server_kind=vllm",
         "workload.warmup_requests=0", f"workload.output_len={OUTPUT_LEN}", "tracking=none",
         *overrides,
     ]  # fmt: skip

@@ -301,3 +301,20 @@ def test_a_call_shorter_than_the_cap_is_not_a_short_output(tmp_path, sim_url):
     rows = frame(files, "requests")
     assert rows[R.OUTPUT_TOKENS].tolist() == [9, 9]
     assert frame(files, "summary").iloc[0][R.SHORT_OUTPUT_REQUESTS] == 0
+
+
+def test_the_turn_table_gives_each_turns_cached_share_where_the_server_reports_it():
+    import pandas as pd
+
+    from analysis.report.turns import CACHED, turn_table
+
+    requests = pd.DataFrame({
+        R.TRIAL_ID: ["t"] * 4, R.STATUS: [R.STATUS_OK] * 4, R.IN_WINDOW: [True] * 4,
+        R.TURN: [1, 2, 1, 2], R.TTFT_S: [0.1, 0.2, 0.1, 0.3], R.INPUT_TOKENS: [141, 284, 141, 284],
+        R.SERVER_INPUT_TOKENS: [141, 284, 141, 284], R.CACHED_INPUT_TOKENS: [0, 128, 128, 256],
+    })  # fmt: skip
+    trials = pd.DataFrame({R.TRIAL_ID: ["t"], R.LABEL: ["vllm"]})
+    table = turn_table(requests, trials)
+    assert table[CACHED].tolist() == pytest.approx([100 * 128 / 282, 100 * 384 / 568])
+    unreported = turn_table(requests.drop(columns=[R.CACHED_INPUT_TOKENS]), trials)
+    assert unreported[CACHED].isna().all()

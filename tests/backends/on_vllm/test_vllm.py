@@ -581,7 +581,10 @@ def test_vllm_calls_tools_validly_when_required_or_named_in_growing_sessions(ser
         later = rows[rows[R.TURN] > 1]
         assert (later[R.CACHED_INPUT_TOKENS] > 0).all(), later[R.CACHED_INPUT_TOKENS].tolist()
         assert summary[R.CACHED_INPUT_PERCENT] > 0
-    findings = write_report(out).findings
+    paths = write_report(out)
+    turns = paths.report_md.read_text().split("## TTFT by turn", 1)[1].split("\n## ", 1)[0]
+    assert "Cached input (%)" in turns
+    findings = paths.findings
     lines = [f for f in findings if "tool calls in 12 replies of 4 sessions" in f]
     assert len(lines) == 2 and all("100% with valid arguments" in f for f in lines), findings
 
