@@ -19,7 +19,8 @@ vLLM's benchmark client does with pre-tokenized traces), so the server does not 
 `backend.tokenizer=none` loads no local tokenizer: prompts come from a bundled text
 (`sweep.datasets.corpus`) and every token count from the server's `usage`. `backend.server_kind`
 names the server behind the endpoint (`vllm`, `tgi`, `sim`, `sglang`, `llamacpp`), so its
-`/metrics` are read through that server's map (`server_series`) as for a launched one, and
+`/metrics` are read through that server's map (`server_series`) and its load gauges sampled
+during each trial (`telemetry_sources`) as for a launched one, and
 llama-cpp-python's chunks count one token each; `none` keeps the capture unmapped. With
 `quality=on` it also says how the endpoint scores a text: vLLM, SGLang and TGI through their
 prompt log-probabilities (`backends.prompt_scoring`); any other endpoint is "not available" with
@@ -42,10 +43,11 @@ from backends.config import (
     check_url,
 )
 from backends.process.launcher import probe
-from backends.sglang_server import SGLANG_SERVER_SERIES
-from backends.sim import SIM_SERVER_SERIES, SimBackend
-from backends.tgi import TGI_SERVER_SERIES
-from backends.vllm_server import VLLM_SERVER_SERIES
+from backends.process.prometheus import MetricMap, PrometheusSource
+from backends.sglang_server import SGLANG_METRICS, SGLANG_SERVER_SERIES
+from backends.sim import SIM_METRICS, SIM_SERVER_SERIES, SimBackend
+from backends.tgi import TGI_METRICS, TGI_SERVER_SERIES
+from backends.vllm_server import VLLM_METRICS, VLLM_SERVER_SERIES
 from sweep.core import records as R
 from sweep.core.errors import BackendError, ConfigError, check_choice, check_positive
 from sweep.core.missing import MISSING
@@ -63,6 +65,14 @@ SERVER_KINDS: dict[str, Mapping[str, str]] = {
     "sglang": SGLANG_SERVER_SERIES,
     "llamacpp": {},  # llama-cpp-python's server: no /metrics, one token per streamed chunk
     "none": {},
+}
+# ... and the map of its load gauges (running and waiting requests, KV cache), sampled during each
+# trial as a launched server's are: what the cancellation's slot release is read from.
+LOAD_GAUGES: dict[str, MetricMap] = {
+    "vllm": VLLM_METRICS,
+    "tgi": TGI_METRICS,
+    "sim": SIM_METRICS,
+    "sglang": SGLANG_METRICS,
 }
 # What `quality=on` scores through, by server: a prompt log-probability dialect
 # (`backends.prompt_scoring`), or why there is none.
@@ -229,6 +239,11 @@ class OpenAIBackend(ServerBackend):
     def server_series(self) -> Mapping[str, str]:  # a setting here: the server may be anything
         """The /metrics map of the server `backend.server_kind` names (none: no map)."""
         return SERVER_KINDS[self.config.server_kind]
+
+    def telemetry_sources(self) -> list[Any]:
+        """The load gauges of the server `backend.server_kind` names; none for an unknown one."""
+        gauges = LOAD_GAUGES.get(self.config.server_kind)
+        return [PrometheusSource(f"{self.base_url}/metrics", gauges)] if gauges else []
 
     def request_headers(self) -> dict[str, str]:
         """`backend.headers` and the Bearer key of `api_key_env`, read now, never stored.

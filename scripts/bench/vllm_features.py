@@ -5,7 +5,7 @@ One vLLM server (the project's own launcher, `backends.vllm_server`) with xgramm
 the `pythonic` tool parser and cached-token usage; every measurement is a sweep of ours attached
 to it (`backend=openai`), its figures read from the results folder:
 
-- cancellation: half of 32 requests (concurrency 8, 96 tokens each) closed after N tokens; the
+- cancellation: half of 160 requests (concurrency 8, 96 tokens each) closed after N tokens; the
   server's running and waiting requests, sampled as every trial samples them (each second),
   against the client's in flight (`cancel_release_ms_mean`, `cancel_held_requests_max`), beside
   what the rest of an answer would have taken;
@@ -64,7 +64,7 @@ def cancellation(url: str, out: Path) -> list[dict]:
     for after in (4, 32):
         summary, requests = sweep(
             url, out, f"cancel_{after}", "workload=closed_loop", "workload.concurrency=8",
-            "workload.num_requests=32", "workload.cancel_rate=0.5", "workload.cancel_after=tokens",
+            "workload.num_requests=160", "workload.cancel_rate=0.5", "workload.cancel_after=tokens",
             f"workload.cancel_after_tokens={after}", "workload.seed=0",
         )  # fmt: skip
         trial = summary.iloc[0]

@@ -15,6 +15,7 @@ import pytest
 
 from analysis.report.ended_early import ENDED_EARLY, ended_early_sections
 from analysis.report.report import write_report
+from backends.process.prometheus import SOURCE as SERVER
 from sweep.core import records as R
 from sweep.core.config import WorkloadConfig
 from sweep.core.errors import ConfigError
@@ -269,3 +270,20 @@ def test_a_report_without_hang_ups_has_no_such_table():
     trials.loc[1, R.TIMED_OUT_REQUESTS] = 2
     (section,) = ended_early_sections(trials)
     assert section.table["Trial"].tolist() == ["b"] and section.table["Timed out"].tolist() == ["2"]
+
+
+def test_an_attached_endpoint_samples_its_servers_gauges_for_the_release(tmp_path, sim):
+    """`backend=openai` with `server_kind` samples the server's running requests as a launched
+    backend does, so the release is measured on an endpoint the sweep did not start too."""
+    server = sim(itl_ms=20.0)
+    attached = [o for o in DOCS_EXAMPLE if not o.startswith(("backend=", "backend.itl_ms"))]
+    collected = []
+    run_sweep_here(tmp_path, [*attached, "backend=openai", f"backend.url={server.base_url}",
+                              "backend.server_kind=sim", "sweep.name=cancel_attached"],
+                   collected)  # fmt: skip
+    (files,) = collected
+    summary, samples = table(files, "summary").iloc[0], table(files, "timeseries")
+    assert summary[R.CANCELLED_REQUESTS] == 16
+    running = samples[(samples[R.SOURCE] == SERVER) & (samples[R.METRIC] == R.RUNNING_REQUESTS)]
+    assert len(running) >= 1 and summary[R.CANCEL_RELEASE_SAMPLES] >= 1
+    assert summary[R.CANCEL_RELEASE_MS_MEAN] >= 0 and summary[R.CANCEL_HELD_MAX] <= 16
