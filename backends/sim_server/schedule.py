@@ -16,8 +16,11 @@ SGLang do) and counted in the usage's `completion_tokens_details.reasoning_token
 follows under `content`, and a chunk that holds the last reasoning token and the first answer
 token carries both fields, as vLLM's do. A chat message's `image_url` parts each cost
 `ms_per_image` before the first token and count `tokens_per_image` prompt tokens, as a
-vision-language model's encoder and image tokens do. The server imports only this module of the
-config code, so it starts without the config libraries.
+vision-language model's encoder and image tokens do. With a `landscape` other than `none`, every
+delay is also multiplied by that landscape's factor of `max_num_seqs`, `max_num_batched_tokens`
+and `chunked_prefill` (`backends.sim_server.landscape`): a server whose capacity is a known
+function of its arguments, the truth a tuner is checked against. The server imports only this
+module of the config code, so it starts without the config libraries.
 """
 
 from __future__ import annotations
@@ -54,3 +57,8 @@ class SimSchedule:
     # first-token delay (its encoder's time) and this many tokens to its `usage.prompt_tokens`.
     ms_per_image: float = 0.0
     tokens_per_image: int = 0
+    # A landscape (`backends.sim_server.landscape`): every delay scaled by a known function of
+    # the knobs below, which change nothing under `none` (they stand in for an engine's).
+    landscape: str = "none"
+    max_num_batched_tokens: int = 0
+    chunked_prefill: bool = False
