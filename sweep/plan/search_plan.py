@@ -92,6 +92,8 @@ def check_tune(base: Config, has_key: Any) -> None:
             "search=tune chooses the configurations itself: empty sweep.grid and give its axes "
             "as choices in search.tune.space"
         )
+    if base.sweep.repeats != 1:
+        raise ConfigError("search=tune measures each configuration once: set sweep.repeats=1")
     axis = LOAD_AXES.get(base.workload.name) if seed_mode(base.search) == "capacity" else None
     for spec in specs:
         where = f"search.tune.space.{spec.name}"

@@ -18,12 +18,15 @@ it asks for more; when a seed is recorded it reads the outcome from the results 
   resumed sweep ends with as many as one left alone, and a re-run with a larger budget adds
   the difference.
 - Duplicates: a configuration already measured (the same search id) is not run again: Optuna is
-  told its earlier value, and the budget does not count it.
+  told its earlier value, and the budget does not count it. After `EXPLORE_AFTER` repeats in a
+  row (TPE on a small discrete space keeps to what it knows) the next asks sample at random, and
+  after `MAX_DUPLICATES` the space counts as spent.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +52,8 @@ STATES = {
     PRUNED: optuna.trial.TrialState.PRUNED,
     FAILED: optuna.trial.TrialState.FAIL,
 }
-MAX_DUPLICATES = 50  # asks in a row that repeat measured configurations: the space is spent
+EXPLORE_AFTER = 5  # asks in a row that repeat measured configurations: sample at random
+MAX_DUPLICATES = 200  # ... and after this many, the space is spent
 
 
 @dataclass
@@ -76,8 +80,11 @@ class Tuner:
         self.table = TuneTable(store, self.tune.objective, self.tune.goal)
         self.flights: dict[str, _Flight] = {}  # seed id -> configuration in flight
         self.measured: dict[str, int] = {}  # seed id -> the trial number that measured it
+        self.asked: dict[str, dict[str, Any]] = {}  # values asked (JSON) -> their seed's ids
         self.parallel = self.tune.parallel or room_for(plan.deployments[0], ray.nodes())
-        self.duplicates = 0
+        self.duplicates, self.spent = 0, False
+        self.explorer: optuna.Study | None = None  # the same study, sampled at random
+        self.name = plan.name
         self._started = False
         self._catch_up()
 
@@ -92,7 +99,9 @@ class Tuner:
             out.extend(self._resume_running())
         while len(self.flights) < self.parallel and self.left() > 0:
             if self.duplicates >= MAX_DUPLICATES:
-                log.warning("the search space holds no configuration not measured yet")
+                if not self.spent:
+                    self.spent = True
+                    log.warning("the search space holds no configuration not measured yet")
                 break
             deployment = self._ask()
             if deployment is not None:
@@ -107,8 +116,19 @@ class Tuner:
 
     # ---- asking ----
     def _ask(self) -> Deployment | None:
-        trial = self.study.ask()
+        study = self.study
+        if self.duplicates >= EXPLORE_AFTER:  # the model keeps to what it measured: look around
+            if self.explorer is None:
+                sampler = optuna.samplers.RandomSampler(seed=self.tune.seed)
+                self.explorer = open_study(self.store.root, self.name, self.tune, sampler)
+            study = self.explorer
+        trial = study.ask()
         params = suggest(trial, self.specs)
+        key = _key(params)
+        if key in self.asked:  # the same values again: no need to plan them to know
+            ids = self.asked[key]
+            self._duplicate(trial.number, params, ids, self.measured.get(ids["seed_id"]))
+            return None
         bound = self._bound()
         try:
             seed = self._seed(params, bound)
@@ -119,9 +139,10 @@ class Tuner:
             return None
         earlier = self.measured.get(seed.trial_id)
         if earlier is not None or seed.trial_id in self.flights:
-            self._duplicate(trial.number, params, seed, earlier)
+            self._duplicate(trial.number, params, _ids(seed), earlier)
             return None
         self.duplicates = 0
+        self.asked[key] = _ids(seed)
         trial.set_user_attr("stop_below", bound)
         return self._launch(trial.number, params, seed, bound)
 
@@ -175,7 +196,7 @@ class Tuner:
         self._say(flight, outcome)
 
     def _duplicate(
-        self, number: int, params: dict[str, Any], seed: TrialSpec, earlier: int | None
+        self, number: int, params: dict[str, Any], ids: dict[str, Any], earlier: int | None
     ) -> None:
         """Tell a repeated configuration its earlier value (failed while that one runs)."""
         self.duplicates += 1
@@ -186,10 +207,9 @@ class Tuner:
             self.study.tell(number, state=optuna.trial.TrialState.PRUNED)
         else:
             self.study.tell(number, state=optuna.trial.TrialState.FAIL)
-        ids = {"seed_id": seed.trial_id, "deployment_id": seed.deployment_id, "label": seed.label,
-               "duplicate_of": earlier}  # fmt: skip
         outcome = Outcome(DUPLICATE, row["value"] if row else None, reason="measured before")
-        self.table.add(number, params, distributions(self.specs, params), outcome, ids)
+        self.table.add(number, params, distributions(self.specs, params), outcome,
+                       {**ids, "duplicate_of": earlier})  # fmt: skip
 
     def _record(
         self,
@@ -199,9 +219,9 @@ class Tuner:
         outcome: Outcome,
         bound: float | None,
     ) -> None:
-        ids = {"seed_id": seed.trial_id, "deployment_id": seed.deployment_id, "label": seed.label,
-               "stop_below": bound}  # fmt: skip
+        ids = {**_ids(seed), "stop_below": bound}
         self.table.add(number, params, distributions(self.specs, params), outcome, ids)
+        self.asked[_key(params)] = _ids(seed)
 
     def _say(self, flight: _Flight, outcome: Outcome) -> None:
         if self.progress is None:
@@ -221,6 +241,7 @@ class Tuner:
             if row is not None:
                 if row["state"] != DUPLICATE and row.get("seed_id"):
                     self.measured[row["seed_id"]] = trial.number
+                    self.asked[row["params"]] = {k: row[k] for k in IDS}
                 continue
             seed = self._seed(trial.params, trial.user_attrs.get("stop_below"))
             if seed.trial_id in self.measured:
@@ -238,9 +259,24 @@ class Tuner:
             bound = trial.user_attrs.get("stop_below")
             seed = self._seed(trial.params, bound)
             if seed.trial_id in self.measured or seed.trial_id in self.flights:
-                self._duplicate(trial.number, trial.params, seed, self.measured.get(seed.trial_id))
+                earlier = self.measured.get(seed.trial_id)
+                self._duplicate(trial.number, trial.params, _ids(seed), earlier)
                 continue
+            self.asked[_key(trial.params)] = _ids(seed)
             deployment = self._launch(trial.number, dict(trial.params), seed, bound)
             if deployment is not None:
                 out.append(deployment)
         return out
+
+
+IDS = ("seed_id", "deployment_id", "label")
+
+
+def _ids(seed: TrialSpec) -> dict[str, Any]:
+    """What the table says of the seed a configuration ran."""
+    return dict(zip(IDS, (seed.trial_id, seed.deployment_id, seed.label), strict=True))
+
+
+def _key(params: dict[str, Any]) -> str:
+    """Values as the table writes them (`TuneTable.add`): the key of repeats."""
+    return json.dumps(params, sort_keys=True)

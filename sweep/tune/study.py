@@ -26,8 +26,13 @@ FINISHED = (
 )
 
 
-def open_study(root: str, name: str, tune: TuneConfig) -> optuna.Study:
-    """The sweep's study in `root` (created on the first run, loaded on the next)."""
+def open_study(
+    root: str, name: str, tune: TuneConfig, sampler: optuna.samplers.BaseSampler | None = None
+) -> optuna.Study:
+    """The sweep's study in `root` (created on the first run, loaded on the next).
+
+    `sampler`: another than the TPE below (the tuner's random look around, on the same study).
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = JournalStorage(JournalFileBackend(f"{root}/{JOURNAL}"))
     try:
@@ -37,7 +42,7 @@ def open_study(root: str, name: str, tune: TuneConfig) -> optuna.Study:
         finished = 0
     with warnings.catch_warnings():  # multivariate and group are flagged experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = optuna.samplers.TPESampler(
+        sampler = sampler or optuna.samplers.TPESampler(
             seed=tune.seed + finished,
             n_startup_trials=tune.startup_trials,
             multivariate=True,
