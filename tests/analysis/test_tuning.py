@@ -7,6 +7,7 @@ than y, count the hours, and draw the best so far.
 """
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -94,3 +95,21 @@ def test_the_section_names_the_best_lists_importances_and_draws(folder):
 def test_a_folder_without_tuning_has_no_section(tmp_path):
     assert load_tuning(tmp_path) is None
     assert tuning_sections(None, None) == [] and tuning_findings(None) == ()
+
+
+def test_the_study_reaches_wandb_tables_a_line_and_the_run_summary(folder, offline):
+    from wandb_log import read_runs
+
+    from analysis.read.load import load_summary
+    from analysis.tracking.tracking import Tracker
+    from sweep.core.config import TrackingConfig
+
+    reference = Path(__file__).resolve().parent / "data" / "ref_sweep"
+    with Tracker(TrackingConfig(name="wandb"), "tuned", folder) as tracker:
+        tracker.sweep_finished(load_summary(reference), [])  # the study read from the folder
+    (run,) = read_runs(folder / "wandb")
+    (logged,) = [step for step in run.history if "tuning/nrows" in step]
+    assert logged["tuning/nrows"] == 12 and logged["tuning_importance/nrows"] == 2
+    assert "tuning_best_so_far_table" in json.dumps(logged)  # the line's own table
+    assert run.summary["tuning/best_params"] == "x=8, y=a"
+    assert run.summary["tuning/best_value"] == 100.0

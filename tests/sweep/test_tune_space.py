@@ -159,3 +159,16 @@ def test_a_search_above_the_best_so_far_runs_to_its_answer():
     assert 57.0 * 0.95 <= found.load <= 57.0
     unbounded = SearchConfig(mode="capacity", start=40.0, tolerance=0.05)
     assert run(unbounded, step(57.0))[1].load == found.load  # the bound changed nothing here
+
+
+def test_the_dry_run_shows_the_budget_objective_and_space(tmp_path):
+    done = sweep_in_process(*BASE, f"output.dir={tmp_path}", "sweep.dry_run=true")
+    assert done.returncode == 0, done.stderr
+    out = " ".join(done.stdout.split())
+    assert "an optimiser chooses 12 configurations (maximize capacity)" in out
+    assert "backend.max_num_seqs: 2 to 32 (int) (log)" in out
+    assert "backend.chunked_prefill: one of [True, False]" in out
+    assert (
+        "backend.max_num_batched_tokens: 256 to 16384 (int) (log) "
+        "when backend.chunked_prefill == True"
+    ) in out
