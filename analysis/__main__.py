@@ -107,6 +107,7 @@ def report(
             capacity=paths.capacity,
             findings=paths.findings,
             quality=paths.quality,
+            tuning=paths.tuning,
         )
     return 0
 

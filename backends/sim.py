@@ -7,7 +7,9 @@ With `backend.api=chat` and `backend.reasoning_tokens=N` it streams as a reasoni
 tokens of thinking (under `backend.reasoning_field`) before each answer. A chat request's images
 each cost `backend.ms_per_image` before its first token and `backend.tokens_per_image` prompt
 tokens, and the server stamps how many each request carried. With `backend.lora_adapters` it
-answers requests for those adapters by name, and stamps the `model` each asked for.
+answers requests for those adapters by name, and stamps the `model` each asked for. With
+`backend.landscape=peak` its speed is a known function of `max_num_seqs`,
+`max_num_batched_tokens` and `chunked_prefill` (`backends.sim_server.landscape`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from backends.launched import LaunchedServerBackend
 from backends.lora import resolve_adapters, served_adapters
 from backends.process.prometheus import MetricMap, PrometheusSource
 from backends.process.startup import StartupLines
+from backends.sim_server.landscape import LANDSCAPES
 from backends.sim_server.schedule import SIM_FAULT_KINDS, SimSchedule
 from sweep.core import records as R
 from sweep.core.errors import ConfigError, check_choice, check_positive
@@ -83,6 +86,11 @@ class SimBackendConfig(SimSchedule, LoraServerConfig):
         if not 0.0 <= self.tool_call_rate <= 1.0:
             raise ConfigError(
                 f"backend.tool_call_rate must be in [0, 1], got {self.tool_call_rate}"
+            )
+        check_choice("backend", "landscape", self.landscape, LANDSCAPES)
+        if self.max_num_batched_tokens < 0:
+            raise ConfigError(
+                f"backend.max_num_batched_tokens must be >= 0, got {self.max_num_batched_tokens}"
             )
         if self.reasoning_tokens < 0:
             raise ConfigError(f"backend.reasoning_tokens must be >= 0, got {self.reasoning_tokens}")

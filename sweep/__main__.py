@@ -31,6 +31,7 @@ from sweep.driver.progress import SweepProgress
 from sweep.driver.resume import select_pending
 from sweep.plan.plan import SweepPlan, build_plan
 from sweep.plan.search_plan import probe_budget
+from sweep.tune.loop import Tuner
 from sweep.worker import environment as env
 
 log = logging.getLogger("sweep")
@@ -61,12 +62,15 @@ def main(argv: list[str] | None = None) -> int:
         removed = store.remove_partial_files()
         if removed:
             log.warning("removed %d partial files left by an interrupted run", removed)
-        state = select_pending(plan, store)
-        print_resume(state)
+        tuning = plan.base.search.mode == "tune"  # the tuner chooses the deployments
+        state = select_pending(plan, store) if not tuning else None
+        if state is not None:
+            print_resume(state)
         store.write_sweep_yaml(sweep_yaml(plan, overrides))
-        trials = sum(probe_budget(t) for t in plan.trials)  # its size picks the W&B layout
-        with Tracker(plan.base.tracking, plan.name, store.root, trials=trials) as tracker:
-            if state.deployments:
+        with Tracker(plan.base.tracking, plan.name, store.root, trials=planned(plan)) as tracker:
+            if tuning:
+                run_on_ray(plan, [], store, tracker, overrides)
+            elif state is not None and state.deployments:
                 run_on_ray(plan, state.deployments, store, tracker)
             summary = load_summary(store.root, cache_dir=f"{store.root}/{CACHE_DIR}")
             report = write_report(store.root) if plan.base.sweep.report else None
@@ -79,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                     capacity=report.capacity,
                     findings=report.findings,
                     quality=report.quality,
+                    tuning=report.tuning,
                 )
             print_table(console_table(summary), title=f"Sweep {plan.name}")
             print_report(report, store)
@@ -118,20 +123,42 @@ def print_report(report: ReportPaths | None, store: ResultStore) -> None:
     print_paths(report)
 
 
-def run_on_ray(plan: SweepPlan, deployments: list, store: ResultStore, tracker: Tracker) -> None:
-    """Connect to Ray, run the deployments with live progress, disconnect if we started Ray."""
+def planned(plan: SweepPlan) -> int:
+    """Trials the sweep may run (its size picks the W&B layout): a tuning sweep's budget's."""
+    if plan.base.search.mode == "tune":
+        return plan.base.search.tune.budget * probe_budget(plan.trials[0])
+    return sum(probe_budget(t) for t in plan.trials)
+
+
+def run_on_ray(
+    plan: SweepPlan,
+    deployments: list,
+    store: ResultStore,
+    tracker: Tracker,
+    tune_overrides: list[str] | None = None,
+) -> None:
+    """Connect to Ray, run the deployments with live progress, disconnect if we started Ray.
+
+    With `tune_overrides` (search=tune) the deployments come from the tuner as it goes.
+    """
     started = connect(plan.base.cluster)
     total = sum(probe_budget(t) for d in deployments for t in d.trials)
     searches = sum(t.search is not None for d in deployments for t in d.trials)
     what = f"{searches} searches (at most {total} trials)" if searches else f"{total} trials"
-    console.print(
-        f"running {what} in {len(deployments)} deployments; results in {store.display_root}"
-    )
+    count = len(deployments)
+    if tune_overrides is not None:
+        tune = plan.base.search.tune
+        total, count = planned(plan), tune.budget
+        what = f"a tuning study of {tune.budget} configurations ({tune.objective})"
+    console.print(f"running {what} in {count} deployments; results in {store.display_root}")
     try:
-        with SweepProgress(total, len(deployments)) as progress:
+        with SweepProgress(total, count) as progress:
             tracked = TrackedProgress(progress, tracker)
             driver = Driver(store, {rec.ENV_GIT_SHA: env.git_sha()}, plan.base.cluster, tracked)
-            outcome = driver.run(deployments)
+            tuner = None
+            if tune_overrides is not None:
+                tuner = Tuner(plan, tune_overrides, store, tracked)
+            outcome = driver.run(deployments, tuner)
     finally:
         if started:
             ray.shutdown()

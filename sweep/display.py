@@ -13,6 +13,7 @@ from rich.table import Table
 from analysis.report.console import make_console
 from analysis.report.flags import grouped_checks, trial_checks
 from analysis.report.sections import pooled
+from sweep.core.tune_config import parse_space
 from sweep.driver.placement import trial_seconds
 from sweep.driver.resume import ResumeState
 from sweep.plan.plan import SweepPlan
@@ -24,7 +25,12 @@ VALUES_SHOWN = 8  # values of one axis named in the dry run's summary
 
 
 def print_plan(plan: SweepPlan) -> None:
-    """The dry run: the plan's summary, and every trial of a small plan or on request."""
+    """The dry run: the plan's summary, and every trial of a small plan or on request.
+
+    A tuning sweep (`search=tune`) plans its base configuration only; its space comes first.
+    """
+    for line in tune_lines(plan):
+        console.print(line, markup=False, highlight=False)
     for line in plan_lines(plan):
         console.print(line, markup=False, highlight=False)
     console.print(deployment_table(plan))
@@ -32,6 +38,28 @@ def print_plan(plan: SweepPlan) -> None:
         print_trials(plan)
     else:
         console.print(f"{len(plan.trials):,} trials: sweep.list_trials=true lists them")
+
+
+def tune_lines(plan: SweepPlan) -> list[str]:
+    """A tuning sweep's budget, objective and space (nothing for any other sweep)."""
+    search = plan.base.search
+    if search.mode != "tune":
+        return []
+    tune = search.tune
+    lines = [
+        f"sweep '{plan.name}': an optimiser chooses {tune.budget} configurations "
+        f"({tune.goal} {tune.objective}); each is a deployment like the one below"
+    ]
+    for spec in parse_space(tune.space):
+        values = (
+            f"one of {list(spec.choices)}"
+            if spec.choices is not None
+            else f"{spec.low} to {spec.high}" + (" (int)" if spec.integer else "")
+            + (" (log)" if spec.log else "") + (f" step {spec.step}" if spec.step else "")
+        )  # fmt: skip
+        when = f" when {' '.join(map(str, spec.when))}" if spec.when else ""
+        lines.append(f"  {spec.name}: {values}{when}")
+    return lines
 
 
 def plan_lines(plan: SweepPlan) -> list[str]:

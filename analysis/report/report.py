@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -28,6 +29,7 @@ from analysis.figures.plots import PARETO_FILE, PLOTS, pareto_figure, repeat_poi
 from analysis.figures.plots import write_plots as _write_plots
 from analysis.figures.quality_front import write_quality_front
 from analysis.figures.timeline_plots import write_timeline_plots
+from analysis.figures.tuning_plot import write_tuning_plot
 from analysis.read.columns import load_axis_label, load_values, reasoned, series_labels, sweep_title
 from analysis.read.load import (
     load_adapters,
@@ -71,10 +73,12 @@ from analysis.report.structured import structured_findings, structured_sections
 from analysis.report.timeslice_plots import timeslice_section, write_timeslice_plot
 from analysis.report.tool_sessions import tool_findings, tool_sections
 from analysis.report.trace_rows import trace_sections
+from analysis.report.tuning import tuning_findings, tuning_sections
 from analysis.report.turns import turn_sections, turn_table, write_turn_plot
 from analysis.stats.capacity import capacity_table, with_search
 from analysis.stats.compare import Slo, analyse
 from analysis.stats.sweep_diff import noise_verdict
+from analysis.stats.tuning import Tuning, load_tuning
 from sweep.core import records as rec
 
 REPORT_FILE = "report.md"
@@ -137,6 +141,7 @@ class ReportPaths:
     quality: pd.DataFrame | None = (
         None  # `analysis.report.quality.quality_table`; None: quality=off
     )
+    tuning: Tuning | None = None  # `analysis.stats.tuning`; None: the sweep did not tune
 
 
 def write_report(
@@ -170,7 +175,7 @@ def write_report(
 
 def report_inputs(
     results_dir: str | Path | TrialFolder, summary: pd.DataFrame, options: ReportOptions
-) -> dict[str, pd.DataFrame]:
+) -> dict[str, Any]:
     """The frames `save_report` takes beside the summary, read for the trials that need them.
 
     Requests of the trials whose statistics the summary cannot give, time series and slices of
@@ -186,6 +191,7 @@ def report_inputs(
         "stages": load_stages(folder),
         "adapters": load_adapters(folder),
         "quality": load_quality(folder.root),
+        "tuning": load_tuning(folder.root),
     }
 
 
@@ -207,6 +213,7 @@ def save_report(
     stages: pd.DataFrame | None = None,
     adapters: pd.DataFrame | None = None,
     quality: pd.DataFrame | None = None,
+    tuning: Tuning | None = None,
     options: ReportOptions | None = None,
 ) -> ReportPaths:
     """Write the report of already loaded frames into `out_dir`.
@@ -244,7 +251,9 @@ def save_report(
     quality_table = quality_figures(quality, trials, options.baseline or options.quality_baseline)
     quality_front = write_quality_front(quality_table, out, sweep)
     withheld = withheld_deployments(comparison.trials)
+    tuning_plot = write_tuning_plot(tuning, out, sweep) if tuning is not None else None
     stated = (
+        *tuning_findings(tuning),
         *findings(comparison),
         *structured_findings(trials),
         *tool_findings(trials),
@@ -252,6 +261,7 @@ def save_report(
     )
     sections = [
         Section("Findings", items=stated) if stated else None,
+        *tuning_sections(tuning, tuning_plot),
         *capacity_section(capacity, searches, options.target_rate),
         *trial_sections(trials, plots),
         *stage_sections(stages, trials),
@@ -289,11 +299,13 @@ def save_report(
             *searches,
             *turn_plots,
             *([quality_front] if quality_front else []),
+            *([tuning_plot] if tuning_plot else []),
         ),
         html_path,
         capacity if len(capacity) else None,
         stated,
         quality_table if len(quality_table) else None,
+        tuning,
     )
 
 

@@ -37,6 +37,7 @@ from analysis.stats.capacity import capacity_table, search_settings
 from analysis.stats.compare import pareto_points
 from analysis.stats.roofline import roofline
 from analysis.stats.startup import deployment_startups
+from analysis.stats.tuning import Tuning, describe, load_tuning, params_of
 from analysis.tracking.tracking_groups import PER_DEPLOYMENT, DeploymentRuns, run_layout
 from analysis.tracking.wandb_cells import (
     history_steps,
@@ -140,6 +141,7 @@ class Tracker:
         capacity: pd.DataFrame | None = None,
         findings: tuple[str, ...] | list[str] = (),
         quality: pd.DataFrame | None = None,
+        tuning: Tuning | None = None,
     ) -> None:
         """Finish the deployments' runs, log the sweep's run, write and save its workspace.
 
@@ -149,10 +151,15 @@ class Tracker:
         `findings` are the report's sentences (`analysis.report.findings`), one row each;
         `quality` is `analysis.report.quality.quality_table`, logged with its front
         (`quality_front`: a scatter of USD per 1M output tokens against KL, and
-        `quality_front_points`, whose `on_quality_front` marks the front).
+        `quality_front_points`, whose `on_quality_front` marks the front). A tuning sweep's
+        study (`analysis.stats.tuning`, read from the folder when None) adds its configurations
+        (`tuning`), the importances (`tuning_importance`), the best so far against
+        deployment-hours (a line) and the best configuration in the run's summary.
         """
         if not self.enabled:
             return
+        if tuning is None:
+            tuning = load_tuning(self.root)
         with self._guard("logging the sweep"):
             self.runs_logged += self._groups.finish()
             if capacity is None:
@@ -174,6 +181,8 @@ class Tracker:
                 tables["findings"] = wandb.Table(columns=["finding"], data=[[f] for f in findings])
             if quality is not None and len(quality):
                 tables.update(_quality_front(wandb, quality))
+            if tuning is not None:
+                tables.update(_tuning(wandb, self._run, tuning))
             images = {f"plots/{p.stem}": wandb.Image(str(p), caption=p.stem) for p in plots}
             self._run.log({**tables, **images})
             self._finish()
@@ -262,12 +271,14 @@ def upload_results(
     capacity: pd.DataFrame | None = None,
     findings: tuple[str, ...] | list[str] = (),
     quality: pd.DataFrame | None = None,
+    tuning: Tuning | None = None,
 ) -> Tracker:
     """Log a finished results folder: its trials, the sweep run and workspace; returns the tracker.
 
     The runs are laid out as the sweep's `tracking` settings (its sweep.yaml) say, `auto` by
     default. `capacity` is the report's capacity table (with its target rate); computed when
-    None. `quality` is the report's quality table (`ReportPaths.quality`).
+    None. `quality` is the report's quality table (`ReportPaths.quality`); `tuning` the tuning
+    study (`ReportPaths.tuning`), read from the folder when None.
     """
     summary = load_summary(results_dir)
     requests, timeseries = load_requests(results_dir), load_timeseries(results_dir)
@@ -287,8 +298,32 @@ def upload_results(
                 by_trial["requests"].get(trial_id, requests.iloc[:0]),
                 by_trial["timeseries"].get(trial_id, timeseries.iloc[:0]),
             )
-        tracker.sweep_finished(summary, plots, capacity, findings, quality)
+        tracker.sweep_finished(summary, plots, capacity, findings, quality, tuning)
     return tracker
+
+
+def _tuning(wandb: Any, run: Any, tuning: Tuning) -> dict[str, Any]:
+    """A tuning study as W&B tables, a line of the best so far, and the best in the summary."""
+    importance = pd.DataFrame(
+        [(i.param, i.importance, i.judged_on) for i in tuning.importances],
+        columns=["param", "importance", "configurations"],
+    )
+    progress = tuning.progress.dropna(subset=["best_so_far"])
+    logged = {
+        "tuning": wandb_table(wandb, tuning.rows),
+        "tuning_importance": wandb_table(wandb, importance),
+    }
+    if len(progress):
+        table = wandb_table(wandb, progress)
+        logged["tuning_best_so_far"] = wandb.plot.line(
+            table, "deployment_hours", "best_so_far", title="best so far against deployment-hours"
+        )
+    if tuning.best is not None:
+        run.summary["tuning/best_value"] = float(tuning.best["value"])
+        run.summary["tuning/best_params"] = describe(params_of(tuning.best))
+        run.summary["tuning/deployment_hours"] = tuning.deployment_hours
+        run.summary["tuning/saved_hours"] = tuning.saved_hours
+    return logged
 
 
 def _quality_front(wandb: Any, quality: pd.DataFrame) -> dict[str, Any]:

@@ -18,8 +18,11 @@ token carries both fields, as vLLM's do. A chat message's `image_url` parts each
 `ms_per_image` before the first token and count `tokens_per_image` prompt tokens, as a
 vision-language model's encoder and image tokens do. A chat request offering tools gets a tool
 call (`backends.sim_server.tool_calls`): always when it requires one or names a function, in
-`tool_call_rate` of replies when it leaves the choice to the model. The server imports only this
-module of the config code, so it starts without the config libraries.
+`tool_call_rate` of replies when it leaves the choice to the model. With a `landscape` other
+than `none`, every delay is also multiplied by that landscape's factor of `max_num_seqs`,
+`max_num_batched_tokens` and `chunked_prefill` (`backends.sim_server.landscape`): a server whose
+capacity is a known function of its arguments, the truth a tuner is checked against. The server
+imports only this module of the config code, so it starts without the config libraries.
 """
 
 from __future__ import annotations
@@ -59,3 +62,8 @@ class SimSchedule:
     # Tool calling (`tool_calls`): the share of chat replies that call one of the offered tools
     # when the request leaves the choice to the model (`tool_choice` auto).
     tool_call_rate: float = 0.0
+    # A landscape (`backends.sim_server.landscape`): every delay scaled by a known function of
+    # the knobs below, which change nothing under `none` (they stand in for an engine's).
+    landscape: str = "none"
+    max_num_batched_tokens: int = 0
+    chunked_prefill: bool = False

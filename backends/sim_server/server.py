@@ -44,6 +44,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from backends.sim_server.admission import Admission
 from backends.sim_server.arrivals import ArrivalStamps
+from backends.sim_server.landscape import delay_factor
 from backends.sim_server.latencies import Latencies
 from backends.sim_server.prompt_count import PromptCounter, is_long
 from backends.sim_server.schedule import SimSchedule
@@ -210,6 +211,13 @@ class SimServer:
         self.latencies = Latencies()
         reg.register(self.latencies)
         self.emitted = 0
+        # every request's delays scale by the landscape's factor (1.0 without one)
+        self.factor = delay_factor(
+            options.landscape,
+            options.max_num_seqs,
+            options.max_num_batched_tokens,
+            options.chunked_prefill,
+        )
 
     # ---- handlers ----
     async def health(self, request: web.Request) -> web.Response:
@@ -264,8 +272,9 @@ class SimServer:
         s = Stream(
             rid, body, api, bool(body.get("stream")), fault, arrival, self.opt, counted, call
         )
+        s.scale = self.factor
         if self.opt.jitter > 0:
-            s.scale = self.jitter_rng.lognormvariate(0.0, self.opt.jitter)
+            s.scale *= self.jitter_rng.lognormvariate(0.0, self.opt.jitter)
         if self.opt.usage != "asked":
             s.continuous = self.opt.usage == "continuous"
             s.include_usage = self.opt.usage != "none"

@@ -43,6 +43,7 @@ from sweep.core.proxy_configs import (
 )
 from sweep.core.quality_config import QUALITY_TOO_LONG, QualityConfig
 from sweep.core.structured import load_constraint
+from sweep.core.tune_config import TuneConfig
 
 # The config groups: an option of each is chosen per trial (`conf/<group>/<option>.yaml`).
 GROUPS = (
@@ -115,6 +116,9 @@ ADDED_LATER: dict[str, Any] = {
     "dataset.tool_choice": "auto",
     "dataset.tool_latency_s": 0.0,
     "dataset.tool_latency_dist": "fixed",
+    "backend.landscape": "none",  # the sim's known capacity landscape (tuning's truth)
+    "backend.max_num_batched_tokens": 0,
+    "backend.chunked_prefill": False,
     # A whole group added later: its section hashes away while it equals this default.
     "proxy": {"name": "none"},
 }
@@ -552,7 +556,7 @@ class SLOConfig:
         return bool(self.trial_limits()) or self.goodput_fraction is not None
 
 
-SEARCH_MODES = ("none", "capacity", "profile")
+SEARCH_MODES = ("none", "capacity", "profile", "tune")
 SEARCH_SPACINGS = ("linear", "geometric")
 
 
@@ -567,7 +571,11 @@ class SearchConfig:
     `parallel` probes at a time. `profile`: GuideLLM's sweep, a synchronous probe and a
     maximum-throughput probe, then `points` request rates between them. `target_rate` (req/s)
     turns each capacity into replicas and dollars per hour. A probe whose achieved request rate
-    falls below `saturation_ratio` of the offered rate is over-saturated and fails.
+    falls below `saturation_ratio` of the offered rate is over-saturated and fails. `tune`:
+    configurations chosen by an optimiser over `tune.space` (`sweep.core.tune_config`), each
+    measured by a capacity search with these settings. `stop_below` is set by the tuner on each
+    configuration's search: the best capacity found so far, below which a failing probe ends the
+    search (the configuration is proven worse).
     """
 
     mode: str = "none"
@@ -582,6 +590,8 @@ class SearchConfig:
     spacing: str = "linear"
     target_rate: float | None = None
     saturation_ratio: float = 0.9
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    stop_below: float | None = None
 
     def __post_init__(self) -> None:
         check_choice("search", "mode", self.mode, SEARCH_MODES)
@@ -713,6 +723,6 @@ __all__ = [  # the group configs defined beside this module, read from here
     "THINK_TIME_DISTS", "ClipProxyConfig", "DatasetConfig", "HFDatasetConfig",
     "ImagesDatasetConfig",
     "MultiTurnDatasetConfig", "PromptsDatasetConfig", "ProxyConfig", "QualityConfig",
-    "RandomDatasetConfig", "SemanticCacheProxyConfig",
+    "RandomDatasetConfig", "SemanticCacheProxyConfig", "TuneConfig",
     "SharedPrefixDatasetConfig", "TraceDatasetConfig", "check_paraphrase_rate",
 ]  # fmt: skip

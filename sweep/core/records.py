@@ -388,6 +388,7 @@ WEIGHTS_EXL2 = "exl2"
 WEIGHT_FORMATS = (WEIGHTS_DECLARED, WEIGHTS_CTRANSLATE2, WEIGHTS_GGUF, WEIGHTS_EXL2)
 
 SUMMARY_FILE = "summary.parquet"
+TUNE_TABLE = "tune.parquet"  # a tuning sweep's configurations (`sweep.tune.table`)
 REQUESTS_FILE = "requests.parquet"
 TIMESERIES_FILE = "timeseries.parquet"
 SERVER_METRICS_FILE = "server_metrics.parquet"

@@ -137,6 +137,18 @@ class ResultStore:
                 rows.append(table.to_pylist()[0])
         return sorted(rows, key=lambda row: row.get(R.SEARCH_PROBE) or 0)
 
+    def trial_row(self, deployment_id: str, trial_id: str) -> dict | None:
+        """The summary row of one finished trial; None when it has no summary."""
+        path = f"{self.trial_dir(deployment_id, trial_id)}/{R.SUMMARY_FILE}"
+        if self.fs.get_file_info(path).type != pafs.FileType.File:
+            return None
+        return pq.read_table(path, filesystem=self.fs).to_pylist()[0]
+
+    def write_table(self, name: str, table: pa.Table) -> None:
+        """Keep a table of the whole sweep (the tuner's `tune.parquet`) at the folder's top."""
+        self.fs.create_dir(self.root, recursive=True)
+        self._write_parquet(f"{self.root}/{name}", table)
+
     def write_trial(self, files: TrialFiles) -> None:
         """Write one trial's files; the summary goes last and marks the trial complete."""
         folder = self.trial_dir(files.deployment_id, files.trial_id)

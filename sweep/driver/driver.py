@@ -33,7 +33,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 import ray
@@ -84,6 +84,13 @@ LOCAL_SYSTEM_CONFIG = MappingProxyType(
 )
 SHARE_POLL_S = 1.0  # how often idle resources are looked for (a call to the GCS)
 NODE_POLL_S = 1.0  # how often the nodes of running tasks are checked (a call to the GCS)
+
+
+class DeploymentSource(Protocol):
+    """Deployments that arrive while the driver runs (the tuner's configurations)."""
+
+    def more(self, recorded: set[str]) -> list[Deployment] | None:
+        """Deployments to submit now ([] for none yet), or None when no more will come."""
 
 
 @dataclass
@@ -221,12 +228,42 @@ class Driver:
         self.logged: set[str] = set()  # deployments whose first task was submitted
         self.later_tasks: Counter = Counter()  # (deployment id, task kind) -> later tasks
 
-    def run(self, deployments: list[Deployment]) -> SweepOutcome:
-        """Submit every deployment (longest first) and process results until all are recorded."""
+    def run(
+        self, deployments: list[Deployment], source: DeploymentSource | None = None
+    ) -> SweepOutcome:
+        """Submit every deployment (longest first) and process results until all are recorded.
+
+        With `source` (the tuner, `sweep.tune`), more deployments come while the sweep runs:
+        after each step the source is asked for those to submit now, given the trial and
+        search ids recorded so far, until it says it has none left (None).
+        """
         self.ledger = TrialLedger()
-        nodes = ray.nodes()
         # A cluster we joined may grow: its autoscaler's node types count as nodes to come.
         self.node_types = launchable_node_types() if self.cluster.address else None
+        try:
+            self._submit_all(deployments)
+            while self.tasks or source is not None:
+                if self.tasks:
+                    self._step()
+                if source is None:
+                    continue
+                more = source.more(self.recorded)
+                if more is None:
+                    source = None
+                elif more:
+                    self._submit_all(more)
+                elif not self.tasks:
+                    raise SweepError("the tuner has configurations in flight but no task runs")
+        except BaseException:
+            self.cancel_all()
+            raise
+        finally:
+            self.ledger.close()
+        return self.outcome
+
+    def _submit_all(self, deployments: list[Deployment]) -> None:
+        """Submit deployments longest first; record failed at once those no node can host."""
+        nodes = ray.nodes()
         for deployment in longest_first(deployments):
             reason = unplaceable_reason(deployment, nodes, self.node_types)
             if reason:
@@ -236,15 +273,6 @@ class Driver:
             self._submit(deployment, attempt=0, nodes=nodes)
             if wait := self.tasks[-1].wait:
                 self.progress.note(f"{deployment.label} {wait.first_line()}")
-        try:
-            while self.tasks:
-                self._step()
-        except BaseException:
-            self.cancel_all()
-            raise
-        finally:
-            self.ledger.close()
-        return self.outcome
 
     def cancel_all(self) -> None:
         """Cancel every running task (its backend stops in the worker's `finally`)."""

@@ -158,3 +158,16 @@ def _why_not(
 def _pieces_text(resources: dict[str, float]) -> str:
     names = [k[len(PIECE_PREFIX) :] for k in resources if k.startswith(PIECE_PREFIX)]
     return ", ".join(names) or "no pieces"
+
+
+def room_for(deployment: Deployment, nodes: list[dict[str, Any]]) -> int:
+    """How many tasks of `deployment` the alive nodes hold at once, all else idle (at least 1)."""
+    needed = resources_of(deployment)
+    room = 0
+    for node in nodes:
+        offered = node.get("Resources", {}) if node.get("Alive") else {}
+        if not resources_fit(needed, offered):
+            continue
+        whole = [float(offered[k]) // v for k, v in needed.items() if v >= 1]
+        room += int(min(whole)) if whole else 1
+    return max(1, room)

@@ -90,9 +90,8 @@ class SweepProgress:
         """A search ended with capacity `found` (in `unit`), `unused` probes of its budget left."""
         self.total -= unused
         self._progress.update(self._task, total=self.total, eta=self._eta())
-        self.console.print(
-            f"[bold cyan]◆ {label}[/] capacity {found.load:g} {unit} · {found.reason}"
-        )
+        what = "stopped early" if found.pruned else f"capacity {found.load:g} {unit}"
+        self.console.print(f"[bold cyan]◆ {label}[/] {what} · {found.reason}")
 
     def _counts(self) -> str:
         return (

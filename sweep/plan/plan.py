@@ -28,7 +28,7 @@ from sweep.datasets.context import limit, local_model_path
 from sweep.datasets.multi_turn import check_plan as check_multi_turn
 from sweep.datasets.quality_texts import check_plan as check_quality
 from sweep.plan.compose import Composer
-from sweep.plan.search_plan import check_search, seed_hash_tree
+from sweep.plan.search_plan import check_search, check_tune, seed_hash_tree, seed_mode
 from sweep.spec import (
     Deployment,
     SearchSeed,
@@ -58,8 +58,12 @@ class SweepPlan:
         return [t for d in self.deployments for t in d.trials]
 
 
-def build_plan(overrides: list[str]) -> SweepPlan:
-    """Compose the experiment, validate its grid and expand it into deployments and trials."""
+def build_plan(overrides: list[str], point: dict[str, Any] | None = None) -> SweepPlan:
+    """Compose the experiment, validate its grid and expand it into deployments and trials.
+
+    `point`: dotted field -> value, planned as the only grid point instead of `sweep.grid` (a
+    configuration the tuner asked for, `sweep.tune`).
+    """
     with Composer(overrides) as composer:
         base_tree, base_choices = composer.compose_point([])
         grid = composer.to_config(base_tree, unknown_ok=GROUPS).sweep.grid
@@ -68,7 +72,10 @@ def build_plan(overrides: list[str]) -> SweepPlan:
         # vllm_server beside hf): it must be known to at least one point, not to every one.
         base = composer.to_config(base_tree, unknown_ok=group_axes)
         _check_name(base.sweep.name)
+        check_tune(base, lambda dotted: _has_key(base_tree, dotted))
         axes = {axis: list(values) for axis, values in base.sweep.grid.items()}
+        if point is not None:
+            axes = {axis: [value] for axis, value in point.items()}
         search_axis = check_search(base, list(axes))
         value_axes = [a for a in axes if a not in GROUPS]
         for axis in value_axes:
@@ -138,7 +145,7 @@ def _trials_of_point(
     label = point_label(config, chosen)
     seed = None
     if search_axis is not None:
-        mode = config.search.mode
+        mode = str(seed_mode(config.search))
         hashed = seed_hash_tree(hashed, search_axis, mode)
         seed = SearchSeed(mode=mode, axis=search_axis)
         label = f"{label}-{mode}"

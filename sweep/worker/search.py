@@ -29,6 +29,9 @@ The rules, with k = `search.parallel` loads probed at once:
   the rule leaves, so a search cannot loop.
 - At most `search.max_probes` probes in all; a search cut there reports the best bracket so
   far, not converged.
+- Stopped early: with `search.stop_below` (set by the tuner, `sweep.tune`: the best capacity
+  found so far), a failure at or below it proves the configuration worse than the best, and the
+  search ends there, `pruned`, whatever it has not probed yet.
 
 Integer loads are rounded, kept >= 1 and deduplicated; a step up or down moves them by one at
 least. Rates are written with as few significant digits as keep them within 1% of the bracket of the
@@ -75,6 +78,7 @@ class Capacity:
         converged: the search ended by its own rule (within tolerance, a pass at max_load, a
             failure at min_load), not cut by max_probes nor still running.
         reason: how it ended, in words.
+        pruned: it was stopped early, proven below `search.stop_below` (not converged).
     """
 
     load: float
@@ -82,6 +86,7 @@ class Capacity:
     failed_load: float | None
     converged: bool
     reason: str
+    pruned: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,11 @@ def capacity(search: SearchConfig, history: Sequence[Probe], *, integer: bool = 
         reason = f"max_load reached: passes at max_load ({_load(lo, integer)})"
     elif state.ended == "min_load":
         reason = f"fails the SLO at the lowest load probed ({_load(hi, integer)}): {_why(hi)}"
+    elif state.ended == "pruned":
+        reason = (
+            f"pruned: fails at {_load(hi, integer)}, at or below the best capacity found so far "
+            f"({_number(search.stop_below or 0.0)}): {_bracket_text(lo, hi, integer)}"
+        )
     else:
         head = _ENDINGS.get(state.ended, "searching")
         reason = f"{head}: {_bracket_text(lo, hi, integer)}"
@@ -172,8 +182,9 @@ def capacity(search: SearchConfig, history: Sequence[Probe], *, integer: bool = 
         load=lo.load if lo is not None else 0.0,
         passed_load=lo.load if lo is not None else None,
         failed_load=hi.load if hi is not None else None,
-        converged=converged,
+        converged=converged and state.ended != "pruned",
         reason=reason,
+        pruned=state.ended == "pruned",
     )
 
 
@@ -222,6 +233,9 @@ def _state(search: SearchConfig, bounds: _Bounds, history: Sequence[Probe]) -> _
         return _State(DONE, lo, hi, "min_load")
     else:
         phase = BRACKET
+    bound = search.stop_below
+    if bound is not None and hi is not None and hi.load <= bound * (1 + _EPS):
+        return _State(DONE, lo, hi, "pruned")  # proven below the best found so far
     if len(history) >= search.max_probes:
         return _State(DONE, lo, hi, "max_probes")
     return _State(phase, lo, hi)
