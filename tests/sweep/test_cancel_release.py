@@ -103,8 +103,11 @@ def test_the_release_estimate_follows_the_servers_own_stamps(on_hang_up, itl_ms,
     columns = release_columns(pd.DataFrame(rows), samples_frame(sampler.rows))
     assert columns[R.CANCEL_RELEASE_SAMPLES] >= 20
     assert columns[R.CANCEL_RELEASE_MS_MEAN] == pytest.approx(truth_ms, abs=60)
-    if on_hang_up != "abort":  # all five cut at once, then held together
-        assert columns[R.CANCEL_HELD_MAX] == 5
+    if on_hang_up != "abort":
+        # All five cut at once are held together for itl_ms (15 samples or more). A scrape may
+        # also find a finished request still running: the sim ends it after its last chunk's
+        # write, which can yield to the scrape's handler; never more than the ten sent.
+        assert 5 <= columns[R.CANCEL_HELD_MAX] <= 10
 
 
 def test_a_zero_delay_leaves_before_the_first_token_and_the_server_answers_none():
