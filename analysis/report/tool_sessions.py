@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.read.columns import numeric_column, series_labels
+from analysis.read.columns import numeric_column, series_labels, text_column
 from analysis.report.flags import distrust
 from analysis.report.sections import Section, formatted
 from sweep.core import records as rec
@@ -38,7 +38,7 @@ def tool_rows(trials: pd.DataFrame) -> pd.DataFrame:
     frame = pd.DataFrame(
         {
             CONFIGURATION: series_labels(ok),
-            "tools": _text(ok, TOOLS) + " (" + _text(ok, CHOICE) + ")",
+            "tools": text_column(ok, TOOLS) + " (" + text_column(ok, CHOICE) + ")",
             "sessions": numeric_column(ok, rec.SESSIONS),
             "requests": numeric_column(ok, rec.COMPLETED_REQUESTS),
             "calls": calls,
@@ -126,9 +126,3 @@ def tool_sections(trials: pd.DataFrame) -> list[Section]:
         "cache held, where its usage says (vLLM: `--enable-prompt-tokens-details`)."
     )
     return [Section("Tool-calling sessions", text, table=table)]
-
-
-def _text(frame: pd.DataFrame, column: str) -> pd.Series:
-    if column not in frame:
-        return pd.Series("", index=frame.index)
-    return frame[column].map(lambda v: "" if v is None or pd.isna(v) else str(v))
